@@ -1,0 +1,3 @@
+from mapsync.cli import main
+
+main()

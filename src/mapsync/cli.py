@@ -1,0 +1,335 @@
+"""The `mapsync` command line. Exit codes: 0 ok, 1 some records or runs failed, 2 usage or config."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mapsync import __version__, errors
+from mapsync.engine import Engine, RunReport
+from mapsync.sheet import loader
+from mapsync.sheet.duration import parse_duration
+from mapsync.state import report as state_report
+from mapsync.state.store import StateStore
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="mapsync keeps two business systems in step from one YAML mapping sheet.",
+)
+state_app = typer.Typer(no_args_is_help=True, help="Look at or reset the state of a sheet's syncs.")
+app.add_typer(state_app, name="state")
+out = Console()
+err = Console(stderr=True)
+
+SheetArg = Annotated[Path, typer.Argument(help="The mapping sheet (YAML).", show_default=False)]
+SyncOpt = Annotated[str | None, typer.Option("--sync", "-s", help="Only this sync.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+class Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except Exit as exc:
+        sys.exit(exc.code)
+
+
+def _fail(message: str, code: int) -> Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    return Exit(code)
+
+
+@contextlib.contextmanager
+def _handled(secrets: tuple[str, ...] = ()) -> Iterator[None]:
+    def clean(text: str) -> str:
+        for s in secrets:
+            text = text.replace(s, "***")
+        return text.replace("[", r"\[")
+
+    try:
+        yield
+    except errors.ConfigError as exc:
+        raise _fail(clean(str(exc)), 2) from None
+    except errors.StateError as exc:
+        raise _fail(clean(str(exc)), 2) from None
+    except errors.LeaseHeld as exc:
+        raise _fail(clean(str(exc)), 1) from None
+    except (errors.TransientError, errors.PermanentError) as exc:
+        raise _fail(clean(str(exc)), 1) from None
+
+
+def _load(sheet: Path) -> loader.LoadedSheet:
+    with _handled():
+        return loader.load(sheet)
+
+
+def _store(loaded: loader.LoadedSheet, create: bool) -> StateStore:
+    with _handled(loaded.secrets):
+        return StateStore.open(loaded.sheet.state.url, loaded.folder, create=create)
+
+
+def _names(loaded: loader.LoadedSheet, sync: str | None) -> list[str]:
+    if sync is None:
+        return loader.run_order(loaded.sheet)
+    if sync not in loaded.sheet.syncs:
+        raise _fail(f"unknown sync {sync!r} (known: {', '.join(loaded.sheet.syncs)})", 2)
+    return [sync]
+
+
+def _json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the example sheet.")] = Path("mapsync.yaml"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example mapping sheet to start from."""
+    from importlib import resources
+
+    if path.exists() and not force:
+        raise _fail(f"{path} exists (use --force to overwrite)", 2)
+    text = resources.files("mapsync").joinpath("examples/sheet.yaml").read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    out.print(f"wrote {path}: edit the connections and syncs, then `mapsync validate {path}`")
+
+
+@app.command()
+def validate(sheet: SheetArg, as_json: JsonOpt = False) -> None:
+    """Check a sheet without connecting to anything: exit 0 if valid, 2 with every problem."""
+    try:
+        loaded = loader.load(sheet)
+    except errors.ConfigError as exc:
+        if as_json:
+            _json({"valid": False, "problems": exc.problems or [str(exc)]})
+            raise Exit(2) from None
+        raise _fail(str(exc).replace("[", r"\["), 2) from None
+    if as_json:
+        _json({"valid": True, "syncs": list(loaded.sheet.syncs)})
+    else:
+        out.print(f"{sheet}: valid ({len(loaded.sheet.syncs)} sync(s): {', '.join(loaded.sheet.syncs)})")
+
+
+@app.command()
+def seed(
+    sheet: SheetArg, sync: SyncOpt = None, again: Annotated[bool, typer.Option(
+        "--again", help="Re-read every row of an already seeded sync (unchanged rows are skipped).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """First load: record the starting cursor, then load all rows (or `seed.where`); resumable."""
+    loaded = _load(sheet)
+    names = _names(loaded, sync)
+    store = _store(loaded, create=True)
+    _execute(loaded, store, names, "seed", as_json, again=again, progress=not as_json)
+
+
+@app.command()
+def run(
+    sheet: SheetArg, sync: SyncOpt = None,
+    overlap: Annotated[bool, typer.Option("--overlap", help="Re-read the recent window and report rows the incremental runs missed.")] = False,
+    window: Annotated[str | None, typer.Option(help="Overlap window, e.g. 24h (default: the sheet's).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One pass of every sync (or --sync NAME): deliver what changed since the last run."""
+    loaded = _load(sheet)
+    names = _names(loaded, sync)
+    if window is not None and not overlap:
+        raise _fail("--window goes with --overlap", 2)
+    try:
+        span = parse_duration(window) if window is not None else None
+    except ValueError as exc:
+        raise _fail(f"--window: {exc}", 2) from None
+    store = _store(loaded, create=False)
+    _execute(loaded, store, names, "overlap" if overlap else "run", as_json, window=span)
+
+
+def _execute(loaded: loader.LoadedSheet, store: StateStore, names: list[str], kind: str, as_json: bool,
+             again: bool = False, window: dt.timedelta | None = None, progress: bool = False) -> None:
+    from mapsync.progress import RichObserver
+
+    observer = RichObserver(err) if progress and err.is_terminal else None
+    engine = Engine(loaded, store, observer)
+    reports: list[RunReport] = []
+    code = 0
+    try:
+        for name in names:
+            try:
+                with _handled(loaded.secrets):
+                    reports.append(engine.run(name, kind, again=again, window=window))
+            except Exit as exc:
+                code = max(code, exc.code)
+    finally:
+        if observer:
+            observer.stop()
+        engine.close()
+        store.close()
+    if any(not r.ok for r in reports):
+        code = max(code, 1)
+    if as_json:
+        _json([_report_dict(r) for r in reports])
+    else:
+        for r in reports:
+            _print_report(r)
+    if code:
+        raise Exit(code)
+
+
+def _report_dict(r: RunReport) -> dict[str, Any]:
+    data = dataclasses.asdict(r)
+    data["samples"] = [dataclasses.asdict(s) for s in r.samples]
+    return data
+
+
+def _print_report(r: RunReport) -> None:
+    c = r.counts
+    color = {"success": "green", "partial": "yellow"}.get(r.status, "red")
+    extra = f", missed {c.missed}" if r.kind == "overlap" else ""
+    out.print(
+        f"[bold]{r.sync}[/bold] {r.kind} #{r.run_id}: [{color}]{r.status}[/{color}] — read {c.read}, "
+        f"written {c.written}, skipped {c.skipped} unchanged, rejected {c.rejected}, deleted {c.deleted}{extra}",
+        highlight=False,
+    )
+    for label, counter in (("truncated", r.truncated), ("defaulted", r.defaulted), ("kept unmapped", r.kept)):
+        if counter:
+            out.print(f"  {label}: " + ", ".join(f"{k} ×{v}" for k, v in counter.items()), highlight=False)
+    for s in r.samples[:5]:
+        field = f" field {s.field}" if s.field else ""
+        out.print(f"  [yellow]rejected[/yellow] key {list(s.key)}{field}: {s.message}", highlight=False, markup=True)
+    if r.counts.rejected > 5:
+        out.print(f"  … {r.counts.rejected - 5} more: `mapsync errors SHEET --sync {r.sync}`", highlight=False)
+    if r.message:
+        out.print(f"  [red]{r.failure_class} failure:[/red] {r.message}", highlight=False)
+
+
+@app.command()
+def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> None:
+    """Each sync: last run, cursor, counts and open record errors."""
+    loaded = _load(sheet)
+    store = _store(loaded, create=False)
+    try:
+        rows = [state_report.sync_status(store, name) for name in _names(loaded, sync)]
+    finally:
+        store.close()
+    if as_json:
+        _json(rows)
+        return
+    table = Table("sync", "last run", "status", "read", "written", "rejected", "cursor", "open errors")
+    for row in rows:
+        last = row["last_run"] or {}
+        cursor = row["cursors"].get("watermark") or row["cursors"].get("seed") or "-"
+        table.add_row(
+            row["sync"], f"{last.get('kind', '-')} {last.get('started_at', '')}", last.get("status", "never"),
+            str(last.get("read", "")), str(last.get("written", "")), str(last.get("rejected", "")),
+            str(cursor), str(row["open_errors"]),
+        )
+    out.print(table)
+
+
+@app.command("errors")
+def errors_cmd(
+    sheet: SheetArg, sync: SyncOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include resolved errors.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record errors: which key, field and rule, the message, attempts, first and last seen."""
+    loaded = _load(sheet)
+    if sync is not None:
+        _names(loaded, sync)
+    store = _store(loaded, create=False)
+    try:
+        rows = state_report.record_errors(store, sync, all_, limit)
+    finally:
+        store.close()
+    if as_json:
+        _json(rows)
+        return
+    table = Table("sync", "key", "field", "rule", "message", "attempts", "last seen", "resolved")
+    for row in rows:
+        table.add_row(row["sync"], row["key"], row["field"] or "", row["rule"] or "", row["message"],
+                      str(row["attempts"]), row["last_seen"], row["resolved_at"] or "")
+    out.print(table if rows else "no open record errors")
+    if rows and not all_:
+        raise Exit(1)
+
+
+@state_app.command("show")
+def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> None:
+    """Cursors, ledger size, recent runs and cursor audit of each sync."""
+    loaded = _load(sheet)
+    store = _store(loaded, create=False)
+    try:
+        data = [
+            {**state_report.sync_status(store, name), "runs": state_report.runs(store, name, 5),
+             "audit": state_report.audit(store, name, 5)}
+            for name in _names(loaded, sync)
+        ]
+    finally:
+        store.close()
+    if as_json:
+        _json(data)
+        return
+    for item in data:
+        out.print(f"[bold]{item['sync']}[/bold]: {item['ledger_keys']} keys in the ledger, {item['open_errors']} open errors")
+        for name, value in item["cursors"].items():
+            out.print(f"  cursor {name}: {value}", highlight=False)
+        for r in item["runs"]:
+            out.print(f"  run #{r['id']} {r['kind']} {r['started_at']} {r['status']} read {r['read']} written {r['written']}", highlight=False)
+
+
+@state_app.command("reset")
+def state_reset(
+    sheet: SheetArg,
+    sync: Annotated[str, typer.Option("--sync", "-s", help="The sync to reset (required).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Forget a sync's cursors, key ledger and errors, so the next `seed` starts over."""
+    loaded = _load(sheet)
+    _names(loaded, sync)
+    if not yes and not typer.confirm(f"Forget cursors, ledger and errors of {sync}?"):
+        raise Exit(1)
+    store = _store(loaded, create=False)
+    try:
+        removed = state_report.reset(store, sync)
+    finally:
+        store.close()
+    out.print(f"reset {sync}: " + ", ".join(f"{k} {v}" for k, v in removed.items()))
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option("--dir", help="Where to build the demo.")] = Path("mapsync-demo"),
+) -> None:
+    """Build a sample ERP and portal (SQLite), seed, change rows, sync, and show what happened."""
+    from mapsync import demo as demo_mod
+
+    with _handled():
+        code = demo_mod.run(folder, out)
+    if code:
+        raise Exit(code)

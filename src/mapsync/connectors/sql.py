@@ -1,0 +1,236 @@
+"""A SQL database through SQLAlchemy 2: SQLite, PostgreSQL (psycopg 3), MariaDB/MySQL (PyMySQL).
+
+`SqlDatabase` owns one engine per connection: session settings, the catalog (identifiers from the
+sheet must exist there and are always quoted), the database's own clock and time zone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import quoted_name
+
+from mapsync import errors
+
+MARIADB_SQL_MODE = (
+    "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+)
+
+
+def normalize_url(url: str, folder: Path) -> sa.URL:
+    """Pick our drivers and resolve a relative SQLite path against the sheet's folder."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise errors.ConfigError("connection url is not a valid SQLAlchemy URL") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend in ("mysql", "mariadb"):
+        parsed = parsed.set(drivername=f"{backend}+pymysql")
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    elif backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)  # type: ignore[arg-type]
+        if not path.is_absolute():
+            parsed = parsed.set(database=str((folder / path).resolve()))
+    return parsed
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnInfo:
+    """What the catalog says about one column."""
+
+    name: str
+    python_type: type | None
+    length: int | None
+    nullable: bool
+    has_default: bool
+    aware: bool  # a timestamp column that carries a time zone (timestamptz)
+    type_name: str
+    precision: int | None = None  # NUMERIC(precision, scale)
+    scale: int | None = None
+    text_nul_forbidden: bool = False  # PostgreSQL text cannot hold NUL
+
+
+class SqlDatabase:
+    """One configured SQL connection."""
+
+    def __init__(self, name: str, url: str, folder: Path, timezone: str | None = None) -> None:
+        self.name = name
+        self.url = normalize_url(url, folder)
+        self.safe_url = self.url.render_as_string(hide_password=True)
+        self.timezone = timezone
+        if self.url.get_backend_name() == "sqlite":
+            db = self.url.database
+            if db not in (None, "", ":memory:") and not Path(db).exists():  # type: ignore[arg-type]
+                raise errors.ConfigError(f"connection {name}: SQLite database {db} does not exist")
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.url.get_backend_name() == "postgresql":
+            kwargs["connect_args"] = {"options": "-c timezone=UTC", "connect_timeout": 10}
+        elif self.url.get_backend_name() in ("mysql", "mariadb"):
+            kwargs["connect_args"] = {"connect_timeout": 10, "read_timeout": 600, "write_timeout": 600}
+        self.engine = sa.create_engine(self.url, **kwargs)
+        self.dialect = self.engine.dialect.name  # sqlite | postgresql | mysql
+        if self.dialect == "mysql":
+            sa.event.listen(self.engine, "connect", _mariadb_session)
+        elif self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_session)
+        self._tables: dict[str, sa.Table] = {}
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ----------------------------------------------------------------- catalog
+
+    def table(self, name: str, where: str) -> sa.Table:
+        """The reflected table `name` (optionally `schema.table`), or a ConfigError naming `where`."""
+        if name in self._tables:
+            return self._tables[name]
+        schema, _, table = name.rpartition(".")
+        try:
+            with self.engine.connect() as conn:
+                insp = sa.inspect(conn)
+                known = insp.get_table_names(schema=schema or None) + insp.get_view_names(schema=schema or None)
+                if table not in known:
+                    raise errors.ConfigError(
+                        f"{where}: unknown table {name!r} in connection {self.name}"
+                        + _near(table, known)
+                    )
+                reflected = sa.Table(
+                    quoted_name(table, True), sa.MetaData(), schema=quoted_name(schema, True) if schema else None,
+                    autoload_with=conn,
+                )
+        except sa.exc.OperationalError as exc:
+            raise errors.TransientError(f"connection {self.name}: cannot connect: {_first_line(exc.orig)}") from None
+        self._tables[name] = reflected
+        return reflected
+
+    def columns(self, table: sa.Table) -> dict[str, ColumnInfo]:
+        out = {}
+        for col in table.columns:
+            try:
+                py: type | None = col.type.python_type
+            except NotImplementedError:
+                py = None
+            length = getattr(col.type, "length", None)
+            aware = bool(getattr(col.type, "timezone", False))
+            if self.dialect == "mysql" and type(col.type).__name__ == "TIMESTAMP":
+                aware = True  # converted through the session time zone, which we set to UTC
+            out[col.name] = ColumnInfo(
+                name=col.name, python_type=py, length=length if isinstance(length, int) else None,
+                nullable=bool(col.nullable), aware=aware, type_name=str(col.type),
+                has_default=col.server_default is not None or bool(col.autoincrement is True and col.primary_key),
+                precision=getattr(col.type, "precision", None) if py is decimal.Decimal else None,
+                scale=getattr(col.type, "scale", None) if py is decimal.Decimal else None,
+                text_nul_forbidden=self.dialect == "postgresql",
+            )
+        return out
+
+    def unique_sets(self, table: sa.Table) -> list[set[str]]:
+        """Column sets that are unique in `table` (primary key, unique constraints and indexes)."""
+        with self.engine.connect() as conn:
+            insp = sa.inspect(conn)
+            sets = [set(insp.get_pk_constraint(table.name, schema=table.schema)["constrained_columns"] or [])]
+            sets += [set(u["column_names"]) for u in insp.get_unique_constraints(table.name, schema=table.schema)]
+            sets += [
+                {c for c in i["column_names"] if c}
+                for i in insp.get_indexes(table.name, schema=table.schema) if i.get("unique")
+            ]
+        return [s for s in sets if s]
+
+    def query_columns(self, query: str, where: str) -> list[str]:
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execute(sa.select(sa.text("*")).select_from(sa.text(f"({query}) AS q")).limit(0))
+                return list(result.keys())
+        except sa.exc.OperationalError as exc:
+            raise errors.TransientError(f"connection {self.name}: {_first_line(exc.orig)}") from None
+        except sa.exc.DBAPIError as exc:
+            raise errors.ConfigError(f"{where}: the query fails: {_first_line(exc.orig)}") from None
+
+    # ----------------------------------------------------------------- clock
+
+    def now(self) -> dt.datetime:
+        """The database server's current time, as an aware UTC datetime."""
+        sql = {
+            "postgresql": "SELECT clock_timestamp()",
+            "mysql": "SELECT UTC_TIMESTAMP(6)",
+            "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        }[self.dialect]
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.text(sql)).scalar_one()
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)  # type: ignore[no-any-return]
+
+    def zone(self, declared: str | None) -> zoneinfo.ZoneInfo | dt.timezone:
+        """The zone naive timestamps of this database are written in."""
+        name = declared or self.timezone
+        if name is None:
+            if self.dialect == "sqlite":
+                return dt.UTC
+            sql = {
+                "postgresql": "SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'",
+                "mysql": "SELECT IF(@@global.time_zone = 'SYSTEM', @@system_time_zone, @@global.time_zone)",
+            }[self.dialect]
+            with self.engine.connect() as conn:
+                name = str(conn.execute(sa.text(sql)).scalar_one())
+        match = re.fullmatch(r"([+-])(\d\d):(\d\d)", name)
+        if match:
+            sign = 1 if match.group(1) == "+" else -1
+            return dt.timezone(sign * dt.timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
+        try:
+            return zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise errors.ConfigError(
+                f"connection {self.name}: cannot tell the time zone {name!r}: set `timezone` "
+                "(an IANA name such as Europe/Berlin) on the connection or the sync's `changes`"
+            ) from None
+
+
+def _near(name: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _first_line(exc: object) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _mariadb_session(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("SET NAMES utf8mb4")
+    cur.execute("SET SESSION time_zone = '+00:00'")
+    cur.execute(f"SET SESSION sql_mode = '{MARIADB_SQL_MODE}'")
+    cur.close()
+
+
+def _sqlite_session(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def quoted(name: str) -> quoted_name:
+    return quoted_name(name, True)
+
+
+def describe_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """One line for a database error, secrets removed, capped in length."""
+    orig = getattr(exc, "orig", None) or exc
+    text = _first_line(orig)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:500]

@@ -1,0 +1,206 @@
+"""SqlSource: reads a table or query in keyset order, streamed with a server-side cursor."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from mapsync import errors, records
+from mapsync.connectors.sql import ColumnInfo, SqlDatabase, describe_error, quoted
+from mapsync.sheet import models
+
+
+class SqlSource:
+    """The source side of one sync (and of its child tables)."""
+
+    def __init__(self, db: SqlDatabase, sync_name: str, cfg: models.SyncConfig, ts_column: str | None) -> None:
+        self.db = db
+        self.sync = sync_name
+        self.key = list(cfg.key.from_)
+        self.ts_column = ts_column
+        self.filter = cfg.filter
+        where = f"sync {sync_name}: from"
+        needed = set(self.key) | {f.from_ for f in cfg.fields.values() if f.from_}
+        if ts_column:
+            needed.add(ts_column)
+        self.relation, self.info = self._relation(cfg.from_, needed, where)
+        self.columns = sorted(needed, key=lambda c: (c not in self.key, c))
+        self.children = {
+            name: _Child(db, sync_name, name, child) for name, child in cfg.children.items()
+        }
+
+    def _relation(
+        self, ref: models.SourceRef, needed: set[str], where: str
+    ) -> tuple[sa.FromClause, dict[str, ColumnInfo]]:
+        if ref.table is not None:
+            table = self.db.table(ref.table, f"{where}.table")
+            info = self.db.columns(table)
+            available = list(info)
+            relation: sa.FromClause = sa.table(table.name, *[sa.column(quoted(c)) for c in available], schema=table.schema)
+        else:
+            assert ref.query is not None
+            available = self.db.query_columns(ref.query, f"{where}.query")
+            info = {}
+            relation = sa.text(ref.query).columns(*[sa.column(quoted(c)) for c in available]).subquery("src")
+        missing = sorted(needed - set(available))
+        if missing:
+            raise errors.ConfigError(
+                f"sync {self.sync}: source has no column(s) {', '.join(repr(m) for m in missing)} "
+                f"(available: {', '.join(available)})"
+            )
+        return relation, info
+
+    # ----------------------------------------------------------------- reading
+
+    def col(self, name: str) -> sa.ColumnElement[Any]:
+        return self.relation.c[name]
+
+    def stream(
+        self,
+        order: Sequence[str],
+        where: Sequence[sa.ColumnElement[bool] | sa.TextClause],
+        after: Sequence[Any] | None,
+        batch: int,
+        extra_where: str | None = None,
+    ) -> Iterator[list[records.Row]]:
+        """Rows in `order`, strictly after the keyset `after`, in lists of `batch` rows.
+
+        The tie-break is compared in SQL (`(a, b) > (:a, :b)`), so it follows the column's
+        collation exactly as ORDER BY does. One server-side cursor streams the whole read.
+        """
+        conditions: list[Any] = list(where)
+        if self.filter:
+            conditions.append(sa.text(f"({self.filter})"))
+        if extra_where:
+            conditions.append(sa.text(f"({extra_where})"))
+        if after is not None:
+            conditions.append(sa.tuple_(*[self.col(c) for c in order]) > sa.tuple_(*[sa.literal(v) for v in after]))
+        query = (
+            sa.select(*[self.col(c) for c in self.columns])
+            .where(*conditions)
+            .order_by(*[self.col(c) for c in order])
+        )
+        try:
+            with self.db.engine.connect().execution_options(stream_results=True, max_row_buffer=batch) as conn:
+                result = conn.execute(query)
+                while True:
+                    rows = result.mappings().fetchmany(batch)
+                    if not rows:
+                        break
+                    yield [dict(r) for r in rows]
+        except sa.exc.DBAPIError as exc:
+            raise errors.TransientError(f"sync {self.sync}: reading the source failed: {describe_error(exc)}") from None
+
+    def count(self, extra_where: str | None = None) -> int:
+        conditions: list[Any] = [sa.text(f"({w})") for w in (self.filter, extra_where) if w]
+        with self.db.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(self.relation).where(*conditions)).scalar_one())
+
+    def key_of(self, row: records.Row) -> records.Key:
+        return tuple(row[k] for k in self.key)
+
+    def read_keys(self, keys: Sequence[records.Key]) -> list[records.Row]:
+        """Current rows for these keys (one query per 500 keys); missing keys are absent."""
+        out: list[records.Row] = []
+        cols = [self.col(c) for c in self.key]
+        with self.db.engine.connect() as conn:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                cond = sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk]) if len(cols) > 1 else cols[0].in_([k[0] for k in chunk])
+                out.extend(dict(r) for r in conn.execute(sa.select(*[self.col(c) for c in self.columns]).where(cond)).mappings())
+        return out
+
+    def attach_children(self, rows: list[records.Row]) -> dict[records.Key, dict[str, list[records.Row]]]:
+        """Child rows of these parents, one query per child table."""
+        out: dict[records.Key, dict[str, list[records.Row]]] = {self.key_of(r): {} for r in rows}
+        for name, child in self.children.items():
+            for parent_key, child_rows in child.fetch(list(out)).items():
+                out[parent_key][name] = child_rows
+            for parent in out.values():
+                parent.setdefault(name, [])
+        return out
+
+    # ----------------------------------------------------------------- time bounds
+
+    def ts_info(self) -> ColumnInfo | None:
+        return self.info.get(self.ts_column) if self.ts_column else None
+
+    def ts_bound(self, moment: Any, zone: dt.tzinfo, *, lower: bool, sample: Any = None) -> Any:
+        """A bound for the cursor column, in the column's own representation.
+
+        On SQLite, timestamps are text of mixed precision: a lower bound is the shortest text of
+        the instant (so `…:02` and `…:02.000000` rows both compare `>=` it), an upper bound the
+        longest.
+        """
+        if isinstance(moment, str):
+            moment = parse_time(moment)
+        info = self.ts_info()
+        aware = info.aware if info else isinstance(sample, dt.datetime) and sample.tzinfo is not None
+        if moment.tzinfo is not None and not aware:
+            moment = moment.astimezone(zone).replace(tzinfo=None)
+        elif moment.tzinfo is None and aware:
+            moment = moment.replace(tzinfo=zone).astimezone(dt.UTC)
+        if self.db.dialect == "mysql" and moment.tzinfo is not None:
+            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+        if self.db.dialect == "sqlite":
+            sep = "T" if isinstance(sample, str) and "T" in sample else " "
+            text = moment.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
+            if lower:
+                return text + (f".{moment.microsecond:06d}".rstrip("0") if moment.microsecond else "")
+            return text + f".{moment.microsecond:06d}"
+        return moment
+
+
+class _Child:
+    def __init__(self, db: SqlDatabase, sync: str, name: str, cfg: models.ChildSync) -> None:
+        assert cfg.from_.table is not None or cfg.from_.query is not None
+        self.db = db
+        self.parent = list(cfg.parent.from_)
+        self.key = list(cfg.key.from_)
+        needed = set(self.parent) | set(self.key) | {f.from_ for f in cfg.fields.values() if f.from_}
+        where = f"sync {sync}: children.{name}.from"
+        if cfg.from_.table is None:
+            raise errors.ConfigError(f"{where}: child rows must come from a `table`")
+        table = db.table(cfg.from_.table, f"{where}.table")
+        missing = sorted(needed - {c.name for c in table.columns})
+        if missing:
+            raise errors.ConfigError(f"{where}: child table has no column(s) {', '.join(missing)}")
+        self.relation = sa.table(table.name, *[sa.column(quoted(c)) for c in sorted(needed)], schema=table.schema)
+        self.columns = sorted(needed)
+
+    def fetch(self, parents: list[records.Key]) -> dict[records.Key, list[records.Row]]:
+        out: dict[records.Key, list[records.Row]] = {}
+        cols = [self.relation.c[c] for c in self.parent]
+        with self.db.engine.connect() as conn:
+            for i in range(0, len(parents), 500):
+                chunk = parents[i : i + 500]
+                cond = sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk]) if len(cols) > 1 else cols[0].in_([k[0] for k in chunk])
+                query = sa.select(*[self.relation.c[c] for c in self.columns]).where(cond).order_by(
+                    *[self.relation.c[c] for c in self.key]
+                )
+                for row in conn.execute(query).mappings():
+                    out.setdefault(tuple(row[c] for c in self.parent), []).append(dict(row))
+        return out
+
+
+def parse_time(value: Any) -> dt.datetime:
+    """A cursor value as a time (SQLite keeps text; `…:02` equals `…:02.000000`)."""
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day)  # noqa: DTZ001
+    if isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00")
+        if "." in text:  # fromisoformat takes at most 6 fraction digits: cut (never round) the rest
+            head, _, frac = text.partition(".")
+            digits = "".join(ch for ch in frac if ch.isdigit())
+            rest = frac[len(digits):]
+            text = f"{head}.{(digits[:6]).ljust(6, '0')}{rest}"
+        try:
+            return dt.datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    raise errors.PermanentError(f"cursor value {value!r} is not a timestamp", failure_class="source")

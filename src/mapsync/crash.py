@@ -1,0 +1,44 @@
+"""Named crash points for fault-injection tests.
+
+`MAPSYNC_CRASH_AT=<point>[:<nth>]` kills the process with SIGKILL the nth time (default 1st)
+execution passes `<point>`. If `MAPSYNC_CRASH_MARKER` names a file, the point's name is
+written there first, so a test can prove the crash fired.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+POINTS: tuple[str, ...] = (
+    "after_read",  # CP1: batch read from the source, nothing written yet
+    "after_write",  # CP2: destination confirmed, nothing else recorded
+    "after_ack",  # CP3: source acknowledged (queue rows, write-back), state not committed
+    "after_commit",  # CP4: state committed, before the next batch is read
+    "during_write",  # CP5: inside the destination transaction, before its commit
+    "during_state_write",  # CP8: inside the state transaction, before its commit
+    "during_error_record",  # CP9: while recording record errors
+)
+
+_hits: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    """Die here if the environment asks for it."""
+    spec = os.environ.get("MAPSYNC_CRASH_AT")
+    if not spec:
+        return
+    target, _, nth = spec.partition(":")
+    if target != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] != int(nth or 1):
+        return
+    marker = os.environ.get("MAPSYNC_CRASH_MARKER")
+    if marker:
+        with Path(marker).open("a", encoding="utf-8") as fh:
+            fh.write(f"{name}:{_hits[name]}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,263 @@
+"""Run one sync: read → map → write → acknowledge at the source → commit state.
+
+Progress moves only after the destination confirmed, so a crash anywhere means a re-send that
+the destination absorbs (upsert by natural key), never a loss. Crash points sit between the
+steps (`CRASH_POINTS`, triggered by `MAPSYNC_CRASH_AT=<point>[:<nth>]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from mapsync import capture, crash, errors, records, transforms
+from mapsync.connectors.sql import SqlDatabase
+from mapsync.connectors.sql_destination import SqlDestination
+from mapsync.connectors.sql_source import SqlSource, parse_time
+from mapsync.sheet import compile as compile_
+from mapsync.sheet import models
+from mapsync.sheet.loader import LoadedSheet
+from mapsync.state import lease as leases
+from mapsync.state.store import Counts, StateStore, stamp
+
+CRASH_POINTS = crash.POINTS
+log = logging.getLogger("mapsync.engine")
+
+
+class Observer(Protocol):
+    """Hears about progress (the CLI draws a progress bar from it)."""
+
+    def started(self, sync: str, kind: str, total: int | None) -> None: ...
+
+    def batch(self, sync: str, counts: Counts) -> None: ...
+
+
+class _Quiet:
+    def started(self, sync: str, kind: str, total: int | None) -> None:
+        return None
+
+    def batch(self, sync: str, counts: Counts) -> None:
+        return None
+
+
+@dataclasses.dataclass
+class RunReport:
+    sync: str
+    kind: str
+    run_id: int | None
+    status: str  # success | partial | failed
+    counts: Counts
+    message: str | None = None
+    failure_class: str | None = None
+    truncated: dict[str, int] = dataclasses.field(default_factory=dict)
+    defaulted: dict[str, int] = dataclasses.field(default_factory=dict)
+    kept: dict[str, int] = dataclasses.field(default_factory=dict)
+    samples: list[records.Rejection] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+@dataclasses.dataclass
+class _Parts:
+    source: SqlSource
+    dest: SqlDestination
+    mapping: compile_.Mapping
+    capture: Any
+    version_column: str | None
+
+
+class Engine:
+    """Runs the syncs of one sheet against one state store."""
+
+    def __init__(self, loaded: LoadedSheet, store: StateStore, observer: Observer | None = None) -> None:
+        self.loaded = loaded
+        self.sheet = loaded.sheet
+        self.store = store
+        self.observer = observer or _Quiet()
+        self._dbs: dict[str, SqlDatabase] = {}
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
+
+    def database(self, name: str) -> SqlDatabase:
+        if name not in self._dbs:
+            conn = self.sheet.connections[name]
+            self._dbs[name] = SqlDatabase(name, conn.url, self.loaded.folder, conn.timezone)
+        return self._dbs[name]
+
+    def parts(self, name: str) -> _Parts:
+        """Connect and check one sync against both catalogs (ConfigError on a mismatch)."""
+        cfg = self.sheet.syncs[name]
+        method = capture.REGISTRY[cfg.changes.method]
+        version_column = method.version_column(cfg.changes)
+        source = SqlSource(self.database(cfg.from_.connection), name, cfg, version_column)
+        dest = SqlDestination(self.database(cfg.to.connection), name, cfg, self.loaded.secrets)
+        mapping = compile_.Mapping(cfg, dest.columns, dest.child_columns())
+        return _Parts(source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch), version_column)
+
+    # ----------------------------------------------------------------- one run
+
+    def run(self, name: str, kind: str = "run", *, trigger: str = "cli",
+            scheduled_at: dt.datetime | None = None, again: bool = False,
+            window: dt.timedelta | None = None) -> RunReport:
+        """One pass of one sync. `kind`: seed | run | overlap. Raises LeaseHeld, ConfigError."""
+        cfg = self.sheet.syncs[name]
+        parts = self.parts(name)
+        if window is not None and isinstance(cfg.changes, models.WatermarkChanges):
+            overlap = cfg.changes.overlap.model_copy(update={"window": window})
+            parts.capture.cfg = cfg.changes.model_copy(update={"overlap": overlap})
+        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease:
+            cursors = self.store.cursors(name)
+            kind = self._effective_kind(name, kind, cursors, again)
+            run_id = self.store.start_run(name, kind, trigger, lease.token, scheduled_at)
+            report = RunReport(name, kind, run_id, "running", Counts())
+            log.info("run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind})
+            try:
+                batches, fresh = self._batches(name, kind, parts, cursors, run_id, again)
+                self.observer.started(name, kind, self._total(parts, cfg, kind))
+                for batch in batches:
+                    crash.point("after_read")
+                    fresh = self._deliver(name, kind, parts, batch, report, lease, fresh)
+                final = parts.capture.finish() if kind != "seed" else {"seed": {"status": "done", "at": stamp()}}
+                if kind == "overlap":
+                    final["overlap_at"] = stamp()
+                self.store.commit(sync=name, token=lease.token, run_id=run_id, delivered=[], rejected=[],
+                                  cursors=final, counts=Counts(), lease_ttl=lease.ttl)
+            except (errors.PermanentError, errors.TransientError, errors.LeaseLost, errors.StateError) as exc:
+                failure = getattr(exc, "failure_class", "destination" if isinstance(exc, errors.TransientError) else "tool")
+                report.status, report.message, report.failure_class = "failed", self._redact(str(exc)), failure
+                self.store.finish_run(run_id, "failed", failure, report.message)
+                log.error("run_failed", extra={"action": "run_failed", "sync": name, "run_id": run_id, "error": report.message})
+                return report
+            except BaseException as exc:
+                message = self._redact(f"{type(exc).__name__}: {exc}")
+                self.store.finish_run(run_id, "failed", "tool", message)
+                raise
+            report.status = "partial" if report.counts.rejected else "success"
+            self.store.finish_run(run_id, report.status)
+            log.info("run_finished", extra={"action": "run_finished", "sync": name, "run_id": run_id,
+                                             **dataclasses.asdict(report.counts)})
+            return report
+
+    def _effective_kind(self, name: str, kind: str, cursors: dict[str, Any], again: bool) -> str:
+        seed = cursors.get("seed") or {}
+        if kind == "seed":
+            if seed.get("status") == "done" and not again:
+                raise errors.ConfigError(
+                    f"sync {name} was seeded at {seed.get('at')}: use `mapsync seed --again` to re-read "
+                    "every row (unchanged rows are skipped), or `mapsync run` for changes"
+                )
+            return kind
+        if seed.get("status") != "done":
+            state = "has an unfinished seed: rerun `mapsync seed` to resume it" if seed else \
+                "has not been seeded: run `mapsync seed` first"
+            raise errors.StateError(f"sync {name} {state}")
+        overlap = self.sheet.syncs[name].changes
+        every = getattr(getattr(overlap, "overlap", None), "every", None)
+        if kind == "run" and every is not None:
+            last = cursors.get("overlap_at")
+            if last is None or parse_time(last) + every <= dt.datetime.now(dt.UTC):
+                return "overlap"
+        return kind
+
+    def _batches(self, name: str, kind: str, parts: _Parts, cursors: dict[str, Any], run_id: int,
+                 again: bool) -> tuple[Iterator[records.Batch], bool]:
+        cfg = self.sheet.syncs[name]
+        if kind != "seed":
+            return parts.capture.read(kind, cursors), False
+        seed = cursors.get("seed") or {}
+        resuming = seed.get("status") == "running"
+        if not resuming:
+            first = {**parts.capture.start_seed(), "seed": {"status": "running", "after": None}, "position": None}
+            self.store.set_cursors(name, first, run_id)
+            cursors = self.store.cursors(name)
+        fresh = not resuming and not again and parts.dest.is_empty()
+        return capture.seed_batches(parts.source, cursors, cfg.delivery.batch, cfg.seed.where, parts.version_column), fresh
+
+    def _total(self, parts: _Parts, cfg: Any, kind: str) -> int | None:
+        return None if kind != "seed" else parts.source.count(cfg.seed.where)
+
+    def _deliver(self, name: str, kind: str, parts: _Parts, batch: records.Batch, report: RunReport,
+                 lease: leases.Lease, fresh: bool) -> bool:
+        counts = Counts(read=len(batch.changes))
+        ctx = parts.mapping.prepare(batch.changes)
+        tally = transforms.Tally()
+        mapped: list[records.Mapped] = []
+        rejected: list[records.Rejection] = []
+        for change in batch.changes:
+            out = parts.mapping.apply(change, ctx, tally)
+            if out is None:
+                counts.skipped += 1
+            elif isinstance(out, records.Rejection):
+                rejected.append(out)
+            else:
+                mapped.append(out)
+        ledger = self.store.ledger(name, [m.key for m in mapped])
+        low = parts.capture.low()
+        send: list[records.Mapped] = []
+        seen: list[records.Delivered] = []
+        for m in mapped:
+            entry = ledger.get(m.key)
+            if kind == "overlap" and _missed(entry, m, low):
+                counts.missed += 1
+            if entry is not None and entry.hash == m.hash and not entry.deleted and m.op == "upsert":
+                counts.skipped += 1
+                if not _same_version(entry.version, m.version):
+                    seen.append(records.Delivered(m.key, m.version, m.hash, entry.dest_id))
+                continue
+            send.append(m)
+        result = parts.dest.write(send, fresh=fresh) if send else records.WriteResult()
+        crash.point("after_write")
+        parts.capture.acknowledge(batch, result)
+        crash.point("after_ack")
+        counts.written = sum(1 for d in result.delivered if d.op != "delete")
+        counts.deleted = sum(1 for d in result.delivered if d.op == "delete")
+        all_rejected = rejected + result.rejected
+        counts.rejected = len(all_rejected)
+        counts.truncated = sum(tally.truncated.values())
+        counts.defaulted = sum(tally.defaulted.values()) + sum(tally.kept.values())
+        self.store.commit(sync=name, token=lease.token, run_id=report.run_id or 0,
+                          delivered=seen + result.delivered, rejected=all_rejected,
+                          cursors=batch.position or {}, counts=counts, lease_ttl=lease.ttl)
+        crash.point("after_commit")
+        report.counts.add(counts)
+        for target, source in ((report.truncated, tally.truncated), (report.defaulted, tally.defaulted), (report.kept, tally.kept)):
+            for field, n in source.items():
+                target[field] = target.get(field, 0) + n
+        report.samples.extend(all_rejected[: max(0, 20 - len(report.samples))])
+        self.observer.batch(name, report.counts)
+        log.debug("batch_committed", extra={"action": "batch_committed", "sync": name, **dataclasses.asdict(counts)})
+        return fresh
+
+    def _redact(self, text: str) -> str:
+        for secret in self.loaded.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _same_version(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    try:
+        return parse_time(a) == parse_time(b)
+    except (errors.MapsyncError, TypeError, ValueError):
+        return False
+
+
+def _missed(entry: Any, m: records.Mapped, low: Any) -> bool:
+    """A row the incremental runs had passed (older than the watermark) but never delivered."""
+    if entry is not None and _same_version(entry.version, m.version):
+        return False
+    if low is None or m.version is None:
+        return entry is None
+    try:
+        return parse_time(m.version) < parse_time(low)
+    except (errors.MapsyncError, TypeError, ValueError):
+        return entry is None

@@ -1,0 +1,54 @@
+"""Errors grouped by what the caller can do about them."""
+
+from __future__ import annotations
+
+
+class MapsyncError(Exception):
+    """Base of every error mapsync raises on purpose."""
+
+
+class ConfigError(MapsyncError):
+    """The sheet or the command line is wrong: fix the input (exit code 2)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if not self.problems:
+            return head
+        return head + "\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+class StateError(MapsyncError):
+    """The state store is missing, unreadable, locked or from a newer version."""
+
+
+class LeaseHeld(MapsyncError):
+    """Another process runs this sync right now."""
+
+
+class LeaseLost(MapsyncError):
+    """Our lease was taken over (we paused too long); our results must be discarded."""
+
+
+class TransientError(MapsyncError):
+    """Worth retrying later: connection lost, timeout, deadlock, rate limit."""
+
+
+class PermanentError(MapsyncError):
+    """Stops the run and keeps the cursor: the failure hits every record (systemic)."""
+
+    def __init__(self, message: str, failure_class: str = "destination") -> None:
+        super().__init__(message)
+        self.failure_class = failure_class
+
+
+class RecordRejected(MapsyncError):
+    """One record cannot be translated or written; it becomes a record error."""
+
+    def __init__(self, message: str, field: str | None = None, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.rule = rule

@@ -1,0 +1,102 @@
+"""The plain records that flow through the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+Key = tuple[Any, ...]
+Row = dict[str, Any]
+Op = Literal["upsert", "delete"]
+WriteOp = Literal["upsert", "update", "delete"]  # update: change an existing row only
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """One changed source row (or its deletion), carrying the source's version of it."""
+
+    op: Op
+    key: Key
+    version: Any
+    data: Row
+    children: Mapping[str, list[Row]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(slots=True)
+class Batch:
+    """An ordered, bounded list of changes and the capture position after them."""
+
+    changes: list[Change]
+    position: Any = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that cannot be delivered, with the reason, naming field and rule where known."""
+
+    key: Key
+    message: str
+    field: str | None = None
+    rule: str | None = None
+    version: Any = None
+
+
+@dataclasses.dataclass(slots=True)
+class Mapped:
+    """A translated record, ready for a destination."""
+
+    op: WriteOp
+    key: Key  # source key
+    dest_key: Key
+    version: Any
+    values: Row
+    children: dict[str, list[Row]] = dataclasses.field(default_factory=dict)
+    hash: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivered:
+    """The destination confirmed this record."""
+
+    key: Key
+    version: Any
+    hash: str
+    dest_id: str | None
+    op: WriteOp = "upsert"
+
+
+@dataclasses.dataclass(slots=True)
+class WriteResult:
+    """Per-record outcome of one destination write."""
+
+    delivered: list[Delivered] = dataclasses.field(default_factory=list)
+    rejected: list[Rejection] = dataclasses.field(default_factory=list)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def canonical_json(value: Any) -> str:
+    """A stable text form of keys and values (sorted, no spaces, exact decimals)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_default)
+
+
+def key_text(key: Key) -> str:
+    return canonical_json(list(key))
+
+
+def content_hash(values: Row, children: Mapping[str, list[Row]] | None = None) -> str:
+    payload = canonical_json([values, children or {}])
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()

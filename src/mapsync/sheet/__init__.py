@@ -1,0 +1,1 @@
+"""The mapping sheet: YAML in, validated pydantic models out, compiled to functions."""

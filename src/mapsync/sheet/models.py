@@ -1,0 +1,365 @@
+"""The mapping sheet as pydantic models.
+
+Every field carries a description: the same text drives `mapsync validate` messages and the
+reference in docs/sheet.md (a test checks that the two agree). Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mapsync.sheet.duration import Duration
+
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class SqlConnection(Model):
+    """A SQL database reached through SQLAlchemy (SQLite, PostgreSQL, MariaDB/MySQL)."""
+
+    kind: Literal["sql"] = Field("sql", description="Connector kind; `sql` is the default.")
+    url: str = Field(
+        description=(
+            "SQLAlchemy URL, e.g. `sqlite:///erp.db`, `postgresql://user:${PGPASSWORD}@host/db`, "
+            "`mysql://user:${PW}@host/db`. A relative SQLite path resolves against the sheet's "
+            "folder. Put secrets in `${VAR}` references, never in the file."
+        )
+    )
+    timezone: str | None = Field(
+        None,
+        description=(
+            "Time zone that naive timestamp columns of this database are written in (IANA name, "
+            "e.g. `Europe/Berlin`). Default: detected from the server (PostgreSQL `TimeZone`, "
+            "MariaDB `@@global.time_zone`); UTC for SQLite."
+        ),
+    )
+
+
+Connection = Annotated[SqlConnection, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- state
+
+
+class StateConfig(Model):
+    """Where mapsync keeps cursors, the key ledger, run history and record errors."""
+
+    url: str = Field(
+        "sqlite:///.mapsync/state.db",
+        description=(
+            "SQLAlchemy URL of the state store. A relative SQLite path resolves against the "
+            "sheet's folder, so cron jobs started elsewhere find the same state. PostgreSQL is "
+            "supported for several workers."
+        ),
+    )
+    lease_ttl: Duration = Field(
+        dt.timedelta(minutes=10),
+        description=(
+            "How long a run's lease on its sync lasts without renewal. A crashed holder on the "
+            "same host is detected at once; one on another host after this time."
+        ),
+    )
+    retention: Duration = Field(
+        dt.timedelta(days=90),
+        description="How long run history and the cursor audit are kept.",
+    )
+
+
+# --------------------------------------------------------------------------- ends
+
+
+class SourceRef(Model):
+    """Where a sync reads: a table or a query of a connection."""
+
+    connection: Name = Field(description="Name of a connection under `connections`.")
+    table: str | None = Field(
+        None, description="Source table (checked against the database catalog and quoted)."
+    )
+    query: str | None = Field(
+        None,
+        description=(
+            "A SELECT used instead of `table`, treated as a subquery. It is SQL written by the "
+            "sheet's author and runs as written."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SourceRef:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` or `query`")
+        return self
+
+
+class DestRef(Model):
+    """Where a sync writes."""
+
+    connection: Name = Field(description="Name of a connection under `connections`.")
+    table: str = Field(description="Destination table; it needs a unique index on the key.")
+
+
+class KeyMap(Model):
+    """The natural key: source column(s) and the destination column(s) they land in."""
+
+    from_: list[str] = Field(
+        alias="from", min_length=1, description="Source key column, or a list for a compound key."
+    )
+    to: list[str] = Field(
+        min_length=1, description="Destination key column(s), as many as `from`, same order."
+    )
+
+    _norm = field_validator("from_", "to", mode="before")(_as_list)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> KeyMap:
+        if len(self.from_) != len(self.to):
+            raise ValueError("`from` and `to` must name the same number of columns")
+        return self
+
+
+# --------------------------------------------------------------------------- field rules
+
+
+class FieldRule(Model):
+    """How one destination field gets its value. Rules apply in this order: source (`from` or
+    `value`), `default`, `map`, `country`, `cast`, `truncate`; then the destination's own limits
+    (length, NOT NULL) are checked."""
+
+    from_: str | None = Field(
+        None, alias="from", description="Source column to copy (rename when names differ)."
+    )
+    value: Any = Field(
+        None, description="A constant written to every record (instead of `from`)."
+    )
+    default: Any = Field(
+        None, description="Used when the source value is NULL (or missing)."
+    )
+    map: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Value map `{source: destination}`; keys compare as text. What an unlisted value "
+            "does is `on_unknown`."
+        ),
+    )
+    on_unknown: Literal["reject", "default", "keep"] = Field(
+        "reject",
+        description=(
+            "For `map`: `reject` (the record becomes an error naming the value), `default` "
+            "(use `map_default`), or `keep` (pass the value through). `default` and `keep` "
+            "are still counted and listed."
+        ),
+    )
+    map_default: Any = Field(None, description="Value used for unmapped values when `on_unknown: default`.")
+    country: Literal["iso2", "iso3", "name"] | None = Field(
+        None,
+        description=(
+            "Translate free-text country names to ISO 3166 `iso2`, `iso3` or the short `name`. "
+            "A spelling it cannot place is a rejection."
+        ),
+    )
+    cast: Literal["str", "int", "decimal", "float", "bool", "date", "datetime"] | None = Field(
+        None,
+        description=(
+            "Convert the value's type; `decimal` is exact (no float rounding); a value that "
+            "does not convert is a rejection."
+        ),
+    )
+    scale: int | None = Field(
+        None, ge=0, le=30, description="For `cast: decimal`: digits after the point (exact, half-up)."
+    )
+    truncate: int | None = Field(
+        None, gt=0, description="Cut text to this many characters; each cut is counted and reported."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"from": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _source(self) -> FieldRule:
+        if self.from_ is not None and "value" in self.model_fields_set:
+            raise ValueError("give either `from` or `value`, not both")
+        if self.from_ is None and "value" not in self.model_fields_set and self.default is None:
+            raise ValueError("give `from` (a source column), `value` or `default`")
+        if self.on_unknown == "default" and self.map is not None and "map_default" not in self.model_fields_set:
+            raise ValueError("`on_unknown: default` needs `map_default`")
+        if self.scale is not None and self.cast != "decimal":
+            raise ValueError("`scale` goes with `cast: decimal`")
+        return self
+
+
+# --------------------------------------------------------------------------- capture
+
+
+class OverlapConfig(Model):
+    """The insurance re-read of a recent window (also `mapsync run --overlap`)."""
+
+    window: Duration = Field(dt.timedelta(hours=24), description="How far back the re-read goes.")
+    every: Duration | None = Field(
+        None,
+        description=(
+            "Run the overlap re-read automatically when the last one is older than this "
+            "(e.g. `1d`); without it, only `mapsync run --overlap` does."
+        ),
+    )
+
+
+class WatermarkChanges(Model):
+    """Changes found by a last-modified column, read inclusively and deduped by the key ledger."""
+
+    method: Literal["watermark"] = Field(description="`watermark`.")
+    column: str = Field(description="The last-modified column (a timestamp).")
+    lag: Duration = Field(
+        dt.timedelta(seconds=5),
+        description=(
+            "Read only rows older than the source's clock minus this, so transactions that "
+            "commit late are not passed by."
+        ),
+    )
+    timezone: str | None = Field(
+        None,
+        description=(
+            "Zone of a naive cursor column (IANA name). Default: the connection's `timezone` or "
+            "the server's, UTC for SQLite. Aware columns (timestamptz) need none."
+        ),
+    )
+    overlap: OverlapConfig = Field(
+        default_factory=OverlapConfig, description="The periodic overlap re-read."
+    )
+
+
+class FullChanges(Model):
+    """Re-read the whole source every run and send only rows whose content changed."""
+
+    method: Literal["full"] = Field(description="`full`.")
+
+
+Changes = Annotated[WatermarkChanges | FullChanges, Field(discriminator="method")]
+
+
+# --------------------------------------------------------------------------- the rest of a sync
+
+
+class SeedConfig(Model):
+    """The first load of the destination."""
+
+    where: str | None = Field(
+        None,
+        description=(
+            "SQL condition limiting the seed only (e.g. `status = 'A'`); later runs see every "
+            "change that passes `filter`."
+        ),
+    )
+
+
+class DeletesConfig(Model):
+    """What a delete at the source does at the destination."""
+
+    policy: Literal["ignore", "disable", "hard"] = Field(
+        "ignore",
+        description=(
+            "`ignore`, `disable` (set `field` to `value`) or `hard` (delete the row by key)."
+        ),
+    )
+    field: str | None = Field(None, description="For `disable`: the destination field to set.")
+    value: Any = Field(None, description="For `disable`: the value that marks a row disabled.")
+
+    @model_validator(mode="after")
+    def _disable_needs_field(self) -> DeletesConfig:
+        if self.policy == "disable" and (self.field is None or "value" not in self.model_fields_set):
+            raise ValueError("`policy: disable` needs `field` and `value`")
+        return self
+
+
+class DeliveryConfig(Model):
+    """How records travel to the destination."""
+
+    mode: Literal["sync"] = Field("sync", description="`sync`: write each batch and wait for its result.")
+    batch: int = Field(500, gt=0, le=100_000, description="Records per read page and per destination write.")
+
+
+class ScheduleConfig(Model):
+    """When a sync should run, and how late or long is too late or too long."""
+
+    every: Duration | None = Field(None, description="Run interval, e.g. `5m`.")
+    start_within: Duration | None = Field(None, description="A run starting later than this after its time is late.")
+    finish_within: Duration | None = Field(None, description="A run taking longer than this overran its window.")
+
+
+class ParentLink(Model):
+    """How child rows point at their parent: a column in each child table."""
+
+    from_: list[str] = Field(alias="from", min_length=1, description="Source child column(s) holding the parent's key.")
+    to: list[str] = Field(min_length=1, description="Destination child column(s) holding the parent's destination key.")
+
+    _norm = field_validator("from_", "to", mode="before")(_as_list)
+
+
+class ChildSync(Model):
+    """Child rows (e.g. order lines) delivered with their parent as one unit."""
+
+    from_: SourceRef = Field(alias="from", description="Source child table (`connection` must be the parent's).")
+    to: DestRef = Field(description="Destination child table (`connection` must be the parent's).")
+    parent: ParentLink = Field(description="Columns linking a child to its parent.")
+    key: KeyMap = Field(description="The child's natural key (including the parent columns).")
+    fields: dict[str, FieldRule] = Field(description="Destination child field → rule, as for the parent.")
+
+
+class SyncConfig(Model):
+    """One table-to-table mapping."""
+
+    from_: SourceRef = Field(alias="from", description="Where the rows come from.")
+    to: DestRef = Field(description="Where they go.")
+    key: KeyMap = Field(description="The natural key on both sides; writes are upserts by it.")
+    fields: dict[str, FieldRule] = Field(
+        description="Destination field → rule. A string is short for `{from: column}`."
+    )
+    changes: Changes = Field(description="How changes are found; `method` picks the kind.")
+    filter: str | None = Field(
+        None, description="SQL condition on the source that always applies (seed and changes)."
+    )
+    seed: SeedConfig = Field(default_factory=SeedConfig, description="The first load.")
+    deletes: DeletesConfig = Field(default_factory=DeletesConfig, description="Delete policy.")
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig, description="Delivery mode and batch size.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Timing expectations.")
+    after: list[str] = Field(
+        default_factory=list,
+        description="Syncs that must run before this one in a pass (e.g. orders after customers).",
+    )
+    children: dict[str, ChildSync] = Field(
+        default_factory=dict, description="Child tables delivered with each parent row."
+    )
+
+    _norm = field_validator("after", mode="before")(_as_list)
+
+
+class Sheet(Model):
+    """A mapping sheet."""
+
+    version: Literal[1] = Field(description="Sheet format version; `1`.")
+    connections: dict[str, Connection] = Field(description="Named systems, referenced by syncs.")
+    state: StateConfig = Field(default_factory=StateConfig, description="The state store.")
+    syncs: dict[str, SyncConfig] = Field(min_length=1, description="Named syncs, run in order (respecting `after`).")
+
+    @field_validator("connections", mode="before")
+    @classmethod
+    def _default_kind(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: ({"kind": "sql", **v} if isinstance(v, dict) and "kind" not in v else v)
+                for k, v in value.items()
+            }
+        return value

@@ -1,0 +1,1 @@
+"""The state store: cursors, key ledger, runs, record errors, leases, audit."""

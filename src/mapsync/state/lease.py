@@ -1,0 +1,87 @@
+"""Per-sync run leases: one run of a sync at a time, fenced by a token on every commit."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+from mapsync import errors
+from mapsync.state import schema
+from mapsync.state.store import StateStore, stamp, utcnow
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    sync: str
+    token: str
+    ttl: dt.timedelta
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire(store: StateStore, sync: str, ttl: dt.timedelta) -> Lease:
+    """Take the lease of `sync` or raise LeaseHeld naming the holder.
+
+    A holder's lease is taken over when it expired, or at once when the holder ran on this host
+    and its process is gone (so a crashed run does not block the next one for the whole TTL).
+    """
+    token = uuid.uuid4().hex
+    host, pid = socket.gethostname(), os.getpid()
+    row = {"sync": sync, "token": token, "host": host, "pid": pid,
+           "acquired_at": stamp(), "expires_at": stamp(utcnow() + ttl)}
+    t = schema.leases
+    for _ in range(3):
+        with store.engine.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.insert(t).values(**row))
+                return Lease(sync, token, ttl)
+            except sa.exc.IntegrityError:
+                pass
+            held = conn.execute(sa.select(t).where(t.c.sync == sync)).mappings().first()
+            if held is None:
+                continue
+            dead = held["host"] == host and not _alive(int(held["pid"]))
+            expired = held["expires_at"] < stamp()
+            if not (dead or expired):
+                raise errors.LeaseHeld(
+                    f"sync {sync} is running in pid {held['pid']} on {held['host']} since "
+                    f"{held['acquired_at']} (lease until {held['expires_at']})"
+                )
+            taken = conn.execute(
+                sa.update(t).where(t.c.sync == sync, t.c.token == held["token"]).values(**row)
+            ).rowcount
+            if taken == 1:
+                store.fail_stale_runs(conn, sync, held["token"])
+                return Lease(sync, token, ttl)
+    raise errors.LeaseHeld(f"sync {sync}: could not take the lease (contended)")
+
+
+def release(store: StateStore, lease: Lease) -> None:
+    t = schema.leases
+    with store.engine.begin() as conn:
+        conn.execute(sa.delete(t).where(t.c.sync == lease.sync, t.c.token == lease.token))
+
+
+@contextlib.contextmanager
+def held(store: StateStore, sync: str, ttl: dt.timedelta) -> Iterator[Lease]:
+    lease = acquire(store, sync, ttl)
+    try:
+        yield lease
+    finally:
+        release(store, lease)

@@ -1,0 +1,71 @@
+"""Read-only views of the state store for `status`, `errors` and `state show`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from mapsync.state import schema, values
+from mapsync.state.store import StateStore, stamp
+
+
+def sync_status(store: StateStore, sync: str) -> dict[str, Any]:
+    r, e = schema.runs, schema.record_errors
+    with store.engine.connect() as conn:
+        last = conn.execute(sa.select(r).where(r.c.sync == sync).order_by(r.c.id.desc()).limit(1)).mappings().first()
+        open_errors = conn.execute(
+            sa.select(sa.func.count()).where(e.c.sync == sync, e.c.resolved_at.is_(None))
+        ).scalar_one()
+    cursors = {k: v for k, v in store.cursors(sync).items() if v is not None}
+    return {
+        "sync": sync,
+        "last_run": dict(last) if last else None,
+        "cursors": {k: values.encode(v) if not isinstance(v, str) else v for k, v in cursors.items()},
+        "ledger_keys": store.ledger_count(sync),
+        "open_errors": int(open_errors),
+    }
+
+
+def record_errors(store: StateStore, sync: str | None, include_resolved: bool, limit: int) -> list[dict[str, Any]]:
+    e = schema.record_errors
+    query = sa.select(e).order_by(e.c.last_seen.desc()).limit(limit)
+    if sync:
+        query = query.where(e.c.sync == sync)
+    if not include_resolved:
+        query = query.where(e.c.resolved_at.is_(None))
+    with store.engine.connect() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def runs(store: StateStore, sync: str | None, limit: int) -> list[dict[str, Any]]:
+    r = schema.runs
+    query = sa.select(r).order_by(r.c.id.desc()).limit(limit)
+    if sync:
+        query = query.where(r.c.sync == sync)
+    with store.engine.connect() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def audit(store: StateStore, sync: str, limit: int) -> list[dict[str, Any]]:
+    a = schema.cursor_audit
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(a).where(a.c.sync == sync).order_by(a.c.id.desc()).limit(limit)
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+def reset(store: StateStore, sync: str) -> dict[str, int]:
+    """Forget a sync's cursors, ledger and errors (run history and audit are kept)."""
+    out = {}
+    with store.engine.begin() as conn:
+        for table in (schema.cursors, schema.ledger, schema.record_errors, schema.leases):
+            out[table.name] = conn.execute(sa.delete(table).where(table.c.sync == sync)).rowcount
+        conn.execute(
+            sa.insert(schema.cursor_audit).values(
+                sync=sync, run_id=None, name="*", old_value=None, new_value="reset",
+                committed_at=stamp(),
+            )
+        )
+    return out

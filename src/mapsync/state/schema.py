@@ -1,0 +1,111 @@
+"""Tables of the state store and their migrations (versioned; applied in order)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "mapsync_meta",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+cursors = sa.Table(
+    "mapsync_cursors",
+    metadata,
+    sa.Column("sync", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.Text, nullable=True),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+ledger = sa.Table(
+    "mapsync_ledger",
+    metadata,
+    sa.Column("sync", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("version", sa.Text, nullable=True),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("dest_id", sa.String(512), nullable=True),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+runs = sa.Table(
+    "mapsync_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sync", sa.String(128), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # seed | run | overlap
+    sa.Column("trigger", sa.String(32), nullable=False),  # cli | schedule | api | demo
+    sa.Column("scheduled_at", sa.String(40), nullable=True),
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("finished_at", sa.String(40), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # running | success | partial | failed
+    sa.Column("failure_class", sa.String(16), nullable=True),  # source|destination|tool|config
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("lease_token", sa.String(64), nullable=False),
+    sa.Column("read", sa.Integer, nullable=False, default=0),
+    sa.Column("written", sa.Integer, nullable=False, default=0),
+    sa.Column("skipped", sa.Integer, nullable=False, default=0),
+    sa.Column("rejected", sa.Integer, nullable=False, default=0),
+    sa.Column("deleted", sa.Integer, nullable=False, default=0),
+    sa.Column("missed", sa.Integer, nullable=False, default=0),
+    sa.Column("truncated", sa.Integer, nullable=False, default=0),
+    sa.Column("defaulted", sa.Integer, nullable=False, default=0),
+)
+
+record_errors = sa.Table(
+    "mapsync_record_errors",
+    metadata,
+    sa.Column("sync", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("version", sa.Text, nullable=True),
+    sa.Column("field", sa.String(128), nullable=True),
+    sa.Column("rule", sa.String(64), nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("first_seen", sa.String(40), nullable=False),
+    sa.Column("last_seen", sa.String(40), nullable=False),
+    sa.Column("resolved_at", sa.String(40), nullable=True),
+    sa.Column("run_id", sa.Integer, nullable=True),
+)
+
+cursor_audit = sa.Table(
+    "mapsync_cursor_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sync", sa.String(128), nullable=False, index=True),
+    sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column("name", sa.String(32), nullable=False),
+    sa.Column("old_value", sa.Text, nullable=True),
+    sa.Column("new_value", sa.Text, nullable=True),
+    sa.Column("committed_at", sa.String(40), nullable=False),
+)
+
+leases = sa.Table(
+    "mapsync_leases",
+    metadata,
+    sa.Column("sync", sa.String(128), primary_key=True),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("acquired_at", sa.String(40), nullable=False),
+    sa.Column("expires_at", sa.String(40), nullable=False),
+)
+
+
+def _v1(conn: sa.Connection) -> None:
+    metadata.create_all(conn)
+
+
+# Each entry upgrades the schema from version i to i + 1 (index 0: empty → 1).
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1]
+assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -1,0 +1,327 @@
+"""StateStore: all SQL of mapsync's own state (SQLite by default, or PostgreSQL)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mapsync import crash, errors, records
+from mapsync.state import schema, values
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def stamp(moment: dt.datetime | None = None) -> str:
+    """ISO UTC text with fixed width, so that text order is time order."""
+    return (moment or utcnow()).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def resolve_url(url: str, folder: Path) -> str:
+    """Make a relative SQLite path relative to the sheet's folder, not the working directory."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)  # type: ignore[arg-type]
+        if not path.is_absolute():
+            parsed = parsed.set(database=str((folder / path).resolve()))
+    return parsed.render_as_string(hide_password=False)
+
+
+@dataclasses.dataclass
+class Counts:
+    read: int = 0
+    written: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    deleted: int = 0
+    missed: int = 0
+    truncated: int = 0
+    defaulted: int = 0
+
+    def add(self, other: Counts) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerEntry:
+    version: Any
+    hash: str
+    dest_id: str | None
+    deleted: bool
+
+
+class StateStore:
+    """One state store; every method is one short transaction."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # ----------------------------------------------------------------- opening
+
+    @classmethod
+    def open(cls, url: str, folder: Path, *, create: bool) -> StateStore:
+        """Open the store. Without `create`, a missing store is an error, never a fresh start."""
+        full = resolve_url(url, folder)
+        parsed = sa.make_url(full)
+        safe = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            path = Path(parsed.database)  # type: ignore[arg-type]
+            if not path.exists():
+                if not create:
+                    raise errors.StateError(
+                        f"state store {path} does not exist: run `mapsync seed` first "
+                        "(a missing state never means 'start from zero')"
+                    )
+                path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(full, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        try:
+            store._migrate(create=create)
+        except sa.exc.DatabaseError as exc:
+            engine.dispose()
+            raise errors.StateError(f"state store {safe} is unreadable: {exc.orig}") from None
+        except sa.exc.SQLAlchemyError as exc:
+            engine.dispose()
+            raise errors.StateError(f"state store {safe}: {type(exc).__name__}: {exc}") from None
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _migrate(self, *, create: bool) -> None:
+        with self.engine.begin() as conn:
+            has_meta = sa.inspect(conn).has_table(schema.meta.name)
+            current = 0
+            if has_meta:
+                row = conn.execute(
+                    sa.select(schema.meta.c.value).where(schema.meta.c.name == "schema_version")
+                ).scalar()
+                current = int(row or 0)
+            if current == 0 and not create:
+                raise errors.StateError(
+                    "state store has no mapsync tables: run `mapsync seed` first "
+                    "(a missing state never means 'start from zero')"
+                )
+            if current > schema.SCHEMA_VERSION:
+                raise errors.StateError(
+                    f"state store schema version {current} is newer than this mapsync "
+                    f"({schema.SCHEMA_VERSION}); upgrade mapsync"
+                )
+            for version in range(current, schema.SCHEMA_VERSION):
+                schema.MIGRATIONS[version](conn)
+            if current != schema.SCHEMA_VERSION:
+                conn.execute(sa.delete(schema.meta).where(schema.meta.c.name == "schema_version"))
+                conn.execute(
+                    sa.insert(schema.meta).values(name="schema_version", value=str(schema.SCHEMA_VERSION))
+                )
+
+    def _upsert(self, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> Any:
+        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+        update = {c.name: ins.excluded[c.name] for c in table.columns if c.name not in keys}
+        return ins.on_conflict_do_update(index_elements=list(keys), set_=update)
+
+    # ----------------------------------------------------------------- cursors
+
+    def cursor(self, sync: str, name: str) -> Any:
+        with self.engine.connect() as conn:
+            text = conn.execute(
+                sa.select(schema.cursors.c.value).where(
+                    schema.cursors.c.sync == sync, schema.cursors.c.name == name
+                )
+            ).scalar()
+        return values.decode(text)
+
+    def cursors(self, sync: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(schema.cursors.c.name, schema.cursors.c.value).where(schema.cursors.c.sync == sync)
+            ).all()
+        return {name: values.decode(text) for name, text in rows}
+
+    def _set_cursors(self, conn: sa.Connection, sync: str, run_id: int | None, new: dict[str, Any]) -> None:
+        if not new:
+            return
+        old = dict(
+            conn.execute(
+                sa.select(schema.cursors.c.name, schema.cursors.c.value).where(
+                    schema.cursors.c.sync == sync, schema.cursors.c.name.in_(list(new))
+                )
+            ).all()
+        )
+        now = stamp()
+        rows, audit = [], []
+        for name, value in new.items():
+            text = values.encode(value) if value is not None else None
+            if old.get(name) == text:
+                continue
+            rows.append({"sync": sync, "name": name, "value": text, "updated_at": now})
+            audit.append(
+                {"sync": sync, "run_id": run_id, "name": name, "old_value": old.get(name),
+                 "new_value": text, "committed_at": now}
+            )
+        if rows:
+            conn.execute(self._upsert(schema.cursors, rows, ("sync", "name")), rows)
+            conn.execute(sa.insert(schema.cursor_audit), audit)
+
+    def set_cursors(self, sync: str, new: dict[str, Any], run_id: int | None = None) -> None:
+        with self.engine.begin() as conn:
+            self._set_cursors(conn, sync, run_id, new)
+
+    # ----------------------------------------------------------------- ledger
+
+    def ledger(self, sync: str, keys: Iterable[records.Key]) -> dict[records.Key, LedgerEntry]:
+        """Ledger entries of these keys (one query per 500 keys)."""
+        wanted = {records.key_text(k): k for k in keys}
+        found: dict[records.Key, LedgerEntry] = {}
+        texts = list(wanted)
+        t = schema.ledger
+        with self.engine.connect() as conn:
+            for i in range(0, len(texts), 500):
+                chunk = texts[i : i + 500]
+                for key, version, hash_, dest_id, deleted in conn.execute(
+                    sa.select(t.c.key, t.c.version, t.c.hash, t.c.dest_id, t.c.deleted).where(
+                        t.c.sync == sync, t.c.key.in_(chunk)
+                    )
+                ):
+                    found[wanted[key]] = LedgerEntry(values.decode(version), hash_, dest_id, bool(deleted))
+        return found
+
+    def ledger_count(self, sync: str) -> int:
+        t = schema.ledger
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(t.c.sync == sync, t.c.deleted == sa.false())
+                ).scalar_one()
+            )
+
+    # ----------------------------------------------------------------- the commit
+
+    def commit(
+        self,
+        *,
+        sync: str,
+        token: str,
+        run_id: int,
+        delivered: Sequence[records.Delivered],
+        rejected: Sequence[records.Rejection],
+        cursors: dict[str, Any],
+        counts: Counts,
+        lease_ttl: dt.timedelta,
+    ) -> None:
+        """Record one batch's outcome in one transaction, fenced by the lease token."""
+        now = stamp()
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                sa.update(schema.leases)
+                .where(schema.leases.c.sync == sync, schema.leases.c.token == token)
+                .values(expires_at=stamp(utcnow() + lease_ttl))
+            ).rowcount
+            if renewed != 1:
+                raise errors.LeaseLost(f"sync {sync}: lease lost to another process; batch result discarded")
+            if delivered:
+                delivered = list({records.key_text(d.key): d for d in delivered}.values())  # last wins
+                rows = [
+                    {"sync": sync, "key": records.key_text(d.key), "version": values.encode(d.version),
+                     "hash": d.hash, "dest_id": d.dest_id, "deleted": d.op == "delete", "updated_at": now}
+                    for d in delivered
+                ]
+                conn.execute(self._upsert(schema.ledger, rows, ("sync", "key")), rows)
+                e = schema.record_errors
+                keys = [r["key"] for r in rows]
+                for i in range(0, len(keys), 500):
+                    conn.execute(
+                        sa.update(e)
+                        .where(e.c.sync == sync, e.c.key.in_(keys[i : i + 500]), e.c.resolved_at.is_(None))
+                        .values(resolved_at=now)
+                    )
+            if rejected:
+                self._record_errors(conn, sync, run_id, rejected, now)
+            self._set_cursors(conn, sync, run_id, cursors)
+            self._add_counts(conn, run_id, counts)
+            crash.point("during_state_write")
+
+    def _record_errors(
+        self, conn: sa.Connection, sync: str, run_id: int, rejected: Sequence[records.Rejection], now: str
+    ) -> None:
+        e = schema.record_errors
+        by_key = {records.key_text(r.key): r for r in rejected}
+        attempts = dict(
+            conn.execute(
+                sa.select(e.c.key, e.c.attempts).where(e.c.sync == sync, e.c.key.in_(list(by_key)))
+            ).all()
+        )
+        rows = []
+        for key, r in by_key.items():
+            rows.append(
+                {"sync": sync, "key": key, "version": values.encode(r.version), "field": r.field,
+                 "rule": r.rule, "message": r.message[:2000], "attempts": attempts.get(key, 0) + 1,
+                 "first_seen": now, "last_seen": now, "resolved_at": None, "run_id": run_id}
+            )
+        crash.point("during_error_record")
+        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(e)
+        keep_first = {c.name: ins.excluded[c.name] for c in e.columns if c.name not in ("sync", "key", "first_seen")}
+        conn.execute(ins.on_conflict_do_update(index_elements=["sync", "key"], set_=keep_first), rows)
+
+    def _add_counts(self, conn: sa.Connection, run_id: int, counts: Counts) -> None:
+        r = schema.runs
+        conn.execute(
+            sa.update(r)
+            .where(r.c.id == run_id)
+            .values({f.name: r.c[f.name] + getattr(counts, f.name) for f in dataclasses.fields(counts)})
+        )
+
+    # ----------------------------------------------------------------- runs
+
+    def start_run(
+        self, sync: str, kind: str, trigger: str, token: str, scheduled_at: dt.datetime | None = None
+    ) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.insert(schema.runs).values(
+                    sync=sync, kind=kind, trigger=trigger, lease_token=token, status="running",
+                    scheduled_at=stamp(scheduled_at) if scheduled_at else None, started_at=stamp(),
+                    **{f.name: 0 for f in dataclasses.fields(Counts)},
+                )
+            )
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def finish_run(self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(schema.runs)
+                .where(schema.runs.c.id == run_id)
+                .values(status=status, failure_class=failure_class, message=message, finished_at=stamp())
+            )
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(schema.runs).where(schema.runs.c.id == run_id)).mappings().one()
+        return dict(row)
+
+    def fail_stale_runs(self, conn: sa.Connection, sync: str, token: str) -> None:
+        conn.execute(
+            sa.update(schema.runs)
+            .where(schema.runs.c.sync == sync, schema.runs.c.lease_token == token, schema.runs.c.status == "running")
+            .values(status="failed", failure_class="tool", finished_at=stamp(),
+                    message="the process running it died (its lease was taken over)")
+        )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
