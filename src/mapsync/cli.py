@@ -24,7 +24,9 @@ from mapsync.state import report as state_report
 from mapsync.state.store import StateStore
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
     help="mapsync keeps two business systems in step from one YAML mapping sheet.",
 )
 state_app = typer.Typer(no_args_is_help=True, help="Look at or reset the state of a sheet's syncs.")
@@ -138,8 +140,14 @@ def validate(sheet: SheetArg, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def seed(
-    sheet: SheetArg, sync: SyncOpt = None, again: Annotated[bool, typer.Option(
-        "--again", help="Re-read every row of an already seeded sync (unchanged rows are skipped).")] = False,
+    sheet: SheetArg,
+    sync: SyncOpt = None,
+    again: Annotated[
+        bool,
+        typer.Option(
+            "--again", help="Re-read every row of an already seeded sync (unchanged rows are skipped)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """First load: record the starting cursor, then load all rows (or `seed.where`); resumable."""
@@ -151,9 +159,17 @@ def seed(
 
 @app.command()
 def run(
-    sheet: SheetArg, sync: SyncOpt = None,
-    overlap: Annotated[bool, typer.Option("--overlap", help="Re-read the recent window and report rows the incremental runs missed.")] = False,
-    window: Annotated[str | None, typer.Option(help="Overlap window, e.g. 24h (default: the sheet's).")] = None,
+    sheet: SheetArg,
+    sync: SyncOpt = None,
+    overlap: Annotated[
+        bool,
+        typer.Option(
+            "--overlap", help="Re-read the recent window and report rows the incremental runs missed."
+        ),
+    ] = False,
+    window: Annotated[
+        str | None, typer.Option(help="Overlap window, e.g. 24h (default: the sheet's).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """One pass of every sync (or --sync NAME): deliver what changed since the last run."""
@@ -169,8 +185,16 @@ def run(
     _execute(loaded, store, names, "overlap" if overlap else "run", as_json, window=span)
 
 
-def _execute(loaded: loader.LoadedSheet, store: StateStore, names: list[str], kind: str, as_json: bool,
-             again: bool = False, window: dt.timedelta | None = None, progress: bool = False) -> None:
+def _execute(
+    loaded: loader.LoadedSheet,
+    store: StateStore,
+    names: list[str],
+    kind: str,
+    as_json: bool,
+    again: bool = False,
+    window: dt.timedelta | None = None,
+    progress: bool = False,
+) -> None:
     from mapsync.progress import RichObserver
 
     observer = RichObserver(err) if progress and err.is_terminal else None
@@ -220,9 +244,13 @@ def _print_report(r: RunReport) -> None:
             out.print(f"  {label}: " + ", ".join(f"{k} ×{v}" for k, v in counter.items()), highlight=False)
     for s in r.samples[:5]:
         field = f" field {s.field}" if s.field else ""
-        out.print(f"  [yellow]rejected[/yellow] key {list(s.key)}{field}: {s.message}", highlight=False, markup=True)
+        out.print(
+            f"  [yellow]rejected[/yellow] key {list(s.key)}{field}: {s.message}", highlight=False, markup=True
+        )
     if r.counts.rejected > 5:
-        out.print(f"  … {r.counts.rejected - 5} more: `mapsync errors SHEET --sync {r.sync}`", highlight=False)
+        out.print(
+            f"  … {r.counts.rejected - 5} more: `mapsync errors SHEET --sync {r.sync}`", highlight=False
+        )
     if r.message:
         out.print(f"  [red]{r.failure_class} failure:[/red] {r.message}", highlight=False)
 
@@ -244,16 +272,22 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
         last = row["last_run"] or {}
         cursor = row["cursors"].get("watermark") or row["cursors"].get("seed") or "-"
         table.add_row(
-            row["sync"], f"{last.get('kind', '-')} {last.get('started_at', '')}", last.get("status", "never"),
-            str(last.get("read", "")), str(last.get("written", "")), str(last.get("rejected", "")),
-            str(cursor), str(row["open_errors"]),
+            row["sync"],
+            f"{last.get('kind', '-')} {last.get('started_at', '')}",
+            last.get("status", "never"),
+            str(last.get("read", "")),
+            str(last.get("written", "")),
+            str(last.get("rejected", "")),
+            str(cursor),
+            str(row["open_errors"]),
         )
     out.print(table)
 
 
 @app.command("errors")
 def errors_cmd(
-    sheet: SheetArg, sync: SyncOpt = None,
+    sheet: SheetArg,
+    sync: SyncOpt = None,
     all_: Annotated[bool, typer.Option("--all", help="Include resolved errors.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
     as_json: JsonOpt = False,
@@ -272,8 +306,16 @@ def errors_cmd(
         return
     table = Table("sync", "key", "field", "rule", "message", "attempts", "last seen", "resolved")
     for row in rows:
-        table.add_row(row["sync"], row["key"], row["field"] or "", row["rule"] or "", row["message"],
-                      str(row["attempts"]), row["last_seen"], row["resolved_at"] or "")
+        table.add_row(
+            row["sync"],
+            row["key"],
+            row["field"] or "",
+            row["rule"] or "",
+            row["message"],
+            str(row["attempts"]),
+            row["last_seen"],
+            row["resolved_at"] or "",
+        )
     out.print(table if rows else "no open record errors")
     if rows and not all_:
         raise Exit(1)
@@ -286,8 +328,11 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
     store = _store(loaded, create=False)
     try:
         data = [
-            {**state_report.sync_status(store, name), "runs": state_report.runs(store, name, 5),
-             "audit": state_report.audit(store, name, 5)}
+            {
+                **state_report.sync_status(store, name),
+                "runs": state_report.runs(store, name, 5),
+                "audit": state_report.audit(store, name, 5),
+            }
             for name in _names(loaded, sync)
         ]
     finally:
@@ -296,11 +341,16 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
         _json(data)
         return
     for item in data:
-        out.print(f"[bold]{item['sync']}[/bold]: {item['ledger_keys']} keys in the ledger, {item['open_errors']} open errors")
+        out.print(
+            f"[bold]{item['sync']}[/bold]: {item['ledger_keys']} keys in the ledger, {item['open_errors']} open errors"
+        )
         for name, value in item["cursors"].items():
             out.print(f"  cursor {name}: {value}", highlight=False)
         for r in item["runs"]:
-            out.print(f"  run #{r['id']} {r['kind']} {r['started_at']} {r['status']} read {r['read']} written {r['written']}", highlight=False)
+            out.print(
+                f"  run #{r['id']} {r['kind']} {r['started_at']} {r['status']} read {r['read']} written {r['written']}",
+                highlight=False,
+            )
 
 
 @state_app.command("reset")

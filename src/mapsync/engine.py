@@ -63,11 +63,13 @@ class RunReport:
 
 
 @dataclasses.dataclass
-class _Parts:
-    source: SqlSource
-    dest: SqlDestination
+class Parts:
+    """What one sync is made of. Tests may hand the engine their own (see mapsync.testing)."""
+
+    source: Any  # SqlSource, or a fake with count()
+    dest: Any  # SqlDestination, or a fake with write(), is_empty()
     mapping: compile_.Mapping
-    capture: Any
+    capture: Any  # a capture.Capture
     version_column: str | None
 
 
@@ -92,7 +94,7 @@ class Engine:
             self._dbs[name] = SqlDatabase(name, conn.url, self.loaded.folder, conn.timezone)
         return self._dbs[name]
 
-    def parts(self, name: str) -> _Parts:
+    def parts(self, name: str) -> Parts:
         """Connect and check one sync against both catalogs (ConfigError on a mismatch)."""
         cfg = self.sheet.syncs[name]
         method = capture.REGISTRY[cfg.changes.method]
@@ -100,13 +102,20 @@ class Engine:
         source = SqlSource(self.database(cfg.from_.connection), name, cfg, version_column)
         dest = SqlDestination(self.database(cfg.to.connection), name, cfg, self.loaded.secrets)
         mapping = compile_.Mapping(cfg, dest.columns, dest.child_columns())
-        return _Parts(source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch), version_column)
+        return Parts(source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch), version_column)
 
     # ----------------------------------------------------------------- one run
 
-    def run(self, name: str, kind: str = "run", *, trigger: str = "cli",
-            scheduled_at: dt.datetime | None = None, again: bool = False,
-            window: dt.timedelta | None = None) -> RunReport:
+    def run(
+        self,
+        name: str,
+        kind: str = "run",
+        *,
+        trigger: str = "cli",
+        scheduled_at: dt.datetime | None = None,
+        again: bool = False,
+        window: dt.timedelta | None = None,
+    ) -> RunReport:
         """One pass of one sync. `kind`: seed | run | overlap. Raises LeaseHeld, ConfigError."""
         cfg = self.sheet.syncs[name]
         parts = self.parts(name)
@@ -118,23 +127,44 @@ class Engine:
             kind = self._effective_kind(name, kind, cursors, again)
             run_id = self.store.start_run(name, kind, trigger, lease.token, scheduled_at)
             report = RunReport(name, kind, run_id, "running", Counts())
-            log.info("run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind})
+            log.info(
+                "run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind}
+            )
             try:
                 batches, fresh = self._batches(name, kind, parts, cursors, run_id, again)
                 self.observer.started(name, kind, self._total(parts, cfg, kind))
                 for batch in batches:
                     crash.point("after_read")
                     fresh = self._deliver(name, kind, parts, batch, report, lease, fresh)
-                final = parts.capture.finish() if kind != "seed" else {"seed": {"status": "done", "at": stamp()}}
+                final = (
+                    parts.capture.finish() if kind != "seed" else {"seed": {"status": "done", "at": stamp()}}
+                )
                 if kind == "overlap":
                     final["overlap_at"] = stamp()
-                self.store.commit(sync=name, token=lease.token, run_id=run_id, delivered=[], rejected=[],
-                                  cursors=final, counts=Counts(), lease_ttl=lease.ttl)
+                self.store.commit(
+                    sync=name,
+                    token=lease.token,
+                    run_id=run_id,
+                    delivered=[],
+                    rejected=[],
+                    cursors=final,
+                    counts=Counts(),
+                    lease_ttl=lease.ttl,
+                )
             except (errors.PermanentError, errors.TransientError, errors.LeaseLost, errors.StateError) as exc:
-                failure = getattr(exc, "failure_class", "destination" if isinstance(exc, errors.TransientError) else "tool")
-                report.status, report.message, report.failure_class = "failed", self._redact(str(exc)), failure
+                failure = getattr(
+                    exc, "failure_class", "destination" if isinstance(exc, errors.TransientError) else "tool"
+                )
+                report.status, report.message, report.failure_class = (
+                    "failed",
+                    self._redact(str(exc)),
+                    failure,
+                )
                 self.store.finish_run(run_id, "failed", failure, report.message)
-                log.error("run_failed", extra={"action": "run_failed", "sync": name, "run_id": run_id, "error": report.message})
+                log.error(
+                    "run_failed",
+                    extra={"action": "run_failed", "sync": name, "run_id": run_id, "error": report.message},
+                )
                 return report
             except BaseException as exc:
                 message = self._redact(f"{type(exc).__name__}: {exc}")
@@ -142,8 +172,15 @@ class Engine:
                 raise
             report.status = "partial" if report.counts.rejected else "success"
             self.store.finish_run(run_id, report.status)
-            log.info("run_finished", extra={"action": "run_finished", "sync": name, "run_id": run_id,
-                                             **dataclasses.asdict(report.counts)})
+            log.info(
+                "run_finished",
+                extra={
+                    "action": "run_finished",
+                    "sync": name,
+                    "run_id": run_id,
+                    **dataclasses.asdict(report.counts),
+                },
+            )
             return report
 
     def _effective_kind(self, name: str, kind: str, cursors: dict[str, Any], again: bool) -> str:
@@ -156,8 +193,11 @@ class Engine:
                 )
             return kind
         if seed.get("status") != "done":
-            state = "has an unfinished seed: rerun `mapsync seed` to resume it" if seed else \
-                "has not been seeded: run `mapsync seed` first"
+            state = (
+                "has an unfinished seed: rerun `mapsync seed` to resume it"
+                if seed
+                else "has not been seeded: run `mapsync seed` first"
+            )
             raise errors.StateError(f"sync {name} {state}")
         overlap = self.sheet.syncs[name].changes
         every = getattr(getattr(overlap, "overlap", None), "every", None)
@@ -167,25 +207,40 @@ class Engine:
                 return "overlap"
         return kind
 
-    def _batches(self, name: str, kind: str, parts: _Parts, cursors: dict[str, Any], run_id: int,
-                 again: bool) -> tuple[Iterator[records.Batch], bool]:
+    def _batches(
+        self, name: str, kind: str, parts: Parts, cursors: dict[str, Any], run_id: int, again: bool
+    ) -> tuple[Iterator[records.Batch], bool]:
         cfg = self.sheet.syncs[name]
         if kind != "seed":
             return parts.capture.read(kind, cursors), False
         seed = cursors.get("seed") or {}
         resuming = seed.get("status") == "running"
         if not resuming:
-            first = {**parts.capture.start_seed(), "seed": {"status": "running", "after": None}, "position": None}
+            first = {
+                **parts.capture.start_seed(),
+                "seed": {"status": "running", "after": None},
+                "position": None,
+            }
             self.store.set_cursors(name, first, run_id)
             cursors = self.store.cursors(name)
         fresh = not resuming and not again and parts.dest.is_empty()
-        return capture.seed_batches(parts.source, cursors, cfg.delivery.batch, cfg.seed.where, parts.version_column), fresh
+        return capture.seed_batches(
+            parts.source, cursors, cfg.delivery.batch, cfg.seed.where, parts.version_column
+        ), fresh
 
-    def _total(self, parts: _Parts, cfg: Any, kind: str) -> int | None:
+    def _total(self, parts: Parts, cfg: Any, kind: str) -> int | None:
         return None if kind != "seed" else parts.source.count(cfg.seed.where)
 
-    def _deliver(self, name: str, kind: str, parts: _Parts, batch: records.Batch, report: RunReport,
-                 lease: leases.Lease, fresh: bool) -> bool:
+    def _deliver(
+        self,
+        name: str,
+        kind: str,
+        parts: Parts,
+        batch: records.Batch,
+        report: RunReport,
+        lease: leases.Lease,
+        fresh: bool,
+    ) -> bool:
         counts = Counts(read=len(batch.changes))
         ctx = parts.mapping.prepare(batch.changes)
         tally = transforms.Tally()
@@ -223,17 +278,30 @@ class Engine:
         counts.rejected = len(all_rejected)
         counts.truncated = sum(tally.truncated.values())
         counts.defaulted = sum(tally.defaulted.values()) + sum(tally.kept.values())
-        self.store.commit(sync=name, token=lease.token, run_id=report.run_id or 0,
-                          delivered=seen + result.delivered, rejected=all_rejected,
-                          cursors=batch.position or {}, counts=counts, lease_ttl=lease.ttl)
+        self.store.commit(
+            sync=name,
+            token=lease.token,
+            run_id=report.run_id or 0,
+            delivered=seen + result.delivered,
+            rejected=all_rejected,
+            cursors=batch.position or {},
+            counts=counts,
+            lease_ttl=lease.ttl,
+        )
         crash.point("after_commit")
         report.counts.add(counts)
-        for target, source in ((report.truncated, tally.truncated), (report.defaulted, tally.defaulted), (report.kept, tally.kept)):
+        for target, source in (
+            (report.truncated, tally.truncated),
+            (report.defaulted, tally.defaulted),
+            (report.kept, tally.kept),
+        ):
             for field, n in source.items():
                 target[field] = target.get(field, 0) + n
         report.samples.extend(all_rejected[: max(0, 20 - len(report.samples))])
         self.observer.batch(name, report.counts)
-        log.debug("batch_committed", extra={"action": "batch_committed", "sync": name, **dataclasses.asdict(counts)})
+        log.debug(
+            "batch_committed", extra={"action": "batch_committed", "sync": name, **dataclasses.asdict(counts)}
+        )
         return fresh
 
     def _redact(self, text: str) -> str:

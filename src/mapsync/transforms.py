@@ -99,7 +99,9 @@ def _country(spec: models.FieldRule, field: str) -> Step | None:
             return None
         found = country_lookup(str(value))
         if found is None:
-            raise RecordRejected(f"country {show(value)} of `{field}` is not a country it can place", field, "country")
+            raise RecordRejected(
+                f"country {show(value)} of `{field}` is not a country it can place", field, "country"
+            )
         return {"iso2": found.alpha_2, "iso3": found.alpha_3, "name": found.name}[form]
 
     return step
@@ -117,7 +119,9 @@ def _cast(spec: models.FieldRule, field: str) -> Step | None:
         try:
             return convert(value, kind, scale)
         except (ValueError, ArithmeticError, TypeError):
-            raise RecordRejected(f"value {show(value)} of `{field}` is not a valid {kind}", field, "cast") from None
+            raise RecordRejected(
+                f"value {show(value)} of `{field}` is not a valid {kind}", field, "cast"
+            ) from None
 
     return step
 
@@ -192,17 +196,58 @@ def convert(value: Any, kind: str, scale: int | None = None) -> Any:
 # --------------------------------------------------------------------------- countries
 
 COUNTRY_ALIASES = {
-    "us": "USA", "u s": "USA", "usa": "USA", "u s a": "USA", "united states": "USA",
-    "united states of america": "USA", "america": "USA", "the united states": "USA",
-    "uk": "GBR", "u k": "GBR", "great britain": "GBR", "britain": "GBR", "england": "GBR",
-    "scotland": "GBR", "wales": "GBR", "northern ireland": "GBR", "united kingdom": "GBR",
-    "deutschland": "DEU", "germany": "DEU", "brd": "DEU", "holland": "NLD", "the netherlands": "NLD",
-    "nederland": "NLD", "espana": "ESP", "osterreich": "AUT", "schweiz": "CHE", "suisse": "CHE",
-    "russia": "RUS", "south korea": "KOR", "korea": "KOR", "north korea": "PRK", "czech republic": "CZE",
-    "czechia": "CZE", "vietnam": "VNM", "iran": "IRN", "taiwan": "TWN", "bolivia": "BOL",
-    "venezuela": "VEN", "tanzania": "TZA", "syria": "SYR", "laos": "LAO", "moldova": "MDA",
-    "uae": "ARE", "u a e": "ARE", "ivory coast": "CIV", "turkey": "TUR", "prc": "CHN",
-    "mexico": "MEX", "mejico": "MEX", "canada": "CAN", "italia": "ITA", "brasil": "BRA",
+    "us": "USA",
+    "u s": "USA",
+    "usa": "USA",
+    "u s a": "USA",
+    "united states": "USA",
+    "united states of america": "USA",
+    "america": "USA",
+    "the united states": "USA",
+    "uk": "GBR",
+    "u k": "GBR",
+    "great britain": "GBR",
+    "britain": "GBR",
+    "england": "GBR",
+    "scotland": "GBR",
+    "wales": "GBR",
+    "northern ireland": "GBR",
+    "united kingdom": "GBR",
+    "deutschland": "DEU",
+    "germany": "DEU",
+    "brd": "DEU",
+    "holland": "NLD",
+    "the netherlands": "NLD",
+    "nederland": "NLD",
+    "espana": "ESP",
+    "osterreich": "AUT",
+    "schweiz": "CHE",
+    "suisse": "CHE",
+    "russia": "RUS",
+    "south korea": "KOR",
+    "korea": "KOR",
+    "north korea": "PRK",
+    "czech republic": "CZE",
+    "czechia": "CZE",
+    "vietnam": "VNM",
+    "iran": "IRN",
+    "taiwan": "TWN",
+    "bolivia": "BOL",
+    "venezuela": "VEN",
+    "tanzania": "TZA",
+    "syria": "SYR",
+    "laos": "LAO",
+    "moldova": "MDA",
+    "uae": "ARE",
+    "u a e": "ARE",
+    "ivory coast": "CIV",
+    "turkey": "TUR",
+    "prc": "CHN",
+    "mexico": "MEX",
+    "mejico": "MEX",
+    "canada": "CAN",
+    "italia": "ITA",
+    "brasil": "BRA",
 }
 
 

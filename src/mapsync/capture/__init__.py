@@ -39,20 +39,25 @@ def register(method: str) -> Any:
     return deco
 
 
-def to_changes(source: SqlSource, rows: list[records.Row], version_column: str | None) -> list[records.Change]:
+def to_changes(
+    source: SqlSource, rows: list[records.Row], version_column: str | None
+) -> list[records.Change]:
     """Source rows as upsert changes, with their child rows attached (one query per child table)."""
     children = source.attach_children(rows) if source.children else {}
     out = []
     for row in rows:
         key = source.key_of(row)
         out.append(
-            records.Change("upsert", key, row[version_column] if version_column else None, row, children.get(key, {}))
+            records.Change(
+                "upsert", key, row[version_column] if version_column else None, row, children.get(key, {})
+            )
         )
     return out
 
 
-def seed_batches(source: SqlSource, cursors: dict[str, Any], batch: int, where: str | None,
-                 version_column: str | None) -> Iterator[records.Batch]:
+def seed_batches(
+    source: SqlSource, cursors: dict[str, Any], batch: int, where: str | None, version_column: str | None
+) -> Iterator[records.Batch]:
     """The seed: every row (or `seed.where`) in key order, resumable after the last committed key."""
     state = cursors.get("seed") or {}
     after = state.get("after")

@@ -44,7 +44,9 @@ class WatermarkCapture:
         return cfg.column
 
     def upper(self, sample: Any = None) -> Any:
-        return self.source.ts_bound(self.source.db.now() - self.cfg.lag, self.zone, lower=False, sample=sample)
+        return self.source.ts_bound(
+            self.source.db.now() - self.cfg.lag, self.zone, lower=False, sample=sample
+        )
 
     def start_seed(self) -> dict[str, Any]:
         return {"watermark": self.upper()}
@@ -74,7 +76,11 @@ class WatermarkCapture:
         for rows in self.source.stream(order, [col >= lower, col <= upper], after, self.batch):
             last = rows[-1]
             self._max = later(self._max, last[self.column])
-            position = {} if mode == "overlap" else {"position": {"after": [last[self.column], *self.source.key_of(last)]}}
+            position = (
+                {}
+                if mode == "overlap"
+                else {"position": {"after": [last[self.column], *self.source.key_of(last)]}}
+            )
             yield records.Batch(to_changes(self.source, rows, self.column), position)
 
     def finish(self) -> dict[str, Any]:

@@ -97,18 +97,23 @@ class SqlDatabase:
         try:
             with self.engine.connect() as conn:
                 insp = sa.inspect(conn)
-                known = insp.get_table_names(schema=schema or None) + insp.get_view_names(schema=schema or None)
+                known = insp.get_table_names(schema=schema or None) + insp.get_view_names(
+                    schema=schema or None
+                )
                 if table not in known:
                     raise errors.ConfigError(
-                        f"{where}: unknown table {name!r} in connection {self.name}"
-                        + _near(table, known)
+                        f"{where}: unknown table {name!r} in connection {self.name}" + _near(table, known)
                     )
                 reflected = sa.Table(
-                    quoted_name(table, True), sa.MetaData(), schema=quoted_name(schema, True) if schema else None,
+                    quoted_name(table, True),
+                    sa.MetaData(),
+                    schema=quoted_name(schema, True) if schema else None,
                     autoload_with=conn,
                 )
         except sa.exc.OperationalError as exc:
-            raise errors.TransientError(f"connection {self.name}: cannot connect: {_first_line(exc.orig)}") from None
+            raise errors.TransientError(
+                f"connection {self.name}: cannot connect: {_first_line(exc.orig)}"
+            ) from None
         self._tables[name] = reflected
         return reflected
 
@@ -124,9 +129,14 @@ class SqlDatabase:
             if self.dialect == "mysql" and type(col.type).__name__ == "TIMESTAMP":
                 aware = True  # converted through the session time zone, which we set to UTC
             out[col.name] = ColumnInfo(
-                name=col.name, python_type=py, length=length if isinstance(length, int) else None,
-                nullable=bool(col.nullable), aware=aware, type_name=str(col.type),
-                has_default=col.server_default is not None or bool(col.autoincrement is True and col.primary_key),
+                name=col.name,
+                python_type=py,
+                length=length if isinstance(length, int) else None,
+                nullable=bool(col.nullable),
+                aware=aware,
+                type_name=str(col.type),
+                has_default=col.server_default is not None
+                or bool(col.autoincrement is True and col.primary_key),
                 precision=getattr(col.type, "precision", None) if py is decimal.Decimal else None,
                 scale=getattr(col.type, "scale", None) if py is decimal.Decimal else None,
                 text_nul_forbidden=self.dialect == "postgresql",
@@ -138,17 +148,22 @@ class SqlDatabase:
         with self.engine.connect() as conn:
             insp = sa.inspect(conn)
             sets = [set(insp.get_pk_constraint(table.name, schema=table.schema)["constrained_columns"] or [])]
-            sets += [set(u["column_names"]) for u in insp.get_unique_constraints(table.name, schema=table.schema)]
+            sets += [
+                set(u["column_names"]) for u in insp.get_unique_constraints(table.name, schema=table.schema)
+            ]
             sets += [
                 {c for c in i["column_names"] if c}
-                for i in insp.get_indexes(table.name, schema=table.schema) if i.get("unique")
+                for i in insp.get_indexes(table.name, schema=table.schema)
+                if i.get("unique")
             ]
         return [s for s in sets if s]
 
     def query_columns(self, query: str, where: str) -> list[str]:
         try:
             with self.engine.connect() as conn:
-                result = conn.execute(sa.select(sa.text("*")).select_from(sa.text(f"({query}) AS q")).limit(0))
+                result = conn.execute(
+                    sa.select(sa.text("*")).select_from(sa.text(f"({query}) AS q")).limit(0)
+                )
                 return list(result.keys())
         except sa.exc.OperationalError as exc:
             raise errors.TransientError(f"connection {self.name}: {_first_line(exc.orig)}") from None

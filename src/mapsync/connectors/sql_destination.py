@@ -52,7 +52,9 @@ class _Table:
 class SqlDestination:
     """The destination side of one sync."""
 
-    def __init__(self, db: SqlDatabase, sync_name: str, cfg: models.SyncConfig, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, db: SqlDatabase, sync_name: str, cfg: models.SyncConfig, secrets: tuple[str, ...] = ()
+    ) -> None:
         self.db = db
         self.sync = sync_name
         self.secrets = secrets
@@ -63,8 +65,13 @@ class SqlDestination:
         self.main = _Table(db, cfg.to.table, list(cfg.key.to), fields, where)
         self.children = {
             name: (
-                _Table(db, child.to.table, list(child.key.to), [*child.fields, *child.parent.to],
-                       f"sync {sync_name}: children.{name}.to"),
+                _Table(
+                    db,
+                    child.to.table,
+                    list(child.key.to),
+                    [*child.fields, *child.parent.to],
+                    f"sync {sync_name}: children.{name}.to",
+                ),
                 list(child.parent.to),
             )
             for name, child in cfg.children.items()
@@ -80,7 +87,9 @@ class SqlDestination:
 
     def is_empty(self) -> bool:
         with self.db.engine.connect() as conn:
-            return conn.execute(sa.select(sa.literal(1)).select_from(self.main.table).limit(1)).first() is None
+            return (
+                conn.execute(sa.select(sa.literal(1)).select_from(self.main.table).limit(1)).first() is None
+            )
 
     # ----------------------------------------------------------------- writing
 
@@ -170,13 +179,20 @@ class SqlDestination:
         return sa.and_(*[t.table.c[k] == sa.bindparam(f"k_{i}") for i, k in enumerate(t.key)])
 
     def _delete(self, conn: sa.Connection, t: _Table, keys: list[records.Key]) -> None:
-        conn.execute(sa.delete(t.table).where(self._key_cond(t)), [{f"k_{i}": v for i, v in enumerate(k)} for k in keys])
+        conn.execute(
+            sa.delete(t.table).where(self._key_cond(t)),
+            [{f"k_{i}": v for i, v in enumerate(k)} for k in keys],
+        )
 
-    def _delete_children(self, conn: sa.Connection, t: _Table, parent_cols: list[str], parents: list[records.Key]) -> None:
+    def _delete_children(
+        self, conn: sa.Connection, t: _Table, parent_cols: list[str], parents: list[records.Key]
+    ) -> None:
         if not parents:
             return
         cond = sa.and_(*[t.table.c[c] == sa.bindparam(f"k_{i}") for i, c in enumerate(parent_cols)])
-        conn.execute(sa.delete(t.table).where(cond), [{f"k_{i}": v for i, v in enumerate(k)} for k in parents])
+        conn.execute(
+            sa.delete(t.table).where(cond), [{f"k_{i}": v for i, v in enumerate(k)} for k in parents]
+        )
 
     def _update(self, conn: sa.Connection, t: _Table, rec: records.Mapped) -> None:
         values = {c: v for c, v in rec.values.items() if c not in t.key}
@@ -196,11 +212,14 @@ class SqlDestination:
             ins = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(t.table)
             stmt = (
                 ins.on_conflict_do_update(index_elements=t.key, set_={c: ins.excluded[c] for c in non_key})
-                if non_key else ins.on_conflict_do_nothing(index_elements=t.key)
+                if non_key
+                else ins.on_conflict_do_nothing(index_elements=t.key)
             )
         conn.execute(stmt, rows)
 
-    def _pg_copy(self, conn: sa.Connection, t: _Table, cols: list[str], rows: list[records.Row], fresh: bool) -> None:
+    def _pg_copy(
+        self, conn: sa.Connection, t: _Table, cols: list[str], rows: list[records.Row], fresh: bool
+    ) -> None:
         q = t.quote
         col_list = ", ".join(q(c) for c in cols)
         raw: Any = conn.connection.dbapi_connection
@@ -220,7 +239,8 @@ class SqlDestination:
                 non_key = [c for c in cols if c not in t.key]
                 action = (
                     "DO UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in non_key)
-                    if non_key else "DO NOTHING"
+                    if non_key
+                    else "DO NOTHING"
                 )
                 cur.execute(
                     f"INSERT INTO {t.qualified} ({col_list}) SELECT {col_list} FROM {target} "  # noqa: S608

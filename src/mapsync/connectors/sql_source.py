@@ -16,7 +16,9 @@ from mapsync.sheet import models
 class SqlSource:
     """The source side of one sync (and of its child tables)."""
 
-    def __init__(self, db: SqlDatabase, sync_name: str, cfg: models.SyncConfig, ts_column: str | None) -> None:
+    def __init__(
+        self, db: SqlDatabase, sync_name: str, cfg: models.SyncConfig, ts_column: str | None
+    ) -> None:
         self.db = db
         self.sync = sync_name
         self.key = list(cfg.key.from_)
@@ -28,9 +30,7 @@ class SqlSource:
             needed.add(ts_column)
         self.relation, self.info = self._relation(cfg.from_, needed, where)
         self.columns = sorted(needed, key=lambda c: (c not in self.key, c))
-        self.children = {
-            name: _Child(db, sync_name, name, child) for name, child in cfg.children.items()
-        }
+        self.children = {name: _Child(db, sync_name, name, child) for name, child in cfg.children.items()}
 
     def _relation(
         self, ref: models.SourceRef, needed: set[str], where: str
@@ -39,7 +39,9 @@ class SqlSource:
             table = self.db.table(ref.table, f"{where}.table")
             info = self.db.columns(table)
             available = list(info)
-            relation: sa.FromClause = sa.table(table.name, *[sa.column(quoted(c)) for c in available], schema=table.schema)
+            relation: sa.FromClause = sa.table(
+                table.name, *[sa.column(quoted(c)) for c in available], schema=table.schema
+            )
         else:
             assert ref.query is not None
             available = self.db.query_columns(ref.query, f"{where}.query")
@@ -77,14 +79,18 @@ class SqlSource:
         if extra_where:
             conditions.append(sa.text(f"({extra_where})"))
         if after is not None:
-            conditions.append(sa.tuple_(*[self.col(c) for c in order]) > sa.tuple_(*[sa.literal(v) for v in after]))
+            conditions.append(
+                sa.tuple_(*[self.col(c) for c in order]) > sa.tuple_(*[sa.literal(v) for v in after])
+            )
         query = (
             sa.select(*[self.col(c) for c in self.columns])
             .where(*conditions)
             .order_by(*[self.col(c) for c in order])
         )
         try:
-            with self.db.engine.connect().execution_options(stream_results=True, max_row_buffer=batch) as conn:
+            with self.db.engine.connect().execution_options(
+                stream_results=True, max_row_buffer=batch
+            ) as conn:
                 result = conn.execute(query)
                 while True:
                     rows = result.mappings().fetchmany(batch)
@@ -92,12 +98,18 @@ class SqlSource:
                         break
                     yield [dict(r) for r in rows]
         except sa.exc.DBAPIError as exc:
-            raise errors.TransientError(f"sync {self.sync}: reading the source failed: {describe_error(exc)}") from None
+            raise errors.TransientError(
+                f"sync {self.sync}: reading the source failed: {describe_error(exc)}"
+            ) from None
 
     def count(self, extra_where: str | None = None) -> int:
         conditions: list[Any] = [sa.text(f"({w})") for w in (self.filter, extra_where) if w]
         with self.db.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(self.relation).where(*conditions)).scalar_one())
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(self.relation).where(*conditions)
+                ).scalar_one()
+            )
 
     def key_of(self, row: records.Row) -> records.Key:
         return tuple(row[k] for k in self.key)
@@ -109,8 +121,17 @@ class SqlSource:
         with self.db.engine.connect() as conn:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
-                cond = sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk]) if len(cols) > 1 else cols[0].in_([k[0] for k in chunk])
-                out.extend(dict(r) for r in conn.execute(sa.select(*[self.col(c) for c in self.columns]).where(cond)).mappings())
+                cond = (
+                    sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk])
+                    if len(cols) > 1
+                    else cols[0].in_([k[0] for k in chunk])
+                )
+                out.extend(
+                    dict(r)
+                    for r in conn.execute(
+                        sa.select(*[self.col(c) for c in self.columns]).where(cond)
+                    ).mappings()
+                )
         return out
 
     def attach_children(self, rows: list[records.Row]) -> dict[records.Key, dict[str, list[records.Row]]]:
@@ -168,7 +189,9 @@ class _Child:
         missing = sorted(needed - {c.name for c in table.columns})
         if missing:
             raise errors.ConfigError(f"{where}: child table has no column(s) {', '.join(missing)}")
-        self.relation = sa.table(table.name, *[sa.column(quoted(c)) for c in sorted(needed)], schema=table.schema)
+        self.relation = sa.table(
+            table.name, *[sa.column(quoted(c)) for c in sorted(needed)], schema=table.schema
+        )
         self.columns = sorted(needed)
 
     def fetch(self, parents: list[records.Key]) -> dict[records.Key, list[records.Row]]:
@@ -177,9 +200,15 @@ class _Child:
         with self.db.engine.connect() as conn:
             for i in range(0, len(parents), 500):
                 chunk = parents[i : i + 500]
-                cond = sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk]) if len(cols) > 1 else cols[0].in_([k[0] for k in chunk])
-                query = sa.select(*[self.relation.c[c] for c in self.columns]).where(cond).order_by(
-                    *[self.relation.c[c] for c in self.key]
+                cond = (
+                    sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk])
+                    if len(cols) > 1
+                    else cols[0].in_([k[0] for k in chunk])
+                )
+                query = (
+                    sa.select(*[self.relation.c[c] for c in self.columns])
+                    .where(cond)
+                    .order_by(*[self.relation.c[c] for c in self.key])
                 )
                 for row in conn.execute(query).mappings():
                     out.setdefault(tuple(row[c] for c in self.parent), []).append(dict(row))
@@ -197,7 +226,7 @@ def parse_time(value: Any) -> dt.datetime:
         if "." in text:  # fromisoformat takes at most 6 fraction digits: cut (never round) the rest
             head, _, frac = text.partition(".")
             digits = "".join(ch for ch in frac if ch.isdigit())
-            rest = frac[len(digits):]
+            rest = frac[len(digits) :]
             text = f"{head}.{(digits[:6]).ljust(6, '0')}{rest}"
         try:
             return dt.datetime.fromisoformat(text)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
-from collections.abc import Callable, Mapping as AbcMapping
+from collections.abc import Callable
+from collections.abc import Mapping as AbcMapping
 from typing import Any
 
 from mapsync import records, transforms
@@ -20,8 +21,15 @@ from mapsync.sheet import models
 
 FieldFn = Callable[[records.Row, transforms.Tally], Any]
 
-_PY_KIND = {int: "int", decimal.Decimal: "decimal", float: "float", bool: "bool",
-            dt.datetime: "datetime", dt.date: "date", str: "str"}
+_PY_KIND = {
+    int: "int",
+    decimal.Decimal: "decimal",
+    float: "float",
+    bool: "bool",
+    dt.datetime: "datetime",
+    dt.date: "date",
+    str: "str",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +65,18 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], An
     def check(value: Any) -> Any:
         if value is None:
             if not nullable:
-                raise RecordRejected(f"field `{name}` is NULL but the destination column is NOT NULL", name, "not_null")
+                raise RecordRejected(
+                    f"field `{name}` is NULL but the destination column is NOT NULL", name, "not_null"
+                )
             return None
         if kind and kind != "str" and not _is_kind(value, kind):
             try:
                 value = transforms.convert(value, kind)
             except (ValueError, ArithmeticError, TypeError):
                 raise RecordRejected(
-                    f"field `{name}`: {transforms.show(value)} is not a valid {column.type_name}", name, "type"
+                    f"field `{name}`: {transforms.show(value)} is not a valid {column.type_name}",
+                    name,
+                    "type",
                 ) from None
         if kind == "str" and not isinstance(value, str):
             value = str(value)
@@ -72,10 +84,13 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], An
             if length is not None and len(value) > length:
                 raise RecordRejected(
                     f"field `{name}` length {len(value)} > {length} (add `truncate: {length}` to cut it)",
-                    name, "length",
+                    name,
+                    "length",
                 )
             if no_nul and "\x00" in value:
-                raise RecordRejected(f"field `{name}` holds a NUL byte, which PostgreSQL text cannot store", name, "nul")
+                raise RecordRejected(
+                    f"field `{name}` holds a NUL byte, which PostgreSQL text cannot store", name, "nul"
+                )
         if isinstance(value, decimal.Decimal) and precision is not None:
             _check_decimal(name, value, precision, scale or 0)
         return value
@@ -101,14 +116,21 @@ def _is_kind(value: Any, kind: str) -> bool:
 
 def _check_decimal(name: str, value: decimal.Decimal, precision: int, scale: int) -> None:
     exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and -exponent > scale and value != value.quantize(decimal.Decimal(1).scaleb(-scale)):
+    if (
+        isinstance(exponent, int)
+        and -exponent > scale
+        and value != value.quantize(decimal.Decimal(1).scaleb(-scale))
+    ):
         raise RecordRejected(
             f"field `{name}`: {value} has more than {scale} decimals (add `cast: decimal, scale: {scale}` to round)",
-            name, "scale",
+            name,
+            "scale",
         )
     digits = len(value.quantize(decimal.Decimal(1).scaleb(-scale)).as_tuple().digits)
     if digits > precision:
-        raise RecordRejected(f"field `{name}`: {value} does not fit numeric({precision},{scale})", name, "precision")
+        raise RecordRejected(
+            f"field `{name}`: {value} does not fit numeric({precision},{scale})", name, "precision"
+        )
 
 
 class RowMapping:
@@ -121,7 +143,9 @@ class RowMapping:
         if missing:
             raise KeyError(", ".join(missing))
         self.fields = {name: _compile_field(name, spec, columns.get(name)) for name, spec in fields.items()}
-        self.key_checks = [(src, constraint_check(dst, columns.get(dst))) for src, dst in zip(key.from_, key.to, strict=True)]
+        self.key_checks = [
+            (src, constraint_check(dst, columns.get(dst))) for src, dst in zip(key.from_, key.to, strict=True)
+        ]
         self.key_to = list(key.to)
 
     def dest_key(self, row: records.Row) -> records.Key:
@@ -153,7 +177,9 @@ class Mapping:
         """Batched lookups for the whole batch happen here (none are configured yet)."""
         return Context()
 
-    def apply(self, change: records.Change, ctx: Context, tally: transforms.Tally) -> records.Mapped | records.Rejection | None:
+    def apply(
+        self, change: records.Change, ctx: Context, tally: transforms.Tally
+    ) -> records.Mapped | records.Rejection | None:
         """Translate one change. None means: nothing to send (a delete under `ignore`)."""
         try:
             if change.op == "delete":
@@ -171,9 +197,20 @@ class Mapping:
         except RecordRejected as exc:
             return records.Rejection(change.key, str(exc), exc.field, exc.rule, change.version)
         except Exception as exc:  # a rule that crashes is one bad record, not a failed run
-            return records.Rejection(change.key, f"mapping failed: {type(exc).__name__}: {exc}"[:500], None, "mapping", change.version)
+            return records.Rejection(
+                change.key,
+                f"mapping failed: {type(exc).__name__}: {exc}"[:500],
+                None,
+                "mapping",
+                change.version,
+            )
         return records.Mapped(
-            "upsert", change.key, dest_key, change.version, values, children,
+            "upsert",
+            change.key,
+            dest_key,
+            change.version,
+            values,
+            children,
             records.content_hash(values, children),
         )
 

@@ -108,9 +108,7 @@ def _interpolate(
             secrets.append(env[name])
             return env[name]
         if fallback is None:
-            problems.append(
-                f"{source}:{line}: {_dotted(path)}: environment variable {name} is not set"
-            )
+            problems.append(f"{source}:{line}: {_dotted(path)}: environment variable {name} is not set")
             return ""
         return fallback
 
@@ -212,7 +210,9 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
     except yaml.YAMLError as exc:
         raise errors.ConfigError(f"{source}: invalid YAML: {exc}") from None
     if node is None or not isinstance(node, yaml.MappingNode):
-        raise errors.ConfigError(f"{source}:1: the sheet must be a mapping with `version`, `connections` and `syncs`")
+        raise errors.ConfigError(
+            f"{source}:1: the sheet must be a mapping with `version`, `connections` and `syncs`"
+        )
 
     lines: dict[Path_, int] = {}
     problems: list[str] = []
@@ -232,11 +232,11 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
             p = _clean_loc(err["loc"])
             problems.append(f"{source}:{line_of(p)}: {_dotted(p)}: {_message(err, p)}")
     if sheet is not None:
-        problems.extend(
-            f"{source}:{line_of(p)}: {_dotted(p)}: {msg}" for p, msg in cross_check(sheet)
-        )
+        problems.extend(f"{source}:{line_of(p)}: {_dotted(p)}: {msg}" for p, msg in cross_check(sheet))
     if problems:
-        raise errors.ConfigError(f"{source}: {len(problems)} problem(s)", sorted(set(problems), key=_line_key))
+        raise errors.ConfigError(
+            f"{source}: {len(problems)} problem(s)", sorted(set(problems), key=_line_key)
+        )
     assert sheet is not None
     return LoadedSheet(sheet, sheet_path.resolve(), lines, tuple(s for s in secrets if len(s) >= 3))
 
@@ -311,7 +311,7 @@ def _cycle(sheet: models.Sheet) -> list[str]:
             if dep not in sheet.syncs:
                 continue
             if state.get(dep) == 1:
-                return [*stack[stack.index(dep):], dep]
+                return [*stack[stack.index(dep) :], dep]
             if dep not in state and (found := visit(dep)):
                 return found
         stack.pop()

@@ -140,12 +140,8 @@ class FieldRule(Model):
     from_: str | None = Field(
         None, alias="from", description="Source column to copy (rename when names differ)."
     )
-    value: Any = Field(
-        None, description="A constant written to every record (instead of `from`)."
-    )
-    default: Any = Field(
-        None, description="Used when the source value is NULL (or missing)."
-    )
+    value: Any = Field(None, description="A constant written to every record (instead of `from`).")
+    default: Any = Field(None, description="Used when the source value is NULL (or missing).")
     map: dict[str, Any] | None = Field(
         None,
         description=(
@@ -194,7 +190,11 @@ class FieldRule(Model):
             raise ValueError("give either `from` or `value`, not both")
         if self.from_ is None and "value" not in self.model_fields_set and self.default is None:
             raise ValueError("give `from` (a source column), `value` or `default`")
-        if self.on_unknown == "default" and self.map is not None and "map_default" not in self.model_fields_set:
+        if (
+            self.on_unknown == "default"
+            and self.map is not None
+            and "map_default" not in self.model_fields_set
+        ):
             raise ValueError("`on_unknown: default` needs `map_default`")
         if self.scale is not None and self.cast != "decimal":
             raise ValueError("`scale` goes with `cast: decimal`")
@@ -236,9 +236,7 @@ class WatermarkChanges(Model):
             "the server's, UTC for SQLite. Aware columns (timestamptz) need none."
         ),
     )
-    overlap: OverlapConfig = Field(
-        default_factory=OverlapConfig, description="The periodic overlap re-read."
-    )
+    overlap: OverlapConfig = Field(default_factory=OverlapConfig, description="The periodic overlap re-read.")
 
 
 class FullChanges(Model):
@@ -270,9 +268,7 @@ class DeletesConfig(Model):
 
     policy: Literal["ignore", "disable", "hard"] = Field(
         "ignore",
-        description=(
-            "`ignore`, `disable` (set `field` to `value`) or `hard` (delete the row by key)."
-        ),
+        description=("`ignore`, `disable` (set `field` to `value`) or `hard` (delete the row by key)."),
     )
     field: str | None = Field(None, description="For `disable`: the destination field to set.")
     value: Any = Field(None, description="For `disable`: the value that marks a row disabled.")
@@ -295,15 +291,23 @@ class ScheduleConfig(Model):
     """When a sync should run, and how late or long is too late or too long."""
 
     every: Duration | None = Field(None, description="Run interval, e.g. `5m`.")
-    start_within: Duration | None = Field(None, description="A run starting later than this after its time is late.")
-    finish_within: Duration | None = Field(None, description="A run taking longer than this overran its window.")
+    start_within: Duration | None = Field(
+        None, description="A run starting later than this after its time is late."
+    )
+    finish_within: Duration | None = Field(
+        None, description="A run taking longer than this overran its window."
+    )
 
 
 class ParentLink(Model):
     """How child rows point at their parent: a column in each child table."""
 
-    from_: list[str] = Field(alias="from", min_length=1, description="Source child column(s) holding the parent's key.")
-    to: list[str] = Field(min_length=1, description="Destination child column(s) holding the parent's destination key.")
+    from_: list[str] = Field(
+        alias="from", min_length=1, description="Source child column(s) holding the parent's key."
+    )
+    to: list[str] = Field(
+        min_length=1, description="Destination child column(s) holding the parent's destination key."
+    )
 
     _norm = field_validator("from_", "to", mode="before")(_as_list)
 
@@ -311,7 +315,9 @@ class ParentLink(Model):
 class ChildSync(Model):
     """Child rows (e.g. order lines) delivered with their parent as one unit."""
 
-    from_: SourceRef = Field(alias="from", description="Source child table (`connection` must be the parent's).")
+    from_: SourceRef = Field(
+        alias="from", description="Source child table (`connection` must be the parent's)."
+    )
     to: DestRef = Field(description="Destination child table (`connection` must be the parent's).")
     parent: ParentLink = Field(description="Columns linking a child to its parent.")
     key: KeyMap = Field(description="The child's natural key (including the parent columns).")
@@ -333,7 +339,9 @@ class SyncConfig(Model):
     )
     seed: SeedConfig = Field(default_factory=SeedConfig, description="The first load.")
     deletes: DeletesConfig = Field(default_factory=DeletesConfig, description="Delete policy.")
-    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig, description="Delivery mode and batch size.")
+    delivery: DeliveryConfig = Field(
+        default_factory=DeliveryConfig, description="Delivery mode and batch size."
+    )
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Timing expectations.")
     after: list[str] = Field(
         default_factory=list,
@@ -352,7 +360,9 @@ class Sheet(Model):
     version: Literal[1] = Field(description="Sheet format version; `1`.")
     connections: dict[str, Connection] = Field(description="Named systems, referenced by syncs.")
     state: StateConfig = Field(default_factory=StateConfig, description="The state store.")
-    syncs: dict[str, SyncConfig] = Field(min_length=1, description="Named syncs, run in order (respecting `after`).")
+    syncs: dict[str, SyncConfig] = Field(
+        min_length=1, description="Named syncs, run in order (respecting `after`)."
+    )
 
     @field_validator("connections", mode="before")
     @classmethod

@@ -42,8 +42,14 @@ def acquire(store: StateStore, sync: str, ttl: dt.timedelta) -> Lease:
     """
     token = uuid.uuid4().hex
     host, pid = socket.gethostname(), os.getpid()
-    row = {"sync": sync, "token": token, "host": host, "pid": pid,
-           "acquired_at": stamp(), "expires_at": stamp(utcnow() + ttl)}
+    row = {
+        "sync": sync,
+        "token": token,
+        "host": host,
+        "pid": pid,
+        "acquired_at": stamp(),
+        "expires_at": stamp(utcnow() + ttl),
+    }
     t = schema.leases
     for _ in range(3):
         with store.engine.begin() as conn:

@@ -13,7 +13,11 @@ from mapsync.state.store import StateStore, stamp
 def sync_status(store: StateStore, sync: str) -> dict[str, Any]:
     r, e = schema.runs, schema.record_errors
     with store.engine.connect() as conn:
-        last = conn.execute(sa.select(r).where(r.c.sync == sync).order_by(r.c.id.desc()).limit(1)).mappings().first()
+        last = (
+            conn.execute(sa.select(r).where(r.c.sync == sync).order_by(r.c.id.desc()).limit(1))
+            .mappings()
+            .first()
+        )
         open_errors = conn.execute(
             sa.select(sa.func.count()).where(e.c.sync == sync, e.c.resolved_at.is_(None))
         ).scalar_one()
@@ -27,7 +31,9 @@ def sync_status(store: StateStore, sync: str) -> dict[str, Any]:
     }
 
 
-def record_errors(store: StateStore, sync: str | None, include_resolved: bool, limit: int) -> list[dict[str, Any]]:
+def record_errors(
+    store: StateStore, sync: str | None, include_resolved: bool, limit: int
+) -> list[dict[str, Any]]:
     e = schema.record_errors
     query = sa.select(e).order_by(e.c.last_seen.desc()).limit(limit)
     if sync:
@@ -64,7 +70,11 @@ def reset(store: StateStore, sync: str) -> dict[str, int]:
             out[table.name] = conn.execute(sa.delete(table).where(table.c.sync == sync)).rowcount
         conn.execute(
             sa.insert(schema.cursor_audit).values(
-                sync=sync, run_id=None, name="*", old_value=None, new_value="reset",
+                sync=sync,
+                run_id=None,
+                name="*",
+                old_value=None,
+                new_value="reset",
                 committed_at=stamp(),
             )
         )

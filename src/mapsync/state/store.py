@@ -167,8 +167,14 @@ class StateStore:
                 continue
             rows.append({"sync": sync, "name": name, "value": text, "updated_at": now})
             audit.append(
-                {"sync": sync, "run_id": run_id, "name": name, "old_value": old.get(name),
-                 "new_value": text, "committed_at": now}
+                {
+                    "sync": sync,
+                    "run_id": run_id,
+                    "name": name,
+                    "old_value": old.get(name),
+                    "new_value": text,
+                    "committed_at": now,
+                }
             )
         if rows:
             conn.execute(self._upsert(schema.cursors, rows, ("sync", "name")), rows)
@@ -233,8 +239,15 @@ class StateStore:
             if delivered:
                 delivered = list({records.key_text(d.key): d for d in delivered}.values())  # last wins
                 rows = [
-                    {"sync": sync, "key": records.key_text(d.key), "version": values.encode(d.version),
-                     "hash": d.hash, "dest_id": d.dest_id, "deleted": d.op == "delete", "updated_at": now}
+                    {
+                        "sync": sync,
+                        "key": records.key_text(d.key),
+                        "version": values.encode(d.version),
+                        "hash": d.hash,
+                        "dest_id": d.dest_id,
+                        "deleted": d.op == "delete",
+                        "updated_at": now,
+                    }
                     for d in delivered
                 ]
                 conn.execute(self._upsert(schema.ledger, rows, ("sync", "key")), rows)
@@ -265,13 +278,25 @@ class StateStore:
         rows = []
         for key, r in by_key.items():
             rows.append(
-                {"sync": sync, "key": key, "version": values.encode(r.version), "field": r.field,
-                 "rule": r.rule, "message": r.message[:2000], "attempts": attempts.get(key, 0) + 1,
-                 "first_seen": now, "last_seen": now, "resolved_at": None, "run_id": run_id}
+                {
+                    "sync": sync,
+                    "key": key,
+                    "version": values.encode(r.version),
+                    "field": r.field,
+                    "rule": r.rule,
+                    "message": r.message[:2000],
+                    "attempts": attempts.get(key, 0) + 1,
+                    "first_seen": now,
+                    "last_seen": now,
+                    "resolved_at": None,
+                    "run_id": run_id,
+                }
             )
         crash.point("during_error_record")
         ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(e)
-        keep_first = {c.name: ins.excluded[c.name] for c in e.columns if c.name not in ("sync", "key", "first_seen")}
+        keep_first = {
+            c.name: ins.excluded[c.name] for c in e.columns if c.name not in ("sync", "key", "first_seen")
+        }
         conn.execute(ins.on_conflict_do_update(index_elements=["sync", "key"], set_=keep_first), rows)
 
     def _add_counts(self, conn: sa.Connection, run_id: int, counts: Counts) -> None:
@@ -290,14 +315,21 @@ class StateStore:
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.insert(schema.runs).values(
-                    sync=sync, kind=kind, trigger=trigger, lease_token=token, status="running",
-                    scheduled_at=stamp(scheduled_at) if scheduled_at else None, started_at=stamp(),
+                    sync=sync,
+                    kind=kind,
+                    trigger=trigger,
+                    lease_token=token,
+                    status="running",
+                    scheduled_at=stamp(scheduled_at) if scheduled_at else None,
+                    started_at=stamp(),
                     **{f.name: 0 for f in dataclasses.fields(Counts)},
                 )
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    def finish_run(self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None) -> None:
+    def finish_run(
+        self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None
+    ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(schema.runs)
@@ -313,9 +345,17 @@ class StateStore:
     def fail_stale_runs(self, conn: sa.Connection, sync: str, token: str) -> None:
         conn.execute(
             sa.update(schema.runs)
-            .where(schema.runs.c.sync == sync, schema.runs.c.lease_token == token, schema.runs.c.status == "running")
-            .values(status="failed", failure_class="tool", finished_at=stamp(),
-                    message="the process running it died (its lease was taken over)")
+            .where(
+                schema.runs.c.sync == sync,
+                schema.runs.c.lease_token == token,
+                schema.runs.c.status == "running",
+            )
+            .values(
+                status="failed",
+                failure_class="tool",
+                finished_at=stamp(),
+                message="the process running it died (its lease was taken over)",
+            )
         )
 
 

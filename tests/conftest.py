@@ -1,0 +1,127 @@
+"""Shared fixtures. Service tests use real servers, each test in databases of its own.
+
+Servers: MAPSYNC_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/test) and
+MAPSYNC_TEST_MARIADB_URL (default mysql://root@127.0.0.1:3306/test). When a server is not
+reachable its tests skip with the reason, unless MAPSYNC_REQUIRE_SERVICES names it
+(`postgres,mariadb`; CI sets it), in which case they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+PG_URL = os.environ.get("MAPSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("MAPSYNC_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
+REQUIRED = {s.strip() for s in os.environ.get("MAPSYNC_REQUIRE_SERVICES", "").split(",") if s.strip()}
+
+_probe: dict[str, str | None] = {}
+
+
+def _driver_url(url: str) -> sa.URL:
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername in ("mysql", "mariadb"):
+        return parsed.set(drivername="mysql+pymysql")
+    return parsed
+
+
+def _unreachable(service: str, url: str) -> str | None:
+    if service not in _probe:
+        engine = sa.create_engine(_driver_url(url), connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            _probe[service] = None
+        except Exception as exc:  # any failure means: not usable here
+            _probe[service] = f"{service} not reachable at {sa.make_url(url).render_as_string()}: {type(exc).__name__}"
+        finally:
+            engine.dispose()
+    return _probe[service]
+
+
+def _need(service: str, url: str) -> None:
+    reason = _unreachable(service, url)
+    if reason:
+        if service in REQUIRED:
+            pytest.fail(f"{reason} (required by MAPSYNC_REQUIRE_SERVICES)")
+        pytest.skip(reason)
+
+
+def _name() -> str:
+    return f"mapsync_t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def pg_database() -> Iterator[Callable[[], str]]:
+    """A factory of fresh PostgreSQL databases (URLs), dropped after the test."""
+    _need("postgres", PG_URL)
+    admin = sa.create_engine(_driver_url(PG_URL), isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def make() -> str:
+        name = _name()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with admin.connect() as conn:
+        for name in made:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def mariadb_database() -> Iterator[Callable[[], str]]:
+    """A factory of fresh MariaDB databases (URLs), dropped after the test."""
+    _need("mariadb", MARIADB_URL)
+    admin = sa.create_engine(_driver_url(MARIADB_URL), isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def make() -> str:
+        name = _name()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+        made.append(name)
+        return sa.make_url(MARIADB_URL).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with admin.connect() as conn:
+        for name in made:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
+    """A factory of fresh SQLite database files (URLs)."""
+    folder = tmp_path_factory.mktemp("sqlite")
+
+    def make() -> str:
+        path = folder / f"{_name()}.db"
+        sa.create_engine(f"sqlite:///{path}").connect().close()
+        return f"sqlite:///{path}"
+
+    return make
+
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """A factory of fresh databases of each backend in turn (tests run once per backend)."""
+    fixture = {"sqlite": "sqlite_database", "postgresql": "pg_database", "mariadb": "mariadb_database"}
+    factory: Callable[[], str] = request.getfixturevalue(fixture[request.param])
+    return factory

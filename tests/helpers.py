@@ -1,0 +1,90 @@
+"""Helpers for tests: run the CLI as a real process, run SQL, per-dialect DDL, write counters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from mapsync.connectors.sql import normalize_url
+
+# a timestamp column with microseconds, per dialect
+TS = {"sqlite": "TEXT", "postgresql": "TIMESTAMP(6)", "mysql": "DATETIME(6)"}
+
+
+def engine(url: str) -> sa.Engine:
+    return sa.create_engine(normalize_url(url, Path.cwd()))
+
+
+def dialect(url: str) -> str:
+    name = sa.make_url(url).get_backend_name()
+    return "mysql" if name in ("mysql", "mariadb") else name
+
+
+def execute(url: str, *statements: str, params: Sequence[dict[str, Any]] | dict[str, Any] | None = None) -> None:
+    eng = engine(url)
+    try:
+        with eng.begin() as conn:
+            for stmt in statements:
+                conn.execute(sa.text(stmt), params) if params is not None else conn.execute(sa.text(stmt))
+    finally:
+        eng.dispose()
+
+
+def query(url: str, stmt: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    eng = engine(url)
+    try:
+        with eng.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(stmt), params or {})]
+    finally:
+        eng.dispose()
+
+
+def install_write_counter(url: str, table: str) -> None:
+    """Count every row written to `table` (insert or update) in `mapsync_write_log`."""
+    d = dialect(url)
+    if d == "postgresql":
+        execute(
+            url,
+            "CREATE TABLE mapsync_write_log (id SERIAL PRIMARY KEY, op TEXT)",
+            "CREATE FUNCTION mapsync_count_write() RETURNS trigger AS $$ BEGIN "
+            "INSERT INTO mapsync_write_log (op) VALUES (TG_OP); RETURN NULL; END $$ LANGUAGE plpgsql",
+            f"CREATE TRIGGER mapsync_count AFTER INSERT OR UPDATE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION mapsync_count_write()",
+        )
+    elif d == "mysql":
+        execute(
+            url,
+            "CREATE TABLE mapsync_write_log (id INT AUTO_INCREMENT PRIMARY KEY, op VARCHAR(10))",
+            f"CREATE TRIGGER mapsync_count_i AFTER INSERT ON {table} FOR EACH ROW "
+            "INSERT INTO mapsync_write_log (op) VALUES ('INSERT')",
+            f"CREATE TRIGGER mapsync_count_u AFTER UPDATE ON {table} FOR EACH ROW "
+            "INSERT INTO mapsync_write_log (op) VALUES ('UPDATE')",
+        )
+    else:
+        execute(
+            url,
+            "CREATE TABLE mapsync_write_log (id INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT)",
+            f"CREATE TRIGGER mapsync_count_i AFTER INSERT ON {table} BEGIN "
+            "INSERT INTO mapsync_write_log (op) VALUES ('INSERT'); END",
+            f"CREATE TRIGGER mapsync_count_u AFTER UPDATE ON {table} BEGIN "
+            "INSERT INTO mapsync_write_log (op) VALUES ('UPDATE'); END",
+        )
+
+
+def writes(url: str) -> int:
+    return int(query(url, "SELECT COUNT(*) FROM mapsync_write_log")[0][0])
+
+
+def mapsync(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `python -m mapsync ARGS` as a real process (so SIGKILL crash points kill only it)."""
+    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mapsync", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
