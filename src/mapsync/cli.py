@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mapsync import __version__, errors
+from mapsync import __version__, errors, logs
 from mapsync.engine import Engine, RunReport
 from mapsync.sheet import loader
 from mapsync.sheet.duration import parse_duration
@@ -31,8 +30,9 @@ app = typer.Typer(
 )
 state_app = typer.Typer(no_args_is_help=True, help="Look at or reset the state of a sheet's syncs.")
 app.add_typer(state_app, name="state")
-out = Console()
-err = Console(stderr=True)
+# piped output (cron logs, scripts) gets wide lines instead of tables squeezed into 80 columns
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 SheetArg = Annotated[Path, typer.Argument(help="The mapping sheet (YAML).", show_default=False)]
 SyncOpt = Annotated[str | None, typer.Option("--sync", "-s", help="Only this sync.")]
@@ -45,7 +45,6 @@ class Exit(Exception):
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except Exit as exc:
@@ -78,7 +77,9 @@ def _handled(secrets: tuple[str, ...] = ()) -> Iterator[None]:
 
 def _load(sheet: Path) -> loader.LoadedSheet:
     with _handled():
-        return loader.load(sheet)
+        loaded = loader.load(sheet)
+    logs.add_secrets(loaded.secrets)
+    return loaded
 
 
 def _store(loaded: loader.LoadedSheet, create: bool) -> StateStore:
@@ -99,6 +100,20 @@ def _json(data: Any) -> None:
 
 
 # --------------------------------------------------------------------------- commands
+
+
+@app.callback()
+def _options(
+    log_level: Annotated[
+        str, typer.Option(help="Log level on stderr: debug, info, warning, error.")
+    ] = "warning",
+    log_format: Annotated[str, typer.Option(help="Log format: text or json (one object per line).")] = "text",
+) -> None:
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise _fail(f"--log-level: unknown level {log_level!r}", 2)
+    if log_format not in ("text", "json"):
+        raise _fail(f"--log-format: unknown format {log_format!r}", 2)
+    logs.setup(log_level, log_format)
 
 
 @app.command()
@@ -236,7 +251,8 @@ def _print_report(r: RunReport) -> None:
     extra = f", missed {c.missed}" if r.kind == "overlap" else ""
     out.print(
         f"[bold]{r.sync}[/bold] {r.kind} #{r.run_id}: [{color}]{r.status}[/{color}] — read {c.read}, "
-        f"written {c.written}, skipped {c.skipped} unchanged, rejected {c.rejected}, deleted {c.deleted}{extra}",
+        f"written {c.written}, skipped {c.skipped} unchanged, rejected {c.rejected}, "
+        f"deleted {c.deleted}{extra}",
         highlight=False,
     )
     for label, counter in (("truncated", r.truncated), ("defaulted", r.defaulted), ("kept unmapped", r.kept)):
@@ -270,7 +286,9 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
     table = Table("sync", "last run", "status", "read", "written", "rejected", "cursor", "open errors")
     for row in rows:
         last = row["last_run"] or {}
-        cursor = row["cursors"].get("watermark") or row["cursors"].get("seed") or "-"
+        cursors = row["cursors"]
+        seed = cursors.get("seed")
+        cursor = cursors.get("watermark") or ("seed running" if seed and '"running"' in seed else "") or "-"
         table.add_row(
             row["sync"],
             f"{last.get('kind', '-')} {last.get('started_at', '')}",
@@ -342,13 +360,15 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
         return
     for item in data:
         out.print(
-            f"[bold]{item['sync']}[/bold]: {item['ledger_keys']} keys in the ledger, {item['open_errors']} open errors"
+            f"[bold]{item['sync']}[/bold]: {item['ledger_keys']} keys in the ledger, "
+            f"{item['open_errors']} open errors"
         )
         for name, value in item["cursors"].items():
             out.print(f"  cursor {name}: {value}", highlight=False)
         for r in item["runs"]:
             out.print(
-                f"  run #{r['id']} {r['kind']} {r['started_at']} {r['status']} read {r['read']} written {r['written']}",
+                f"  run #{r['id']} {r['kind']} {r['started_at']} {r['status']} "
+                f"read {r['read']} written {r['written']}",
                 highlight=False,
             )
 

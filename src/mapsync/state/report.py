@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync.state import schema, values
+from mapsync.state import schema
 from mapsync.state.store import StateStore, stamp
 
 
@@ -25,7 +27,7 @@ def sync_status(store: StateStore, sync: str) -> dict[str, Any]:
     return {
         "sync": sync,
         "last_run": dict(last) if last else None,
-        "cursors": {k: values.encode(v) if not isinstance(v, str) else v for k, v in cursors.items()},
+        "cursors": {k: _show(v) for k, v in cursors.items()},
         "ledger_keys": store.ledger_count(sync),
         "open_errors": int(open_errors),
     }
@@ -79,3 +81,12 @@ def reset(store: StateStore, sync: str) -> dict[str, int]:
             )
         )
     return out
+
+
+def _show(value: Any) -> str:
+    """A cursor value for people: timestamps in ISO form, structures as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return json.dumps(value, default=str)
