@@ -39,7 +39,9 @@ def _unreachable(service: str, url: str) -> str | None:
                 conn.execute(sa.text("SELECT 1"))
             _probe[service] = None
         except Exception as exc:  # any failure means: not usable here
-            _probe[service] = f"{service} not reachable at {sa.make_url(url).render_as_string()}: {type(exc).__name__}"
+            _probe[service] = (
+                f"{service} not reachable at {sa.make_url(url).render_as_string()}: {type(exc).__name__}"
+            )
         finally:
             engine.dispose()
     return _probe[service]
@@ -88,7 +90,9 @@ def mariadb_database() -> Iterator[Callable[[], str]]:
     def make() -> str:
         name = _name()
         with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+            conn.execute(
+                sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            )
         made.append(name)
         return sa.make_url(MARIADB_URL).set(database=name).render_as_string(hide_password=False)
 

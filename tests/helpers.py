@@ -26,7 +26,9 @@ def dialect(url: str) -> str:
     return "mysql" if name in ("mysql", "mariadb") else name
 
 
-def execute(url: str, *statements: str, params: Sequence[dict[str, Any]] | dict[str, Any] | None = None) -> None:
+def execute(
+    url: str, *statements: str, params: Sequence[dict[str, Any]] | dict[str, Any] | None = None
+) -> None:
     eng = engine(url)
     try:
         with eng.begin() as conn:
@@ -81,10 +83,17 @@ def writes(url: str) -> int:
     return int(query(url, "SELECT COUNT(*) FROM mapsync_write_log")[0][0])
 
 
-def mapsync(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def mapsync(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m mapsync ARGS` as a real process (so SIGKILL crash points kill only it)."""
     full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "mapsync", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [sys.executable, "-m", "mapsync", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

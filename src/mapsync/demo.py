@@ -27,7 +27,7 @@ from rich.table import Table
 
 from mapsync import errors
 from mapsync.engine import Engine, RunReport
-from mapsync.sheet import loader
+from mapsync.sheet import checks, loader
 from mapsync.state import report as state_report
 from mapsync.state.store import StateStore
 
@@ -328,7 +328,7 @@ def run(folder: Path, console: Console) -> int:
     store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=True)
     engine = Engine(loaded, store)
     try:
-        names = loader.run_order(loaded.sheet)
+        names = checks.run_order(loaded.sheet)
         seeds = [engine.run(n, "seed", trigger="demo") for n in names]
         console.print(_runs_table("1. Seed: the first load of the portal", seeds))
         _print_details(console, seeds)

@@ -13,15 +13,13 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from mapsync import capture, crash, errors, records, transforms
-from mapsync.connectors.sql import SqlDatabase
-from mapsync.connectors.sql_destination import SqlDestination
-from mapsync.connectors.sql_source import SqlSource, parse_time
+from mapsync import capture, connectors, crash, errors, records, transforms
+from mapsync.connectors.sql_source import parse_time
 from mapsync.sheet import compile as compile_
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases
-from mapsync.state.store import Counts, StateStore, stamp
+from mapsync.state.store import Counts, StateStore, purge, stamp
 
 CRASH_POINTS = crash.POINTS
 log = logging.getLogger("mapsync.engine")
@@ -81,17 +79,18 @@ class Engine:
         self.sheet = loaded.sheet
         self.store = store
         self.observer = observer or _Quiet()
-        self._dbs: dict[str, SqlDatabase] = {}
+        self._dbs: dict[str, Any] = {}
 
     def close(self) -> None:
         for db in self._dbs.values():
             db.close()
         self._dbs.clear()
 
-    def database(self, name: str) -> SqlDatabase:
+    def database(self, name: str) -> Any:
+        """The open handle of a connection (one per connection for the engine's life)."""
         if name not in self._dbs:
             conn = self.sheet.connections[name]
-            self._dbs[name] = SqlDatabase(name, conn.url, self.loaded.folder, conn.timezone)
+            self._dbs[name] = connectors.REGISTRY[conn.kind].connect(name, conn, self.loaded.folder)
         return self._dbs[name]
 
     def parts(self, name: str) -> Parts:
@@ -99,8 +98,14 @@ class Engine:
         cfg = self.sheet.syncs[name]
         method = capture.REGISTRY[cfg.changes.method]
         version_column = method.version_column(cfg.changes)
-        source = SqlSource(self.database(cfg.from_.connection), name, cfg, version_column)
-        dest = SqlDestination(self.database(cfg.to.connection), name, cfg, self.loaded.secrets)
+        src_kind = self.sheet.connections[cfg.from_.connection].kind
+        dst_kind = self.sheet.connections[cfg.to.connection].kind
+        source = connectors.REGISTRY[src_kind].source(
+            self.database(cfg.from_.connection), name, cfg, version_column
+        )
+        dest = connectors.REGISTRY[dst_kind].destination(
+            self.database(cfg.to.connection), name, cfg, self.loaded.secrets
+        )
         mapping = compile_.Mapping(cfg, dest.columns, dest.child_columns())
         return Parts(source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch), version_column)
 
@@ -172,6 +177,7 @@ class Engine:
                 raise
             report.status = "partial" if report.counts.rejected else "success"
             self.store.finish_run(run_id, report.status)
+            purge(self.store, name, self.sheet.state.retention)
             log.info(
                 "run_finished",
                 extra={
@@ -216,8 +222,11 @@ class Engine:
         seed = cursors.get("seed") or {}
         resuming = seed.get("status") == "running"
         if not resuming:
+            # a re-seed keeps the watermark it had: changes since the last run (outside
+            # `seed.where`, say) are still read by the next run
+            start = {} if again and cursors.get("watermark") is not None else parts.capture.start_seed()
             first = {
-                **parts.capture.start_seed(),
+                **start,
                 "seed": {"status": "running", "after": None},
                 "position": None,
             }
@@ -254,7 +263,10 @@ class Engine:
                 rejected.append(out)
             else:
                 mapped.append(out)
-        ledger = self.store.ledger(name, [m.key for m in mapped])
+        # a fresh seed writes into an empty destination: every row must go, whatever the ledger
+        # says (it holds at most this run's earlier, disjoint keys), so it is not read. A resumed
+        # seed or `--again` is never fresh and looks up as usual.
+        ledger = {} if fresh else self.store.ledger(name, [m.key for m in mapped])
         low = parts.capture.low()
         send: list[records.Mapped] = []
         seen: list[records.Delivered] = []

@@ -36,6 +36,10 @@ class LeaseLost(MapsyncError):
 class TransientError(MapsyncError):
     """Worth retrying later: connection lost, timeout, deadlock, rate limit."""
 
+    def __init__(self, message: str, failure_class: str = "destination") -> None:
+        super().__init__(message)
+        self.failure_class = failure_class
+
 
 class PermanentError(MapsyncError):
     """Stops the run and keeps the cursor: the failure hits every record (systemic)."""

@@ -88,13 +88,20 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+# one encoder for every call: `json.dumps(**options)` would build a new one per value. Rows and
+# keys are never self-referencing, so the circular-reference bookkeeping is skipped.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_default, check_circular=False)
+
+
 def canonical_json(value: Any) -> str:
     """A stable text form of keys and values (sorted, no spaces, exact decimals)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_default)
+    return _ENCODER.encode(value)
 
 
 def key_text(key: Key) -> str:
-    return canonical_json(list(key))
+    if len(key) == 1 and type(key[0]) is int:  # the common case, same text as the JSON below
+        return f"[{key[0]}]"
+    return _ENCODER.encode(list(key))
 
 
 def content_hash(values: Row, children: Mapping[str, list[Row]] | None = None) -> str:

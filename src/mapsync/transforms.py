@@ -272,8 +272,9 @@ def _country_by_norm(norm: str) -> Any:
     if code:
         return pycountry.countries.get(alpha_3=code)
     compact = norm.replace(" ", "")
-    if len(compact) in (2, 3) and compact.isalpha():
-        found = pycountry.countries.get(**{f"alpha_{len(compact)}": compact.upper()})
+    # a code only when written as one token: "N/A" is not Namibia ("U.S." etc. are aliases)
+    if len(compact) in (2, 3) and compact.isalpha() and compact == norm:
+        found = pycountry.countries.get(**{f"alpha_{len(compact)}": compact.upper()})  # type: ignore[arg-type]
         if found:
             return found
     for country in pycountry.countries:
@@ -281,3 +282,35 @@ def _country_by_norm(norm: str) -> Any:
         if norm in {_normalize(n) for n in names if n}:
             return country
     return None
+
+
+# --------------------------------------------------------------------------- delete policies
+
+DeletePolicy = Callable[[models.DeletesConfig, dict[str, Any]], tuple[str, dict[str, Any]] | None]
+DELETE_POLICIES: dict[str, DeletePolicy] = {}
+
+
+def delete_policy(name: str) -> Callable[[DeletePolicy], DeletePolicy]:
+    """Register what a source delete becomes: (write op, values) or None for nothing."""
+
+    def register(fn: DeletePolicy) -> DeletePolicy:
+        DELETE_POLICIES[name] = fn
+        return fn
+
+    return register
+
+
+@delete_policy("ignore")
+def _ignore(cfg: models.DeletesConfig, key_values: dict[str, Any]) -> None:
+    return None
+
+
+@delete_policy("disable")
+def _disable(cfg: models.DeletesConfig, key_values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    assert cfg.field is not None
+    return "update", {**key_values, cfg.field: cfg.value}
+
+
+@delete_policy("hard")
+def _hard(cfg: models.DeletesConfig, key_values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "delete", key_values

@@ -37,7 +37,7 @@ def normalize_url(url: str, folder: Path) -> sa.URL:
         parsed = parsed.set(drivername=f"{backend}+pymysql")
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     elif backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        path = Path(parsed.database)  # type: ignore[arg-type]
+        path = Path(parsed.database)
         if not path.is_absolute():
             parsed = parsed.set(database=str((folder / path).resolve()))
     return parsed
@@ -69,7 +69,7 @@ class SqlDatabase:
         self.timezone = timezone
         if self.url.get_backend_name() == "sqlite":
             db = self.url.database
-            if db not in (None, "", ":memory:") and not Path(db).exists():  # type: ignore[arg-type]
+            if db not in (None, "", ":memory:") and not Path(db).exists():
                 raise errors.ConfigError(f"connection {name}: SQLite database {db} does not exist")
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.url.get_backend_name() == "postgresql":
@@ -104,9 +104,12 @@ class SqlDatabase:
                     raise errors.ConfigError(
                         f"{where}: unknown table {name!r} in connection {self.name}" + _near(table, known)
                     )
+                metadata = sa.MetaData()
+                if self.dialect == "mysql":
+                    sa.event.listen(metadata, "column_reflect", _mysql_column_name)
                 reflected = sa.Table(
                     quoted_name(table, True),
-                    sa.MetaData(),
+                    metadata,
                     schema=quoted_name(schema, True) if schema else None,
                     autoload_with=conn,
                 )
@@ -156,6 +159,15 @@ class SqlDatabase:
                 for i in insp.get_indexes(table.name, schema=table.schema)
                 if i.get("unique")
             ]
+            if self.dialect == "sqlite":  # SQLAlchemy misses a column's inline UNIQUE (an autoindex)
+                q = self.engine.dialect.identifier_preparer.quote
+                pre = f"{q(table.schema)}." if table.schema else ""
+                for idx in conn.exec_driver_sql(f"PRAGMA {pre}index_list({q(table.name)})").mappings():
+                    if idx["unique"]:
+                        info = conn.exec_driver_sql(f"PRAGMA {pre}index_info({q(idx['name'])})").mappings()
+                        sets.append({c["name"] for c in info if c["name"]})
+        if self.dialect == "mysql":  # as in _mysql_column_name
+            sets = [{c.replace("``", "`") for c in s} for s in sets]
         return [s for s in sets if s]
 
     def query_columns(self, query: str, where: str) -> list[str]:
@@ -212,10 +224,17 @@ class SqlDatabase:
             ) from None
 
 
+def _mysql_column_name(_inspector: Any, _table: Any, column_info: dict[str, Any]) -> None:
+    """SQLAlchemy's MySQL reflection keeps a backtick in a column name doubled (a``b): undo it."""
+    column_info["name"] = column_info["name"].replace("``", "`")
+
+
 def _near(name: str, known: list[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(name, known, n=1)
+    if close and not name.isascii() and close[0].isascii():  # a look-alike (homoglyph) spelling
+        return f" (did you mean {close[0]!r}? the name given is {name!a})"
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -228,6 +247,8 @@ def _mariadb_session(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("SET NAMES utf8mb4")
     cur.execute("SET SESSION time_zone = '+00:00'")
     cur.execute(f"SET SESSION sql_mode = '{MARIADB_SQL_MODE}'")
+    # a streamed read pauses while each batch is delivered: do not let the server give up on it
+    cur.execute("SET SESSION net_write_timeout = 3600")
     cur.close()
 
 

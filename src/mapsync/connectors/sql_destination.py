@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from mapsync import crash, errors, records
+from mapsync import crash, delivery, errors, records
 from mapsync.connectors.sql import ColumnInfo, SqlDatabase, describe_error
 from mapsync.sheet import models
 
@@ -95,32 +95,7 @@ class SqlDestination:
 
     def write(self, batch: Sequence[records.Mapped], *, fresh: bool = False) -> records.WriteResult:
         """Write a batch; rejections carry the database's message for the record(s) at fault."""
-        latest: dict[records.Key, records.Mapped] = {}
-        for rec in batch:
-            latest.pop(rec.dest_key, None)
-            latest[rec.dest_key] = rec
-        todo = list(latest.values())
-        superseded = [r for r in batch if latest.get(r.dest_key) is not r]
-        result = self._isolate(todo, fresh) if todo else records.WriteResult()
-        # earlier changes of a key in this batch are delivered by the write of its latest
-        ok = {d.key for d in result.delivered}
-        earlier = [_delivered(r) for r in superseded if latest[r.dest_key].key in ok]
-        result.delivered[:0] = earlier
-        return result
-
-    def _isolate(self, recs: list[records.Mapped], fresh: bool) -> records.WriteResult:
-        try:
-            self._write_retrying(recs, fresh)
-            return records.WriteResult(delivered=[_delivered(r) for r in recs])
-        except _RecordLevel as exc:
-            if len(recs) == 1:
-                message = f"destination refused the record: {describe_error(exc.cause, self.secrets)}"
-                return records.WriteResult(
-                    rejected=[records.Rejection(recs[0].key, message, None, "destination", recs[0].version)]
-                )
-        mid = len(recs) // 2
-        left, right = self._isolate(recs[:mid], False), self._isolate(recs[mid:], False)
-        return records.WriteResult(left.delivered + right.delivered, left.rejected + right.rejected)
+        return delivery.deliver(batch, self._write_retrying, fresh=fresh)
 
     def _write_retrying(self, recs: list[records.Mapped], fresh: bool) -> None:
         delay = 0.5
@@ -131,7 +106,7 @@ class SqlDestination:
             except sa.exc.DBAPIError as exc:
                 kind = self._classify(exc)
                 if kind == "record":
-                    raise _RecordLevel(exc) from None
+                    raise delivery.Refused(describe_error(exc, self.secrets)) from None
                 if kind == "permanent":
                     raise errors.PermanentError(
                         f"sync {self.sync}: destination {self.db.name} refuses every write: "
@@ -202,14 +177,20 @@ class SqlDestination:
     def _upsert(self, conn: sa.Connection, t: _Table, rows: list[records.Row], fresh: bool) -> None:
         cols = list(rows[0])
         if self.db.dialect == "postgresql" and (fresh or len(rows) >= COPY_THRESHOLD):
-            self._pg_copy(conn, t, cols, rows, fresh)
+            import psycopg
+
+            try:
+                self._pg_copy(conn, t, cols, rows, fresh)
+            except psycopg.Error as exc:  # raw-driver errors: wrap them as SQLAlchemy does, to classify
+                raise sa.exc.DBAPIError.instance("COPY", None, exc, psycopg.Error, dialect=conn.dialect) from None
             return
         non_key = [c for c in cols if c not in t.key]
+        stmt: Any
         if self.db.dialect == "mysql":
-            ins = mysql.insert(t.table)
-            stmt: Any = ins.on_duplicate_key_update({c: ins.inserted[c] for c in non_key or t.key})
+            my = mysql.insert(t.table)
+            stmt = my.on_duplicate_key_update({c: my.inserted[c] for c in non_key or t.key})
         else:
-            ins = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(t.table)
+            ins: Any = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(t.table)
             stmt = (
                 ins.on_conflict_do_update(index_elements=t.key, set_={c: ins.excluded[c] for c in non_key})
                 if non_key
@@ -227,10 +208,11 @@ class SqlDestination:
             if fresh:
                 target = t.qualified
             else:
-                target = q(f"mapsync_stage_{abs(hash(t.qualified)) % 10**8}")
+                # only the written columns: LIKE would copy NOT NULL of columns we never write
+                target = q(f"mapsync_stage_{abs(hash((t.qualified, *cols))) % 10**8}")
                 cur.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {target} (LIKE {t.qualified} INCLUDING DEFAULTS) "
-                    "ON COMMIT DELETE ROWS"
+                    f"CREATE TEMP TABLE IF NOT EXISTS {target} ON COMMIT DELETE ROWS AS "  # noqa: S608
+                    f"SELECT {col_list} FROM {t.qualified} WITH NO DATA"
                 )
             with cur.copy(f"COPY {target} ({col_list}) FROM STDIN") as copy:
                 for row in rows:
@@ -246,13 +228,3 @@ class SqlDestination:
                     f"INSERT INTO {t.qualified} ({col_list}) SELECT {col_list} FROM {target} "  # noqa: S608
                     f"ON CONFLICT ({', '.join(q(k) for k in t.key)}) {action}"
                 )
-
-
-class _RecordLevel(Exception):
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def _delivered(rec: records.Mapped) -> records.Delivered:
-    return records.Delivered(rec.key, rec.version, rec.hash, records.key_text(rec.dest_key), rec.op)

@@ -87,19 +87,25 @@ class SqlSource:
             .where(*conditions)
             .order_by(*[self.col(c) for c in order])
         )
+        # a server-side cursor where the driver has one; SQLite's cursor steps lazily by itself,
+        # and stream_results there would only add SQLAlchemy's row-by-row buffer
+        streaming: dict[str, Any] = (
+            {"stream_results": True, "max_row_buffer": batch}
+            if self.db.engine.dialect.supports_server_side_cursors
+            else {}
+        )
         try:
-            with self.db.engine.connect().execution_options(
-                stream_results=True, max_row_buffer=batch
-            ) as conn:
+            with self.db.engine.connect().execution_options(**streaming) as conn:
                 result = conn.execute(query)
+                names = list(result.keys())
                 while True:
-                    rows = result.mappings().fetchmany(batch)
+                    rows = result.fetchmany(batch)
                     if not rows:
                         break
-                    yield [dict(r) for r in rows]
+                    yield [dict(zip(names, r, strict=False)) for r in rows]  # same length: no check
         except sa.exc.DBAPIError as exc:
             raise errors.TransientError(
-                f"sync {self.sync}: reading the source failed: {describe_error(exc)}"
+                f"sync {self.sync}: reading the source failed: {describe_error(exc)}", failure_class="source"
             ) from None
 
     def count(self, extra_where: str | None = None) -> int:
@@ -112,7 +118,8 @@ class SqlSource:
             )
 
     def key_of(self, row: records.Row) -> records.Key:
-        return tuple(row[k] for k in self.key)
+        key = self.key
+        return (row[key[0]],) if len(key) == 1 else tuple([row[k] for k in key])
 
     def read_keys(self, keys: Sequence[records.Key]) -> list[records.Row]:
         """Current rows for these keys (one query per 500 keys); missing keys are absent."""

@@ -43,6 +43,19 @@ def _compile_field(name: str, spec: models.FieldRule, column: ColumnInfo | None)
     steps = [s for compile_ in transforms.RULES.values() if (s := compile_(spec, name)) is not None]
     check = constraint_check(name, column)
     source, constant = spec.from_, spec.value
+    if not steps and source is not None:  # a plain copy or rename: the most common rule
+
+        def copy(row: records.Row, tally: transforms.Tally) -> Any:
+            return check(row.get(source))
+
+        return copy
+    if not steps:  # a constant: check it once; one that fails is rejected per record, as before
+        try:
+            fixed = check(constant)
+        except Exception:
+            pass
+        else:
+            return lambda row, tally: fixed
 
     def fn(row: records.Row, tally: transforms.Tally) -> Any:
         value = row.get(source) if source is not None else constant
@@ -57,10 +70,16 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], An
     """Coerce to the column's type and check its limits; RecordRejected names field and limit."""
     if column is None:
         return lambda v: v
-    kind = _PY_KIND.get(column.python_type) if column.python_type else None  # type: ignore[call-overload]
+    kind = _PY_KIND.get(column.python_type) if column.python_type else None
     length, nullable = column.length, column.nullable
     precision, scale = column.precision, column.scale
     no_nul = column.text_nul_forbidden
+    # fast paths, same outcome as the full check below: a value of exactly the column's type
+    # that has no limits to check, and text for a text (or untyped) column
+    exact = {"int": int, "float": float, "bool": bool, "datetime": dt.datetime, "date": dt.date}.get(
+        kind or ""
+    )
+    text = kind in ("str", None)
 
     def check(value: Any) -> Any:
         if value is None:
@@ -69,6 +88,11 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], An
                     f"field `{name}` is NULL but the destination column is NOT NULL", name, "not_null"
                 )
             return None
+        if type(value) is exact:
+            return value
+        if text and type(value) is str:
+            if (length is None or len(value) <= length) and not (no_nul and "\x00" in value):
+                return value
         if kind and kind != "str" and not _is_kind(value, kind):
             try:
                 value = transforms.convert(value, kind)
@@ -116,17 +140,23 @@ def _is_kind(value: Any, kind: str) -> bool:
 
 def _check_decimal(name: str, value: decimal.Decimal, precision: int, scale: int) -> None:
     exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):  # NaN, Infinity: no numeric(p,s) column holds them
+        raise RecordRejected(
+            f"field `{name}`: {value} does not fit numeric({precision},{scale})", name, "precision"
+        )
+    # enough working digits for the quantized value: a huge value is a rejection, not InvalidOperation
+    context = decimal.Context(prec=len(value.as_tuple().digits) + abs(exponent) + scale + 1)
     if (
         isinstance(exponent, int)
         and -exponent > scale
-        and value != value.quantize(decimal.Decimal(1).scaleb(-scale))
+        and value != value.quantize(decimal.Decimal(1).scaleb(-scale), context=context)
     ):
         raise RecordRejected(
             f"field `{name}`: {value} has more than {scale} decimals (add `cast: decimal, scale: {scale}` to round)",
             name,
             "scale",
         )
-    digits = len(value.quantize(decimal.Decimal(1).scaleb(-scale)).as_tuple().digits)
+    digits = len(value.quantize(decimal.Decimal(1).scaleb(-scale), context=context).as_tuple().digits)
     if digits > precision:
         raise RecordRejected(
             f"field `{name}`: {value} does not fit numeric({precision},{scale})", name, "precision"
@@ -149,7 +179,7 @@ class RowMapping:
         self.key_to = list(key.to)
 
     def dest_key(self, row: records.Row) -> records.Key:
-        return tuple(check(row[src]) for src, check in self.key_checks)
+        return tuple([check(row[src]) for src, check in self.key_checks])
 
     def values(self, row: records.Row, tally: transforms.Tally) -> records.Row:
         out = {name: fn(row, tally) for name, fn in self.fields.items()}
@@ -185,7 +215,7 @@ class Mapping:
             if change.op == "delete":
                 return self._delete(change)
             values = self.main.values(change.data, tally)
-            dest_key = tuple(values[k] for k in self.main.key_to)
+            dest_key = tuple([values[k] for k in self.main.key_to])
             children: dict[str, list[records.Row]] = {}
             for name, (mapping, parent_cols) in self.children.items():
                 rows = []
@@ -215,13 +245,11 @@ class Mapping:
         )
 
     def _delete(self, change: records.Change) -> records.Mapped | None:
-        policy = self.deletes.policy
-        if policy == "ignore":
-            return None
         dest_key = self.main.dest_key(change.data) if change.data else change.key
-        values = dict(zip(self.main.key_to, dest_key, strict=True))
-        if policy == "disable":
-            assert self.deletes.field is not None
-            values[self.deletes.field] = self.deletes.value
-            return records.Mapped("update", change.key, dest_key, change.version, values, {}, "deleted")
-        return records.Mapped("delete", change.key, dest_key, change.version, values, {}, "deleted")
+        outcome = transforms.DELETE_POLICIES[self.deletes.policy](
+            self.deletes, dict(zip(self.main.key_to, dest_key, strict=True))
+        )
+        if outcome is None:
+            return None
+        op, values = outcome
+        return records.Mapped(op, change.key, dest_key, change.version, values, {}, "deleted")  # type: ignore[arg-type]

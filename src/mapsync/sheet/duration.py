@@ -20,7 +20,7 @@ def parse_duration(value: Any) -> dt.timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return dt.timedelta(seconds=value)
+        return _span(value, value)
     if not isinstance(value, str):
         raise ValueError("expected a duration like 5s, 10m, 24h")
     text = value.strip().replace(" ", "")
@@ -32,7 +32,14 @@ def parse_duration(value: Any) -> dt.timedelta:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"'{value}' is not a duration (write e.g. 5s, 10m, 24h, 1h30m)")
-    return dt.timedelta(seconds=seconds)
+    return _span(seconds, value)
+
+
+def _span(seconds: float, written: Any) -> dt.timedelta:
+    try:
+        return dt.timedelta(seconds=seconds)
+    except (OverflowError, ValueError):  # beyond timedelta's range, or not a number (.nan)
+        raise ValueError(f"{written!r} is not a usable duration") from None
 
 
 def format_duration(value: dt.timedelta) -> str:

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mapsync import errors
-from mapsync.sheet import models
+from mapsync.sheet import checks, models
 
 Path_ = tuple[str | int, ...]
 
@@ -49,7 +49,11 @@ class _Loader(yaml.SafeLoader):
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain name, not a list or mapping", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None,
@@ -87,7 +91,7 @@ def _walk(
             _walk(item, (*path, i), lines, problems, secrets, source, env)
             for i, item in enumerate(node.value)
         ]
-    value = _Loader(str(node.value)).construct_object(node)  # type: ignore[no-untyped-call]
+    value = _Loader(str(node.value)).construct_object(node)
     if isinstance(value, str) and "${" in value:
         return _interpolate(value, path, node.start_mark.line + 1, problems, secrets, source, env)
     return value
@@ -119,17 +123,6 @@ def _dotted(path: Path_) -> str:
     return ".".join(str(p) for p in path) or "(top)"
 
 
-def _inner_model(annotation: Any) -> Any:
-    import typing
-
-    origin = typing.get_origin(annotation)
-    if origin is dict:
-        return _DictOf(typing.get_args(annotation)[1])
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
-
-
 class _DictOf:
     """Placeholder while walking a path through `dict[str, Model]`."""
 
@@ -137,37 +130,44 @@ class _DictOf:
         self.value = value
 
 
-def _suggest(path: Path_) -> str:
-    parent: Any = models.Sheet
-    for part in path[:-1]:
-        if isinstance(parent, _DictOf):
-            parent = _inner_model(parent.value) if not isinstance(part, int) else None
-            continue
-        if parent is None or not (isinstance(parent, type) and issubclass(parent, BaseModel)):
-            return ""
-        fields = {f.alias or n: f for n, f in parent.model_fields.items()}
-        if part not in fields:
-            # a discriminated union member, e.g. changes → method-specific model
-            return ""
-        parent = _union_or_inner(fields[part].annotation, path)
-    if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
-        return ""
-    names = [f.alias or n for n, f in parent.model_fields.items()]
-    close = difflib.get_close_matches(str(path[-1]), names, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _union_or_inner(annotation: Any, path: Path_) -> Any:
+def _models_of(annotation: Any) -> list[Any]:
+    """The models (or `_DictOf`) an annotation can hold, looking through Annotated and unions."""
     import typing
 
-    inner = _inner_model(annotation)
-    if inner is not None:
-        return inner
-    args = [a for a in typing.get_args(annotation) if isinstance(a, type)]
+    if typing.get_origin(annotation) is dict:
+        return [_DictOf(typing.get_args(annotation)[1])]
+    if isinstance(annotation, type):
+        return [annotation] if issubclass(annotation, BaseModel) else []
+    found: list[Any] = []
     for arg in typing.get_args(annotation):
-        args.extend(a for a in typing.get_args(arg) if isinstance(a, type))
-    models_ = [a for a in args if issubclass(a, BaseModel)]
-    return models_[0] if len(models_) == 1 else None
+        found.extend(_models_of(arg))
+    return found
+
+
+def _suggest(path: Path_) -> str:
+    # every model the path may lead to: all members of a union (e.g. each `changes` method)
+    here: list[Any] = [models.Sheet]
+    for part in path[:-1]:
+        step: list[Any] = []
+        for item in here:
+            if isinstance(item, _DictOf):
+                if not isinstance(part, int):
+                    step.extend(_models_of(item.value))
+            elif isinstance(item, type) and issubclass(item, BaseModel):
+                fields = {f.alias or n: f for n, f in item.model_fields.items()}
+                if part in fields:
+                    step.extend(_models_of(fields[part].annotation))
+        here = step
+    names = sorted(
+        {
+            f.alias or n
+            for m in here
+            if isinstance(m, type) and issubclass(m, BaseModel)
+            for n, f in m.model_fields.items()
+        }
+    )
+    close = difflib.get_close_matches(str(path[-1]), names, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _message(err: Any, path: Path_) -> str:
@@ -182,11 +182,29 @@ def _message(err: Any, path: Path_) -> str:
     if kind == "union_tag_invalid":
         tag = err.get("ctx", {}).get("tag")
         expected = err.get("ctx", {}).get("expected_tags", "")
-        return f"unknown method '{tag}' (expected {expected})"
+        discriminator = str(err.get("ctx", {}).get("discriminator", "method")).strip("'")
+        return f"unknown {discriminator} '{tag}' (expected {expected})"
     if kind == "union_tag_not_found":
         return f"'{err.get('ctx', {}).get('discriminator', 'kind').strip(chr(39))}' is required"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping (key: value), got {_kind_of(err.get('input'))}"
+    if kind == "too_short":
+        least = err.get("ctx", {}).get("min_length", 1)
+        return f"needs at least {least} {'entry' if least == 1 else 'entries'}"
     msg: str = err["msg"]
-    return msg.removeprefix("Value error, ")
+    msg = msg.removeprefix("Value error, ")
+    value = err.get("input")
+    if kind not in ("value_error", "assertion_error") and isinstance(value, str | int | float | bool):
+        msg += f" (got {value!r})"
+    return msg
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"[:80]
 
 
 def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
@@ -200,15 +218,21 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
     except (OSError, UnicodeDecodeError) as exc:
         raise errors.ConfigError(f"{source}: cannot read: {exc}") from None
     try:
-        node = yaml.compose(text, Loader=_Loader)  # type: ignore[arg-type]
+        node = yaml.compose(text, Loader=_Loader)
         if node is not None:
             _Loader(text).construct_document(node)  # runs the duplicate-key check
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise errors.ConfigError(f"{where}: invalid YAML: {exc.problem or exc}") from None
+        context = ""
+        if exc.context and exc.context_mark and exc.problem_mark:
+            started = exc.context_mark
+            context = f" ({exc.context} that starts at line {started.line + 1}, column {started.column + 1})"
+        raise errors.ConfigError(f"{where}: invalid YAML: {exc.problem or exc}{context}") from None
     except yaml.YAMLError as exc:
         raise errors.ConfigError(f"{source}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise errors.ConfigError(f"{source}: invalid YAML: nested too deeply") from None
     if node is None or not isinstance(node, yaml.MappingNode):
         raise errors.ConfigError(
             f"{source}:1: the sheet must be a mapping with `version`, `connections` and `syncs`"
@@ -231,12 +255,13 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
         for err in exc.errors():
             p = _clean_loc(err["loc"])
             problems.append(f"{source}:{line_of(p)}: {_dotted(p)}: {_message(err, p)}")
-    if sheet is not None:
-        problems.extend(f"{source}:{line_of(p)}: {_dotted(p)}: {msg}" for p, msg in cross_check(sheet))
+    # the cross checks run even on an invalid sheet (over what validates), so one run lists all
+    found = checks.cross_check(sheet) if sheet is not None else checks.partial_cross_check(data)
+    problems.extend(f"{source}:{line_of(p)}: {_dotted(p)}: {msg}" for p, msg in found)
     if problems:
-        raise errors.ConfigError(
-            f"{source}: {len(problems)} problem(s)", sorted(set(problems), key=_line_key)
-        )
+        # a value that came from ${VAR} never reaches a message (it may be a secret)
+        shown = sorted({_redact(p, secrets) for p in problems}, key=_line_key)
+        raise errors.ConfigError(f"{source}: {len(shown)} problem(s)", shown)
     assert sheet is not None
     return LoadedSheet(sheet, sheet_path.resolve(), lines, tuple(s for s in secrets if len(s) >= 3))
 
@@ -262,79 +287,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path_:
     return tuple(out)
 
 
-def cross_check(sheet: models.Sheet) -> list[tuple[Path_, str]]:
-    """Checks across sections that a single model cannot make."""
-    found: list[tuple[Path_, str]] = []
-    names = set(sheet.connections)
-    for sync_name, sync in sheet.syncs.items():
-        base: Path_ = ("syncs", sync_name)
-        for role, ref in (("from", sync.from_), ("to", sync.to)):
-            if ref.connection not in names:
-                found.append(((*base, role, "connection"), _unknown("connection", ref.connection, names)))
-        for dep in sync.after:
-            if dep not in sheet.syncs:
-                found.append(((*base, "after"), _unknown("sync", dep, set(sheet.syncs))))
-        key_fields = set(sync.key.to)
-        for field in sync.fields:
-            if field in key_fields:
-                found.append(((*base, "fields", field), "is a key column: it is filled from `key`"))
-        for child_name, child in sync.children.items():
-            cbase = (*base, "children", child_name)
-            if child.from_.connection != sync.from_.connection:
-                found.append(((*cbase, "from", "connection"), "must be the parent's source connection"))
-            if child.to.connection != sync.to.connection:
-                found.append(((*cbase, "to", "connection"), "must be the parent's destination connection"))
-            if len(child.parent.from_) != len(sync.key.from_) or len(child.parent.to) != len(sync.key.to):
-                found.append(((*cbase, "parent"), "must name as many columns as the parent's key"))
-        if sync.deletes.policy == "disable" and sync.deletes.field in key_fields:
-            found.append(((*base, "deletes", "field"), "cannot be a key column"))
-    cycle = _cycle(sheet)
-    if cycle:
-        found.append((("syncs", cycle[0], "after"), "cycle: " + " → ".join(cycle)))
-    return found
-
-
-def _unknown(what: str, name: str, known: set[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known)) or 'none'})"
-    return f"unknown {what} '{name}'{hint}"
-
-
-def _cycle(sheet: models.Sheet) -> list[str]:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(name: str) -> list[str]:
-        state[name] = 1
-        stack.append(name)
-        for dep in sheet.syncs[name].after:
-            if dep not in sheet.syncs:
-                continue
-            if state.get(dep) == 1:
-                return [*stack[stack.index(dep) :], dep]
-            if dep not in state and (found := visit(dep)):
-                return found
-        stack.pop()
-        state[name] = 2
-        return []
-
-    for name in sheet.syncs:
-        if name not in state and (found := visit(name)):
-            return found
-    return []
-
-
-def run_order(sheet: models.Sheet) -> list[str]:
-    """Sync names in sheet order, each after the syncs it names in `after`."""
-    done: list[str] = []
-
-    def visit(name: str) -> None:
-        if name in done:
-            return
-        for dep in sheet.syncs[name].after:
-            visit(dep)
-        done.append(name)
-
-    for name in sheet.syncs:
-        visit(name)
-    return done
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

@@ -28,7 +28,7 @@ def resolve_url(url: str, folder: Path) -> str:
     """Make a relative SQLite path relative to the sheet's folder, not the working directory."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        path = Path(parsed.database)  # type: ignore[arg-type]
+        path = Path(parsed.database)
         if not path.is_absolute():
             parsed = parsed.set(database=str((folder / path).resolve()))
     return parsed.render_as_string(hide_password=False)
@@ -74,7 +74,7 @@ class StateStore:
         parsed = sa.make_url(full)
         safe = parsed.render_as_string(hide_password=True)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            path = Path(parsed.database)  # type: ignore[arg-type]
+            path = Path(parsed.database)
             if not path.exists():
                 if not create:
                     raise errors.StateError(
@@ -130,6 +130,18 @@ class StateStore:
         ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
         update = {c.name: ins.excluded[c.name] for c in table.columns if c.name not in keys}
         return ins.on_conflict_do_update(index_elements=list(keys), set_=update)
+
+    def _ledger_upsert_sql(self) -> str:
+        """The ledger upsert as driver SQL, positional parameters in the order of `cols`."""
+        q = self.engine.dialect.identifier_preparer.quote
+        t = schema.ledger
+        cols = ["sync", "key", "version", "hash", "dest_id", "deleted", "updated_at"]  # as in commit()
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        return (
+            f"INSERT INTO {q(t.name)} ({', '.join(q(c) for c in cols)}) "
+            f"VALUES ({', '.join(mark for _ in cols)}) ON CONFLICT ({q('sync')}, {q('key')}) DO UPDATE SET "
+            + ", ".join(f"{q(c)} = excluded.{q(c)}" for c in cols if c not in ("sync", "key"))
+        )
 
     # ----------------------------------------------------------------- cursors
 
@@ -237,23 +249,20 @@ class StateStore:
             if renewed != 1:
                 raise errors.LeaseLost(f"sync {sync}: lease lost to another process; batch result discarded")
             if delivered:
-                delivered = list({records.key_text(d.key): d for d in delivered}.values())  # last wins
+                latest = {records.key_text(d.key): d for d in delivered}  # last wins
                 rows = [
-                    {
-                        "sync": sync,
-                        "key": records.key_text(d.key),
-                        "version": values.encode(d.version),
-                        "hash": d.hash,
-                        "dest_id": d.dest_id,
-                        "deleted": d.op == "delete",
-                        "updated_at": now,
-                    }
-                    for d in delivered
+                    (sync, key, values.encode(d.version), d.hash, d.dest_id, d.op == "delete", now)
+                    for key, d in latest.items()
                 ]
-                conn.execute(self._upsert(schema.ledger, rows, ("sync", "key")), rows)
+                # one prepared upsert through the driver's executemany: SQLAlchemy's per-row
+                # parameter processing cost more than the insert itself on large batches
+                conn.exec_driver_sql(self._ledger_upsert_sql(), rows)
                 e = schema.record_errors
-                keys = [r["key"] for r in rows]
-                for i in range(0, len(keys), 500):
+                keys = list(latest)
+                has_open = conn.execute(
+                    sa.select(sa.literal(1)).where(e.c.sync == sync, e.c.resolved_at.is_(None)).limit(1)
+                ).first()
+                for i in range(0, len(keys) if has_open else 0, 500):
                     conn.execute(
                         sa.update(e)
                         .where(e.c.sync == sync, e.c.key.in_(keys[i : i + 500]), e.c.resolved_at.is_(None))
@@ -365,3 +374,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def purge(store: StateStore, sync: str, retention: dt.timedelta) -> dict[str, int]:
+    """Drop history older than `retention`: finished runs (the latest run is always kept),
+    cursor audit rows and resolved record errors. Open errors, cursors and the ledger stay."""
+    cutoff = stamp(utcnow() - retention)
+    r, a, e = schema.runs, schema.cursor_audit, schema.record_errors
+    with store.engine.begin() as conn:
+        latest = conn.execute(sa.select(sa.func.max(r.c.id)).where(r.c.sync == sync)).scalar()
+        return {
+            "runs": conn.execute(
+                sa.delete(r).where(
+                    r.c.sync == sync, r.c.finished_at.is_not(None), r.c.finished_at < cutoff, r.c.id != latest
+                )
+            ).rowcount,
+            "audit": conn.execute(sa.delete(a).where(a.c.sync == sync, a.c.committed_at < cutoff)).rowcount,
+            "errors": conn.execute(
+                sa.delete(e).where(e.c.sync == sync, e.c.resolved_at.is_not(None), e.c.resolved_at < cutoff)
+            ).rowcount,
+        }

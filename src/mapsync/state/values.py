@@ -8,8 +8,11 @@ import json
 from typing import Any
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # reused: json.dumps(**options) builds one per call
+
+
 def encode(value: Any) -> str:
-    return json.dumps(_tag(value), separators=(",", ":"))
+    return _ENCODER.encode(_tag(value))
 
 
 def _tag(value: Any) -> Any:

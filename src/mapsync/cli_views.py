@@ -1,0 +1,132 @@
+"""`mapsync status`, `errors` and `state show|reset`: views of the state store."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mapsync.cli import Exit, JsonOpt, SheetArg, SyncOpt, _json, _load, _names, _store, app, out, state_app
+from mapsync.state import report as state_report
+
+
+@app.command()
+def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> None:
+    """Each sync: last run, cursor, counts and open record errors."""
+    loaded = _load(sheet)
+    store = _store(loaded, create=False)
+    try:
+        rows = [state_report.sync_status(store, name) for name in _names(loaded, sync)]
+    finally:
+        store.close()
+    if as_json:
+        _json(rows)
+        return
+    table = Table("sync", "last run", "status", "read", "written", "rejected", "cursor", "open errors")
+    for row in rows:
+        last = row["last_run"] or {}
+        cursors = row["cursors"]
+        seed = cursors.get("seed")
+        cursor = cursors.get("watermark") or ("seed running" if seed and '"running"' in seed else "") or "-"
+        table.add_row(
+            row["sync"],
+            f"{last.get('kind', '-')} {last.get('started_at', '')}",
+            last.get("status", "never"),
+            str(last.get("read", "")),
+            str(last.get("written", "")),
+            str(last.get("rejected", "")),
+            str(cursor),
+            str(row["open_errors"]),
+        )
+    out.print(table)
+
+
+@app.command("errors")
+def errors_cmd(
+    sheet: SheetArg,
+    sync: SyncOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include resolved errors.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record errors: which key, field and rule, the message, attempts, first and last seen."""
+    loaded = _load(sheet)
+    if sync is not None:
+        _names(loaded, sync)
+    store = _store(loaded, create=False)
+    try:
+        rows = state_report.record_errors(store, sync, all_, limit)
+    finally:
+        store.close()
+    if as_json:
+        _json(rows)
+        return
+    table = Table("sync", "key", "field", "rule", "message", "attempts", "last seen", "resolved")
+    for row in rows:
+        table.add_row(
+            row["sync"],
+            row["key"],
+            row["field"] or "",
+            row["rule"] or "",
+            row["message"],
+            str(row["attempts"]),
+            row["last_seen"],
+            row["resolved_at"] or "",
+        )
+    out.print(table if rows else "no open record errors")
+    if rows and not all_:
+        raise Exit(1)
+
+
+@state_app.command("show")
+def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> None:
+    """Cursors, ledger size, recent runs and cursor audit of each sync."""
+    loaded = _load(sheet)
+    store = _store(loaded, create=False)
+    try:
+        data = [
+            {
+                **state_report.sync_status(store, name),
+                "runs": state_report.runs(store, name, 5),
+                "audit": state_report.audit(store, name, 5),
+            }
+            for name in _names(loaded, sync)
+        ]
+    finally:
+        store.close()
+    if as_json:
+        _json(data)
+        return
+    for item in data:
+        out.print(
+            f"[bold]{item['sync']}[/bold]: {item['ledger_keys']} keys in the ledger, "
+            f"{item['open_errors']} open errors"
+        )
+        for name, value in item["cursors"].items():
+            out.print(f"  cursor {name}: {value}", highlight=False)
+        for r in item["runs"]:
+            out.print(
+                f"  run #{r['id']} {r['kind']} {r['started_at']} {r['status']} "
+                f"read {r['read']} written {r['written']}",
+                highlight=False,
+            )
+
+
+@state_app.command("reset")
+def state_reset(
+    sheet: SheetArg,
+    sync: Annotated[str, typer.Option("--sync", "-s", help="The sync to reset (required).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Forget a sync's cursors, key ledger and errors, so the next `seed` starts over."""
+    loaded = _load(sheet)
+    _names(loaded, sync)
+    if not yes and not typer.confirm(f"Forget cursors, ledger and errors of {sync}?"):
+        raise Exit(1)
+    store = _store(loaded, create=False)
+    try:
+        removed = state_report.reset(store, sync)
+    finally:
+        store.close()
+    out.print(f"reset {sync}: " + ", ".join(f"{k} {v}" for k, v in removed.items()))

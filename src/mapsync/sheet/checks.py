@@ -1,0 +1,144 @@
+"""Checks across sections of a sheet that a single model cannot make, and the run order."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import ValidationError
+
+from mapsync.sheet import models
+
+Path_ = tuple[str | int, ...]
+
+
+def cross_check(sheet: models.Sheet) -> list[tuple[Path_, str]]:
+    """Checks across sections that a single model cannot make."""
+    refs = {
+        name: ({"from": sync.from_.connection, "to": sync.to.connection}, list(sync.after))
+        for name, sync in sheet.syncs.items()
+    }
+    found = _check_refs(set(sheet.connections), refs)
+    for sync_name, sync in sheet.syncs.items():
+        found.extend(_check_sync(sync_name, sync))
+    return found
+
+
+def partial_cross_check(data: Any) -> list[tuple[Path_, str]]:
+    """The cross checks of a sheet that did not validate: references read from the raw data,
+    the per-sync checks for each sync that validates on its own."""
+    if not isinstance(data, dict):
+        return []
+    connections, syncs = data.get("connections"), data.get("syncs")
+    if not isinstance(connections, dict) or not isinstance(syncs, dict):
+        return []
+    refs: dict[str, tuple[dict[str, str], list[str]]] = {}
+    found: list[tuple[Path_, str]] = []
+    for name, raw in syncs.items():
+        refs[str(name)] = _raw_refs(raw)
+        try:
+            sync = models.SyncConfig.model_validate(raw)
+        except ValidationError:
+            continue
+        found.extend(_check_sync(str(name), sync))
+    return _check_refs({str(c) for c in connections}, refs) + found
+
+
+def _raw_refs(raw: Any) -> tuple[dict[str, str], list[str]]:
+    if not isinstance(raw, dict):
+        return {}, []
+    ends = {
+        role: ref["connection"]
+        for role in ("from", "to")
+        if isinstance(ref := raw.get(role), dict)
+        and isinstance(ref.get("connection"), str)
+        and ref["connection"]
+    }
+    after = raw.get("after", [])
+    after = [after] if isinstance(after, str) else after
+    return ends, [a for a in after if isinstance(a, str)] if isinstance(after, list) else []
+
+
+def _check_refs(
+    connections: set[str], refs: dict[str, tuple[dict[str, str], list[str]]]
+) -> list[tuple[Path_, str]]:
+    """Connections named by each sync exist; `after` names known syncs and has no cycle."""
+    found: list[tuple[Path_, str]] = []
+    for sync_name, (ends, deps) in refs.items():
+        base: Path_ = ("syncs", sync_name)
+        for role, connection in ends.items():
+            if connection not in connections:
+                found.append(((*base, role, "connection"), _unknown("connection", connection, connections)))
+        for dep in deps:
+            if dep not in refs:
+                found.append(((*base, "after"), _unknown("sync", dep, set(refs))))
+    cycle = _cycle({name: deps for name, (_, deps) in refs.items()})
+    if cycle:
+        found.append((("syncs", cycle[0], "after"), "cycle: " + " → ".join(cycle)))
+    return found
+
+
+def _check_sync(sync_name: str, sync: models.SyncConfig) -> list[tuple[Path_, str]]:
+    found: list[tuple[Path_, str]] = []
+    base: Path_ = ("syncs", sync_name)
+    key_fields = set(sync.key.to)
+    for field in sync.fields:
+        if field in key_fields:
+            found.append(((*base, "fields", field), "is a key column: it is filled from `key`"))
+    for child_name, child in sync.children.items():
+        cbase = (*base, "children", child_name)
+        if child.from_.connection != sync.from_.connection:
+            found.append(((*cbase, "from", "connection"), "must be the parent's source connection"))
+        if child.to.connection != sync.to.connection:
+            found.append(((*cbase, "to", "connection"), "must be the parent's destination connection"))
+        if len(child.parent.from_) != len(sync.key.from_) or len(child.parent.to) != len(sync.key.to):
+            found.append(((*cbase, "parent"), "must name as many columns as the parent's key"))
+    if sync.deletes.policy == "disable" and sync.deletes.field in key_fields:
+        found.append(((*base, "deletes", "field"), "cannot be a key column"))
+    return found
+
+
+def _unknown(what: str, name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known)) or 'none'})"
+    return f"unknown {what} '{name}'{hint}"
+
+
+def _cycle(after: dict[str, list[str]]) -> list[str]:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(name: str) -> list[str]:
+        state[name] = 1
+        stack.append(name)
+        for dep in after[name]:
+            if dep not in after:
+                continue
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        stack.pop()
+        state[name] = 2
+        return []
+
+    for name in after:
+        if name not in state and (found := visit(name)):
+            return found
+    return []
+
+
+def run_order(sheet: models.Sheet) -> list[str]:
+    """Sync names in sheet order, each after the syncs it names in `after`."""
+    done: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        for dep in sheet.syncs[name].after:
+            visit(dep)
+        done.append(name)
+
+    for name in sheet.syncs:
+        visit(name)
+    return done
