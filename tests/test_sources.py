@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mapsync import errors
 from mapsync.engine import Engine
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore
@@ -69,7 +70,7 @@ def test_a_query_is_a_source(database: Callable[[], str], tmp_path: Path) -> Non
     # the query's columns are checked like a table's
     bad = _sheet(tmp_path, src, dst, 'query: "SELECT sku FROM items"', "{method: full}")
     store = StateStore.open(bad.sheet.state.url, bad.folder, create=False)
-    with pytest.raises(Exception, match="no column.*descr"):
+    with pytest.raises(errors.ConfigError, match=r"no column.*descr"):
         Engine(bad, store).parts("items")
     store.close()
 

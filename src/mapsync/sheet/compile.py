@@ -90,9 +90,13 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], An
             return None
         if type(value) is exact:
             return value
-        if text and type(value) is str:
-            if (length is None or len(value) <= length) and not (no_nul and "\x00" in value):
-                return value
+        if (
+            text
+            and type(value) is str
+            and (length is None or len(value) <= length)
+            and not (no_nul and "\x00" in value)
+        ):
+            return value
         if kind and kind != "str" and not _is_kind(value, kind):
             try:
                 value = transforms.convert(value, kind)

@@ -137,8 +137,8 @@ class StateStore:
         t = schema.ledger
         cols = ["sync", "key", "version", "hash", "dest_id", "deleted", "updated_at"]  # as in commit()
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        return (
-            f"INSERT INTO {q(t.name)} ({', '.join(q(c) for c in cols)}) "
+        return (  # identifiers from our own schema, values as parameters
+            f"INSERT INTO {q(t.name)} ({', '.join(q(c) for c in cols)}) "  # noqa: S608
             f"VALUES ({', '.join(mark for _ in cols)}) ON CONFLICT ({q('sync')}, {q('key')}) DO UPDATE SET "
             + ", ".join(f"{q(c)} = excluded.{q(c)}" for c in cols if c not in ("sync", "key"))
         )

@@ -7,7 +7,6 @@ import decimal
 import json
 from typing import Any
 
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # reused: json.dumps(**options) builds one per call
 
 
