@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from mapsync import delivery, engine, errors, records
 from mapsync.connectors.sql import ColumnInfo
-from mapsync.sheet import compile as compile_
 from mapsync.sheet import checks, loader, models
+from mapsync.sheet import compile as compile_
 from mapsync.state.store import StateStore
 
 Predicate = Callable[[records.Row], bool]

@@ -182,7 +182,9 @@ class SqlDestination:
             try:
                 self._pg_copy(conn, t, cols, rows, fresh)
             except psycopg.Error as exc:  # raw-driver errors: wrap them as SQLAlchemy does, to classify
-                raise sa.exc.DBAPIError.instance("COPY", None, exc, psycopg.Error, dialect=conn.dialect) from None
+                raise sa.exc.DBAPIError.instance(
+                    "COPY", None, exc, psycopg.Error, dialect=conn.dialect
+                ) from None
             return
         non_key = [c for c in cols if c not in t.key]
         stmt: Any

@@ -156,7 +156,8 @@ def _check_decimal(name: str, value: decimal.Decimal, precision: int, scale: int
         and value != value.quantize(decimal.Decimal(1).scaleb(-scale), context=context)
     ):
         raise RecordRejected(
-            f"field `{name}`: {value} has more than {scale} decimals (add `cast: decimal, scale: {scale}` to round)",
+            f"field `{name}`: {value} has more than {scale} decimals "
+            f"(add `cast: decimal, scale: {scale}` to round)",
             name,
             "scale",
         )
