@@ -21,6 +21,44 @@ def cross_check(sheet: models.Sheet) -> list[tuple[Path_, str]]:
     found = _check_refs(set(sheet.connections), refs)
     for sync_name, sync in sheet.syncs.items():
         found.extend(_check_sync(sync_name, sync))
+        found.extend(_check_rule_connections(sync_name, sync, set(sheet.connections)))
+        found.extend(_check_rule_specs(sync_name, sync))
+    return found
+
+
+def _check_rule_specs(sync_name: str, sync: models.SyncConfig) -> list[tuple[Path_, str]]:
+    """Rules that would fail to compile (a bad pattern, zone, template or python hook)."""
+    from mapsync import validation
+
+    tables = [(("syncs", sync_name, "fields"), sync.fields)] + [
+        (("syncs", sync_name, "children", name, "fields"), child.fields)
+        for name, child in sync.children.items()
+    ]
+    return [
+        ((*base, field, key), message)
+        for base, fields in tables
+        for field, spec in fields.items()
+        for key, message in validation.sheet_problems(spec, field)
+    ]
+
+
+def _check_rule_connections(
+    sync_name: str, sync: models.SyncConfig, connections: set[str]
+) -> list[tuple[Path_, str]]:
+    """Connections named by `lookup` and `map_from` exist."""
+    found: list[tuple[Path_, str]] = []
+    tables = [(("syncs", sync_name), sync.fields)] + [
+        (("syncs", sync_name, "children", name), child.fields) for name, child in sync.children.items()
+    ]
+    for base, fields in tables:
+        for field, spec in fields.items():
+            for rule, connection in (
+                ("lookup", spec.lookup.connection if spec.lookup else None),
+                ("map_from", spec.map_from.connection if spec.map_from else None),
+            ):
+                if connection is not None and connection not in connections:
+                    where = (*base, "fields", field, rule, "connection")
+                    found.append((where, _unknown("connection", connection, connections)))
     return found
 
 

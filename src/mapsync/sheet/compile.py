@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from collections.abc import Mapping as AbcMapping
+from pathlib import Path
 from typing import Any
 
-from mapsync import records, transforms
+from mapsync import conversion, lookups, records, transforms
 from mapsync.connectors.sql import ColumnInfo
-from mapsync.errors import RecordRejected
+from mapsync.errors import ConfigError, RecordRejected
 from mapsync.sheet import models
 
 FieldFn = Callable[[records.Row, transforms.Tally], Any]
@@ -40,9 +41,34 @@ class Context:
 
 
 def _compile_field(name: str, spec: models.FieldRule, column: ColumnInfo | None) -> FieldFn:
-    steps = [s for compile_ in transforms.RULES.values() if (s := compile_(spec, name)) is not None]
+    if spec.truncate == "auto":
+        if column is None or column.length is None:
+            raise ConfigError(
+                f"field `{name}`: `truncate: auto` needs a destination column with a length "
+                "(give a number instead)"
+            )
+        spec = spec.model_copy(update={"truncate": column.length})
+    compiled = [(r, s) for r, compile_ in transforms.RULES.items() if (s := compile_(spec, name)) is not None]
+    steps = [s for _, s in compiled]
+    row_steps = {id(s) for rule, s in compiled if rule in transforms.ROW_RULES}  # called with the row
     check = constraint_check(name, column)
     source, constant = spec.from_, spec.value
+    template = conversion.compile_template(spec.template, name) if spec.template is not None else None
+    if template is not None or row_steps or spec.on_null == "omit":
+
+        def full(row: records.Row, tally: transforms.Tally) -> Any:
+            value: Any
+            if template is not None:
+                value = template(row)
+            else:
+                value = row.get(source) if source is not None else constant
+            for step in steps:
+                value = step(value, tally, row) if id(step) in row_steps else step(value, tally)  # type: ignore[call-arg]
+                if value is transforms.OMIT:  # `on_null: omit`: left out of the write
+                    return value
+            return check(value)
+
+        return full
     if not steps and source is not None:  # a plain copy or rename: the most common rule
 
         def copy(row: records.Row, tally: transforms.Tally) -> Any:
@@ -172,12 +198,23 @@ class RowMapping:
     """Field rules of one table (a sync or a child table)."""
 
     def __init__(
-        self, fields: dict[str, models.FieldRule], key: models.KeyMap, columns: dict[str, ColumnInfo]
+        self,
+        fields: dict[str, models.FieldRule],
+        key: models.KeyMap,
+        columns: dict[str, ColumnInfo],
+        on_null: str = "send",
     ) -> None:
         missing = [f for f in [*fields, *key.to] if columns and f not in columns]
         if missing:
             raise KeyError(", ".join(missing))
-        self.fields = {name: _compile_field(name, spec, columns.get(name)) for name, spec in fields.items()}
+        specs = {  # a field without its own `on_null` (or a `default`, which implies it) takes the sync's
+            name: spec
+            if spec.on_null or spec.default is not None or on_null == "send"
+            else spec.model_copy(update={"on_null": on_null})
+            for name, spec in fields.items()
+        }
+        self.fields = {name: _compile_field(name, spec, columns.get(name)) for name, spec in specs.items()}
+        self.omits = any(spec.on_null == "omit" for spec in specs.values())
         self.key_checks = [
             (src, constraint_check(dst, columns.get(dst))) for src, dst in zip(key.from_, key.to, strict=True)
         ]
@@ -188,6 +225,8 @@ class RowMapping:
 
     def values(self, row: records.Row, tally: transforms.Tally) -> records.Row:
         out = {name: fn(row, tally) for name, fn in self.fields.items()}
+        if self.omits:
+            out = {name: value for name, value in out.items() if value is not transforms.OMIT}
         out.update(zip(self.key_to, self.dest_key(row), strict=True))
         return out
 
@@ -200,17 +239,46 @@ class Mapping:
         sync: models.SyncConfig,
         columns: dict[str, ColumnInfo],
         child_columns: dict[str, dict[str, ColumnInfo]],
+        *,
+        connect: Callable[[str], Any] | None = None,
+        folder: Path | None = None,
     ) -> None:
-        self.main = RowMapping(sync.fields, sync.key, columns)
+        # `connect(name)` opens connections for `lookup` and `map_from: {connection: …}`; a
+        # relative `map_from: {file: …}` resolves against `folder` (the sheet's)
+        self.resolver = lookups.Resolver(connect, folder)
+        active = self.resolver.activate()
+        self.main = RowMapping(sync.fields, sync.key, columns, sync.on_null)
         self.children = {
-            name: (RowMapping(child.fields, child.key, child_columns.get(name, {})), list(child.parent.to))
+            name: (
+                RowMapping(child.fields, child.key, child_columns.get(name, {}), sync.on_null),
+                list(child.parent.to),
+            )
             for name, child in sync.children.items()
         }
         self.deletes = sync.deletes
+        lookups.deactivate(active)
+        self._lookup_fields = [self.main.fields[n] for n, s in sync.fields.items() if s.lookup]
+        self._child_lookup_fields = {
+            name: [self.children[name][0].fields[n] for n, s in child.fields.items() if s.lookup]
+            for name, child in sync.children.items()
+        }
 
     def prepare(self, changes: list[records.Change]) -> Context:
-        """Batched lookups for the whole batch happen here (none are configured yet)."""
+        """Fetch the batch's lookup values not cached yet: one query per lookup (per 1,000 values)."""
+        if self.resolver.lookups:
+            self.resolver.prepare(self._lookup_work(changes))
         return Context()
+
+    def _lookup_work(self, changes: list[records.Change]) -> Iterator[tuple[FieldFn, records.Row]]:
+        for change in changes:
+            if change.op == "delete":
+                continue
+            for fn in self._lookup_fields:
+                yield fn, change.data
+            for name, fns in self._child_lookup_fields.items():
+                for child in change.children.get(name, []) if fns else []:
+                    for fn in fns:
+                        yield fn, child
 
     def apply(
         self, change: records.Change, ctx: Context, tally: transforms.Tally
@@ -230,7 +298,7 @@ class Mapping:
                     rows.append(mapped)
                 children[name] = rows
         except RecordRejected as exc:
-            return records.Rejection(change.key, str(exc), exc.field, exc.rule, change.version)
+            return records.Rejection(change.key, str(exc), exc.field, exc.rule, change.version, exc.value)
         except Exception as exc:  # a rule that crashes is one bad record, not a failed run
             return records.Rejection(
                 change.key,

@@ -9,20 +9,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from mapsync.sheet.base import Model as Model
+from mapsync.sheet.base import Name as Name
+from mapsync.sheet.base import _as_list
 from mapsync.sheet.duration import Duration
-
-Name = Annotated[str, Field(min_length=1, max_length=128)]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
+from mapsync.sheet.fields import FieldRule as FieldRule
+from mapsync.sheet.fields import LookupRule as LookupRule
+from mapsync.sheet.fields import MapSource as MapSource
+from mapsync.sheet.fields import SplitRule as SplitRule
+from mapsync.sheet.fields import TimezoneRule as TimezoneRule
 
 # --------------------------------------------------------------------------- connections
 
@@ -126,78 +123,6 @@ class KeyMap(Model):
     def _same_length(self) -> KeyMap:
         if len(self.from_) != len(self.to):
             raise ValueError("`from` and `to` must name the same number of columns")
-        return self
-
-
-# --------------------------------------------------------------------------- field rules
-
-
-class FieldRule(Model):
-    """How one destination field gets its value. Rules apply in this order: source (`from` or
-    `value`), `default`, `map`, `country`, `cast`, `truncate`; then the destination's own limits
-    (length, NOT NULL) are checked."""
-
-    from_: str | None = Field(
-        None, alias="from", description="Source column to copy (rename when names differ)."
-    )
-    value: Any = Field(None, description="A constant written to every record (instead of `from`).")
-    default: Any = Field(None, description="Used when the source value is NULL (or missing).")
-    map: dict[str, Any] | None = Field(
-        None,
-        description=(
-            "Value map `{source: destination}`; keys compare as text. What an unlisted value "
-            "does is `on_unknown`."
-        ),
-    )
-    on_unknown: Literal["reject", "default", "keep"] = Field(
-        "reject",
-        description=(
-            "For `map`: `reject` (the record becomes an error naming the value), `default` "
-            "(use `map_default`), or `keep` (pass the value through). `default` and `keep` "
-            "are still counted and listed."
-        ),
-    )
-    map_default: Any = Field(None, description="Value used for unmapped values when `on_unknown: default`.")
-    country: Literal["iso2", "iso3", "name"] | None = Field(
-        None,
-        description=(
-            "Translate free-text country names to ISO 3166 `iso2`, `iso3` or the short `name`. "
-            "A spelling it cannot place is a rejection."
-        ),
-    )
-    cast: Literal["str", "int", "decimal", "float", "bool", "date", "datetime"] | None = Field(
-        None,
-        description=(
-            "Convert the value's type; `decimal` is exact (no float rounding); a value that "
-            "does not convert is a rejection."
-        ),
-    )
-    scale: int | None = Field(
-        None, ge=0, le=30, description="For `cast: decimal`: digits after the point (exact, half-up)."
-    )
-    truncate: int | None = Field(
-        None, gt=0, description="Cut text to this many characters; each cut is counted and reported."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        return {"from": data} if isinstance(data, str) else data
-
-    @model_validator(mode="after")
-    def _source(self) -> FieldRule:
-        if self.from_ is not None and "value" in self.model_fields_set:
-            raise ValueError("give either `from` or `value`, not both")
-        if self.from_ is None and "value" not in self.model_fields_set and self.default is None:
-            raise ValueError("give `from` (a source column), `value` or `default`")
-        if (
-            self.on_unknown == "default"
-            and self.map is not None
-            and "map_default" not in self.model_fields_set
-        ):
-            raise ValueError("`on_unknown: default` needs `map_default`")
-        if self.scale is not None and self.cast != "decimal":
-            raise ValueError("`scale` goes with `cast: decimal`")
         return self
 
 
@@ -336,6 +261,14 @@ class SyncConfig(Model):
     changes: Changes = Field(description="How changes are found; `method` picks the kind.")
     filter: str | None = Field(
         None, description="SQL condition on the source that always applies (seed and changes)."
+    )
+    on_null: Literal["send", "omit", "default", "reject"] = Field(
+        "send",
+        description=(
+            "What a NULL source value does to a field without its own `on_null`: `send` it "
+            "(the destination field is cleared), `omit` the field, use the field's `default`, or "
+            "`reject` the record."
+        ),
     )
     seed: SeedConfig = Field(default_factory=SeedConfig, description="The first load.")
     deletes: DeletesConfig = Field(default_factory=DeletesConfig, description="Delete policy.")

@@ -121,6 +121,12 @@ overlap: {window: 24h, every: 1d}
     models.FullChanges: Example("changes", "method: full\n"),
     models.SeedConfig: Example("seed", "where: \"status = 'A'\"\n"),
     models.DeletesConfig: Example("deletes", "policy: disable\nfield: active\nvalue: false\n"),
+    models.LookupRule: Example(
+        "lookup", "connection: erp\ntable: sales_reps\nkey: rep_code\nvalue: email\non_missing: reject\n"
+    ),
+    models.MapSource: Example("map_from", "file: maps/payment_terms.csv\n"),
+    models.SplitRule: Example("split", 'sep: ","\nindex: 0\n'),
+    models.TimezoneRule: Example("timezone", "source: Europe/Berlin\ntarget: UTC\n"),
     models.DeliveryConfig: Example("delivery", "batch: 1000\n"),
     models.ScheduleConfig: Example("schedule", "every: 5m\nstart_within: 2m\nfinish_within: 10m\n"),
     models.ChildSync: Example(
