@@ -315,3 +315,42 @@ def test_seed_and_full_runs_in_bulk(
     assert contents(dst) == contents(src)
     assert h.writes(dst) == 550
     assert copy_calls == ([(300, True), (250, False)] if d == "postgresql" else [])
+
+
+@pytest.mark.parametrize("rows_per_set", [2, COPY_THRESHOLD])
+def test_rows_without_some_fields_leave_those_columns_alone(
+    database: Callable[[], str], make_dest: Callable[..., SqlDestination], rows_per_set: int
+) -> None:
+    """`on_null: omit` drops a field from some records: one batch mixes column sets, and each
+    row keeps the destination's value of the columns it does not carry (also via COPY)."""
+    url = database()
+    keep = [(f"k{i:04d}", f"old {i}", i) for i in range(rows_per_set)]
+    dest = make_dest(url, rows=keep)
+
+    def partial(code: str, **values: Any) -> records.Mapped:
+        values = {"code": code, **values}
+        return records.Mapped("upsert", (code,), (code,), None, values, {}, records.content_hash(values))
+
+    batch = [
+        partial(code, qty=q + 100) if i % 2 else partial(code, name=f"new {i}")
+        for i, (code, _, q) in enumerate(keep)
+    ]
+    result = dest.write(batch)
+    assert not result.rejected and len(result.delivered) == rows_per_set
+    expected = {
+        code: ((name, q + 100) if i % 2 else (f"new {i}", q)) for i, (code, name, q) in enumerate(keep)
+    }
+    assert contents(url) == expected
+
+
+def test_a_new_row_without_a_not_null_column_is_refused_alone(
+    database: Callable[[], str], make_dest: Callable[..., SqlDestination]
+) -> None:
+    url = database()
+    dest = make_dest(url, rows=[("K", "kept", 1)])
+    values = [{"code": "K", "qty": 2}, {"code": "NEW", "qty": 3}]
+    batch = [records.Mapped("upsert", (v["code"],), (v["code"],), None, v, {}, "h") for v in values]
+    result = dest.write(batch)
+    assert delivered_keys(result) == ["K"]
+    assert [r.key for r in result.rejected] == [("NEW",)]
+    assert contents(url) == {"K": ("kept", 2)}

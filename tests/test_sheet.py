@@ -486,14 +486,14 @@ def test_missing_required(tmp_path: Path, old: str, new: str, path: str) -> None
             "source: {value: erp}",
             "source: {from: src, value: erp}",
             "syncs.customers.fields.source",
-            "give either `from` or `value`, not both",
+            "give one of `from`, `value` or `template`",
             id="from-and-value",
         ),
         pytest.param(
             "source: {value: erp}",
             "source: {truncate: 3}",
             "syncs.customers.fields.source",
-            "give `from` (a source column), `value` or `default`",
+            "give `from` (a source column), `value`, `template` or `default`",
             id="no-source",
         ),
         pytest.param(

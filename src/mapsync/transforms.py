@@ -32,12 +32,33 @@ class Tally:
     kept: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 
+# the order rules apply in (models.FieldRule's docstring); `RULES` is kept in this order
+ORDER = (
+    "on_null", "trim", "case", "split", "map", "map_from", "country", "lookup", "cast",
+    "timezone", "python", "required", "pattern", "min", "max", "enum", "truncate",
+)  # fmt: skip
+# steps of these rules are called as `step(value, tally, row)`: they read the whole source row
+ROW_RULES = frozenset({"python"})
 RULES: dict[str, Compiler] = {}
 
 
+class _Omit:
+    def __repr__(self) -> str:
+        return "OMIT"
+
+
+OMIT: Any = _Omit()  # what `on_null: omit` turns NULL into: the field is left out of the write
+
+
 def rule(name: str) -> Callable[[Compiler], Compiler]:
+    if name not in ORDER:
+        raise ValueError(f"rule {name!r} has no place in transforms.ORDER")
+
     def register(fn: Compiler) -> Compiler:
         RULES[name] = fn
+        ordered = sorted(RULES.items(), key=lambda item: ORDER.index(item[0]))
+        RULES.clear()
+        RULES.update(ordered)
         return fn
 
     return register
@@ -48,26 +69,41 @@ def show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…'"
 
 
-@rule("default")
-def _default(spec: models.FieldRule, field: str) -> Step | None:
-    if spec.default is None:
+@rule("on_null")
+def _on_null(spec: models.FieldRule, field: str) -> Step | None:
+    """The field's `on_null` (RowMapping fills in the sync's); a field with a `default` and no
+    `on_null` of its own uses the default, for NULL and for empty text, as it always did."""
+    policy = spec.on_null or ("default" if spec.default is not None else "send")
+    if policy == "send" or (policy == "default" and spec.default is None):
         return None
     fallback = spec.default
 
-    def step(value: Any, tally: Tally) -> Any:
+    def default(value: Any, tally: Tally) -> Any:
         if value is None or value == "":
             tally.defaulted[field] += 1
             return fallback
         return value
 
-    return step
+    def omit(value: Any, tally: Tally) -> Any:
+        return OMIT if value is None else value
+
+    def reject(value: Any, tally: Tally) -> Any:
+        if value is None:
+            raise RecordRejected(f"field `{field}` is NULL (on_null: reject)", field, "on_null")
+        return value
+
+    return {"default": default, "omit": omit, "reject": reject}[policy]
 
 
 @rule("map")
 def _map(spec: models.FieldRule, field: str) -> Step | None:
-    if spec.map is None:
+    if spec.map is None and spec.map_from is None:
         return None
-    table = {str(k): v for k, v in spec.map.items()}
+    table = {str(k): v for k, v in (spec.map or {}).items()}
+    if spec.map_from is not None:  # read once, here; entries of `map` win
+        from mapsync import lookups
+
+        table = {**lookups.load_map(spec.map_from, field), **table}
     policy, fallback = spec.on_unknown, spec.map_default
     listed = ", ".join(list(table)[:8]) + (", …" if len(table) > 8 else "")
 
@@ -83,7 +119,9 @@ def _map(spec: models.FieldRule, field: str) -> Step | None:
         if policy == "keep":
             tally.kept[field] += 1
             return value
-        raise RecordRejected(f"value {show(value)} of `{field}` is not in the map {{{listed}}}", field, "map")
+        raise RecordRejected(
+            f"value {show(value)} of `{field}` is not in the map {{{listed}}}", field, "map", value
+        )
 
     return step
 
@@ -100,27 +138,40 @@ def _country(spec: models.FieldRule, field: str) -> Step | None:
         found = country_lookup(str(value))
         if found is None:
             raise RecordRejected(
-                f"country {show(value)} of `{field}` is not a country it can place", field, "country"
+                f"country {show(value)} of `{field}` is not a country it can place", field, "country", value
             )
         return {"iso2": found.alpha_2, "iso3": found.alpha_3, "name": found.name}[form]
 
     return step
 
 
+@rule("lookup")
+def _lookup(spec: models.FieldRule, field: str) -> Step | None:
+    if spec.lookup is None:
+        return None
+    from mapsync import lookups  # batched and cached per run: see lookups.py
+
+    return lookups.compile_lookup(spec, field)
+
+
 @rule("cast")
 def _cast(spec: models.FieldRule, field: str) -> Step | None:
     if spec.cast is None:
         return None
-    kind, scale = spec.cast, spec.scale
+    kind, scale, fmt = spec.cast, spec.scale, spec.format
+    wanted = f"{kind} (format {fmt})" if fmt else kind
 
     def step(value: Any, tally: Tally) -> Any:
         if value is None:
             return None
         try:
+            if fmt is not None and isinstance(value, str):  # cast: date|datetime with `format`
+                parsed = dt.datetime.strptime(value.strip(), fmt)  # noqa: DTZ007
+                return parsed.date() if kind == "date" else parsed
             return convert(value, kind, scale)
         except (ValueError, ArithmeticError, TypeError):
             raise RecordRejected(
-                f"value {show(value)} of `{field}` is not a valid {kind}", field, "cast"
+                f"value {show(value)} of `{field}` is not a valid {wanted}", field, "cast"
             ) from None
 
     return step
@@ -128,8 +179,8 @@ def _cast(spec: models.FieldRule, field: str) -> Step | None:
 
 @rule("truncate")
 def _truncate(spec: models.FieldRule, field: str) -> Step | None:
-    if spec.truncate is None:
-        return None
+    if not isinstance(spec.truncate, int):
+        return None  # `auto` is resolved against the destination column in sheet/compile.py
     limit = spec.truncate
 
     def step(value: Any, tally: Tally) -> Any:
@@ -314,3 +365,7 @@ def _disable(cfg: models.DeletesConfig, key_values: dict[str, Any]) -> tuple[str
 @delete_policy("hard")
 def _hard(cfg: models.DeletesConfig, key_values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "delete", key_values
+
+
+# rules kept in their own modules register themselves in `RULES` when imported
+from mapsync import conversion, validation  # noqa: E402, F401

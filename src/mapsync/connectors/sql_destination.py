@@ -22,6 +22,7 @@ from mapsync.sheet import models
 
 COPY_THRESHOLD = 200
 _MYSQL_PERMANENT = {1044, 1045, 1054, 1142, 1143, 1146}
+_MYSQL_RECORD = {1364}  # a new row without a value for a NOT NULL column (`on_null: omit`)
 
 
 class _Table:
@@ -124,6 +125,8 @@ class SqlDestination:
     def _classify(self, exc: sa.exc.DBAPIError) -> str:
         if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
             code = exc.orig.args[0] if self.db.dialect == "mysql" and exc.orig and exc.orig.args else None
+            if code in _MYSQL_RECORD:
+                return "record"
             return "permanent" if code in _MYSQL_PERMANENT else "transient"
         if isinstance(exc, sa.exc.ProgrammingError | sa.exc.NotSupportedError):
             code = exc.orig.args[0] if self.db.dialect == "mysql" and exc.orig and exc.orig.args else None
@@ -175,7 +178,17 @@ class SqlDestination:
         conn.execute(sa.update(t.table).where(self._key_cond(t)).values(values), params)
 
     def _upsert(self, conn: sa.Connection, t: _Table, rows: list[records.Row], fresh: bool) -> None:
+        groups: dict[tuple[str, ...], list[records.Row]] = {}
+        for row in rows:  # `on_null: omit` leaves fields out: each set of columns is its own write
+            groups.setdefault(tuple(row), []).append(row)
+        if len(groups) > 1:
+            for group in groups.values():
+                self._upsert(conn, t, group, fresh)
+            return
         cols = list(rows[0])
+        if self._lacks_required(t, cols):
+            self._update_then_insert(conn, t, cols, rows)
+            return
         if self.db.dialect == "postgresql" and (fresh or len(rows) >= COPY_THRESHOLD):
             import psycopg
 
@@ -199,6 +212,49 @@ class SqlDestination:
                 else ins.on_conflict_do_nothing(index_elements=t.key)
             )
         conn.execute(stmt, rows)
+
+    @staticmethod
+    def _lacks_required(t: _Table, cols: list[str]) -> bool:
+        """Whether rows leave out a NOT NULL column the database cannot fill (`on_null: omit`)."""
+        return any(
+            not c.nullable and c.server_default is None and c.identity is None and not c.primary_key
+            for c in t.table.columns
+            if c.name not in cols
+        )
+
+    def _update_then_insert(
+        self, conn: sa.Connection, t: _Table, cols: list[str], rows: list[records.Row]
+    ) -> None:
+        """An upsert of rows without a NOT NULL column fails the NOT NULL check before it finds the
+        existing row: update the rows that exist, insert the others (the database may refuse
+        those, as a new row needs the column)."""
+        key_cols = [t.table.c[k] for k in t.key]
+        keys = [tuple([row[k] for k in t.key]) for row in rows]
+        found: set[tuple[Any, ...]] = set()
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            cond = (
+                key_cols[0].in_([k[0] for k in part])
+                if len(key_cols) == 1
+                else sa.tuple_(*key_cols).in_(part)
+            )
+            found.update(tuple(r) for r in conn.execute(sa.select(*key_cols).where(cond)))
+        non_key = [c for c in cols if c not in t.key]
+        old = [(row, key) for row, key in zip(rows, keys, strict=True) if key in found]
+        new = [row for row, key in zip(rows, keys, strict=True) if key not in found]
+        if old and non_key:
+            stmt = sa.update(t.table).where(self._key_cond(t))
+            stmt = stmt.values({c: sa.bindparam(f"v_{i}") for i, c in enumerate(non_key)})
+            conn.execute(
+                stmt,
+                [
+                    {f"k_{i}": v for i, v in enumerate(key)}
+                    | {f"v_{i}": row[c] for i, c in enumerate(non_key)}
+                    for row, key in old
+                ],
+            )
+        if new:
+            conn.execute(sa.insert(t.table), new)
 
     def _pg_copy(
         self, conn: sa.Connection, t: _Table, cols: list[str], rows: list[records.Row], fresh: bool
