@@ -283,4 +283,4 @@ def demo(
 
 
 # the read-only views and state commands live in their own module; importing it registers them
-from mapsync import cli_views  # noqa: E402,F401
+from mapsync import cli_unmapped, cli_views  # noqa: E402,F401  (`unmapped` and `retry` in the first)

@@ -19,6 +19,7 @@ from mapsync.sheet import compile as compile_
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases
+from mapsync.state import unmapped
 from mapsync.state.store import Counts, StateStore, purge, stamp
 
 CRASH_POINTS = crash.POINTS
@@ -54,6 +55,7 @@ class RunReport:
     defaulted: dict[str, int] = dataclasses.field(default_factory=dict)
     kept: dict[str, int] = dataclasses.field(default_factory=dict)
     samples: list[records.Rejection] = dataclasses.field(default_factory=list)
+    gone: list[records.Key] = dataclasses.field(default_factory=list)  # retry: source rows gone
 
     @property
     def ok(self) -> bool:
@@ -106,7 +108,9 @@ class Engine:
         dest = connectors.REGISTRY[dst_kind].destination(
             self.database(cfg.to.connection), name, cfg, self.loaded.secrets
         )
-        mapping = compile_.Mapping(cfg, dest.columns, dest.child_columns())
+        mapping = compile_.Mapping(
+            cfg, dest.columns, dest.child_columns(), connect=self.database, folder=self.loaded.folder
+        )
         return Parts(source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch), version_column)
 
     # ----------------------------------------------------------------- one run
@@ -187,6 +191,49 @@ class Engine:
                     **dataclasses.asdict(report.counts),
                 },
             )
+            return report
+
+    def retry(self, name: str, field: str | None = None, *, trigger: str = "cli") -> RunReport:
+        """Re-send the records of open record errors (only those naming `field`, if given), read
+        afresh from the source by key, through the usual map → write → commit; a run of kind
+        `retry` under the sync's lease that leaves the capture cursors alone."""
+        parts = self.parts(name)
+        batch_size = self.sheet.syncs[name].delivery.batch
+        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease:
+            with self.store.engine.connect() as conn:
+                keys = unmapped.open_error_keys(conn, name, field)
+            run_id = self.store.start_run(name, "retry", trigger, lease.token)
+            report = RunReport(name, "retry", run_id, "running", Counts())
+            log.info(
+                "run_started",
+                extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": "retry"},
+            )
+            self.observer.started(name, "retry", len(keys))
+            try:
+                for i in range(0, len(keys), batch_size):
+                    chunk = keys[i : i + batch_size]
+                    rows = parts.source.read_keys(chunk)
+                    changes = capture.to_changes(parts.source, rows, parts.version_column)
+                    found = {records.key_text(c.key) for c in changes}
+                    gone = [k for k in chunk if records.key_text(k) not in found]
+                    if gone:
+                        with self.store.engine.begin() as conn:
+                            unmapped.note_gone(conn, name, gone, stamp())
+                        report.gone.extend(gone)
+                    if changes:
+                        self._deliver(name, "retry", parts, records.Batch(changes), report, lease, False)
+            except (errors.PermanentError, errors.TransientError, errors.LeaseLost, errors.StateError) as exc:
+                report.status, report.message = "failed", self._redact(str(exc))
+                report.failure_class = getattr(exc, "failure_class", "tool")
+                self.store.finish_run(run_id, "failed", report.failure_class, report.message)
+                return report
+            except BaseException as exc:
+                self.store.finish_run(run_id, "failed", "tool", self._redact(f"{type(exc).__name__}: {exc}"))
+                raise
+            report.status = "partial" if report.counts.rejected or report.gone else "success"
+            message = f"{len(report.gone)} source row(s) gone" if report.gone else None
+            self.store.finish_run(run_id, report.status, None, message)
+            log.info("run_finished", extra={"action": "run_finished", "sync": name, "run_id": run_id})
             return report
 
     def _effective_kind(self, name: str, kind: str, cursors: dict[str, Any], again: bool) -> str:
@@ -290,7 +337,7 @@ class Engine:
         counts.rejected = len(all_rejected)
         counts.truncated = sum(tally.truncated.values())
         counts.defaulted = sum(tally.defaulted.values()) + sum(tally.kept.values())
-        self.store.commit(
+        new_values = self.store.commit(
             sync=name,
             token=lease.token,
             run_id=report.run_id or 0,
@@ -301,6 +348,9 @@ class Engine:
             lease_ttl=lease.ttl,
         )
         crash.point("after_commit")
+        for v in new_values:  # alerting channels hook in here later
+            alert = {k: v[k] for k in ("field", "rule", "value")}
+            log.warning("unmapped_value_new", extra={"action": "unmapped_value_new", "sync": name, **alert})
         report.counts.add(counts)
         for target, source in (
             (report.truncated, tally.truncated),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MapsyncError(Exception):
     """Base of every error mapsync raises on purpose."""
@@ -52,7 +54,10 @@ class PermanentError(MapsyncError):
 class RecordRejected(MapsyncError):
     """One record cannot be translated or written; it becomes a record error."""
 
-    def __init__(self, message: str, field: str | None = None, rule: str | None = None) -> None:
+    def __init__(
+        self, message: str, field: str | None = None, rule: str | None = None, value: Any = None
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.rule = rule
+        self.value = value  # the value a translating rule could not place (an unmapped value)

@@ -44,6 +44,7 @@ class Rejection:
     field: str | None = None
     rule: str | None = None
     version: Any = None
+    value: Any = None  # the untranslatable value, for rejections of `map`, `country`, `lookup`, …
 
 
 @dataclasses.dataclass(slots=True)

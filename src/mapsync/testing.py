@@ -402,6 +402,8 @@ class MemoryEngine(engine.Engine):
             raise errors.ConfigError(
                 f"sync {name}: the sheet's key {cfg.key.from_} is not the source's key {source.key}"
             )
-        mapping = compile_.Mapping(cfg, dest.columns, dest.child_columns())
+        mapping = compile_.Mapping(
+            cfg, dest.columns, dest.child_columns(), connect=self.database, folder=self.loaded.folder
+        )
         capture = self.captures[name] = MemoryCapture(source, cfg.delivery.batch)
         return engine.Parts(source, dest, mapping, capture, source.version)

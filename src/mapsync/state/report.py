@@ -68,7 +68,7 @@ def reset(store: StateStore, sync: str) -> dict[str, int]:
     """Forget a sync's cursors, ledger and errors (run history and audit are kept)."""
     out = {}
     with store.engine.begin() as conn:
-        for table in (schema.cursors, schema.ledger, schema.record_errors, schema.leases):
+        for table in (schema.cursors, schema.ledger, schema.record_errors, schema.unmapped, schema.leases):
             out[table.name] = conn.execute(sa.delete(table).where(table.c.sync == sync)).rowcount
         conn.execute(
             sa.insert(schema.cursor_audit).values(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -43,7 +43,7 @@ runs = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("sync", sa.String(128), nullable=False, index=True),
-    sa.Column("kind", sa.String(16), nullable=False),  # seed | run | overlap
+    sa.Column("kind", sa.String(16), nullable=False),  # seed | run | overlap | retry
     sa.Column("trigger", sa.String(32), nullable=False),  # cli | schedule | api | demo
     sa.Column("scheduled_at", sa.String(40), nullable=True),
     sa.Column("started_at", sa.String(40), nullable=False),
@@ -76,6 +76,22 @@ record_errors = sa.Table(
     sa.Column("last_seen", sa.String(40), nullable=False),
     sa.Column("resolved_at", sa.String(40), nullable=True),
     sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column("value", sa.Text, nullable=True),  # v2: the unmapped value that rejected it
+)
+
+# v2: distinct values a translating rule (`map`, `country`, `lookup`, `map_from`) could not place
+unmapped = sa.Table(
+    "mapsync_unmapped",
+    metadata,
+    sa.Column("sync", sa.String(128), primary_key=True),
+    sa.Column("field", sa.String(128), primary_key=True),
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(512), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("first_seen", sa.String(40), nullable=False),
+    sa.Column("last_seen", sa.String(40), nullable=False),
+    sa.Column("sample_key", sa.String(512), nullable=True),
+    sa.Column("resolved_at", sa.String(40), nullable=True),
 )
 
 cursor_audit = sa.Table(
@@ -103,9 +119,18 @@ leases = sa.Table(
 
 
 def _v1(conn: sa.Connection) -> None:
-    metadata.create_all(conn)
+    metadata.create_all(conn)  # a new store gets the latest tables; later steps then find them
+
+
+def _v2(conn: sa.Connection) -> None:
+    """The unmapped-values table, and `value` on record errors (idempotent, for fresh stores)."""
+    unmapped.create(conn, checkfirst=True)
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(record_errors.name)}
+    if "value" not in columns:
+        q = conn.dialect.identifier_preparer.quote
+        conn.execute(sa.text(f"ALTER TABLE {q(record_errors.name)} ADD COLUMN {q('value')} TEXT"))
 
 
 # Each entry upgrades the schema from version i to i + 1 (index 0: empty → 1).
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mapsync import crash, errors, records
-from mapsync.state import schema, values
+from mapsync.state import schema, unmapped, values
 
 
 def utcnow() -> dt.datetime:
@@ -237,9 +237,12 @@ class StateStore:
         cursors: dict[str, Any],
         counts: Counts,
         lease_ttl: dt.timedelta,
-    ) -> None:
-        """Record one batch's outcome in one transaction, fenced by the lease token."""
+    ) -> list[dict[str, Any]]:
+        """Record one batch's outcome in one transaction, fenced by the lease token.
+
+        Returns the unmapped values seen for the first time (see `state.unmapped`)."""
         now = stamp()
+        new_values: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
             renewed = conn.execute(
                 sa.update(schema.leases)
@@ -270,9 +273,13 @@ class StateStore:
                     )
             if rejected:
                 self._record_errors(conn, sync, run_id, rejected, now)
+                new_values = unmapped.record(conn, sync, rejected, now)
+            if delivered:
+                unmapped.resolve(conn, sync, now)
             self._set_cursors(conn, sync, run_id, cursors)
             self._add_counts(conn, run_id, counts)
             crash.point("during_state_write")
+        return new_values
 
     def _record_errors(
         self, conn: sa.Connection, sync: str, run_id: int, rejected: Sequence[records.Rejection], now: str
@@ -299,6 +306,7 @@ class StateStore:
                     "last_seen": now,
                     "resolved_at": None,
                     "run_id": run_id,
+                    "value": unmapped.value_text(r.value) if unmapped.is_unmapped(r) else None,
                 }
             )
         crash.point("during_error_record")
