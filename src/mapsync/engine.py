@@ -23,6 +23,8 @@ from mapsync.state import unmapped
 from mapsync.state.store import Counts, StateStore, purge, stamp
 
 CRASH_POINTS = crash.POINTS
+# failures that stop a run with one message and the cursor kept (anything else is a bug)
+_STOPS = (errors.PermanentError, errors.TransientError, errors.LeaseLost, errors.StateError)
 log = logging.getLogger("mapsync.engine")
 
 
@@ -160,24 +162,10 @@ class Engine:
                     counts=Counts(),
                     lease_ttl=lease.ttl,
                 )
-            except (errors.PermanentError, errors.TransientError, errors.LeaseLost, errors.StateError) as exc:
-                failure = getattr(
-                    exc, "failure_class", "destination" if isinstance(exc, errors.TransientError) else "tool"
-                )
-                report.status, report.message, report.failure_class = (
-                    "failed",
-                    self._redact(str(exc)),
-                    failure,
-                )
-                self.store.finish_run(run_id, "failed", failure, report.message)
-                log.error(
-                    "run_failed",
-                    extra={"action": "run_failed", "sync": name, "run_id": run_id, "error": report.message},
-                )
-                return report
+            except _STOPS as exc:
+                return self._failed(report, exc)
             except BaseException as exc:
-                message = self._redact(f"{type(exc).__name__}: {exc}")
-                self.store.finish_run(run_id, "failed", "tool", message)
+                self._crashed(report, exc)
                 raise
             report.status = "partial" if report.counts.rejected else "success"
             self.store.finish_run(run_id, report.status)
@@ -222,13 +210,10 @@ class Engine:
                         report.gone.extend(gone)
                     if changes:
                         self._deliver(name, "retry", parts, records.Batch(changes), report, lease, False)
-            except (errors.PermanentError, errors.TransientError, errors.LeaseLost, errors.StateError) as exc:
-                report.status, report.message = "failed", self._redact(str(exc))
-                report.failure_class = getattr(exc, "failure_class", "tool")
-                self.store.finish_run(run_id, "failed", report.failure_class, report.message)
-                return report
+            except _STOPS as exc:
+                return self._failed(report, exc)
             except BaseException as exc:
-                self.store.finish_run(run_id, "failed", "tool", self._redact(f"{type(exc).__name__}: {exc}"))
+                self._crashed(report, exc)
                 raise
             report.status = "partial" if report.counts.rejected or report.gone else "success"
             message = f"{len(report.gone)} source row(s) gone" if report.gone else None
@@ -365,6 +350,27 @@ class Engine:
             "batch_committed", extra={"action": "batch_committed", "sync": name, **dataclasses.asdict(counts)}
         )
         return fresh
+
+    def _failed(self, report: RunReport, exc: Exception) -> RunReport:
+        """A run stopped on purpose (systemic failure, lost lease): one message, cursor kept."""
+        report.status, report.message = "failed", self._redact(str(exc))
+        report.failure_class = getattr(exc, "failure_class", "tool")
+        self.store.finish_run(report.run_id or 0, "failed", report.failure_class, report.message)
+        log.error(
+            "run_failed",
+            extra={
+                "action": "run_failed",
+                "sync": report.sync,
+                "run_id": report.run_id,
+                "error": report.message,
+            },
+        )
+        return report
+
+    def _crashed(self, report: RunReport, exc: BaseException) -> None:
+        """An unexpected error (a bug, or Ctrl-C): record it; the caller re-raises."""
+        message = self._redact(f"{type(exc).__name__}: {exc}")
+        self.store.finish_run(report.run_id or 0, "failed", "tool", message)
 
     def _redact(self, text: str) -> str:
         for secret in self.loaded.secrets:
