@@ -207,7 +207,9 @@ def _execute(
     again: bool = False,
     window: dt.timedelta | None = None,
     progress: bool = False,
+    field: str | None = None,
 ) -> None:
+    """Run `kind` (seed | run | overlap | retry) for each sync, print the reports, exit 0/1/2."""
     from mapsync.progress import RichObserver
 
     observer = RichObserver(err) if progress and err.is_terminal else None
@@ -218,7 +220,10 @@ def _execute(
         for name in names:
             try:
                 with _handled(loaded.secrets):
-                    reports.append(engine.run(name, kind, again=again, window=window))
+                    if kind == "retry":
+                        reports.append(engine.retry(name, field))
+                    else:
+                        reports.append(engine.run(name, kind, again=again, window=window))
             except Exit as exc:
                 code = max(code, exc.code)
     finally:
@@ -265,6 +270,8 @@ def _print_report(r: RunReport) -> None:
         out.print(
             f"  … {r.counts.rejected - 5} more: `mapsync errors SHEET --sync {r.sync}`", highlight=False
         )
+    for key in r.gone:
+        out.print(f"  [yellow]gone[/yellow] key {list(key)}: the source row no longer exists")
     if r.message:
         out.print(f"  [red]{r.failure_class} failure:[/red] {r.message}", highlight=False)
 

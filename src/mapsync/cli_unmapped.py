@@ -16,17 +16,14 @@ from mapsync.cli import (
     JsonOpt,
     SheetArg,
     SyncOpt,
-    _handled,
+    _execute,
     _json,
     _load,
     _names,
-    _print_report,
-    _report_dict,
     _store,
     app,
     out,
 )
-from mapsync.engine import Engine, RunReport
 from mapsync.sheet import models
 from mapsync.state import unmapped as state_unmapped
 
@@ -154,27 +151,4 @@ def retry(
     loaded = _load(sheet)
     names = _names(loaded, sync)
     store = _store(loaded, create=False)
-    engine = Engine(loaded, store)
-    reports: list[RunReport] = []
-    code = 0
-    try:
-        for name in names:
-            try:
-                with _handled(loaded.secrets):
-                    reports.append(engine.retry(name, field))
-            except Exit as exc:
-                code = max(code, exc.code)
-    finally:
-        engine.close()
-        store.close()
-    if any(not r.ok for r in reports):
-        code = max(code, 1)
-    if as_json:
-        _json([_report_dict(r) for r in reports])
-    else:
-        for r in reports:
-            _print_report(r)
-            for key in r.gone:
-                out.print(f"  [yellow]gone[/yellow] key {list(key)}: {state_unmapped.GONE}", highlight=False)
-    if code:
-        raise Exit(code)
+    _execute(loaded, store, names, "retry", as_json, field=field)
