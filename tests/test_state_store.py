@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from mapsync import errors, records
 from mapsync.state import lease, report, schema
-from mapsync.state.store import Counts, StateStore, purge, resolve_url
+from mapsync.state.retention import purge
+from mapsync.state.store import Counts, StateStore, resolve_url
 from tests import helpers as h
 
 

@@ -20,7 +20,8 @@ from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases
 from mapsync.state import unmapped
-from mapsync.state.store import Counts, StateStore, purge, stamp
+from mapsync.state.retention import purge
+from mapsync.state.store import Counts, StateStore, stamp
 
 CRASH_POINTS = crash.POINTS
 # failures that stop a run with one message and the cursor kept (anything else is a bug)
