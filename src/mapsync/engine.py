@@ -114,7 +114,8 @@ class Engine:
         mapping = compile_.Mapping(
             cfg, dest.columns, dest.child_columns(), connect=self.database, folder=self.loaded.folder
         )
-        return Parts(source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch), version_column)
+        ctx = capture.Context(name, cfg, self.store, self.database)
+        return Parts(source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch, ctx), version_column)
 
     # ----------------------------------------------------------------- one run
 
@@ -315,11 +316,11 @@ class Engine:
             send.append(m)
         result = parts.dest.write(send, fresh=fresh) if send else records.WriteResult()
         crash.point("after_write")
-        parts.capture.acknowledge(batch, result)
+        all_rejected = rejected + result.rejected
+        parts.capture.acknowledge(batch, records.WriteResult(result.delivered, all_rejected))
         crash.point("after_ack")
         counts.written = sum(1 for d in result.delivered if d.op != "delete")
         counts.deleted = sum(1 for d in result.delivered if d.op == "delete")
-        all_rejected = rejected + result.rejected
         counts.rejected = len(all_rejected)
         counts.truncated = sum(tally.truncated.values())
         counts.defaulted = sum(tally.defaulted.values()) + sum(tally.kept.values())

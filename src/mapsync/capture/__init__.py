@@ -5,11 +5,27 @@ A method registers its class in `REGISTRY` under the `changes.method` name of th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Protocol
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mapsync import records
 from mapsync.connectors.sql_source import SqlSource
+
+if TYPE_CHECKING:
+    from mapsync.sheet import models
+    from mapsync.state.store import StateStore
+
+
+@dataclasses.dataclass
+class Context:
+    """What a capture method may use besides its source: the sync's name and config, the state
+    store (key ledger, cursors) and the engine's open connections by name."""
+
+    sync: str
+    config: models.SyncConfig
+    store: StateStore
+    database: Callable[[str], Any]
 
 
 class Capture(Protocol):
@@ -25,9 +41,13 @@ class Capture(Protocol):
         """Cursor values to commit once every batch of the run is committed."""
 
     def acknowledge(self, batch: records.Batch, result: records.WriteResult) -> None:
-        """Tell the source what was delivered (queue statuses, status write-back)."""
+        """Tell the source what was delivered (queue statuses, status write-back).
+
+        `result.rejected` holds every rejection of the batch (mapping and destination); every
+        other change of the batch was delivered or skipped as unchanged."""
 
 
+# name → class; the engine builds one per run as `cls(source, changes_cfg, batch_size, context)`
 REGISTRY: dict[str, type[Any]] = {}
 
 

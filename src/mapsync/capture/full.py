@@ -15,7 +15,7 @@ from mapsync.sheet import models
 
 @register("full")
 class FullCapture:
-    def __init__(self, source: SqlSource, cfg: models.FullChanges, batch: int) -> None:
+    def __init__(self, source: SqlSource, cfg: models.FullChanges, batch: int, ctx: Any = None) -> None:
         self.source = source
         self.batch = batch
 

@@ -29,7 +29,7 @@ def later(a: Any, b: Any) -> Any:
 
 @register("watermark")
 class WatermarkCapture:
-    def __init__(self, source: SqlSource, cfg: models.WatermarkChanges, batch: int) -> None:
+    def __init__(self, source: SqlSource, cfg: models.WatermarkChanges, batch: int, ctx: Any = None) -> None:
         self.source = source
         self.cfg = cfg
         self.batch = batch
