@@ -1,0 +1,133 @@
+"""`mapsync run --follow`: keep capturing until told to stop, for low-latency syncs.
+
+Each pass runs every sync once (the same `Engine.run` as a one-off `mapsync run`, lease and
+all); between passes the follower sleeps for the poll interval or until a PostgreSQL source
+sends a notification on the change channel (the trigger queue's triggers `NOTIFY mapsync`
+after each change), whichever comes first. Passes that changed nothing leave no run in the
+history (the run table would otherwise grow by one row per poll). SIGTERM or SIGINT ends the
+loop after the pass in progress: every batch of it is committed, nothing is cut in half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import select
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from mapsync import errors
+from mapsync.engine import Engine, RunReport
+
+log = logging.getLogger("mapsync.follow")
+CHANNEL = "mapsync"
+
+
+class Waker:
+    """Sleeps up to the poll interval, waking early on a PostgreSQL NOTIFY or a stop request."""
+
+    def __init__(self, urls: list[str], stop: threading.Event) -> None:
+        self.stop = stop
+        self._conns: list[Any] = []
+        for url in urls:
+            try:
+                import psycopg
+
+                conn = psycopg.connect(url, autocommit=True)
+                conn.execute(f"LISTEN {CHANNEL}")
+                self._conns.append(conn)
+            except Exception as exc:  # a wake-up is an optimisation: polling still works
+                log.warning(
+                    "follow_listen_failed",
+                    extra={"action": "follow_listen_failed", "error": type(exc).__name__},
+                )
+
+    def wait(self, timeout: float) -> bool:
+        """True when woken by a notification, False on timeout or stop."""
+        if self.stop.is_set():
+            return False
+        if not self._conns:
+            self.stop.wait(timeout)
+            return False
+        ready, _, _ = select.select([c.fileno() for c in self._conns], [], [], timeout)
+        woken = False
+        for conn in self._conns:
+            if conn.fileno() in ready:
+                # drain every pending notification so one burst of changes wakes us once
+                for _ in conn.notifies(timeout=0):
+                    woken = True
+        return woken
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._conns.clear()
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM / SIGINT set `stop` instead of killing the process mid-batch."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("follow_stopping", extra={"action": "follow_stopping", "signal": signum})
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def pg_listen_urls(engine: Engine, names: list[str]) -> list[str]:
+    """libpq URLs of the PostgreSQL sources of `names` (each once)."""
+    urls: list[str] = []
+    for name in names:
+        conn_name = engine.sheet.syncs[name].from_.connection
+        handle = engine.database(conn_name)
+        dialect = getattr(getattr(handle, "engine", None), "dialect", None)
+        if dialect is not None and dialect.name == "postgresql":
+            url = handle.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            if url not in urls:
+                urls.append(url)
+    return urls
+
+
+def follow(
+    engine: Engine,
+    names: list[str],
+    *,
+    poll: dt.timedelta,
+    stop: threading.Event,
+    on_report: Callable[[RunReport], None],
+    max_passes: int | None = None,
+) -> int:
+    """Run passes until `stop` is set; returns the number of passes. A sync whose run fails is
+    reported and tried again on the next pass (a lease held elsewhere is skipped quietly)."""
+    waker = Waker(pg_listen_urls(engine, names), stop)
+    passes = 0
+    try:
+        while not stop.is_set():
+            passes += 1
+            for name in names:
+                if stop.is_set():
+                    break
+                try:
+                    report = engine.run(name, "run", trigger="follow", keep_empty=False)
+                except errors.LeaseHeld as exc:
+                    log.debug("follow_lease_held", extra={"action": "follow_lease_held", "sync": name})
+                    del exc
+                    continue
+                if report.counts.changed or not report.ok:
+                    on_report(report)
+            if max_passes is not None and passes >= max_passes:
+                break
+            waker.wait(poll.total_seconds())
+    finally:
+        waker.close()
+    return passes
