@@ -72,6 +72,7 @@ def column(spec: dict[str, Any] | None) -> ColumnInfo | None:
         spec.get("precision"),
         spec.get("scale"),
         False,
+        tuple(str(v) for v in spec["allowed"]) if "allowed" in spec else None,
     )
 
 
@@ -189,8 +190,15 @@ NEW_RULES: dict[str, Any] = {
     "listed": {"from": "x", "enum": ["a", 1, True]},
     "omitted": {"from": "x", "on_null": "omit", "truncate": "auto"},
     "defaulted": {"from": "x", "on_null": "default", "default": "n/a", "truncate": 3},
+    "corrected": {"from": "x", "country": {"to": "iso2", "autocorrect": True}},
+    "allowed": {"from": "x", "trim": True},
+    "dst": {"from": "x", "cast": "datetime", "timezone": {"source": "America/New_York"}},
 }
-NEW_COLUMNS = {"omitted": {"length": 4}, "defaulted": {"length": 3, "nullable": False}}
+NEW_COLUMNS = {
+    "omitted": {"length": 4},
+    "defaulted": {"length": 3, "nullable": False},
+    "allowed": {"allowed": ["A", "1", "2.5"]},
+}
 NEW_MAPPINGS = [(name, mapping(rule, column(NEW_COLUMNS.get(name)))) for name, rule in NEW_RULES.items()]
 
 

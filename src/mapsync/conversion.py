@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import importlib.metadata
 import string
 import zoneinfo
 from collections.abc import Callable
@@ -124,6 +125,8 @@ def _timezone(spec: models.FieldRule, field: str) -> Step | None:
             if value.tzinfo is None:
                 local = value.replace(tzinfo=source)  # fold=0: an ambiguous time is the earlier one
                 exists = local.astimezone(UTC).astimezone(source).replace(tzinfo=None) == value
+                if exists and local.utcoffset() != local.replace(fold=1).utcoffset():
+                    tally.dst_ambiguous[field] += 1  # happened twice (clocks went back): counted
             else:
                 local, exists = value, True  # an aware value keeps its own zone
             result = local if target is None else local.astimezone(target).replace(tzinfo=None)
@@ -143,22 +146,51 @@ def _timezone(spec: models.FieldRule, field: str) -> Step | None:
     return step
 
 
+HOOK_GROUP = "mapsync.hooks"
+
+
+def _hook(spec: models.FieldRule, field: str) -> tuple[str, Callable[..., Any]]:
+    """The `python` rule's function and how messages name it; ConfigError when it does not load."""
+    python = spec.python
+    if isinstance(python, models.PythonHook) or (isinstance(python, str) and python.startswith("ep:")):
+        name = python.entry_point if isinstance(python, models.PythonHook) else python[3:]
+        found = [ep for ep in importlib.metadata.entry_points(group=HOOK_GROUP) if ep.name == name]
+        ref = f"entry point {name}"
+        if not found:
+            known = sorted({ep.name for ep in importlib.metadata.entry_points(group=HOOK_GROUP)})
+            raise ConfigError(
+                f"field `{field}`: python: no entry point {name!r} in the group {HOOK_GROUP} "
+                f"(installed: {', '.join(known) or 'none'}); install the package that declares it"
+            )
+        try:
+            fn = found[0].load()
+        except Exception as exc:
+            raise ConfigError(
+                f"field `{field}`: cannot load python {ref} ({found[0].value}): {type(exc).__name__}: {exc}"
+            ) from None
+    else:
+        ref = str(python)
+        module_name, _, attr = ref.partition(":")
+        if not module_name or not attr:
+            raise ConfigError(
+                f"field `{field}`: python {ref!r} should be `package.module:function` (or `ep:name`)"
+            )
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except Exception as exc:  # ImportError, AttributeError, or the module failing as it loads
+            raise ConfigError(
+                f"field `{field}`: cannot load python {ref!r}: {type(exc).__name__}: {exc}"
+            ) from None
+    if not callable(fn):
+        raise ConfigError(f"field `{field}`: python {ref!r} is not a function")
+    return ref, fn
+
+
 @rule("python")
 def _python(spec: models.FieldRule, field: str) -> Step | None:
     if spec.python is None:
         return None
-    ref = spec.python
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"field `{field}`: python {ref!r} should be `package.module:function`")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except Exception as exc:  # ImportError, AttributeError, or the module failing as it loads
-        raise ConfigError(
-            f"field `{field}`: cannot load python {ref!r}: {type(exc).__name__}: {exc}"
-        ) from None
-    if not callable(fn):
-        raise ConfigError(f"field `{field}`: python {ref!r} is not a function")
+    ref, fn = _hook(spec, field)
 
     def step(value: Any, tally: Tally, row: records.Row) -> Any:  # a ROW_RULES step
         try:

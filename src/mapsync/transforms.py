@@ -10,12 +10,14 @@ import collections
 import dataclasses
 import datetime as dt
 import decimal
-import functools
-import re
-import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+from mapsync.countries import COUNTRY_ALIASES as COUNTRY_ALIASES  # countries live there
+from mapsync.countries import _normalize as _normalize
+from mapsync.countries import country_lookup as country_lookup
+from mapsync.countries import country_near_misses as country_near_misses
+from mapsync.countries import country_spellings as country_spellings
 from mapsync.errors import RecordRejected
 from mapsync.sheet import models
 
@@ -30,6 +32,10 @@ class Tally:
     truncated: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     defaulted: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     kept: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    corrected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    dst_ambiguous: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    # updates written disabled because they show the row expired (`deletes.policy: by_reason`)
+    expired: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 
 # the order rules apply in (models.FieldRule's docstring); `RULES` is kept in this order
@@ -130,12 +136,27 @@ def _map(spec: models.FieldRule, field: str) -> Step | None:
 def _country(spec: models.FieldRule, field: str) -> Step | None:
     if spec.country is None:
         return None
-    form = spec.country
+    opts = spec.country if isinstance(spec.country, models.CountryRule) else None
+    form: str = opts.to if opts else str(spec.country)
+    autocorrect, cutoff = (opts.autocorrect, opts.cutoff) if opts else (False, 1.0)
 
     def step(value: Any, tally: Tally) -> Any:
         if value is None or str(value).strip() == "":
             return None
         found = country_lookup(str(value))
+        if found is None and autocorrect:
+            near = country_near_misses(str(value), cutoff)
+            if len(near) == 1:  # one country close enough: corrected, counted
+                tally.corrected[field] += 1
+                found = near[0]
+            elif near:
+                names = ", ".join(c.name for c in near[:4])
+                raise RecordRejected(
+                    f"country {show(value)} of `{field}` is ambiguous: close to {names}",
+                    field,
+                    "country",
+                    value,
+                )
         if found is None:
             raise RecordRejected(
                 f"country {show(value)} of `{field}` is not a country it can place", field, "country", value
@@ -244,128 +265,7 @@ def convert(value: Any, kind: str, scale: int | None = None) -> Any:
     raise ValueError(kind)
 
 
-# --------------------------------------------------------------------------- countries
-
-COUNTRY_ALIASES = {
-    "us": "USA",
-    "u s": "USA",
-    "usa": "USA",
-    "u s a": "USA",
-    "united states": "USA",
-    "united states of america": "USA",
-    "america": "USA",
-    "the united states": "USA",
-    "uk": "GBR",
-    "u k": "GBR",
-    "great britain": "GBR",
-    "britain": "GBR",
-    "england": "GBR",
-    "scotland": "GBR",
-    "wales": "GBR",
-    "northern ireland": "GBR",
-    "united kingdom": "GBR",
-    "deutschland": "DEU",
-    "germany": "DEU",
-    "brd": "DEU",
-    "holland": "NLD",
-    "the netherlands": "NLD",
-    "nederland": "NLD",
-    "espana": "ESP",
-    "osterreich": "AUT",
-    "schweiz": "CHE",
-    "suisse": "CHE",
-    "russia": "RUS",
-    "south korea": "KOR",
-    "korea": "KOR",
-    "north korea": "PRK",
-    "czech republic": "CZE",
-    "czechia": "CZE",
-    "vietnam": "VNM",
-    "iran": "IRN",
-    "taiwan": "TWN",
-    "bolivia": "BOL",
-    "venezuela": "VEN",
-    "tanzania": "TZA",
-    "syria": "SYR",
-    "laos": "LAO",
-    "moldova": "MDA",
-    "uae": "ARE",
-    "u a e": "ARE",
-    "ivory coast": "CIV",
-    "turkey": "TUR",
-    "prc": "CHN",
-    "mexico": "MEX",
-    "mejico": "MEX",
-    "canada": "CAN",
-    "italia": "ITA",
-    "brasil": "BRA",
-}
-
-
-def _normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
-    text = re.sub(r"[^a-z0-9]+", " ", text)
-    return text.strip()
-
-
-def country_lookup(text: str) -> Any:
-    return _country_by_norm(_normalize(text))
-
-
-@functools.lru_cache(maxsize=8192)
-def _country_by_norm(norm: str) -> Any:
-    import pycountry
-
-    if not norm:
-        return None
-    code = COUNTRY_ALIASES.get(norm)
-    if code:
-        return pycountry.countries.get(alpha_3=code)
-    compact = norm.replace(" ", "")
-    # a code only when written as one token: "N/A" is not Namibia ("U.S." etc. are aliases)
-    if len(compact) in (2, 3) and compact.isalpha() and compact == norm:
-        found = pycountry.countries.get(**{f"alpha_{len(compact)}": compact.upper()})  # type: ignore[arg-type]
-        if found:
-            return found
-    for country in pycountry.countries:
-        names = [country.name, getattr(country, "official_name", ""), getattr(country, "common_name", "")]
-        if norm in {_normalize(n) for n in names if n}:
-            return country
-    return None
-
-
-# --------------------------------------------------------------------------- delete policies
-
-DeletePolicy = Callable[[models.DeletesConfig, dict[str, Any]], tuple[str, dict[str, Any]] | None]
-DELETE_POLICIES: dict[str, DeletePolicy] = {}
-
-
-def delete_policy(name: str) -> Callable[[DeletePolicy], DeletePolicy]:
-    """Register what a source delete becomes: (write op, values) or None for nothing."""
-
-    def register(fn: DeletePolicy) -> DeletePolicy:
-        DELETE_POLICIES[name] = fn
-        return fn
-
-    return register
-
-
-@delete_policy("ignore")
-def _ignore(cfg: models.DeletesConfig, key_values: dict[str, Any]) -> None:
-    return None
-
-
-@delete_policy("disable")
-def _disable(cfg: models.DeletesConfig, key_values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    assert cfg.field is not None
-    return "update", {**key_values, cfg.field: cfg.value}
-
-
-@delete_policy("hard")
-def _hard(cfg: models.DeletesConfig, key_values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return "delete", key_values
-
-
-# rules kept in their own modules register themselves in `RULES` when imported
+# rules kept in their own modules register themselves in `RULES` when imported; the delete
+# policies live in mapsync/deletes.py and stay importable from here
 from mapsync import conversion, validation  # noqa: E402, F401
+from mapsync.deletes import DELETE_POLICIES, DeletePolicy, delete_policy  # noqa: E402, F401

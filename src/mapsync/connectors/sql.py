@@ -57,6 +57,7 @@ class ColumnInfo:
     precision: int | None = None  # NUMERIC(precision, scale)
     scale: int | None = None
     text_nul_forbidden: bool = False  # PostgreSQL text cannot hold NUL
+    allowed: tuple[str, ...] | None = None  # values an ENUM type or a list CHECK allows (as text)
 
 
 class SqlDatabase:
@@ -121,6 +122,10 @@ class SqlDatabase:
         return reflected
 
     def columns(self, table: sa.Table) -> dict[str, ColumnInfo]:
+        from mapsync.connectors.sql_allowed import allowed_values
+
+        with self.engine.connect() as conn:
+            allowed = allowed_values(conn, table)
         out = {}
         for col in table.columns:
             try:
@@ -143,6 +148,7 @@ class SqlDatabase:
                 precision=getattr(col.type, "precision", None) if py is decimal.Decimal else None,
                 scale=getattr(col.type, "scale", None) if py is decimal.Decimal else None,
                 text_nul_forbidden=self.dialect == "postgresql",
+                allowed=allowed.get(col.name),
             )
         return out
 

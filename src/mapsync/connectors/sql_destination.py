@@ -9,6 +9,7 @@ delete followed by a re-insert, ends as the source ended.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from mapsync.connectors.sql import ColumnInfo, SqlDatabase, describe_error
 from mapsync.sheet import models
 
 COPY_THRESHOLD = 200
+log = logging.getLogger("mapsync.destination")
 _MYSQL_PERMANENT = {1044, 1045, 1054, 1142, 1143, 1146}
 _MYSQL_RECORD = {1364}  # a new row without a value for a NOT NULL column (`on_null: omit`)
 
@@ -61,8 +63,11 @@ class SqlDestination:
         self.secrets = secrets
         where = f"sync {sync_name}: to"
         fields = list(cfg.fields)
-        if cfg.deletes.policy == "disable" and cfg.deletes.field:
+        if cfg.deletes.field and (cfg.deletes.policy in ("disable", "by_reason") or cfg.deletes.fallback):
             fields.append(cfg.deletes.field)
+        # `deletes.fallback: disable`: a refused hard delete sets this field to this value instead
+        self.fallback = (cfg.deletes.field, cfg.deletes.value) if cfg.deletes.fallback == "disable" else None
+        self.fell_back = 0  # hard deletes written as `disable` instead, for the run report
         self.main = _Table(db, cfg.to.table, list(cfg.key.to), fields, where)
         self.children = {
             name: (
@@ -96,7 +101,52 @@ class SqlDestination:
 
     def write(self, batch: Sequence[records.Mapped], *, fresh: bool = False) -> records.WriteResult:
         """Write a batch; rejections carry the database's message for the record(s) at fault."""
-        return delivery.deliver(batch, self._write_retrying, fresh=fresh)
+        result = delivery.deliver(batch, self._write_retrying, fresh=fresh)
+        if self.fallback is not None and result.rejected:
+            result = self._fall_back(batch, result)
+        return result
+
+    def _fall_back(self, batch: Sequence[records.Mapped], result: records.WriteResult) -> records.WriteResult:
+        """Hard deletes the destination refused (a foreign key, no DELETE permission), written
+        again as `disable`: the sync's `deletes.field` set to `deletes.value`."""
+        assert self.fallback is not None
+        field, value = self.fallback
+        assert field is not None  # DeletesConfig requires it with `fallback: disable`
+        latest = {r.dest_key: r for r in batch}  # what `deliver` wrote for each key: the last change
+        refused = {
+            r.key: r
+            for r in latest.values()
+            if r.op == "delete" and any(rej.key == r.key for rej in result.rejected)
+        }
+        if not refused:
+            return result
+        disable = [
+            records.Mapped(
+                "update",
+                r.key,
+                r.dest_key,
+                r.version,
+                {**dict(zip(self.main.key, r.dest_key, strict=True)), field: value},
+                {},
+                r.hash,
+            )
+            for r in refused.values()
+        ]
+        again = delivery.deliver(disable, self._write_retrying)
+        done = {d.key for d in again.delivered}
+        self.fell_back += len(done)
+        if done:
+            log.warning(
+                "delete_fell_back",
+                extra={
+                    "action": "delete_fell_back",
+                    "sync": self.sync,
+                    "count": len(done),
+                    "reasons": sorted({rej.message for rej in result.rejected if rej.key in done})[:3],
+                },
+            )
+        rejected = [rej for rej in result.rejected if rej.key not in done]
+        return records.WriteResult(result.delivered + again.delivered, rejected)
 
     def _write_retrying(self, recs: list[records.Mapped], fresh: bool) -> None:
         delay = 0.5
@@ -123,6 +173,8 @@ class SqlDestination:
                 fresh = False
 
     def _classify(self, exc: sa.exc.DBAPIError) -> str:
+        if self.fallback is not None and self._delete_denied(exc):
+            return "record"  # isolated, then written as `disable` (see _fall_back)
         if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
             code = exc.orig.args[0] if self.db.dialect == "mysql" and exc.orig and exc.orig.args else None
             if code in _MYSQL_RECORD:
@@ -132,6 +184,16 @@ class SqlDestination:
             code = exc.orig.args[0] if self.db.dialect == "mysql" and exc.orig and exc.orig.args else None
             return "permanent" if code in _MYSQL_PERMANENT or self.db.dialect != "mysql" else "record"
         return "record"
+
+    def _delete_denied(self, exc: sa.exc.DBAPIError) -> bool:
+        """No permission to DELETE from the main table (the rest of the writes may work)."""
+        statement = str(exc.statement or "").lstrip().upper()
+        if not statement.startswith("DELETE FROM " + self.main.qualified.upper()):  # noqa: S608 (a prefix test, not SQL)
+            return False
+        orig = exc.orig
+        if self.db.dialect == "mysql":
+            return bool(orig and orig.args and orig.args[0] in (1142, 1143))
+        return getattr(orig, "sqlstate", None) == "42501"
 
     def _write(self, recs: list[records.Mapped], fresh: bool) -> None:
         self.attempts += 1

@@ -15,8 +15,9 @@ from collections.abc import Mapping as AbcMapping
 from pathlib import Path
 from typing import Any
 
-from mapsync import conversion, lookups, records, transforms
+from mapsync import conversion, deletes, lookups, records, transforms
 from mapsync.connectors.sql import ColumnInfo
+from mapsync.connectors.sql_allowed import is_allowed
 from mapsync.errors import ConfigError, RecordRejected
 from mapsync.sheet import models
 
@@ -100,12 +101,15 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], An
     length, nullable = column.length, column.nullable
     precision, scale = column.precision, column.scale
     no_nul = column.text_nul_forbidden
+    allowed = frozenset(column.allowed) if column.allowed is not None else None
     # fast paths, same outcome as the full check below: a value of exactly the column's type
     # that has no limits to check, and text for a text (or untyped) column
     exact = {"int": int, "float": float, "bool": bool, "datetime": dt.datetime, "date": dt.date}.get(
         kind or ""
     )
-    text = kind in ("str", None)
+    text = kind in ("str", None) and allowed is None
+    if allowed is not None:
+        exact = None  # every value goes through the full check below
 
     def check(value: Any) -> Any:
         if value is None:
@@ -147,6 +151,14 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], An
                 )
         if isinstance(value, decimal.Decimal) and precision is not None:
             _check_decimal(name, value, precision, scale or 0)
+        if allowed is not None and not is_allowed(value, allowed):
+            shown = ", ".join(sorted(allowed)[:8]) + (", …" if len(allowed) > 8 else "")
+            raise RecordRejected(
+                f"field `{name}` value {transforms.show(value)} not allowed (destination allows {shown})",
+                name,
+                "allowed",
+                value,
+            )
         return value
 
     return check
@@ -220,11 +232,33 @@ class RowMapping:
         ]
         self.key_to = list(key.to)
 
+    def _all_failures(self, row: records.Row, first: RecordRejected) -> RecordRejected:
+        """The first failure, its message extended by those of the fields after it (the record
+        is rejected anyway: what they count is not counted)."""
+        names = list(self.fields)
+        later = names[names.index(first.field) + 1 :] if first.field in self.fields else []
+        scratch = transforms.Tally()
+        more = []
+        for name in later:
+            try:
+                self.fields[name](row, scratch)
+            except RecordRejected as exc:
+                more.append(str(exc))
+            except Exception as exc:  # as Mapping.apply words a crashing rule
+                more.append(f"field `{name}`: mapping failed: {type(exc).__name__}")
+        if not more:
+            return first
+        message = f"{first}; also: " + "; ".join(more)
+        return RecordRejected(message[:2000], first.field, first.rule, first.value)
+
     def dest_key(self, row: records.Row) -> records.Key:
         return tuple([check(row[src]) for src, check in self.key_checks])
 
     def values(self, row: records.Row, tally: transforms.Tally) -> records.Row:
-        out = {name: fn(row, tally) for name, fn in self.fields.items()}
+        try:
+            out = {name: fn(row, tally) for name, fn in self.fields.items()}
+        except RecordRejected as exc:
+            raise self._all_failures(row, exc) from None
         if self.omits:
             out = {name: value for name, value in out.items() if value is not transforms.OMIT}
         out.update(zip(self.key_to, self.dest_key(row), strict=True))
@@ -256,6 +290,7 @@ class Mapping:
             for name, child in sync.children.items()
         }
         self.deletes = sync.deletes
+        self._expiry = sync.deletes.policy == "by_reason"
         lookups.deactivate(active)
         self._lookup_fields = [self.main.fields[n] for n, s in sync.fields.items() if s.lookup]
         self._child_lookup_fields = {
@@ -288,6 +323,9 @@ class Mapping:
             if change.op == "delete":
                 return self._delete(change)
             values = self.main.values(change.data, tally)
+            if self._expiry and deletes.disable_expired_update(self.deletes, change.data):
+                values[self.deletes.field or ""] = self.deletes.value  # an update showing expiry
+                tally.expired[self.deletes.field or ""] += 1
             dest_key = tuple([values[k] for k in self.main.key_to])
             children: dict[str, list[records.Row]] = {}
             for name, (mapping, parent_cols) in self.children.items():
@@ -318,9 +356,10 @@ class Mapping:
         )
 
     def _delete(self, change: records.Change) -> records.Mapped | None:
-        dest_key = self.main.dest_key(change.data) if change.data else change.key
-        outcome = transforms.DELETE_POLICIES[self.deletes.policy](
-            self.deletes, dict(zip(self.main.key_to, dest_key, strict=True))
+        has_key = change.data and all(src in change.data for src, _ in self.main.key_checks)
+        dest_key = self.main.dest_key(change.data) if has_key else change.key
+        outcome = deletes.DELETE_POLICIES[self.deletes.policy](
+            self.deletes, dict(zip(self.main.key_to, dest_key, strict=True)), change.data
         )
         if outcome is None:
             return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from mapsync.sheet.base import Model, Name
 
@@ -65,6 +66,34 @@ class TimezoneRule(Model):
     )
 
 
+_COUNTRY_FORMS = ("iso2", "iso3", "name")
+
+
+class PythonHook(Model):
+    """A `python` rule found by its entry point instead of a dotted path."""
+
+    entry_point: str = Field(
+        min_length=1,
+        description="Name of an entry point in the group `mapsync.hooks` of an installed package.",
+    )
+
+
+class CountryRule(Model):
+    """Country translation with options (`country: iso2` is short for `{to: iso2}`)."""
+
+    to: Literal["iso2", "iso3", "name"] = Field(description="ISO 3166 `iso2`, `iso3` or the short `name`.")
+    autocorrect: bool = Field(
+        False,
+        description=(
+            'Correct a near miss ("Germnay") when exactly one country is close enough '
+            "(`cutoff`); each correction is counted and reported. Off: a near miss is a rejection."
+        ),
+    )
+    cutoff: float = Field(
+        0.85, ge=0.6, le=1.0, description="For `autocorrect`: the least similarity (0.6–1) of a near miss."
+    )
+
+
 class FieldRule(Model):
     """How one destination field gets its value. Rules apply in this order: source (`from`,
     `value` or `template`), `on_null`/`default`, `trim`, `case`, `split`, `map`/`map_from`,
@@ -99,11 +128,12 @@ class FieldRule(Model):
         ),
     )
     map_default: Any = Field(None, description="Value used for unmapped values when `on_unknown: default`.")
-    country: Literal["iso2", "iso3", "name"] | None = Field(
+    country: Literal["iso2", "iso3", "name"] | CountryRule | None = Field(
         None,
         description=(
-            "Translate free-text country names to ISO 3166 `iso2`, `iso3` or the short `name`. "
-            "A spelling it cannot place is a rejection."
+            "Translate free-text country names to ISO 3166 `iso2`, `iso3` or the short `name`, or "
+            "`{to: iso2, autocorrect: true}` to correct near misses. A spelling it cannot place "
+            "is a rejection."
         ),
     )
     cast: Literal["str", "int", "decimal", "float", "bool", "date", "datetime"] | None = Field(
@@ -148,12 +178,13 @@ class FieldRule(Model):
             "change is a record error; a repeated one is taken as the earlier."
         ),
     )
-    python: str | None = Field(
+    python: str | PythonHook | None = Field(
         None,
         description=(
-            "Your own rule: `package.module:function`, imported once, called as `function(value, row)` "
-            "(NULL too); it returns the new value or raises ValueError (a record error, as is any "
-            "other exception)."
+            "Your own rule: `package.module:function`, or an installed entry point of the group "
+            "`mapsync.hooks` (`{entry_point: name}`, short `ep:name`); loaded once, called as "
+            "`function(value, row)` (NULL too); it returns the new value or raises ValueError (a "
+            "record error, as is any other exception)."
         ),
     )
     on_null: Literal["send", "omit", "default", "reject"] | None = Field(
@@ -174,6 +205,23 @@ class FieldRule(Model):
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"from": data} if isinstance(data, str) else data
+
+    @field_validator("country", "python", mode="wrap")
+    @classmethod
+    def _short_or_long(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
+        """`country: iso2` or `country: {to: iso2, …}` (likewise `python`): one message, not one
+        per form, when the value is wrong."""
+        if isinstance(value, dict):
+            return (CountryRule if info.field_name == "country" else PythonHook).model_validate(value)
+        if info.field_name == "country" and value is not None and value not in _COUNTRY_FORMS:
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}", {"expected": "'iso2', 'iso3' or 'name'"}
+            )
+        if info.field_name == "python" and value is not None and not isinstance(value, str):
+            raise PydanticCustomError(
+                "python_type", "give `package.module:function`, `ep:name` or `{entry_point: name}`"
+            )
+        return handler(value)
 
     @field_validator("truncate")
     @classmethod

@@ -29,13 +29,23 @@ def value_text(value: Any) -> str:
 def record(
     conn: sa.Connection, sync: str, rejected: Sequence[records.Rejection], now: str
 ) -> list[dict[str, Any]]:
-    """Count this batch's unmapped values; return the ones seen for the first time."""
+    """Count this batch's unmapped values; return the ones seen for the first time.
+
+    `count` is the number of records a value blocked: a record re-read while its open error
+    already carries the same value is not counted again (its `last_seen` still moves). Runs
+    before the batch's record errors are written (see StateStore.commit)."""
     u = schema.unmapped
+    relevant = [r for r in rejected if is_unmapped(r)]
+    if not relevant:
+        return []
+    blocked = _open_errors(conn, sync, sorted({records.key_text(r.key) for r in relevant}))
     batch: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for r in rejected:
-        if not is_unmapped(r):
-            continue
+    counted: set[tuple[str, tuple[str, str, str]]] = set()
+    for r in relevant:
         ident = (r.field or "", r.rule or "", value_text(r.value))
+        key = records.key_text(r.key)
+        fresh = (key, *ident) not in blocked and (key, ident) not in counted
+        counted.add((key, ident))
         row = batch.get(ident)
         if row is None:
             batch[ident] = {
@@ -43,14 +53,14 @@ def record(
                 "field": ident[0],
                 "rule": ident[1],
                 "value": ident[2],
-                "count": 1,
+                "count": int(fresh),
                 "first_seen": now,
                 "last_seen": now,
-                "sample_key": records.key_text(r.key),
+                "sample_key": key,
                 "resolved_at": None,
             }
         else:
-            row["count"] += 1
+            row["count"] += int(fresh)
     if not batch:
         return []
     known = {
@@ -75,6 +85,20 @@ def record(
         rows,
     )
     return [row for ident, row in batch.items() if ident not in known]
+
+
+def _open_errors(conn: sa.Connection, sync: str, keys: list[str]) -> set[tuple[str, str, str, str]]:
+    """(key, field, rule, value) of the open record errors of these keys."""
+    e = schema.record_errors
+    found: set[tuple[str, str, str, str]] = set()
+    for i in range(0, len(keys), 500):
+        rows = conn.execute(
+            sa.select(e.c.key, e.c.field, e.c.rule, e.c.value).where(
+                e.c.sync == sync, e.c.key.in_(keys[i : i + 500]), e.c.resolved_at.is_(None)
+            )
+        )
+        found.update((k, f or "", r or "", v) for k, f, r, v in rows if v is not None)
+    return found
 
 
 def resolve(conn: sa.Connection, sync: str, now: str) -> int:
