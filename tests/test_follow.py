@@ -107,3 +107,62 @@ def test_follow_rejects_bad_poll(tmp_path: Path, sqlite_database: Callable[[], s
     assert result.returncode == 2
     assert "--poll" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+QUEUE_SHEET = """
+version: 1
+connections:
+  src: {{url: "{src}"}}
+  dst: {{url: "{dst}"}}
+syncs:
+  items:
+    from: {{connection: src, table: items}}
+    to: {{connection: dst, table: items}}
+    key: {{from: id, to: id}}
+    fields: {{name: name}}
+    changes: {{method: queue}}
+    deletes: {{policy: hard}}
+"""
+
+
+@pytest.mark.slow
+def test_follow_wakes_on_postgres_notify(pg_database: Callable[[], str], tmp_path: Path) -> None:
+    """With a 60 s poll, only the queue trigger's NOTIFY can bring a change over in seconds."""
+    src, dst = pg_database(), pg_database()
+    h.execute(src, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    h.execute(dst, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    (tmp_path / "sheet.yaml").write_text(QUEUE_SHEET.format(src=src, dst=dst))
+    for command in ("triggers install", "seed"):
+        result = h.mapsync(*command.split(), "sheet.yaml", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mapsync", "run", "sheet.yaml", "--follow", "--poll", "60s"],
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)  # imports, the first pass, then asleep on the 60 s poll
+        started = time.monotonic()
+        h.execute(src, "INSERT INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three')")
+        arrived = _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 3, timeout=15)
+        if not arrived:
+            proc.kill()
+            raise AssertionError(f"row never arrived; follower said: {proc.communicate()[1][-3000:]}")
+        assert time.monotonic() - started < 15
+        quick = time.monotonic()
+        h.execute(src, "DELETE FROM items WHERE id = 1")
+        # (one of three: under the mass-delete guard's default ratio)
+        assert _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 2, timeout=15)
+        assert time.monotonic() - quick < 15
+        proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert time.monotonic() - stopping < 10, "SIGTERM must not wait for the 60 s poll to end"

@@ -16,6 +16,7 @@ import logging
 import select
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,14 +53,22 @@ class Waker:
         if not self._conns:
             self.stop.wait(timeout)
             return False
-        ready, _, _ = select.select([c.fileno() for c in self._conns], [], [], timeout)
-        woken = False
-        for conn in self._conns:
-            if conn.fileno() in ready:
-                # drain every pending notification so one burst of changes wakes us once
-                for _ in conn.notifies(timeout=0):
-                    woken = True
-        return woken
+        end = time.monotonic() + timeout
+        while not self.stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            # short slices: a signal handler sets `stop`, but select() resumes after it (PEP 475)
+            ready, _, _ = select.select([c.fileno() for c in self._conns], [], [], min(left, 0.25))
+            woken = False
+            for conn in self._conns:
+                if conn.fileno() in ready:
+                    # drain every pending notification so one burst of changes wakes us once
+                    for _ in conn.notifies(timeout=0):
+                        woken = True
+            if woken:
+                return True
+        return False
 
     def close(self) -> None:
         for conn in self._conns:

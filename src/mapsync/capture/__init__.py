@@ -89,4 +89,11 @@ def seed_batches(
         )
 
 
-from mapsync.capture import full, watermark  # noqa: E402,F401  (registration)
+from mapsync.capture import (  # noqa: E402,F401  (registration)
+    full,
+    inbox,
+    log,
+    queue,
+    snapshot,
+    watermark,
+)

@@ -9,6 +9,7 @@ mid-group. The upper bound is the *source's* clock minus `lag`.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,9 @@ from mapsync import errors, records
 from mapsync.capture import register, to_changes
 from mapsync.connectors.sql_source import SqlSource, parse_time
 from mapsync.sheet import models
+from mapsync.state.store import stamp
+
+DELETE_PAGE = 5000  # keys per step of the key-set delete check
 
 
 def later(a: Any, b: Any) -> Any:
@@ -38,10 +42,19 @@ class WatermarkCapture:
         self._low: Any = None
         self._max: Any = None
         self._overlap = False
+        self.ctx = ctx
+        self.check_deletes = False  # `mapsync run --deletes` (the engine sets it)
+        self.guard: Any = None  # the run's mass-delete guard (the engine sets it)
+        self._checked = False
 
     @staticmethod
     def version_column(cfg: models.WatermarkChanges) -> str:
         return cfg.column
+
+    @staticmethod
+    def emits_deletes(cfg: models.WatermarkChanges) -> bool:
+        """Only with `deletes_every`: the periodic key-set check finds deleted rows."""
+        return cfg.deletes_every is not None
 
     def upper(self, sample: Any = None) -> Any:
         return self.source.ts_bound(
@@ -82,9 +95,30 @@ class WatermarkCapture:
                 else {"position": {"after": [last[self.column], *self.source.key_of(last)]}}
             )
             yield records.Batch(to_changes(self.source, rows, self.column), position)
+        if self._deletes_due(cursors):  # after the read (an overlap re-read too)
+            yield from self._delete_check()
+
+    def _deletes_due(self, cursors: dict[str, Any]) -> bool:
+        if self.check_deletes:
+            return True
+        every, last = self.cfg.deletes_every, cursors.get("deletes_at")
+        return every is not None and (last is None or parse_time(last) + every <= dt.datetime.now(dt.UTC))
+
+    def _delete_check(self) -> Iterator[records.Batch]:
+        """The key-set check: ledger-live keys the source no longer has become deletes."""
+        from mapsync.capture.snapshot import walk
+        from mapsync.guard import Guard
+
+        if self.ctx is None:
+            raise errors.ConfigError(f"sync {self.source.sync}: the delete check needs the engine's context")
+        guard = self.guard or Guard(self.ctx.sync, self.ctx.store, self.ctx.config.deletes)
+        yield from walk(self.source, self.ctx, guard, DELETE_PAGE, self.batch, hashed=False, deletes=True)
+        self._checked = True
 
     def finish(self) -> dict[str, Any]:
         out: dict[str, Any] = {"watermark": later(self._low, self._max), "position": None}
+        if self._checked:
+            out["deletes_at"] = stamp()
         return out
 
     def acknowledge(self, batch: records.Batch, result: records.WriteResult) -> None:

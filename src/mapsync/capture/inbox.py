@@ -1,0 +1,172 @@
+"""Inbox capture: events pushed into the state store's inbox (webhooks through `mapsync serve`)
+become changes, processed like queue changes.
+
+- A run takes `new` items of its sync in arrival order, a batch at a time, up to `max_items`.
+  The run holds the sync's lease, so no other run takes the same items; an item stays `new`
+  until the batch that carried it was written, then becomes `processed` (or `error` with the
+  destination's or the mapping's message). A crash in between leaves it `new`: the next run
+  sends it again, which the destination's upsert and the key ledger absorb.
+- Payloads: `{"op": "upsert"|"delete", "key": {...}, "data": {...}, "version": ...}` or the
+  whole source record (an upsert; the key columns are read from it). An upsert without `data`
+  reads the row from the source by key: present → an upsert of the row as it is now, gone → a
+  delete. `key` may also be a list in key-column order, or a scalar for a one-column key.
+- Several items of one key in a batch collapse into the newest; the older ones are `processed`.
+- A payload that cannot be read (not JSON, no key) becomes `error` at once with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from mapsync import records
+from mapsync.capture import Context, register, to_changes
+from mapsync.capture.queue import same_key
+from mapsync.sheet.webhook_models import InboxChanges
+from mapsync.state import inbox
+
+
+@dataclasses.dataclass
+class _Event:
+    item: int
+    op: str
+    key: records.Key
+    data: records.Row | None
+    version: Any
+
+
+class BadPayload(ValueError):
+    """An inbox item that cannot become a change."""
+
+
+def decode(payload: str, key_columns: list[str]) -> tuple[str, records.Key, records.Row | None, Any]:
+    """(op, key, data or None, version) of one payload, or BadPayload naming what is wrong."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        raise BadPayload("payload is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadPayload("payload is not a JSON object")
+    if "op" in body or "key" in body:
+        op = body.get("op", "upsert")
+        if op not in ("upsert", "delete"):
+            raise BadPayload(f"unknown op {str(op)[:40]!r} (expected upsert or delete)")
+        raw = body.get("key")
+        data = body.get("data")
+        if data is not None and not isinstance(data, dict):
+            raise BadPayload("`data` is not a JSON object")
+        if raw is None and isinstance(data, dict):
+            raw = data
+        if isinstance(raw, dict):
+            missing = [c for c in key_columns if c not in raw]
+            if missing:
+                raise BadPayload(f"`key` lacks {', '.join(missing)}")
+            key = tuple(raw[c] for c in key_columns)
+        elif isinstance(raw, list):
+            if len(raw) != len(key_columns):
+                raise BadPayload(f"`key` needs {len(key_columns)} value(s): {', '.join(key_columns)}")
+            key = tuple(raw)
+        elif raw is not None and len(key_columns) == 1 and not isinstance(raw, bool):
+            key = (raw,)
+        else:
+            raise BadPayload(f"no `key` ({', '.join(key_columns)})")
+        if any(v is None or isinstance(v, dict | list) for v in key):
+            raise BadPayload("a key value is null or not a plain value")
+        row = {**data, **dict(zip(key_columns, key, strict=True))} if data is not None else None
+        return op, key, row, body.get("version")
+    missing = [c for c in key_columns if body.get(c) is None]
+    if missing:
+        raise BadPayload(f"the record lacks its key {', '.join(missing)}")
+    return "upsert", tuple(body[c] for c in key_columns), body, None
+
+
+@register("inbox")
+class InboxCapture:
+    def __init__(self, source: Any, cfg: InboxChanges, batch: int, ctx: Context) -> None:
+        self.source = source
+        self.cfg = cfg
+        self.batch = batch
+        self.ctx = ctx
+        self.key_columns = list(ctx.config.key.from_)
+        self._plans: dict[int, dict[str, list[int]]] = {}  # id(batch) → key text → items, newest last
+
+    @staticmethod
+    def version_column(cfg: InboxChanges) -> None:
+        return None
+
+    @staticmethod
+    def emits_deletes(cfg: InboxChanges) -> bool:
+        return True
+
+    def start_seed(self) -> dict[str, Any]:
+        return {}  # items pushed during the seed are processed by the next run
+
+    def low(self) -> Any:
+        return None
+
+    def finish(self) -> dict[str, Any]:
+        return {}
+
+    def read(self, mode: str, cursors: dict[str, Any]) -> Iterator[records.Batch]:
+        after, taken = 0, 0
+        while taken < self.cfg.max_items:
+            items = inbox.new_items(
+                self.ctx.store, self.ctx.sync, after, min(self.batch, self.cfg.max_items - taken)
+            )
+            if not items:
+                return
+            after, taken = items[-1].id, taken + len(items)
+            batch, plan = self._batch(items)
+            if not batch.changes:
+                inbox.finish(self.ctx.store, [i for ids in plan.values() for i in ids], {})
+                continue
+            self._plans[id(batch)] = plan
+            yield batch
+
+    def _batch(self, items: list[inbox.Item]) -> tuple[records.Batch, dict[str, list[int]]]:
+        events: dict[str, list[_Event]] = {}
+        bad: dict[int, str] = {}
+        for item in items:
+            try:
+                op, key, data, version = decode(item.payload, self.key_columns)
+            except BadPayload as exc:
+                bad[item.id] = f"inbox item {item.event_id[:80]}: {exc}"
+                continue
+            events.setdefault(same_key(key), []).append(_Event(item.id, op, key, data, version))
+        if bad:
+            inbox.finish(self.ctx.store, [], bad)
+        newest = [group[-1] for group in events.values()]
+        fetch = [e.key for e in newest if e.op == "upsert" and e.data is None]
+        current: dict[str, records.Row] = {}
+        if fetch:
+            current = {same_key(self.source.key_of(r)): r for r in self.source.read_keys(fetch)}
+        changes: list[records.Change] = []
+        plan: dict[str, list[int]] = {}
+        for group in events.values():
+            event = group[-1]
+            ids = [e.item for e in group]
+            if event.op == "upsert":
+                row = event.data if event.data is not None else current.get(same_key(event.key))
+                if row is not None:
+                    (change,) = to_changes(self.source, [row], None)
+                    change = dataclasses.replace(change, version=event.version)
+                else:  # asked to read the row, and the source no longer has it
+                    change = records.Change("delete", event.key, event.version, {})
+            else:
+                change = records.Change("delete", event.key, event.version, event.data or {})
+            changes.append(change)
+            plan[records.key_text(change.key)] = ids
+        return records.Batch(changes), plan
+
+    def acknowledge(self, batch: records.Batch, result: records.WriteResult) -> None:
+        plan = self._plans.pop(id(batch), {})
+        rejected = {records.key_text(r.key): r.message for r in result.rejected}
+        processed: list[int] = []
+        failed: dict[int, str] = {}
+        for key, ids in plan.items():
+            processed.extend(ids)
+            if key in rejected:
+                failed[ids[-1]] = rejected[key]  # the older items of the key were superseded by it
+        inbox.finish(self.ctx.store, processed, failed)
