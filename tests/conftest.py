@@ -129,3 +129,4 @@ def database(request: pytest.FixtureRequest) -> Callable[[], str]:
     fixture = {"sqlite": "sqlite_database", "postgresql": "pg_database", "mariadb": "mariadb_database"}
     factory: Callable[[], str] = request.getfixturevalue(fixture[request.param])
     return factory
+from tests.sandbox_fixtures import cimcloud_sandbox, cimcloud_sandbox_factory  # noqa: E402,F401  (fixtures)

@@ -13,8 +13,10 @@ from mapsync.sheet import models
 
 
 class Connector(Protocol):
-    def connect(self, name: str, cfg: Any, folder: Path) -> Any:
-        """A handle (engine, HTTP client) for one configured connection; it has `close()`."""
+    def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
+        """A handle (engine, HTTP client) for one configured connection; it has `close()`.
+
+        `store` (the state store) lets an HTTP connection share its call budget across processes."""
 
     def source(self, handle: Any, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Any:
         """The reading side of a sync."""
@@ -24,7 +26,7 @@ class Connector(Protocol):
 
 
 class SqlConnector:
-    def connect(self, name: str, cfg: Any, folder: Path) -> Any:
+    def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
         from mapsync.connectors.sql import SqlDatabase
 
         return SqlDatabase(name, cfg.url, folder, cfg.timezone)
@@ -40,4 +42,29 @@ class SqlConnector:
         return SqlDestination(handle, sync, cfg, secrets)
 
 
-REGISTRY: dict[str, Connector] = {"sql": SqlConnector()}
+class _Lazy:
+    """A connector whose module loads on first use (HTTP clients only when a sheet needs them)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _get(self) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.name)()
+
+    def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
+        return self._get().connect(name, cfg, folder, store)
+
+    def source(self, handle: Any, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Any:
+        return self._get().source(handle, sync, cfg, version_column)
+
+    def destination(self, handle: Any, sync: str, cfg: models.SyncConfig, secrets: tuple[str, ...]) -> Any:
+        return self._get().destination(handle, sync, cfg, secrets)
+
+
+REGISTRY: dict[str, Connector] = {
+    "sql": SqlConnector(),
+    "rest": _Lazy("mapsync.rest.connector", "RestConnector"),
+    "cimcloud": _Lazy("mapsync.cimcloud.connector", "CimcloudConnector"),
+}

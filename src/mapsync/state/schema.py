@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -117,6 +117,59 @@ leases = sa.Table(
     sa.Column("expires_at", sa.String(40), nullable=False),
 )
 
+# v3: calls made under a call budget (one row per call, per credential hash; pruned)
+budget_calls = sa.Table(
+    "mapsync_budget_calls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("credential", sa.String(64), nullable=False),
+    sa.Column("at_us", sa.BigInteger, nullable=False),  # epoch microseconds
+    sa.Index("ix_mapsync_budget_calls_credential_at", "credential", "at_us"),
+)
+
+# v3: one row per credential: the row lock that serialises `acquire`, and what the server said
+budgets = sa.Table(
+    "mapsync_budgets",
+    metadata,
+    sa.Column("credential", sa.String(64), primary_key=True),
+    sa.Column("blocked_until_us", sa.BigInteger, nullable=True),  # Retry-After, 429
+    sa.Column("server_remaining", sa.Integer, nullable=True),  # X-RateLimit-Remaining …
+    sa.Column("server_reset_us", sa.BigInteger, nullable=True),  # … until X-RateLimit-Reset
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+# v3: the durable webhook inbox (and later destructive reads): appended before acknowledging
+inbox = sa.Table(
+    "mapsync_inbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sync", sa.String(128), nullable=False),
+    sa.Column("source", sa.String(128), nullable=True),  # who sent it (webhook, connection)
+    sa.Column("event_id", sa.String(255), nullable=False),  # idempotency key: unique per sync
+    sa.Column("received_at", sa.String(40), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON
+    sa.Column("status", sa.String(16), nullable=False),  # new | processed | error
+    sa.Column("processed_at", sa.String(40), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.UniqueConstraint("sync", "event_id", name="uq_mapsync_inbox_event"),
+    sa.Index("ix_mapsync_inbox_sync_status", "sync", "status", "id"),
+)
+
+# v3: batches handed to an asynchronous destination: persisted before submitting
+async_batches = sa.Table(
+    "mapsync_async_batches",
+    metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),  # the client's id, made before submit
+    sa.Column("sync", sa.String(128), nullable=False, index=True),
+    sa.Column("keys", sa.Text, nullable=False),  # JSON list of the records' keys
+    sa.Column("job_id", sa.String(255), nullable=True),  # the server's, as soon as it returns
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("submitted_at", sa.String(40), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | submitted | done | failed
+    sa.Column("results", sa.Text, nullable=True),  # JSON per-record results
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
 
 def _v1(conn: sa.Connection) -> None:
     metadata.create_all(conn)  # a new store gets the latest tables; later steps then find them
@@ -131,6 +184,12 @@ def _v2(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {q(record_errors.name)} ADD COLUMN {q('value')} TEXT"))
 
 
+def _v3(conn: sa.Connection) -> None:
+    """Call budget, webhook inbox and async batch tables (idempotent, for fresh stores)."""
+    for table in (budget_calls, budgets, inbox, async_batches):
+        table.create(conn, checkfirst=True)
+
+
 # Each entry upgrades the schema from version i to i + 1 (index 0: empty → 1).
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -1,0 +1,325 @@
+"""`mapsync check`: connect to everything a sheet names and report what works, changing nothing.
+
+Per connection: reachability and authentication (SQL: a `SELECT 1`, server version and user;
+REST/CIMcloud: the connector's own `check`, and the call budget left). Per sync: the source and
+destination tables exist with every mapped column (the same catalog checks a run makes), and
+write permission where it is cheap to tell (PostgreSQL `has_table_privilege`, MariaDB `SHOW
+GRANTS`, a SQLite file's permissions). The state store is looked at, never created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from mapsync import capture, connectors, errors
+from mapsync.connectors.sql import SqlDatabase, describe_error, normalize_url
+from mapsync.sheet.loader import LoadedSheet
+from mapsync.state import schema
+from mapsync.state.store import StateStore, resolve_url
+
+
+@dataclasses.dataclass
+class Finding:
+    subject: str
+    status: str  # ok | fail | note
+    detail: str
+
+
+class Checkup:
+    def __init__(self, loaded: LoadedSheet) -> None:
+        self.loaded = loaded
+        self.found: list[Finding] = []
+        self.store: StateStore | None = None
+        self.handles: dict[str, Any] = {}
+
+    def add(self, subject: str, status: str, detail: str) -> None:
+        for secret in self.loaded.secrets:
+            detail = detail.replace(secret, "***")
+        self.found.append(Finding(subject, status, detail))
+
+    @property
+    def ok(self) -> bool:
+        return all(f.status != "fail" for f in self.found)
+
+    def run(self) -> list[Finding]:
+        try:
+            self._state()
+            for name in self.loaded.sheet.connections:
+                self._connection(name)
+            for name in self.loaded.sheet.syncs:
+                self._sync(name)
+        finally:
+            for handle in self.handles.values():
+                if handle is not None:
+                    handle.close()
+            if self.store is not None:
+                self.store.close()
+        return self.found
+
+    # ----------------------------------------------------------------- state store
+
+    def _state(self) -> None:
+        cfg = self.loaded.sheet.state
+        url = normalize_url(resolve_url(cfg.url, self.loaded.folder), self.loaded.folder)
+        subject = f"state store {url.render_as_string(hide_password=True)}"
+        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+            self.add(subject, "note", "not created yet (`mapsync seed` creates it)")
+            return
+        try:
+            engine = sa.create_engine(url, connect_args=_timeout(url.get_backend_name()))
+            try:
+                with engine.connect() as conn:
+                    has = sa.inspect(conn).has_table(schema.meta.name)
+                    version = (
+                        conn.execute(
+                            sa.select(schema.meta.c.value).where(schema.meta.c.name == "schema_version")
+                        ).scalar()
+                        if has
+                        else None
+                    )
+            finally:
+                engine.dispose()
+        except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as exc:
+            self.add(subject, "fail", f"cannot connect: {describe_error(exc, self.loaded.secrets)}")
+            return
+        if version is None:
+            self.add(subject, "note", "reachable, no mapsync tables yet (`mapsync seed` creates them)")
+            return
+        if int(version) > schema.SCHEMA_VERSION:
+            self.add(subject, "fail", f"schema v{version} is newer than this mapsync: upgrade mapsync")
+            return
+        self.add(
+            subject,
+            "ok",
+            f"schema v{version}"
+            + ("" if int(version) == schema.SCHEMA_VERSION else " (upgraded on next run)"),
+        )
+        if int(version) == schema.SCHEMA_VERSION:
+            self.store = StateStore.open(
+                url.render_as_string(hide_password=False), self.loaded.folder, create=False
+            )
+
+    # ----------------------------------------------------------------- connections
+
+    def _connection(self, name: str) -> None:
+        cfg = self.loaded.sheet.connections[name]
+        subject = f"connection {name} ({cfg.kind})"
+        connector = connectors.REGISTRY.get(cfg.kind)
+        if connector is None:
+            self.add(subject, "fail", f"no connector for kind {cfg.kind!r}")
+            self.handles[name] = None
+            return
+        if cfg.kind == "sql":
+            self._sql_connection(name, subject)
+            return
+        try:
+            handle = _open(connector, name, cfg, self.loaded.folder, self.store)
+        except (errors.MapsyncError, OSError) as exc:
+            self.add(subject, "fail", str(exc))
+            self.handles[name] = None
+            return
+        self.handles[name] = handle
+        probe = getattr(handle, "check", None)
+        if probe is None:
+            module_probe = getattr(_module_of(connector), "check", None)
+            probe = (lambda: module_probe(handle)) if callable(module_probe) else None
+        if probe is None:
+            self.add(subject, "note", "this connector has no check: reachability not tested")
+        else:
+            try:
+                result = probe()
+            except Exception as exc:  # a connector's own failure, reported as unreachable
+                self.add(subject, "fail", f"check failed: {type(exc).__name__}: {exc}"[:500])
+            else:
+                good = not isinstance(result, dict) or all(
+                    result.get(k) is not False for k in ("ok", "reachable", "auth_ok")
+                )
+                self.add(subject, "ok" if good else "fail", _describe(result))
+        self._budget(name, handle)
+
+    def _budget(self, name: str, handle: Any) -> None:
+        budget = getattr(getattr(handle, "client", None), "budget", None) or getattr(handle, "budget", None)
+        if budget is None or not hasattr(budget, "remaining"):
+            return
+        if self.store is not None and hasattr(budget, "with_store"):
+            budget = budget.with_store(self.store)  # what every process has used, not only this one
+        left = budget.remaining()
+        parts = [f"{lim['remaining']}/{lim['limit']} left" for lim in left["limits"]]
+        if left.get("blocked_for"):
+            parts.append(f"blocked for {left['blocked_for']}s by the server")
+        if left.get("server_remaining") is not None:
+            parts.append(f"server says {left['server_remaining']} left")
+        scope = "shared through the state store" if self.store is not None else "this process only"
+        self.add(f"connection {name}: call budget", "ok", ", ".join(parts) + f" ({scope})")
+
+    def _sql_connection(self, name: str, subject: str) -> None:
+        cfg: Any = self.loaded.sheet.connections[name]
+        try:
+            db = SqlDatabase(name, cfg.url, self.loaded.folder, getattr(cfg, "timezone", None))
+        except errors.ConfigError as exc:
+            self.add(subject, "fail", str(exc))
+            self.handles[name] = None
+            return
+        sql = {
+            "postgresql": "SELECT version(), current_user",
+            "mysql": "SELECT version(), current_user()",
+            "sqlite": "SELECT 'SQLite ' || sqlite_version(), ''",
+        }[db.dialect]
+        try:
+            with db.engine.connect() as conn:
+                version, user = conn.execute(sa.text(sql)).one()
+        except sa.exc.SQLAlchemyError as exc:
+            self.add(
+                f"connection {name} ({db.dialect})",
+                "fail",
+                f"cannot connect: {_reason(exc, self.loaded.secrets)}",
+            )
+            db.close()
+            self.handles[name] = None
+            return
+        short = " ".join(str(version).split()[:2])
+        self.add(
+            f"connection {name} ({db.dialect})",
+            "ok",
+            f"reachable, {short}" + (f", user {user}" if user else ""),
+        )
+        self.handles[name] = db
+
+    # ----------------------------------------------------------------- syncs
+
+    def _sync(self, name: str) -> None:
+        sheet = self.loaded.sheet
+        cfg = sheet.syncs[name]
+        for side, conn_name in (("source", cfg.from_.connection), ("destination", cfg.to.connection)):
+            handle = self.handles.get(conn_name)
+            subject = f"sync {name}: {side} ({conn_name})"
+            if handle is None:
+                self.add(subject, "fail", f"not checked: connection {conn_name} is not usable")
+                continue
+            kind = sheet.connections[conn_name].kind
+            connector = connectors.REGISTRY[kind]
+            try:
+                if side == "source":
+                    method = capture.REGISTRY[cfg.changes.method]
+                    part = connector.source(handle, name, cfg, method.version_column(cfg.changes))
+                else:
+                    part = connector.destination(handle, name, cfg, self.loaded.secrets)
+            except errors.ConfigError as exc:
+                self.add(subject, "fail", str(exc))
+                continue
+            except (errors.TransientError, errors.PermanentError) as exc:
+                self.add(subject, "fail", str(exc))
+                continue
+            where = cfg.from_.table or (cfg.from_.query and "query") or cfg.from_.resource
+            target = where if side == "source" else (cfg.to.table or cfg.to.resource)
+            self.add(subject, "ok", f"{target}: every mapped column is there")
+            if isinstance(handle, SqlDatabase):
+                self._privileges(subject, handle, part, side, cfg)
+
+    def _privileges(self, subject: str, db: SqlDatabase, part: Any, side: str, cfg: Any) -> None:
+        if side == "source":
+            table = getattr(part, "relation", None)
+            if cfg.from_.table is None or not isinstance(table, sa.Table):
+                return
+            wanted = ["SELECT"]
+        else:
+            table = part.main.table
+            wanted = ["SELECT", "INSERT", "UPDATE"]
+            if cfg.deletes.policy in ("hard", "by_reason"):
+                wanted.append("DELETE")
+        subject = f"{subject}: privileges"
+        try:
+            if db.dialect == "postgresql":
+                qualified = db.engine.dialect.identifier_preparer.format_table(table)
+                with db.engine.connect() as conn:
+                    missing = [
+                        p
+                        for p in wanted
+                        if not conn.execute(
+                            sa.text("SELECT has_table_privilege(:t, :p)"), {"t": qualified, "p": p}
+                        ).scalar()
+                    ]
+                status = "fail" if missing else "ok"
+                detail = f"missing {', '.join(missing)}" if missing else ", ".join(wanted)
+                self.add(subject, status, detail)
+            elif db.dialect == "mysql":
+                with db.engine.connect() as conn:
+                    grants = [str(r[0]) for r in conn.execute(sa.text("SHOW GRANTS"))]
+                    schema_name = table.schema or conn.execute(sa.text("SELECT DATABASE()")).scalar()
+                missing = mysql_missing(grants, str(schema_name), table.name, wanted)
+                if missing:
+                    self.add(
+                        subject,
+                        "note",
+                        f"SHOW GRANTS does not show {', '.join(missing)} (roles are not followed)",
+                    )
+                else:
+                    self.add(subject, "ok", ", ".join(wanted))
+            else:
+                path = db.url.database
+                if path and side == "destination" and not os.access(path, os.W_OK):
+                    self.add(subject, "fail", f"the file {path} is not writable")
+                elif path and side == "destination":
+                    self.add(subject, "ok", "the file is writable")
+        except sa.exc.SQLAlchemyError as exc:
+            self.add(subject, "note", f"could not tell: {describe_error(exc, self.loaded.secrets)}")
+
+
+_GRANT = re.compile(r"^GRANT (.+?) ON (\S+) TO ", re.IGNORECASE)
+
+
+def mysql_missing(grants: list[str], database: str, table: str, wanted: list[str]) -> list[str]:
+    """The privileges of `wanted` that no line of SHOW GRANTS gives on `database`.`table`."""
+    have: set[str] = set()
+    targets = {"*.*", f"`{database}`.*", f"`{database}`.`{table}`"}
+    for line in grants:
+        match = _GRANT.match(line)
+        if not match or match.group(2) not in targets:
+            continue
+        privs = {p.strip().upper() for p in match.group(1).split(",")}
+        if "ALL PRIVILEGES" in privs or "ALL" in privs:
+            return []
+        have |= {p.split("(")[0].strip() for p in privs}
+    return [p for p in wanted if p not in have]
+
+
+def _open(connector: Any, name: str, cfg: Any, folder: Path, store: StateStore | None) -> Any:
+    """A connector's handle, with the state store for its call budget where it takes one."""
+    opener = getattr(_module_of(connector), "open_handle", None)
+    if store is not None and callable(opener):
+        try:
+            return opener(name, cfg, store)
+        except TypeError:
+            pass
+    return connector.connect(name, cfg, folder)
+
+
+def _module_of(connector: Any) -> Any:
+    """The module that defines a connector (looking through the registry's lazy wrapper)."""
+    named = getattr(connector, "module", None)
+    if isinstance(named, str):
+        return importlib.import_module(named)
+    return sys.modules.get(type(connector).__module__)
+
+
+def _describe(result: Any) -> str:
+    if isinstance(result, dict):
+        return ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("connection", "kind"))[:500]
+    return str(result)[:500]
+
+
+def _reason(exc: BaseException, secrets: tuple[str, ...]) -> str:
+    text = describe_error(exc, secrets)
+    return re.sub(r"^\(\S+\)\s*", "", text)
+
+
+def _timeout(backend: str) -> dict[str, Any]:
+    return {"connect_timeout": 10} if backend in ("postgresql", "mysql", "mariadb") else {}

@@ -1,0 +1,219 @@
+"""The CIMcloud connector, following CIMcloud's public API docs (see docs/rest.md).
+
+- Auth: `POST /{site}/authenticate` → a bearer token (7 days), renewed before `expiration`; or Basic.
+- Reads: `GET /{site}/{resource}/{searchstring}/{page}`, 50 per page, page 1 first, until a short
+  page (no count or next link is documented); incremental on `last_modify_date` (`>=`).
+- Writes: POST = upsert, PUT = update only, keyed by the user key, values as strings, at most 10
+  records per call (more would be queued asynchronously). The answer is trusted only when
+  `success` is true and `importedRecords + updatedRecords == recordCountInRequest`; otherwise the
+  call's records are read back by user key in one `|or|` GET and judged one by one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from mapsync import crash, errors, records
+from mapsync.cimcloud import search
+from mapsync.rest.client import HttpClient, StaticAuth, TokenAuth, json_body, make_budget
+from mapsync.rest.destination import RestDestination, as_text
+from mapsync.rest.source import RestHandle, RestSource
+from mapsync.sheet import models
+from mapsync.sheet.connection_models import CimcloudConnection
+
+PAGE = 50
+
+
+def open_handle(name: str, cfg: CimcloudConnection, store: Any = None, **kwargs: Any) -> RestHandle:
+    auth: Any
+    if cfg.auth.type == "token":
+        body = {
+            "AuthKey": cfg.auth.auth_key,
+            "AuthUserName": cfg.auth.username,
+            "AuthPassword": cfg.auth.password,
+        }
+        auth = TokenAuth("authenticate", body, refresh_before=cfg.auth.refresh_before)
+        secrets: tuple[str, ...] = (cfg.auth.auth_key, cfg.auth.password)
+    else:
+        auth = StaticAuth.basic(cfg.auth.username, cfg.auth.password)
+        secrets = (cfg.auth.password,)
+    credential = f"cimcloud:{cfg.base_url.rstrip('/')}/{cfg.site}:{cfg.auth.username}"
+    client = HttpClient(
+        name,
+        f"{cfg.base_url.rstrip('/')}/{cfg.site}/",
+        timeout=cfg.timeout,
+        retry=cfg.retry,
+        max_concurrency=cfg.max_concurrency,
+        auth=auth,
+        budget=make_budget(store, credential, cfg.budget),
+        secrets=secrets,
+        **kwargs,
+    )
+    return RestHandle(name, cfg, client)
+
+
+def check(handle: RestHandle) -> dict[str, Any]:
+    """Reachability, credentials and health, without changing anything (for `mapsync check`).
+
+    Costs up to four calls (canary, token, healthcheck, validate)."""
+    client = handle.client
+    out: dict[str, Any] = {"connection": handle.name, "kind": "cimcloud"}
+    canary = client.request("GET", "healthcheck/canary", authenticate=False)
+    out["reachable"] = canary.status_code == 200 and (json_body(canary) or {}).get("status") == "Running"
+    try:
+        health = client.request("GET", "healthcheck")
+        out["health"] = json_body(health) if health.status_code == 200 else None
+        valid = client.request("GET", "validate")
+        out["auth_ok"] = valid.status_code == 200
+    except errors.PermanentError as exc:  # 401/403: the credentials are refused
+        out["health"], out["auth_ok"], out["error"] = None, False, str(exc)
+    remaining = client.last_headers.get("x-ratelimit-remaining")
+    out["budget_remaining"] = int(remaining) if remaining and remaining.isdigit() else None
+    return out
+
+
+class CimcloudSource(RestSource):
+    """Reads a CIMcloud resource with searchstrings, 50 per page."""
+
+    def fetch(self, since: dt.datetime | None, extra_where: str | None = None) -> Iterator[list[Any]]:
+        cfg: CimcloudConnection = self.db.cfg
+        # the docs show no way to page without a searchstring: "modified since the epoch" reads all
+        moment = since or dt.datetime(1900, 1, 1)  # noqa: DTZ001
+        text = search.at_least(cfg.modified_field, moment.strftime(cfg.date_format))
+        # `filter` and `seed.where` of a CIMcloud source are searchstrings
+        text = search.all_of(text, *(w for w in (self.filter, extra_where) if w))
+        yield from self.pages(self.resource, text)
+
+    def fetch_keys(self, keys: Sequence[records.Key]) -> Iterator[Any]:
+        for i in range(0, len(keys), 10):
+            for page in self.pages(self.resource, search.keys(self.key, keys[i : i + 10])):
+                yield from page
+
+    def pages(self, resource: str, searchstring: str) -> Iterator[list[Any]]:
+        client = self.db.client
+        page = 1
+        previous: Any = None
+        while True:
+            path = f"{resource.strip('/')}/{searchstring}/{page}"
+            resp = client.request("GET", path)
+            self.requests += 1
+            if resp.status_code == 404:  # inference: no records may answer 404 on some sites
+                return
+            body = json_body(resp)
+            if resp.status_code >= 400 or not isinstance(body, list):
+                raise errors.TransientError(
+                    f"{self.where}: GET {resource}: HTTP {resp.status_code}, no list of records: "
+                    f"{client.shown(resp.text)}",
+                    failure_class="source",
+                )
+            if body and body == previous:  # a site that ignores the page number would loop forever
+                raise errors.TransientError(
+                    f"{self.where}: GET {resource}: page {page} repeats page {page - 1}",
+                    failure_class="source",
+                )
+            previous = body
+            yield body
+            if len(body) < PAGE:
+                return
+            page += 1
+
+
+class CimcloudDestination(RestDestination):
+    """Writes to a CIMcloud resource: POST upserts, PUT updates, ≤ 10 records per call."""
+
+    def __init__(
+        self, db: RestHandle, sync_name: str, cfg: models.SyncConfig, secrets: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(db, sync_name, cfg, secrets)
+        conn: CimcloudConnection = db.cfg
+        name = self.resource.strip("/")
+        self.read_path = conn.read_paths.get(name, name)
+        self.user_key = [conn.keys[name]] if name in conn.keys else self.key
+        self.readbacks = 0  # read-backs after an answer that did not add up, for tests
+
+    @property
+    def batch(self) -> int:
+        size: int = self.db.cfg.batch
+        return size
+
+    def payload(self, rec: records.Mapped) -> dict[str, Any]:
+        """Only the fields the sheet owns, each as a string; NULL is `""` (clears the field)."""
+        return {k: as_text(v) for k, v in rec.values.items()}
+
+    def send(self, op: str, recs: list[records.Mapped]) -> list[records.Rejection]:
+        if op == "delete":
+            raise errors.PermanentError(f"sync {self.sync}: CIMcloud documents no DELETE (use `disable`)")
+        self.attempts += 1
+        method = "POST" if op == "upsert" else "PUT"
+        body = [self.payload(r) for r in recs]
+        resp = self.client.request(method, self.resource, json=body)
+        crash.point("during_write")  # this call applied, the batch not yet confirmed
+        answer = json_body(resp)
+        if resp.status_code < 300 and isinstance(answer, dict) and answer.get("success") is True:
+            done = _int(answer.get("importedRecords")) + _int(answer.get("updatedRecords"))
+            if done == len(recs) and _int(answer.get("recordCountInRequest")) == len(recs):
+                return []
+        reason = self._reason(resp.status_code, answer, resp.text)
+        return self._read_back(recs, body, reason)
+
+    def _reason(self, status: int, answer: Any, text: str) -> str:
+        if isinstance(answer, dict):
+            message = answer.get("message") or (
+                f"success={answer.get('success')}, imported={answer.get('importedRecords')}, "
+                f"updated={answer.get('updatedRecords')} of {answer.get('recordCountInRequest')}"
+            )
+            return f"HTTP {status}: {self.client.shown(str(message))}"
+        return f"HTTP {status}: unreadable answer: {self.client.shown(text)}"
+
+    def _read_back(
+        self, recs: list[records.Mapped], sent: list[dict[str, str]], reason: str
+    ) -> list[records.Rejection]:
+        """One `|or|` GET by user key; a record counts as delivered only if it reads back as sent."""
+        self.readbacks += 1
+        fields = self.user_key
+        keys = [[row.get(f, "") for f in fields] for row in sent]
+        path = f"{self.read_path}/{search.keys(fields, keys)}/1"
+        resp = self.client.request("GET", path)
+        found = json_body(resp)
+        if resp.status_code == 404:
+            found = []
+        if (resp.status_code >= 400 and resp.status_code != 404) or not isinstance(found, list):
+            raise errors.TransientError(
+                f"sync {self.sync}: reading back a doubtful write failed (HTTP {resp.status_code}); "
+                f"the write answered {reason}"
+            )
+        by_key = {tuple(as_text(r.get(f)) for f in fields): r for r in found if isinstance(r, dict)}
+        out = []
+        for rec, row in zip(recs, sent, strict=True):
+            current = by_key.get(tuple(row.get(f, "") for f in fields))
+            if current is None:
+                problem = "not found when read back"
+            else:
+                diff = sorted(k for k, v in row.items() if as_text(current.get(k)) != v)
+                if not diff:
+                    continue
+                problem = f"read back with other values in {', '.join(diff)}"
+            message = f"CIMcloud did not apply the record ({problem}); it answered {reason}"
+            out.append(records.Rejection(rec.key, message, None, "destination", rec.version))
+        return out
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+class CimcloudConnector:
+    def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
+        return open_handle(name, cfg, store)
+
+    def source(self, handle: Any, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Any:
+        return CimcloudSource(handle, sync, cfg, version_column)
+
+    def destination(self, handle: Any, sync: str, cfg: models.SyncConfig, secrets: tuple[str, ...]) -> Any:
+        return CimcloudDestination(handle, sync, cfg, secrets)

@@ -1,0 +1,30 @@
+"""`mapsync check`: connect to every connection of a sheet and report, changing nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mapsync.cli import Exit, JsonOpt, SheetArg, _json, _load, app, out
+
+
+@app.command()
+def check(sheet: SheetArg, as_json: JsonOpt = False) -> None:
+    """Connect to every connection without changing anything: reachability, login, the tables
+    and mapped columns of each sync, write permission where cheap to tell, the call budget left.
+    Exit 0 when all is well, 1 when something is unreachable or missing."""
+    from mapsync.checkup import Checkup
+
+    loaded = _load(sheet)
+    checkup = Checkup(loaded)
+    found = checkup.run()
+    if as_json:
+        _json({"ok": checkup.ok, "checks": [dataclasses.asdict(f) for f in found]})
+    else:
+        style = {"ok": "[green]ok  [/green]", "fail": "[red]FAIL[/red]", "note": "[yellow]note[/yellow]"}
+        for f in found:
+            detail = f.detail.replace("[", r"\[")
+            out.print(f"{style[f.status]}  {f.subject}: {detail}", highlight=False, soft_wrap=True)
+        problems = sum(1 for f in found if f.status == "fail")
+        out.print(f"{problems} problem(s)" if problems else "all checks passed", highlight=False)
+    if not checkup.ok:
+        raise Exit(1)

@@ -1,0 +1,63 @@
+"""`mapsync serve`: the webhook receiver (and, later, the dashboard)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mapsync.cli import SheetArg, _fail, _load, _store, app, err, out
+from mapsync.sheet import models
+
+
+@app.command()
+def serve(
+    sheet: SheetArg,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on. Keep loopback behind a TLS reverse proxy.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8765,
+) -> None:
+    """Receive signed webhooks into the state store's inbox: `POST /webhooks/<sync>` for every
+    sync with a `webhook:` block (HMAC-SHA256 over `<timestamp>.<body>`), `GET /healthz`.
+    `mapsync run` then delivers them (`changes: {method: inbox}`)."""
+    import uvicorn
+
+    from mapsync import webhooks
+
+    loaded = _load(sheet)
+    hooks = [name for name, s in loaded.sheet.syncs.items() if s.webhook is not None]
+    if not hooks:
+        raise _fail(f"{sheet}: no sync has a `webhook:` block: nothing to serve", 2)
+    unread = [
+        f"{loaded.where('syncs', name, 'webhook')}: sync {name} has a `webhook:` block but "
+        f"`changes: {{method: {loaded.sheet.syncs[name].changes.method}}}`: its events would never "
+        "be delivered (use `changes: {method: inbox}`)"
+        for name in hooks
+        if not isinstance(loaded.sheet.syncs[name].changes, models.InboxChanges)
+    ]
+    if unread:
+        raise _fail("\n".join(unread), 2)
+    store = _store(loaded, create=True)
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        err.print(
+            f"[yellow]warning:[/yellow] listening on {host} without TLS: put a TLS reverse proxy in front",
+            highlight=False,
+        )
+    out.print(
+        f"mapsync serve: http://{host}:{port}/webhooks/<sync> for {', '.join(hooks)}; /healthz",
+        highlight=False,
+    )
+    try:
+        uvicorn.run(
+            webhooks.create_app(loaded, store),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+        )
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
+    finally:
+        store.close()

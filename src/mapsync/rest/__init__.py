@@ -1,0 +1,1 @@
+"""REST connectors: HTTP client, call budget, sources and destinations over HTTP APIs."""

@@ -1,0 +1,386 @@
+"""The call budget: how many calls a credential may make, shared by every sync, process and worker.
+
+Limits are sliding windows (`2/1s`, `100/15m`: at most N calls in *any* span of that length; a
+fixed window would let 2N through around its boundary). Each call is one row in the state store
+(`mapsync_budget_calls`, keyed by a hash of the credential's identity, never the secret), and
+`acquire` decides under a lock on the credential's row in `mapsync_budgets` (a row lock on
+PostgreSQL, the database write lock on SQLite), so two processes together stay within the limit.
+Without a store the budget is shared by the Budgets of one process only.
+
+The server can tighten it: `observe` reads `Retry-After` (seconds or HTTP-date), `429`, and the
+`X-RateLimit-*` / `RateLimit-*` headers, and every Budget of that credential waits accordingly.
+Clocks: call times are the local wall clock, so processes sharing a budget should share a host
+(or NTP-synchronised clocks; `margin` absorbs small skew and network jitter).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from mapsync import errors
+from mapsync.sheet.duration import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from mapsync.state.store import StateStore
+
+Limit = tuple[int, dt.timedelta]
+_US = 1_000_000
+_LIMIT = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(.+?)\s*$")
+
+
+def parse_limit(text: str) -> Limit:
+    """`"2/1s"` → (2, 1 s); `"100/15m"`, `"2/s"` (a bare unit means one of it) likewise."""
+    match = _LIMIT.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a call limit (write e.g. 2/1s or 100/15m)")
+    count, span = int(match.group(1)), match.group(2)
+    if span[:1].isalpha():
+        span = "1" + span
+    window = parse_duration(span)
+    if count <= 0 or window.total_seconds() <= 0:
+        raise ValueError(f"{text!r}: a call limit needs a positive count and window")
+    return count, window
+
+
+def parse_limits(value: str | Sequence[str]) -> list[Limit]:
+    """Several limits, as a list or one comma-separated text: `"2/1s, 100/15m"`."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    return [parse_limit(p) for p in parts if str(p).strip()]
+
+
+def format_limit(limit: Limit) -> str:
+    return f"{limit[0]}/{format_duration(limit[1])}"
+
+
+def credential_id(identity: str) -> str:
+    """The name a budget is kept under: a hash, so the identity (or a secret in it) is not stored."""
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a `Retry-After` value: delay-seconds or an HTTP-date."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return max(0.0, moment.timestamp() - now)
+
+
+class _Shared:
+    """In-process state of one credential (used when there is no store)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[int] = []
+        self.blocked_until: int | None = None
+        self.server_remaining: int | None = None
+        self.server_reset: int | None = None
+
+
+_LOCAL: dict[str, _Shared] = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+class Budget:
+    """Blocks callers so that every limit holds for one credential."""
+
+    def __init__(
+        self,
+        store: StateStore | None,
+        credential: str,
+        limits: list[tuple[int, dt.timedelta]],
+        *,
+        margin: float = 0.05,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        for count, window in limits:
+            if count <= 0 or window.total_seconds() <= 0:
+                raise errors.ConfigError(f"call limit {count}/{window} needs a positive count and window")
+        self.store = store
+        self.key = credential_id(credential)
+        self.limits = sorted(((n, int(w.total_seconds() * _US)) for n, w in limits), key=lambda x: x[1])
+        self.margin = int(margin * _US)
+        self.clock = clock
+        self.sleep = sleep
+        self._row_ready = False
+        self._lock = threading.Lock()
+        with _LOCAL_LOCK:
+            self._local = _LOCAL.setdefault(self.key, _Shared())
+
+    def with_store(self, store: StateStore | None) -> Budget:
+        """The same credential and limits kept in `store` (`mapsync check` reads the shared one)."""
+        twin = Budget(None, "", [], margin=self.margin / _US, clock=self.clock, sleep=self.sleep)
+        twin.store, twin.key, twin.limits = store, self.key, list(self.limits)
+        with _LOCAL_LOCK:
+            twin._local = _LOCAL.setdefault(self.key, _Shared())
+        return twin
+
+    @property
+    def longest(self) -> int:
+        return max((w for _, w in self.limits), default=0)
+
+    def _now(self) -> int:
+        return int(self.clock() * _US)
+
+    # ----------------------------------------------------------------- acquire
+
+    def acquire(self) -> None:
+        """Wait until one more call is allowed under every limit, then record it."""
+        while True:
+            wait = self._try_store() if self.store is not None else self._try_local()
+            if wait <= 0:
+                return
+            self.sleep(min(wait / _US, 5.0))  # re-check: the server may have said more meanwhile
+
+    def _wait_for(
+        self,
+        now: int,
+        recent: Callable[[int, int], list[int]],
+        blocked_until: int | None,
+        remaining: int | None,
+        reset: int | None,
+    ) -> int:
+        """Microseconds until a call is allowed (≤ 0: now). `recent(n, window)` returns the call
+        times inside the window, newest first, at most n of them."""
+        wait = (blocked_until or 0) - now
+        if remaining is not None and remaining <= 0 and reset is not None and reset > now:
+            wait = max(wait, reset - now)
+        for count, window in self.limits:
+            times = recent(count, window)
+            if len(times) >= count:
+                # the count-th newest call must leave the window first
+                wait = max(wait, times[count - 1] + window + self.margin - now)
+        return wait
+
+    def _try_local(self) -> int:
+        shared = self._local
+        with shared.lock:
+            now = self._now()
+            shared.calls = [t for t in shared.calls if t > now - self.longest - self.margin]
+
+            def recent(count: int, window: int) -> list[int]:
+                return [t for t in reversed(shared.calls) if t > now - window - self.margin][:count]
+
+            wait = self._wait_for(
+                now, recent, shared.blocked_until, shared.server_remaining, shared.server_reset
+            )
+            if wait > 0:
+                return wait
+            shared.calls.append(now)
+            if shared.server_remaining is not None:
+                shared.server_remaining -= 1
+            return 0
+
+    def _ensure_row(self) -> None:
+        if self._row_ready:
+            return
+        assert self.store is not None
+        b = self.store_tables()[1]
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect: Any = postgresql if self.store.dialect == "postgresql" else sqlite
+        with self.store.engine.begin() as conn:  # another process may make it at the same time
+            conn.execute(
+                dialect.insert(b)
+                .values(credential=self.key, updated_at=_stamp())
+                .on_conflict_do_nothing(index_elements=["credential"])
+            )
+        self._row_ready = True
+
+    @staticmethod
+    def store_tables() -> tuple[sa.Table, sa.Table]:
+        from mapsync.state import schema
+
+        return schema.budget_calls, schema.budgets
+
+    def _try_store(self) -> int:
+        assert self.store is not None
+        calls, b = self.store_tables()
+        try:
+            self._ensure_row()
+            with self._lock, self.store.engine.begin() as conn:
+                # writing the credential's row first takes its lock (PostgreSQL) or the database
+                # write lock (SQLite), so deciding and recording a call is one step for everyone
+                conn.execute(sa.update(b).where(b.c.credential == self.key).values(updated_at=_stamp()))
+                row = conn.execute(
+                    sa.select(b.c.blocked_until_us, b.c.server_remaining, b.c.server_reset_us).where(
+                        b.c.credential == self.key
+                    )
+                ).one()
+                now = self._now()
+
+                def recent(count: int, window: int) -> list[int]:
+                    return list(
+                        conn.execute(
+                            sa.select(calls.c.at_us)
+                            .where(calls.c.credential == self.key, calls.c.at_us > now - window - self.margin)
+                            .order_by(calls.c.at_us.desc())
+                            .limit(count)
+                        ).scalars()
+                    )
+
+                wait = self._wait_for(now, recent, *row)
+                if wait > 0:
+                    return wait
+                conn.execute(sa.insert(calls).values(credential=self.key, at_us=now))
+                if row.server_remaining is not None:
+                    conn.execute(
+                        sa.update(b)
+                        .where(b.c.credential == self.key)
+                        .values(server_remaining=b.c.server_remaining - 1)
+                    )
+                conn.execute(
+                    sa.delete(calls).where(
+                        calls.c.credential == self.key, calls.c.at_us <= now - self.longest - self.margin
+                    )
+                )
+                return 0
+        except sa.exc.SQLAlchemyError as exc:
+            raise errors.TransientError(
+                f"call budget: state store failed: {type(exc).__name__}", failure_class="tool"
+            ) from None
+
+    # ----------------------------------------------------------------- observe
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """Tighten the budget from a response: Retry-After, 429, X-RateLimit-*/RateLimit-*."""
+        h = {str(k).lower(): str(v) for k, v in headers.items()}
+        now_s = self.clock()
+        now = int(now_s * _US)
+        blocked: int | None = None
+        after = parse_retry_after(h.get("retry-after"), now_s)
+        if after is not None:
+            blocked = now + int(after * _US)
+        remaining, reset = _rate_headers(h, now_s)
+        reset_at = now + int(reset * _US) if reset is not None else None
+        if status == 429 and blocked is None:
+            shortest = self.limits[0][1] if self.limits else _US
+            blocked = reset_at if reset_at is not None else now + shortest
+        if remaining is not None and reset_at is None:
+            reset_at = now + (self.limits[0][1] if self.limits else _US)
+        if blocked is None and remaining is None:
+            return
+        if self.store is None:
+            shared = self._local
+            with shared.lock:
+                if blocked is not None:
+                    shared.blocked_until = max(shared.blocked_until or 0, blocked)
+                if remaining is not None:
+                    shared.server_remaining, shared.server_reset = remaining, reset_at
+            return
+        _, b = self.store_tables()
+        values: dict[str, Any] = {"updated_at": _stamp()}
+        if blocked is not None:
+            values["blocked_until_us"] = sa.case(
+                (b.c.blocked_until_us.is_(None), blocked),
+                (b.c.blocked_until_us < blocked, blocked),
+                else_=b.c.blocked_until_us,
+            )
+        if remaining is not None:
+            values["server_remaining"] = remaining
+            values["server_reset_us"] = reset_at
+        try:
+            self._ensure_row()
+            with self.store.engine.begin() as conn:
+                conn.execute(sa.update(b).where(b.c.credential == self.key).values(values))
+        except sa.exc.SQLAlchemyError as exc:
+            raise errors.TransientError(
+                f"call budget: state store failed: {type(exc).__name__}", failure_class="tool"
+            ) from None
+
+    # ----------------------------------------------------------------- report
+
+    def remaining(self) -> dict[str, Any]:
+        """What is left right now, per limit, and what the server said (for `mapsync check`)."""
+        now = self._now()
+        if self.store is None:
+            with self._local.lock:
+                times = sorted(self._local.calls)
+                blocked, server, reset = (
+                    self._local.blocked_until,
+                    self._local.server_remaining,
+                    self._local.server_reset,
+                )
+        else:
+            calls, b = self.store_tables()
+            with self.store.engine.connect() as conn:
+                times = sorted(
+                    conn.execute(
+                        sa.select(calls.c.at_us).where(
+                            calls.c.credential == self.key, calls.c.at_us > now - self.longest - self.margin
+                        )
+                    ).scalars()
+                )
+                row = conn.execute(
+                    sa.select(b.c.blocked_until_us, b.c.server_remaining, b.c.server_reset_us).where(
+                        b.c.credential == self.key
+                    )
+                ).first()
+                blocked, server, reset = row if row is not None else (None, None, None)
+        limits = []
+        for count, window in self.limits:
+            inside = [t for t in times if t > now - window]
+            limits.append(
+                {
+                    "limit": format_limit((count, dt.timedelta(microseconds=window))),
+                    "used": len(inside),
+                    "remaining": max(0, count - len(inside)),
+                    "resets_in": round(max(0, (inside[0] + window - now) / _US), 3) if inside else 0.0,
+                }
+            )
+        live = reset is not None and reset > now
+        return {
+            "credential": self.key[:12],
+            "limits": limits,
+            "blocked_for": round(max(0, (blocked or 0) - now) / _US, 3),
+            "server_remaining": server if live else None,
+            "server_reset_in": round((reset - now) / _US, 3) if live and reset is not None else None,
+        }
+
+
+def _rate_headers(h: dict[str, str], now: float) -> tuple[int | None, float | None]:
+    """(remaining, seconds until reset) from X-RateLimit-* / RateLimit-* / structured RateLimit."""
+    remaining = _number(h.get("x-ratelimit-remaining") or h.get("ratelimit-remaining"))
+    reset = _number(h.get("x-ratelimit-reset") or h.get("ratelimit-reset"))
+    combined = h.get("ratelimit")
+    if (
+        combined and remaining is None
+    ):  # draft-ietf-httpapi-ratelimit-headers: limit=100, remaining=5, reset=30
+        parts = dict(re.findall(r"(\w+)\s*=\s*([\d.]+)", combined))
+        remaining = _number(parts.get("remaining") or parts.get("r"))
+        reset = _number(parts.get("reset") or parts.get("t"))
+    if reset is not None and reset > 1_000_000_000:  # an epoch time (GitHub style), not a delta
+        reset = max(0.0, reset - now)
+    return (int(remaining) if remaining is not None else None), reset
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

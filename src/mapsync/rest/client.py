@@ -1,0 +1,311 @@
+"""One HTTP client per REST connection: keep-alive, authentication, call budget, retries.
+
+Every request first takes one call from the credential's budget (`Budget.acquire`), then goes
+out; the server's rate-limit headers are handed back (`Budget.observe`). 429, 5xx, connection
+errors and timeouts are retried with exponential backoff and jitter; a `Retry-After` (seconds or
+HTTP date) is honoured, no request leaves before it. A timeout after the request was sent is an
+*ambiguous* outcome: it is retried like the others (writes here are idempotent upserts by key),
+and if the tries run out the run stops with a TransientError: it never becomes a record error.
+401 renews a token once; 401/403 after that stop the run. Other 4xx come back to the caller,
+which turns them into record errors carrying the server's message (redacted, capped).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from mapsync import errors
+from mapsync.sheet.connection_models import RetryPolicy, parse_limit
+
+log = logging.getLogger("mapsync.rest")
+MESSAGE_CAP = 300
+RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER = 900.0  # a longer Retry-After stops the run (cursor kept) instead of sleeping
+
+
+def redact(text: str, secrets: tuple[str, ...], cap: int = MESSAGE_CAP) -> str:
+    """Text safe to show: every secret replaced by `***`, cut to `cap` characters."""
+    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= cap else text[: cap - 1] + "…"
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class _Budget(Protocol):
+    def acquire(self) -> None: ...
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None: ...
+
+
+class NoBudget:
+    """Stand-in when no limits are configured (or the budget module is not there)."""
+
+    def acquire(self) -> None:
+        return None
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        return None
+
+
+def make_budget(store: Any, credential: str, limits: list[str]) -> _Budget:
+    """The shared call budget of a credential (`mapsync.rest.budget`), or a no-op."""
+    if not limits:
+        return NoBudget()
+    try:
+        from mapsync.rest.budget import Budget  # the call budget, shared through the state store
+    except ImportError:  # pragma: no cover - only while the budget module is missing
+        log.warning("call budget module missing: limits not enforced on the client side")
+        return NoBudget()
+    budget: _Budget = Budget(store, credential, [parse_limit(x) for x in limits])
+    return budget
+
+
+class Auth(Protocol):
+    def headers(self, client: HttpClient) -> dict[str, str]:
+        """Headers that authenticate one request (may fetch a token first)."""
+
+    def invalidate(self) -> bool:
+        """Forget a token the server refused; True if a new one can be fetched."""
+
+
+class StaticAuth:
+    """Fixed headers: bearer token, basic, API key."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = headers
+
+    @staticmethod
+    def basic(username: str, password: str) -> StaticAuth:
+        raw = base64.b64encode(f"{username}:{password}".encode()).decode()
+        return StaticAuth({"Authorization": f"Basic {raw}"})
+
+    def headers(self, client: HttpClient) -> dict[str, str]:
+        return self._headers
+
+    def invalidate(self) -> bool:
+        return False
+
+
+class TokenAuth:
+    """A bearer token from a token endpoint, renewed `refresh_before` its expiry."""
+
+    def __init__(
+        self,
+        url: str,
+        body: dict[str, str],
+        *,
+        token_field: str = "token",
+        expires_field: str | None = "expiration",
+        lifetime: dt.timedelta = dt.timedelta(hours=1),
+        refresh_before: dt.timedelta = dt.timedelta(minutes=5),
+    ) -> None:
+        self.url, self.body = url, body
+        self.token_field, self.expires_field = token_field, expires_field
+        self.lifetime, self.refresh_before = lifetime, refresh_before
+        self.token: str | None = None
+        self.expires: dt.datetime | None = None
+        self.fetched = 0  # tokens fetched, for tests
+        self._lock = threading.Lock()
+
+    def headers(self, client: HttpClient) -> dict[str, str]:
+        with self._lock:
+            now = dt.datetime.now(dt.UTC)
+            if self.token is None or self.expires is None or now >= self.expires - self.refresh_before:
+                self._fetch(client, now)
+            return {"Authorization": f"Bearer {self.token}"}
+
+    def invalidate(self) -> bool:
+        with self._lock:
+            self.token = None
+        return True
+
+    def _fetch(self, client: HttpClient, now: dt.datetime) -> None:
+        resp = client.request("POST", self.url, json=self.body, authenticate=False)
+        if resp.status_code >= 400:
+            raise errors.PermanentError(
+                f"connection {client.name}: authentication refused (HTTP {resp.status_code}): "
+                f"{client.shown(resp.text)}"
+            )
+        try:
+            data = resp.json()
+            token = data[self.token_field]
+        except (ValueError, KeyError, TypeError):
+            raise errors.TransientError(
+                f"connection {client.name}: token endpoint returned no `{self.token_field}`"
+            ) from None
+        client.secrets = (*client.secrets, str(token))
+        self.token = str(token)
+        self.expires = _expiry(
+            data.get(self.expires_field) if self.expires_field else None, now, self.lifetime
+        )
+        self.fetched += 1
+        log.info("token_renewed", extra={"action": "token_renewed", "connection": client.name})
+
+
+def _expiry(value: Any, now: dt.datetime, lifetime: dt.timedelta) -> dt.datetime:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return now + dt.timedelta(seconds=value)
+    if isinstance(value, str):
+        try:
+            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+        except ValueError:
+            pass
+    return now + lifetime
+
+
+class HttpClient:
+    """Requests to one API through one keep-alive httpx.Client."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        timeout: dt.timedelta,
+        retry: RetryPolicy,
+        max_concurrency: int = 4,
+        auth: Auth | None = None,
+        budget: _Budget | None = None,
+        headers: dict[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/") + "/"
+        self.retry = retry
+        self.auth = auth
+        self.budget: _Budget = budget or NoBudget()
+        self.secrets = secrets
+        self.sleep: Callable[[float], None] = time.sleep
+        self.calls = 0  # requests sent (retries included), for tests and benchmarks
+        self.last_headers: dict[str, str] = {}
+        self._gate = threading.BoundedSemaphore(max_concurrency)
+        seconds = timeout.total_seconds()
+        self.http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(seconds, connect=min(seconds, 10.0)),
+            headers={"Accept": "application/json", **(headers or {})},
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def shown(self, text: str) -> str:
+        return redact(text, self.secrets)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        authenticate: bool = True,
+    ) -> httpx.Response:
+        """Send with retries. Returns a 2xx response or a 4xx the caller should judge; raises
+        TransientError when the tries run out, PermanentError when access is refused."""
+        policy = self.retry
+        delay = policy.backoff.total_seconds()
+        cap = policy.max_backoff.total_seconds()
+        renewed = False
+        problem = ""
+        for attempt in range(1, policy.attempts + 1):
+            headers = self.auth.headers(self) if (authenticate and self.auth) else {}
+            wait: float | None = None
+            try:
+                resp = self._send(method, path, json, params, headers)
+            except httpx.TransportError as exc:
+                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+                problem = f"{'no answer (ambiguous: may have been applied)' if sent else 'cannot connect'}: "
+                problem += type(exc).__name__
+                log.warning(
+                    "http_retry",
+                    extra={"action": "http_retry", "connection": self.name, "error": problem, "try": attempt},
+                )
+            else:
+                status = resp.status_code
+                if status < 400:
+                    return resp
+                if status == 401 and authenticate and self.auth and not renewed and self.auth.invalidate():
+                    renewed = True
+                    continue
+                if status in (401, 403, 407):
+                    raise errors.PermanentError(
+                        f"connection {self.name}: {method} {path}: access refused (HTTP {status}): "
+                        f"{self.shown(resp.text)}"
+                    )
+                if status not in RETRY_STATUS:
+                    return resp
+                problem = f"HTTP {status}: {self.shown(resp.text)}"
+                wait = retry_after(resp.headers.get("Retry-After"))
+                log.warning(
+                    "http_retry",
+                    extra={"action": "http_retry", "connection": self.name, "error": problem, "try": attempt},
+                )
+            if attempt == policy.attempts:
+                break
+            if wait is None:
+                wait = min(cap, delay) * random.uniform(0.5, 1.0)
+                delay *= 2
+            elif wait > MAX_RETRY_AFTER:
+                raise errors.TransientError(
+                    f"connection {self.name}: {method} {path}: the server asks to wait {wait:.0f}s: {problem}"
+                )
+            self.sleep(wait)
+        raise errors.TransientError(
+            f"connection {self.name}: {method} {path} failed after {policy.attempts} tries: {problem}"
+        )
+
+    def _send(
+        self, method: str, path: str, body: Any, params: Mapping[str, Any] | None, headers: dict[str, str]
+    ) -> httpx.Response:
+        self.budget.acquire()
+        with self._gate:
+            self.calls += 1
+            content = None if body is None else json.dumps(body, default=str).encode()
+            if content is not None:
+                headers = {**headers, "Content-Type": "application/json"}
+            resp = self.http.request(method, path, content=content, params=params, headers=headers)
+        self.last_headers = dict(resp.headers)
+        self.budget.observe(resp.status_code, resp.headers)
+        return resp
+
+
+def json_body(resp: httpx.Response) -> Any:
+    """The response's JSON, or `None` when the body is not JSON (a malformed answer)."""
+    try:
+        return resp.json()
+    except (ValueError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,93 @@
+"""Bookkeeping of batches handed to an asynchronous destination (a job queue).
+
+The order that makes a crash harmless: `record` the client batch id and its keys *before*
+submitting; `submitted` with the job id as soon as the server returns it; `finish` with the
+per-record results once they are known. After a crash, `unfinished` lists what to look up (by
+job id) or read back (by key) — never to resubmit blindly. Statuses: pending (recorded, maybe not
+sent) → submitted (job id known) → done | failed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from mapsync import records
+from mapsync.state import schema
+from mapsync.state.store import StateStore, stamp
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
+def record(store: StateStore, sync: str, keys: Sequence[records.Key], batch_id: str | None = None) -> str:
+    """Persist a batch before it is submitted; its client batch id."""
+    batch_id = batch_id or new_batch_id()
+    now = stamp()
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.insert(schema.async_batches).values(
+                batch_id=batch_id,
+                sync=sync,
+                keys=records.canonical_json([list(k) for k in keys]),
+                created_at=now,
+                status="pending",
+                updated_at=now,
+            )
+        )
+    return batch_id
+
+
+def submitted(store: StateStore, batch_id: str, job_id: str | None) -> None:
+    """The server accepted the batch (with its job id, if it gives one)."""
+    t = schema.async_batches
+    now = stamp()
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(t)
+            .where(t.c.batch_id == batch_id)
+            .values(job_id=job_id, submitted_at=now, status="submitted", updated_at=now)
+        )
+
+
+def finish(store: StateStore, batch_id: str, status: str, results: Any = None) -> None:
+    """The batch's outcome: `done` or `failed`, with the per-record results (JSON-able)."""
+    if status not in ("done", "failed"):
+        raise ValueError(f"an async batch finishes as done or failed, not {status!r}")
+    t = schema.async_batches
+    text = records.canonical_json(results) if results is not None else None
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(t)
+            .where(t.c.batch_id == batch_id)
+            .values(status=status, results=text, updated_at=stamp())
+        )
+
+
+def unfinished(store: StateStore, sync: str) -> list[dict[str, Any]]:
+    """Batches of a sync still `pending` or `submitted` (oldest first), keys decoded."""
+    t = schema.async_batches
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.batch_id, t.c["keys"], t.c.job_id, t.c.status, t.c.created_at, t.c.submitted_at)
+            .where(t.c.sync == sync, t.c.status.in_(["pending", "submitted"]))
+            .order_by(t.c.created_at, t.c.batch_id)
+        ).mappings()
+        return [{**row, "keys": [tuple(k) for k in json.loads(row["keys"])]} for row in rows]
+
+
+def get(store: StateStore, batch_id: str) -> dict[str, Any] | None:
+    t = schema.async_batches
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(t).where(t.c.batch_id == batch_id)).mappings().first()
+    if row is None:
+        return None
+    out = dict(row)
+    out["keys"] = [tuple(k) for k in json.loads(out["keys"])]
+    out["results"] = json.loads(out["results"]) if out["results"] else None
+    return out

@@ -1,0 +1,90 @@
+"""The durable inbox in the state store: pushed events (webhooks) wait here until a run of their
+sync processes them. Statuses: `new` → `processed` | `error`. One row per (sync, event id)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mapsync.state import schema
+from mapsync.state.store import StateStore, stamp
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    id: int
+    event_id: str
+    received_at: str
+    payload: str
+
+
+def append(
+    store: StateStore, sync: str, event_id: str, payload: str, source: str | None = None
+) -> int | None:
+    """Store one event; its id, or None when this (sync, event id) is already there (a replay).
+    Returns only after the insert committed."""
+    t = schema.inbox
+    dialect: Any = postgresql if store.dialect == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(t)
+        .values(
+            sync=sync,
+            source=source,
+            event_id=event_id,
+            received_at=stamp(),
+            payload=payload,
+            status="new",
+        )
+        .on_conflict_do_nothing(index_elements=["sync", "event_id"])
+        .returning(t.c.id)
+    )
+    with store.engine.begin() as conn:
+        row = conn.execute(stmt).first()
+    return int(row[0]) if row is not None else None
+
+
+def new_items(store: StateStore, sync: str, after: int, limit: int) -> list[Item]:
+    """`new` items of a sync after id `after`, in arrival order."""
+    t = schema.inbox
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.id, t.c.event_id, t.c.received_at, t.c.payload)
+            .where(t.c.sync == sync, t.c.status == "new", t.c.id > after)
+            .order_by(t.c.id)
+            .limit(limit)
+        ).all()
+    return [Item(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
+
+def finish(store: StateStore, processed: Iterable[int], failed: dict[int, str]) -> None:
+    """Mark items processed, or error with their message (capped), in one transaction."""
+    t = schema.inbox
+    now = stamp()
+    done = sorted(set(processed) - set(failed))
+    with store.engine.begin() as conn:
+        for i in range(0, len(done), 500):
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id.in_(done[i : i + 500]), t.c.status == "new")
+                .values(status="processed", processed_at=now, error=None)
+            )
+        for item_id, message in failed.items():
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == item_id, t.c.status == "new")
+                .values(status="error", processed_at=now, error=message[:2000])
+            )
+
+
+def counts(store: StateStore, sync: str | None = None) -> dict[str, int]:
+    """How many items per status (of one sync, or all)."""
+    t = schema.inbox
+    query = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
+    if sync is not None:
+        query = query.where(t.c.sync == sync)
+    with store.engine.connect() as conn:
+        return {str(status): int(n) for status, n in conn.execute(query).all()}

@@ -1,0 +1,313 @@
+"""The call budget: limit strings, the sliding window (in one process, and two processes sharing a
+credential through a SQLite and a PostgreSQL state store, measured at a local HTTP counter), and
+the server's rate-limit headers (Retry-After in seconds and HTTP-date, X-RateLimit-*, 429).
+
+Run as a script, this file is the worker process of the two-process tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import http.server
+import math
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import sqlalchemy as sa
+
+from mapsync.rest.budget import Budget, parse_limit, parse_limits, parse_retry_after
+from mapsync.state import schema
+from mapsync.state.store import StateStore
+
+S = dt.timedelta(seconds=1)
+
+
+def _cred() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+class FakeClock:
+    """A clock that only moves when the budget sleeps (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _max_in_window(times: list[float], window: float, slack: float = 0.002) -> int:
+    """The most calls found in any half-open span [t, t + window) (slack: timer jitter)."""
+    times = sorted(times)
+    return max(sum(1 for u in times[i:] if u < t + window - slack) for i, t in enumerate(times))
+
+
+# --------------------------------------------------------------------------- limit strings
+
+
+def test_limit_strings() -> None:
+    assert parse_limit("2/1s") == (2, S)
+    assert parse_limit("100/15m") == (100, 15 * 60 * S)
+    assert parse_limit("2/s") == (2, S)
+    assert parse_limit(" 5 per 1h ") == (5, 3600 * S)
+    assert parse_limits("2/1s, 100/15m") == [(2, S), (100, 900 * S)]
+    assert parse_limits(["2/1s", "100/15m"]) == [(2, S), (100, 900 * S)]
+    for bad in ("x/1s", "0/1s", "2/0s", "2/abc", "2", ""):
+        with pytest.raises(ValueError, match=r"call limit|duration"):
+            parse_limit(bad)
+
+
+def test_retry_after_forms() -> None:
+    now = time.time()
+    assert parse_retry_after("7", now) == 7.0
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert 28.5 < (parse_retry_after(date, now) or 0) <= 30
+    assert parse_retry_after(email.utils.formatdate(now - 60, usegmt=True), now) == 0.0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+# --------------------------------------------------------------------------- the window
+
+
+def test_sliding_window_in_process_two_threads() -> None:
+    """20 calls per 2 s, 120 calls from two threads (6 windows): never more than 20 in any 2 s,
+    and the whole takes the bound (5 full windows) within 10 %."""
+    limit, window, total = 20, 2.0, 120
+    budget_a = Budget(None, "shared-in-process", [(limit, window * S)])
+    budget_b = Budget(None, "shared-in-process", [(limit, window * S)])  # same credential
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def work(budget: Budget) -> None:
+        for _ in range(total // 2):
+            budget.acquire()
+            with lock:
+                times.append(time.time())
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in (budget_a, budget_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(times) == total
+    assert _max_in_window(times, window) == limit  # full, never over
+    bound = (math.ceil(total / limit) - 1) * window
+    elapsed = max(times) - min(times)
+    print(f"in-process, 2 threads: {total} calls in {elapsed:.3f}s (bound {bound:g}s)")
+    assert bound - 0.01 <= elapsed <= bound * 1.1, (elapsed, bound)
+
+
+def test_every_limit_holds_at_once() -> None:
+    clock = FakeClock()
+    budget = Budget(None, _cred(), [(2, 0.2 * S), (5, S)], clock=clock, sleep=clock.sleep, margin=0)
+    times = []
+    for _ in range(16):
+        budget.acquire()
+        times.append(clock.now)
+    assert _max_in_window(times, 0.2, slack=1e-9) == 2
+    assert _max_in_window(times, 1.0, slack=1e-9) == 5
+    assert times[-1] - times[0] == pytest.approx(3.0)  # 16 calls at 5/s: the slower limit rules
+
+
+def test_fixed_windows_would_allow_double_the_limit_at_a_boundary() -> None:
+    """The sliding window refuses the burst a fixed window lets through across its boundary."""
+    clock = FakeClock()
+    clock.now = 1_800_000_000.9  # 0.1 s before a fixed 1-second window would start afresh
+    budget = Budget(None, _cred(), [(3, S)], clock=clock, sleep=clock.sleep, margin=0)
+    times = []
+    for _ in range(6):
+        budget.acquire()
+        times.append(clock.now)
+    assert _max_in_window(times, 1.0, slack=1e-9) == 3
+    assert times[3] - times[0] == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- two processes
+
+
+class _Counter(http.server.BaseHTTPRequestHandler):
+    times: ClassVar[list[float]] = []
+
+    def do_GET(self) -> None:
+        self.times.append(time.time())
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def counter() -> Iterator[tuple[str, list[float]]]:
+    """A local HTTP server that notes the arrival time of every request."""
+    times: list[float] = []
+    handler = type("Counter", (_Counter,), {"times": times})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/call", times
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    make: Callable[[], str] = request.getfixturevalue("pg_database")
+    return make().replace("postgresql://", "postgresql+psycopg://")
+
+
+def test_two_processes_sharing_a_credential_stay_within_it(
+    state_url: str, tmp_path: Path, counter: tuple[str, list[float]]
+) -> None:
+    url, times = counter
+    StateStore.open(state_url, tmp_path, create=True).close()
+    limit, window, each = 20, 2.0, 60
+    credential = _cred()
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                state_url,
+                str(tmp_path),
+                credential,
+                f"{limit}/{window:g}s",
+                str(each),
+                url,
+            ]
+        )
+        for _ in range(2)
+    ]
+    for w in workers:
+        assert w.wait(timeout=90) == 0
+    assert len(times) == 2 * each
+    assert _max_in_window(times, window) == limit
+    bound = (math.ceil(2 * each / limit) - 1) * window
+    elapsed = max(times) - min(times)
+    print(f"2 processes, {state_url.split(':')[0]}: {len(times)} calls in {elapsed:.3f}s (bound {bound:g}s)")
+    assert bound - 0.05 <= elapsed <= bound * 1.1, (elapsed, bound)
+    store = StateStore.open(state_url, tmp_path, create=False)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(schema.budget_calls.c.credential)).scalars().all()
+        assert 0 < len(rows) <= limit + 1  # older calls pruned
+        assert credential not in rows and all(len(r) == 32 for r in rows)  # only its hash is kept
+        left = Budget(store, credential, [(limit, window * S)]).remaining()
+        assert left["limits"][0]["used"] + left["limits"][0]["remaining"] == limit
+    finally:
+        store.close()
+
+
+def _worker(argv: list[str]) -> None:
+    state_url, folder, credential, limit, each, url = argv
+    import httpx
+
+    store = StateStore.open(state_url, Path(folder), create=False)
+    budget = Budget(store, credential, parse_limits(limit))
+    with httpx.Client() as client:
+        for _ in range(int(each)):
+            budget.acquire()
+            client.get(url).raise_for_status()
+    store.close()
+
+
+# --------------------------------------------------------------------------- the server's word
+
+
+def _timed(budget: Budget) -> float:
+    start = time.monotonic()
+    budget.acquire()
+    return time.monotonic() - start
+
+
+def test_retry_after_seconds_reaches_every_budget_of_the_credential(tmp_path: Path) -> None:
+    store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, create=True)
+    try:
+        credential = _cred()
+        first = Budget(store, credential, [(100, S)])
+        other = Budget(store, credential, [(100, S)])  # another sync using the same credential
+        unrelated = Budget(store, _cred(), [(100, S)])
+        first.acquire()
+        first.observe(429, {"Retry-After": "1"})
+        assert 0.8 < other.remaining()["blocked_for"] <= 1.0
+        assert _timed(unrelated) < 0.2
+        assert 0.9 <= _timed(other) < 1.5
+    finally:
+        store.close()
+
+
+def test_retry_after_http_date_is_honoured() -> None:
+    budget = Budget(None, _cred(), [(100, S)])
+    budget.observe(503, {"retry-after": email.utils.formatdate(time.time() + 2, usegmt=True)})
+    assert 1.0 <= _timed(budget) < 2.3  # an HTTP-date has whole seconds
+
+
+def test_rate_limit_headers_tighten_the_budget() -> None:
+    clock = FakeClock()
+    budget = Budget(None, _cred(), [(100, 900 * S)], clock=clock, sleep=clock.sleep, margin=0)
+    budget.observe(200, {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "30"})
+    budget.acquire()
+    budget.acquire()
+    assert clock.slept == []
+    assert budget.remaining()["server_remaining"] == 0
+    start = clock.now
+    budget.acquire()  # the server said 2 more until its reset: wait for it
+    assert clock.now - start == pytest.approx(30)
+    budget.observe(200, {"RateLimit-Remaining": "0", "RateLimit-Reset": "5"})
+    start = clock.now
+    budget.acquire()
+    assert clock.now - start == pytest.approx(5)
+
+
+def test_429_without_headers_waits_the_shortest_window() -> None:
+    clock = FakeClock()
+    budget = Budget(None, _cred(), [(2, S), (100, 900 * S)], clock=clock, sleep=clock.sleep, margin=0)
+    budget.observe(429, {})
+    start = clock.now
+    budget.acquire()
+    assert clock.now - start == pytest.approx(1.0)
+
+
+def test_old_calls_are_pruned(tmp_path: Path) -> None:
+    store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, create=True)
+    try:
+        clock = FakeClock()
+        budget = Budget(store, _cred(), [(50, 10 * S)], clock=clock, sleep=clock.sleep)
+        for _ in range(10):
+            budget.acquire()
+        clock.now += 11
+        budget.acquire()
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(schema.budget_calls)).scalar() == 1
+        assert budget.remaining()["limits"] == [
+            {"limit": "50/10s", "used": 1, "remaining": 49, "resets_in": 10.0}
+        ]
+    finally:
+        store.close()
+
+
+def test_bad_limits_are_config_errors() -> None:
+    from mapsync import errors
+
+    with pytest.raises(errors.ConfigError, match="positive"):
+        Budget(None, "x", [(0, S)])
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1:])
