@@ -337,7 +337,7 @@ def test_unknown_keys_with_did_you_mean(tmp_path: Path, old: str, new: str, path
             "changes: {method: full}",
             "changes: {method: cdc}",
             "syncs.orders.changes",
-            "unknown method 'cdc' (expected 'watermark', 'full')",
+            "unknown method 'cdc' (expected 'watermark', 'full', 'queue', 'snapshot', 'log', 'inbox')",
             id="method",
         ),
         pytest.param(
@@ -349,9 +349,9 @@ def test_unknown_keys_with_did_you_mean(tmp_path: Path, old: str, new: str, path
         ),
         pytest.param(
             'erp: {url: "sqlite:///erp.db"}',
-            'erp: {url: "sqlite:///erp.db", kind: rest}',
+            'erp: {url: "sqlite:///erp.db", kind: ftp}',
             "connections.erp",
-            "unknown kind 'rest' (expected 'sql')",
+            "unknown kind 'ftp' (expected 'sql', 'rest', 'cimcloud')",
             id="connection-kind",
         ),
         pytest.param(

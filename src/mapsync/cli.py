@@ -124,13 +124,19 @@ def version() -> None:
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the example sheet.")] = Path("mapsync.yaml"),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    to: Annotated[
+        str, typer.Option("--to", help="Destination of the example: `sql`, or `cimcloud` (a CIMcloud site).")
+    ] = "sql",
 ) -> None:
     """Write a commented example mapping sheet to start from."""
     from importlib import resources
 
     if path.exists() and not force:
         raise _fail(f"{path} exists (use --force to overwrite)", 2)
-    text = resources.files("mapsync").joinpath("examples/sheet.yaml").read_text(encoding="utf-8")
+    if to not in ("sql", "cimcloud"):
+        raise _fail("--to is `sql` or `cimcloud`", 2)
+    example = "examples/cimcloud.yaml" if to == "cimcloud" else "examples/sheet.yaml"
+    text = resources.files("mapsync").joinpath(example).read_text(encoding="utf-8")
     path.write_text(text, encoding="utf-8")
     out.print(f"wrote {path}: edit the connections and syncs, then `mapsync validate {path}`")
 
@@ -183,11 +189,45 @@ def run(
     window: Annotated[
         str | None, typer.Option(help="Overlap window, e.g. 24h (default: the sheet's).")
     ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", help="Keep running passes until SIGTERM/Ctrl-C (low-latency syncs); see --poll."
+        ),
+    ] = False,
+    poll: Annotated[
+        str, typer.Option(help="With --follow: the longest wait between passes, e.g. 200ms, 2s.")
+    ] = "1s",
+    deletes: Annotated[
+        bool,
+        typer.Option(
+            "--deletes",
+            help="Also check for deleted rows (watermark syncs): every source key is compared with "
+            "the key ledger and the missing ones are sent as deletes.",
+        ),
+    ] = False,
+    force_deletes: Annotated[
+        bool,
+        typer.Option(
+            "--force-deletes",
+            help="Let this run past the mass-delete guard (deletes above `deletes.max_delete_ratio`, "
+            "or a source that reads empty or partial).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """One pass of every sync (or --sync NAME): deliver what changed since the last run."""
     loaded = _load(sheet)
     names = _names(loaded, sync)
+    if follow:
+        if overlap:
+            raise _fail("--follow does not go with --overlap", 2)
+        if deletes or force_deletes:
+            raise _fail("--follow does not go with --deletes or --force-deletes", 2)
+        from mapsync.cli_follow import run_follow
+
+        run_follow(loaded, names, poll, as_json)
+        return
     if window is not None and not overlap:
         raise _fail("--window goes with --overlap", 2)
     try:
@@ -195,7 +235,16 @@ def run(
     except ValueError as exc:
         raise _fail(f"--window: {exc}", 2) from None
     store = _store(loaded, create=False)
-    _execute(loaded, store, names, "overlap" if overlap else "run", as_json, window=span)
+    _execute(
+        loaded,
+        store,
+        names,
+        "overlap" if overlap else "run",
+        as_json,
+        window=span,
+        deletes=deletes,
+        force_deletes=force_deletes,
+    )
 
 
 def _execute(
@@ -208,6 +257,8 @@ def _execute(
     window: dt.timedelta | None = None,
     progress: bool = False,
     field: str | None = None,
+    deletes: bool = False,
+    force_deletes: bool = False,
 ) -> None:
     """Run `kind` (seed | run | overlap | retry) for each sync, print the reports, exit 0/1/2."""
     from mapsync.progress import RichObserver
@@ -223,7 +274,16 @@ def _execute(
                     if kind == "retry":
                         reports.append(engine.retry(name, field))
                     else:
-                        reports.append(engine.run(name, kind, again=again, window=window))
+                        reports.append(
+                            engine.run(
+                                name,
+                                kind,
+                                again=again,
+                                window=window,
+                                deletes=deletes,
+                                force_deletes=force_deletes,
+                            )
+                        )
             except Exit as exc:
                 code = max(code, exc.code)
     finally:
@@ -258,9 +318,22 @@ def _print_report(r: RunReport) -> None:
         f"deleted {c.deleted}{extra}",
         highlight=False,
     )
-    for label, counter in (("truncated", r.truncated), ("defaulted", r.defaulted), ("kept unmapped", r.kept)):
+    for label, counter in (
+        ("truncated", r.truncated),
+        ("defaulted", r.defaulted),
+        ("kept unmapped", r.kept),
+        ("country corrected", r.corrected),
+        ("ambiguous DST time (earlier taken)", r.dst_ambiguous),
+        ("expired, written disabled", r.expired),
+    ):
         if counter:
             out.print(f"  {label}: " + ", ".join(f"{k} ×{v}" for k, v in counter.items()), highlight=False)
+    if r.fell_back:
+        out.print(
+            f"  [yellow]fell back[/yellow]: {r.fell_back} hard delete(s) refused by the destination, "
+            "disabled instead",
+            highlight=False,
+        )
     for s in r.samples[:5]:
         field = f" field {s.field}" if s.field else ""
         out.print(
@@ -290,4 +363,12 @@ def demo(
 
 
 # the read-only views and state commands live in their own module; importing it registers them
-from mapsync import cli_unmapped, cli_views  # noqa: E402,F401  (`unmapped` and `retry` in the first)
+from mapsync import (  # noqa: E402,F401  (`unmapped` and `retry` in the first)
+    cli_changelog,
+    cli_check,
+    cli_sandbox,
+    cli_serve,
+    cli_triggers,
+    cli_unmapped,
+    cli_views,
+)

@@ -40,6 +40,11 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
             str(row["open_errors"]),
         )
     out.print(table)
+    for row in rows:  # why a last run failed (the mass-delete guard's numbers, say)
+        last = row["last_run"] or {}
+        if last.get("status") == "failed" and last.get("message"):
+            text = f"{row['sync']}: {last.get('failure_class')} failure: {last['message']}"
+            out.print(text, highlight=False, markup=False)
 
 
 @app.command("errors")

@@ -11,10 +11,14 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
-from mapsync import capture, connectors, crash, errors, records, transforms
+from mapsync import capture, connectors, crash, errors, guard, records, transforms
 from mapsync.connectors.sql_source import parse_time
+from mapsync.run_types import Observer as Observer
+from mapsync.run_types import Parts as Parts
+from mapsync.run_types import RunReport as RunReport
+from mapsync.run_types import _Quiet
 from mapsync.sheet import compile as compile_
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
@@ -27,53 +31,6 @@ CRASH_POINTS = crash.POINTS
 # failures that stop a run with one message and the cursor kept (anything else is a bug)
 _STOPS = (errors.PermanentError, errors.TransientError, errors.LeaseLost, errors.StateError)
 log = logging.getLogger("mapsync.engine")
-
-
-class Observer(Protocol):
-    """Hears about progress (the CLI draws a progress bar from it)."""
-
-    def started(self, sync: str, kind: str, total: int | None) -> None: ...
-
-    def batch(self, sync: str, counts: Counts) -> None: ...
-
-
-class _Quiet:
-    def started(self, sync: str, kind: str, total: int | None) -> None:
-        return None
-
-    def batch(self, sync: str, counts: Counts) -> None:
-        return None
-
-
-@dataclasses.dataclass
-class RunReport:
-    sync: str
-    kind: str
-    run_id: int | None
-    status: str  # success | partial | failed
-    counts: Counts
-    message: str | None = None
-    failure_class: str | None = None
-    truncated: dict[str, int] = dataclasses.field(default_factory=dict)
-    defaulted: dict[str, int] = dataclasses.field(default_factory=dict)
-    kept: dict[str, int] = dataclasses.field(default_factory=dict)
-    samples: list[records.Rejection] = dataclasses.field(default_factory=list)
-    gone: list[records.Key] = dataclasses.field(default_factory=list)  # retry: source rows gone
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "success"
-
-
-@dataclasses.dataclass
-class Parts:
-    """What one sync is made of. Tests may hand the engine their own (see mapsync.testing)."""
-
-    source: Any  # SqlSource, or a fake with count()
-    dest: Any  # SqlDestination, or a fake with write(), is_empty()
-    mapping: compile_.Mapping
-    capture: Any  # a capture.Capture
-    version_column: str | None
 
 
 class Engine:
@@ -95,7 +52,9 @@ class Engine:
         """The open handle of a connection (one per connection for the engine's life)."""
         if name not in self._dbs:
             conn = self.sheet.connections[name]
-            self._dbs[name] = connectors.REGISTRY[conn.kind].connect(name, conn, self.loaded.folder)
+            self._dbs[name] = connectors.REGISTRY[conn.kind].connect(
+                name, conn, self.loaded.folder, self.store
+            )
         return self._dbs[name]
 
     def parts(self, name: str) -> Parts:
@@ -115,7 +74,9 @@ class Engine:
             cfg, dest.columns, dest.child_columns(), connect=self.database, folder=self.loaded.folder
         )
         ctx = capture.Context(name, cfg, self.store, self.database)
-        return Parts(source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch, ctx), version_column)
+        return Parts(
+            source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch, ctx), version_column
+        )
 
     # ----------------------------------------------------------------- one run
 
@@ -128,10 +89,17 @@ class Engine:
         scheduled_at: dt.datetime | None = None,
         again: bool = False,
         window: dt.timedelta | None = None,
+        keep_empty: bool = True,
+        deletes: bool = False,
+        force_deletes: bool = False,
     ) -> RunReport:
-        """One pass of one sync. `kind`: seed | run | overlap. Raises LeaseHeld, ConfigError."""
+        """One pass of one sync. `kind`: seed | run | overlap. Raises LeaseHeld, ConfigError.
+        `keep_empty=False` (follow mode) leaves no run in the history when it changed nothing: no
+        write, delete or rejection, and the cursors ended where they started."""
         cfg = self.sheet.syncs[name]
         parts = self.parts(name)
+        # `deletes`: a key-set delete check (run --deletes); `force_deletes`: pass the guard once
+        guard.prepare(parts, self.store, name, cfg, deletes=deletes, force=force_deletes)
         if window is not None and isinstance(cfg.changes, models.WatermarkChanges):
             overlap = cfg.changes.overlap.model_copy(update={"window": window})
             parts.capture.cfg = cfg.changes.model_copy(update={"overlap": overlap})
@@ -170,6 +138,10 @@ class Engine:
                 self._crashed(report, exc)
                 raise
             report.status = "partial" if report.counts.rejected else "success"
+            if not keep_empty and not report.counts.changed and self.store.cursors(name) == cursors:
+                self.store.discard_run(run_id)
+                report.run_id = None
+                return report
             self.store.finish_run(run_id, report.status)
             purge(self.store, name, self.sheet.state.retention)
             log.info(
@@ -267,9 +239,8 @@ class Engine:
             self.store.set_cursors(name, first, run_id)
             cursors = self.store.cursors(name)
         fresh = not resuming and not again and parts.dest.is_empty()
-        return capture.seed_batches(
-            parts.source, cursors, cfg.delivery.batch, cfg.seed.where, parts.version_column
-        ), fresh
+        seeder = getattr(parts.capture, "seed_batches", capture.seed_batches)  # snapshot: hashes
+        return seeder(parts.source, cursors, cfg.delivery.batch, cfg.seed.where, parts.version_column), fresh
 
     def _total(self, parts: Parts, cfg: Any, kind: str) -> int | None:
         return None if kind != "seed" else parts.source.count(cfg.seed.where)
@@ -314,7 +285,9 @@ class Engine:
                     seen.append(records.Delivered(m.key, m.version, m.hash, entry.dest_id))
                 continue
             send.append(m)
+        guard.before_send(parts.capture, batch.changes, send)  # the mass-delete guard
         result = parts.dest.write(send, fresh=fresh) if send else records.WriteResult()
+        report.fell_back = getattr(parts.dest, "fell_back", 0)  # the destination's count this run
         crash.point("after_write")
         all_rejected = rejected + result.rejected
         parts.capture.acknowledge(batch, records.WriteResult(result.delivered, all_rejected))
@@ -343,6 +316,9 @@ class Engine:
             (report.truncated, tally.truncated),
             (report.defaulted, tally.defaulted),
             (report.kept, tally.kept),
+            (report.corrected, tally.corrected),
+            (report.dst_ambiguous, tally.dst_ambiguous),
+            (report.expired, tally.expired),
         ):
             for field, n in source.items():
                 target[field] = target.get(field, 0) + n

@@ -23,6 +23,40 @@ def cross_check(sheet: models.Sheet) -> list[tuple[Path_, str]]:
         found.extend(_check_sync(sync_name, sync))
         found.extend(_check_rule_connections(sync_name, sync, set(sheet.connections)))
         found.extend(_check_rule_specs(sync_name, sync))
+        found.extend(_check_ends(sync_name, sync, sheet.connections))
+    return found
+
+
+def _check_ends(
+    sync_name: str, sync: models.SyncConfig, connections: dict[str, Any]
+) -> list[tuple[Path_, str]]:
+    """A SQL end names a `table` (or `query`), a REST or CIMcloud end a `resource`."""
+    found: list[tuple[Path_, str]] = []
+    base: Path_ = ("syncs", sync_name)
+    for role, ref in (("from", sync.from_), ("to", sync.to)):
+        conn = connections.get(ref.connection)
+        if conn is None:
+            continue
+        if conn.kind == "sql" and ref.resource is not None:
+            found.append(((*base, role, "resource"), f"connection {ref.connection!r} is SQL: give `table`"))
+        elif conn.kind != "sql" and ref.resource is None:
+            found.append(((*base, role), f"connection {ref.connection!r} is {conn.kind}: give `resource`"))
+    src = connections.get(sync.from_.connection)
+    if src is not None and src.kind != "sql":
+        if sync.children:
+            found.append(((*base, "children"), "child tables need a SQL source"))
+        if sync.seed.where is not None and src.kind == "rest":
+            found.append(((*base, "seed", "where"), "is SQL: a REST source has no SQL condition"))
+        if sync.filter is not None and src.kind == "rest":
+            found.append(((*base, "filter"), "is SQL: a REST source has no SQL condition"))
+    dst = connections.get(sync.to.connection)
+    if dst is not None and dst.kind != "sql":
+        if sync.children:
+            found.append(((*base, "children"), "child records need a SQL destination"))
+        if dst.kind == "cimcloud" and sync.deletes.policy == "hard":
+            found.append(
+                ((*base, "deletes", "policy"), "CIMcloud documents no DELETE: use `disable` (status 0)")
+            )
     return found
 
 
@@ -131,9 +165,28 @@ def _check_sync(sync_name: str, sync: models.SyncConfig) -> list[tuple[Path_, st
             found.append(((*cbase, "to", "connection"), "must be the parent's destination connection"))
         if len(child.parent.from_) != len(sync.key.from_) or len(child.parent.to) != len(sync.key.to):
             found.append(((*cbase, "parent"), "must name as many columns as the parent's key"))
-    if sync.deletes.policy == "disable" and sync.deletes.field in key_fields:
+    if sync.deletes.field is not None and sync.deletes.field in key_fields:
         found.append(((*base, "deletes", "field"), "cannot be a key column"))
+    found.extend(_check_deletes_explicit(sync_name, sync))
     return found
+
+
+def _check_deletes_explicit(sync_name: str, sync: models.SyncConfig) -> list[tuple[Path_, str]]:
+    """A sync whose capture method can emit deletes says what they do (no silent default)."""
+    from mapsync import capture
+
+    method = capture.REGISTRY.get(sync.changes.method)
+    emits = getattr(method, "emits_deletes", None)
+    if emits is None or "deletes" in sync.model_fields_set or not emits(sync.changes):
+        return []
+    return [
+        (
+            ("syncs", sync_name, "changes"),
+            f"`changes: {{method: {sync.changes.method}}}` can emit deletes: say what they do by "
+            f"adding to sync {sync_name}, e.g.\n"
+            "    deletes: {policy: disable, field: active, value: false}   # or hard, ignore, by_reason",
+        )
+    ]
 
 
 def _unknown(what: str, name: str, known: set[str]) -> str:

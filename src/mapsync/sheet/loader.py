@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mapsync import errors
-from mapsync.sheet import checks, models
+from mapsync.sheet import checks, connection_models, models
 
 Path_ = tuple[str | int, ...]
 
@@ -166,7 +167,8 @@ def _suggest(path: Path_) -> str:
             for n, f in m.model_fields.items()
         }
     )
-    close = difflib.get_close_matches(str(path[-1]), names, n=1)
+    # a key another member of a union knows (`url` under `kind: rest`) is no suggestion for itself
+    close = difflib.get_close_matches(str(path[-1]), [n for n in names if n != path[-1]], n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -263,6 +265,7 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
         shown = sorted({_redact(p, secrets) for p in problems}, key=_line_key)
         raise errors.ConfigError(f"{source}: {len(shown)} problem(s)", shown)
     assert sheet is not None
+    secrets.extend(connection_models.secrets_of(sheet.connections.values()))  # even if written inline
     return LoadedSheet(sheet, sheet_path.resolve(), lines, tuple(s for s in secrets if len(s) >= 3))
 
 
@@ -273,13 +276,24 @@ def _line_key(problem: str) -> tuple[int, str]:
         return 0, problem
 
 
+def _tags(union: Any, field: str) -> frozenset[str]:
+    """The discriminator values of an `Annotated[A | B | …, Field(discriminator=field)]`."""
+    members = typing.get_args(typing.get_args(union)[0])
+    return frozenset(typing.get_args(m.model_fields[field].annotation)[0] for m in members)
+
+
+_METHODS = _tags(models.Changes, "method")
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> Path_:
     out: list[str | int] = []
     for i, part in enumerate(loc):
         # discriminated unions add the tag (`watermark`, `sql`) after the field name
-        if i > 0 and loc[i - 1] in ("changes",) and part in ("watermark", "full"):
+        if i > 0 and loc[i - 1] in ("changes",) and part in _METHODS:
             continue
-        if i > 1 and loc[i - 2] == "connections" and part == "sql":
+        if i > 1 and loc[i - 2] == "connections" and part in ("sql", "rest", "cimcloud"):
+            continue
+        if i > 0 and loc[i - 1] == "auth" and part in ("bearer", "basic", "api_key", "token"):
             continue
         if isinstance(part, str) and part.startswith("function-"):
             continue

@@ -14,12 +14,23 @@ from pydantic import Field, field_validator, model_validator
 from mapsync.sheet.base import Model as Model
 from mapsync.sheet.base import Name as Name
 from mapsync.sheet.base import _as_list
+from mapsync.sheet.connection_models import CimcloudConnection as CimcloudConnection
+from mapsync.sheet.connection_models import RestConnection as RestConnection
+from mapsync.sheet.deletes_models import DeletesConfig as DeletesConfig
+from mapsync.sheet.deletes_models import ExpiredRule as ExpiredRule
 from mapsync.sheet.duration import Duration
+from mapsync.sheet.fields import CountryRule as CountryRule
 from mapsync.sheet.fields import FieldRule as FieldRule
 from mapsync.sheet.fields import LookupRule as LookupRule
 from mapsync.sheet.fields import MapSource as MapSource
+from mapsync.sheet.fields import PythonHook as PythonHook
 from mapsync.sheet.fields import SplitRule as SplitRule
 from mapsync.sheet.fields import TimezoneRule as TimezoneRule
+from mapsync.sheet.log_models import LogChanges as LogChanges
+from mapsync.sheet.queue_model import QueueChanges as QueueChanges
+from mapsync.sheet.snapshot_models import SnapshotChanges as SnapshotChanges
+from mapsync.sheet.webhook_models import InboxChanges as InboxChanges
+from mapsync.sheet.webhook_models import WebhookConfig as WebhookConfig
 
 # --------------------------------------------------------------------------- connections
 
@@ -45,7 +56,7 @@ class SqlConnection(Model):
     )
 
 
-Connection = Annotated[SqlConnection, Field(discriminator="kind")]
+Connection = Annotated[SqlConnection | RestConnection | CimcloudConnection, Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------- state
@@ -92,10 +103,16 @@ class SourceRef(Model):
             "sheet's author and runs as written."
         ),
     )
+    resource: str | None = Field(
+        None, description="For a REST or CIMcloud connection: the resource path instead of `table`."
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> SourceRef:
-        if (self.table is None) == (self.query is None):
+        if self.resource is not None:
+            if self.table is not None or self.query is not None:
+                raise ValueError("give `resource` (REST, CIMcloud) or `table`/`query` (SQL), not both")
+        elif (self.table is None) == (self.query is None):
             raise ValueError("give exactly one of `table` or `query`")
         return self
 
@@ -104,7 +121,28 @@ class DestRef(Model):
     """Where a sync writes."""
 
     connection: Name = Field(description="Name of a connection under `connections`.")
-    table: str = Field(description="Destination table; it needs a unique index on the key.")
+    table: str = Field(
+        description=(
+            "Destination table; it needs a unique index on the key. A REST or CIMcloud end gives "
+            "`resource` instead."
+        )
+    )
+    resource: str | None = Field(
+        None, description="For a REST or CIMcloud connection: the resource path instead of `table`."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resource_instead(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("resource") is not None and "table" not in data:
+            return {**data, "table": ""}  # no table at an HTTP end
+        return data
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DestRef:
+        if self.table and self.resource is not None:
+            raise ValueError("give `table` (SQL) or `resource` (REST, CIMcloud), not both")
+        return self
 
 
 class KeyMap(Model):
@@ -162,6 +200,14 @@ class WatermarkChanges(Model):
         ),
     )
     overlap: OverlapConfig = Field(default_factory=OverlapConfig, description="The periodic overlap re-read.")
+    deletes_every: Duration | None = Field(
+        None,
+        description=(
+            "Check for deleted rows when the last check is older than this (e.g. `1d`): every "
+            "source key is compared with the key ledger and the missing ones are sent as "
+            "deletes. Without it, only `mapsync run --deletes` does."
+        ),
+    )
 
 
 class FullChanges(Model):
@@ -170,7 +216,10 @@ class FullChanges(Model):
     method: Literal["full"] = Field(description="`full`.")
 
 
-Changes = Annotated[WatermarkChanges | FullChanges, Field(discriminator="method")]
+Changes = Annotated[
+    WatermarkChanges | FullChanges | QueueChanges | SnapshotChanges | LogChanges | InboxChanges,
+    Field(discriminator="method"),
+]
 
 
 # --------------------------------------------------------------------------- the rest of a sync
@@ -186,23 +235,6 @@ class SeedConfig(Model):
             "change that passes `filter`."
         ),
     )
-
-
-class DeletesConfig(Model):
-    """What a delete at the source does at the destination."""
-
-    policy: Literal["ignore", "disable", "hard"] = Field(
-        "ignore",
-        description=("`ignore`, `disable` (set `field` to `value`) or `hard` (delete the row by key)."),
-    )
-    field: str | None = Field(None, description="For `disable`: the destination field to set.")
-    value: Any = Field(None, description="For `disable`: the value that marks a row disabled.")
-
-    @model_validator(mode="after")
-    def _disable_needs_field(self) -> DeletesConfig:
-        if self.policy == "disable" and (self.field is None or "value" not in self.model_fields_set):
-            raise ValueError("`policy: disable` needs `field` and `value`")
-        return self
 
 
 class DeliveryConfig(Model):
@@ -282,6 +314,9 @@ class SyncConfig(Model):
     )
     children: dict[str, ChildSync] = Field(
         default_factory=dict, description="Child tables delivered with each parent row."
+    )
+    webhook: WebhookConfig | None = Field(
+        None, description="Accept signed pushes for this sync at `mapsync serve` (`POST /webhooks/<sync>`)."
     )
 
     _norm = field_validator("after", mode="before")(_as_list)

@@ -45,6 +45,11 @@ class Counts:
     truncated: int = 0
     defaulted: int = 0
 
+    @property
+    def changed(self) -> int:
+        """Records whose outcome changed something (written, deleted or rejected)."""
+        return self.written + self.deleted + self.rejected
+
     def add(self, other: Counts) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
@@ -272,8 +277,8 @@ class StateStore:
                         .values(resolved_at=now)
                     )
             if rejected:
+                new_values = unmapped.record(conn, sync, rejected, now)  # before the errors: see there
                 self._record_errors(conn, sync, run_id, rejected, now)
-                new_values = unmapped.record(conn, sync, rejected, now)
             if delivered:
                 unmapped.resolve(conn, sync, now)
             self._set_cursors(conn, sync, run_id, cursors)
@@ -353,6 +358,13 @@ class StateStore:
                 .where(schema.runs.c.id == run_id)
                 .values(status=status, failure_class=failure_class, message=message, finished_at=stamp())
             )
+
+    def discard_run(self, run_id: int) -> None:
+        """Forget a run that changed nothing (follow mode's idle polls) with its cursor audit
+        rows, which can only be moves that the run itself undid."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(schema.cursor_audit).where(schema.cursor_audit.c.run_id == run_id))
+            conn.execute(sa.delete(schema.runs).where(schema.runs.c.id == run_id))
 
     def run(self, run_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:

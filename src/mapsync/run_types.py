@@ -1,0 +1,62 @@
+"""The plain types around a run: what it is made of (`Parts`), who hears about its progress
+(`Observer`) and what it reports (`RunReport`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from mapsync import records
+from mapsync.sheet import compile as compile_
+from mapsync.state.store import Counts
+
+
+class Observer(Protocol):
+    """Hears about progress (the CLI draws a progress bar from it)."""
+
+    def started(self, sync: str, kind: str, total: int | None) -> None: ...
+
+    def batch(self, sync: str, counts: Counts) -> None: ...
+
+
+class _Quiet:
+    def started(self, sync: str, kind: str, total: int | None) -> None:
+        return None
+
+    def batch(self, sync: str, counts: Counts) -> None:
+        return None
+
+
+@dataclasses.dataclass
+class RunReport:
+    sync: str
+    kind: str
+    run_id: int | None
+    status: str  # success | partial | failed
+    counts: Counts
+    message: str | None = None
+    failure_class: str | None = None
+    truncated: dict[str, int] = dataclasses.field(default_factory=dict)
+    defaulted: dict[str, int] = dataclasses.field(default_factory=dict)
+    kept: dict[str, int] = dataclasses.field(default_factory=dict)
+    corrected: dict[str, int] = dataclasses.field(default_factory=dict)  # country autocorrect
+    dst_ambiguous: dict[str, int] = dataclasses.field(default_factory=dict)  # repeated local times
+    expired: dict[str, int] = dataclasses.field(default_factory=dict)  # updates written disabled
+    fell_back: int = 0  # hard deletes the destination refused, written as `disable` instead
+    samples: list[records.Rejection] = dataclasses.field(default_factory=list)
+    gone: list[records.Key] = dataclasses.field(default_factory=list)  # retry: source rows gone
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+@dataclasses.dataclass
+class Parts:
+    """What one sync is made of. Tests may hand the engine their own (see mapsync.testing)."""
+
+    source: Any  # SqlSource, or a fake with count()
+    dest: Any  # SqlDestination, or a fake with write(), is_empty()
+    mapping: compile_.Mapping
+    capture: Any  # a capture.Capture
+    version_column: str | None

@@ -1,0 +1,150 @@
+"""Short YAML examples of every sheet model, shown in docs/sheet.md (a test checks that every
+model has one and that each validates)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pydantic import BaseModel
+
+from mapsync.sheet import connection_examples, models
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """A short YAML example of a model: `text` is the value under `key` (top level if empty);
+    with `many`, the value maps names to instances (as `fields` does)."""
+
+    key: str
+    text: str
+    many: bool = False
+
+
+EXAMPLES: dict[type[BaseModel], Example] = {
+    models.Sheet: Example(
+        "",
+        """\
+version: 1
+connections:
+  erp: {url: "sqlite:///erp.db"}
+  portal: {url: "postgresql://sync:${PORTAL_PASSWORD}@db.example.com/portal"}
+syncs:
+  customers:
+    from: {connection: erp, table: customers}
+    to: {connection: portal, table: accounts}
+    key: {from: id, to: erp_id}
+    fields:
+      nm: name
+    changes: {method: watermark, column: updated_at}
+""",
+    ),
+    models.SqlConnection: Example(
+        "connections",
+        """\
+erp: {url: "sqlite:///erp.db"}
+portal:
+  url: "postgresql://sync:${PORTAL_PASSWORD}@db.example.com/portal"
+  timezone: Europe/Berlin
+""",
+        many=True,
+    ),
+    models.StateConfig: Example(
+        "state",
+        """\
+url: "sqlite:///.mapsync/state.db"
+lease_ttl: 10m
+retention: 90d
+""",
+    ),
+    models.SyncConfig: Example(
+        "syncs",
+        """\
+orders:
+  from: {connection: erp, table: orders}
+  to: {connection: portal, table: orders}
+  key: {from: [company, order_no], to: [company, order_no]}
+  fields:
+    total: {from: amount, cast: decimal, scale: 2}
+  changes: {method: watermark, column: changed_at}
+  filter: "status <> 'draft'"
+  after: customers
+""",
+        many=True,
+    ),
+    models.SourceRef: Example(
+        "from",
+        """\
+connection: erp
+query: "SELECT c.id, c.name, c.changed FROM customers c WHERE c.kind = 'B2B'"
+""",
+    ),
+    models.DestRef: Example("to", "connection: portal\ntable: accounts\n"),
+    models.KeyMap: Example("key", "from: [company, id]\nto: [company_code, erp_id]\n"),
+    models.FieldRule: Example(
+        "fields",
+        """\
+nm: name                                  # short for {from: name}
+title: {from: title, truncate: 150}
+tier: {from: grade, map: {A: gold, B: silver}, on_unknown: default, map_default: bronze}
+country: {from: land, country: iso3}
+price: {from: price, cast: decimal, scale: 2}
+source: {value: erp}                      # a constant
+phone: {from: phone, default: ""}
+""",
+        many=True,
+    ),
+    models.WatermarkChanges: Example(
+        "changes",
+        """\
+method: watermark
+column: updated_at
+lag: 5s
+overlap: {window: 24h, every: 1d}
+""",
+    ),
+    models.OverlapConfig: Example("overlap", "window: 24h\nevery: 1d\n"),
+    models.FullChanges: Example("changes", "method: full\n"),
+    models.SnapshotChanges: Example("changes", "method: snapshot\npage: 5000\n"),
+    models.LogChanges: Example("changes", "method: log\nslot: mapsync_orders\nmax_retained_wal: 1GB\n"),
+    models.QueueChanges: Example(
+        "changes", "method: queue\ntable: mapsync_changes\nmax_retries: 5\nbackoff: 1m\nretention: 7d\n"
+    ),
+    models.InboxChanges: Example("changes", "method: inbox\nmax_items: 10000\n"),
+    models.WebhookConfig: Example(
+        "webhook",
+        'secret: "${WEBHOOK_SECRET}"\nsignature_header: X-Mapsync-Signature\ntolerance: 5m\n',
+    ),
+    models.SeedConfig: Example("seed", "where: \"status = 'A'\"\n"),
+    models.DeletesConfig: Example(
+        "deletes",
+        "policy: by_reason\nfield: active\nvalue: false\nexpired: {date: valid_until}\n"
+        "otherwise: hard\nfallback: disable\n",
+    ),
+    models.ExpiredRule: Example("expired", "date: valid_until\nstatus: state\nin: [X, EXPIRED]\n"),
+    models.CountryRule: Example("country", "to: iso2\nautocorrect: true\n"),
+    models.PythonHook: Example("python", "entry_point: initials\n"),
+    models.LookupRule: Example(
+        "lookup", "connection: erp\ntable: sales_reps\nkey: rep_code\nvalue: email\non_missing: reject\n"
+    ),
+    models.MapSource: Example("map_from", "file: maps/payment_terms.csv\n"),
+    models.SplitRule: Example("split", 'sep: ","\nindex: 0\n'),
+    models.TimezoneRule: Example("timezone", "source: Europe/Berlin\ntarget: UTC\n"),
+    models.DeliveryConfig: Example("delivery", "batch: 1000\n"),
+    models.ScheduleConfig: Example("schedule", "every: 5m\nstart_within: 2m\nfinish_within: 10m\n"),
+    models.ChildSync: Example(
+        "children",
+        """\
+lines:
+  from: {connection: erp, table: order_lines}
+  to: {connection: portal, table: order_lines}
+  parent: {from: order_id, to: order_id}
+  key: {from: [order_id, line_no], to: [order_id, line_no]}
+  fields:
+    qty: quantity
+""",
+        many=True,
+    ),
+    models.ParentLink: Example("parent", "from: order_id\nto: order_id\n"),
+}
+# REST and CIMcloud connections: their examples live beside their models
+EXAMPLES.update({m: Example(*e) for m, e in connection_examples.EXAMPLES.items()})
