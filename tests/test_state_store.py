@@ -175,3 +175,31 @@ syncs:
     assert h.query(state, "SELECT COUNT(*) FROM mapsync_ledger")[0][0] == 25
     assert h.query(dst, "SELECT COUNT(*) FROM products")[0][0] == 25
     assert not (tmp_path / ".mapsync").exists()
+
+
+def test_two_processes_create_a_fresh_postgresql_store_at_once(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """Both opens succeed and the schema is created once (an advisory lock serialises them)."""
+    import threading
+
+    url = pg_database()
+    barrier = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            StateStore.open(url, tmp_path, create=True).close()
+        except BaseException as exc:  # collected for the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    assert h.query(url, "SELECT value FROM mapsync_meta WHERE name = 'schema_version'") == [
+        (str(schema.SCHEMA_VERSION),)
+    ]

@@ -106,6 +106,9 @@ class StateStore:
 
     def _migrate(self, *, create: bool) -> None:
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # two processes opening a fresh store at once must not both create its tables
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7234511, 1)"))
             has_meta = sa.inspect(conn).has_table(schema.meta.name)
             current = 0
             if has_meta:
