@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from mapsync import transforms
+from mapsync import countries, transforms
 from mapsync.cli import (
     Exit,
     JsonOpt,
@@ -28,27 +27,6 @@ from mapsync.sheet import models
 from mapsync.state import unmapped as state_unmapped
 
 
-@functools.lru_cache(maxsize=1)
-def _country_names() -> dict[str, str]:
-    """Normalized spelling → the country's short name, for every name and alias it knows."""
-    import pycountry
-
-    names: dict[str, str] = {}
-    for country in pycountry.countries:
-        for text in (
-            country.name,
-            getattr(country, "official_name", ""),
-            getattr(country, "common_name", ""),
-        ):
-            if text:
-                names.setdefault(transforms._normalize(text), country.name)
-    for alias, code in transforms.COUNTRY_ALIASES.items():
-        found = pycountry.countries.get(alpha_3=code)
-        if found is not None:
-            names.setdefault(alias, found.name)
-    return names
-
-
 def _field_rule(sync: models.SyncConfig, field: str) -> models.FieldRule | None:
     if field in sync.fields:
         return sync.fields[field]
@@ -61,9 +39,9 @@ def _field_rule(sync: models.SyncConfig, field: str) -> models.FieldRule | None:
 def suggest(rule: str, value: str, spec: models.FieldRule | None) -> list[str]:
     """Near misses: close country names and aliases for `country`, close map keys for `map`."""
     if rule == "country":
-        names = _country_names()
+        names = countries.country_spellings()
         close = difflib.get_close_matches(transforms._normalize(value), list(names), n=5, cutoff=0.75)
-        return list(dict.fromkeys(names[c] for c in close))[:3]
+        return list(dict.fromkeys(names[c].name for c in close))[:3]
     if rule == "map" and spec is not None and spec.map:
         return difflib.get_close_matches(value, [str(k) for k in spec.map], n=3, cutoff=0.6)
     return []

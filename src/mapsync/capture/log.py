@@ -227,22 +227,9 @@ class LogCapture:
     def current(self, keys: list[records.Key]) -> list[records.Row]:
         """The rows of these keys as they are now, through the sync's `filter`."""
         src = self.source
-        cols = [src.col(c) for c in src.key]
-        out: list[records.Row] = []
+        where = [sa.text(f"({src.filter})")] if src.filter else []
         try:
-            with src.db.engine.connect() as conn:
-                for i in range(0, len(keys), 500):
-                    chunk = keys[i : i + 500]
-                    cond = (
-                        sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk])
-                        if len(cols) > 1
-                        else cols[0].in_([k[0] for k in chunk])
-                    )
-                    conditions: list[Any] = [cond]
-                    if src.filter:
-                        conditions.append(sa.text(f"({src.filter})"))
-                    query = sa.select(*[src.col(c) for c in src.columns]).where(*conditions)
-                    out.extend(dict(r) for r in conn.execute(query).mappings())
+            out = list(src.rows_by_key(keys, where=where))
         except sa.exc.DBAPIError as exc:
             raise errors.TransientError(
                 f"sync {self.sync}: reading changed rows failed: {type(exc.orig).__name__}",

@@ -194,23 +194,13 @@ class QueueCapture:
         """The source rows of these keys as they are now, by `same_key` text; with a `filter`,
         each row says whether it passes it."""
         src = self.source
-        cols = [src.col(c) for c in src.key]
         select: list[Any] = [src.col(c) for c in src.columns]
         if src.filter:
             select.append(sa.case((sa.text(f"({src.filter})"), 1), else_=0).label(_PASSES))
         out: dict[str, records.Row] = {}
         try:
-            with self.db.engine.connect() as conn:
-                for i in range(0, len(keys), 500):
-                    chunk = keys[i : i + 500]
-                    cond = (
-                        sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk])
-                        if len(cols) > 1
-                        else cols[0].in_([k[0] for k in chunk])
-                    )
-                    for row in conn.execute(sa.select(*select).where(cond)).mappings():
-                        data = dict(row)
-                        out[same_key(src.key_of(data))] = data
+            for data in src.rows_by_key(keys, select=select):
+                out[same_key(src.key_of(data))] = data
         except sa.exc.DBAPIError as exc:
             raise self._error("reading the source", exc) from None
         return out

@@ -123,8 +123,15 @@ class SqlSource:
 
     def read_keys(self, keys: Sequence[records.Key]) -> list[records.Row]:
         """Current rows for these keys (one query per 500 keys); missing keys are absent."""
-        out: list[records.Row] = []
+        return list(self.rows_by_key(keys))
+
+    def rows_by_key(
+        self, keys: Sequence[records.Key], *, select: Sequence[Any] | None = None, where: Sequence[Any] = ()
+    ) -> Iterator[records.Row]:
+        """Rows for these keys, one query per 500 keys: the sync's columns (or `select`), with
+        any extra `where` conditions (the capture methods add the sync's `filter`)."""
         cols = [self.col(c) for c in self.key]
+        chosen = list(select) if select is not None else [self.col(c) for c in self.columns]
         with self.db.engine.connect() as conn:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
@@ -133,13 +140,8 @@ class SqlSource:
                     if len(cols) > 1
                     else cols[0].in_([k[0] for k in chunk])
                 )
-                out.extend(
-                    dict(r)
-                    for r in conn.execute(
-                        sa.select(*[self.col(c) for c in self.columns]).where(cond)
-                    ).mappings()
-                )
-        return out
+                for row in conn.execute(sa.select(*chosen).where(cond, *where)).mappings():
+                    yield dict(row)
 
     def attach_children(self, rows: list[records.Row]) -> dict[records.Key, dict[str, list[records.Row]]]:
         """Child rows of these parents, one query per child table."""
