@@ -1,8 +1,11 @@
-"""CIMcloud connector benchmark against the sandbox: records/s in sync mode (10 per call).
+"""CIMcloud connector benchmark against the sandbox: records/s in sync mode (10 per call) and in
+async mode (queued batches of 500, confirmed by read-back or job polls).
 
     .venv/bin/python bench/rest.py                      # 5,000 records, budget off
     .venv/bin/python bench/rest.py --rows 1000 --repeat 1
     .venv/bin/python bench/rest.py --budget 20/3s --rows 1400   # with the budget: time vs its bound
+    .venv/bin/python bench/rest.py --mode async --contract none  # async seed, batches of 500
+    .venv/bin/python bench/rest.py --mode async --contract jobs --async-batch 500
 
 The sandbox runs as its own process (`mapsync sandbox cimcloud`), so server and client do not
 share a GIL. A SQLite `customers` table of N rows is seeded into it through the Engine API
@@ -41,6 +44,7 @@ connections:
     site: sandbox
     auth: {{type: token, auth_key: sandbox-key, username: sandbox, password: sandbox-password}}
     budget: {budget}
+    async_contract: {contract}
 syncs:
   accounts:
     from: {{connection: erp, table: customers}}
@@ -52,7 +56,7 @@ syncs:
       status: {{from: status, map: {{A: 1, I: 0}}}}
       credit: {{from: credit, cast: decimal, scale: 2}}
     changes: {{method: watermark, column: last_modified, lag: 0s}}
-    delivery: {{batch: 500}}
+    delivery: {{batch: {batch}, seed_mode: {mode}, async_batch: {async_batch}, poll_every: {poll}}}
 """
 
 
@@ -66,7 +70,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_sandbox(folder: Path, budget: str | None) -> tuple[subprocess.Popen[bytes], str]:
+def start_sandbox(
+    folder: Path, budget: str | None, contract: str = "none"
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     args = [
         sys.executable,
@@ -79,7 +85,7 @@ def start_sandbox(folder: Path, budget: str | None) -> tuple[subprocess.Popen[by
         "--db",
         str(folder / "sb.db"),
     ]
-    args += ["--budget", budget or "off"]
+    args += ["--budget", budget or "off", "--async-contract", contract]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 20
@@ -128,14 +134,24 @@ def calls(base: str) -> list[dict[str, object]]:
     return [r for r in log if r["counted"] or r["status"] == 429]
 
 
-def one(rows: int, budget: str | None) -> dict[str, float]:
+def one(rows: int, budget: str | None, opts: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="mapsync-bench-rest-") as tmp:
         folder = Path(tmp)
-        proc, base = start_sandbox(folder, budget)
+        proc, base = start_sandbox(folder, budget, opts.contract)
         try:
             make_source(folder / "src.db", rows)
             limits = f'["{budget}"]' if budget else "[]"
-            (folder / "sheet.yaml").write_text(SHEET.format(src=folder / "src.db", base=base, budget=limits))
+            sheet = SHEET.format(
+                src=folder / "src.db",
+                base=base,
+                budget=limits,
+                mode=opts.mode,
+                async_batch=opts.async_batch,
+                poll=opts.poll,
+                contract=opts.contract,
+                batch=opts.batch,
+            )
+            (folder / "sheet.yaml").write_text(sheet)
             loaded = loader.load(folder / "sheet.yaml")
             store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=True)
             engine = Engine(loaded, store)
@@ -156,7 +172,11 @@ def one(rows: int, budget: str | None) -> dict[str, float]:
             finally:
                 engine.close()
                 store.close()
-            statuses = [r["status"] for r in calls(base)]
+            log = calls(base)
+            statuses = [r["status"] for r in log]
+            submits = sum(
+                1 for r in log[:seed_calls] if r["method"] == "POST" and r["path"] != "authenticate"
+            )
             return {
                 "seed_s": seed_s,
                 "seed_calls": seed_calls,
@@ -165,6 +185,7 @@ def one(rows: int, budget: str | None) -> dict[str, float]:
                 "run_calls": run_calls,
                 "changed": changed,
                 "http_429": statuses.count(429),
+                "seed_submits": submits,
             }
         finally:
             proc.terminate()
@@ -176,16 +197,29 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--budget", default=None, help="client and sandbox call limit, e.g. 20/3s")
+    parser.add_argument("--mode", choices=["sync", "async"], default="sync", help="delivery of the seed")
+    parser.add_argument("--contract", choices=["none", "jobs"], default="none", help="sandbox async contract")
+    parser.add_argument("--async-batch", type=int, default=500, help="records per queued submit")
+    parser.add_argument("--batch", type=int, default=500, help="records per read page (and per write)")
+    parser.add_argument("--poll", default="100ms", help="first wait before a poll / read-back")
     args = parser.parse_args()
-    results = [one(args.rows, args.budget) for _ in range(args.repeat)]
+    results = [one(args.rows, args.budget, args) for _ in range(args.repeat)]
     rate = statistics.median(r["records_per_s"] for r in results)
     first = results[0]
-    print(f"rows={args.rows} budget={args.budget or 'off'} repeat={args.repeat}")
-    print(
-        f"seed: median {rate:,.0f} records/s; calls {first['seed_calls']:.0f} "
-        f"(⌈N/10⌉ + token = {math.ceil(args.rows / 10) + 1}); "
-        f"seconds {[round(r['seed_s'], 2) for r in results]}"
-    )
+    print(f"rows={args.rows} budget={args.budget or 'off'} repeat={args.repeat} seed mode={args.mode}")
+    if args.mode == "async":
+        print(
+            f"async seed ({args.contract}, batches of {args.async_batch}): median {rate:,.0f} records/s; "
+            f"calls {first['seed_calls']:.0f} of which submits {first['seed_submits']:.0f} "
+            f"(⌈N/{args.async_batch}⌉ = {math.ceil(args.rows / args.async_batch)}); "
+            f"seconds {[round(r['seed_s'], 2) for r in results]}"
+        )
+    else:
+        print(
+            f"seed: median {rate:,.0f} records/s; calls {first['seed_calls']:.0f} "
+            f"(⌈N/10⌉ + token = {math.ceil(args.rows / 10) + 1}); "
+            f"seconds {[round(r['seed_s'], 2) for r in results]}"
+        )
     print(
         f"run of {first['changed']:.0f} changes: {[round(r['run_s'], 3) for r in results]} s, "
         f"calls {first['run_calls']:.0f}"

@@ -21,6 +21,13 @@ POINTS: tuple[str, ...] = (
     "during_error_record",  # CP9: while recording record errors
 )
 
+# Points of asynchronous delivery (REST jobs, CIMcloud queue). Kept out of POINTS: the SQL
+# crash matrix runs every point of POINTS, and these fire only with `delivery.mode: async`.
+ASYNC_POINTS: tuple[str, ...] = (
+    "after_async_record",  # batch id and keys persisted, the submit not sent (or not answered)
+    "after_async_submit",  # job id persisted, the results not yet known
+)
+
 _hits: dict[str, int] = {}
 
 

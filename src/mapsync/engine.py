@@ -112,6 +112,8 @@ class Engine:
                 "run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind}
             )
             try:
+                if hasattr(parts.dest, "begin"):  # async delivery: its mode, and settle what a crash left
+                    parts.dest.begin(kind)
                 batches, fresh = self._batches(name, kind, parts, cursors, run_id, again)
                 self.observer.started(name, kind, self._total(parts, cfg, kind))
                 for batch in batches:

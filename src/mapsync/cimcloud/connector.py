@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mapsync import crash, errors, records
+from mapsync import crash, delivery, errors, records
 from mapsync.cimcloud import search
+from mapsync.rest.async_delivery import JobState, Key, Row
 from mapsync.rest.client import HttpClient, StaticAuth, TokenAuth, json_body, make_budget
 from mapsync.rest.destination import RestDestination, as_text
 from mapsync.rest.source import RestHandle, RestSource
@@ -133,6 +135,7 @@ class CimcloudDestination(RestDestination):
         self.read_path = conn.read_paths.get(name, name)
         self.user_key = [conn.keys[name]] if name in conn.keys else self.key
         self.readbacks = 0  # read-backs after an answer that did not add up, for tests
+        self.read_key = list(self.user_key)
 
     @property
     def batch(self) -> int:
@@ -200,6 +203,61 @@ class CimcloudDestination(RestDestination):
             out.append(records.Rejection(rec.key, message, None, "destination", rec.version))
         return out
 
+    # ----------------------------------------------------------------- the > 10 queue (async mode)
+
+    def _async_call(self, recs: list[records.Mapped], fresh: bool) -> list[records.Rejection]:
+        """Up to 10 records are written synchronously (CIMcloud queues only more than 10)."""
+        if len(recs) <= self.batch:
+            return self._call(recs, fresh)
+        return super()._async_call(recs, fresh)
+
+    def _submit(self, op: str, payloads: list[dict[str, Any]], batch_id: str) -> str | None:
+        """POST/PUT of > 10 records: queued. The answer is not documented (INFERRED: 202 or 200
+        with `action: "Queued"`; a `jobId` only under `async_contract: jobs`)."""
+        method = "POST" if op == "upsert" else "PUT"
+        self.attempts += 1
+        resp = self.client.request(method, self.resource, json=payloads)
+        answer = json_body(resp)
+        if resp.status_code >= 400:
+            raise delivery.Refused(self._reason(resp.status_code, answer, resp.text))
+        job = answer.get("jobId") if isinstance(answer, dict) else None
+        if self.db.cfg.async_contract == "jobs" and job:
+            return str(job)
+        return None  # confirmed by reading back by user key
+
+    def _job_state(self, job_id: str) -> JobState:
+        """INFERRED contract (`async_contract: jobs`): `GET jobs/{id}` → status and the answer."""
+        resp = self.client.request("GET", f"jobs/{urllib.parse.quote(job_id, safe='')}")
+        if resp.status_code in (404, 410):
+            return JobState("expired", reason=f"job {job_id} unknown to CIMcloud (HTTP {resp.status_code})")
+        body = json_body(resp)
+        if resp.status_code >= 400 or not isinstance(body, dict):
+            raise errors.TransientError(
+                f"sync {self.sync}: job {job_id}: HTTP {resp.status_code}: {self.client.shown(resp.text)}"
+            )
+        if str(body.get("status", "")).lower() not in ("done", "completed", "failed"):
+            return JobState("running")
+        answers = body.get("results") if isinstance(body.get("results"), list) else []
+        answer = answers[-1] if answers and isinstance(answers[-1], dict) else {}
+        done = _int(answer.get("importedRecords")) + _int(answer.get("updatedRecords"))
+        count = _int(answer.get("recordCountInRequest"))
+        if answer.get("success") is True and done == count and count > 0:
+            return JobState("done")
+        # as for a synchronous answer that does not add up: read back by user key, never guess
+        return JobState("check", reason=f"the job answered {self._reason(200, answer, '')}")
+
+    def _fetch_back(self, keys: Sequence[Key]) -> dict[Key, Row]:
+        """One `|or|` GET by user key (≤ 50 keys: one page)."""
+        path = f"{self.read_path}/{search.keys(self.read_key, keys)}/1"
+        resp = self.client.request("GET", path)
+        found = [] if resp.status_code == 404 else json_body(resp)
+        if (resp.status_code >= 400 and resp.status_code != 404) or not isinstance(found, list):
+            raise errors.TransientError(
+                f"sync {self.sync}: reading an async batch back failed (HTTP {resp.status_code})"
+            )
+        rows = (r for r in found if isinstance(r, dict))
+        return {tuple(as_text(r.get(f)) for f in self.read_key): r for r in rows}
+
 
 def _int(value: Any) -> int:
     try:
@@ -210,7 +268,9 @@ def _int(value: Any) -> int:
 
 class CimcloudConnector:
     def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
-        return open_handle(name, cfg, store)
+        handle = open_handle(name, cfg, store)
+        handle.store = store  # async delivery persists its batches there
+        return handle
 
     def source(self, handle: Any, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Any:
         return CimcloudSource(handle, sync, cfg, version_column)

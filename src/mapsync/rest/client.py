@@ -233,6 +233,7 @@ class HttpClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         authenticate: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send with retries. Returns a 2xx response or a 4xx the caller should judge; raises
         TransientError when the tries run out, PermanentError when access is refused."""
@@ -242,10 +243,13 @@ class HttpClient:
         renewed = False
         problem = ""
         for attempt in range(1, policy.attempts + 1):
-            headers = self.auth.headers(self) if (authenticate and self.auth) else {}
+            outgoing = {
+                **(headers or {}),
+                **(self.auth.headers(self) if (authenticate and self.auth) else {}),
+            }
             wait: float | None = None
             try:
-                resp = self._send(method, path, json, params, headers)
+                resp = self._send(method, path, json, params, outgoing)
             except httpx.TransportError as exc:
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
                 problem = f"{'no answer (ambiguous: may have been applied)' if sent else 'cannot connect'}: "

@@ -77,7 +77,9 @@ def _digest(secret: str) -> str:
 
 class RestConnector:
     def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
-        return open_handle(name, cfg, store)
+        handle = open_handle(name, cfg, store)
+        handle.store = store  # async delivery persists its batches there
+        return handle
 
     def source(self, handle: Any, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Any:
         return RestSource(handle, sync, cfg, version_column)

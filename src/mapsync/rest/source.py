@@ -76,6 +76,7 @@ class RestHandle:
         self.name = name
         self.cfg = cfg
         self.client = client
+        self.store: Any = None  # the state store (async delivery keeps its batches there)
 
     def close(self) -> None:
         self.client.close()

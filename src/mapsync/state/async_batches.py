@@ -25,8 +25,16 @@ def new_batch_id() -> str:
     return uuid.uuid4().hex
 
 
-def record(store: StateStore, sync: str, keys: Sequence[records.Key], batch_id: str | None = None) -> str:
-    """Persist a batch before it is submitted; its client batch id."""
+def record(
+    store: StateStore,
+    sync: str,
+    keys: Sequence[records.Key],
+    batch_id: str | None = None,
+    sent: dict[str, str] | None = None,
+) -> str:
+    """Persist a batch before it is submitted; its client batch id. `sent` (key text → hash of
+    the record sent) is kept in `results` until `finish` replaces it, so a recovery can tell a
+    job's result for the same record from one for an older version of it."""
     batch_id = batch_id or new_batch_id()
     now = stamp()
     with store.engine.begin() as conn:
@@ -37,6 +45,7 @@ def record(store: StateStore, sync: str, keys: Sequence[records.Key], batch_id: 
                 keys=records.canonical_json([list(k) for k in keys]),
                 created_at=now,
                 status="pending",
+                results=records.canonical_json({"sent": sent}) if sent is not None else None,
                 updated_at=now,
             )
         )
@@ -74,11 +83,26 @@ def unfinished(store: StateStore, sync: str) -> list[dict[str, Any]]:
     t = schema.async_batches
     with store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(t.c.batch_id, t.c["keys"], t.c.job_id, t.c.status, t.c.created_at, t.c.submitted_at)
+            sa.select(
+                t.c.batch_id,
+                t.c["keys"],
+                t.c.job_id,
+                t.c.status,
+                t.c.created_at,
+                t.c.submitted_at,
+                t.c.results,
+            )
             .where(t.c.sync == sync, t.c.status.in_(["pending", "submitted"]))
             .order_by(t.c.created_at, t.c.batch_id)
         ).mappings()
-        return [{**row, "keys": [tuple(k) for k in json.loads(row["keys"])]} for row in rows]
+        return [
+            {
+                **row,
+                "keys": [tuple(k) for k in json.loads(row["keys"])],
+                "results": json.loads(row["results"]) if row["results"] else None,
+            }
+            for row in rows
+        ]
 
 
 def get(store: StateStore, batch_id: str) -> dict[str, Any] | None:
