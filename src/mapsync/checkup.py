@@ -29,7 +29,7 @@ from mapsync.state.store import StateStore, resolve_url
 @dataclasses.dataclass
 class Finding:
     subject: str
-    status: str  # ok | fail | note
+    status: str  # ok | fail | note | warn (a warning also makes `check` exit 1)
     detail: str
 
 
@@ -47,7 +47,7 @@ class Checkup:
 
     @property
     def ok(self) -> bool:
-        return all(f.status != "fail" for f in self.found)
+        return all(f.status not in ("fail", "warn") for f in self.found)
 
     def run(self) -> list[Finding]:
         try:
@@ -56,6 +56,7 @@ class Checkup:
                 self._connection(name)
             for name in self.loaded.sheet.syncs:
                 self._sync(name)
+            self._capture()
         finally:
             for handle in self.handles.values():
                 if handle is not None:
@@ -223,6 +224,21 @@ class Checkup:
             self.add(subject, "ok", f"{target}: every mapped column is there")
             if isinstance(handle, SqlDatabase):
                 self._privileges(subject, handle, part, side, cfg)
+
+    def _capture(self) -> None:
+        """Change-capture health of log and queue syncs (slot WAL, binlog, queue backlog)."""
+        from mapsync.capture import health
+
+        names = [
+            n
+            for n, cfg in self.loaded.sheet.syncs.items()
+            if self.handles.get(cfg.from_.connection) is not None
+        ]
+        for name, result in health.report(self.loaded, names, self.store, self.handles).items():
+            subject = f"sync {name}: change capture ({result['method']})"
+            self.add(subject, "ok" if not result["warnings"] else "note", result["summary"])
+            for warning in result["warnings"]:
+                self.add(subject, "warn", warning)
 
     def _privileges(self, subject: str, db: SqlDatabase, part: Any, side: str, cfg: Any) -> None:
         if side == "source":

@@ -11,7 +11,9 @@ from mapsync.cli import Exit, JsonOpt, SheetArg, _json, _load, app, out
 def check(sheet: SheetArg, as_json: JsonOpt = False) -> None:
     """Connect to every connection without changing anything: reachability, login, the tables
     and mapped columns of each sync, write permission where cheap to tell, the call budget left.
-    Exit 0 when all is well, 1 when something is unreachable or missing."""
+    Change capture too: a log sync's slot (retained WAL against `max_retained_wal`) or binlog,
+    a queue sync's queue table, triggers and backlog. Exit 0 when all is well, 1 when something
+    is unreachable or missing or a warning is shown."""
     from mapsync.checkup import Checkup
 
     loaded = _load(sheet)
@@ -20,11 +22,16 @@ def check(sheet: SheetArg, as_json: JsonOpt = False) -> None:
     if as_json:
         _json({"ok": checkup.ok, "checks": [dataclasses.asdict(f) for f in found]})
     else:
-        style = {"ok": "[green]ok  [/green]", "fail": "[red]FAIL[/red]", "note": "[yellow]note[/yellow]"}
+        style = {
+            "ok": "[green]ok  [/green]",
+            "fail": "[red]FAIL[/red]",
+            "note": "[yellow]note[/yellow]",
+            "warn": "[yellow]WARN[/yellow]",
+        }
         for f in found:
             detail = f.detail.replace("[", r"\[")
             out.print(f"{style[f.status]}  {f.subject}: {detail}", highlight=False, soft_wrap=True)
-        problems = sum(1 for f in found if f.status == "fail")
+        problems = sum(1 for f in found if f.status in ("fail", "warn"))
         out.print(f"{problems} problem(s)" if problems else "all checks passed", highlight=False)
     if not checkup.ok:
         raise Exit(1)

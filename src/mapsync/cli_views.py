@@ -13,13 +13,22 @@ from mapsync.state import report as state_report
 
 @app.command()
 def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> None:
-    """Each sync: last run, cursor, counts and open record errors."""
+    """Each sync: last run, cursor, counts and open record errors; for log and queue syncs also
+    the change capture's health (slot and retained WAL or binlog; queue table, triggers and
+    backlog) and its warnings, which `--json` carries as `capture` and `warnings`."""
+    from mapsync.capture import health
+
     loaded = _load(sheet)
     store = _store(loaded, create=False)
     try:
-        rows = [state_report.sync_status(store, name) for name in _names(loaded, sync)]
+        names = _names(loaded, sync)
+        rows = [state_report.sync_status(store, name) for name in names]
+        capture = health.report(loaded, names, store)
     finally:
         store.close()
+    for row in rows:
+        row["capture"] = capture.get(row["sync"])
+        row["warnings"] = list(capture[row["sync"]]["warnings"]) if row["capture"] else []
     if as_json:
         _json(rows)
         return
@@ -40,6 +49,11 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
             str(row["open_errors"]),
         )
     out.print(table)
+    for row in rows:  # change capture: slot / binlog / queue backlog, and what needs attention
+        if row["capture"]:
+            out.print(f"{row['sync']}: {row['capture']['summary']}", highlight=False, markup=False)
+        for warning in row["warnings"]:
+            out.print(f"warning: {row['sync']}: {warning}", highlight=False, markup=False)
     for row in rows:  # why a last run failed (the mass-delete guard's numbers, say)
         last = row["last_run"] or {}
         if last.get("status") == "failed" and last.get("message"):
