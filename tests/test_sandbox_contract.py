@@ -180,14 +180,15 @@ def test_nested_payloads_are_refused(cimcloud_sandbox: Running) -> None:
 
 @pytest.mark.parametrize("contract", ["none", "jobs"])
 def test_more_than_ten_records_are_queued(cimcloud_sandbox_factory, contract: str) -> None:  # type: ignore[no-untyped-def]
-    box = cimcloud_sandbox_factory(async_contract=contract, queue_delay=0.2)
+    # the delay must outlast the POST → GET round trip on a loaded machine (0.2 s did not in CI)
+    box = cimcloud_sandbox_factory(async_contract=contract, queue_delay=2.0)
     with token_client(box) as c:
         batch = [{"ref_id": f"Q{i}", "nm": "q"} for i in range(11)]
         answer = c.post("account/", json=batch).json()
         assert answer["action"] == "Queued" and answer["recordCountInRequest"] == 11
         assert ("jobId" in answer) == (contract == "jobs")
         assert c.get("accounts/searchlike~ref_id~Q").json() == []  # not applied yet
-        deadline = time.time() + 5
+        deadline = time.time() + 15
         while len(c.get("accounts/searchlike~ref_id~Q").json()) < 11:
             assert time.time() < deadline
             time.sleep(0.05)

@@ -24,6 +24,42 @@ def cross_check(sheet: models.Sheet) -> list[tuple[Path_, str]]:
         found.extend(_check_rule_connections(sync_name, sync, set(sheet.connections)))
         found.extend(_check_rule_specs(sync_name, sync))
         found.extend(_check_ends(sync_name, sync, sheet.connections))
+        found.extend(_check_dest_columns(sync_name, sync, sheet.connections))
+    return found
+
+
+def _check_dest_columns(
+    sync_name: str, sync: models.SyncConfig, connections: dict[str, Any]
+) -> list[tuple[Path_, str]]:
+    """`to: columns:` belongs to a REST or CIMcloud end and names its fields; there,
+    `truncate: auto` needs a declared `length` (an API has no catalog to read it from)."""
+    found: list[tuple[Path_, str]] = []
+    base: Path_ = ("syncs", sync_name)
+    dst = connections.get(sync.to.connection)
+    if dst is None:
+        return found
+    declared = sync.to.columns
+    if dst.kind == "sql":
+        if declared:
+            found.append(((*base, "to", "columns"), "a SQL destination reads its columns from the catalog"))
+        return found
+    names = {*sync.key.to, *sync.fields}
+    if sync.deletes.policy == "disable" and sync.deletes.field:
+        names.add(sync.deletes.field)
+    for name in declared:
+        if name not in names:
+            hint = difflib.get_close_matches(name, sorted(names), n=1)
+            also = f" (did you mean `{hint[0]}`?)" if hint else ""
+            found.append(((*base, "to", "columns", name), f"is not a destination field of this sync{also}"))
+    for name, rule in sync.fields.items():
+        if rule.truncate == "auto" and (name not in declared or declared[name].length is None):
+            found.append(
+                (
+                    (*base, "fields", name, "truncate"),
+                    f"`auto` needs a length: a {dst.kind} destination has no catalog, so declare "
+                    f"`to: columns: {{{name}: {{length: N}}}}` or give a number",
+                )
+            )
     return found
 
 
@@ -57,6 +93,31 @@ def _check_ends(
             found.append(
                 ((*base, "deletes", "policy"), "CIMcloud documents no DELETE: use `disable` (status 0)")
             )
+    found.extend(_check_async(sync_name, sync, dst))
+    return found
+
+
+def _check_async(sync_name: str, sync: models.SyncConfig, dst: Any) -> list[tuple[Path_, str]]:
+    """`async` delivery needs a destination with a queue: CIMcloud, or REST with `jobs`."""
+    d = sync.delivery
+    base: Path_ = ("syncs", sync_name, "delivery")
+    found: list[tuple[Path_, str]] = []
+    kind = getattr(dst, "kind", None)
+    if kind is None:
+        return found
+    if d.jobs is not None and kind != "rest":
+        found.append(
+            ((*base, "jobs"), f"is for REST destinations; connection {sync.to.connection!r} is {kind}")
+        )
+    for field, mode in (("mode", d.mode), ("seed_mode", d.seed_mode)):
+        if mode != "async":
+            continue
+        if kind == "sql":
+            found.append(
+                ((*base, field), "async delivery needs a queued destination (REST with `jobs`, CIMcloud)")
+            )
+        elif kind == "rest" and d.jobs is None:
+            found.append(((*base, field), "async delivery to a REST API needs `delivery.jobs` (its job API)"))
     return found
 
 

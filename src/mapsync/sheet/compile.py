@@ -151,6 +151,8 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], An
                 )
         if isinstance(value, decimal.Decimal) and precision is not None:
             _check_decimal(name, value, precision, scale or 0)
+        elif type(value) is int and precision is not None:  # an int bound for numeric(p,s)
+            _check_decimal(name, decimal.Decimal(value), precision, scale or 0)
         if allowed is not None and not is_allowed(value, allowed):
             shown = ", ".join(sorted(allowed)[:8]) + (", …" if len(allowed) > 8 else "")
             raise RecordRejected(

@@ -79,6 +79,15 @@ query: "SELECT c.id, c.name, c.changed FROM customers c WHERE c.kind = 'B2B'"
 """,
     ),
     models.DestRef: Example("to", "connection: portal\ntable: accounts\n"),
+    models.DestColumn: Example(
+        "columns",
+        """\
+nm: {type: string, length: 150, required: true}
+credit_limit: {type: decimal, precision: 12, scale: 2}
+active: {type: boolean}
+""",
+        many=True,
+    ),
     models.KeyMap: Example("key", "from: [company, id]\nto: [company_code, erp_id]\n"),
     models.FieldRule: Example(
         "fields",
@@ -129,7 +138,14 @@ overlap: {window: 24h, every: 1d}
     models.MapSource: Example("map_from", "file: maps/payment_terms.csv\n"),
     models.SplitRule: Example("split", 'sep: ","\nindex: 0\n'),
     models.TimezoneRule: Example("timezone", "source: Europe/Berlin\ntarget: UTC\n"),
-    models.DeliveryConfig: Example("delivery", "batch: 1000\n"),
+    models.DeliveryConfig: Example(
+        "delivery", "mode: sync\nseed_mode: async\nbatch: 1000\nasync_batch: 500\nasync_timeout: 10m\n"
+    ),
+    models.AsyncJobs: Example(
+        "jobs",
+        "job_id: job.id\nstatus_path: jobs/{job}\nstatus_field: state\ndone: [done]\n"
+        "failed: [failed]\nresults: results\n",
+    ),
     models.ScheduleConfig: Example("schedule", "every: 5m\nstart_within: 2m\nfinish_within: 10m\n"),
     models.ChildSync: Example(
         "children",

@@ -14,10 +14,13 @@ from pydantic import Field, field_validator, model_validator
 from mapsync.sheet.base import Model as Model
 from mapsync.sheet.base import Name as Name
 from mapsync.sheet.base import _as_list
+from mapsync.sheet.column_models import DestColumn as DestColumn
 from mapsync.sheet.connection_models import CimcloudConnection as CimcloudConnection
 from mapsync.sheet.connection_models import RestConnection as RestConnection
 from mapsync.sheet.deletes_models import DeletesConfig as DeletesConfig
 from mapsync.sheet.deletes_models import ExpiredRule as ExpiredRule
+from mapsync.sheet.delivery_models import AsyncJobs as AsyncJobs
+from mapsync.sheet.delivery_models import DeliveryConfig as DeliveryConfig
 from mapsync.sheet.duration import Duration
 from mapsync.sheet.fields import CountryRule as CountryRule
 from mapsync.sheet.fields import FieldRule as FieldRule
@@ -130,6 +133,14 @@ class DestRef(Model):
     resource: str | None = Field(
         None, description="For a REST or CIMcloud connection: the resource path instead of `table`."
     )
+    columns: dict[str, DestColumn] = Field(
+        default_factory=dict,
+        description=(
+            "For a REST or CIMcloud end (which has no catalog): the destination fields' type, "
+            "length and whether they are required, so they are checked before sending and "
+            "`truncate: auto` knows the length. Fields not listed are sent unchecked."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -235,13 +246,6 @@ class SeedConfig(Model):
             "change that passes `filter`."
         ),
     )
-
-
-class DeliveryConfig(Model):
-    """How records travel to the destination."""
-
-    mode: Literal["sync"] = Field("sync", description="`sync`: write each batch and wait for its result.")
-    batch: int = Field(500, gt=0, le=100_000, description="Records per read page and per destination write.")
 
 
 class ScheduleConfig(Model):
