@@ -9,11 +9,13 @@ from mapsync.cli import Exit, JsonOpt, SheetArg, _json, _load, app, out
 
 @app.command()
 def check(sheet: SheetArg, as_json: JsonOpt = False) -> None:
-    """Connect to every connection without changing anything: reachability, login, the tables
-    and mapped columns of each sync, write permission where cheap to tell, the call budget left.
-    Change capture too: a log sync's slot (retained WAL against `max_retained_wal`) or binlog,
-    a queue sync's queue table, triggers and backlog. Exit 0 when all is well, 1 when something
-    is unreachable or missing or a warning is shown."""
+    """Connect to every connection and report what is wrong, changing nothing.
+
+    Reachability, login, the tables and mapped columns of each sync, write permission where
+    cheap to tell, the call budget left; change capture too: a log sync's slot (retained WAL
+    against `max_retained_wal`) or binlog, a queue sync's queue table, triggers and backlog.
+    Exit 0 when all is well, 1 when something is unreachable or missing or a warning is shown.
+    """
     from mapsync.checkup import Checkup
 
     loaded = _load(sheet)

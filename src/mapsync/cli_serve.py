@@ -18,9 +18,12 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8765,
 ) -> None:
-    """Receive signed webhooks into the state store's inbox: `POST /webhooks/<sync>` for every
-    sync with a `webhook:` block (HMAC-SHA256 over `<timestamp>.<body>`), `GET /healthz`.
-    `mapsync run` then delivers them (`changes: {method: inbox}`)."""
+    """Receive signed webhooks into the state store's inbox.
+
+    `POST /webhooks/<sync>` for every sync with a `webhook:` block (HMAC-SHA256 over
+    `<timestamp>.<body>`), `GET /healthz`. `mapsync run` then delivers them
+    (`changes: {method: inbox}`).
+    """
     import uvicorn
 
     from mapsync import webhooks

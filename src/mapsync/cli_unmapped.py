@@ -79,8 +79,10 @@ def unmapped_cmd(
     all_: Annotated[bool, typer.Option("--all", help="Include resolved values.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Values a `map`, `country` or lookup rule could not place, with near misses and the sheet
-    text that would map them: exit 1 while any is open, 0 when none."""
+    """Values a `map`, `country` or lookup rule could not place, with near misses.
+
+    Each with the sheet text that would map it; exit 1 while any is open, 0 when none.
+    """
     loaded = _load(sheet)
     if sync is not None:
         _names(loaded, sync)
@@ -124,8 +126,11 @@ def retry(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-send the records of open record errors, read afresh from the source (after a sheet fix);
-    the capture cursor stays where it is. Exit 1 when some are still rejected or gone."""
+    """Re-send the records of open record errors, read afresh from the source by key.
+
+    For after a sheet fix; the capture cursor stays where it is. Exit 1 when some are still
+    rejected or gone.
+    """
     loaded = _load(sheet)
     names = _names(loaded, sync)
     store = _store(loaded, create=False)

@@ -13,9 +13,11 @@ from mapsync.state import report as state_report
 
 @app.command()
 def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> None:
-    """Each sync: last run, cursor, counts and open record errors; for log and queue syncs also
-    the change capture's health (slot and retained WAL or binlog; queue table, triggers and
-    backlog) and its warnings, which `--json` carries as `capture` and `warnings`."""
+    """Each sync: last run, cursor, counts, open record errors and change-capture health.
+
+    For log and queue syncs, the health is the slot and retained WAL or binlog, or the queue
+    table, triggers and backlog, with warnings (`--json` carries `capture` and `warnings`).
+    """
     from mapsync.capture import health
 
     loaded = _load(sheet)
