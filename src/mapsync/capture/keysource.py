@@ -58,29 +58,61 @@ def _conditions(source: SqlSource, extra_where: str | None = None) -> list[Any]:
     return [sa.text(f"({w})") for w in (source.filter, extra_where) if w]
 
 
-def stream_keys(
-    source: SqlSource, page: int, *, hashed: bool
-) -> Iterator[list[tuple[records.Key, str | None]]]:
+@dataclasses.dataclass
+class KeyPage:
+    """One page of the key stream: the keys (for a one-column key, its bare values) and their
+    row hashes (None unless hashed)."""
+
+    heads: Sequence[Any]  # one-column key: the values; otherwise the key tuples
+    hashes: Sequence[str | None]
+    single: bool
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def key(self, i: int) -> records.Key:
+        return (self.heads[i],) if self.single else self.heads[i]
+
+    def texts(self) -> list[str]:
+        """`records.key_text` of every key (integers without a call per row)."""
+        text = records.key_text
+        if self.single:
+            return [f"[{v}]" if type(v) is int else text((v,)) for v in self.heads]
+        return [text(k) for k in self.heads]
+
+
+def _utf8(conn: sa.Connection) -> bool:
+    """Whether a SQLite database stores text as UTF-8 (then `CAST(text AS BLOB)` are the bytes
+    Python's `str.encode()` would give, and the row text can skip the decode and encode)."""
+    return str(conn.exec_driver_sql("PRAGMA encoding").scalar()).upper() == "UTF-8"
+
+
+def stream_keys(source: SqlSource, page: int, *, hashed: bool) -> Iterator[KeyPage]:
     """Every source key (after `filter`) with its row hash (None unless `hashed`), in pages."""
     keys = [source.col(c) for c in source.key]
     expr, client = hash_expression(source) if hashed else (sa.null(), False)
-    query = sa.select(*keys, expr.label(HASH_LABEL)).where(*_conditions(source))
     n = len(keys)
     try:
         streaming = _streaming(source, page)
         with source.db.engine.connect().execution_options(**streaming) as conn:
+            raw = client and _utf8(conn)  # SQLite: the row text as its UTF-8 bytes
+            if raw:
+                expr = sa.cast(expr, sa.LargeBinary)
+            query = sa.select(*keys, expr.label(HASH_LABEL)).where(*_conditions(source))
             result = conn.execute(query)
             # without a server-side cursor (SQLite), the driver's cursor itself: plain tuples,
             # no Row objects (the columns are untyped: no result processing is skipped). A
             # server-side cursor's result has already buffered its first row: read through it.
             fetch = result.fetchmany if streaming else result.cursor.fetchmany
             while rows := fetch(page):
-                if client and n == 1:  # the hot path of SQLite sources
-                    yield [((r[0],), md5((r[1] or "").encode()).hexdigest()) for r in rows]
+                if raw:  # the hot path: SQLite sources
+                    hashes = [md5(r[n]).hexdigest() for r in rows]
                 elif client:
-                    yield [(tuple(r[:n]), client_hash(r[n])) for r in rows]
+                    hashes = [client_hash(r[n]) for r in rows]
                 else:
-                    yield [(tuple(r[:n]), r[n]) for r in rows]
+                    hashes = [r[n] for r in rows]
+                heads = [r[0] for r in rows] if n == 1 else [tuple(r[:n]) for r in rows]
+                yield KeyPage(heads, hashes, n == 1)
     except sa.exc.DBAPIError as exc:
         raise errors.TransientError(
             f"sync {source.sync}: reading the source failed: {describe_error(exc)}", failure_class="source"
