@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -71,24 +72,16 @@ def install(
 ) -> None:
     """Create the queue table if missing and (re)create the triggers; rerunnable, queued rows kept."""
     loaded, queues = _queues(sheet, sync)
-    report = []
-    for q in queues:
-        used, statements = _ddl(
-            loaded,
-            q,
-            dialect,
-            lambda d, t, q=q: triggers.install_statements(d, q.table, t, q.archive),
-            print_,
-        )
-        if print_ and not as_json:
-            out.print(f"-- mapsync queue {q.table!r} on connection {q.connection} ({used})", highlight=False)
-            out.print(triggers.script(used, statements), markup=False, highlight=False, end="")
-        report.append(
-            {"connection": q.connection, "queue": q.table, "syncs": list(q.syncs), "ddl": statements}
-        )
-    if as_json:
-        _json(report)
-    elif not print_:
+    report = _apply(
+        loaded,
+        queues,
+        dialect,
+        lambda d, t, q: triggers.install_statements(d, q.table, t, q.archive),
+        print_,
+        as_json,
+        header=True,
+    )
+    if not print_ and not as_json:
         for r in report:
             out.print(f"installed queue {r['queue']} on {r['connection']} for {', '.join(r['syncs'])}")
 
@@ -109,28 +102,49 @@ def remove(
 ) -> None:
     """Drop the triggers (with --drop-table also the queue table); later changes are not captured."""
     loaded, queues = _queues(sheet, sync)
+    report = _apply(
+        loaded,
+        queues,
+        dialect,
+        lambda d, t, q: triggers.remove_statements(d, q.table, t, drop_table),
+        print_,
+        as_json,
+    )
+    if not print_ and not as_json:
+        what = "triggers and queue table" if drop_table else "triggers"
+        for r in report:
+            out.print(
+                f"removed {what} of queue {r['queue']} on {r['connection']} for {', '.join(r['syncs'])}"
+            )
+
+
+def _apply(
+    loaded: Any,
+    queues: list[queue_admin.Queue],
+    dialect: str | None,
+    build: Callable[[str, Any, queue_admin.Queue], list[str]],
+    print_: bool,
+    as_json: bool,
+    *,
+    header: bool = False,
+) -> list[dict[str, Any]]:
+    """Run (or with --print, write) the DDL `build` gives for each queue; what was done, per
+    queue, for the report (`--json` prints it here)."""
     report = []
     for q in queues:
-        used, statements = _ddl(
-            loaded,
-            q,
-            dialect,
-            lambda d, t, q=q: triggers.remove_statements(d, q.table, t, drop_table),
-            print_,
-        )
+        used, statements = _ddl(loaded, q, dialect, lambda d, t, q=q: build(d, t, q), print_)
         if print_ and not as_json:
+            if header:
+                out.print(
+                    f"-- mapsync queue {q.table!r} on connection {q.connection} ({used})", highlight=False
+                )
             out.print(triggers.script(used, statements), markup=False, highlight=False, end="")
         report.append(
             {"connection": q.connection, "queue": q.table, "syncs": list(q.syncs), "ddl": statements}
         )
     if as_json:
         _json(report)
-    elif not print_:
-        for r in report:
-            what = "triggers and queue table" if drop_table else "triggers"
-            out.print(
-                f"removed {what} of queue {r['queue']} on {r['connection']} for {', '.join(r['syncs'])}"
-            )
+    return report
 
 
 @triggers_app.command()
