@@ -54,7 +54,7 @@ def open_handle(name: str, cfg: CimcloudConnection, store: Any = None, **kwargs:
         secrets=secrets,
         **kwargs,
     )
-    return RestHandle(name, cfg, client)
+    return RestHandle(name, cfg, client, store)
 
 
 def check(handle: RestHandle) -> dict[str, Any]:
@@ -227,14 +227,9 @@ class CimcloudDestination(RestDestination):
 
     def _job_state(self, job_id: str) -> JobState:
         """INFERRED contract (`async_contract: jobs`): `GET jobs/{id}` → status and the answer."""
-        resp = self.client.request("GET", f"jobs/{urllib.parse.quote(job_id, safe='')}")
-        if resp.status_code in (404, 410):
-            return JobState("expired", reason=f"job {job_id} unknown to CIMcloud (HTTP {resp.status_code})")
-        body = json_body(resp)
-        if resp.status_code >= 400 or not isinstance(body, dict):
-            raise errors.TransientError(
-                f"sync {self.sync}: job {job_id}: HTTP {resp.status_code}: {self.client.shown(resp.text)}"
-            )
+        body = self._job_body(f"jobs/{urllib.parse.quote(job_id, safe='')}", job_id, "CIMcloud")
+        if isinstance(body, JobState):
+            return body
         if str(body.get("status", "")).lower() not in ("done", "completed", "failed"):
             return JobState("running")
         answers = body.get("results") if isinstance(body.get("results"), list) else []
@@ -268,9 +263,7 @@ def _int(value: Any) -> int:
 
 class CimcloudConnector:
     def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
-        handle = open_handle(name, cfg, store)
-        handle.store = store  # async delivery persists its batches there
-        return handle
+        return open_handle(name, cfg, store)
 
     def source(self, handle: Any, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Any:
         return CimcloudSource(handle, sync, cfg, version_column)

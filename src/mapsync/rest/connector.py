@@ -53,7 +53,7 @@ def open_handle(name: str, cfg: RestConnection, store: Any = None, **kwargs: Any
         secrets=secrets,
         **kwargs,
     )
-    return RestHandle(name, cfg, client)
+    return RestHandle(name, cfg, client, store)
 
 
 def check(handle: RestHandle) -> dict[str, Any]:
@@ -77,9 +77,7 @@ def _digest(secret: str) -> str:
 
 class RestConnector:
     def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
-        handle = open_handle(name, cfg, store)
-        handle.store = store  # async delivery persists its batches there
-        return handle
+        return open_handle(name, cfg, store)
 
     def source(self, handle: Any, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Any:
         return RestSource(handle, sync, cfg, version_column)

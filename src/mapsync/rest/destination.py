@@ -186,15 +186,9 @@ class RestDestination(AsyncDelivery):
     def _job_state(self, job_id: str) -> JobState:
         jobs = self.delivery_cfg.jobs
         assert jobs is not None  # checked with the sheet: async REST needs `delivery.jobs`
-        path = jobs.status_path.format(job=urllib.parse.quote(job_id, safe=""))
-        resp = self.client.request("GET", path)
-        if resp.status_code in (404, 410):
-            return JobState("expired", reason=f"job {job_id} unknown to the server (HTTP {resp.status_code})")
-        body = json_body(resp)
-        if resp.status_code >= 400 or not isinstance(body, dict):
-            raise errors.TransientError(
-                f"sync {self.sync}: job {job_id}: HTTP {resp.status_code}: {self.client.shown(resp.text)}"
-            )
+        body = self._job_body(jobs.status_path.format(job=urllib.parse.quote(job_id, safe="")), job_id)
+        if isinstance(body, JobState):
+            return body
         state = str(_dig(body, jobs.status_field) or "").lower()
         if state in (s.lower() for s in jobs.failed):
             reason = body.get("error") or body.get("message") or state
@@ -207,6 +201,19 @@ class RestDestination(AsyncDelivery):
         if not isinstance(results, list):
             return JobState("check", reason=f"job {job_id} finished without per-record results")
         return JobState("done", [self._refusal(r) for r in results])
+
+    def _job_body(self, path: str, job_id: str, server: str = "the server") -> dict[str, Any] | JobState:
+        """The job's status answer (a JSON object), or `expired` when the server forgot the job;
+        any other failure stops the run (the batch stays unfinished and is settled later)."""
+        resp = self.client.request("GET", path)
+        if resp.status_code in (404, 410):
+            return JobState("expired", reason=f"job {job_id} unknown to {server} (HTTP {resp.status_code})")
+        body = json_body(resp)
+        if resp.status_code >= 400 or not isinstance(body, dict):
+            raise errors.TransientError(
+                f"sync {self.sync}: job {job_id}: HTTP {resp.status_code}: {self.client.shown(resp.text)}"
+            )
+        return body
 
     def _refusal(self, res: Any) -> str | None:
         ok = isinstance(res, dict) and res.get("ok", True) is not False and not res.get("error")

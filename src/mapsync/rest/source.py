@@ -72,11 +72,11 @@ class Column:
 class RestHandle:
     """An open REST connection: the HTTP client plus the clock the capture methods ask for."""
 
-    def __init__(self, name: str, cfg: Any, client: HttpClient) -> None:
+    def __init__(self, name: str, cfg: Any, client: HttpClient, store: Any = None) -> None:
         self.name = name
         self.cfg = cfg
         self.client = client
-        self.store: Any = None  # the state store (async delivery keeps its batches there)
+        self.store = store  # the state store (async delivery keeps its batches there)
 
     def close(self) -> None:
         self.client.close()
