@@ -14,6 +14,19 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+
+# Property tests: a bounded, derandomised profile in CI (same examples every run, the suite stays
+# fast); a wider random search locally with HYPOTHESIS_PROFILE=dev.
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 PG_URL = os.environ.get("MAPSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("MAPSYNC_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
