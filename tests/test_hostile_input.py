@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mapsync import errors
+from mapsync import errors, testing
+from mapsync.sheet import compile as compile_
 from mapsync.sheet import loader, yaml_limits
 from tests.helpers import mapsync
 
@@ -144,3 +145,83 @@ def test_ordinary_anchors_still_work(tmp_path: Path) -> None:
     )
     loaded = loader.load(sheet)
     assert loaded.sheet.syncs["c"].fields["street"].from_ == "name"
+
+
+# --------------------------------------------------------------------------- map_from files
+
+
+def _map_sheet(folder: Path, rule: str) -> Path:
+    sheet = folder / "mapsync.yaml"
+    sheet.write_text(SHEET + f"      st: {{from: status, map_from: {rule}}}\n")
+    return sheet
+
+
+def _compile(folder: Path, source: dict[str, object]) -> compile_.Mapping:
+    loaded = testing.sheet(
+        {"c": {"key": {"from": "id", "to": "ref"}, "fields": {"st": {"from": "s", "map_from": source}}}},
+        folder,
+    )
+    return compile_.Mapping(loaded.sheet.syncs["c"], {}, {}, folder=folder)
+
+
+def _problems(sheet: Path) -> str:
+    with pytest.raises(errors.ConfigError) as caught:
+        loader.load(sheet)
+    return "\n".join(caught.value.problems or [str(caught.value)])
+
+
+def test_a_map_file_outside_the_sheets_folder_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "sheet"
+    folder.mkdir()
+    (tmp_path / "outside.csv").write_text("source,destination\nA,secret\n")
+    (folder / "link.csv").symlink_to(tmp_path / "outside.csv")
+    line = SHEET.count("\n") + 1
+    for rule, why in (
+        ("{file: ../outside.csv}", "../outside.csv is outside the sheet's folder"),
+        ("{file: /etc/passwd}", "/etc/passwd is an absolute path"),
+        ("{file: link.csv}", "link.csv is outside the sheet's folder"),  # a symlink pointing out
+    ):
+        sheet = _map_sheet(folder, rule)
+        text = _problems(sheet)
+        assert f"{sheet}:{line}: syncs.c.fields.st.map_from.file: {why}" in text
+        assert "allow_outside: true" in text
+        # read when the mapping compiles (the run): the same refusal, nothing read
+        with pytest.raises(errors.ConfigError, match=f"field `st`: map_from: {why}"):
+            _compile(folder, {"file": rule[7:-1]})
+    # explicitly allowed: read from there
+    sheet = _map_sheet(folder, f"{{file: {tmp_path / 'outside.csv'}, allow_outside: true}}")
+    loader.load(sheet)
+    mapping = _compile(folder, {"file": "../outside.csv", "allow_outside": True})
+    assert mapping is not None
+    assert "for a map `file`" in _problems(
+        _map_sheet(folder, "{connection: erp, table: t, from: a, to: b, max_bytes: 5}")
+    )
+
+
+def test_only_regular_files_of_bounded_size_are_read(tmp_path: Path) -> None:
+    line = SHEET.count("\n") + 1
+    os.mkfifo(tmp_path / "fifo.csv")  # opening it for reading would wait for a writer forever
+    (tmp_path / "folder.csv").mkdir()
+    for name in ("/dev/zero", "fifo.csv", "folder.csv"):
+        sheet = _map_sheet(tmp_path, f"{{file: {name}, allow_outside: true}}")
+        assert f"{sheet}:{line}: syncs.c.fields.st.map_from.file: {name} is not a regular file" in (
+            _problems(sheet)
+        )
+        with pytest.raises(errors.ConfigError, match=f"{name} is not a regular file"):
+            _compile(tmp_path, {"file": name, "allow_outside": True})
+
+    big = tmp_path / "big.csv"
+    big.write_text("source,destination\n" + "A,b\n" * 10)  # 59 bytes
+    sheet = _map_sheet(tmp_path, "{file: big.csv, max_bytes: 50}")
+    assert "big.csv is 59 bytes, more than `max_bytes` (50)" in _problems(sheet)
+    with pytest.raises(errors.ConfigError, match=r"big\.csv is \d+ bytes, more than `max_bytes` \(50\)"):
+        _compile(tmp_path, {"file": "big.csv", "max_bytes": 50})
+    loader.load(_map_sheet(tmp_path, "{file: big.csv, max_bytes: 59}"))  # at the cap: fine
+    assert _compile(tmp_path, {"file": "big.csv", "max_bytes": 59}) is not None
+    # the default cap (10 MB) holds for a file that grows after `validate`
+    sheet = _map_sheet(tmp_path, "{file: big.csv}")
+    loader.load(sheet)
+    with big.open("a") as handle:
+        handle.truncate(10_000_001)
+    with pytest.raises(errors.ConfigError, match=r"more than `max_bytes` \(10,000,000\)"):
+        _compile(tmp_path, {"file": "big.csv"})

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mapsync import errors
-from mapsync.sheet import checks, connection_models, models, yaml_limits
+from mapsync.sheet import checks, connection_models, map_files, models, yaml_limits
 
 Path_ = tuple[str | int, ...]
 
@@ -266,6 +266,8 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
             problems.append(f"{source}:{line_of(p)}: {_dotted(p)}: {_message(err, p)}")
     # the cross checks run even on an invalid sheet (over what validates), so one run lists all
     found = checks.cross_check(sheet) if sheet is not None else checks.partial_cross_check(data)
+    if sheet is not None:
+        found += map_files.problems(sheet, sheet_path.resolve().parent)
     problems.extend(f"{source}:{line_of(p)}: {_dotted(p)}: {msg}" for p, msg in found)
     if problems:
         # a value that came from ${VAR} never reaches a message (it may be a secret)
