@@ -228,7 +228,7 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
             composer.dispose()
         if node is not None:
             # bounded before anything expands an alias (an alias bomb, an alias inside itself)
-            yaml_limits.check(node, composer.__dict__.get("alias_uses", []), source)
+            yaml_limits.check(node, composer.alias_uses(), source)
             _Loader(text).construct_document(node)  # runs the duplicate-key check
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -16,7 +16,7 @@ import yaml
 from mapsync import errors
 
 MAX_BYTES = 2_000_000  # a sheet file; large value maps belong in `map_from` files
-MAX_VALUES = 250_000  # keys and values of the whole sheet, every alias expanded
+MAX_VALUES = 250_000  # keys and values that aliases add to the sheet, all expanded
 MAX_DEPTH = 64  # mappings and lists inside each other
 
 
@@ -28,9 +28,14 @@ class RecordAliases(yaml.SafeLoader):
             mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             node = super().compose_node(parent, index)
             if node is not None:
-                self.__dict__.setdefault("alias_uses", []).append((mark, node))
+                self.__dict__.setdefault("_alias_uses", []).append((mark, node))
             return node
         return super().compose_node(parent, index)
+
+    def alias_uses(self) -> list[tuple[yaml.Mark, yaml.Node]]:
+        """Where each alias stood, and the node it stands for, in document order."""
+        uses: list[tuple[yaml.Mark, yaml.Node]] = self.__dict__.get("_alias_uses", [])
+        return uses
 
 
 def check_size(size: int, source: str) -> None:
@@ -49,20 +54,31 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+_CAP = 10**15  # sizes past any limit stay small integers
+
+
 def check(root: yaml.Node, aliases: list[tuple[yaml.Mark, yaml.Node]], source: str) -> None:
-    """Refuse a graph that refers to itself, nests deeper than MAX_DEPTH or expands to more
-    than MAX_VALUES values; ConfigError with `file:line`."""
-    size: dict[int, int] = {}  # expanded values under each node (capped), once per node
+    """Refuse a graph that refers to itself, nests deeper than MAX_DEPTH, or whose aliases add
+    more than MAX_VALUES values; ConfigError with `file:line`. Without aliases the document is a
+    tree, bounded by the file size: nothing to do."""
+    if not aliases:
+        return
+    size: dict[int, int] = {}  # values under each collection, aliases expanded, once per node
     depth: dict[int, int] = {}
     on_path: set[int] = set()
+    distinct = 0  # values as written (a scalar reached through an alias counts as written)
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
         key = id(node)
         if done:
-            kids = _children(node)
-            size[key] = min(MAX_VALUES + 1, 1 + sum(size[id(k)] for k in kids))
-            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+            total, deepest = 1, 0
+            for kid in _children(node):
+                if isinstance(kid, yaml.ScalarNode):
+                    total, deepest = total + 1, max(deepest, 1)
+                else:
+                    total, deepest = total + size[id(kid)], max(deepest, depth[id(kid)])
+            size[key], depth[key] = min(_CAP, total), deepest + 1
             on_path.discard(key)
             if depth[key] > MAX_DEPTH:
                 raise errors.ConfigError(
@@ -70,22 +86,23 @@ def check(root: yaml.Node, aliases: list[tuple[yaml.Mark, yaml.Node]], source: s
                     f"than {MAX_DEPTH} deep (aliases expanded)"
                 )
             continue
-        if key in size:
+        if key in size or isinstance(node, yaml.ScalarNode):
             continue
         on_path.add(key)
         stack.append((node, True))
+        distinct += 1
         for kid in _children(node):
-            if id(kid) in on_path:
+            if isinstance(kid, yaml.ScalarNode):
+                distinct += 1
+            elif id(kid) in on_path:
                 raise errors.ConfigError(f"{_alias_line(kid, aliases, source)}: {_cycle(kid)}")
-            if id(kid) not in size:
+            elif id(kid) not in size:
                 stack.append((kid, False))
-    if size[id(root)] > MAX_VALUES:
-        if not aliases:
-            raise errors.ConfigError(f"{source}: the sheet holds more than {MAX_VALUES:,} values")
-        mark, target = max(aliases, key=lambda use: size.get(id(use[1]), 0))
+    if size.get(id(root), 1) - distinct > MAX_VALUES:
+        mark, target = max(aliases, key=lambda use: size.get(id(use[1]), 1))
         raise errors.ConfigError(
-            f"{source}:{mark.line + 1}: aliases expand the sheet to more than {MAX_VALUES:,} "
-            f"values (this alias alone repeats {_count(size[id(target)])} values); write the "
+            f"{source}:{mark.line + 1}: aliases add more than {MAX_VALUES:,} values to the sheet "
+            f"(this alias alone repeats {_count(size.get(id(target), 1))} values); write the "
             "values out or use fewer nested aliases"
         )
 
