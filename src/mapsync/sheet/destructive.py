@@ -22,7 +22,8 @@ KNOWN = frozenset({"onlineorders"})  # CIMcloud: GET marks the returned orders e
 _WHY = (
     "the generic REST read path reads every page before the first write, retries GETs and "
     "re-reads by key (`mapsync retry`), so records read but not delivered would be lost for "
-    "good. mapsync refuses it as a source until a capture reads it into a durable inbox first"
+    "good. It is refused as a source until the transaction export reads it safely (into a "
+    "durable inbox before processing)"
 )
 
 
