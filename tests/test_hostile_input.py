@@ -131,7 +131,9 @@ def test_nesting_and_size_limits(tmp_path: Path) -> None:
         loader.load(sheet)
     big = tmp_path / "big.yaml"
     big.write_text(SHEET + "      name: {from: name}\n# " + "x" * yaml_limits.MAX_BYTES + "\n")
-    with pytest.raises(errors.ConfigError, match=r"more than the limit of 2,000,000"):
+    with pytest.raises(
+        errors.ConfigError, match=rf"{big}: the sheet is larger than the limit of 2,000,000 bytes"
+    ):
         loader.load(big)
 
 

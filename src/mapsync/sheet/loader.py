@@ -214,8 +214,10 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
     sheet_path = Path(path)
     source = str(sheet_path)
     try:
-        yaml_limits.check_size(sheet_path.stat().st_size, source)
-        text = sheet_path.read_text(encoding="utf-8")
+        with sheet_path.open("rb") as handle:  # never more than the limit, whatever the file is
+            raw = handle.read(yaml_limits.MAX_BYTES + 1)
+        yaml_limits.check_size(len(raw), source)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise errors.ConfigError(f"{source}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

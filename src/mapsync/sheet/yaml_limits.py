@@ -41,7 +41,7 @@ class RecordAliases(yaml.SafeLoader):
 def check_size(size: int, source: str) -> None:
     if size > MAX_BYTES:
         raise errors.ConfigError(
-            f"{source}: the sheet is {size:,} bytes, more than the limit of {MAX_BYTES:,}; "
+            f"{source}: the sheet is larger than the limit of {MAX_BYTES:,} bytes; "
             "keep large value maps in `map_from` files"
         )
 
