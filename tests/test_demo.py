@@ -150,3 +150,33 @@ def test_readme_sheet_example_is_valid(tmp_path: Path) -> None:
     loaded = loader.load(tmp_path / "sheet.yaml", env={"ERP_PASSWORD": "pw1", "PORTAL_PASSWORD": "pw2"})
     assert list(loaded.sheet.syncs) == ["customers", "orders"]
     assert checks.run_order(loaded.sheet) == ["customers", "orders"]
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    """Issue 9 item 19: `demo --dir X` never replaces someone's own sheet and state store."""
+    folder = tmp_path / "mine"
+    (folder / ".mapsync").mkdir(parents=True)
+    (folder / "mapsync.yaml").write_text("version: 1  # my own sheet\n")
+    (folder / ".mapsync" / "state.db").write_bytes(b"my state")
+    result = mapsync("demo", "--dir", str(folder), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "not empty and was not made by `mapsync demo`" in text and ".mapsync-demo" in text
+    assert "Traceback" not in text
+    assert (folder / "mapsync.yaml").read_text() == "version: 1  # my own sheet\n"
+    assert (folder / ".mapsync" / "state.db").read_bytes() == b"my state"
+    assert sorted(p.name for p in folder.iterdir()) == [".mapsync", "mapsync.yaml"]
+    # a file given as the folder is refused too
+    (tmp_path / "file").write_text("x")
+    result = mapsync("demo", "--dir", str(tmp_path / "file"), cwd=tmp_path)
+    assert result.returncode == 2 and "not a folder" in result.stdout + result.stderr
+
+
+def test_demo_takes_an_empty_folder_and_its_own(tmp_path: Path, demo: tuple[Path, str]) -> None:
+    from mapsync import demo as demo_mod
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    demo_mod._claim(empty)  # an empty folder is taken and marked
+    assert (empty / ".mapsync-demo").is_file()
+    assert (demo[0] / ".mapsync-demo").is_file()  # the demo marks what it builds (rerun above works)

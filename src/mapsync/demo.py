@@ -6,7 +6,8 @@ a few nobody can place), names longer than the portal's column, a legacy status 
 does not map, several e-mail addresses in one field. Those rows are *rejected with a reason* or
 *truncated and counted*, never guessed. Rejections are expected here and explained, so the demo
 exits 0; it exits 1 only if a run itself failed. Rerunning it rebuilds everything in the folder
-(databases, sheet and state) from scratch.
+(databases, sheet and state) from scratch; it builds only in an empty (or new) folder or one an
+earlier demo made (it leaves a `.mapsync-demo` marker), never over someone's own sheet and state.
 """
 
 from __future__ import annotations
@@ -34,10 +35,25 @@ SHEET_NAME = "mapsync.yaml"
 ERP_NAME = "erp.db"
 PORTAL_NAME = "portal.db"
 STATE_DIR = ".mapsync"
+MARKER = ".mapsync-demo"
 
 
 def _sheet_text() -> str:
     return resources.files("mapsync").joinpath("examples/demo.yaml").read_text(encoding="utf-8")
+
+
+def _claim(folder: Path) -> None:
+    """Refuse a folder that holds anything but an earlier demo; mark it as the demo's."""
+    if folder.exists() and not folder.is_dir():
+        raise errors.ConfigError(f"--dir {folder}: not a folder")
+    if folder.is_dir() and not (folder / MARKER).is_file() and any(folder.iterdir()):
+        raise errors.ConfigError(
+            f"--dir {folder}: the folder is not empty and was not made by `mapsync demo` (no "
+            f"{MARKER} file in it); the demo would replace {SHEET_NAME}, {ERP_NAME}, {PORTAL_NAME} "
+            f"and {STATE_DIR}/ there. Give an empty or new folder."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("made by `mapsync demo`; rerunning it rebuilds this folder\n")
 
 
 def _clean(folder: Path) -> None:
@@ -120,7 +136,7 @@ def _countries(erp: Path, portal: Path) -> dict[str, Counter[str]]:
 def run(folder: Path, console: Console) -> int:
     """Build the demo in `folder`, sync, print what happened. 0, or 1 if a run failed."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        _claim(folder)
         _clean(folder)
     except OSError as exc:
         raise errors.ConfigError(f"--dir {folder}: {exc.strerror or exc}") from None

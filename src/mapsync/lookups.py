@@ -11,6 +11,7 @@ then only reads the cache: no query ever runs per record.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from pathlib import Path
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from mapsync import errors, transforms
 from mapsync.connectors.sql import describe_error
 from mapsync.errors import RecordRejected
-from mapsync.sheet import models
+from mapsync.sheet import map_files, models
 
 CHUNK = 1000  # values per IN (...) list
 CACHE_LIMIT = 100_000  # entries kept per lookup for the run (least recently used go first)
@@ -173,7 +174,8 @@ class Resolver:
         ident = source.file or (source.connection, source.table, source.from_, source.to)
         if ident not in self._maps:
             if source.file is not None:
-                self._maps[ident] = read_csv_map(self.folder / source.file)
+                path, data = map_files.read(source, self.folder, f"field `{field}`: map_from")
+                self._maps[ident] = read_csv_map(path, data)
             else:
                 self._maps[ident] = self._table_map(source, field)
         return self._maps[ident]
@@ -212,12 +214,10 @@ def deactivate(token: Token[Resolver | None]) -> None:
     _active.reset(token)
 
 
-def read_csv_map(path: Path) -> dict[str, str]:
-    """A two-column CSV (header, then source,destination); ConfigError names file and line."""
-    try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise errors.ConfigError(f"{path}: cannot read the map file: {exc.strerror or exc}") from None
+def read_csv_map(path: Path, data: bytes) -> dict[str, str]:
+    """A two-column CSV (header, then source,destination) read from `path` (its bytes already
+    read, bounded, by map_files.read); ConfigError names file and line."""
+    handle = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
     out: dict[str, str] = {}
     lines: dict[str, int] = {}
     with handle:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mapsync.sheet import models
+from mapsync.sheet import destructive, models
 
 Path_ = tuple[str | int, ...]
 
@@ -25,6 +25,7 @@ def cross_check(sheet: models.Sheet) -> list[tuple[Path_, str]]:
         found.extend(_check_rule_specs(sync_name, sync))
         found.extend(_check_ends(sync_name, sync, sheet.connections))
         found.extend(_check_dest_columns(sync_name, sync, sheet.connections))
+    found.extend(destructive.problems(sheet))
     return found
 
 

@@ -38,9 +38,21 @@ class MapSource(Model):
     table: str | None = Field(None, description="Mapping table.")
     from_: str | None = Field(None, alias="from", description="Column holding source values.")
     to: str | None = Field(None, description="Column holding destination values.")
+    allow_outside: bool = Field(
+        False,
+        description=(
+            "Let `file` be an absolute path or lie outside the sheet's folder (by default a map "
+            "file is read from that folder or below it)."
+        ),
+    )
+    max_bytes: int = Field(
+        10_000_000, gt=0, description="Largest `file` read, in bytes; a bigger file is a config error."
+    )
 
     @model_validator(mode="after")
     def _file_or_table(self) -> MapSource:
+        if self.file is None and {"allow_outside", "max_bytes"} & self.model_fields_set:
+            raise ValueError("`allow_outside` and `max_bytes` are for a map `file`")
         table = (self.connection, self.table, self.from_, self.to)
         if (self.file is None) == all(v is None for v in table):
             raise ValueError("give either `file`, or `connection`, `table`, `from` and `to`")

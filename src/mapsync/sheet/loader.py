@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mapsync import errors
-from mapsync.sheet import checks, connection_models, models
+from mapsync.sheet import checks, connection_models, map_files, models, yaml_limits
 
 Path_ = tuple[str | int, ...]
 
@@ -43,8 +43,8 @@ class LoadedSheet:
         return f"{self.path}:{line}" if line else str(self.path)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys."""
+class _Loader(yaml_limits.RecordAliases):
+    """SafeLoader that refuses duplicate keys (and remembers where aliases stand)."""
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -214,14 +214,23 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
     sheet_path = Path(path)
     source = str(sheet_path)
     try:
-        text = sheet_path.read_text(encoding="utf-8")
+        with sheet_path.open("rb") as handle:  # never more than the limit, whatever the file is
+            raw = handle.read(yaml_limits.MAX_BYTES + 1)
+        yaml_limits.check_size(len(raw), source)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise errors.ConfigError(f"{source}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise errors.ConfigError(f"{source}: cannot read: {exc}") from None
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        composer = _Loader(text)
+        try:
+            node = composer.get_single_node()
+        finally:
+            composer.dispose()
         if node is not None:
+            # bounded before anything expands an alias (an alias bomb, an alias inside itself)
+            yaml_limits.check(node, composer.alias_uses(), source)
             _Loader(text).construct_document(node)  # runs the duplicate-key check
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -259,6 +268,8 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
             problems.append(f"{source}:{line_of(p)}: {_dotted(p)}: {_message(err, p)}")
     # the cross checks run even on an invalid sheet (over what validates), so one run lists all
     found = checks.cross_check(sheet) if sheet is not None else checks.partial_cross_check(data)
+    if sheet is not None:
+        found += map_files.problems(sheet, sheet_path.resolve().parent)
     problems.extend(f"{source}:{line_of(p)}: {_dotted(p)}: {msg}" for p, msg in found)
     if problems:
         # a value that came from ${VAR} never reaches a message (it may be a secret)

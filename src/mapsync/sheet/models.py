@@ -109,6 +109,15 @@ class SourceRef(Model):
     resource: str | None = Field(
         None, description="For a REST or CIMcloud connection: the resource path instead of `table`."
     )
+    destructive: bool | None = Field(
+        None,
+        description=(
+            "Whether reading `resource` changes it (a GET that marks what it returns as exported). "
+            "`true`: refused as a source, since records read but not delivered would be lost. "
+            "Not set: mapsync decides for the resources it knows (CIMcloud `OnlineOrders` is "
+            "destructive); `false` says a REST resource of that name is not."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> SourceRef:
