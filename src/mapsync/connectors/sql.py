@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import quoted_name
 
 from mapsync import errors
+from mapsync.redact import redact
 
 MARIADB_SQL_MODE = (
     "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
@@ -271,8 +272,4 @@ def quoted(name: str) -> quoted_name:
 def describe_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
     """One line for a database error, secrets removed, capped in length."""
     orig = getattr(exc, "orig", None) or exc
-    text = _first_line(orig)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text[:500]
+    return redact(_first_line(orig), secrets)[:500]

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import httpx
 
 from mapsync import errors
+from mapsync import redact as redact_mod
 from mapsync.sheet.connection_models import RetryPolicy, parse_limit
 
 log = logging.getLogger("mapsync.rest")
@@ -35,11 +36,8 @@ MAX_RETRY_AFTER = 900.0  # a longer Retry-After stops the run (cursor kept) inst
 
 
 def redact(text: str, secrets: tuple[str, ...], cap: int = MESSAGE_CAP) -> str:
-    """Text safe to show: every secret replaced by `***`, cut to `cap` characters."""
-    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    text = " ".join(text.split())
-    return text if len(text) <= cap else text[: cap - 1] + "…"
+    """Text safe to show: every form of every secret replaced by `***`, cut to `cap` characters."""
+    return redact_mod.redact(text, secrets, cap)
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:

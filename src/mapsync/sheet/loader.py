@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mapsync import errors
+from mapsync.redact import redact
 from mapsync.sheet import checks, connection_models, models
 
 Path_ = tuple[str | int, ...]
@@ -302,6 +303,4 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path_:
 
 
 def _redact(text: str, secrets: list[str]) -> str:
-    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    return redact(text, secrets)
