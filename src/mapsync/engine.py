@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from mapsync import capture, connectors, crash, errors, guard, records, transforms
+from mapsync import capture, connectors, crash, errors, guard, logs, records, transforms
 from mapsync.connectors.sql_source import parse_time
 from mapsync.redact import redact
 from mapsync.run_types import Observer as Observer
@@ -43,6 +43,7 @@ class Engine:
         self.store = store
         self.observer = observer or _Quiet()
         self._dbs: dict[str, Any] = {}
+        logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
 
     def close(self) -> None:
         for db in self._dbs.values():

@@ -1,0 +1,148 @@
+"""Secrets in every derived form stay out of every artifact (issue 9, item 4).
+
+An API that echoes the request headers in its error body shows the base64 of the Basic
+`user:password`; a percent-encoded or JSON-escaped password, or the pieces of one cut by a URL,
+are secrets too. `mapsync.redact` masks them all; the canary (tests/canary.py) greps CLI text,
+`--json`, DEBUG logs and every state-store table for them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mapsync import redact
+from tests import helpers as h
+from tests.canary import Canary
+from tests.fault_server import Fault, FaultServer, Reply, Request
+
+PASSWORD = "pa@ss:w0rd/9#x%y"  # every character that splits a URL
+USER = "svc-user"
+
+
+def test_every_derived_form_is_masked() -> None:
+    basic = redact.basic_credentials(USER, PASSWORD)
+    secrets = (PASSWORD, basic)
+    for form in (
+        PASSWORD,
+        base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
+        urllib.parse.quote(PASSWORD, safe=""),
+        urllib.parse.quote_plus(PASSWORD),
+        json.dumps(PASSWORD)[1:-1],
+        "ss:w0rd/9#x%y@db.example.com",  # the tail a URL parser shows as the host
+        "w0rd/9",  # … or as a path
+    ):
+        shown = redact.redact(f"error near <{form}> here", secrets)
+        assert shown.startswith("error near <***") and shown.endswith("> here"), (form, shown)
+    # a whole URL is a secret, its host and scheme are not: only the password is cut in pieces
+    url = f"postgresql://app:{PASSWORD}@db.example.com:5432/erp"
+    assert redact.redact("cannot reach db.example.com (postgresql)", (url,)) == (
+        "cannot reach db.example.com (postgresql)"
+    )
+    assert redact.redact("host ss:w0rd/9#x%y@db.example.com", (url,)) == "host ***@db.example.com"
+    assert redact.redact("x" * 50 + PASSWORD, (PASSWORD,), cap=20) == "x" * 19 + "…"
+
+
+class Echo:
+    """A REST destination that refuses every record and echoes the request headers back."""
+
+    def __call__(self, req: Request) -> Reply:
+        return Reply(400, {"error": "rejected", "request_headers": req.headers})
+
+
+@pytest.fixture
+def echo_server() -> Iterator[FaultServer]:
+    with FaultServer(Echo()) as server:
+        yield server
+
+
+SHEET = """
+version: 1
+state: {{url: "{state}"}}
+connections:
+  db: {{url: "{src}"}}
+  api:
+    kind: rest
+    base_url: "{url}"
+    auth: {{type: basic, username: {user}, password: "${{API_PASSWORD}}"}}
+    retry: {{attempts: 1}}
+syncs:
+  things:
+    from: {{connection: db, table: things}}
+    to: {{connection: api, resource: things}}
+    key: {{from: id, to: code}}
+    fields: {{name: name}}
+    changes: {{method: full}}
+"""
+
+
+def test_basic_credentials_echoed_by_the_server_leak_nowhere(
+    echo_server: FaultServer,
+    sqlite_database: Callable[[], str],
+    tmp_path: Path,
+    canary: Callable[..., Canary],
+) -> None:
+    src = sqlite_database()
+    h.execute(src, "CREATE TABLE things (id VARCHAR(10) PRIMARY KEY, name VARCHAR(20))")
+    h.execute(src, "INSERT INTO things VALUES ('t1', 'one'), ('t2', 'two')")
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    sheet = SHEET.format(state=state, src=src, url=echo_server.url, user=USER)
+    (tmp_path / "sheet.yaml").write_text(sheet)
+    env = {"API_PASSWORD": PASSWORD}
+    c = canary(PASSWORD, basic=[(USER, PASSWORD)])
+
+    done = h.mapsync("--log-level", "debug", "seed", "sheet.yaml", "--json", cwd=tmp_path, env=env)
+    (report,) = json.loads(done.stdout)
+    assert report["counts"]["rejected"] == 2, done.stdout + done.stderr
+    sent = echo_server.log[0].headers["authorization"]
+    assert sent == "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    c.process("seed --json", done)
+    text = h.mapsync(
+        "--log-level", "debug", "--log-format", "json", "seed", "sheet.yaml", cwd=tmp_path, env=env
+    )
+    c.process("seed (text, JSON logs)", text)
+    listed = h.mapsync("errors", "sheet.yaml", "--json", cwd=tmp_path, env=env)
+    c.process("errors --json", listed)
+    c.process("status", h.mapsync("status", "sheet.yaml", "--json", cwd=tmp_path, env=env))
+    c.store(state)
+    c.assert_clean()
+    assert "request_headers" in listed.stdout and "***" in listed.stdout  # the message is kept, masked
+
+
+def test_a_run_message_and_debug_logs_in_process_are_clean(
+    sqlite_database: Callable[[], str], tmp_path: Path, canary: Callable[..., Canary]
+) -> None:
+    """A failure message (run summary, `mapsync_runs`) that quotes the request back, in process."""
+    from mapsync.engine import Engine
+    from mapsync.sheet import loader
+    from mapsync.state.store import StateStore
+
+    src = sqlite_database()
+    h.execute(src, "CREATE TABLE things (id VARCHAR(10) PRIMARY KEY, name VARCHAR(20))")
+    h.execute(src, "INSERT INTO things VALUES ('t1', 'one')")
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+
+    def app(req: Request) -> Reply:
+        return Reply(200, {})
+
+    with FaultServer(app) as server:
+        server.script = [Fault.echo_headers(403)]  # access refused: the run stops with the body
+        (tmp_path / "sheet.yaml").write_text(SHEET.format(state=state, src=src, url=server.url, user=USER))
+        c = canary(PASSWORD, basic=[(USER, PASSWORD)])
+        loaded = loader.load(tmp_path / "sheet.yaml", env={"API_PASSWORD": PASSWORD})
+        store = StateStore.open(state, tmp_path, create=True)
+        engine = Engine(loaded, store)
+        try:
+            report = engine.run("things", "seed")
+        finally:
+            engine.close()
+            store.close()
+    assert report.status == "failed" and "request_headers" in (report.message or "")
+    c.text("run summary", f"{report.message} {report.samples}")
+    c.store(state)
+    c.assert_clean()
