@@ -120,6 +120,15 @@ class RestPaging(Model):
     items: str | None = Field(
         None, description="Body field holding the records (dotted path); not set: the body is a list."
     )
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "For `cursor` and `link`: hosts other than `base_url`'s that may serve the next page, "
+            "as `host` or `host:port`, e.g. `[cdn.example.com]`. Their pages are fetched without "
+            "the connection's credentials and headers; a next URL on any other scheme, host or "
+            "port stops the run."
+        ),
+    )
 
 
 class RestWrite(Model):
