@@ -25,12 +25,18 @@ MARIADB_SQL_MODE = (
 )
 
 
+URL_HINT = (
+    " (a password holding `@ : / # %` must be percent-encoded; written as `${VAR}` inside "
+    "`user:password@` in the sheet, mapsync encodes it)"
+)
+
+
 def normalize_url(url: str, folder: Path) -> sa.URL:
     """Pick our drivers and resolve a relative SQLite path against the sheet's folder."""
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
-        raise errors.ConfigError("connection url is not a valid SQLAlchemy URL") from None
+    except (sa.exc.ArgumentError, ValueError):  # never quote it: a password is in there
+        raise errors.ConfigError(f"connection url is not a valid SQLAlchemy URL{URL_HINT}") from None
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
