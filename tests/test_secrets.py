@@ -146,3 +146,38 @@ def test_a_run_message_and_debug_logs_in_process_are_clean(
     c.text("run summary", f"{report.message} {report.samples}")
     c.store(state)
     c.assert_clean()
+
+
+def test_a_source_error_quoting_the_request_is_masked_by_the_client(canary: Callable[..., Canary]) -> None:
+    """No sheet, no engine: the HTTP client alone knows what its auth headers carry."""
+    from mapsync import errors
+    from mapsync.rest.client import HttpClient, StaticAuth
+    from mapsync.rest.connector import open_handle
+    from mapsync.sheet.connection_models import RestConnection
+
+    with FaultServer(lambda req: Reply(200, [])) as server:
+        server.script = [Fault.echo_headers(400)]
+        cfg = RestConnection.model_validate(
+            {
+                "kind": "rest",
+                "base_url": server.url,
+                "auth": {"type": "basic", "username": USER, "password": PASSWORD},
+            }
+        )
+        handle = open_handle("api", cfg)
+        bare = HttpClient(
+            "bare", server.url, timeout=cfg.timeout, retry=cfg.retry, auth=StaticAuth.basic(USER, PASSWORD)
+        )
+        c = canary(PASSWORD, basic=[(USER, PASSWORD)])
+        try:
+            resp = handle.client.request("GET", "items")
+            c.text("source error", handle.client.shown(resp.text))
+            server.script = [Fault.echo_headers(403)]
+            with pytest.raises(errors.PermanentError) as info:
+                bare.request("GET", "items")
+            c.text("access refused", str(info.value))
+        finally:
+            handle.close()
+            bare.close()
+    assert "***" in str(info.value)
+    c.assert_clean()

@@ -103,6 +103,8 @@ class StaticAuth:
 
     def __init__(self, headers: dict[str, str]) -> None:
         self._headers = headers
+        # what the headers carry (`Basic <base64>`'s base64 included): redacted wherever shown
+        self.secrets = tuple(dict.fromkeys(x for v in headers.values() for x in (v, v.split(" ", 1)[-1])))
 
     @staticmethod
     def basic(username: str, password: str) -> StaticAuth:
@@ -206,7 +208,7 @@ class HttpClient:
         self.retry = retry
         self.auth = auth
         self.budget: _Budget = budget or NoBudget()
-        self.secrets = secrets
+        self.secrets = (*secrets, *getattr(auth, "secrets", ()))
         self.sleep: Callable[[float], None] = time.sleep
         self.calls = 0  # requests sent (retries included), for tests and benchmarks
         self.last_headers: dict[str, str] = {}
