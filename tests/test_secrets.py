@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mapsync import redact
 from tests import helpers as h
@@ -181,3 +183,19 @@ def test_a_source_error_quoting_the_request_is_masked_by_the_client(canary: Call
             bare.close()
     assert "***" in str(info.value)
     c.assert_clean()
+
+
+@given(
+    secret=st.text(alphabet=st.sampled_from('abcXYZ019@:/#?%+ "\\é~=&'), min_size=3, max_size=24).filter(
+        lambda s: len(s.strip()) >= 3
+    ),
+    user=st.sampled_from(["svc", "app user", "a@b"]),
+)
+def test_no_derived_form_survives_redaction(secret: str, user: str) -> None:
+    """Whatever the secret, no form the canary knows survives `redact` (fragments of at least
+    `MIN_LENGTH` characters; the canary looks for those of 5 and more)."""
+    canary_ = Canary(secret, basic=[(user, secret)])
+    secrets = (secret, redact.basic_credentials(user, secret))
+    for form in canary_.forms:
+        shown = redact.redact(f"error <{form}> end", secrets)
+        assert not canary_.text("message", shown), (form, shown)
