@@ -18,7 +18,8 @@ The derived forms are computed here, independently of `mapsync.redact` (a shared
 otherwise hide itself): the raw value, base64 (standard, unpadded, URL-safe), base64 of each
 Basic `user:password`, percent-encoded (`quote` with and without `/`, `quote_plus`, lower-case
 escapes), JSON-escaped, and the pieces a URL parser cuts a raw password into (between, before
-and after `@ : / # ? %`), when at least `fragment_min` characters long.
+and after `@ : / # ? %`), when at least `fragment_min` characters long. A secret that is a whole
+URL is not cut up (its scheme and host are no secret); the password in it is.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import sqlalchemy as sa
 
 _DELIMITERS = re.compile(r"[@:/#?%]")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(.*)$", re.S)
 
 
 def derived_forms(secret: str, *, basic_user: str | None = None, fragment_min: int = 5) -> dict[str, str]:
@@ -61,10 +63,17 @@ def derived_forms(secret: str, *, basic_user: str | None = None, fragment_min: i
     if basic_user is not None:
         pair = f"{basic_user}:{secret}".encode()
         add(base64.b64encode(pair).decode(), "base64 of Basic user:password")
-    cuts = [m.start() for m in _DELIMITERS.finditer(secret)]
-    pieces = set(_DELIMITERS.split(secret)) if cuts else set()
+    cut_up = secret
+    url = _URL.match(secret)
+    if url:  # a whole URL: its scheme and host are no secret, the password in it is
+        userinfo = url.group(1).rpartition("@")[0]
+        cut_up = urllib.parse.unquote(userinfo.partition(":")[2]) if "@" in url.group(1) else ""
+        if cut_up:
+            encodings(cut_up, "the password in the URL")
+    cuts = [m.start() for m in _DELIMITERS.finditer(cut_up)]
+    pieces = set(_DELIMITERS.split(cut_up)) if cuts else set()
     for cut in cuts:
-        pieces |= {secret[:cut], secret[cut + 1 :]}
+        pieces |= {cut_up[:cut], cut_up[cut + 1 :]}
     for piece in sorted(pieces):
         if len(piece) >= fragment_min:
             encodings(piece, f"URL fragment {piece[:2]}… of the secret")

@@ -91,10 +91,15 @@ def forms(secret: str) -> frozenset[str]:
     if not secret:
         return frozenset()
     out = _encodings(secret)
-    password = _url_password(secret)
-    # a whole URL is not cut into pieces (its host and scheme are not secret); a password is
-    for piece in (secret,) if password is None else (password,):
-        if piece is not secret:
+    # a whole URL is not cut into pieces (its scheme, host and path are not secret); its
+    # password is, and so is any other secret
+    if _URL.match(secret):
+        password = _url_password(secret)
+        pieces: tuple[str, ...] = (password,) if password else ()
+    else:
+        pieces = (secret,)
+    for piece in pieces:
+        if piece != secret:
             out |= _encodings(piece)
         for fragment in _fragments(piece):
             out |= _encodings(fragment)
