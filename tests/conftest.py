@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -142,4 +143,26 @@ def database(request: pytest.FixtureRequest) -> Callable[[], str]:
     fixture = {"sqlite": "sqlite_database", "postgresql": "pg_database", "mariadb": "mariadb_database"}
     factory: Callable[[], str] = request.getfixturevalue(fixture[request.param])
     return factory
+
+
+@pytest.fixture
+def canary() -> Iterator[Callable[..., Any]]:
+    """A factory of `tests.canary.Canary` (secrets and their derived forms, grepped in every
+    artifact); the `mapsync` logs are captured at DEBUG while the test runs."""
+    import logging
+
+    from tests.canary import Canary, LogCapture
+
+    capture = LogCapture()
+    root = logging.getLogger("mapsync")
+    level = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield lambda *secrets, **kw: Canary(*secrets, logs=capture.lines, **kw)
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(level)
+
+
 from tests.sandbox_fixtures import cimcloud_sandbox, cimcloud_sandbox_factory  # noqa: E402,F401  (fixtures)

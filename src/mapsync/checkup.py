@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from mapsync import capture, connectors, errors
 from mapsync.connectors.sql import SqlDatabase, describe_error, normalize_url
+from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import schema
 from mapsync.state.store import StateStore, resolve_url
@@ -41,8 +42,7 @@ class Checkup:
         self.handles: dict[str, Any] = {}
 
     def add(self, subject: str, status: str, detail: str) -> None:
-        for secret in self.loaded.secrets:
-            detail = detail.replace(secret, "***")
+        detail = redact(detail, self.loaded.secrets)
         self.found.append(Finding(subject, status, detail))
 
     @property

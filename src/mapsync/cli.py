@@ -16,6 +16,7 @@ from rich.console import Console
 
 from mapsync import __version__, errors, logs
 from mapsync.engine import Engine, RunReport
+from mapsync.redact import redact
 from mapsync.sheet import checks, loader
 from mapsync.sheet.duration import parse_duration
 from mapsync.state.store import StateStore
@@ -57,9 +58,7 @@ def _fail(message: str, code: int) -> Exit:
 @contextlib.contextmanager
 def _handled(secrets: tuple[str, ...] = ()) -> Iterator[None]:
     def clean(text: str) -> str:
-        for s in secrets:
-            text = text.replace(s, "***")
-        return text.replace("[", r"\[")
+        return redact(text, secrets).replace("[", r"\[")
 
     try:
         yield

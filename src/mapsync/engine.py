@@ -13,8 +13,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from mapsync import capture, connectors, crash, errors, guard, records, transforms
+from mapsync import capture, connectors, crash, errors, guard, logs, records, transforms
 from mapsync.connectors.sql_source import parse_time
+from mapsync.redact import redact
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
 from mapsync.run_types import RunReport as RunReport
@@ -42,6 +43,7 @@ class Engine:
         self.store = store
         self.observer = observer or _Quiet()
         self._dbs: dict[str, Any] = {}
+        logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
 
     def close(self) -> None:
         for db in self._dbs.values():
@@ -291,7 +293,8 @@ class Engine:
         result = parts.dest.write(send, fresh=fresh) if send else records.WriteResult()
         report.fell_back = getattr(parts.dest, "fell_back", 0)  # the destination's count this run
         crash.point("after_write")
-        all_rejected = rejected + result.rejected
+        # record errors are stored and shown: no form of a secret goes into them
+        all_rejected = [self._redact_rejection(r) for r in rejected + result.rejected]
         parts.capture.acknowledge(batch, records.WriteResult(result.delivered, all_rejected))
         crash.point("after_ack")
         counts.written = sum(1 for d in result.delivered if d.op != "delete")
@@ -353,9 +356,11 @@ class Engine:
         self.store.finish_run(report.run_id or 0, "failed", "tool", message)
 
     def _redact(self, text: str) -> str:
-        for secret in self.loaded.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self.loaded.secrets)
+
+    def _redact_rejection(self, r: records.Rejection) -> records.Rejection:
+        message = self._redact(r.message)
+        return r if message == r.message else dataclasses.replace(r, message=message)
 
 
 def _same_version(a: Any, b: Any) -> bool:

@@ -10,18 +10,18 @@ import logging
 import sys
 from typing import Any
 
+from mapsync.redact import Redactor
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-_secrets: set[str] = set()
+_redactor = Redactor()
 
 
 def add_secrets(values: tuple[str, ...]) -> None:
-    _secrets.update(v for v in values if v)
+    _redactor.add(values)
 
 
 def redact(text: str) -> str:
-    for secret in _secrets:
-        text = text.replace(secret, "***")
-    return text
+    return _redactor(text)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -18,9 +18,16 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import quoted_name
 
 from mapsync import errors
+from mapsync.redact import redact
 
 MARIADB_SQL_MODE = (
     "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+)
+
+
+URL_HINT = (
+    " (a password holding `@ : / # %` must be percent-encoded; written as `${VAR}` inside "
+    "`user:password@` in the sheet, mapsync encodes it)"
 )
 
 
@@ -28,8 +35,8 @@ def normalize_url(url: str, folder: Path) -> sa.URL:
     """Pick our drivers and resolve a relative SQLite path against the sheet's folder."""
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
-        raise errors.ConfigError("connection url is not a valid SQLAlchemy URL") from None
+    except (sa.exc.ArgumentError, ValueError):  # never quote it: a password is in there
+        raise errors.ConfigError(f"connection url is not a valid SQLAlchemy URL{URL_HINT}") from None
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -271,8 +278,4 @@ def quoted(name: str) -> quoted_name:
 def describe_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
     """One line for a database error, secrets removed, capped in length."""
     orig = getattr(exc, "orig", None) or exc
-    text = _first_line(orig)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text[:500]
+    return redact(_first_line(orig), secrets)[:500]

@@ -8,6 +8,8 @@ HTTP date) is honoured, no request leaves before it. A timeout after the request
 and if the tries run out the run stops with a TransientError: it never becomes a record error.
 401 renews a token once; 401/403 after that stop the run. Other 4xx come back to the caller,
 which turns them into record errors carrying the server's message (redacted, capped).
+Redirects are never followed (the credentials would go along): any 3xx stops the run with its
+`Location`. A certificate that fails verification stops it at once, saying why.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import email.utils
 import json
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +29,7 @@ from typing import Any, Protocol
 import httpx
 
 from mapsync import errors
+from mapsync import redact as redact_mod
 from mapsync.sheet.connection_models import RetryPolicy, parse_limit
 
 log = logging.getLogger("mapsync.rest")
@@ -35,11 +39,8 @@ MAX_RETRY_AFTER = 900.0  # a longer Retry-After stops the run (cursor kept) inst
 
 
 def redact(text: str, secrets: tuple[str, ...], cap: int = MESSAGE_CAP) -> str:
-    """Text safe to show: every secret replaced by `***`, cut to `cap` characters."""
-    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    text = " ".join(text.split())
-    return text if len(text) <= cap else text[: cap - 1] + "…"
+    """Text safe to show: every form of every secret replaced by `***`, cut to `cap` characters."""
+    return redact_mod.redact(text, secrets, cap)
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -102,6 +103,8 @@ class StaticAuth:
 
     def __init__(self, headers: dict[str, str]) -> None:
         self._headers = headers
+        # what the headers carry (`Basic <base64>`'s base64 included): redacted wherever shown
+        self.secrets = tuple(dict.fromkeys(x for v in headers.values() for x in (v, v.split(" ", 1)[-1])))
 
     @staticmethod
     def basic(username: str, password: str) -> StaticAuth:
@@ -205,10 +208,11 @@ class HttpClient:
         self.retry = retry
         self.auth = auth
         self.budget: _Budget = budget or NoBudget()
-        self.secrets = secrets
+        self.secrets = (*secrets, *getattr(auth, "secrets", ()))
         self.sleep: Callable[[float], None] = time.sleep
         self.calls = 0  # requests sent (retries included), for tests and benchmarks
         self.last_headers: dict[str, str] = {}
+        self.configured_headers = tuple(headers or {})
         self._gate = threading.BoundedSemaphore(max_concurrency)
         seconds = timeout.total_seconds()
         self.http = httpx.Client(
@@ -234,8 +238,10 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         authenticate: bool = True,
         headers: Mapping[str, str] | None = None,
+        bare: bool = False,
     ) -> httpx.Response:
-        """Send with retries. Returns a 2xx response or a 4xx the caller should judge; raises
+        """Send with retries (`bare`: without the connection's configured headers, for another
+        host that must not see them). Returns a 2xx response or a 4xx the caller should judge; raises
         TransientError when the tries run out, PermanentError when access is refused."""
         policy = self.retry
         delay = policy.backoff.total_seconds()
@@ -249,17 +255,29 @@ class HttpClient:
             }
             wait: float | None = None
             try:
-                resp = self._send(method, path, json, params, outgoing)
+                resp = self._send(method, path, json, params, outgoing, bare=bare)
             except httpx.TransportError as exc:
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
                 problem = f"{'no answer (ambiguous: may have been applied)' if sent else 'cannot connect'}: "
-                problem += type(exc).__name__
+                tls = tls_failure(exc)
+                if tls:  # a certificate does not fix itself between tries
+                    raise errors.TransientError(
+                        f"connection {self.name}: {method} {path}: {problem}{tls}"
+                    ) from None
+                problem += self.shown(transport_reason(exc))
                 log.warning(
                     "http_retry",
                     extra={"action": "http_retry", "connection": self.name, "error": problem, "try": attempt},
                 )
             else:
                 status = resp.status_code
+                if 300 <= status < 400:
+                    where = self.shown(resp.headers.get("Location") or "(no Location)")
+                    raise errors.PermanentError(
+                        f"connection {self.name}: {method} {path}: the server redirects (HTTP {status}) "
+                        f"to {where}; mapsync never follows a redirect (the credentials would go "
+                        "along): point `base_url` at the final address"
+                    )
                 if status < 400:
                     return resp
                 if status == 401 and authenticate and self.auth and not renewed and self.auth.invalidate():
@@ -293,7 +311,14 @@ class HttpClient:
         )
 
     def _send(
-        self, method: str, path: str, body: Any, params: Mapping[str, Any] | None, headers: dict[str, str]
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: Mapping[str, Any] | None,
+        headers: dict[str, str],
+        *,
+        bare: bool = False,
     ) -> httpx.Response:
         self.budget.acquire()
         with self._gate:
@@ -301,10 +326,44 @@ class HttpClient:
             content = None if body is None else json.dumps(body, default=str).encode()
             if content is not None:
                 headers = {**headers, "Content-Type": "application/json"}
-            resp = self.http.request(method, path, content=content, params=params, headers=headers)
+            request = self.http.build_request(method, path, content=content, params=params, headers=headers)
+            if bare:
+                for name in self.configured_headers:
+                    request.headers.pop(name, None)
+            resp = self.http.send(request)
         self.last_headers = dict(resp.headers)
         self.budget.observe(resp.status_code, resp.headers)
         return resp
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in out:
+        out.append(current)
+        current = current.__cause__ or current.__context__
+    return out
+
+
+def tls_failure(exc: httpx.TransportError) -> str | None:
+    """Why a certificate was refused (`certificate verify failed: self-signed certificate
+    (host api.example.com)`), or None when the failure is not one."""
+    for e in _chain(exc):
+        if isinstance(e, ssl.SSLCertVerificationError):
+            why = e.verify_message or e.reason or str(e)
+            try:
+                host = exc.request.url.host
+            except RuntimeError:  # no request attached
+                host = "?"
+            return f"TLS certificate verify failed: {why} (host {host})"
+    return None
+
+
+def transport_reason(exc: httpx.TransportError) -> str:
+    """`ConnectError: [Errno 111] Connection refused`: the class and the first line of why."""
+    detail = next((str(e) for e in _chain(exc) if str(e)), "")
+    detail = detail.splitlines()[0] if detail else ""
+    return f"{type(exc).__name__}: {detail}"[:200] if detail else type(exc).__name__
 
 
 def json_body(resp: httpx.Response) -> Any:

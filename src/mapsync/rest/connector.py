@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mapsync import errors
+from mapsync.redact import basic_credentials
 from mapsync.rest.client import HttpClient, StaticAuth, TokenAuth, make_budget
 from mapsync.rest.destination import RestDestination
 from mapsync.rest.source import RestHandle, RestSource
@@ -27,7 +28,8 @@ def open_handle(name: str, cfg: RestConnection, store: Any = None, **kwargs: Any
                 _digest(a.token),
             )
         elif a.type == "basic":
-            auth, secrets, user = StaticAuth.basic(a.username, a.password), (a.password,), a.username
+            auth, user = StaticAuth.basic(a.username, a.password), a.username
+            secrets = (a.password, basic_credentials(a.username, a.password))
         elif a.type == "api_key":
             auth, secrets, user = StaticAuth({a.header: a.value}), (a.value,), _digest(a.value)
         else:

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mapsync import errors, records
+from mapsync.rest import origins
 from mapsync.rest.client import HttpClient, json_body
 from mapsync.sheet import models
 from mapsync.sheet.connection_models import RestConnection
@@ -213,6 +214,7 @@ class RestSource:
         url: str | None = path
         query: dict[str, Any] | None = dict(params)
         previous: Any = None
+        foreign = False  # a next page on an allowed other host: no credentials, no headers
         while url is not None:
             q = dict(query or {})
             if paging.size_param and paging.style != "none" and query is not None:
@@ -221,7 +223,11 @@ class RestSource:
                 q[paging.page_param] = page
             elif paging.style == "offset" and query is not None:
                 q[paging.offset_param] = offset
-            resp = client.request("GET", url, params=q or None)
+            try:
+                resp = client.request("GET", url, params=q or None, authenticate=not foreign, bare=foreign)
+            except (errors.PermanentError, errors.TransientError) as exc:
+                exc.failure_class = "source"
+                raise
             self.requests += 1
             if resp.status_code >= 400:
                 raise errors.PermanentError(
@@ -256,6 +262,8 @@ class RestSource:
                 nxt = resp.links.get("next", {}).get("url")
                 if nxt:
                     url, query = urllib.parse.urljoin(str(resp.url), nxt), None
+            if url is not None and query is None:  # an absolute next URL: whose is it?
+                foreign = origins.foreign(url, client.base_url, paging.allow_hosts, self.where)
 
 
 def _dig(body: Any, path: str | None) -> Any:

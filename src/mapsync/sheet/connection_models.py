@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from mapsync.redact import basic_credentials
 from mapsync.sheet.base import Model
 from mapsync.sheet.duration import Duration, parse_duration
 
@@ -118,6 +119,15 @@ class RestPaging(Model):
     )
     items: str | None = Field(
         None, description="Body field holding the records (dotted path); not set: the body is a list."
+    )
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "For `cursor` and `link`: hosts other than `base_url`'s that may serve the next page, "
+            "as `host` or `host:port`, e.g. `[cdn.example.com]`. Their pages are fetched without "
+            "the connection's credentials and headers; a next URL on any other scheme, host or "
+            "port stops the run."
+        ),
     )
 
 
@@ -260,6 +270,9 @@ def secrets_of(connections: Iterable[object]) -> list[str]:
             value = getattr(auth, name, None)
             if isinstance(value, str) and value:
                 out.append(value)
+        user, password = getattr(auth, "username", None), getattr(auth, "password", None)
+        if isinstance(user, str) and isinstance(password, str) and password:
+            out.append(basic_credentials(user, password))  # the header's base64, echoed by some APIs
         body = getattr(auth, "body", None)
         if isinstance(body, dict):
             out.extend(v for v in body.values() if isinstance(v, str) and v)

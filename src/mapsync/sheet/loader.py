@@ -7,6 +7,7 @@ import difflib
 import os
 import re
 import typing
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mapsync import errors
+from mapsync.redact import redact
 from mapsync.sheet import checks, connection_models, map_files, models, yaml_limits
 
 Path_ = tuple[str | int, ...]
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -107,10 +110,15 @@ def _interpolate(
     source: str,
     env: dict[str, str],
 ) -> str:
+    userinfo = _userinfo_span(text)
+
     def replace(match: re.Match[str]) -> str:
         name, fallback = match.group(1), match.group(2)
         if env.get(name):
             secrets.append(env[name])
+            if userinfo and userinfo[0] <= match.start() and match.end() <= userinfo[1]:
+                # inside `user:password@` of a URL: encoded, so `@ : / # %` cannot split it
+                return urllib.parse.quote(env[name], safe="")
             return env[name]
         if fallback is None:
             problems.append(f"{source}:{line}: {_dotted(path)}: environment variable {name} is not set")
@@ -118,6 +126,20 @@ def _interpolate(
         return fallback
 
     return _VAR.sub(replace, text)
+
+
+def _userinfo_span(text: str) -> tuple[int, int] | None:
+    """Where the `user:password` part of a URL written in the sheet lies (`scheme://…@`), with
+    `${VAR}` references as written; None when the text is no URL or has no userinfo."""
+    scheme = _SCHEME.match(text)
+    if not scheme:
+        return None
+    start = end = scheme.end()
+    while end < len(text) and text[end] not in "/?#":
+        var = _VAR.match(text, end)
+        end = var.end() if var else end + 1
+    at = text.rfind("@", start, end)
+    return (start, at) if at >= 0 else None
 
 
 def _dotted(path: Path_) -> str:
@@ -313,6 +335,4 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path_:
 
 
 def _redact(text: str, secrets: list[str]) -> str:
-    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    return redact(text, secrets)

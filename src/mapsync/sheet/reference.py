@@ -41,7 +41,10 @@ General rules:
 - **`${{VAR}}`** in any value is replaced by the environment variable `VAR`; `${{VAR:-fallback}}`
   uses `fallback` when `VAR` is unset or empty. A missing variable is an error that names the
   variable. Values that came from the environment are treated as secrets: they are never shown
-  in messages. Put passwords there, never in the file.
+  in messages. Put passwords there, never in the file. A `${{VAR}}` inside the `user:password@`
+  part of a URL (`postgresql://app:${{PGPASSWORD}}@host/db`) is percent-encoded, so a password
+  holding `@ : / # %` stays whole; do not encode it yourself. A `${{VAR}}` that is the whole URL
+  is used as given (encode its password yourself).
 - **Durations** are written `500ms`, `5s`, `10m`, `24h`, `1d`, `1w`, or combined (`1h30m`);
   a plain number means seconds.
 - **Relative SQLite paths** (in connection and state URLs) resolve against the sheet's folder.

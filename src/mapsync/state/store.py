@@ -26,7 +26,13 @@ def stamp(moment: dt.datetime | None = None) -> str:
 
 def resolve_url(url: str, folder: Path) -> str:
     """Make a relative SQLite path relative to the sheet's folder, not the working directory."""
-    parsed = sa.make_url(url)
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):  # never quote it: a password is in there
+        raise errors.StateError(
+            "state.url is not a valid SQLAlchemy URL (a password holding `@ : / # %` must be "
+            "percent-encoded; written as `${VAR}` inside `user:password@`, mapsync encodes it)"
+        ) from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database)
         if not path.is_absolute():
