@@ -7,7 +7,9 @@ connection cap, so slow or idle clients cannot hold the receiver.
   the whole request, not per read: a client trickling one byte a second cannot stretch it.
 - **Connection cap**: beyond `max_connections` open connections, a new one is answered `503`
   and closed at once (`webhook_connection_refused`).
-- **Header size**: requests whose headers exceed `max_header_bytes` get `400` from h11.
+- **Header size**: a request head (request line and headers) over `max_header_bytes` is
+  answered `431` and the connection closed, whether it came in pieces or in one packet (h11's
+  own limit only looks at heads still incomplete).
 """
 
 from __future__ import annotations
@@ -32,11 +34,24 @@ _BUSY = (
 )
 
 
-def guarded_protocol(read_timeout: float, max_connections: int) -> type[H11Protocol]:
-    """An h11 protocol class with the read deadline and the connection cap."""
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b'connection: close\r\ncontent-length: 38\r\n\r\n{"error": "request headers too large"}'
+)
+
+
+def _head_length(buffered: bytes) -> tuple[int, bool]:
+    """(length of the request head in `buffered`, whether it is complete)."""
+    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := buffered.find(sep)) >= 0]
+    return (min(ends), True) if ends else (len(buffered), False)
+
+
+def guarded_protocol(read_timeout: float, max_connections: int, max_header_bytes: int) -> type[H11Protocol]:
+    """An h11 protocol class with the read deadline, the connection cap and the head limit."""
 
     class Guarded(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
+        _head = b""  # the part of a request head seen so far (while h11 waits for the request)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -55,6 +70,17 @@ def guarded_protocol(read_timeout: float, max_connections: int) -> type[H11Proto
             self._arm()
 
         def data_received(self, data: bytes) -> None:
+            if self.conn.their_state is h11.IDLE:
+                length, complete = _head_length(self._head + data)
+                if length > max_header_bytes:
+                    log.warning(
+                        "webhook_headers_too_large",
+                        extra={"action": "webhook_headers_too_large", "client": _client(self.client)},
+                    )
+                    self.transport.write(_TOO_LARGE)
+                    self.transport.close()
+                    return
+                self._head = b"" if complete else self._head + data
             super().data_received(data)
             if self.conn.their_state is h11.DONE:  # the whole request is in
                 self._disarm()
@@ -112,7 +138,7 @@ def run(
         app,
         host=host,
         port=port,
-        http=guarded_protocol(read_timeout, max_connections),
+        http=guarded_protocol(read_timeout, max_connections, max_header_bytes),
         h11_max_incomplete_event_size=max_header_bytes,
         log_level="warning",
         access_log=False,
