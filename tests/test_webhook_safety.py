@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -25,7 +26,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from mapsync.capture.inbox_order import older
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore
 from mapsync.webhooks import create_app
@@ -297,3 +301,26 @@ def test_version_field_orders_events_of_a_key(tmp_path: Path) -> None:
     assert h.query(dest, "SELECT nm FROM products WHERE sku = 'S2'") == [("rev 11",)]
     status = {r[1]: r[2] for r in wh._inbox_rows(tmp_path)}
     assert status == {"r10": "processed", "r9": "processed", "r11": "processed", "r10b": "stale"}
+
+
+_ORDER_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.just(float("nan")),
+    st.text(max_size=30),
+    st.datetimes(timezones=st.none() | st.just(dt.UTC)).map(lambda d: d.isoformat()),
+)
+
+
+@given(_ORDER_VALUES, _ORDER_VALUES, _ORDER_VALUES)
+@example(float("nan"), 1, "NaN")
+@example(float("inf"), "1e999999999", "2020-01-01T00:00:00+00:00")
+def test_event_order_is_a_strict_order_that_never_raises(a: Any, b: Any, c: Any) -> None:
+    """Adversarial order values (pushed by senders) never crash a run, and never make two events
+    each older than the other (a replay cannot flip-flop a key)."""
+    assert not (older(a, b) and older(b, a))
+    assert not older(a, a)
+    if older(a, b) and older(b, c) and all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b, c)):
+        assert older(a, c)

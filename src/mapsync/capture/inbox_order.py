@@ -38,7 +38,8 @@ def older(a: Any, b: Any) -> bool:
     if a is None or b is None or isinstance(a, bool) or isinstance(b, bool):
         return False
     if isinstance(a, _KINDS) and isinstance(b, _KINDS):
-        return bool(decimal.Decimal(str(a)) < decimal.Decimal(str(b)))
+        da, db = decimal.Decimal(str(a)), decimal.Decimal(str(b))
+        return not (da.is_nan() or db.is_nan()) and da < db  # JSON may carry NaN
     if isinstance(a, str) and isinstance(b, str):
         na, nb = _number(a), _number(b)
         if na is not None and nb is not None:
