@@ -324,3 +324,10 @@ def test_event_order_is_a_strict_order_that_never_raises(a: Any, b: Any, c: Any)
     assert not older(a, a)
     if older(a, b) and older(b, c) and all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b, c)):
         assert older(a, c)
+
+
+def test_serve_names_a_bad_read_timeout(tmp_path: Path) -> None:
+    sheet = wh._sheet(tmp_path, "sqlite:///portal.db")
+    result = h.mapsync("serve", str(sheet), "--read-timeout", "soon", cwd=tmp_path, env=wh.ENV, timeout=30)
+    assert result.returncode == 2
+    assert "--read-timeout" in result.stderr and "Traceback" not in result.stderr
