@@ -166,3 +166,67 @@ def test_follow_wakes_on_postgres_notify(pg_database: Callable[[], str], tmp_pat
             proc.communicate()
     assert proc.returncode == 0, stderr
     assert time.monotonic() - stopping < 10, "SIGTERM must not wait for the 60 s poll to end"
+
+
+def test_follow_backs_off_after_failed_runs(
+    sqlite_database: Callable[[], str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every run refused by the mass-delete guard (the source emptied): the follower runs the
+    failing sync again after 0.2 s, 0.4 s, 0.8 s … (not at every 20 ms poll, which wrote 142
+    failed runs in 15 s), and at full pace again once a run succeeds."""
+    import logging
+    import threading
+
+    from mapsync import follow as follow_mod
+    from mapsync.engine import Engine
+    from mapsync.sheet import loader
+    from mapsync.state.store import StateStore
+
+    src, dst = sqlite_database(), sqlite_database()
+    ts = h.TS[h.dialect(src)]
+    h.execute(src, f"CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), last_modified {ts})")
+    h.execute(dst, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    sheet = SHEET.format(src=src, dst=dst).replace("lag: 0s}", "lag: 0s, deletes_every: 0s}")
+    (tmp_path / "sheet.yaml").write_text(sheet + "    deletes: {policy: hard}\n")
+    h.execute(
+        src, "INSERT INTO items VALUES (1, 'one', :ts)", params={"ts": _stamp(dt.timedelta(seconds=-1))}
+    )
+    assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
+    h.execute(src, "DELETE FROM items")
+
+    loaded = loader.load(tmp_path / "sheet.yaml")
+    store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=False)
+    engine = Engine(loaded, store)
+    stop = threading.Event()
+    backoff = follow_mod.Backoff(dt.timedelta(milliseconds=200), dt.timedelta(seconds=1))
+    state = f"sqlite:///{tmp_path / '.mapsync' / 'state.db'}"
+
+    def failed_runs() -> int:
+        return int(h.query(state, "SELECT COUNT(*) FROM mapsync_runs WHERE status = 'failed'")[0][0])
+
+    worker = threading.Thread(
+        target=follow_mod.follow,
+        args=(engine, ["items"]),
+        kwargs={
+            "poll": dt.timedelta(milliseconds=20),
+            "stop": stop,
+            "on_report": lambda r: None,
+            "backoff": backoff,
+        },
+    )
+    try:
+        with caplog.at_level(logging.INFO, logger="mapsync.follow"):
+            worker.start()
+            time.sleep(1.3)  # runs at 0, 0.2, 0.6 and 1.4 s: three failures so far
+            failed = failed_runs()
+            assert 2 <= failed <= 4, failed
+            delays = [r.retry_in_s for r in caplog.records if r.getMessage() == "follow_backoff"]  # type: ignore[attr-defined]
+            assert delays[:3] == [0.2, 0.4, 0.8][: len(delays[:3])] and len(delays) == failed
+            h.execute(src, "INSERT INTO items VALUES (1, 'one', :ts)", params={"ts": _stamp()})
+            assert _wait_for(lambda: "items" not in backoff.failures, timeout=5)
+            assert any(r.getMessage() == "follow_recovered" for r in caplog.records)
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+        engine.close()
+        store.close()

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from mapsync import errors, records
 from mapsync.guard import Guard, GuardTripped, before_send
 from mapsync.sheet import models
+from mapsync.state import schema
 from mapsync.state.store import StateStore
 from tests import helpers as h
 from tests import test_snapshot
@@ -116,6 +118,21 @@ def _guard(tmp_path: Path, ratio: float, force: bool = False) -> Guard:
     store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, create=True)
     g = Guard("items", store, models.DeletesConfig(policy="hard", max_delete_ratio=ratio), force=force)
     g.live = 10
+    with store.engine.begin() as conn:  # keys 0..9 delivered: live in the ledger
+        conn.execute(sa.delete(schema.ledger))
+        conn.execute(
+            sa.insert(schema.ledger),
+            [
+                {
+                    "sync": "items",
+                    "key": records.key_text((i,)),
+                    "hash": "h",
+                    "deleted": False,
+                    "updated_at": "x",
+                }
+                for i in range(10)
+            ],
+        )
     return g
 
 
@@ -143,3 +160,35 @@ def test_incremental_guard_counts_deletes_per_batch(tmp_path: Path) -> None:
     before_send(forced, *_batch(10, 0))
     ignored = _Capture(Guard("items", capture.guard.store, models.DeletesConfig(policy="ignore")))
     before_send(ignored, *_batch(10, 0))  # `ignore` sends no delete: nothing to guard
+
+
+def test_deletes_of_keys_not_live_in_the_ledger_do_not_count(tmp_path: Path) -> None:
+    capture = _Capture(_guard(tmp_path, 0.1))
+    changes = [records.Change("delete", (i,), None, {"id": i}) for i in (100, 101, 102)]
+    before_send(capture, changes, [records.Mapped("delete", c.key, c.key, None, {}) for c in changes])
+    assert capture.guard.deleted == 0  # never delivered: deleting them removes nothing
+    with pytest.raises(GuardTripped, match="reach 2 of 10"):
+        before_send(capture, *_batch(2, 0))  # live keys still count
+
+
+def test_an_inbox_delete_of_an_unknown_key_does_not_block_the_inbox(tmp_path: Path) -> None:
+    """Two live rows; deletes for two keys never delivered and an upsert behind them: the run
+    goes through (it used to trip the guard, "2 of 2 live rows", and block every later item)."""
+    from tests import test_webhooks as wh
+
+    dest = f"sqlite:///{tmp_path / 'portal.db'}"
+    h.execute(dest, "CREATE TABLE products (sku TEXT PRIMARY KEY, nm TEXT)")
+    sheet = wh._sheet(tmp_path, "sqlite:///portal.db")
+    assert h.mapsync("seed", str(sheet), "--sync", "items", cwd=tmp_path, env=wh.ENV).returncode == 0
+    wh._post_all(
+        sheet,
+        [
+            ("d1", {"op": "delete", "key": {"sku": "NEVER-1"}}),
+            ("d2", {"op": "delete", "key": {"sku": "NEVER-2"}}),
+            ("u1", {"op": "upsert", "key": {"sku": "N1"}, "data": {"descr": "new"}}),
+        ],
+    )
+    ran = h.mapsync("run", str(sheet), "--sync", "items", "--json", cwd=tmp_path, env=wh.ENV)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert sorted(h.query(dest, "SELECT sku FROM products")) == [("N1",), ("S1",), ("S2",)]
+    assert {r[2] for r in wh._inbox_rows(tmp_path)} == {"processed"}

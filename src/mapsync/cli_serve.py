@@ -17,6 +17,21 @@ def serve(
         str, typer.Option(help="Address to listen on. Keep loopback behind a TLS reverse proxy.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8765,
+    read_timeout: Annotated[
+        str,
+        typer.Option(
+            help="A client must send its whole request (headers and body) within this time, or is "
+            "disconnected."
+        ),
+    ] = "10s",
+    max_connections: Annotated[
+        int,
+        typer.Option(help="Open connections at most; more are answered 503 and closed.", min=1),
+    ] = 100,
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(help="Largest request head (request line and headers), in bytes.", min=1024),
+    ] = 16_384,
 ) -> None:
     """Receive signed webhooks into the state store's inbox.
 
@@ -24,10 +39,15 @@ def serve(
     `<timestamp>.<body>`), `GET /healthz`. `mapsync run` then delivers them
     (`changes: {method: inbox}`).
     """
-    import uvicorn
+    from mapsync import webhook_server, webhooks
+    from mapsync.sheet.duration import parse_duration
 
-    from mapsync import webhooks
-
+    try:
+        timeout = parse_duration(read_timeout).total_seconds()
+    except ValueError as exc:
+        raise _fail(f"--read-timeout: {exc}", 2) from None
+    if timeout <= 0:
+        raise _fail("--read-timeout must be more than 0", 2)
     loaded = _load(sheet)
     hooks = [name for name, s in loaded.sheet.syncs.items() if s.webhook is not None]
     if not hooks:
@@ -52,13 +72,13 @@ def serve(
         highlight=False,
     )
     try:
-        uvicorn.run(
+        webhook_server.run(
             webhooks.create_app(loaded, store),
             host=host,
             port=port,
-            log_level="warning",
-            access_log=False,
-            server_header=False,
+            read_timeout=timeout,
+            max_connections=max_connections,
+            max_header_bytes=max_header_bytes,
         )
     except OSError as exc:
         raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None

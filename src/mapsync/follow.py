@@ -6,6 +6,10 @@ sends a notification on the change channel (the trigger queue's triggers `NOTIFY
 after each change), whichever comes first. Passes that changed nothing leave no run in the
 history (the run table would otherwise grow by one row per poll). SIGTERM or SIGINT ends the
 loop after the pass in progress: every batch of it is committed, nothing is cut in half.
+
+A sync whose run fails is not run again at once: it waits 1 s, then 2 s, 4 s, … up to 5 minutes
+after each further failure (`follow_backoff` in the log, with the delay), and runs at every pass
+again after its next success (`follow_recovered`). The other syncs keep their pace.
 """
 
 from __future__ import annotations
@@ -25,6 +29,37 @@ from mapsync.engine import Engine, RunReport
 
 log = logging.getLogger("mapsync.follow")
 CHANNEL = "mapsync"
+BACKOFF_FIRST = dt.timedelta(seconds=1)
+BACKOFF_MAX = dt.timedelta(minutes=5)
+
+
+class Backoff:
+    """Per sync: after n failures in a row, wait first·2^(n-1) (at most `cap`) before the next run."""
+
+    def __init__(self, first: dt.timedelta = BACKOFF_FIRST, cap: dt.timedelta = BACKOFF_MAX) -> None:
+        self.first = first.total_seconds()
+        self.cap = cap.total_seconds()
+        self.failures: dict[str, int] = {}
+        self.until: dict[str, float] = {}
+
+    def ready(self, name: str, now: float) -> bool:
+        return now >= self.until.get(name, 0.0)
+
+    def failed(self, name: str, now: float) -> float:
+        """Count a failure; the delay before the sync's next run, in seconds."""
+        n = self.failures[name] = self.failures.get(name, 0) + 1
+        delay = min(self.cap, self.first * 2.0 ** min(n - 1, 40))
+        self.until[name] = now + delay
+        log.warning(
+            "follow_backoff",
+            extra={"action": "follow_backoff", "sync": name, "failures": n, "retry_in_s": round(delay, 3)},
+        )
+        return delay
+
+    def succeeded(self, name: str) -> None:
+        self.until.pop(name, None)
+        if self.failures.pop(name, 0):
+            log.info("follow_recovered", extra={"action": "follow_recovered", "sync": name})
 
 
 class Waker:
@@ -115,10 +150,12 @@ def follow(
     stop: threading.Event,
     on_report: Callable[[RunReport], None],
     max_passes: int | None = None,
+    backoff: Backoff | None = None,
 ) -> int:
     """Run passes until `stop` is set; returns the number of passes. A sync whose run fails is
-    reported and tried again on the next pass (a lease held elsewhere is skipped quietly)."""
+    reported and tried again after its backoff delay (a lease held elsewhere is skipped quietly)."""
     waker = Waker(pg_listen_urls(engine, names), stop)
+    backoff = backoff or Backoff()
     passes = 0
     try:
         while not stop.is_set():
@@ -126,6 +163,8 @@ def follow(
             for name in names:
                 if stop.is_set():
                     break
+                if not backoff.ready(name, time.monotonic()):
+                    continue
                 try:
                     report = engine.run(name, "run", trigger="follow", keep_empty=False)
                 except errors.LeaseHeld as exc:
@@ -134,6 +173,10 @@ def follow(
                     continue
                 if report.counts.changed or not report.ok:
                     on_report(report)
+                if report.status == "failed":  # not `partial`: record errors are no outage
+                    backoff.failed(name, time.monotonic())
+                else:
+                    backoff.succeeded(name)
             if max_passes is not None and passes >= max_passes:
                 break
             waker.wait(poll.total_seconds())

@@ -6,9 +6,10 @@ Two ways in:
   before it emits any delete, how many rows the source returned and how many ledger-live keys
   it did not see; it calls `Guard.check_read`, which refuses a run whose source looks empty or
   partial, or whose deletes exceed `deletes.max_delete_ratio` of the ledger's live keys;
-- deletes that arrive incrementally (queue, change log) are counted per batch by the engine
-  (`before_send`, right before the destination write): once this run's deletes would cross the
-  ratio the batch is refused, unsent.
+- deletes that arrive incrementally (queue, change log, inbox) are counted per batch by the
+  engine (`before_send`, right before the destination write): once this run's deletes would
+  cross the ratio the batch is refused, unsent. Only deletes of keys live in the ledger count: a
+  delete of a key that was never delivered (or is already deleted) removes nothing.
 
 A refusal stops the run as failed with `failure_class` `guard` and a message with the numbers;
 the cursor is kept and nothing of the refused batch is sent. `mapsync run --force-deletes` lets
@@ -100,6 +101,15 @@ class Guard:
             )
         self.deleted += deletes
 
+    def live_among(self, keys: Sequence[records.Key]) -> int:
+        """How many of `keys` the ledger holds as live at the destination."""
+        from mapsync.capture.keywalk import DELETED_HASH
+
+        if not keys:
+            return 0
+        entries = self.store.ledger(self.sync, keys)
+        return sum(1 for e in entries.values() if not e.deleted and e.hash != DELETED_HASH)
+
 
 def prepare(
     parts: Any, store: StateStore, sync: str, cfg: models.SyncConfig, *, deletes: bool, force: bool
@@ -128,4 +138,4 @@ def before_send(capture: Any, changes: Sequence[records.Change], send: Sequence[
         return
     gone = {c.key for c in changes if c.op == "delete"}
     if gone:
-        guard.check_batch(sum(1 for m in send if m.key in gone))
+        guard.check_batch(guard.live_among([m.key for m in send if m.key in gone]))

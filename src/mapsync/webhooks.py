@@ -7,15 +7,21 @@
   allowed; several comma-separated signatures are tried, for secret rotation at the sender);
 - event id (optional): the sender's unique id; without it the signature is the id.
 
+The headers are judged before a byte of the body is read: a request without a signature or with
+a stale timestamp is refused at once, one announcing a `Content-Length` over `max_body` too. The
+body is then read in chunks into the HMAC as they come (no copy of the growing body per chunk).
+
 Answers: `202 accepted` only after the event was committed to the inbox; `200 duplicate` for an
-event id (or signature) seen before, which adds no second row; `401` for a missing, bad or stale
-signature (logged with the reason, never the body); `404` for a sync without `webhook:`;
+event id seen before, or for a verified signature seen before under whatever event id (a
+captured request replayed with a new id), which adds no second row; `401` for a missing, bad or
+stale signature (logged with the reason, never the body); `404` for a sync without `webhook:`;
 `413` for a body over `max_body`; `400` for a body that is not a JSON object; `503` when the
 state store cannot take it (the sender should retry). `GET /healthz` checks the state store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -27,6 +33,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.webhook_models import WebhookConfig
@@ -41,8 +48,20 @@ def sign(secret: str, timestamp: str | int, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def verify(cfg: WebhookConfig, headers: Mapping[str, str], body: bytes, now: float) -> str | None:
-    """None if the request is authentic and fresh, else the reason (for the log)."""
+@dataclasses.dataclass(frozen=True)
+class Signed:
+    """What the headers of a fresh, signed request say (the body still to be checked)."""
+
+    stamp: str
+    signed_at: int
+    candidates: tuple[str, ...]  # the given signatures, lower-case hex without prefix
+
+    def matches(self, expected: str) -> bool:
+        return any(hmac.compare_digest(c.encode(), expected.encode()) for c in self.candidates)
+
+
+def check_headers(cfg: WebhookConfig, headers: Mapping[str, str], now: float) -> Signed | str:
+    """The signing headers, judged before the body is read: Signed, or the reason (for the log)."""
     stamp = headers.get(cfg.timestamp_header.lower(), "").strip()
     given = headers.get(cfg.signature_header.lower(), "").strip()
     if not stamp or not given:
@@ -53,26 +72,42 @@ def verify(cfg: WebhookConfig, headers: Mapping[str, str], body: bytes, now: flo
         return "timestamp is not Unix seconds"
     if abs(now - signed_at) > cfg.tolerance.total_seconds():
         return "stale timestamp (outside the tolerance)"
-    expected = sign(cfg.secret, stamp, body)
-    for candidate in given.split(","):
-        value = candidate.strip().removeprefix("sha256=").removeprefix("v1=").lower()
-        if hmac.compare_digest(value.encode(), expected.encode()):
-            return None
-    return "signature does not match"
+    candidates = tuple(
+        c.strip().removeprefix("sha256=").removeprefix("v1=").lower() for c in given.split(",")[:16]
+    )
+    return Signed(stamp, signed_at, candidates)
 
 
-def event_id(cfg: WebhookConfig, headers: Mapping[str, str]) -> str:
-    """The sender's event id, or (without one) a hash of the signature header."""
+def verify(cfg: WebhookConfig, headers: Mapping[str, str], body: bytes, now: float) -> str | None:
+    """None if the request is authentic and fresh, else the reason (for the log)."""
+    signed = check_headers(cfg, headers, now)
+    if isinstance(signed, str):
+        return signed
+    return None if signed.matches(sign(cfg.secret, signed.stamp, body)) else "signature does not match"
+
+
+def event_id(cfg: WebhookConfig, headers: Mapping[str, str], signature: str | None = None) -> str:
+    """The sender's event id (whole: the inbox keys it by its hash), or without one the verified
+    signature's hash (`signature`; else the header's, as given)."""
     if cfg.event_id_header:
         given = headers.get(cfg.event_id_header.lower(), "").strip()
         if given:
-            return given[:255]
-    signature = headers.get(cfg.signature_header.lower(), "").strip()
+            return given
+    if signature is None:
+        signature = headers.get(cfg.signature_header.lower(), "").strip()
     return "sig:" + hashlib.sha256(signature.encode()).hexdigest()
 
 
 def _reply(code: int, /, **body: object) -> JSONResponse:
     return JSONResponse(body, status_code=code)
+
+
+def _rejected(sync: str, reason: str, client: str) -> JSONResponse:
+    log.warning(
+        "webhook_rejected",
+        extra={"action": "webhook_rejected", "sync": sync, "reason": reason, "client": client},
+    )
+    return _reply(401, error="invalid signature")
 
 
 def create_app(loaded: LoadedSheet, store: StateStore, *, clock: Callable[[], float] = time.time) -> FastAPI:
@@ -96,30 +131,41 @@ def create_app(loaded: LoadedSheet, store: StateStore, *, clock: Callable[[], fl
         client = request.client.host if request.client else "?"
         if cfg is None:
             return _reply(404, error="no webhook for this sync")
+        signed = check_headers(cfg, request.headers, clock())
+        if isinstance(signed, str):  # refused before a byte of the body is read
+            return _rejected(sync, signed, client)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cfg.max_body:
             return _reply(413, error=f"body over {cfg.max_body} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > cfg.max_body:
-                return _reply(413, error=f"body over {cfg.max_body} bytes")
-        reason = verify(cfg, request.headers, body, clock())
-        if reason is not None:
-            log.warning(
-                "webhook_rejected",
-                extra={"action": "webhook_rejected", "sync": sync, "reason": reason, "client": client},
-            )
-            return _reply(401, error="invalid signature")
+        mac = hmac.new(cfg.secret.encode("utf-8"), f"{signed.stamp}.".encode(), hashlib.sha256)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cfg.max_body:
+                    return _reply(413, error=f"body over {cfg.max_body} bytes")
+                mac.update(chunk)
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone (or cut at the read deadline): nobody to answer
+            return _reply(400, error="the client went away")
+        expected = mac.hexdigest()
+        if not signed.matches(expected):
+            return _rejected(sync, "signature does not match", client)
+        body = b"".join(chunks)
         try:
             text = body.decode("utf-8")
             if not isinstance(json.loads(text), dict):
                 raise ValueError
         except ValueError:
             return _reply(400, error="the body is not a JSON object")
-        eid = event_id(cfg, request.headers)
+        eid = event_id(cfg, request.headers, expected)
         try:
-            item = await run_in_threadpool(inbox.append, store, sync, eid, text, "webhook")
+            item = await run_in_threadpool(
+                lambda: inbox.append(
+                    store, sync, eid, text, "webhook", signature=expected, signed_at=signed.signed_at
+                )
+            )
         except sa.exc.SQLAlchemyError as exc:
             log.error(
                 "webhook_not_stored",
@@ -128,12 +174,13 @@ def create_app(loaded: LoadedSheet, store: StateStore, *, clock: Callable[[], fl
             return _reply(503, error="the inbox cannot take it now: retry later")
         if item is None:
             log.info(
-                "webhook_duplicate", extra={"action": "webhook_duplicate", "sync": sync, "event_id": eid}
+                "webhook_duplicate",
+                extra={"action": "webhook_duplicate", "sync": sync, "event_id": eid[:255]},
             )
-            return _reply(200, status="duplicate", event_id=eid)
+            return _reply(200, status="duplicate", event_id=eid[:255])
         log.info(
             "webhook_accepted",
-            extra={"action": "webhook_accepted", "sync": sync, "event_id": eid, "inbox_id": item},
+            extra={"action": "webhook_accepted", "sync": sync, "event_id": eid[:255], "inbox_id": item},
         )
         return _reply(202, status="accepted", id=item)
 

@@ -11,6 +11,10 @@ become changes, processed like queue changes.
   reads the row from the source by key: present → an upsert of the row as it is now, gone → a
   delete. `key` may also be a list in key-column order, or a scalar for a one-column key.
 - Several items of one key in a batch collapse into the newest; the older ones are `processed`.
+  "Newest" is by order value (`inbox_order`: `changes.version_field`, or the signed timestamp),
+  ties by arrival. The order value is the change's version, so the ledger keeps the last one
+  delivered per key; an event older than that is never applied: its items become `stale`
+  (a replayed or late event cannot move the destination back).
 - A payload that cannot be read (not JSON, no key) becomes `error` at once with the reason.
 """
 
@@ -18,14 +22,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from mapsync import records
 from mapsync.capture import Context, register, to_changes
+from mapsync.capture.inbox_order import older, order_of
 from mapsync.capture.queue import same_key
 from mapsync.sheet.webhook_models import InboxChanges
 from mapsync.state import inbox
+
+log = logging.getLogger("mapsync.capture")
 
 
 @dataclasses.dataclass
@@ -35,6 +43,8 @@ class _Event:
     key: records.Key
     data: records.Row | None
     version: Any
+    order: Any = None
+    event_id: str = ""
 
 
 class BadPayload(ValueError):
@@ -126,6 +136,7 @@ class InboxCapture:
             yield batch
 
     def _batch(self, items: list[inbox.Item]) -> tuple[records.Batch, dict[str, list[int]]]:
+        field = self.cfg.version_field
         events: dict[str, list[_Event]] = {}
         bad: dict[int, str] = {}
         for item in items:
@@ -134,30 +145,56 @@ class InboxCapture:
             except BadPayload as exc:
                 bad[item.id] = f"inbox item {item.event_id[:80]}: {exc}"
                 continue
-            events.setdefault(same_key(key), []).append(_Event(item.id, op, key, data, version))
-        if bad:
-            inbox.finish(self.ctx.store, [], bad)
-        newest = [group[-1] for group in events.values()]
-        fetch = [e.key for e in newest if e.op == "upsert" and e.data is None]
+            order = order_of(data, version, field, item.signed_at)
+            events.setdefault(same_key(key), []).append(
+                _Event(item.id, op, key, data, version, order, item.event_id)
+            )
+        newest = {k: _newest(group) for k, group in events.items()}
+        fetch = [e.key for e in newest.values() if e.op == "upsert" and e.data is None]
         current: dict[str, records.Row] = {}
         if fetch:
             current = {same_key(self.source.key_of(r)): r for r in self.source.read_keys(fetch)}
+        for k, event in newest.items():
+            if event.op == "upsert" and event.data is None and field is not None and event.order is None:
+                event.order = (current.get(k) or {}).get(field)
+        delivered = self.ctx.store.ledger(self.ctx.sync, [e.key for e in newest.values()])
+        stale: dict[int, str] = {}
         changes: list[records.Change] = []
         plan: dict[str, list[int]] = {}
-        for group in events.values():
-            event = group[-1]
+        for k, group in events.items():
+            event = newest[k]
             ids = [e.item for e in group]
+            entry = delivered.get(event.key)
+            if entry is not None and older(event.order, entry.version):
+                what = field or "signed timestamp"
+                for e in group:
+                    stale[e.item] = (
+                        f"not applied: older than the event last delivered for key "
+                        f"{records.key_text(event.key)[:200]} ({what} {e.order!r} < {entry.version!r})"
+                    )
+                log.warning(
+                    "inbox_stale_event",
+                    extra={
+                        "action": "inbox_stale_event",
+                        "sync": self.ctx.sync,
+                        "event_id": event.event_id[:80],
+                        "items": len(group),
+                    },
+                )
+                continue
             if event.op == "upsert":
-                row = event.data if event.data is not None else current.get(same_key(event.key))
+                row = event.data if event.data is not None else current.get(k)
                 if row is not None:
                     (change,) = to_changes(self.source, [row], None)
-                    change = dataclasses.replace(change, version=event.version)
+                    change = dataclasses.replace(change, version=event.order)
                 else:  # asked to read the row, and the source no longer has it
-                    change = records.Change("delete", event.key, event.version, {})
+                    change = records.Change("delete", event.key, event.order, {})
             else:
-                change = records.Change("delete", event.key, event.version, event.data or {})
+                change = records.Change("delete", event.key, event.order, event.data or {})
             changes.append(change)
             plan[records.key_text(change.key)] = ids
+        if bad or stale:
+            inbox.finish(self.ctx.store, [], bad, stale)
         return records.Batch(changes), plan
 
     def acknowledge(self, batch: records.Batch, result: records.WriteResult) -> None:
@@ -170,3 +207,13 @@ class InboxCapture:
             if key in rejected:
                 failed[ids[-1]] = rejected[key]  # the older items of the key were superseded by it
         inbox.finish(self.ctx.store, processed, failed)
+
+
+def _newest(group: list[_Event]) -> _Event:
+    """The event of a key's group that wins: the latest by order value, ties (and values that
+    cannot be compared) by arrival."""
+    best = group[0]
+    for event in group[1:]:
+        if not older(event.order, best.order):
+            best = event
+    return best

@@ -77,3 +77,15 @@ class InboxChanges(Model):
             "The most inbox items one run takes (in arrival order); the rest wait for the next run."
         ),
     )
+    version_field: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description=(
+            "A field of the pushed record (in `data`, the whole record, or the row read from the "
+            "source; else the payload's `version`) whose value orders the events of one key: "
+            "numbers, or timestamps as ISO text, larger is newer. Without it the signed timestamp "
+            "orders them. An event older than the one last delivered for its key is not applied "
+            "(inbox status `stale`)."
+        ),
+    )

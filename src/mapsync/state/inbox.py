@@ -1,5 +1,6 @@
 """The durable inbox in the state store: pushed events (webhooks) wait here until a run of their
-sync processes them. Statuses: `new` → `processed` | `error`. One row per (sync, event id)."""
+sync processes them. Statuses: `new` → `processed` | `stale` | `error`. One row per (sync, event
+id) and per (sync, verified signature): both are kept as SHA-256 hashes (ids of any length)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,21 @@ class Item:
     event_id: str
     received_at: str
     payload: str
+    signed_at: int | None = None
 
 
 def append(
-    store: StateStore, sync: str, event_id: str, payload: str, source: str | None = None
+    store: StateStore,
+    sync: str,
+    event_id: str,
+    payload: str,
+    source: str | None = None,
+    *,
+    signature: str | None = None,
+    signed_at: int | None = None,
 ) -> int | None:
-    """Store one event; its id, or None when this (sync, event id) is already there (a replay).
-    Returns only after the insert committed."""
+    """Store one event; its id, or None when this (sync, event id) or this (sync, signature) is
+    already there (a replay). Returns only after the insert committed."""
     t = schema.inbox
     dialect: Any = postgresql if store.dialect == "postgresql" else sqlite
     stmt = (
@@ -34,12 +43,15 @@ def append(
         .values(
             sync=sync,
             source=source,
-            event_id=event_id,
+            event_id=event_id[:255],
+            event_hash=schema.digest(event_id),
+            signature_hash=schema.digest(signature) if signature is not None else None,
+            signed_at=signed_at,
             received_at=stamp(),
             payload=payload,
             status="new",
         )
-        .on_conflict_do_nothing(index_elements=["sync", "event_id"])
+        .on_conflict_do_nothing()  # either unique key: the event id or the signature
         .returning(t.c.id)
     )
     with store.engine.begin() as conn:
@@ -52,19 +64,26 @@ def new_items(store: StateStore, sync: str, after: int, limit: int) -> list[Item
     t = schema.inbox
     with store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(t.c.id, t.c.event_id, t.c.received_at, t.c.payload)
+            sa.select(t.c.id, t.c.event_id, t.c.received_at, t.c.payload, t.c.signed_at)
             .where(t.c.sync == sync, t.c.status == "new", t.c.id > after)
             .order_by(t.c.id)
             .limit(limit)
         ).all()
-    return [Item(int(r[0]), r[1], r[2], r[3]) for r in rows]
+    return [Item(int(r[0]), r[1], r[2], r[3], None if r[4] is None else int(r[4])) for r in rows]
 
 
-def finish(store: StateStore, processed: Iterable[int], failed: dict[int, str]) -> None:
-    """Mark items processed, or error with their message (capped), in one transaction."""
+def finish(
+    store: StateStore,
+    processed: Iterable[int],
+    failed: dict[int, str],
+    stale: dict[int, str] | None = None,
+) -> None:
+    """Mark items processed, error or stale (not applied: older than what was delivered) with
+    their message (capped), in one transaction."""
     t = schema.inbox
     now = stamp()
-    done = sorted(set(processed) - set(failed))
+    stale = stale or {}
+    done = sorted(set(processed) - set(failed) - set(stale))
     with store.engine.begin() as conn:
         for i in range(0, len(done), 500):
             conn.execute(
@@ -72,12 +91,13 @@ def finish(store: StateStore, processed: Iterable[int], failed: dict[int, str]) 
                 .where(t.c.id.in_(done[i : i + 500]), t.c.status == "new")
                 .values(status="processed", processed_at=now, error=None)
             )
-        for item_id, message in failed.items():
-            conn.execute(
-                sa.update(t)
-                .where(t.c.id == item_id, t.c.status == "new")
-                .values(status="error", processed_at=now, error=message[:2000])
-            )
+        for status, messages in (("error", failed), ("stale", stale)):
+            for item_id, message in messages.items():
+                conn.execute(
+                    sa.update(t)
+                    .where(t.c.id == item_id, t.c.status == "new")
+                    .values(status=status, processed_at=now, error=message[:2000])
+                )
 
 
 def counts(store: StateStore, sync: str | None = None) -> dict[str, int]:

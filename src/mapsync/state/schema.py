@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -138,20 +139,27 @@ budgets = sa.Table(
     sa.Column("updated_at", sa.String(40), nullable=False),
 )
 
-# v3: the durable webhook inbox (and later destructive reads): appended before acknowledging
+# v3: the durable webhook inbox (and later destructive reads): appended before acknowledging.
+# v4: unique on hashes (a long event id is no longer cut to 255 characters, where two ids with
+# one prefix collided) and on the verified signature (a replay under a new event id is caught),
+# and the signed time (an older event never overwrites a newer one).
 inbox = sa.Table(
     "mapsync_inbox",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("sync", sa.String(128), nullable=False),
     sa.Column("source", sa.String(128), nullable=True),  # who sent it (webhook, connection)
-    sa.Column("event_id", sa.String(255), nullable=False),  # idempotency key: unique per sync
+    sa.Column("event_id", sa.String(255), nullable=False),  # as sent, cut to 255 (for people)
+    sa.Column("event_hash", sa.String(64), nullable=False),  # v4: sha256 of the whole id: unique
+    sa.Column("signature_hash", sa.String(64), nullable=True),  # v4: sha256 of the HMAC: unique
+    sa.Column("signed_at", sa.BigInteger, nullable=True),  # v4: the signed Unix seconds
     sa.Column("received_at", sa.String(40), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),  # JSON
-    sa.Column("status", sa.String(16), nullable=False),  # new | processed | error
+    sa.Column("status", sa.String(16), nullable=False),  # new | processed | stale | error
     sa.Column("processed_at", sa.String(40), nullable=True),
     sa.Column("error", sa.Text, nullable=True),
-    sa.UniqueConstraint("sync", "event_id", name="uq_mapsync_inbox_event"),
+    sa.UniqueConstraint("sync", "event_hash", name="uq_mapsync_inbox_event_hash"),
+    sa.UniqueConstraint("sync", "signature_hash", name="uq_mapsync_inbox_signature"),
     sa.Index("ix_mapsync_inbox_sync_status", "sync", "status", "id"),
 )
 
@@ -190,6 +198,47 @@ def _v3(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def digest(text: str) -> str:
+    """The hex SHA-256 of a text's UTF-8 bytes (inbox event ids and signatures)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _v4_inbox_hashes(conn: sa.Connection) -> None:
+    """The inbox's `event_hash`, `signature_hash` and `signed_at`, unique on the hashes instead of
+    the cut event id. A v3 inbox is migrated in place, its rows kept (their event hash computed
+    from the stored id; signature and signing time unknown: NULL). Idempotent, for fresh stores."""
+    if "event_hash" in {c["name"] for c in sa.inspect(conn).get_columns(inbox.name)}:
+        return
+    q = conn.dialect.identifier_preparer.quote
+    t = q(inbox.name)
+    if conn.dialect.name == "postgresql":
+        for ddl in (
+            f"ALTER TABLE {t} ADD COLUMN event_hash VARCHAR(64)",
+            f"ALTER TABLE {t} ADD COLUMN signature_hash VARCHAR(64)",
+            f"ALTER TABLE {t} ADD COLUMN signed_at BIGINT",
+            f"UPDATE {t} SET event_hash = encode(sha256(convert_to(event_id, 'UTF8')), 'hex')",  # noqa: S608
+            f"ALTER TABLE {t} ALTER COLUMN event_hash SET NOT NULL",
+            f"ALTER TABLE {t} DROP CONSTRAINT uq_mapsync_inbox_event",
+            f"ALTER TABLE {t} ADD CONSTRAINT uq_mapsync_inbox_event_hash UNIQUE (sync, event_hash)",
+            f"ALTER TABLE {t} ADD CONSTRAINT uq_mapsync_inbox_signature UNIQUE (sync, signature_hash)",
+        ):
+            conn.exec_driver_sql(ddl)
+        return
+    # SQLite cannot drop a unique constraint: rebuild the table under its name, rows and ids kept
+    old = q(inbox.name + "_v3")
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {q('ix_mapsync_inbox_sync_status')}")
+    conn.exec_driver_sql(f"ALTER TABLE {t} RENAME TO {old}")
+    inbox.create(conn)
+    kept = ", ".join(
+        q(c.name) for c in inbox.columns if c.name not in ("event_hash", "signature_hash", "signed_at")
+    )
+    conn.connection.driver_connection.create_function("mapsync_sha256", 1, digest, deterministic=True)  # type: ignore[union-attr]
+    conn.exec_driver_sql(
+        f"INSERT INTO {t} ({kept}, event_hash) SELECT {kept}, mapsync_sha256(event_id) FROM {old}"  # noqa: S608
+    )
+    conn.exec_driver_sql(f"DROP TABLE {old}")
+
+
 # Each entry upgrades the schema from version i to i + 1 (index 0: empty → 1).
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4_inbox_hashes]
 assert len(MIGRATIONS) == SCHEMA_VERSION
