@@ -101,7 +101,7 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[..., Any]
     aware values into naive columns converted to the column's zone, fractions the column cannot
     keep cut and counted in `tally.truncated`)."""
     if column is None:
-        return lambda v: v
+        return lambda v, tally=None: v
     kind = _PY_KIND.get(column.python_type) if column.python_type else None
     length, nullable = column.length, column.nullable
     precision, scale = column.precision, column.scale
