@@ -179,11 +179,14 @@ def test_mixed_sqlite_stamps_are_all_read_and_a_future_row_is_warned_about(
     world.sheet(lag="400d")  # the seed's watermark lies before every stamp below
     world.run("seed")
     world.sheet(lag="0s")
+    world.add([(9, "2026-01-01T16:07:48.5Z")])
+    assert world.run()["written"] == 1  # the watermark is now that instant, as UTC text
+    # every form after it sorts before it as raw text ("2026-01-01 16…" < "2026-01-01T16…")
     world.add([*STAMPS.items(), (99, "2099-01-01 00:00:00")])
     with caplog.at_level(logging.WARNING, logger="mapsync"):
         counts = world.run()
     assert counts["written"] == len(STAMPS)
-    assert world.dest() == {n: f"v{n}" for n in STAMPS}
+    assert world.dest() == {n: f"v{n}" for n in [9, *STAMPS]}
     warned = [r for r in caplog.records if getattr(r, "action", None) == "rows_in_future"]
     assert len(warned) == 1 and warned[0].count == 1, caplog.records  # type: ignore[attr-defined]
     assert "later than the source's clock" in warned[0].getMessage()
@@ -195,4 +198,4 @@ def test_mixed_sqlite_stamps_are_all_read_and_a_future_row_is_warned_about(
     h.execute(world.dst, "DELETE FROM items")
     window = dt.datetime.now(dt.UTC) - dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     counts = world.run("overlap", window=window)
-    assert counts["read"] == len(STAMPS) and counts["missed"] == 0
+    assert counts["read"] == len(STAMPS) + 1 and counts["missed"] == 0
