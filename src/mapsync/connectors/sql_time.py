@@ -79,6 +79,11 @@ def utc_text(value: Any, zone: dt.tzinfo = dt.UTC) -> str:
     return parse_time(value, zone).astimezone(dt.UTC).strftime(UTC_FORMAT)
 
 
+def utc_naive(value: Any, zone: dt.tzinfo = dt.UTC) -> dt.datetime:
+    """`value` (naive ones in `zone`) as a naive UTC datetime."""
+    return parse_time(value, zone).astimezone(dt.UTC).replace(tzinfo=None)
+
+
 def later(a: Any, b: Any, zone: dt.tzinfo = dt.UTC) -> Any:
     """The later of two cursor values, compared as times (never as text); None is no value."""
     if a is None:
