@@ -79,7 +79,9 @@ class WatermarkCapture:
             lower = self.source.ts_bound(low, self.zone, lower=True, sample=low)
             position = cursors.get("position")
             if position:
-                after = position["after"]
+                after = list(position["after"])
+                if sql:  # a position an older version stored as the raw text
+                    after[0] = self.source.ts_value(after[0], self.zone)
                 self._max = after[0]
         for rows in self.source.stream(order, [col >= lower, col <= upper], after, self.batch):
             last = rows[-1]
