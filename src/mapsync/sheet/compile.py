@@ -115,11 +115,7 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[..., Any]
     text = kind in ("str", None) and allowed is None
     if allowed is not None:
         exact = None  # every value goes through the full check below
-    fit = (
-        time_fitter(name, zone=column.time_zone, fraction=column.fraction)
-        if kind == "datetime"
-        else None
-    )
+    fit = time_fitter(name, zone=column.time_zone, fraction=column.fraction) if kind == "datetime" else None
     if fit is not None:
         exact = None
 
