@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mapsync import records
-from mapsync.connectors.sql_time import parse_time, utc_text
+from mapsync.connectors.sql_time import parse_time, register_sqlite, utc_text
 from mapsync.engine import Engine
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore, stamp
@@ -199,3 +200,41 @@ def test_mixed_sqlite_stamps_are_all_read_and_a_future_row_is_warned_about(
     window = dt.datetime.now(dt.UTC) - dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     counts = world.run("overlap", window=window)
     assert counts["read"] == len(STAMPS) + 1 and counts["missed"] == 0
+
+
+FORMS: list[Callable[[dt.datetime], str]] = [
+    lambda m: m.astimezone(dt.UTC).replace(tzinfo=None).isoformat(),  # T, no zone (UTC)
+    lambda m: m.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" "),  # space, no zone
+    lambda m: m.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    lambda m: m.isoformat(),  # its own offset, ±HH:MM
+    lambda m: f"{m.replace(tzinfo=None).isoformat(sep=' ')} {m.strftime('%z')}",  # ` ±HHMM`
+]
+
+
+@given(st.lists(st.tuples(MOMENTS, ZONES, st.integers(0, len(FORMS) - 1)), min_size=1, max_size=12))
+def test_sqlite_orders_and_bounds_mixed_text_as_instants(
+    stamps: list[tuple[dt.datetime, dt.tzinfo, int]],
+) -> None:
+    """Through the sqlite3 driver with mapsync's function registered (as on every SQLite
+    connection of mapsync's): `mapsync_utc` orders text of every form by instant, and an
+    inclusive bound in `utc_text` form keeps exactly the rows at or after it."""
+    moments = [m.replace(tzinfo=z) for m, z, _ in stamps]
+    conn = sqlite3.connect(":memory:")
+    try:
+        register_sqlite(conn)
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, ts TEXT)")
+        conn.executemany(
+            "INSERT INTO t VALUES (?, ?)",
+            [
+                (i, FORMS[form](moment))
+                for i, (moment, (_, _, form)) in enumerate(zip(moments, stamps, strict=True))
+            ],
+        )
+        ordered = [r[0] for r in conn.execute("SELECT id FROM t ORDER BY mapsync_utc(ts, 'UTC'), id")]
+        pivot = moments[0]
+        bound = (utc_text(pivot),)
+        kept = {r[0] for r in conn.execute("SELECT id FROM t WHERE mapsync_utc(ts, 'UTC') >= ?", bound)}
+    finally:
+        conn.close()
+    assert ordered == sorted(range(len(moments)), key=lambda i: (moments[i], i))
+    assert kept == {i for i, m in enumerate(moments) if m >= pivot}
