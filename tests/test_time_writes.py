@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mapsync.connectors.sql_destination import COPY_THRESHOLD
+from mapsync import records, transforms
+from mapsync.connectors.sql import SqlDatabase
+from mapsync.connectors.sql_destination import COPY_THRESHOLD, SqlDestination
 from mapsync.engine import Engine
-from mapsync.sheet import loader
+from mapsync.sheet import loader, models
+from mapsync.sheet.compile import constraint_check
 from mapsync.state.store import StateStore
 from tests import helpers as h
 
@@ -99,3 +105,59 @@ def test_aware_values_land_in_the_columns_zone_on_every_write_path(
     finally:
         engine.close()
         store.close()
+
+
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+CFG = models.SyncConfig.model_validate(
+    {
+        "from": {"connection": "src", "table": "ev"},
+        "to": {"connection": "dst", "table": "ev"},
+        "key": {"from": "id", "to": "id"},
+        "fields": {"at": "at", "at0": "at"},
+        "changes": {"method": "full"},
+    }
+)
+AWARE = st.builds(
+    lambda m, minutes: m.replace(tzinfo=dt.timezone(dt.timedelta(minutes=minutes))),
+    st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2100, 1, 1)),  # noqa: DTZ001
+    st.integers(-14 * 60, 14 * 60),
+)
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
+def test_every_path_stores_the_same_wall_time(database: Callable[[], str], tmp_path: Path) -> None:
+    """Any aware instant, through the real driver: the fresh path (PostgreSQL COPY straight in)
+    and the upsert path store the same Berlin wall time, seconds cut in the (0) column."""
+    url = database()
+    dialect = h.dialect(url)
+    full, seconds = COLUMNS[dialect]
+    h.execute(url, f"CREATE TABLE ev (id INTEGER PRIMARY KEY, at {full}, at0 {seconds})")
+    db = SqlDatabase("dst", url, tmp_path, timezone="Europe/Berlin")
+    dest = SqlDestination(db, "ev", CFG)
+    checks = {c: constraint_check(c, dest.columns[c]) for c in ("at", "at0")}
+
+    @settings(max_examples=20)
+    @given(st.lists(AWARE, min_size=1, max_size=6))
+    def write_and_read(moments: list[dt.datetime]) -> None:
+        tally = transforms.Tally()
+        batch = []
+        for i, moment in enumerate(moments):
+            values = {"id": i, "at": checks["at"](moment, tally), "at0": checks["at0"](moment, tally)}
+            batch.append(records.Mapped("upsert", (i,), (i,), None, values, {}, records.content_hash(values)))
+        stored: dict[str, dict[int, tuple[Any, Any]]] = {}
+        for path, fresh in (("fresh", True), ("upsert", False)):
+            with db.engine.begin() as conn:  # the destination's own engine: no new connections
+                conn.exec_driver_sql("DELETE FROM ev")
+            assert not dest.write(batch, fresh=fresh).rejected
+            with db.engine.connect() as conn:
+                stored[path] = {i: (a, b) for i, a, b in conn.exec_driver_sql("SELECT id, at, at0 FROM ev")}
+        assert stored["fresh"] == stored["upsert"]
+        for i, moment in enumerate(moments):
+            wall = moment.astimezone(BERLIN).replace(tzinfo=None)
+            assert stored["fresh"][i] == (wall, wall.replace(microsecond=0))
+        assert tally.truncated["at0"] == sum(1 for m in moments if m.microsecond)
+
+    try:
+        write_and_read()
+    finally:
+        db.close()
