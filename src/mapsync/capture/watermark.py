@@ -83,7 +83,8 @@ class WatermarkCapture:
                 if sql:  # a position an older version stored as the raw text
                     after[0] = self.source.ts_value(after[0], self.zone)
                 self._max = after[0]
-        for rows in self.source.stream(order, [col >= lower, col <= upper], after, self.batch):
+        where = [col >= lower, col <= upper, *(self.source.ts_since(lower) if sql else [])]
+        for rows in self.source.stream(order, where, after, self.batch):
             last = rows[-1]
             mark = self.source.ts_value(last[self.column], self.zone) if sql else last[self.column]
             self._max = later(self._max, mark, self.zone)
@@ -99,7 +100,8 @@ class WatermarkCapture:
         (once per run), or a row dated 2099 would wait unseen."""
         assert isinstance(self.source, SqlSource)
         now = self.source.db.now()
-        ahead = self.source.count(where=[col > self.source.ts_bound(now, self.zone, lower=False)])
+        bound = self.source.ts_bound(now, self.zone, lower=False)
+        ahead = self.source.count(where=[col > bound, *self.source.ts_since(bound)])
         if ahead:
             log.warning(
                 "sync %s: %d row(s) have `%s` later than the source's clock (%s UTC): they are "

@@ -165,6 +165,20 @@ class SqlSource:
             return sa.func.mapsync_utc(col, sa.literal(zone_name(zone)), type_=sa.String)
         return col
 
+    def ts_since(self, bound: Any) -> list[sa.ColumnElement[bool]]:
+        """Index-friendly conditions implied by `ts_expr(…) >= bound`, to add to it: on SQLite
+        every stored form begins with its local date and no zone is a day off UTC, so a row at
+        or after the instant `bound` has text at or after the date of the day before. Without
+        it, every read would run `mapsync_utc` over the whole table."""
+        if self.db.dialect != "sqlite" or bound is None:
+            return []
+        assert self.ts_column is not None
+        try:
+            day = (parse_time(bound, dt.UTC) - dt.timedelta(days=1)).date().isoformat()
+        except OverflowError:
+            return []
+        return [sa.type_coerce(self.col(self.ts_column), sa.String) >= day]
+
     def ts_value(self, value: Any, zone: dt.tzinfo) -> Any:
         """A row's cursor value in the form `ts_expr` compares (for positions and watermarks)."""
         if self.db.dialect == "sqlite" and value is not None:
