@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,9 @@ from mapsync.sheet import models
 from mapsync.state.store import stamp
 
 DELETE_PAGE = 5000  # keys per step of the key-set delete check
+FUTURE_REPEAT = 3600.0  # seconds before an unchanged "rows in the future" warning repeats
 log = logging.getLogger("mapsync.capture")
+_future_warned: dict[tuple[str, str], tuple[int, float]] = {}  # (source, sync) -> (count, when) warned
 
 
 @register("watermark")
@@ -97,12 +100,18 @@ class WatermarkCapture:
 
     def _warn_future(self, col: Any) -> None:
         """Rows stamped after the source's clock are read only once that time has come: say so
-        (once per run), or a row dated 2099 would wait unseen."""
+        once per run, or a row dated 2099 would wait unseen (under `--follow`, whose every poll
+        is a run, again only when their number changes or after FUTURE_REPEAT)."""
         assert isinstance(self.source, SqlSource)
         now = self.source.db.now()
         bound = self.source.ts_bound(now, self.zone, lower=False)
         ahead = self.source.count(where=[col > bound, *self.source.ts_since(bound)])
-        if ahead:
+        memo = (self.source.db.safe_url, self.source.sync)
+        last = _future_warned.get(memo)
+        if not ahead:
+            _future_warned.pop(memo, None)
+        elif last is None or last[0] != ahead or time.monotonic() - last[1] >= FUTURE_REPEAT:
+            _future_warned[memo] = (ahead, time.monotonic())
             log.warning(
                 "sync %s: %d row(s) have `%s` later than the source's clock (%s UTC): they are "
                 "read only once that time has passed",
