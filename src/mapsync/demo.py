@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mapsync import demo_data, errors
+from mapsync.connectors.sql_time import utc_naive
 from mapsync.engine import Engine, RunReport
 from mapsync.sheet import checks, loader
 from mapsync.state import report as state_report
@@ -67,7 +68,7 @@ def _clean(folder: Path) -> None:
 def _change_time(store: StateStore, names: list[str]) -> dt.datetime:
     """A whole second, about now, and not before any watermark the seed recorded."""
     marks = [store.cursors(n).get("watermark") for n in names]
-    latest = max((dt.datetime.fromisoformat(str(m)) for m in marks if m), default=None)
+    latest = max((utc_naive(m) for m in marks if m), default=None)
     moment = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0) - dt.timedelta(seconds=1)
     if latest is not None:
         ceiling = latest.replace(microsecond=0) + dt.timedelta(seconds=1 if latest.microsecond else 0)

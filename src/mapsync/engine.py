@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import capture, connectors, crash, errors, guard, logs, records, transforms
-from mapsync.connectors.sql_source import parse_time
+from mapsync.connectors.sql_time import parse_time
 from mapsync.redact import redact
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
@@ -281,7 +281,7 @@ class Engine:
         seen: list[records.Delivered] = []
         for m in mapped:
             entry = ledger.get(m.key)
-            if kind == "overlap" and _missed(entry, m, low):
+            if kind == "overlap" and _missed(entry, m, low, getattr(parts.capture, "zone", None)):
                 counts.missed += 1
             if entry is not None and entry.hash == m.hash and not entry.deleted and m.op == "upsert":
                 counts.skipped += 1
@@ -372,13 +372,14 @@ def _same_version(a: Any, b: Any) -> bool:
         return False
 
 
-def _missed(entry: Any, m: records.Mapped, low: Any) -> bool:
-    """A row the incremental runs had passed (older than the watermark) but never delivered."""
+def _missed(entry: Any, m: records.Mapped, low: Any, zone: dt.tzinfo | None = None) -> bool:
+    """A row the incremental runs had passed (older than the watermark) but never delivered.
+    Naive times are in `zone` (the capture's), so mixed stored forms still compare."""
     if entry is not None and _same_version(entry.version, m.version):
         return False
     if low is None or m.version is None:
         return entry is None
     try:
-        return parse_time(m.version) < parse_time(low)
+        return parse_time(m.version, zone) < parse_time(low, zone)
     except (errors.MapsyncError, TypeError, ValueError):
         return entry is None

@@ -10,25 +10,22 @@ mid-group. The upper bound is the *source's* clock minus `lag`.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from mapsync import errors, records
 from mapsync.capture import register, to_changes
-from mapsync.connectors.sql_source import SqlSource, parse_time
+from mapsync.connectors.sql_source import SqlSource
+from mapsync.connectors.sql_time import later, parse_time
 from mapsync.sheet import models
 from mapsync.state.store import stamp
 
 DELETE_PAGE = 5000  # keys per step of the key-set delete check
-
-
-def later(a: Any, b: Any) -> Any:
-    """The later of two cursor values, compared as times (never as text)."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return b if parse_time(b) > parse_time(a) else a
+FUTURE_REPEAT = 3600.0  # seconds before an unchanged "rows in the future" warning repeats
+log = logging.getLogger("mapsync.capture")
+_future_warned: dict[tuple[str, str], tuple[int, float]] = {}  # (source, sync) -> (count, when) warned
 
 
 @register("watermark")
@@ -73,8 +70,9 @@ class WatermarkCapture:
             raise errors.StateError(f"sync {self.source.sync} has no watermark: run `mapsync seed` first")
         self._low = low
         upper = self.upper(sample=low)
-        col = self.source.col(self.column)
-        order = [self.column, *self.source.key]
+        sql = isinstance(self.source, SqlSource)
+        col = self.source.ts_expr(self.zone) if sql else self.source.col(self.column)
+        order: list[Any] = [col if sql else self.column, *self.source.key]
         after = None
         if mode == "overlap":
             self._overlap = True
@@ -84,19 +82,45 @@ class WatermarkCapture:
             lower = self.source.ts_bound(low, self.zone, lower=True, sample=low)
             position = cursors.get("position")
             if position:
-                after = position["after"]
+                after = list(position["after"])
+                if sql:  # a position an older version stored as the raw text
+                    after[0] = self.source.ts_value(after[0], self.zone)
                 self._max = after[0]
-        for rows in self.source.stream(order, [col >= lower, col <= upper], after, self.batch):
+        where = [col >= lower, col <= upper, *(self.source.ts_since(lower) if sql else [])]
+        for rows in self.source.stream(order, where, after, self.batch):
             last = rows[-1]
-            self._max = later(self._max, last[self.column])
-            position = (
-                {}
-                if mode == "overlap"
-                else {"position": {"after": [last[self.column], *self.source.key_of(last)]}}
-            )
+            mark = self.source.ts_value(last[self.column], self.zone) if sql else last[self.column]
+            self._max = later(self._max, mark, self.zone)
+            position = {} if mode == "overlap" else {"position": {"after": [mark, *self.source.key_of(last)]}}
             yield records.Batch(to_changes(self.source, rows, self.column), position)
+        if sql:
+            self._warn_future(col)
         if self._deletes_due(cursors):  # after the read (an overlap re-read too)
             yield from self._delete_check()
+
+    def _warn_future(self, col: Any) -> None:
+        """Rows stamped after the source's clock are read only once that time has come: say so
+        once per run, or a row dated 2099 would wait unseen (under `--follow`, whose every poll
+        is a run, again only when their number changes or after FUTURE_REPEAT)."""
+        assert isinstance(self.source, SqlSource)
+        now = self.source.db.now()
+        bound = self.source.ts_bound(now, self.zone, lower=False)
+        ahead = self.source.count(where=[col > bound, *self.source.ts_since(bound)])
+        memo = (self.source.db.safe_url, self.source.sync)
+        last = _future_warned.get(memo)
+        if not ahead:
+            _future_warned.pop(memo, None)
+        elif last is None or last[0] != ahead or time.monotonic() - last[1] >= FUTURE_REPEAT:
+            _future_warned[memo] = (ahead, time.monotonic())
+            log.warning(
+                "sync %s: %d row(s) have `%s` later than the source's clock (%s UTC): they are "
+                "read only once that time has passed",
+                self.source.sync,
+                ahead,
+                self.column,
+                f"{now:%Y-%m-%d %H:%M:%S}",
+                extra={"action": "rows_in_future", "sync": self.source.sync, "count": ahead},
+            )
 
     def _deletes_due(self, cursors: dict[str, Any]) -> bool:
         if self.check_deletes:
@@ -116,7 +140,7 @@ class WatermarkCapture:
         self._checked = True
 
     def finish(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"watermark": later(self._low, self._max), "position": None}
+        out: dict[str, Any] = {"watermark": later(self._low, self._max, self.zone), "position": None}
         if self._checked:
             out["deletes_at"] = stamp()
         return out

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import quoted_name
 
 from mapsync import errors
+from mapsync.connectors.sql_time import register_sqlite
 from mapsync.redact import redact
 
 MARIADB_SQL_MODE = (
@@ -65,6 +66,8 @@ class ColumnInfo:
     scale: int | None = None
     text_nul_forbidden: bool = False  # PostgreSQL text cannot hold NUL
     allowed: tuple[str, ...] | None = None  # values an ENUM type or a list CHECK allows (as text)
+    time_zone: dt.tzinfo | None = None  # a timestamp column's zone for naive times (sql_time)
+    fraction: int | None = None  # fraction-of-second digits a timestamp column keeps (None: 6)
 
 
 class SqlDatabase:
@@ -134,6 +137,7 @@ class SqlDatabase:
         with self.engine.connect() as conn:
             allowed = allowed_values(conn, table)
         out = {}
+        naive_zone: Any = ...  # resolved once, for the first timestamp column
         for col in table.columns:
             try:
                 py: type | None = col.type.python_type
@@ -143,6 +147,11 @@ class SqlDatabase:
             aware = bool(getattr(col.type, "timezone", False))
             if self.dialect == "mysql" and type(col.type).__name__ == "TIMESTAMP":
                 aware = True  # converted through the session time zone, which we set to UTC
+            zone, fraction = None, None
+            if py is dt.datetime:
+                if naive_zone is ...:
+                    naive_zone = self._naive_zone()
+                zone, fraction = self._time_fit(col.type, aware, naive_zone)
             out[col.name] = ColumnInfo(
                 name=col.name,
                 python_type=py,
@@ -156,8 +165,26 @@ class SqlDatabase:
                 scale=getattr(col.type, "scale", None) if py is decimal.Decimal else None,
                 text_nul_forbidden=self.dialect == "postgresql",
                 allowed=allowed.get(col.name),
+                time_zone=zone,
+                fraction=fraction,
             )
         return out
+
+    def _naive_zone(self) -> dt.tzinfo | None:
+        try:
+            return self.zone(None)
+        except errors.ConfigError:
+            return None  # aware values then go as they are (the watermark reports the error)
+
+    def _time_fit(self, kind: Any, aware: bool, naive_zone: dt.tzinfo | None) -> tuple[Any, int | None]:
+        """(zone, fraction digits) of a timestamp column, as sql_time.time_fitter takes them."""
+        if self.dialect == "mysql":
+            fsp = getattr(kind, "fsp", None)
+            return (dt.UTC if aware else naive_zone), int(fsp or 0)
+        if self.dialect == "postgresql":
+            precision = getattr(kind, "precision", None)
+            return (None if aware else naive_zone), (None if precision is None else int(precision))
+        return (None if aware else naive_zone), None
 
     def unique_sets(self, table: sa.Table) -> list[set[str]]:
         """Column sets that are unique in `table` (primary key, unique constraints and indexes)."""
@@ -269,6 +296,7 @@ def _sqlite_session(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+    register_sqlite(dbapi_conn)  # mapsync_utc(): mixed time text compared as instants
 
 
 def quoted(name: str) -> quoted_name:

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 
 from mapsync import errors, records
 from mapsync.connectors.sql import ColumnInfo, SqlDatabase, describe_error, quoted
+from mapsync.connectors.sql_time import parse_time as parse_time  # its home is sql_time
+from mapsync.connectors.sql_time import utc_text, zone_name
 from mapsync.sheet import models
 
 
@@ -62,7 +64,7 @@ class SqlSource:
 
     def stream(
         self,
-        order: Sequence[str],
+        order: Sequence[str | sa.ColumnElement[Any]],
         where: Sequence[sa.ColumnElement[bool] | sa.TextClause],
         after: Sequence[Any] | None,
         batch: int,
@@ -74,19 +76,14 @@ class SqlSource:
         collation exactly as ORDER BY does. One server-side cursor streams the whole read.
         """
         conditions: list[Any] = list(where)
+        ordered = [self.col(c) if isinstance(c, str) else c for c in order]  # names or expressions
         if self.filter:
             conditions.append(sa.text(f"({self.filter})"))
         if extra_where:
             conditions.append(sa.text(f"({extra_where})"))
         if after is not None:
-            conditions.append(
-                sa.tuple_(*[self.col(c) for c in order]) > sa.tuple_(*[sa.literal(v) for v in after])
-            )
-        query = (
-            sa.select(*[self.col(c) for c in self.columns])
-            .where(*conditions)
-            .order_by(*[self.col(c) for c in order])
-        )
+            conditions.append(sa.tuple_(*ordered) > sa.tuple_(*[sa.literal(v) for v in after]))
+        query = sa.select(*[self.col(c) for c in self.columns]).where(*conditions).order_by(*ordered)
         # a server-side cursor where the driver has one; SQLite's cursor steps lazily by itself,
         # and stream_results there would only add SQLAlchemy's row-by-row buffer
         streaming: dict[str, Any] = (
@@ -108,8 +105,8 @@ class SqlSource:
                 f"sync {self.sync}: reading the source failed: {describe_error(exc)}", failure_class="source"
             ) from None
 
-    def count(self, extra_where: str | None = None) -> int:
-        conditions: list[Any] = [sa.text(f"({w})") for w in (self.filter, extra_where) if w]
+    def count(self, extra_where: str | None = None, where: Sequence[sa.ColumnElement[bool]] = ()) -> int:
+        conditions: list[Any] = [sa.text(f"({w})") for w in (self.filter, extra_where) if w] + list(where)
         with self.db.engine.connect() as conn:
             return int(
                 conn.execute(
@@ -158,15 +155,43 @@ class SqlSource:
     def ts_info(self) -> ColumnInfo | None:
         return self.info.get(self.ts_column) if self.ts_column else None
 
-    def ts_bound(self, moment: Any, zone: dt.tzinfo, *, lower: bool, sample: Any = None) -> Any:
-        """A bound for the cursor column, in the column's own representation.
+    def ts_expr(self, zone: dt.tzinfo) -> sa.ColumnElement[Any]:
+        """The cursor column as the watermark compares and orders it. SQLite keeps time as text
+        in mixed forms (`T` or space, fractions, `Z`, `+02:00`, none): there every value is
+        turned into fixed-width UTC text first (naive ones read in `zone`), see sql_time."""
+        assert self.ts_column is not None
+        col = self.col(self.ts_column)
+        if self.db.dialect == "sqlite":
+            return sa.func.mapsync_utc(col, sa.literal(zone_name(zone)), type_=sa.String)
+        return col
 
-        On SQLite, timestamps are text of mixed precision: a lower bound is the shortest text of
-        the instant (so `…:02` and `…:02.000000` rows both compare `>=` it), an upper bound the
-        longest.
-        """
+    def ts_since(self, bound: Any) -> list[sa.ColumnElement[bool]]:
+        """Index-friendly conditions implied by `ts_expr(…) >= bound`, to add to it: on SQLite
+        every stored form begins with its local date and no zone is a day off UTC, so a row at
+        or after the instant `bound` has text at or after the date of the day before. Without
+        it, every read would run `mapsync_utc` over the whole table."""
+        if self.db.dialect != "sqlite" or bound is None:
+            return []
+        assert self.ts_column is not None
+        try:
+            day = (parse_time(bound, dt.UTC) - dt.timedelta(days=1)).date().isoformat()
+        except OverflowError:
+            return []
+        return [sa.type_coerce(self.col(self.ts_column), sa.String) >= day]
+
+    def ts_value(self, value: Any, zone: dt.tzinfo) -> Any:
+        """A row's cursor value in the form `ts_expr` compares (for positions and watermarks)."""
+        if self.db.dialect == "sqlite" and value is not None:
+            return utc_text(value, zone)
+        return value
+
+    def ts_bound(self, moment: Any, zone: dt.tzinfo, *, lower: bool, sample: Any = None) -> Any:
+        """A bound for the cursor column, in the form `ts_expr` compares (on SQLite fixed-width
+        UTC text, so `…:02`, `…:02.000000` and `…:02Z` compare as the same instant)."""
         if isinstance(moment, str):
             moment = parse_time(moment)
+        if self.db.dialect == "sqlite":
+            return utc_text(moment, zone)
         info = self.ts_info()
         aware = info.aware if info else isinstance(sample, dt.datetime) and sample.tzinfo is not None
         if moment.tzinfo is not None and not aware:
@@ -175,12 +200,6 @@ class SqlSource:
             moment = moment.replace(tzinfo=zone).astimezone(dt.UTC)
         if self.db.dialect == "mysql" and moment.tzinfo is not None:
             moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
-        if self.db.dialect == "sqlite":
-            sep = "T" if isinstance(sample, str) and "T" in sample else " "
-            text = moment.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
-            if lower:
-                return text + (f".{moment.microsecond:06d}".rstrip("0") if moment.microsecond else "")
-            return text + f".{moment.microsecond:06d}"
         return moment
 
 
@@ -222,23 +241,3 @@ class _Child:
                 for row in conn.execute(query).mappings():
                     out.setdefault(tuple(row[c] for c in self.parent), []).append(dict(row))
         return out
-
-
-def parse_time(value: Any) -> dt.datetime:
-    """A cursor value as a time (SQLite keeps text; `…:02` equals `…:02.000000`)."""
-    if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day)  # noqa: DTZ001
-    if isinstance(value, str):
-        text = value.strip().replace("Z", "+00:00")
-        if "." in text:  # fromisoformat takes at most 6 fraction digits: cut (never round) the rest
-            head, _, frac = text.partition(".")
-            digits = "".join(ch for ch in frac if ch.isdigit())
-            rest = frac[len(digits) :]
-            text = f"{head}.{(digits[:6]).ljust(6, '0')}{rest}"
-        try:
-            return dt.datetime.fromisoformat(text)
-        except ValueError:
-            pass
-    raise errors.PermanentError(f"cursor value {value!r} is not a timestamp", failure_class="source")

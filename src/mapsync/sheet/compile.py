@@ -18,6 +18,7 @@ from typing import Any
 from mapsync import conversion, deletes, lookups, records, transforms
 from mapsync.connectors.sql import ColumnInfo
 from mapsync.connectors.sql_allowed import is_allowed
+from mapsync.connectors.sql_time import time_fitter
 from mapsync.errors import ConfigError, RecordRejected
 from mapsync.sheet import models
 
@@ -67,13 +68,13 @@ def _compile_field(name: str, spec: models.FieldRule, column: ColumnInfo | None)
                 value = step(value, tally, row) if id(step) in row_steps else step(value, tally)  # type: ignore[call-arg]
                 if value is transforms.OMIT:  # `on_null: omit`: left out of the write
                     return value
-            return check(value)
+            return check(value, tally)
 
         return full
     if not steps and source is not None:  # a plain copy or rename: the most common rule
 
         def copy(row: records.Row, tally: transforms.Tally) -> Any:
-            return check(row.get(source))
+            return check(row.get(source), tally)
 
         return copy
     if not steps:  # a constant: check it once; one that fails is rejected per record, as before
@@ -88,15 +89,19 @@ def _compile_field(name: str, spec: models.FieldRule, column: ColumnInfo | None)
         value = row.get(source) if source is not None else constant
         for step in steps:
             value = step(value, tally)
-        return check(value)
+        return check(value, tally)
 
     return fn
 
 
-def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], Any]:
-    """Coerce to the column's type and check its limits; RecordRejected names field and limit."""
+def constraint_check(name: str, column: ColumnInfo | None) -> Callable[..., Any]:
+    """Coerce to the column's type and check its limits; RecordRejected names field and limit.
+
+    `check(value, tally=None)`: a datetime is fitted to a timestamp column (sql_time.time_fitter:
+    aware values into naive columns converted to the column's zone, fractions the column cannot
+    keep cut and counted in `tally.truncated`)."""
     if column is None:
-        return lambda v: v
+        return lambda v, tally=None: v
     kind = _PY_KIND.get(column.python_type) if column.python_type else None
     length, nullable = column.length, column.nullable
     precision, scale = column.precision, column.scale
@@ -110,8 +115,11 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], An
     text = kind in ("str", None) and allowed is None
     if allowed is not None:
         exact = None  # every value goes through the full check below
+    fit = time_fitter(name, zone=column.time_zone, fraction=column.fraction) if kind == "datetime" else None
+    if fit is not None:
+        exact = None
 
-    def check(value: Any) -> Any:
+    def check(value: Any, tally: transforms.Tally | None = None) -> Any:
         if value is None:
             if not nullable:
                 raise RecordRejected(
@@ -138,6 +146,10 @@ def constraint_check(name: str, column: ColumnInfo | None) -> Callable[[Any], An
                 ) from None
         if kind == "str" and not isinstance(value, str):
             value = str(value)
+        if fit is not None and isinstance(value, dt.datetime):
+            value, lost = fit(value)
+            if lost and tally is not None:
+                tally.truncated[name] += 1
         if isinstance(value, str):
             if length is not None and len(value) > length:
                 raise RecordRejected(
