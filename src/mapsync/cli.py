@@ -65,8 +65,8 @@ def _handled(secrets: tuple[str, ...] = ()) -> Iterator[None]:
         yield
     except errors.ConfigError as exc:
         raise _fail(clean(str(exc)), 2) from None
-    except errors.StateError as exc:
-        raise _fail(clean(str(exc)), 2) from None
+    except errors.StateError as exc:  # an outage of the store (locked, cut …) is 1, a mistake 2
+        raise _fail(clean(str(exc)), 1 if exc.reason in faults.TRANSIENT | {"full", "io"} else 2) from None
     except errors.LeaseHeld as exc:
         raise _fail(clean(str(exc)), 1) from None
     except (errors.TransientError, errors.PermanentError) as exc:

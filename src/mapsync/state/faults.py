@@ -170,7 +170,7 @@ def call(engine: sa.Engine, fn: Callable[[], R], what: str = "") -> R:
                 raise
             if reason not in TRANSIENT or tries > len(DELAYS):
                 raise error(engine, reason, exc, tries) from None
-            log.warning(
+            log.info(
                 "state_retry",
                 extra={"action": "state_retry", "reason": reason, "try": tries, "what": what},
             )

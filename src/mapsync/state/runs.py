@@ -138,7 +138,8 @@ class RunsMixin:
             if holder is None:
                 why = "abandoned: its lease is gone and it never recorded its end (the state store failed)"
             elif holder == host and not alive(int(pid)):
-                why, cls = f"the process running it died (pid {pid} on this host is gone)", FailureClass.TOOL
+                why = f"the process running it died or lost the state store (pid {pid} on this host is gone)"
+                cls = FailureClass.TOOL
             elif expires < now:
                 why = (
                     f"abandoned: its lease expired at {expires} and it never recorded its end "
