@@ -416,6 +416,8 @@ def test_failures_before_the_run_row_are_recorded_with_their_class(
     code, out, _err = _cli(monkeypatch, capsys, "state", "show", str(sheet), "--json")
     (shown,) = json.loads(out)
     assert [r["failure_class"] for r in shown["runs"]] == ["config", "config", "destination", "source", None]
+    code, out, _err = _cli(monkeypatch, capsys, "state", "show", str(sheet))
+    assert "failed (destination)" in out and "failed (source)" in out
 
 
 def test_an_already_seeded_seed_is_a_usage_error_not_a_failed_run(
