@@ -434,3 +434,24 @@ def test_an_already_seeded_seed_is_a_usage_error_not_a_failed_run(
 def test_state_error_reasons_name_the_failure_class() -> None:
     assert errors.StateError("x", reason="locked").failure_class == "state"
     assert errors.StateError("x", reason="unseeded").failure_class == "unseeded"
+
+
+@pytest.mark.postgres
+def test_direct_users_of_the_store_engine_get_the_same_named_error(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    state = pg_database().replace("postgresql://", "postgresql+psycopg://")
+    name = sa.make_url(state).database
+    store = StateStore.open(state, tmp_path, create=True)
+    try:
+        report.runs(store, "items", 5)  # a pooled connection, then the server goes away
+        with _admin(state).connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+        _terminate(state)
+        with pytest.raises(errors.StateError, match="cannot be reached") as caught:
+            report.runs(store, "items", 5)  # `state.report` uses `store.engine` itself
+        assert caught.value.reason == "unreachable"
+    finally:
+        with _admin(state).connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        store.close()

@@ -10,10 +10,13 @@
 - `cut`: the connection broke while in use (server restart, `pg_terminate_backend`, network);
 - `corrupt`: the file is not a database or is damaged;
 - `io` / `cantopen`: a disk I/O error; the file cannot be opened (missing folder, permissions);
-- `conflict`: a deadlock or serialization failure.
+- `conflict`: a deadlock or serialization failure; `timeout`: a statement timeout.
+
+`install` turns every such error of the store's engine into a `StoreFault` (a StateError), so
+that code using `store.engine` directly gets the same one-line error.
 
 `guarded` wraps a store method (each is one short transaction) so that the transient reasons
-(locked, unreachable, cut, conflict) are retried after 0.25 s, 0.5 s, 1 s and 2 s — the whole
+(locked, unreachable, cut, conflict, timeout) are retried after 0.25 s, 0.5 s, 1 s and 2 s — the whole
 transaction, on a fresh connection — before a `StateError` with the reason, the store (password
 hidden) and what to do stops the run.
 """
@@ -37,7 +40,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # pauses between tries of a transient failure
-TRANSIENT = frozenset({"locked", "unreachable", "cut", "conflict"})
+TRANSIENT = frozenset({"locked", "unreachable", "cut", "conflict", "timeout"})
 
 WHAT: dict[str, str] = {
     "locked": "is locked by another process",
@@ -49,6 +52,7 @@ WHAT: dict[str, str] = {
     "io": "had a disk I/O error",
     "cantopen": "cannot be opened (a missing folder, or no permission)",
     "conflict": "refused a transaction (deadlock or serialization conflict)",
+    "timeout": "did not answer in time (statement timeout)",
 }
 TODO: dict[str, str] = {
     "locked": "wait for the other process, or raise `state.lock_timeout`; then run again",
@@ -58,6 +62,7 @@ TODO: dict[str, str] = {
     "cut": "check the server and the network; then run again (the last batch is re-sent)",
     "corrupt": "restore the store from a backup, or `mapsync seed` into a new one",
     "conflict": "run again",
+    "timeout": "check the server's load and locks; then run again",
     "io": "check the disk and the file system, then run again",
     "cantopen": "check that the folder exists and is accessible to this user",
 }
@@ -92,6 +97,7 @@ _SQLSTATE = {
     "57P01": "cut",
     "57P02": "cut",
     "57P03": "unreachable",
+    "57014": "timeout",
     "XX001": "corrupt",
     "XX002": "corrupt",
 }
@@ -115,7 +121,15 @@ _CUT_TEXT = (
 )
 
 
-def classify(exc: BaseException) -> str | None:
+class StoreFault(errors.StateError):
+    """A classified failure of the store; `cause` is the driver's error."""
+
+    def __init__(self, message: str, reason: str, cause: BaseException) -> None:
+        super().__init__(message, reason=reason)
+        self.cause = cause
+
+
+def classify(exc: BaseException, disconnect: bool = False) -> str | None:
     """The reason of a state store failure, or None when it is not one we know."""
     if not isinstance(exc, sa.exc.DBAPIError):
         return None
@@ -132,7 +146,7 @@ def classify(exc: BaseException) -> str | None:
             return _SQLSTATE[state]
         if state[:2] in _SQLSTATE_CLASS:
             return _SQLSTATE_CLASS[state[:2]]
-    if exc.connection_invalidated or any(n in text for n in _CUT_TEXT):
+    if exc.connection_invalidated or disconnect or any(n in text for n in _CUT_TEXT):
         return "cut"
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
         if any(n in text for n in _UNREACHABLE_TEXT):
@@ -149,12 +163,26 @@ def where(engine: sa.Engine) -> str:
     return f"state store {url.render_as_string(hide_password=True)}"
 
 
-def error(engine: sa.Engine, reason: str, exc: BaseException, tries: int = 1) -> errors.StateError:
+def error(engine: sa.Engine, reason: str, exc: BaseException, tries: int = 1) -> StoreFault:
     """The one-line StateError for a classified failure (the driver's first line included)."""
     detail = str(getattr(exc, "orig", exc)).strip().splitlines()
     first = detail[0][:300] if detail else type(exc).__name__
     tried = f" (tried {tries} times)" if tries > 1 else ""
-    return errors.StateError(f"{where(engine)} {WHAT[reason]}{tried}: {first}; {TODO[reason]}", reason=reason)
+    return StoreFault(f"{where(engine)} {WHAT[reason]}{tried}: {first}; {TODO[reason]}", reason, exc)
+
+
+def install(engine: sa.Engine) -> None:
+    """Every error of the store's engine that `classify` knows becomes a `StoreFault`, also
+    for the modules that use `store.engine` directly (views, inbox, key walks …)."""
+
+    def named(ctx: sa.engine.ExceptionContext) -> None:
+        if ctx.is_pre_ping or ctx.sqlalchemy_exception is None:
+            return  # the pool's liveness check: it reconnects by itself
+        reason = classify(ctx.sqlalchemy_exception, ctx.is_disconnect)
+        if reason is not None:
+            raise error(engine, reason, ctx.sqlalchemy_exception)
+
+    sa.event.listen(engine, "handle_error", named)
 
 
 def call(engine: sa.Engine, fn: Callable[[], R], what: str = "") -> R:
@@ -164,12 +192,13 @@ def call(engine: sa.Engine, fn: Callable[[], R], what: str = "") -> R:
         tries += 1
         try:
             return fn()
-        except sa.exc.DBAPIError as exc:
-            reason = classify(exc)
+        except (StoreFault, sa.exc.DBAPIError) as exc:
+            fault = exc.cause if isinstance(exc, StoreFault) else exc
+            reason = exc.reason if isinstance(exc, StoreFault) else classify(exc)
             if reason is None:
                 raise
             if reason not in TRANSIENT or tries > len(DELAYS):
-                raise error(engine, reason, exc, tries) from None
+                raise error(engine, reason, fault, tries) from None
             log.info(
                 "state_retry",
                 extra={"action": "state_retry", "reason": reason, "try": tries, "what": what},

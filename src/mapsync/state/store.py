@@ -71,6 +71,7 @@ class StateStore(RunsMixin):
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        faults.install(engine)  # its failures: one StateError naming the store (state/faults.py)
 
     # ----------------------------------------------------------------- opening
 
@@ -116,9 +117,8 @@ class StateStore(RunsMixin):
         try:
             with self.engine.begin() as conn:
                 self.fail_abandoned(conn)
-        except sa.exc.DBAPIError as exc:
-            if faults.classify(exc) is None:
-                raise
+        except errors.StateError:
+            pass
 
     def _migrate(self, *, create: bool) -> None:
         with self.engine.begin() as conn:
