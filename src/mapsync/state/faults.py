@@ -121,8 +121,10 @@ _CUT_TEXT = (
 )
 
 
-class StoreFault(errors.StateError):
-    """A classified failure of the store; `cause` is the driver's error."""
+class StoreFault(errors.StateError, sa.exc.SQLAlchemyError):
+    """A classified failure of the store; `cause` is the driver's error. Also an SQLAlchemyError,
+    so that code which already handled the store's SQLAlchemy errors (the webhook inbox answering
+    503, the call budget, `check`) keeps doing so."""
 
     def __init__(self, message: str, reason: str, cause: BaseException) -> None:
         super().__init__(message, reason=reason)
