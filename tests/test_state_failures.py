@@ -9,6 +9,7 @@ happened, what to do), transient ones are retried, and no run stays `running`.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import subprocess
@@ -22,9 +23,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mapsync import cli, crash, errors
-from mapsync.state import faults, report
-from mapsync.state.store import StateStore
+from mapsync import cli, crash, errors, records
+from mapsync.state import faults, lease, report, schema
+from mapsync.state.store import Counts, StateStore
 from tests import helpers as h
 
 N = 30
@@ -454,4 +455,45 @@ def test_direct_users_of_the_store_engine_get_the_same_named_error(
     finally:
         with _admin(state).connect() as conn:
             conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        store.close()
+
+
+def test_a_batch_commit_whose_answer_was_lost_is_not_applied_twice(
+    state_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first try committed, then the connection broke before the answer (a cut after
+    COMMIT): the retry finds its own mark on the lease and adds nothing."""
+    store = StateStore.open(state_url, tmp_path, create=True)
+    try:
+        held = lease.acquire(store, "s", dt.timedelta(minutes=1))
+        run_id = store.start_run("s", "run", "test", held.token)
+        first_try = StateStore._commit
+        lost: list[int] = []
+
+        def answer_lost(self: StateStore, *args: Any) -> list[dict[str, Any]]:
+            result = first_try(self, *args)
+            if not lost:
+                lost.append(1)
+                raise faults.StoreFault("cut", "cut", RuntimeError("server closed the connection"))
+            return result
+
+        monkeypatch.setattr(StateStore, "_commit", answer_lost)
+        store.commit(
+            sync="s",
+            token=held.token,
+            run_id=run_id,
+            delivered=[records.Delivered(("a", 1), 1, "h1", None)],
+            rejected=[records.Rejection(("b", 2), "too long", "nm", "length", 1)],
+            cursors={"watermark": 5},
+            counts=Counts(read=2, written=1, rejected=1),
+            lease_ttl=held.ttl,
+        )
+        assert lost
+        run = store.run(run_id)
+        assert (run["read"], run["written"], run["rejected"]) == (2, 1, 1)  # not doubled
+        with store.engine.connect() as conn:
+            attempts = conn.execute(sa.select(schema.record_errors.c.attempts)).scalars().all()
+        assert attempts == [1]
+        assert store.cursor("s", "watermark") == 5
+    finally:
         store.close()

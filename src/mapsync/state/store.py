@@ -255,7 +255,6 @@ class StateStore(RunsMixin):
 
     # ----------------------------------------------------------------- the commit
 
-    @guarded
     def commit(
         self,
         *,
@@ -270,16 +269,42 @@ class StateStore(RunsMixin):
     ) -> list[dict[str, Any]]:
         """Record one batch's outcome in one transaction, fenced by the lease token.
 
-        Returns the unmapped values seen for the first time (see `state.unmapped`)."""
+        Returns the unmapped values seen for the first time (see `state.unmapped`). Retried on a
+        transient store failure (`state.faults`); the lease's new expiry marks the transaction,
+        so a retry whose first try did commit (a cut after COMMIT) is not applied twice."""
+        renew_to = stamp(utcnow() + lease_ttl)
+        return faults.call(
+            self.engine,
+            lambda: self._commit(sync, token, run_id, delivered, rejected, cursors, counts, renew_to),
+            "commit",
+        )
+
+    def _commit(
+        self,
+        sync: str,
+        token: str,
+        run_id: int,
+        delivered: Sequence[records.Delivered],
+        rejected: Sequence[records.Rejection],
+        cursors: dict[str, Any],
+        counts: Counts,
+        renew_to: str,
+    ) -> list[dict[str, Any]]:
         now = stamp()
         new_values: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
+            lease = schema.leases
             renewed = conn.execute(
-                sa.update(schema.leases)
-                .where(schema.leases.c.sync == sync, schema.leases.c.token == token)
-                .values(expires_at=stamp(utcnow() + lease_ttl))
+                sa.update(lease)
+                .where(lease.c.sync == sync, lease.c.token == token, lease.c.expires_at != renew_to)
+                .values(expires_at=renew_to)
             ).rowcount
             if renewed != 1:
+                mark = conn.execute(
+                    sa.select(lease.c.expires_at).where(lease.c.sync == sync, lease.c.token == token)
+                ).scalar()
+                if mark == renew_to:
+                    return []  # a retry: the first try committed before its connection broke
                 raise errors.LeaseLost(f"sync {sync}: lease lost to another process; batch result discarded")
             if delivered:
                 latest = {records.key_text(d.key): d for d in delivered}  # last wins
