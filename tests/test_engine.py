@@ -101,7 +101,8 @@ def test_a_run_before_the_seed_refuses_instead_of_starting_from_zero(make: Calla
     with pytest.raises(errors.StateError, match=r"has not been seeded: run `mapsync seed` first"):
         w.engine.run("c")
     assert w.dest.calls == []
-    assert w.runs() == []
+    # recorded as a failed run of class `unseeded`, so `status` does not show an earlier success
+    assert [(r["kind"], r["status"], r["failure_class"]) for r in w.runs()] == [("run", "failed", "unseeded")]
 
 
 # --------------------------------------------------------------------------- one bad record

@@ -246,8 +246,9 @@ def test_second_concurrent_run_is_refused_while_the_first_holds_the_lease(
     out, err = first.communicate(timeout=180)
     assert first.returncode == 0, (out, err)
     assert _converged(src, dst)
-    # the refused run left no run row and wrote nothing; the lease is free again
-    assert _runs(tmp_path) == [(1, "seed", "success"), (2, "run", "success")]
+    # the refused run wrote nothing and is recorded as failed, class `lease`; the lease is free again
+    assert _runs(tmp_path) == [(1, "seed", "success"), (2, "run", "success"), (3, "run", "failed")]
+    assert _state(tmp_path, "SELECT failure_class FROM mapsync_runs WHERE id = 3") == [("lease",)]
     assert h.writes(dst) == N + len(CHANGED)
     assert _lease_row(tmp_path) == []
 
@@ -263,13 +264,13 @@ def test_run_is_refused_while_a_live_process_of_this_host_holds_the_lease(
             _refused_by(refused, os.getpid(), socket.gethostname())
             assert _lease_row(tmp_path)[0][0] == mine.token
             assert h.writes(dst) == N and not _converged(src, dst)
-            assert _runs(tmp_path) == [(1, "seed", "success")]
+            assert _runs(tmp_path) == [(1, "seed", "success"), (2, "run", "failed")]  # class lease
         finally:
             leases.release(store, mine)
     done = h.mapsync("run", str(sheet), "--sync", SYNC, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert _converged(src, dst)
-    assert _runs(tmp_path) == [(1, "seed", "success"), (2, "run", "success")]
+    assert _runs(tmp_path) == [(1, "seed", "success"), (2, "run", "failed"), (3, "run", "success")]
 
 
 # --------------------------------------------------------------------------- takeovers
@@ -348,7 +349,11 @@ def test_unexpired_lease_of_another_host_is_respected_even_if_its_pid_is_not_run
     refused = h.mapsync("run", str(sheet), "--sync", SYNC, cwd=tmp_path)
     _refused_by(refused, pid, OTHER_HOST)
     assert [r[:3] for r in _lease_row(tmp_path)] == [("planted", OTHER_HOST, pid)]
-    assert _runs(tmp_path) == [(1, "seed", "success"), (run_id, "run", "running")]
+    assert _runs(tmp_path) == [
+        (1, "seed", "success"),
+        (run_id, "run", "running"),
+        (run_id + 1, "run", "failed"),
+    ]
     assert h.writes(dst) == N and not _converged(src, dst)
 
 

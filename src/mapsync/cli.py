@@ -19,6 +19,7 @@ from mapsync.engine import Engine, RunReport
 from mapsync.redact import redact
 from mapsync.sheet import checks, loader
 from mapsync.sheet.duration import parse_duration
+from mapsync.state import faults
 from mapsync.state.store import StateStore
 
 app = typer.Typer(
@@ -64,8 +65,8 @@ def _handled(secrets: tuple[str, ...] = ()) -> Iterator[None]:
         yield
     except errors.ConfigError as exc:
         raise _fail(clean(str(exc)), 2) from None
-    except errors.StateError as exc:
-        raise _fail(clean(str(exc)), 2) from None
+    except errors.StateError as exc:  # an outage of the store (locked, cut …) is 1, a mistake 2
+        raise _fail(clean(str(exc)), 1 if exc.reason in faults.TRANSIENT | {"full", "io"} else 2) from None
     except errors.LeaseHeld as exc:
         raise _fail(clean(str(exc)), 1) from None
     except (errors.TransientError, errors.PermanentError) as exc:
@@ -81,7 +82,9 @@ def _load(sheet: Path) -> loader.LoadedSheet:
 
 def _store(loaded: loader.LoadedSheet, create: bool) -> StateStore:
     with _handled(loaded.secrets):
-        return StateStore.open(loaded.sheet.state.url, loaded.folder, create=create)
+        store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=create)
+    faults.set_lock_timeout(store.engine, loaded.sheet.state.lock_timeout.total_seconds())
+    return store
 
 
 def _names(loaded: loader.LoadedSheet, sync: str | None) -> list[str]:

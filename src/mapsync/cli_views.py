@@ -128,8 +128,9 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
             out.print(f"  cursor {name}: {value}", highlight=False)
         for r in item["runs"]:
             out.print(
-                f"  run #{r['id']} {r['kind']} {r['started_at']} {r['status']} "
-                f"read {r['read']} written {r['written']}",
+                f"  run #{r['id']} {r['kind']} {r['started_at']} {r['status']}"
+                + (f" ({r['failure_class']})" if r["failure_class"] else "")
+                + f" read {r['read']} written {r['written']}",
                 highlight=False,
             )
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from mapsync import capture, connectors, crash, errors, guard, logs, records, transforms
+from mapsync import capture, connectors, crash, errors, guard, logs, records, run_failures, transforms
 from mapsync.connectors.sql_time import parse_time
 from mapsync.redact import redact
 from mapsync.run_types import Observer as Observer
@@ -66,12 +66,14 @@ class Engine:
         version_column = method.version_column(cfg.changes)
         src_kind = self.sheet.connections[cfg.from_.connection].kind
         dst_kind = self.sheet.connections[cfg.to.connection].kind
-        source = connectors.REGISTRY[src_kind].source(
-            self.database(cfg.from_.connection), name, cfg, version_column
-        )
-        dest = connectors.REGISTRY[dst_kind].destination(
-            self.database(cfg.to.connection), name, cfg, self.loaded.secrets
-        )
+        with run_failures.stage(errors.FailureClass.SOURCE):
+            source = connectors.REGISTRY[src_kind].source(
+                self.database(cfg.from_.connection), name, cfg, version_column
+            )
+        with run_failures.stage(errors.FailureClass.DESTINATION):
+            dest = connectors.REGISTRY[dst_kind].destination(
+                self.database(cfg.to.connection), name, cfg, self.loaded.secrets
+            )
         mapping = compile_.Mapping(
             cfg, dest.columns, dest.child_columns(), connect=self.database, folder=self.loaded.folder
         )
@@ -82,6 +84,7 @@ class Engine:
 
     # ----------------------------------------------------------------- one run
 
+    @run_failures.recorded
     def run(
         self,
         name: str,
@@ -159,6 +162,7 @@ class Engine:
             )
             return report
 
+    @run_failures.recorded
     def retry(self, name: str, field: str | None = None, *, trigger: str = "cli") -> RunReport:
         """Re-send the records of open record errors (only those naming `field`, if given), read
         afresh from the source by key, through the usual map → write → commit; a run of kind
@@ -203,7 +207,7 @@ class Engine:
         seed = cursors.get("seed") or {}
         if kind == "seed":
             if seed.get("status") == "done" and not again:
-                raise errors.ConfigError(
+                raise errors.UsageError(
                     f"sync {name} was seeded at {seed.get('at')}: use `mapsync seed --again` to re-read "
                     "every row (unchanged rows are skipped), or `mapsync run` for changes"
                 )
@@ -214,7 +218,7 @@ class Engine:
                 if seed
                 else "has not been seeded: run `mapsync seed` first"
             )
-            raise errors.StateError(f"sync {name} {state}")
+            raise errors.StateError(f"sync {name} {state}", reason="unseeded")
         overlap = self.sheet.syncs[name].changes
         every = getattr(getattr(overlap, "overlap", None), "every", None)
         if kind == "run" and every is not None:

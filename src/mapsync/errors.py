@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
+
+
+class FailureClass(enum.StrEnum):
+    """Why a run failed: `mapsync_runs.failure_class`, `RunReport.failure_class`, `status --json`."""
+
+    CONFIG = "config"  # the sheet does not match the databases (a dropped table or column …)
+    SOURCE = "source"  # reading the source failed (unreachable, refused, timed out)
+    DESTINATION = "destination"  # writing the destination failed
+    STATE = "state"  # the state store failed (locked, full, read-only, cut, corrupt)
+    LEASE = "lease"  # another run holds the sync's lease
+    UNSEEDED = "unseeded"  # `run` before `seed` finished
+    GUARD = "guard"  # the mass-delete guard refused the run
+    TOOL = "tool"  # mapsync itself (a bug), or the process died mid-run
 
 
 class MapsyncError(Exception):
@@ -24,11 +38,29 @@ class ConfigError(MapsyncError):
 
 
 class StateError(MapsyncError):
-    """The state store is missing, unreadable, locked or from a newer version."""
+    """The state store is missing, unreadable, locked or from a newer version.
+
+    `reason` says what happened (see `state.faults`: locked, full, readonly, unreachable, cut,
+    corrupt, conflict; or `unseeded` for a sync that has no finished seed)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def failure_class(self) -> str:
+        return FailureClass.UNSEEDED if self.reason == "unseeded" else FailureClass.STATE
+
+
+class UsageError(ConfigError):
+    """The command asks for something the sync's state does not allow (`seed` of a seeded sync
+    without `--again`): no run is recorded for it."""
 
 
 class LeaseHeld(MapsyncError):
     """Another process runs this sync right now."""
+
+    failure_class = FailureClass.LEASE
 
 
 class LeaseLost(MapsyncError):

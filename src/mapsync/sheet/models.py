@@ -87,6 +87,14 @@ class StateConfig(Model):
         dt.timedelta(days=90),
         description="How long run history and the cursor audit are kept.",
     )
+    lock_timeout: Duration = Field(
+        dt.timedelta(seconds=10),
+        description=(
+            "SQLite state store: how long a statement waits for another process's write lock. "
+            "Past it the whole transaction is tried again (after 0.25 s, 0.5 s, 1 s, 2 s), then the "
+            "run stops with `state store … is locked by another process`."
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- ends

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 
 from mapsync import errors
-from mapsync.state import schema
+from mapsync.state import faults, schema
+from mapsync.state.runs import alive as _alive
 from mapsync.state.store import StateStore, stamp, utcnow
 
 
@@ -22,16 +23,6 @@ class Lease:
     sync: str
     token: str
     ttl: dt.timedelta
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def acquire(store: StateStore, sync: str, ttl: dt.timedelta) -> Lease:
@@ -86,8 +77,9 @@ def release(store: StateStore, lease: Lease) -> None:
 
 @contextlib.contextmanager
 def held(store: StateStore, sync: str, ttl: dt.timedelta) -> Iterator[Lease]:
-    lease = acquire(store, sync, ttl)
+    # a store failure is retried when transient, else one StateError (see state.faults)
+    lease = faults.call(store.engine, lambda: acquire(store, sync, ttl), "acquire")
     try:
         yield lease
     finally:
-        release(store, lease)
+        faults.call(store.engine, lambda: release(store, lease), "release")

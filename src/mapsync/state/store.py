@@ -12,16 +12,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mapsync import crash, errors, records
-from mapsync.state import schema, unmapped, values
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def stamp(moment: dt.datetime | None = None) -> str:
-    """ISO UTC text with fixed width, so that text order is time order."""
-    return (moment or utcnow()).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from mapsync.state import faults, schema, unmapped, values
+from mapsync.state.clock import stamp as stamp
+from mapsync.state.clock import utcnow as utcnow
+from mapsync.state.faults import guarded
+from mapsync.state.runs import RunsMixin
 
 
 def resolve_url(url: str, folder: Path) -> str:
@@ -69,12 +64,14 @@ class LedgerEntry:
     deleted: bool
 
 
-class StateStore:
-    """One state store; every method is one short transaction."""
+class StateStore(RunsMixin):
+    """One state store; every method is one short transaction (`guarded`: a failure of the
+    store itself is retried when transient, else a StateError naming it; see `state.faults`)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        faults.install(engine)  # its failures: one StateError naming the store (state/faults.py)
 
     # ----------------------------------------------------------------- opening
 
@@ -98,7 +95,11 @@ class StateStore:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)
         try:
-            store._migrate(create=create)
+            faults.call(engine, lambda: store._migrate(create=create), "open")
+            store._fail_abandoned()
+        except errors.StateError:
+            engine.dispose()
+            raise
         except sa.exc.DatabaseError as exc:
             engine.dispose()
             raise errors.StateError(f"state store {safe} is unreadable: {exc.orig}") from None
@@ -109,6 +110,15 @@ class StateStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _fail_abandoned(self) -> None:
+        """Runs left `running` by a dead process or a store cut become failed (best effort: a
+        read-only store is still opened for viewing)."""
+        try:
+            with self.engine.begin() as conn:
+                self.fail_abandoned(conn)
+        except errors.StateError:
+            pass
 
     def _migrate(self, *, create: bool) -> None:
         with self.engine.begin() as conn:
@@ -159,6 +169,7 @@ class StateStore:
 
     # ----------------------------------------------------------------- cursors
 
+    @guarded
     def cursor(self, sync: str, name: str) -> Any:
         with self.engine.connect() as conn:
             text = conn.execute(
@@ -168,6 +179,7 @@ class StateStore:
             ).scalar()
         return values.decode(text)
 
+    @guarded
     def cursors(self, sync: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -206,12 +218,14 @@ class StateStore:
             conn.execute(self._upsert(schema.cursors, rows, ("sync", "name")), rows)
             conn.execute(sa.insert(schema.cursor_audit), audit)
 
+    @guarded
     def set_cursors(self, sync: str, new: dict[str, Any], run_id: int | None = None) -> None:
         with self.engine.begin() as conn:
             self._set_cursors(conn, sync, run_id, new)
 
     # ----------------------------------------------------------------- ledger
 
+    @guarded
     def ledger(self, sync: str, keys: Iterable[records.Key]) -> dict[records.Key, LedgerEntry]:
         """Ledger entries of these keys (one query per 500 keys)."""
         wanted = {records.key_text(k): k for k in keys}
@@ -229,6 +243,7 @@ class StateStore:
                     found[wanted[key]] = LedgerEntry(values.decode(version), hash_, dest_id, bool(deleted))
         return found
 
+    @guarded
     def ledger_count(self, sync: str) -> int:
         t = schema.ledger
         with self.engine.connect() as conn:
@@ -254,16 +269,42 @@ class StateStore:
     ) -> list[dict[str, Any]]:
         """Record one batch's outcome in one transaction, fenced by the lease token.
 
-        Returns the unmapped values seen for the first time (see `state.unmapped`)."""
+        Returns the unmapped values seen for the first time (see `state.unmapped`). Retried on a
+        transient store failure (`state.faults`); the lease's new expiry marks the transaction,
+        so a retry whose first try did commit (a cut after COMMIT) is not applied twice."""
+        renew_to = stamp(utcnow() + lease_ttl)
+        return faults.call(
+            self.engine,
+            lambda: self._commit(sync, token, run_id, delivered, rejected, cursors, counts, renew_to),
+            "commit",
+        )
+
+    def _commit(
+        self,
+        sync: str,
+        token: str,
+        run_id: int,
+        delivered: Sequence[records.Delivered],
+        rejected: Sequence[records.Rejection],
+        cursors: dict[str, Any],
+        counts: Counts,
+        renew_to: str,
+    ) -> list[dict[str, Any]]:
         now = stamp()
         new_values: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
+            lease = schema.leases
             renewed = conn.execute(
-                sa.update(schema.leases)
-                .where(schema.leases.c.sync == sync, schema.leases.c.token == token)
-                .values(expires_at=stamp(utcnow() + lease_ttl))
+                sa.update(lease)
+                .where(lease.c.sync == sync, lease.c.token == token, lease.c.expires_at != renew_to)
+                .values(expires_at=renew_to)
             ).rowcount
             if renewed != 1:
+                mark = conn.execute(
+                    sa.select(lease.c.expires_at).where(lease.c.sync == sync, lease.c.token == token)
+                ).scalar()
+                if mark == renew_to:
+                    return []  # a retry: the first try committed before its connection broke
                 raise errors.LeaseLost(f"sync {sync}: lease lost to another process; batch result discarded")
             if delivered:
                 latest = {records.key_text(d.key): d for d in delivered}  # last wins
@@ -336,64 +377,6 @@ class StateStore:
             sa.update(r)
             .where(r.c.id == run_id)
             .values({f.name: r.c[f.name] + getattr(counts, f.name) for f in dataclasses.fields(counts)})
-        )
-
-    # ----------------------------------------------------------------- runs
-
-    def start_run(
-        self, sync: str, kind: str, trigger: str, token: str, scheduled_at: dt.datetime | None = None
-    ) -> int:
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                sa.insert(schema.runs).values(
-                    sync=sync,
-                    kind=kind,
-                    trigger=trigger,
-                    lease_token=token,
-                    status="running",
-                    scheduled_at=stamp(scheduled_at) if scheduled_at else None,
-                    started_at=stamp(),
-                    **{f.name: 0 for f in dataclasses.fields(Counts)},
-                )
-            )
-            return int(result.inserted_primary_key[0])  # type: ignore[index]
-
-    def finish_run(
-        self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None
-    ) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(schema.runs)
-                .where(schema.runs.c.id == run_id)
-                .values(status=status, failure_class=failure_class, message=message, finished_at=stamp())
-            )
-
-    def discard_run(self, run_id: int) -> None:
-        """Forget a run that changed nothing (follow mode's idle polls) with its cursor audit
-        rows, which can only be moves that the run itself undid."""
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(schema.cursor_audit).where(schema.cursor_audit.c.run_id == run_id))
-            conn.execute(sa.delete(schema.runs).where(schema.runs.c.id == run_id))
-
-    def run(self, run_id: int) -> dict[str, Any]:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(schema.runs).where(schema.runs.c.id == run_id)).mappings().one()
-        return dict(row)
-
-    def fail_stale_runs(self, conn: sa.Connection, sync: str, token: str) -> None:
-        conn.execute(
-            sa.update(schema.runs)
-            .where(
-                schema.runs.c.sync == sync,
-                schema.runs.c.lease_token == token,
-                schema.runs.c.status == "running",
-            )
-            .values(
-                status="failed",
-                failure_class="tool",
-                finished_at=stamp(),
-                message="the process running it died (its lease was taken over)",
-            )
         )
 
 
