@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from mapsync import capture, connectors, crash, errors, guard, records, transforms
+from mapsync import capture, collisions, connectors, crash, errors, guard, records, transforms
 from mapsync.connectors.sql_source import parse_time
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
@@ -42,6 +42,7 @@ class Engine:
         self.store = store
         self.observer = observer or _Quiet()
         self._dbs: dict[str, Any] = {}
+        self._reads: dict[str, collisions.ReadKeys] = {}  # per sync: keys of the read's last batch
 
     def close(self) -> None:
         for db in self._dbs.values():
@@ -115,6 +116,7 @@ class Engine:
                 if hasattr(parts.dest, "begin"):  # async delivery: its mode, and settle what a crash left
                     parts.dest.begin(kind)
                 batches, fresh = self._batches(name, kind, parts, cursors, run_id, again)
+                self._reads[name] = collisions.ReadKeys()
                 self.observer.started(name, kind, self._total(parts, cfg, kind))
                 for batch in batches:
                     crash.point("after_read")
@@ -258,11 +260,11 @@ class Engine:
         fresh: bool,
     ) -> bool:
         counts = Counts(read=len(batch.changes))
-        ctx = parts.mapping.prepare(batch.changes)
+        changes, rejected = collisions.duplicates(batch, self._reads.get(name))
+        ctx = parts.mapping.prepare(changes)
         tally = transforms.Tally()
         mapped: list[records.Mapped] = []
-        rejected: list[records.Rejection] = []
-        for change in batch.changes:
+        for change in changes:
             out = parts.mapping.apply(change, ctx, tally)
             if out is None:
                 counts.skipped += 1
@@ -287,6 +289,8 @@ class Engine:
                     seen.append(records.Delivered(m.key, m.version, m.hash, entry.dest_id))
                 continue
             send.append(m)
+        send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
+        rejected += collided
         guard.before_send(parts.capture, batch.changes, send)  # the mass-delete guard
         result = parts.dest.write(send, fresh=fresh) if send else records.WriteResult()
         report.fell_back = getattr(parts.dest, "fell_back", 0)  # the destination's count this run

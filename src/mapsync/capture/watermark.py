@@ -94,7 +94,7 @@ class WatermarkCapture:
                 if mode == "overlap"
                 else {"position": {"after": [last[self.column], *self.source.key_of(last)]}}
             )
-            yield records.Batch(to_changes(self.source, rows, self.column), position)
+            yield records.Batch(to_changes(self.source, rows, self.column), position, read=True)
         if self._deletes_due(cursors):  # after the read (an overlap re-read too)
             yield from self._delete_check()
 

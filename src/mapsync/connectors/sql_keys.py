@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from mapsync import records
 from mapsync.connectors.sql import SqlDatabase
 
+MAX_PARAMS = 30_000  # below SQLite's 32,766 bound values per statement
 _NAME = re.compile(r"[A-Za-z0-9_]+")  # MariaDB character set and collation names
 
 
@@ -113,7 +114,17 @@ class KeyProbe:
 
     def probe(self, keys: Sequence[records.Key]) -> list[Probed]:
         """For each key (distinct, in order): the first key of `keys` the destination takes as
-        the same, and the stored key it would land on when that is not byte-equal. One query."""
+        the same, and the stored key it would land on when that is not byte-equal. One query
+        for up to MAX_PARAMS bound values (30,000 one-column keys); a larger batch is probed in
+        parts, and keys of different parts are not grouped with each other."""
+        size = max(1, MAX_PARAMS // len(self.cols))
+        out: list[Probed] = []
+        for start in range(0, len(keys), size):
+            part = self._probe(keys[start : start + size])
+            out += [Probed(p.group + start, p.stored) for p in part]
+        return out
+
+    def _probe(self, keys: Sequence[records.Key]) -> list[Probed]:
         if not keys:
             return []
         q = self.quote
