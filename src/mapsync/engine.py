@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import capture, collisions, connectors, crash, errors, guard, records, transforms
+from mapsync.connectors import sqlite_text
 from mapsync.connectors.sql_source import parse_time
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
@@ -261,6 +262,8 @@ class Engine:
     ) -> bool:
         counts = Counts(read=len(batch.changes))
         changes, rejected = collisions.duplicates(batch, self._reads.get(name))
+        changes, undecodable = sqlite_text.reject(changes)
+        rejected += undecodable
         ctx = parts.mapping.prepare(changes)
         tally = transforms.Tally()
         mapped: list[records.Mapped] = []
