@@ -13,6 +13,7 @@ column needs one, `KeyProbe.active` is false and nothing is sent.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,6 @@ import sqlalchemy as sa
 from mapsync import records
 from mapsync.connectors.sql import SqlDatabase
 
-MAX_PARAMS = 30_000  # below SQLite's 32,766 bound values per statement
 _NAME = re.compile(r"[A-Za-z0-9_]+")  # MariaDB character set and collation names
 
 
@@ -54,6 +54,7 @@ class KeyProbe:
         self.cols = [self._column(table, c) for c in key]
         self.active = any(c.loose for c in self.cols)
         self.description = ", ".join(c.name for c in self.cols if c.loose)
+        self.sql: str | None = None  # built on first use
 
     # ----------------------------------------------------------------- catalog
 
@@ -114,44 +115,83 @@ class KeyProbe:
 
     def probe(self, keys: Sequence[records.Key]) -> list[Probed]:
         """For each key (distinct, in order): the first key of `keys` the destination takes as
-        the same, and the stored key it would land on when that is not byte-equal. One query
-        for up to MAX_PARAMS bound values (30,000 one-column keys); a larger batch is probed in
-        parts, and keys of different parts are not grouped with each other."""
-        size = max(1, MAX_PARAMS // len(self.cols))
-        out: list[Probed] = []
-        for start in range(0, len(keys), size):
-            part = self._probe(keys[start : start + size])
-            out += [Probed(p.group + start, p.stored) for p in part]
-        return out
-
-    def _probe(self, keys: Sequence[records.Key]) -> list[Probed]:
+        the same, and the stored key it would land on when that is not byte-equal. One query,
+        the keys bound as one array (PostgreSQL) or JSON text (MariaDB, SQLite)."""
         if not keys:
             return []
+        if self.sql is None:
+            self.sql = self._sql()
+        if self.db.dialect == "postgresql":  # text arrays, cast to each column's type in SQL
+            params: dict[str, Any] = {
+                f"k{j}": [None if k[j] is None else str(k[j]) for k in keys] for j in range(len(self.cols))
+            }
+        else:
+            text = self.db.dialect == "mysql"
+            params = {"keys": json.dumps([[_plain(v, text) for v in k] for k in keys])}
+        groups: dict[int, int] = {}
+        stored: dict[int, records.Key] = {}
+        with self.db.engine.connect() as conn:  # only the keys that collide come back
+            for i, group, *found in conn.exec_driver_sql(self.sql, params):
+                if found[0] is None:
+                    groups[int(i)] = int(group)
+                else:
+                    stored[int(i)] = tuple(found)
+        return [Probed(groups.get(i, i), stored.get(i)) for i in range(len(keys))]
+
+    def _sql(self) -> str:
         q = self.quote
         names = [q(c.name) for c in self.cols]
-        params: dict[str, Any] = {}
-        selects = []
-        for i, key in enumerate(keys):
-            parts = [f"{i} AS i"]
-            for j, (col, value) in enumerate(zip(self.cols, key, strict=True)):
-                params[f"k{i}_{j}"] = value
-                parts.append(col.value.format(p=f":k{i}_{j}") + f" AS {names[j]}")
-            selects.append("SELECT " + ", ".join(parts))
-        join = " AND ".join(f"t.{n} = v.{n}" for n in names)
-        exact = " AND ".join(c.exact for c in self.cols)
-        sql = (
-            f"SELECT v.i, MIN(v.i) OVER (PARTITION BY {', '.join(f'v.{n}' for n in names)}), "  # noqa: S608 (identifiers quoted from the catalog; values bound)
-            f"{', '.join(f't.{n}' for n in names)}, CASE WHEN {exact} THEN 1 ELSE 0 END "
-            f"FROM ({' UNION ALL '.join(selects)}) v LEFT JOIN {self.qualified} t ON {join}"
+        n = len(names)
+        raw = [f"u.x{j}" for j in range(n)]
+        values = ", ".join(
+            c.value.format(p=r) + f" AS {m}" for c, r, m in zip(self.cols, raw, names, strict=True)
         )
-        out: dict[int, Probed] = {}
-        with self.db.engine.connect() as conn:
-            for row in conn.execute(sa.text(sql), params):
-                i, group, *stored, same = row
-                found = tuple(stored) if stored[0] is not None and not same else None
-                if i not in out or found is not None:
-                    out[i] = Probed(int(group), found)
-        return [out[i] for i in range(len(keys))]
+        if self.db.dialect == "postgresql":
+            arrays = ", ".join(f"CAST(%(k{j})s AS text[])" for j in range(n))
+            rows = (
+                f"SELECT (u.o - 1)::int AS i, {values} "  # noqa: S608 (catalog identifiers, quoted)
+                f"FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(f'x{j}' for j in range(n))}, o)"
+            )
+        elif self.db.dialect == "mysql":
+            cols = ", ".join(f"x{j} TEXT PATH '$[{j}]'" for j in range(n))
+            rows = (
+                f"SELECT u.i - 1 AS i, {values} "  # noqa: S608 (catalog identifiers, quoted)
+                f"FROM JSON_TABLE(%(keys)s, '$[*]' COLUMNS (i FOR ORDINALITY, {cols})) AS u"
+            )
+        else:
+            picks = ", ".join(f"json_extract(e.value, '$[{j}]') AS x{j}" for j in range(n))
+            rows = (
+                f"SELECT CAST(u.key AS INTEGER) AS i, {values} "  # noqa: S608 (catalog identifiers, quoted)
+                f"FROM (SELECT e.key, {picks} FROM json_each(:keys) AS e) AS u"
+            )
+        match = " AND ".join(f"t.{m} = v.{m}" for m in names)
+        stored = ", ".join(f"t.{m}" for m in names)
+        if self.db.dialect == "postgresql":  # one index probe per key, whatever the planner thinks
+            join = (
+                f"CROSS JOIN LATERAL (SELECT {stored} FROM {self.qualified} t "  # noqa: S608 (quoted)
+                f"WHERE {match} LIMIT 1) t"
+            )
+        else:
+            join = f"JOIN {self.qualified} t ON {match}"
+        exact = " AND ".join(c.exact for c in self.cols)
+        listed = ", ".join(f"v.{m}" for m in names)
+        same = " AND ".join(f"g.{m} = v.{m}" for m in names)
+        nulls = ", ".join("NULL" for _ in names)
+        # keys of the batch the collation groups together, then keys that land on a stored row
+        # spelled otherwise; nothing comes back for a batch without collisions
+        return (
+            f"WITH v AS ({rows}) "  # noqa: S608 (catalog identifiers, quoted; values bound)
+            f"SELECT v.i, g.f, {nulls} FROM v JOIN (SELECT {listed}, MIN(v.i) AS f FROM v "
+            f"GROUP BY {listed} HAVING COUNT(*) > 1) g ON {same} "
+            f"UNION ALL SELECT v.i, v.i, {stored} FROM v {join} WHERE NOT ({exact})"
+        )
+
+
+def _plain(value: Any, text: bool) -> Any:
+    """A key value for the JSON array: text (MariaDB casts it by comparison), else as JSON has it."""
+    if value is None or (not text and isinstance(value, int | float | str)):
+        return value
+    return str(value)
 
 
 def _sqlite_collation(conn: sa.Connection, table: sa.Table, column: str, key: set[str], q: Any) -> str | None:
