@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import records
-from mapsync.connectors.sql import SqlDatabase
+from mapsync import errors, records
+from mapsync.connectors.sql import SqlDatabase, describe_error
 
+log = logging.getLogger("mapsync.destination")
 _NAME = re.compile(r"[A-Za-z0-9_]+")  # MariaDB character set and collation names
 
 
@@ -52,9 +54,23 @@ class KeyProbe:
         self.quote = prep.quote
         self.key = key
         self.cols = [self._column(table, c) for c in key]
-        self.active = any(c.loose for c in self.cols)
+        self.active = any(c.loose for c in self.cols) and self._json_table()
         self.description = ", ".join(c.name for c in self.cols if c.loose)
         self.sql: str | None = None  # built on first use
+
+    def _json_table(self) -> bool:
+        """MariaDB before 10.6 (MySQL before 8.0.4) has no JSON_TABLE: no probe there."""
+        dialect = self.db.engine.dialect
+        if self.db.dialect != "mysql":
+            return True
+        version = tuple(v for v in (dialect.server_version_info or ()) if isinstance(v, int))
+        enough = version >= ((10, 6) if getattr(dialect, "is_mariadb", False) else (8, 0, 4))
+        if not enough:
+            log.warning(
+                "key_probe_unavailable",
+                extra={"action": "key_probe_unavailable", "connection": self.db.name, "version": version},
+            )
+        return enough
 
     # ----------------------------------------------------------------- catalog
 
@@ -130,12 +146,26 @@ class KeyProbe:
             params = {"keys": json.dumps([[_plain(v, text) for v in k] for k in keys])}
         groups: dict[int, int] = {}
         stored: dict[int, records.Key] = {}
-        with self.db.engine.connect() as conn:  # only the keys that collide come back
-            for i, group, *found in conn.exec_driver_sql(self.sql, params):
-                if found[0] is None:
-                    groups[int(i)] = int(group)
-                else:
-                    stored[int(i)] = tuple(found)
+        try:
+            with self.db.engine.connect() as conn:  # only the keys that collide come back
+                for i, group, *found in conn.exec_driver_sql(self.sql, params):
+                    if found[0] is None:
+                        groups[int(i)] = int(group)
+                    else:
+                        stored[int(i)] = tuple(found)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise errors.TransientError(
+                f"destination {self.db.name}: checking keys for collisions failed: {describe_error(exc)}",
+                failure_class="destination",
+            ) from None
+        except sa.exc.DBAPIError:
+            # a key the column's type refuses: probe the halves; a key alone is left to the
+            # write, which rejects it with the database's own message
+            if len(keys) == 1:
+                return [Probed(0, None)]
+            mid = len(keys) // 2
+            left, right = self.probe(keys[:mid]), self.probe(keys[mid:])
+            return left + [Probed(p.group + mid, p.stored) for p in right]
         return [Probed(groups.get(i, i), stored.get(i)) for i in range(len(keys))]
 
     def _sql(self) -> str:
