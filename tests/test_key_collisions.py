@@ -170,7 +170,14 @@ def _variant(base: str, how: str) -> str:
     }[how]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "mariadb"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "sqlite",
+        pytest.param("pg", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+)
 def test_adversarial_keys_end_to_end(
     kind: str,
     sqlite_database: Callable[[], str],
@@ -179,14 +186,17 @@ def test_adversarial_keys_end_to_end(
 ) -> None:
     """Whatever keys arrive, through the real drivers: every destination row is one source row
     whole, every delivered key owns one row, every other key is a record error."""
-    make: Callable[[], str] = request.getfixturevalue(f"{kind}_database")
+    dst = request.getfixturevalue(f"{kind}_database")()  # one database; a fresh table per example
+    *setup, table = DEST_DDL[h.dialect(dst)]
+    if setup:
+        h.execute(dst, *setup)
 
     @settings(max_examples=12)
     @given(ADVERSARIAL)
     def check(spec: list[tuple[str, str]]) -> None:
         keys = sorted({_variant(b, how) for b, how in spec})
-        src, dst = sqlite_database(), make()
-        h.execute(dst, *DEST_DDL[h.dialect(dst)])
+        src = sqlite_database()
+        h.execute(dst, "DROP TABLE IF EXISTS products", table)
         _source(src, [(k, f"row {k!r}", "2026-01-01 10:00:00") for k in keys])
         result, errors, ledger = _run(_sheet(tmp_path_factory.mktemp("p"), src, dst, batch=2), "seed")
         rows = _unmixed(src, dst)
