@@ -29,7 +29,7 @@ class ReadKeys:
     """The keys of the previous batch of the current read (a duplicate may straddle batches)."""
 
     def __init__(self) -> None:
-        self.previous: set[str] = set()
+        self.previous: set[records.Key] = set()
 
 
 def show(key: records.Key) -> str:
@@ -42,29 +42,31 @@ def duplicates(
     """The changes of a read batch without keys it holds twice (or the previous batch held)."""
     if seen is None or not batch.read:
         return batch.changes, []
-    texts = [records.key_text(c.key) for c in batch.changes]
-    count: dict[str, int] = {}
-    for t in texts:
-        count[t] = count.get(t, 0) + 1
-    bad = {t for t, n in count.items() if n > 1} | (seen.previous & count.keys())
-    seen.previous = set(count)
-    if not bad:
+    keys = [c.key for c in batch.changes]
+    distinct = set(keys)
+    again = seen.previous & distinct
+    seen.previous = distinct
+    if len(distinct) == len(keys) and not again:
         return batch.changes, []
+    count: dict[records.Key, int] = {}
+    for key in keys:
+        count[key] = count.get(key, 0) + 1
+    bad = {k for k, n in count.items() if n > 1} | again
     keep: list[records.Change] = []
     rejected: list[records.Rejection] = []
-    done: set[str] = set()
-    for text, change in zip(texts, batch.changes, strict=True):
-        if text not in bad:
+    done: set[records.Key] = set()
+    for change in batch.changes:
+        if change.key not in bad:
             keep.append(change)
-        elif text not in done:
-            done.add(text)
-            n = count[text]
+        elif change.key not in done:
+            done.add(change.key)
+            n = count[change.key]
             message = (
                 f"the source returned key {show(change.key)} {n} times in one read: none of its rows "
                 "was written (make the key unique in the source table or query)"
                 if n > 1
-                else f"the source returned key {show(change.key)} again in one read (its earlier row was "
-                "written, this one is not: make the key unique in the source table or query)"
+                else f"the source returned key {show(change.key)} again in one read (its earlier row "
+                "was written, this one is not: make the key unique in the source table or query)"
             )
             rejected.append(records.Rejection(change.key, message, None, "duplicate_key", change.version))
     return keep, rejected
