@@ -205,3 +205,25 @@ def test_adversarial_keys_end_to_end(
         assert set(errors) == {(k,) for k in keys if k not in rows}
 
     check()
+
+
+def test_a_key_the_column_type_refuses_does_not_stop_the_probe(pg_database: Callable[[], str]) -> None:
+    """PostgreSQL casts every probed value to the column's type: a value that does not cast
+    fails the probe's query; the probe bisects, and that key alone is left to the write."""
+    from mapsync.connectors.sql import SqlDatabase
+    from mapsync.connectors.sql_keys import KeyProbe
+
+    dst = pg_database()
+    h.execute(
+        dst,
+        DEST_DDL["postgresql"][0],
+        "CREATE TABLE lines (sku VARCHAR(20) COLLATE ci, n INTEGER, PRIMARY KEY (sku, n))",
+        "INSERT INTO lines VALUES ('abc', 1)",
+    )
+    db = SqlDatabase("portal", dst, Path.cwd())
+    try:
+        probe = KeyProbe(db, db.table("lines", "to"), ["sku", "n"])
+        found = probe.probe([("ABC", 1), ("x", "not a number"), ("Abc", 1), ("abc", 2)])
+    finally:
+        db.close()
+    assert [(p.group, p.stored) for p in found] == [(0, ("abc", 1)), (1, None), (2, ("abc", 1)), (3, None)]

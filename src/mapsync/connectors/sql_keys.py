@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,20 +145,8 @@ class KeyProbe:
         else:
             text = self.db.dialect == "mysql"
             params = {"keys": json.dumps([[_plain(v, text) for v in k] for k in keys])}
-        groups: dict[int, int] = {}
-        stored: dict[int, records.Key] = {}
         try:
-            with self.db.engine.connect() as conn:  # only the keys that collide come back
-                for i, group, *found in conn.exec_driver_sql(self.sql, params):
-                    if found[0] is None:
-                        groups[int(i)] = int(group)
-                    else:
-                        stored[int(i)] = tuple(found)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise errors.TransientError(
-                f"destination {self.db.name}: checking keys for collisions failed: {describe_error(exc)}",
-                failure_class="destination",
-            ) from None
+            groups, stored = self._query(params)
         except sa.exc.DBAPIError:
             # a key the column's type refuses: probe the halves; a key alone is left to the
             # write, which rejects it with the database's own message
@@ -167,6 +156,32 @@ class KeyProbe:
             left, right = self.probe(keys[:mid]), self.probe(keys[mid:])
             return left + [Probed(p.group + mid, p.stored) for p in right]
         return [Probed(groups.get(i, i), stored.get(i)) for i in range(len(keys))]
+
+    def _query(self, params: dict[str, Any]) -> tuple[dict[int, int], dict[int, records.Key]]:
+        """The probe's rows; a lost connection is tried 4 times (pauses 0.5, 1, 2 s) like a write."""
+        assert self.sql is not None
+        delay = 0.5
+        for attempt in range(4):
+            groups: dict[int, int] = {}
+            stored: dict[int, records.Key] = {}
+            try:
+                with self.db.engine.connect() as conn:  # only the keys that collide come back
+                    for i, group, *found in conn.exec_driver_sql(self.sql, params):
+                        if found[0] is None:
+                            groups[int(i)] = int(group)
+                        else:
+                            stored[int(i)] = tuple(found)
+                return groups, stored
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                if attempt == 3:
+                    raise errors.TransientError(
+                        f"destination {self.db.name}: checking keys for collisions failed after 4 "
+                        f"attempts: {describe_error(exc)}",
+                        failure_class="destination",
+                    ) from None
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     def _sql(self) -> str:
         q = self.quote
