@@ -3,8 +3,9 @@
 A `_ci` or PAD SPACE collation (MariaDB's defaults), a nondeterministic PostgreSQL collation, a
 `citext` or `CHAR(n)` column, or a SQLite `NOCASE`/`RTRIM` key makes keys that differ only in
 case, accents or trailing spaces one row. Python cannot tell which keys those are; the database
-can: one query per batch groups the batch's keys under the key columns' own collation (`MIN(i)
-OVER (PARTITION BY …)`) and joins them to the rows already stored, comparing those byte for byte.
+can: one query per batch groups the batch's keys under the key columns' own collation (`GROUP BY
+… HAVING COUNT(*) > 1`) and looks them up among the rows already stored, comparing what it finds
+byte for byte; only colliding keys come back.
 A key column whose collation equates only identical strings (PostgreSQL's deterministic
 collations, SQLite `BINARY`, MariaDB `*_nopad_bin`, numbers, dates) needs no probe: when no key
 column needs one, `KeyProbe.active` is false and nothing is sent.
@@ -91,7 +92,9 @@ class KeyProbe:
                         "WHERE a.attrelid = to_regclass(:rel) AND a.attname = :col"
                     ),
                     {"rel": self.qualified, "col": name},
-                ).one()
+                ).one_or_none()
+                if row is None:  # not found in the catalog (cannot happen for a checked table)
+                    return _Col(name, "{p}", f"t.{q} = v.{q}", False)
                 type_, collatable, collation, nondeterministic, typname = row
                 if not collatable:
                     return _Col(name, f"CAST({{p}} AS {type_})", f"t.{q} = v.{q}", typname == "citext")
@@ -104,14 +107,15 @@ class KeyProbe:
                     bool(nondeterministic) or typname in ("bpchar", "citext"),
                 )
             if self.db.dialect == "mysql":
-                charset, collation = conn.execute(
+                found = conn.execute(
                     sa.text(
                         "SELECT CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
                         "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :tab "
                         "AND COLUMN_NAME = :col"
                     ),
                     {"schema": table.schema, "tab": table.name, "col": name},
-                ).one()
+                ).one_or_none()
+                charset, collation = found if found is not None else (None, None)
                 if not collation or not _NAME.fullmatch(collation) or not _NAME.fullmatch(charset or ""):
                     return _Col(name, "{p}", f"t.{q} = v.{q}", False)
                 return _Col(
