@@ -13,7 +13,19 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from mapsync import capture, connectors, crash, errors, guard, logs, records, run_failures, transforms
+from mapsync import (
+    capture,
+    collisions,
+    connectors,
+    crash,
+    errors,
+    guard,
+    logs,
+    records,
+    run_failures,
+    transforms,
+)
+from mapsync.connectors import sqlite_text
 from mapsync.connectors.sql_time import parse_time
 from mapsync.redact import redact
 from mapsync.run_types import Observer as Observer
@@ -44,6 +56,7 @@ class Engine:
         self.observer = observer or _Quiet()
         self._dbs: dict[str, Any] = {}
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
+        self._reads: dict[str, collisions.ReadKeys] = {}  # per sync: keys of the read's last batch
 
     def close(self) -> None:
         for db in self._dbs.values():
@@ -120,6 +133,7 @@ class Engine:
                 if hasattr(parts.dest, "begin"):  # async delivery: its mode, and settle what a crash left
                     parts.dest.begin(kind)
                 batches, fresh = self._batches(name, kind, parts, cursors, run_id, again)
+                self._reads[name] = collisions.ReadKeys()
                 self.observer.started(name, kind, self._total(parts, cfg, kind))
                 for batch in batches:
                     crash.point("after_read")
@@ -264,11 +278,13 @@ class Engine:
         fresh: bool,
     ) -> bool:
         counts = Counts(read=len(batch.changes))
-        ctx = parts.mapping.prepare(batch.changes)
+        changes, rejected = collisions.duplicates(batch, self._reads.get(name))
+        changes, undecodable = sqlite_text.reject(changes)
+        rejected += undecodable
+        ctx = parts.mapping.prepare(changes)
         tally = transforms.Tally()
         mapped: list[records.Mapped] = []
-        rejected: list[records.Rejection] = []
-        for change in batch.changes:
+        for change in changes:
             out = parts.mapping.apply(change, ctx, tally)
             if out is None:
                 counts.skipped += 1
@@ -293,6 +309,8 @@ class Engine:
                     seen.append(records.Delivered(m.key, m.version, m.hash, entry.dest_id))
                 continue
             send.append(m)
+        send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
+        rejected += collided
         guard.before_send(parts.capture, batch.changes, send)  # the mass-delete guard
         result = parts.dest.write(send, fresh=fresh) if send else records.WriteResult()
         report.fell_back = getattr(parts.dest, "fell_back", 0)  # the destination's count this run

@@ -33,6 +33,7 @@ class Batch:
 
     changes: list[Change]
     position: Any = None
+    read: bool = False  # rows read from the source (seed, full, watermark): each key at most once
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

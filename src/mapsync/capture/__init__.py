@@ -86,6 +86,7 @@ def seed_batches(
         yield records.Batch(
             to_changes(source, rows, version_column),
             {"seed": {"status": "running", "after": last}},
+            read=True,
         )
 
 

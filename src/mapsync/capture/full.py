@@ -35,6 +35,7 @@ class FullCapture:
             yield records.Batch(
                 to_changes(self.source, rows, None),
                 {"position": {"after": list(self.source.key_of(rows[-1]))}},
+                read=True,
             )
 
     def finish(self) -> dict[str, Any]:

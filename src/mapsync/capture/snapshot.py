@@ -115,7 +115,8 @@ class SnapshotCapture:
             for row, row_hash in chunk:
                 key = source.key_of(row)
                 changes.append(records.Change("upsert", key, row_hash, row, children.get(key, {})))
-            yield records.Batch(changes, {"seed": {"status": "running", "after": list(changes[-1].key)}})
+            position = {"seed": {"status": "running", "after": list(changes[-1].key)}}
+            yield records.Batch(changes, position, read=True)
 
     def read(self, mode: str, cursors: dict[str, Any]) -> Iterator[records.Batch]:
         page = max(self.cfg.page, 1)

@@ -92,7 +92,7 @@ class WatermarkCapture:
             mark = self.source.ts_value(last[self.column], self.zone) if sql else last[self.column]
             self._max = later(self._max, mark, self.zone)
             position = {} if mode == "overlap" else {"position": {"after": [mark, *self.source.key_of(last)]}}
-            yield records.Batch(to_changes(self.source, rows, self.column), position)
+            yield records.Batch(to_changes(self.source, rows, self.column), position, read=True)
         if sql:
             self._warn_future(col)
         if self._deletes_due(cursors):  # after the read (an overlap re-read too)

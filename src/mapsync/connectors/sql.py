@@ -293,6 +293,9 @@ def _mariadb_session(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_session(dbapi_conn: Any, _record: Any) -> None:
+    from mapsync.connectors import sqlite_text
+
+    dbapi_conn.text_factory = sqlite_text.decode  # text that is not UTF-8: a record error, not a crash
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from mapsync import crash, delivery, errors, records
 from mapsync.connectors.sql import ColumnInfo, SqlDatabase, describe_error
+from mapsync.connectors.sql_keys import KeyProbe
 from mapsync.sheet import models
 
 COPY_THRESHOLD = 200
@@ -69,6 +70,8 @@ class SqlDestination:
         self.fallback = (cfg.deletes.field, cfg.deletes.value) if cfg.deletes.fallback == "disable" else None
         self.fell_back = 0  # hard deletes written as `disable` instead, for the run report
         self.main = _Table(db, cfg.to.table, list(cfg.key.to), fields, where)
+        # keys the destination's collation takes for one (see mapsync.collisions)
+        self.key_probe = KeyProbe(db, self.main.table, self.main.key)
         self.children = {
             name: (
                 _Table(
