@@ -82,7 +82,9 @@ def _load(sheet: Path) -> loader.LoadedSheet:
 
 def _store(loaded: loader.LoadedSheet, create: bool) -> StateStore:
     with _handled(loaded.secrets):
-        return StateStore.open(loaded.sheet.state.url, loaded.folder, create=create)
+        state = loaded.sheet.state
+        timeouts = state.timeouts.for_lease(state.lease_ttl)
+        return StateStore.open(state.url, loaded.folder, create=create, timeouts=timeouts)
 
 
 def _names(loaded: loader.LoadedSheet, sync: str | None) -> list[str]:

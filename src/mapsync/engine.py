@@ -10,11 +10,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa
+
 from mapsync import capture, connectors, crash, errors, guard, records, transforms
 from mapsync.connectors.sql_source import parse_time
+from mapsync.lease_watch import LeaseWatch
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
 from mapsync.run_types import RunReport as RunReport
@@ -42,6 +46,7 @@ class Engine:
         self.store = store
         self.observer = observer or _Quiet()
         self._dbs: dict[str, Any] = {}
+        self.watch = LeaseWatch(store, lambda: [store.engine, *self._dbs.values()])
 
     def close(self) -> None:
         for db in self._dbs.values():
@@ -52,6 +57,9 @@ class Engine:
         """The open handle of a connection (one per connection for the engine's life)."""
         if name not in self._dbs:
             conn = self.sheet.connections[name]
+            if isinstance(conn, models.SqlConnection):  # timeout defaults below the lease
+                timeouts = conn.timeouts.for_lease(self.sheet.state.lease_ttl)
+                conn = conn.model_copy(update={"timeouts": timeouts})
             self._dbs[name] = connectors.REGISTRY[conn.kind].connect(
                 name, conn, self.loaded.folder, self.store
             )
@@ -103,7 +111,7 @@ class Engine:
         if window is not None and isinstance(cfg.changes, models.WatermarkChanges):
             overlap = cfg.changes.overlap.model_copy(update={"window": window})
             parts.capture.cfg = cfg.changes.model_copy(update={"overlap": overlap})
-        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease:
+        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
             cursors = self.store.cursors(name)
             kind = self._effective_kind(name, kind, cursors, again)
             run_id = self.store.start_run(name, kind, trigger, lease.token, scheduled_at)
@@ -136,6 +144,11 @@ class Engine:
                 )
             except _STOPS as exc:
                 return self._failed(report, exc)
+            except sa.exc.DBAPIError as exc:
+                if self.watch.fired is None:
+                    self._crashed(report, exc)
+                    raise
+                return self._failed(report, errors.TransientError(f"sync {name}: {self.watch.fired}"))
             except BaseException as exc:
                 self._crashed(report, exc)
                 raise
@@ -163,7 +176,7 @@ class Engine:
         `retry` under the sync's lease that leaves the capture cursors alone."""
         parts = self.parts(name)
         batch_size = self.sheet.syncs[name].delivery.batch
-        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease:
+        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
             with self.store.engine.connect() as conn:
                 keys = unmapped.open_error_keys(conn, name, field)
             run_id = self.store.start_run(name, "retry", trigger, lease.token)
@@ -188,6 +201,11 @@ class Engine:
                         self._deliver(name, "retry", parts, records.Batch(changes), report, lease, False)
             except _STOPS as exc:
                 return self._failed(report, exc)
+            except sa.exc.DBAPIError as exc:
+                if self.watch.fired is None:
+                    self._crashed(report, exc)
+                    raise
+                return self._failed(report, errors.TransientError(f"sync {name}: {self.watch.fired}"))
             except BaseException as exc:
                 self._crashed(report, exc)
                 raise
@@ -288,6 +306,8 @@ class Engine:
                 continue
             send.append(m)
         guard.before_send(parts.capture, batch.changes, send)  # the mass-delete guard
+        if send:  # nothing goes out under a lost lease, and the write ends before it would run out
+            self.watch.renew(lease)
         result = parts.dest.write(send, fresh=fresh) if send else records.WriteResult()
         report.fell_back = getattr(parts.dest, "fell_back", 0)  # the destination's count this run
         crash.point("after_write")
@@ -299,6 +319,7 @@ class Engine:
         counts.rejected = len(all_rejected)
         counts.truncated = sum(tally.truncated.values())
         counts.defaulted = sum(tally.defaulted.values()) + sum(tally.kept.values())
+        started = time.monotonic()
         new_values = self.store.commit(
             sync=name,
             token=lease.token,
@@ -309,6 +330,7 @@ class Engine:
             counts=counts,
             lease_ttl=lease.ttl,
         )
+        self.watch.renewed(started)  # the commit renewed the lease
         crash.point("after_commit")
         for v in new_values:  # alerting channels hook in here later
             alert = {k: v[k] for k in ("field", "rule", "value")}

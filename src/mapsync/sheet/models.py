@@ -32,6 +32,7 @@ from mapsync.sheet.fields import TimezoneRule as TimezoneRule
 from mapsync.sheet.log_models import LogChanges as LogChanges
 from mapsync.sheet.queue_model import QueueChanges as QueueChanges
 from mapsync.sheet.snapshot_models import SnapshotChanges as SnapshotChanges
+from mapsync.sheet.timeout_models import Timeouts as Timeouts
 from mapsync.sheet.webhook_models import InboxChanges as InboxChanges
 from mapsync.sheet.webhook_models import WebhookConfig as WebhookConfig
 
@@ -55,6 +56,12 @@ class SqlConnection(Model):
             "Time zone that naive timestamp columns of this database are written in (IANA name, "
             "e.g. `Europe/Berlin`). Default: detected from the server (PostgreSQL `TimeZone`, "
             "MariaDB `@@global.time_zone`); UTC for SQLite."
+        ),
+    )
+    timeouts: Timeouts = Field(
+        default_factory=Timeouts,
+        description=(
+            "Connect, statement and socket timeouts (PostgreSQL, MariaDB), each below `state.lease_ttl`."
         ),
     )
 
@@ -86,6 +93,12 @@ class StateConfig(Model):
     retention: Duration = Field(
         dt.timedelta(days=90),
         description="How long run history and the cursor audit are kept.",
+    )
+    timeouts: Timeouts = Field(
+        default_factory=Timeouts,
+        description=(
+            "Connect, statement and socket timeouts of a PostgreSQL state store, each below `lease_ttl`."
+        ),
     )
 
 
