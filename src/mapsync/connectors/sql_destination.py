@@ -282,7 +282,7 @@ class SqlDestination:
             import psycopg
 
             try:
-                self._pg_copy(conn, t, cols, rows, fresh, guard)
+                self._pg_copy(conn, t, cols, rows, fresh)
             except psycopg.Error as exc:  # raw-driver errors: wrap them as SQLAlchemy does, to classify
                 raise sa.exc.DBAPIError.instance(
                     "COPY", None, exc, psycopg.Error, dialect=conn.dialect
@@ -358,15 +358,10 @@ class SqlDestination:
             conn.execute(sa.insert(t.table), new)
 
     def _pg_copy(
-        self,
-        conn: sa.Connection,
-        t: _Table,
-        cols: list[str],
-        rows: list[records.Row],
-        fresh: bool,
-        guard: str | None = None,
+        self, conn: sa.Connection, t: _Table, cols: list[str], rows: list[records.Row], fresh: bool
     ) -> None:
         q = t.quote
+        guard = self.guard if t is self.main and self.guard in cols else None
         col_list = ", ".join(q(c) for c in cols)
         raw: Any = conn.connection.dbapi_connection
         with raw.cursor() as cur:
