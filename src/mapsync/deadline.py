@@ -13,13 +13,12 @@ and marks the engine, `aborted(engine)` tells a retry loop not to try again.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,35 +26,36 @@ import sqlalchemy as sa
 # the lease is treated as gone this much before it actually expires (clock drift, latency)
 MARGIN = 0.1
 
-_checked_out: weakref.WeakKeyDictionary[sa.Engine, set[Any]] = weakref.WeakKeyDictionary()
+_live: weakref.WeakKeyDictionary[sa.Engine, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
 _aborted: weakref.WeakKeyDictionary[sa.Engine, str] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
 def track(engine: sa.Engine) -> None:
-    """Remember the DBAPI connections `engine` has checked out (for `abort`)."""
-    if engine.dialect.name == "sqlite" or engine in _checked_out:
+    """Remember the live DBAPI connections of `engine` (for `abort`): checked out or pooled, as a
+    stalled pool ping blocks like a stalled statement."""
+    if engine.dialect.name == "sqlite" or engine in _live:
         return
-    held: set[Any] = set()
-    _checked_out[engine] = held
+    live: weakref.WeakSet[Any] = weakref.WeakSet()
+    _live[engine] = live
 
-    def checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    def connect(dbapi_conn: Any, _record: Any) -> None:
         with _lock:
-            held.add(dbapi_conn)
+            live.add(dbapi_conn)
 
-    def checkin(dbapi_conn: Any, _record: Any) -> None:
+    def close(dbapi_conn: Any, _record: Any) -> None:
         with _lock:
-            held.discard(dbapi_conn)
+            live.discard(dbapi_conn)
 
-    sa.event.listen(engine, "checkout", checkout)
-    sa.event.listen(engine, "checkin", checkin)
-    sa.event.listen(engine, "close", checkin)
+    sa.event.listen(engine, "connect", connect)
+    sa.event.listen(engine, "close", close)
+    sa.event.listen(engine, "close_detached", lambda dbapi_conn: close(dbapi_conn, None))
 
 
 def abort(engine: sa.Engine, reason: str) -> int:
-    """Shut down the sockets of `engine`'s checked-out connections; how many were cut."""
+    """Shut down the sockets of `engine`'s connections; how many were cut."""
     with _lock:
-        conns = list(_checked_out.get(engine, ()))
+        conns = list(_live.get(engine, ()))
         _aborted[engine] = reason
     cut = 0
     for conn in conns:
@@ -97,48 +97,66 @@ def _fileno(conn: Any) -> int | None:
 
 
 class Watchdog:
-    """Calls `on_expiry(reason)` once when the lease's deadline passes without a renewal."""
+    """Calls `on_expiry(reason)` once when an armed deadline passes without a renewal.
 
-    def __init__(self, ttl: dt.timedelta, on_expiry: Callable[[str], None]) -> None:
-        self.ttl = ttl.total_seconds()
+    Armed for `ttl` when a run starts (also before it takes its lease: a stalled pool ping must
+    not hang it either), moved by each renewal, disarmed when the run ends."""
+
+    def __init__(self, on_expiry: Callable[[str], None]) -> None:
         self.on_expiry = on_expiry
+        self.ttl = 0.0
         self.fired: str | None = None
-        self._deadline = time.monotonic() + self.ttl * (1 - MARGIN)
+        self._deadline: float | None = None
         self._wake = threading.Condition()
         self._stop = False
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="lease-watchdog")
+        self._thread: threading.Thread | None = None
+
+    def arm(self, ttl: dt.timedelta) -> None:
+        with self._wake:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True, name="lease-watchdog")
+                self._thread.start()
+            self.ttl = ttl.total_seconds()
+            self.fired = None
+            self._deadline = time.monotonic() + self.ttl * (1 - MARGIN)
+            self._wake.notify()
 
     def renewed(self, at: float) -> None:
         """The lease was renewed by a call that started at monotonic time `at`."""
         with self._wake:
-            self._deadline = at + self.ttl * (1 - MARGIN)
-            self.fired = None
+            if self._deadline is not None:
+                self._deadline = at + self.ttl * (1 - MARGIN)
+                self.fired = None
+                self._wake.notify()
+
+    def disarm(self) -> None:
+        with self._wake:
+            self._deadline = None
             self._wake.notify()
 
-    def remaining(self) -> float:
-        return max(0.0, self._deadline - time.monotonic())
+    def stop(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
 
     def _watch(self) -> None:
         with self._wake:
             while not self._stop:
-                left = self._deadline - time.monotonic()
-                if left <= 0 and self.fired is None:
-                    self.fired = f"the lease ({self.ttl:g} s) ran out while waiting on a database"
-                    self._wake.release()
-                    try:
-                        self.on_expiry(self.fired)
-                    finally:
-                        self._wake.acquire()
+                if self._deadline is None:
+                    self._wake.wait()
                     continue
-                self._wake.wait(left if left > 0 else None)
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Watchdog]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            with self._wake:
-                self._stop = True
-                self._wake.notify()
-            self._thread.join(5)
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                    continue
+                self._deadline = None
+                self.fired = f"no answer within the lease ({self.ttl:g} s): the database calls were cut off"
+                reason = self.fired
+                self._wake.release()
+                try:
+                    self.on_expiry(reason)
+                finally:
+                    self._wake.acquire()

@@ -49,6 +49,7 @@ class Engine:
         self.watch = LeaseWatch(store, lambda: [store.engine, *self._dbs.values()])
 
     def close(self) -> None:
+        self.watch.close()
         for db in self._dbs.values():
             db.close()
         self._dbs.clear()
@@ -67,6 +68,16 @@ class Engine:
 
     def parts(self, name: str) -> Parts:
         """Connect and check one sync against both catalogs (ConfigError on a mismatch)."""
+        self.watch.arm(self.sheet.state.lease_ttl)  # a stalled catalog read must not hang the run
+        try:
+            return self._parts(name)
+        except BaseException as exc:
+            self.watch.dog.disarm()
+            if isinstance(exc, sa.exc.DBAPIError) and self.watch.fired is not None:
+                raise errors.TransientError(f"sync {name}: {self.watch.fired}") from None
+            raise
+
+    def _parts(self, name: str) -> Parts:
         cfg = self.sheet.syncs[name]
         method = capture.REGISTRY[cfg.changes.method]
         version_column = method.version_column(cfg.changes)

@@ -10,6 +10,7 @@ stalled call ends in a transient failure instead of writing later under a lease 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ class LeaseWatch:
     def __init__(self, store: StateStore, engines: Callable[[], list[Any]]) -> None:
         self.store = store
         self._engines = engines  # the state store's engine and the run's handles, asked when needed
-        self.dog: deadline.Watchdog | None = None
+        self.dog = deadline.Watchdog(self._abort)
 
     def engines(self) -> list[Any]:
         """The SQLAlchemy engines of the run (a handle without one, e.g. HTTP, is left alone)."""
@@ -41,19 +42,22 @@ class LeaseWatch:
 
     @property
     def fired(self) -> str | None:
-        """Why the run's calls were cut (the lease ran out), or None."""
-        return self.dog.fired if self.dog is not None else None
+        """Why the run's calls were cut (the deadline passed), or None."""
+        return self.dog.fired
+
+    def arm(self, ttl: dt.timedelta) -> None:
+        """A run starts: its calls may wait at most `ttl` (less a margin) without a renewal."""
+        for engine in self.engines():
+            deadline.clear(engine)
+        self.dog.arm(ttl)
 
     @contextlib.contextmanager
     def watching(self, lease: leases.Lease) -> Iterator[None]:
-        self.dog = deadline.Watchdog(lease.ttl, self._abort)
+        self.arm(lease.ttl)
         try:
-            with self.dog.running():
-                yield
+            yield
         finally:
-            self.dog = None
-            for engine in self.engines():
-                deadline.clear(engine)
+            self.dog.disarm()
 
     def renew(self, lease: leases.Lease) -> None:
         """Right before a destination write: the lease is still ours, for a full TTL from now."""
@@ -63,10 +67,11 @@ class LeaseWatch:
 
     def renewed(self, started: float) -> None:
         """A call that began at monotonic `started` renewed the lease (a batch commit)."""
-        if self.dog is not None:
+        if self.dog.fired is None:
             self.dog.renewed(started)
-            for engine in self.engines():
-                deadline.clear(engine)
+
+    def close(self) -> None:
+        self.dog.stop()
 
     def _abort(self, reason: str) -> None:
         for engine in self.engines():
