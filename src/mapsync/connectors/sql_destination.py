@@ -237,9 +237,9 @@ class SqlDestination:
         conn.exec_driver_sql(limit)
         try:
             yield
-        finally:
-            with contextlib.suppress(sa.exc.DBAPIError):
-                conn.exec_driver_sql(UNLIMITED_MYSQL)
+        finally:  # on the raw connection: a failed transaction must not keep the limit either
+            with contextlib.suppress(Exception), conn.connection.dbapi_connection.cursor() as cur:  # type: ignore[union-attr]
+                cur.execute(UNLIMITED_MYSQL)
 
     def _key_cond(self, t: _Table) -> Any:
         return sa.and_(*[t.table.c[k] == sa.bindparam(f"k_{i}") for i, k in enumerate(t.key)])
