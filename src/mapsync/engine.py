@@ -14,8 +14,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import sqlalchemy as sa
-
 from mapsync import capture, connectors, crash, errors, guard, records, transforms
 from mapsync.connectors.sql_source import parse_time
 from mapsync.lease_watch import LeaseWatch
@@ -68,13 +66,14 @@ class Engine:
 
     def parts(self, name: str) -> Parts:
         """Connect and check one sync against both catalogs (ConfigError on a mismatch)."""
-        self.watch.arm(self.sheet.state.lease_ttl)  # a stalled catalog read must not hang the run
+        to = self.sheet.connections[self.sheet.syncs[name].to.connection]
+        self.watch.start(self.sheet.state.lease_ttl, sql=isinstance(to, models.SqlConnection))
         try:
             return self._parts(name)
         except BaseException as exc:
             self.watch.dog.disarm()
-            if isinstance(exc, sa.exc.DBAPIError) and self.watch.fired is not None:
-                raise errors.TransientError(f"sync {name}: {self.watch.fired}") from None
+            if (cut := self.watch.cut_error(name, exc)) is not None:
+                raise cut from None
             raise
 
     def _parts(self, name: str) -> Parts:
@@ -155,12 +154,9 @@ class Engine:
                 )
             except _STOPS as exc:
                 return self._failed(report, exc)
-            except sa.exc.DBAPIError as exc:
-                if self.watch.fired is None:
-                    self._crashed(report, exc)
-                    raise
-                return self._failed(report, errors.TransientError(f"sync {name}: {self.watch.fired}"))
             except BaseException as exc:
+                if (cut := self.watch.cut_error(name, exc)) is not None:
+                    return self._failed(report, cut)
                 self._crashed(report, exc)
                 raise
             report.status = "partial" if report.counts.rejected else "success"
@@ -212,12 +208,9 @@ class Engine:
                         self._deliver(name, "retry", parts, records.Batch(changes), report, lease, False)
             except _STOPS as exc:
                 return self._failed(report, exc)
-            except sa.exc.DBAPIError as exc:
-                if self.watch.fired is None:
-                    self._crashed(report, exc)
-                    raise
-                return self._failed(report, errors.TransientError(f"sync {name}: {self.watch.fired}"))
             except BaseException as exc:
+                if (cut := self.watch.cut_error(name, exc)) is not None:
+                    return self._failed(report, cut)
                 self._crashed(report, exc)
                 raise
             report.status = "partial" if report.counts.rejected or report.gone else "success"

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import deadline
+from mapsync import deadline, errors
 from mapsync.state import lease as leases
 from mapsync.state.store import StateStore
 
@@ -30,6 +30,7 @@ class LeaseWatch:
         self.store = store
         self._engines = engines  # the state store's engine and the run's handles, asked when needed
         self.dog = deadline.Watchdog(self._abort)
+        self.enabled = True  # off: the run is not cut at its lease deadline
 
     def engines(self) -> list[Any]:
         """The SQLAlchemy engines of the run (a handle without one, e.g. HTTP, is left alone)."""
@@ -45,11 +46,25 @@ class LeaseWatch:
         """Why the run's calls were cut (the deadline passed), or None."""
         return self.dog.fired
 
+    def start(self, ttl: dt.timedelta, *, sql: bool) -> None:
+        """A run starts (its catalog reads first). Only a sync into a SQL destination is cut at its
+        lease deadline: an HTTP destination's long waits (asynchronous jobs, call budgets) have
+        their own timeouts and would be cut while the run is healthy."""
+        self.enabled = sql
+        self.arm(ttl)
+
+    def cut_error(self, sync: str, exc: BaseException) -> errors.TransientError | None:
+        """The transient failure a database error stands for when the deadline cut it (else None)."""
+        if isinstance(exc, sa.exc.DBAPIError) and self.fired is not None:
+            return errors.TransientError(f"sync {sync}: {self.fired}")
+        return None
+
     def arm(self, ttl: dt.timedelta) -> None:
         """A run starts: its calls may wait at most `ttl` (less a margin) without a renewal."""
         for engine in self.engines():
             deadline.clear(engine)
-        self.dog.arm(ttl)
+        if self.enabled:
+            self.dog.arm(ttl)
 
     @contextlib.contextmanager
     def watching(self, lease: leases.Lease) -> Iterator[None]:
