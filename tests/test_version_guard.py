@@ -126,3 +126,14 @@ def test_no_guard_without_a_mapped_version_column() -> None:
     assert guard_column(cfg) is None
     assert guard_column(_cfg()) == "modified"
     assert guard_column(_cfg(guard=False)) is None
+
+
+def test_no_guard_on_a_text_version_column(sqlite_database: Callable[[], str], tmp_path: Path) -> None:
+    """Text stamps of mixed forms (`T` or space, with or without fractions) do not sort as time."""
+    url = sqlite_database()
+    h.execute(url, "CREATE TABLE items (code VARCHAR(20) PRIMARY KEY, name TEXT, qty INTEGER, modified TEXT)")
+    db = SqlDatabase("dst", url, tmp_path)
+    try:
+        assert SqlDestination(db, "items", _cfg()).guard is None
+    finally:
+        db.close()

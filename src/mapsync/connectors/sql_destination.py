@@ -86,7 +86,7 @@ class SqlDestination:
             for name, child in cfg.children.items()
         }
         self.attempts = 0  # statements sent, for tests and benchmarks
-        self.guard = version_guard.guard_column(cfg)  # an older write never replaces a newer row
+        self.guard = version_guard.guard_column(cfg, self.main.columns)  # older never replaces newer
 
     @property
     def columns(self) -> dict[str, ColumnInfo]:

@@ -13,27 +13,39 @@ nothing where a newer version is already stored:
 - the update-then-insert path (`on_null: omit` without a NOT NULL column): `UPDATE … WHERE key
   AND (v IS NULL OR v <= :v)`.
 
-A row the guard skips is not an error: it is older than what the destination holds. Equal
-versions are written (a re-send after a crash stays idempotent). `delivery.version_guard: false`
-turns the guard off.
+The destination column must be a timestamp, date or number column (text stamps of mixed forms
+do not sort as time). A row the guard skips is not an error: it is older than what the
+destination holds. Equal versions are written (a re-send after a crash stays idempotent).
+`delivery.version_guard: false` turns the guard off.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from mapsync.sheet import models
 
+# column types whose order is the version's order (text stamps of mixed forms are not)
+ORDERED = (dt.datetime, dt.date, int, float, decimal.Decimal)
 
-def guard_column(cfg: models.SyncConfig) -> str | None:
-    """The destination column holding the source's version, when the guard applies."""
+
+def guard_column(cfg: models.SyncConfig, columns: Mapping[str, Any] | None = None) -> str | None:
+    """The destination column holding the source's version, when the guard applies: the
+    watermark column is mapped to it and (given the catalog's `columns`) it is a timestamp,
+    date or number column."""
     if not cfg.delivery.version_guard or not isinstance(cfg.changes, models.WatermarkChanges):
         return None
     version = cfg.changes.column
     for dest, rule in cfg.fields.items():
         if rule.from_ == version:
+            info = columns.get(dest) if columns is not None else None
+            if columns is not None and (info is None or info.python_type not in ORDERED):
+                return None
             return dest
     return None
 

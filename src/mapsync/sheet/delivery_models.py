@@ -85,8 +85,9 @@ class DeliveryConfig(Model):
     version_guard: bool = Field(
         True,
         description=(
-            "When a destination column holds the source's version (the watermark column mapped "
-            "with `from:`), a SQL write never replaces a newer version with an older one (a late "
-            "write of a run that lost its lease changes nothing). `false` turns the guard off."
+            "When a timestamp, date or number destination column holds the source's version (the "
+            "watermark column mapped with `from:`), a SQL write never replaces a newer version with "
+            "an older one (a late write of a run that lost its lease changes nothing). `false` "
+            "turns the guard off."
         ),
     )
