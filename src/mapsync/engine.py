@@ -16,7 +16,7 @@ from typing import Any
 
 from mapsync import capture, connectors, crash, errors, guard, records, transforms
 from mapsync.connectors.sql_source import parse_time
-from mapsync.lease_watch import LeaseWatch
+from mapsync.lease_watch import LeaseWatch, settled
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
 from mapsync.run_types import RunReport as RunReport
@@ -98,6 +98,7 @@ class Engine:
 
     # ----------------------------------------------------------------- one run
 
+    @settled
     def run(
         self,
         name: str,
@@ -177,6 +178,7 @@ class Engine:
             )
             return report
 
+    @settled
     def retry(self, name: str, field: str | None = None, *, trigger: str = "cli") -> RunReport:
         """Re-send the records of open record errors (only those naming `field`, if given), read
         afresh from the source by key, through the usual map → write → commit; a run of kind

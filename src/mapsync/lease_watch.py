@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
@@ -23,6 +24,8 @@ from mapsync.state import lease as leases
 from mapsync.state.store import StateStore
 
 log = logging.getLogger("mapsync.engine")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class LeaseWatch:
@@ -92,3 +95,17 @@ class LeaseWatch:
         for engine in self.engines():
             deadline.abort(engine, reason)
         log.error("lease_deadline", extra={"action": "lease_deadline", "error": reason})
+
+
+def settled(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
+    """An engine method after which no deadline stays armed, however it ended (a run refused
+    before it took its lease must not have its idle connections cut later)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.watch.dog.disarm()
+
+    return wrapper
