@@ -29,6 +29,9 @@ from mapsync.state.store import StateStore
 from tests import helpers as h
 from tests.fault_proxy import Proxy, proxied_url, target_of
 
+# an abandoned source stream must not print "Exception ignored" with a traceback
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+
 SYNC = "items"
 N = 20
 LEASE = 3.0
