@@ -17,6 +17,8 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
+from tests.fault_proxy import Proxy as FaultProxy
+
 # Property tests: a bounded, derandomised profile in CI (same examples every run, the suite stays
 # fast); a wider random search locally with HYPOTHESIS_PROFILE=dev.
 settings.register_profile(
@@ -128,6 +130,20 @@ def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], st
         return f"sqlite:///{path}"
 
     return make
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[[str, int], FaultProxy]]:
+    """A factory of TCP fault proxies (tests/fault_proxy.py) in front of host:port, closed after the test."""
+    made: list[FaultProxy] = []
+
+    def make(host: str, port: int) -> FaultProxy:
+        made.append(FaultProxy(host, port))
+        return made[-1]
+
+    yield make
+    for proxy in made:
+        proxy.close()
 
 
 BACKENDS = [

@@ -167,8 +167,8 @@ def test_full_sqlite_store_stops_the_run_with_one_line_and_loses_nothing(
     h.execute(src, "INSERT INTO items VALUES (:id, :name)", params=rows)
     opened = StateStore.open
 
-    def full(url: str, folder: Path, *, create: bool) -> StateStore:
-        store = opened(url, folder, create=create)
+    def full(url: str, folder: Path, *, create: bool, **options: Any) -> StateStore:
+        store = opened(url, folder, create=create, **options)
 
         @sa.event.listens_for(store.engine, "connect")
         def no_growth(dbapi_conn: Any, _record: Any) -> None:
@@ -199,8 +199,8 @@ def test_read_only_sqlite_store_is_named(
     assert _cli(monkeypatch, capsys, "seed", str(sheet))[0] == 0
     opened = StateStore.open
 
-    def read_only(url: str, folder: Path, *, create: bool) -> StateStore:
-        store = opened(url, folder, create=create)
+    def read_only(url: str, folder: Path, *, create: bool, **options: Any) -> StateStore:
+        store = opened(url, folder, create=create, **options)
         sa.event.listen(store.engine, "connect", lambda c, _r: c.execute("PRAGMA query_only=1"))
         store.engine.dispose()
         return store

@@ -164,7 +164,9 @@ class Checkup:
     def _sql_connection(self, name: str, subject: str) -> None:
         cfg: Any = self.loaded.sheet.connections[name]
         try:
-            db = SqlDatabase(name, cfg.url, self.loaded.folder, getattr(cfg, "timezone", None))
+            lease = self.loaded.sheet.state.lease_ttl
+            timeouts = cfg.timeouts.for_lease(lease) if hasattr(cfg, "timeouts") else None
+            db = SqlDatabase(name, cfg.url, self.loaded.folder, getattr(cfg, "timezone", None), timeouts)
         except errors.ConfigError as exc:
             self.add(subject, "fail", str(exc))
             self.handles[name] = None

@@ -82,8 +82,10 @@ def _load(sheet: Path) -> loader.LoadedSheet:
 
 def _store(loaded: loader.LoadedSheet, create: bool) -> StateStore:
     with _handled(loaded.secrets):
-        store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=create)
-    faults.set_lock_timeout(store.engine, loaded.sheet.state.lock_timeout.total_seconds())
+        state = loaded.sheet.state
+        timeouts = state.timeouts.for_lease(state.lease_ttl)
+        store = StateStore.open(state.url, loaded.folder, create=create, timeouts=timeouts)
+    faults.set_lock_timeout(store.engine, state.lock_timeout.total_seconds())
     return store
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from mapsync import (
 )
 from mapsync.connectors import sqlite_text
 from mapsync.connectors.sql_time import parse_time
+from mapsync.lease_watch import LeaseWatch, settled
 from mapsync.redact import redact
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
@@ -57,8 +59,10 @@ class Engine:
         self._dbs: dict[str, Any] = {}
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
         self._reads: dict[str, collisions.ReadKeys] = {}  # per sync: keys of the read's last batch
+        self.watch = LeaseWatch(store, lambda: [store.engine, *self._dbs.values()])
 
     def close(self) -> None:
+        self.watch.close()
         for db in self._dbs.values():
             db.close()
         self._dbs.clear()
@@ -67,6 +71,9 @@ class Engine:
         """The open handle of a connection (one per connection for the engine's life)."""
         if name not in self._dbs:
             conn = self.sheet.connections[name]
+            if isinstance(conn, models.SqlConnection):  # timeout defaults below the lease
+                timeouts = conn.timeouts.for_lease(self.sheet.state.lease_ttl)
+                conn = conn.model_copy(update={"timeouts": timeouts})
             self._dbs[name] = connectors.REGISTRY[conn.kind].connect(
                 name, conn, self.loaded.folder, self.store
             )
@@ -74,6 +81,17 @@ class Engine:
 
     def parts(self, name: str) -> Parts:
         """Connect and check one sync against both catalogs (ConfigError on a mismatch)."""
+        to = self.sheet.connections[self.sheet.syncs[name].to.connection]
+        self.watch.start(self.sheet.state.lease_ttl, sql=isinstance(to, models.SqlConnection))
+        try:
+            return self._parts(name)
+        except BaseException as exc:
+            self.watch.dog.disarm()
+            if (cut := self.watch.cut_error(name, exc)) is not None:
+                raise cut from None
+            raise
+
+    def _parts(self, name: str) -> Parts:
         cfg = self.sheet.syncs[name]
         method = capture.REGISTRY[cfg.changes.method]
         version_column = method.version_column(cfg.changes)
@@ -98,6 +116,7 @@ class Engine:
     # ----------------------------------------------------------------- one run
 
     @run_failures.recorded
+    @settled
     def run(
         self,
         name: str,
@@ -121,7 +140,7 @@ class Engine:
         if window is not None and isinstance(cfg.changes, models.WatermarkChanges):
             overlap = cfg.changes.overlap.model_copy(update={"window": window})
             parts.capture.cfg = cfg.changes.model_copy(update={"overlap": overlap})
-        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease:
+        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
             cursors = self.store.cursors(name)
             kind = self._effective_kind(name, kind, cursors, again)
             run_id = self.store.start_run(name, kind, trigger, lease.token, scheduled_at)
@@ -156,6 +175,8 @@ class Engine:
             except _STOPS as exc:
                 return self._failed(report, exc)
             except BaseException as exc:
+                if (cut := self.watch.cut_error(name, exc)) is not None:
+                    return self._failed(report, cut)
                 self._crashed(report, exc)
                 raise
             report.status = "partial" if report.counts.rejected else "success"
@@ -177,13 +198,14 @@ class Engine:
             return report
 
     @run_failures.recorded
+    @settled
     def retry(self, name: str, field: str | None = None, *, trigger: str = "cli") -> RunReport:
         """Re-send the records of open record errors (only those naming `field`, if given), read
         afresh from the source by key, through the usual map → write → commit; a run of kind
         `retry` under the sync's lease that leaves the capture cursors alone."""
         parts = self.parts(name)
         batch_size = self.sheet.syncs[name].delivery.batch
-        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease:
+        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
             with self.store.engine.connect() as conn:
                 keys = unmapped.open_error_keys(conn, name, field)
             run_id = self.store.start_run(name, "retry", trigger, lease.token)
@@ -209,6 +231,8 @@ class Engine:
             except _STOPS as exc:
                 return self._failed(report, exc)
             except BaseException as exc:
+                if (cut := self.watch.cut_error(name, exc)) is not None:
+                    return self._failed(report, cut)
                 self._crashed(report, exc)
                 raise
             report.status = "partial" if report.counts.rejected or report.gone else "success"
@@ -312,6 +336,8 @@ class Engine:
         send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
         rejected += collided
         guard.before_send(parts.capture, batch.changes, send)  # the mass-delete guard
+        if send:  # nothing goes out under a lost lease, and the write ends before it would run out
+            self.watch.renew(lease)
         result = parts.dest.write(send, fresh=fresh) if send else records.WriteResult()
         report.fell_back = getattr(parts.dest, "fell_back", 0)  # the destination's count this run
         crash.point("after_write")
@@ -324,6 +350,7 @@ class Engine:
         counts.rejected = len(all_rejected)
         counts.truncated = sum(tally.truncated.values())
         counts.defaulted = sum(tally.defaulted.values()) + sum(tally.kept.values())
+        started = time.monotonic()
         new_values = self.store.commit(
             sync=name,
             token=lease.token,
@@ -334,6 +361,7 @@ class Engine:
             counts=counts,
             lease_ttl=lease.ttl,
         )
+        self.watch.renewed(started)  # the commit renewed the lease
         crash.point("after_commit")
         for v in new_values:  # alerting channels hook in here later
             alert = {k: v[k] for k in ("field", "rule", "value")}

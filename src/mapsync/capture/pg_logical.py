@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from mapsync import errors
 from mapsync.capture.log import RowChange, Txn
 from mapsync.connectors.sql import SqlDatabase, describe_error
+from mapsync.connectors.timeouts import UNLIMITED_PG_LOCAL
 from mapsync.sheet.log_models import LogChanges
 
 SEED_WAIT = 30.0  # seconds the seed waits for transactions open when it starts (then: slot position)
@@ -70,6 +71,7 @@ class PgLog:
     def _sql(self, stmt: str, params: dict[str, Any] | None = None, *, commit: bool = False) -> list[Any]:
         try:
             with self._connect() as conn:
+                conn.execute(sa.text(UNLIMITED_PG_LOCAL))  # a change-log stream: no statement timeout
                 rows = list(conn.execute(sa.text(stmt), params or {}).all())
                 if commit:
                     conn.commit()

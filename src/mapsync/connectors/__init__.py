@@ -29,7 +29,7 @@ class SqlConnector:
     def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
         from mapsync.connectors.sql import SqlDatabase
 
-        return SqlDatabase(name, cfg.url, folder, cfg.timezone)
+        return SqlDatabase(name, cfg.url, folder, cfg.timezone, cfg.timeouts)
 
     def source(self, handle: Any, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Any:
         from mapsync.connectors.sql_source import SqlSource

@@ -17,9 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import quoted_name
 
-from mapsync import errors
+from mapsync import deadline, errors
 from mapsync.connectors.sql_time import register_sqlite
+from mapsync.connectors.timeouts import connect_args, listen, resolved
 from mapsync.redact import redact
+from mapsync.sheet.timeout_models import Timeouts
 
 MARIADB_SQL_MODE = (
     "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
@@ -73,7 +75,14 @@ class ColumnInfo:
 class SqlDatabase:
     """One configured SQL connection."""
 
-    def __init__(self, name: str, url: str, folder: Path, timezone: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        folder: Path,
+        timezone: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self.name = name
         self.url = normalize_url(url, folder)
         self.safe_url = self.url.render_as_string(hide_password=True)
@@ -82,12 +91,14 @@ class SqlDatabase:
             db = self.url.database
             if db not in (None, "", ":memory:") and not Path(db).exists():
                 raise errors.ConfigError(f"connection {name}: SQLite database {db} does not exist")
+        self.timeouts = resolved(timeouts)  # unset ones: below the lease (Engine.database fills them)
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if self.url.get_backend_name() == "postgresql":
-            kwargs["connect_args"] = {"options": "-c timezone=UTC", "connect_timeout": 10}
-        elif self.url.get_backend_name() in ("mysql", "mariadb"):
-            kwargs["connect_args"] = {"connect_timeout": 10, "read_timeout": 600, "write_timeout": 600}
+        args = connect_args(self.url.get_backend_name(), self.timeouts)
+        if args:
+            kwargs["connect_args"] = args
         self.engine = sa.create_engine(self.url, **kwargs)
+        listen(self.engine, self.timeouts)
+        deadline.track(self.engine)
         self.dialect = self.engine.dialect.name  # sqlite | postgresql | mysql
         if self.dialect == "mysql":
             sa.event.listen(self.engine, "connect", _mariadb_session)

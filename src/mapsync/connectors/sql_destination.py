@@ -9,17 +9,20 @@ delete followed by a re-insert, ends as the source ended.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from mapsync import crash, delivery, errors, records
+from mapsync import crash, deadline, delivery, errors, records
+from mapsync.connectors import version_guard
 from mapsync.connectors.sql import ColumnInfo, SqlDatabase, describe_error
 from mapsync.connectors.sql_keys import KeyProbe
+from mapsync.connectors.timeouts import UNLIMITED_MYSQL, statement_limit
 from mapsync.sheet import models
 
 COPY_THRESHOLD = 200
@@ -86,6 +89,7 @@ class SqlDestination:
             for name, child in cfg.children.items()
         }
         self.attempts = 0  # statements sent, for tests and benchmarks
+        self.guard = version_guard.guard_column(cfg, self.main.columns)  # older never replaces newer
 
     @property
     def columns(self) -> dict[str, ColumnInfo]:
@@ -158,6 +162,12 @@ class SqlDestination:
                 self._write(recs, fresh)
                 return
             except sa.exc.DBAPIError as exc:
+                cut = deadline.aborted(self.db.engine)
+                if cut:  # never retried: the lease may belong to another run by now
+                    raise errors.TransientError(
+                        f"sync {self.sync}: destination {self.db.name}: {cut}; the write was cut off "
+                        "and is sent again by the next run"
+                    ) from None
                 kind = self._classify(exc)
                 if kind == "record":
                     raise delivery.Refused(describe_error(exc, self.secrets)) from None
@@ -200,7 +210,7 @@ class SqlDestination:
 
     def _write(self, recs: list[records.Mapped], fresh: bool) -> None:
         self.attempts += 1
-        with self.db.engine.begin() as conn:
+        with self.db.engine.begin() as conn, self._statement_limit(conn):
             deletes = [r for r in recs if r.op == "delete"]
             upserts = [r for r in recs if r.op == "upsert"]
             for child, parent_cols in self.children.values():
@@ -217,6 +227,22 @@ class SqlDestination:
                     if rows:
                         self._upsert(conn, child, rows, False)
             crash.point("during_write")
+
+    @contextlib.contextmanager
+    def _statement_limit(self, conn: sa.Connection) -> Iterator[None]:
+        """MariaDB: `max_statement_time` for the statements of this write only (a streamed source
+        read on another connection of the pool must not inherit it). PostgreSQL has its
+        `statement_timeout` for the session."""
+        limit = statement_limit(self.db.dialect, self.db.timeouts)
+        if limit is None:
+            yield
+            return
+        conn.exec_driver_sql(limit)
+        try:
+            yield
+        finally:  # on the raw connection: a failed transaction must not keep the limit either
+            with contextlib.suppress(Exception), conn.connection.dbapi_connection.cursor() as cur:  # type: ignore[union-attr]
+                cur.execute(UNLIMITED_MYSQL)
 
     def _key_cond(self, t: _Table) -> Any:
         return sa.and_(*[t.table.c[k] == sa.bindparam(f"k_{i}") for i, k in enumerate(t.key)])
@@ -251,8 +277,9 @@ class SqlDestination:
                 self._upsert(conn, t, group, fresh)
             return
         cols = list(rows[0])
+        guard = self.guard if t is self.main and self.guard in cols else None
         if self._lacks_required(t, cols):
-            self._update_then_insert(conn, t, cols, rows)
+            self._update_then_insert(conn, t, cols, rows, guard)
             return
         if self.db.dialect == "postgresql" and (fresh or len(rows) >= COPY_THRESHOLD):
             import psycopg
@@ -268,11 +295,21 @@ class SqlDestination:
         stmt: Any
         if self.db.dialect == "mysql":
             my = mysql.insert(t.table)
-            stmt = my.on_duplicate_key_update({c: my.inserted[c] for c in non_key or t.key})
+            stmt = (
+                my.on_duplicate_key_update(
+                    version_guard.mysql_assignments(t.table, my.inserted, non_key, guard)
+                )
+                if guard and non_key
+                else my.on_duplicate_key_update({c: my.inserted[c] for c in non_key or t.key})
+            )
         else:
             ins: Any = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(t.table)
             stmt = (
-                ins.on_conflict_do_update(index_elements=t.key, set_={c: ins.excluded[c] for c in non_key})
+                ins.on_conflict_do_update(
+                    index_elements=t.key,
+                    set_={c: ins.excluded[c] for c in non_key},
+                    where=version_guard.upsert_where(t.table, ins.excluded, guard) if guard else None,
+                )
                 if non_key
                 else ins.on_conflict_do_nothing(index_elements=t.key)
             )
@@ -288,7 +325,7 @@ class SqlDestination:
         )
 
     def _update_then_insert(
-        self, conn: sa.Connection, t: _Table, cols: list[str], rows: list[records.Row]
+        self, conn: sa.Connection, t: _Table, cols: list[str], rows: list[records.Row], guard: str | None
     ) -> None:
         """An upsert of rows without a NOT NULL column fails the NOT NULL check before it finds the
         existing row: update the rows that exist, insert the others (the database may refuse
@@ -309,6 +346,8 @@ class SqlDestination:
         new = [row for row, key in zip(rows, keys, strict=True) if key not in found]
         if old and non_key:
             stmt = sa.update(t.table).where(self._key_cond(t))
+            if guard:
+                stmt = stmt.where(version_guard.update_where(t.table, guard, f"v_{non_key.index(guard)}"))
             stmt = stmt.values({c: sa.bindparam(f"v_{i}") for i, c in enumerate(non_key)})
             conn.execute(
                 stmt,
@@ -325,6 +364,7 @@ class SqlDestination:
         self, conn: sa.Connection, t: _Table, cols: list[str], rows: list[records.Row], fresh: bool
     ) -> None:
         q = t.quote
+        guard = self.guard if t is self.main and self.guard in cols else None
         col_list = ", ".join(q(c) for c in cols)
         raw: Any = conn.connection.dbapi_connection
         with raw.cursor() as cur:
@@ -343,11 +383,13 @@ class SqlDestination:
             if not fresh:
                 non_key = [c for c in cols if c not in t.key]
                 action = (
-                    "DO UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in non_key)
+                    "DO UPDATE SET "
+                    + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in non_key)
+                    + (version_guard.copy_where(q, "mapsync_t", guard) if guard else "")
                     if non_key
                     else "DO NOTHING"
                 )
                 cur.execute(
-                    f"INSERT INTO {t.qualified} ({col_list}) SELECT {col_list} FROM {target} "  # noqa: S608
+                    f"INSERT INTO {t.qualified} AS mapsync_t ({col_list}) SELECT {col_list} FROM {target} "  # noqa: S608
                     f"ON CONFLICT ({', '.join(q(k) for k in t.key)}) {action}"
                 )

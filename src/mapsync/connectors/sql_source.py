@@ -91,6 +91,7 @@ class SqlSource:
             if self.db.engine.dialect.supports_server_side_cursors
             else {}
         )
+        abandoned = False
         try:
             with self.db.engine.connect().execution_options(**streaming) as conn:
                 result = conn.execute(query)
@@ -99,8 +100,14 @@ class SqlSource:
                     rows = result.fetchmany(batch)
                     if not rows:
                         break
-                    yield [dict(zip(names, r, strict=False)) for r in rows]  # same length: no check
+                    try:
+                        yield [dict(zip(names, r, strict=False)) for r in rows]  # same length: no check
+                    except GeneratorExit:
+                        abandoned = True
+                        raise
         except sa.exc.DBAPIError as exc:
+            if abandoned:  # the run already failed (e.g. its calls were cut): nothing more to say
+                return
             raise errors.TransientError(
                 f"sync {self.sync}: reading the source failed: {describe_error(exc)}", failure_class="source"
             ) from None

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mapsync.sheet import destructive, models
+from mapsync.sheet.timeout_models import check_timeouts
 
 Path_ = tuple[str | int, ...]
 
@@ -19,6 +20,7 @@ def cross_check(sheet: models.Sheet) -> list[tuple[Path_, str]]:
         for name, sync in sheet.syncs.items()
     }
     found = _check_refs(set(sheet.connections), refs)
+    found.extend(check_timeouts(sheet))
     for sync_name, sync in sheet.syncs.items():
         found.extend(_check_sync(sync_name, sync))
         found.extend(_check_rule_connections(sync_name, sync, set(sheet.connections)))

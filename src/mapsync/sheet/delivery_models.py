@@ -82,3 +82,12 @@ class DeliveryConfig(Model):
         ),
     )
     jobs: AsyncJobs | None = Field(None, description="The job API of a REST destination (async mode).")
+    version_guard: bool = Field(
+        True,
+        description=(
+            "When a timestamp, date or number destination column holds the source's version (the "
+            "watermark column mapped with `from:`), a SQL write never replaces a newer version with "
+            "an older one (a late write of a run that lost its lease changes nothing). `false` "
+            "turns the guard off."
+        ),
+    )

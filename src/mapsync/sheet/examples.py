@@ -48,6 +48,15 @@ portal:
 """,
         many=True,
     ),
+    models.Timeouts: Example(
+        "timeouts",
+        """\
+connect: 10s
+statement: 2m
+keepalives_idle: 30s
+tcp_user_timeout: 60s
+""",
+    ),
     models.StateConfig: Example(
         "state",
         """\

@@ -32,6 +32,7 @@ from mapsync.sheet.fields import TimezoneRule as TimezoneRule
 from mapsync.sheet.log_models import LogChanges as LogChanges
 from mapsync.sheet.queue_model import QueueChanges as QueueChanges
 from mapsync.sheet.snapshot_models import SnapshotChanges as SnapshotChanges
+from mapsync.sheet.timeout_models import Timeouts as Timeouts
 from mapsync.sheet.webhook_models import InboxChanges as InboxChanges
 from mapsync.sheet.webhook_models import WebhookConfig as WebhookConfig
 
@@ -55,6 +56,12 @@ class SqlConnection(Model):
             "Time zone that naive timestamp columns of this database are written in (IANA name, "
             "e.g. `Europe/Berlin`). Default: detected from the server (PostgreSQL `TimeZone`, "
             "MariaDB `@@global.time_zone`); UTC for SQLite."
+        ),
+    )
+    timeouts: Timeouts = Field(
+        default_factory=Timeouts,
+        description=(
+            "Connect, statement and socket timeouts (PostgreSQL, MariaDB), each below `state.lease_ttl`."
         ),
     )
 
@@ -93,6 +100,12 @@ class StateConfig(Model):
             "SQLite state store: how long a statement waits for another process's write lock. "
             "Past it the whole transaction is tried again (after 0.25 s, 0.5 s, 1 s, 2 s), then the "
             "run stops with `state store … is locked by another process`."
+        ),
+    )
+    timeouts: Timeouts = Field(
+        default_factory=Timeouts,
+        description=(
+            "Connect, statement and socket timeouts of a PostgreSQL state store, each below `lease_ttl`."
         ),
     )
 

@@ -32,7 +32,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
 
-from mapsync import errors
+from mapsync import deadline, errors
 
 log = logging.getLogger("mapsync.state")
 
@@ -199,7 +199,8 @@ def call(engine: sa.Engine, fn: Callable[[], R], what: str = "") -> R:
             reason = exc.reason if isinstance(exc, StoreFault) else classify(exc)
             if reason is None:
                 raise
-            if reason not in TRANSIENT or tries > len(DELAYS):
+            # a store whose connections the lease deadline cut is not tried again in this run
+            if reason not in TRANSIENT or tries > len(DELAYS) or deadline.aborted(engine):
                 raise error(engine, reason, fault, tries) from None
             log.info(
                 "state_retry",

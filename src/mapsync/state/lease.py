@@ -83,3 +83,18 @@ def held(store: StateStore, sync: str, ttl: dt.timedelta) -> Iterator[Lease]:
         yield lease
     finally:
         faults.call(store.engine, lambda: release(store, lease), "release")
+
+
+def renew(store: StateStore, lease: Lease) -> None:
+    """Extend the lease by its TTL, or raise LeaseLost when another run holds it now.
+
+    Called right before each destination write, so nothing is written under a lost lease."""
+    t = schema.leases
+    with store.engine.begin() as conn:
+        renewed = conn.execute(
+            sa.update(t)
+            .where(t.c.sync == lease.sync, t.c.token == lease.token)
+            .values(expires_at=stamp(utcnow() + lease.ttl))
+        ).rowcount
+    if renewed != 1:
+        raise errors.LeaseLost(f"sync {lease.sync}: lease lost to another process; batch not written")

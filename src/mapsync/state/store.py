@@ -11,7 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mapsync import crash, errors, records
+from mapsync import crash, deadline, errors, records
+from mapsync.connectors.timeouts import connect_args as timeout_args
+from mapsync.connectors.timeouts import resolved
+from mapsync.sheet.timeout_models import Timeouts
 from mapsync.state import faults, schema, unmapped, values
 from mapsync.state.clock import stamp as stamp
 from mapsync.state.clock import utcnow as utcnow
@@ -76,8 +79,9 @@ class StateStore(RunsMixin):
     # ----------------------------------------------------------------- opening
 
     @classmethod
-    def open(cls, url: str, folder: Path, *, create: bool) -> StateStore:
-        """Open the store. Without `create`, a missing store is an error, never a fresh start."""
+    def open(cls, url: str, folder: Path, *, create: bool, timeouts: Timeouts | None = None) -> StateStore:
+        """Open the store. Without `create`, a missing store is an error, never a fresh start.
+        `timeouts` (`state.timeouts`, resolved for the lease) bound a PostgreSQL store's waits."""
         full = resolve_url(url, folder)
         parsed = sa.make_url(full)
         safe = parsed.render_as_string(hide_password=True)
@@ -90,7 +94,10 @@ class StateStore(RunsMixin):
                         "(a missing state never means 'start from zero')"
                     )
                 path.parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(full, pool_pre_ping=True)
+        backend = parsed.get_backend_name()
+        args = timeout_args(backend, resolved(timeouts)) if backend == "postgresql" else {}
+        engine = sa.create_engine(full, pool_pre_ping=True, **({"connect_args": args} if args else {}))
+        deadline.track(engine)
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)

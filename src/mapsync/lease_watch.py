@@ -1,0 +1,111 @@
+"""A run's lease, watched: renewed before each destination write, enforced on every database call.
+
+`LeaseWatch` couples the lease (state/lease.py) with the client-side deadline (deadline.py): the
+engine renews the lease right before each destination write (`LeaseLost` if another run holds
+it now), every batch commit moves the deadline, and when the deadline passes without a renewal
+the sockets of every engine of the run (state store, source, destination) are shut down, so a
+stalled call ends in a transient failure instead of writing later under a lease it lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+
+from mapsync import deadline, errors
+from mapsync.state import lease as leases
+from mapsync.state.store import StateStore
+
+log = logging.getLogger("mapsync.engine")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class LeaseWatch:
+    def __init__(self, store: StateStore, engines: Callable[[], list[Any]]) -> None:
+        self.store = store
+        self._engines = engines  # the state store's engine and the run's handles, asked when needed
+        self.dog = deadline.Watchdog(self._abort)
+        self.enabled = True  # off: the run is not cut at its lease deadline
+
+    def engines(self) -> list[Any]:
+        """The SQLAlchemy engines of the run (a handle without one, e.g. HTTP, is left alone)."""
+        out = []
+        for item in self._engines():
+            engine = item if isinstance(item, sa.Engine) else getattr(item, "engine", None)
+            if isinstance(engine, sa.Engine):
+                out.append(engine)
+        return out
+
+    @property
+    def fired(self) -> str | None:
+        """Why the run's calls were cut (the deadline passed), or None."""
+        return self.dog.fired
+
+    def start(self, ttl: dt.timedelta, *, sql: bool) -> None:
+        """A run starts (its catalog reads first). Only a sync into a SQL destination is cut at its
+        lease deadline: an HTTP destination's long waits (asynchronous jobs, call budgets) have
+        their own timeouts and would be cut while the run is healthy."""
+        self.enabled = sql
+        self.arm(ttl)
+
+    def cut_error(self, sync: str, exc: BaseException) -> errors.TransientError | None:
+        """The transient failure a database error stands for when the deadline cut it (else None)."""
+        if isinstance(exc, sa.exc.DBAPIError) and self.fired is not None:
+            return errors.TransientError(f"sync {sync}: {self.fired}")
+        return None
+
+    def arm(self, ttl: dt.timedelta) -> None:
+        """A run starts: its calls may wait at most `ttl` (less a margin) without a renewal."""
+        for engine in self.engines():
+            deadline.clear(engine)
+        if self.enabled:
+            self.dog.arm(ttl)
+
+    @contextlib.contextmanager
+    def watching(self, lease: leases.Lease) -> Iterator[None]:
+        self.arm(lease.ttl)
+        try:
+            yield
+        finally:
+            self.dog.disarm()
+
+    def renew(self, lease: leases.Lease) -> None:
+        """Right before a destination write: the lease is still ours, for a full TTL from now."""
+        started = time.monotonic()
+        leases.renew(self.store, lease)
+        self.renewed(started)
+
+    def renewed(self, started: float) -> None:
+        """A call that began at monotonic `started` renewed the lease (a batch commit)."""
+        if self.dog.fired is None:
+            self.dog.renewed(started)
+
+    def close(self) -> None:
+        self.dog.stop()
+
+    def _abort(self, reason: str) -> None:
+        for engine in self.engines():
+            deadline.abort(engine, reason)
+        log.error("lease_deadline", extra={"action": "lease_deadline", "error": reason})
+
+
+def settled(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
+    """An engine method after which no deadline stays armed, however it ended (a run refused
+    before it took its lease must not have its idle connections cut later)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.watch.dog.disarm()
+
+    return wrapper
