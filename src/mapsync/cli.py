@@ -14,10 +14,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from mapsync import __version__, errors, logs
+from mapsync import __version__, errors, keys, logs
 from mapsync.engine import Engine, RunReport
 from mapsync.sheet import checks, loader
 from mapsync.sheet.duration import parse_duration
+from mapsync.sheet.models import Sheet
 from mapsync.state.store import StateStore
 
 app = typer.Typer(
@@ -259,6 +260,7 @@ def _execute(
     field: str | None = None,
     deletes: bool = False,
     force_deletes: bool = False,
+    key: tuple[str, ...] | None = None,
 ) -> None:
     """Run `kind` (seed | run | overlap | retry) for each sync, print the reports, exit 0/1/2."""
     from mapsync.progress import RichObserver
@@ -272,7 +274,7 @@ def _execute(
             try:
                 with _handled(loaded.secrets):
                     if kind == "retry":
-                        reports.append(engine.retry(name, field))
+                        reports.append(engine.retry(name, field, key=key))
                     else:
                         reports.append(
                             engine.run(
@@ -294,21 +296,24 @@ def _execute(
     if any(not r.ok for r in reports):
         code = max(code, 1)
     if as_json:
-        _json([_report_dict(r) for r in reports])
+        _json([_report_dict(r, loaded.sheet) for r in reports])
     else:
         for r in reports:
-            _print_report(r)
+            _print_report(r, loaded.sheet)
     if code:
         raise Exit(code)
 
 
-def _report_dict(r: RunReport) -> dict[str, Any]:
+def _report_dict(r: RunReport, sheet: Sheet) -> dict[str, Any]:
+    columns = keys.columns_of(sheet, r.sync)  # keys as objects by key column (mapsync.keys)
     data = dataclasses.asdict(r)
-    data["samples"] = [dataclasses.asdict(s) for s in r.samples]
+    data["samples"] = [{**dataclasses.asdict(s), "key": keys.as_json(s.key, columns)} for s in r.samples]
+    data["gone"] = [keys.as_json(k, columns) for k in r.gone]
     return data
 
 
-def _print_report(r: RunReport) -> None:
+def _print_report(r: RunReport, sheet: Sheet) -> None:
+    columns = keys.columns_of(sheet, r.sync)
     c = r.counts
     color = {"success": "green", "partial": "yellow"}.get(r.status, "red")
     extra = f", missed {c.missed}" if r.kind == "overlap" else ""
@@ -337,14 +342,16 @@ def _print_report(r: RunReport) -> None:
     for s in r.samples[:5]:
         field = f" field {s.field}" if s.field else ""
         out.print(
-            f"  [yellow]rejected[/yellow] key {list(s.key)}{field}: {s.message}", highlight=False, markup=True
+            f"  [yellow]rejected[/yellow] key {keys.to_arg(s.key, columns)}{field}: {s.message}",
+            highlight=False,
+            markup=True,
         )
     if r.counts.rejected > 5:
         out.print(
             f"  … {r.counts.rejected - 5} more: `mapsync errors SHEET --sync {r.sync}`", highlight=False
         )
     for key in r.gone:
-        out.print(f"  [yellow]gone[/yellow] key {list(key)}: the source row no longer exists")
+        out.print(f"  [yellow]gone[/yellow] key {keys.to_arg(key, columns)}: the source row no longer exists")
     if r.message:
         out.print(f"  [red]{r.failure_class} failure:[/red] {r.message}", highlight=False)
 

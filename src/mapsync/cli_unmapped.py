@@ -9,13 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mapsync import countries, transforms
+from mapsync import countries, keys, transforms
 from mapsync.cli import (
     Exit,
     JsonOpt,
     SheetArg,
     SyncOpt,
     _execute,
+    _fail,
     _json,
     _load,
     _names,
@@ -66,8 +67,14 @@ def _entries(loaded: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cfg = loaded.sheet.syncs.get(row["sync"])
         spec = _field_rule(cfg, row["field"]) if cfg is not None else None
         hints = suggest(row["rule"], row["value"], spec)
+        sample = keys.text_as_json(row["sample_key"], keys.columns_of(loaded.sheet, row["sync"]))
         out_rows.append(
-            {**row, "suggestions": hints, "snippet": snippet(row["rule"], row["value"], hints, spec)}
+            {
+                **row,
+                "sample_key": sample,
+                "suggestions": hints,
+                "snippet": snippet(row["rule"], row["value"], hints, spec),
+            }
         )
     return out_rows
 
@@ -124,6 +131,15 @@ def retry(
     field: Annotated[
         str | None, typer.Option("--field", "-f", help="Only records rejected for this field.")
     ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            "-k",
+            help="Only the record of this key (with --sync): `KEY`, or `col=value,col=value` for a "
+            "compound key.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-send the records of open record errors, read afresh from the source by key.
@@ -133,5 +149,13 @@ def retry(
     """
     loaded = _load(sheet)
     names = _names(loaded, sync)
+    wanted = None
+    if key is not None:
+        if sync is None:
+            raise _fail("--key goes with --sync", 2)
+        try:
+            wanted = keys.parse_arg(key, keys.columns_of(loaded.sheet, sync))
+        except ValueError as exc:
+            raise _fail(f"--key: {exc}", 2) from None
     store = _store(loaded, create=False)
-    _execute(loaded, store, names, "retry", as_json, field=field)
+    _execute(loaded, store, names, "retry", as_json, field=field, key=wanted)

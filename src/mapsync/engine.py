@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import capture, connectors, crash, errors, guard, records, transforms
+from mapsync import keys as key_forms
 from mapsync.connectors.sql_source import parse_time
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
@@ -157,15 +158,20 @@ class Engine:
             )
             return report
 
-    def retry(self, name: str, field: str | None = None, *, trigger: str = "cli") -> RunReport:
-        """Re-send the records of open record errors (only those naming `field`, if given), read
-        afresh from the source by key, through the usual map → write → commit; a run of kind
-        `retry` under the sync's lease that leaves the capture cursors alone."""
+    def retry(
+        self, name: str, field: str | None = None, *, trigger: str = "cli", key: tuple[str, ...] | None = None
+    ) -> RunReport:
+        """Re-send the records of open record errors (only those naming `field`, or of the one
+        `key` as written on the command line, if given), read afresh from the source by key,
+        through the usual map → write → commit; a run of kind `retry` under the sync's lease
+        that leaves the capture cursors alone."""
         parts = self.parts(name)
         batch_size = self.sheet.syncs[name].delivery.batch
         with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease:
             with self.store.engine.connect() as conn:
                 keys = unmapped.open_error_keys(conn, name, field)
+            if key is not None:
+                keys = [k for k in keys if key_forms.matches(k, key)]
             run_id = self.store.start_run(name, "retry", trigger, lease.token)
             report = RunReport(name, "retry", run_id, "running", Counts())
             log.info(

@@ -1,0 +1,108 @@
+"""A new user's path (README: demo, init, validate, check, the views), as real processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mapsync import keys
+from tests.helpers import mapsync
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's folder after its runs: 8 open record errors on customers."""
+    folder = tmp_path_factory.mktemp("first_use") / "demo"
+    result = mapsync("demo", "--dir", str(folder), cwd=folder.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder / "mapsync.yaml"
+
+
+def _json(*args: str, cwd: Path) -> Any:
+    result = mapsync(*args, "--json", cwd=cwd)
+    assert "Traceback" not in result.stderr, result.stderr
+    return json.loads(result.stdout)
+
+
+# ---------------------------------------------------------------- `errors` says what it leaves out
+
+
+def test_errors_says_how_many_are_not_shown(demo: Path) -> None:
+    result = mapsync("errors", str(demo), "--limit", "3", cwd=demo.parent)
+    assert result.returncode == 1
+    assert "… 5 more not shown (8 in all)" in result.stdout
+    assert f"mapsync errors {demo} --limit 8" in result.stdout
+    everything = mapsync("errors", str(demo), cwd=demo.parent)
+    assert "more not shown" not in everything.stdout + everything.stderr
+    as_json = mapsync("errors", str(demo), "--limit", "3", "--json", cwd=demo.parent)
+    assert len(json.loads(as_json.stdout)) == 3  # stdout stays one JSON document
+    assert "… 5 more not shown" in as_json.stderr
+
+
+# ---------------------------------------------------------------- `state show` has the audit
+
+
+def test_state_show_text_has_the_cursor_audit(demo: Path) -> None:
+    result = mapsync("state", "show", str(demo), "--sync", "customers", cwd=demo.parent)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "cursor change" in line]
+    assert lines, result.stdout
+    assert any("watermark:" in line and "→" in line for line in lines)
+    assert '{"datetime"' not in result.stdout and '{"object"' not in result.stdout  # not the stored tags
+
+
+# ---------------------------------------------------------------- JSON: data, never JSON text in JSON
+
+
+def test_json_outputs_carry_keys_as_objects_and_no_json_text(demo: Path) -> None:
+    errors = _json("errors", str(demo), cwd=demo.parent)
+    assert {"customer_no": "C10101"} in [e["key"] for e in errors]
+    assert all(not isinstance(e["version"], str) or not e["version"].startswith("{") for e in errors)
+    (status,) = _json("status", str(demo), "--sync", "customers", cwd=demo.parent)
+    assert status["cursors"]["seed"]["status"] == "done"
+    (shown,) = _json("state", "show", str(demo), "--sync", "customers", cwd=demo.parent)
+    assert shown["cursors"]["seed"]["status"] == "done"
+    positions = [a["new_value"] for a in shown["audit"] if a["name"] == "position" and a["new_value"]]
+    assert positions and isinstance(positions[0], dict)
+    unmapped = _json("unmapped", str(demo), cwd=demo.parent)
+    assert all(set(u["sample_key"]) == {"customer_no"} for u in unmapped)
+
+
+def test_retry_takes_a_key_in_the_command_line_form(demo: Path) -> None:
+    (report,) = _json("retry", str(demo), "--sync", "customers", "--key", "C10101", cwd=demo.parent)
+    assert report["counts"]["read"] == 1
+    assert [s["key"] for s in report["samples"]] == [{"customer_no": "C10101"}]
+    (same,) = _json("retry", str(demo), "-s", "customers", "--key", "customer_no=C10101", cwd=demo.parent)
+    assert same["counts"]["read"] == 1
+    text = mapsync("retry", str(demo), "--sync", "customers", "--key", "C10101", cwd=demo.parent)
+    assert "rejected key C10101 field country" in text.stdout
+    bad = mapsync("retry", str(demo), "--key", "C10101", cwd=demo.parent)
+    assert bad.returncode == 2 and "--key goes with --sync" in bad.stderr
+
+
+def test_key_forms() -> None:
+    assert keys.as_json(("C1",), ["customer_no"]) == {"customer_no": "C1"}
+    assert keys.as_json((50121, 2), ["order_no", "line_no"]) == {"order_no": 50121, "line_no": 2}
+    assert keys.to_arg((50121, 2), ["order_no", "line_no"]) == "order_no=50121,line_no=2"
+    assert keys.parse_arg("line_no=2,order_no=50121", ["order_no", "line_no"]) == ("50121", "2")
+    assert keys.to_arg(("a,b=c",), ["k"]) == "a,b=c"  # one column: the value as is
+    assert keys.to_arg(("a,b", "x=y\\"), ["k", "l"]) == "k=a\\,b,l=x\\=y\\\\"
+    with pytest.raises(ValueError, match="missing line_no"):
+        keys.parse_arg("order_no=1", ["order_no", "line_no"])
+    with pytest.raises(ValueError, match="unknown key column 'line'"):
+        keys.parse_arg("order_no=1,line=2", ["order_no", "line_no"])
+
+
+@given(st.lists(st.text(min_size=0, max_size=8), min_size=1, max_size=3))
+def test_command_line_key_round_trips(values: list[str]) -> None:
+    columns = [f"c{i}" for i in range(len(values))]
+    key = tuple(values)
+    assert keys.parse_arg(keys.to_arg(key, columns), columns) == key
+    assert keys.matches(key, keys.parse_arg(keys.to_arg(key, columns), columns))
+    if len(values) == 1:  # a one-column value that looks like `col=…` survives too
+        assert keys.parse_arg(keys.to_arg(("c0=x,y",), ["c0"]), ["c0"]) == ("c0=x,y",)
