@@ -781,10 +781,14 @@ def test_cli_validate_bad_lists_every_problem(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["valid"] is False
     assert len(data["problems"]) == 3
-    assert (
-        data["problems"][0]
-        == f"{path}:{line_of(text, 'stat:')}: stat: unknown key 'stat' (did you mean 'state'?)"
-    )
+    assert data["problems"][0] == {
+        "file": str(path),
+        "line": line_of(text, "stat:"),
+        "column": 1,
+        "path": "stat",
+        "message": "unknown key 'stat' (did you mean 'state'?)",
+    }
+    assert data["problems"][1]["path"] == "syncs.customers.to.connection"  # a problem is an object
 
 
 @pytest.mark.parametrize(
@@ -816,7 +820,8 @@ def test_cli_validate_never_shows_a_traceback(
         json_result = h.mapsync("validate", "--json", str(path), cwd=tmp_path)
         assert json_result.returncode == 2
         problems_ = json.loads(json_result.stdout)["problems"]
-        assert problems_ == [f"{path}:3:1: invalid YAML: found character '\\t' that cannot start any token"]
+        assert [(p["file"], p["line"], p["column"], p["path"]) for p in problems_] == [(str(path), 3, 1, None)]
+        assert problems_[0]["message"].startswith("invalid YAML: found character '\\t' that cannot start any token")
 
 
 def test_missing_variable_names_it_on_the_cli(tmp_path: Path) -> None:

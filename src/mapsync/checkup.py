@@ -327,9 +327,32 @@ def _module_of(connector: Any) -> Any:
 
 
 def _describe(result: Any) -> str:
-    if isinstance(result, dict):
-        return ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("connection", "kind"))[:500]
-    return str(result)[:500]
+    """A connector's check result as a line for people (`--json` keeps the data)."""
+    if not isinstance(result, dict):
+        return str(result)[:500]
+    words = {
+        "reachable": ("reachable", "not reachable"),
+        "auth_ok": ("login accepted", "login refused"),
+        "ok": ("ok", "not ok"),
+    }
+    parts: list[str] = []
+    for k, v in result.items():
+        if k in ("connection", "kind") or v is None:
+            continue
+        if k in words and isinstance(v, bool):
+            parts.append(words[k][0] if v else words[k][1])
+        elif k == "status" and isinstance(v, int):
+            parts.append(f"HTTP {v}")
+        elif k == "budget_remaining":
+            parts.append(f"the server says {v} call(s) left")
+        elif isinstance(v, dict):
+            inner = ", ".join(
+                f"{ik} {iv}" for ik, iv in v.items() if iv is not None and not isinstance(iv, dict)
+            )
+            parts.append(f"{k}: {inner}" if inner else k)
+        else:
+            parts.append(f"{k}: {v}")
+    return ", ".join(parts)[:500]
 
 
 def _reason(exc: BaseException, secrets: tuple[str, ...]) -> str:

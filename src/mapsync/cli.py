@@ -149,7 +149,10 @@ def validate(sheet: SheetArg, as_json: JsonOpt = False) -> None:
         loaded = loader.load(sheet)
     except errors.ConfigError as exc:
         if as_json:
-            _json({"valid": False, "problems": exc.problems or [str(exc)]})
+            details = exc.details or [
+                {"file": str(sheet), "line": None, "column": None, "path": None, "message": str(exc)}
+            ]
+            _json({"valid": False, "problems": details})
             raise Exit(2) from None
         raise _fail(str(exc).replace("[", r"\["), 2) from None
     if as_json:
