@@ -36,7 +36,7 @@ syncs:
     to: {{connection: portal, table: {table}}}
     key: {{from: sku, to: sku}}
     fields: {{{field}: descr}}
-    changes: {{method: full}}
+    changes: {{method: snapshot}}
     deletes: {{policy: hard}}
 """)
     return path

@@ -39,7 +39,7 @@ syncs:
     to: {{connection: portal, table: accounts}}
     key: {{from: id, to: ref}}
     fields: {{nm: name}}
-    changes: {{method: full}}
+    changes: {{method: snapshot}}
     deletes: {deletes}
 """
 

@@ -106,3 +106,93 @@ def test_command_line_key_round_trips(values: list[str]) -> None:
     assert keys.matches(key, keys.parse_arg(keys.to_arg(key, columns), columns))
     if len(values) == 1:  # a one-column value that looks like `col=…` survives too
         assert keys.parse_arg(keys.to_arg(("c0=x,y",), ["c0"]), ["c0"]) == ("c0=x,y",)
+
+
+# ---------------------------------------------------------------- `deletes:` only where deletes come
+
+
+def test_init_example_validates_and_its_deletes_can_happen(tmp_path: Path) -> None:
+    assert mapsync("init", "mapsync.yaml", cwd=tmp_path).returncode == 0
+    text = (tmp_path / "mapsync.yaml").read_text()
+    assert "changes: {method: snapshot}" in text  # the orders' `deletes: {policy: hard}` is true
+    done = mapsync("validate", "mapsync.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "full.yaml").write_text(
+        text.replace("changes: {method: snapshot}", "changes: {method: full}")
+    )
+    refused = mapsync("validate", "full.yaml", cwd=tmp_path)
+    assert refused.returncode == 2
+    message = " ".join(refused.stderr.split())
+    assert "syncs.orders.deletes.policy: `hard` would never apply" in message, message
+    assert "`changes: {method: full}` never sends deletes" in message
+    assert "The methods that do: inbox, log, queue, snapshot, watermark" in message
+    assert "Traceback" not in refused.stderr
+
+
+# ---------------------------------------------------------------- `check --ddl`
+
+DDL_SHEET = """
+version: 1
+connections:
+  erp: {{url: "{src}"}}
+  portal: {{url: "{dst}"}}
+syncs:
+  customers:
+    from: {{connection: erp, table: customers}}
+    to: {{connection: portal, table: accounts}}
+    key: {{from: customer_no, to: ref_id}}
+    changes: {{method: snapshot}}
+    deletes: {{policy: disable, field: active, value: 0}}
+    fields:
+      nm: {{from: name, truncate: 150}}
+      email: email
+      country: {{from: country, country: iso3}}
+      status: {{from: status, map: {{A: 1, H: 1, I: 0}}}}
+      credit_limit: {{from: credit_limit, cast: decimal, scale: 2}}
+      since: {{from: since, cast: date, required: true}}
+  orders:
+    from: {{connection: erp, table: orders}}
+    to: {{connection: portal, table: orders}}
+    key: {{from: order_no, to: order_no}}
+    changes: {{method: full}}
+    fields: {{account_ref: customer_no}}
+    children:
+      lines:
+        from: {{connection: erp, table: order_lines}}
+        to: {{connection: portal, table: order_lines}}
+        parent: {{from: order_no, to: order_no}}
+        key: {{from: [order_no, line_no], to: [order_no, line_no]}}
+        fields: {{sku: item_no, qty: {{from: qty, cast: int}}}}
+"""
+
+
+def test_check_ddl_suggests_tables_that_the_database_takes(
+    tmp_path: Path, sqlite_database: Any, database: Any
+) -> None:
+    from tests import helpers as h
+
+    src, dst = sqlite_database(), database()
+    h.execute(
+        src,
+        "CREATE TABLE customers (customer_no VARCHAR(12) PRIMARY KEY, name TEXT, email VARCHAR(200), "
+        "country TEXT, status CHAR(1), credit_limit NUMERIC(12, 2), since TEXT)",
+        "CREATE TABLE orders (order_no INTEGER PRIMARY KEY, customer_no VARCHAR(12))",
+        "CREATE TABLE order_lines (order_no INTEGER, line_no INTEGER, item_no VARCHAR(20), qty TEXT, "
+        "PRIMARY KEY (order_no, line_no))",
+    )
+    (tmp_path / "sheet.yaml").write_text(DDL_SHEET.format(src=src, dst=dst))
+    first = mapsync("check", "sheet.yaml", cwd=tmp_path)
+    assert first.returncode == 1
+    assert "unknown table 'accounts'" in first.stdout and "--ddl" in first.stdout
+    found = mapsync("check", "sheet.yaml", "--ddl", "--json", cwd=tmp_path)
+    suggested = {s["table"]: s["statement"] for s in json.loads(found.stdout)["ddl"]}
+    assert sorted(suggested) == ["accounts", "order_lines", "orders"]
+    accounts = suggested["accounts"]
+    for text in ("VARCHAR(150)", "CHAR(3)", "NUMERIC(18, 2)", "PRIMARY KEY (ref_id)", "since DATE NOT NULL"):
+        assert text in accounts.replace("`", "").replace('"', ""), accounts
+    assert "VARCHAR(12)" in accounts  # the key copies the source column's type
+    assert "PRIMARY KEY (order_no, line_no)" in suggested["order_lines"].replace("`", "")
+    h.execute(dst, *(statement.rstrip(";") for statement in suggested.values()))
+    again = mapsync("check", "sheet.yaml", "--ddl", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "every SQL destination table exists" in again.stdout

@@ -54,7 +54,7 @@ syncs:
     key: {from: [company, order_no], to: [company_code, erp_order_no]}
     fields:
       total: {from: total, cast: decimal}
-    changes: {method: full}
+    changes: {method: snapshot}
     deletes: {policy: hard}
     children:
       lines:
@@ -132,7 +132,7 @@ def test_good_sheet_loads_with_every_form(tmp_path: Path) -> None:
     assert customers.schedule.finish_within == dt.timedelta(seconds=30)
     assert sheet.state.lease_ttl == dt.timedelta(seconds=90)
     assert sheet.state.retention == dt.timedelta(days=90)  # default
-    assert isinstance(orders.changes, models.FullChanges)
+    assert isinstance(orders.changes, models.SnapshotChanges)
     # children, `after` as one name
     assert orders.after == ["customers"]
     lines = orders.children["lines"]
@@ -334,14 +334,14 @@ def test_unknown_keys_with_did_you_mean(tmp_path: Path, old: str, new: str, path
             id="on-unknown",
         ),
         pytest.param(
-            "changes: {method: full}",
+            "changes: {method: snapshot}",
             "changes: {method: cdc}",
             "syncs.orders.changes",
             "unknown method 'cdc' (expected 'watermark', 'full', 'queue', 'snapshot', 'log', 'inbox')",
             id="method",
         ),
         pytest.param(
-            "changes: {method: full}",
+            "changes: {method: snapshot}",
             "changes: {column: x}",
             "syncs.orders.changes",
             "'method' is required",
@@ -613,7 +613,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
             "      lag: 1h30m": "      lag: 5x",
             "to: {connection: portal, table: accounts}": "to: {connection: crm, table: accounts}",
             "    after: customers": "    after: [customers, invoices]",
-            "changes: {method: full}": "changes: {method: fulll}",
+            "changes: {method: snapshot}": "changes: {method: fulll}",
         }
     )
     found = problems(tmp_path, text)

@@ -214,7 +214,10 @@ class Checkup:
                 else:
                     part = connector.destination(handle, name, cfg, self.loaded.secrets)
             except errors.ConfigError as exc:
-                self.add(subject, "fail", str(exc))
+                hint = ""
+                if side == "destination" and "unknown table" in str(exc) and isinstance(handle, SqlDatabase):
+                    hint = " (`mapsync check SHEET --ddl` prints a suggested CREATE TABLE)"
+                self.add(subject, "fail", str(exc) + hint)
                 continue
             except (errors.TransientError, errors.PermanentError) as exc:
                 self.add(subject, "fail", str(exc))
