@@ -196,3 +196,16 @@ def test_check_ddl_suggests_tables_that_the_database_takes(
     again = mapsync("check", "sheet.yaml", "--ddl", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "every SQL destination table exists" in again.stdout
+
+
+def test_the_docs_stand_alone() -> None:
+    """No doc points at a file outside the repository; the budget is said to be shared."""
+    root = Path(__file__).resolve().parent.parent
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        for outside in ("/work/", "/shared/", "](/", "](../"):
+            assert outside not in text, f"{doc.name}: {outside}"
+    rest = (root / "docs" / "rest.md").read_text(encoding="utf-8")
+    assert "shared within one process" not in rest and "every sync, process and worker" in rest
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "Destination tables must exist" in readme and "check SHEET --ddl" in readme
