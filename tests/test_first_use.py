@@ -209,3 +209,42 @@ def test_the_docs_stand_alone() -> None:
     assert "shared within one process" not in rest and "every sync, process and worker" in rest
     readme = (root / "README.md").read_text(encoding="utf-8")
     assert "Destination tables must exist" in readme and "check SHEET --ddl" in readme
+
+
+# ---------------------------------------------------------------- deletes: what was found, what was done
+
+
+@pytest.mark.parametrize(
+    ("deletes", "outcome"),
+    [
+        ("policy: ignore", {"ignored": 2, "disabled": 0, "deleted": 0}),
+        ("policy: disable, field: qty, value: -1", {"ignored": 0, "disabled": 2, "deleted": 0}),
+        ("policy: hard", {"ignored": 0, "disabled": 0, "deleted": 2}),
+    ],
+)
+def test_run_deletes_reports_keys_gone_and_what_the_policy_did(
+    tmp_path: Path, sqlite_database: Any, deletes: str, outcome: dict[str, int]
+) -> None:
+    from tests import helpers as h
+    from tests.test_snapshot import WATERMARK, Sync
+
+    s = Sync(sqlite_database(), sqlite_database(), tmp_path, changes=WATERMARK, deletes=deletes)
+    try:
+        s.add([(i, f"n{i}", i) for i in range(1, 11)])
+        assert s.engine("seed")["written"] == 10
+        h.execute(s.src, "DELETE FROM items WHERE id IN (2, 5)")
+    finally:
+        s.close()
+    policy = deletes.split(",")[0].split(": ")[1]
+    code, (report,) = s.cli("--deletes")
+    assert code == 0, report
+    assert report["gone_at_source"] == {"found": 2, "policy": policy, **outcome}
+    assert report["counts"]["disabled"] == outcome["disabled"]
+    assert report["counts"]["written"] == 0  # a disabled row is not counted as written
+    assert report["counts"]["deleted"] == outcome["deleted"]
+    if policy == "ignore":  # ignored keys stay live in the ledger: the next check finds them again
+        text = h.mapsync("run", "sheet.yaml", "--deletes", cwd=tmp_path)
+        assert "gone at the source: 2 key(s); policy `ignore`: 2 left as they are" in text.stdout, text.stdout
+        assert "written 0, skipped 8 unchanged" in text.stdout
+    if policy == "disable":
+        assert sorted(h.query(s.dst, "SELECT id FROM items WHERE qty = -1")) == [(2,), (5,)]

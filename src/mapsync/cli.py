@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import sys
@@ -14,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from mapsync import __version__, errors, keys, logs
+from mapsync import __version__, cli_report, errors, logs
 from mapsync.engine import Engine, RunReport
 from mapsync.sheet import checks, loader
 from mapsync.sheet.duration import parse_duration
@@ -308,55 +307,11 @@ def _execute(
 
 
 def _report_dict(r: RunReport, sheet: Sheet) -> dict[str, Any]:
-    columns = keys.columns_of(sheet, r.sync)  # keys as objects by key column (mapsync.keys)
-    data = dataclasses.asdict(r)
-    data["samples"] = [{**dataclasses.asdict(s), "key": keys.as_json(s.key, columns)} for s in r.samples]
-    data["gone"] = [keys.as_json(k, columns) for k in r.gone]
-    return data
+    return cli_report.report_dict(r, sheet)
 
 
 def _print_report(r: RunReport, sheet: Sheet) -> None:
-    columns = keys.columns_of(sheet, r.sync)
-    c = r.counts
-    color = {"success": "green", "partial": "yellow"}.get(r.status, "red")
-    extra = f", missed {c.missed}" if r.kind == "overlap" else ""
-    out.print(
-        f"[bold]{r.sync}[/bold] {r.kind} #{r.run_id}: [{color}]{r.status}[/{color}] — read {c.read}, "
-        f"written {c.written}, skipped {c.skipped} unchanged, rejected {c.rejected}, "
-        f"deleted {c.deleted}{extra}",
-        highlight=False,
-    )
-    for label, counter in (
-        ("truncated", r.truncated),
-        ("defaulted", r.defaulted),
-        ("kept unmapped", r.kept),
-        ("country corrected", r.corrected),
-        ("ambiguous DST time (earlier taken)", r.dst_ambiguous),
-        ("expired, written disabled", r.expired),
-    ):
-        if counter:
-            out.print(f"  {label}: " + ", ".join(f"{k} ×{v}" for k, v in counter.items()), highlight=False)
-    if r.fell_back:
-        out.print(
-            f"  [yellow]fell back[/yellow]: {r.fell_back} hard delete(s) refused by the destination, "
-            "disabled instead",
-            highlight=False,
-        )
-    for s in r.samples[:5]:
-        field = f" field {s.field}" if s.field else ""
-        out.print(
-            f"  [yellow]rejected[/yellow] key {keys.to_arg(s.key, columns)}{field}: {s.message}",
-            highlight=False,
-            markup=True,
-        )
-    if r.counts.rejected > 5:
-        out.print(
-            f"  … {r.counts.rejected - 5} more: `mapsync errors SHEET --sync {r.sync}`", highlight=False
-        )
-    for key in r.gone:
-        out.print(f"  [yellow]gone[/yellow] key {keys.to_arg(key, columns)}: the source row no longer exists")
-    if r.message:
-        out.print(f"  [red]{r.failure_class} failure:[/red] {r.message}", highlight=False)
+    cli_report.print_report(out, r, sheet)
 
 
 @app.command()

@@ -123,6 +123,7 @@ class Engine:
                 final = (
                     parts.capture.finish() if kind != "seed" else {"seed": {"status": "done", "at": stamp()}}
                 )
+                _note_ignored(report, getattr(parts.capture, "ctx", None))
                 if kind == "overlap":
                     final["overlap_at"] = stamp()
                 self.store.commit(
@@ -268,9 +269,13 @@ class Engine:
         tally = transforms.Tally()
         mapped: list[records.Mapped] = []
         rejected: list[records.Rejection] = []
+        gone = report.gone_at_source  # keys deleted at the source: what their policy made of them
         for change in batch.changes:
             out = parts.mapping.apply(change, ctx, tally)
-            if out is None:
+            if change.op == "delete":
+                gone["found"] = gone.get("found", 0) + 1
+                gone["ignored"] = gone.get("ignored", 0) + (out is None)  # (not an unchanged row)
+            elif out is None:
                 counts.skipped += 1
             elif isinstance(out, records.Rejection):
                 rejected.append(out)
@@ -301,10 +306,12 @@ class Engine:
         parts.capture.acknowledge(batch, records.WriteResult(result.delivered, all_rejected))
         crash.point("after_ack")
         counts.written = sum(1 for d in result.delivered if d.op != "delete")
+        if gone:  # a disabling delete is written as an update of the row (in `written` above)
+            gone["disabled"] = gone.get("disabled", 0) + sum(1 for d in result.delivered if d.op == "update")
         counts.deleted = sum(1 for d in result.delivered if d.op == "delete")
         counts.rejected = len(all_rejected)
         counts.truncated = sum(tally.truncated.values())
-        counts.defaulted = sum(tally.defaulted.values()) + sum(tally.kept.values())
+        counts.defaulted = sum(tally.defaulted.values())  # (kept values are reported as `kept`)
         new_values = self.store.commit(
             sync=name,
             token=lease.token,
@@ -383,3 +390,12 @@ def _missed(entry: Any, m: records.Mapped, low: Any) -> bool:
         return parse_time(m.version) < parse_time(low)
     except (errors.MapsyncError, TypeError, ValueError):
         return entry is None
+
+
+def _note_ignored(report: RunReport, ctx: capture.Context | None) -> None:
+    """Deletes a key walk found but did not send (policy `ignore`) go into the run's report."""
+    if ctx is not None and ctx.ignored_deletes:
+        gone = report.gone_at_source
+        gone["found"] = gone.get("found", 0) + ctx.ignored_deletes
+        gone["ignored"] = gone.get("ignored", 0) + ctx.ignored_deletes
+        ctx.ignored_deletes = 0

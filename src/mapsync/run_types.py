@@ -45,6 +45,9 @@ class RunReport:
     fell_back: int = 0  # hard deletes the destination refused, written as `disable` instead
     samples: list[records.Rejection] = dataclasses.field(default_factory=list)
     gone: list[records.Key] = dataclasses.field(default_factory=list)  # retry: source rows gone
+    # deletes found at the source: `found`, and of them `ignored` (policy) and `disabled`
+    # (written as an update, so also in counts.written); deleted ones are counts.deleted
+    gone_at_source: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
