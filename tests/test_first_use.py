@@ -245,6 +245,62 @@ def test_run_deletes_reports_keys_gone_and_what_the_policy_did(
     if policy == "ignore":  # ignored keys stay live in the ledger: the next check finds them again
         text = h.mapsync("run", "sheet.yaml", "--deletes", cwd=tmp_path)
         assert "gone at the source: 2 key(s); policy `ignore`: 2 left as they are" in text.stdout, text.stdout
-        assert "written 0, skipped 8 unchanged" in text.stdout
+        assert "written 0, skipped 0 unchanged" in text.stdout  # ignored deletes are not "unchanged"
     if policy == "disable":
         assert sorted(h.query(s.dst, "SELECT id FROM items WHERE qty = -1")) == [(2,), (5,)]
+
+
+# ---------------------------------------------------------------- messages a new user meets
+
+
+def test_a_wrong_type_in_a_union_is_one_plain_message(tmp_path: Path) -> None:
+    assert mapsync("init", "s.yaml", cwd=tmp_path).returncode == 0
+    text = (tmp_path / "s.yaml").read_text()
+    (tmp_path / "s.yaml").write_text(text.replace("truncate: 150", "truncate: abc", 1))
+    done = mapsync("validate", "s.yaml", "--json", cwd=tmp_path)
+    (problem,) = json.loads(done.stdout)["problems"]
+    assert problem["message"] == "`truncate` must be a whole number or `auto`, got 'abc'", problem
+    assert (
+        problem["path"].endswith(".truncate")
+        and problem["line"] == text[: text.index("truncate: 150")].count("\n") + 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "hint"),
+    [
+        ("version: 1\nsyncs:\n  c:\n    from: x\n   to: y\n", ":5:4:", "indented differently"),
+        (
+            "version: 1\nsyncs:\n  c:\n    from: x\n      to: y\n",
+            ":5:9:",
+            "indented deeper than the key above",
+        ),
+        ("version: 1\nsyncs:\n  c:\n    from: {connection: erp\n    to: y\n", ":5:7:", "is not closed"),
+    ],
+    ids=["dedented", "indented", "unclosed"],
+)
+def test_yaml_mistakes_get_a_plain_hint(tmp_path: Path, text: str, where: str, hint: str) -> None:
+    from mapsync import errors
+    from mapsync.sheet import loader
+
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(errors.ConfigError) as caught:
+        loader.load(tmp_path / "s.yaml", env={})
+    message = str(caught.value)
+    assert where in message and "invalid YAML" in message and "Hint: " in message and hint in message
+
+
+def test_check_names_the_sheet_line_of_a_missing_column(demo: Path, tmp_path: Path) -> None:
+    sheet = tmp_path / "mapsync.yaml"
+    text = demo.read_text().replace(str(demo.parent), str(tmp_path))
+    text = text.replace("nm:      {from: name,", "nm:      {from: nmae,").replace(
+        "email:   email", "emial:   email"
+    )
+    sheet.write_text(text)
+    for name in ("erp.db", "portal.db"):
+        (tmp_path / name).write_bytes((demo.parent / name).read_bytes())
+    done = mapsync("check", str(sheet), cwd=tmp_path)
+    assert done.returncode == 1
+    line = {k: text[: text.index(k)].count("\n") + 1 for k in ("from: nmae", "emial:")}
+    assert f"named at {sheet}:{line['from: nmae']}: syncs.customers.fields.nm.from" in done.stdout
+    assert f"named at {sheet}:{line['emial:']}: syncs.customers.fields.emial" in done.stdout

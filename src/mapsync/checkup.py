@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from mapsync import capture, connectors, errors
 from mapsync.connectors.sql import SqlDatabase, describe_error, normalize_url
+from mapsync.sheet import places
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import schema
 from mapsync.state.store import StateStore, resolve_url
@@ -217,6 +218,9 @@ class Checkup:
                 hint = ""
                 if side == "destination" and "unknown table" in str(exc) and isinstance(handle, SqlDatabase):
                     hint = " (`mapsync check SHEET --ddl` prints a suggested CREATE TABLE)"
+                named = places.column_places(self.loaded, name, side, places.missing_columns(str(exc)))
+                if named:  # where the sheet names the missing columns
+                    hint += "; named at " + "; ".join(named)
                 self.add(subject, "fail", str(exc) + hint)
                 continue
             except (errors.TransientError, errors.PermanentError) as exc:

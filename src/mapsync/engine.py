@@ -274,9 +274,9 @@ class Engine:
             out = parts.mapping.apply(change, ctx, tally)
             if change.op == "delete":
                 gone["found"] = gone.get("found", 0) + 1
-                gone["ignored"] = gone.get("ignored", 0) + (out is None)  # (not an unchanged row)
-            elif out is None:
-                counts.skipped += 1
+                gone["ignored"] = gone.get("ignored", 0) + (out is None)
+            if out is None:
+                counts.skipped += change.op != "delete"  # an ignored delete is no unchanged row
             elif isinstance(out, records.Rejection):
                 rejected.append(out)
             else:

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mapsync import errors
-from mapsync.sheet import checks, connection_models, models
+from mapsync.sheet import checks, connection_models, messages, models
 
 Path_ = tuple[str | int, ...]
 
@@ -233,7 +233,8 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
         if exc.context and exc.context_mark and exc.problem_mark:
             started = exc.context_mark
             context = f" ({exc.context} that starts at line {started.line + 1}, column {started.column + 1})"
-        message = f"invalid YAML: {exc.problem or exc}{context}"
+        hint = messages.yaml_hint(str(exc.problem or exc))
+        message = f"invalid YAML: {exc.problem or exc}{context}" + (f". Hint: {hint}" if hint else "")
         detail = {
             "file": source,
             "line": mark.line + 1 if mark else None,
@@ -267,9 +268,13 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
     try:
         sheet = models.Sheet.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
+        plain, unions = messages.merge_unions(exc.errors())  # one message per union, not per member
+        for err in plain:
             p = _clean_loc(err["loc"])
             problems.append(f"{source}:{line_of(p)}: {_dotted(p)}: {_message(err, p)}")
+        for loc, message in unions:
+            p = _clean_loc(loc)
+            problems.append(f"{source}:{line_of(p)}: {_dotted(p)}: {message}")
     # the cross checks run even on an invalid sheet (over what validates), so one run lists all
     found = checks.cross_check(sheet) if sheet is not None else checks.partial_cross_check(data)
     problems.extend(f"{source}:{line_of(p)}: {_dotted(p)}: {msg}" for p, msg in found)
