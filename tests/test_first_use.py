@@ -304,3 +304,40 @@ def test_check_names_the_sheet_line_of_a_missing_column(demo: Path, tmp_path: Pa
     line = {k: text[: text.index(k)].count("\n") + 1 for k in ("from: nmae", "emial:")}
     assert f"named at {sheet}:{line['from: nmae']}: syncs.customers.fields.nm.from" in done.stdout
     assert f"named at {sheet}:{line['emial:']}: syncs.customers.fields.emial" in done.stdout
+
+
+# ---------------------------------------------------------------- the demo and `unmapped`
+
+
+def test_demo_report_speaks_for_itself(tmp_path: Path) -> None:
+    done = mapsync("demo", "--dir", str(tmp_path / "d"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no log lines in the middle of the report
+    out = done.stdout
+    assert "Values no rule could place" in out and "customers.country (country): 'Germny'" in out
+    assert "rejected customers C10013 country" in out and "['C10013']" not in out  # keys as typed
+    where = out.index("Where to look next")
+    command = out.index("The `mapsync` command")
+    assert where < command < out.index("mapsync status ")
+
+
+def test_unmapped_prints_one_pasteable_snippet_per_field(demo: Path) -> None:
+    import yaml
+
+    done = mapsync("unmapped", str(demo), cwd=demo.parent)
+    lines = done.stdout.splitlines()
+    at = lines.index("  customers.country (country):")
+    snippet = lines[at + 1].strip()
+    assert snippet == 'map: {"Untied States": "United States", "Germny": "Germany"}, on_unknown: keep'
+    assert yaml.safe_load("{" + snippet + "}")["on_unknown"] == "keep"  # it pastes as YAML
+    assert lines[at + 2].strip() == '# no sure mapping for "Europe", "N/A": add them to the map yourself'
+    assert sum(1 for line in lines if line.startswith("  customers.country")) == 1
+    assert "..." not in done.stdout
+
+
+def test_far_fetched_near_misses_are_no_ready_mapping() -> None:
+    from mapsync.cli_unmapped import ready, suggest
+
+    assert ready("country", "Narnia", None) is None and "Armenia" not in suggest("country", "Narnia", None)
+    assert ready("country", "Germny", None) == "Germany"
+    assert ready("country", "Frnace", None) is None  # close, but not sure enough to write for you
