@@ -341,3 +341,34 @@ def test_far_fetched_near_misses_are_no_ready_mapping() -> None:
     assert ready("country", "Narnia", None) is None and "Armenia" not in suggest("country", "Narnia", None)
     assert ready("country", "Germny", None) == "Germany"
     assert ready("country", "Frnace", None) is None  # close, but not sure enough to write for you
+
+
+# ---------------------------------------------------------------- stderr stays quiet on a refusal
+
+
+def test_a_postgresql_refusal_leaves_stderr_quiet(tmp_path: Path, pg_database: Any) -> None:
+    from tests import helpers as h
+
+    dst, src = pg_database(), f"sqlite:///{tmp_path / 'src.db'}"
+    h.execute(dst, "CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER CHECK (qty > 0))")
+    h.execute(src, "CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER)")
+    h.execute(src, "INSERT INTO items VALUES (:id, :qty)", params=[{"id": i, "qty": i} for i in range(1, 6)])
+    (tmp_path / "sheet.yaml").write_text(f"""
+version: 1
+connections:
+  src: {{url: "{src}"}}
+  dst: {{url: "{dst}"}}
+syncs:
+  items:
+    from: {{connection: src, table: items}}
+    to: {{connection: dst, table: items}}
+    key: {{from: id, to: id}}
+    fields: {{qty: qty}}
+    changes: {{method: full}}
+""")
+    assert mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
+    h.execute(src, "UPDATE items SET qty = qty + 10", "UPDATE items SET qty = -1 WHERE id = 3")
+    done = mapsync("run", "sheet.yaml", cwd=tmp_path)  # an upsert of 5 rows, one refused
+    assert done.returncode == 1
+    assert "rejected key 3: destination refused the record" in done.stdout
+    assert done.stderr == "", done.stderr  # no driver echo, no SQLAlchemy warning
