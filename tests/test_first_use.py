@@ -350,7 +350,12 @@ def test_a_postgresql_refusal_leaves_stderr_quiet(tmp_path: Path, pg_database: A
     from tests import helpers as h
 
     dst, src = pg_database(), f"sqlite:///{tmp_path / 'src.db'}"
-    h.execute(dst, "CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER CHECK (qty > 0))")
+    h.execute(
+        dst,
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER CHECK (qty > 0), note TEXT)",
+        # added to a table with old rows: SQLAlchemy's reflection of it used to warn
+        "ALTER TABLE items ADD CONSTRAINT note_short CHECK (length(note) < 100) NOT VALID",
+    )
     h.execute(src, "CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER)")
     h.execute(src, "INSERT INTO items VALUES (:id, :qty)", params=[{"id": i, "qty": i} for i in range(1, 6)])
     (tmp_path / "sheet.yaml").write_text(f"""
