@@ -306,11 +306,11 @@ def _execute(
         raise Exit(code)
 
 
-def _report_dict(r: RunReport, sheet: Sheet) -> dict[str, Any]:
+def _report_dict(r: RunReport, sheet: Sheet | None = None) -> dict[str, Any]:
     return cli_report.report_dict(r, sheet)
 
 
-def _print_report(r: RunReport, sheet: Sheet) -> None:
+def _print_report(r: RunReport, sheet: Sheet | None = None) -> None:
     cli_report.print_report(out, r, sheet)
 
 

@@ -12,7 +12,7 @@ from mapsync.run_types import RunReport
 from mapsync.sheet.models import Sheet
 
 
-def report_dict(r: RunReport, sheet: Sheet) -> dict[str, Any]:
+def report_dict(r: RunReport, sheet: Sheet | None) -> dict[str, Any]:
     columns = keys.columns_of(sheet, r.sync)  # keys as objects by key column (mapsync.keys)
     data = dataclasses.asdict(r)
     data["samples"] = [{**dataclasses.asdict(s), "key": keys.as_json(s.key, columns)} for s in r.samples]
@@ -24,12 +24,12 @@ def report_dict(r: RunReport, sheet: Sheet) -> dict[str, Any]:
     return data
 
 
-def _deletes(r: RunReport, sheet: Sheet) -> dict[str, Any] | None:
+def _deletes(r: RunReport, sheet: Sheet | None) -> dict[str, Any] | None:
     """Keys found deleted at the source and what the sync's `deletes` policy made of them."""
     found = r.gone_at_source.get("found", 0)
     if not found:
         return None
-    cfg = sheet.syncs.get(r.sync)
+    cfg = sheet.syncs.get(r.sync) if sheet is not None else None
     return {
         "found": found,
         "policy": cfg.deletes.policy if cfg is not None else None,
@@ -39,7 +39,7 @@ def _deletes(r: RunReport, sheet: Sheet) -> dict[str, Any] | None:
     }
 
 
-def print_report(out: Console, r: RunReport, sheet: Sheet) -> None:
+def print_report(out: Console, r: RunReport, sheet: Sheet | None) -> None:
     """One run's report for people: counts, then what needs a look."""
     columns = keys.columns_of(sheet, r.sync)
     c = r.counts

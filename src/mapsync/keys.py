@@ -141,7 +141,7 @@ def _split_once(part: str) -> tuple[str, str, str]:
     return pieces[0], "=", "=".join(pieces[1:])
 
 
-def columns_of(sheet: Sheet, sync: str) -> list[str]:
-    """The source key columns of `sync` (empty when the sheet no longer has it)."""
-    cfg = sheet.syncs.get(sync)
+def columns_of(sheet: Sheet | None, sync: str) -> list[str]:
+    """The source key columns of `sync` (empty when the sheet is not known or lacks it)."""
+    cfg = sheet.syncs.get(sync) if sheet is not None else None
     return list(cfg.key.from_) if cfg is not None else []
