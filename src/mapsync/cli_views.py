@@ -157,7 +157,7 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
             {
                 **state_report.sync_status(store, name),
                 "runs": state_report.runs(store, name, 5),
-                "audit": state_report.audit(store, name, 5),
+                "audit": state_report.audit_plain(store, name, 5),
             }
             for name in _names(loaded, sync)
         ]

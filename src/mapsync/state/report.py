@@ -72,10 +72,15 @@ def audit(store: StateStore, sync: str, limit: int) -> list[dict[str, Any]]:
         rows = conn.execute(
             sa.select(a).where(a.c.sync == sync).order_by(a.c.id.desc()).limit(limit)
         ).mappings()
-        return [
-            {**row, "old_value": decoded(row["old_value"]), "new_value": decoded(row["new_value"])}
-            for row in rows
-        ]
+        return [dict(row) for row in rows]
+
+
+def audit_plain(store: StateStore, sync: str, limit: int) -> list[dict[str, Any]]:
+    """`audit` with the old and new values as plain JSON data (for `state show`)."""
+    return [
+        {**row, "old_value": decoded(row["old_value"]), "new_value": decoded(row["new_value"])}
+        for row in audit(store, sync, limit)
+    ]
 
 
 def decoded(text: str | None) -> Any:
