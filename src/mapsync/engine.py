@@ -123,7 +123,7 @@ class Engine:
                 final = (
                     parts.capture.finish() if kind != "seed" else {"seed": {"status": "done", "at": stamp()}}
                 )
-                _note_ignored(report, getattr(parts.capture, "ctx", None))
+                report.note_ignored(getattr(parts.capture, "ctx", None))
                 if kind == "overlap":
                     final["overlap_at"] = stamp()
                 self.store.commit(
@@ -390,12 +390,3 @@ def _missed(entry: Any, m: records.Mapped, low: Any) -> bool:
         return parse_time(m.version) < parse_time(low)
     except (errors.MapsyncError, TypeError, ValueError):
         return entry is None
-
-
-def _note_ignored(report: RunReport, ctx: capture.Context | None) -> None:
-    """Deletes a key walk found but did not send (policy `ignore`) go into the run's report."""
-    if ctx is not None and ctx.ignored_deletes:
-        gone = report.gone_at_source
-        gone["found"] = gone.get("found", 0) + ctx.ignored_deletes
-        gone["ignored"] = gone.get("ignored", 0) + ctx.ignored_deletes
-        ctx.ignored_deletes = 0
