@@ -107,6 +107,7 @@ def record_errors(sheet: Path) -> dict[str, list[dict[str, Any]]]:
     assert "Traceback" not in result.stderr
     by_sync: dict[str, list[dict[str, Any]]] = {}
     for row in json.loads(result.stdout):
+        row["key"] = json.dumps(list(row["key"].values()))  # the key object by column, as list text
         by_sync.setdefault(row["sync"], []).append(row)
     for rows in by_sync.values():
         rows.sort(key=lambda r: json.loads(r["key"]))

@@ -229,7 +229,7 @@ def test_queue_installation_and_backlog(
     text = h.mapsync("status", "sheet.yaml", cwd=tmp_path)
     assert "items: queue mapsync_changes (there), triggers installed; backlog 0 new, 1 error" in text.stdout
     errors = _json_of(h.mapsync("errors", "sheet.yaml", "--json", cwd=tmp_path))
-    assert [json.loads(e["key"]) for e in errors] == [[3]]  # the `error` row is a record error too
+    assert [e["key"] for e in errors] == [{"id": 3}]  # the `error` row is a record error too
 
     # triggers removed by hand: a warning again
     assert h.mapsync("triggers", "remove", "sheet.yaml", cwd=tmp_path).returncode == 0

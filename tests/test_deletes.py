@@ -39,7 +39,7 @@ syncs:
     to: {{connection: portal, table: accounts}}
     key: {{from: id, to: ref}}
     fields: {{nm: name}}
-    changes: {{method: full}}
+    changes: {{method: snapshot}}
     deletes: {deletes}
 """
 
@@ -223,7 +223,9 @@ def test_each_plain_policy_ends_in_its_state(world: World, deletes: str, expecte
     assert report.status == "success", report.message
     assert world.accounts() == expected
     assert report.counts.deleted == (2 if "hard" in deletes else 0)
-    assert report.counts.skipped == (2 if "ignore" in deletes else 0)
+    assert report.counts.skipped == 0  # an ignored delete is reported as such, not as unchanged
+    ignored, disabled = (2 if "ignore" in deletes else 0), (2 if "disable" in deletes else 0)
+    assert report.gone_at_source == {"found": 2, "ignored": ignored, "disabled": disabled}
 
 
 def test_a_refused_hard_delete_without_fallback_is_a_record_error(world: World) -> None:

@@ -59,7 +59,7 @@ def test_watermark_deletes_every(sync: Any) -> None:
 
 
 def test_run_deletes_refused_for_a_method_that_cannot_look(sync: Any) -> None:
-    s = _seeded(sync, changes="{method: full}")
+    s = _seeded(sync, changes="{method: full}", deletes="policy: ignore")  # (validate refuses others)
     with pytest.raises(errors.ConfigError, match="cannot look for deleted rows"):
         s.report(deletes=True)
 

@@ -104,7 +104,7 @@ def test_declared_columns_truncate_and_reject_before_sending(
 
     errors = h.mapsync("errors", "sheet.yaml", "--json", cwd=tmp_path, env=ENV)
     assert errors.returncode == 0, errors.stdout + errors.stderr
-    messages = {json.loads(e["key"])[0]: (e["field"], e["message"]) for e in json.loads(errors.stdout)}
+    messages = {e["key"]["customer_no"]: (e["field"], e["message"]) for e in json.loads(errors.stdout)}
     assert sorted(messages) == ["C3", "C4"]
     assert messages["C3"] == ("email", "field `email` is NULL but the destination column is NOT NULL")
     assert messages["C4"] == ("credit", "field `credit`: 123456 does not fit numeric(6,2)")
@@ -119,7 +119,7 @@ def test_over_long_value_without_truncate_is_rejected_naming_field(
     (report,) = json.loads(done.stdout)
     assert report["counts"]["written"] == 1  # only C1 fits every declared column
     assert report["counts"]["rejected"] == 4
-    messages = {s["key"][0]: s["message"] for s in report["samples"]}
+    messages = {s["key"]["customer_no"]: s["message"] for s in report["samples"]}
     assert messages["C2"].startswith("field `nm` length 26 > 10"), messages
     assert [r["ref_id"] for r in cimcloud_sandbox.sandbox.store.all("accounts")] == ["C1"]
 

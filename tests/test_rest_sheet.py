@@ -24,7 +24,7 @@ syncs:
     to: {{connection: cim, {dst}}}
     key: {{from: id, to: ref_id}}
     fields: {{nm: name}}
-    changes: {{method: full}}
+    changes: {{method: snapshot}}
     deletes: {{policy: {policy}, field: status, value: "0"}}
 """
 

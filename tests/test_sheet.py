@@ -54,7 +54,7 @@ syncs:
     key: {from: [company, order_no], to: [company_code, erp_order_no]}
     fields:
       total: {from: total, cast: decimal}
-    changes: {method: full}
+    changes: {method: snapshot}
     deletes: {policy: hard}
     children:
       lines:
@@ -132,7 +132,7 @@ def test_good_sheet_loads_with_every_form(tmp_path: Path) -> None:
     assert customers.schedule.finish_within == dt.timedelta(seconds=30)
     assert sheet.state.lease_ttl == dt.timedelta(seconds=90)
     assert sheet.state.retention == dt.timedelta(days=90)  # default
-    assert isinstance(orders.changes, models.FullChanges)
+    assert isinstance(orders.changes, models.SnapshotChanges)
     # children, `after` as one name
     assert orders.after == ["customers"]
     lines = orders.children["lines"]
@@ -334,14 +334,14 @@ def test_unknown_keys_with_did_you_mean(tmp_path: Path, old: str, new: str, path
             id="on-unknown",
         ),
         pytest.param(
-            "changes: {method: full}",
+            "changes: {method: snapshot}",
             "changes: {method: cdc}",
             "syncs.orders.changes",
             "unknown method 'cdc' (expected 'watermark', 'full', 'queue', 'snapshot', 'log', 'inbox')",
             id="method",
         ),
         pytest.param(
-            "changes: {method: full}",
+            "changes: {method: snapshot}",
             "changes: {column: x}",
             "syncs.orders.changes",
             "'method' is required",
@@ -613,7 +613,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
             "      lag: 1h30m": "      lag: 5x",
             "to: {connection: portal, table: accounts}": "to: {connection: crm, table: accounts}",
             "    after: customers": "    after: [customers, invoices]",
-            "changes: {method: full}": "changes: {method: fulll}",
+            "changes: {method: snapshot}": "changes: {method: fulll}",
         }
     )
     found = problems(tmp_path, text)
@@ -781,10 +781,14 @@ def test_cli_validate_bad_lists_every_problem(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["valid"] is False
     assert len(data["problems"]) == 3
-    assert (
-        data["problems"][0]
-        == f"{path}:{line_of(text, 'stat:')}: stat: unknown key 'stat' (did you mean 'state'?)"
-    )
+    assert data["problems"][0] == {
+        "file": str(path),
+        "line": line_of(text, "stat:"),
+        "column": 1,
+        "path": "stat",
+        "message": "unknown key 'stat' (did you mean 'state'?)",
+    }
+    assert data["problems"][1]["path"] == "syncs.customers.to.connection"  # a problem is an object
 
 
 @pytest.mark.parametrize(
@@ -816,7 +820,8 @@ def test_cli_validate_never_shows_a_traceback(
         json_result = h.mapsync("validate", "--json", str(path), cwd=tmp_path)
         assert json_result.returncode == 2
         problems_ = json.loads(json_result.stdout)["problems"]
-        assert problems_ == [f"{path}:3:1: invalid YAML: found character '\\t' that cannot start any token"]
+        assert [(p["file"], p["line"], p["column"], p["path"]) for p in problems_] == [(str(path), 3, 1, None)]
+        assert problems_[0]["message"].startswith("invalid YAML: found character '\\t' that cannot start any token")
 
 
 def test_missing_variable_names_it_on_the_cli(tmp_path: Path) -> None:

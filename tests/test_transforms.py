@@ -493,3 +493,29 @@ def test_any_input_ends_as_mapped_or_a_named_rejection(key: Any, value: Any) -> 
             assert out.hash == records.content_hash(out.values)
             if name == "const":
                 assert out.values[name] == "web"
+
+
+def test_the_map_keep_country_recipe_counts_only_values_that_stay_unplaced() -> None:
+    """`map: {…}, on_unknown: keep` in front of `country` (the recipe the docs and `unmapped`
+    give): a value the country rule places is not "kept unmapped"; one it rejects is."""
+    recipe = {"from": "x", "map": {"Untied States": "USA"}, "on_unknown": "keep", "country": "iso3"}
+    tally = transforms.Tally()
+    mapping = _mapping({"country": recipe})
+    changes = [
+        records.Change("upsert", (i,), 1, {"id": i, "x": v})
+        for i, v in enumerate(["Untied States", "Germany", "DE", "France", "Narnia"])
+    ]
+    ctx = mapping.prepare(changes)
+    out = [mapping.apply(c, ctx, tally) for c in changes]
+    assert [o.values["country"] for o in out[:4] if isinstance(o, records.Mapped)] == [
+        "USA",
+        "DEU",
+        "DEU",
+        "FRA",
+    ]
+    assert isinstance(out[4], records.Rejection)
+    assert tally.kept == {"country": 1}  # only Narnia: kept by the map, then refused by `country`
+    assert not tally.defaulted
+    # without a later rule, every value the map keeps goes out unmapped and is counted
+    _, alone = _apply({"st": {"from": "x", "map": {"A": 1}, "on_unknown": "keep"}}, {"x": "Z"})
+    assert alone.kept == {"st": 1}

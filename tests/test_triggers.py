@@ -192,7 +192,7 @@ syncs:
     key: {{from: id, to: id}}
     fields: {{name: name}}
     changes: {{method: {method}}}
-    deletes: {{policy: hard}}
+    deletes: {{policy: ignore}}
   w:
     from: {{connection: src, table: items}}
     to: {{connection: src, table: dst}}

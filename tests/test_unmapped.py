@@ -227,7 +227,7 @@ def test_retry_reports_keys_whose_source_row_is_gone(world: World) -> None:
     w.sheet(FIXED)
     code, (retried,) = w.cli("retry")
     assert code == 1
-    assert (retried["status"], retried["counts"]["written"], retried["gone"]) == ("partial", 1, [[5]])
+    assert (retried["status"], retried["counts"]["written"], retried["gone"]) == ("partial", 1, [{"id": 5}])
     state = w.state()
     assert state["open_errors"] == [(5,)]
     store = w.store()

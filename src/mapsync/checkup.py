@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from mapsync import capture, connectors, errors
 from mapsync.connectors.sql import SqlDatabase, describe_error, normalize_url
 from mapsync.redact import redact
+from mapsync.sheet import places
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import schema
 from mapsync.state.store import StateStore, resolve_url
@@ -216,7 +217,13 @@ class Checkup:
                 else:
                     part = connector.destination(handle, name, cfg, self.loaded.secrets)
             except errors.ConfigError as exc:
-                self.add(subject, "fail", str(exc))
+                hint = ""
+                if side == "destination" and "unknown table" in str(exc) and isinstance(handle, SqlDatabase):
+                    hint = " (`mapsync check SHEET --ddl` prints a suggested CREATE TABLE)"
+                named = places.column_places(self.loaded, name, side, places.missing_columns(str(exc)))
+                if named:  # where the sheet names the missing columns
+                    hint += "; named at " + "; ".join(named)
+                self.add(subject, "fail", str(exc) + hint)
                 continue
             except (errors.TransientError, errors.PermanentError) as exc:
                 self.add(subject, "fail", str(exc))
@@ -329,9 +336,32 @@ def _module_of(connector: Any) -> Any:
 
 
 def _describe(result: Any) -> str:
-    if isinstance(result, dict):
-        return ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("connection", "kind"))[:500]
-    return str(result)[:500]
+    """A connector's check result as a line for people (`--json` keeps the data)."""
+    if not isinstance(result, dict):
+        return str(result)[:500]
+    words = {
+        "reachable": ("reachable", "not reachable"),
+        "auth_ok": ("login accepted", "login refused"),
+        "ok": ("ok", "not ok"),
+    }
+    parts: list[str] = []
+    for k, v in result.items():
+        if k in ("connection", "kind") or v is None:
+            continue
+        if k in words and isinstance(v, bool):
+            parts.append(words[k][0] if v else words[k][1])
+        elif k == "status" and isinstance(v, int):
+            parts.append(f"HTTP {v}")
+        elif k == "budget_remaining":
+            parts.append(f"the server says {v} call(s) left")
+        elif isinstance(v, dict):
+            inner = ", ".join(
+                f"{ik} {iv}" for ik, iv in v.items() if iv is not None and not isinstance(iv, dict)
+            )
+            parts.append(f"{k}: {inner}" if inner else k)
+        else:
+            parts.append(f"{k}: {v}")
+    return ", ".join(parts)[:500]
 
 
 def _reason(exc: BaseException, secrets: tuple[str, ...]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import sys
@@ -14,11 +13,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from mapsync import __version__, errors, logs
+from mapsync import __version__, cli_report, errors, logs
 from mapsync.engine import Engine, RunReport
 from mapsync.redact import redact
 from mapsync.sheet import checks, loader
 from mapsync.sheet.duration import parse_duration
+from mapsync.sheet.models import Sheet
 from mapsync.state import faults
 from mapsync.state.store import StateStore
 
@@ -152,7 +152,10 @@ def validate(sheet: SheetArg, as_json: JsonOpt = False) -> None:
         loaded = loader.load(sheet)
     except errors.ConfigError as exc:
         if as_json:
-            _json({"valid": False, "problems": exc.problems or [str(exc)]})
+            details = exc.details or [
+                {"file": str(sheet), "line": None, "column": None, "path": None, "message": str(exc)}
+            ]
+            _json({"valid": False, "problems": details})
             raise Exit(2) from None
         raise _fail(str(exc).replace("[", r"\["), 2) from None
     if as_json:
@@ -263,6 +266,7 @@ def _execute(
     field: str | None = None,
     deletes: bool = False,
     force_deletes: bool = False,
+    key: tuple[str, ...] | None = None,
 ) -> None:
     """Run `kind` (seed | run | overlap | retry) for each sync, print the reports, exit 0/1/2."""
     from mapsync.progress import RichObserver
@@ -276,7 +280,7 @@ def _execute(
             try:
                 with _handled(loaded.secrets):
                     if kind == "retry":
-                        reports.append(engine.retry(name, field))
+                        reports.append(engine.retry(name, field, key=key))
                     else:
                         reports.append(
                             engine.run(
@@ -298,59 +302,20 @@ def _execute(
     if any(not r.ok for r in reports):
         code = max(code, 1)
     if as_json:
-        _json([_report_dict(r) for r in reports])
+        _json([_report_dict(r, loaded.sheet) for r in reports])
     else:
         for r in reports:
-            _print_report(r)
+            _print_report(r, loaded.sheet)
     if code:
         raise Exit(code)
 
 
-def _report_dict(r: RunReport) -> dict[str, Any]:
-    data = dataclasses.asdict(r)
-    data["samples"] = [dataclasses.asdict(s) for s in r.samples]
-    return data
+def _report_dict(r: RunReport, sheet: Sheet | None = None) -> dict[str, Any]:
+    return cli_report.report_dict(r, sheet)
 
 
-def _print_report(r: RunReport) -> None:
-    c = r.counts
-    color = {"success": "green", "partial": "yellow"}.get(r.status, "red")
-    extra = f", missed {c.missed}" if r.kind == "overlap" else ""
-    out.print(
-        f"[bold]{r.sync}[/bold] {r.kind} #{r.run_id}: [{color}]{r.status}[/{color}] — read {c.read}, "
-        f"written {c.written}, skipped {c.skipped} unchanged, rejected {c.rejected}, "
-        f"deleted {c.deleted}{extra}",
-        highlight=False,
-    )
-    for label, counter in (
-        ("truncated", r.truncated),
-        ("defaulted", r.defaulted),
-        ("kept unmapped", r.kept),
-        ("country corrected", r.corrected),
-        ("ambiguous DST time (earlier taken)", r.dst_ambiguous),
-        ("expired, written disabled", r.expired),
-    ):
-        if counter:
-            out.print(f"  {label}: " + ", ".join(f"{k} ×{v}" for k, v in counter.items()), highlight=False)
-    if r.fell_back:
-        out.print(
-            f"  [yellow]fell back[/yellow]: {r.fell_back} hard delete(s) refused by the destination, "
-            "disabled instead",
-            highlight=False,
-        )
-    for s in r.samples[:5]:
-        field = f" field {s.field}" if s.field else ""
-        out.print(
-            f"  [yellow]rejected[/yellow] key {list(s.key)}{field}: {s.message}", highlight=False, markup=True
-        )
-    if r.counts.rejected > 5:
-        out.print(
-            f"  … {r.counts.rejected - 5} more: `mapsync errors SHEET --sync {r.sync}`", highlight=False
-        )
-    for key in r.gone:
-        out.print(f"  [yellow]gone[/yellow] key {list(key)}: the source row no longer exists")
-    if r.message:
-        out.print(f"  [red]{r.failure_class} failure:[/red] {r.message}", highlight=False)
+def _print_report(r: RunReport, sheet: Sheet | None = None) -> None:
+    cli_report.print_report(out, r, sheet)
 
 
 @app.command()

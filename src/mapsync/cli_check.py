@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated, Any
+
+import typer
 
 from mapsync.cli import Exit, JsonOpt, SheetArg, _json, _load, app, out
 
 
 @app.command()
-def check(sheet: SheetArg, as_json: JsonOpt = False) -> None:
+def check(
+    sheet: SheetArg,
+    ddl: Annotated[
+        bool,
+        typer.Option(
+            "--ddl",
+            help="Also print a suggested CREATE TABLE (unique key, lengths the sheet implies) for "
+            "each SQL destination table that is missing.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Connect to every connection and report what is wrong, changing nothing.
 
     Reachability, login, the tables and mapped columns of each sync, write permission where
@@ -21,8 +35,16 @@ def check(sheet: SheetArg, as_json: JsonOpt = False) -> None:
     loaded = _load(sheet)
     checkup = Checkup(loaded)
     found = checkup.run()
+    suggested = []
+    if ddl:
+        from mapsync import ddl as ddl_mod
+
+        suggested = ddl_mod.missing(loaded)
     if as_json:
-        _json({"ok": checkup.ok, "checks": [dataclasses.asdict(f) for f in found]})
+        data = {"ok": checkup.ok, "checks": [dataclasses.asdict(f) for f in found]}
+        if ddl:
+            data["ddl"] = [dataclasses.asdict(s) for s in suggested]
+        _json(data)
     else:
         style = {
             "ok": "[green]ok  [/green]",
@@ -35,5 +57,24 @@ def check(sheet: SheetArg, as_json: JsonOpt = False) -> None:
             out.print(f"{style[f.status]}  {f.subject}: {detail}", highlight=False, soft_wrap=True)
         problems = sum(1 for f in found if f.status in ("fail", "warn"))
         out.print(f"{problems} problem(s)" if problems else "all checks passed", highlight=False)
+        if ddl:
+            _print_ddl(suggested)
     if not checkup.ok:
         raise Exit(1)
+
+
+def _print_ddl(suggested: list[Any]) -> None:
+    if not suggested:
+        out.print("--ddl: every SQL destination table exists", highlight=False)
+        return
+    out.print(
+        "\n-- suggested DDL for the missing destination tables: mapsync never creates them; review "
+        "the types and lengths, run it, then `mapsync check` again",
+        highlight=False,
+        markup=False,
+    )
+    for s in suggested:
+        out.print(
+            f"\n-- sync {s.sync}: {s.table} in connection {s.connection}", highlight=False, markup=False
+        )
+        out.print(s.statement, highlight=False, markup=False)

@@ -29,9 +29,9 @@ def run_follow(loaded: LoadedSheet, names: list[str], poll: str, as_json: bool) 
         if as_json:
             import json
 
-            out.print(json.dumps(_report_dict(r), default=str), soft_wrap=True, highlight=False)
+            out.print(json.dumps(_report_dict(r, loaded.sheet), default=str), soft_wrap=True, highlight=False)
         else:
-            _print_report(r)
+            _print_report(r, loaded.sheet)
 
     try:
         with _handled(loaded.secrets), follow_mod.stop_on_signals(stop):

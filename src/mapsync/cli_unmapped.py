@@ -9,13 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mapsync import countries, transforms
+from mapsync import countries, keys, transforms
 from mapsync.cli import (
     Exit,
     JsonOpt,
     SheetArg,
     SyncOpt,
     _execute,
+    _fail,
     _json,
     _load,
     _names,
@@ -36,28 +37,87 @@ def _field_rule(sync: models.SyncConfig, field: str) -> models.FieldRule | None:
     return None
 
 
-def suggest(rule: str, value: str, spec: models.FieldRule | None) -> list[str]:
-    """Near misses: close country names and aliases for `country`, close map keys for `map`."""
+READY = 0.85  # a near miss this close (and clearly the closest) is offered as a ready mapping
+MARGIN = 0.05
+
+
+def _near(rule: str, value: str, spec: models.FieldRule | None) -> list[tuple[float, str]]:
+    """(similarity, suggestion), best first: country names and aliases, or map keys."""
     if rule == "country":
         names = countries.country_spellings()
-        close = difflib.get_close_matches(transforms._normalize(value), list(names), n=5, cutoff=0.75)
-        return list(dict.fromkeys(names[c].name for c in close))[:3]
-    if rule == "map" and spec is not None and spec.map:
-        return difflib.get_close_matches(value, [str(k) for k in spec.map], n=3, cutoff=0.6)
-    return []
+        text = transforms._normalize(value)
+        close = difflib.get_close_matches(text, list(names), n=5, cutoff=0.8)
+        scored = [(difflib.SequenceMatcher(None, text, c).ratio(), names[c].name) for c in close]
+    elif rule == "map" and spec is not None and spec.map:
+        keys = [str(k) for k in spec.map]
+        close = difflib.get_close_matches(value, keys, n=3, cutoff=0.6)
+        scored = [(difflib.SequenceMatcher(None, value, c).ratio(), c) for c in close]
+    else:
+        return []
+    best: dict[str, float] = {}
+    for score, name in scored:
+        best[name] = max(score, best.get(name, 0.0))
+    return sorted(((s, n) for n, s in best.items()), key=lambda item: -item[0])
+
+
+def suggest(rule: str, value: str, spec: models.FieldRule | None) -> list[str]:
+    """Near misses: close country names and aliases for `country`, close map keys for `map`."""
+    return [name for _, name in _near(rule, value, spec)][:3]
+
+
+def ready(rule: str, value: str, spec: models.FieldRule | None) -> str | None:
+    """The one suggestion close enough to offer as a mapping (never a far-fetched guess)."""
+    near = _near(rule, value, spec)
+    if not near or near[0][0] < READY or (len(near) > 1 and near[0][0] - near[1][0] < MARGIN):
+        return None
+    return near[0][1]
+
+
+def _target(rule: str, name: str | None, spec: models.FieldRule | None) -> Any:
+    if name is None:
+        return None
+    if rule == "map":
+        return {str(k): v for k, v in (spec.map or {}).items()}.get(name) if spec is not None else None
+    return name
 
 
 def snippet(rule: str, value: str, suggestions: list[str], spec: models.FieldRule | None) -> str:
-    """The sheet text that would map the value (the target left as `...` when there is no hint)."""
+    """The sheet text that would map one value (the target left as `...` when there is no sure
+    one)."""
     key = json.dumps(value, ensure_ascii=False)
+    target = _target(rule, ready(rule, value, spec), spec)
+    shown = json.dumps(target, ensure_ascii=False) if target is not None else "..."
     if rule == "country":
-        target = json.dumps(suggestions[0], ensure_ascii=False) if suggestions else "..."
-        return f"map: {{{key}: {target}}}, on_unknown: keep  # map runs before country"
+        return f"map: {{{key}: {shown}}}, on_unknown: keep  # map runs before country"
     if rule == "map":
-        table = {str(k): v for k, v in (spec.map or {}).items()} if spec is not None else {}
-        target = json.dumps(table[suggestions[0]], ensure_ascii=False) if suggestions else "..."
-        return f"map: {{{key}: {target}}}"
+        return f"map: {{{key}: {shown}}}"
     return f"{rule}: add {key} to its table"
+
+
+def merged_snippet(rule: str, values: list[str], spec: models.FieldRule | None) -> list[str]:
+    """One pasteable snippet for every open value of a field: the mappings it is sure of (for a
+    `map` rule with the map's present entries, so it replaces the line), and a comment naming
+    the values left for you."""
+    sure = {v: _target(rule, ready(rule, v, spec), spec) for v in values}
+    unsure = [v for v, t in sure.items() if t is None]
+    entries = {v: t for v, t in sure.items() if t is not None}
+    lines = []
+    if rule in ("country", "map") and entries:
+        present = {str(k): v for k, v in (spec.map or {}).items()} if spec is not None and spec.map else {}
+        table = {**present, **entries}
+        text = ", ".join(
+            f"{json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}"
+            for k, v in table.items()
+        )
+        tail = ", on_unknown: keep" if rule == "country" else ""
+        lines.append(f"map: {{{text}}}{tail}")
+    elif rule not in ("country", "map"):
+        unsure = values
+    if unsure:
+        listed = ", ".join(json.dumps(v, ensure_ascii=False) for v in unsure)
+        where = "its table" if rule not in ("country", "map") else "the map yourself"
+        lines.append(f"# no sure mapping for {listed}: add them to {where}")
+    return lines
 
 
 def _entries(loaded: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -66,8 +126,14 @@ def _entries(loaded: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cfg = loaded.sheet.syncs.get(row["sync"])
         spec = _field_rule(cfg, row["field"]) if cfg is not None else None
         hints = suggest(row["rule"], row["value"], spec)
+        sample = keys.text_as_json(row["sample_key"], keys.columns_of(loaded.sheet, row["sync"]))
         out_rows.append(
-            {**row, "suggestions": hints, "snippet": snippet(row["rule"], row["value"], hints, spec)}
+            {
+                **row,
+                "sample_key": sample,
+                "suggestions": hints,
+                "snippet": snippet(row["rule"], row["value"], hints, spec),
+            }
         )
     return out_rows
 
@@ -110,9 +176,16 @@ def unmapped_cmd(
                 ", ".join(row["suggestions"]),
             )
         out.print(table)
+        by_field: dict[tuple[str, str, str], list[str]] = {}
         for row in rows:
             if row["resolved_at"] is None:
-                out.print(f"  {row['sync']}.{row['field']}: {row['snippet']}", highlight=False, markup=False)
+                by_field.setdefault((row["sync"], row["field"], row["rule"]), []).append(row["value"])
+        for (sync_name, field, rule), values in by_field.items():  # one pasteable snippet per field
+            cfg = loaded.sheet.syncs.get(sync_name)
+            spec = _field_rule(cfg, field) if cfg is not None else None
+            out.print(f"  {sync_name}.{field} ({rule}):", highlight=False, markup=False)
+            for line in merged_snippet(rule, values, spec):
+                out.print(f"    {line}", highlight=False, markup=False)
     if any(row["resolved_at"] is None for row in rows):
         raise Exit(1)
 
@@ -124,6 +197,15 @@ def retry(
     field: Annotated[
         str | None, typer.Option("--field", "-f", help="Only records rejected for this field.")
     ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            "-k",
+            help="Only the record of this key (with --sync): `KEY`, or `col=value,col=value` for a "
+            "compound key.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-send the records of open record errors, read afresh from the source by key.
@@ -133,5 +215,13 @@ def retry(
     """
     loaded = _load(sheet)
     names = _names(loaded, sync)
+    wanted = None
+    if key is not None:
+        if sync is None:
+            raise _fail("--key goes with --sync", 2)
+        try:
+            wanted = keys.parse_arg(key, keys.columns_of(loaded.sheet, sync))
+        except ValueError as exc:
+            raise _fail(f"--key: {exc}", 2) from None
     store = _store(loaded, create=False)
-    _execute(loaded, store, names, "retry", as_json, field=field)
+    _execute(loaded, store, names, "retry", as_json, field=field, key=wanted)

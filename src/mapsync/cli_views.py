@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from mapsync.cli import Exit, JsonOpt, SheetArg, SyncOpt, _json, _load, _names, _store, app, out, state_app
+from mapsync import keys
+from mapsync.cli import (
+    Exit,
+    JsonOpt,
+    SheetArg,
+    SyncOpt,
+    _json,
+    _load,
+    _names,
+    _store,
+    app,
+    err,
+    out,
+    state_app,
+)
+from mapsync.sheet.models import Sheet
 from mapsync.state import report as state_report
 
 
@@ -39,7 +55,14 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
         last = row["last_run"] or {}
         cursors = row["cursors"]
         seed = cursors.get("seed")
-        cursor = cursors.get("watermark") or ("seed running" if seed and '"running"' in seed else "") or "-"
+        running = isinstance(seed, dict) and seed.get("status") == "running"
+        cursor = (
+            _text(cursors.get("watermark"))
+            if cursors.get("watermark")
+            else "seed running"
+            if running
+            else "-"
+        )
         table.add_row(
             row["sync"],
             f"{last.get('kind', '-')} {last.get('started_at', '')}",
@@ -68,7 +91,9 @@ def errors_cmd(
     sheet: SheetArg,
     sync: SyncOpt = None,
     all_: Annotated[bool, typer.Option("--all", help="Include resolved errors.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    limit: Annotated[
+        int, typer.Option(help="At most this many (the newest first); the rest are counted, not shown.")
+    ] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """Record errors: which key, field and rule, the message, attempts, first and last seen."""
@@ -78,16 +103,40 @@ def errors_cmd(
     store = _store(loaded, create=False)
     try:
         rows = state_report.record_errors(store, sync, all_, limit)
+        total = state_report.count_record_errors(store, sync, all_) if len(rows) >= limit else len(rows)
     finally:
         store.close()
     if as_json:
-        _json(rows)
-        return
+        _json([_error_json(loaded.sheet, row) for row in rows])
+    else:
+        _errors_table(loaded.sheet, rows)
+    if total > len(rows):  # with --json on stderr, so stdout stays one JSON document
+        (err if as_json else out).print(
+            f"… {total - len(rows)} more not shown ({total} in all): "
+            f"`mapsync errors {sheet}{f' --sync {sync}' if sync else ''} --limit {total}` shows them all",
+            highlight=False,
+            markup=False,
+        )
+    if rows and not all_ and not as_json:  # (as before: --json exits 0 with the list)
+        raise Exit(1)
+
+
+def _error_json(sheet: Sheet, row: dict[str, Any]) -> dict[str, Any]:
+    """A record error with its key as an object by key column and its version as plain data."""
+    version = state_report.decoded(row["version"])
+    return {
+        **row,
+        "key": keys.text_as_json(row["key"], keys.columns_of(sheet, row["sync"])),
+        "version": version,
+    }
+
+
+def _errors_table(sheet: Sheet, rows: list[dict[str, Any]]) -> None:
     table = Table("sync", "key", "field", "rule", "message", "attempts", "last seen", "resolved")
     for row in rows:
         table.add_row(
             row["sync"],
-            row["key"],
+            keys.to_arg(keys.from_text(row["key"]), keys.columns_of(sheet, row["sync"])),
             row["field"] or "",
             row["rule"] or "",
             row["message"],
@@ -96,8 +145,6 @@ def errors_cmd(
             row["resolved_at"] or "",
         )
     out.print(table if rows else "no open record errors")
-    if rows and not all_:
-        raise Exit(1)
 
 
 @state_app.command("show")
@@ -110,7 +157,7 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
             {
                 **state_report.sync_status(store, name),
                 "runs": state_report.runs(store, name, 5),
-                "audit": state_report.audit(store, name, 5),
+                "audit": state_report.audit_plain(store, name, 5),
             }
             for name in _names(loaded, sync)
         ]
@@ -125,7 +172,7 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
             f"{item['open_errors']} open errors"
         )
         for name, value in item["cursors"].items():
-            out.print(f"  cursor {name}: {value}", highlight=False)
+            out.print(f"  cursor {name}: {_text(value)}", highlight=False, markup=False)
         for r in item["runs"]:
             out.print(
                 f"  run #{r['id']} {r['kind']} {r['started_at']} {r['status']}"
@@ -133,6 +180,18 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
                 + f" read {r['read']} written {r['written']}",
                 highlight=False,
             )
+        for a in item["audit"]:  # newest first, like the runs
+            run = f" run #{a['run_id']}" if a["run_id"] is not None else ""
+            change = f"{_text(a['old_value'])} → {_text(a['new_value'])}"
+            out.print(
+                f"  cursor change {a['committed_at']}{run} {a['name']}: {change}",
+                highlight=False,
+                markup=False,
+            )
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
 @state_app.command("reset")

@@ -13,8 +13,10 @@ earlier demo made (it leaves a `.mapsync-demo` marker), never over someone's own
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 import sqlite3
+import sys
 import time
 from collections import Counter, defaultdict
 from importlib import resources
@@ -25,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mapsync import demo_data, errors
+from mapsync import demo_data, errors, keys
 from mapsync.connectors.sql_time import utc_naive
 from mapsync.engine import Engine, RunReport
 from mapsync.sheet import checks, loader
@@ -106,20 +108,64 @@ def _runs_table(title: str, reports: list[RunReport]) -> Table:
     return table
 
 
-def _print_details(console: Console, reports: list[RunReport]) -> None:
+def _key(loaded: loader.LoadedSheet, error: dict[str, object]) -> str:
+    """A stored error key in the command-line form (`C10013`)."""
+    sync = str(error["sync"])
+    return keys.to_arg(keys.from_text(str(error["key"])), keys.columns_of(loaded.sheet, sync))
+
+
+def _print_details(console: Console, reports: list[RunReport], loaded: loader.LoadedSheet) -> None:
+    def key_columns(sync: str) -> list[str]:
+        return keys.columns_of(loaded.sheet, sync)
+
     for r in reports:
         for label, counter in (("truncated", r.truncated), ("defaulted", r.defaulted)):
             for field, n in counter.items():
                 console.print(f"  {r.sync}.{field}: {label} ×{n}", highlight=False)
         for s in r.samples:
             where = f" {s.field}" if s.field else ""
+            key = escape(keys.to_arg(s.key, key_columns(r.sync)))
             console.print(
-                f"  [yellow]rejected[/yellow] {r.sync} {escape(str(list(s.key)))}{where}: "
-                f"{escape(s.message)}",
+                f"  [yellow]rejected[/yellow] {r.sync} {key}{where}: {escape(s.message)}",
                 highlight=False,
             )
         if r.message:
             console.print(f"  [red]{r.sync} failed ({r.failure_class}):[/red] {escape(r.message)}")
+
+
+class _NewValues(logging.Filter):
+    """Holds back the engine's `unmapped_value_new` warnings while the demo runs: the report
+    shows them in its own words instead of log lines on stderr in the middle of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str, str]] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "action", None) != "unmapped_value_new":
+            return True
+        self.seen.append((f"{getattr(record, 'sync', '')}.{getattr(record, 'field', '')}", *_rv(record)))
+        return False
+
+
+def _rv(record: logging.LogRecord) -> tuple[str, str]:
+    return str(getattr(record, "rule", "")), str(getattr(record, "value", ""))
+
+
+def _command() -> str:
+    """Where the `mapsync` command is, said plainly (the next steps use it)."""
+    on_path = shutil.which("mapsync")
+    if on_path:
+        return f"The `mapsync` command: {on_path} (on your PATH)."
+    script = Path(sys.executable).parent / "mapsync"
+    if script.exists():
+        activate = script.parent / "activate"
+        return (
+            f"The `mapsync` command is {script}: it is not on your PATH, so first run\n"
+            f"  source {activate}\n"
+            f"or type {script} in place of `mapsync` below."
+        )
+    return f"The `mapsync` command is not installed here: use `{sys.executable} -m mapsync` below."
 
 
 def _countries(erp: Path, portal: Path) -> dict[str, Counter[str]]:
@@ -162,11 +208,14 @@ def run(folder: Path, console: Console) -> int:
     loaded = loader.load(sheet)
     store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=True)
     engine = Engine(loaded, store)
+    new_values = _NewValues()
+    engine_log = logging.getLogger("mapsync.engine")
+    engine_log.addFilter(new_values)
     try:
         names = checks.run_order(loaded.sheet)
         seeds = [engine.run(n, "seed", trigger="demo") for n in names]
         console.print(_runs_table("1. Seed: the first load of the portal", seeds))
-        _print_details(console, seeds)
+        _print_details(console, seeds, loaded)
 
         moment = _change_time(store, names)
         changes = demo_data.apply_changes(erp, moment)
@@ -180,7 +229,7 @@ def run(folder: Path, console: Console) -> int:
         runs = [engine.run(n, "run", trigger="demo") for n in names]
         console.print()
         console.print(_runs_table("3. Incremental run: only what changed since the seed", runs))
-        _print_details(console, runs)
+        _print_details(console, runs, loaded)
 
         again = [engine.run(n, "run", trigger="demo") for n in names]
         console.print()
@@ -193,6 +242,7 @@ def run(folder: Path, console: Console) -> int:
         open_errors = state_report.record_errors(store, None, False, 1000)
         resolved = [e for e in state_report.record_errors(store, None, True, 1000) if e["resolved_at"]]
     finally:
+        engine_log.removeFilter(new_values)
         engine.close()
         store.close()
 
@@ -201,15 +251,22 @@ def run(folder: Path, console: Console) -> int:
         text = ", ".join(f"{s} ×{n}" for s, n in spellings.most_common())
         console.print(f"  {code}: {escape(text)}", highlight=False)
 
+    if new_values.seen:
+        console.print(
+            "\n[bold]Values no rule could place[/bold], first seen in this demo (a real run logs each "
+            "once as a warning, `unmapped_value_new`; `mapsync unmapped` lists them with the sheet "
+            "text that would map them):"
+        )
+        for field, rule, value in new_values.seen:
+            console.print(f"  {field} ({rule}): {escape(repr(value))}", highlight=False)
+
     console.print(f"\n[bold]Open record errors[/bold] in the state store: {len(open_errors)}")
     for e in open_errors:
-        console.print(
-            f"  {e['sync']} {escape(e['key'])} {e['field'] or ''}: {escape(e['message'])}", highlight=False
-        )
+        key = escape(_key(loaded, e))
+        console.print(f"  {e['sync']} {key} {e['field'] or ''}: {escape(e['message'])}", highlight=False)
     for e in resolved:
-        console.print(
-            f"  resolved: {e['sync']} {escape(e['key'])} (fixed at the source, delivered)", highlight=False
-        )
+        key = escape(_key(loaded, e))
+        console.print(f"  resolved: {e['sync']} {key} (fixed at the source, delivered)", highlight=False)
 
     failed = [r for r in [*seeds, *runs, *again] if r.status == "failed"]
     console.print(
@@ -219,10 +276,12 @@ def run(folder: Path, console: Console) -> int:
         highlight=False,
     )
     console.print("\n[bold]Where to look next[/bold]", highlight=False)
+    console.print(escape(_command()), highlight=False)
     for cmd, what in (
         (f"mapsync status {sheet}", "last run, cursor and open errors of each sync"),
         (f"mapsync errors {sheet}", "every rejected record: key, field, rule, message, attempts"),
-        (f"mapsync state show {sheet}", "cursors, ledger size, recent runs"),
+        (f"mapsync unmapped {sheet}", "the values no rule could place, with the sheet text that maps them"),
+        (f"mapsync state show {sheet}", "cursors, ledger size, recent runs, cursor changes"),
         (f"mapsync run {sheet}", "another incremental pass (change a row in erp.db first)"),
         (f"mapsync run {sheet} --overlap --window 24h", "re-read the last 24h, report rows missed"),
         (

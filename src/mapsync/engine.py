@@ -26,6 +26,7 @@ from mapsync import (
     run_failures,
     transforms,
 )
+from mapsync import keys as key_forms
 from mapsync.connectors import sqlite_text
 from mapsync.connectors.sql_time import parse_time
 from mapsync.lease_watch import LeaseWatch, settled
@@ -160,6 +161,7 @@ class Engine:
                 final = (
                     parts.capture.finish() if kind != "seed" else {"seed": {"status": "done", "at": stamp()}}
                 )
+                report.note_ignored(getattr(parts.capture, "ctx", None))
                 if kind == "overlap":
                     final["overlap_at"] = stamp()
                 self.store.commit(
@@ -199,15 +201,20 @@ class Engine:
 
     @run_failures.recorded
     @settled
-    def retry(self, name: str, field: str | None = None, *, trigger: str = "cli") -> RunReport:
-        """Re-send the records of open record errors (only those naming `field`, if given), read
-        afresh from the source by key, through the usual map → write → commit; a run of kind
-        `retry` under the sync's lease that leaves the capture cursors alone."""
+    def retry(
+        self, name: str, field: str | None = None, *, trigger: str = "cli", key: tuple[str, ...] | None = None
+    ) -> RunReport:
+        """Re-send the records of open record errors (only those naming `field`, or of the one
+        `key` as written on the command line, if given), read afresh from the source by key,
+        through the usual map → write → commit; a run of kind `retry` under the sync's lease
+        that leaves the capture cursors alone."""
         parts = self.parts(name)
         batch_size = self.sheet.syncs[name].delivery.batch
         with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
             with self.store.engine.connect() as conn:
                 keys = unmapped.open_error_keys(conn, name, field)
+            if key is not None:
+                keys = [k for k in keys if key_forms.matches(k, key)]
             run_id = self.store.start_run(name, "retry", trigger, lease.token)
             report = RunReport(name, "retry", run_id, "running", Counts())
             log.info(
@@ -308,10 +315,14 @@ class Engine:
         ctx = parts.mapping.prepare(changes)
         tally = transforms.Tally()
         mapped: list[records.Mapped] = []
+        gone = report.gone_at_source  # keys deleted at the source: what their policy made of them
         for change in changes:
             out = parts.mapping.apply(change, ctx, tally)
+            if change.op == "delete":
+                gone["found"] = gone.get("found", 0) + 1
+                gone["ignored"] = gone.get("ignored", 0) + (out is None)
             if out is None:
-                counts.skipped += 1
+                counts.skipped += change.op != "delete"  # an ignored delete is no unchanged row
             elif isinstance(out, records.Rejection):
                 rejected.append(out)
             else:
@@ -346,10 +357,12 @@ class Engine:
         parts.capture.acknowledge(batch, records.WriteResult(result.delivered, all_rejected))
         crash.point("after_ack")
         counts.written = sum(1 for d in result.delivered if d.op != "delete")
+        if gone:  # a disabling delete is written as an update of the row (in `written` above)
+            gone["disabled"] = gone.get("disabled", 0) + sum(1 for d in result.delivered if d.op == "update")
         counts.deleted = sum(1 for d in result.delivered if d.op == "delete")
         counts.rejected = len(all_rejected)
         counts.truncated = sum(tally.truncated.values())
-        counts.defaulted = sum(tally.defaulted.values()) + sum(tally.kept.values())
+        counts.defaulted = sum(tally.defaulted.values())  # (kept values are reported as `kept`)
         started = time.monotonic()
         new_values = self.store.commit(
             sync=name,

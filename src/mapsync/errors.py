@@ -26,9 +26,13 @@ class MapsyncError(Exception):
 class ConfigError(MapsyncError):
     """The sheet or the command line is wrong: fix the input (exit code 2)."""
 
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, problems: list[str] | None = None, details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message)
         self.problems = problems or []
+        # each problem as {file, line, column, path, message} (None where not known), for --json
+        self.details = details or []
 
     def __str__(self) -> str:
         head = super().__str__()

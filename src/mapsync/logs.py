@@ -53,7 +53,23 @@ class TextFormatter(logging.Formatter):
         return redact(text)
 
 
+class _DriverEcho(logging.Filter):
+    """Drops psycopg's "error ignored terminating <Pipeline …>: pipeline aborted" (also for a
+    COPY). psycopg logs it when it closes a pipeline or COPY after an error that it raises
+    anyway; mapsync catches that error and reports the row as a record error, so the line only
+    repeats it, with no handler of ours, in another format, in the middle of a report."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("error ignored terminating"))
+
+
+_DRIVER_ECHO = _DriverEcho()
+
+
 def setup(level: str = "warning", fmt: str = "text") -> None:
+    driver = logging.getLogger("psycopg")
+    if _DRIVER_ECHO not in driver.filters:
+        driver.addFilter(_DRIVER_ECHO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("mapsync")

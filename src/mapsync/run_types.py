@@ -45,10 +45,21 @@ class RunReport:
     fell_back: int = 0  # hard deletes the destination refused, written as `disable` instead
     samples: list[records.Rejection] = dataclasses.field(default_factory=list)
     gone: list[records.Key] = dataclasses.field(default_factory=list)  # retry: source rows gone
+    # deletes found at the source: `found`, and of them `ignored` (policy) and `disabled`
+    # (written as an update, so also in counts.written); deleted ones are counts.deleted
+    gone_at_source: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.status == "success"
+
+    def note_ignored(self, ctx: Any) -> None:
+        """Deletes a key walk found but did not send (policy `ignore`, counted on its context)."""
+        n = getattr(ctx, "ignored_deletes", 0)
+        if n:
+            self.gone_at_source["found"] = self.gone_at_source.get("found", 0) + n
+            self.gone_at_source["ignored"] = self.gone_at_source.get("ignored", 0) + n
+            ctx.ignored_deletes = 0
 
 
 @dataclasses.dataclass

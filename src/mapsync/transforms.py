@@ -36,6 +36,9 @@ class Tally:
     dst_ambiguous: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     # updates written disabled because they show the row expired (`deletes.policy: by_reason`)
     expired: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    # fields whose `map … on_unknown: keep` kept the value for a later `country`/`lookup` to place
+    # (counted in `kept` only if that rule then rejects it: see `settle_kept`)
+    pending_kept: set[str] = dataclasses.field(default_factory=set)
 
 
 # the order rules apply in (models.FieldRule's docstring); `RULES` is kept in this order
@@ -112,6 +115,7 @@ def _map(spec: models.FieldRule, field: str) -> Step | None:
         table = {**lookups.load_map(spec.map_from, field), **table}
     policy, fallback = spec.on_unknown, spec.map_default
     listed = ", ".join(list(table)[:8]) + (", …" if len(table) > 8 else "")
+    placed_later = spec.country is not None or spec.lookup is not None  # `keep` hands the value on
 
     def step(value: Any, tally: Tally) -> Any:
         if value is None:
@@ -123,13 +127,42 @@ def _map(spec: models.FieldRule, field: str) -> Step | None:
             tally.defaulted[field] += 1
             return fallback
         if policy == "keep":
-            tally.kept[field] += 1
+            if placed_later:
+                tally.pending_kept.add(field)
+            else:  # really unmapped: it goes out as it came
+                tally.kept[field] += 1
             return value
         raise RecordRejected(
             f"value {show(value)} of `{field}` is not in the map {{{listed}}}", field, "map", value
         )
 
     return step
+
+
+def settle_kept(
+    compiled: list[tuple[str, Step]], spec: models.FieldRule, field: str
+) -> list[tuple[str, Step]]:
+    """`map: {…}, on_unknown: keep` in front of `country` or `lookup` (the documented recipe for
+    a few odd spellings): most values are not in the map and are placed by the later rule, so a
+    kept value counts in `kept` only when that rule then rejects it."""
+    if spec.on_unknown != "keep" or spec.map is None:
+        return compiled
+    at = next((i for i, (r, _) in enumerate(compiled) if r in ("country", "lookup")), None)
+    if at is None:
+        return compiled
+    rule_name, inner = compiled[at]
+
+    def placed(value: Any, tally: Tally) -> Any:
+        kept = field in tally.pending_kept
+        tally.pending_kept.discard(field)
+        try:
+            return inner(value, tally)
+        except RecordRejected:
+            if kept:
+                tally.kept[field] += 1
+            raise
+
+    return [*compiled[:at], (rule_name, placed), *compiled[at + 1 :]]
 
 
 @rule("country")

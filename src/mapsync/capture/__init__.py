@@ -26,6 +26,9 @@ class Context:
     config: models.SyncConfig
     store: StateStore
     database: Callable[[str], Any]
+    # keys a key walk found gone at the source but sent no delete for (policy `ignore`), for the
+    # run's report
+    ignored_deletes: int = 0
 
 
 class Capture(Protocol):

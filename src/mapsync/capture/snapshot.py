@@ -55,7 +55,10 @@ def walk(
             yield records.Batch(upserts(source, chunk), {})
     if pending:
         yield records.Batch(upserts(source, pending), {})
-    if not deletes or ctx.config.deletes.policy == "ignore":
+    if not deletes:
+        return
+    if ctx.config.deletes.policy == "ignore":
+        ctx.ignored_deletes += tally.deletes  # reported, never sent
         return
     guard.check_read(tally.source_rows, tally.deletes, tally.live_at_start)
     if tally.deletes == 0:

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import re
+import warnings
 import zoneinfo
 from pathlib import Path
 from typing import Any
@@ -129,12 +130,20 @@ class SqlDatabase:
                 metadata = sa.MetaData()
                 if self.dialect == "mysql":
                     sa.event.listen(metadata, "column_reflect", _mysql_column_name)
-                reflected = sa.Table(
-                    quoted_name(table, True),
-                    metadata,
-                    schema=quoted_name(schema, True) if schema else None,
-                    autoload_with=conn,
-                )
+                with warnings.catch_warnings():
+                    # SQLAlchemy rebuilds a reflected PostgreSQL `CHECK … NOT VALID` as
+                    # CheckConstraint(**entry), passing the entry's `dialect_options` as an
+                    # argument it then cannot validate: a warning about its own reflection,
+                    # nothing about the table (mapsync reads check constraints itself)
+                    warnings.filterwarnings(
+                        "ignore", "Can't validate argument 'dialect_options'", sa.exc.SAWarning
+                    )
+                    reflected = sa.Table(
+                        quoted_name(table, True),
+                        metadata,
+                        schema=quoted_name(schema, True) if schema else None,
+                        autoload_with=conn,
+                    )
         except sa.exc.OperationalError as exc:
             raise errors.TransientError(
                 f"connection {self.name}: cannot connect: {_first_line(exc.orig)}"

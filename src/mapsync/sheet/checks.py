@@ -241,6 +241,16 @@ def _check_deletes_explicit(sync_name: str, sync: models.SyncConfig) -> list[tup
 
     method = capture.REGISTRY.get(sync.changes.method)
     emits = getattr(method, "emits_deletes", None)
+    if emits is None and method is not None and sync.deletes.policy != "ignore":
+        senders = sorted(m for m, c in capture.REGISTRY.items() if hasattr(c, "emits_deletes"))
+        return [
+            (
+                ("syncs", sync_name, "deletes", "policy"),
+                f"`{sync.deletes.policy}` would never apply: `changes: {{method: {sync.changes.method}}}` "
+                f"never sends deletes. The methods that do: {', '.join(senders)} (watermark with "
+                "`deletes_every` or `run --deletes`). Use one of them, or drop `deletes`",
+            )
+        ]
     if emits is None or "deletes" in sync.model_fields_set or not emits(sync.changes):
         return []
     return [

@@ -51,6 +51,7 @@ def _compile_field(name: str, spec: models.FieldRule, column: ColumnInfo | None)
             )
         spec = spec.model_copy(update={"truncate": column.length})
     compiled = [(r, s) for r, compile_ in transforms.RULES.items() if (s := compile_(spec, name)) is not None]
+    compiled = transforms.settle_kept(compiled, spec, name)
     steps = [s for _, s in compiled]
     row_steps = {id(s) for rule, s in compiled if rule in transforms.ROW_RULES}  # called with the row
     check = constraint_check(name, column)

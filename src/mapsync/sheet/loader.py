@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from mapsync import errors
 from mapsync.redact import redact
-from mapsync.sheet import checks, connection_models, map_files, models, yaml_limits
+from mapsync.sheet import checks, connection_models, map_files, messages, models, yaml_limits
 
 Path_ = tuple[str | int, ...]
 
@@ -80,19 +80,22 @@ def _walk(
     secrets: list[str],
     source: str,
     env: dict[str, str],
+    columns: dict[Path_, int],
 ) -> Any:
-    """Turn a composed node tree into plain data, recording the line of every path."""
+    """Turn a composed node tree into plain data, recording the line and column of every path."""
     lines[path] = node.start_mark.line + 1
+    columns[path] = node.start_mark.column + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            out[key] = _walk(value_node, (*path, key), lines, problems, secrets, source, env)
+            out[key] = _walk(value_node, (*path, key), lines, problems, secrets, source, env, columns)
             lines[(*path, key)] = key_node.start_mark.line + 1
+            columns[(*path, key)] = key_node.start_mark.column + 1
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _walk(item, (*path, i), lines, problems, secrets, source, env)
+            _walk(item, (*path, i), lines, problems, secrets, source, env, columns)
             for i, item in enumerate(node.value)
         ]
     value = _Loader(str(node.value)).construct_object(node)
@@ -261,7 +264,16 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
         if exc.context and exc.context_mark and exc.problem_mark:
             started = exc.context_mark
             context = f" ({exc.context} that starts at line {started.line + 1}, column {started.column + 1})"
-        raise errors.ConfigError(f"{where}: invalid YAML: {exc.problem or exc}{context}") from None
+        hint = messages.yaml_hint(str(exc.problem or exc))
+        message = f"invalid YAML: {exc.problem or exc}{context}" + (f". Hint: {hint}" if hint else "")
+        detail = {
+            "file": source,
+            "line": mark.line + 1 if mark else None,
+            "column": mark.column + 1 if mark else None,
+            "path": None,
+            "message": message,
+        }
+        raise errors.ConfigError(f"{where}: {message}", details=[detail]) from None
     except yaml.YAMLError as exc:
         raise errors.ConfigError(f"{source}: invalid YAML: {exc}") from None
     except RecursionError:
@@ -274,7 +286,9 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
     lines: dict[Path_, int] = {}
     problems: list[str] = []
     secrets: list[str] = []
-    data = _walk(node, (), lines, problems, secrets, source, dict(os.environ if env is None else env))
+    columns: dict[Path_, int] = {}
+    environ = dict(os.environ if env is None else env)
+    data = _walk(node, (), lines, problems, secrets, source, environ, columns)
 
     def line_of(p: Path_) -> int:
         while p and p not in lines:
@@ -285,9 +299,13 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
     try:
         sheet = models.Sheet.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
+        plain, unions = messages.merge_unions(exc.errors())  # one message per union, not per member
+        for err in plain:
             p = _clean_loc(err["loc"])
             problems.append(f"{source}:{line_of(p)}: {_dotted(p)}: {_message(err, p)}")
+        for loc, message in unions:
+            p = _clean_loc(loc)
+            problems.append(f"{source}:{line_of(p)}: {_dotted(p)}: {message}")
     # the cross checks run even on an invalid sheet (over what validates), so one run lists all
     found = checks.cross_check(sheet) if sheet is not None else checks.partial_cross_check(data)
     if sheet is not None:
@@ -296,10 +314,27 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
     if problems:
         # a value that came from ${VAR} never reaches a message (it may be a secret)
         shown = sorted({_redact(p, secrets) for p in problems}, key=_line_key)
-        raise errors.ConfigError(f"{source}: {len(shown)} problem(s)", shown)
+        details = [_detail(p, source, columns) for p in shown]
+        raise errors.ConfigError(f"{source}: {len(shown)} problem(s)", shown, details)
     assert sheet is not None
     secrets.extend(connection_models.secrets_of(sheet.connections.values()))  # even if written inline
     return LoadedSheet(sheet, sheet_path.resolve(), lines, tuple(s for s in secrets if len(s) >= 3))
+
+
+_PROBLEM = re.compile(r"(\d+): ([^\s:]+): (.*)", re.DOTALL)
+
+
+def _detail(problem: str, source: str, columns: dict[Path_, int]) -> dict[str, Any]:
+    """A problem line `FILE:LINE: PATH: MESSAGE` as an object (for `validate --json`)."""
+    found = _PROBLEM.fullmatch(problem[len(source) + 1 :]) if problem.startswith(f"{source}:") else None
+    if found is None:
+        return {"file": source, "line": None, "column": None, "path": None, "message": problem}
+    line, dotted, message = found.groups()
+    loc: Path_ = tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+    while loc and loc not in columns:
+        loc = loc[:-1]
+    column = columns.get(loc) if dotted != "(top)" else None
+    return {"file": source, "line": int(line), "column": column, "path": dotted, "message": message}
 
 
 def _line_key(problem: str) -> tuple[int, str]:

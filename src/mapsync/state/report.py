@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync.state import schema
+from mapsync.state import schema, values
 from mapsync.state.store import StateStore, stamp
 
 
@@ -27,7 +26,7 @@ def sync_status(store: StateStore, sync: str) -> dict[str, Any]:
     return {
         "sync": sync,
         "last_run": dict(last) if last else None,
-        "cursors": {k: _show(v) for k, v in cursors.items()},
+        "cursors": {k: plain(v) for k, v in cursors.items()},
         "ledger_keys": store.ledger_count(sync),
         "open_errors": int(open_errors),
     }
@@ -44,6 +43,18 @@ def record_errors(
         query = query.where(e.c.resolved_at.is_(None))
     with store.engine.connect() as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def count_record_errors(store: StateStore, sync: str | None, include_resolved: bool) -> int:
+    """How many record errors `record_errors` would list without its limit."""
+    e = schema.record_errors
+    query = sa.select(sa.func.count()).select_from(e)
+    if sync:
+        query = query.where(e.c.sync == sync)
+    if not include_resolved:
+        query = query.where(e.c.resolved_at.is_(None))
+    with store.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
 
 
 def runs(store: StateStore, sync: str | None, limit: int) -> list[dict[str, Any]]:
@@ -64,6 +75,37 @@ def audit(store: StateStore, sync: str, limit: int) -> list[dict[str, Any]]:
         return [dict(row) for row in rows]
 
 
+def audit_plain(store: StateStore, sync: str, limit: int) -> list[dict[str, Any]]:
+    """`audit` with the old and new values as plain JSON data (for `state show`)."""
+    return [
+        {**row, "old_value": decoded(row["old_value"]), "new_value": decoded(row["new_value"])}
+        for row in audit(store, sync, limit)
+    ]
+
+
+def decoded(text: str | None) -> Any:
+    """An audited cursor value as plain JSON data (the stored text is typed-tagged JSON)."""
+    if text is None or text == "reset":
+        return text
+    try:
+        return plain(values.decode(text))
+    except (ValueError, TypeError):
+        return text
+
+
+def plain(value: Any) -> Any:
+    """Cursor data as plain JSON values: timestamps and decimals as text, structures kept."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
 def reset(store: StateStore, sync: str) -> dict[str, int]:
     """Forget a sync's cursors, ledger and errors (run history and audit are kept)."""
     out = {}
@@ -81,12 +123,3 @@ def reset(store: StateStore, sync: str) -> dict[str, int]:
             )
         )
     return out
-
-
-def _show(value: Any) -> str:
-    """A cursor value for people: timestamps in ISO form, structures as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    return json.dumps(value, default=str)
