@@ -24,11 +24,11 @@ from mapsync import (
     logs,
     records,
     run_failures,
+    run_steps,
     transforms,
 )
 from mapsync import keys as key_forms
 from mapsync.connectors import sqlite_text
-from mapsync.connectors.sql_time import parse_time
 from mapsync.lease_watch import LeaseWatch, settled
 from mapsync.redact import redact
 from mapsync.run_types import Observer as Observer
@@ -143,7 +143,7 @@ class Engine:
             parts.capture.cfg = cfg.changes.model_copy(update={"overlap": overlap})
         with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
             cursors = self.store.cursors(name)
-            kind = self._effective_kind(name, kind, cursors, again)
+            kind = run_steps.effective_kind(self.sheet, name, kind, cursors, again)
             run_id = self.store.start_run(name, kind, trigger, lease.token, scheduled_at)
             report = RunReport(name, kind, run_id, "running", Counts())
             log.info(
@@ -248,30 +248,6 @@ class Engine:
             log.info("run_finished", extra={"action": "run_finished", "sync": name, "run_id": run_id})
             return report
 
-    def _effective_kind(self, name: str, kind: str, cursors: dict[str, Any], again: bool) -> str:
-        seed = cursors.get("seed") or {}
-        if kind == "seed":
-            if seed.get("status") == "done" and not again:
-                raise errors.UsageError(
-                    f"sync {name} was seeded at {seed.get('at')}: use `mapsync seed --again` to re-read "
-                    "every row (unchanged rows are skipped), or `mapsync run` for changes"
-                )
-            return kind
-        if seed.get("status") != "done":
-            state = (
-                "has an unfinished seed: rerun `mapsync seed` to resume it"
-                if seed
-                else "has not been seeded: run `mapsync seed` first"
-            )
-            raise errors.StateError(f"sync {name} {state}", reason="unseeded")
-        overlap = self.sheet.syncs[name].changes
-        every = getattr(getattr(overlap, "overlap", None), "every", None)
-        if kind == "run" and every is not None:
-            last = cursors.get("overlap_at")
-            if last is None or parse_time(last) + every <= dt.datetime.now(dt.UTC):
-                return "overlap"
-        return kind
-
     def _batches(
         self, name: str, kind: str, parts: Parts, cursors: dict[str, Any], run_id: int, again: bool
     ) -> tuple[Iterator[records.Batch], bool]:
@@ -331,19 +307,8 @@ class Engine:
         # says (it holds at most this run's earlier, disjoint keys), so it is not read. A resumed
         # seed or `--again` is never fresh and looks up as usual.
         ledger = {} if fresh else self.store.ledger(name, [m.key for m in mapped])
-        low = parts.capture.low()
-        send: list[records.Mapped] = []
-        seen: list[records.Delivered] = []
-        for m in mapped:
-            entry = ledger.get(m.key)
-            if kind == "overlap" and _missed(entry, m, low, getattr(parts.capture, "zone", None)):
-                counts.missed += 1
-            if entry is not None and entry.hash == m.hash and not entry.deleted and m.op == "upsert":
-                counts.skipped += 1
-                if not _same_version(entry.version, m.version):
-                    seen.append(records.Delivered(m.key, m.version, m.hash, entry.dest_id))
-                continue
-            send.append(m)
+        zone = getattr(parts.capture, "zone", None)
+        send, seen = run_steps.against_ledger(kind, mapped, ledger, parts.capture.low(), zone, counts)
         send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
         rejected += collided
         guard.before_send(parts.capture, batch.changes, send)  # the mass-delete guard
@@ -380,16 +345,7 @@ class Engine:
             alert = {k: v[k] for k in ("field", "rule", "value")}
             log.warning("unmapped_value_new", extra={"action": "unmapped_value_new", "sync": name, **alert})
         report.counts.add(counts)
-        for target, source in (
-            (report.truncated, tally.truncated),
-            (report.defaulted, tally.defaulted),
-            (report.kept, tally.kept),
-            (report.corrected, tally.corrected),
-            (report.dst_ambiguous, tally.dst_ambiguous),
-            (report.expired, tally.expired),
-        ):
-            for field, n in source.items():
-                target[field] = target.get(field, 0) + n
+        run_steps.add_tallies(report, tally)
         report.samples.extend(all_rejected[: max(0, 20 - len(report.samples))])
         self.observer.batch(name, report.counts)
         log.debug(
@@ -424,25 +380,3 @@ class Engine:
     def _redact_rejection(self, r: records.Rejection) -> records.Rejection:
         message = self._redact(r.message)
         return r if message == r.message else dataclasses.replace(r, message=message)
-
-
-def _same_version(a: Any, b: Any) -> bool:
-    if a == b:
-        return True
-    try:
-        return parse_time(a) == parse_time(b)
-    except (errors.MapsyncError, TypeError, ValueError):
-        return False
-
-
-def _missed(entry: Any, m: records.Mapped, low: Any, zone: dt.tzinfo | None = None) -> bool:
-    """A row the incremental runs had passed (older than the watermark) but never delivered.
-    Naive times are in `zone` (the capture's), so mixed stored forms still compare."""
-    if entry is not None and _same_version(entry.version, m.version):
-        return False
-    if low is None or m.version is None:
-        return entry is None
-    try:
-        return parse_time(m.version, zone) < parse_time(low, zone)
-    except (errors.MapsyncError, TypeError, ValueError):
-        return entry is None
