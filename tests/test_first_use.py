@@ -377,3 +377,33 @@ syncs:
     assert done.returncode == 1
     assert "rejected key 3: destination refused the record" in done.stdout
     assert done.stderr == "", done.stderr  # no driver echo, no SQLAlchemy warning
+
+
+def test_source_text_in_keys_and_messages_is_printed_as_it_is(tmp_path: Path) -> None:
+    """Keys and messages quote source data: `[/x]` in them is text, not rich markup (it used to
+    end `run` and `errors` with a MarkupError traceback)."""
+    from tests import helpers as h
+
+    src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    h.execute(dst, "CREATE TABLE items (code TEXT PRIMARY KEY, qty INTEGER CHECK (qty > 0))")
+    h.execute(src, "CREATE TABLE items (code TEXT PRIMARY KEY, qty INTEGER)")
+    h.execute(src, "INSERT INTO items VALUES ('ok', 1), ('k[/x]', -1), ('[bold]b', -2)")
+    (tmp_path / "sheet.yaml").write_text(f"""
+version: 1
+connections:
+  src: {{url: "{src}"}}
+  dst: {{url: "{dst}"}}
+syncs:
+  items:
+    from: {{connection: src, table: items}}
+    to: {{connection: dst, table: items}}
+    key: {{from: code, to: code}}
+    fields: {{qty: qty}}
+    changes: {{method: full}}
+""")
+    done = mapsync("seed", "sheet.yaml", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "rejected key k[/x]" in done.stdout and "rejected key [bold]b" in done.stdout, done.stdout
+    listed = mapsync("errors", "sheet.yaml", cwd=tmp_path)
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr, listed.stderr
+    assert "k[/x]" in listed.stdout and "[bold]b" in listed.stdout, listed.stdout

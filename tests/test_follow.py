@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,6 +226,67 @@ def test_follow_backs_off_after_failed_runs(
             h.execute(src, "INSERT INTO items VALUES (1, 'one', :ts)", params={"ts": _stamp()})
             assert _wait_for(lambda: "items" not in backoff.failures, timeout=5)
             assert any(r.getMessage() == "follow_recovered" for r in caplog.records)
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+        engine.close()
+        store.close()
+
+
+def test_follow_backs_off_after_an_outage_raised_before_the_run(
+    sqlite_database: Callable[[], str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A source that is briefly away raises before the run can report (reading the catalog):
+    the follower logs it, backs off and goes on; it delivers once the source is back."""
+    import logging
+    import threading
+
+    from mapsync import errors
+    from mapsync import follow as follow_mod
+    from mapsync.engine import Engine
+    from mapsync.sheet import loader
+    from mapsync.state.store import StateStore
+
+    src, dst = sqlite_database(), sqlite_database()
+    ts = h.TS[h.dialect(src)]
+    h.execute(src, f"CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), last_modified {ts})")
+    h.execute(dst, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst))
+    assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
+    h.execute(src, "INSERT INTO items VALUES (1, 'one', :ts)", params={"ts": _stamp()})
+
+    loaded = loader.load(tmp_path / "sheet.yaml")
+    store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=False)
+    engine = Engine(loaded, store)
+    real, outages = engine.parts, [2]
+
+    def parts(name: str) -> Any:
+        if outages[0]:
+            outages[0] -= 1
+            raise errors.TransientError("source erp: cannot connect: connection refused")
+        return real(name)
+
+    engine.parts = parts  # type: ignore[method-assign]
+    stop = threading.Event()
+    backoff = follow_mod.Backoff(dt.timedelta(milliseconds=50), dt.timedelta(seconds=1))
+    worker = threading.Thread(
+        target=follow_mod.follow,
+        args=(engine, ["items"]),
+        kwargs={
+            "poll": dt.timedelta(milliseconds=20),
+            "stop": stop,
+            "on_report": lambda r: None,
+            "backoff": backoff,
+        },
+    )
+    try:
+        with caplog.at_level(logging.INFO, logger="mapsync.follow"):
+            worker.start()
+            assert _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items") == [(1,)], timeout=10)
+            assert worker.is_alive()  # the outage did not end the follower
+            failures = [r for r in caplog.records if r.getMessage() == "follow_run_failed"]
+            assert len(failures) == 2 and "connection refused" in failures[0].error  # type: ignore[attr-defined]
+            assert [r.retry_in_s for r in caplog.records if r.getMessage() == "follow_backoff"] == [0.05, 0.1]  # type: ignore[attr-defined]
     finally:
         stop.set()
         worker.join(timeout=10)

@@ -138,3 +138,20 @@ def test_mariadb_statement_limit_is_only_on_destination_writes(
             assert float(conn.execute(sa.text("SELECT @@session.max_statement_time")).scalar()) == 0
     finally:
         db.close()
+
+
+def test_validate_refuses_a_zero_timeout(tmp_path: Path) -> None:
+    """0 s means 'no limit' to the drivers: it would silently switch off the stall protection."""
+    path = tmp_path / "sheet.yaml"
+    path.write_text(
+        SHEET.replace("statement: 2s", "statement: 0s")
+        .replace("read: 5s", "read: 4s")
+        .replace("connect: 1m", "connect: 4s"),
+        encoding="utf-8",
+    )
+    with pytest.raises(errors.ConfigError) as caught:
+        loader.load(path)
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{path}:8: connections.shop.timeouts.statement: 0 s would mean no limit"), (
+        problem
+    )

@@ -105,9 +105,17 @@ class Checkup:
             + ("" if int(version) == schema.SCHEMA_VERSION else " (upgraded on next run)"),
         )
         if int(version) == schema.SCHEMA_VERSION:
-            self.store = StateStore.open(
-                url.render_as_string(hide_password=False), self.loaded.folder, create=False
-            )
+            state = self.loaded.sheet.state
+            try:
+                self.store = StateStore.open(
+                    url.render_as_string(hide_password=False),
+                    self.loaded.folder,
+                    create=False,
+                    timeouts=state.timeouts.for_lease(state.lease_ttl),
+                    repair=False,  # `check` changes nothing
+                )
+            except errors.StateError as exc:
+                self.add(subject, "fail", redact(str(exc), self.loaded.secrets))
 
     # ----------------------------------------------------------------- connections
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from mapsync import keys
 from mapsync.run_types import RunReport
@@ -82,9 +83,10 @@ def print_report(out: Console, r: RunReport, sheet: Sheet | None) -> None:
             highlight=False,
         )
     for s in r.samples[:5]:
-        field = f" field {s.field}" if s.field else ""
+        field = f" field {escape(s.field)}" if s.field else ""  # source data is never markup
+        shown_key = escape(keys.to_arg(s.key, columns))
         out.print(
-            f"  [yellow]rejected[/yellow] key {keys.to_arg(s.key, columns)}{field}: {s.message}",
+            f"  [yellow]rejected[/yellow] key {shown_key}{field}: {escape(s.message)}",
             highlight=False,
             markup=True,
         )
@@ -93,6 +95,7 @@ def print_report(out: Console, r: RunReport, sheet: Sheet | None) -> None:
             f"  … {r.counts.rejected - 5} more: `mapsync errors SHEET --sync {r.sync}`", highlight=False
         )
     for key in r.gone:
-        out.print(f"  [yellow]gone[/yellow] key {keys.to_arg(key, columns)}: the source row no longer exists")
+        shown = escape(keys.to_arg(key, columns))
+        out.print(f"  [yellow]gone[/yellow] key {shown}: the source row no longer exists")
     if r.message:
-        out.print(f"  [red]{r.failure_class} failure:[/red] {r.message}", highlight=False)
+        out.print(f"  [red]{r.failure_class} failure:[/red] {escape(r.message)}", highlight=False)

@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mapsync import keys
@@ -92,7 +93,8 @@ def errors_cmd(
     sync: SyncOpt = None,
     all_: Annotated[bool, typer.Option("--all", help="Include resolved errors.")] = False,
     limit: Annotated[
-        int, typer.Option(help="At most this many (the newest first); the rest are counted, not shown.")
+        int,
+        typer.Option(min=0, help="At most this many (the newest first); the rest are counted, not shown."),
     ] = 100,
     as_json: JsonOpt = False,
 ) -> None:
@@ -133,13 +135,13 @@ def _error_json(sheet: Sheet, row: dict[str, Any]) -> dict[str, Any]:
 
 def _errors_table(sheet: Sheet, rows: list[dict[str, Any]]) -> None:
     table = Table("sync", "key", "field", "rule", "message", "attempts", "last seen", "resolved")
-    for row in rows:
+    for row in rows:  # keys and messages quote source data: never read as rich markup
         table.add_row(
             row["sync"],
-            keys.to_arg(keys.from_text(row["key"]), keys.columns_of(sheet, row["sync"])),
-            row["field"] or "",
+            escape(keys.to_arg(keys.from_text(row["key"]), keys.columns_of(sheet, row["sync"]))),
+            escape(row["field"] or ""),
             row["rule"] or "",
-            row["message"],
+            escape(row["message"]),
             str(row["attempts"]),
             row["last_seen"],
             row["resolved_at"] or "",

@@ -50,7 +50,7 @@ def missing(loaded: LoadedSheet) -> list[Suggestion]:
             cfg: Any = sheet.connections[name]
             try:
                 dbs[name] = SqlDatabase(name, cfg.url, loaded.folder) if cfg.kind == "sql" else None
-            except errors.ConfigError:
+            except (errors.ConfigError, ModuleNotFoundError):  # (`check` itself names both)
                 dbs[name] = None
         return dbs[name]
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from mapsync import errors
 from mapsync.engine import Engine, RunReport
+from mapsync.state import faults
 
 log = logging.getLogger("mapsync.follow")
 CHANNEL = "mapsync"
@@ -170,6 +171,22 @@ def follow(
                 except errors.LeaseHeld as exc:
                     log.debug("follow_lease_held", extra={"action": "follow_lease_held", "sync": name})
                     del exc
+                    continue
+                except (errors.TransientError, errors.PermanentError, errors.StateError) as exc:
+                    # an outage raised before the run could report (a source or destination
+                    # restarting, the store briefly away): recorded as a failed run by the engine,
+                    # tried again after the backoff; a store problem to fix first ends the loop
+                    if isinstance(exc, errors.StateError) and exc.reason not in faults.TRANSIENT:
+                        raise
+                    log.error(
+                        "follow_run_failed",
+                        extra={
+                            "action": "follow_run_failed",
+                            "sync": name,
+                            "error": engine._redact(str(exc)),
+                        },
+                    )
+                    backoff.failed(name, time.monotonic())
                     continue
                 if report.counts.changed or not report.ok:
                     on_report(report)

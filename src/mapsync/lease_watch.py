@@ -20,6 +20,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from mapsync import deadline, errors
+from mapsync.state import faults
 from mapsync.state import lease as leases
 from mapsync.state.store import StateStore
 
@@ -80,7 +81,8 @@ class LeaseWatch:
     def renew(self, lease: leases.Lease) -> None:
         """Right before a destination write: the lease is still ours, for a full TTL from now."""
         started = time.monotonic()
-        leases.renew(self.store, lease)
+        # retried like every store call (renewing under our token twice changes nothing more)
+        faults.call(self.store.engine, lambda: leases.renew(self.store, lease), "renew")
         self.renewed(started)
 
     def renewed(self, started: float) -> None:

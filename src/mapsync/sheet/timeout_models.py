@@ -89,6 +89,11 @@ def check_timeouts(sheet: Any) -> list[tuple[tuple[str | int, ...], str]]:
             blocks.append((("connections", name, "timeouts"), conn.timeouts))
     found: list[tuple[tuple[str | int, ...], str]] = []
     for path, block in blocks:
+        for key, value in block:
+            if key in block.model_fields_set and isinstance(value, dt.timedelta) and value <= dt.timedelta(0):
+                found.append(
+                    ((*path, key), f"{_text(value)} would mean no limit at all: give a time above 0 s")
+                )
         for key in BOUNDED:
             value = getattr(block, key)
             if key in block.model_fields_set and value is not None and value >= lease:

@@ -79,9 +79,12 @@ class StateStore(RunsMixin):
     # ----------------------------------------------------------------- opening
 
     @classmethod
-    def open(cls, url: str, folder: Path, *, create: bool, timeouts: Timeouts | None = None) -> StateStore:
+    def open(
+        cls, url: str, folder: Path, *, create: bool, timeouts: Timeouts | None = None, repair: bool = True
+    ) -> StateStore:
         """Open the store. Without `create`, a missing store is an error, never a fresh start.
-        `timeouts` (`state.timeouts`, resolved for the lease) bound a PostgreSQL store's waits."""
+        `timeouts` (`state.timeouts`, resolved for the lease) bound a PostgreSQL store's waits;
+        `repair` marks runs whose process is gone as failed (`check`, which changes nothing, not)."""
         full = resolve_url(url, folder)
         parsed = sa.make_url(full)
         safe = parsed.render_as_string(hide_password=True)
@@ -103,7 +106,8 @@ class StateStore(RunsMixin):
         store = cls(engine)
         try:
             faults.call(engine, lambda: store._migrate(create=create), "open")
-            store._fail_abandoned()
+            if repair:
+                store._fail_abandoned()
         except errors.StateError:
             engine.dispose()
             raise
