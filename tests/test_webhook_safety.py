@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -25,7 +26,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -221,17 +221,22 @@ def _post(sheet: Path, events: list[tuple[str, int, Any]]) -> list[int]:
     """(event id, signed at, payload) through the app in-process; the status codes."""
     loaded = loader.load(sheet, env={**os.environ, **wh.ENV})
     store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=True)
-    try:
-        with TestClient(create_app(loaded, store)) as client:
+
+    async def post_all() -> list[int]:
+        # httpx's own ASGI transport: starlette's TestClient warns that its httpx use is deprecated
+        transport = httpx.ASGITransport(app=create_app(loaded, store))
+        async with httpx.AsyncClient(transport=transport, base_url="http://mapsync.test") as client:
             codes = []
             for event, at, payload in events:
                 body = wh._body(payload)
+                headers = wh._headers(body, at=at, event=event)
                 codes.append(
-                    client.post(
-                        "/webhooks/items", content=body, headers=wh._headers(body, at=at, event=event)
-                    ).status_code
+                    (await client.post("/webhooks/items", content=body, headers=headers)).status_code
                 )
             return codes
+
+    try:
+        return asyncio.run(post_all())
     finally:
         store.close()
 
