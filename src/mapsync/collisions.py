@@ -19,10 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
-
 from mapsync import records
-from mapsync.state import schema
 
 
 class ReadKeys:
@@ -131,14 +128,5 @@ def collisions(
 
 def _owners(store: Any, sync: str, row_keys: Sequence[records.Key]) -> dict[str, records.Key]:
     """Source keys in the ledger by the destination id they were written to (one query)."""
-    from mapsync.state import values
-
-    t = schema.ledger
-    texts = list({records.key_text(k) for k in row_keys})
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(t.c.key, t.c.dest_id).where(
-                t.c.sync == sync, t.c.dest_id.in_(texts), t.c.deleted == sa.false()
-            )
-        )
-        return {dest_id: tuple(values.decode(key)) for key, dest_id in rows}
+    owners: dict[str, records.Key] = store.ledger_owners(sync, list({records.key_text(k) for k in row_keys}))
+    return owners
