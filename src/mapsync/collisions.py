@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mapsync import records
+from mapsync.state.ports import Ledger
 
 
 class ReadKeys:
@@ -126,7 +127,6 @@ def collisions(
     return [m for m in send if m.dest_key not in why], rejected
 
 
-def _owners(store: Any, sync: str, row_keys: Sequence[records.Key]) -> dict[str, records.Key]:
+def _owners(store: Ledger, sync: str, row_keys: Sequence[records.Key]) -> dict[str, records.Key]:
     """Source keys in the ledger by the destination id they were written to (one query)."""
-    owners: dict[str, records.Key] = store.ledger_owners(sync, list({records.key_text(k) for k in row_keys}))
-    return owners
+    return store.ledger_owners(sync, list({records.key_text(k) for k in row_keys}))

@@ -16,6 +16,7 @@ from mapsync.connectors.timeouts import connect_args as timeout_args
 from mapsync.connectors.timeouts import resolved
 from mapsync.sheet.timeout_models import Timeouts
 from mapsync.state import faults, schema, unmapped, values
+from mapsync.state.budget import BudgetMixin
 from mapsync.state.clock import stamp as stamp
 from mapsync.state.clock import utcnow as utcnow
 from mapsync.state.faults import guarded
@@ -62,7 +63,7 @@ class Counts:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
-class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin):
+class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
     """One state store; every method is one short transaction (`guarded`: a failure of the
     store itself is retried when transient, else a StateError naming it; see `state.faults`)."""
 
@@ -116,6 +117,11 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin):
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """One round trip to the store, not retried (a health probe answers at once)."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     def _fail_abandoned(self) -> None:
         """Runs left `running` by a dead process or a store cut become failed (best effort: a
