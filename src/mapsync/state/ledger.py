@@ -1,10 +1,13 @@
-"""The key ledger's queries beyond the batch commit: a mixin of `StateStore` (port `Ledger`).
+"""The key ledger's reads: a mixin of `StateStore` (port `Ledger`; the batch commit that writes
+the ledger stays in state/store.py).
 
-The key walk (capture/keywalk.py) compares pages of source keys with the ledger and scans its
-live keys; the collision check (collisions.py) names the source key that owns a destination
-row. The SQL for SQLite and PostgreSQL stores is here, in one place; the walk's bookkeeping
-stays with the walk. One-statement reads are `guarded` (a transient store failure is retried);
-`live_scan` streams one statement and is not (a cut ends the walk with the store's StateError).
+`ledger`/`ledger_count` serve the engine's dedupe and the guard; the key walk
+(capture/keywalk.py) compares pages of source keys with the ledger (`compare_page`) and scans its
+live keys (`live_scan`); the collision check (collisions.py) names the source key that owns a
+destination row (`ledger_owners`). The SQL for SQLite and PostgreSQL stores is here, in one
+place; the walk's bookkeeping stays with the walk. One-statement reads are `guarded` (a
+transient store failure is retried); `live_scan` streams one statement and is not (a failure
+ends the walk with the store's StateError, as every store error does: `faults.install`).
 """
 
 from __future__ import annotations
