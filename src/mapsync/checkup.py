@@ -24,7 +24,7 @@ from mapsync.connectors.sql import SqlDatabase, describe_error, normalize_url
 from mapsync.redact import redact
 from mapsync.sheet import places
 from mapsync.sheet.loader import LoadedSheet
-from mapsync.state import schema
+from mapsync.state.probe import SCHEMA_VERSION, stored_version
 from mapsync.state.store import StateStore, resolve_url
 
 
@@ -76,35 +76,22 @@ class Checkup:
             self.add(subject, "note", "not created yet (`mapsync seed` creates it)")
             return
         try:
-            engine = sa.create_engine(url, connect_args=_timeout(url.get_backend_name()))
-            try:
-                with engine.connect() as conn:
-                    has = sa.inspect(conn).has_table(schema.meta.name)
-                    version = (
-                        conn.execute(
-                            sa.select(schema.meta.c.value).where(schema.meta.c.name == "schema_version")
-                        ).scalar()
-                        if has
-                        else None
-                    )
-            finally:
-                engine.dispose()
+            version = stored_version(url, _timeout(url.get_backend_name()))
         except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as exc:
             self.add(subject, "fail", f"cannot connect: {describe_error(exc, self.loaded.secrets)}")
             return
         if version is None:
             self.add(subject, "note", "reachable, no mapsync tables yet (`mapsync seed` creates them)")
             return
-        if int(version) > schema.SCHEMA_VERSION:
+        if int(version) > SCHEMA_VERSION:
             self.add(subject, "fail", f"schema v{version} is newer than this mapsync: upgrade mapsync")
             return
         self.add(
             subject,
             "ok",
-            f"schema v{version}"
-            + ("" if int(version) == schema.SCHEMA_VERSION else " (upgraded on next run)"),
+            f"schema v{version}" + ("" if int(version) == SCHEMA_VERSION else " (upgraded on next run)"),
         )
-        if int(version) == schema.SCHEMA_VERSION:
+        if int(version) == SCHEMA_VERSION:
             state = self.loaded.sheet.state
             try:
                 self.store = StateStore.open(

@@ -19,10 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
-
 from mapsync import records
-from mapsync.state import schema
+from mapsync.state.ports import Ledger
 
 
 class ReadKeys:
@@ -129,16 +127,6 @@ def collisions(
     return [m for m in send if m.dest_key not in why], rejected
 
 
-def _owners(store: Any, sync: str, row_keys: Sequence[records.Key]) -> dict[str, records.Key]:
+def _owners(store: Ledger, sync: str, row_keys: Sequence[records.Key]) -> dict[str, records.Key]:
     """Source keys in the ledger by the destination id they were written to (one query)."""
-    from mapsync.state import values
-
-    t = schema.ledger
-    texts = list({records.key_text(k) for k in row_keys})
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(t.c.key, t.c.dest_id).where(
-                t.c.sync == sync, t.c.dest_id.in_(texts), t.c.deleted == sa.false()
-            )
-        )
-        return {dest_id: tuple(values.decode(key)) for key, dest_id in rows}
+    return store.ledger_owners(sync, list({records.key_text(k) for k in row_keys}))

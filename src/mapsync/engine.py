@@ -39,7 +39,6 @@ from mapsync.sheet import compile as compile_
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases
-from mapsync.state import unmapped
 from mapsync.state.retention import purge
 from mapsync.state.store import Counts, StateStore, stamp
 
@@ -60,7 +59,7 @@ class Engine:
         self._dbs: dict[str, Any] = {}
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
         self._reads: dict[str, collisions.ReadKeys] = {}  # per sync: keys of the read's last batch
-        self.watch = LeaseWatch(store, lambda: [store.engine, *self._dbs.values()])
+        self.watch = LeaseWatch(store, lambda: [store, *self._dbs.values()])
 
     def close(self) -> None:
         self.watch.close()
@@ -211,8 +210,7 @@ class Engine:
         parts = self.parts(name)
         batch_size = self.sheet.syncs[name].delivery.batch
         with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
-            with self.store.engine.connect() as conn:
-                keys = unmapped.open_error_keys(conn, name, field)
+            keys = self.store.open_error_keys(name, field)
             if key is not None:
                 keys = [k for k in keys if key_forms.matches(k, key)]
             run_id = self.store.start_run(name, "retry", trigger, lease.token)
@@ -230,8 +228,7 @@ class Engine:
                     found = {records.key_text(c.key) for c in changes}
                     gone = [k for k in chunk if records.key_text(k) not in found]
                     if gone:
-                        with self.store.engine.begin() as conn:
-                            unmapped.note_gone(conn, name, gone, stamp())
+                        self.store.note_gone(name, gone)
                         report.gone.extend(gone)
                     if changes:
                         self._deliver(name, "retry", parts, records.Batch(changes), report, lease, False)

@@ -23,6 +23,7 @@ from typing import Any
 
 from mapsync import errors, records
 from mapsync.sheet import models
+from mapsync.state import ledger
 from mapsync.state.store import StateStore
 
 
@@ -54,9 +55,7 @@ class Guard:
 
     def live_keys(self) -> int:
         if self.live is None:
-            from mapsync.capture.keywalk import live_count
-
-            self.live = live_count(self.store, self.sync)
+            self.live = self.store.live_count(self.sync)
         return self.live
 
     def _refuse(self, what: str) -> GuardTripped:
@@ -103,12 +102,10 @@ class Guard:
 
     def live_among(self, keys: Sequence[records.Key]) -> int:
         """How many of `keys` the ledger holds as live at the destination."""
-        from mapsync.capture.keywalk import DELETED_HASH
-
         if not keys:
             return 0
         entries = self.store.ledger(self.sync, keys)
-        return sum(1 for e in entries.values() if not e.deleted and e.hash != DELETED_HASH)
+        return sum(1 for e in entries.values() if not e.deleted and e.hash != ledger.DELETED_HASH)
 
 
 def prepare(

@@ -20,7 +20,6 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from mapsync import deadline, errors
-from mapsync.state import faults
 from mapsync.state import lease as leases
 from mapsync.state.store import StateStore
 
@@ -32,7 +31,7 @@ R = TypeVar("R")
 class LeaseWatch:
     def __init__(self, store: StateStore, engines: Callable[[], list[Any]]) -> None:
         self.store = store
-        self._engines = engines  # the state store's engine and the run's handles, asked when needed
+        self._engines = engines  # the state store and the run's handles (their `.engine`s)
         self.dog = deadline.Watchdog(self._abort)
         self.enabled = True  # off: the run is not cut at its lease deadline
 
@@ -81,8 +80,7 @@ class LeaseWatch:
     def renew(self, lease: leases.Lease) -> None:
         """Right before a destination write: the lease is still ours, for a full TTL from now."""
         started = time.monotonic()
-        # retried like every store call (renewing under our token twice changes nothing more)
-        faults.call(self.store.engine, lambda: leases.renew(self.store, lease), "renew")
+        leases.renew_retried(self.store, lease)
         self.renewed(started)
 
     def renewed(self, started: float) -> None:

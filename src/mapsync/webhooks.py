@@ -118,8 +118,7 @@ def create_app(loaded: LoadedSheet, store: StateStore, *, clock: Callable[[], fl
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         try:
-            with store.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            store.ping()
         except sa.exc.SQLAlchemyError as exc:
             log.error("healthz_failed", extra={"action": "healthz_failed", "error": type(exc).__name__})
             return _reply(503, status="state store unreachable")

@@ -44,7 +44,7 @@ def walk(
 ) -> Iterator[records.Batch]:
     """The key walk as batches: upserts (when `hashed`: new and changed rows; otherwise none),
     then — after the guard — deletes (when `deletes` and the policy sends any)."""
-    tally = keywalk.Tally(live_at_start=keywalk.live_count(ctx.store, ctx.sync))
+    tally = keywalk.Tally(live_at_start=ctx.store.live_count(ctx.sync))
     pending: list[tuple[records.Key, str | None]] = []
     for send in keywalk.changed_keys(ctx.store, ctx.sync, source, page, tally, hashed=hashed):
         if not hashed:

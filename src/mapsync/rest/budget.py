@@ -28,9 +28,10 @@ import sqlalchemy as sa
 
 from mapsync import errors
 from mapsync.sheet.duration import format_duration, parse_duration
+from mapsync.state.budget import BudgetRow, Recent
 
 if TYPE_CHECKING:
-    from mapsync.state.store import StateStore
+    from mapsync.state.ports import Budget as BudgetStore
 
 Limit = tuple[int, dt.timedelta]
 _US = 1_000_000
@@ -104,7 +105,7 @@ class Budget:
 
     def __init__(
         self,
-        store: StateStore | None,
+        store: BudgetStore | None,
         credential: str,
         limits: list[tuple[int, dt.timedelta]],
         *,
@@ -126,7 +127,7 @@ class Budget:
         with _LOCAL_LOCK:
             self._local = _LOCAL.setdefault(self.key, _Shared())
 
-    def with_store(self, store: StateStore | None) -> Budget:
+    def with_store(self, store: BudgetStore | None) -> Budget:
         """The same credential and limits kept in `store` (`mapsync check` reads the shared one)."""
         twin = Budget(None, "", [], margin=self.margin / _US, clock=self.clock, sleep=self.sleep)
         twin.store, twin.key, twin.limits = store, self.key, list(self.limits)
@@ -194,66 +195,26 @@ class Budget:
         if self._row_ready:
             return
         assert self.store is not None
-        b = self.store_tables()[1]
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        dialect: Any = postgresql if self.store.dialect == "postgresql" else sqlite
-        with self.store.engine.begin() as conn:  # another process may make it at the same time
-            conn.execute(
-                dialect.insert(b)
-                .values(credential=self.key, updated_at=_stamp())
-                .on_conflict_do_nothing(index_elements=["credential"])
-            )
+        self.store.budget_ensure(self.key)
         self._row_ready = True
-
-    @staticmethod
-    def store_tables() -> tuple[sa.Table, sa.Table]:
-        from mapsync.state import schema
-
-        return schema.budget_calls, schema.budgets
 
     def _try_store(self) -> int:
         assert self.store is not None
-        calls, b = self.store_tables()
+        store = self.store
+
+        def decide(now: int, row: BudgetRow, recent: Recent) -> int:
+            return self._wait_for(
+                now,
+                lambda count, window: recent(count, now - window - self.margin),
+                row.blocked_until_us,
+                row.server_remaining,
+                row.server_reset_us,
+            )
+
         try:
             self._ensure_row()
-            with self._lock, self.store.engine.begin() as conn:
-                # writing the credential's row first takes its lock (PostgreSQL) or the database
-                # write lock (SQLite), so deciding and recording a call is one step for everyone
-                conn.execute(sa.update(b).where(b.c.credential == self.key).values(updated_at=_stamp()))
-                row = conn.execute(
-                    sa.select(b.c.blocked_until_us, b.c.server_remaining, b.c.server_reset_us).where(
-                        b.c.credential == self.key
-                    )
-                ).one()
-                now = self._now()
-
-                def recent(count: int, window: int) -> list[int]:
-                    return list(
-                        conn.execute(
-                            sa.select(calls.c.at_us)
-                            .where(calls.c.credential == self.key, calls.c.at_us > now - window - self.margin)
-                            .order_by(calls.c.at_us.desc())
-                            .limit(count)
-                        ).scalars()
-                    )
-
-                wait = self._wait_for(now, recent, *row)
-                if wait > 0:
-                    return wait
-                conn.execute(sa.insert(calls).values(credential=self.key, at_us=now))
-                if row.server_remaining is not None:
-                    conn.execute(
-                        sa.update(b)
-                        .where(b.c.credential == self.key)
-                        .values(server_remaining=b.c.server_remaining - 1)
-                    )
-                conn.execute(
-                    sa.delete(calls).where(
-                        calls.c.credential == self.key, calls.c.at_us <= now - self.longest - self.margin
-                    )
-                )
-                return 0
+            with self._lock:
+                return store.budget_take(self.key, self._now, decide, self.longest + self.margin)
         except sa.exc.SQLAlchemyError as exc:
             raise errors.TransientError(
                 f"call budget: state store failed: {type(exc).__name__}", failure_class="tool"
@@ -287,21 +248,11 @@ class Budget:
                 if remaining is not None:
                     shared.server_remaining, shared.server_reset = remaining, reset_at
             return
-        _, b = self.store_tables()
-        values: dict[str, Any] = {"updated_at": _stamp()}
-        if blocked is not None:
-            values["blocked_until_us"] = sa.case(
-                (b.c.blocked_until_us.is_(None), blocked),
-                (b.c.blocked_until_us < blocked, blocked),
-                else_=b.c.blocked_until_us,
-            )
-        if remaining is not None:
-            values["server_remaining"] = remaining
-            values["server_reset_us"] = reset_at
         try:
             self._ensure_row()
-            with self.store.engine.begin() as conn:
-                conn.execute(sa.update(b).where(b.c.credential == self.key).values(values))
+            self.store.budget_tighten(
+                self.key, blocked, (remaining, reset_at) if remaining is not None else None
+            )
         except sa.exc.SQLAlchemyError as exc:
             raise errors.TransientError(
                 f"call budget: state store failed: {type(exc).__name__}", failure_class="tool"
@@ -321,21 +272,9 @@ class Budget:
                     self._local.server_reset,
                 )
         else:
-            calls, b = self.store_tables()
-            with self.store.engine.connect() as conn:
-                times = sorted(
-                    conn.execute(
-                        sa.select(calls.c.at_us).where(
-                            calls.c.credential == self.key, calls.c.at_us > now - self.longest - self.margin
-                        )
-                    ).scalars()
-                )
-                row = conn.execute(
-                    sa.select(b.c.blocked_until_us, b.c.server_remaining, b.c.server_reset_us).where(
-                        b.c.credential == self.key
-                    )
-                ).first()
-                blocked, server, reset = row if row is not None else (None, None, None)
+            times, row = self.store.budget_read(self.key, now - self.longest - self.margin)
+            row = row or BudgetRow()
+            blocked, server, reset = row.blocked_until_us, row.server_remaining, row.server_reset_us
         limits = []
         for count, window in self.limits:
             inside = [t for t in times if t > now - window]
@@ -380,7 +319,3 @@ def _number(value: str | None) -> float | None:
         return float(value.strip())
     except ValueError:
         return None
-
-
-def _stamp() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

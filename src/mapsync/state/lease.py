@@ -98,3 +98,8 @@ def renew(store: StateStore, lease: Lease) -> None:
         ).rowcount
     if renewed != 1:
         raise errors.LeaseLost(f"sync {lease.sync}: lease lost to another process; batch not written")
+
+
+def renew_retried(store: StateStore, lease: Lease) -> None:
+    """`renew`, retried like every store call (renewing under our token twice changes nothing more)."""
+    faults.call(store.engine, lambda: renew(store, lease), "renew")

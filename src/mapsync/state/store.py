@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,13 @@ from mapsync.connectors.timeouts import connect_args as timeout_args
 from mapsync.connectors.timeouts import resolved
 from mapsync.sheet.timeout_models import Timeouts
 from mapsync.state import faults, schema, unmapped, values
+from mapsync.state.budget import BudgetMixin
 from mapsync.state.clock import stamp as stamp
 from mapsync.state.clock import utcnow as utcnow
 from mapsync.state.faults import guarded
+from mapsync.state.ledger import LedgerEntry as LedgerEntry
+from mapsync.state.ledger import LedgerMixin
+from mapsync.state.record_errors import RecordErrorsMixin
 from mapsync.state.runs import RunsMixin
 
 
@@ -59,15 +63,7 @@ class Counts:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
-@dataclasses.dataclass(frozen=True)
-class LedgerEntry:
-    version: Any
-    hash: str
-    dest_id: str | None
-    deleted: bool
-
-
-class StateStore(RunsMixin):
+class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
     """One state store; every method is one short transaction (`guarded`: a failure of the
     store itself is retried when transient, else a StateError naming it; see `state.faults`)."""
 
@@ -121,6 +117,11 @@ class StateStore(RunsMixin):
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """One round trip to the store, not retried (a health probe answers at once)."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     def _fail_abandoned(self) -> None:
         """Runs left `running` by a dead process or a store cut become failed (best effort: a
@@ -233,36 +234,6 @@ class StateStore(RunsMixin):
     def set_cursors(self, sync: str, new: dict[str, Any], run_id: int | None = None) -> None:
         with self.engine.begin() as conn:
             self._set_cursors(conn, sync, run_id, new)
-
-    # ----------------------------------------------------------------- ledger
-
-    @guarded
-    def ledger(self, sync: str, keys: Iterable[records.Key]) -> dict[records.Key, LedgerEntry]:
-        """Ledger entries of these keys (one query per 500 keys)."""
-        wanted = {records.key_text(k): k for k in keys}
-        found: dict[records.Key, LedgerEntry] = {}
-        texts = list(wanted)
-        t = schema.ledger
-        with self.engine.connect() as conn:
-            for i in range(0, len(texts), 500):
-                chunk = texts[i : i + 500]
-                for key, version, hash_, dest_id, deleted in conn.execute(
-                    sa.select(t.c.key, t.c.version, t.c.hash, t.c.dest_id, t.c.deleted).where(
-                        t.c.sync == sync, t.c.key.in_(chunk)
-                    )
-                ):
-                    found[wanted[key]] = LedgerEntry(values.decode(version), hash_, dest_id, bool(deleted))
-        return found
-
-    @guarded
-    def ledger_count(self, sync: str) -> int:
-        t = schema.ledger
-        with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count()).where(t.c.sync == sync, t.c.deleted == sa.false())
-                ).scalar_one()
-            )
 
     # ----------------------------------------------------------------- the commit
 

@@ -1,0 +1,126 @@
+"""The call budgets' tables (`mapsync_budgets`, `mapsync_budget_calls`): a mixin of `StateStore`
+(port `Budget`). The decision (which limits, which margins, how long to wait) is rest/budget.py's;
+the SQL for SQLite and PostgreSQL stores is here. Not `guarded`: a failing store is reported by
+the caller as a transient `tool` failure of the call budget, as before."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mapsync.state import schema
+from mapsync.state.clock import stamp
+
+# (at most n, after µs) → the call times after that moment, newest first, at most n of them
+Recent = Callable[[int, int], list[int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetRow:
+    """What the server said about one credential (µs since the epoch)."""
+
+    blocked_until_us: int | None = None
+    server_remaining: int | None = None
+    server_reset_us: int | None = None
+
+
+class BudgetMixin:
+    engine: sa.Engine
+    dialect: str
+
+    def budget_ensure(self, credential: str) -> None:
+        """The credential's row exists (another process may make it at the same time)."""
+        b = schema.budgets
+        dialect: Any = postgresql if self.dialect == "postgresql" else sqlite
+        with self.engine.begin() as conn:
+            conn.execute(
+                dialect.insert(b)
+                .values(credential=credential, updated_at=stamp())
+                .on_conflict_do_nothing(index_elements=["credential"])
+            )
+
+    def budget_take(
+        self,
+        credential: str,
+        now: Callable[[], int],
+        decide: Callable[[int, BudgetRow, Recent], int],
+        keep_us: int,
+    ) -> int:
+        """Decide and record one call in one transaction: `decide(now, row, recent)` returns the
+        µs to wait (> 0: nothing recorded); else the call is recorded at `now`, the server's
+        remaining count goes down by one, and calls older than `keep_us` are pruned. Returns the
+        wait (0: the call may go)."""
+        calls, b = schema.budget_calls, schema.budgets
+        with self.engine.begin() as conn:
+            # writing the credential's row first takes its lock (PostgreSQL) or the database
+            # write lock (SQLite), so deciding and recording a call is one step for everyone
+            conn.execute(sa.update(b).where(b.c.credential == credential).values(updated_at=stamp()))
+            row = conn.execute(
+                sa.select(b.c.blocked_until_us, b.c.server_remaining, b.c.server_reset_us).where(
+                    b.c.credential == credential
+                )
+            ).one()
+            moment = now()
+
+            def recent(count: int, after: int) -> list[int]:
+                return list(
+                    conn.execute(
+                        sa.select(calls.c.at_us)
+                        .where(calls.c.credential == credential, calls.c.at_us > after)
+                        .order_by(calls.c.at_us.desc())
+                        .limit(count)
+                    ).scalars()
+                )
+
+            wait = decide(moment, BudgetRow(*row), recent)
+            if wait > 0:
+                return wait
+            conn.execute(sa.insert(calls).values(credential=credential, at_us=moment))
+            if row.server_remaining is not None:
+                conn.execute(
+                    sa.update(b)
+                    .where(b.c.credential == credential)
+                    .values(server_remaining=b.c.server_remaining - 1)
+                )
+            conn.execute(
+                sa.delete(calls).where(calls.c.credential == credential, calls.c.at_us <= moment - keep_us)
+            )
+            return 0
+
+    def budget_tighten(
+        self, credential: str, blocked: int | None, server: tuple[int, int | None] | None
+    ) -> None:
+        """The server said: no call before `blocked` (kept if a later block is stored already);
+        `server` = (remaining calls, reset moment), stored as said."""
+        b = schema.budgets
+        values: dict[str, Any] = {"updated_at": stamp()}
+        if blocked is not None:
+            values["blocked_until_us"] = sa.case(
+                (b.c.blocked_until_us.is_(None), blocked),
+                (b.c.blocked_until_us < blocked, blocked),
+                else_=b.c.blocked_until_us,
+            )
+        if server is not None:
+            values["server_remaining"], values["server_reset_us"] = server
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(b).where(b.c.credential == credential).values(values))
+
+    def budget_read(self, credential: str, after: int) -> tuple[list[int], BudgetRow | None]:
+        """The credential's call times after `after` (sorted) and its row, if it has one."""
+        calls, b = schema.budget_calls, schema.budgets
+        with self.engine.connect() as conn:
+            times = sorted(
+                conn.execute(
+                    sa.select(calls.c.at_us).where(calls.c.credential == credential, calls.c.at_us > after)
+                ).scalars()
+            )
+            row = conn.execute(
+                sa.select(b.c.blocked_until_us, b.c.server_remaining, b.c.server_reset_us).where(
+                    b.c.credential == credential
+                )
+            ).first()
+        return times, (BudgetRow(*row) if row is not None else None)

@@ -1,0 +1,50 @@
+"""`state/` owns every state query: no module outside it reaches into the store's engine or its
+tables. The CLI modules (`cli.py`, `cli_*.py`, or a `cli/` package) are not checked yet: two
+uses remain there (`cli.py`: `faults.set_lock_timeout(store.engine, …)`; `cli_unmapped.py`:
+the listing, for which `StateStore.unmapped_values` exists); they move with the CLI package."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mapsync
+
+SRC = Path(mapsync.__file__).parent
+
+
+def _outside_state() -> list[Path]:
+    out = []
+    for path in SRC.rglob("*.py"):
+        top = path.relative_to(SRC).parts[0]
+        if top != "state" and not top.startswith("cli"):
+            out.append(path)
+    return out
+
+
+def test_no_store_engine_outside_state() -> None:
+    found = []
+    for path in _outside_state():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "engine":
+                owner = node.value
+                name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+                if name == "store":
+                    found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert found == []
+
+
+def test_no_state_schema_import_outside_state() -> None:
+    found = []
+    for path in _outside_state():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "mapsync.state":
+                if any(a.name == "schema" for a in node.names):
+                    found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+            elif isinstance(node, ast.ImportFrom | ast.Import):
+                names = (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                )
+                if "mapsync.state.schema" in names:
+                    found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert found == []
