@@ -30,7 +30,7 @@ from mapsync.capture.base import Context, register, to_changes
 from mapsync.capture.binlog import BinlogReader
 from mapsync.capture.log_types import RowChange, Txn
 from mapsync.capture.pg_logical import PgLog
-from mapsync.connectors.sql import ColumnInfo
+from mapsync.columns import ColumnInfo
 from mapsync.sheet.log_models import LogChanges
 
 log = logging.getLogger("mapsync.capture.log")

@@ -6,7 +6,6 @@ sheet must exist there and are always quoted), the database's own clock and time
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import decimal
 import re
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import quoted_name
 
 from mapsync import deadline, errors
+from mapsync.columns import ColumnInfo as ColumnInfo  # the catalog facts live below the layers
 from mapsync.connectors.sql_time import register_sqlite
 from mapsync.connectors.timeouts import connect_args, listen, resolved
 from mapsync.redact import redact
@@ -52,25 +52,6 @@ def normalize_url(url: str, folder: Path) -> sa.URL:
         if not path.is_absolute():
             parsed = parsed.set(database=str((folder / path).resolve()))
     return parsed
-
-
-@dataclasses.dataclass(frozen=True)
-class ColumnInfo:
-    """What the catalog says about one column."""
-
-    name: str
-    python_type: type | None
-    length: int | None
-    nullable: bool
-    has_default: bool
-    aware: bool  # a timestamp column that carries a time zone (timestamptz)
-    type_name: str
-    precision: int | None = None  # NUMERIC(precision, scale)
-    scale: int | None = None
-    text_nul_forbidden: bool = False  # PostgreSQL text cannot hold NUL
-    allowed: tuple[str, ...] | None = None  # values an ENUM type or a list CHECK allows (as text)
-    time_zone: dt.tzinfo | None = None  # a timestamp column's zone for naive times (sql_time)
-    fraction: int | None = None  # fraction-of-second digits a timestamp column keeps (None: 6)
 
 
 class SqlDatabase:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mapsync import crash, delivery, errors, records
-from mapsync.connectors.sql import ColumnInfo
+from mapsync.columns import ColumnInfo
 from mapsync.rest.async_delivery import AsyncDelivery, JobState, Key, Row
 from mapsync.rest.client import json_body
 from mapsync.rest.source import RestHandle, _dig
