@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import records
-from mapsync.state import schema
+from mapsync.state import schema, values
 
 
 class ReadKeys:
@@ -131,8 +131,6 @@ def collisions(
 
 def _owners(store: Any, sync: str, row_keys: Sequence[records.Key]) -> dict[str, records.Key]:
     """Source keys in the ledger by the destination id they were written to (one query)."""
-    from mapsync.state import values
-
     t = schema.ledger
     texts = list({records.key_text(k) for k in row_keys})
     with store.engine.connect() as conn:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mapsync import errors, records
+from mapsync.capture.keywalk import DELETED_HASH, live_count
 from mapsync.sheet import models
 from mapsync.state.store import StateStore
 
@@ -54,8 +55,6 @@ class Guard:
 
     def live_keys(self) -> int:
         if self.live is None:
-            from mapsync.capture.keywalk import live_count
-
             self.live = live_count(self.store, self.sync)
         return self.live
 
@@ -103,8 +102,6 @@ class Guard:
 
     def live_among(self, keys: Sequence[records.Key]) -> int:
         """How many of `keys` the ledger holds as live at the destination."""
-        from mapsync.capture.keywalk import DELETED_HASH
-
         if not keys:
             return 0
         entries = self.store.ledger(self.sync, keys)

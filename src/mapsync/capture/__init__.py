@@ -1,16 +1,12 @@
 """Change capture: each method yields ordered, bounded batches with the cursor after them.
 
-A method registers its class in `REGISTRY` under the `changes.method` name of the sheet.
+A method registers its class in `REGISTRY` under the `changes.method` name of the sheet; its
+module loads on first use of that name (see base.Registry).
 """
 
-from mapsync.capture import (  # noqa: F401  (registration: each method module registers itself)
-    full,
-    inbox,
-    log,
-    queue,
-    snapshot,
-    watermark,
-)
-from mapsync.capture.base import REGISTRY, Capture, Context, register, seed_batches, to_changes
-
-__all__ = ["REGISTRY", "Capture", "Context", "register", "seed_batches", "to_changes"]
+from mapsync.capture.base import REGISTRY as REGISTRY
+from mapsync.capture.base import Capture as Capture
+from mapsync.capture.base import Context as Context
+from mapsync.capture.base import register as register
+from mapsync.capture.base import seed_batches as seed_batches
+from mapsync.capture.base import to_changes as to_changes

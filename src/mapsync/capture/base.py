@@ -4,7 +4,8 @@ the helpers that turn source rows into changes."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mapsync import records
@@ -48,13 +49,38 @@ class Capture(Protocol):
         other change of the batch was delivered or skipped as unchanged."""
 
 
-# name → class; the engine builds one per run as `cls(source, changes_cfg, batch_size, context)`
-REGISTRY: dict[str, type[Any]] = {}
+class Registry(Mapping[str, type[Any]]):
+    """`changes.method` name → capture class. A method's module is imported on first use (its
+    `@register` fills the entry), so importing the capture package loads no method."""
+
+    def __init__(self, modules: dict[str, str]) -> None:
+        self._modules = modules
+        self._classes: dict[str, type[Any]] = {}
+
+    def add(self, method: str, cls: type[Any]) -> None:
+        self._classes[method] = cls
+
+    def __getitem__(self, method: str) -> type[Any]:
+        if method not in self._classes:
+            importlib.import_module(self._modules[method])  # KeyError: no such method
+        return self._classes[method]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+
+# the engine builds one per run as `cls(source, changes_cfg, batch_size, context)`
+REGISTRY = Registry(
+    {m: f"mapsync.capture.{m}" for m in ("full", "inbox", "log", "queue", "snapshot", "watermark")}
+)
 
 
 def register(method: str) -> Any:
     def deco(cls: type[Any]) -> type[Any]:
-        REGISTRY[method] = cls
+        REGISTRY.add(method, cls)
         return cls
 
     return deco

@@ -19,6 +19,8 @@ from sqlalchemy.sql.elements import quoted_name
 
 from mapsync import deadline, errors
 from mapsync.columns import ColumnInfo as ColumnInfo  # the catalog facts live below the layers
+from mapsync.connectors import sqlite_text
+from mapsync.connectors.sql_allowed import allowed_values
 from mapsync.connectors.sql_time import register_sqlite
 from mapsync.connectors.timeouts import connect_args, listen, resolved
 from mapsync.redact import redact
@@ -133,8 +135,6 @@ class SqlDatabase:
         return reflected
 
     def columns(self, table: sa.Table) -> dict[str, ColumnInfo]:
-        from mapsync.connectors.sql_allowed import allowed_values
-
         with self.engine.connect() as conn:
             allowed = allowed_values(conn, table)
         out = {}
@@ -294,8 +294,6 @@ def _mariadb_session(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_session(dbapi_conn: Any, _record: Any) -> None:
-    from mapsync.connectors import sqlite_text
-
     dbapi_conn.text_factory = sqlite_text.decode  # text that is not UTF-8: a record error, not a crash
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=30000")
