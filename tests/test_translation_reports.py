@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mapsync import errors, records, testing, transforms
-from mapsync.sheet import compile as compile_
+from mapsync import mapping as compile_
 from mapsync.sheet import models
 
 

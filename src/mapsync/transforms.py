@@ -185,7 +185,7 @@ def _cast(spec: models.FieldRule, field: str) -> Step | None:
 @rule("truncate")
 def _truncate(spec: models.FieldRule, field: str) -> Step | None:
     if not isinstance(spec.truncate, int):
-        return None  # `auto` is resolved against the destination column in sheet/compile.py
+        return None  # `auto` is resolved against the destination column in mapping.py
     limit = spec.truncate
 
     def step(value: Any, tally: Tally) -> Any:
