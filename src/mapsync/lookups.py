@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import errors, rules
-from mapsync.connectors.sql import describe_error
+from mapsync.db_errors import describe_error
 from mapsync.errors import RecordRejected
 from mapsync.sheet import map_files, models
 

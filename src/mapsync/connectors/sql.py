@@ -23,7 +23,8 @@ from mapsync.connectors import sqlite_text
 from mapsync.connectors.sql_allowed import allowed_values
 from mapsync.connectors.sql_time import register_sqlite
 from mapsync.connectors.timeouts import connect_args, listen, resolved
-from mapsync.redact import redact
+from mapsync.db_errors import describe_error as describe_error  # below the layers too
+from mapsync.db_errors import first_line as _first_line
 from mapsync.sheet.timeout_models import Timeouts
 
 MARIADB_SQL_MODE = (
@@ -279,10 +280,6 @@ def _near(name: str, known: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _first_line(exc: object) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 def _mariadb_session(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("SET NAMES utf8mb4")
@@ -303,9 +300,3 @@ def _sqlite_session(dbapi_conn: Any, _record: Any) -> None:
 
 def quoted(name: str) -> quoted_name:
     return quoted_name(name, True)
-
-
-def describe_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
-    """One line for a database error, secrets removed, capped in length."""
-    orig = getattr(exc, "orig", None) or exc
-    return redact(_first_line(orig), secrets)[:500]
