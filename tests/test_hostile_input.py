@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mapsync import errors, testing
-from mapsync.sheet import compile as compile_
+from mapsync import mapping as compile_
 from mapsync.sheet import loader, yaml_limits
 from tests.helpers import mapsync
 

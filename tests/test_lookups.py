@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from mapsync import errors, records, testing, transforms
+from mapsync import mapping as compile_
 from mapsync.engine import Engine
-from mapsync.sheet import compile as compile_
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore
 from tests import helpers as h

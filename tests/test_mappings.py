@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mapsync import errors, records, transforms
+from mapsync import mapping as compile_
 from mapsync.connectors.sql import ColumnInfo
-from mapsync.sheet import compile as compile_
 from mapsync.sheet import loader, models
 
 FOLDER = Path(__file__).parent / "mappings"

@@ -26,8 +26,8 @@ from mapsync import records, transforms
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.connectors.sql_destination import COPY_THRESHOLD, SqlDestination
 from mapsync.engine import Engine
+from mapsync.mapping import constraint_check
 from mapsync.sheet import loader, models
-from mapsync.sheet.compile import constraint_check
 from mapsync.state.store import StateStore
 from tests import helpers as h
 

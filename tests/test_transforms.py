@@ -1,4 +1,4 @@
-"""Field rules as the sheet compiles them (sheet/compile.py over transforms.py), and the
+"""Field rules as the sheet compiles them (mapping.py over transforms.py), and the
 destination's own limits folded in from its catalog. Every rejection names field and rule."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mapsync import mapping as compile_
 from mapsync import records, transforms
 from mapsync.connectors.sql import ColumnInfo
-from mapsync.sheet import compile as compile_
 from mapsync.sheet import models
 
 D = decimal.Decimal

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mapsync import errors, records, testing, transforms
-from mapsync.sheet import compile as compile_
+from mapsync import mapping as compile_
 from mapsync.sheet import models
 
 
@@ -127,7 +127,7 @@ def test_a_python_hook_by_entry_point(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_the_cli_report_shows_the_counters_and_the_fallback() -> None:
-    from mapsync import cli
+    from mapsync.cli import common as cli
     from mapsync.engine import RunReport
     from mapsync.state.store import Counts
 
@@ -135,7 +135,7 @@ def test_the_cli_report_shows_the_counters_and_the_fallback() -> None:
     report.corrected, report.dst_ambiguous, report.expired = {"country": 2}, {"seen": 1}, {"active": 3}
     report.fell_back = 4
     with cli.out.capture() as captured:
-        cli._print_report(report)
+        cli.print_report(report)
     text = captured.get()
     assert "country corrected: country ×2" in text
     assert "ambiguous DST time (earlier taken): seen ×1" in text
@@ -143,5 +143,5 @@ def test_the_cli_report_shows_the_counters_and_the_fallback() -> None:
     assert "fell back: 4 hard delete(s) refused by the destination, disabled instead" in text
     quiet = RunReport("c", "run", 8, "success", Counts(read=1, written=1))
     with cli.out.capture() as captured:
-        cli._print_report(quiet)
+        cli.print_report(quiet)
     assert "corrected" not in captured.get() and "fell back" not in captured.get()

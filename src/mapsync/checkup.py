@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import capture, connectors, errors
+from mapsync.capture import health
 from mapsync.connectors.sql import SqlDatabase, describe_error, normalize_url
 from mapsync.redact import redact
 from mapsync.sheet import places
@@ -231,8 +232,6 @@ class Checkup:
 
     def _capture(self) -> None:
         """Change-capture health of log and queue syncs (slot WAL, binlog, queue backlog)."""
-        from mapsync.capture import health
-
         names = [
             n
             for n, cfg in self.loaded.sheet.syncs.items()

@@ -1,5 +1,5 @@
 """Field rules that reshape a value: `template` (a source), `trim`, `case`, `split`, `timezone`
-and the `python` hook. They register in `transforms.RULES`; see docs/translations.md."""
+and the `python` hook. They register in `rules.RULES`; see docs/translations.md."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 
 from mapsync import records
 from mapsync.errors import ConfigError, RecordRejected
+from mapsync.rules import Step, Tally, rule, show
 from mapsync.sheet import models
-from mapsync.transforms import Step, Tally, rule, show
 
 UTC = dt.UTC
 
@@ -202,4 +202,4 @@ def _python(spec: models.FieldRule, field: str) -> Step | None:
                 f"field `{field}`: python {ref} raised {type(exc).__name__}: {exc}"[:500], field, "python"
             ) from None
 
-    return step  # type: ignore[return-value]  # called with the row: see transforms.ROW_RULES
+    return step  # type: ignore[return-value]  # called with the row: see rules.ROW_RULES

@@ -28,6 +28,7 @@ from mapsync import (
     transforms,
 )
 from mapsync import keys as key_forms
+from mapsync import mapping as compile_
 from mapsync.connectors import sqlite_text
 from mapsync.lease_watch import LeaseWatch, settled
 from mapsync.redact import redact
@@ -35,7 +36,6 @@ from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
 from mapsync.run_types import RunReport as RunReport
 from mapsync.run_types import _Quiet
-from mapsync.sheet import compile as compile_
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases

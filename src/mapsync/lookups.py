@@ -19,8 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors, transforms
-from mapsync.connectors.sql import describe_error
+from mapsync import errors, rules
+from mapsync.db_errors import describe_error
 from mapsync.errors import RecordRejected
 from mapsync.sheet import map_files, models
 
@@ -65,7 +65,7 @@ class Lookup:
         if self.kind is None:
             return value
         try:
-            return transforms.convert(value, self.kind)
+            return rules.convert(value, self.kind)
         except (ValueError, ArithmeticError, TypeError):
             return _MISSING
 
@@ -143,7 +143,7 @@ class Resolver:
         """Run each (lookup field function, row) in collect mode, then fetch what is missing."""
         if not self.lookups:
             return
-        scratch = transforms.Tally()
+        scratch = rules.Tally()
         self.collecting = True
         try:
             for fn, row in work:
@@ -200,8 +200,8 @@ class Resolver:
                 text = str(key)
                 if text in out and out[text] != value:
                     raise errors.ConfigError(
-                        f"{where}: {source.connection}.{source.table} maps {transforms.show(text)} "
-                        f"to both {transforms.show(out[text])} and {transforms.show(value)}"
+                        f"{where}: {source.connection}.{source.table} maps {rules.show(text)} "
+                        f"to both {rules.show(out[text])} and {rules.show(value)}"
                     )
                 out[text] = value
         return out
@@ -244,8 +244,8 @@ def read_csv_map(path: Path, data: bytes) -> dict[str, str]:
                 src, dst = row
                 if src in out and out[src] != dst:
                     raise errors.ConfigError(
-                        f"{path}:{line}: {transforms.show(src)} maps to {transforms.show(dst)} here but to "
-                        f"{transforms.show(out[src])} on line {lines[src]}"
+                        f"{path}:{line}: {rules.show(src)} maps to {rules.show(dst)} here but to "
+                        f"{rules.show(out[src])} on line {lines[src]}"
                     )
                 out[src] = dst
                 lines.setdefault(src, line)
@@ -265,7 +265,7 @@ def load_map(source: models.MapSource, field: str) -> dict[str, Any]:
     return resolver.load_map(source, field)
 
 
-def compile_lookup(spec: models.FieldRule, field: str) -> transforms.Step | None:
+def compile_lookup(spec: models.FieldRule, field: str) -> rules.Step | None:
     if spec.lookup is None:
         return None
     rule = spec.lookup
@@ -275,7 +275,7 @@ def compile_lookup(spec: models.FieldRule, field: str) -> transforms.Step | None
     lookup = resolver.lookup(rule, field)
     policy, where = rule.on_missing, f"{rule.connection}.{rule.table}.{rule.key}"
 
-    def step(value: Any, tally: transforms.Tally) -> Any:
+    def step(value: Any, tally: rules.Tally) -> Any:
         if value is None:
             return None
         if resolver.collecting:
@@ -284,7 +284,7 @@ def compile_lookup(spec: models.FieldRule, field: str) -> transforms.Step | None
         found = lookup.get(value)
         if found is _AMBIGUOUS:
             raise RecordRejected(
-                f"value {transforms.show(value)} of `{field}` matches several rows of {where}",
+                f"value {rules.show(value)} of `{field}` matches several rows of {where}",
                 field,
                 "lookup",
                 value,
@@ -297,7 +297,7 @@ def compile_lookup(spec: models.FieldRule, field: str) -> transforms.Step | None
             tally.kept[field] += 1
             return value
         raise RecordRejected(
-            f"value {transforms.show(value)} of `{field}` is not in {where}", field, "lookup", value
+            f"value {rules.show(value)} of `{field}` is not in {where}", field, "lookup", value
         )
 
     return step

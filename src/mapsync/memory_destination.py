@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from mapsync import delivery, records
-from mapsync.connectors.sql import ColumnInfo
+from mapsync.columns import ColumnInfo
 
 
 def as_key(key: Any) -> records.Key:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
+from mapsync import mapping as compile_
 from mapsync import records
-from mapsync.sheet import compile as compile_
 from mapsync.state.store import Counts
 
 

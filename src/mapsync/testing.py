@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from mapsync import engine, errors, records
+from mapsync import mapping as compile_
 from mapsync.memory_destination import Call as Call
 from mapsync.memory_destination import MemoryDestination as MemoryDestination
 from mapsync.memory_destination import as_key as as_key
 from mapsync.sheet import checks, loader, models
-from mapsync.sheet import compile as compile_
 from mapsync.state.store import StateStore
 
 Predicate = Callable[[records.Row], bool]

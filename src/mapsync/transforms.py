@@ -6,76 +6,30 @@ raises `RecordRejected` for a value it cannot translate: nothing is guessed sile
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import datetime as dt
-import decimal
-from collections.abc import Callable
 from typing import Any
 
+from mapsync import conversion, lookups, validation  # noqa: F401  (they register their rules)
 from mapsync.countries import COUNTRY_ALIASES as COUNTRY_ALIASES  # countries live there
 from mapsync.countries import _normalize as _normalize
 from mapsync.countries import country_lookup as country_lookup
 from mapsync.countries import country_near_misses as country_near_misses
 from mapsync.countries import country_spellings as country_spellings
+from mapsync.deletes import DELETE_POLICIES, DeletePolicy, delete_policy  # noqa: F401
 from mapsync.errors import RecordRejected
+
+# the rule base's names, re-exported: this module is the facade of the rules
+from mapsync.rules import OMIT as OMIT
+from mapsync.rules import ORDER as ORDER
+from mapsync.rules import ROW_RULES as ROW_RULES
+from mapsync.rules import RULES as RULES
+from mapsync.rules import Compiler as Compiler
+from mapsync.rules import Step as Step
+from mapsync.rules import Tally as Tally
+from mapsync.rules import convert as convert
+from mapsync.rules import rule as rule
+from mapsync.rules import show as show
 from mapsync.sheet import models
-
-Step = Callable[[Any, "Tally"], Any]
-Compiler = Callable[[models.FieldRule, str], Step | None]
-
-
-@dataclasses.dataclass
-class Tally:
-    """What rules did on purpose in one batch: counted and reported, never silent."""
-
-    truncated: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    defaulted: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    kept: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    corrected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    dst_ambiguous: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    # updates written disabled because they show the row expired (`deletes.policy: by_reason`)
-    expired: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    # fields whose `map … on_unknown: keep` kept the value for a later `country`/`lookup` to place
-    # (counted in `kept` only if that rule then rejects it: see `settle_kept`)
-    pending_kept: set[str] = dataclasses.field(default_factory=set)
-
-
-# the order rules apply in (models.FieldRule's docstring); `RULES` is kept in this order
-ORDER = (
-    "on_null", "trim", "case", "split", "map", "map_from", "country", "lookup", "cast",
-    "timezone", "python", "required", "pattern", "min", "max", "enum", "truncate",
-)  # fmt: skip
-# steps of these rules are called as `step(value, tally, row)`: they read the whole source row
-ROW_RULES = frozenset({"python"})
-RULES: dict[str, Compiler] = {}
-
-
-class _Omit:
-    def __repr__(self) -> str:
-        return "OMIT"
-
-
-OMIT: Any = _Omit()  # what `on_null: omit` turns NULL into: the field is left out of the write
-
-
-def rule(name: str) -> Callable[[Compiler], Compiler]:
-    if name not in ORDER:
-        raise ValueError(f"rule {name!r} has no place in transforms.ORDER")
-
-    def register(fn: Compiler) -> Compiler:
-        RULES[name] = fn
-        ordered = sorted(RULES.items(), key=lambda item: ORDER.index(item[0]))
-        RULES.clear()
-        RULES.update(ordered)
-        return fn
-
-    return register
-
-
-def show(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…'"
 
 
 @rule("on_null")
@@ -110,8 +64,6 @@ def _map(spec: models.FieldRule, field: str) -> Step | None:
         return None
     table = {str(k): v for k, v in (spec.map or {}).items()}
     if spec.map_from is not None:  # read once, here; entries of `map` win
-        from mapsync import lookups
-
         table = {**lookups.load_map(spec.map_from, field), **table}
     policy, fallback = spec.on_unknown, spec.map_default
     listed = ", ".join(list(table)[:8]) + (", …" if len(table) > 8 else "")
@@ -203,8 +155,7 @@ def _country(spec: models.FieldRule, field: str) -> Step | None:
 def _lookup(spec: models.FieldRule, field: str) -> Step | None:
     if spec.lookup is None:
         return None
-    from mapsync import lookups  # batched and cached per run: see lookups.py
-
+    # batched and cached per run: see lookups.py
     return lookups.compile_lookup(spec, field)
 
 
@@ -234,7 +185,7 @@ def _cast(spec: models.FieldRule, field: str) -> Step | None:
 @rule("truncate")
 def _truncate(spec: models.FieldRule, field: str) -> Step | None:
     if not isinstance(spec.truncate, int):
-        return None  # `auto` is resolved against the destination column in sheet/compile.py
+        return None  # `auto` is resolved against the destination column in mapping.py
     limit = spec.truncate
 
     def step(value: Any, tally: Tally) -> Any:
@@ -244,61 +195,3 @@ def _truncate(spec: models.FieldRule, field: str) -> Step | None:
         return value
 
     return step
-
-
-# --------------------------------------------------------------------------- conversions
-
-_TRUE = {"1", "true", "t", "yes", "y", "on"}
-_FALSE = {"0", "false", "f", "no", "n", "off"}
-
-
-def convert(value: Any, kind: str, scale: int | None = None) -> Any:
-    """Exact conversion; raises ValueError for a value that does not convert."""
-    if kind == "str":
-        return value if isinstance(value, str) else str(value)
-    if kind == "decimal":
-        if isinstance(value, float):
-            value = repr(value)  # the shortest text of the float, not its binary expansion
-        result = decimal.Decimal(str(value).strip())
-        if not result.is_finite():
-            raise ValueError("not finite")
-        if scale is not None:
-            result = result.quantize(decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP)
-        return result
-    if kind == "int":
-        if isinstance(value, bool):
-            return int(value)
-        number = decimal.Decimal(str(value).strip())
-        if number != number.to_integral_value():
-            raise ValueError("has a fraction")
-        return int(number)
-    if kind == "float":
-        return float(value)
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ValueError("not a boolean")
-    if kind == "datetime":
-        if isinstance(value, dt.datetime):
-            return value
-        if isinstance(value, dt.date):
-            return dt.datetime(value.year, value.month, value.day)  # noqa: DTZ001
-        return dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-    if kind == "date":
-        if isinstance(value, dt.datetime):
-            return value.date()
-        if isinstance(value, dt.date):
-            return value
-        return dt.date.fromisoformat(str(value).strip()[:10])
-    raise ValueError(kind)
-
-
-# rules kept in their own modules register themselves in `RULES` when imported; the delete
-# policies live in mapsync/deletes.py and stay importable from here
-from mapsync import conversion, validation  # noqa: E402, F401
-from mapsync.deletes import DELETE_POLICIES, DeletePolicy, delete_policy  # noqa: E402, F401

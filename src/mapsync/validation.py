@@ -8,10 +8,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from mapsync import transforms
+from mapsync import conversion, rules
 from mapsync.errors import ConfigError, RecordRejected
+from mapsync.rules import Step, Tally, rule, show
 from mapsync.sheet import models
-from mapsync.transforms import Step, Tally, rule, show
 
 
 @rule("required")
@@ -60,7 +60,7 @@ def _bound(bound: Any, key: str, field: str) -> tuple[str, Any]:
         return "date", bound
     for kind in ("decimal", "date", "datetime"):
         try:
-            return kind, transforms.convert(bound, kind)
+            return kind, rules.convert(bound, kind)
         except (ValueError, ArithmeticError, TypeError):
             continue
     raise ConfigError(f"field `{field}`: `{key}: {bound!r}` is neither a number nor a date")
@@ -81,7 +81,7 @@ def _limit(spec: models.FieldRule, field: str, key: str) -> Step | None:
             if kind == "date" and isinstance(value, dt.datetime):
                 comparable: Any = value.date()  # a time on the last day is within `max` of that day
             else:
-                comparable = transforms.convert(value, kind)
+                comparable = rules.convert(value, kind)
             out = outside(comparable)
         except (ValueError, ArithmeticError, TypeError):  # not a number/date, or naive vs aware
             raise RecordRejected(
@@ -127,8 +127,6 @@ _SELF_CONTAINED = ("timezone", "python", "pattern", "min", "max")
 def sheet_problems(spec: models.FieldRule, field: str) -> list[tuple[str, str]]:
     """Config errors of the rules that need no catalog, as (sheet key, message), so that
     `mapsync validate` finds them without connecting."""
-    from mapsync import conversion  # the rule modules import each other through transforms
-
     problems = []
     for key in ("template", *_SELF_CONTAINED):
         try:
@@ -136,7 +134,7 @@ def sheet_problems(spec: models.FieldRule, field: str) -> list[tuple[str, str]]:
                 if spec.template is not None:
                     conversion.compile_template(spec.template, field)
             else:
-                transforms.RULES[key](spec, field)
+                rules.RULES[key](spec, field)
         except ConfigError as exc:
             problems.append((key, str(exc)))
     return problems

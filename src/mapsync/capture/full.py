@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import records
-from mapsync.capture import register, to_changes
+from mapsync.capture.base import register, to_changes
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.sheet import models
 

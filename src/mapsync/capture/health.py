@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import connectors, errors
+from mapsync.capture import log_setup, queue_admin
 from mapsync.connectors.sql import describe_error
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.log_models import LogChanges, format_size
@@ -50,8 +51,6 @@ def _problem(method: str, text: str) -> dict[str, Any]:
 def _log(
     loaded: LoadedSheet, name: str, store: Any, given: dict[str, Any], opened: dict[str, Any]
 ) -> dict[str, Any]:
-    from mapsync.capture import log_setup
-
     cfg = loaded.sheet.syncs[name]
     conn_name = cfg.from_.connection
     try:
@@ -96,8 +95,6 @@ def _log_summary(r: dict[str, Any]) -> str:
 
 
 def _queue(loaded: LoadedSheet, name: str) -> dict[str, Any]:
-    from mapsync.capture import queue_admin
-
     try:
         (queue,) = queue_admin.queues(loaded, [name])
         rows = queue_admin.status(loaded, queue)

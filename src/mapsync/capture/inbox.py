@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import records
-from mapsync.capture import Context, register, to_changes
+from mapsync.capture.base import Context, register, to_changes
 from mapsync.capture.inbox_order import older, order_of
 from mapsync.capture.queue import same_key
 from mapsync.sheet.webhook_models import InboxChanges

@@ -16,7 +16,6 @@ upsert of the new one. A change to a child table re-sends its parent.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import decimal
 import logging
@@ -27,30 +26,15 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from mapsync import errors, records
-from mapsync.capture import Context, register, to_changes
-from mapsync.connectors.sql import ColumnInfo
+from mapsync.capture.base import Context, register, to_changes
+from mapsync.capture.binlog import BinlogReader
+from mapsync.capture.log_types import RowChange, Txn
+from mapsync.capture.pg_logical import PgLog
+from mapsync.columns import ColumnInfo
 from mapsync.sheet.log_models import LogChanges
 
 log = logging.getLogger("mapsync.capture.log")
 MAIN = ""  # the logical name of the sync's own table among the tables a reader watches
-
-
-@dataclasses.dataclass
-class RowChange:
-    """One row change from the log. `table`: MAIN or a child's name; `op`: I, U or D."""
-
-    table: str
-    op: str
-    new: dict[str, Any] | None
-    old: dict[str, Any] | None
-
-
-@dataclasses.dataclass
-class Txn:
-    """The row changes of one committed source transaction and the log position after it."""
-
-    changes: list[RowChange]
-    position: dict[str, Any]
 
 
 class Reader(Protocol):
@@ -96,12 +80,8 @@ class LogCapture:
         tables = watched_tables(source, ctx.config, ctx.sync) if dialect in ("postgresql", "mysql") else {}
         self.reader: Reader
         if dialect == "postgresql":
-            from mapsync.capture.pg_logical import PgLog
-
             self.reader = PgLog(source.db, cfg, ctx.sync, tables)
         elif dialect == "mysql":
-            from mapsync.capture.binlog import BinlogReader
-
             self.reader = BinlogReader(source.db, cfg, ctx.sync, tables)
         else:
             raise errors.ConfigError(

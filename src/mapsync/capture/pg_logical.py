@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import errors
-from mapsync.capture.log import RowChange, Txn
+from mapsync.capture.log_types import RowChange, Txn
 from mapsync.connectors.sql import SqlDatabase, describe_error
 from mapsync.connectors.timeouts import UNLIMITED_PG_LOCAL
 from mapsync.sheet.log_models import LogChanges

@@ -30,8 +30,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import errors, records
-from mapsync.capture import Context, register, to_changes
 from mapsync.capture import queue_table as qt
+from mapsync.capture.base import Context, register, to_changes
 from mapsync.connectors.sql import describe_error
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.sheet.queue_model import QueueChanges

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import errors, records
-from mapsync.capture import Context, keysource, keywalk, register
+from mapsync.capture import keysource, keywalk
+from mapsync.capture.base import Context, register
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.guard import Guard
 from mapsync.sheet.snapshot_models import SnapshotChanges

@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import errors, records
-from mapsync.capture import register, to_changes
+from mapsync.capture.base import register, to_changes
+from mapsync.capture.snapshot import walk
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.connectors.sql_time import later, parse_time
+from mapsync.guard import Guard
 from mapsync.sheet import models
 from mapsync.state.store import stamp
 
@@ -130,9 +132,6 @@ class WatermarkCapture:
 
     def _delete_check(self) -> Iterator[records.Batch]:
         """The key-set check: ledger-live keys the source no longer has become deletes."""
-        from mapsync.capture.snapshot import walk
-        from mapsync.guard import Guard
-
         if self.ctx is None:
             raise errors.ConfigError(f"sync {self.source.sync}: the delete check needs the engine's context")
         guard = self.guard or Guard(self.ctx.sync, self.ctx.store, self.ctx.config.deletes)

@@ -21,8 +21,9 @@ from mapsync import crash, delivery, errors, records
 from mapsync.cimcloud import search
 from mapsync.rest.async_delivery import JobState, Key, Row
 from mapsync.rest.client import HttpClient, StaticAuth, TokenAuth, json_body, make_budget
-from mapsync.rest.destination import RestDestination, as_text
+from mapsync.rest.destination import RestDestination
 from mapsync.rest.source import RestHandle, RestSource
+from mapsync.rest.text import as_text
 from mapsync.sheet import models
 from mapsync.sheet.connection_models import CimcloudConnection
 

@@ -6,7 +6,6 @@ sheet must exist there and are always quoted), the database's own clock and time
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import decimal
 import re
@@ -19,9 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import quoted_name
 
 from mapsync import deadline, errors
+from mapsync.columns import ColumnInfo as ColumnInfo  # the catalog facts live below the layers
+from mapsync.connectors import sqlite_text
+from mapsync.connectors.sql_allowed import allowed_values
 from mapsync.connectors.sql_time import register_sqlite
 from mapsync.connectors.timeouts import connect_args, listen, resolved
-from mapsync.redact import redact
+from mapsync.db_errors import describe_error as describe_error  # below the layers too
+from mapsync.db_errors import first_line as _first_line
 from mapsync.sheet.timeout_models import Timeouts
 
 MARIADB_SQL_MODE = (
@@ -52,25 +55,6 @@ def normalize_url(url: str, folder: Path) -> sa.URL:
         if not path.is_absolute():
             parsed = parsed.set(database=str((folder / path).resolve()))
     return parsed
-
-
-@dataclasses.dataclass(frozen=True)
-class ColumnInfo:
-    """What the catalog says about one column."""
-
-    name: str
-    python_type: type | None
-    length: int | None
-    nullable: bool
-    has_default: bool
-    aware: bool  # a timestamp column that carries a time zone (timestamptz)
-    type_name: str
-    precision: int | None = None  # NUMERIC(precision, scale)
-    scale: int | None = None
-    text_nul_forbidden: bool = False  # PostgreSQL text cannot hold NUL
-    allowed: tuple[str, ...] | None = None  # values an ENUM type or a list CHECK allows (as text)
-    time_zone: dt.tzinfo | None = None  # a timestamp column's zone for naive times (sql_time)
-    fraction: int | None = None  # fraction-of-second digits a timestamp column keeps (None: 6)
 
 
 class SqlDatabase:
@@ -152,8 +136,6 @@ class SqlDatabase:
         return reflected
 
     def columns(self, table: sa.Table) -> dict[str, ColumnInfo]:
-        from mapsync.connectors.sql_allowed import allowed_values
-
         with self.engine.connect() as conn:
             allowed = allowed_values(conn, table)
         out = {}
@@ -298,10 +280,6 @@ def _near(name: str, known: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _first_line(exc: object) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 def _mariadb_session(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("SET NAMES utf8mb4")
@@ -313,8 +291,6 @@ def _mariadb_session(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_session(dbapi_conn: Any, _record: Any) -> None:
-    from mapsync.connectors import sqlite_text
-
     dbapi_conn.text_factory = sqlite_text.decode  # text that is not UTF-8: a record error, not a crash
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=30000")
@@ -324,9 +300,3 @@ def _sqlite_session(dbapi_conn: Any, _record: Any) -> None:
 
 def quoted(name: str) -> quoted_name:
     return quoted_name(name, True)
-
-
-def describe_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
-    """One line for a database error, secrets removed, capped in length."""
-    orig = getattr(exc, "orig", None) or exc
-    return redact(_first_line(orig), secrets)[:500]

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mapsync import crash, delivery, errors, records
+from mapsync.rest.text import as_text
 from mapsync.state import async_batches
 
 MAX_POLL_WAIT = 30.0
@@ -38,8 +39,6 @@ Row = dict[str, Any]
 
 def text(value: Any) -> str:
     """A value as compared on read-back: strings, NULL as `""`, booleans as 1/0."""
-    from mapsync.rest.destination import as_text
-
     return as_text(value)
 
 

@@ -30,6 +30,7 @@ import httpx
 
 from mapsync import errors
 from mapsync import redact as redact_mod
+from mapsync.rest.budget import Budget  # the call budget, shared through the state store
 from mapsync.sheet.connection_models import RetryPolicy, parse_limit
 
 log = logging.getLogger("mapsync.rest")
@@ -80,11 +81,6 @@ class NoBudget:
 def make_budget(store: Any, credential: str, limits: list[str]) -> _Budget:
     """The shared call budget of a credential (`mapsync.rest.budget`), or a no-op."""
     if not limits:
-        return NoBudget()
-    try:
-        from mapsync.rest.budget import Budget  # the call budget, shared through the state store
-    except ImportError:  # pragma: no cover - only while the budget module is missing
-        log.warning("call budget module missing: limits not enforced on the client side")
         return NoBudget()
     budget: _Budget = Budget(store, credential, [parse_limit(x) for x in limits])
     return budget

@@ -11,32 +11,18 @@ server's message (redacted, capped).
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import functools
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
 from mapsync import crash, delivery, errors, records
-from mapsync.connectors.sql import ColumnInfo
+from mapsync.columns import ColumnInfo
 from mapsync.rest.async_delivery import AsyncDelivery, JobState, Key, Row
 from mapsync.rest.client import json_body
 from mapsync.rest.source import RestHandle, _dig
+from mapsync.rest.text import as_text
 from mapsync.sheet import column_models, models
-
-
-def as_text(value: Any) -> str:
-    """A value as the string an API that wants strings expects; NULL is `""` (clears it)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, decimal.Decimal):
-        return format(value, "f")
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    return str(value)
 
 
 def sheet_columns(cfg: models.SyncConfig) -> dict[str, ColumnInfo]:

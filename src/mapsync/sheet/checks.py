@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mapsync import validation  # upward: see the layers contract in pyproject.toml
 from mapsync.sheet import destructive, models
 from mapsync.sheet.timeout_models import check_timeouts
 
@@ -126,8 +127,6 @@ def _check_async(sync_name: str, sync: models.SyncConfig, dst: Any) -> list[tupl
 
 def _check_rule_specs(sync_name: str, sync: models.SyncConfig) -> list[tuple[Path_, str]]:
     """Rules that would fail to compile (a bad pattern, zone, template or python hook)."""
-    from mapsync import validation
-
     tables = [(("syncs", sync_name, "fields"), sync.fields)] + [
         (("syncs", sync_name, "children", name, "fields"), child.fields)
         for name, child in sync.children.items()
@@ -237,7 +236,7 @@ def _check_sync(sync_name: str, sync: models.SyncConfig) -> list[tuple[Path_, st
 
 def _check_deletes_explicit(sync_name: str, sync: models.SyncConfig) -> list[tuple[Path_, str]]:
     """A sync whose capture method can emit deletes says what they do (no silent default)."""
-    from mapsync import capture
+    from mapsync import capture  # upward and lazy: see the layers contract in pyproject.toml
 
     method = capture.REGISTRY.get(sync.changes.method)
     emits = getattr(method, "emits_deletes", None)

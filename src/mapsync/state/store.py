@@ -76,11 +76,19 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
 
     @classmethod
     def open(
-        cls, url: str, folder: Path, *, create: bool, timeouts: Timeouts | None = None, repair: bool = True
+        cls,
+        url: str,
+        folder: Path,
+        *,
+        create: bool,
+        timeouts: Timeouts | None = None,
+        repair: bool = True,
+        lock_timeout: dt.timedelta | None = None,
     ) -> StateStore:
         """Open the store. Without `create`, a missing store is an error, never a fresh start.
         `timeouts` (`state.timeouts`, resolved for the lease) bound a PostgreSQL store's waits;
-        `repair` marks runs whose process is gone as failed (`check`, which changes nothing, not)."""
+        `repair` marks runs whose process is gone as failed (`check`, which changes nothing, not);
+        `lock_timeout` (`state.lock_timeout`) is how long SQLite waits for another's write lock."""
         full = resolve_url(url, folder)
         parsed = sa.make_url(full)
         safe = parsed.render_as_string(hide_password=True)
@@ -100,6 +108,8 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)
+        if lock_timeout is not None:
+            faults.set_lock_timeout(engine, lock_timeout.total_seconds())
         try:
             faults.call(engine, lambda: store._migrate(create=create), "open")
             if repair:

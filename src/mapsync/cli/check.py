@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from mapsync.cli import Exit, JsonOpt, SheetArg, _json, _load, app, out
+from mapsync import ddl as ddl_mod
+from mapsync.checkup import Checkup
+from mapsync.cli.common import Exit, JsonOpt, SheetArg, app, json_out, load_sheet, out
 
 
 @app.command()
@@ -30,21 +32,17 @@ def check(
     against `max_retained_wal`) or binlog, a queue sync's queue table, triggers and backlog.
     Exit 0 when all is well, 1 when something is unreachable or missing or a warning is shown.
     """
-    from mapsync.checkup import Checkup
-
-    loaded = _load(sheet)
+    loaded = load_sheet(sheet)
     checkup = Checkup(loaded)
     found = checkup.run()
     suggested = []
     if ddl:
-        from mapsync import ddl as ddl_mod
-
         suggested = ddl_mod.missing(loaded)
     if as_json:
         data = {"ok": checkup.ok, "checks": [dataclasses.asdict(f) for f in found]}
         if ddl:
             data["ddl"] = [dataclasses.asdict(s) for s in suggested]
-        _json(data)
+        json_out(data)
     else:
         style = {
             "ok": "[green]ok  [/green]",

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 import typer
 
 from mapsync import connectors, errors
-from mapsync.cli import Exit, JsonOpt, SheetArg, SyncOpt, _fail, _handled, _json, _load, app, out
+from mapsync.capture import log_setup
+from mapsync.cli.common import Exit, JsonOpt, SheetArg, SyncOpt, app, fail, handled, json_out, load_sheet, out
 from mapsync.sheet import loader
 from mapsync.sheet.log_models import LogChanges, format_size
 from mapsync.state.store import StateStore
@@ -29,12 +30,12 @@ def _log_syncs(loaded: loader.LoadedSheet, sync: str | None) -> list[str]:
     names = [n for n, s in loaded.sheet.syncs.items() if isinstance(s.changes, LogChanges)]
     if sync is not None:
         if sync not in loaded.sheet.syncs:
-            raise _fail(f"unknown sync {sync!r} (known: {', '.join(loaded.sheet.syncs)})", 2)
+            raise fail(f"unknown sync {sync!r} (known: {', '.join(loaded.sheet.syncs)})", 2)
         if sync not in names:
-            raise _fail(f"sync {sync} does not use `changes: {{method: log}}`", 2)
+            raise fail(f"sync {sync} does not use `changes: {{method: log}}`", 2)
         return [sync]
     if not names:
-        raise _fail("no sync of this sheet uses `changes: {method: log}`", 2)
+        raise fail("no sync of this sheet uses `changes: {method: log}`", 2)
     return names
 
 
@@ -47,17 +48,15 @@ def _db(loaded: loader.LoadedSheet, name: str, opened: dict[str, Any]) -> Any:
 
 
 def _setup(sheet: Any, sync: str | None, show: bool, as_json: bool, action: str) -> None:
-    from mapsync.capture import log_setup
-
-    loaded = _load(sheet)
+    loaded = load_sheet(sheet)
     opened: dict[str, Any] = {}
     results = []
     names = _log_syncs(loaded, sync)
     shared = log_setup.clashes(loaded.sheet, names)
     if shared and action == "install":
-        raise _fail("the change log cannot be set up:\n  " + "\n  ".join(shared), 2)
+        raise fail("the change log cannot be set up:\n  " + "\n  ".join(shared), 2)
     try:
-        with _handled(loaded.secrets):
+        with handled(loaded.secrets):
             for name in names:
                 db = _db(loaded, name, opened)
                 if getattr(db, "dialect", None) is None:
@@ -72,7 +71,7 @@ def _setup(sheet: Any, sync: str | None, show: bool, as_json: bool, action: str)
         for db in opened.values():
             db.close()
     if as_json:
-        _json([{**vars(p), "applied": not show} for p in results])
+        json_out([{**vars(p), "applied": not show} for p in results])
         return
     for p in results:
         out.print(f"[bold]{p.sync}[/bold] ({p.dialect})", highlight=False)
@@ -113,9 +112,7 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
     PostgreSQL: slot, confirmed and committed position, retained WAL (a warning above
     `max_retained_wal`). MariaDB/MySQL: current versus committed binlog position.
     """
-    from mapsync.capture import log_setup
-
-    loaded = _load(sheet)
+    loaded = load_sheet(sheet)
     names = _log_syncs(loaded, sync)
     store: StateStore | None
     try:
@@ -125,7 +122,7 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
     opened: dict[str, Any] = {}
     results = []
     try:
-        with _handled(loaded.secrets):
+        with handled(loaded.secrets):
             for name in names:
                 committed = store.cursor(name, "log") if store is not None else None
                 db = _db(loaded, name, opened)
@@ -136,7 +133,7 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
         if store is not None:
             store.close()
     if as_json:
-        _json(results)
+        json_out(results)
     else:
         for r in results:
             _print_status(r)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mapsync import conversion, deletes, lookups, records, transforms
-from mapsync.connectors.sql import ColumnInfo
+from mapsync.columns import ColumnInfo
 from mapsync.connectors.sql_allowed import is_allowed
 from mapsync.connectors.sql_time import time_fitter
 from mapsync.errors import ConfigError, RecordRejected

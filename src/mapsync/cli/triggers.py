@@ -9,7 +9,19 @@ import typer
 from rich.table import Table
 
 from mapsync.capture import queue_admin, triggers
-from mapsync.cli import Exit, JsonOpt, SheetArg, SyncOpt, _fail, _handled, _json, _load, _names, app, out
+from mapsync.cli.common import (
+    Exit,
+    JsonOpt,
+    SheetArg,
+    SyncOpt,
+    app,
+    fail,
+    handled,
+    json_out,
+    load_sheet,
+    out,
+    sync_names,
+)
 
 triggers_app = typer.Typer(
     no_args_is_help=True,
@@ -34,9 +46,9 @@ DialectOpt = Annotated[
 
 
 def _queues(sheet: Any, sync: str | None) -> tuple[Any, list[queue_admin.Queue]]:
-    loaded = _load(sheet)
-    names = _names(loaded, sync)
-    with _handled(loaded.secrets):
+    loaded = load_sheet(sheet)
+    names = sync_names(loaded, sync)
+    with handled(loaded.secrets):
         return loaded, queue_admin.queues(loaded, names)
 
 
@@ -45,10 +57,10 @@ def _ddl(
 ) -> tuple[str, list[str]]:
     """The statements of `build(dialect, targets)`, executed unless `printing`."""
     if dialect is not None and dialect not in triggers.DIALECTS:
-        raise _fail(f"--dialect: one of {', '.join(triggers.DIALECTS)}", 2)
+        raise fail(f"--dialect: one of {', '.join(triggers.DIALECTS)}", 2)
     if dialect is not None and not printing:
-        raise _fail("--dialect goes with --print", 2)
-    with _handled(loaded.secrets):
+        raise fail("--dialect goes with --print", 2)
+    with handled(loaded.secrets):
         if dialect == "mssql":  # no connection: SQL Server needs no column list
             return dialect, build(dialect, queue_admin.targets(queue, None))
         db = queue_admin.connect(loaded, queue.connection)
@@ -143,7 +155,7 @@ def _apply(
             {"connection": q.connection, "queue": q.table, "syncs": list(q.syncs), "ddl": statements}
         )
     if as_json:
-        _json(report)
+        json_out(report)
     return report
 
 
@@ -152,11 +164,11 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
     """Per sync: triggers installed, queue rows per status, age of the oldest `new` row."""
     loaded, queues = _queues(sheet, sync)
     rows: list[dict[str, Any]] = []
-    with _handled(loaded.secrets):
+    with handled(loaded.secrets):
         for q in queues:
             rows.extend(queue_admin.status(loaded, q))
     if as_json:
-        _json(rows)
+        json_out(rows)
     else:
         _status_table(rows)
     if any(r["triggers"] != "installed" or not r["queue_table"] for r in rows):
@@ -182,11 +194,11 @@ def purge(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> No
     """Delete (or archive) completed/superseded rows older than `retention`; safe beside a run."""
     loaded, queues = _queues(sheet, sync)
     purged: dict[str, int] = {}
-    with _handled(loaded.secrets):
+    with handled(loaded.secrets):
         for q in queues:
             purged.update(queue_admin.purge(loaded, q))
     if as_json:
-        _json(purged)
+        json_out(purged)
         return
     for name, n in purged.items():
         out.print(f"{name}: purged {n} queue row(s)")

@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from mapsync.cli import SheetArg, _fail, _load, _store, app, err, out
+from mapsync.cli.common import SheetArg, app, err, fail, load_sheet, open_store, out
 from mapsync.sheet import models
+from mapsync.sheet.duration import parse_duration
 
 
 @app.command()
@@ -39,19 +40,18 @@ def serve(
     `<timestamp>.<body>`), `GET /healthz`. `mapsync run` then delivers them
     (`changes: {method: inbox}`).
     """
-    from mapsync import webhook_server, webhooks
-    from mapsync.sheet.duration import parse_duration
+    from mapsync import webhook_server, webhooks  # lazy: FastAPI and uvicorn only when it serves
 
     try:
         timeout = parse_duration(read_timeout).total_seconds()
     except ValueError as exc:
-        raise _fail(f"--read-timeout: {exc}", 2) from None
+        raise fail(f"--read-timeout: {exc}", 2) from None
     if timeout <= 0:
-        raise _fail("--read-timeout must be more than 0", 2)
-    loaded = _load(sheet)
+        raise fail("--read-timeout must be more than 0", 2)
+    loaded = load_sheet(sheet)
     hooks = [name for name, s in loaded.sheet.syncs.items() if s.webhook is not None]
     if not hooks:
-        raise _fail(f"{sheet}: no sync has a `webhook:` block: nothing to serve", 2)
+        raise fail(f"{sheet}: no sync has a `webhook:` block: nothing to serve", 2)
     unread = [
         f"{loaded.where('syncs', name, 'webhook')}: sync {name} has a `webhook:` block but "
         f"`changes: {{method: {loaded.sheet.syncs[name].changes.method}}}`: its events would never "
@@ -60,8 +60,8 @@ def serve(
         if not isinstance(loaded.sheet.syncs[name].changes, models.InboxChanges)
     ]
     if unread:
-        raise _fail("\n".join(unread), 2)
-    store = _store(loaded, create=True)
+        raise fail("\n".join(unread), 2)
+    store = open_store(loaded, create=True)
     if host not in ("127.0.0.1", "::1", "localhost"):
         err.print(
             f"[yellow]warning:[/yellow] listening on {host} without TLS: put a TLS reverse proxy in front",
@@ -81,6 +81,6 @@ def serve(
             max_header_bytes=max_header_bytes,
         )
     except OSError as exc:
-        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
     finally:
         store.close()

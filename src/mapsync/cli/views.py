@@ -10,19 +10,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from mapsync import keys
-from mapsync.cli import (
+from mapsync.capture import health
+from mapsync.cli.common import (
     Exit,
     JsonOpt,
     SheetArg,
     SyncOpt,
-    _json,
-    _load,
-    _names,
-    _store,
     app,
     err,
+    json_out,
+    load_sheet,
+    open_store,
     out,
     state_app,
+    sync_names,
 )
 from mapsync.sheet.models import Sheet
 from mapsync.state import report as state_report
@@ -35,12 +36,10 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
     For log and queue syncs, the health is the slot and retained WAL or binlog, or the queue
     table, triggers and backlog, with warnings (`--json` carries `capture` and `warnings`).
     """
-    from mapsync.capture import health
-
-    loaded = _load(sheet)
-    store = _store(loaded, create=False)
+    loaded = load_sheet(sheet)
+    store = open_store(loaded, create=False)
     try:
-        names = _names(loaded, sync)
+        names = sync_names(loaded, sync)
         rows = [state_report.sync_status(store, name) for name in names]
         capture = health.report(loaded, names, store)
     finally:
@@ -49,7 +48,7 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
         row["capture"] = capture.get(row["sync"])
         row["warnings"] = list(capture[row["sync"]]["warnings"]) if row["capture"] else []
     if as_json:
-        _json(rows)
+        json_out(rows)
         return
     table = Table("sync", "last run", "status", "read", "written", "rejected", "cursor", "open errors")
     for row in rows:
@@ -99,17 +98,17 @@ def errors_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Record errors: which key, field and rule, the message, attempts, first and last seen."""
-    loaded = _load(sheet)
+    loaded = load_sheet(sheet)
     if sync is not None:
-        _names(loaded, sync)
-    store = _store(loaded, create=False)
+        sync_names(loaded, sync)
+    store = open_store(loaded, create=False)
     try:
         rows = state_report.record_errors(store, sync, all_, limit)
         total = state_report.count_record_errors(store, sync, all_) if len(rows) >= limit else len(rows)
     finally:
         store.close()
     if as_json:
-        _json([_error_json(loaded.sheet, row) for row in rows])
+        json_out([_error_json(loaded.sheet, row) for row in rows])
     else:
         _errors_table(loaded.sheet, rows)
     if total > len(rows):  # with --json on stderr, so stdout stays one JSON document
@@ -152,8 +151,8 @@ def _errors_table(sheet: Sheet, rows: list[dict[str, Any]]) -> None:
 @state_app.command("show")
 def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> None:
     """Cursors, ledger size, recent runs and cursor audit of each sync."""
-    loaded = _load(sheet)
-    store = _store(loaded, create=False)
+    loaded = load_sheet(sheet)
+    store = open_store(loaded, create=False)
     try:
         data = [
             {
@@ -161,12 +160,12 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
                 "runs": state_report.runs(store, name, 5),
                 "audit": state_report.audit_plain(store, name, 5),
             }
-            for name in _names(loaded, sync)
+            for name in sync_names(loaded, sync)
         ]
     finally:
         store.close()
     if as_json:
-        _json(data)
+        json_out(data)
         return
     for item in data:
         out.print(
@@ -203,11 +202,11 @@ def state_reset(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
 ) -> None:
     """Forget a sync's cursors, key ledger and errors, so the next `seed` starts over."""
-    loaded = _load(sheet)
-    _names(loaded, sync)
+    loaded = load_sheet(sheet)
+    sync_names(loaded, sync)
     if not yes and not typer.confirm(f"Forget cursors, ledger and errors of {sync}?"):
         raise Exit(1)
-    store = _store(loaded, create=False)
+    store = open_store(loaded, create=False)
     try:
         removed = state_report.reset(store, sync)
     finally:

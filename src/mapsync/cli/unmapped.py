@@ -10,22 +10,21 @@ import typer
 from rich.table import Table
 
 from mapsync import countries, keys, transforms
-from mapsync.cli import (
+from mapsync.cli.common import (
     Exit,
     JsonOpt,
     SheetArg,
     SyncOpt,
-    _execute,
-    _fail,
-    _json,
-    _load,
-    _names,
-    _store,
     app,
+    execute,
+    fail,
+    json_out,
+    load_sheet,
+    open_store,
     out,
+    sync_names,
 )
 from mapsync.sheet import models
-from mapsync.state import unmapped as state_unmapped
 
 
 def _field_rule(sync: models.SyncConfig, field: str) -> models.FieldRule | None:
@@ -149,17 +148,16 @@ def unmapped_cmd(
 
     Each with the sheet text that would map it; exit 1 while any is open, 0 when none.
     """
-    loaded = _load(sheet)
+    loaded = load_sheet(sheet)
     if sync is not None:
-        _names(loaded, sync)
-    store = _store(loaded, create=False)
+        sync_names(loaded, sync)
+    store = open_store(loaded, create=False)
     try:
-        with store.engine.connect() as conn:
-            rows = _entries(loaded, state_unmapped.listing(conn, sync, all_))
+        rows = _entries(loaded, store.unmapped_values(sync, all_))
     finally:
         store.close()
     if as_json:
-        _json(rows)
+        json_out(rows)
     elif not rows:
         out.print("no open unmapped values")
     else:
@@ -213,15 +211,15 @@ def retry(
     For after a sheet fix; the capture cursor stays where it is. Exit 1 when some are still
     rejected or gone.
     """
-    loaded = _load(sheet)
-    names = _names(loaded, sync)
+    loaded = load_sheet(sheet)
+    names = sync_names(loaded, sync)
     wanted = None
     if key is not None:
         if sync is None:
-            raise _fail("--key goes with --sync", 2)
+            raise fail("--key goes with --sync", 2)
         try:
             wanted = keys.parse_arg(key, keys.columns_of(loaded.sheet, sync))
         except ValueError as exc:
-            raise _fail(f"--key: {exc}", 2) from None
-    store = _store(loaded, create=False)
-    _execute(loaded, store, names, "retry", as_json, field=field, key=wanted)
+            raise fail(f"--key: {exc}", 2) from None
+    store = open_store(loaded, create=False)
+    execute(loaded, store, names, "retry", as_json, field=field, key=wanted)

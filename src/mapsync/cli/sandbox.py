@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from mapsync.cli import _fail, app, out
+from mapsync.cli.common import app, fail, out
+from mapsync.sheet.connection_models import parse_limit
 
 sandbox_app = typer.Typer(
     no_args_is_help=True, help="Local stand-ins for remote APIs, for trying and testing."
@@ -38,16 +39,15 @@ def cimcloud(
     Credentials: AuthKey `sandbox-key`, user `sandbox`, password `sandbox-password` (token or Basic).
     Every request is logged with time, method, path and status at GET /_sandbox/requests.
     """
-    from mapsync.cimcloud.sandbox import Config, Running
-    from mapsync.sheet.connection_models import parse_limit
+    from mapsync.cimcloud.sandbox import Config, Running  # lazy: FastAPI and httpx only when it runs
 
     if async_contract not in ("none", "jobs"):
-        raise _fail("--async-contract is `none` or `jobs`", 2)
+        raise fail("--async-contract is `none` or `jobs`", 2)
     texts = ["2/1s", "100/15m"] if budget is None else [b for b in budget if b.lower() != "off"]
     try:
         limits = [parse_limit(b) for b in texts]
     except ValueError as exc:
-        raise _fail(f"--budget: {exc}", 2) from None
+        raise fail(f"--budget: {exc}", 2) from None
     config = Config(site=site, budget=limits, async_contract=async_contract, db_path=str(db or ""))
     running = Running(config, port=port)
     out.print(

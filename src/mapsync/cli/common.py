@@ -1,0 +1,180 @@
+"""What every command of the `mapsync` command line shares: the app, the consoles, the option
+types and the helpers (load a sheet, open its store, turn errors into messages and exit codes,
+run syncs and print their reports). Command modules import this, never each other."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from mapsync import errors, logs
+from mapsync.cli import report
+from mapsync.engine import Engine, RunReport
+from mapsync.progress import RichObserver
+from mapsync.redact import redact
+from mapsync.sheet import checks, loader
+from mapsync.sheet.models import Sheet
+from mapsync.state import faults
+from mapsync.state.store import StateStore
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="mapsync keeps two business systems in step from one YAML mapping sheet.",
+)
+state_app = typer.Typer(no_args_is_help=True, help="Look at or reset the state of a sheet's syncs.")
+app.add_typer(state_app, name="state")
+# piped output (cron logs, scripts) gets wide lines instead of tables squeezed into 80 columns
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+
+SheetArg = Annotated[Path, typer.Argument(help="The mapping sheet (YAML).", show_default=False)]
+SyncOpt = Annotated[str | None, typer.Option("--sync", "-s", help="Only this sync.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+class Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def main() -> None:
+    try:
+        app()
+    except Exit as exc:
+        sys.exit(exc.code)
+
+
+def fail(message: str, code: int) -> Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    return Exit(code)
+
+
+@contextlib.contextmanager
+def handled(secrets: tuple[str, ...] = ()) -> Iterator[None]:
+    def clean(text: str) -> str:
+        return redact(text, secrets).replace("[", r"\[")
+
+    try:
+        yield
+    except errors.ConfigError as exc:
+        raise fail(clean(str(exc)), 2) from None
+    except errors.StateError as exc:  # an outage of the store (locked, cut …) is 1, a mistake 2
+        raise fail(clean(str(exc)), 1 if exc.reason in faults.TRANSIENT | {"full", "io"} else 2) from None
+    except errors.LeaseHeld as exc:
+        raise fail(clean(str(exc)), 1) from None
+    except (errors.TransientError, errors.PermanentError) as exc:
+        raise fail(clean(str(exc)), 1) from None
+
+
+def load_sheet(sheet: Path) -> loader.LoadedSheet:
+    with handled():
+        loaded = loader.load(sheet)
+    logs.add_secrets(loaded.secrets)
+    return loaded
+
+
+def open_store(loaded: loader.LoadedSheet, create: bool) -> StateStore:
+    with handled(loaded.secrets):
+        state = loaded.sheet.state
+        timeouts = state.timeouts.for_lease(state.lease_ttl)
+        return StateStore.open(
+            state.url, loaded.folder, create=create, timeouts=timeouts, lock_timeout=state.lock_timeout
+        )
+
+
+def sync_names(loaded: loader.LoadedSheet, sync: str | None) -> list[str]:
+    if sync is None:
+        return checks.run_order(loaded.sheet)
+    if sync not in loaded.sheet.syncs:
+        raise fail(f"unknown sync {sync!r} (known: {', '.join(loaded.sheet.syncs)})", 2)
+    return [sync]
+
+
+def json_out(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+@app.callback()
+def _options(
+    log_level: Annotated[
+        str, typer.Option(help="Log level on stderr: debug, info, warning, error.")
+    ] = "warning",
+    log_format: Annotated[str, typer.Option(help="Log format: text or json (one object per line).")] = "text",
+) -> None:
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise fail(f"--log-level: unknown level {log_level!r}", 2)
+    if log_format not in ("text", "json"):
+        raise fail(f"--log-format: unknown format {log_format!r}", 2)
+    logs.setup(log_level, log_format)
+
+
+def execute(
+    loaded: loader.LoadedSheet,
+    store: StateStore,
+    names: list[str],
+    kind: str,
+    as_json: bool,
+    again: bool = False,
+    window: dt.timedelta | None = None,
+    progress: bool = False,
+    field: str | None = None,
+    deletes: bool = False,
+    force_deletes: bool = False,
+    key: tuple[str, ...] | None = None,
+) -> None:
+    """Run `kind` (seed | run | overlap | retry) for each sync, print the reports, exit 0/1/2."""
+    observer = RichObserver(err) if progress and err.is_terminal else None
+    engine = Engine(loaded, store, observer)
+    reports: list[RunReport] = []
+    code = 0
+    try:
+        for name in names:
+            try:
+                with handled(loaded.secrets):
+                    if kind == "retry":
+                        reports.append(engine.retry(name, field, key=key))
+                    else:
+                        reports.append(
+                            engine.run(
+                                name,
+                                kind,
+                                again=again,
+                                window=window,
+                                deletes=deletes,
+                                force_deletes=force_deletes,
+                            )
+                        )
+            except Exit as exc:
+                code = max(code, exc.code)
+    finally:
+        if observer:
+            observer.stop()
+        engine.close()
+        store.close()
+    if any(not r.ok for r in reports):
+        code = max(code, 1)
+    if as_json:
+        json_out([report_dict(r, loaded.sheet) for r in reports])
+    else:
+        for r in reports:
+            print_report(r, loaded.sheet)
+    if code:
+        raise Exit(code)
+
+
+def report_dict(r: RunReport, sheet: Sheet | None = None) -> dict[str, Any]:
+    return report.report_dict(r, sheet)
+
+
+def print_report(r: RunReport, sheet: Sheet | None = None) -> None:
+    report.print_report(out, r, sheet)
