@@ -54,7 +54,7 @@ OMIT: Any = _Omit()  # what `on_null: omit` turns NULL into: the field is left o
 
 def rule(name: str) -> Callable[[Compiler], Compiler]:
     if name not in ORDER:
-        raise ValueError(f"rule {name!r} has no place in transforms.ORDER")
+        raise ValueError(f"rule {name!r} has no place in rules.ORDER")
 
     def register(fn: Compiler) -> Compiler:
         RULES[name] = fn

@@ -33,11 +33,8 @@ from collections.abc import Iterator
 from mapsync import records
 from mapsync.capture.keysource import Compiled, existing, stream_keys, typed_key
 from mapsync.connectors.sql_source import SqlSource
-from mapsync.state import ledger, values
+from mapsync.state import values
 from mapsync.state.store import StateStore
-
-DELETED_HASH = ledger.DELETED_HASH  # the ledger hash of a record whose delete was delivered
-
 
 # --------------------------------------------------------------------------- the walk
 
@@ -68,11 +65,6 @@ def bucket(text: str) -> int:
     both counts of a walk are made in the same process, so it is enough (and cheaper than a
     CRC of the encoded text)."""
     return hash(text) & (BUCKETS - 1)
-
-
-def version_text(row_hash: str) -> str:
-    """`state.values.encode` of a hex hash (a plain JSON string), without the encoder per row."""
-    return f'"{row_hash}"'
 
 
 def changed_keys(

@@ -208,7 +208,7 @@ class LedgerMixin:
                 entry = found.get(text)
                 if entry is None or entry[1]:
                     out.append((i, False))
-                elif hashed and entry[0] != f'"{row_hash}"':  # = keywalk.version_text(row_hash)
+                elif hashed and entry[0] != f'"{row_hash}"':  # = values.encode(row_hash)
                     out.append((i, True))
             return out
         return self._compare_in_store(sync, texts, hashes, hashed)

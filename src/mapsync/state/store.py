@@ -108,12 +108,12 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)
-        if lock_timeout is not None:
-            faults.set_lock_timeout(engine, lock_timeout.total_seconds())
         try:
             faults.call(engine, lambda: store._migrate(create=create), "open")
             if repair:
                 store._fail_abandoned()
+            if lock_timeout is not None:  # after the upgrade and repair, which keep the 30 s wait
+                faults.set_lock_timeout(engine, lock_timeout.total_seconds())
         except errors.StateError:
             engine.dispose()
             raise
