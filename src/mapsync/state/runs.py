@@ -107,20 +107,7 @@ class RunsMixin:
         return dict(row)
 
     def fail_stale_runs(self, conn: sa.Connection, sync: str, token: str) -> None:
-        conn.execute(
-            sa.update(schema.runs)
-            .where(
-                schema.runs.c.sync == sync,
-                schema.runs.c.lease_token == token,
-                schema.runs.c.status == "running",
-            )
-            .values(
-                status="failed",
-                failure_class="tool",
-                finished_at=stamp(),
-                message="the process running it died (its lease was taken over)",
-            )
-        )
+        fail_stale(conn, sync, token)
 
     def fail_abandoned(self, conn: sa.Connection) -> int:
         """Mark failed the running runs nobody runs any more: their lease is gone or expired, or
@@ -153,6 +140,27 @@ class RunsMixin:
                 .values(status="failed", failure_class=cls, finished_at=now, message=why)
             ).rowcount
         return done
+
+
+STALE = "the process running it died (its lease was taken over)"
+
+
+def fail_stale(conn: sa.Connection, sync: str, token: str) -> None:
+    """The running runs under a lease token taken over: failed (class `tool`)."""
+    conn.execute(
+        sa.update(schema.runs)
+        .where(
+            schema.runs.c.sync == sync,
+            schema.runs.c.lease_token == token,
+            schema.runs.c.status == "running",
+        )
+        .values(
+            status="failed",
+            failure_class="tool",
+            finished_at=stamp(),
+            message=STALE,
+        )
+    )
 
 
 def alive(pid: int) -> bool:
