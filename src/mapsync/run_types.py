@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from mapsync import mapping as compile_
 from mapsync import records
+from mapsync.records import RunKind, RunStatus
 from mapsync.state.store import Counts
 
 
@@ -30,9 +31,9 @@ class _Quiet:
 @dataclasses.dataclass
 class RunReport:
     sync: str
-    kind: str
+    kind: RunKind
     run_id: int | None
-    status: str  # success | partial | failed
+    status: RunStatus
     counts: Counts
     message: str | None = None
     failure_class: str | None = None
@@ -51,7 +52,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return self.status == "success"
+        return self.status == RunStatus.SUCCESS
 
     def note_ignored(self, ctx: Any) -> None:
         """Deletes a key walk found but did not send (policy `ignore`, counted on its context)."""
