@@ -55,6 +55,7 @@ class Engine:
         self.store = store
         self.observer = observer or _Quiet()
         self._dbs: dict[str, Any] = {}
+        self._contexts: dict[str, capture.Context] = {}  # per sync: the context its capture was given
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
         self.watch = LeaseWatch(store, lambda: [store, *self._dbs.values()])
 
@@ -105,7 +106,7 @@ class Engine:
         mapping = compile_.Mapping(
             cfg, dest.columns, dest.child_columns(), connect=self.database, folder=self.loaded.folder
         )
-        ctx = capture.Context(name, cfg, self.store, self.database)
+        ctx = self._contexts[name] = capture.Context(name, cfg, self.store, self.database)
         return Parts(
             source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch, ctx), version_column
         )
@@ -133,12 +134,12 @@ class Engine:
         cfg = self.sheet.syncs[name]
         parts = self.parts(name)
         # `deletes`: a key-set delete check (run --deletes); `force_deletes`: pass the guard once
-        run_guard = guard.prepare(parts, self.store, name, cfg, deletes=deletes, force=force_deletes)
-        if window is not None and isinstance(cfg.changes, models.WatermarkChanges):
-            overlap = cfg.changes.overlap.model_copy(update={"window": window})
-            parts.capture.cfg = cfg.changes.model_copy(update={"overlap": overlap})
+        run_guard, check = guard.prepare(
+            parts.capture, self.store, name, cfg, deletes=deletes, force=force_deletes
+        )
+        given = capture.RunInput(run_guard, check, window)
         plan = CapturePlan(self.store, self.sheet, name, parts, RunKind(kind), again)
-        request = Request(RunKind(kind), trigger, scheduled_at, keep_empty, run_guard)
+        request = Request(RunKind(kind), trigger, scheduled_at, keep_empty, run_guard, given)
         return self._scoped(name, parts, plan, request)
 
     @run_failures.recorded
@@ -161,7 +162,9 @@ class Engine:
             kind = plan.decide(cursors)
             run_id = self.store.start_run(name, kind, request.trigger, lease.token, request.scheduled_at)
             report = RunReport(name, kind, run_id, RunStatus.RUNNING, Counts())
-            scope = RunScope(name, kind, lease, report, request.guard)
+            scope = RunScope(name, kind, lease, report, request.guard, request.capture_input)
+            if (context := self._contexts.get(name)) is not None:
+                context.run = scope.capture_input  # the capture's input for this run, and no other
             log.info(
                 "run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind}
             )

@@ -109,25 +109,23 @@ class Guard:
 
 
 def prepare(
-    parts: Any, store: StateStore, sync: str, cfg: models.SyncConfig, *, deletes: bool, force: bool
-) -> Guard:
-    """The run's guard, also given to its capture (`capture.guard`), and ask the capture for a
-    key-set delete check (`mapsync run --deletes`) where the method needs one. ConfigError if it
-    cannot look."""
-    capture = parts.capture
-    guard = capture.guard = Guard(sync, store, cfg.deletes, force=force)
+    capture: Any, store: StateStore, sync: str, cfg: models.SyncConfig, *, deletes: bool, force: bool
+) -> tuple[Guard, bool]:
+    """The run's guard, and whether its capture is to run a key-set delete check (`mapsync run
+    --deletes`, for a method that checks only on request). ConfigError if the method cannot
+    look for deleted rows at all."""
+    guard = Guard(sync, store, cfg.deletes, force=force)
     if not deletes:
-        return guard
-    if hasattr(capture, "check_deletes"):
-        capture.check_deletes = True
-        return guard
+        return guard, False
+    if getattr(type(capture), "checks_deletes_on_request", False):
+        return guard, True
     emits = getattr(type(capture), "emits_deletes", None)
     if emits is None or not emits(cfg.changes):
         raise errors.ConfigError(
             f"sync {sync}: --deletes: `changes: {{method: {cfg.changes.method}}}` cannot look for "
             "deleted rows (use `watermark` or `snapshot`)"
         )
-    return guard
+    return guard, False
 
 
 def before_send(

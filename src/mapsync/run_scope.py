@@ -41,6 +41,8 @@ class Request:
     # False (follow mode): a run that changed nothing leaves no row in the history
     keep_empty: bool = True
     guard: Guard | None = None  # the run's mass-delete guard (None: the run sends no delete)
+    # what the capture gets for this run (guard, --deletes, --window; it counts ignored deletes)
+    capture_input: capture.RunInput = dataclasses.field(default_factory=capture.RunInput)
 
 
 @dataclasses.dataclass
@@ -52,6 +54,7 @@ class RunScope:
     lease: leases.Lease
     report: RunReport
     guard: Guard | None = None
+    capture_input: capture.RunInput = dataclasses.field(default_factory=capture.RunInput)
     fresh: bool = False  # a fresh seed into an empty destination: the ledger is not read
     forced: frozenset[str] = frozenset()  # key texts written even when the ledger holds them unchanged
     reads: collisions.ReadKeys = dataclasses.field(default_factory=collisions.ReadKeys)
@@ -122,7 +125,7 @@ class CapturePlan:
     def end(self, scope: RunScope) -> None:
         seeded: dict[str, Any] = {"seed": {"status": "done", "at": stamp()}}
         final = self.parts.capture.finish() if scope.kind != RunKind.SEED else seeded
-        scope.report.note_ignored(getattr(self.parts.capture, "ctx", None))
+        scope.report.note_ignored(scope.capture_input.ignored_deletes)
         if scope.kind == RunKind.OVERLAP:
             final["overlap_at"] = stamp()
         self.store.commit(

@@ -54,13 +54,12 @@ class RunReport:
     def ok(self) -> bool:
         return self.status == RunStatus.SUCCESS
 
-    def note_ignored(self, ctx: Any) -> None:
-        """Deletes a key walk found but did not send (policy `ignore`, counted on its context)."""
-        n = getattr(ctx, "ignored_deletes", 0)
+    def note_ignored(self, n: int) -> None:
+        """Deletes a key walk found but did not send (policy `ignore`, counted by the capture in
+        the run's `capture.RunInput`)."""
         if n:
             self.gone_at_source["found"] = self.gone_at_source.get("found", 0) + n
             self.gone_at_source["ignored"] = self.gone_at_source.get("ignored", 0) + n
-            ctx.ignored_deletes = 0
 
 
 @dataclasses.dataclass
