@@ -1,13 +1,13 @@
 """Translations that read other data: `lookup` (batched per batch, cached) and `map_from` (read once).
 
 A `Resolver` belongs to one compiled `Mapping`, which hands it to the `lookup` and `map` rules
-as it compiles them (`transforms.WITH_RESOLVER`): `map_from` is read there, once, and each
-`lookup` gets a `Lookup` whose cache lives with the mapping (one run: the engine compiles
-a sync's mapping for each run). `Mapping.prepare(batch)` runs the
-lookup fields in collect mode (each lookup step notes its input value and stops), then fetches
-every value not cached yet with one `WHERE key IN (...)` query per lookup (per 1,000 values),
-and returns the context `apply` takes (it names the resolver whose cache it filled). `apply` then
-only reads the cache: no query ever runs per record.
+as it compiles them (`transforms.WITH_RESOLVER`; no context variable): `map_from` is read there,
+once, and each `lookup` gets a `Lookup` whose cache lives with the mapping (one run: the engine
+compiles a sync's mapping for each run). `Mapping.prepare(batch)` runs the lookup fields in
+collect mode (each lookup step notes its input value and stops), then fetches every value not
+cached yet with one `WHERE key IN (...)` query per lookup (per 1,000 values), and returns the
+context `apply` takes (it names the resolver whose cache it filled). `apply` then only reads the
+cache: no query ever runs per record.
 """
 
 from __future__ import annotations
