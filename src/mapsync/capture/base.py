@@ -13,6 +13,7 @@ from mapsync import records
 from mapsync.connectors.sql_source import SqlSource
 
 if TYPE_CHECKING:
+    from mapsync.guard import Guard
     from mapsync.sheet import models
     from mapsync.state.store import StateStore
 
@@ -20,12 +21,12 @@ if TYPE_CHECKING:
 @dataclasses.dataclass
 class RunInput:
     """What one run hands its capture (a new one per run, from the engine's run scope): the
-    run's mass-delete guard (`guard.Guard`; None: the capture judges with a default one),
+    run's mass-delete guard (None: the capture judges with one of the sheet's settings),
     whether `mapsync run --deletes` asked for a key-set delete check, an overlap `--window`,
     and, filled in by the capture, the deletes a key walk found but sent none of (policy
     `ignore`), for the run's report."""
 
-    guard: Any = None
+    guard: Guard | None = None
     check_deletes: bool = False
     window: dt.timedelta | None = None
     ignored_deletes: int = 0
