@@ -139,7 +139,7 @@ class Engine:
         guard.prepare(parts, self.store, name, cfg, deletes=deletes, force=force_deletes)
         if window is not None and isinstance(cfg.changes, models.WatermarkChanges):
             overlap = cfg.changes.overlap.model_copy(update={"window": window})
-            parts.capture.cfg = cfg.changes.model_copy(update={"overlap": overlap})
+            parts.capture.cfg = cfg.changes.model_copy(update={"overlap": overlap})  # type: ignore[attr-defined]
         with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
             cursors = self.store.cursors(name)
             kind = run_steps.effective_kind(self.sheet, name, kind, cursors, again)
@@ -149,7 +149,9 @@ class Engine:
                 "run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind}
             )
             try:
-                if hasattr(parts.dest, "begin"):  # async delivery: its mode, and settle what a crash left
+                if (
+                    parts.dest.capabilities.async_jobs
+                ):  # async delivery: its mode, and settle what a crash left
                     parts.dest.begin(kind)
                 batches, fresh = self._batches(name, kind, parts, cursors, run_id, again)
                 self._reads[name] = collisions.ReadKeys()
@@ -157,7 +159,7 @@ class Engine:
                 for batch in batches:
                     crash.point("after_read")
                     fresh = self._deliver(name, kind, parts, batch, report, lease, fresh)
-                final = (
+                final: dict[str, Any] = (
                     parts.capture.finish() if kind != "seed" else {"seed": {"status": "done", "at": stamp()}}
                 )
                 report.note_ignored(getattr(parts.capture, "ctx", None))
@@ -265,7 +267,7 @@ class Engine:
             self.store.set_cursors(name, first, run_id)
             cursors = self.store.cursors(name)
         fresh = not resuming and not again and parts.dest.is_empty()
-        seeder = getattr(parts.capture, "seed_batches", capture.seed_batches)  # snapshot: hashes
+        seeder = parts.capture.seed_batches  # snapshot: hashes
         return seeder(parts.source, cursors, cfg.delivery.batch, cfg.seed.where, parts.version_column), fresh
 
     def _total(self, parts: Parts, cfg: Any, kind: str) -> int | None:
@@ -304,7 +306,7 @@ class Engine:
         # says (it holds at most this run's earlier, disjoint keys), so it is not read. A resumed
         # seed or `--again` is never fresh and looks up as usual.
         ledger = {} if fresh else self.store.ledger(name, [m.key for m in mapped])
-        zone = getattr(parts.capture, "zone", None)
+        zone = parts.capture.zone
         send, seen = run_steps.against_ledger(kind, mapped, ledger, parts.capture.low(), zone, counts)
         send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
         rejected += collided
@@ -312,7 +314,7 @@ class Engine:
         if send:  # nothing goes out under a lost lease, and the write ends before it would run out
             self.watch.renew(lease)
         result = parts.dest.write(send, fresh=fresh) if send else records.WriteResult()
-        report.fell_back = getattr(parts.dest, "fell_back", 0)  # the destination's count this run
+        report.fell_back = parts.dest.fell_back  # the destination's count this run
         crash.point("after_write")
         # record errors are stored and shown: no form of a secret goes into them
         all_rejected = [self._redact_rejection(r) for r in rejected + result.rejected]
