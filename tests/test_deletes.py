@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from mapsync import errors, records
+from mapsync.capture.base import CaptureBase
 from mapsync.engine import Engine, Parts, RunReport
 from mapsync.sheet import loader, models
 from mapsync.state.store import StateStore
@@ -44,8 +45,9 @@ syncs:
 """
 
 
-class ScriptedCapture:
-    """A capture that yields the changes a test gives it (one batch per list)."""
+class ScriptedCapture(CaptureBase):
+    """A capture that yields the changes a test gives it (one batch per list); CaptureBase gives
+    the rest of the role (mapsync.ports.Capture)."""
 
     def __init__(self, batches: list[list[records.Change]]) -> None:
         self.batches = batches

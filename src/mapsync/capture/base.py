@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from mapsync import records
-from mapsync.ports import NOTHING, Capabilities, Capture, Cursors, Source
+from mapsync.ports import NOTHING, Capabilities, Capture, Cursors, Handle, Source
 from mapsync.sheet import models
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class Context:
     sync: str
     config: models.SyncConfig
     store: StateStore
-    database: Callable[[str], Any]
+    database: Callable[[str], Handle]
     # keys a key walk found gone at the source but sent no delete for (policy `ignore`), for the
     # run's report
     ignored_deletes: int = 0
