@@ -22,7 +22,7 @@ from mapsync.capture import health
 from mapsync.connectors.sql import SqlDatabase, describe_error, normalize_url
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.connectors.sql_source import SqlSource
-from mapsync.ports import Destination, Handle, Source
+from mapsync.ports import Capture, Destination, Handle, Source
 from mapsync.redact import redact
 from mapsync.sheet import models, places
 from mapsync.sheet.loader import LoadedSheet
@@ -292,13 +292,26 @@ class Checkup:
             self.add(subject, "note", f"could not tell: {describe_error(exc, self.loaded.secrets)}")
 
 
-if TYPE_CHECKING:  # the connectors the registry loads on first use fill the role (never called)
+if TYPE_CHECKING:  # mypy checks the roles of what the registries load on first use (never called)
+    from mapsync.capture.full import FullCapture
+    from mapsync.capture.inbox import InboxCapture
+    from mapsync.capture.log import LogCapture
+    from mapsync.capture.queue import QueueCapture
+    from mapsync.capture.snapshot import SnapshotCapture
+    from mapsync.capture.watermark import WatermarkCapture
     from mapsync.cimcloud.connector import CimcloudConnector
     from mapsync.rest.connector import RestConnector
 
-    def _implements(rest: RestConnector, cimcloud: CimcloudConnector) -> None:
-        roles: tuple[connectors.Connector, connectors.Connector] = (rest, cimcloud)
-        del roles
+    def _implements(
+        rest: RestConnector,
+        cimcloud: CimcloudConnector,
+        methods: tuple[
+            FullCapture, InboxCapture, LogCapture, QueueCapture, SnapshotCapture, WatermarkCapture
+        ],
+    ) -> None:
+        connectors_: tuple[connectors.Connector, connectors.Connector] = (rest, cimcloud)
+        captures: tuple[Capture, Capture, Capture, Capture, Capture, Capture] = methods
+        del connectors_, captures
 
 
 _GRANT = re.compile(r"^GRANT (.+?) ON (\S+) TO ", re.IGNORECASE)

@@ -17,15 +17,6 @@ from mapsync.sheet import models
 if TYPE_CHECKING:
     from mapsync.state.store import StateStore
 
-ChangesConfig = (
-    models.WatermarkChanges
-    | models.FullChanges
-    | models.QueueChanges
-    | models.SnapshotChanges
-    | models.LogChanges
-    | models.InboxChanges
-)
-
 
 @dataclasses.dataclass
 class Context:
@@ -48,11 +39,11 @@ class CaptureFactory(Protocol):
 
     capabilities: Capabilities
 
-    def __call__(self, source: Source, cfg: ChangesConfig, batch: int, ctx: Context) -> Capture: ...
+    def __call__(self, source: Source, cfg: models.Changes, batch: int, ctx: Context) -> Capture: ...
 
-    def version_column(self, cfg: ChangesConfig) -> str | None: ...
+    def version_column(self, cfg: models.Changes) -> str | None: ...
 
-    def emits_deletes(self, cfg: ChangesConfig) -> bool: ...
+    def emits_deletes(self, cfg: models.Changes) -> bool: ...
 
 
 class CaptureBase:
@@ -107,9 +98,10 @@ C = TypeVar("C", bound=type[CaptureBase])
 
 def register(method: str) -> Callable[[C], C]:
     """Registers a capture class under its method. The registry dispatches on the method's name,
-    so each class is built with that method's changes model and the sources it supports (it
-    narrows its constructor to them, and refuses another source with a ConfigError): the one
-    place where the class is taken as the wider `CaptureFactory`."""
+    so a class is only ever built with its own method's changes model (and declares its
+    constructor and static methods with that narrower type): the one place where mypy is told
+    to take the class as the wider `CaptureFactory`. tests/test_ports.py checks every registered
+    class against the role at run time."""
 
     def deco(cls: C) -> C:
         REGISTRY.add(method, cast(CaptureFactory, cls))
