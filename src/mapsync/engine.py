@@ -149,9 +149,7 @@ class Engine:
                 "run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind}
             )
             try:
-                if (
-                    parts.dest.capabilities.async_jobs
-                ):  # async delivery: its mode, and settle what a crash left
+                if parts.dest.capabilities.async_jobs:  # async delivery: its mode, settle a crash's rest
                     parts.dest.begin(kind)
                 batches, fresh = self._batches(name, kind, parts, cursors, run_id, again)
                 self._reads[name] = collisions.ReadKeys()
