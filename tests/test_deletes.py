@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mapsync import capture, errors, records
+from mapsync import errors, records
+from mapsync.capture.base import CaptureBase
 from mapsync.engine import Engine, Parts, RunReport
-from mapsync.sheet import loader
+from mapsync.sheet import loader, models
 from mapsync.state.store import StateStore
 from tests import helpers as h
 
@@ -44,8 +45,9 @@ syncs:
 """
 
 
-class ScriptedCapture:
-    """A capture that yields the changes a test gives it (one batch per list)."""
+class ScriptedCapture(CaptureBase):
+    """A capture that yields the changes a test gives it (one batch per list); CaptureBase gives
+    the rest of the role (mapsync.ports.Capture)."""
 
     def __init__(self, batches: list[list[records.Change]]) -> None:
         self.batches = batches
@@ -324,8 +326,8 @@ def _load(tmp_path: Path, text: str) -> Any:
 def test_validate_wants_explicit_deletes_where_the_method_emits_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    full = capture.REGISTRY["full"]
-    monkeypatch.setattr(full, "emits_deletes", staticmethod(lambda cfg: True), raising=False)
+    # the facts `validate` reads are the changes model's (the capture class declares the same)
+    monkeypatch.setattr(models.FullChanges, "can_emit_deletes", True)
     with pytest.raises(errors.ConfigError) as caught:
         _load(tmp_path, SHEET_TEXT)
     text = str(caught.value)
@@ -335,7 +337,7 @@ def test_validate_wants_explicit_deletes_where_the_method_emits_them(
     # an explicit policy, even `ignore`, satisfies it
     assert _load(tmp_path, SHEET_TEXT + "    deletes: {policy: ignore}\n").sheet.syncs["customers"]
     # a method that cannot emit deletes needs none
-    monkeypatch.setattr(full, "emits_deletes", staticmethod(lambda cfg: False), raising=False)
+    monkeypatch.setattr(models.FullChanges, "emits_deletes", lambda self: False)
     assert _load(tmp_path, SHEET_TEXT).sheet.syncs["customers"].deletes.policy == "ignore"
 
 

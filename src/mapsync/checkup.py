@@ -10,20 +10,21 @@ GRANTS`, a SQLite file's permissions). The state store is looked at, never creat
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import re
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from mapsync import capture, connectors, errors
 from mapsync.capture import health
 from mapsync.connectors.sql import SqlDatabase, describe_error, normalize_url
+from mapsync.connectors.sql_destination import SqlDestination
+from mapsync.connectors.sql_source import SqlSource
+from mapsync.ports import Capture, Destination, Handle, Source
 from mapsync.redact import redact
-from mapsync.sheet import places
+from mapsync.sheet import models, places
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.probe import SCHEMA_VERSION, stored_version
 from mapsync.state.store import StateStore, resolve_url
@@ -41,7 +42,7 @@ class Checkup:
         self.loaded = loaded
         self.found: list[Finding] = []
         self.store: StateStore | None = None
-        self.handles: dict[str, Any] = {}
+        self.handles: dict[str, Handle | None] = {}
 
     def add(self, subject: str, status: str, detail: str) -> None:
         detail = redact(detail, self.loaded.secrets)
@@ -119,36 +120,29 @@ class Checkup:
             self._sql_connection(name, subject)
             return
         try:
-            handle = _open(connector, name, cfg, self.loaded.folder, self.store)
+            # with the state store, an API's call budget is what every process has used
+            handle = connector.connect(name, cfg, self.loaded.folder, self.store)
         except (errors.MapsyncError, OSError) as exc:
             self.add(subject, "fail", str(exc))
             self.handles[name] = None
             return
         self.handles[name] = handle
-        probe = getattr(handle, "check", None)
-        if probe is None:
-            module_probe = getattr(_module_of(connector), "check", None)
-            probe = (lambda: module_probe(handle)) if callable(module_probe) else None
-        if probe is None:
-            self.add(subject, "note", "this connector has no check: reachability not tested")
+        try:
+            result = handle.check()
+        except Exception as exc:  # a connector's own failure, reported as unreachable
+            self.add(subject, "fail", f"check failed: {type(exc).__name__}: {exc}"[:500])
         else:
-            try:
-                result = probe()
-            except Exception as exc:  # a connector's own failure, reported as unreachable
-                self.add(subject, "fail", f"check failed: {type(exc).__name__}: {exc}"[:500])
+            if result is None:
+                self.add(subject, "note", "this connector has no check: reachability not tested")
             else:
-                good = not isinstance(result, dict) or all(
-                    result.get(k) is not False for k in ("ok", "reachable", "auth_ok")
-                )
+                good = all(result.get(k) is not False for k in ("ok", "reachable", "auth_ok"))
                 self.add(subject, "ok" if good else "fail", _describe(result))
         self._budget(name, handle)
 
-    def _budget(self, name: str, handle: Any) -> None:
-        budget = getattr(getattr(handle, "client", None), "budget", None) or getattr(handle, "budget", None)
-        if budget is None or not hasattr(budget, "remaining"):
+    def _budget(self, name: str, handle: Handle) -> None:
+        budget = handle.budget
+        if budget is None:
             return
-        if self.store is not None and hasattr(budget, "with_store"):
-            budget = budget.with_store(self.store)  # what every process has used, not only this one
         left = budget.remaining()
         parts = [f"{lim['remaining']}/{lim['limit']} left" for lim in left["limits"]]
         if left.get("blocked_for"):
@@ -159,11 +153,12 @@ class Checkup:
         self.add(f"connection {name}: call budget", "ok", ", ".join(parts) + f" ({scope})")
 
     def _sql_connection(self, name: str, subject: str) -> None:
-        cfg: Any = self.loaded.sheet.connections[name]
+        cfg = self.loaded.sheet.connections[name]
+        assert isinstance(cfg, models.SqlConnection)  # the caller looked at its kind
         try:
             lease = self.loaded.sheet.state.lease_ttl
-            timeouts = cfg.timeouts.for_lease(lease) if hasattr(cfg, "timeouts") else None
-            db = SqlDatabase(name, cfg.url, self.loaded.folder, getattr(cfg, "timezone", None), timeouts)
+            timeouts = cfg.timeouts.for_lease(lease)
+            db = SqlDatabase(name, cfg.url, self.loaded.folder, cfg.timezone, timeouts)
         except errors.ConfigError as exc:
             self.add(subject, "fail", str(exc))
             self.handles[name] = None
@@ -206,6 +201,7 @@ class Checkup:
                 continue
             kind = sheet.connections[conn_name].kind
             connector = connectors.REGISTRY[kind]
+            part: Source | Destination
             try:
                 if side == "source":
                     method = capture.REGISTRY[cfg.changes.method]
@@ -243,17 +239,21 @@ class Checkup:
             for warning in result["warnings"]:
                 self.add(subject, "warn", warning)
 
-    def _privileges(self, subject: str, db: SqlDatabase, part: Any, side: str, cfg: Any) -> None:
-        if side == "source":
-            table = getattr(part, "relation", None)
+    def _privileges(
+        self, subject: str, db: SqlDatabase, part: Source | Destination, side: str, cfg: Any
+    ) -> None:
+        if isinstance(part, SqlSource):
+            table = part.relation
             if cfg.from_.table is None or not isinstance(table, sa.Table):
                 return
             wanted = ["SELECT"]
-        else:
+        elif isinstance(part, SqlDestination):
             table = part.main.table
             wanted = ["SELECT", "INSERT", "UPDATE"]
             if cfg.deletes.policy in ("hard", "by_reason"):
                 wanted.append("DELETE")
+        else:
+            return
         subject = f"{subject}: privileges"
         try:
             if db.dialect == "postgresql":
@@ -292,6 +292,28 @@ class Checkup:
             self.add(subject, "note", f"could not tell: {describe_error(exc, self.loaded.secrets)}")
 
 
+if TYPE_CHECKING:  # mypy checks the roles of what the registries load on first use (never called)
+    from mapsync.capture.full import FullCapture
+    from mapsync.capture.inbox import InboxCapture
+    from mapsync.capture.log import LogCapture
+    from mapsync.capture.queue import QueueCapture
+    from mapsync.capture.snapshot import SnapshotCapture
+    from mapsync.capture.watermark import WatermarkCapture
+    from mapsync.cimcloud.connector import CimcloudConnector
+    from mapsync.rest.connector import RestConnector
+
+    def _implements(
+        rest: RestConnector,
+        cimcloud: CimcloudConnector,
+        methods: tuple[
+            FullCapture, InboxCapture, LogCapture, QueueCapture, SnapshotCapture, WatermarkCapture
+        ],
+    ) -> None:
+        connectors_: tuple[connectors.Connector, connectors.Connector] = (rest, cimcloud)
+        captures: tuple[Capture, Capture, Capture, Capture, Capture, Capture] = methods
+        del connectors_, captures
+
+
 _GRANT = re.compile(r"^GRANT (.+?) ON (\S+) TO ", re.IGNORECASE)
 
 
@@ -308,25 +330,6 @@ def mysql_missing(grants: list[str], database: str, table: str, wanted: list[str
             return []
         have |= {p.split("(")[0].strip() for p in privs}
     return [p for p in wanted if p not in have]
-
-
-def _open(connector: Any, name: str, cfg: Any, folder: Path, store: StateStore | None) -> Any:
-    """A connector's handle, with the state store for its call budget where it takes one."""
-    opener = getattr(_module_of(connector), "open_handle", None)
-    if store is not None and callable(opener):
-        try:
-            return opener(name, cfg, store)
-        except TypeError:
-            pass
-    return connector.connect(name, cfg, folder)
-
-
-def _module_of(connector: Any) -> Any:
-    """The module that defines a connector (looking through the registry's lazy wrapper)."""
-    named = getattr(connector, "module", None)
-    if isinstance(named, str):
-        return importlib.import_module(named)
-    return sys.modules.get(type(connector).__module__)
 
 
 def _describe(result: Any) -> str:

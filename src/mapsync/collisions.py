@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mapsync import records
+from mapsync.ports import Destination
 from mapsync.state.ports import Ledger
 
 
@@ -71,11 +72,11 @@ def duplicates(
 
 
 def collisions(
-    dest: Any, send: list[records.Mapped], ledger: dict[records.Key, Any], store: Any, sync: str
+    dest: Destination, send: list[records.Mapped], ledger: dict[records.Key, Any], store: Any, sync: str
 ) -> tuple[list[records.Mapped], list[records.Rejection]]:
     """`send` without records whose destination key collides with another source key's (the
-    destination's `key_probe` decides), and their rejections."""
-    probe = getattr(dest, "key_probe", None)
+    destination's `key_probe` decides, where it has one), and their rejections."""
+    probe = dest.key_probe if dest.capabilities.key_probe else None
     if probe is None or not probe.active or not send:
         return send, []
     first: dict[records.Key, records.Mapped] = {}

@@ -207,7 +207,7 @@ class Engine:
         # says (it holds at most this run's earlier, disjoint keys), so it is not read. A resumed
         # seed or `--again` is never fresh and looks up as usual.
         ledger = {} if scope.fresh else self.store.ledger(name, [m.key for m in mapped])
-        zone = getattr(parts.capture, "zone", None)
+        zone = parts.capture.zone
         low = parts.capture.low()
         send, seen = run_steps.against_ledger(scope.kind, mapped, ledger, low, zone, counts, scope.forced)
         send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
@@ -232,7 +232,7 @@ class Engine:
         if send:
             self.watch.renew(scope.lease)
         result = parts.dest.write(send, fresh=scope.fresh) if send else records.WriteResult()
-        scope.report.fell_back = getattr(parts.dest, "fell_back", 0)  # the destination's count this run
+        scope.report.fell_back = parts.dest.fell_back  # the destination's count this run
         crash.point("after_write")
         return result
 

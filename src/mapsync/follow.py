@@ -135,8 +135,7 @@ def pg_listen_urls(engine: Engine, names: list[str]) -> list[str]:
     for name in names:
         conn_name = engine.sheet.syncs[name].from_.connection
         handle = engine.database(conn_name)
-        dialect = getattr(getattr(handle, "engine", None), "dialect", None)
-        if dialect is not None and dialect.name == "postgresql":
+        if handle.engine is not None and handle.dialect == "postgresql":
             url = handle.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             if url not in urls:
                 urls.append(url)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mapsync import errors, records
+from mapsync.ports import Capture
 from mapsync.sheet import models
 from mapsync.state import ledger
 from mapsync.state.store import StateStore
@@ -109,7 +110,7 @@ class Guard:
 
 
 def prepare(
-    capture: Any, store: StateStore, sync: str, cfg: models.SyncConfig, *, deletes: bool, force: bool
+    capture: Capture, store: StateStore, sync: str, cfg: models.SyncConfig, *, deletes: bool, force: bool
 ) -> tuple[Guard, bool]:
     """The run's guard, and whether its capture is to run a key-set delete check (`mapsync run
     --deletes`, for a method that checks only on request). ConfigError if the method cannot
@@ -117,10 +118,9 @@ def prepare(
     guard = Guard(sync, store, cfg.deletes, force=force)
     if not deletes:
         return guard, False
-    if getattr(type(capture), "checks_deletes_on_request", False):
+    if capture.capabilities.deletes_on_request:
         return guard, True
-    emits = getattr(type(capture), "emits_deletes", None)
-    if emits is None or not emits(cfg.changes):
+    if not capture.capabilities.emits_deletes or not cfg.changes.emits_deletes():
         raise errors.ConfigError(
             f"sync {sync}: --deletes: `changes: {{method: {cfg.changes.method}}}` cannot look for "
             "deleted rows (use `watermark` or `snapshot`)"

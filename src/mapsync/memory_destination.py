@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from mapsync import delivery, records
 from mapsync.columns import ColumnInfo
+from mapsync.ports import Capabilities, DestinationBase
 
 
 def as_key(key: Any) -> records.Key:
@@ -24,7 +25,7 @@ class Call:
     outcome: Literal["ok", "refused", "failed"]
 
 
-class MemoryDestination:
+class MemoryDestination(DestinationBase):
     """Rows in a dict by destination key; every call recorded; faults on demand.
 
     - `reject(keys…)`: those records come back as per-record rejections, the rest is written.
@@ -34,6 +35,8 @@ class MemoryDestination:
       all) raise `exc`, e.g. TransientError or PermanentError: a systemic failure.
     - `on_call`: a hook run at the start of every call (to change the world mid-run).
     """
+
+    capabilities = Capabilities(deletes=True, children=True, read_back=True)
 
     def __init__(
         self,
@@ -78,6 +81,9 @@ class MemoryDestination:
 
     def child_columns(self) -> dict[str, dict[str, ColumnInfo]]:
         return self._child_columns
+
+    def read_keys(self, keys: Sequence[records.Key]) -> list[records.Row]:
+        return [dict(self.rows[k]) for k in keys if k in self.rows]
 
     def write(self, batch: Sequence[records.Mapped], *, fresh: bool = False) -> records.WriteResult:
         self.writes += 1

@@ -98,7 +98,7 @@ class CapturePlan:
 
     def start(self, scope: RunScope) -> tuple[Iterable[records.Batch], int | None]:
         parts, kind = self.parts, scope.kind
-        if hasattr(parts.dest, "begin"):  # async delivery: its mode, and settle what a crash left
+        if parts.dest.capabilities.async_jobs:  # async delivery: its mode, settle a crash's rest
             parts.dest.begin(kind)
         if kind != RunKind.SEED:
             return parts.capture.read(kind, self.cursors), None
@@ -117,7 +117,7 @@ class CapturePlan:
             self.store.set_cursors(self.name, first, scope.run_id)
             cursors = self.store.cursors(self.name)
         scope.fresh = not resuming and not self.again and parts.dest.is_empty()
-        seeder = getattr(parts.capture, "seed_batches", capture.seed_batches)  # snapshot: hashes
+        seeder = parts.capture.seed_batches  # snapshot: hashes
         return seeder(
             parts.source, cursors, self.cfg.delivery.batch, self.cfg.seed.where, parts.version_column
         )

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from mapsync import mapping as compile_
 from mapsync import records
 from mapsync.records import RunKind, RunStatus
+from mapsync.ports import Capture, Destination, Source
 from mapsync.state.store import Counts
 
 
@@ -66,8 +67,8 @@ class RunReport:
 class Parts:
     """What one sync is made of. Tests may hand the engine their own (see mapsync.testing)."""
 
-    source: Any  # SqlSource, or a fake with count()
-    dest: Any  # SqlDestination, or a fake with write(), is_empty()
+    source: Source
+    dest: Destination
     mapping: compile_.Mapping
-    capture: Any  # a capture.Capture
+    capture: Capture
     version_column: str | None

@@ -23,9 +23,11 @@ from typing import Any
 
 from mapsync import engine, errors, records
 from mapsync import mapping as compile_
+from mapsync.capture.base import CaptureBase
 from mapsync.memory_destination import Call as Call
 from mapsync.memory_destination import MemoryDestination as MemoryDestination
 from mapsync.memory_destination import as_key as as_key
+from mapsync.ports import Capabilities
 from mapsync.sheet import checks, loader, models
 from mapsync.state.store import StateStore
 
@@ -43,6 +45,8 @@ class MemorySource:
     of the sheet (`seed.where`) to Python predicates, since nothing here speaks SQL. Child rows
     (`children`: name → (parent columns, rows)) are attached to their parents like SqlSource does.
     """
+
+    capabilities = Capabilities(children=True, read_back=True)
 
     def __init__(
         self,
@@ -158,7 +162,7 @@ class MemorySource:
             raise self.failure
 
 
-class MemoryCapture:
+class MemoryCapture(CaptureBase):
     """Watermark capture over a MemorySource, with the same contract as WatermarkCapture.
 
     Runs read versions `>=` the stored watermark (inclusive, the engine skips what the ledger
@@ -166,6 +170,8 @@ class MemoryCapture:
     batch. `overlap` re-reads everything. A source without a version column is re-read in full
     every run, like FullCapture. The changes of one read are taken when the read starts.
     """
+
+    capabilities = Capabilities(emits_deletes=True)  # a tombstone is read as a delete
 
     def __init__(self, source: MemorySource, batch: int) -> None:
         self.source = source

@@ -1,5 +1,6 @@
-"""What every capture method shares: the context it gets, the `Capture` role, the registry and
-the helpers that turn source rows into changes."""
+"""What every capture method shares: the context it gets, the base class of the methods (the
+role itself is `mapsync.ports.Capture`), the typed registry and the helpers that turn source rows
+into changes."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import dataclasses
 import datetime as dt
 import importlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from mapsync import records
-from mapsync.connectors.sql_source import SqlSource
+from mapsync.ports import NOTHING, Capabilities, Capture, Cursors, Handle, Source
+from mapsync.sheet import models
 
 if TYPE_CHECKING:
     from mapsync.guard import Guard
-    from mapsync.sheet import models
     from mapsync.state.store import StateStore
 
 
@@ -41,41 +42,55 @@ class Context:
     sync: str
     config: models.SyncConfig
     store: StateStore
-    database: Callable[[str], Any]
+    database: Callable[[str], Handle]
     run: RunInput = dataclasses.field(default_factory=RunInput)
 
 
-class Capture(Protocol):
-    """Finds what changed at the source."""
+class CaptureFactory(Protocol):
+    """A capture method's class, as the registry holds it: the engine builds one per run as
+    `cls(source, changes_cfg, batch_size, context)`; the class says, from the sheet alone, which
+    column is the version and whether the method emits deletes."""
 
-    def start_seed(self) -> dict[str, Any]:
-        """Cursor values to record *before* a fresh seed reads anything."""
+    capabilities: Capabilities
 
-    def read(self, mode: str, cursors: dict[str, Any]) -> Iterator[records.Batch]:
-        """Batches of changes (`mode`: run | overlap), each with the cursor values after it."""
+    def __call__(self, source: Source, cfg: models.Changes, batch: int, ctx: Context) -> Capture: ...
 
-    def finish(self) -> dict[str, Any]:
-        """Cursor values to commit once every batch of the run is committed."""
+    def version_column(self, cfg: models.Changes) -> str | None: ...
 
-    def acknowledge(self, batch: records.Batch, result: records.WriteResult) -> None:
-        """Tell the source what was delivered (queue statuses, status write-back).
-
-        `result.rejected` holds every rejection of the batch (mapping and destination); every
-        other change of the batch was delivered or skipped as unchanged."""
+    def emits_deletes(self, cfg: models.Changes) -> bool: ...
 
 
-class Registry(Mapping[str, type[Any]]):
+class CaptureBase:
+    """What the capture methods share: the plain seed, no zone, no low version.
+
+    A method inherits it and overrides what it does differently (snapshot: its seed records row
+    hashes; watermark: its zone and stored watermark). Each registered class also gives the
+    static `version_column(cfg)` and `emits_deletes(cfg)` of `CaptureFactory`."""
+
+    capabilities: Capabilities = NOTHING
+    zone: dt.tzinfo | None = None
+
+    def seed_batches(
+        self, source: Source, cursors: Cursors, batch: int, where: str | None, version_column: str | None
+    ) -> Iterator[records.Batch]:
+        return seed_batches(source, cursors, batch, where, version_column)
+
+    def low(self) -> Any:
+        return None
+
+
+class Registry(Mapping[str, CaptureFactory]):
     """`changes.method` name → capture class. A method's module is imported on first use (its
     `@register` fills the entry), so importing the capture package loads no method."""
 
     def __init__(self, modules: dict[str, str]) -> None:
         self._modules = modules
-        self._classes: dict[str, type[Any]] = {}
+        self._classes: dict[str, CaptureFactory] = {}
 
-    def add(self, method: str, cls: type[Any]) -> None:
+    def add(self, method: str, cls: CaptureFactory) -> None:
         self._classes[method] = cls
 
-    def __getitem__(self, method: str) -> type[Any]:
+    def __getitem__(self, method: str) -> CaptureFactory:
         if method not in self._classes:
             importlib.import_module(self._modules[method])  # KeyError: no such method
         return self._classes[method]
@@ -92,18 +107,24 @@ REGISTRY = Registry(
     {m: f"mapsync.capture.{m}" for m in ("full", "inbox", "log", "queue", "snapshot", "watermark")}
 )
 
+C = TypeVar("C", bound=type[CaptureBase])
 
-def register(method: str) -> Any:
-    def deco(cls: type[Any]) -> type[Any]:
-        REGISTRY.add(method, cls)
+
+def register(method: str) -> Callable[[C], C]:
+    """Registers a capture class under its method. The registry dispatches on the method's name,
+    so a class is only ever built with its own method's changes model (and declares its
+    constructor and static methods with that narrower type): the one place where mypy is told
+    to take the class as the wider `CaptureFactory`. tests/test_ports.py checks every registered
+    class against the role at run time."""
+
+    def deco(cls: C) -> C:
+        REGISTRY.add(method, cast(CaptureFactory, cls))
         return cls
 
     return deco
 
 
-def to_changes(
-    source: SqlSource, rows: list[records.Row], version_column: str | None
-) -> list[records.Change]:
+def to_changes(source: Source, rows: list[records.Row], version_column: str | None) -> list[records.Change]:
     """Source rows as upsert changes, with their child rows attached (one query per child table)."""
     children = source.attach_children(rows) if source.children else {}
     out = []
@@ -118,7 +139,7 @@ def to_changes(
 
 
 def seed_batches(
-    source: SqlSource, cursors: dict[str, Any], batch: int, where: str | None, version_column: str | None
+    source: Source, cursors: Cursors, batch: int, where: str | None, version_column: str | None
 ) -> Iterator[records.Batch]:
     """The seed: every row (or `seed.where`) in key order, resumable after the last committed key."""
     state = cursors.get("seed") or {}

@@ -8,13 +8,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import records
-from mapsync.capture.base import register, to_changes
+from mapsync.capture.base import CaptureBase, register, to_changes
 from mapsync.connectors.sql_source import SqlSource
+from mapsync.ports import Capabilities
 from mapsync.sheet import models
 
 
 @register("full")
-class FullCapture:
+class FullCapture(CaptureBase):
+    capabilities = Capabilities()  # no deletes: a re-read cannot see a row that is gone
+
     def __init__(self, source: SqlSource, cfg: models.FullChanges, batch: int, ctx: Any = None) -> None:
         self.source = source
         self.batch = batch
@@ -23,11 +26,12 @@ class FullCapture:
     def version_column(cfg: models.FullChanges) -> None:
         return None
 
+    @staticmethod
+    def emits_deletes(cfg: models.FullChanges) -> bool:
+        return False
+
     def start_seed(self) -> dict[str, Any]:
         return {}
-
-    def low(self) -> Any:
-        return None
 
     def read(self, mode: str, cursors: dict[str, Any]) -> Iterator[records.Batch]:
         after = (cursors.get("position") or {}).get("after")

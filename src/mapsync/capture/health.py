@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from mapsync import connectors, errors
 from mapsync.capture import log_setup, queue_admin
-from mapsync.connectors.sql import describe_error
+from mapsync.connectors.sql import SqlDatabase, describe_error
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.log_models import LogChanges, format_size
 from mapsync.sheet.queue_model import QueueChanges
@@ -58,6 +58,8 @@ def _log(
         if db is None:
             conn = loaded.sheet.connections[conn_name]
             db = opened[conn_name] = connectors.REGISTRY[conn.kind].connect(conn_name, conn, loaded.folder)
+        if not isinstance(db, SqlDatabase):
+            raise errors.ConfigError(f"connection {conn_name} is not a SQL database: it has no change log")
         committed = store.cursor(name, "log") if store is not None else None
         result = log_setup.status(db, name, cfg, committed)
     except errors.MapsyncError as exc:

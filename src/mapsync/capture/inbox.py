@@ -27,9 +27,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import records
-from mapsync.capture.base import Context, register, to_changes
+from mapsync.capture.base import CaptureBase, Context, register, to_changes
 from mapsync.capture.inbox_order import older, order_of
 from mapsync.capture.queue import same_key
+from mapsync.ports import Capabilities
 from mapsync.sheet.webhook_models import InboxChanges
 from mapsync.state import inbox
 
@@ -100,7 +101,9 @@ def decode(payload: str, key_columns: list[str]) -> tuple[str, records.Key, reco
 
 
 @register("inbox")
-class InboxCapture:
+class InboxCapture(CaptureBase):
+    capabilities = Capabilities(emits_deletes=True)
+
     def __init__(self, source: Any, cfg: InboxChanges, batch: int, ctx: Context) -> None:
         self.source = source
         self.cfg = cfg

@@ -26,11 +26,13 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from mapsync import errors, records
-from mapsync.capture.base import Context, register, to_changes
+from mapsync.capture.base import CaptureBase, Context, register, to_changes
 from mapsync.capture.binlog import BinlogReader
 from mapsync.capture.log_types import RowChange, Txn
 from mapsync.capture.pg_logical import PgLog
 from mapsync.columns import ColumnInfo
+from mapsync.connectors.sql_source import SqlSource
+from mapsync.ports import Capabilities
 from mapsync.sheet.log_models import LogChanges
 
 log = logging.getLogger("mapsync.capture.log")
@@ -67,7 +69,9 @@ def watched_tables(source: Any, cfg: Any, sync: str) -> dict[str, sa.Table]:
 
 
 @register("log")
-class LogCapture:
+class LogCapture(CaptureBase):
+    capabilities = Capabilities(emits_deletes=True)
+
     def __init__(self, source: Any, cfg: LogChanges, batch: int, ctx: Context | None = None) -> None:
         if ctx is None:
             raise errors.ConfigError("`changes: {method: log}` needs the engine's context")
@@ -76,7 +80,7 @@ class LogCapture:
         self.batch = batch
         self.ctx = ctx
         self.sync = ctx.sync
-        dialect = getattr(getattr(source, "db", None), "dialect", None)
+        dialect = source.db.dialect if isinstance(source, SqlSource) else None
         tables = watched_tables(source, ctx.config, ctx.sync) if dialect in ("postgresql", "mysql") else {}
         self.reader: Reader
         if dialect == "postgresql":
@@ -102,9 +106,6 @@ class LogCapture:
 
     def start_seed(self) -> dict[str, Any]:
         return {"log": self.reader.seed_position(self.ctx.store.cursor(self.sync, "log"))}
-
-    def low(self) -> Any:
-        return None
 
     def finish(self) -> dict[str, Any]:
         return {}  # every batch carried its own position

@@ -31,10 +31,11 @@ import sqlalchemy as sa
 
 from mapsync import errors, records
 from mapsync.capture import queue_table as qt
-from mapsync.capture.base import Context, register, to_changes
+from mapsync.capture.base import CaptureBase, Context, register, to_changes
 from mapsync.capture.triggers import QueueStatus
 from mapsync.connectors.sql import describe_error
 from mapsync.connectors.sql_source import SqlSource
+from mapsync.ports import Capabilities
 from mapsync.sheet.queue_model import QueueChanges
 
 log = logging.getLogger("mapsync.capture.queue")
@@ -88,7 +89,9 @@ def same_key(key: records.Key) -> str:
 
 
 @register("queue")
-class QueueCapture:
+class QueueCapture(CaptureBase):
+    capabilities = Capabilities(emits_deletes=True)
+
     def __init__(self, source: SqlSource, cfg: QueueChanges, batch: int, ctx: Context) -> None:
         self.source = source
         self.cfg = cfg

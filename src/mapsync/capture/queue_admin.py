@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from mapsync import connectors, errors
 from mapsync.capture import queue_table as qt
 from mapsync.capture import triggers
-from mapsync.connectors.sql import describe_error
+from mapsync.connectors.sql import SqlDatabase, describe_error
+from mapsync.ports import Handle
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.queue_model import QueueChanges
 
@@ -63,7 +64,7 @@ def queues(loaded: LoadedSheet, names: list[str]) -> list[Queue]:
     return list(out.values())
 
 
-def connect(loaded: LoadedSheet, name: str) -> Any:
+def connect(loaded: LoadedSheet, name: str) -> Handle:
     conn = loaded.sheet.connections[name]
     return connectors.REGISTRY[conn.kind].connect(name, conn, loaded.folder)
 
@@ -86,14 +87,18 @@ def targets(queue: Queue, db: Any | None) -> list[triggers.Target]:
     return out
 
 
-def dialect_of(db: Any) -> str:
-    name = str(getattr(db, "dialect", ""))
-    if name not in ("postgresql", "mysql", "sqlite"):
+def sql_of(db: Handle) -> SqlDatabase:
+    """The SQL database behind a connection's handle; ConfigError where triggers cannot run."""
+    if not isinstance(db, SqlDatabase) or db.dialect not in ("postgresql", "mysql", "sqlite"):
         raise errors.ConfigError(
             f"connection {db.name}: trigger queues run on PostgreSQL, MariaDB and SQLite "
             "(for SQL Server: `mapsync triggers install --print --dialect mssql`)"
         )
-    return name
+    return db
+
+
+def dialect_of(db: Handle) -> str:
+    return sql_of(db).dialect
 
 
 def execute(db: Any, statements: list[str]) -> None:
@@ -142,9 +147,10 @@ def installed_triggers(db: Any, names: list[str]) -> set[str]:
 
 def status(loaded: LoadedSheet, queue: Queue) -> list[dict[str, Any]]:
     """Per sync: queue table, triggers installed, rows per status, age of the oldest `new` row."""
-    db = connect(loaded, queue.connection)
+    handle = connect(loaded, queue.connection)
     try:
-        d = dialect_of(db)
+        db = sql_of(handle)
+        d = db.dialect
         exists = queue.table in sa.inspect(db.engine).get_table_names()
         out = []
         for sync, target in zip(queue.sources, targets(queue, db), strict=True):
@@ -171,14 +177,14 @@ def status(loaded: LoadedSheet, queue: Queue) -> list[dict[str, Any]]:
             )
         return out
     finally:
-        db.close()
+        handle.close()
 
 
 def purge(loaded: LoadedSheet, queue: Queue) -> dict[str, int]:
     """Purge each sync's final rows older than its retention; sync name → rows purged."""
-    db = connect(loaded, queue.connection)
+    handle = connect(loaded, queue.connection)
     try:
-        dialect_of(db)
+        db = sql_of(handle)
         known = sa.inspect(db.engine).get_table_names()
         if queue.table not in known:
             raise errors.ConfigError(
@@ -201,4 +207,4 @@ def purge(loaded: LoadedSheet, queue: Queue) -> dict[str, int]:
                 ) from None
         return out
     finally:
-        db.close()
+        handle.close()

@@ -19,9 +19,10 @@ from typing import Any
 
 from mapsync import errors, records
 from mapsync.capture import keysource, keywalk
-from mapsync.capture.base import Context, register
+from mapsync.capture.base import CaptureBase, Context, register
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.guard import Guard
+from mapsync.ports import Capabilities, Source
 from mapsync.sheet.snapshot_models import SnapshotChanges
 
 
@@ -75,7 +76,9 @@ def walk(
 
 
 @register("snapshot")
-class SnapshotCapture:
+class SnapshotCapture(CaptureBase):
+    capabilities = Capabilities(emits_deletes=True, server_side_hashing=True)
+
     def __init__(self, source: SqlSource, cfg: SnapshotChanges, batch: int, ctx: Context) -> None:
         if not isinstance(source, SqlSource):
             raise errors.ConfigError(
@@ -98,18 +101,17 @@ class SnapshotCapture:
     def start_seed(self) -> dict[str, Any]:
         return {}
 
-    def low(self) -> Any:
-        return None
-
     def seed_batches(
         self,
-        source: SqlSource,
+        source: Source,
         cursors: dict[str, Any],
         batch: int,
         where: str | None,
         version_column: str | None,
     ) -> Iterator[records.Batch]:
         """The seed, as `capture.seed_batches`, recording each row's hash as its version."""
+        if not isinstance(source, SqlSource):  # the engine seeds from the capture's own source
+            raise errors.ConfigError(f"sync {self.ctx.sync}: a snapshot seed needs a SQL source")
         after = (cursors.get("seed") or {}).get("after")
         for chunk in keysource.stream_rows(source, batch, after, where):
             rows = [row for row, _ in chunk]

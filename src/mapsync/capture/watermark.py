@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import errors, records
-from mapsync.capture.base import RunInput, register, to_changes
+from mapsync.capture.base import CaptureBase, RunInput, register, to_changes
 from mapsync.capture.snapshot import walk
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.connectors.sql_time import later, parse_time
 from mapsync.guard import Guard
+from mapsync.ports import Capabilities
 from mapsync.sheet import models
 from mapsync.state.store import stamp
 
@@ -31,15 +32,17 @@ _future_warned: dict[tuple[str, str], tuple[int, float]] = {}  # (source, sync) 
 
 
 @register("watermark")
-class WatermarkCapture:
-    checks_deletes_on_request = True  # `mapsync run --deletes` (`RunInput.check_deletes`)
+class WatermarkCapture(CaptureBase):
+    # deletes: with `deletes_every`, or the key-set check `mapsync run --deletes` asks for
+    # (`RunInput.check_deletes`)
+    capabilities = Capabilities(emits_deletes=True, deletes_on_request=True)
 
     def __init__(self, source: SqlSource, cfg: models.WatermarkChanges, batch: int, ctx: Any = None) -> None:
         self.source = source
         self.cfg = cfg
         self.batch = batch
         self.column = cfg.column
-        self.zone = source.db.zone(cfg.timezone)
+        self.zone: dt.tzinfo = source.db.zone(cfg.timezone)
         self._low: Any = None
         self._max: Any = None
         self._overlap = False

@@ -15,10 +15,11 @@ import datetime as dt
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mapsync import crash, delivery, errors, records
 from mapsync.cimcloud import search
+from mapsync.ports import Capabilities, Destination, Handle, Source
 from mapsync.rest.async_delivery import JobState, Key, Row
 from mapsync.rest.client import HttpClient, StaticAuth, TokenAuth, json_body, make_budget
 from mapsync.rest.destination import RestDestination
@@ -26,6 +27,9 @@ from mapsync.rest.source import RestHandle, RestSource
 from mapsync.rest.text import as_text
 from mapsync.sheet import models
 from mapsync.sheet.connection_models import CimcloudConnection
+
+if TYPE_CHECKING:
+    from mapsync.state.store import StateStore
 
 PAGE = 50
 
@@ -55,7 +59,14 @@ def open_handle(name: str, cfg: CimcloudConnection, store: Any = None, **kwargs:
         secrets=secrets,
         **kwargs,
     )
-    return RestHandle(name, cfg, client, store)
+    return CimcloudHandle(name, cfg, client, store)
+
+
+class CimcloudHandle(RestHandle):
+    """A CIMcloud connection: a REST handle with CIMcloud's own `check`."""
+
+    def check(self) -> dict[str, Any]:
+        return check(self)
 
 
 def check(handle: RestHandle) -> dict[str, Any]:
@@ -126,6 +137,9 @@ class CimcloudSource(RestSource):
 
 class CimcloudDestination(RestDestination):
     """Writes to a CIMcloud resource: POST upserts, PUT updates, ≤ 10 records per call."""
+
+    # no DELETE (deletes are written as `disable`)
+    capabilities = Capabilities(async_jobs=True, bulk_write=True)
 
     def __init__(
         self, db: RestHandle, sync_name: str, cfg: models.SyncConfig, secrets: tuple[str, ...] = ()
@@ -263,11 +277,25 @@ def _int(value: Any) -> int:
 
 
 class CimcloudConnector:
-    def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
+    def connect(
+        self, name: str, cfg: models.Connection, folder: Path, store: StateStore | None = None
+    ) -> Handle:
+        if not isinstance(cfg, CimcloudConnection):
+            raise errors.ConfigError(f"connection {name}: not a CIMcloud connection ({type(cfg).__name__})")
         return open_handle(name, cfg, store)
 
-    def source(self, handle: Any, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Any:
+    def source(self, handle: Handle, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Source:
+        if not isinstance(handle, RestHandle):
+            raise errors.ConfigError(
+                f"sync {sync}: the CIMcloud source needs a CIMcloud connection: got {type(handle).__name__}"
+            )
         return CimcloudSource(handle, sync, cfg, version_column)
 
-    def destination(self, handle: Any, sync: str, cfg: models.SyncConfig, secrets: tuple[str, ...]) -> Any:
+    def destination(
+        self, handle: Handle, sync: str, cfg: models.SyncConfig, secrets: tuple[str, ...]
+    ) -> Destination:
+        if not isinstance(handle, RestHandle):
+            raise errors.ConfigError(
+                f"sync {sync}: the destination is not a CIMcloud connection ({type(handle).__name__})"
+            )
         return CimcloudDestination(handle, sync, cfg, secrets)

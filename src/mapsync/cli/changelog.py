@@ -9,6 +9,8 @@ import typer
 from mapsync import connectors, errors
 from mapsync.capture import log_setup
 from mapsync.cli.common import Exit, JsonOpt, SheetArg, SyncOpt, app, fail, handled, json_out, load_sheet, out
+from mapsync.connectors.sql import SqlDatabase
+from mapsync.ports import Handle
 from mapsync.sheet import loader
 from mapsync.sheet.log_models import LogChanges, format_size
 from mapsync.state.store import StateStore
@@ -39,17 +41,20 @@ def _log_syncs(loaded: loader.LoadedSheet, sync: str | None) -> list[str]:
     return names
 
 
-def _db(loaded: loader.LoadedSheet, name: str, opened: dict[str, Any]) -> Any:
+def _db(loaded: loader.LoadedSheet, name: str, opened: dict[str, Handle]) -> SqlDatabase:
     conn_name = loaded.sheet.syncs[name].from_.connection
     if conn_name not in opened:
         conn = loaded.sheet.connections[conn_name]
         opened[conn_name] = connectors.REGISTRY[conn.kind].connect(conn_name, conn, loaded.folder)
-    return opened[conn_name]
+    db = opened[conn_name]
+    if not isinstance(db, SqlDatabase):
+        raise errors.ConfigError(f"sync {name}: the source is not a SQL database: it has no change log")
+    return db
 
 
 def _setup(sheet: Any, sync: str | None, show: bool, as_json: bool, action: str) -> None:
     loaded = load_sheet(sheet)
-    opened: dict[str, Any] = {}
+    opened: dict[str, Handle] = {}
     results = []
     names = _log_syncs(loaded, sync)
     shared = log_setup.clashes(loaded.sheet, names)
@@ -59,17 +64,13 @@ def _setup(sheet: Any, sync: str | None, show: bool, as_json: bool, action: str)
         with handled(loaded.secrets):
             for name in names:
                 db = _db(loaded, name, opened)
-                if getattr(db, "dialect", None) is None:
-                    raise errors.ConfigError(
-                        f"sync {name}: the source is not a SQL database: it has no change log"
-                    )
                 plan = log_setup.plan(db, name, loaded.sheet.syncs[name], action)
                 if not show:
                     log_setup.apply(db, plan)
                 results.append(plan)
     finally:
-        for db in opened.values():
-            db.close()
+        for handle in opened.values():
+            handle.close()
     if as_json:
         json_out([{**vars(p), "applied": not show} for p in results])
         return
@@ -119,7 +120,7 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
         store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=False)
     except errors.MapsyncError:
         store = None  # never run: no committed positions yet
-    opened: dict[str, Any] = {}
+    opened: dict[str, Handle] = {}
     results = []
     try:
         with handled(loaded.secrets):
@@ -128,8 +129,8 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
                 db = _db(loaded, name, opened)
                 results.append(log_setup.status(db, name, loaded.sheet.syncs[name], committed))
     finally:
-        for db in opened.values():
-            db.close()
+        for handle in opened.values():
+            handle.close()
         if store is not None:
             store.close()
     if as_json:

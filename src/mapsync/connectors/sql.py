@@ -11,6 +11,7 @@ import decimal
 import re
 import warnings
 import zoneinfo
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from mapsync.connectors.sql_time import register_sqlite
 from mapsync.connectors.timeouts import connect_args, listen, resolved
 from mapsync.db_errors import describe_error as describe_error  # below the layers too
 from mapsync.db_errors import first_line as _first_line
+from mapsync.records import Key
 from mapsync.sheet.timeout_models import Timeouts
 
 MARIADB_SQL_MODE = (
@@ -91,6 +93,12 @@ class SqlDatabase:
             sa.event.listen(self.engine, "connect", _sqlite_session)
         self._tables: dict[str, sa.Table] = {}
 
+    budget: None = None  # a database has no call budget (the `Handle` role)
+
+    def check(self) -> None:
+        """None: `mapsync check` runs its own query on a SQL connection (checkup.py)."""
+        return None
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -134,6 +142,16 @@ class SqlDatabase:
             ) from None
         self._tables[name] = reflected
         return reflected
+
+    def rows_by_key(self, table: sa.Table, key: list[str], keys: Sequence[Key]) -> list[dict[str, Any]]:
+        """The stored rows of `table` with these keys (one query per 500); missing keys are absent."""
+        cols, out = [table.c[k] for k in key], []
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                cond = sa.tuple_(*cols).in_(chunk) if len(cols) > 1 else cols[0].in_([k[0] for k in chunk])
+                out += [dict(r) for r in conn.execute(sa.select(table).where(cond)).mappings()]
+        return out
 
     def columns(self, table: sa.Table) -> dict[str, ColumnInfo]:
         with self.engine.connect() as conn:

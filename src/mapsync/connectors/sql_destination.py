@@ -23,6 +23,7 @@ from mapsync.connectors import version_guard
 from mapsync.connectors.sql import ColumnInfo, SqlDatabase, describe_error
 from mapsync.connectors.sql_keys import KeyProbe
 from mapsync.connectors.timeouts import UNLIMITED_MYSQL, statement_limit
+from mapsync.ports import Capabilities, DestinationBase
 from mapsync.sheet import models
 
 COPY_THRESHOLD = 200
@@ -56,8 +57,17 @@ class _Table:
         self.quote = prep.quote
 
 
-class SqlDestination:
+def _child(db: SqlDatabase, sync: str, name: str, child: models.ChildSync) -> _Table:
+    where = f"sync {sync}: children.{name}.to"
+    return _Table(db, child.to.table, list(child.key.to), [*child.fields, *child.parent.to], where)
+
+
+class SqlDestination(DestinationBase):
     """The destination side of one sync."""
+
+    capabilities = Capabilities(
+        deletes=True, children=True, read_back=True, key_probe=True, version_guard=True, bulk_write=True
+    )
 
     def __init__(
         self, db: SqlDatabase, sync_name: str, cfg: models.SyncConfig, secrets: tuple[str, ...] = ()
@@ -76,17 +86,7 @@ class SqlDestination:
         # keys the destination's collation takes for one (see mapsync.collisions)
         self.key_probe = KeyProbe(db, self.main.table, self.main.key)
         self.children = {
-            name: (
-                _Table(
-                    db,
-                    child.to.table,
-                    list(child.key.to),
-                    [*child.fields, *child.parent.to],
-                    f"sync {sync_name}: children.{name}.to",
-                ),
-                list(child.parent.to),
-            )
-            for name, child in cfg.children.items()
+            name: (_child(db, sync_name, name, c), list(c.parent.to)) for name, c in cfg.children.items()
         }
         self.attempts = 0  # statements sent, for tests and benchmarks
         self.guard = version_guard.guard_column(cfg, self.main.columns)  # older never replaces newer
@@ -97,6 +97,9 @@ class SqlDestination:
 
     def child_columns(self) -> dict[str, dict[str, ColumnInfo]]:
         return {name: t.columns for name, (t, _) in self.children.items()}
+
+    def read_keys(self, keys: Sequence[records.Key]) -> list[records.Row]:
+        return self.db.rows_by_key(self.main.table, self.main.key, keys)
 
     def is_empty(self) -> bool:
         with self.db.engine.connect() as conn:

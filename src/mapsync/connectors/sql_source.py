@@ -12,11 +12,16 @@ from mapsync import errors, records
 from mapsync.connectors.sql import ColumnInfo, SqlDatabase, describe_error, quoted
 from mapsync.connectors.sql_time import parse_time as parse_time  # its home is sql_time
 from mapsync.connectors.sql_time import utc_text, zone_name
+from mapsync.ports import Capabilities
 from mapsync.sheet import models
 
 
 class SqlSource:
     """The source side of one sync (and of its child tables)."""
+
+    # the snapshot's row hash is computed by PostgreSQL and MariaDB (SQLite: by Python, over
+    # the row text the database builds)
+    capabilities = Capabilities(children=True, read_back=True, server_side_hashing=True)
 
     def __init__(
         self, db: SqlDatabase, sync_name: str, cfg: models.SyncConfig, ts_column: str | None

@@ -87,6 +87,10 @@ def make_budget(store: Any, credential: str, limits: list[str]) -> _Budget:
 
 
 class Auth(Protocol):
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What the authentication sends that must never be shown (redacted wherever shown)."""
+
     def headers(self, client: HttpClient) -> dict[str, str]:
         """Headers that authenticate one request (may fetch a token first)."""
 
@@ -133,6 +137,9 @@ class TokenAuth:
         self.token: str | None = None
         self.expires: dt.datetime | None = None
         self.fetched = 0  # tokens fetched, for tests
+        self.secrets: tuple[
+            str, ...
+        ] = ()  # the body's values are the connector's; each token joins the client's
         self._lock = threading.Lock()
 
     def headers(self, client: HttpClient) -> dict[str, str]:
@@ -204,7 +211,7 @@ class HttpClient:
         self.retry = retry
         self.auth = auth
         self.budget: _Budget = budget or NoBudget()
-        self.secrets = (*secrets, *getattr(auth, "secrets", ()))
+        self.secrets = (*secrets, *(auth.secrets if auth is not None else ()))
         self.sleep: Callable[[float], None] = time.sleep
         self.calls = 0  # requests sent (retries included), for tests and benchmarks
         self.last_headers: dict[str, str] = {}

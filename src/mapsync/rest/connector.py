@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mapsync import errors
+from mapsync.ports import Destination, Handle, Source
 from mapsync.redact import basic_credentials
 from mapsync.rest.client import HttpClient, StaticAuth, TokenAuth, make_budget
 from mapsync.rest.destination import RestDestination
 from mapsync.rest.source import RestHandle, RestSource
 from mapsync.sheet import models
 from mapsync.sheet.connection_models import RestConnection
+
+if TYPE_CHECKING:
+    from mapsync.state.store import StateStore
 
 
 def open_handle(name: str, cfg: RestConnection, store: Any = None, **kwargs: Any) -> RestHandle:
@@ -59,17 +63,8 @@ def open_handle(name: str, cfg: RestConnection, store: Any = None, **kwargs: Any
 
 
 def check(handle: RestHandle) -> dict[str, Any]:
-    """Reachability and login, without changing anything (for `mapsync check`): one GET of the
-    base URL (a token endpoint, if configured, is called first). No status below 500 means
-    reachable; 401/403 mean the credentials are refused."""
-    out: dict[str, Any] = {"connection": handle.name, "kind": "rest"}
-    try:
-        resp = handle.client.request("GET", "")
-    except errors.PermanentError as exc:
-        return {**out, "reachable": True, "auth_ok": False, "error": str(exc)}
-    except errors.TransientError as exc:
-        return {**out, "reachable": False, "error": str(exc)}
-    return {**out, "reachable": True, "auth_ok": True, "status": resp.status_code}
+    """Reachability and login (`RestHandle.check`)."""
+    return handle.check()
 
 
 def _digest(secret: str) -> str:
@@ -78,11 +73,27 @@ def _digest(secret: str) -> str:
 
 
 class RestConnector:
-    def connect(self, name: str, cfg: Any, folder: Path, store: Any = None) -> Any:
+    def connect(
+        self, name: str, cfg: models.Connection, folder: Path, store: StateStore | None = None
+    ) -> Handle:
+        if not isinstance(cfg, RestConnection):
+            raise errors.ConfigError(
+                f"connection {name}: the REST connector needs a REST connection: got {type(cfg).__name__}"
+            )
         return open_handle(name, cfg, store)
 
-    def source(self, handle: Any, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Any:
+    def source(self, handle: Handle, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Source:
+        if not isinstance(handle, RestHandle):
+            raise errors.ConfigError(
+                f"sync {sync}: the REST source needs a REST connection: got {type(handle).__name__}"
+            )
         return RestSource(handle, sync, cfg, version_column)
 
-    def destination(self, handle: Any, sync: str, cfg: models.SyncConfig, secrets: tuple[str, ...]) -> Any:
+    def destination(
+        self, handle: Handle, sync: str, cfg: models.SyncConfig, secrets: tuple[str, ...]
+    ) -> Destination:
+        if not isinstance(handle, RestHandle):
+            raise errors.ConfigError(
+                f"sync {sync}: the REST destination needs a REST connection: got {type(handle).__name__}"
+            )
         return RestDestination(handle, sync, cfg, secrets)

@@ -18,6 +18,7 @@ from typing import Any
 
 from mapsync import crash, delivery, errors, records
 from mapsync.columns import ColumnInfo
+from mapsync.ports import Capabilities, DestinationBase
 from mapsync.rest.async_delivery import AsyncDelivery, JobState, Key, Row
 from mapsync.rest.client import json_body
 from mapsync.rest.source import RestHandle, _dig
@@ -60,9 +61,12 @@ def declared_column(name: str, col: column_models.DestColumn) -> ColumnInfo:
     )
 
 
-class RestDestination(AsyncDelivery):
+class RestDestination(AsyncDelivery, DestinationBase):
     """The destination side of one sync over a generic REST API (`delivery.mode: async`: see
     `mapsync.rest.async_delivery`, with the job API of `delivery.jobs`)."""
+
+    # async jobs: `begin(kind)` picks the run's mode and settles batches a crash left unfinished
+    capabilities = Capabilities(deletes=True, async_jobs=True, bulk_write=True)
 
     def __init__(
         self, db: RestHandle, sync_name: str, cfg: models.SyncConfig, secrets: tuple[str, ...] = ()
@@ -76,7 +80,7 @@ class RestDestination(AsyncDelivery):
         self.client.secrets = tuple(dict.fromkeys((*self.client.secrets, *secrets)))
         self.columns: dict[str, ColumnInfo] = sheet_columns(cfg)
         self.attempts = 0  # calls made, for tests and benchmarks
-        self.store = getattr(db, "store", None)
+        self.store = db.store
         self.delivery_cfg = cfg.delivery
         self.async_mode = cfg.delivery.mode == "async"
         self.read_key = list(self.key)

@@ -16,7 +16,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mapsync import errors, records
+from mapsync.ports import Capabilities
 from mapsync.rest import origins
+from mapsync.rest.budget import Budget
 from mapsync.rest.client import HttpClient, json_body
 from mapsync.sheet import models
 from mapsync.sheet.connection_models import RestConnection
@@ -73,11 +75,32 @@ class Column:
 class RestHandle:
     """An open REST connection: the HTTP client plus the clock the capture methods ask for."""
 
+    dialect: None = None  # no SQL (the `Handle` role)
+    engine: None = None
+
     def __init__(self, name: str, cfg: Any, client: HttpClient, store: Any = None) -> None:
         self.name = name
         self.cfg = cfg
         self.client = client
         self.store = store  # the state store (async delivery keeps its batches there)
+
+    @property
+    def budget(self) -> Budget | None:
+        """The call budget of the connection's credential, where limits are configured."""
+        return self.client.budget if isinstance(self.client.budget, Budget) else None
+
+    def check(self) -> dict[str, Any]:
+        """Reachability and login, without changing anything (for `mapsync check`): one GET of
+        the base URL (a token endpoint, if configured, is called first). No status below 500
+        means reachable; 401/403 mean the credentials are refused."""
+        out: dict[str, Any] = {"connection": self.name, "kind": "rest"}
+        try:
+            resp = self.client.request("GET", "")
+        except errors.PermanentError as exc:
+            return {**out, "reachable": True, "auth_ok": False, "error": str(exc)}
+        except errors.TransientError as exc:
+            return {**out, "reachable": False, "error": str(exc)}
+        return {**out, "reachable": True, "auth_ok": True, "status": resp.status_code}
 
     def close(self) -> None:
         self.client.close()
@@ -91,6 +114,8 @@ class RestHandle:
 
 class RestSource:
     """The source side of one sync over a REST API (generic paging; CIMcloud overrides fetch)."""
+
+    capabilities = Capabilities(read_back=True)  # by key where the connection has `key_param`
 
     def __init__(self, db: RestHandle, sync_name: str, cfg: models.SyncConfig, ts_column: str | None) -> None:
         self.db = db
@@ -118,6 +143,9 @@ class RestSource:
 
     def ts_bound(self, moment: Any, zone: dt.tzinfo, *, lower: bool, sample: Any = None) -> Any:
         return to_time(moment)
+
+    def attach_children(self, rows: list[records.Row]) -> dict[records.Key, dict[str, list[records.Row]]]:
+        return {self.key_of(r): {} for r in rows}  # an API source has no child tables
 
     def count(self, extra_where: str | None = None) -> int | None:
         return None  # an API that documents no total: the progress bar counts without one

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from typing import Any
 
 from pydantic import ValidationError
 
 from mapsync import validation  # upward: see the layers contract in pyproject.toml
 from mapsync.sheet import destructive, models
+from mapsync.sheet.base import ChangesModel
 from mapsync.sheet.timeout_models import check_timeouts
 
 Path_ = tuple[str | int, ...]
@@ -235,13 +237,11 @@ def _check_sync(sync_name: str, sync: models.SyncConfig) -> list[tuple[Path_, st
 
 
 def _check_deletes_explicit(sync_name: str, sync: models.SyncConfig) -> list[tuple[Path_, str]]:
-    """A sync whose capture method can emit deletes says what they do (no silent default)."""
-    from mapsync import capture  # upward and lazy: see the layers contract in pyproject.toml
-
-    method = capture.REGISTRY.get(sync.changes.method)
-    emits = getattr(method, "emits_deletes", None)
-    if emits is None and method is not None and sync.deletes.policy != "ignore":
-        senders = sorted(m for m, c in capture.REGISTRY.items() if hasattr(c, "emits_deletes"))
+    """A sync whose capture method can emit deletes says what they do (no silent default); the
+    facts are the changes model's (`ChangesModel.can_emit_deletes`, `emits_deletes()`)."""
+    changes = sync.changes
+    if not changes.can_emit_deletes and sync.deletes.policy != "ignore":
+        senders = sorted(_method(c) for c in models.CHANGES_MODELS if c.can_emit_deletes)
         return [
             (
                 ("syncs", sync_name, "deletes", "policy"),
@@ -250,7 +250,7 @@ def _check_deletes_explicit(sync_name: str, sync: models.SyncConfig) -> list[tup
                 "`deletes_every` or `run --deletes`). Use one of them, or drop `deletes`",
             )
         ]
-    if emits is None or "deletes" in sync.model_fields_set or not emits(sync.changes):
+    if not changes.can_emit_deletes or "deletes" in sync.model_fields_set or not changes.emits_deletes():
         return []
     return [
         (
@@ -260,6 +260,11 @@ def _check_deletes_explicit(sync_name: str, sync: models.SyncConfig) -> list[tup
             "    deletes: {policy: disable, field: active, value: false}   # or hard, ignore, by_reason",
         )
     ]
+
+
+def _method(model: type[ChangesModel]) -> str:
+    """The `method:` name of a changes model."""
+    return str(typing.get_args(model.model_fields["method"].annotation)[0])
 
 
 def _unknown(what: str, name: str, known: set[str]) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from mapsync.sheet.base import Model
+from mapsync.sheet.base import ChangesModel
 
 _UNITS = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?b?)\s*$", re.IGNORECASE)
@@ -33,7 +33,7 @@ def format_size(value: int) -> str:
     return f"{value} B"
 
 
-class LogChanges(Model):
+class LogChanges(ChangesModel):
     """Changes read from the database's own change log: PostgreSQL logical decoding through a
     replication slot, MariaDB/MySQL row-based binlog. Sees inserts, updates and deletes; the
     position moves only after the destination confirmed (`mapsync changelog install` first)."""

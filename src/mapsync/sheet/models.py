@@ -7,13 +7,13 @@ reference in docs/sheet.md (a test checks that the two agree). Unknown keys are 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from mapsync.sheet.base import ChangesModel, _as_list
 from mapsync.sheet.base import Model as Model
 from mapsync.sheet.base import Name as Name
-from mapsync.sheet.base import _as_list
 from mapsync.sheet.column_models import DestColumn as DestColumn
 from mapsync.sheet.connection_models import CimcloudConnection as CimcloudConnection
 from mapsync.sheet.connection_models import RestConnection as RestConnection
@@ -221,7 +221,7 @@ class OverlapConfig(Model):
     )
 
 
-class WatermarkChanges(Model):
+class WatermarkChanges(ChangesModel):
     """Changes found by a last-modified column, read inclusively and deduped by the key ledger."""
 
     method: Literal["watermark"] = Field(description="`watermark`.")
@@ -250,13 +250,20 @@ class WatermarkChanges(Model):
         ),
     )
 
+    def emits_deletes(self) -> bool:
+        """Only with `deletes_every`: the periodic key-set check finds deleted rows."""
+        return self.deletes_every is not None
 
-class FullChanges(Model):
+
+class FullChanges(ChangesModel):
     """Re-read the whole source every run and send only rows whose content changed."""
+
+    can_emit_deletes: ClassVar[bool] = False  # a re-read cannot see a row that is gone
 
     method: Literal["full"] = Field(description="`full`.")
 
 
+CHANGES_MODELS = (WatermarkChanges, FullChanges, QueueChanges, SnapshotChanges, LogChanges, InboxChanges)
 Changes = Annotated[
     WatermarkChanges | FullChanges | QueueChanges | SnapshotChanges | LogChanges | InboxChanges,
     Field(discriminator="method"),

@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from mapsync.sheet.base import Model
+from mapsync.sheet.base import ChangesModel
 from mapsync.sheet.duration import Duration
 
 
-class QueueChanges(Model):
+class QueueChanges(ChangesModel):
     """Changes recorded by triggers in a queue table of the source (`mapsync triggers install`),
     claimed row by row, with per-row status, retries and purge."""
 

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from mapsync.sheet.base import Model
+from mapsync.sheet.base import ChangesModel
 
 
-class SnapshotChanges(Model):
+class SnapshotChanges(ChangesModel):
     """Each run compares a content hash of every source row (computed by the database where it
     can) with the hash the key ledger remembers, and sends only inserted, changed and deleted
     rows. Sees deletes; costs one keys-and-hash read of the whole source per run."""

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from mapsync.sheet.base import Model
+from mapsync.sheet.base import ChangesModel, Model
 from mapsync.sheet.duration import Duration
 
 _HEADER = r"^[A-Za-z0-9-]{1,100}$"
@@ -63,7 +63,7 @@ class WebhookConfig(Model):
         return value
 
 
-class InboxChanges(Model):
+class InboxChanges(ChangesModel):
     """Changes pushed into the state store's inbox (by webhooks; `mapsync serve`). Each inbox
     item is `{"op": "upsert"|"delete", "key": {...}, "data": {...}}` or the whole source record;
     an upsert without `data` reads the row from the source by key (gone there → a delete)."""
