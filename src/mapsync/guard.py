@@ -19,7 +19,6 @@ one run through.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from mapsync import errors, records
 from mapsync.ports import Capture

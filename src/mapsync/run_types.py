@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Protocol
 
 from mapsync import mapping as compile_
 from mapsync import records
-from mapsync.records import RunKind, RunStatus
 from mapsync.ports import Capture, Destination, Source
+from mapsync.records import RunKind, RunStatus
 from mapsync.state.store import Counts
 
 
