@@ -27,6 +27,7 @@ from mapsync import (
 )
 from mapsync import mapping as compile_
 from mapsync.lease_watch import LeaseWatch, settled
+from mapsync.ports import Handle
 from mapsync.records import RunKind, RunStatus
 from mapsync.redact import redact
 from mapsync.run_scope import CapturePlan, Plan, Request, RetryPlan, RunScope
@@ -54,7 +55,7 @@ class Engine:
         self.sheet = loaded.sheet
         self.store = store
         self.observer = observer or _Quiet()
-        self._dbs: dict[str, Any] = {}
+        self._dbs: dict[str, Handle] = {}
         self._contexts: dict[str, capture.Context] = {}  # per sync: the context its capture was given
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
         self.watch = LeaseWatch(store, lambda: [store, *self._dbs.values()])
@@ -65,7 +66,7 @@ class Engine:
             db.close()
         self._dbs.clear()
 
-    def database(self, name: str) -> Any:
+    def database(self, name: str) -> Handle:
         """The open handle of a connection (one per connection for the engine's life)."""
         if name not in self._dbs:
             conn = self.sheet.connections[name]
