@@ -19,9 +19,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import capture, connectors, errors
+from mapsync import capture, connectors, db_errors, errors
 from mapsync.capture import health
-from mapsync.connectors.sql import SqlDatabase, describe_error, normalize_url
+from mapsync.connectors.sql import SqlDatabase, normalize_url
 from mapsync.redact import redact
 from mapsync.sheet import places
 from mapsync.sheet.loader import LoadedSheet
@@ -78,8 +78,8 @@ class Checkup:
             return
         try:
             version = stored_version(url, _timeout(url.get_backend_name()))
-        except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as exc:
-            self.add(subject, "fail", f"cannot connect: {describe_error(exc, self.loaded.secrets)}")
+        except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as exc:  # a line of the report, not an error
+            self.add(subject, "fail", f"cannot connect: {db_errors.describe_error(exc, self.loaded.secrets)}")
             return
         if version is None:
             self.add(subject, "note", "reachable, no mapsync tables yet (`mapsync seed` creates them)")
@@ -176,7 +176,7 @@ class Checkup:
         try:
             with db.engine.connect() as conn:
                 version, user = conn.execute(sa.text(sql)).one()
-        except sa.exc.SQLAlchemyError as exc:
+        except sa.exc.SQLAlchemyError as exc:  # a line of the report, not an error
             self.add(
                 f"connection {name} ({db.dialect})",
                 "fail",
@@ -288,8 +288,8 @@ class Checkup:
                     self.add(subject, "fail", f"the file {path} is not writable")
                 elif path and side == "destination":
                     self.add(subject, "ok", "the file is writable")
-        except sa.exc.SQLAlchemyError as exc:
-            self.add(subject, "note", f"could not tell: {describe_error(exc, self.loaded.secrets)}")
+        except sa.exc.SQLAlchemyError as exc:  # a line of the report, not an error
+            self.add(subject, "note", f"could not tell: {db_errors.describe_error(exc, self.loaded.secrets)}")
 
 
 _GRANT = re.compile(r"^GRANT (.+?) ON (\S+) TO ", re.IGNORECASE)
@@ -359,7 +359,7 @@ def _describe(result: Any) -> str:
 
 
 def _reason(exc: BaseException, secrets: tuple[str, ...]) -> str:
-    text = describe_error(exc, secrets)
+    text = db_errors.describe_error(exc, secrets)
     return re.sub(r"^\(\S+\)\s*", "", text)
 
 

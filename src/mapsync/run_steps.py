@@ -8,9 +8,9 @@ import datetime as dt
 from typing import Any
 
 from mapsync import errors, records, transforms
-from mapsync.connectors.sql_time import parse_time
 from mapsync.run_types import RunReport
 from mapsync.sheet import models
+from mapsync.sql_time import parse_time
 from mapsync.state.store import Counts, LedgerEntry
 
 
