@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import db_errors, errors, rules
+from mapsync import casts, db_errors, errors, rules
 from mapsync.errors import RecordRejected
 from mapsync.sheet import map_files, models
 
@@ -64,7 +64,7 @@ class Lookup:
         if self.kind is None:
             return value
         try:
-            return rules.convert(value, self.kind)
+            return casts.convert(value, self.kind)
         except (ValueError, ArithmeticError, TypeError):
             return _MISSING
 
