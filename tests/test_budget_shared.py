@@ -88,11 +88,15 @@ def test_two_processes_share_one_credential_budget(
     src = sqlite_database()
     names = ["alpha", "beta"]
     for name in names:
-        h.execute(src, f"CREATE TABLE {name}_src (code VARCHAR(20) PRIMARY KEY, name VARCHAR(50), modified TEXT)")
+        h.execute(
+            src, f"CREATE TABLE {name}_src (code VARCHAR(20) PRIMARY KEY, name VARCHAR(50), modified TEXT)"
+        )
         rows = [{"k": f"{name[0]}{i:04d}", "n": f"{name} {i}"} for i in range(PER_SYNC)]
         h.execute(src, f"INSERT INTO {name}_src VALUES (:k, :n, '2026-01-01 00:00:00')", params=rows)
     syncs = "".join(SYNC.format(name=n) for n in names)
-    text = SHEET.format(state=state_url, src=src, base=box.base_url, limit=LIMIT, window=int(WINDOW), syncs=syncs)
+    text = SHEET.format(
+        state=state_url, src=src, base=box.base_url, limit=LIMIT, window=int(WINDOW), syncs=syncs
+    )
     (tmp_path / "sheet.yaml").write_text(text)
 
     # the store's schema is created up front so the processes' start-up is alike (creating a fresh

@@ -121,7 +121,9 @@ def test_slot_retaining_wal_over_the_threshold_warns(
     assert [c["status"] for c in capture] == ["note", "warn"]
     assert capture[0]["subject"] == "sync items: change capture (log)"
     assert f"slot {slot}" in capture[0]["detail"] and "warn above 1.0 KB" in capture[0]["detail"]
-    assert f"slot {slot} retains" in capture[1]["detail"] and "max_retained_wal 1.0 KB" in capture[1]["detail"]
+    assert (
+        f"slot {slot} retains" in capture[1]["detail"] and "max_retained_wal 1.0 KB" in capture[1]["detail"]
+    )
     text = h.mapsync("check", "sheet.yaml", cwd=tmp_path)
     assert text.returncode == 1 and "WARN" in text.stdout and "retains" in text.stdout
 
@@ -162,7 +164,9 @@ def test_missing_slot_warns(
     done = h.mapsync("check", "sheet.yaml", "--json", cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     warn = [c for c in _capture_findings(_json_of(done)) if c["status"] == "warn"]
-    assert len(warn) == 1 and "does not exist" in warn[0]["detail"] and "changelog install" in warn[0]["detail"]
+    assert (
+        len(warn) == 1 and "does not exist" in warn[0]["detail"] and "changelog install" in warn[0]["detail"]
+    )
 
 
 # --------------------------------------------------------------------------- queue backlog
@@ -211,7 +215,10 @@ def test_queue_installation_and_backlog(
     report = _json_of(done)
     (capture,) = _capture_findings(report)
     assert capture["status"] == "ok"
-    assert "triggers installed" in capture["detail"] and "backlog 6 new, 0 error, oldest new" in capture["detail"]
+    assert (
+        "triggers installed" in capture["detail"]
+        and "backlog 6 new, 0 error, oldest new" in capture["detail"]
+    )
     assert done.returncode == 0, done.stdout
     (row,) = _json_of(h.mapsync("status", "sheet.yaml", "--json", cwd=tmp_path))
     assert row["warnings"] == []

@@ -1,5 +1,7 @@
 """The engine loop over in-memory parts: isolation of bad records, systemic failures, the key
-ledger, record errors, leases and the cursor audit. State is the real StateStore on SQLite."""
+ledger, record errors, leases and the cursor audit. Each test runs on the real StateStore on
+SQLite and on the MemoryStore (state/memory.py; the contract suite, tests/contract/, holds it to
+the SQL store's semantics); a test that reaches into the store's tables runs on SQLite only."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import sqlalchemy as sa
 from mapsync import errors, records
 from mapsync.state import lease as leases
 from mapsync.state import report, schema, values
+from mapsync.state.memory import MemoryStore
+from mapsync.state.ports import Store
 from mapsync.state.store import Counts, StateStore
 from mapsync.testing import fakes
 
@@ -26,7 +30,7 @@ class World:
     engine: fakes.MemoryEngine
     source: fakes.MemorySource
     dest: fakes.MemoryDestination
-    store: StateStore
+    store: Any  # a StateStore or a MemoryStore (both: port `Store`)
 
     def errors(self, include_resolved: bool = True) -> dict[records.Key, dict[str, Any]]:
         rows = report.record_errors(self.store, "c", include_resolved, 1000)
@@ -44,9 +48,9 @@ def _row(i: int, version: int | None = None, name: str | None = None) -> dict[st
     return {"id": i, "name": name or f"name {i}", "status": "A", "version": i if version is None else version}
 
 
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator[Callable[..., World]]:
-    stores: list[StateStore] = []
+@pytest.fixture(params=["sqlite", "memory"])
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., World]]:
+    stores: list[Store] = []
 
     def build(n: int = 10, batch: int = 4, **spec: Any) -> World:
         folder = tmp_path / f"world{len(stores)}"
@@ -62,7 +66,7 @@ def make(tmp_path: Path) -> Iterator[Callable[..., World]]:
             },
             folder,
         )
-        store = fakes.state_store(folder)
+        store: Store = fakes.state_store(folder) if request.param == "sqlite" else MemoryStore()
         stores.append(store)
         source = fakes.MemorySource([_row(i) for i in range(1, n + 1)])
         dest = fakes.MemoryDestination()
@@ -363,6 +367,7 @@ def test_a_commit_with_a_stolen_lease_raises_lease_lost(make: Callable[..., Worl
     assert w.store.cursors("c") == {"watermark": 99}
 
 
+@pytest.mark.parametrize("make", ["sqlite"], indirect=True)  # it changes the leases table
 def test_a_run_whose_lease_is_stolen_mid_batch_commits_nothing(make: Callable[..., World]) -> None:
     w = make(n=4, batch=4)
 

@@ -150,25 +150,25 @@ def _batch(n_delete: int, n_upsert: int) -> tuple[list[records.Change], list[rec
 
 def test_incremental_guard_counts_deletes_per_batch(tmp_path: Path) -> None:
     capture = _Capture(_guard(tmp_path, 0.5))
-    before_send(capture, *_batch(3, 5))  # upserts do not count
-    before_send(capture, *_batch(2, 0))  # 5 of 10: the boundary itself passes
+    before_send(capture.guard, *_batch(3, 5))  # upserts do not count
+    before_send(capture.guard, *_batch(2, 0))  # 5 of 10: the boundary itself passes
     with pytest.raises(GuardTripped, match="reach 6 of 10") as exc:
-        before_send(capture, *_batch(1, 0))
+        before_send(capture.guard, *_batch(1, 0))
     assert exc.value.failure_class == "guard"
     assert capture.guard.deleted == 5  # the refused batch is not counted as sent
     forced = _Capture(_guard(tmp_path, 0.5, force=True))
-    before_send(forced, *_batch(10, 0))
+    before_send(forced.guard, *_batch(10, 0))
     ignored = _Capture(Guard("items", capture.guard.store, models.DeletesConfig(policy="ignore")))
-    before_send(ignored, *_batch(10, 0))  # `ignore` sends no delete: nothing to guard
+    before_send(ignored.guard, *_batch(10, 0))  # `ignore` sends no delete: nothing to guard
 
 
 def test_deletes_of_keys_not_live_in_the_ledger_do_not_count(tmp_path: Path) -> None:
     capture = _Capture(_guard(tmp_path, 0.1))
     changes = [records.Change("delete", (i,), None, {"id": i}) for i in (100, 101, 102)]
-    before_send(capture, changes, [records.Mapped("delete", c.key, c.key, None, {}) for c in changes])
+    before_send(capture.guard, changes, [records.Mapped("delete", c.key, c.key, None, {}) for c in changes])
     assert capture.guard.deleted == 0  # never delivered: deleting them removes nothing
     with pytest.raises(GuardTripped, match="reach 2 of 10"):
-        before_send(capture, *_batch(2, 0))  # live keys still count
+        before_send(capture.guard, *_batch(2, 0))  # live keys still count
 
 
 def test_an_inbox_delete_of_an_unknown_key_does_not_block_the_inbox(tmp_path: Path) -> None:

@@ -39,7 +39,9 @@ def test_a_v2_store_upgrades_in_place_to_v3(state_url: str, tmp_path: Path) -> N
     store = StateStore.open(state_url, tmp_path, create=False)
     try:
         with store.engine.connect() as conn:
-            assert conn.execute(sa.select(m.c.value).where(m.c.name == "schema_version")).scalar() == str(schema.SCHEMA_VERSION)
+            assert conn.execute(sa.select(m.c.value).where(m.c.name == "schema_version")).scalar() == str(
+                schema.SCHEMA_VERSION
+            )
             assert all(sa.inspect(conn).has_table(t) for t in V3_TABLES)
         assert store.cursor("s", "watermark") == "2024-01-01T00:00:00"
         first = inbox.append(store, "s", "e1", '{"sku": "A"}')

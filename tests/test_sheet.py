@@ -820,8 +820,12 @@ def test_cli_validate_never_shows_a_traceback(
         json_result = h.mapsync("validate", "--json", str(path), cwd=tmp_path)
         assert json_result.returncode == 2
         problems_ = json.loads(json_result.stdout)["problems"]
-        assert [(p["file"], p["line"], p["column"], p["path"]) for p in problems_] == [(str(path), 3, 1, None)]
-        assert problems_[0]["message"].startswith("invalid YAML: found character '\\t' that cannot start any token")
+        assert [(p["file"], p["line"], p["column"], p["path"]) for p in problems_] == [
+            (str(path), 3, 1, None)
+        ]
+        assert problems_[0]["message"].startswith(
+            "invalid YAML: found character '\\t' that cannot start any token"
+        )
 
 
 def test_missing_variable_names_it_on_the_cli(tmp_path: Path) -> None:

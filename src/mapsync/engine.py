@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from mapsync import (
@@ -25,13 +24,12 @@ from mapsync import (
     records,
     run_failures,
     run_steps,
-    transforms,
 )
-from mapsync import keys as key_forms
 from mapsync import mapping as compile_
-from mapsync.connectors import sqlite_text
 from mapsync.lease_watch import LeaseWatch, settled
+from mapsync.records import RunKind, RunStatus
 from mapsync.redact import redact
+from mapsync.run_scope import CapturePlan, Plan, Request, RetryPlan, RunScope
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
 from mapsync.run_types import RunReport as RunReport
@@ -40,7 +38,7 @@ from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases
 from mapsync.state.retention import purge
-from mapsync.state.store import Counts, StateStore, stamp
+from mapsync.state.store import Counts, StateStore
 
 CRASH_POINTS = crash.POINTS
 # failures that stop a run with one message and the cursor kept (anything else is a bug)
@@ -57,8 +55,8 @@ class Engine:
         self.store = store
         self.observer = observer or _Quiet()
         self._dbs: dict[str, Any] = {}
+        self._contexts: dict[str, capture.Context] = {}  # per sync: the context its capture was given
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
-        self._reads: dict[str, collisions.ReadKeys] = {}  # per sync: keys of the read's last batch
         self.watch = LeaseWatch(store, lambda: [store, *self._dbs.values()])
 
     def close(self) -> None:
@@ -108,7 +106,7 @@ class Engine:
         mapping = compile_.Mapping(
             cfg, dest.columns, dest.child_columns(), connect=self.database, folder=self.loaded.folder
         )
-        ctx = capture.Context(name, cfg, self.store, self.database)
+        ctx = self._contexts[name] = capture.Context(name, cfg, self.store, self.database)
         return Parts(
             source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch, ctx), version_column
         )
@@ -136,67 +134,13 @@ class Engine:
         cfg = self.sheet.syncs[name]
         parts = self.parts(name)
         # `deletes`: a key-set delete check (run --deletes); `force_deletes`: pass the guard once
-        guard.prepare(parts, self.store, name, cfg, deletes=deletes, force=force_deletes)
-        if window is not None and isinstance(cfg.changes, models.WatermarkChanges):
-            overlap = cfg.changes.overlap.model_copy(update={"window": window})
-            parts.capture.cfg = cfg.changes.model_copy(update={"overlap": overlap})
-        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
-            cursors = self.store.cursors(name)
-            kind = run_steps.effective_kind(self.sheet, name, kind, cursors, again)
-            run_id = self.store.start_run(name, kind, trigger, lease.token, scheduled_at)
-            report = RunReport(name, kind, run_id, "running", Counts())
-            log.info(
-                "run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind}
-            )
-            try:
-                if hasattr(parts.dest, "begin"):  # async delivery: its mode, and settle what a crash left
-                    parts.dest.begin(kind)
-                batches, fresh = self._batches(name, kind, parts, cursors, run_id, again)
-                self._reads[name] = collisions.ReadKeys()
-                self.observer.started(name, kind, self._total(parts, cfg, kind))
-                for batch in batches:
-                    crash.point("after_read")
-                    fresh = self._deliver(name, kind, parts, batch, report, lease, fresh)
-                final = (
-                    parts.capture.finish() if kind != "seed" else {"seed": {"status": "done", "at": stamp()}}
-                )
-                report.note_ignored(getattr(parts.capture, "ctx", None))
-                if kind == "overlap":
-                    final["overlap_at"] = stamp()
-                self.store.commit(
-                    sync=name,
-                    token=lease.token,
-                    run_id=run_id,
-                    delivered=[],
-                    rejected=[],
-                    cursors=final,
-                    counts=Counts(),
-                    lease_ttl=lease.ttl,
-                )
-            except _STOPS as exc:
-                return self._failed(report, exc)
-            except BaseException as exc:
-                if (cut := self.watch.cut_error(name, exc)) is not None:
-                    return self._failed(report, cut)
-                self._crashed(report, exc)
-                raise
-            report.status = "partial" if report.counts.rejected else "success"
-            if not keep_empty and not report.counts.changed and self.store.cursors(name) == cursors:
-                self.store.discard_run(run_id)
-                report.run_id = None
-                return report
-            self.store.finish_run(run_id, report.status)
-            purge(self.store, name, self.sheet.state.retention)
-            log.info(
-                "run_finished",
-                extra={
-                    "action": "run_finished",
-                    "sync": name,
-                    "run_id": run_id,
-                    **dataclasses.asdict(report.counts),
-                },
-            )
-            return report
+        run_guard, check = guard.prepare(
+            parts.capture, self.store, name, cfg, deletes=deletes, force=force_deletes
+        )
+        given = capture.RunInput(run_guard, check, window)
+        plan = CapturePlan(self.store, self.sheet, name, parts, RunKind(kind), again)
+        request = Request(RunKind(kind), trigger, scheduled_at, keep_empty, run_guard, given)
+        return self._scoped(name, parts, plan, request)
 
     @run_failures.recorded
     @settled
@@ -208,30 +152,29 @@ class Engine:
         through the usual map → write → commit; a run of kind `retry` under the sync's lease
         that leaves the capture cursors alone."""
         parts = self.parts(name)
-        batch_size = self.sheet.syncs[name].delivery.batch
+        plan = RetryPlan(self.store, name, parts, self.sheet.syncs[name].delivery.batch, field, key)
+        return self._scoped(name, parts, plan, Request(RunKind.RETRY, trigger))
+
+    def _scoped(self, name: str, parts: Parts, plan: Plan, request: Request) -> RunReport:
+        """A run of any kind: lease, run row, the plan's batches through `_step`, the run's end."""
         with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
-            keys = self.store.open_error_keys(name, field)
-            if key is not None:
-                keys = [k for k in keys if key_forms.matches(k, key)]
-            run_id = self.store.start_run(name, "retry", trigger, lease.token)
-            report = RunReport(name, "retry", run_id, "running", Counts())
+            cursors = self.store.cursors(name)
+            kind = plan.decide(cursors)
+            run_id = self.store.start_run(name, kind, request.trigger, lease.token, request.scheduled_at)
+            report = RunReport(name, kind, run_id, RunStatus.RUNNING, Counts())
+            scope = RunScope(name, kind, lease, report, request.guard, request.capture_input)
+            if (context := self._contexts.get(name)) is not None:
+                context.run = scope.capture_input  # the capture's input for this run, and no other
             log.info(
-                "run_started",
-                extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": "retry"},
+                "run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind}
             )
-            self.observer.started(name, "retry", len(keys))
             try:
-                for i in range(0, len(keys), batch_size):
-                    chunk = keys[i : i + batch_size]
-                    rows = parts.source.read_keys(chunk)
-                    changes = capture.to_changes(parts.source, rows, parts.version_column)
-                    found = {records.key_text(c.key) for c in changes}
-                    gone = [k for k in chunk if records.key_text(k) not in found]
-                    if gone:
-                        self.store.note_gone(name, gone)
-                        report.gone.extend(gone)
-                    if changes:
-                        self._deliver(name, "retry", parts, records.Batch(changes), report, lease, False)
+                batches, total = plan.start(scope)
+                self.observer.started(name, kind, total)
+                for batch in batches:
+                    crash.point("after_read")
+                    self._step(scope, parts, batch)
+                plan.end(scope)
             except _STOPS as exc:
                 return self._failed(report, exc)
             except BaseException as exc:
@@ -239,122 +182,93 @@ class Engine:
                     return self._failed(report, cut)
                 self._crashed(report, exc)
                 raise
-            report.status = "partial" if report.counts.rejected or report.gone else "success"
+            partial = report.counts.rejected or report.gone
+            report.status = RunStatus.PARTIAL if partial else RunStatus.SUCCESS
+            if not request.keep_empty and not report.counts.changed and self.store.cursors(name) == cursors:
+                self.store.discard_run(run_id)
+                report.run_id = None
+                return report
             message = f"{len(report.gone)} source row(s) gone" if report.gone else None
             self.store.finish_run(run_id, report.status, None, message)
-            log.info("run_finished", extra={"action": "run_finished", "sync": name, "run_id": run_id})
+            if plan.purge:
+                purge(self.store, name, self.sheet.state.retention)
+            counts = dataclasses.asdict(report.counts)
+            log.info(
+                "run_finished", extra={"action": "run_finished", "sync": name, "run_id": run_id, **counts}
+            )
             return report
 
-    def _batches(
-        self, name: str, kind: str, parts: Parts, cursors: dict[str, Any], run_id: int, again: bool
-    ) -> tuple[Iterator[records.Batch], bool]:
-        cfg = self.sheet.syncs[name]
-        if kind != "seed":
-            return parts.capture.read(kind, cursors), False
-        seed = cursors.get("seed") or {}
-        resuming = seed.get("status") == "running"
-        if not resuming:
-            # a re-seed keeps the watermark it had: changes since the last run (outside
-            # `seed.where`, say) are still read by the next run
-            start = {} if again and cursors.get("watermark") is not None else parts.capture.start_seed()
-            first = {
-                **start,
-                "seed": {"status": "running", "after": None},
-                "position": None,
-            }
-            self.store.set_cursors(name, first, run_id)
-            cursors = self.store.cursors(name)
-        fresh = not resuming and not again and parts.dest.is_empty()
-        seeder = getattr(parts.capture, "seed_batches", capture.seed_batches)  # snapshot: hashes
-        return seeder(parts.source, cursors, cfg.delivery.batch, cfg.seed.where, parts.version_column), fresh
-
-    def _total(self, parts: Parts, cfg: Any, kind: str) -> int | None:
-        return None if kind != "seed" else parts.source.count(cfg.seed.where)
-
-    def _deliver(
-        self,
-        name: str,
-        kind: str,
-        parts: Parts,
-        batch: records.Batch,
-        report: RunReport,
-        lease: leases.Lease,
-        fresh: bool,
-    ) -> bool:
+    def _step(self, scope: RunScope, parts: Parts, batch: records.Batch) -> None:
+        """One batch: map → ledger → collisions → guard → write → acknowledge → commit."""
+        name, report = scope.sync, scope.report
         counts = Counts(read=len(batch.changes))
-        changes, rejected = collisions.duplicates(batch, self._reads.get(name))
-        changes, undecodable = sqlite_text.reject(changes)
-        rejected += undecodable
-        ctx = parts.mapping.prepare(changes)
-        tally = transforms.Tally()
-        mapped: list[records.Mapped] = []
-        gone = report.gone_at_source  # keys deleted at the source: what their policy made of them
-        for change in changes:
-            out = parts.mapping.apply(change, ctx, tally)
-            if change.op == "delete":
-                gone["found"] = gone.get("found", 0) + 1
-                gone["ignored"] = gone.get("ignored", 0) + (out is None)
-            if out is None:
-                counts.skipped += change.op != "delete"  # an ignored delete is no unchanged row
-            elif isinstance(out, records.Rejection):
-                rejected.append(out)
-            else:
-                mapped.append(out)
+        mapped, rejected, tally = run_steps.map_batch(parts.mapping, batch, scope.reads, report, counts)
         # a fresh seed writes into an empty destination: every row must go, whatever the ledger
         # says (it holds at most this run's earlier, disjoint keys), so it is not read. A resumed
         # seed or `--again` is never fresh and looks up as usual.
-        ledger = {} if fresh else self.store.ledger(name, [m.key for m in mapped])
+        ledger = {} if scope.fresh else self.store.ledger(name, [m.key for m in mapped])
         zone = getattr(parts.capture, "zone", None)
-        send, seen = run_steps.against_ledger(kind, mapped, ledger, parts.capture.low(), zone, counts)
+        low = parts.capture.low()
+        send, seen = run_steps.against_ledger(scope.kind, mapped, ledger, low, zone, counts, scope.forced)
         send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
         rejected += collided
-        guard.before_send(parts.capture, batch.changes, send)  # the mass-delete guard
-        if send:  # nothing goes out under a lost lease, and the write ends before it would run out
-            self.watch.renew(lease)
-        result = parts.dest.write(send, fresh=fresh) if send else records.WriteResult()
-        report.fell_back = getattr(parts.dest, "fell_back", 0)  # the destination's count this run
-        crash.point("after_write")
+        guard.before_send(scope.guard, batch.changes, send)  # the mass-delete guard
+        result = self._write(scope, parts, send)
         # record errors are stored and shown: no form of a secret goes into them
         all_rejected = [self._redact_rejection(r) for r in rejected + result.rejected]
         parts.capture.acknowledge(batch, records.WriteResult(result.delivered, all_rejected))
         crash.point("after_ack")
-        counts.written = sum(1 for d in result.delivered if d.op != "delete")
-        if gone:  # a disabling delete is written as an update of the row (in `written` above)
-            gone["disabled"] = gone.get("disabled", 0) + sum(1 for d in result.delivered if d.op == "update")
-        counts.deleted = sum(1 for d in result.delivered if d.op == "delete")
-        counts.rejected = len(all_rejected)
-        counts.truncated = sum(tally.truncated.values())
-        counts.defaulted = sum(tally.defaulted.values())  # (kept values are reported as `kept`)
+        run_steps.count_outcome(counts, result, all_rejected, tally, report.gone_at_source)
+        self._commit(scope, batch, seen + result.delivered, all_rejected, counts)
+        run_steps.add_batch(report, counts, tally, all_rejected)
+        self.observer.batch(name, report.counts)
+        log.debug(
+            "batch_committed", extra={"action": "batch_committed", "sync": name, **dataclasses.asdict(counts)}
+        )
+
+    def _write(self, scope: RunScope, parts: Parts, send: list[records.Mapped]) -> records.WriteResult:
+        """The destination write: nothing goes out under a lost lease, and the write ends before
+        it would run out."""
+        if send:
+            self.watch.renew(scope.lease)
+        result = parts.dest.write(send, fresh=scope.fresh) if send else records.WriteResult()
+        scope.report.fell_back = getattr(parts.dest, "fell_back", 0)  # the destination's count this run
+        crash.point("after_write")
+        return result
+
+    def _commit(
+        self,
+        scope: RunScope,
+        batch: records.Batch,
+        delivered: list[records.Delivered],
+        rejected: list[records.Rejection],
+        counts: Counts,
+    ) -> None:
+        """The batch's state commit (ledger, record errors, cursor position, counts), fenced."""
         started = time.monotonic()
         new_values = self.store.commit(
-            sync=name,
-            token=lease.token,
-            run_id=report.run_id or 0,
-            delivered=seen + result.delivered,
-            rejected=all_rejected,
+            sync=scope.sync,
+            token=scope.lease.token,
+            run_id=scope.run_id,
+            delivered=delivered,
+            rejected=rejected,
             cursors=batch.position or {},
             counts=counts,
-            lease_ttl=lease.ttl,
+            lease_ttl=scope.lease.ttl,
         )
         self.watch.renewed(started)  # the commit renewed the lease
         crash.point("after_commit")
         for v in new_values:  # alerting channels hook in here later
             alert = {k: v[k] for k in ("field", "rule", "value")}
-            log.warning("unmapped_value_new", extra={"action": "unmapped_value_new", "sync": name, **alert})
-        report.counts.add(counts)
-        run_steps.add_tallies(report, tally)
-        report.samples.extend(all_rejected[: max(0, 20 - len(report.samples))])
-        self.observer.batch(name, report.counts)
-        log.debug(
-            "batch_committed", extra={"action": "batch_committed", "sync": name, **dataclasses.asdict(counts)}
-        )
-        return fresh
+            log.warning(
+                "unmapped_value_new", extra={"action": "unmapped_value_new", "sync": scope.sync, **alert}
+            )
 
     def _failed(self, report: RunReport, exc: Exception) -> RunReport:
         """A run stopped on purpose (systemic failure, lost lease): one message, cursor kept."""
-        report.status, report.message = "failed", self._redact(str(exc))
+        report.status, report.message = RunStatus.FAILED, self._redact(str(exc))
         report.failure_class = getattr(exc, "failure_class", "tool")
-        self.store.finish_run(report.run_id or 0, "failed", report.failure_class, report.message)
+        self.store.finish_run(report.run_id or 0, RunStatus.FAILED, report.failure_class, report.message)
         log.error(
             "run_failed",
             extra={
@@ -369,7 +283,7 @@ class Engine:
     def _crashed(self, report: RunReport, exc: BaseException) -> None:
         """An unexpected error (a bug, or Ctrl-C): record it; the caller re-raises."""
         message = self._redact(f"{type(exc).__name__}: {exc}")
-        self.store.finish_run(report.run_id or 0, "failed", "tool", message)
+        self.store.finish_run(report.run_id or 0, RunStatus.FAILED, "tool", message)
 
     def _redact(self, text: str) -> str:
         return redact(text, self.loaded.secrets)

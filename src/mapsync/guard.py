@@ -109,28 +109,30 @@ class Guard:
 
 
 def prepare(
-    parts: Any, store: StateStore, sync: str, cfg: models.SyncConfig, *, deletes: bool, force: bool
-) -> None:
-    """Give a run's capture its guard (`capture.guard`), and ask it for a key-set delete check
-    (`mapsync run --deletes`) where the method needs one. ConfigError if it cannot look."""
-    capture = parts.capture
-    capture.guard = Guard(sync, store, cfg.deletes, force=force)
+    capture: Any, store: StateStore, sync: str, cfg: models.SyncConfig, *, deletes: bool, force: bool
+) -> tuple[Guard, bool]:
+    """The run's guard, and whether its capture is to run a key-set delete check (`mapsync run
+    --deletes`, for a method that checks only on request). ConfigError if the method cannot
+    look for deleted rows at all."""
+    guard = Guard(sync, store, cfg.deletes, force=force)
     if not deletes:
-        return
-    if hasattr(capture, "check_deletes"):
-        capture.check_deletes = True
-        return
+        return guard, False
+    if getattr(type(capture), "checks_deletes_on_request", False):
+        return guard, True
     emits = getattr(type(capture), "emits_deletes", None)
     if emits is None or not emits(cfg.changes):
         raise errors.ConfigError(
             f"sync {sync}: --deletes: `changes: {{method: {cfg.changes.method}}}` cannot look for "
             "deleted rows (use `watermark` or `snapshot`)"
         )
+    return guard, False
 
 
-def before_send(capture: Any, changes: Sequence[records.Change], send: Sequence[records.Mapped]) -> None:
-    """The engine's hook, right before a batch is written: count the deletes among `send`."""
-    guard: Guard | None = getattr(capture, "guard", None)
+def before_send(
+    guard: Guard | None, changes: Sequence[records.Change], send: Sequence[records.Mapped]
+) -> None:
+    """The engine's hook, right before a batch is written: count the deletes among `send`
+    against the run's guard (None: a run that sends no delete, such as a retry)."""
     if guard is None or not guard.active:
         return
     gone = {c.key for c in changes if c.op == "delete"}

@@ -1,11 +1,13 @@
 """Translations that read other data: `lookup` (batched per batch, cached) and `map_from` (read once).
 
-A `Resolver` belongs to one compiled `Mapping`. While the mapping compiles, the `lookup` and
-`map` rules (transforms.py) find it through `_active`: `map_from` is read there, once, and each
-`lookup` gets a `Lookup` whose cache lives for the run. `Mapping.prepare(batch)` runs the lookup
-fields in collect mode (each lookup step notes its input value and stops), then fetches every
-value not cached yet with one `WHERE key IN (...)` query per lookup (per 1,000 values). `apply`
-then only reads the cache: no query ever runs per record.
+A `Resolver` belongs to one compiled `Mapping`, which hands it to the `lookup` and `map` rules
+as it compiles them (`transforms.WITH_RESOLVER`; no context variable): `map_from` is read there,
+once, and each `lookup` gets a `Lookup` whose cache lives with the mapping (one run: the engine
+compiles a sync's mapping for each run). `Mapping.prepare(batch)` runs the lookup fields in
+collect mode (each lookup step notes its input value and stops), then fetches every value not
+cached yet with one `WHERE key IN (...)` query per lookup (per 1,000 values), and returns the
+context `apply` takes (it names the resolver whose cache it filled). `apply` then only reads the
+cache: no query ever runs per record.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +122,6 @@ class Resolver:
         self.collecting = False
         self._maps: dict[Any, dict[str, Any]] = {}
 
-    def activate(self) -> Token[Resolver | None]:
-        """Make this the resolver the rules compile against (until `deactivate`)."""
-        return _active.set(self)
-
     def database(self, name: str, what: str) -> Any:
         if self.connect is None:
             raise errors.ConfigError(f"{what} needs connection {name}, and no connections are open here")
@@ -201,13 +198,6 @@ class Resolver:
         return out
 
 
-_active: ContextVar[Resolver | None] = ContextVar("mapsync_lookups", default=None)
-
-
-def deactivate(token: Token[Resolver | None]) -> None:
-    _active.reset(token)
-
-
 def read_csv_map(path: Path, data: bytes) -> dict[str, str]:
     """A two-column CSV (header, then source,destination) read from `path` (its bytes already
     read, bounded, by map_files.read); ConfigError names file and line."""
@@ -253,17 +243,16 @@ def read_csv_map(path: Path, data: bytes) -> dict[str, str]:
 # --------------------------------------------------------------------------- the rules' halves
 
 
-def load_map(source: models.MapSource, field: str) -> dict[str, Any]:
-    """The entries of `map_from` (read once, while the mapping compiles)."""
-    resolver = _active.get() or Resolver(None, None)
-    return resolver.load_map(source, field)
+def load_map(source: models.MapSource, field: str, resolver: Resolver | None) -> dict[str, Any]:
+    """The entries of `map_from` (read once, while the mapping compiles); without the mapping's
+    resolver only a file relative to the working directory can be read."""
+    return (resolver or Resolver(None, None)).load_map(source, field)
 
 
-def compile_lookup(spec: models.FieldRule, field: str) -> rules.Step | None:
+def compile_lookup(spec: models.FieldRule, field: str, resolver: Resolver | None) -> rules.Step | None:
     if spec.lookup is None:
         return None
     rule = spec.lookup
-    resolver = _active.get()
     if resolver is None:
         raise errors.ConfigError(f"field `{field}`: `lookup` needs the engine's connections")
     lookup = resolver.lookup(rule, field)

@@ -37,12 +37,16 @@ _PY_KIND = {
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-    """What `prepare` fetched for one batch (batched lookups land here)."""
+    """What `prepare` fetched for one batch: the resolver whose lookup caches now hold the
+    batch's values (None: the mapping has no lookup), for `apply`."""
 
+    resolver: lookups.Resolver | None = None
     lookups: AbcMapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _compile_field(name: str, spec: models.FieldRule, column: ColumnInfo | None) -> FieldFn:
+def _compile_field(
+    name: str, spec: models.FieldRule, column: ColumnInfo | None, resolver: lookups.Resolver | None
+) -> FieldFn:
     if spec.truncate == "auto":
         if column is None or column.length is None:
             raise ConfigError(
@@ -50,7 +54,12 @@ def _compile_field(name: str, spec: models.FieldRule, column: ColumnInfo | None)
                 "(give a number instead)"
             )
         spec = spec.model_copy(update={"truncate": column.length})
-    compiled = [(r, s) for r, compile_ in transforms.RULES.items() if (s := compile_(spec, name)) is not None]
+    resolved = transforms.WITH_RESOLVER  # the rules that read other data get the mapping's resolver
+    compiled = [
+        (r, s)
+        for r, compile_ in transforms.RULES.items()
+        if (s := resolved[r](spec, name, resolver) if r in resolved else compile_(spec, name)) is not None
+    ]
     compiled = transforms.settle_kept(compiled, spec, name)
     steps = [s for _, s in compiled]
     row_steps = {id(s) for rule, s in compiled if rule in transforms.ROW_RULES}  # called with the row
@@ -230,6 +239,7 @@ class RowMapping:
         key: models.KeyMap,
         columns: dict[str, ColumnInfo],
         on_null: str = "send",
+        resolver: lookups.Resolver | None = None,
     ) -> None:
         missing = [f for f in [*fields, *key.to] if columns and f not in columns]
         if missing:
@@ -240,7 +250,9 @@ class RowMapping:
             else spec.model_copy(update={"on_null": on_null})
             for name, spec in fields.items()
         }
-        self.fields = {name: _compile_field(name, spec, columns.get(name)) for name, spec in specs.items()}
+        self.fields = {
+            name: _compile_field(name, spec, columns.get(name), resolver) for name, spec in specs.items()
+        }
         self.omits = any(spec.on_null == "omit" for spec in specs.values())
         self.key_checks = [
             (src, constraint_check(dst, columns.get(dst))) for src, dst in zip(key.from_, key.to, strict=True)
@@ -294,19 +306,17 @@ class Mapping:
     ) -> None:
         # `connect(name)` opens connections for `lookup` and `map_from: {connection: …}`; a
         # relative `map_from: {file: …}` resolves against `folder` (the sheet's)
-        self.resolver = lookups.Resolver(connect, folder)
-        active = self.resolver.activate()
-        self.main = RowMapping(sync.fields, sync.key, columns, sync.on_null)
+        self.resolver = resolver = lookups.Resolver(connect, folder)
+        self.main = RowMapping(sync.fields, sync.key, columns, sync.on_null, resolver)
         self.children = {
             name: (
-                RowMapping(child.fields, child.key, child_columns.get(name, {}), sync.on_null),
+                RowMapping(child.fields, child.key, child_columns.get(name, {}), sync.on_null, resolver),
                 list(child.parent.to),
             )
             for name, child in sync.children.items()
         }
         self.deletes = sync.deletes
         self._expiry = sync.deletes.policy == "by_reason"
-        lookups.deactivate(active)
         self._lookup_fields = [self.main.fields[n] for n, s in sync.fields.items() if s.lookup]
         self._child_lookup_fields = {
             name: [self.children[name][0].fields[n] for n, s in child.fields.items() if s.lookup]
@@ -314,10 +324,12 @@ class Mapping:
         }
 
     def prepare(self, changes: list[records.Change]) -> Context:
-        """Fetch the batch's lookup values not cached yet: one query per lookup (per 1,000 values)."""
-        if self.resolver.lookups:
-            self.resolver.prepare(self._lookup_work(changes))
-        return Context()
+        """Fetch the batch's lookup values not cached yet: one query per lookup (per 1,000 values);
+        the context returned is what `apply` reads them through."""
+        if not self.resolver.lookups:
+            return Context()
+        self.resolver.prepare(self._lookup_work(changes))
+        return Context(self.resolver)
 
     def _lookup_work(self, changes: list[records.Change]) -> Iterator[tuple[FieldFn, records.Row]]:
         for change in changes:

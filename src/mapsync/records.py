@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
+import enum
 import hashlib
 import json
 from collections.abc import Mapping
@@ -27,13 +28,42 @@ class Change:
     children: Mapping[str, list[Row]] = dataclasses.field(default_factory=dict)
 
 
+class RunKind(enum.StrEnum):
+    """What a run does (stored in the run history as its value)."""
+
+    SEED = "seed"
+    RUN = "run"
+    OVERLAP = "overlap"  # a run re-reading a window of the watermark
+    RETRY = "retry"  # the rows of open record errors, read again by key
+    # declared for the run kinds that come next; nothing starts them yet
+    RECONCILE = "reconcile"
+    REPAIR = "repair"
+    REEXPORT = "reexport"
+
+
+class RunStatus(enum.StrEnum):
+    """How a run ended (`running` until it did), as stored in the run history."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    PARTIAL = "partial"  # delivered, with record errors
+    FAILED = "failed"
+
+
 @dataclasses.dataclass(slots=True)
 class Batch:
-    """An ordered, bounded list of changes and the capture position after them."""
+    """An ordered, bounded list of changes and the capture position after them.
+
+    `changes` may be any sequence whose items are made on access (a columnar batch that builds
+    each `Change` from its Arrow row only when asked): the engine only iterates it and takes its
+    length. `ack` is what the capture that made the batch needs to acknowledge it (the queue
+    rows, the inbox items of each key): the batch carries it, so the capture keeps no plan of its
+    own between `read` and `acknowledge`; each capture gives it its own type."""
 
     changes: list[Change]
     position: Any = None
     read: bool = False  # rows read from the source (seed, full, watermark): each key at most once
+    ack: object | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,13 +1,15 @@
 """Steps of one run that need nothing of the engine but their arguments: which kind of run a
-request becomes, how a mapped batch sorts against the key ledger, and how a batch's tallies add
-up into the run report."""
+request becomes, how a batch is mapped, how a mapped batch sorts against the key ledger, and how
+a batch's outcome adds up into the run report."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from mapsync import errors, records, transforms
+from mapsync import collisions, errors, records, transforms
+from mapsync import mapping as compile_
+from mapsync.connectors import sqlite_text
 from mapsync.run_types import RunReport
 from mapsync.sheet import models
 from mapsync.sql_time import parse_time
@@ -41,6 +43,36 @@ def effective_kind(sheet: models.Sheet, name: str, kind: str, cursors: dict[str,
     return kind
 
 
+def map_batch(
+    mapping: compile_.Mapping,
+    batch: records.Batch,
+    reads: collisions.ReadKeys | None,
+    report: RunReport,
+    counts: Counts,
+) -> tuple[list[records.Mapped], list[records.Rejection], transforms.Tally]:
+    """Map a batch: keys a read returned twice and undecodable rows are rejected first; a delete
+    the policy ignores is counted in the report's `gone_at_source`, an unchanged row as skipped."""
+    changes, rejected = collisions.duplicates(batch, reads)
+    changes, undecodable = sqlite_text.reject(changes)
+    rejected += undecodable
+    ctx = mapping.prepare(changes)
+    tally = transforms.Tally()
+    mapped: list[records.Mapped] = []
+    gone = report.gone_at_source  # keys deleted at the source: what their policy made of them
+    for change in changes:
+        out = mapping.apply(change, ctx, tally)
+        if change.op == "delete":
+            gone["found"] = gone.get("found", 0) + 1
+            gone["ignored"] = gone.get("ignored", 0) + (out is None)
+        if out is None:
+            counts.skipped += change.op != "delete"  # an ignored delete is no unchanged row
+        elif isinstance(out, records.Rejection):
+            rejected.append(out)
+        else:
+            mapped.append(out)
+    return mapped, rejected, tally
+
+
 def against_ledger(
     kind: str,
     mapped: list[records.Mapped],
@@ -48,16 +80,21 @@ def against_ledger(
     low: Any,
     zone: dt.tzinfo | None,
     counts: Counts,
+    forced: frozenset[str] = frozenset(),
 ) -> tuple[list[records.Mapped], list[records.Delivered]]:
-    """What to send (new or changed since the ledger's entry) and what was only seen again (same
-    content under a newer version: the ledger moves, the destination is not written). An
-    overlap run counts the rows the incremental runs had missed."""
+    """What to send (new or changed since the ledger's entry, or forced: key texts written
+    whatever the ledger holds) and what was only seen again (same content under a newer
+    version: the ledger moves, the destination is not written). An overlap run counts the rows
+    the incremental runs had missed."""
     send: list[records.Mapped] = []
     seen: list[records.Delivered] = []
     for m in mapped:
         entry = ledger.get(m.key)
         if kind == "overlap" and missed(entry, m, low, zone):
             counts.missed += 1
+        if forced and records.key_text(m.key) in forced:
+            send.append(m)
+            continue
         if entry is not None and entry.hash == m.hash and not entry.deleted and m.op == "upsert":
             counts.skipped += 1
             if not same_version(entry.version, m.version):
@@ -65,6 +102,32 @@ def against_ledger(
             continue
         send.append(m)
     return send, seen
+
+
+def count_outcome(
+    counts: Counts,
+    result: records.WriteResult,
+    rejected: list[records.Rejection],
+    tally: transforms.Tally,
+    gone: dict[str, int],
+) -> None:
+    """A batch's counts once the destination answered (`gone`: the report's `gone_at_source`)."""
+    counts.written = sum(1 for d in result.delivered if d.op != "delete")
+    if gone:  # a disabling delete is written as an update of the row (in `written` above)
+        gone["disabled"] = gone.get("disabled", 0) + sum(1 for d in result.delivered if d.op == "update")
+    counts.deleted = sum(1 for d in result.delivered if d.op == "delete")
+    counts.rejected = len(rejected)
+    counts.truncated = sum(tally.truncated.values())
+    counts.defaulted = sum(tally.defaulted.values())  # (kept values are reported as `kept`)
+
+
+def add_batch(
+    report: RunReport, counts: Counts, tally: transforms.Tally, rejected: list[records.Rejection]
+) -> None:
+    """Add a committed batch's counts, tallies and first rejections to the run's report."""
+    report.counts.add(counts)
+    add_tallies(report, tally)
+    report.samples.extend(rejected[: max(0, 20 - len(report.samples))])
 
 
 def add_tallies(report: RunReport, tally: transforms.Tally) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from mapsync import mapping as compile_
 from mapsync import records
+from mapsync.records import RunKind, RunStatus
 from mapsync.state.store import Counts
 
 
@@ -30,9 +31,9 @@ class _Quiet:
 @dataclasses.dataclass
 class RunReport:
     sync: str
-    kind: str
+    kind: RunKind
     run_id: int | None
-    status: str  # success | partial | failed
+    status: RunStatus
     counts: Counts
     message: str | None = None
     failure_class: str | None = None
@@ -51,15 +52,14 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return self.status == "success"
+        return self.status == RunStatus.SUCCESS
 
-    def note_ignored(self, ctx: Any) -> None:
-        """Deletes a key walk found but did not send (policy `ignore`, counted on its context)."""
-        n = getattr(ctx, "ignored_deletes", 0)
+    def note_ignored(self, n: int) -> None:
+        """Deletes a key walk found but did not send (policy `ignore`, counted by the capture in
+        the run's `capture.RunInput`)."""
         if n:
             self.gone_at_source["found"] = self.gone_at_source.get("found", 0) + n
             self.gone_at_source["ignored"] = self.gone_at_source.get("ignored", 0) + n
-            ctx.ignored_deletes = 0
 
 
 @dataclasses.dataclass

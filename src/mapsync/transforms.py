@@ -7,6 +7,7 @@ raises `RecordRejected` for a value it cannot translate: nothing is guessed sile
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from mapsync import conversion, lookups, validation  # noqa: F401  (they register their rules)
@@ -58,13 +59,12 @@ def _on_null(spec: models.FieldRule, field: str) -> Step | None:
     return {"default": default, "omit": omit, "reject": reject}[policy]
 
 
-@rule("map")
-def _map(spec: models.FieldRule, field: str) -> Step | None:
+def map_rule(spec: models.FieldRule, field: str, resolver: lookups.Resolver | None) -> Step | None:
     if spec.map is None and spec.map_from is None:
         return None
     table = {str(k): v for k, v in (spec.map or {}).items()}
     if spec.map_from is not None:  # read once, here; entries of `map` win
-        table = {**lookups.load_map(spec.map_from, field), **table}
+        table = {**lookups.load_map(spec.map_from, field, resolver), **table}
     policy, fallback = spec.on_unknown, spec.map_default
     listed = ", ".join(list(table)[:8]) + (", …" if len(table) > 8 else "")
     placed_later = spec.country is not None or spec.lookup is not None  # `keep` hands the value on
@@ -89,6 +89,11 @@ def _map(spec: models.FieldRule, field: str) -> Step | None:
         )
 
     return step
+
+
+@rule("map")
+def _map(spec: models.FieldRule, field: str) -> Step | None:
+    return map_rule(spec, field, None)
 
 
 def settle_kept(
@@ -153,10 +158,15 @@ def _country(spec: models.FieldRule, field: str) -> Step | None:
 
 @rule("lookup")
 def _lookup(spec: models.FieldRule, field: str) -> Step | None:
-    if spec.lookup is None:
-        return None
-    # batched and cached per run: see lookups.py
-    return lookups.compile_lookup(spec, field)
+    # batched and cached: see lookups.py; without a mapping's resolver there is no connection
+    return lookups.compile_lookup(spec, field, None)
+
+
+# rules that read other data: a compiled Mapping calls these with its resolver instead
+WITH_RESOLVER: dict[str, Callable[[models.FieldRule, str, lookups.Resolver | None], Step | None]] = {
+    "map": map_rule,
+    "lookup": lookups.compile_lookup,
+}
 
 
 @rule("cast")

@@ -4,6 +4,7 @@ the helpers that turn source rows into changes."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -12,22 +13,36 @@ from mapsync import records
 from mapsync.connectors.sql_source import SqlSource
 
 if TYPE_CHECKING:
+    from mapsync.guard import Guard
     from mapsync.sheet import models
     from mapsync.state.store import StateStore
 
 
 @dataclasses.dataclass
+class RunInput:
+    """What one run hands its capture (a new one per run, from the engine's run scope): the
+    run's mass-delete guard (None: the capture judges with one of the sheet's settings),
+    whether `mapsync run --deletes` asked for a key-set delete check, an overlap `--window`,
+    and, filled in by the capture, the deletes a key walk found but sent none of (policy
+    `ignore`), for the run's report."""
+
+    guard: Guard | None = None
+    check_deletes: bool = False
+    window: dt.timedelta | None = None
+    ignored_deletes: int = 0
+
+
+@dataclasses.dataclass
 class Context:
     """What a capture method may use besides its source: the sync's name and config, the state
-    store (key ledger, cursors) and the engine's open connections by name."""
+    store (key ledger, cursors), the engine's open connections by name, and the current run's
+    input (`run`, replaced by the engine before each run: the capture keeps none of it)."""
 
     sync: str
     config: models.SyncConfig
     store: StateStore
     database: Callable[[str], Any]
-    # keys a key walk found gone at the source but sent no delete for (policy `ignore`), for the
-    # run's report
-    ignored_deletes: int = 0
+    run: RunInput = dataclasses.field(default_factory=RunInput)
 
 
 class Capture(Protocol):

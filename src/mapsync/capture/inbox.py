@@ -47,6 +47,13 @@ class _Event:
     event_id: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A batch's acknowledgement (`Batch.ack`): key text → its inbox items, newest last."""
+
+    items: dict[str, list[int]]
+
+
 class BadPayload(ValueError):
     """An inbox item that cannot become a change."""
 
@@ -100,7 +107,6 @@ class InboxCapture:
         self.batch = batch
         self.ctx = ctx
         self.key_columns = list(ctx.config.key.from_)
-        self._plans: dict[int, dict[str, list[int]]] = {}  # id(batch) → key text → items, newest last
 
     @staticmethod
     def version_column(cfg: InboxChanges) -> None:
@@ -128,14 +134,13 @@ class InboxCapture:
             if not items:
                 return
             after, taken = items[-1].id, taken + len(items)
-            batch, plan = self._batch(items)
-            if not batch.changes:
+            changes, plan = self._changes(items)
+            if not changes:
                 inbox.finish(self.ctx.store, [i for ids in plan.values() for i in ids], {})
                 continue
-            self._plans[id(batch)] = plan
-            yield batch
+            yield records.Batch(changes, ack=_Plan(plan))
 
-    def _batch(self, items: list[inbox.Item]) -> tuple[records.Batch, dict[str, list[int]]]:
+    def _changes(self, items: list[inbox.Item]) -> tuple[list[records.Change], dict[str, list[int]]]:
         field = self.cfg.version_field
         events: dict[str, list[_Event]] = {}
         bad: dict[int, str] = {}
@@ -195,10 +200,10 @@ class InboxCapture:
             plan[records.key_text(change.key)] = ids
         if bad or stale:
             inbox.finish(self.ctx.store, [], bad, stale)
-        return records.Batch(changes), plan
+        return changes, plan
 
     def acknowledge(self, batch: records.Batch, result: records.WriteResult) -> None:
-        plan = self._plans.pop(id(batch), {})
+        plan = batch.ack.items if isinstance(batch.ack, _Plan) else {}
         rejected = {records.key_text(r.key): r.message for r in result.rejected}
         processed: list[int] = []
         failed: dict[int, str] = {}

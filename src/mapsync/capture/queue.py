@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from mapsync import db_errors, errors, records
 from mapsync.capture import queue_table as qt
 from mapsync.capture.base import Context, register, to_changes
+from mapsync.capture.triggers import QueueStatus
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.sheet.queue_model import QueueChanges
 
@@ -47,6 +48,13 @@ class _Group:
     record_key: str  # as the trigger wrote it
     newest: qt.Claimed
     older: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A batch's acknowledgement (`Batch.ack`): the claimed rows of each of its keys."""
+
+    groups: list[_Group]
 
 
 def parse_key(record_key: str) -> records.Key:
@@ -98,7 +106,6 @@ class QueueCapture:
                 "`mapsync triggers install SHEET` first (before the seed, so no change is missed)"
             )
         self.token = uuid.uuid4().hex
-        self._plans: dict[int, list[_Group]] = {}
         self._errors_seen = False
         self._claimed = False
 
@@ -134,9 +141,7 @@ class QueueCapture:
                 claimed = self._claim(up_to)
                 if not claimed:
                     return
-                batch, groups = self._batch(claimed)
-                self._plans[id(batch)] = groups
-                yield batch
+                yield self._batch(claimed)
         finally:  # a run that stopped (not one that was killed) hands back what it did not mark
             self._release()
 
@@ -161,7 +166,7 @@ class QueueCapture:
         finally:
             conn.close()
 
-    def _batch(self, claimed: list[qt.Claimed]) -> tuple[records.Batch, list[_Group]]:
+    def _batch(self, claimed: list[qt.Claimed]) -> records.Batch:
         by_key: dict[str, list[qt.Claimed]] = {}
         for row in claimed:  # in id order
             by_key.setdefault(row.record_key, []).append(row)
@@ -187,7 +192,7 @@ class QueueCapture:
                 changes[:0] = to_changes(self.source, upserts, None)
             except sa.exc.DBAPIError as exc:
                 raise self._error("reading child rows", exc) from None
-        return records.Batch(changes), groups
+        return records.Batch(changes, ack=_Plan(groups))
 
     def _current(self, keys: Sequence[records.Key]) -> dict[str, records.Row]:
         """The source rows of these keys as they are now, by `same_key` text; with a `filter`,
@@ -207,7 +212,7 @@ class QueueCapture:
     # ----------------------------------------------------------------- after delivery
 
     def acknowledge(self, batch: records.Batch, result: records.WriteResult) -> None:
-        groups = self._plans.pop(id(batch), [])
+        groups = batch.ack.groups if isinstance(batch.ack, _Plan) else []
         rejected: dict[str, str] = {}
         for r in result.rejected:
             rejected.setdefault(records.key_text(r.key), r.message)
@@ -225,8 +230,8 @@ class QueueCapture:
                 failures.append((g.newest.id, g.newest.retry_count, message))
         try:
             with self.db.engine.begin() as conn:
-                qt.mark(conn, self.cfg.table, self.token, "superseded", superseded)
-                qt.mark(conn, self.cfg.table, self.token, "completed", completed)
+                qt.mark(conn, self.cfg.table, self.token, QueueStatus.SUPERSEDED, superseded)
+                qt.mark(conn, self.cfg.table, self.token, QueueStatus.COMPLETED, completed)
                 qt.fail(conn, self.cfg.table, self.token, failures, self.cfg.backoff)
                 if self._errors_seen or failures:
                     qt.supersede_errors(conn, self.cfg.table, self.source_table, delivered)
@@ -235,7 +240,6 @@ class QueueCapture:
         self._errors_seen = self._errors_seen or bool(failures)
 
     def _release(self) -> None:
-        self._plans.clear()
         if not self._claimed:
             return
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync.capture.triggers import archive_name
+from mapsync.capture.triggers import QueueStatus, archive_name
 from mapsync.connectors.sql import quoted
 
 COLUMNS = (
@@ -33,7 +33,7 @@ COLUMNS = (
     "next_attempt_at",
     "completed_at",
 )
-FINAL = ("completed", "superseded")
+FINAL = (QueueStatus.COMPLETED, QueueStatus.SUPERSEDED)
 PURGE_CHUNK = 500
 MESSAGE_MAX = 1000
 
@@ -117,14 +117,14 @@ def claim(
     t = table(queue)
     at = now(conn)
     conditions = [
-        sa.and_(t.c.sync_status == "in-progress", t.c.claimed_at < stamp(conn, at - lease)),
+        sa.and_(t.c.sync_status == QueueStatus.IN_PROGRESS, t.c.claimed_at < stamp(conn, at - lease)),
         sa.and_(
-            t.c.sync_status == "error",
+            t.c.sync_status == QueueStatus.ERROR,
             t.c.retry_count < max_retries,
             t.c.next_attempt_at <= stamp(conn, at),
             sa.or_(t.c.claim_token.is_(None), t.c.claim_token != token),
         ),
-        t.c.sync_status == "new",
+        t.c.sync_status == QueueStatus.NEW,
     ]
     rows: list[Claimed] = []
     for condition in conditions:
@@ -147,7 +147,7 @@ def claim(
         conn.execute(
             sa.update(t)
             .where(t.c.id.in_([r.id for r in rows]))
-            .values(sync_status="in-progress", claim_token=token, claimed_at=stamp(conn, at))
+            .values(sync_status=QueueStatus.IN_PROGRESS, claim_token=token, claimed_at=stamp(conn, at))
         )
     return rows
 
@@ -190,7 +190,9 @@ def mark(
         conn.execute(
             sa.update(t)
             .where(
-                t.c.id.in_(list(ids[i : i + 500])), t.c.claim_token == token, t.c.sync_status == "in-progress"
+                t.c.id.in_(list(ids[i : i + 500])),
+                t.c.claim_token == token,
+                t.c.sync_status == QueueStatus.IN_PROGRESS,
             )
             .values(sync_status=status, completed_at=at, error_message=None)
         )
@@ -219,9 +221,13 @@ def fail(
         return
     conn.execute(
         sa.update(t)
-        .where(t.c.id == sa.bindparam("k_id"), t.c.claim_token == token, t.c.sync_status == "in-progress")
+        .where(
+            t.c.id == sa.bindparam("k_id"),
+            t.c.claim_token == token,
+            t.c.sync_status == QueueStatus.IN_PROGRESS,
+        )
         .values(
-            sync_status="error",
+            sync_status=QueueStatus.ERROR,
             retry_count=sa.bindparam("k_retry"),
             error_message=sa.bindparam("k_msg"),
             next_attempt_at=sa.bindparam("k_next"),
@@ -237,9 +243,9 @@ def release(conn: sa.Connection, queue: str, token: str) -> None:
     t = table(queue)
     conn.execute(
         sa.update(t)
-        .where(t.c.claim_token == token, t.c.sync_status == "in-progress")
+        .where(t.c.claim_token == token, t.c.sync_status == QueueStatus.IN_PROGRESS)
         .values(
-            sync_status=sa.case((t.c.retry_count > 0, "error"), else_="new"),
+            sync_status=sa.case((t.c.retry_count > 0, QueueStatus.ERROR), else_=QueueStatus.NEW),
             claim_token=None,
             claimed_at=None,
         )
@@ -258,16 +264,18 @@ def supersede_errors(conn: sa.Connection, queue: str, source_table: str, newest:
             t.c.table_name == source_table,
             t.c.record_key == sa.bindparam("k_key"),
             t.c.id < sa.bindparam("k_id"),
-            t.c.sync_status == "error",
+            t.c.sync_status == QueueStatus.ERROR,
         )
-        .values(sync_status="superseded", completed_at=at),
+        .values(sync_status=QueueStatus.SUPERSEDED, completed_at=at),
         [{"k_key": k, "k_id": v} for k, v in newest.items()],
     )
 
 
 def has_errors(conn: sa.Connection, queue: str, source_table: str) -> bool:
     t = table(queue)
-    query = sa.select(t.c.id).where(t.c.table_name == source_table, t.c.sync_status == "error").limit(1)
+    query = (
+        sa.select(t.c.id).where(t.c.table_name == source_table, t.c.sync_status == QueueStatus.ERROR).limit(1)
+    )
     return conn.execute(query).first() is not None
 
 
@@ -314,7 +322,9 @@ def counts(conn: sa.Connection, queue: str, source_table: str) -> tuple[dict[str
     )
     out = {status: int(n) for status, n in rows}
     oldest = conn.execute(
-        sa.select(sa.func.min(t.c.created_at)).where(t.c.table_name == source_table, t.c.sync_status == "new")
+        sa.select(sa.func.min(t.c.created_at)).where(
+            t.c.table_name == source_table, t.c.sync_status == QueueStatus.NEW
+        )
     ).scalar()
     age = None if oldest is None else max(0.0, (now(conn) - parse(oldest)).total_seconds())
     return out, age

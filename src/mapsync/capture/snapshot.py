@@ -59,7 +59,7 @@ def walk(
     if not deletes:
         return
     if ctx.config.deletes.policy == "ignore":
-        ctx.ignored_deletes += tally.deletes  # reported, never sent
+        ctx.run.ignored_deletes += tally.deletes  # reported, never sent
         return
     guard.check_read(tally.source_rows, tally.deletes, tally.live_at_start)
     if tally.deletes == 0:
@@ -86,7 +86,6 @@ class SnapshotCapture:
         self.cfg = cfg
         self.batch = batch
         self.ctx = ctx
-        self.guard = Guard(ctx.sync, ctx.store, ctx.config.deletes)  # the engine gives its own
 
     @staticmethod
     def version_column(cfg: SnapshotChanges) -> None:
@@ -124,7 +123,9 @@ class SnapshotCapture:
 
     def read(self, mode: str, cursors: dict[str, Any]) -> Iterator[records.Batch]:
         page = max(self.cfg.page, 1)
-        return walk(self.source, self.ctx, self.guard, page, self.batch, hashed=True, deletes=True)
+        ctx = self.ctx  # the run's guard, else one with the sheet's settings
+        guard = ctx.run.guard or Guard(ctx.sync, ctx.store, ctx.config.deletes)
+        return walk(self.source, ctx, guard, page, self.batch, hashed=True, deletes=True)
 
     def finish(self) -> dict[str, Any]:
         return {}

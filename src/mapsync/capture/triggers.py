@@ -14,10 +14,23 @@ string literals are escaped.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 
 DIALECTS = ("postgresql", "mysql", "sqlite", "mssql")
-STATUSES = ("new", "in-progress", "completed", "superseded", "error")
+
+
+class QueueStatus(enum.StrEnum):
+    """A queue row's `sync_status` (the column's CHECK lists these values)."""
+
+    NEW = "new"
+    IN_PROGRESS = "in-progress"  # claimed by a run
+    COMPLETED = "completed"
+    SUPERSEDED = "superseded"  # a newer row of the key decided
+    ERROR = "error"  # rejected; retried after its backoff
+
+
+STATUSES = tuple(QueueStatus)
 # SQLite allows 127 arguments per function call: json_object() takes the image in chunks
 _SQLITE_CHUNK = 60
 

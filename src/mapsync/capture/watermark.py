@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import errors, records
-from mapsync.capture.base import register, to_changes
+from mapsync.capture.base import RunInput, register, to_changes
 from mapsync.capture.snapshot import walk
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.guard import Guard
@@ -32,6 +32,8 @@ _future_warned: dict[tuple[str, str], tuple[int, float]] = {}  # (source, sync) 
 
 @register("watermark")
 class WatermarkCapture:
+    checks_deletes_on_request = True  # `mapsync run --deletes` (`RunInput.check_deletes`)
+
     def __init__(self, source: SqlSource, cfg: models.WatermarkChanges, batch: int, ctx: Any = None) -> None:
         self.source = source
         self.cfg = cfg
@@ -42,8 +44,6 @@ class WatermarkCapture:
         self._max: Any = None
         self._overlap = False
         self.ctx = ctx
-        self.check_deletes = False  # `mapsync run --deletes` (the engine sets it)
-        self.guard: Any = None  # the run's mass-delete guard (the engine sets it)
         self._checked = False
 
     @staticmethod
@@ -78,7 +78,7 @@ class WatermarkCapture:
         after = None
         if mode == "overlap":
             self._overlap = True
-            start = parse_time(upper) - self.cfg.overlap.window
+            start = parse_time(upper) - (self._run().window or self.cfg.overlap.window)
             lower = self.source.ts_bound(start, self.zone, lower=True, sample=low)
         else:
             lower = self.source.ts_bound(low, self.zone, lower=True, sample=low)
@@ -124,8 +124,12 @@ class WatermarkCapture:
                 extra={"action": "rows_in_future", "sync": self.source.sync, "count": ahead},
             )
 
+    def _run(self) -> RunInput:
+        """What the engine handed this run (nothing, without the engine's context)."""
+        return self.ctx.run if self.ctx is not None else RunInput()
+
     def _deletes_due(self, cursors: dict[str, Any]) -> bool:
-        if self.check_deletes:
+        if self._run().check_deletes:
             return True
         every, last = self.cfg.deletes_every, cursors.get("deletes_at")
         return every is not None and (last is None or parse_time(last) + every <= dt.datetime.now(dt.UTC))
@@ -134,7 +138,7 @@ class WatermarkCapture:
         """The key-set check: ledger-live keys the source no longer has become deletes."""
         if self.ctx is None:
             raise errors.ConfigError(f"sync {self.source.sync}: the delete check needs the engine's context")
-        guard = self.guard or Guard(self.ctx.sync, self.ctx.store, self.ctx.config.deletes)
+        guard = self.ctx.run.guard or Guard(self.ctx.sync, self.ctx.store, self.ctx.config.deletes)
         yield from walk(self.source, self.ctx, guard, DELETE_PAGE, self.batch, hashed=False, deletes=True)
         self._checked = True
 

@@ -5,7 +5,6 @@ the caller as a transient `tool` failure of the call budget, as before."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -14,18 +13,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mapsync.state import schema
 from mapsync.state.clock import stamp
-
-# (at most n, after µs) → the call times after that moment, newest first, at most n of them
-Recent = Callable[[int, int], list[int]]
-
-
-@dataclasses.dataclass(frozen=True)
-class BudgetRow:
-    """What the server said about one credential (µs since the epoch)."""
-
-    blocked_until_us: int | None = None
-    server_remaining: int | None = None
-    server_reset_us: int | None = None
+from mapsync.state.data import BudgetRow as BudgetRow
+from mapsync.state.data import Recent as Recent
 
 
 class BudgetMixin:

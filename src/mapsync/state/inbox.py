@@ -1,10 +1,12 @@
 """The durable inbox in the state store: pushed events (webhooks) wait here until a run of their
 sync processes them. Statuses: `new` → `processed` | `stale` | `error`. One row per (sync, event
-id) and per (sync, verified signature): both are kept as SHA-256 hashes (ids of any length)."""
+id) and per (sync, verified signature): both are kept as SHA-256 hashes (ids of any length).
+
+`SqlInbox` is the port `Inbox` of a `StateStore` (`store.inbox`); the module functions are the
+older form, kept for their callers: each asks `store.inbox`."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,20 +14,106 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mapsync.state import schema
-from mapsync.state.store import StateStore, stamp
+from mapsync.state.clock import stamp
+from mapsync.state.data import Item as Item
+from mapsync.state.ports import Store
 
 
-@dataclasses.dataclass(frozen=True)
-class Item:
-    id: int
-    event_id: str
-    received_at: str
-    payload: str
-    signed_at: int | None = None
+class SqlInbox:
+    """The `Inbox` port of a SQL state store (table `mapsync_inbox`)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    def append(
+        self,
+        sync: str,
+        event_id: str,
+        payload: str,
+        source: str | None = None,
+        *,
+        signature: str | None = None,
+        signed_at: int | None = None,
+    ) -> int | None:
+        """Store one event; its id, or None when this (sync, event id) or this (sync, signature) is
+        already there (a replay). Returns only after the insert committed."""
+        t = schema.inbox
+        dialect: Any = postgresql if self.dialect == "postgresql" else sqlite
+        stmt = (
+            dialect.insert(t)
+            .values(
+                sync=sync,
+                source=source,
+                event_id=event_id[:255],
+                event_hash=schema.digest(event_id),
+                signature_hash=schema.digest(signature) if signature is not None else None,
+                signed_at=signed_at,
+                received_at=stamp(),
+                payload=payload,
+                status="new",
+            )
+            .on_conflict_do_nothing()  # either unique key: the event id or the signature
+            .returning(t.c.id)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        return int(row[0]) if row is not None else None
+
+    def new_items(self, sync: str, after: int, limit: int) -> list[Item]:
+        """`new` items of a sync after id `after`, in arrival order."""
+        t = schema.inbox
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.id, t.c.event_id, t.c.received_at, t.c.payload, t.c.signed_at)
+                .where(t.c.sync == sync, t.c.status == "new", t.c.id > after)
+                .order_by(t.c.id)
+                .limit(limit)
+            ).all()
+        return [Item(int(r[0]), r[1], r[2], r[3], None if r[4] is None else int(r[4])) for r in rows]
+
+    def finish(
+        self,
+        processed: Iterable[int],
+        failed: dict[int, str],
+        stale: dict[int, str] | None = None,
+    ) -> None:
+        """Mark items processed, error or stale (not applied: older than what was delivered) with
+        their message (capped), in one transaction."""
+        t = schema.inbox
+        now = stamp()
+        stale = stale or {}
+        done = sorted(set(processed) - set(failed) - set(stale))
+        with self.engine.begin() as conn:
+            for i in range(0, len(done), 500):
+                conn.execute(
+                    sa.update(t)
+                    .where(t.c.id.in_(done[i : i + 500]), t.c.status == "new")
+                    .values(status="processed", processed_at=now, error=None)
+                )
+            for status, messages in (("error", failed), ("stale", stale)):
+                for item_id, message in messages.items():
+                    conn.execute(
+                        sa.update(t)
+                        .where(t.c.id == item_id, t.c.status == "new")
+                        .values(status=status, processed_at=now, error=message[:2000])
+                    )
+
+    def counts(self, sync: str | None = None) -> dict[str, int]:
+        """How many items per status (of one sync, or all)."""
+        t = schema.inbox
+        query = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
+        if sync is not None:
+            query = query.where(t.c.sync == sync)
+        with self.engine.connect() as conn:
+            return {str(status): int(n) for status, n in conn.execute(query).all()}
+
+
+# ------------------------------------------------------------ the module form (store.inbox)
 
 
 def append(
-    store: StateStore,
+    store: Store,
     sync: str,
     event_id: str,
     payload: str,
@@ -34,77 +122,19 @@ def append(
     signature: str | None = None,
     signed_at: int | None = None,
 ) -> int | None:
-    """Store one event; its id, or None when this (sync, event id) or this (sync, signature) is
-    already there (a replay). Returns only after the insert committed."""
-    t = schema.inbox
-    dialect: Any = postgresql if store.dialect == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(t)
-        .values(
-            sync=sync,
-            source=source,
-            event_id=event_id[:255],
-            event_hash=schema.digest(event_id),
-            signature_hash=schema.digest(signature) if signature is not None else None,
-            signed_at=signed_at,
-            received_at=stamp(),
-            payload=payload,
-            status="new",
-        )
-        .on_conflict_do_nothing()  # either unique key: the event id or the signature
-        .returning(t.c.id)
-    )
-    with store.engine.begin() as conn:
-        row = conn.execute(stmt).first()
-    return int(row[0]) if row is not None else None
+    """`Inbox.append`: the new item's id, or None for a replay."""
+    return store.inbox.append(sync, event_id, payload, source, signature=signature, signed_at=signed_at)
 
 
-def new_items(store: StateStore, sync: str, after: int, limit: int) -> list[Item]:
-    """`new` items of a sync after id `after`, in arrival order."""
-    t = schema.inbox
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(t.c.id, t.c.event_id, t.c.received_at, t.c.payload, t.c.signed_at)
-            .where(t.c.sync == sync, t.c.status == "new", t.c.id > after)
-            .order_by(t.c.id)
-            .limit(limit)
-        ).all()
-    return [Item(int(r[0]), r[1], r[2], r[3], None if r[4] is None else int(r[4])) for r in rows]
+def new_items(store: Store, sync: str, after: int, limit: int) -> list[Item]:
+    return store.inbox.new_items(sync, after, limit)
 
 
 def finish(
-    store: StateStore,
-    processed: Iterable[int],
-    failed: dict[int, str],
-    stale: dict[int, str] | None = None,
+    store: Store, processed: Iterable[int], failed: dict[int, str], stale: dict[int, str] | None = None
 ) -> None:
-    """Mark items processed, error or stale (not applied: older than what was delivered) with
-    their message (capped), in one transaction."""
-    t = schema.inbox
-    now = stamp()
-    stale = stale or {}
-    done = sorted(set(processed) - set(failed) - set(stale))
-    with store.engine.begin() as conn:
-        for i in range(0, len(done), 500):
-            conn.execute(
-                sa.update(t)
-                .where(t.c.id.in_(done[i : i + 500]), t.c.status == "new")
-                .values(status="processed", processed_at=now, error=None)
-            )
-        for status, messages in (("error", failed), ("stale", stale)):
-            for item_id, message in messages.items():
-                conn.execute(
-                    sa.update(t)
-                    .where(t.c.id == item_id, t.c.status == "new")
-                    .values(status=status, processed_at=now, error=message[:2000])
-                )
+    store.inbox.finish(processed, failed, stale)
 
 
-def counts(store: StateStore, sync: str | None = None) -> dict[str, int]:
-    """How many items per status (of one sync, or all)."""
-    t = schema.inbox
-    query = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
-    if sync is not None:
-        query = query.where(t.c.sync == sync)
-    with store.engine.connect() as conn:
-        return {str(status): int(n) for status, n in conn.execute(query).all()}
+def counts(store: Store, sync: str | None = None) -> dict[str, int]:
+    return store.inbox.counts(sync)

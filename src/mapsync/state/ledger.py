@@ -12,7 +12,6 @@ ends the walk with the store's StateError, as every store error does: `faults.in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
@@ -21,18 +20,11 @@ import sqlalchemy as sa
 
 from mapsync import records
 from mapsync.state import schema, values
+from mapsync.state.data import LedgerEntry as LedgerEntry
 from mapsync.state.faults import guarded
 
 DELETED_HASH = "deleted"  # the ledger hash of a record whose delete was delivered (any policy)
 HEX = 32  # the width of a row hash (MD5 in hex, from whichever side computed it)
-
-
-@dataclasses.dataclass(frozen=True)
-class LedgerEntry:
-    version: Any
-    hash: str
-    dest_id: str | None
-    deleted: bool
 
 
 def _fetch(conn: sa.Connection, sql: str, params: Any) -> list[Any]:
@@ -56,6 +48,21 @@ def _all_hex(hashes: Sequence[str | None]) -> bool:
         return set(map(len, cast("Sequence[str]", hashes))) == {HEX}
     except TypeError:  # a None
         return False
+
+
+def compare_found(
+    found: dict[str, tuple[str | None, bool]], texts: list[str], hashes: Sequence[str | None], *, hashed: bool
+) -> list[tuple[int, bool]]:
+    """`compare_page` over a page's ledger entries already fetched (`ledger_page`): (position,
+    live) of the keys to send, in position order."""
+    out = []
+    for i, (text, row_hash) in enumerate(zip(texts, hashes, strict=True)):
+        entry = found.get(text)
+        if entry is None or entry[1]:
+            out.append((i, False))
+        elif hashed and entry[0] != f'"{row_hash}"':  # = values.encode(row_hash)
+            out.append((i, True))
+    return out
 
 
 class LedgerMixin:
@@ -202,15 +209,7 @@ class LedgerMixin:
         if not texts:
             return []
         if self.dialect not in ("sqlite", "postgresql") or (hashed and not _all_hex(hashes)):
-            found = self.ledger_page(sync, texts)
-            out = []
-            for i, (text, row_hash) in enumerate(zip(texts, hashes, strict=True)):
-                entry = found.get(text)
-                if entry is None or entry[1]:
-                    out.append((i, False))
-                elif hashed and entry[0] != f'"{row_hash}"':  # = values.encode(row_hash)
-                    out.append((i, True))
-            return out
+            return compare_found(self.ledger_page(sync, texts), texts, hashes, hashed=hashed)
         return self._compare_in_store(sync, texts, hashes, hashed)
 
     @guarded

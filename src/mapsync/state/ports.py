@@ -1,30 +1,34 @@
 """The state store's narrow ports: what each part of mapsync may ask of the state store.
 
-A caller that needs only the ledger takes a `Ledger`, the call budget a `Budget`, and so on; the
-SQL behind each port lives in `state/` (one module per table group, SQLite and PostgreSQL in one
-place). `StateStore` implements `Ledger`, `Cursors`, `Runs`, `RecordErrors` and `Budget` as
-methods (mixins: state/ledger.py, state/runs.py, state/record_errors.py, state/budget.py). The
-lease, inbox and async-job ports are today implemented by the modules state/lease.py,
-state/inbox.py and state/async_batches.py as functions over a `StateStore` (each port's methods
-take the store first); they become store methods with the in-memory store. mypy checks every
-implementation (`_implements` below). The empty ports name what is coming, so later work extends
-them instead of reaching for `store.engine`.
+A caller that needs only the ledger takes a `Ledger`, the call budget a `Budget`, and so on;
+`Store` is all of them together. Two stores implement every port with the same semantics, held
+to it by one contract suite (tests/contract/):
+
+- `StateStore` (state/store.py), SQL on SQLite or PostgreSQL: `Ledger`, `Cursors`, `Runs`,
+  `RecordErrors` and `Budget` as its methods (mixins: state/ledger.py, state/runs.py,
+  state/record_errors.py, state/budget.py); `Leases`, `Inbox`, `Jobs` and `History` as the
+  objects `store.leases`, `store.inbox`, `store.jobs`, `store.history` (state/lease.py,
+  state/inbox.py, state/async_batches.py, state/history.py).
+- `MemoryStore` (state/memory.py), plain dicts under a lock, for unit tests.
+
+The module functions of state/lease.py, state/inbox.py, state/async_batches.py, state/report.py
+and state/retention.py (`lease.acquire(store, …)` …) are the older form of the method-shaped ports
+and ask them. mypy checks both stores against `Store` (state/conformance.py).
+
+The ports after `Store` name what is coming (daemon, monitors, reconciliation, dashboard, order
+export): empty or with their first obvious methods, so later work extends them instead of
+reaching for `store.engine`. Neither store implements them yet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from mapsync import records
-from mapsync.state.budget import BudgetRow, Recent
-from mapsync.state.ledger import LedgerEntry
-
-if TYPE_CHECKING:
-    from mapsync.state.inbox import Item
-    from mapsync.state.lease import Lease
-    from mapsync.state.store import Counts, StateStore
+from mapsync.state.data import BudgetRow, Counts, Item, Lease, LedgerEntry, Recent
 
 
 class Ledger(Protocol):
@@ -109,20 +113,22 @@ class Budget(Protocol):
 
 
 class Leases(Protocol):
-    """One run of a sync at a time (state/lease.py: functions over the store)."""
+    """One run of a sync at a time (`store.leases`). A lease expired, or held by a process of this
+    host that is gone, is taken over (the holder's running runs are marked failed); every batch
+    commit is fenced by the token (`Ledger.commit` raises LeaseLost)."""
 
-    def acquire(self, store: StateStore, sync: str, ttl: dt.timedelta) -> Lease: ...
-    def release(self, store: StateStore, lease: Lease) -> None: ...
-    def renew(self, store: StateStore, lease: Lease) -> None: ...
-    def renew_retried(self, store: StateStore, lease: Lease) -> None: ...
+    def acquire(self, sync: str, ttl: dt.timedelta) -> Lease: ...
+    def release(self, lease: Lease) -> None: ...
+    def held(self, sync: str, ttl: dt.timedelta) -> contextlib.AbstractContextManager[Lease]: ...
+    def renew(self, lease: Lease) -> None: ...
+    def renew_retried(self, lease: Lease) -> None: ...
 
 
 class Inbox(Protocol):
-    """Pushed events waiting for a run (state/inbox.py: functions over the store)."""
+    """Pushed events waiting for a run (`store.inbox`): `new` → `processed` | `stale` | `error`."""
 
     def append(
         self,
-        store: StateStore,
         sync: str,
         event_id: str,
         payload: str,
@@ -131,80 +137,141 @@ class Inbox(Protocol):
         signature: str | None = None,
         signed_at: int | None = None,
     ) -> int | None: ...
-    def new_items(self, store: StateStore, sync: str, after: int, limit: int) -> list[Item]: ...
+    def new_items(self, sync: str, after: int, limit: int) -> list[Item]: ...
     def finish(
-        self,
-        store: StateStore,
-        processed: Iterable[int],
-        failed: dict[int, str],
-        stale: dict[int, str] | None = None,
+        self, processed: Iterable[int], failed: dict[int, str], stale: dict[int, str] | None = None
     ) -> None: ...
-    def counts(self, store: StateStore, sync: str | None = None) -> dict[str, int]: ...
+    def counts(self, sync: str | None = None) -> dict[str, int]: ...
 
 
 class Jobs(Protocol):
-    """Batches handed to an asynchronous destination (state/async_batches.py: functions over the store)."""
+    """Batches handed to an asynchronous destination (`store.jobs`): pending → submitted → done |
+    failed."""
 
     def record(
         self,
-        store: StateStore,
         sync: str,
         keys: Sequence[records.Key],
         batch_id: str | None = None,
         sent: dict[str, str] | None = None,
     ) -> str: ...
-    def submitted(self, store: StateStore, batch_id: str, job_id: str | None) -> None: ...
-    def finish(self, store: StateStore, batch_id: str, status: str, results: Any = None) -> None: ...
-    def unfinished(self, store: StateStore, sync: str) -> list[dict[str, Any]]: ...
-    def get(self, store: StateStore, batch_id: str) -> dict[str, Any] | None: ...
+    def submitted(self, batch_id: str, job_id: str | None) -> None: ...
+    def finish(self, batch_id: str, status: str, results: Any = None) -> None: ...
+    def unfinished(self, sync: str) -> list[dict[str, Any]]: ...
+    def get(self, batch_id: str) -> dict[str, Any] | None: ...
 
 
-# ---------------------------------------------------------------------- coming (empty for now)
+class History(Protocol):
+    """What `status`, `errors`, `runs` and `state show` read, `reset`, and the retention purge
+    (`store.history`). Rows are dicts of the columns in docs/design.md's table of the store."""
+
+    def last_run(self, sync: str) -> dict[str, Any] | None: ...
+    def runs(self, sync: str | None, limit: int) -> list[dict[str, Any]]: ...
+    def record_errors(self, sync: str | None, include_resolved: bool, limit: int) -> list[dict[str, Any]]: ...
+    def count_record_errors(self, sync: str | None, include_resolved: bool) -> int: ...
+    def audit(self, sync: str, limit: int) -> list[dict[str, Any]]: ...
+    def reset(self, sync: str) -> dict[str, int]: ...
+    def purge(self, sync: str, retention: dt.timedelta) -> dict[str, int]: ...
+
+
+class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Protocol):
+    """A whole state store: every port the engine, the captures and the views use."""
+
+    @property
+    def leases(self) -> Leases: ...
+    @property
+    def inbox(self) -> Inbox: ...
+    @property
+    def jobs(self) -> Jobs: ...
+    @property
+    def history(self) -> History: ...
+    def close(self) -> None: ...
+
+
+# ------------------------------------------------------------------ coming (not implemented yet)
+# Each names its first obvious methods; a store implements a port when its feature is built,
+# and the contract suite then covers it on every store.
 
 
 class RunRequests(Protocol):
-    """Runs asked for by an operator or a schedule, waiting for a worker (the daemon)."""
+    """Runs asked for by an operator, a schedule or the API, waiting for a worker (daemon).
+    A request is claimed by one worker only (`FOR UPDATE SKIP LOCKED` on PostgreSQL)."""
+
+    def request(self, sync: str, kind: str, trigger: str, forced_keys: Sequence[records.Key] = ()) -> int: ...
+    def claim(self, worker: str, limit: int) -> list[dict[str, Any]]: ...
+    def done(self, request_id: int, run_id: int | None, status: str) -> None: ...
+    def pending(self, sync: str | None = None) -> list[dict[str, Any]]: ...
 
 
 class Workers(Protocol):
-    """Worker processes and their heartbeats (the daemon)."""
+    """Worker processes of the daemon and their heartbeats; a worker silent past its TTL is
+    presumed dead and its claims return to the queue."""
+
+    def register(self, host: str, pid: int, ttl: dt.timedelta) -> str: ...
+    def heartbeat(self, worker: str) -> None: ...
+    def retire(self, worker: str) -> None: ...
+    def alive(self) -> list[dict[str, Any]]: ...
 
 
 class Incidents(Protocol):
-    """Open and closed incidents raised by monitors (alerts)."""
+    """Incidents raised by monitors (a failing sync, a stuck queue, a budget exhausted), open
+    until resolved; one open incident per (sync, kind)."""
+
+    def open_incident(self, sync: str | None, kind: str, message: str) -> int: ...
+    def resolve_incident(self, incident_id: int) -> None: ...
+    def open_incidents(self, sync: str | None = None) -> list[dict[str, Any]]: ...
 
 
 class Rollups(Protocol):
-    """Per-period counts of runs and records (dashboard, monitors)."""
+    """Per-period counts of runs and records per sync (dashboard, monitors), kept after the run
+    rows they sum are purged."""
+
+    def add_rollup(self, sync: str, period_start: dt.datetime, counts: Counts) -> None: ...
+    def rollups(self, sync: str, since: dt.datetime) -> list[dict[str, Any]]: ...
 
 
 class DeliveryAttempts(Protocol):
     """Each attempt to deliver a record, with its outcome (monitors, repair)."""
 
+    def record_attempts(self, sync: str, run_id: int, attempts: Sequence[dict[str, Any]]) -> None: ...
+    def attempts(self, sync: str, key: records.Key) -> list[dict[str, Any]]: ...
+
 
 class Reconciliation(Protocol):
-    """Results of comparing source and destination (reconcile)."""
+    """Results of comparing source and destination (reconcile): per check, what differed."""
+
+    def record_result(self, sync: str, run_id: int, result: dict[str, Any]) -> int: ...
+    def results(self, sync: str, limit: int) -> list[dict[str, Any]]: ...
 
 
 class Users(Protocol):
-    """Operators of the web app."""
+    """Operators of the web app (dashboard): name, role, password hash, disabled."""
+
+    def user(self, name: str) -> dict[str, Any] | None: ...
+    def save_user(self, name: str, role: str, password_hash: str) -> None: ...
 
 
 class Sessions(Protocol):
-    """Operators' sessions in the web app."""
+    """Operators' sessions in the web app: an opaque token, its user and expiry."""
+
+    def open_session(self, user: str, ttl: dt.timedelta) -> str: ...
+    def session_user(self, token: str) -> str | None: ...
+    def close_session(self, token: str) -> None: ...
 
 
 class Audit(Protocol):
-    """What operators did (operator audit)."""
+    """What operators did (operator audit, append-only): who, what, on which sync, when."""
+
+    def record_action(self, user: str, action: str, sync: str | None, detail: dict[str, Any]) -> None: ...
+    def actions(self, sync: str | None, limit: int) -> list[dict[str, Any]]: ...
 
 
-if TYPE_CHECKING:
-    from mapsync.state import async_batches
-    from mapsync.state import inbox as inbox_module
-    from mapsync.state import lease as lease_module
+class ExportStatus(Protocol):
+    """Transaction export (portal → ERP orders): the status written back per exported record
+    (`exported`, `erp_import_status`, `erp_import_error`), and a reset for re-export."""
 
-    def _implements(store: StateStore) -> None:
-        """mypy checks that the store and the modules implement their ports (never called)."""
-        ports: tuple[Ledger, Cursors, Runs, RecordErrors, Budget] = (store, store, store, store, store)
-        modules: tuple[Leases, Inbox, Jobs] = (lease_module, inbox_module, async_batches)
-        del ports, modules
+    def export_status(self, sync: str, keys: Sequence[records.Key]) -> dict[records.Key, dict[str, Any]]: ...
+    def set_export_status(
+        self, sync: str, key: records.Key, status: str, error: str | None = None
+    ) -> None: ...
+    def reset_export(self, sync: str, keys: Sequence[records.Key]) -> None: ...

@@ -10,9 +10,29 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import records
-from mapsync.state import unmapped
+from mapsync.state import unmapped, values
 from mapsync.state.clock import stamp
 from mapsync.state.faults import guarded
+
+
+def error_row(
+    sync: str, key: str, r: records.Rejection, attempts: int, run_id: int, now: str
+) -> dict[str, Any]:
+    """The record error a rejection leaves (its `first_seen` is kept when the key has one)."""
+    return {
+        "sync": sync,
+        "key": key,
+        "version": values.encode(r.version),
+        "field": r.field,
+        "rule": r.rule,
+        "message": r.message[:2000],
+        "attempts": attempts,
+        "first_seen": now,
+        "last_seen": now,
+        "resolved_at": None,
+        "run_id": run_id,
+        "value": unmapped.value_text(r.value) if unmapped.is_unmapped(r) else None,
+    }
 
 
 class RecordErrorsMixin:

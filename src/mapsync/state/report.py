@@ -1,81 +1,46 @@
-"""Read-only views of the state store for `status`, `errors` and `state show`."""
+"""Read-only views of the state store for `status`, `errors` and `state show` (over the port
+`History`, state/history.py), and the plain forms of cursor values they show."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-import sqlalchemy as sa
-
-from mapsync.state import schema, values
-from mapsync.state.store import StateStore, stamp
+from mapsync.state import values
+from mapsync.state.ports import Store
 
 
-def sync_status(store: StateStore, sync: str) -> dict[str, Any]:
-    r, e = schema.runs, schema.record_errors
-    with store.engine.connect() as conn:
-        last = (
-            conn.execute(sa.select(r).where(r.c.sync == sync).order_by(r.c.id.desc()).limit(1))
-            .mappings()
-            .first()
-        )
-        open_errors = conn.execute(
-            sa.select(sa.func.count()).where(e.c.sync == sync, e.c.resolved_at.is_(None))
-        ).scalar_one()
+def sync_status(store: Store, sync: str) -> dict[str, Any]:
+    last = store.history.last_run(sync)
+    open_errors = store.history.count_record_errors(sync, False)
     cursors = {k: v for k, v in store.cursors(sync).items() if v is not None}
     return {
         "sync": sync,
-        "last_run": dict(last) if last else None,
+        "last_run": last,
         "cursors": {k: plain(v) for k, v in cursors.items()},
         "ledger_keys": store.ledger_count(sync),
         "open_errors": int(open_errors),
     }
 
 
-def record_errors(
-    store: StateStore, sync: str | None, include_resolved: bool, limit: int
-) -> list[dict[str, Any]]:
-    e = schema.record_errors
-    query = sa.select(e).order_by(e.c.last_seen.desc()).limit(limit)
-    if sync:
-        query = query.where(e.c.sync == sync)
-    if not include_resolved:
-        query = query.where(e.c.resolved_at.is_(None))
-    with store.engine.connect() as conn:
-        return [dict(row) for row in conn.execute(query).mappings()]
+def record_errors(store: Store, sync: str | None, include_resolved: bool, limit: int) -> list[dict[str, Any]]:
+    return store.history.record_errors(sync, include_resolved, limit)
 
 
-def count_record_errors(store: StateStore, sync: str | None, include_resolved: bool) -> int:
+def count_record_errors(store: Store, sync: str | None, include_resolved: bool) -> int:
     """How many record errors `record_errors` would list without its limit."""
-    e = schema.record_errors
-    query = sa.select(sa.func.count()).select_from(e)
-    if sync:
-        query = query.where(e.c.sync == sync)
-    if not include_resolved:
-        query = query.where(e.c.resolved_at.is_(None))
-    with store.engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    return store.history.count_record_errors(sync, include_resolved)
 
 
-def runs(store: StateStore, sync: str | None, limit: int) -> list[dict[str, Any]]:
-    r = schema.runs
-    query = sa.select(r).order_by(r.c.id.desc()).limit(limit)
-    if sync:
-        query = query.where(r.c.sync == sync)
-    with store.engine.connect() as conn:
-        return [dict(row) for row in conn.execute(query).mappings()]
+def runs(store: Store, sync: str | None, limit: int) -> list[dict[str, Any]]:
+    return store.history.runs(sync, limit)
 
 
-def audit(store: StateStore, sync: str, limit: int) -> list[dict[str, Any]]:
-    a = schema.cursor_audit
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(a).where(a.c.sync == sync).order_by(a.c.id.desc()).limit(limit)
-        ).mappings()
-        return [dict(row) for row in rows]
+def audit(store: Store, sync: str, limit: int) -> list[dict[str, Any]]:
+    return store.history.audit(sync, limit)
 
 
-def audit_plain(store: StateStore, sync: str, limit: int) -> list[dict[str, Any]]:
+def audit_plain(store: Store, sync: str, limit: int) -> list[dict[str, Any]]:
     """`audit` with the old and new values as plain JSON data (for `state show`)."""
     return [
         {**row, "old_value": decoded(row["old_value"]), "new_value": decoded(row["new_value"])}
@@ -106,20 +71,6 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-def reset(store: StateStore, sync: str) -> dict[str, int]:
+def reset(store: Store, sync: str) -> dict[str, int]:
     """Forget a sync's cursors, ledger and errors (run history and audit are kept)."""
-    out = {}
-    with store.engine.begin() as conn:
-        for table in (schema.cursors, schema.ledger, schema.record_errors, schema.unmapped, schema.leases):
-            out[table.name] = conn.execute(sa.delete(table).where(table.c.sync == sync)).rowcount
-        conn.execute(
-            sa.insert(schema.cursor_audit).values(
-                sync=sync,
-                run_id=None,
-                name="*",
-                old_value=None,
-                new_value="reset",
-                committed_at=stamp(),
-            )
-        )
-    return out
+    return store.history.reset(sync)

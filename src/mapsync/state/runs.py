@@ -2,7 +2,7 @@
 
 A run row is `running` from `start_run` to `finish_run`. A run that cannot record its end (its
 process died, or the state store failed under it) is marked `failed` by whoever comes next:
-the lease takeover (`fail_stale_runs`), or at the latest the next `StateStore.open`
+the lease takeover (`fail_stale`), or at the latest the next `StateStore.open`
 (`fail_abandoned`: a running run whose lease is gone, expired, or held by a dead process on
 this host). A failure before a run row exists (an unreachable source, a dropped table, an
 unseeded sync, a lease held elsewhere) is recorded by `record_failed_run`, so `status` never
@@ -106,22 +106,6 @@ class RunsMixin:
             row = conn.execute(sa.select(schema.runs).where(schema.runs.c.id == run_id)).mappings().one()
         return dict(row)
 
-    def fail_stale_runs(self, conn: sa.Connection, sync: str, token: str) -> None:
-        conn.execute(
-            sa.update(schema.runs)
-            .where(
-                schema.runs.c.sync == sync,
-                schema.runs.c.lease_token == token,
-                schema.runs.c.status == "running",
-            )
-            .values(
-                status="failed",
-                failure_class="tool",
-                finished_at=stamp(),
-                message="the process running it died (its lease was taken over)",
-            )
-        )
-
     def fail_abandoned(self, conn: sa.Connection) -> int:
         """Mark failed the running runs nobody runs any more: their lease is gone or expired, or
         its holder was a process on this host that no longer exists. Returns how many."""
@@ -153,6 +137,22 @@ class RunsMixin:
                 .values(status="failed", failure_class=cls, finished_at=now, message=why)
             ).rowcount
         return done
+
+
+STALE = "the process running it died (its lease was taken over)"
+
+
+def fail_stale(conn: sa.Connection, sync: str, token: str) -> None:
+    """The running runs under a lease token taken over: failed (class `tool`)."""
+    conn.execute(
+        sa.update(schema.runs)
+        .where(
+            schema.runs.c.sync == sync,
+            schema.runs.c.lease_token == token,
+            schema.runs.c.status == "running",
+        )
+        .values(status="failed", failure_class="tool", finished_at=stamp(), message=STALE)
+    )
 
 
 def alive(pid: int) -> bool:

@@ -16,13 +16,18 @@ from mapsync.db_timeouts import connect_args as timeout_args
 from mapsync.db_timeouts import resolved
 from mapsync.sheet.timeout_models import Timeouts
 from mapsync.state import faults, schema, unmapped, values
+from mapsync.state.async_batches import SqlJobs
 from mapsync.state.budget import BudgetMixin
 from mapsync.state.clock import stamp as stamp
 from mapsync.state.clock import utcnow as utcnow
+from mapsync.state.data import Counts as Counts
 from mapsync.state.faults import guarded
+from mapsync.state.history import SqlHistory
+from mapsync.state.inbox import SqlInbox
+from mapsync.state.lease import SqlLeases
 from mapsync.state.ledger import LedgerEntry as LedgerEntry
 from mapsync.state.ledger import LedgerMixin
-from mapsync.state.record_errors import RecordErrorsMixin
+from mapsync.state.record_errors import RecordErrorsMixin, error_row
 from mapsync.state.runs import RunsMixin
 
 
@@ -42,35 +47,20 @@ def resolve_url(url: str, folder: Path) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-@dataclasses.dataclass
-class Counts:
-    read: int = 0
-    written: int = 0
-    skipped: int = 0
-    rejected: int = 0
-    deleted: int = 0
-    missed: int = 0
-    truncated: int = 0
-    defaulted: int = 0
-
-    @property
-    def changed(self) -> int:
-        """Records whose outcome changed something (written, deleted or rejected)."""
-        return self.written + self.deleted + self.rejected
-
-    def add(self, other: Counts) -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-
 class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
     """One state store; every method is one short transaction (`guarded`: a failure of the
-    store itself is retried when transient, else a StateError naming it; see `state.faults`)."""
+    store itself is retried when transient, else a StateError naming it; see `state.faults`).
+    Implements the port `Store` (state/ports.py): leases, inbox, async jobs and the history
+    views are its objects `leases`, `inbox`, `jobs`, `history`."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         faults.install(engine)  # its failures: one StateError naming the store (state/faults.py)
+        self.leases = SqlLeases(engine)
+        self.inbox = SqlInbox(engine)
+        self.jobs = SqlJobs(engine)
+        self.history = SqlHistory(engine)
 
     # ----------------------------------------------------------------- opening
 
@@ -338,24 +328,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
                 sa.select(e.c.key, e.c.attempts).where(e.c.sync == sync, e.c.key.in_(list(by_key)))
             ).all()
         )
-        rows = []
-        for key, r in by_key.items():
-            rows.append(
-                {
-                    "sync": sync,
-                    "key": key,
-                    "version": values.encode(r.version),
-                    "field": r.field,
-                    "rule": r.rule,
-                    "message": r.message[:2000],
-                    "attempts": attempts.get(key, 0) + 1,
-                    "first_seen": now,
-                    "last_seen": now,
-                    "resolved_at": None,
-                    "run_id": run_id,
-                    "value": unmapped.value_text(r.value) if unmapped.is_unmapped(r) else None,
-                }
-            )
+        rows = [error_row(sync, key, r, attempts.get(key, 0) + 1, run_id, now) for key, r in by_key.items()]
         crash.point("during_error_record")
         ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(e)
         keep_first = {

@@ -39,28 +39,7 @@ def record(
     if not relevant:
         return []
     blocked = _open_errors(conn, sync, sorted({records.key_text(r.key) for r in relevant}))
-    batch: dict[tuple[str, str, str], dict[str, Any]] = {}
-    counted: set[tuple[str, tuple[str, str, str]]] = set()
-    for r in relevant:
-        ident = (r.field or "", r.rule or "", value_text(r.value))
-        key = records.key_text(r.key)
-        fresh = (key, *ident) not in blocked and (key, ident) not in counted
-        counted.add((key, ident))
-        row = batch.get(ident)
-        if row is None:
-            batch[ident] = {
-                "sync": sync,
-                "field": ident[0],
-                "rule": ident[1],
-                "value": ident[2],
-                "count": int(fresh),
-                "first_seen": now,
-                "last_seen": now,
-                "sample_key": key,
-                "resolved_at": None,
-            }
-        else:
-            row["count"] += int(fresh)
+    batch = tally(sync, relevant, blocked, now)
     if not batch:
         return []
     known = {
@@ -85,6 +64,36 @@ def record(
         rows,
     )
     return [row for ident, row in batch.items() if ident not in known]
+
+
+def tally(
+    sync: str, relevant: Sequence[records.Rejection], blocked: set[tuple[str, str, str, str]], now: str
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The batch's unmapped values by (field, rule, value), as rows to add: `count` is the
+    records each blocked that no open error (`blocked`: key, field, rule, value) carried yet."""
+    batch: dict[tuple[str, str, str], dict[str, Any]] = {}
+    counted: set[tuple[str, tuple[str, str, str]]] = set()
+    for r in relevant:
+        ident = (r.field or "", r.rule or "", value_text(r.value))
+        key = records.key_text(r.key)
+        fresh = (key, *ident) not in blocked and (key, ident) not in counted
+        counted.add((key, ident))
+        row = batch.get(ident)
+        if row is None:
+            batch[ident] = {
+                "sync": sync,
+                "field": ident[0],
+                "rule": ident[1],
+                "value": ident[2],
+                "count": int(fresh),
+                "first_seen": now,
+                "last_seen": now,
+                "sample_key": key,
+                "resolved_at": None,
+            }
+        else:
+            row["count"] += int(fresh)
+    return batch
 
 
 def _open_errors(conn: sa.Connection, sync: str, keys: list[str]) -> set[tuple[str, str, str, str]]:

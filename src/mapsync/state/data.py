@@ -1,0 +1,73 @@
+"""The values the state ports hand across (state/ports.py): plain data, no SQL, so that the
+ports, the SQL store and the in-memory store all import them from here, never from each other."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerEntry:
+    """What the key ledger holds of one source key."""
+
+    version: Any
+    hash: str
+    dest_id: str | None
+    deleted: bool
+
+
+@dataclasses.dataclass
+class Counts:
+    read: int = 0
+    written: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    deleted: int = 0
+    missed: int = 0
+    truncated: int = 0
+    defaulted: int = 0
+
+    @property
+    def changed(self) -> int:
+        """Records whose outcome changed something (written, deleted or rejected)."""
+        return self.written + self.deleted + self.rejected
+
+    def add(self, other: Counts) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """A held lease: one run of `sync`, fenced by `token`."""
+
+    sync: str
+    token: str
+    ttl: dt.timedelta
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One inbox item (a pushed event waiting for a run)."""
+
+    id: int
+    event_id: str
+    received_at: str
+    payload: str
+    signed_at: int | None = None
+
+
+# (at most n, after µs) → the call times after that moment, newest first, at most n of them
+Recent = Callable[[int, int], list[int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetRow:
+    """What the server said about one credential (µs since the epoch)."""
+
+    blocked_until_us: int | None = None
+    server_remaining: int | None = None
+    server_reset_us: int | None = None

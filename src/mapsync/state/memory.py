@@ -1,0 +1,393 @@
+"""MemoryStore: the state store in plain dicts under a lock, for unit tests.
+
+It implements every port of `StateStore` (`Store`, state/ports.py) with the same semantics, held
+to them by the contract suite (tests/contract/), which runs every test against SQLite,
+PostgreSQL and this store: the lease-fenced batch commit (a stale token is refused and nothing
+is written), the ledger, cursors with their audit, runs, record errors and unmapped values, call
+budgets, leases, the inbox and async jobs, and the history views. Values are kept as the SQL
+store keeps them (typed JSON text, key text, stamps; state/memory_tables.py), and the shared
+rules (unmapped values, record error rows, the page comparison) are the SQL store's own
+functions, so what a test reads back is what the SQL store would give.
+
+Not in memory: nothing survives the process, there is no `open` (no migrations, no repair of
+abandoned runs; `StateStore.open` is the one that repairs) and no store faults to retry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from mapsync import crash, errors, records
+from mapsync.state import unmapped, values
+from mapsync.state.clock import stamp, utcnow
+from mapsync.state.data import BudgetRow, Counts, LedgerEntry, Recent
+from mapsync.state.ledger import DELETED_HASH, compare_found
+from mapsync.state.memory_ports import MemoryHistory, MemoryInbox, MemoryJobs, MemoryLeases
+from mapsync.state.memory_tables import Memory, Tables
+from mapsync.state.record_errors import error_row
+from mapsync.state.runs import started_run
+from mapsync.state.unmapped import GONE
+
+COUNTS = tuple(f.name for f in dataclasses.fields(Counts))
+
+
+class MemoryStore:
+    """A state store in memory (port `Store`): one per test, gone with the process."""
+
+    def __init__(self) -> None:
+        self.memory = Memory()
+        self.leases = MemoryLeases(self.memory)
+        self.inbox = MemoryInbox(self.memory)
+        self.jobs = MemoryJobs(self.memory)
+        self.history = MemoryHistory(self.memory)
+
+    def close(self) -> None:
+        """Nothing to release (the tables stay readable)."""
+
+    def ping(self) -> None:
+        """Always reachable."""
+
+    # ----------------------------------------------------------------- cursors
+
+    def cursor(self, sync: str, name: str) -> Any:
+        with self.memory.read() as t:
+            return values.decode(t.cursors.get((sync, name)))
+
+    def cursors(self, sync: str) -> dict[str, Any]:
+        with self.memory.read() as t:
+            return {name: values.decode(text) for (s, name), text in t.cursors.items() if s == sync}
+
+    def set_cursors(self, sync: str, new: dict[str, Any], run_id: int | None = None) -> None:
+        with self.memory.tx() as t:
+            _set_cursors(t, sync, run_id, new, stamp())
+
+    # ----------------------------------------------------------------- ledger
+
+    def ledger(self, sync: str, keys: Iterable[records.Key]) -> dict[records.Key, LedgerEntry]:
+        wanted = {records.key_text(k): k for k in keys}
+        with self.memory.read() as t:
+            found = {text: t.ledger.get((sync, text)) for text in wanted}
+        return {
+            wanted[text]: LedgerEntry(values.decode(e[0]), e[1], e[2], e[3])
+            for text, e in found.items()
+            if e is not None
+        }
+
+    def ledger_count(self, sync: str) -> int:
+        with self.memory.read() as t:
+            return sum(1 for (s, _), e in t.ledger.items() if s == sync and not e[3])
+
+    def ledger_page(self, sync: str, texts: list[str]) -> dict[str, tuple[str | None, bool]]:
+        with self.memory.read() as t:
+            found = {text: t.ledger.get((sync, text)) for text in texts}
+        return {k: (e[0], e[3] or e[1] == DELETED_HASH) for k, e in found.items() if e is not None}
+
+    def _live(self, sync: str) -> list[tuple[str, str | None]]:
+        with self.memory.read() as t:
+            return [
+                (k, e[0]) for (s, k), e in t.ledger.items() if s == sync and not e[3] and e[1] != DELETED_HASH
+            ]
+
+    def live_count(self, sync: str) -> int:
+        return len(self._live(sync))
+
+    def live_scan(self, sync: str, page: int, *, versions: bool) -> Iterator[list[Any]]:
+        live = [row if versions else row[:1] for row in self._live(sync)]  # one snapshot
+        for i in range(0, len(live), page):
+            yield live[i : i + page]
+
+    def compare_page(
+        self, sync: str, texts: list[str], hashes: Sequence[str | None], *, hashed: bool
+    ) -> list[tuple[int, bool]]:
+        if not texts:
+            return []
+        return compare_found(self.ledger_page(sync, texts), texts, hashes, hashed=hashed)
+
+    def ledger_owners(self, sync: str, dest_ids: Sequence[str]) -> dict[str, records.Key]:
+        wanted = set(dest_ids)
+        with self.memory.read() as t:
+            return {
+                e[2]: tuple(values.decode(k))
+                for (s, k), e in t.ledger.items()
+                if s == sync and e[2] in wanted and not e[3]
+            }
+
+    # ----------------------------------------------------------------- the commit
+
+    def commit(
+        self,
+        *,
+        sync: str,
+        token: str,
+        run_id: int,
+        delivered: Sequence[records.Delivered],
+        rejected: Sequence[records.Rejection],
+        cursors: dict[str, Any],
+        counts: Counts,
+        lease_ttl: dt.timedelta,
+    ) -> list[dict[str, Any]]:
+        """One batch's outcome, all or nothing, fenced by the lease token (see StateStore.commit)."""
+        now = stamp()
+        new_values: list[dict[str, Any]] = []
+        with self.memory.tx() as t:
+            lease = t.leases.get(sync)
+            if lease is None or lease["token"] != token:
+                raise errors.LeaseLost(f"sync {sync}: lease lost to another process; batch result discarded")
+            t.leases[sync] = {**lease, "expires_at": stamp(utcnow() + lease_ttl)}
+            if delivered:
+                latest = {records.key_text(d.key): d for d in delivered}  # last wins
+                for key, d in latest.items():
+                    t.ledger[(sync, key)] = (values.encode(d.version), d.hash, d.dest_id, d.op == "delete")
+                    error = t.errors.get((sync, key))
+                    if error is not None and error["resolved_at"] is None:
+                        t.errors[(sync, key)] = {**error, "resolved_at": now}
+            if rejected:
+                new_values = _record_unmapped(t, sync, rejected, now)  # before the errors: see there
+                by_key = {records.key_text(r.key): r for r in rejected}
+                rows = []
+                for key, r in by_key.items():
+                    old = t.errors.get((sync, key))
+                    row = error_row(sync, key, r, (old["attempts"] if old else 0) + 1, run_id, now)
+                    rows.append({**row, "first_seen": old["first_seen"]} if old else row)
+                crash.point("during_error_record")
+                for row in rows:
+                    t.errors[(sync, row["key"])] = row
+            if delivered:
+                _resolve_unmapped(t, sync, now)
+            _set_cursors(t, sync, run_id, cursors, now)
+            run = t.runs.get(run_id)
+            if run is not None:
+                t.runs[run_id] = {**run, **{c: run[c] + getattr(counts, c) for c in COUNTS}}
+            crash.point("during_state_write")
+        return new_values
+
+    # ----------------------------------------------------------------- runs
+
+    def start_run(
+        self, sync: str, kind: str, trigger: str, token: str, scheduled_at: dt.datetime | None = None
+    ) -> int:
+        with self.memory.tx() as t:
+            run_id = _insert_run(t, sync, kind, trigger, token, "running", scheduled_at, stamp(), None)
+        started_run.set(run_id)
+        return run_id
+
+    def finish_run(
+        self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None
+    ) -> None:
+        with self.memory.tx() as t:
+            run = t.runs.get(run_id)
+            if run is not None:
+                change = {"status": status, "failure_class": failure_class, "message": message}
+                t.runs[run_id] = {**run, **change, "finished_at": stamp()}
+
+    def record_failed_run(
+        self,
+        sync: str,
+        kind: str,
+        trigger: str,
+        failure_class: str,
+        message: str,
+        scheduled_at: dt.datetime | None = None,
+    ) -> int:
+        now = stamp()
+        with self.memory.tx() as t:
+            run_id = _insert_run(t, sync, kind, trigger, "", "failed", scheduled_at, now, now)
+            t.runs[run_id] = {**t.runs[run_id], "failure_class": failure_class, "message": message[:2000]}
+        return run_id
+
+    def discard_run(self, run_id: int) -> None:
+        with self.memory.tx() as t:
+            for audit_id in [i for i, a in t.audit.items() if a["run_id"] == run_id]:
+                del t.audit[audit_id]
+            t.runs.pop(run_id, None)
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        with self.memory.read() as t:
+            if run_id not in t.runs:
+                raise LookupError(f"no run {run_id}")
+            return dict(t.runs[run_id])
+
+    # ----------------------------------------------------------------- record errors
+
+    def open_error_keys(self, sync: str, field: str | None = None) -> list[records.Key]:
+        with self.memory.read() as t:
+            texts = sorted(
+                k
+                for (s, k), e in t.errors.items()
+                if s == sync and e["resolved_at"] is None and (field is None or e["field"] == field)
+            )
+        return [tuple(values.decode(k)) for k in texts]
+
+    def note_gone(self, sync: str, keys: Sequence[records.Key]) -> None:
+        now = stamp()
+        with self.memory.tx() as t:
+            for text in {records.key_text(k) for k in keys}:
+                e = t.errors.get((sync, text))
+                if e is not None and e["resolved_at"] is None:
+                    t.errors[(sync, text)] = {**e, "message": f"{GONE} ({now})", "last_seen": now}
+
+    def unmapped_values(self, sync: str | None, include_resolved: bool = False) -> list[dict[str, Any]]:
+        with self.memory.read() as t:
+            rows = [
+                dict(u)
+                for u in t.unmapped.values()
+                if (sync is None or u["sync"] == sync) and (include_resolved or u["resolved_at"] is None)
+            ]
+        rows.sort(key=lambda u: u["value"])
+        rows.sort(key=lambda u: u["count"], reverse=True)
+        rows.sort(key=lambda u: (u["sync"], u["field"]))
+        return rows
+
+    # ----------------------------------------------------------------- call budgets
+
+    def budget_ensure(self, credential: str) -> None:
+        with self.memory.tx() as t:
+            if credential not in t.budgets:
+                t.budgets[credential] = {
+                    "blocked_until_us": None,
+                    "server_remaining": None,
+                    "server_reset_us": None,
+                    "updated_at": stamp(),
+                }
+
+    def budget_take(
+        self,
+        credential: str,
+        now: Callable[[], int],
+        decide: Callable[[int, BudgetRow, Recent], int],
+        keep_us: int,
+    ) -> int:
+        with self.memory.tx() as t:
+            row = t.budgets.get(credential)
+            if row is None:
+                raise LookupError("no call budget for this credential: budget_ensure first")
+            row = t.budgets[credential] = {**row, "updated_at": stamp()}
+            moment = now()
+            calls = t.calls.get(credential, ())
+
+            def recent(count: int, after: int) -> list[int]:
+                return sorted((c for c in calls if c > after), reverse=True)[:count]
+
+            budget = BudgetRow(row["blocked_until_us"], row["server_remaining"], row["server_reset_us"])
+            wait = decide(moment, budget, recent)
+            if wait > 0:
+                return wait
+            if row["server_remaining"] is not None:
+                t.budgets[credential] = {**row, "server_remaining": row["server_remaining"] - 1}
+            t.calls[credential] = tuple(c for c in (*calls, moment) if c > moment - keep_us)
+            return 0
+
+    def budget_tighten(
+        self, credential: str, blocked: int | None, server: tuple[int, int | None] | None
+    ) -> None:
+        with self.memory.tx() as t:
+            row = t.budgets.get(credential)
+            if row is None:
+                return
+            row = {**row, "updated_at": stamp()}
+            if blocked is not None and (row["blocked_until_us"] is None or row["blocked_until_us"] < blocked):
+                row["blocked_until_us"] = blocked
+            if server is not None:
+                row["server_remaining"], row["server_reset_us"] = server
+            t.budgets[credential] = row
+
+    def budget_read(self, credential: str, after: int) -> tuple[list[int], BudgetRow | None]:
+        with self.memory.read() as t:
+            times = sorted(c for c in t.calls.get(credential, ()) if c > after)
+            row = t.budgets.get(credential)
+        if row is None:
+            return times, None
+        return times, BudgetRow(row["blocked_until_us"], row["server_remaining"], row["server_reset_us"])
+
+
+# --------------------------------------------------------------------- inside a transaction
+
+
+def _set_cursors(t: Tables, sync: str, run_id: int | None, new: dict[str, Any], now: str) -> None:
+    """Cursor values that changed, each with an audit row (as StateStore._set_cursors)."""
+    for name, value in new.items():
+        text = values.encode(value) if value is not None else None
+        old = t.cursors.get((sync, name))
+        if old == text:
+            continue
+        t.cursors[(sync, name)] = text
+        audit_id = t.next_id("audit")
+        t.audit[audit_id] = {
+            "id": audit_id,
+            "sync": sync,
+            "run_id": run_id,
+            "name": name,
+            "old_value": old,
+            "new_value": text,
+            "committed_at": now,
+        }
+
+
+def _insert_run(
+    t: Tables,
+    sync: str,
+    kind: str,
+    trigger: str,
+    token: str,
+    status: str,
+    scheduled_at: dt.datetime | None,
+    started: str,
+    finished: str | None,
+) -> int:
+    run_id = t.next_id("runs")
+    t.runs[run_id] = {
+        "id": run_id,
+        "sync": sync,
+        "kind": kind,
+        "trigger": trigger,
+        "scheduled_at": stamp(scheduled_at) if scheduled_at else None,
+        "started_at": started,
+        "finished_at": finished,
+        "status": status,
+        "failure_class": None,
+        "message": None,
+        "lease_token": token,
+        **dict.fromkeys(COUNTS, 0),
+    }
+    return run_id
+
+
+def _record_unmapped(
+    t: Tables, sync: str, rejected: Sequence[records.Rejection], now: str
+) -> list[dict[str, Any]]:
+    """Count the batch's unmapped values (unmapped.record); the ones seen for the first time."""
+    relevant = [r for r in rejected if unmapped.is_unmapped(r)]
+    if not relevant:
+        return []
+    keys = {records.key_text(r.key) for r in relevant}
+    blocked = {
+        (k, e["field"] or "", e["rule"] or "", e["value"])
+        for (s, k), e in t.errors.items()
+        if s == sync and k in keys and e["resolved_at"] is None and e["value"] is not None
+    }
+    batch = unmapped.tally(sync, relevant, blocked, now)
+    fresh = []
+    for ident, row in batch.items():
+        old = t.unmapped.get((sync, *ident))
+        if old is None:
+            t.unmapped[(sync, *ident)] = dict(row)
+            fresh.append(row)
+        else:
+            change = {"count": old["count"] + row["count"], "last_seen": now, "resolved_at": None}
+            t.unmapped[(sync, *ident)] = {**old, **change}
+    return fresh
+
+
+def _resolve_unmapped(t: Tables, sync: str, now: str) -> None:
+    """Close the open values of `sync` that no open record error carries any more."""
+    carried = {
+        (e["field"] or "", e["rule"] or "", e["value"])
+        for (s, _), e in t.errors.items()
+        if s == sync and e["resolved_at"] is None
+    }
+    for ident, u in list(t.unmapped.items()):
+        if ident[0] == sync and u["resolved_at"] is None and ident[1:] not in carried:
+            t.unmapped[ident] = {**u, "resolved_at": now}
