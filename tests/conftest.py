@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
-from tests.fault_proxy import Proxy as FaultProxy
+from mapsync.testing.fault_proxy import Proxy as FaultProxy
 
 # Property tests: a bounded, derandomised profile in CI (same examples every run, the suite stays
 # fast); a wider random search locally with HYPOTHESIS_PROFILE=dev.
@@ -134,7 +134,7 @@ def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], st
 
 @pytest.fixture
 def fault_proxy() -> Iterator[Callable[[str, int], FaultProxy]]:
-    """A factory of TCP fault proxies (tests/fault_proxy.py) in front of host:port, closed after the test."""
+    """A factory of TCP fault proxies (src/mapsync/testing/fault_proxy.py) in front of host:port, closed after the test."""
     made: list[FaultProxy] = []
 
     def make(host: str, port: int) -> FaultProxy:
@@ -163,11 +163,11 @@ def database(request: pytest.FixtureRequest) -> Callable[[], str]:
 
 @pytest.fixture
 def canary() -> Iterator[Callable[..., Any]]:
-    """A factory of `tests.canary.Canary` (secrets and their derived forms, grepped in every
+    """A factory of `mapsync.testing.canary.Canary` (secrets and their derived forms, grepped in every
     artifact); the `mapsync` logs are captured at DEBUG while the test runs."""
     import logging
 
-    from tests.canary import Canary, LogCapture
+    from mapsync.testing.canary import Canary, LogCapture
 
     capture = LogCapture()
     root = logging.getLogger("mapsync")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from mapsync.cimcloud.sandbox import Running
+    from mapsync.testing.sandbox import Running
 
 CREDENTIALS = {"AuthKey": "sandbox-key", "AuthUserName": "sandbox", "AuthPassword": "sandbox-password"}
 
@@ -27,7 +27,7 @@ def cimcloud_sandbox_factory(tmp_path: Path) -> Iterator[Callable[..., Running]]
         count = 0
 
         def start(**options: Any) -> Running:
-            from mapsync.cimcloud.sandbox import Config, Running
+            from mapsync.testing.sandbox import Config, Running
 
             nonlocal count
             count += 1

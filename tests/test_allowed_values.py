@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mapsync.allowed import parse_check
 from mapsync.connectors.sql import SqlDatabase
-from mapsync.connectors.sql_allowed import parse_check
 from mapsync.engine import Engine
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore

@@ -19,13 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 from mapsync import errors
-from mapsync.cimcloud.sandbox import Running
 from mapsync.engine import Engine
 from mapsync.sheet import loader
 from mapsync.state import async_batches, schema
 from mapsync.state.store import StateStore
+from mapsync.testing.fault_server import Fault, FaultServer, Reply, Request
+from mapsync.testing.sandbox import Running
 from tests import helpers as h
-from tests.fault_server import Fault, FaultServer, Reply, Request
 
 ENV = {"CIM_PASSWORD": "sandbox-password", "CIM_KEY": "sandbox-key"}
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from mapsync.cimcloud.sandbox import Running
 from mapsync.engine import Engine
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore
+from mapsync.testing.sandbox import Running
 from tests import helpers as h
 
 ENV = {"CIM_PASSWORD": "sandbox-password", "CIM_KEY": "sandbox-key"}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mapsync import errors
-from mapsync.cimcloud.sandbox import Running
 from mapsync.sheet import loader
+from mapsync.testing.sandbox import Running
 from tests import helpers as h
 from tests.sandbox_fixtures import token_client
 

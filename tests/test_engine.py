@@ -16,19 +16,20 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mapsync import errors, records, testing
+from mapsync import errors, records
 from mapsync.state import lease as leases
 from mapsync.state import report, schema, values
 from mapsync.state.memory import MemoryStore
 from mapsync.state.ports import Store
 from mapsync.state.store import Counts, StateStore
+from mapsync.testing import fakes
 
 
 @dataclasses.dataclass
 class World:
-    engine: testing.MemoryEngine
-    source: testing.MemorySource
-    dest: testing.MemoryDestination
+    engine: fakes.MemoryEngine
+    source: fakes.MemorySource
+    dest: fakes.MemoryDestination
     store: Any  # a StateStore or a MemoryStore (both: port `Store`)
 
     def errors(self, include_resolved: bool = True) -> dict[records.Key, dict[str, Any]]:
@@ -54,7 +55,7 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
     def build(n: int = 10, batch: int = 4, **spec: Any) -> World:
         folder = tmp_path / f"world{len(stores)}"
         folder.mkdir()
-        loaded = testing.sheet(
+        loaded = fakes.sheet(
             {
                 "c": {
                     "key": {"from": "id", "to": "ref"},
@@ -65,11 +66,11 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
             },
             folder,
         )
-        store: Store = testing.state_store(folder) if request.param == "sqlite" else MemoryStore()
+        store: Store = fakes.state_store(folder) if request.param == "sqlite" else MemoryStore()
         stores.append(store)
-        source = testing.MemorySource([_row(i) for i in range(1, n + 1)])
-        dest = testing.MemoryDestination()
-        return World(testing.MemoryEngine(loaded, store, {"c": (source, dest)}), source, dest, store)
+        source = fakes.MemorySource([_row(i) for i in range(1, n + 1)])
+        dest = fakes.MemoryDestination()
+        return World(fakes.MemoryEngine(loaded, store, {"c": (source, dest)}), source, dest, store)
 
     yield build
     for store in stores:

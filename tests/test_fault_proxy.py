@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import sqlalchemy as sa
 
-from tests.fault_proxy import Proxy, proxied_url, target_of
+from mapsync.testing.fault_proxy import Proxy, proxied_url, target_of
 
 
 class _Echo(socketserver.BaseRequestHandler):

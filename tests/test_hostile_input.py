@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mapsync import errors, testing
+from mapsync import errors
 from mapsync import mapping as compile_
 from mapsync.sheet import loader, yaml_limits
+from mapsync.testing import fakes
 from tests.helpers import mapsync
 
 SHEET = """\
@@ -159,7 +160,7 @@ def _map_sheet(folder: Path, rule: str) -> Path:
 
 
 def _compile(folder: Path, source: dict[str, object]) -> compile_.Mapping:
-    loaded = testing.sheet(
+    loaded = fakes.sheet(
         {"c": {"key": {"from": "id", "to": "ref"}, "fields": {"st": {"from": "s", "map_from": source}}}},
         folder,
     )

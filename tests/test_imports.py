@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import grimp
@@ -73,3 +74,17 @@ def test_the_import_contracts_hold() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_product_module_is_kept_from_the_dev_only_parts() -> None:
+    """The `testing` contract names every top-level module but the CLI, the demo and
+    mapsync.testing itself, so a new module cannot import the dev-only parts unnoticed."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (contract,) = (c for c in config["tool"]["importlinter"]["contracts"] if c["id"] == "testing")
+    top = {
+        f"mapsync.{p.stem}"
+        for p in (ROOT / "src" / "mapsync").iterdir()
+        if (p.suffix == ".py" or (p / "__init__.py").exists()) and p.stem not in ("__init__", "__main__")
+    }
+    assert contract["forbidden_modules"] == ["mapsync.testing"]
+    assert set(contract["source_modules"]) == top - {"mapsync.cli", "mapsync.demo", "mapsync.testing"}

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mapsync import errors, records, testing, transforms
+from mapsync import errors, records, transforms
 from mapsync import mapping as compile_
 from mapsync.engine import Engine
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore
+from mapsync.testing import fakes
 from tests import helpers as h
 
 
@@ -221,7 +222,7 @@ def test_lookup_and_map_from_through_a_real_run(
 
 
 def _memory_mapping(folder: Path, field: dict[str, Any]) -> compile_.Mapping:
-    loaded = testing.sheet({"c": {"key": {"from": "id", "to": "ref"}, "fields": {"st": field}}}, folder)
+    loaded = fakes.sheet({"c": {"key": {"from": "id", "to": "ref"}, "fields": {"st": field}}}, folder)
     return compile_.Mapping(loaded.sheet.syncs["c"], {}, {}, folder=folder)
 
 
@@ -312,7 +313,7 @@ def test_child_rows_share_the_batch_query(
 
 def test_an_unknown_lookup_connection_is_a_sheet_problem(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigError, match=r"lookup.connection: unknown connection 'ERP'"):
-        testing.sheet(
+        fakes.sheet(
             {
                 "c": {
                     "key": {"from": "id", "to": "ref"},

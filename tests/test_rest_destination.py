@@ -17,8 +17,8 @@ from mapsync.rest.connector import open_handle
 from mapsync.rest.destination import RestDestination
 from mapsync.sheet import models
 from mapsync.sheet.connection_models import RestConnection
+from mapsync.testing.fault_server import FaultServer, Reply, Request
 from tests import helpers as h
-from tests.fault_server import FaultServer, Reply, Request
 
 
 class Api:
@@ -203,7 +203,7 @@ def test_sql_to_rest_end_to_end(
 
 def test_check_of_a_rest_connection(api_server: tuple[FaultServer, Api]) -> None:
     from mapsync.rest.connector import check
-    from tests.fault_server import Fault
+    from mapsync.testing.fault_server import Fault
 
     server, _ = api_server
     d = dest(server.url)

@@ -1,4 +1,4 @@
-"""Client faults against a fault-injecting HTTP server (tests/fault_server.py), through the
+"""Client faults against a fault-injecting HTTP server (mapsync/testing/fault_server.py), through the
 CIMcloud connector's client and destination: 5xx bursts, 429 with Retry-After (seconds and HTTP
 date: no request before it), apply-then-timeout (no duplicate effect, no record error),
 malformed 200 bodies, token expiry mid-run, 4xx messages redacted and capped."""
@@ -18,7 +18,7 @@ from mapsync.cimcloud.connector import CimcloudDestination, open_handle
 from mapsync.rest.client import redact, retry_after
 from mapsync.sheet import models
 from mapsync.sheet.connection_models import CimcloudConnection
-from tests.fault_server import Fault, FaultServer, Reply, Request
+from mapsync.testing.fault_server import Fault, FaultServer, Reply, Request
 
 PASSWORD = "s3cret-password"
 

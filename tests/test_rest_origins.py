@@ -24,8 +24,8 @@ from mapsync.rest.source import RestSource
 from mapsync.sheet import loader, models
 from mapsync.sheet.connection_models import RestConnection
 from mapsync.state.store import StateStore
+from mapsync.testing.fault_server import Fault, FaultServer, Reply, Request, paged
 from tests import helpers as h
-from tests.fault_server import Fault, FaultServer, Reply, Request, paged
 
 TOKEN = "t0k3n-of-the-api"
 ROWS = [{"id": i, "name": f"item {i}"} for i in range(7)]

@@ -20,8 +20,8 @@ from mapsync.rest.source import RestSource
 from mapsync.sheet import loader, models
 from mapsync.sheet.connection_models import RestConnection
 from mapsync.state.store import StateStore
+from mapsync.testing.fault_server import FaultServer, Reply, Request
 from tests import helpers as h
-from tests.fault_server import FaultServer, Reply, Request
 
 T0 = dt.datetime(2026, 3, 1, 8, 0, 0)  # noqa: DTZ001
 

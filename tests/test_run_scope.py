@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from mapsync import records, run_steps, testing
+from mapsync import records, run_steps
 from mapsync.records import RunKind, RunStatus
 from mapsync.state import report
 from mapsync.state.ledger import LedgerEntry
 from mapsync.state.store import Counts
+from mapsync.testing import fakes
 
 
 def _row(i: int, version: int, name: str) -> dict[str, Any]:
@@ -23,11 +24,11 @@ def _row(i: int, version: int, name: str) -> dict[str, Any]:
 def test_retry_writes_its_keys_even_where_the_ledger_holds_them_unchanged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    loaded = testing.sheet({"c": {"key": {"from": "id", "to": "ref"}, "fields": {"nm": "name"}}}, tmp_path)
-    store = testing.state_store(tmp_path)
-    source = testing.MemorySource([_row(i, 1, f"n{i}") for i in (1, 2, 3)])
-    dest = testing.MemoryDestination()
-    engine = testing.MemoryEngine(loaded, store, {"c": (source, dest)})
+    loaded = fakes.sheet({"c": {"key": {"from": "id", "to": "ref"}, "fields": {"nm": "name"}}}, tmp_path)
+    store = fakes.state_store(tmp_path)
+    source = fakes.MemorySource([_row(i, 1, f"n{i}") for i in (1, 2, 3)])
+    dest = fakes.MemoryDestination()
+    engine = fakes.MemoryEngine(loaded, store, {"c": (source, dest)})
     try:
         assert engine.run("c", "seed").counts.written == 3
         source.upsert(_row(2, 2, "changed"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mapsync.cimcloud.sandbox import Running
+from mapsync.testing.sandbox import Running
 from tests.sandbox_fixtures import CREDENTIALS, site_url, token_client
 
 ACCOUNT = {"ref_id": "00-TEST012", "nm": "Test Account", "status": "1"}

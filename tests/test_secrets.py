@@ -2,7 +2,7 @@
 
 An API that echoes the request headers in its error body shows the base64 of the Basic
 `user:password`; a percent-encoded or JSON-escaped password, or the pieces of one cut by a URL,
-are secrets too. `mapsync.redact` masks them all; the canary (tests/canary.py) greps CLI text,
+are secrets too. `mapsync.redact` masks them all; the canary (mapsync/testing/canary.py) greps CLI text,
 `--json`, DEBUG logs and every state-store table for them.
 """
 
@@ -19,9 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mapsync import redact
+from mapsync.testing.canary import Canary
+from mapsync.testing.fault_server import Fault, FaultServer, Reply, Request
 from tests import helpers as h
-from tests.canary import Canary
-from tests.fault_server import Fault, FaultServer, Reply, Request
 
 PASSWORD = "pa@ss:w0rd/9#x%y"  # every character that splits a URL
 USER = "svc-user"

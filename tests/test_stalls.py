@@ -1,6 +1,6 @@
 """Stalled connections end in a transient failure within the lease, and never write stale data.
 
-Real PostgreSQL / MariaDB behind the TCP fault proxy (tests/fault_proxy.py), `lease_ttl: 3s`. A
+Real PostgreSQL / MariaDB behind the TCP fault proxy (src/mapsync/testing/fault_proxy.py), `lease_ttl: 3s`. A
 destination, source or PostgreSQL state store that stops answering mid-run makes the run fail
 with a clear message within a few seconds (the lease deadline cuts the calls still waiting),
 instead of hanging until the stall ends. And the stale write of issue 9: run A stalls mid-write
@@ -23,11 +23,12 @@ import pytest
 import sqlalchemy as sa
 
 from mapsync import lease_watch
+from mapsync.connectors.sql import SqlDatabase
 from mapsync.engine import Engine, RunReport
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore
+from mapsync.testing.fault_proxy import Proxy, proxied_url, target_of
 from tests import helpers as h
-from tests.fault_proxy import Proxy, proxied_url, target_of
 
 # an abandoned source stream must not print "Exception ignored" with a traceback
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
@@ -307,3 +308,18 @@ def test_stale_write_after_a_lost_lease_is_stopped_by_the_version_guard(
     w = world(pg_database(), pg_state=True)
     wrong, _ = _stale_write(w, guard=True)
     assert wrong == []
+
+
+def test_the_lease_watch_finds_the_engine_of_each_sql_handle(tmp_path: Path) -> None:
+    """The state store's engine, each SQL connection's, an engine as such; an HTTP handle has none."""
+    store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, create=True)
+    sa.create_engine(f"sqlite:///{tmp_path / 'erp.db'}").connect().close()
+    db = SqlDatabase("erp", f"sqlite:///{tmp_path / 'erp.db'}", tmp_path)
+    loose = sa.create_engine("sqlite://")
+    try:
+        watch = lease_watch.LeaseWatch(store, lambda: [store, db, loose, object()])
+        assert watch.engines() == [store.engine, db.engine, loose]
+        watch.close()
+    finally:
+        db.close()
+        store.close()

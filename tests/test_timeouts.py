@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from mapsync import errors
 from mapsync.connectors.sql import SqlDatabase
-from mapsync.connectors.timeouts import connect_args
+from mapsync.db_timeouts import connect_args
 from mapsync.sheet import loader
 from mapsync.sheet.timeout_models import Timeouts
 from mapsync.state.store import StateStore

@@ -24,9 +24,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mapsync import records
-from mapsync.connectors.sql_time import parse_time, register_sqlite, utc_text
 from mapsync.engine import Engine
 from mapsync.sheet import loader
+from mapsync.sql_time import parse_time, register_sqlite, utc_text
 from mapsync.state.store import StateStore, stamp
 from tests import helpers as h
 

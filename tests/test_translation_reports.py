@@ -11,17 +11,18 @@ from typing import Any
 
 import pytest
 
-from mapsync import errors, records, testing, transforms
+from mapsync import errors, records, transforms
 from mapsync import mapping as compile_
 from mapsync.sheet import models
+from mapsync.testing import fakes
 
 
 def _world(tmp_path: Path, fields: dict[str, Any], rows: list[dict[str, Any]], **spec: Any) -> Any:
-    loaded = testing.sheet({"c": {"key": {"from": "id", "to": "ref"}, "fields": fields, **spec}}, tmp_path)
-    store = testing.state_store(tmp_path)
-    source = testing.MemorySource(rows)
-    dest = testing.MemoryDestination()
-    return testing.MemoryEngine(loaded, store, {"c": (source, dest)}), source, dest, store
+    loaded = fakes.sheet({"c": {"key": {"from": "id", "to": "ref"}, "fields": fields, **spec}}, tmp_path)
+    store = fakes.state_store(tmp_path)
+    source = fakes.MemorySource(rows)
+    dest = fakes.MemoryDestination()
+    return fakes.MemoryEngine(loaded, store, {"c": (source, dest)}), source, dest, store
 
 
 def test_corrections_and_ambiguous_times_are_counted_in_the_run_report(tmp_path: Path) -> None:

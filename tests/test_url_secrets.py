@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from mapsync.sheet import loader
+from mapsync.testing.canary import Canary
 from tests import helpers as h
-from tests.canary import Canary
 
 PASSWORD = "pa@ss:w0rd/9#x%y"
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from mapsync import capture, connectors, errors
+from mapsync import capture, connectors, db_errors, errors
 from mapsync.capture import health
-from mapsync.connectors.sql import SqlDatabase, describe_error, normalize_url
+from mapsync.connectors.sql import SqlDatabase, normalize_url
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.ports import Capture, Destination, Handle, Source
@@ -79,8 +79,8 @@ class Checkup:
             return
         try:
             version = stored_version(url, _timeout(url.get_backend_name()))
-        except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as exc:
-            self.add(subject, "fail", f"cannot connect: {describe_error(exc, self.loaded.secrets)}")
+        except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as exc:  # a line of the report, not an error
+            self.add(subject, "fail", f"cannot connect: {db_errors.describe_error(exc, self.loaded.secrets)}")
             return
         if version is None:
             self.add(subject, "note", "reachable, no mapsync tables yet (`mapsync seed` creates them)")
@@ -171,7 +171,7 @@ class Checkup:
         try:
             with db.engine.connect() as conn:
                 version, user = conn.execute(sa.text(sql)).one()
-        except sa.exc.SQLAlchemyError as exc:
+        except sa.exc.SQLAlchemyError as exc:  # a line of the report, not an error
             self.add(
                 f"connection {name} ({db.dialect})",
                 "fail",
@@ -288,8 +288,8 @@ class Checkup:
                     self.add(subject, "fail", f"the file {path} is not writable")
                 elif path and side == "destination":
                     self.add(subject, "ok", "the file is writable")
-        except sa.exc.SQLAlchemyError as exc:
-            self.add(subject, "note", f"could not tell: {describe_error(exc, self.loaded.secrets)}")
+        except sa.exc.SQLAlchemyError as exc:  # a line of the report, not an error
+            self.add(subject, "note", f"could not tell: {db_errors.describe_error(exc, self.loaded.secrets)}")
 
 
 if TYPE_CHECKING:  # mypy checks the roles of what the registries load on first use (never called)
@@ -362,7 +362,7 @@ def _describe(result: Any) -> str:
 
 
 def _reason(exc: BaseException, secrets: tuple[str, ...]) -> str:
-    text = describe_error(exc, secrets)
+    text = db_errors.describe_error(exc, secrets)
     return re.sub(r"^\(\S+\)\s*", "", text)
 
 

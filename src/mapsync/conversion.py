@@ -4,17 +4,13 @@ and the `python` hook. They register in `rules.RULES`; see docs/translations.md.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import importlib.metadata
-import string
-import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
 from mapsync import records
-from mapsync.errors import ConfigError, RecordRejected
+from mapsync.errors import RecordRejected
 from mapsync.rules import Step, Tally, rule, show
-from mapsync.sheet import models
+from mapsync.sheet import models, rule_checks
 
 UTC = dt.UTC
 
@@ -22,20 +18,7 @@ UTC = dt.UTC
 def compile_template(template: str, field: str) -> Callable[[records.Row], str]:
     """`"{first} {last}"` over the source row. A NULL part is empty text; a column the row
     lacks is a rejection (rule `template`); a malformed template is a ConfigError now."""
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ConfigError(f"field `{field}`: template {template!r} is malformed: {exc}") from None
-    names = [name for _, name, _, _ in parts if name is not None]
-    if not names:
-        raise ConfigError(f"field `{field}`: template {template!r} names no source column")
-    for name in names:
-        if not name.isidentifier():
-            raise ConfigError(
-                f"field `{field}`: template {template!r}: `{{{name}}}` is not a column name "
-                "(write `{column}`)"
-            )
-    columns = sorted(set(names))
+    columns = sorted(set(rule_checks.template_names(template, field)))
 
     def build(row: records.Row) -> str:
         values = {}
@@ -96,21 +79,14 @@ def _split(spec: models.FieldRule, field: str) -> Step | None:
     return step
 
 
-def _zone(name: str, field: str) -> zoneinfo.ZoneInfo:
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"field `{field}`: timezone {name!r} is not an IANA time zone") from None
-
-
 @rule("timezone")
 def _timezone(spec: models.FieldRule, field: str) -> Step | None:
     if spec.timezone is None:
         return None
     source_name = spec.timezone.source
-    source = _zone(source_name, field)
+    source = rule_checks.zone(source_name, field)
     aware = spec.timezone.target == "aware"
-    target = None if aware else _zone(spec.timezone.target, field)
+    target = None if aware else rule_checks.zone(spec.timezone.target, field)
 
     def step(value: Any, tally: Tally) -> Any:
         if value is None:
@@ -146,51 +122,11 @@ def _timezone(spec: models.FieldRule, field: str) -> Step | None:
     return step
 
 
-HOOK_GROUP = "mapsync.hooks"
-
-
-def _hook(spec: models.FieldRule, field: str) -> tuple[str, Callable[..., Any]]:
-    """The `python` rule's function and how messages name it; ConfigError when it does not load."""
-    python = spec.python
-    if isinstance(python, models.PythonHook) or (isinstance(python, str) and python.startswith("ep:")):
-        name = python.entry_point if isinstance(python, models.PythonHook) else python[3:]
-        found = [ep for ep in importlib.metadata.entry_points(group=HOOK_GROUP) if ep.name == name]
-        ref = f"entry point {name}"
-        if not found:
-            known = sorted({ep.name for ep in importlib.metadata.entry_points(group=HOOK_GROUP)})
-            raise ConfigError(
-                f"field `{field}`: python: no entry point {name!r} in the group {HOOK_GROUP} "
-                f"(installed: {', '.join(known) or 'none'}); install the package that declares it"
-            )
-        try:
-            fn = found[0].load()
-        except Exception as exc:
-            raise ConfigError(
-                f"field `{field}`: cannot load python {ref} ({found[0].value}): {type(exc).__name__}: {exc}"
-            ) from None
-    else:
-        ref = str(python)
-        module_name, _, attr = ref.partition(":")
-        if not module_name or not attr:
-            raise ConfigError(
-                f"field `{field}`: python {ref!r} should be `package.module:function` (or `ep:name`)"
-            )
-        try:
-            fn = getattr(importlib.import_module(module_name), attr)
-        except Exception as exc:  # ImportError, AttributeError, or the module failing as it loads
-            raise ConfigError(
-                f"field `{field}`: cannot load python {ref!r}: {type(exc).__name__}: {exc}"
-            ) from None
-    if not callable(fn):
-        raise ConfigError(f"field `{field}`: python {ref!r} is not a function")
-    return ref, fn
-
-
 @rule("python")
 def _python(spec: models.FieldRule, field: str) -> Step | None:
     if spec.python is None:
         return None
-    ref, fn = _hook(spec, field)
+    ref, fn = rule_checks.hook(spec, field)
 
     def step(value: Any, tally: Tally, row: records.Row) -> Any:  # a ROW_RULES step
         try:

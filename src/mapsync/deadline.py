@@ -1,6 +1,6 @@
 """The lease deadline, enforced on the client: no database call of a run outlives its lease.
 
-Server-side timeouts (connectors/timeouts.py) cannot help when the network itself stalls: a
+Server-side timeouts (db_timeouts.py) cannot help when the network itself stalls: a
 blocked `recv` waits for bytes that never come. `Watchdog` knows when the run's lease runs out
 (it is moved on each renewal); when that moment passes, it shuts down the socket of every
 connection the run's engines have checked out, so the blocked call fails at once. The engine

@@ -27,12 +27,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mapsync import demo_data, errors, keys
-from mapsync.connectors.sql_time import utc_naive
+from mapsync import errors, keys
 from mapsync.engine import Engine, RunReport
 from mapsync.sheet import checks, loader
+from mapsync.sql_time import utc_naive
 from mapsync.state import report as state_report
 from mapsync.state.store import StateStore
+from mapsync.testing import demo_data
 
 SHEET_NAME = "mapsync.yaml"
 ERP_NAME = "erp.db"

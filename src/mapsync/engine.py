@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from typing import Any
 
 from mapsync import (
     capture,

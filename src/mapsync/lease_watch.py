@@ -14,12 +14,13 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
 from mapsync import deadline, errors
+from mapsync.connectors.sql import SqlDatabase
 from mapsync.state import lease as leases
 from mapsync.state.store import StateStore
 
@@ -29,20 +30,16 @@ R = TypeVar("R")
 
 
 class LeaseWatch:
-    def __init__(self, store: StateStore, engines: Callable[[], list[Any]]) -> None:
+    def __init__(self, store: StateStore, handles: Callable[[], Iterable[object]]) -> None:
         self.store = store
-        self._engines = engines  # the state store and the run's handles (their `.engine`s)
+        self._handles = handles  # the state store and the run's connection handles
         self.dog = deadline.Watchdog(self._abort)
         self.enabled = True  # off: the run is not cut at its lease deadline
 
-    def engines(self) -> list[Any]:
-        """The SQLAlchemy engines of the run (a handle without one, e.g. HTTP, is left alone)."""
-        out = []
-        for item in self._engines():
-            engine = item if isinstance(item, sa.Engine) else getattr(item, "engine", None)
-            if isinstance(engine, sa.Engine):
-                out.append(engine)
-        return out
+    def engines(self) -> list[sa.Engine]:
+        """The SQLAlchemy engines of the run: the state store's and each SQL connection's (an
+        engine handed in as such counts too; any other handle, e.g. HTTP, is left alone)."""
+        return [engine for item in self._handles() if (engine := engine_of(item)) is not None]
 
     @property
     def fired(self) -> str | None:
@@ -95,6 +92,16 @@ class LeaseWatch:
         for engine in self.engines():
             deadline.abort(engine, reason)
         log.error("lease_deadline", extra={"action": "lease_deadline", "error": reason})
+
+
+def engine_of(handle: object) -> sa.Engine | None:
+    """The SQLAlchemy engine of a run's handle: the state store's, a SQL connection's, or the
+    engine itself; None for a handle without one (HTTP)."""
+    if isinstance(handle, sa.Engine):
+        return handle
+    if isinstance(handle, StateStore | SqlDatabase):
+        return handle.engine
+    return None
 
 
 def settled(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:

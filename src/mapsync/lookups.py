@@ -20,8 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors, rules
-from mapsync.db_errors import describe_error
+from mapsync import casts, db_errors, errors, rules
 from mapsync.errors import RecordRejected
 from mapsync.sheet import map_files, models
 
@@ -66,7 +65,7 @@ class Lookup:
         if self.kind is None:
             return value
         try:
-            return rules.convert(value, self.kind)
+            return casts.convert(value, self.kind)
         except (ValueError, ArithmeticError, TypeError):
             return _MISSING
 
@@ -94,13 +93,8 @@ class Lookup:
                     for key, value in conn.execute(stmt):
                         found[key] = _AMBIGUOUS if key in found else value
             except sa.exc.DBAPIError as exc:
-                message = (
-                    f"lookup of `{self.field}` in {self.rule.connection}.{self.rule.table}: "
-                    f"{describe_error(exc)}"
-                )
-                if isinstance(exc, sa.exc.OperationalError):
-                    raise errors.TransientError(message, "source") from None
-                raise errors.PermanentError(message, "source") from None
+                where = f"lookup of `{self.field}` in {self.rule.connection}.{self.rule.table}"
+                raise db_errors.classified(where, exc, "source") from None
             for key in chunk:
                 self.cache[key] = found.get(key, _MISSING)
         self._evict()

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from mapsync import conversion, deletes, lookups, records, transforms
+from mapsync.allowed import is_allowed
 from mapsync.columns import ColumnInfo
-from mapsync.connectors.sql_allowed import is_allowed
-from mapsync.connectors.sql_time import time_fitter
 from mapsync.errors import ConfigError, RecordRejected
 from mapsync.sheet import models
+from mapsync.sql_time import time_fitter
 
 FieldFn = Callable[[records.Row, transforms.Tally], Any]
 

@@ -10,9 +10,9 @@ from typing import Any
 from mapsync import collisions, errors, records, transforms
 from mapsync import mapping as compile_
 from mapsync.connectors import sqlite_text
-from mapsync.connectors.sql_time import parse_time
 from mapsync.run_types import RunReport
 from mapsync.sheet import models
+from mapsync.sql_time import parse_time
 from mapsync.state.store import Counts, LedgerEntry
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mapsync import conversion, lookups, validation  # noqa: F401  (they register their rules)
+from mapsync.casts import convert as convert
 from mapsync.countries import COUNTRY_ALIASES as COUNTRY_ALIASES  # countries live there
 from mapsync.countries import _normalize as _normalize
 from mapsync.countries import country_lookup as country_lookup
@@ -27,7 +28,6 @@ from mapsync.rules import RULES as RULES
 from mapsync.rules import Compiler as Compiler
 from mapsync.rules import Step as Step
 from mapsync.rules import Tally as Tally
-from mapsync.rules import convert as convert
 from mapsync.rules import rule as rule
 from mapsync.rules import show as show
 from mapsync.sheet import models

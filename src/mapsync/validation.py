@@ -4,14 +4,13 @@ fails one is a rejection naming the field and the check; NULL passes all but `re
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable
 from typing import Any
 
-from mapsync import conversion, rules
-from mapsync.errors import ConfigError, RecordRejected
+from mapsync import casts
+from mapsync.errors import RecordRejected
 from mapsync.rules import Step, Tally, rule, show
-from mapsync.sheet import models
+from mapsync.sheet import models, rule_checks
 
 
 @rule("required")
@@ -31,12 +30,7 @@ def _required(spec: models.FieldRule, field: str) -> Step | None:
 def _pattern(spec: models.FieldRule, field: str) -> Step | None:
     if spec.pattern is None:
         return None
-    try:
-        regex = re.compile(spec.pattern)
-    except re.error as exc:
-        raise ConfigError(
-            f"field `{field}`: pattern {spec.pattern!r} is not a regular expression: {exc}"
-        ) from None
+    regex = rule_checks.regex(spec.pattern, field)
 
     def step(value: Any, tally: Tally) -> Any:
         if value is not None and regex.fullmatch(value if isinstance(value, str) else str(value)) is None:
@@ -50,27 +44,11 @@ def _pattern(spec: models.FieldRule, field: str) -> Step | None:
     return step
 
 
-def _bound(bound: Any, key: str, field: str) -> tuple[str, Any]:
-    """The kind a `min`/`max` compares in (decimal, date or datetime) and the bound in it."""
-    if isinstance(bound, bool):
-        raise ConfigError(f"field `{field}`: `{key}: {bound}` is neither a number nor a date")
-    if isinstance(bound, dt.datetime):
-        return "datetime", bound
-    if isinstance(bound, dt.date):
-        return "date", bound
-    for kind in ("decimal", "date", "datetime"):
-        try:
-            return kind, rules.convert(bound, kind)
-        except (ValueError, ArithmeticError, TypeError):
-            continue
-    raise ConfigError(f"field `{field}`: `{key}: {bound!r}` is neither a number nor a date")
-
-
 def _limit(spec: models.FieldRule, field: str, key: str) -> Step | None:
     raw = getattr(spec, key)
     if raw is None:
         return None
-    kind, bound = _bound(raw, key, field)
+    kind, bound = rule_checks.bound(raw, key, field)
     outside: Callable[[Any], bool] = (lambda v: v < bound) if key == "min" else (lambda v: v > bound)
     word = "below the minimum" if key == "min" else "above the maximum"
 
@@ -81,7 +59,7 @@ def _limit(spec: models.FieldRule, field: str, key: str) -> Step | None:
             if kind == "date" and isinstance(value, dt.datetime):
                 comparable: Any = value.date()  # a time on the last day is within `max` of that day
             else:
-                comparable = rules.convert(value, kind)
+                comparable = casts.convert(value, kind)
             out = outside(comparable)
         except (ValueError, ArithmeticError, TypeError):  # not a number/date, or naive vs aware
             raise RecordRejected(
@@ -119,22 +97,3 @@ def _enum(spec: models.FieldRule, field: str) -> Step | None:
         return value
 
     return step
-
-
-_SELF_CONTAINED = ("timezone", "python", "pattern", "min", "max")
-
-
-def sheet_problems(spec: models.FieldRule, field: str) -> list[tuple[str, str]]:
-    """Config errors of the rules that need no catalog, as (sheet key, message), so that
-    `mapsync validate` finds them without connecting."""
-    problems = []
-    for key in ("template", *_SELF_CONTAINED):
-        try:
-            if key == "template":
-                if spec.template is not None:
-                    conversion.compile_template(spec.template, field)
-            else:
-                rules.RULES[key](spec, field)
-        except ConfigError as exc:
-            problems.append((key, str(exc)))
-    return problems

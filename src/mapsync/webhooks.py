@@ -119,7 +119,7 @@ def create_app(loaded: LoadedSheet, store: StateStore, *, clock: Callable[[], fl
     def healthz() -> JSONResponse:
         try:
             store.ping()
-        except sa.exc.SQLAlchemyError as exc:
+        except sa.exc.SQLAlchemyError as exc:  # an HTTP answer, not a run's error
             log.error("healthz_failed", extra={"action": "healthz_failed", "error": type(exc).__name__})
             return _reply(503, status="state store unreachable")
         return _reply(200, status="ok", webhooks=sorted(hooks))
@@ -165,7 +165,7 @@ def create_app(loaded: LoadedSheet, store: StateStore, *, clock: Callable[[], fl
                     store, sync, eid, text, "webhook", signature=expected, signed_at=signed.signed_at
                 )
             )
-        except sa.exc.SQLAlchemyError as exc:
+        except sa.exc.SQLAlchemyError as exc:  # an HTTP answer (503: the sender retries), not a run's error
             log.error(
                 "webhook_not_stored",
                 extra={"action": "webhook_not_stored", "sync": sync, "error": type(exc).__name__},

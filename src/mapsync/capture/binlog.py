@@ -13,9 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors
+from mapsync import db_errors, errors
 from mapsync.capture.log_types import RowChange, Txn
-from mapsync.connectors.sql import SqlDatabase, describe_error
+from mapsync.connectors.sql import SqlDatabase
 from mapsync.sheet.log_models import LogChanges
 
 # its advice to set binlog_row_metadata=FULL is in docs/capture.md, not on every read's stderr
@@ -47,9 +47,7 @@ class BinlogReader:
             with self.db.engine.connect() as conn:
                 return list(conn.execute(sa.text(stmt)).all())
         except sa.exc.DBAPIError as exc:
-            raise errors.TransientError(
-                f"sync {self.sync}: binlog: {describe_error(exc)}", failure_class="source"
-            ) from None
+            raise db_errors.transient(f"sync {self.sync}: binlog", exc, "source") from None
 
     def settings(self) -> dict[str, str]:
         names = ", ".join(f"'{n}'" for n in (*REQUIRED, "server_id"))
@@ -73,7 +71,7 @@ class BinlogReader:
             try:
                 with self.db.engine.connect() as conn:
                     row = conn.execute(sa.text(stmt)).first()
-            except sa.exc.DBAPIError:
+            except sa.exc.DBAPIError:  # not this server's statement: try the next name
                 continue
             if row is not None:
                 return {"file": str(row[0]), "pos": int(row[1])}
@@ -97,7 +95,7 @@ class BinlogReader:
                 conn.execute(sa.text("START TRANSACTION WITH CONSISTENT SNAPSHOT"))
                 rows = dict(conn.execute(sa.text("SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")).all())
                 conn.rollback()
-        except sa.exc.DBAPIError:
+        except sa.exc.DBAPIError:  # no consistent snapshot (MySQL): the current position below
             pass
         if rows.get("Binlog_snapshot_file"):
             return {"file": str(rows["Binlog_snapshot_file"]), "pos": int(rows["Binlog_snapshot_position"])}

@@ -14,9 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import connectors, errors
+from mapsync import connectors, db_errors, errors
 from mapsync.capture import log_setup, queue_admin
-from mapsync.connectors.sql import SqlDatabase, describe_error
+from mapsync.connectors.sql import SqlDatabase
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.log_models import LogChanges, format_size
 from mapsync.sheet.queue_model import QueueChanges
@@ -66,7 +66,7 @@ def _log(
         return _problem("log", f"could not read the change log's status: {exc}")
     except sa.exc.SQLAlchemyError as exc:  # the source is unreachable
         return _problem(
-            "log", f"could not read the change log's status: {describe_error(exc, loaded.secrets)}"
+            "log", f"could not read the change log's status: {db_errors.describe_error(exc, loaded.secrets)}"
         )
     return {
         "method": "log",
@@ -103,7 +103,9 @@ def _queue(loaded: LoadedSheet, name: str) -> dict[str, Any]:
     except errors.MapsyncError as exc:
         return _problem("queue", f"could not read the queue's status: {exc}")
     except sa.exc.SQLAlchemyError as exc:  # the source is unreachable
-        return _problem("queue", f"could not read the queue's status: {describe_error(exc, loaded.secrets)}")
+        return _problem(
+            "queue", f"could not read the queue's status: {db_errors.describe_error(exc, loaded.secrets)}"
+        )
     (row,) = [r for r in rows if r["sync"] == name]
     warnings = []
     if not row["queue_table"]:

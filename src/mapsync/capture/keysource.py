@@ -16,8 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors, records
-from mapsync.connectors.sql import describe_error
+from mapsync import db_errors, records
 from mapsync.connectors.sql_source import SqlSource
 
 HASH_LABEL = "mapsync_row_hash"
@@ -114,9 +113,7 @@ def stream_keys(source: SqlSource, page: int, *, hashed: bool) -> Iterator[KeyPa
                 heads = [r[0] for r in rows] if n == 1 else [tuple(r[:n]) for r in rows]
                 yield KeyPage(heads, hashes, n == 1)
     except sa.exc.DBAPIError as exc:
-        raise errors.TransientError(
-            f"sync {source.sync}: reading the source failed: {describe_error(exc)}", failure_class="source"
-        ) from None
+        raise db_errors.transient(f"sync {source.sync}: reading the source failed", exc, "source") from None
 
 
 def stream_rows(
@@ -146,9 +143,7 @@ def stream_rows(
                     )
                 yield out
     except sa.exc.DBAPIError as exc:
-        raise errors.TransientError(
-            f"sync {source.sync}: reading the source failed: {describe_error(exc)}", failure_class="source"
-        ) from None
+        raise db_errors.transient(f"sync {source.sync}: reading the source failed", exc, "source") from None
 
 
 def fetch(conn: sa.Connection, sql: str, params: Any) -> list[Any]:
@@ -237,7 +232,5 @@ def existing(source: SqlSource, keys: Sequence[records.Key], statements: dict[in
                 for row in fetch(conn, stmt.sql, stmt.params(params)):
                     found.add(records.key_text(tuple(row)))
     except sa.exc.DBAPIError as exc:
-        raise errors.TransientError(
-            f"sync {source.sync}: reading the source failed: {describe_error(exc)}", failure_class="source"
-        ) from None
+        raise db_errors.transient(f"sync {source.sync}: reading the source failed", exc, "source") from None
     return found

@@ -211,7 +211,7 @@ class LogCapture(CaptureBase):
         where = [sa.text(f"({src.filter})")] if src.filter else []
         try:
             out = list(src.rows_by_key(keys, where=where))
-        except sa.exc.DBAPIError as exc:
+        except sa.exc.DBAPIError as exc:  # names only the driver's error class, not its text
             raise errors.TransientError(
                 f"sync {self.sync}: reading changed rows failed: {type(exc.orig).__name__}",
                 failure_class="source",

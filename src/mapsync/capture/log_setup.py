@@ -13,11 +13,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors
+from mapsync import db_errors, errors
 from mapsync.capture.binlog import BinlogReader
 from mapsync.capture.log import watched_tables
 from mapsync.capture.pg_logical import PgLog, lsn_int
-from mapsync.connectors.sql import SqlDatabase, describe_error
+from mapsync.connectors.sql import SqlDatabase
 from mapsync.sheet import models
 from mapsync.sheet.log_models import LogChanges, format_size
 
@@ -69,7 +69,7 @@ def plan(db: SqlDatabase, sync: str, cfg: models.SyncConfig, action: str) -> Pla
         else:
             _mariadb_plan(db, sync, changes, tables, action, out)
     except sa.exc.DBAPIError as exc:
-        raise errors.TransientError(f"sync {sync}: {describe_error(exc)}", failure_class="source") from None
+        raise db_errors.transient(f"sync {sync}", exc, "source") from None
     return out
 
 
@@ -182,7 +182,7 @@ def apply(db: SqlDatabase, p: Plan) -> None:
             for stmt in p.statements:
                 conn.execute(sa.text(stmt))
     except sa.exc.DBAPIError as exc:
-        raise errors.ConfigError(f"sync {p.sync}: {describe_error(exc)}") from None
+        raise db_errors.refused(f"sync {p.sync}", exc) from None
 
 
 def status(db: SqlDatabase, sync: str, cfg: models.SyncConfig, committed: Any) -> dict[str, Any]:
@@ -198,8 +198,8 @@ def status(db: SqlDatabase, sync: str, cfg: models.SyncConfig, committed: Any) -
             _mariadb_status(db, sync, changes, tables, out)
         else:
             out["warnings"].append(f"the source ({db.dialect}) has no change log")
-    except sa.exc.DBAPIError as exc:
-        out["warnings"].append(describe_error(exc))
+    except sa.exc.DBAPIError as exc:  # a status report: the failure is one of its warnings
+        out["warnings"].append(db_errors.describe_error(exc))
     return out
 
 

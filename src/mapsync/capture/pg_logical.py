@@ -18,10 +18,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors
+from mapsync import db_errors, errors
 from mapsync.capture.log_types import RowChange, Txn
-from mapsync.connectors.sql import SqlDatabase, describe_error
-from mapsync.connectors.timeouts import UNLIMITED_PG_LOCAL
+from mapsync.connectors.sql import SqlDatabase
+from mapsync.db_timeouts import UNLIMITED_PG_LOCAL
 from mapsync.sheet.log_models import LogChanges
 
 SEED_WAIT = 30.0  # seconds the seed waits for transactions open when it starts (then: slot position)
@@ -64,9 +64,7 @@ class PgLog:
         try:
             return self.db.engine.connect()
         except sa.exc.OperationalError as exc:
-            raise errors.TransientError(
-                f"connection {self.db.name}: cannot connect: {describe_error(exc)}", failure_class="source"
-            ) from None
+            raise db_errors.transient(f"connection {self.db.name}: cannot connect", exc, "source") from None
 
     def _sql(self, stmt: str, params: dict[str, Any] | None = None, *, commit: bool = False) -> list[Any]:
         try:
@@ -77,9 +75,7 @@ class PgLog:
                     conn.commit()
                 return rows
         except sa.exc.DBAPIError as exc:
-            raise errors.TransientError(
-                f"sync {self.sync}: slot {self.slot}: {describe_error(exc)}", failure_class="source"
-            ) from None
+            raise db_errors.transient(f"sync {self.sync}: slot {self.slot}", exc, "source") from None
 
     # ----------------------------------------------------------------- the slot
 
@@ -159,9 +155,7 @@ class PgLog:
                 if not running:
                     return {"lsn": lsn}
         except sa.exc.DBAPIError as exc:
-            raise errors.TransientError(
-                f"sync {self.sync}: slot {self.slot}: {describe_error(exc)}", failure_class="source"
-            ) from None
+            raise db_errors.transient(f"sync {self.sync}: slot {self.slot}", exc, "source") from None
         return {"lsn": info["confirmed"]}
 
     def check(self, position: dict[str, Any]) -> None:

@@ -29,11 +29,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors, records
+from mapsync import db_errors, errors, records
 from mapsync.capture import queue_table as qt
 from mapsync.capture.base import CaptureBase, Context, register, to_changes
 from mapsync.capture.triggers import QueueStatus
-from mapsync.connectors.sql import describe_error
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.ports import Capabilities
 from mapsync.sheet.queue_model import QueueChanges
@@ -249,9 +248,10 @@ class QueueCapture(CaptureBase):
         try:
             with self.db.engine.begin() as conn:
                 qt.release(conn, self.cfg.table, self.token)
-        except sa.exc.DBAPIError as exc:  # the lease timeout reclaims them instead
+        except sa.exc.DBAPIError as exc:  # only logged: the lease timeout reclaims them instead
             log.warning(
-                "queue_release_failed", extra={"action": "queue_release_failed", "error": describe_error(exc)}
+                "queue_release_failed",
+                extra={"action": "queue_release_failed", "error": db_errors.describe_error(exc)},
             )
 
     def finish(self) -> dict[str, Any]:
@@ -261,14 +261,14 @@ class QueueCapture(CaptureBase):
             )
             if purged:
                 log.info("queue_purged", extra={"action": "queue_purged", "rows": purged})
-        except sa.exc.DBAPIError as exc:  # a failed purge is retried by the next run
+        except sa.exc.DBAPIError as exc:  # only logged: a failed purge is retried by the next run
             log.warning(
-                "queue_purge_failed", extra={"action": "queue_purge_failed", "error": describe_error(exc)}
+                "queue_purge_failed",
+                extra={"action": "queue_purge_failed", "error": db_errors.describe_error(exc)},
             )
         return {}
 
     def _error(self, what: str, exc: sa.exc.DBAPIError) -> errors.TransientError:
-        return errors.TransientError(
-            f"sync {self.source.sync}: {what} in {self.cfg.table} failed: {describe_error(exc)}",
-            failure_class="source",
+        return db_errors.transient(
+            f"sync {self.source.sync}: {what} in {self.cfg.table} failed", exc, "source"
         )

@@ -8,10 +8,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import connectors, errors
+from mapsync import connectors, db_errors, errors
 from mapsync.capture import queue_table as qt
 from mapsync.capture import triggers
-from mapsync.connectors.sql import SqlDatabase, describe_error
+from mapsync.connectors.sql import SqlDatabase
 from mapsync.ports import Handle
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.queue_model import QueueChanges
@@ -122,15 +122,13 @@ def execute(db: Any, statements: list[str]) -> None:
                 conn.exec_driver_sql(statement)
     except (sa.exc.DBAPIError, OSError) as exc:
         raise errors.TransientError(
-            f"connection {db.name}: the DDL failed: {describe_error(exc)} "
+            f"connection {db.name}: the DDL failed: {db_errors.describe_error(exc)} "
             "(does the user have the rights to create tables and triggers? `--print` writes the DDL "
             "for a DBA)",
             failure_class="source",
         ) from None
     except Exception as exc:  # sqlite3.Error from executescript
-        raise errors.TransientError(
-            f"connection {db.name}: the DDL failed: {describe_error(exc)}", failure_class="source"
-        ) from None
+        raise db_errors.transient(f"connection {db.name}: the DDL failed", exc, "source") from None
 
 
 def installed_triggers(db: Any, names: list[str]) -> set[str]:
@@ -201,9 +199,8 @@ def purge(loaded: LoadedSheet, queue: Queue) -> dict[str, int]:
             try:
                 out[sync] = qt.purge(db.engine, queue.table, queue.sources[sync], cfg.retention, cfg.archive)
             except sa.exc.DBAPIError as exc:
-                raise errors.TransientError(
-                    f"sync {sync}: purging {queue.table} failed: {describe_error(exc)}",
-                    failure_class="source",
+                raise db_errors.transient(
+                    f"sync {sync}: purging {queue.table} failed", exc, "source"
                 ) from None
         return out
     finally:

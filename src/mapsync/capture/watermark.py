@@ -19,10 +19,10 @@ from mapsync import errors, records
 from mapsync.capture.base import CaptureBase, RunInput, register, to_changes
 from mapsync.capture.snapshot import walk
 from mapsync.connectors.sql_source import SqlSource
-from mapsync.connectors.sql_time import later, parse_time
 from mapsync.guard import Guard
 from mapsync.ports import Capabilities
 from mapsync.sheet import models
+from mapsync.sql_time import later, parse_time
 from mapsync.state.store import stamp
 
 DELETE_PAGE = 5000  # keys per step of the key-set delete check

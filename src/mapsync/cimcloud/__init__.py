@@ -1,1 +1,1 @@
-"""CIMcloud: the connector (on the generic REST client) and a local sandbox that stands in for it."""
+"""CIMcloud: the connector, on the generic REST client (its local sandbox is mapsync.testing.sandbox)."""

@@ -18,16 +18,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import quoted_name
 
-from mapsync import deadline, errors
+from mapsync import db_errors, deadline, errors
 from mapsync.columns import ColumnInfo as ColumnInfo  # the catalog facts live below the layers
 from mapsync.connectors import sqlite_text
 from mapsync.connectors.sql_allowed import allowed_values
-from mapsync.connectors.sql_time import register_sqlite
-from mapsync.connectors.timeouts import connect_args, listen, resolved
 from mapsync.db_errors import describe_error as describe_error  # below the layers too
-from mapsync.db_errors import first_line as _first_line
+from mapsync.db_timeouts import connect_args, listen, resolved
 from mapsync.records import Key
 from mapsync.sheet.timeout_models import Timeouts
+from mapsync.sql_time import register_sqlite
 
 MARIADB_SQL_MODE = (
     "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
@@ -137,9 +136,7 @@ class SqlDatabase:
                         autoload_with=conn,
                     )
         except sa.exc.OperationalError as exc:
-            raise errors.TransientError(
-                f"connection {self.name}: cannot connect: {_first_line(exc.orig)}"
-            ) from None
+            raise db_errors.transient(f"connection {self.name}: cannot connect", exc, "destination") from None
         self._tables[name] = reflected
         return reflected
 
@@ -238,9 +235,9 @@ class SqlDatabase:
                 )
                 return list(result.keys())
         except sa.exc.OperationalError as exc:
-            raise errors.TransientError(f"connection {self.name}: {_first_line(exc.orig)}") from None
+            raise db_errors.transient(f"connection {self.name}", exc, "destination") from None
         except sa.exc.DBAPIError as exc:
-            raise errors.ConfigError(f"{where}: the query fails: {_first_line(exc.orig)}") from None
+            raise db_errors.refused(f"{where}: the query fails", exc) from None
 
     # ----------------------------------------------------------------- clock
 

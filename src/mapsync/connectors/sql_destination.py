@@ -18,11 +18,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from mapsync import crash, deadline, delivery, errors, records
+from mapsync import crash, db_errors, deadline, delivery, errors, records
 from mapsync.connectors import version_guard
-from mapsync.connectors.sql import ColumnInfo, SqlDatabase, describe_error
+from mapsync.connectors.sql import ColumnInfo, SqlDatabase
 from mapsync.connectors.sql_keys import KeyProbe
-from mapsync.connectors.timeouts import UNLIMITED_MYSQL, statement_limit
+from mapsync.db_timeouts import UNLIMITED_MYSQL, statement_limit
 from mapsync.ports import Capabilities, DestinationBase
 from mapsync.sheet import models
 
@@ -173,17 +173,13 @@ class SqlDestination(DestinationBase):
                     ) from None
                 kind = self._classify(exc)
                 if kind == "record":
-                    raise delivery.Refused(describe_error(exc, self.secrets)) from None
+                    raise delivery.Refused(db_errors.describe_error(exc, self.secrets)) from None
                 if kind == "permanent":
-                    raise errors.PermanentError(
-                        f"sync {self.sync}: destination {self.db.name} refuses every write: "
-                        f"{describe_error(exc, self.secrets)}"
-                    ) from None
+                    what = f"sync {self.sync}: destination {self.db.name} refuses every write"
+                    raise db_errors.permanent(what, exc, "destination", self.secrets) from None
                 if attempt == 3:
-                    raise errors.TransientError(
-                        f"sync {self.sync}: destination {self.db.name} unavailable after 4 attempts: "
-                        f"{describe_error(exc, self.secrets)}"
-                    ) from None
+                    what = f"sync {self.sync}: destination {self.db.name} unavailable after 4 attempts"
+                    raise db_errors.transient(what, exc, "destination", self.secrets) from None
                 time.sleep(delay)
                 delay *= 2
                 fresh = False
@@ -191,7 +187,7 @@ class SqlDestination(DestinationBase):
     def _classify(self, exc: sa.exc.DBAPIError) -> str:
         if self.fallback is not None and self._delete_denied(exc):
             return "record"  # isolated, then written as `disable` (see _fall_back)
-        if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        if exc.connection_invalidated or db_errors.is_transient(exc):
             code = exc.orig.args[0] if self.db.dialect == "mysql" and exc.orig and exc.orig.args else None
             if code in _MYSQL_RECORD:
                 return "record"

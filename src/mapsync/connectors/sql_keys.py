@@ -23,8 +23,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors, records
-from mapsync.connectors.sql import SqlDatabase, describe_error
+from mapsync import db_errors, records
+from mapsync.connectors.sql import SqlDatabase
 
 log = logging.getLogger("mapsync.destination")
 _NAME = re.compile(r"[A-Za-z0-9_]+")  # MariaDB character set and collation names
@@ -151,7 +151,7 @@ class KeyProbe:
             params = {"keys": json.dumps([[_plain(v, text) for v in k] for k in keys])}
         try:
             groups, stored = self._query(params)
-        except sa.exc.DBAPIError:
+        except sa.exc.DBAPIError:  # not an error to report: the probe bisects instead
             # a key the column's type refuses: probe the halves; a key alone is left to the
             # write, which rejects it with the database's own message
             if len(keys) == 1:
@@ -176,13 +176,10 @@ class KeyProbe:
                         else:
                             stored[int(i)] = tuple(found)
                 return groups, stored
-            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            except db_errors.CONNECTION_ERRORS as exc:
                 if attempt == 3:
-                    raise errors.TransientError(
-                        f"destination {self.db.name}: checking keys for collisions failed after 4 "
-                        f"attempts: {describe_error(exc)}",
-                        failure_class="destination",
-                    ) from None
+                    what = f"destination {self.db.name}: checking keys for collisions failed after 4 attempts"
+                    raise db_errors.transient(what, exc, "destination") from None
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")

@@ -8,12 +8,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors, records
-from mapsync.connectors.sql import ColumnInfo, SqlDatabase, describe_error, quoted
-from mapsync.connectors.sql_time import parse_time as parse_time  # its home is sql_time
-from mapsync.connectors.sql_time import utc_text, zone_name
+from mapsync import db_errors, errors, records
+from mapsync.connectors.sql import ColumnInfo, SqlDatabase, quoted
 from mapsync.ports import Capabilities
 from mapsync.sheet import models
+from mapsync.sql_time import parse_time as parse_time  # its home is sql_time
+from mapsync.sql_time import utc_text, zone_name
 
 
 class SqlSource:
@@ -113,9 +113,7 @@ class SqlSource:
         except sa.exc.DBAPIError as exc:
             if abandoned:  # the run already failed (e.g. its calls were cut): nothing more to say
                 return
-            raise errors.TransientError(
-                f"sync {self.sync}: reading the source failed: {describe_error(exc)}", failure_class="source"
-            ) from None
+            raise db_errors.transient(f"sync {self.sync}: reading the source failed", exc, "source") from None
 
     def count(self, extra_where: str | None = None, where: Sequence[sa.ColumnElement[bool]] = ()) -> int:
         conditions: list[Any] = [sa.text(f"({w})") for w in (self.filter, extra_where) if w] + list(where)

@@ -215,7 +215,7 @@ class Budget:
             self._ensure_row()
             with self._lock:
                 return store.budget_take(self.key, self._now, decide, self.longest + self.margin)
-        except sa.exc.SQLAlchemyError as exc:
+        except sa.exc.SQLAlchemyError as exc:  # the store's own error (any kind), named by class only
             raise errors.TransientError(
                 f"call budget: state store failed: {type(exc).__name__}", failure_class="tool"
             ) from None
@@ -253,7 +253,7 @@ class Budget:
             self.store.budget_tighten(
                 self.key, blocked, (remaining, reset_at) if remaining is not None else None
             )
-        except sa.exc.SQLAlchemyError as exc:
+        except sa.exc.SQLAlchemyError as exc:  # the store's own error (any kind), named by class only
             raise errors.TransientError(
                 f"call budget: state store failed: {type(exc).__name__}", failure_class="tool"
             ) from None

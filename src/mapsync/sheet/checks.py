@@ -8,8 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mapsync import validation  # upward: see the layers contract in pyproject.toml
-from mapsync.sheet import destructive, models
+from mapsync.sheet import destructive, models, rule_checks
 from mapsync.sheet.base import ChangesModel
 from mapsync.sheet.timeout_models import check_timeouts
 
@@ -137,7 +136,7 @@ def _check_rule_specs(sync_name: str, sync: models.SyncConfig) -> list[tuple[Pat
         ((*base, field, key), message)
         for base, fields in tables
         for field, spec in fields.items()
-        for key, message in validation.sheet_problems(spec, field)
+        for key, message in rule_checks.sheet_problems(spec, field)
     ]
 
 

@@ -70,7 +70,7 @@ class SqlLeases:
                     with conn.begin_nested():
                         conn.execute(sa.insert(t).values(**row))
                     return Lease(sync, token, ttl)
-                except sa.exc.IntegrityError:
+                except sa.exc.IntegrityError:  # not a failure: another run inserted the lease row first
                     pass
                 held = conn.execute(sa.select(t).where(t.c.sync == sync)).mappings().first()
                 if held is None:

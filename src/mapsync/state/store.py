@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mapsync import crash, deadline, errors, records
-from mapsync.connectors.timeouts import connect_args as timeout_args
-from mapsync.connectors.timeouts import resolved
+from mapsync.db_timeouts import connect_args as timeout_args
+from mapsync.db_timeouts import resolved
 from mapsync.sheet.timeout_models import Timeouts
 from mapsync.state import faults, schema, unmapped, values
 from mapsync.state.async_batches import SqlJobs
@@ -107,7 +107,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
         except errors.StateError:
             engine.dispose()
             raise
-        except sa.exc.DatabaseError as exc:
+        except sa.exc.DatabaseError as exc:  # the store's own messages (state/faults.py classifies the rest)
             engine.dispose()
             raise errors.StateError(f"state store {safe} is unreadable: {exc.orig}") from None
         except sa.exc.SQLAlchemyError as exc:

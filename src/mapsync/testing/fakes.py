@@ -3,11 +3,13 @@ injection, and an engine that runs a sheet's syncs over them. State stays the re
 (on a SQLite file), so what a test asserts about cursors, ledger and errors is what production
 would record.
 
-    loaded = testing.sheet({"customers": {"key": {"from": "id", "to": "ref"}, "fields": {"nm": "name"}}})
-    store = testing.state_store(tmp_path)
-    source = testing.MemorySource([{"id": 1, "name": "Ada", "version": 1}])
-    dest = testing.MemoryDestination()
-    engine = testing.MemoryEngine(loaded, store, {"customers": (source, dest)})
+    from mapsync.testing import fakes
+
+    loaded = fakes.sheet({"customers": {"key": {"from": "id", "to": "ref"}, "fields": {"nm": "name"}}})
+    store = fakes.state_store(tmp_path)
+    source = fakes.MemorySource([{"id": 1, "name": "Ada", "version": 1}])
+    dest = fakes.MemoryDestination()
+    engine = fakes.MemoryEngine(loaded, store, {"customers": (source, dest)})
     engine.run("customers", "seed")
     assert dest.rows == {(1,): {"ref": 1, "nm": "Ada"}}
 
@@ -24,12 +26,12 @@ from typing import Any
 from mapsync import engine, errors, records
 from mapsync import mapping as compile_
 from mapsync.capture.base import CaptureBase
-from mapsync.memory_destination import Call as Call
-from mapsync.memory_destination import MemoryDestination as MemoryDestination
-from mapsync.memory_destination import as_key as as_key
 from mapsync.ports import Capabilities
 from mapsync.sheet import checks, loader, models
 from mapsync.state.store import StateStore
+from mapsync.testing.memory_destination import Call as Call
+from mapsync.testing.memory_destination import MemoryDestination as MemoryDestination
+from mapsync.testing.memory_destination import as_key as as_key
 
 Predicate = Callable[[records.Row], bool]
 

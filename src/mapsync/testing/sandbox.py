@@ -35,8 +35,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from mapsync.cimcloud import sandbox_search
-from mapsync.cimcloud.sandbox_store import Store, as_string
+from mapsync.testing import sandbox_search
+from mapsync.testing.sandbox_store import Store, as_string
 
 PAGE = 50
 SYNC_LIMIT = 10

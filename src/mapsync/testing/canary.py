@@ -35,6 +35,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mapsync import logs
+
 _DELIMITERS = re.compile(r"[@:/#?%]")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(.*)$", re.S)
 
@@ -155,8 +157,6 @@ class LogCapture(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        from mapsync import logs
-
         self.formatters = (logs.TextFormatter(), logs.JsonFormatter())
         self.lines: list[str] = []
 
