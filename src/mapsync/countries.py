@@ -64,7 +64,7 @@ COUNTRY_ALIASES = {
 }
 
 
-def _normalize(text: str) -> str:
+def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
     text = re.sub(r"[^a-z0-9]+", " ", text)
@@ -72,7 +72,7 @@ def _normalize(text: str) -> str:
 
 
 def country_lookup(text: str) -> Any:
-    return _country_by_norm(_normalize(text))
+    return _country_by_norm(normalize(text))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -92,7 +92,7 @@ def _country_by_norm(norm: str) -> Any:
             return found
     for country in pycountry.countries:
         names = [country.name, getattr(country, "official_name", ""), getattr(country, "common_name", "")]
-        if norm in {_normalize(n) for n in names if n}:
+        if norm in {normalize(n) for n in names if n}:
             return country
     return None
 
@@ -110,7 +110,7 @@ def country_spellings() -> dict[str, Any]:
             getattr(country, "common_name", ""),
         ):
             if text:
-                names.setdefault(_normalize(text), country)
+                names.setdefault(normalize(text), country)
     for alias, code in COUNTRY_ALIASES.items():
         found = pycountry.countries.get(alpha_3=code)
         if found is not None:
@@ -131,4 +131,4 @@ def _near(norm: str, cutoff: float) -> tuple[Any, ...]:
 
 def country_near_misses(text: str, cutoff: float) -> list[Any]:
     """The distinct countries whose spellings are within `cutoff` similarity of `text`."""
-    return list(_near(_normalize(text), cutoff))
+    return list(_near(normalize(text), cutoff))

@@ -32,8 +32,8 @@ from mapsync.redact import redact
 from mapsync.run_scope import CapturePlan, Plan, Request, RetryPlan, RunScope
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
+from mapsync.run_types import Quiet
 from mapsync.run_types import RunReport as RunReport
-from mapsync.run_types import _Quiet
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases
@@ -53,7 +53,7 @@ class Engine:
         self.loaded = loaded
         self.sheet = loaded.sheet
         self.store = store
-        self.observer = observer or _Quiet()
+        self.observer = observer or Quiet()
         self._dbs: dict[str, Handle] = {}
         self._contexts: dict[str, capture.Context] = {}  # per sync: the context its capture was given
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
@@ -266,7 +266,7 @@ class Engine:
 
     def _failed(self, report: RunReport, exc: Exception) -> RunReport:
         """A run stopped on purpose (systemic failure, lost lease): one message, cursor kept."""
-        report.status, report.message = RunStatus.FAILED, self._redact(str(exc))
+        report.status, report.message = RunStatus.FAILED, self.redact_text(str(exc))
         report.failure_class = getattr(exc, "failure_class", "tool")
         self.store.finish_run(report.run_id or 0, RunStatus.FAILED, report.failure_class, report.message)
         log.error(
@@ -282,12 +282,12 @@ class Engine:
 
     def _crashed(self, report: RunReport, exc: BaseException) -> None:
         """An unexpected error (a bug, or Ctrl-C): record it; the caller re-raises."""
-        message = self._redact(f"{type(exc).__name__}: {exc}")
+        message = self.redact_text(f"{type(exc).__name__}: {exc}")
         self.store.finish_run(report.run_id or 0, RunStatus.FAILED, "tool", message)
 
-    def _redact(self, text: str) -> str:
+    def redact_text(self, text: str) -> str:
         return redact(text, self.loaded.secrets)
 
     def _redact_rejection(self, r: records.Rejection) -> records.Rejection:
-        message = self._redact(r.message)
+        message = self.redact_text(r.message)
         return r if message == r.message else dataclasses.replace(r, message=message)

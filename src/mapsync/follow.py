@@ -182,7 +182,7 @@ def follow(
                         extra={
                             "action": "follow_run_failed",
                             "sync": name,
-                            "error": engine._redact(str(exc)),
+                            "error": engine.redact_text(str(exc)),
                         },
                     )
                     backoff.failed(name, time.monotonic())

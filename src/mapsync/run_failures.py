@@ -63,7 +63,7 @@ def _recordable(exc: BaseException, keep_empty: bool) -> bool:
 class _Engine(Protocol):
     store: Any
 
-    def _redact(self, text: str) -> str: ...
+    def redact_text(self, text: str) -> str: ...
 
 
 E = TypeVar("E", bound=_Engine)
@@ -94,7 +94,7 @@ def recorded(method: Callable[Concatenate[E, P], R]) -> Callable[Concatenate[E, 
 def _record(engine: _Engine, options: dict[str, Any], exc: BaseException) -> None:
     cls = failure_class(exc)
     text = str(exc) if isinstance(exc, errors.MapsyncError) else f"{type(exc).__name__}: {exc}"
-    message = engine._redact(text)
+    message = engine.redact_text(text)
     try:
         run_id = engine.store.record_failed_run(
             options["name"],

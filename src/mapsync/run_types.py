@@ -21,7 +21,7 @@ class Observer(Protocol):
     def batch(self, sync: str, counts: Counts) -> None: ...
 
 
-class _Quiet:
+class Quiet:
     def started(self, sync: str, kind: str, total: int | None) -> None:
         return None
 

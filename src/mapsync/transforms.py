@@ -13,10 +13,10 @@ from typing import Any
 from mapsync import conversion, lookups, validation  # noqa: F401  (they register their rules)
 from mapsync.casts import convert as convert
 from mapsync.countries import COUNTRY_ALIASES as COUNTRY_ALIASES  # countries live there
-from mapsync.countries import _normalize as _normalize
 from mapsync.countries import country_lookup as country_lookup
 from mapsync.countries import country_near_misses as country_near_misses
 from mapsync.countries import country_spellings as country_spellings
+from mapsync.countries import normalize as normalize
 from mapsync.deletes import DELETE_POLICIES, DeletePolicy, delete_policy  # noqa: F401
 from mapsync.errors import RecordRejected
 

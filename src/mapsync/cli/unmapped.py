@@ -44,7 +44,7 @@ def _near(rule: str, value: str, spec: models.FieldRule | None) -> list[tuple[fl
     """(similarity, suggestion), best first: country names and aliases, or map keys."""
     if rule == "country":
         names = countries.country_spellings()
-        text = transforms._normalize(value)
+        text = transforms.normalize(value)
         close = difflib.get_close_matches(text, list(names), n=5, cutoff=0.8)
         scored = [(difflib.SequenceMatcher(None, text, c).ratio(), names[c].name) for c in close]
     elif rule == "map" and spec is not None and spec.map:

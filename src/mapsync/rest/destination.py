@@ -21,7 +21,7 @@ from mapsync.columns import ColumnInfo
 from mapsync.ports import Capabilities, DestinationBase
 from mapsync.rest.async_delivery import AsyncDelivery, JobState, Key, Row
 from mapsync.rest.client import json_body
-from mapsync.rest.source import RestHandle, _dig
+from mapsync.rest.source import RestHandle, dig
 from mapsync.rest.text import as_text
 from mapsync.sheet import column_models, models
 
@@ -140,7 +140,7 @@ class RestDestination(AsyncDelivery, DestinationBase):
             raise delivery.Refused(f"HTTP {resp.status_code}: {self.client.shown(resp.text)}")
         if not cfg.results:
             return []
-        results = _dig(json_body(resp), cfg.results)
+        results = dig(json_body(resp), cfg.results)
         if not isinstance(results, list) or len(results) != len(recs):
             raise errors.TransientError(
                 f"sync {self.sync}: {method} {self.resource}: the answer holds no result per record"
@@ -164,7 +164,7 @@ class RestDestination(AsyncDelivery, DestinationBase):
         resp = self.client.request(method, self.resource, json=payloads, headers=headers)
         if resp.status_code >= 400:
             raise delivery.Refused(f"HTTP {resp.status_code}: {self.client.shown(resp.text)}")
-        job = _dig(json_body(resp), jobs.job_id if jobs else "job_id")
+        job = dig(json_body(resp), jobs.job_id if jobs else "job_id")
         if job in (None, ""):
             raise errors.TransientError(
                 f"sync {self.sync}: {method} {self.resource}: the answer holds no job id "
@@ -179,7 +179,7 @@ class RestDestination(AsyncDelivery, DestinationBase):
         body = self._job_body(jobs.status_path.format(job=urllib.parse.quote(job_id, safe="")), job_id)
         if isinstance(body, JobState):
             return body
-        state = str(_dig(body, jobs.status_field) or "").lower()
+        state = str(dig(body, jobs.status_field) or "").lower()
         if state in (s.lower() for s in jobs.failed):
             reason = body.get("error") or body.get("message") or state
             return JobState("failed", reason=self.client.shown(str(reason)))
@@ -187,7 +187,7 @@ class RestDestination(AsyncDelivery, DestinationBase):
             return JobState("running")
         if not jobs.results:
             return JobState("done")
-        results = _dig(body, jobs.results)
+        results = dig(body, jobs.results)
         if not isinstance(results, list):
             return JobState("check", reason=f"job {job_id} finished without per-record results")
         return JobState("done", [self._refusal(r) for r in results])
@@ -221,7 +221,7 @@ class RestDestination(AsyncDelivery, DestinationBase):
             )
         value = ",".join(k[0] for k in keys)
         resp = self.client.request("GET", self.resource, params={param: value})
-        body = _dig(json_body(resp), self.db.cfg.paging.items)
+        body = dig(json_body(resp), self.db.cfg.paging.items)
         if resp.status_code >= 400 or not isinstance(body, list):
             raise errors.TransientError(
                 f"sync {self.sync}: reading an async batch back failed (HTTP {resp.status_code})"

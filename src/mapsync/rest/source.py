@@ -263,7 +263,7 @@ class RestSource:
                     failure_class="source",
                 )
             body = json_body(resp)
-            items = _dig(body, paging.items)
+            items = dig(body, paging.items)
             if not isinstance(items, list):
                 raise errors.TransientError(
                     f"{self.where}: GET {url}: the answer holds no list of records", failure_class="source"
@@ -280,7 +280,7 @@ class RestSource:
             elif paging.style == "offset" and len(items) >= paging.size:
                 offset, url = offset + len(items), path
             elif paging.style == "cursor":
-                nxt = _dig(body, paging.next_field)
+                nxt = dig(body, paging.next_field)
                 if nxt:
                     if str(nxt).startswith(("http://", "https://")):
                         url, query = str(nxt), None
@@ -294,7 +294,7 @@ class RestSource:
                 foreign = origins.foreign(url, client.base_url, paging.allow_hosts, self.where)
 
 
-def _dig(body: Any, path: str | None) -> Any:
+def dig(body: Any, path: str | None) -> Any:
     if not path:
         return body
     for part in path.split("."):

@@ -24,5 +24,5 @@ class ChangesModel(Model):
         return self.can_emit_deletes
 
 
-def _as_list(value: Any) -> Any:
+def as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value

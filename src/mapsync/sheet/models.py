@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mapsync.sheet.base import ChangesModel, _as_list
+from mapsync.sheet.base import ChangesModel, as_list
 from mapsync.sheet.base import Model as Model
 from mapsync.sheet.base import Name as Name
 from mapsync.sheet.column_models import DestColumn as DestColumn
@@ -196,7 +196,7 @@ class KeyMap(Model):
         min_length=1, description="Destination key column(s), as many as `from`, same order."
     )
 
-    _norm = field_validator("from_", "to", mode="before")(_as_list)
+    _norm = field_validator("from_", "to", mode="before")(as_list)
 
     @model_validator(mode="after")
     def _same_length(self) -> KeyMap:
@@ -307,7 +307,7 @@ class ParentLink(Model):
         min_length=1, description="Destination child column(s) holding the parent's destination key."
     )
 
-    _norm = field_validator("from_", "to", mode="before")(_as_list)
+    _norm = field_validator("from_", "to", mode="before")(as_list)
 
 
 class ChildSync(Model):
@@ -360,7 +360,7 @@ class SyncConfig(Model):
         None, description="Accept signed pushes for this sync at `mapsync serve` (`POST /webhooks/<sync>`)."
     )
 
-    _norm = field_validator("after", mode="before")(_as_list)
+    _norm = field_validator("after", mode="before")(as_list)
 
 
 class Sheet(Model):

@@ -139,7 +139,7 @@ def _list_fields(model: type[BaseModel]) -> set[str]:
     """Fields whose `before` validator also takes a single value for a list."""
     out: set[str] = set()
     for dec in model.__pydantic_decorators__.field_validators.values():
-        if getattr(dec.func, "__name__", "") == "_as_list":
+        if getattr(dec.func, "__name__", "") == "as_list":
             out.update(dec.info.fields)
     return out
 
