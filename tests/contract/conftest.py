@@ -22,8 +22,8 @@ from mapsync.state.data import Counts, Lease
 from mapsync.state.memory import MemoryStore
 from mapsync.state.ports import Store
 from mapsync.state.store import StateStore
-from tests.contract import ends
 from tests.conftest import MARIADB_URL, PG_URL, REQUIRED
+from tests.contract import ends
 
 TTL = dt.timedelta(minutes=5)
 

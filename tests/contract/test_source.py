@@ -35,7 +35,7 @@ def test_stream_in_key_order_in_bounded_pages(source_case: SourceCase) -> None:
     pages = streamed(seeded(source_case))
     assert [len(p) for p in pages] == [10, 10, 5]
     assert [k for p in pages for k in p] == KEYS
-    rows = list(source_case.source.stream([source_case.key], [], None, 3))[0]
+    (rows, *_) = source_case.source.stream([source_case.key], [], None, 3)
     assert [r[source_case.name_column] for r in rows] == ["Name K001", "Name K002", "Name K003"]
 
 
