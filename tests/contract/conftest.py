@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -24,6 +24,9 @@ from mapsync.state.ports import Store
 from mapsync.state.store import StateStore
 from tests.conftest import MARIADB_URL, PG_URL, REQUIRED
 from tests.contract import ends
+
+if TYPE_CHECKING:
+    from mapsync.testing.sandbox import Running
 
 TTL = dt.timedelta(minutes=5)
 
@@ -187,6 +190,18 @@ SQL_BACKENDS = [
     pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
 ]
 
+
+@pytest.fixture(scope="module")
+def module_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One CIMcloud sandbox for a test module: destination cases keep to their own key prefix,
+    and an API destination never claims to be empty, so they can share it. (FastAPI loads only
+    when a test asks for it, as in tests/sandbox_fixtures.py.)"""
+    from mapsync.testing.sandbox import Config, Running
+
+    with Running(Config(db_path=str(tmp_path_factory.mktemp("sandbox") / "sandbox.db"))) as box:
+        yield box
+
+
 # ----------------------------------------------------------------------------- the roles
 
 
@@ -197,7 +212,7 @@ def dest_case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ends.D
     if kind == "memory":
         case = ends.memory_dest()
     elif kind in ("rest", "cimcloud"):
-        case = ends.api_dest(kind, request.getfixturevalue("cimcloud_sandbox"), tmp_path)
+        case = ends.api_dest(kind, request.getfixturevalue("module_sandbox"), tmp_path)
     else:
         case = ends.sql_dest(sql_url_of(request, kind, tmp_path), tmp_path)
     try:

@@ -13,7 +13,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -21,7 +21,9 @@ from mapsync import connectors, records
 from mapsync.ports import Destination, Handle, Source
 from mapsync.sheet import loader
 from mapsync.testing.fakes import MemoryDestination, MemorySource
-from mapsync.testing.sandbox import Running
+
+if TYPE_CHECKING:
+    from mapsync.testing.sandbox import Running
 
 ENV = {"CIM_PASSWORD": "sandbox-password", "CIM_KEY": "sandbox-key"}
 
