@@ -55,6 +55,10 @@ def test_seed_batches_cover_every_row_once(world: World) -> None:
     assert sorted(keys_of(batches)) == list(range(1, 12)) and len(keys_of(batches)) == 11
     assert {c.data["name"] for c in changes_of(batches)} == {f"n{i}" for i in range(1, 12)}
     assert all(c.op == "upsert" for c in changes_of(batches))
+    # a seed that died after its second batch committed resumes after it: the rest, each once
+    resumed = {**cap.start_seed(), **batches[1].position}
+    rest = list(world.capture().seed_batches(world.source(), resumed, BATCH, None, world.version_column))
+    assert sorted(keys_of(batches[:2]) + keys_of(rest)) == list(range(1, 12))
 
 
 def test_a_change_is_read(world: World) -> None:
