@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ CHANGES = {
     "watermark": "{method: watermark, column: updated_at, lag: 0s}",
     "snapshot": "{method: snapshot}\n    deletes: {policy: hard}",
     "queue": "{method: queue, backoff: 0s, lease: 300ms}\n    deletes: {policy: hard}",
+    "inbox": "{method: inbox}\n    deletes: {policy: hard}",
 }
 BATCH = 4
 
@@ -55,6 +57,7 @@ class SqlWorld:
     def __init__(self, method: str, folder: Path) -> None:
         self.method, self.folder = method, folder
         self.src, self.dst = f"sqlite:///{folder}/src.db", f"sqlite:///{folder}/dst.db"
+        self.events = 0
         self.clock = dt.datetime.min  # noqa: DTZ901 (naive UTC, as the column holds it)
         sql_execute(
             self.src, "CREATE TABLE things (id INTEGER PRIMARY KEY, name VARCHAR(50), updated_at TEXT)"
@@ -84,6 +87,11 @@ class SqlWorld:
                 "SET name = excluded.name, updated_at = excluded.updated_at",
                 params=[{"i": i, "n": name, "t": self._tick()}],
             )
+            if self.method == "inbox":  # the webhook that tells of it (`mapsync serve` appends it)
+                self.events += 1
+                self.store.inbox.append(
+                    "things", f"e{self.events}", json.dumps({"op": "upsert", "key": {"id": i}})
+                )
 
     def run(self, kind: str = "run") -> Report:
         return self.engine.run("things", kind)
@@ -193,4 +201,5 @@ EXPECT = {
     "watermark": Expect(False, None),
     "snapshot": Expect(True, False),  # the ledger holds the rejected one's old hash
     "queue": Expect(True, False),  # `error` rows are retried after `backoff`; completed ones are done
+    "inbox": Expect(False, False),  # an item becomes `processed` or `error` (a record error) once
 }

@@ -1,5 +1,6 @@
 """The Capture contract: the capture methods that run on SQLite (full, watermark, snapshot, queue
-on triggers) and MemoryCapture pass the same cases through `ports.Capture`:
+on triggers, inbox with its items appended to the state store as `mapsync serve` does) and
+MemoryCapture pass the same cases through `ports.Capture`:
 
 - the seed batches cover every row exactly once, in bounded batches;
 - after a change, `read` yields it;
@@ -10,7 +11,8 @@ on triggers) and MemoryCapture pass the same cases through `ports.Capture`:
   changed nothing a fresh capture depends on, so the change is read again, never lost.
 
 Runs go through the Engine (capture_world.py); the assertions are on what a fresh capture
-reads. The inbox method needs a webhook receiver and is covered by tests/test_webhooks.py.
+reads. The log methods (PostgreSQL logical decoding, MariaDB binlog) need a server's change log
+and keep their own tests (tests/test_changelog_*.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from mapsync.ports import Capabilities
 from tests.contract.capture_world import BATCH, EXPECT, MemoryWorld, SqlWorld, World, changes_of, keys_of
 
 
-@pytest.fixture(params=["memory", "full", "watermark", "snapshot", "queue"])
+@pytest.fixture(params=["memory", "full", "watermark", "snapshot", "queue", "inbox"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     """Every capture method that runs on SQLite, and MemoryCapture (a new one: one param)."""
     made: World = MemoryWorld(tmp_path) if request.param == "memory" else SqlWorld(request.param, tmp_path)
