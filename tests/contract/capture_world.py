@@ -93,6 +93,18 @@ class SqlWorld:
                     "things", f"e{self.events}", json.dumps({"op": "upsert", "key": {"id": i}})
                 )
 
+    def remove(self, i: int) -> None:
+        sql_execute(self.src, "DELETE FROM things WHERE id = :i", params=[{"i": i}])
+        if self.method == "inbox":
+            self.events += 1
+            self.store.inbox.append(
+                "things", f"e{self.events}", json.dumps({"op": "delete", "key": {"id": i}})
+            )
+
+    def emits_deletes(self) -> bool:
+        method = capture.REGISTRY[self.method]
+        return method.capabilities.emits_deletes and method.emits_deletes(self.cfg.changes)
+
     def run(self, kind: str = "run") -> Report:
         return self.engine.run("things", kind)
 
@@ -152,6 +164,13 @@ class MemoryWorld:
         for i, name in rows:
             self.version += 1
             self.src.upsert({"id": i, "name": name, "version": self.version})
+
+    def remove(self, i: int) -> None:
+        self.version += 1
+        self.src.delete(i, self.version)
+
+    def emits_deletes(self) -> bool:
+        return fakes.MemoryCapture.capabilities.emits_deletes
 
     def run(self, kind: str = "run") -> Report:
         return self.engine.run("things", kind)
