@@ -3,7 +3,13 @@ file), PostgreSQL (one database made and dropped per test module; skipped with t
 no server is reachable, unless MAPSYNC_REQUIRE_SERVICES names `postgres`) and the MemoryStore.
 
 Tests use only the ports (state/ports.py), so a store passes exactly when it behaves like the
-others; a store that breaks one of these behaviours fails here."""
+others; a store that breaks one of these behaviours fails here.
+
+The role suites (test_destination.py, test_source.py, test_capture.py) take every implementation
+of their role through one fixture here (`dest_case`, `source_case`) or in test_capture.py
+(`world`): a new implementation joins with one param and its builder in ends.py or
+capture_world.py. Server databases are one per module (`pg_module_url`, `mariadb_module_url`)
+with a table per test; the API destinations share one sandbox per module (`module_sandbox`)."""
 
 from __future__ import annotations
 
