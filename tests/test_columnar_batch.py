@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 
 from mapsync import records
+from mapsync.capture.base import CaptureBase
 from mapsync.engine import Engine, Parts
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore
@@ -78,7 +79,7 @@ def arrow_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
     )
 
 
-class ArrowCapture:
+class ArrowCapture(CaptureBase):
     """Hands the engine Arrow-backed batches: for the seed and for a run."""
 
     def __init__(self, batches: list[pa.RecordBatch]) -> None:
