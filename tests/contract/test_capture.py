@@ -1,0 +1,129 @@
+"""The Capture contract: the capture methods that run on SQLite (full, watermark, snapshot, queue
+on triggers, inbox with its items appended to the state store as `mapsync serve` does) and
+MemoryCapture pass the same cases through `ports.Capture`:
+
+- the seed batches cover every row exactly once, in bounded batches;
+- after a change, `read` yields it;
+- `acknowledge` after a partial rejection (one change rejected, the others delivered) leaves the
+  rejected one to be read again or recorded as a record error, as the method documents
+  (`capture_world.EXPECT`), and the others done;
+- cursors are committed only from `finish`: a capture that read and crashed before `finish`
+  changed nothing a fresh capture depends on, so the change is read again, never lost.
+
+Runs go through the Engine (capture_world.py); the assertions are on what a fresh capture
+reads. The log methods (PostgreSQL logical decoding, MariaDB binlog) need a server's change log
+and keep their own tests (tests/test_changelog_*.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mapsync import records
+from mapsync.ports import Capabilities
+from tests.contract.capture_world import BATCH, EXPECT, MemoryWorld, SqlWorld, World, changes_of, keys_of
+
+
+@pytest.fixture(params=["memory", "full", "watermark", "snapshot", "queue", "inbox"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """Every capture method that runs on SQLite, and MemoryCapture (a new one: one param)."""
+    made: World = MemoryWorld(tmp_path) if request.param == "memory" else SqlWorld(request.param, tmp_path)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def read(world: World, mode: str = "run") -> list[records.Batch]:
+    """What a fresh capture reads from the committed cursors (nothing acknowledged or finished)."""
+    return list(world.capture().read(mode, world.cursors()))
+
+
+def test_capabilities_are_declared_as_data(world: World) -> None:
+    cap = world.capture()
+    assert isinstance(type(cap).capabilities, Capabilities)
+    assert cap.capabilities.destructive_read is False  # none of these removes what it reads
+
+
+def test_seed_batches_cover_every_row_once(world: World) -> None:
+    world.put(*((i, f"n{i}") for i in (7, 3, 11, 1, 5, 9, 2, 10, 4, 6, 8)))
+    cap = world.capture()
+    batches = list(cap.seed_batches(world.source(), cap.start_seed(), BATCH, None, world.version_column))
+    assert all(0 < len(b.changes) <= BATCH for b in batches)
+    assert sorted(keys_of(batches)) == list(range(1, 12)) and len(keys_of(batches)) == 11
+    assert {c.data["name"] for c in changes_of(batches)} == {f"n{i}" for i in range(1, 12)}
+    assert all(c.op == "upsert" for c in changes_of(batches))
+    # a seed that died after its second batch committed resumes after it: the rest, each once
+    resumed = {**cap.start_seed(), **batches[1].position}
+    rest = list(world.capture().seed_batches(world.source(), resumed, BATCH, None, world.version_column))
+    assert sorted(keys_of(batches[:2]) + keys_of(rest)) == list(range(1, 12))
+
+
+def test_a_change_is_read(world: World) -> None:
+    world.put(*((i, f"n{i}") for i in range(1, 7)))
+    assert world.run("seed").ok
+    world.put((3, "changed"))
+    changes = {int(c.key[0]): c for c in changes_of(read(world))}
+    assert 3 in changes and changes[3].op == "upsert" and changes[3].data["name"] == "changed"
+    world.put((9, "new"))
+    assert 9 in keys_of(read(world))
+
+
+def test_acknowledge_after_a_partial_rejection(world: World) -> None:
+    world.put(*((i, f"n{i}") for i in range(1, 7)))
+    assert world.run("seed").ok
+    world.put((2, None), (4, "fine"))  # 2 is refused (no name), 4 delivered, in one batch
+    report = world.run()
+    assert {r.key for r in report.samples} == {(2,)} and report.counts.written >= 1, report
+    assert world.delivered()[4] == "fine" and world.delivered()[2] == "n2"
+    if (acked := world.acknowledged()) is not None:  # the capture was told which one failed
+        _, result = acked[-1]
+        assert [r.key for r in result.rejected] == [(2,)]
+    expect = EXPECT[world.method]
+    again = keys_of(read(world))
+    assert (2 in again) is expect.rejected_read_again
+    if not expect.rejected_read_again:  # recorded instead, for `mapsync retry`
+        assert world.store.open_error_keys("things") == [(2,)]
+    if expect.delivered_read_again is not None:
+        assert (4 in again) is expect.delivered_read_again
+    # once the source fixes it, it is delivered and done
+    world.put((2, "fixed"))
+    assert world.run().ok and world.delivered()[2] == "fixed"
+    if expect.delivered_read_again is False:
+        assert keys_of(read(world)) == []
+
+
+def test_cursors_are_committed_only_at_finish(world: World) -> None:
+    world.put(*((i, f"n{i}") for i in range(1, 7)))
+    assert world.run("seed").ok
+    committed = world.cursors()
+    world.put((5, "changed"))
+    first = world.capture()
+    assert 5 in keys_of(list(first.read("run", world.cursors())))  # read, then the process dies
+    assert world.cursors() == committed  # reading committed nothing
+    if world.method == "queue":  # its claim is the cursor: taken again once older than `lease`
+        time.sleep(0.35)
+    again = world.capture()
+    batches = list(again.read("run", world.cursors()))
+    assert 5 in keys_of(batches)  # re-sent, not lost
+    # a finished run commits its cursors (the engine does it with the state); a later change is
+    # still read after them
+    assert world.run().ok and world.delivered()[5] == "changed"
+    world.put((6, "later"))
+    assert 6 in keys_of(read(world))
+
+
+def test_deletes_are_read_where_declared(world: World) -> None:
+    world.put(*((i, f"n{i}") for i in range(1, 7)))
+    assert world.run("seed").ok
+    world.remove(3)
+    deletes = [c for c in changes_of(read(world)) if c.op == "delete"]
+    if world.emits_deletes():
+        # at least once (a queue or inbox reads each older event of the key as its current state)
+        assert {int(c.key[0]) for c in deletes} == {3}
+    else:  # declared False: none is made up
+        assert deletes == []
