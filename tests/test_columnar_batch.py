@@ -94,6 +94,9 @@ class ArrowCapture:
             # a `Sequence[Change]` where the port names a list: the engine only iterates it
             yield records.Batch(changes, after if seed else None, read=True)  # type: ignore[arg-type]
 
+    def begin(self) -> None:
+        return None
+
     def seed_batches(self, *args: Any) -> Iterator[records.Batch]:
         return self._batches(seed=True)
 
