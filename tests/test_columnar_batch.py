@@ -81,6 +81,8 @@ def arrow_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
 class ArrowCapture:
     """Hands the engine Arrow-backed batches: for the seed and for a run."""
 
+    zone = None  # the engine's step reads it (no naive versions here)
+
     def __init__(self, batches: list[pa.RecordBatch]) -> None:
         self.batches = batches
         self.made: list[ArrowChanges] = []
