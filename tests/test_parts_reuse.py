@@ -17,6 +17,7 @@ import pytest
 from mapsync import errors
 from mapsync import follow as follow_mod
 from mapsync.engine import Engine, Parts
+from mapsync.ports import DestinationBase
 from mapsync.sheet import loader
 from mapsync.state import report as history
 from mapsync.state.store import StateStore
@@ -346,3 +347,14 @@ def test_follow_builds_the_parts_once_for_all_passes(
         w.close()
     assert w.dest() == {1: ("one",), 2: ("two",)}
     assert len(calls) >= 8 and len(w.builds) == 1
+
+
+def test_the_destination_counts_fallbacks_per_run(world: World) -> None:
+    """`fell_back` is the run's count: a reused destination starts each run at 0."""
+    assert world.engine.run("items", "seed").ok
+    dest = world.builds[0].dest
+    assert isinstance(dest, DestinationBase)
+    dest.fell_back = 2  # as if the last run had written two refused deletes as `disable`
+    world.put(1, "one")
+    report = world.engine.run("items")
+    assert report.ok and report.fell_back == 0 and len(world.builds) == 1
