@@ -358,3 +358,20 @@ def test_the_destination_counts_fallbacks_per_run(world: World) -> None:
     world.put(1, "one")
     report = world.engine.run("items")
     assert report.ok and report.fell_back == 0 and len(world.builds) == 1
+
+
+def test_a_column_added_after_a_config_failure_is_seen_by_the_same_engine(
+    database: Callable[[], str], tmp_path: Path
+) -> None:
+    """The first build fails (the destination lacks a mapped column); once the column is there,
+    the same Engine (a follower) builds from a fresh reflection, as a new process would."""
+    w = World(database(), database(), tmp_path, "      name: name\n      note: name")
+    try:
+        w.put(1, "one")
+        with pytest.raises(errors.ConfigError, match="note"):
+            w.engine.run("items", "seed")
+        h.execute(w.dst, "ALTER TABLE items ADD COLUMN note VARCHAR(50)")
+        assert w.engine.run("items", "seed").ok
+        assert w.dest() == {1: ("one", "one")}
+    finally:
+        w.close()

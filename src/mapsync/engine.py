@@ -58,7 +58,7 @@ class Engine:
         self.store = store
         self.observer = observer or Quiet()
         self._dbs: dict[str, Handle] = {}
-        self._marks: dict[str, Mark] = {}  # per connection: its catalog mark when it was opened
+        self._marks: dict[str, Mark] = {}  # per connection: its catalog mark at its first build
         self._built: dict[str, Parts] = {}  # per sync: its parts, reused across runs
         self._contexts: dict[str, capture.Context] = {}  # per sync: the context its capture was given
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
@@ -79,9 +79,9 @@ class Engine:
             if isinstance(conn, models.SqlConnection):  # timeout defaults below the lease
                 timeouts = conn.timeouts.for_lease(self.sheet.state.lease_ttl)
                 conn = conn.model_copy(update={"timeouts": timeouts})
-            handle = connectors.REGISTRY[conn.kind].connect(name, conn, self.loaded.folder, self.store)
-            self._dbs[name] = handle
-            self._marks[name] = catalog_mark.mark(handle)  # before anything is reflected through it
+            self._dbs[name] = connectors.REGISTRY[conn.kind].connect(
+                name, conn, self.loaded.folder, self.store
+            )
         return self._dbs[name]
 
     def parts(self, name: str) -> Parts:
@@ -95,7 +95,12 @@ class Engine:
         try:
             built = self._reusable(name)
             if built is None:
-                built = self._built[name] = self._parts(name)
+                try:
+                    built = self._built[name] = self._parts(name)
+                except errors.ConfigError:  # marked too: a later fix of the catalog is a change
+                    self._mark(name)
+                    raise
+                self._mark(name)
             built.mapping.resolver.begin()  # the lookup caches are the run's own
             return dataclasses.replace(built)
         except BaseException as exc:
@@ -107,11 +112,11 @@ class Engine:
 
     def _reusable(self, name: str) -> Parts | None:
         """The sync's cached parts if they still fit: every connection they use has the catalog
-        mark it had when it was opened (else the connection is reopened, so reflection starts
+        mark it had at its first build (else the connection is reopened, so reflection starts
         afresh, and every sync's parts on it are dropped), and no `map_from` input changed (else
         the mapping is compiled again)."""
         for conn in self._connections(name):
-            if conn in self._dbs and catalog_mark.mark(self._dbs[conn]) != self._marks[conn]:
+            if conn in self._marks and catalog_mark.mark(self._dbs[conn]) != self._marks[conn]:
                 self._forget(conn)
         built = self._built.get(name)
         if built is None or any(self._marks.get(c) is None for c in self._connections(name)):
@@ -119,6 +124,12 @@ class Engine:
         if built.mapping.resolver.changed():
             built.mapping = self._mapping(name, built.dest)
         return built
+
+    def _mark(self, name: str) -> None:
+        """Marks the catalogs of the sync's open connections that have no mark yet (their first
+        build: what was reflected through them is what the mark stands for)."""
+        for conn in self._connections(name) & self._dbs.keys() - self._marks.keys():
+            self._marks[conn] = catalog_mark.mark(self._dbs[conn])
 
     def _forget(self, conn: str) -> None:
         """A connection whose catalog changed: closed (reopened on next use) and every cached
