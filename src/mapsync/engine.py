@@ -199,14 +199,18 @@ class Engine:
         write, delete or rejection, and the cursors ended where they started."""
         cfg = self.sheet.syncs[name]
         parts = self.parts(name)
-        # `deletes`: a key-set delete check (run --deletes); `force_deletes`: pass the guard once
-        run_guard, check = guard.prepare(
-            parts.capture, self.store, name, cfg, deletes=deletes, force=force_deletes
-        )
-        given = capture.RunInput(run_guard, check, window)
-        plan = CapturePlan(self.store, self.sheet, name, parts, RunKind(kind), again)
-        request = Request(RunKind(kind), trigger, scheduled_at, keep_empty, run_guard, given)
-        return self._kept(name, lambda: self._scoped(name, parts, plan, request))
+
+        def scoped() -> RunReport:
+            # `deletes`: a key-set delete check (run --deletes); `force_deletes`: pass the guard once
+            run_guard, check = guard.prepare(
+                parts.capture, self.store, name, cfg, deletes=deletes, force=force_deletes
+            )
+            given = capture.RunInput(run_guard, check, window)
+            plan = CapturePlan(self.store, self.sheet, name, parts, RunKind(kind), again)
+            request = Request(RunKind(kind), trigger, scheduled_at, keep_empty, run_guard, given)
+            return self._scoped(name, parts, plan, request)
+
+        return self._kept(name, scoped)
 
     @run_failures.recorded
     @settled
