@@ -82,6 +82,8 @@ def arrow_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
 class ArrowCapture(CaptureBase):
     """Hands the engine Arrow-backed batches: for the seed and for a run."""
 
+    zone = None  # the engine's step reads it (no naive versions here)
+
     def __init__(self, batches: list[pa.RecordBatch]) -> None:
         self.batches = batches
         self.made: list[ArrowChanges] = []
@@ -94,6 +96,9 @@ class ArrowCapture(CaptureBase):
             after = {"seed": {"status": "running", "after": [rows.column("id")[-1].as_py()]}}
             # a `Sequence[Change]` where the port names a list: the engine only iterates it
             yield records.Batch(changes, after if seed else None, read=True)  # type: ignore[arg-type]
+
+    def begin(self) -> None:
+        return None
 
     def seed_batches(self, *args: Any) -> Iterator[records.Batch]:
         return self._batches(seed=True)

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 
 from mapsync import (
     capture,
@@ -25,8 +26,10 @@ from mapsync import (
     run_steps,
 )
 from mapsync import mapping as compile_
+from mapsync.connectors import catalog_mark
+from mapsync.connectors.catalog_mark import Mark
 from mapsync.lease_watch import LeaseWatch, settled
-from mapsync.ports import Handle
+from mapsync.ports import Destination, Handle
 from mapsync.records import RunKind, RunStatus
 from mapsync.redact import redact
 from mapsync.run_scope import CapturePlan, Plan, Request, RetryPlan, RunScope
@@ -55,15 +58,19 @@ class Engine:
         self.store = store
         self.observer = observer or Quiet()
         self._dbs: dict[str, Handle] = {}
+        self._marks: dict[str, Mark] = {}  # per connection: its catalog mark at its first build
+        self._built: dict[str, Parts] = {}  # per sync: its parts, reused across runs
         self._contexts: dict[str, capture.Context] = {}  # per sync: the context its capture was given
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
         self.watch = LeaseWatch(store, lambda: [store, *self._dbs.values()])
 
     def close(self) -> None:
         self.watch.close()
+        self._built.clear()
         for db in self._dbs.values():
             db.close()
         self._dbs.clear()
+        self._marks.clear()
 
     def database(self, name: str) -> Handle:
         """The open handle of a connection (one per connection for the engine's life)."""
@@ -78,16 +85,71 @@ class Engine:
         return self._dbs[name]
 
     def parts(self, name: str) -> Parts:
-        """Connect and check one sync against both catalogs (ConfigError on a mismatch)."""
+        """One sync's parts, checked against both catalogs (ConfigError on a mismatch): built on
+        the sync's first run and reused by the next ones while the catalogs of its connections
+        keep their mark (one query per connection and run), its `map_from` inputs are unchanged
+        and its runs do not fail (see `_kept`). Each call hands out its own `Parts` (a caller
+        may replace a member for one run); the members are shared."""
         to = self.sheet.connections[self.sheet.syncs[name].to.connection]
         self.watch.start(self.sheet.state.lease_ttl, sql=isinstance(to, models.SqlConnection))
         try:
-            return self._parts(name)
+            built = self._reusable(name)
+            if built is None:
+                try:
+                    built = self._built[name] = self._parts(name)
+                except errors.ConfigError:  # marked too: a later fix of the catalog is a change
+                    self._mark(name)
+                    raise
+                self._mark(name)
+            built.mapping.resolver.begin()  # the lookup caches are the run's own
+            return dataclasses.replace(built)
         except BaseException as exc:
+            self._built.pop(name, None)
             self.watch.dog.disarm()
             if (cut := self.watch.cut_error(name, exc)) is not None:
                 raise cut from None
             raise
+
+    def _reusable(self, name: str) -> Parts | None:
+        """The sync's cached parts if they still fit: every connection they use has the catalog
+        mark it had at its first build (else the connection is reopened, so reflection starts
+        afresh, and every sync's parts on it are dropped), and no `map_from` input changed (else
+        the mapping is compiled again)."""
+        for conn in self._connections(name):
+            if conn in self._marks and catalog_mark.mark(self._dbs[conn]) != self._marks[conn]:
+                self._forget(conn)
+        built = self._built.get(name)
+        if built is None or any(self._marks.get(c) is None for c in self._connections(name)):
+            return None  # not built yet, or a connection whose catalog cannot be told: rebuild
+        if built.mapping.resolver.changed():
+            built.mapping = self._mapping(name, built.dest)
+        return built
+
+    def _mark(self, name: str) -> None:
+        """Marks the catalogs of the sync's open connections that have no mark yet (their first
+        build: what was reflected through them is what the mark stands for)."""
+        for conn in self._connections(name) & self._dbs.keys() - self._marks.keys():
+            self._marks[conn] = catalog_mark.mark(self._dbs[conn])
+
+    def _forget(self, conn: str) -> None:
+        """A connection whose catalog changed: closed (reopened on next use) and every cached
+        parts that use it dropped."""
+        for sync in [s for s in self._built if conn in self._connections(s)]:
+            del self._built[sync]
+        self._marks.pop(conn, None)
+        self._dbs.pop(conn).close()
+
+    def _connections(self, name: str) -> set[str]:
+        """The connections a sync's parts are built from: its two ends, its lookups and its
+        `map_from` tables."""
+        cfg = self.sheet.syncs[name]
+        found = {cfg.from_.connection, cfg.to.connection}
+        for spec in [*cfg.fields.values(), *(f for c in cfg.children.values() for f in c.fields.values())]:
+            if spec.lookup is not None:
+                found.add(spec.lookup.connection)
+            if spec.map_from is not None and spec.map_from.connection is not None:
+                found.add(spec.map_from.connection)
+        return found
 
     def _parts(self, name: str) -> Parts:
         cfg = self.sheet.syncs[name]
@@ -103,12 +165,16 @@ class Engine:
             dest = connectors.REGISTRY[dst_kind].destination(
                 self.database(cfg.to.connection), name, cfg, self.loaded.secrets
             )
-        mapping = compile_.Mapping(
-            cfg, dest.columns, dest.child_columns(), connect=self.database, folder=self.loaded.folder
-        )
+        mapping = self._mapping(name, dest)
         ctx = self._contexts[name] = capture.Context(name, cfg, self.store, self.database)
         return Parts(
             source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch, ctx), version_column
+        )
+
+    def _mapping(self, name: str, dest: Destination) -> compile_.Mapping:
+        cfg = self.sheet.syncs[name]
+        return compile_.Mapping(
+            cfg, dest.columns, dest.child_columns(), connect=self.database, folder=self.loaded.folder
         )
 
     # ----------------------------------------------------------------- one run
@@ -133,14 +199,18 @@ class Engine:
         write, delete or rejection, and the cursors ended where they started."""
         cfg = self.sheet.syncs[name]
         parts = self.parts(name)
-        # `deletes`: a key-set delete check (run --deletes); `force_deletes`: pass the guard once
-        run_guard, check = guard.prepare(
-            parts.capture, self.store, name, cfg, deletes=deletes, force=force_deletes
-        )
-        given = capture.RunInput(run_guard, check, window)
-        plan = CapturePlan(self.store, self.sheet, name, parts, RunKind(kind), again)
-        request = Request(RunKind(kind), trigger, scheduled_at, keep_empty, run_guard, given)
-        return self._scoped(name, parts, plan, request)
+
+        def scoped() -> RunReport:
+            # `deletes`: a key-set delete check (run --deletes); `force_deletes`: pass the guard once
+            run_guard, check = guard.prepare(
+                parts.capture, self.store, name, cfg, deletes=deletes, force=force_deletes
+            )
+            given = capture.RunInput(run_guard, check, window)
+            plan = CapturePlan(self.store, self.sheet, name, parts, RunKind(kind), again)
+            request = Request(RunKind(kind), trigger, scheduled_at, keep_empty, run_guard, given)
+            return self._scoped(name, parts, plan, request)
+
+        return self._kept(name, scoped)
 
     @run_failures.recorded
     @settled
@@ -153,7 +223,21 @@ class Engine:
         that leaves the capture cursors alone."""
         parts = self.parts(name)
         plan = RetryPlan(self.store, name, parts, self.sheet.syncs[name].delivery.batch, field, key)
-        return self._scoped(name, parts, plan, Request(RunKind.RETRY, trigger))
+        return self._kept(name, lambda: self._scoped(name, parts, plan, Request(RunKind.RETRY, trigger)))
+
+    def _kept(self, name: str, scoped: Callable[[], RunReport]) -> RunReport:
+        """A run whose sync's cached parts survive only if it did not fail or crash (a held
+        lease is no run: the parts stay)."""
+        try:
+            report = scoped()
+        except errors.LeaseHeld:
+            raise
+        except BaseException:
+            self._built.pop(name, None)
+            raise
+        if report.status == RunStatus.FAILED:
+            self._built.pop(name, None)
+        return report
 
     def _scoped(self, name: str, parts: Parts, plan: Plan, request: Request) -> RunReport:
         """A run of any kind: lease, run row, the plan's batches through `_step`, the run's end."""
@@ -169,6 +253,8 @@ class Engine:
                 "run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind}
             )
             try:
+                parts.capture.begin()  # the parts live across runs: what the last run left goes
+                parts.dest.begin(kind)
                 batches, total = plan.start(scope)
                 self.observer.started(name, kind, total)
                 for batch in batches:

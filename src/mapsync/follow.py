@@ -6,6 +6,9 @@ sends a notification on the change channel (the trigger queue's triggers `NOTIFY
 after each change), whichever comes first. Passes that changed nothing leave no run in the
 history (the run table would otherwise grow by one row per poll). SIGTERM or SIGINT ends the
 loop after the pass in progress: every batch of it is committed, nothing is cut in half.
+All passes share one Engine, which builds each sync's parts (connections, column info, compiled
+mapping, capture) on its first pass and reuses them: a pass costs one catalog-mark query per
+connection, not a reflection of every table (see `Engine.parts`).
 
 A sync whose run fails is not run again at once: it waits 1 s, then 2 s, 4 s, … up to 5 minutes
 after each further failure (`follow_backoff` in the log, with the delay), and runs at every pass

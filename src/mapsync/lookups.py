@@ -2,18 +2,24 @@
 
 A `Resolver` belongs to one compiled `Mapping`, which hands it to the `lookup` and `map` rules
 as it compiles them (`transforms.WITH_RESOLVER`; no context variable): `map_from` is read there,
-once, and each `lookup` gets a `Lookup` whose cache lives with the mapping (one run: the engine
-compiles a sync's mapping for each run). `Mapping.prepare(batch)` runs the lookup fields in
-collect mode (each lookup step notes its input value and stops), then fetches every value not
-cached yet with one `WHERE key IN (...)` query per lookup (per 1,000 values), and returns the
-context `apply` takes (it names the resolver whose cache it filled). `apply` then only reads the
-cache: no query ever runs per record.
+once, and each `lookup` gets a `Lookup` whose cache lives with the mapping. The engine reuses a
+sync's compiled mapping across runs, so at the start of each run `Resolver.begin()` empties the
+lookup caches (a value added to a lookup table is seen by the next run) and `Resolver.changed()`
+tells whether a `map_from` input changed since it was read (a file's mtime, size or inode; a
+table's entries), and the engine then compiles the mapping afresh.
+
+`Mapping.prepare(batch)` runs the lookup fields in collect mode (each lookup step notes its
+input value and stops), then fetches every value not cached yet with one `WHERE key IN (...)`
+query per lookup (per 1,000 values), and returns the context `apply` takes (it names the
+resolver whose cache it filled). `apply` then only reads the cache: no query ever runs per
+record.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -121,6 +127,39 @@ class Resolver:
         self.lookups: list[Lookup] = []
         self.collecting = False
         self._maps: dict[Any, dict[str, Any]] = {}
+        # how each map was read: a file's stamp (mtime, size, inode), or a table's source and field
+        self._read: dict[Any, tuple[Any, ...] | None] = {}
+        self._tables: dict[Any, tuple[models.MapSource, str]] = {}
+        self._file_source: dict[Any, models.MapSource] = {}
+
+    def begin(self) -> None:
+        """Start of a run: the lookup caches are the run's own (read afresh, as a new mapping's)."""
+        for lookup in self.lookups:
+            lookup.cache.clear()
+            lookup.pending.clear()
+            lookup.wanted.clear()
+
+    def changed(self) -> bool:
+        """Whether a `map_from` input differs from what the mapping was compiled with: a file
+        whose stamp changed (or that is gone), a table whose entries differ (read again: one
+        query per table map). A table that can no longer be read raises its ConfigError here."""
+        for ident, stamp in self._read.items():
+            if self._stamp(self._file_source[ident]) != stamp:
+                return True
+        return any(
+            self._table_map(source, field) != self._maps[ident]
+            for ident, (source, field) in self._tables.items()
+        )
+
+    def _stamp(self, source: models.MapSource) -> tuple[Any, ...] | None:
+        full, why = map_files.locate(source, self.folder)
+        if why is not None:
+            return None
+        try:
+            info = os.stat(full)
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size, info.st_ino)
 
     def database(self, name: str, what: str) -> Any:
         if self.connect is None:
@@ -165,10 +204,13 @@ class Resolver:
         ident = source.file or (source.connection, source.table, source.from_, source.to)
         if ident not in self._maps:
             if source.file is not None:
+                stamp = self._stamp(source)  # before the read: a change while reading shows next run
                 path, data = map_files.read(source, self.folder, f"field `{field}`: map_from")
                 self._maps[ident] = read_csv_map(path, data)
+                self._read[ident], self._file_source[ident] = stamp, source
             else:
                 self._maps[ident] = self._table_map(source, field)
+                self._tables[ident] = (source, field)
         return self._maps[ident]
 
     def _table_map(self, source: models.MapSource, field: str) -> dict[str, Any]:

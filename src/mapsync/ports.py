@@ -160,11 +160,13 @@ class Destination(Protocol):
         raises ConfigError)."""
 
     def begin(self, kind: str) -> None:
-        """Start of a run (`capabilities.async_jobs`: pick the mode, settle what a crash left)."""
+        """Start of every run, whatever its kind (the engine's run scope calls it): reset what
+        is counted per run (`fell_back`); `capabilities.async_jobs`: pick the mode and, for
+        seed | run | overlap, settle what a crash left. A destination lives across runs."""
 
     @property
     def fell_back(self) -> int:
-        """Hard deletes refused and written as `disable` instead, so far."""
+        """Hard deletes refused and written as `disable` instead, so far this run."""
 
     @property
     def key_probe(self) -> KeyProbe | None:
@@ -173,23 +175,30 @@ class Destination(Protocol):
 
 class DestinationBase:
     """What a destination without the optional behaviour answers (inherit it, then declare
-    `capabilities`): no async jobs, no fallback count, no key probe, no read-back."""
+    `capabilities`): no async jobs, the run's fallback count reset by `begin`, no key probe, no
+    read-back."""
 
     capabilities: Capabilities = NOTHING
     fell_back: int = 0
     key_probe: KeyProbe | None = None
 
     def begin(self, kind: str) -> None:
-        return None
+        self.fell_back = 0
 
     def read_keys(self, keys: Sequence[records.Key]) -> list[records.Row]:
         raise errors.ConfigError(f"{type(self).__name__} cannot read its rows back by key")
 
 
 class Capture(Protocol):
-    """Finds what changed at the source (one per run; see mapsync.capture)."""
+    """Finds what changed at the source (see mapsync.capture). One capture serves every run of
+    its sync in a process: it keeps no state from one run to the next. The run's input (guard,
+    `--deletes`, `--window`) is in its context's `run`, replaced before each run."""
 
     capabilities: Capabilities
+
+    def begin(self) -> None:
+        """Start of a run (the engine's run scope calls it): drop whatever the previous run left
+        (read bounds, a claim token, the delete check's mark)."""
 
     @property
     def zone(self) -> dt.tzinfo | None:

@@ -4,7 +4,9 @@
 the lease, the run's id and report, the keys of the read's previous batch, the mass-delete guard,
 whether a fresh seed skips the ledger, and the **forced keys** that are written even where the
 key ledger holds them unchanged (retry today; re-export and repair later). The parts of a sync
-(source, destination, mapping, capture) carry none of it.
+(source, destination, mapping, capture) carry none of it: the engine builds them once and reuses
+them across runs, and at the start of each run `capture.begin()` and `dest.begin(kind)` drop
+what the previous run left there (read bounds, a claim token, the fallback count).
 
 The engine sets a scope up and closes it in one place (`Engine._scoped`: lease, run row,
 `run_started`/`run_finished`, a stop or a crash, the run's end and the retention purge). What
@@ -98,8 +100,6 @@ class CapturePlan:
 
     def start(self, scope: RunScope) -> tuple[Iterable[records.Batch], int | None]:
         parts, kind = self.parts, scope.kind
-        if parts.dest.capabilities.async_jobs:  # async delivery: its mode, settle a crash's rest
-            parts.dest.begin(kind)
         if kind != RunKind.SEED:
             return parts.capture.read(kind, self.cursors), None
         return self._seed(scope), parts.source.count(self.cfg.seed.where)

@@ -65,7 +65,9 @@ class RunReport:
 
 @dataclasses.dataclass
 class Parts:
-    """What one sync is made of. Tests may hand the engine their own (see mapsync.testing)."""
+    """What one sync is made of: built once per sync by the Engine and reused across its runs
+    (each run's state lives in the run scope). Tests may hand the engine their own (see
+    mapsync.testing)."""
 
     source: Source
     dest: Destination

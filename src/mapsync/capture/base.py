@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass
 class RunInput:
-    """What one run hands its capture (a new one per run, from the engine's run scope): the
+    """What one run hands its capture (a new one per run, from the engine's run scope, while
+    the capture itself lives across runs): the
     run's mass-delete guard (None: the capture judges with one of the sheet's settings),
     whether `mapsync run --deletes` asked for a key-set delete check, an overlap `--window`,
     and, filled in by the capture, the deletes a key walk found but sent none of (policy
@@ -47,8 +48,9 @@ class Context:
 
 
 class CaptureFactory(Protocol):
-    """A capture method's class, as the registry holds it: the engine builds one per run as
-    `cls(source, changes_cfg, batch_size, context)`; the class says, from the sheet alone, which
+    """A capture method's class, as the registry holds it: the engine builds one per sync as
+    `cls(source, changes_cfg, batch_size, context)` and reuses it across runs (`begin` starts
+    each); the class says, from the sheet alone, which
     column is the version and whether the method emits deletes."""
 
     capabilities: Capabilities
@@ -69,6 +71,10 @@ class CaptureBase:
 
     capabilities: Capabilities = NOTHING
     zone: dt.tzinfo | None = None
+
+    def begin(self) -> None:
+        """Start of a run: a method with state of its own during a run resets it here."""
+        return None
 
     def seed_batches(
         self, source: Source, cursors: Cursors, batch: int, where: str | None, version_column: str | None
@@ -102,7 +108,7 @@ class Registry(Mapping[str, CaptureFactory]):
         return len(self._modules)
 
 
-# the engine builds one per run as `cls(source, changes_cfg, batch_size, context)`
+# the engine builds one per sync as `cls(source, changes_cfg, batch_size, context)`
 REGISTRY = Registry(
     {m: f"mapsync.capture.{m}" for m in ("full", "inbox", "log", "queue", "snapshot", "watermark")}
 )

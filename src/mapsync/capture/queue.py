@@ -108,6 +108,11 @@ class QueueCapture(CaptureBase):
                 f"sync {sync}: queue table {cfg.table!r} not found in connection {self.db.name}: run "
                 "`mapsync triggers install SHEET` first (before the seed, so no change is missed)"
             )
+        self.begin()
+
+    def begin(self) -> None:
+        """Start of a run: a claim token of its own (a run releases only what it claimed), and
+        nothing claimed or seen yet."""
         self.token = uuid.uuid4().hex
         self._errors_seen = False
         self._claimed = False

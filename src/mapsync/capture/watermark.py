@@ -43,10 +43,14 @@ class WatermarkCapture(CaptureBase):
         self.batch = batch
         self.column = cfg.column
         self.zone: dt.tzinfo = source.db.zone(cfg.timezone)
+        self.ctx = ctx
+        self.begin()
+
+    def begin(self) -> None:
+        """Start of a run: the read's bounds and the delete check's mark are the run's own."""
         self._low: Any = None
         self._max: Any = None
         self._overlap = False
-        self.ctx = ctx
         self._checked = False
 
     @staticmethod

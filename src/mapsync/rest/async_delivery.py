@@ -109,8 +109,14 @@ class AsyncDelivery:
     # ---------------------------------------------------------------- the run
 
     def begin(self, kind: str) -> None:
-        """Start of a run (called by the engine): pick the mode, settle what a crash left."""
+        """Start of every run (called by the engine's run scope; the destination serves every
+        run of its sync): pick the mode, and for seed | run | overlap settle what a crash left
+        (a retry starts as a new destination would: the sheet's mode, nothing settled)."""
         d = self.delivery_cfg
+        self.settled = {}
+        if kind == "retry":
+            self.async_mode = d.mode == "async"
+            return
         mode = (d.seed_mode or d.mode) if kind == "seed" else d.mode
         self.async_mode = mode == "async"
         if self.store is None:

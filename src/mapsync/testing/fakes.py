@@ -178,6 +178,10 @@ class MemoryCapture(CaptureBase):
     def __init__(self, source: MemorySource, batch: int) -> None:
         self.source = source
         self.batch = batch
+        self.begin()
+
+    def begin(self) -> None:
+        """Start of a run: the read's bounds are the run's own."""
         self._low: Any = None
         self._max: Any = None
 
