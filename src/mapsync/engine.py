@@ -40,8 +40,9 @@ from mapsync.run_types import RunReport as RunReport
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases
+from mapsync.state.ports import Store
 from mapsync.state.retention import purge
-from mapsync.state.store import Counts, StateStore
+from mapsync.state.store import Counts
 
 CRASH_POINTS = crash.POINTS
 # failures that stop a run with one message and the cursor kept (anything else is a bug)
@@ -52,7 +53,7 @@ log = logging.getLogger("mapsync.engine")
 class Engine:
     """Runs the syncs of one sheet against one state store."""
 
-    def __init__(self, loaded: LoadedSheet, store: StateStore, observer: Observer | None = None) -> None:
+    def __init__(self, loaded: LoadedSheet, store: Store, observer: Observer | None = None) -> None:
         self.loaded = loaded
         self.sheet = loaded.sheet
         self.store = store

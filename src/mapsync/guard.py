@@ -24,7 +24,7 @@ from mapsync import errors, records
 from mapsync.ports import Capture
 from mapsync.sheet import models
 from mapsync.state import ledger
-from mapsync.state.store import StateStore
+from mapsync.state.ports import Store
 
 
 class GuardTripped(errors.PermanentError):
@@ -37,9 +37,7 @@ class GuardTripped(errors.PermanentError):
 class Guard:
     """One run's guard (`force`: --force-deletes, nothing is refused)."""
 
-    def __init__(
-        self, sync: str, store: StateStore, cfg: models.DeletesConfig, *, force: bool = False
-    ) -> None:
+    def __init__(self, sync: str, store: Store, cfg: models.DeletesConfig, *, force: bool = False) -> None:
         self.sync = sync
         self.store = store
         self.ratio = cfg.max_delete_ratio
@@ -109,7 +107,7 @@ class Guard:
 
 
 def prepare(
-    capture: Capture, store: StateStore, sync: str, cfg: models.SyncConfig, *, deletes: bool, force: bool
+    capture: Capture, store: Store, sync: str, cfg: models.SyncConfig, *, deletes: bool, force: bool
 ) -> tuple[Guard, bool]:
     """The run's guard, and whether its capture is to run a key-set delete check (`mapsync run
     --deletes`, for a method that checks only on request). ConfigError if the method cannot

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from mapsync import deadline, errors
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.state import lease as leases
+from mapsync.state.ports import Store
 from mapsync.state.store import StateStore
 
 log = logging.getLogger("mapsync.engine")
@@ -30,7 +31,7 @@ R = TypeVar("R")
 
 
 class LeaseWatch:
-    def __init__(self, store: StateStore, handles: Callable[[], Iterable[object]]) -> None:
+    def __init__(self, store: Store, handles: Callable[[], Iterable[object]]) -> None:
         self.store = store
         self._handles = handles  # the state store and the run's connection handles
         self.dog = deadline.Watchdog(self._abort)

@@ -30,7 +30,8 @@ from mapsync.records import RunKind
 from mapsync.run_types import Parts, RunReport
 from mapsync.sheet import models
 from mapsync.state import lease as leases
-from mapsync.state.store import Counts, StateStore, stamp
+from mapsync.state.ports import Store
+from mapsync.state.store import Counts, stamp
 
 
 @dataclasses.dataclass
@@ -87,7 +88,7 @@ class CapturePlan:
     purge = True
 
     def __init__(
-        self, store: StateStore, sheet: models.Sheet, name: str, parts: Parts, kind: RunKind, again: bool
+        self, store: Store, sheet: models.Sheet, name: str, parts: Parts, kind: RunKind, again: bool
     ) -> None:
         self.store, self.sheet, self.name, self.parts = store, sheet, name, parts
         self.cfg = sheet.syncs[name]
@@ -149,7 +150,7 @@ class RetryPlan:
 
     def __init__(
         self,
-        store: StateStore,
+        store: Store,
         name: str,
         parts: Parts,
         batch: int,

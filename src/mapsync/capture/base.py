@@ -16,7 +16,7 @@ from mapsync.sheet import models
 
 if TYPE_CHECKING:
     from mapsync.guard import Guard
-    from mapsync.state.store import StateStore
+    from mapsync.state.ports import Store
 
 
 @dataclasses.dataclass
@@ -42,7 +42,7 @@ class Context:
 
     sync: str
     config: models.SyncConfig
-    store: StateStore
+    store: Store
     database: Callable[[str], Handle]
     run: RunInput = dataclasses.field(default_factory=RunInput)
 

@@ -34,7 +34,7 @@ from mapsync import records
 from mapsync.capture.keysource import Compiled, existing, stream_keys, typed_key
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.state import values
-from mapsync.state.store import StateStore
+from mapsync.state.ports import Store
 
 # --------------------------------------------------------------------------- the walk
 
@@ -68,7 +68,7 @@ def bucket(text: str) -> int:
 
 
 def changed_keys(
-    store: StateStore, sync: str, source: SqlSource, page: int, tally: Tally, *, hashed: bool
+    store: Store, sync: str, source: SqlSource, page: int, tally: Tally, *, hashed: bool
 ) -> Iterator[list[tuple[records.Key, str | None]]]:
     """Per source page: the keys to send (not in the ledger, deleted there, or — when `hashed` —
     with another row hash) with their hashes. Counts into `tally` as it goes: every source key
@@ -90,7 +90,7 @@ def changed_keys(
 
 
 def deleted_keys(
-    store: StateStore,
+    store: Store,
     sync: str,
     source: SqlSource,
     page: int,

@@ -29,7 +29,7 @@ from mapsync.sheet import models
 from mapsync.sheet.connection_models import CimcloudConnection
 
 if TYPE_CHECKING:
-    from mapsync.state.store import StateStore
+    from mapsync.state.ports import Store
 
 PAGE = 50
 
@@ -277,9 +277,7 @@ def _int(value: Any) -> int:
 
 
 class CimcloudConnector:
-    def connect(
-        self, name: str, cfg: models.Connection, folder: Path, store: StateStore | None = None
-    ) -> Handle:
+    def connect(self, name: str, cfg: models.Connection, folder: Path, store: Store | None = None) -> Handle:
         if not isinstance(cfg, CimcloudConnection):
             raise errors.ConfigError(f"connection {name}: not a CIMcloud connection ({type(cfg).__name__})")
         return open_handle(name, cfg, store)

@@ -17,13 +17,11 @@ from mapsync.ports import Destination, Handle, Source
 from mapsync.sheet import models
 
 if TYPE_CHECKING:
-    from mapsync.state.store import StateStore
+    from mapsync.state.ports import Store
 
 
 class Connector(Protocol):
-    def connect(
-        self, name: str, cfg: models.Connection, folder: Path, store: StateStore | None = None
-    ) -> Handle:
+    def connect(self, name: str, cfg: models.Connection, folder: Path, store: Store | None = None) -> Handle:
         """A handle (engine, HTTP client) for one configured connection; it has `close()`.
 
         `store` (the state store) lets an HTTP connection share its call budget across processes
@@ -44,9 +42,7 @@ def wrong_kind(what: str, given: object) -> errors.ConfigError:
 
 
 class SqlConnector:
-    def connect(
-        self, name: str, cfg: models.Connection, folder: Path, store: StateStore | None = None
-    ) -> Handle:
+    def connect(self, name: str, cfg: models.Connection, folder: Path, store: Store | None = None) -> Handle:
         from mapsync.connectors.sql import SqlDatabase
 
         if not isinstance(cfg, models.SqlConnection):
@@ -85,9 +81,7 @@ class Lazy:
             self._loaded = cls()
         return self._loaded
 
-    def connect(
-        self, name: str, cfg: models.Connection, folder: Path, store: StateStore | None = None
-    ) -> Handle:
+    def connect(self, name: str, cfg: models.Connection, folder: Path, store: Store | None = None) -> Handle:
         return self.load().connect(name, cfg, folder, store)
 
     def source(self, handle: Handle, sync: str, cfg: models.SyncConfig, version_column: str | None) -> Source:

@@ -16,7 +16,7 @@ from mapsync.sheet import models
 from mapsync.sheet.connection_models import RestConnection
 
 if TYPE_CHECKING:
-    from mapsync.state.store import StateStore
+    from mapsync.state.ports import Store
 
 
 def open_handle(name: str, cfg: RestConnection, store: Any = None, **kwargs: Any) -> RestHandle:
@@ -73,9 +73,7 @@ def _digest(secret: str) -> str:
 
 
 class RestConnector:
-    def connect(
-        self, name: str, cfg: models.Connection, folder: Path, store: StateStore | None = None
-    ) -> Handle:
+    def connect(self, name: str, cfg: models.Connection, folder: Path, store: Store | None = None) -> Handle:
         if not isinstance(cfg, RestConnection):
             raise errors.ConfigError(
                 f"connection {name}: the REST connector needs a REST connection: got {type(cfg).__name__}"
