@@ -38,6 +38,18 @@ REQUIRED = {s.strip() for s in os.environ.get("MAPSYNC_REQUIRE_SERVICES", "").sp
 _probe: dict[str, str | None] = {}
 
 
+_TIERS = ("unit", "contract", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, from its folder (`-m unit`, `-m "not e2e"`, …)."""
+    for item in items:
+        parts = item.path.parts
+        tier = next((t for t in _TIERS if t in parts[-4:-1]), None)
+        if tier:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 def _driver_url(url: str) -> sa.URL:
     parsed = sa.make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):

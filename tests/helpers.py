@@ -13,6 +13,9 @@ import sqlalchemy as sa
 
 from mapsync.connectors.sql import normalize_url
 
+# the repository root (README.md, docs/, examples/)
+ROOT = Path(__file__).resolve().parents[1]
+
 # a timestamp column with microseconds, per dialect
 TS = {"sqlite": "TEXT", "postgresql": "TIMESTAMP(6)", "mysql": "DATETIME(6)"}
 

@@ -1,4 +1,4 @@
-"""`python:` rules used by tests/mappings/python.yaml and tests/test_mappings.py."""
+"""`python:` rules used by tests/mappings/python.yaml and tests/unit/test_mapping.py."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ a `capabilities` class attribute, and the engine, the checks and `mapsync check`
 with `getattr`/`hasattr` what it happens to have. A role's members below are what the engine,
 the capture methods and `mapsync check` really call. mypy checks each implementation (through
 the connectors' return types, `Parts`, and `checkup._implements` for what the registries load on
-first use); tests/test_ports.py checks them at run time.
+first use); tests/unit/test_ports.py checks them at run time.
 
 This module sits in the bottom layer (with records, errors, columns): it names no sheet model,
 no connector and no capture method. The registries, which do know the sheet's models, are typed

@@ -120,7 +120,7 @@ def register(method: str) -> Callable[[C], C]:
     """Registers a capture class under its method. The registry dispatches on the method's name,
     so a class is only ever built with its own method's changes model (and declares its
     constructor and static methods with that narrower type): the one place where mypy is told
-    to take the class as the wider `CaptureFactory`. tests/test_ports.py checks every registered
+    to take the class as the wider `CaptureFactory`. tests/unit/test_ports.py checks every registered
     class against the role at run time."""
 
     def deco(cls: C) -> C:

@@ -15,7 +15,7 @@ class Model(BaseModel):
 
 class ChangesModel(Model):
     """A `changes:` section, with its capture method's facts that `validate` needs as data
-    (the capture classes declare the same in their `Capabilities`; tests/test_ports.py holds
+    (the capture classes declare the same in their `Capabilities`; tests/unit/test_ports.py holds
     them equal): whether the method ever sends deletes, and whether this configuration does."""
 
     can_emit_deletes: ClassVar[bool] = True

@@ -34,7 +34,7 @@ from mapsync.sheet import loader
 from mapsync.state.store import StateStore
 from mapsync.webhooks import create_app
 from tests import helpers as h
-from tests import test_webhooks as wh
+from tests.integration import test_webhooks as wh
 
 BIG = 64 * 1_048_576  # the largest max_body a sheet may set
 

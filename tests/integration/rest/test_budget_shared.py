@@ -100,7 +100,7 @@ def test_two_processes_share_one_credential_budget(
     (tmp_path / "sheet.yaml").write_text(text)
 
     # the store's schema is created up front so the processes' start-up is alike (creating a fresh
-    # store at once is covered by tests/test_state_store.py)
+    # store at once is covered by tests/integration/state/test_store.py)
     StateStore.open(state_url, tmp_path, create=True).close()
     started = time.monotonic()
     procs = [_popen(["seed", "sheet.yaml", "--sync", n, "--json"], tmp_path) for n in names]

@@ -144,7 +144,7 @@ def test_demo_reruns_from_scratch(demo: tuple[Path, str]) -> None:
 def test_readme_sheet_example_is_valid(tmp_path: Path) -> None:
     from mapsync.sheet import checks, loader
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "sheet.yaml").write_text(example, encoding="utf-8")
     loaded = loader.load(tmp_path / "sheet.yaml", env={"ERP_PASSWORD": "pw1", "PORTAL_PASSWORD": "pw2"})

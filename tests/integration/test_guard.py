@@ -19,8 +19,8 @@ from mapsync.sheet import models
 from mapsync.state import schema
 from mapsync.state.store import StateStore
 from tests import helpers as h
-from tests import test_snapshot
-from tests.test_snapshot import SNAPSHOT, WATERMARK
+from tests.integration.capture import test_snapshot
+from tests.integration.capture.test_snapshot import SNAPSHOT, WATERMARK
 
 sync = test_snapshot.sync  # the fixture
 
@@ -174,7 +174,7 @@ def test_deletes_of_keys_not_live_in_the_ledger_do_not_count(tmp_path: Path) -> 
 def test_an_inbox_delete_of_an_unknown_key_does_not_block_the_inbox(tmp_path: Path) -> None:
     """Two live rows; deletes for two keys never delivered and an upsert behind them: the run
     goes through (it used to trip the guard, "2 of 2 live rows", and block every later item)."""
-    from tests import test_webhooks as wh
+    from tests.integration import test_webhooks as wh
 
     dest = f"sqlite:///{tmp_path / 'portal.db'}"
     h.execute(dest, "CREATE TABLE products (sku TEXT PRIMARY KEY, nm TEXT)")

@@ -15,7 +15,7 @@ import grimp
 
 import mapsync
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("httpx", "fastapi", "uvicorn", "starlette", "pyarrow")
 
 # runs `mapsync ARGS` in this interpreter, then prints the heavy top-level packages it loaded

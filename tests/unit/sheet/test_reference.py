@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from mapsync.sheet import models, reference
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "sheet.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "sheet.md"
 
 
 def _all_models() -> dict[str, type[BaseModel]]:

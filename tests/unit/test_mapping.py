@@ -25,7 +25,7 @@ from mapsync import mapping as compile_
 from mapsync.connectors.sql import ColumnInfo
 from mapsync.sheet import loader, models
 
-FOLDER = Path(__file__).parent / "mappings"
+FOLDER = Path(__file__).parents[1] / "mappings"
 D = decimal.Decimal
 
 
@@ -137,7 +137,7 @@ def test_every_rule_has_cases() -> None:
         field = param.values[0]["field"]
         used.update(field if isinstance(field, dict) else {"from"})
     keys = {f.alias or name for name, f in models.FieldRule.model_fields.items()}
-    elsewhere = {"lookup", "map_from"}  # tested with their tables in tests/test_lookups.py
+    elsewhere = {"lookup", "map_from"}  # tested with their tables in tests/integration/test_lookups.py
     assert keys - elsewhere - used == set()
 
 

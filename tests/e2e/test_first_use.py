@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mapsync import keys
-from tests.helpers import mapsync
+from tests.helpers import ROOT, mapsync
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,7 @@ def test_check_ddl_suggests_tables_that_the_database_takes(
 
 def test_the_docs_stand_alone() -> None:
     """No doc points at a file outside the repository; the budget is said to be shared."""
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         text = doc.read_text(encoding="utf-8")
         for outside in ("/work/", "/shared/", "](/", "](../"):
@@ -226,7 +226,7 @@ def test_run_deletes_reports_keys_gone_and_what_the_policy_did(
     tmp_path: Path, sqlite_database: Any, deletes: str, outcome: dict[str, int]
 ) -> None:
     from tests import helpers as h
-    from tests.test_snapshot import WATERMARK, Sync
+    from tests.integration.capture.test_snapshot import WATERMARK, Sync
 
     s = Sync(sqlite_database(), sqlite_database(), tmp_path, changes=WATERMARK, deletes=deletes)
     try:

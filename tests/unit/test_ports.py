@@ -20,7 +20,7 @@ from mapsync.sheet import models
 from mapsync.testing import fakes
 from mapsync.testing.memory_destination import MemoryDestination
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "mapsync"
+SRC = Path(__file__).resolve().parents[2] / "src" / "mapsync"
 
 SYNC = {
     "from": {"connection": "src", "table": "items"},
