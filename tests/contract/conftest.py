@@ -32,7 +32,7 @@ from tests.conftest import MARIADB_URL, PG_URL, REQUIRED
 from tests.contract import ends
 
 if TYPE_CHECKING:
-    from mapsync.testing.sandbox import Running
+    from mapsync.testing.sandbox import InProcess
 
 TTL = dt.timedelta(minutes=5)
 
@@ -198,13 +198,24 @@ SQL_BACKENDS = [
 
 
 @pytest.fixture(scope="module")
-def module_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def module_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
     """One CIMcloud sandbox for a test module: destination cases keep to their own key prefix,
-    and an API destination never claims to be empty, so they can share it. (FastAPI loads only
-    when a test asks for it, as in tests/sandbox_fixtures.py.)"""
-    from mapsync.testing.sandbox import Config, Running
+    and an API destination never claims to be empty, so they can share it. Reached in-process
+    through its httpx transport (`sandbox.InProcess`): these cases are about the role, not about
+    HTTP (faults, timeouts and processes are tested against `sandbox.Running`'s socket). FastAPI
+    loads only when a test asks for it, as in tests/sandbox_fixtures.py."""
+    from mapsync.testing.sandbox import Config, InProcess
 
-    with Running(Config(db_path=str(tmp_path_factory.mktemp("sandbox") / "sandbox.db"))) as box:
+    with InProcess(Config(db_path=str(tmp_path_factory.mktemp("sandbox") / "sandbox.db"))) as box:
+        yield box
+
+
+@pytest.fixture
+def api_sandbox(tmp_path: Path) -> Iterator[InProcess]:
+    """An empty sandbox for one test (a source case reads all of a resource), in-process."""
+    from mapsync.testing.sandbox import Config, InProcess
+
+    with InProcess(Config(db_path=str(tmp_path / "sandbox.db"))) as box:
         yield box
 
 
@@ -227,14 +238,15 @@ def dest_case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ends.D
         case.close()
 
 
-@pytest.fixture(params=["memory", *SQL_BACKENDS, "cimcloud"])
+@pytest.fixture(params=["memory", *SQL_BACKENDS, "rest", "cimcloud"])
 def source_case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ends.SourceCase]:
-    """Every Source implementation in turn (the REST source as CIMcloud's, against the sandbox)."""
+    """Every Source implementation in turn: the generic REST source and CIMcloud's against the
+    sandbox (in-process, one empty sandbox per test)."""
     kind: str = request.param
     if kind == "memory":
         case = ends.memory_source()
-    elif kind == "cimcloud":
-        case = ends.cim_source(request.getfixturevalue("cimcloud_sandbox"), tmp_path)
+    elif kind in ("rest", "cimcloud"):
+        case = ends.api_source(kind, request.getfixturevalue("api_sandbox"), tmp_path)
     else:
         case = ends.sql_source(sql_url_of(request, kind, tmp_path), tmp_path)
     try:

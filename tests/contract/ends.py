@@ -23,7 +23,9 @@ from mapsync.sheet import loader
 from mapsync.testing.fakes import MemoryDestination, MemorySource
 
 if TYPE_CHECKING:
-    from mapsync.testing.sandbox import Running
+    from mapsync.testing.sandbox import InProcess, Running
+
+    Box = InProcess | Running
 
 ENV = {"CIM_PASSWORD": "sandbox-password", "CIM_KEY": "sandbox-key"}
 
@@ -64,7 +66,7 @@ def sql_connection(url: str) -> str:
     return f'{{url: "{url}"}}'
 
 
-def cim_connection(box: Running) -> str:
+def cim_connection(box: Box) -> str:
     return (
         f'{{kind: cimcloud, base_url: "{box.base_url}", site: sandbox, budget: [], '
         'auth: {type: token, auth_key: "${CIM_KEY}", username: sandbox, password: "${CIM_PASSWORD}"}, '
@@ -72,9 +74,9 @@ def cim_connection(box: Running) -> str:
     )
 
 
-def rest_connection(box: Running) -> str:
+def rest_connection(box: Box, extra: str = "") -> str:
     return (
-        f'{{kind: rest, base_url: "{box.base_url}/sandbox/", '
+        f'{{kind: rest, base_url: "{box.base_url}/sandbox/", {extra}'
         'auth: {type: basic, username: sandbox, password: "${CIM_PASSWORD}"}, '
         "write: {batch: 10}, retry: {attempts: 1}}"
     )
@@ -235,7 +237,7 @@ CHILDREN = """    children:
 """
 
 
-def api_dest(kind: str, box: Running, folder: Path) -> DestCase:
+def api_dest(kind: str, box: Box, folder: Path) -> DestCase:
     api = cim_connection(box) if kind == "cimcloud" else rest_connection(box)
     deletes = "{policy: disable, field: status, value: '0'}" if kind == "cimcloud" else "{policy: hard}"
     built = build(folder, API_DEST_SHEET.format(folder=folder, api=api, deletes=deletes, extra=""))
@@ -286,12 +288,35 @@ class SourceCase:
     name_column: str
     counts: bool = True  # False: `count` answers None (an API documenting no total)
     close: Callable[[], None] = lambda: None
+    # where it takes children: put child rows `lines` (parent key, line_no, qty) where it reads
+    add_lines: Callable[[list[tuple[str, int, int]]], None] | None = None
+    variant: Callable[[str], Source] | None = None  # the same sync with `children`
+
+
+Line = tuple[str, int, int]
+SOURCE_CHILDREN = """    children:
+      lines:
+        from: {{connection: {src}, {what}: {table}}}
+        to: {{connection: dst, table: things_lines}}
+        parent: {{from: thing_id, to: {parent}}}
+        key: {{from: [thing_id, line_no], to: [{parent}, line_no]}}
+        fields: {{qty: qty}}
+"""
 
 
 def memory_source() -> SourceCase:
-    source = MemorySource(key=("id",), version=None)
+    source = MemorySource(key=("id",), version=None, children={"lines": (["thing_id"], [])})
+
+    def add_lines(lines: list[Line]) -> None:
+        source.children["lines"][1].extend({"thing_id": k, "line_no": n, "qty": q} for k, n, q in lines)
+
     return SourceCase(
-        "memory", source, lambda rows: source.upsert(*({"id": k, "name": n} for k, n in rows)), "id", "name"
+        "memory",
+        source,
+        lambda rows: source.upsert(*({"id": k, "name": n} for k, n in rows)),
+        "id",
+        "name",
+        add_lines=add_lines,
     )
 
 
@@ -313,37 +338,73 @@ syncs:
 def sql_source(url: str, folder: Path) -> SourceCase:
     table = f"src_{uid()}"
     raw = sql_url(url)
-    sql_execute(raw, f"CREATE TABLE {table} (id VARCHAR(40) PRIMARY KEY, name VARCHAR(100))")
-    built = build(folder, SQL_SOURCE_SHEET.format(folder=folder, src=sql_connection(url), table=table))
+    sql_execute(
+        raw,
+        f"CREATE TABLE {table} (id VARCHAR(40) PRIMARY KEY, name VARCHAR(100))",
+        f"CREATE TABLE {table}_lines (thing_id VARCHAR(40) NOT NULL, line_no INTEGER NOT NULL, qty INTEGER, "
+        "PRIMARY KEY (thing_id, line_no))",
+    )
+    children = SOURCE_CHILDREN.format(src="src", what="table", table=f"{table}_lines", parent="ref_id")
+    text = SQL_SOURCE_SHEET.format(folder=folder, src=sql_connection(url), table=table) + children
+    built = build(folder, text)
 
     def add(rows: list[tuple[str, str]]) -> None:
         sql_execute(raw, f"INSERT INTO {table} VALUES (:k, :n)", params=[{"k": k, "n": n} for k, n in rows])
 
+    def add_lines(lines: list[Line]) -> None:
+        params = [{"k": k, "n": n, "q": q} for k, n, q in lines]
+        sql_execute(raw, f"INSERT INTO {table}_lines VALUES (:k, :n, :q)", params=params)
+
     return SourceCase(
-        sa.make_url(url).get_backend_name(), built.source(), add, "id", "name", close=built.close
+        sa.make_url(url).get_backend_name(),
+        built.source(),
+        add,
+        "id",
+        "name",
+        close=built.close,
+        add_lines=add_lines,
     )
 
 
-CIM_SOURCE_SHEET = """
+API_SOURCE_SHEET = """
 version: 1
 connections:
-  cim: {cim}
+  api: {api}
   dst: {{url: "sqlite:///{folder}/unused.db"}}
 syncs:
   things:
-    from: {{connection: cim, resource: accounts}}
+    from: {{connection: api, resource: accounts}}
     to: {{connection: dst, table: things}}
     key: {{from: ref_id, to: customer_no}}
     fields: {{name: nm}}
     changes: {{method: full}}
 """
 
+# the generic REST connector reads the sandbox's query dialect (`?page=&per_page=`, `?keys=`):
+# 10 per page, so 25 records take three calls
+REST_SOURCE = "paging: {style: page, size: 10, size_param: per_page, page_param: page}, key_param: keys, "
 
-def cim_source(box: Running, folder: Path) -> SourceCase:
-    built = build(folder, CIM_SOURCE_SHEET.format(folder=folder, cim=cim_connection(box)))
+
+def api_source(kind: str, box: Box, folder: Path) -> SourceCase:
+    """The REST source (generic) or CIMcloud's (searchstrings, 50 per page) over the sandbox's
+    `accounts`."""
+    api = cim_connection(box) if kind == "cimcloud" else rest_connection(box, REST_SOURCE)
+    built = build(folder, API_SOURCE_SHEET.format(folder=folder, api=api))
 
     def add(rows: list[tuple[str, str]]) -> None:
         for key, name in rows:
             box.sandbox.store.upsert("accounts", "ref_id", {"ref_id": key, "nm": name}, update_only=False)
 
-    return SourceCase("cimcloud", built.source(), add, "ref_id", "nm", counts=False, close=built.close)
+    def variant(what: str) -> Source:
+        """`children`: child rows asked for (from another resource of the API)."""
+        sub = folder / what
+        sub.mkdir(exist_ok=True)
+        extra = SOURCE_CHILDREN.format(src="api", what="resource", table="lines", parent="customer_no")
+        other = build(sub, API_SOURCE_SHEET.format(folder=folder, api=api) + extra)
+        made = other.source()
+        other.close()
+        return made
+
+    case = SourceCase(kind, built.source(), add, "ref_id", "nm", counts=False, close=built.close)
+    case.variant = variant
+    return case

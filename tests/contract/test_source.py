@@ -1,12 +1,16 @@
-"""The Source contract: SqlSource on SQLite, PostgreSQL and MariaDB, the REST source (CIMcloud's,
-against the sandbox) and the in-memory MemorySource pass the same cases through `ports.Source`:
-stream in key order in bounded pages, resume strictly after a key, read by keys (missing keys
-simply absent), count, key_of."""
+"""The Source contract: SqlSource on SQLite, PostgreSQL and MariaDB, the generic REST source and
+CIMcloud's (against the sandbox, in-process) and the in-memory MemorySource pass the same cases
+through `ports.Source`: stream in key order in bounded pages, resume strictly after a key, read by
+keys (missing keys simply absent), count, key_of, child rows attached to their parents (or, where
+`capabilities.children` is False, refused by the sheet)."""
 
 from __future__ import annotations
 
 import random
 
+import pytest
+
+from mapsync import errors
 from mapsync.ports import Capabilities
 from tests.contract.ends import SourceCase
 
@@ -68,3 +72,20 @@ def test_key_of(source_case: SourceCase) -> None:
     assert source_case.source.key_of(row) == ("K004",)
     (page, *_) = source_case.source.stream([source_case.key], [], None, 5)
     assert [source_case.source.key_of(r) for r in page] == [(k,) for k in KEYS[:5]]
+
+
+def test_children_are_attached_to_their_parents(source_case: SourceCase) -> None:
+    if not source_case.source.capabilities.children:
+        # declared False: a sheet asking for child rows is refused, never read without them
+        assert source_case.variant is not None
+        with pytest.raises(errors.ConfigError, match="child"):
+            source_case.variant("children")
+        return
+    assert source_case.add_lines is not None
+    seeded(source_case).add_lines([("K003", 2, 6), ("K003", 1, 5), ("K017", 1, 7), ("K999", 1, 1)])
+    rows = source_case.source.read_keys([("K003",), ("K017",), ("K020",)])
+    attached = source_case.source.attach_children(rows)
+    lines = {
+        str(k[0]): sorted((int(r["line_no"]), r["qty"]) for r in v["lines"]) for k, v in attached.items()
+    }
+    assert lines == {"K003": [(1, 5), (2, 6)], "K017": [(1, 7)], "K020": []}  # each parent, all its own

@@ -33,8 +33,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request, Response
 
+from mapsync.rest import client as rest_client
 from mapsync.testing import sandbox_search
 from mapsync.testing.sandbox_store import Store, as_string
 
@@ -149,12 +151,16 @@ class Sandbox:
         key = self.config.resources.get(table)
         return (table, key) if key else None
 
-    def read(self, name: str, search: str, page_text: str) -> tuple[int, Any]:
+    def read(
+        self, name: str, search: str, page_text: str, query: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         if name.lower() == "onlineorders":
             return self.online_orders()
         found = self.resource(name)
         if found is None:
             return 404, {"message": f"Resource {name!r} is not assigned to this authorization."}
+        if query:
+            return self.read_query(found, query)
         try:
             match = sandbox_search.parse(search) if search else (lambda r: True)
         except sandbox_search.SearchError as exc:
@@ -165,6 +171,22 @@ class Sandbox:
             return 400, {"message": f"page number {page_text!r} is not a number"}
         rows = [r for r in self.store.all(found[0]) if match(r)]
         return 200, rows[(page - 1) * PAGE : page * PAGE]
+
+    def read_query(self, found: tuple[str, str], query: dict[str, str]) -> tuple[int, Any]:
+        """Not CIMcloud's (its reads carry no query string): the generic REST connector's
+        dialect, so a `kind: rest` source can read the sandbox too: `?page=N&per_page=M` (page 1
+        first) and `?keys=a,b` (user keys, comma-separated)."""
+        table, key_field = found
+        try:
+            size = int(query.get("per_page", PAGE))
+            page = int(query.get("page", 1))
+        except ValueError:
+            return 400, {"message": "page and per_page must be numbers"}
+        rows = self.store.all(table)
+        if "keys" in query:
+            wanted = {k.lower() for k in query["keys"].split(",")}
+            rows = [r for r in rows if str(r.get(key_field, "")).lower() in wanted]
+        return 200, rows[(max(1, page) - 1) * size : max(1, page) * size]
 
     def online_orders(self) -> tuple[int, Any]:
         """Orders with exported = '0', marked exported = '1' by this very GET (documented)."""
@@ -298,14 +320,23 @@ def create_app(sandbox: Sandbox) -> FastAPI:
             sandbox.store.log(now, method, path, 429, who, False)
             retry = {"Retry-After": str(max(1, int(wait + 0.999)))}
             return _answer(429, {"message": "API rate limit exceeded."}, {**headers, **retry})
-        status, answer = _dispatch(sandbox, method, route, parts, body, authed)
+        query = dict(urllib.parse.parse_qsl(request.scope.get("query_string", b"").decode("latin-1")))
+        status, answer = _dispatch(sandbox, method, route, parts, body, authed, query)
         sandbox.store.log(now, method, path, status, who, True)
         return _answer(status, answer, headers)
 
     return app
 
 
-def _dispatch(sandbox: Sandbox, method: str, route: str, parts: list[str], body: bytes, authed: bool) -> Any:
+def _dispatch(
+    sandbox: Sandbox,
+    method: str,
+    route: str,
+    parts: list[str],
+    body: bytes,
+    authed: bool,
+    query: dict[str, str] | None = None,
+) -> Any:
     if route == "authenticate" and method == "POST":
         return sandbox.authenticate(_json(body))
     if not authed:
@@ -319,7 +350,7 @@ def _dispatch(sandbox: Sandbox, method: str, route: str, parts: list[str], body:
         return (200, job) if job else (404, {"message": "Unknown job."})
     if method == "GET":
         search, page = _search_and_page(parts[2:])
-        return sandbox.read(urllib.parse.unquote(parts[1]), search, page)
+        return sandbox.read(urllib.parse.unquote(parts[1]), search, page, query)
     if method in ("POST", "PUT"):
         data = _json(body)
         if data is None:
@@ -357,7 +388,11 @@ def _answer(status: int, body: Any, headers: dict[str, str]) -> Response:
 
 
 class Running:
-    """A sandbox served by uvicorn in a background thread (tests, benchmarks, the demo)."""
+    """A sandbox served by uvicorn in a background thread (tests, benchmarks, the demo): a real
+    socket, for what is about HTTP itself (faults, timeouts, other processes); `InProcess` below
+    is the same sandbox without one."""
+
+    transport: httpx.BaseTransport | None = None  # requests go over the network
 
     def __init__(self, config: Config | None = None, port: int = 0, host: str = "127.0.0.1") -> None:
         import socket
@@ -380,6 +415,10 @@ class Running:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def client(self, base_url: str | None = None, **kwargs: Any) -> httpx.Client:
+        """A plain httpx client on the sandbox (for a test's own requests)."""
+        return httpx.Client(base_url=base_url or self.base_url, **kwargs)
+
     def __enter__(self) -> Running:
         self.thread.start()
         deadline = time.time() + 10
@@ -392,4 +431,71 @@ class Running:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.sandbox.close()
+
+
+class InProcessTransport(httpx.BaseTransport):
+    """The sandbox's app behind an httpx transport: no server, no socket, no port. Each request
+    runs on one event loop in a background thread (an anyio blocking portal), as uvicorn would
+    run it, so the HTTP client's threads (async delivery, the concurrency gate) work unchanged.
+
+    What it does not give: a socket's faults and timeouts, TLS, redirects across origins, other
+    processes. Tests about those keep `Running`. `close()` (an httpx client closing) does
+    nothing: the transport is shared by every client of the sandbox; `shutdown()` ends it."""
+
+    def __init__(self, app: FastAPI) -> None:
+        import anyio.from_thread
+
+        # a server's answer to a failing handler is a 500, not an exception in the client
+        self._asgi = httpx.ASGITransport(app, raise_app_exceptions=False)
+        self._portal_cm = anyio.from_thread.start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+
+        async def send() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            inner = httpx.Request(request.method, request.url, headers=request.headers, content=body)
+            resp = await self._asgi.handle_async_request(inner)
+            content = await resp.aread()
+            return resp.status_code, resp.headers.raw, content
+
+        status, headers, content = self._portal.call(send)
+        return httpx.Response(status, headers=headers, content=content, request=request)
+
+    def close(self) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        self._portal_cm.__exit__(None, None, None)
+
+
+class InProcess:
+    """A sandbox reached through an httpx transport instead of a socket: the same app and store
+    as `Running`, with `base_url` on an origin no DNS resolves (`http://sandbox-<id>.invalid`).
+    While it runs, that origin is mounted in `mapsync.rest.client.TRANSPORTS`, so every REST or
+    CIMcloud connection made to `base_url` in this process (a sheet through the connector
+    registry, the Engine, an in-process CLI) goes through `transport`; outside the process (a
+    CLI subprocess) the name does not resolve and the request fails at once."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.sandbox = Sandbox(config or Config())
+        self.host, self.port = f"sandbox-{secrets_.token_hex(6)}.invalid", 80
+        self.transport = InProcessTransport(create_app(self.sandbox))
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}"
+
+    def client(self, base_url: str | None = None, **kwargs: Any) -> httpx.Client:
+        """A plain httpx client on the sandbox (for a test's own requests)."""
+        return httpx.Client(base_url=base_url or self.base_url, transport=self.transport, **kwargs)
+
+    def __enter__(self) -> InProcess:
+        rest_client.mount(self.base_url, self.transport)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        rest_client.unmount(self.base_url)
+        self.transport.shutdown()
         self.sandbox.close()
