@@ -193,4 +193,8 @@ def canary() -> Iterator[Callable[..., Any]]:
         root.setLevel(level)
 
 
-from tests.sandbox_fixtures import cimcloud_sandbox, cimcloud_sandbox_factory  # noqa: E402,F401  (fixtures)
+from tests.sandbox_fixtures import (  # noqa: E402,F401  (fixtures)
+    cimcloud_inprocess,
+    cimcloud_sandbox,
+    cimcloud_sandbox_factory,
+)

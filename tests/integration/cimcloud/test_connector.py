@@ -18,7 +18,7 @@ import pytest
 from mapsync.engine import Engine
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore
-from mapsync.testing.sandbox import Running
+from mapsync.testing.sandbox import InProcess, Running
 from tests import helpers as h
 
 ENV = {"CIM_PASSWORD": "sandbox-password", "CIM_KEY": "sandbox-key"}
@@ -66,7 +66,7 @@ def now_text() -> str:
 class ToCim:
     """A SQL `customers` table, a sandbox, the sheet between them and an in-process engine."""
 
-    def __init__(self, src: str, box: Running, folder: Path, refresh: str = "1h") -> None:
+    def __init__(self, src: str, box: Running | InProcess, folder: Path, refresh: str = "1h") -> None:
         self.src, self.box, self.folder = src, box, folder
         h.execute(
             src,
@@ -117,13 +117,23 @@ class ToCim:
 
 
 @pytest.fixture
-def to_cim(sql_db: Callable[[], str], cimcloud_sandbox: Running, tmp_path: Path) -> Any:
+def to_cim(sql_db: Callable[[], str], cimcloud_inprocess: InProcess, tmp_path: Path) -> Any:
+    """The engine runs in this process: the sandbox is reached through its httpx transport."""
+    sync = ToCim(sql_db(), cimcloud_inprocess, tmp_path)
+    yield sync
+    sync.close()
+
+
+@pytest.fixture
+def to_cim_socket(sql_db: Callable[[], str], cimcloud_sandbox: Running, tmp_path: Path) -> Any:
+    """The sandbox on a real socket, for a CLI in another process."""
     sync = ToCim(sql_db(), cimcloud_sandbox, tmp_path)
     yield sync
     sync.close()
 
 
-def test_seed_and_run_ten_per_call(to_cim: ToCim, tmp_path: Path) -> None:
+def test_seed_and_run_ten_per_call(to_cim_socket: ToCim, tmp_path: Path) -> None:
+    to_cim = to_cim_socket  # the seed is a CLI process
     to_cim.add(35)
     done = h.mapsync("seed", "sheet.yaml", "--json", cwd=tmp_path, env=ENV)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -350,9 +360,10 @@ def test_filter_of_a_cimcloud_source_is_a_searchstring(
 
 
 @pytest.mark.parametrize("point", ["during_write:2", "after_write", "after_commit"])
-def test_kill_9_mid_seed_resends_without_duplicates(to_cim: ToCim, tmp_path: Path, point: str) -> None:
+def test_kill_9_mid_seed_resends_without_duplicates(to_cim_socket: ToCim, tmp_path: Path, point: str) -> None:
     """Killed after the 2nd of three calls of a batch, or around its commit: the rerun finishes
     the seed, CIMcloud holds each record once and nothing is a record error."""
+    to_cim = to_cim_socket
     to_cim.add(25)
     marker = tmp_path / "crash.marker"
     env = {**ENV, "MAPSYNC_CRASH_AT": point, "MAPSYNC_CRASH_MARKER": str(marker)}

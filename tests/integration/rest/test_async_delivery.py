@@ -24,7 +24,7 @@ from mapsync.sheet import loader
 from mapsync.state import async_batches, schema
 from mapsync.state.store import StateStore
 from mapsync.testing.fault_server import Fault, FaultServer, Reply, Request
-from mapsync.testing.sandbox import Running
+from mapsync.testing.sandbox import InProcess, Running
 from tests import helpers as h
 
 ENV = {"CIM_PASSWORD": "sandbox-password", "CIM_KEY": "sandbox-key"}
@@ -63,7 +63,9 @@ def now_text() -> str:
 class World:
     """A SQLite `customers` table, a sandbox and the sheet between them."""
 
-    def __init__(self, src: str, box: Running, folder: Path, contract: str, delivery: str) -> None:
+    def __init__(
+        self, src: str, box: Running | InProcess, folder: Path, contract: str, delivery: str
+    ) -> None:
         self.src, self.box, self.folder = src, box, folder
         h.execute(
             src,
@@ -134,9 +136,13 @@ def world(
 ) -> Iterator[Callable[..., World]]:
     made: list[World] = []
 
-    def make(contract: str = "none", delivery: str = "", timeout: str = "20s", **box: Any) -> World:
+    def make(
+        contract: str = "none", delivery: str = "", timeout: str = "20s", process: bool = False, **box: Any
+    ) -> World:
+        """`process`: the sandbox on a real socket, for a CLI in another process; else reached
+        in-process through its httpx transport (the engine runs here)."""
         box.setdefault("queue_delay", 0.3)
-        sandbox = cimcloud_sandbox_factory(async_contract=contract, **box)
+        sandbox = cimcloud_sandbox_factory(async_contract=contract, in_process=not process, **box)
         spec = ", ".join(x for x in ("mode: async", FAST.format(timeout=timeout), delivery) if x)
         w = World(sqlite_database(), sandbox, tmp_path, contract, spec)
         made.append(w)
@@ -312,7 +318,7 @@ def test_kill_9_between_persisting_and_results(
     results) was persisted; the rerun settles that batch first: no duplicate, nothing lost, no
     blind resubmit (submits = ⌈N/100⌉, plus the one batch that never left when killed before the
     submit), and every bookkeeping row ends `done`."""
-    w = world(contract, "batch: 100, async_batch: 100")
+    w = world(contract, "batch: 100, async_batch: 100", process=True)
     n = 350
     w.add(n)
     marker = w.folder / "crash.marker"

@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -275,3 +276,88 @@ def test_check_reports_health_login_and_budget(cimcloud_sandbox_factory) -> None
     refused = check(open_handle("cim", CimcloudConnection.model_validate(bad)))
     assert refused["reachable"] is True and refused["auth_ok"] is False
     assert "access refused (HTTP 401)" in refused["error"] and "wrong" not in refused["error"]
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def _conversation(box: Any) -> list[tuple[int, Any]]:
+    """The same requests to a sandbox: auth, writes, searchstrings (slashes and `|` in the path,
+    a date), the generic REST query dialect, refusals; the answers without the token's values."""
+    out: list[tuple[int, Any]] = []
+    with box.client(site_url(box), timeout=10) as c:
+        out.append((c.get("healthcheck/canary").status_code, c.get("healthcheck/canary").json()))
+        out.append((c.get("validate").status_code, c.get("validate").json()))
+        auth = c.post("authenticate", json=CREDENTIALS)
+        out.append((auth.status_code, sorted(auth.json())))
+        c.headers["Authorization"] = f"Bearer {auth.json()['token']}"
+        queued = [{"ref_id": f"Q{i}", "nm": f"q{i}"} for i in range(12)]  # applied after a minute
+        for body in (
+            [{"ref_id": f"R{i}", "nm": f"n {i}"} for i in range(3)],
+            queued,
+            [ACCOUNT],
+            [{"x": {"y": 1}}],
+        ):
+            answer = c.post("account/", json=body)
+            out.append((answer.status_code, {k: v for k, v in answer.json().items() if k != "jobId"}))
+        missing = c.put("account", json=[{"ref_id": "nobody", "nm": "x"}])
+        out.append((missing.status_code, missing.json()))
+        for path in (
+            "accounts/searchexact~ref_id~00-TEST012|or|searchexact~ref_id~R1/1",
+            "accounts/searchgreatherthanequal~last_modify_date~1/1/2021",
+            "accounts/searchlike~nm~n%201/0",
+            "accounts?page=2&per_page=1",
+            "accounts?keys=00-test012,R2",
+        ):
+            answer = c.get(path)
+            rows = answer.json()
+            shown = [r["ref_id"] for r in rows] if isinstance(rows, list) else rows
+            out.append((answer.status_code, shown))
+        out.append((c.delete("account/R1").status_code, None))
+    return out
+
+
+def test_in_process_answers_as_the_served_sandbox(tmp_path: Path) -> None:
+    """`InProcess` (the app behind an httpx transport) and `Running` (uvicorn on a socket) give
+    the same answers, path splitting included: tests may take either where HTTP is not the point."""
+    from mapsync.testing.sandbox import Config, InProcess
+
+    with Running(Config(db_path=str(tmp_path / "served.db"), queue_delay=60)) as served:
+        expected = _conversation(served)
+    with InProcess(Config(db_path=str(tmp_path / "inproc.db"), queue_delay=60)) as inproc:
+        assert inproc.base_url.endswith(".invalid")  # never a real address
+        assert _conversation(inproc) == expected
+    # the conversation means something: found, paged, refused
+    assert expected[-1] == (405, None) and expected[4][0] == 202 and expected[6][0] == 400
+    assert expected[8:13] == [
+        (200, ["R1", "00-TEST012"]),
+        (200, ["R0", "R1", "R2", "00-TEST012"]),
+        (200, ["R1"]),
+        (200, ["R1"]),
+        (200, ["R2", "00-TEST012"]),
+    ], expected
+
+
+def test_in_process_origin_is_mounted_for_rest_clients_while_it_runs(tmp_path: Path) -> None:
+    from mapsync.rest import client as rest_client
+    from mapsync.sheet.connection_models import RetryPolicy
+    from mapsync.testing.sandbox import Config, InProcess
+
+    def made(base: str) -> rest_client.HttpClient:
+        return rest_client.HttpClient(
+            "t", base, timeout=dt.timedelta(seconds=5), retry=RetryPolicy(attempts=1)
+        )
+
+    with InProcess(Config(db_path=str(tmp_path / "s.db"))) as box:
+        assert rest_client.TRANSPORTS[box.base_url] is box.transport
+        client = made(f"{box.base_url}/sandbox/")
+        try:
+            answer = client.request("GET", "healthcheck/canary")
+            assert (answer.status_code, answer.json()) == (200, {"status": "Running"})
+        finally:
+            client.close()  # a client closing leaves the shared transport open
+        assert box.sandbox.store.requests()[-1]["path"] == "healthcheck/canary"
+        again = made(f"{box.base_url}/sandbox/")
+        assert again.request("GET", "healthcheck/canary").status_code == 200
+        again.close()
+    assert box.base_url not in rest_client.TRANSPORTS  # gone with it: nothing else is served so
