@@ -241,3 +241,39 @@ def test_token_renewal_is_scheduled_by_expiry() -> None:
     )
     assert _expiry(60, now, dt.timedelta(hours=1)) == now + dt.timedelta(seconds=60)
     assert _expiry(None, now, dt.timedelta(hours=1)) == now + dt.timedelta(hours=1)
+
+
+# --------------------------------------------------------------------------- the transport seam
+
+
+def test_a_mounted_transport_serves_its_origin_and_a_given_one_wins() -> None:
+    import httpx
+
+    from mapsync.rest import client as rest_client
+    from mapsync.sheet.connection_models import RetryPolicy
+
+    seen: list[str] = []
+
+    def answer(tag: str) -> httpx.MockTransport:
+        return httpx.MockTransport(
+            lambda req: (seen.append(f"{tag} {req.url}"), httpx.Response(200, json=tag))[1]
+        )
+
+    def made(base: str, transport: httpx.BaseTransport | None = None) -> rest_client.HttpClient:
+        policy = RetryPolicy(attempts=1)
+        return rest_client.HttpClient(
+            "t", base, timeout=dt.timedelta(seconds=1), retry=policy, transport=transport
+        )
+
+    assert rest_client.TRANSPORTS == {}  # outside tests that mount one: the real network
+    rest_client.mount("http://api.invalid/", answer("mounted"))
+    try:
+        mounted, given = made("http://api.invalid/v1"), made("http://api.invalid/v1", answer("given"))
+        assert mounted.request("GET", "x").json() == "mounted"
+        assert given.request("GET", "x").json() == "given"
+        assert seen == ["mounted http://api.invalid/v1/x", "given http://api.invalid/v1/x"]
+        mounted.close()
+        given.close()
+    finally:
+        rest_client.unmount("http://api.invalid")
+    assert rest_client.TRANSPORTS == {}
