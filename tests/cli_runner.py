@@ -2,22 +2,22 @@
 
 `run(args, cwd, env)` returns a `subprocess.CompletedProcess[str]` as `subprocess.run` would:
 the exit code (SystemExit / the CLI's Exit; an uncaught exception is 1 with its traceback on
-stderr, as the interpreter prints it), stdout and stderr text. For the call only: the
-environment (plus COLUMNS=200, NO_COLOR=1), the working folder, sys.argv and stdin, the
-`mapsync` logging the CLI sets up (and the root logger's handlers, so warnings of other
-libraries reach stderr through logging's last resort, as in a fresh process), the signal
-handlers, and the process-global state a fresh interpreter starts without (the log redactor's
-secrets, crash-point hits, rate-limited warnings, in-process call budgets). The two rich
-consoles of `mapsync.cli.common` are set up again for each call as at import in a process
-whose output is a pipe.
+stderr, as the interpreter prints it), stdout and stderr text. For the call only: the whole
+environment (`env`), the working folder, sys.argv and stdin, the `mapsync` logging the CLI
+sets up (and no handler on the root logger, so other libraries' warnings reach stderr through
+logging's last resort, as in a fresh process), Python's default warning filters with warnings
+on stderr, the signal handlers, and the process-global state a fresh interpreter starts
+without (the log redactor's secrets, crash-point hits, rate-limited warnings, in-process call
+budgets). The two rich consoles of `mapsync.cli.common` are set up again for each call as at
+import in a process whose output is a pipe.
 
 Crash points (`MAPSYNC_CRASH_AT`) run in `mapsync.crash`'s in-process mode: the point raises
-`crash.Crashed`; from then on every SQL statement and commit of the dead run (on any thread
-but those that were alive before the call: the test's own servers) raises `Crashed` again, so
-nothing is recorded behind it, as after SIGKILL; the result is returncode -9 with the output
-written up to the crash. Leases record a stand-in pid (a process that has exited), so the next
-run takes the dead run's lease over at once, as after a real kill. After the call the dead
-run's frames are dropped and collected, so its connections roll back and close.
+`crash.Crashed`; from then on every SQL statement, begin and commit of the dead run (on any
+thread but those alive before the call: the test's own servers) raises `Crashed` again, so
+nothing is recorded behind it, and its output stops, as after SIGKILL; the result is returncode
+-9. Leases record a stand-in pid (of a process that has exited), so the next run takes the dead
+run's lease over at once, as after a real kill. After the call the dead run's frames are
+dropped and collected, so its connections roll back and close.
 """
 
 from __future__ import annotations
@@ -91,6 +91,11 @@ class _Out(io.TextIOWrapper):
     def isatty(self) -> bool:
         return False
 
+    def write(self, text: str) -> int:
+        if crash.dead():  # a killed process writes nothing more
+            return len(text)
+        return super().write(text)
+
     def text(self) -> str:
         self.flush()
         raw = self.buffer
@@ -162,7 +167,19 @@ def _warnings() -> Iterator[None]:
         warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
             warnings.filterwarnings("ignore", category=category)
+        warnings.showwarning = _show  # not pytest's recorder
         yield
+
+
+def _show(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _consoles() -> None:
