@@ -200,6 +200,23 @@ def _exit_code(exc: SystemExit, err: _Out) -> int:
     return 1
 
 
+@contextlib.contextmanager
+def _finalizers() -> Iterator[None]:
+    """Finalizers of the dead run that try to record something (a generator's `finally` run when
+    it is collected) meet `Crashed`: dropped, as a killed process never runs them."""
+    hook = sys.unraisablehook
+
+    def dropped(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, crash.Crashed):
+            hook(unraisable)
+
+    sys.unraisablehook = dropped
+    try:
+        yield
+    finally:
+        sys.unraisablehook = hook
+
+
 def run(args: Sequence[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`python -m mapsync ARGS` in this process; `env` is the whole environment of the call."""
     import mapsync.cli
@@ -211,7 +228,7 @@ def run(args: Sequence[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
         env = {**env, "MAPSYNC_CRASH_MODE": "raise"}
     out, err = _Out("strict"), _Out("backslashreplace")
     code = 0
-    with _lock, _environment(env), _logging(), _globals(), _warnings():
+    with _lock, _environment(env), _logging(), _globals(), _warnings(), _finalizers():
         saved = (sys.stdout, sys.stderr, sys.stdin, sys.argv, os.getcwd())
         hook = sys.excepthook  # typer sets its own on each call
         crash.reset(_stand_in_pid() if crashing else None)
