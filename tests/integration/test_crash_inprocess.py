@@ -123,6 +123,7 @@ def test_an_uncaught_exception_is_exit_1_with_its_traceback(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(loader, "load", broken)
+    monkeypatch.delenv("MAPSYNC_TEST_CLI", raising=False)  # about the in-process runner itself
     _world(tmp_path)
     done = h.mapsync("validate", "sheet.yaml", cwd=tmp_path, process=False)
     assert done.returncode == 1
@@ -130,7 +131,10 @@ def test_an_uncaught_exception_is_exit_1_with_its_traceback(
     assert done.stderr.rstrip().endswith("RuntimeError: a bug")
 
 
-def test_the_call_leaves_the_test_process_as_it_found_it(tmp_path: Path) -> None:
+def test_the_call_leaves_the_test_process_as_it_found_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MAPSYNC_TEST_CLI", raising=False)  # about the in-process runner itself
     _world(tmp_path)
     cwd, env = os.getcwd(), dict(os.environ)
     root, log = logging.getLogger(), logging.getLogger("mapsync")
