@@ -264,5 +264,5 @@ def run(args: Sequence[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
                 gc.collect()  # the dead run's frames, connections, open transactions: rolled back, closed
             crash.reset()
             _Net.exempt = frozenset()
-            _consoles()
+    _consoles()  # as at import, under the test process's own environment and streams
     return subprocess.CompletedProcess([PROG, *args], code, out.text(), err.text())
