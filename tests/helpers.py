@@ -1,4 +1,4 @@
-"""Helpers for tests: run the CLI as a real process, run SQL, per-dialect DDL, write counters."""
+"""Helpers for tests: run the CLI (in this process or a real one), run SQL, per-dialect DDL, write counters."""
 
 from __future__ import annotations
 
@@ -87,16 +87,38 @@ def writes(url: str) -> int:
 
 
 def mapsync(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    process: bool | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m mapsync ARGS` as a real process (so SIGKILL crash points kill only it)."""
+    """Run `mapsync ARGS` with the result of `python -m mapsync ARGS` (exit code, stdout, stderr).
+
+    In this process by default (tests/cli_runner.py: about a second less per call), crash points
+    included (they raise instead of SIGKILL, see mapsync.crash). A real process when the test
+    asks (`process=True`: the process itself is under test), for `serve` and `--follow` (they
+    run until a signal), when the test relies on a `timeout`, and when `MAPSYNC_CRASH_AT` is set
+    without `process=False` (a real SIGKILL). `MAPSYNC_TEST_CLI=process` makes every call a
+    real process (to show both give the same results)."""
     full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "mapsync", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    if process is None:
+        process = (
+            timeout is not None
+            or "serve" in args
+            or "--follow" in args
+            or bool(full_env.get("MAPSYNC_CRASH_AT"))
+        )
+    if process or os.environ.get("MAPSYNC_TEST_CLI") == "process":
+        return subprocess.run(
+            [sys.executable, "-m", "mapsync", *args],
+            cwd=cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout or 120,
+            check=False,
+        )
+    from tests import cli_runner
+
+    return cli_runner.run(args, cwd, full_env)

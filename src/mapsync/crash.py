@@ -3,6 +3,14 @@
 `MAPSYNC_CRASH_AT=<point>[:<nth>]` kills the process with SIGKILL the nth time (default 1st)
 execution passes `<point>`. If `MAPSYNC_CRASH_MARKER` names a file, the point's name is
 written there first, so a test can prove the crash fired.
+
+In-process mode (`MAPSYNC_CRASH_MODE=raise`, set by the tests' in-process CLI runner): the point
+raises `Crashed` instead, a BaseException that no `except Exception` catches, so the open
+transactions roll back on the way up as the server rolls them back after a SIGKILL. From then
+on `dead()` is true: the `except BaseException` handlers re-raise at once without recording
+anything, and the runner refuses every further statement and commit of the dead run (see
+tests/cli_runner.py), so it leaves the state a killed process leaves. `pid()` is the process id
+that leases record: `os.getpid()`, or in-process a stand-in pid of a process that has exited.
 """
 
 from __future__ import annotations
@@ -29,10 +37,35 @@ ASYNC_POINTS: tuple[str, ...] = (
 )
 
 _hits: dict[str, int] = {}
+_dead: str | None = None  # in-process mode: the point that "killed" this run
+_stand_in: int | None = None  # in-process mode: the pid that leases record
+
+
+class Crashed(BaseException):
+    """A crash point fired in in-process mode: the run is dead (as after SIGKILL)."""
+
+
+def dead() -> bool:
+    """Whether an in-process crash point fired: nothing more may be recorded."""
+    return _dead is not None
+
+
+def pid() -> int:
+    """The process id that leases and runs record for this process."""
+    return _stand_in if _stand_in is not None else os.getpid()
+
+
+def reset(stand_in: int | None = None) -> None:
+    """Forget the hits and the death (the in-process runner, before and after each command)."""
+    global _dead, _stand_in
+    _hits.clear()
+    _dead = None
+    _stand_in = stand_in
 
 
 def point(name: str) -> None:
     """Die here if the environment asks for it."""
+    global _dead
     spec = os.environ.get("MAPSYNC_CRASH_AT")
     if not spec:
         return
@@ -48,4 +81,7 @@ def point(name: str) -> None:
             fh.write(f"{name}:{_hits[name]}\n")
             fh.flush()
             os.fsync(fh.fileno())
+    if os.environ.get("MAPSYNC_CRASH_MODE") == "raise":
+        _dead = name
+        raise Crashed(name)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -107,6 +107,8 @@ class Engine:
         except BaseException as exc:
             self._built.pop(name, None)
             self.watch.dog.disarm()
+            if crash.dead():  # an in-process crash point: dead as after SIGKILL, nothing more
+                raise
             if (cut := self.watch.cut_error(name, exc)) is not None:
                 raise cut from None
             raise
@@ -265,6 +267,8 @@ class Engine:
             except _STOPS as exc:
                 return self._failed(report, exc)
             except BaseException as exc:
+                if crash.dead():  # an in-process crash point: the run stays `running`, as after SIGKILL
+                    raise
                 if (cut := self.watch.cut_error(name, exc)) is not None:
                     return self._failed(report, cut)
                 self._crashed(report, exc)

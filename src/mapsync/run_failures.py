@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from mapsync import errors
+from mapsync import crash, errors
 from mapsync.errors import FailureClass
 from mapsync.state.runs import started_run
 
@@ -82,7 +82,11 @@ def recorded(method: Callable[Concatenate[E, P], R]) -> Callable[Concatenate[E, 
             call = signature.bind(engine, *args, **kwargs)
             call.apply_defaults()
             options = call.arguments
-            if started_run.get() is None and _recordable(exc, bool(options.get("keep_empty", True))):
+            if (
+                started_run.get() is None
+                and not crash.dead()
+                and _recordable(exc, bool(options.get("keep_empty", True)))
+            ):
                 _record(engine, options, exc)
             raise
         finally:

@@ -1,8 +1,8 @@
 """The crash matrix (RELIABILITY.md §3.2 A1–A3, A6, CP1–CP9) on real SQLite, PostgreSQL, MariaDB.
 
-Every test runs `python -m mapsync` as a real process that SIGKILLs itself at one named crash
-point in the 2nd batch, proves the point fired (marker file, exit by SIGKILL), reruns without the
-crash (the dead process's lease is taken over at once) and then checks the oracles:
+Every test runs `mapsync seed|run` that dies at one named crash point in the 2nd batch, proves
+the point fired (marker file, exit as by SIGKILL), reruns without the crash (the dead run's lease
+is taken over at once) and then checks the oracles:
 
 - O1 convergence: the destination holds exactly the mapped source rows, every column;
 - O2 no loss: every source key is at the destination or an open record error, never both;
@@ -12,6 +12,26 @@ crash (the dead process's lease is taken over at once) and then checks the oracl
 
 Both paths: `seed` (key-order keyset reads, `seed.after` resume) and the incremental watermark
 `run` (`(ts, key)` keyset reads, `position` resume) after a clean seed and changed rows.
+
+How the run dies. Every case dies in-process (`mapsync.crash` in raise mode, tests/cli_runner.py):
+the point raises `Crashed`, which nothing catches; its open transactions roll back, every later
+statement or commit of the dead run is refused, and its lease names a pid that has exited, so it
+leaves what a killed process leaves. The real-SIGKILL subset (cases `…-sigkill`: `python -m
+mapsync` as a process that SIGKILLs itself) kills every point of CRASH_POINTS for real once on
+each backend, on the seed path or the incremental one in turn (`_real_kill`):
+
+| point               | sqlite | postgresql | mariadb |
+| ------------------- | ------ | ---------- | ------- |
+| after_read          | seed   | run        | seed    |
+| after_write         | run    | seed       | run     |
+| after_ack           | seed   | seed       | seed    |
+| after_commit        | run    | seed       | run     |
+| during_write        | seed   | run        | seed    |
+| during_state_write  | run    | seed       | run     |
+| during_error_record | seed   | seed       | seed    |
+
+(after_ack and during_error_record are seed-only: see RUN_SKIPS.) The asynchronous points
+(crash.ASYNC_POINTS) are killed for real in tests/integration/rest/test_async_delivery.py.
 """
 
 from __future__ import annotations
@@ -230,17 +250,39 @@ def _clean_seed(sheet: Path) -> None:
 # watermark capture's `acknowledge` is a no-op (after_ack ≡ after_write), and the record-error
 # insert sits in the same state transaction for both paths (during_state_write covers the run).
 RUN_SKIPS = {"after_ack", "during_error_record"}
+BACKENDS = {"sqlite": (), "postgresql": (pytest.mark.postgres,), "mariadb": (pytest.mark.mariadb,)}
+
+
+def _real_kill(kind: str, point: str, backend: str) -> bool:
+    """The real-SIGKILL subset: each point once per backend, seed and run paths in turn."""
+    if point in RUN_SKIPS:
+        return kind == "seed"
+    turn = (list(CRASH_POINTS).index(point) + list(BACKENDS).index(backend)) % 2
+    return kind == ("seed" if turn == 0 else "run")
+
+
 CASES = [
-    pytest.param(kind, point, id=f"{kind}-{point}")
+    pytest.param(backend, kind, point, how, id=f"{backend}-{kind}-{point}-{how}", marks=marks)
+    for backend, marks in BACKENDS.items()
     for kind in ("seed", "run")
     for point in CRASH_POINTS
     if not (kind == "run" and point in RUN_SKIPS)
+    for how in ("inprocess", "sigkill")
+    if how == "inprocess" or _real_kill(kind, point, backend)
 ]
 
 
-@pytest.mark.parametrize(("kind", "point"), CASES)
+def test_every_point_is_killed_for_real_on_every_backend() -> None:
+    """The real-SIGKILL subset covers every crash point on every backend; every case runs in-process."""
+    real = {(c.values[0], c.values[2]) for c in CASES if c.values[3] == "sigkill"}
+    assert real == {(b, p) for b in BACKENDS for p in CRASH_POINTS}
+    inprocess = {(c.values[0], c.values[1], c.values[2]) for c in CASES if c.values[3] == "inprocess"}
+    assert len(inprocess) == len(BACKENDS) * (2 * len(CRASH_POINTS) - len(RUN_SKIPS))
+
+
+@pytest.mark.parametrize(("database", "kind", "point", "how"), CASES, indirect=["database"])
 def test_crash_then_rerun_converges(
-    database: Callable[[], str], tmp_path: Path, kind: str, point: str
+    database: Callable[[], str], tmp_path: Path, kind: str, point: str, how: str
 ) -> None:
     src, dst = database(), database()
     _build(src, dst)
@@ -254,10 +296,11 @@ def test_crash_then_rerun_converges(
         baseline += len([i for i in CHANGED if i not in REJECTED])  # rows the clean run writes
         first_run = 2
 
-    # 1. the crashed run: the point fired, in the 2nd batch, and the process died by SIGKILL
+    # 1. the crashed run: the point fired, in the 2nd batch, and the run died as by SIGKILL (a
+    #    real one for the `sigkill` cases)
     marker = tmp_path / "crash.marker"
     env = {"MAPSYNC_CRASH_AT": f"{point}:{NTH}", "MAPSYNC_CRASH_MARKER": str(marker)}
-    crashed = h.mapsync(kind, str(sheet), "--sync", SYNC, cwd=tmp_path, env=env)
+    crashed = h.mapsync(kind, str(sheet), "--sync", SYNC, cwd=tmp_path, env=env, process=how == "sigkill")
     assert crashed.returncode == -signal.SIGKILL, (point, crashed.returncode, crashed.stdout, crashed.stderr)
     assert marker.read_text(encoding="utf-8") == f"{point}:{NTH}\n"
     # it died holding its lease, its run still says `running`: nothing cleaned up behind it

@@ -308,6 +308,7 @@ def test_crash_between_taking_items_and_finishing_reprocesses_once(
         "items",
         cwd=tmp_path,
         env={**ENV, "MAPSYNC_CRASH_AT": point, "MAPSYNC_CRASH_MARKER": str(marker)},
+        process=False,  # the crash point in-process (mapsync.crash); the crash matrix kills for real
     )
     assert crashed.returncode == -signal.SIGKILL and marker.read_text().strip() == f"{point}:1"
     status = {r[1]: r[2] for r in _inbox_rows(tmp_path)}

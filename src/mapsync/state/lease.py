@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import socket
 import uuid
 from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from mapsync import errors
+from mapsync import crash, errors
 from mapsync.state import faults, schema
 from mapsync.state.clock import stamp, utcnow
 from mapsync.state.data import Lease as Lease
@@ -54,7 +53,7 @@ class SqlLeases:
         whole TTL); the holder's running runs are then marked failed.
         """
         token = new_token()
-        host, pid = socket.gethostname(), os.getpid()
+        host, pid = socket.gethostname(), crash.pid()  # a stand-in pid for in-process test runs
         row = {
             "sync": sync,
             "token": token,

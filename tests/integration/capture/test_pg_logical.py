@@ -98,7 +98,8 @@ def _slot(slot: str) -> tuple[str, str] | None:
 
 
 def _cli(world: dict[str, Any], *args: str, env: dict[str, str] | None = None) -> Any:
-    return h.mapsync(*args, str(world["sheet"]), cwd=world["folder"], env=env)
+    # a crash point (env MAPSYNC_CRASH_AT) fires in-process (mapsync.crash); the crash matrix kills for real
+    return h.mapsync(*args, str(world["sheet"]), cwd=world["folder"], env=env, process=False)
 
 
 def _seeded(world: dict[str, Any]) -> None:

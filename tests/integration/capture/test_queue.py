@@ -142,9 +142,8 @@ def test_kill_9_after_delivery_resends_once_after_the_lease(
         w.src, "UPDATE items SET name = " + ("name || '+'" if w.dialect != "mysql" else "CONCAT(name, '+')")
     )
     marker = tmp_path / "crash.marker"
-    done = w.cli(
-        "run", "sheet.yaml", env={"MAPSYNC_CRASH_AT": "after_write", "MAPSYNC_CRASH_MARKER": str(marker)}
-    )
+    env = {"MAPSYNC_CRASH_AT": "after_write", "MAPSYNC_CRASH_MARKER": str(marker)}
+    done = h.mapsync("run", "sheet.yaml", cwd=w.folder, env=env, process=False)  # crash point in-process
     assert done.returncode == -9, done.stdout + done.stderr
     assert marker.read_text().split() == ["after_write:1"]
     assert w.writes() - base == 10 and w.dest() == w.source()  # delivered, never marked

@@ -105,6 +105,7 @@ class Sync:
             "sheet.yaml",
             cwd=self.folder,
             env={"MAPSYNC_CRASH_AT": at, "MAPSYNC_CRASH_MARKER": str(marker)},
+            process=False,  # the crash point in-process (mapsync.crash); the crash matrix kills for real
         )
         assert done.returncode == -9, (done.returncode, done.stdout + done.stderr)
         assert marker.read_text().split() == [at]  # the crash fired where it was asked to

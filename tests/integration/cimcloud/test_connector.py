@@ -367,7 +367,7 @@ def test_kill_9_mid_seed_resends_without_duplicates(to_cim_socket: ToCim, tmp_pa
     to_cim.add(25)
     marker = tmp_path / "crash.marker"
     env = {**ENV, "MAPSYNC_CRASH_AT": point, "MAPSYNC_CRASH_MARKER": str(marker)}
-    killed = h.mapsync("seed", "sheet.yaml", cwd=tmp_path, env=env)
+    killed = h.mapsync("seed", "sheet.yaml", cwd=tmp_path, env=env, process=False)  # crash point in-process
     assert killed.returncode == -9, killed.stdout + killed.stderr
     assert marker.read_text().split(":")[0] == point.split(":")[0]
     applied = len(to_cim.accounts())
