@@ -137,6 +137,7 @@ def test_follow_wakes_on_postgres_notify(pg_database: Callable[[], str], tmp_pat
     for command in ("triggers install", "seed"):
         result = h.mapsync(*command.split(), "sheet.yaml", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
+    h.execute(src, "INSERT INTO items VALUES (0, 'zero')")  # for the first pass
     proc = subprocess.Popen(
         [sys.executable, "-m", "mapsync", "run", "sheet.yaml", "--follow", "--poll", "60s"],
         cwd=tmp_path,
@@ -146,18 +147,21 @@ def test_follow_wakes_on_postgres_notify(pg_database: Callable[[], str], tmp_pat
         text=True,
     )
     try:
-        time.sleep(3)  # imports, the first pass, then asleep on the 60 s poll
+        # the first pass delivered row 0 (it claims no row queued after its start): from now on
+        # only a notification (LISTEN began before the first pass) ends the 60 s poll early
+        first = _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 1, timeout=30)
+        assert first, "the first pass never delivered"
         started = time.monotonic()
         h.execute(src, "INSERT INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three')")
-        arrived = _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 3, timeout=15)
+        arrived = _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 4, timeout=15)
         if not arrived:
             proc.kill()
             raise AssertionError(f"row never arrived; follower said: {proc.communicate()[1][-3000:]}")
         assert time.monotonic() - started < 15
         quick = time.monotonic()
         h.execute(src, "DELETE FROM items WHERE id = 1")
-        # (one of three: under the mass-delete guard's default ratio)
-        assert _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 2, timeout=15)
+        # (one of four: under the mass-delete guard's default ratio)
+        assert _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 3, timeout=15)
         assert time.monotonic() - quick < 15
         proc.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
