@@ -23,13 +23,13 @@ import logging
 import select
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from mapsync import errors
 from mapsync.engine import Engine, RunReport
 from mapsync.state import faults
+from mapsync.state.clock import SYSTEM, Clock
 
 log = logging.getLogger("mapsync.follow")
 CHANNEL = "mapsync"
@@ -69,8 +69,9 @@ class Backoff:
 class Waker:
     """Sleeps up to the poll interval, waking early on a PostgreSQL NOTIFY or a stop request."""
 
-    def __init__(self, urls: list[str], stop: threading.Event) -> None:
+    def __init__(self, urls: list[str], stop: threading.Event, clock: Clock = SYSTEM) -> None:
         self.stop = stop
+        self.clock = clock
         self._conns: list[Any] = []
         for url in urls:
             try:
@@ -90,11 +91,11 @@ class Waker:
         if self.stop.is_set():
             return False
         if not self._conns:
-            self.stop.wait(timeout)
+            self.clock.wait(self.stop, timeout)
             return False
-        end = time.monotonic() + timeout
+        end = self.clock.monotonic() + timeout
         while not self.stop.is_set():
-            left = end - time.monotonic()
+            left = end - self.clock.monotonic()
             if left <= 0:
                 return False
             # short slices: a signal handler sets `stop`, but select() resumes after it (PEP 475)
@@ -154,10 +155,12 @@ def follow(
     on_report: Callable[[RunReport], None],
     max_passes: int | None = None,
     backoff: Backoff | None = None,
+    clock: Clock = SYSTEM,
 ) -> int:
     """Run passes until `stop` is set; returns the number of passes. A sync whose run fails is
-    reported and tried again after its backoff delay (a lease held elsewhere is skipped quietly)."""
-    waker = Waker(pg_listen_urls(engine, names), stop)
+    reported and tried again after its backoff delay (a lease held elsewhere is skipped quietly).
+    `clock` times the backoff and the wait between passes (a test passes a `ManualClock`)."""
+    waker = Waker(pg_listen_urls(engine, names), stop, clock)
     backoff = backoff or Backoff()
     passes = 0
     try:
@@ -166,7 +169,7 @@ def follow(
             for name in names:
                 if stop.is_set():
                     break
-                if not backoff.ready(name, time.monotonic()):
+                if not backoff.ready(name, clock.monotonic()):
                     continue
                 try:
                     report = engine.run(name, "run", trigger="follow", keep_empty=False)
@@ -188,12 +191,12 @@ def follow(
                             "error": engine.redact_text(str(exc)),
                         },
                     )
-                    backoff.failed(name, time.monotonic())
+                    backoff.failed(name, clock.monotonic())
                     continue
                 if report.counts.changed or not report.ok:
                     on_report(report)
                 if report.status == "failed":  # not `partial`: record errors are no outage
-                    backoff.failed(name, time.monotonic())
+                    backoff.failed(name, clock.monotonic())
                 else:
                     backoff.succeeded(name)
             if max_passes is not None and passes >= max_passes:

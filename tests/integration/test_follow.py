@@ -4,6 +4,7 @@ cleanly (exit 0, nothing half-committed), and idle polls leave no runs in the hi
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import signal
 import subprocess
@@ -136,6 +137,7 @@ def test_follow_wakes_on_postgres_notify(pg_database: Callable[[], str], tmp_pat
     for command in ("triggers install", "seed"):
         result = h.mapsync(*command.split(), "sheet.yaml", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
+    h.execute(src, "INSERT INTO items VALUES (0, 'zero')")  # for the first pass
     proc = subprocess.Popen(
         [sys.executable, "-m", "mapsync", "run", "sheet.yaml", "--follow", "--poll", "60s"],
         cwd=tmp_path,
@@ -145,18 +147,21 @@ def test_follow_wakes_on_postgres_notify(pg_database: Callable[[], str], tmp_pat
         text=True,
     )
     try:
-        time.sleep(3)  # imports, the first pass, then asleep on the 60 s poll
+        # the first pass delivered row 0 (it claims no row queued after its start): from now on
+        # only a notification (LISTEN began before the first pass) ends the 60 s poll early
+        first = _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 1, timeout=30)
+        assert first, "the first pass never delivered"
         started = time.monotonic()
         h.execute(src, "INSERT INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three')")
-        arrived = _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 3, timeout=15)
+        arrived = _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 4, timeout=15)
         if not arrived:
             proc.kill()
             raise AssertionError(f"row never arrived; follower said: {proc.communicate()[1][-3000:]}")
         assert time.monotonic() - started < 15
         quick = time.monotonic()
         h.execute(src, "DELETE FROM items WHERE id = 1")
-        # (one of three: under the mass-delete guard's default ratio)
-        assert _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 2, timeout=15)
+        # (one of four: under the mass-delete guard's default ratio)
+        assert _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 3, timeout=15)
         assert time.monotonic() - quick < 15
         proc.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
@@ -174,13 +179,15 @@ def test_follow_backs_off_after_failed_runs(
 ) -> None:
     """Every run refused by the mass-delete guard (the source emptied): the follower runs the
     failing sync again after 0.2 s, 0.4 s, 0.8 s … (not at every 20 ms poll, which wrote 142
-    failed runs in 15 s), and at full pace again once a run succeeds."""
+    failed runs in 15 s), and at full pace again once a run succeeds. The follower's clock is a
+    ManualClock: each poll moves it 20 ms, so 1.3 s of following takes no real waiting."""
     import logging
     import threading
 
     from mapsync import follow as follow_mod
     from mapsync.engine import Engine
     from mapsync.sheet import loader
+    from mapsync.state.clock import ManualClock
     from mapsync.state.store import StateStore
 
     src, dst = sqlite_database(), sqlite_database()
@@ -198,37 +205,56 @@ def test_follow_backs_off_after_failed_runs(
     loaded = loader.load(tmp_path / "sheet.yaml")
     store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=False)
     engine = Engine(loaded, store)
-    stop = threading.Event()
+    clock = ManualClock()
     backoff = follow_mod.Backoff(dt.timedelta(milliseconds=200), dt.timedelta(seconds=1))
     state = f"sqlite:///{tmp_path / '.mapsync' / 'state.db'}"
+    runs: list[str] = []
+    real_run, called = engine.run, []
+
+    def run(name: str, *args: Any, **kwargs: Any) -> Any:
+        called.append(clock.monotonic())
+        return real_run(name, *args, **kwargs)
+
+    engine.run = run  # type: ignore[method-assign]
 
     def failed_runs() -> int:
         return int(h.query(state, "SELECT COUNT(*) FROM mapsync_runs WHERE status = 'failed'")[0][0])
 
-    worker = threading.Thread(
-        target=follow_mod.follow,
-        args=(engine, ["items"]),
-        kwargs={
-            "poll": dt.timedelta(milliseconds=20),
-            "stop": stop,
-            "on_report": lambda r: None,
-            "backoff": backoff,
-        },
-    )
+    def follow(passes: int) -> int:
+        return follow_mod.follow(
+            engine,
+            ["items"],
+            poll=dt.timedelta(milliseconds=20),
+            stop=threading.Event(),
+            on_report=lambda r: runs.append(r.status),
+            max_passes=passes,
+            backoff=backoff,
+            clock=clock,
+        )
+
     try:
         with caplog.at_level(logging.INFO, logger="mapsync.follow"):
-            worker.start()
-            time.sleep(1.3)  # runs at 0, 0.2, 0.6 and 1.4 s: three failures so far
-            failed = failed_runs()
-            assert 2 <= failed <= 4, failed
+            start = clock.monotonic()
+            # passes at 0, 0.02, …, 1.30 s: runs at 0, 0.2, 0.6 (each at the first pass at or after
+            # its time; the next one ≥ 1.4 s): three failures
+            assert follow(66) == 66
+            assert clock.monotonic() - start == pytest.approx(1.3, abs=1e-4)
+            assert clock.slept == pytest.approx([0.02] * 65)  # the poll between passes, nothing more
+            assert failed_runs() == 3 and runs == ["failed"] * 3 and len(called) == 3
+            gaps = [b - a for a, b in itertools.pairwise(called)]
+            for gap, delay in zip(gaps, [0.2, 0.4], strict=True):
+                assert delay - 1e-4 <= gap < delay + 0.02 + 1e-4, gaps  # the delay, then the next poll
             delays = [r.retry_in_s for r in caplog.records if r.getMessage() == "follow_backoff"]  # type: ignore[attr-defined]
-            assert delays[:3] == [0.2, 0.4, 0.8][: len(delays[:3])] and len(delays) == failed
+            assert delays == [0.2, 0.4, 0.8]
             h.execute(src, "INSERT INTO items VALUES (1, 'one', :ts)", params={"ts": _stamp()})
-            assert _wait_for(lambda: "items" not in backoff.failures, timeout=5)
+            follow(15)  # to 1.58 s: the run due at 1.4 s succeeds, then one run at every pass
+            assert "items" not in backoff.failures and failed_runs() == 3
+            assert "failed" not in runs[3:] and h.query(dst, "SELECT COUNT(*) FROM items") == [(1,)]
             assert any(r.getMessage() == "follow_recovered" for r in caplog.records)
+            before = len(called)
+            follow(5)  # at full pace again: a run at every pass
+            assert len(called) == before + 5
     finally:
-        stop.set()
-        worker.join(timeout=10)
         engine.close()
         store.close()
 
@@ -245,6 +271,7 @@ def test_follow_backs_off_after_an_outage_raised_before_the_run(
     from mapsync import follow as follow_mod
     from mapsync.engine import Engine
     from mapsync.sheet import loader
+    from mapsync.state.clock import ManualClock
     from mapsync.state.store import StateStore
 
     src, dst = sqlite_database(), sqlite_database()
@@ -267,28 +294,27 @@ def test_follow_backs_off_after_an_outage_raised_before_the_run(
         return real(name)
 
     engine.parts = parts  # type: ignore[method-assign]
-    stop = threading.Event()
+    clock = ManualClock()  # each poll moves it 20 ms: the backoff takes no real waiting
     backoff = follow_mod.Backoff(dt.timedelta(milliseconds=50), dt.timedelta(seconds=1))
-    worker = threading.Thread(
-        target=follow_mod.follow,
-        args=(engine, ["items"]),
-        kwargs={
-            "poll": dt.timedelta(milliseconds=20),
-            "stop": stop,
-            "on_report": lambda r: None,
-            "backoff": backoff,
-        },
-    )
     try:
         with caplog.at_level(logging.INFO, logger="mapsync.follow"):
-            worker.start()
-            assert _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items") == [(1,)], timeout=10)
-            assert worker.is_alive()  # the outage did not end the follower
+            # passes every 20 ms: fails at 0 and ~0.06 s, delivers at ~0.16 s (the 50 + 100 ms backoff)
+            passes = follow_mod.follow(
+                engine,
+                ["items"],
+                poll=dt.timedelta(milliseconds=20),
+                stop=threading.Event(),
+                on_report=lambda r: None,
+                max_passes=15,
+                backoff=backoff,
+                clock=clock,
+            )
+            assert passes == 15  # the outage did not end the follower
+            assert h.query(dst, "SELECT COUNT(*) FROM items") == [(1,)]
             failures = [r for r in caplog.records if r.getMessage() == "follow_run_failed"]
             assert len(failures) == 2 and "connection refused" in failures[0].error  # type: ignore[attr-defined]
             assert [r.retry_in_s for r in caplog.records if r.getMessage() == "follow_backoff"] == [0.05, 0.1]  # type: ignore[attr-defined]
+            assert "items" not in backoff.failures
     finally:
-        stop.set()
-        worker.join(timeout=10)
         engine.close()
         store.close()

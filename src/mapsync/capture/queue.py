@@ -237,7 +237,7 @@ class QueueCapture(CaptureBase):
             else:
                 failures.append((g.newest.id, g.newest.retry_count, message))
         try:
-            with self.db.engine.begin() as conn:
+            with qt.begin(self.db.engine) as conn:
                 qt.mark(conn, self.cfg.table, self.token, QueueStatus.SUPERSEDED, superseded)
                 qt.mark(conn, self.cfg.table, self.token, QueueStatus.COMPLETED, completed)
                 qt.fail(conn, self.cfg.table, self.token, failures, self.cfg.backoff)
@@ -251,7 +251,7 @@ class QueueCapture(CaptureBase):
         if not self._claimed:
             return
         try:
-            with self.db.engine.begin() as conn:
+            with qt.begin(self.db.engine) as conn:
                 qt.release(conn, self.cfg.table, self.token)
         except sa.exc.DBAPIError as exc:  # only logged: the lease timeout reclaims them instead
             log.warning(

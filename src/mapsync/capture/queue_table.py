@@ -7,10 +7,11 @@ DATETIME(6) on MariaDB, `YYYY-MM-DD HH:MM:SS.SSS` UTC text on SQLite.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -152,15 +153,37 @@ def claim(
     return rows
 
 
-def begin_claim(engine: sa.Engine) -> sa.Connection:
-    """A connection in a fresh claim transaction: READ COMMITTED on MariaDB (no gap locks that
-    would hold up the triggers' inserts), `BEGIN IMMEDIATE` on SQLite (one claimer at a time)."""
+def _connect(engine: sa.Engine) -> sa.Connection:
+    """A connection for the queue's own statements: READ COMMITTED on MariaDB.
+
+    Under InnoDB's default REPEATABLE READ an UPDATE or DELETE locks every row it scans, and waits
+    for a row that another open transaction holds. A slow source transaction holds the queue row
+    its trigger wrote (uncommitted), so `release` (by claim token, which no index covers) would
+    wait innodb_lock_wait_timeout (50 s) for it and then fail. READ COMMITTED takes no gap locks
+    (which would also hold up the triggers' inserts) and reads a locked row's last committed
+    version to decide whether it matches (a "semi-consistent read"), so rows of other
+    transactions that do not match are passed over, not waited for."""
     conn = engine.connect()
     if engine.dialect.name == "mysql":
         conn = conn.execution_options(isolation_level="READ COMMITTED")
-    elif engine.dialect.name == "sqlite":
+    return conn
+
+
+def begin_claim(engine: sa.Engine) -> sa.Connection:
+    """A connection in a fresh claim transaction: READ COMMITTED on MariaDB (see `_connect`),
+    `BEGIN IMMEDIATE` on SQLite (one claimer at a time)."""
+    conn = _connect(engine)
+    if engine.dialect.name == "sqlite":
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     return conn
+
+
+@contextlib.contextmanager
+def begin(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A short transaction marking, releasing or purging queue rows (READ COMMITTED on MariaDB,
+    see `_connect`): committed on success, rolled back on an error."""
+    with _connect(engine) as conn, conn.begin():
+        yield conn
 
 
 def _image(value: Any) -> dict[str, Any] | None:
@@ -289,7 +312,7 @@ def purge(engine: sa.Engine, queue: str, source_table: str, retention: dt.timede
     t = table(queue)
     total = 0
     while True:
-        with engine.begin() as conn:
+        with begin(engine) as conn:
             cutoff = stamp(conn, now(conn) - retention)
             final = sa.and_(
                 t.c.table_name == source_table, t.c.sync_status.in_(FINAL), t.c.completed_at < cutoff

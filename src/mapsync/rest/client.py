@@ -32,6 +32,7 @@ from mapsync import errors
 from mapsync import redact as redact_mod
 from mapsync.rest.budget import Budget  # the call budget, shared through the state store
 from mapsync.sheet.connection_models import RetryPolicy, parse_limit
+from mapsync.state.clock import SYSTEM, Clock
 
 log = logging.getLogger("mapsync.rest")
 MESSAGE_CAP = 300
@@ -145,8 +146,10 @@ class TokenAuth:
         expires_field: str | None = "expiration",
         lifetime: dt.timedelta = dt.timedelta(hours=1),
         refresh_before: dt.timedelta = dt.timedelta(minutes=5),
+        clock: Clock = SYSTEM,
     ) -> None:
         self.url, self.body = url, body
+        self.clock = clock  # decides when the token is due for renewal (a test moves a ManualClock)
         self.token_field, self.expires_field = token_field, expires_field
         self.lifetime, self.refresh_before = lifetime, refresh_before
         self.token: str | None = None
@@ -159,7 +162,7 @@ class TokenAuth:
 
     def headers(self, client: HttpClient) -> dict[str, str]:
         with self._lock:
-            now = dt.datetime.now(dt.UTC)
+            now = self.clock.now()
             if self.token is None or self.expires is None or now >= self.expires - self.refresh_before:
                 self._fetch(client, now)
             return {"Authorization": f"Bearer {self.token}"}

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from mapsync.rest.budget import Budget, parse_limit, parse_limits, parse_retry_after
 from mapsync.state import schema
+from mapsync.state.clock import ManualClock
 from mapsync.state.store import StateStore
 
 S = dt.timedelta(seconds=1)
@@ -31,21 +32,6 @@ S = dt.timedelta(seconds=1)
 
 def _cred() -> str:
     return f"test-{uuid.uuid4().hex}"
-
-
-class FakeClock:
-    """A clock that only moves when the budget sleeps (no real waiting)."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def _max_in_window(times: list[float], window: float, slack: float = 0.002) -> int:
@@ -83,9 +69,9 @@ def test_retry_after_forms() -> None:
 
 
 def test_sliding_window_in_process_two_threads() -> None:
-    """20 calls per 2 s, 120 calls from two threads (6 windows): never more than 20 in any 2 s,
+    """20 calls per 1 s, 120 calls from two threads (6 windows): never more than 20 in any 1 s,
     and the whole takes the bound (5 full windows) within 10 %."""
-    limit, window, total = 20, 2.0, 120
+    limit, window, total = 20, 1.0, 120
     budget_a = Budget(None, "shared-in-process", [(limit, window * S)])
     budget_b = Budget(None, "shared-in-process", [(limit, window * S)])  # same credential
     times: list[float] = []
@@ -111,12 +97,12 @@ def test_sliding_window_in_process_two_threads() -> None:
 
 
 def test_every_limit_holds_at_once() -> None:
-    clock = FakeClock()
-    budget = Budget(None, _cred(), [(2, 0.2 * S), (5, S)], clock=clock, sleep=clock.sleep, margin=0)
+    clock = ManualClock()  # moves only when the budget sleeps: no real waiting
+    budget = Budget(None, _cred(), [(2, 0.2 * S), (5, S)], clock=clock.time, sleep=clock.sleep, margin=0)
     times = []
     for _ in range(16):
         budget.acquire()
-        times.append(clock.now)
+        times.append(clock.time())
     assert _max_in_window(times, 0.2, slack=1e-9) == 2
     assert _max_in_window(times, 1.0, slack=1e-9) == 5
     assert times[-1] - times[0] == pytest.approx(3.0)  # 16 calls at 5/s: the slower limit rules
@@ -124,13 +110,13 @@ def test_every_limit_holds_at_once() -> None:
 
 def test_fixed_windows_would_allow_double_the_limit_at_a_boundary() -> None:
     """The sliding window refuses the burst a fixed window lets through across its boundary."""
-    clock = FakeClock()
-    clock.now = 1_800_000_000.9  # 0.1 s before a fixed 1-second window would start afresh
-    budget = Budget(None, _cred(), [(3, S)], clock=clock, sleep=clock.sleep, margin=0)
+    clock = ManualClock()  # moves only when the budget sleeps: no real waiting
+    clock.set(1_800_000_000.9)  # 0.1 s before a fixed 1-second window would start afresh
+    budget = Budget(None, _cred(), [(3, S)], clock=clock.time, sleep=clock.sleep, margin=0)
     times = []
     for _ in range(6):
         budget.acquire()
-        times.append(clock.now)
+        times.append(clock.time())
     assert _max_in_window(times, 1.0, slack=1e-9) == 3
     assert times[3] - times[0] == pytest.approx(1.0)
 
@@ -177,7 +163,7 @@ def test_two_processes_sharing_a_credential_stay_within_it(
 ) -> None:
     url, times = counter
     StateStore.open(state_url, tmp_path, create=True).close()
-    limit, window, each = 20, 2.0, 60
+    limit, window, each = 20, 1.5, 60  # 6 windows
     credential = _cred()
     workers = [
         subprocess.Popen(
@@ -230,68 +216,76 @@ def _worker(argv: list[str]) -> None:
 # --------------------------------------------------------------------------- the server's word
 
 
-def _timed(budget: Budget) -> float:
-    start = time.monotonic()
+def _timed(clock: ManualClock, budget: Budget) -> float:
+    start = clock.time()
     budget.acquire()
-    return time.monotonic() - start
+    return clock.time() - start
 
 
 def test_retry_after_seconds_reaches_every_budget_of_the_credential(tmp_path: Path) -> None:
+    """Through the store: what one budget heard holds up another of the same credential (the
+    clock is a ManualClock: the blocked second passes without real waiting)."""
     store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, create=True)
     try:
+        clock = ManualClock(time.time())  # the store keeps call times: near the real ones
         credential = _cred()
-        first = Budget(store, credential, [(100, S)])
-        other = Budget(store, credential, [(100, S)])  # another sync using the same credential
-        unrelated = Budget(store, _cred(), [(100, S)])
+        first, other = (
+            Budget(store, credential, [(100, S)], clock=clock.time, sleep=clock.sleep) for _ in range(2)
+        )  # `other`: another sync using the same credential
+        unrelated = Budget(store, _cred(), [(100, S)], clock=clock.time, sleep=clock.sleep)
         first.acquire()
+        clock.advance(0.05)
         first.observe(429, {"Retry-After": "1"})
-        assert 0.8 < other.remaining()["blocked_for"] <= 1.0
-        assert _timed(unrelated) < 0.2
-        assert 0.9 <= _timed(other) < 1.5
+        clock.advance(0.05)
+        assert other.remaining()["blocked_for"] == pytest.approx(0.95)
+        assert _timed(clock, unrelated) == 0
+        assert _timed(clock, other) == pytest.approx(0.95)
+        assert clock.slept == [pytest.approx(0.95)]
     finally:
         store.close()
 
 
 def test_retry_after_http_date_is_honoured() -> None:
-    budget = Budget(None, _cred(), [(100, S)])
-    budget.observe(503, {"retry-after": email.utils.formatdate(time.time() + 2, usegmt=True)})
-    assert 1.0 <= _timed(budget) < 2.3  # an HTTP-date has whole seconds
+    clock = ManualClock(1_800_000_000.4)
+    budget = Budget(None, _cred(), [(100, S)], clock=clock.time, sleep=clock.sleep)
+    budget.observe(503, {"retry-after": email.utils.formatdate(clock.time() + 2, usegmt=True)})
+    assert _timed(clock, budget) == pytest.approx(1.6)  # an HTTP-date has whole seconds
 
 
 def test_rate_limit_headers_tighten_the_budget() -> None:
-    clock = FakeClock()
-    budget = Budget(None, _cred(), [(100, 900 * S)], clock=clock, sleep=clock.sleep, margin=0)
+    clock = ManualClock()  # moves only when the budget sleeps: no real waiting
+    budget = Budget(None, _cred(), [(100, 900 * S)], clock=clock.time, sleep=clock.sleep, margin=0)
     budget.observe(200, {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "30"})
     budget.acquire()
     budget.acquire()
     assert clock.slept == []
     assert budget.remaining()["server_remaining"] == 0
-    start = clock.now
+    start = clock.time()
     budget.acquire()  # the server said 2 more until its reset: wait for it
-    assert clock.now - start == pytest.approx(30)
+    assert clock.time() - start == pytest.approx(30)
     budget.observe(200, {"RateLimit-Remaining": "0", "RateLimit-Reset": "5"})
-    start = clock.now
+    start = clock.time()
     budget.acquire()
-    assert clock.now - start == pytest.approx(5)
+    assert clock.time() - start == pytest.approx(5)
 
 
 def test_429_without_headers_waits_the_shortest_window() -> None:
-    clock = FakeClock()
-    budget = Budget(None, _cred(), [(2, S), (100, 900 * S)], clock=clock, sleep=clock.sleep, margin=0)
+    clock = ManualClock()  # moves only when the budget sleeps: no real waiting
+    budget = Budget(None, _cred(), [(2, S), (100, 900 * S)], clock=clock.time, sleep=clock.sleep, margin=0)
     budget.observe(429, {})
-    start = clock.now
+    start = clock.time()
     budget.acquire()
-    assert clock.now - start == pytest.approx(1.0)
+    assert clock.time() - start == pytest.approx(1.0)
 
 
 def test_old_calls_are_pruned(tmp_path: Path) -> None:
     store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, create=True)
     try:
-        clock = FakeClock()
-        budget = Budget(store, _cred(), [(50, 10 * S)], clock=clock, sleep=clock.sleep)
+        clock = ManualClock()  # moves only when the budget sleeps: no real waiting
+        budget = Budget(store, _cred(), [(50, 10 * S)], clock=clock.time, sleep=clock.sleep)
         for _ in range(10):
             budget.acquire()
-        clock.now += 11
+        clock.advance(11)
         budget.acquire()
         with store.engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(schema.budget_calls)).scalar() == 1
