@@ -9,6 +9,7 @@ reachable its tests skip with the reason, unless MAPSYNC_REQUIRE_SERVICES names 
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -39,6 +40,24 @@ _probe: dict[str, str | None] = {}
 
 
 _TIERS = ("unit", "contract", "integration", "e2e")
+
+# Every test process (the pytest run, and each xdist worker) holds this lock, shared, from start
+# to end. `scripts/services` takes it exclusively before it drops what a killed run left behind
+# (databases, slots, roles), so it never drops those of a live run: while a run holds it, the
+# clean-up is skipped. A lock dies with its process, so a killed run holds nothing.
+RUN_LOCK = os.environ.get("MAPSYNC_TEST_LOCK") or os.path.join(tempfile.gettempdir(), "mapsync-tests.lock")
+_run_lock: list[int] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        import fcntl
+
+        fd = os.open(RUN_LOCK, os.O_RDONLY | os.O_CREAT, 0o666)  # not inherited by subprocesses
+    except (ImportError, OSError):  # no flock (Windows) or no writable temp dir: nothing to guard
+        return
+    fcntl.flock(fd, fcntl.LOCK_SH)  # waits while scripts/services is cleaning up
+    _run_lock.append(fd)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

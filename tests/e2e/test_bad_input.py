@@ -114,6 +114,11 @@ def record_errors(sheet: Path) -> dict[str, list[dict[str, Any]]]:
     return by_sync
 
 
+# the tests that set the server's global sql_mode run on one xdist worker, one after the other,
+# so that one never records another's '' as the mode to restore (scripts/test: --dist loadgroup)
+GLOBAL_SQL_MODE = pytest.mark.xdist_group("mariadb_global_sql_mode")
+
+
 @contextlib.contextmanager
 def lenient_mariadb(url: str) -> Iterator[None]:
     """The server's global sql_mode set to '' (non-strict: it would truncate with a warning)."""
@@ -260,6 +265,7 @@ def test_names_and_values_that_look_like_sql_travel_verbatim(
 # --------------------------------------------------------------------------- per-record errors (G1, G4, G5)
 
 
+@GLOBAL_SQL_MODE
 def test_values_the_destination_cannot_hold_are_record_errors(
     database: Callable[[], str], sqlite_database: Callable[[], str], tmp_path: Path
 ) -> None:
@@ -381,6 +387,7 @@ def test_values_the_destination_cannot_hold_are_record_errors(
 
 
 @pytest.mark.mariadb
+@GLOBAL_SQL_MODE
 def test_lenient_mode_is_restored(mariadb_database: Callable[[], str]) -> None:
     url = mariadb_database()
     before = h.query(url, "SELECT @@GLOBAL.sql_mode")
