@@ -61,12 +61,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its tier, from its folder (`-m unit`, `-m "not e2e"`, …)."""
+    """Mark each test with its tier, from its folder (`-m unit`, `-m "not e2e"`, …). The tests of
+    a module that share a module-scoped fixture (a server database, a sandbox, the demo's run) go
+    in one `xdist_group`, so that fixture is built once, not once per worker: those that ask for
+    one, and every test in tests/contract (its role fixtures take the module's databases and
+    sandbox through `request.getfixturevalue`, which the fixture closure does not show)."""
     for item in items:
         parts = item.path.parts
         tier = next((t for t in _TIERS if t in parts[-4:-1]), None)
         if tier:
             item.add_marker(getattr(pytest.mark, tier))
+        shares = tier == "contract" or _uses_module_fixture(item)
+        if shares and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(f"module:{item.nodeid.split('::')[0]}"))
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)  # pytest's, on every test function
+    if info is None:
+        return False
+    return any(d.scope in ("module", "package") for defs in info.name2fixturedefs.values() for d in defs)
 
 
 def _driver_url(url: str) -> sa.URL:
