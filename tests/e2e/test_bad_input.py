@@ -121,17 +121,23 @@ GLOBAL_SQL_MODE = pytest.mark.xdist_group("mariadb_global_sql_mode")
 
 @contextlib.contextmanager
 def lenient_mariadb(url: str) -> Iterator[None]:
-    """The server's global sql_mode set to '' (non-strict: it would truncate with a warning)."""
+    """The server's global sql_mode set to '' (non-strict: it would truncate with a warning).
+    A named lock on the server keeps other runs against it (not only this run's workers) from
+    doing the same meanwhile and restoring each other's ''."""
     engine = sa.create_engine(h.engine(url).url, isolation_level="AUTOCOMMIT")
     try:
-        with engine.connect() as conn:
-            old = conn.execute(sa.text("SELECT @@GLOBAL.sql_mode")).scalar_one()
-            conn.execute(sa.text("SET GLOBAL sql_mode = ''"))
-        try:
-            yield
-        finally:
+        with engine.connect() as held:
+            got = held.execute(sa.text("SELECT GET_LOCK('mapsync_tests_global_sql_mode', 300)"))
+            assert got.scalar_one() == 1, "another run kept the server's sql_mode lenient for 5 minutes"
             with engine.connect() as conn:
-                conn.execute(sa.text("SET GLOBAL sql_mode = :mode"), {"mode": old})
+                old = conn.execute(sa.text("SELECT @@GLOBAL.sql_mode")).scalar_one()
+                conn.execute(sa.text("SET GLOBAL sql_mode = ''"))
+            try:
+                yield
+            finally:
+                with engine.connect() as conn:
+                    conn.execute(sa.text("SET GLOBAL sql_mode = :mode"), {"mode": old})
+                held.execute(sa.text("SELECT RELEASE_LOCK('mapsync_tests_global_sql_mode')"))
     finally:
         engine.dispose()
 
