@@ -9,6 +9,7 @@ reachable its tests skip with the reason, unless MAPSYNC_REQUIRE_SERVICES names 
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -40,14 +41,46 @@ _probe: dict[str, str | None] = {}
 
 _TIERS = ("unit", "contract", "integration", "e2e")
 
+# Every test process (the pytest run, and each xdist worker) holds this lock, shared, from start
+# to end. `scripts/services` takes it exclusively before it drops what a killed run left behind
+# (databases, slots, roles), so it never drops those of a live run: while a run holds it, the
+# clean-up is skipped. A lock dies with its process, so a killed run holds nothing.
+RUN_LOCK = os.environ.get("MAPSYNC_TEST_LOCK") or os.path.join(tempfile.gettempdir(), "mapsync-tests.lock")
+_run_lock: list[int] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        import fcntl
+
+        fd = os.open(RUN_LOCK, os.O_RDONLY | os.O_CREAT, 0o666)  # not inherited by subprocesses
+    except (ImportError, OSError):  # no flock (Windows) or no writable temp dir: nothing to guard
+        return
+    fcntl.flock(fd, fcntl.LOCK_SH)  # waits while scripts/services is cleaning up
+    _run_lock.append(fd)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its tier, from its folder (`-m unit`, `-m "not e2e"`, …)."""
+    """Mark each test with its tier, from its folder (`-m unit`, `-m "not e2e"`, …). The tests of
+    a module that share a module-scoped fixture (a server database, a sandbox, the demo's run) go
+    in one `xdist_group`, so that fixture is built once, not once per worker: those that ask for
+    one, and every test in tests/contract (its role fixtures take the module's databases and
+    sandbox through `request.getfixturevalue`, which the fixture closure does not show)."""
     for item in items:
         parts = item.path.parts
         tier = next((t for t in _TIERS if t in parts[-4:-1]), None)
         if tier:
             item.add_marker(getattr(pytest.mark, tier))
+        shares = tier == "contract" or _uses_module_fixture(item)
+        if shares and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(f"module:{item.nodeid.split('::')[0]}"))
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)  # pytest's, on every test function
+    if info is None:
+        return False
+    return any(d.scope in ("module", "package") for defs in info.name2fixturedefs.values() for d in defs)
 
 
 def _driver_url(url: str) -> sa.URL:

@@ -114,19 +114,30 @@ def record_errors(sheet: Path) -> dict[str, list[dict[str, Any]]]:
     return by_sync
 
 
+# the tests that set the server's global sql_mode run on one xdist worker, one after the other,
+# so that one never records another's '' as the mode to restore (scripts/test: --dist loadgroup)
+GLOBAL_SQL_MODE = pytest.mark.xdist_group("mariadb_global_sql_mode")
+
+
 @contextlib.contextmanager
 def lenient_mariadb(url: str) -> Iterator[None]:
-    """The server's global sql_mode set to '' (non-strict: it would truncate with a warning)."""
+    """The server's global sql_mode set to '' (non-strict: it would truncate with a warning).
+    A named lock on the server keeps other runs against it (not only this run's workers) from
+    doing the same meanwhile and restoring each other's ''."""
     engine = sa.create_engine(h.engine(url).url, isolation_level="AUTOCOMMIT")
     try:
-        with engine.connect() as conn:
-            old = conn.execute(sa.text("SELECT @@GLOBAL.sql_mode")).scalar_one()
-            conn.execute(sa.text("SET GLOBAL sql_mode = ''"))
-        try:
-            yield
-        finally:
+        with engine.connect() as held:
+            got = held.execute(sa.text("SELECT GET_LOCK('mapsync_tests_global_sql_mode', 300)"))
+            assert got.scalar_one() == 1, "another run kept the server's sql_mode lenient for 5 minutes"
             with engine.connect() as conn:
-                conn.execute(sa.text("SET GLOBAL sql_mode = :mode"), {"mode": old})
+                old = conn.execute(sa.text("SELECT @@GLOBAL.sql_mode")).scalar_one()
+                conn.execute(sa.text("SET GLOBAL sql_mode = ''"))
+            try:
+                yield
+            finally:
+                with engine.connect() as conn:
+                    conn.execute(sa.text("SET GLOBAL sql_mode = :mode"), {"mode": old})
+                held.execute(sa.text("SELECT RELEASE_LOCK('mapsync_tests_global_sql_mode')"))
     finally:
         engine.dispose()
 
@@ -260,6 +271,7 @@ def test_names_and_values_that_look_like_sql_travel_verbatim(
 # --------------------------------------------------------------------------- per-record errors (G1, G4, G5)
 
 
+@GLOBAL_SQL_MODE
 def test_values_the_destination_cannot_hold_are_record_errors(
     database: Callable[[], str], sqlite_database: Callable[[], str], tmp_path: Path
 ) -> None:
@@ -381,6 +393,7 @@ def test_values_the_destination_cannot_hold_are_record_errors(
 
 
 @pytest.mark.mariadb
+@GLOBAL_SQL_MODE
 def test_lenient_mode_is_restored(mariadb_database: Callable[[], str]) -> None:
     url = mariadb_database()
     before = h.query(url, "SELECT @@GLOBAL.sql_mode")

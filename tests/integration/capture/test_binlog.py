@@ -1,12 +1,15 @@
 """The change-log method on MariaDB: row-based binlog read as a replica (mysql-replication).
 
 Real server, real CLI processes. Nothing is created on the server, so there is nothing to drop;
-each test works in a database of its own, and the binlog reader filters on it.
+each test works in a database of its own, and the binlog reader filters on it. Each test reads
+the binlog as a replica `server_id` of its own: tests run in parallel (xdist workers, other runs on
+the same server), and the server cuts a replica's connection when another connects with its id.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,7 @@ def world(
         pytest.skip(reason)
     dst = sqlite_database()
     w.build(src, dst)
-    path = w.sheet(tmp_path, src, dst, {})
+    path = w.sheet(tmp_path, src, dst, {"server_id": random.randint(3_000_000_000, 4_294_967_295)})
     yield {"src": src, "dst": dst, "sheet": path, "folder": tmp_path}
 
 
