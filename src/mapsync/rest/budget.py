@@ -7,6 +7,15 @@ fixed window would let 2N through around its boundary). Each call is one row in 
 PostgreSQL, the database write lock on SQLite), so two processes together stay within the limit.
 Without a store the budget is shared by the Budgets of one process only.
 
+When a call is counted: the limit is a promise to the API, which counts a request when it
+*arrives*, somewhere between the moment `acquire` let it go and the moment its answer came back
+(the process may be descheduled, wait for a connection slot, set one up). So a call occupies the
+window from its grant until its answer: `acquire` records it at the grant and returns its id, and
+`settle(call)`, called when the answer (or a transport error or timeout: the request may have
+arrived) is in, moves it to that moment; later waits count from there. A call still in flight
+counts from its grant; one whose request takes longer than a whole window to arrive can still
+land in the next window (not seen with real APIs; the HTTP client's timeouts bound it).
+
 The server can tighten it: `observe` reads `Retry-After` (seconds or HTTP-date), `429`, and the
 `X-RateLimit-*` / `RateLimit-*` headers, and every Budget of that credential waits accordingly.
 Clocks: call times are the local wall clock, so processes sharing a budget should share a host
@@ -18,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import hashlib
+import itertools
 import re
 import threading
 import time
@@ -90,7 +100,8 @@ class _Shared:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.calls: list[int] = []
+        self.calls: dict[int, int] = {}  # call id → µs (its grant, then its answer)
+        self.ids = itertools.count(1)
         self.blocked_until: int | None = None
         self.server_remaining: int | None = None
         self.server_reset: int | None = None
@@ -144,13 +155,32 @@ class Budget:
 
     # ----------------------------------------------------------------- acquire
 
-    def acquire(self) -> None:
-        """Wait until one more call is allowed under every limit, then record it."""
+    def acquire(self) -> int:
+        """Wait until one more call is allowed under every limit, then record it (at this moment).
+        Returns the call's id: hand it to `settle` when the call's answer is in."""
         while True:
-            wait = self._try_store() if self.store is not None else self._try_local()
+            wait, call = self._try_store() if self.store is not None else self._try_local()
             if wait <= 0:
-                return
+                return call
             self.sleep(min(wait / _US, 5.0))  # re-check: the server may have said more meanwhile
+
+    def settle(self, call: int) -> None:
+        """The answer to `call` (an id from `acquire`) is in, or its request failed: the server
+        counted it at some moment up to now, so from now on it is counted now (a call whose
+        record was pruned meanwhile is recorded again)."""
+        if self.store is None:
+            shared = self._local
+            with shared.lock:
+                now = self._now()
+                shared.calls[call] = max(now, shared.calls.get(call, now))
+            return
+        try:
+            self._ensure_row()
+            self.store.budget_settle(self.key, call, self._now)
+        except sa.exc.SQLAlchemyError as exc:  # the store's own error (any kind), named by class only
+            raise errors.TransientError(
+                f"call budget: state store failed: {type(exc).__name__}", failure_class="tool"
+            ) from None
 
     def _wait_for(
         self,
@@ -172,24 +202,27 @@ class Budget:
                 wait = max(wait, times[count - 1] + window + self.margin - now)
         return wait
 
-    def _try_local(self) -> int:
+    def _try_local(self) -> tuple[int, int]:
         shared = self._local
         with shared.lock:
             now = self._now()
-            shared.calls = [t for t in shared.calls if t > now - self.longest - self.margin]
+            oldest = now - self.longest - self.margin
+            shared.calls = {c: t for c, t in shared.calls.items() if t > oldest}
 
             def recent(count: int, window: int) -> list[int]:
-                return [t for t in reversed(shared.calls) if t > now - window - self.margin][:count]
+                times = (t for t in shared.calls.values() if t > now - window - self.margin)
+                return sorted(times, reverse=True)[:count]
 
             wait = self._wait_for(
                 now, recent, shared.blocked_until, shared.server_remaining, shared.server_reset
             )
             if wait > 0:
-                return wait
-            shared.calls.append(now)
+                return wait, 0
+            call = next(shared.ids)
+            shared.calls[call] = now
             if shared.server_remaining is not None:
                 shared.server_remaining -= 1
-            return 0
+            return 0, call
 
     def _ensure_row(self) -> None:
         if self._row_ready:
@@ -198,7 +231,7 @@ class Budget:
         self.store.budget_ensure(self.key)
         self._row_ready = True
 
-    def _try_store(self) -> int:
+    def _try_store(self) -> tuple[int, int]:
         assert self.store is not None
         store = self.store
 
@@ -265,7 +298,7 @@ class Budget:
         now = self._now()
         if self.store is None:
             with self._local.lock:
-                times = sorted(self._local.calls)
+                times = sorted(self._local.calls.values())
                 blocked, server, reset = (
                     self._local.blocked_until,
                     self._local.server_remaining,

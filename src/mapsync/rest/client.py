@@ -1,7 +1,8 @@
 """One HTTP client per REST connection: keep-alive, authentication, call budget, retries.
 
 Every request first takes one call from the credential's budget (`Budget.acquire`), then goes
-out; the server's rate-limit headers are handed back (`Budget.observe`). 429, 5xx, connection
+out; when its answer is in (or it failed) the call is settled (`Budget.settle`: it counts until
+then), and the server's rate-limit headers are handed back (`Budget.observe`). 429, 5xx, connection
 errors and timeouts are retried with exponential backoff and jitter; a `Retry-After` (seconds or
 HTTP date) is honoured, no request leaves before it. A timeout after the request was sent is an
 *ambiguous* outcome: it is retried like the others (writes here are idempotent upserts by key),
@@ -79,7 +80,9 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
 
 
 class _Budget(Protocol):
-    def acquire(self) -> None: ...
+    def acquire(self) -> int: ...
+
+    def settle(self, call: int) -> None: ...
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None: ...
 
@@ -87,7 +90,10 @@ class _Budget(Protocol):
 class NoBudget:
     """Stand-in when no limits are configured (or the budget module is not there)."""
 
-    def acquire(self) -> None:
+    def acquire(self) -> int:
+        return 0
+
+    def settle(self, call: int) -> None:
         return None
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
@@ -342,17 +348,23 @@ class HttpClient:
         *,
         bare: bool = False,
     ) -> httpx.Response:
-        self.budget.acquire()
-        with self._gate:
-            self.calls += 1
-            content = None if body is None else json.dumps(body, default=str).encode()
-            if content is not None:
-                headers = {**headers, "Content-Type": "application/json"}
-            request = self.http.build_request(method, path, content=content, params=params, headers=headers)
-            if bare:
-                for name in self.configured_headers:
-                    request.headers.pop(name, None)
-            resp = self.http.send(request)
+        call = self.budget.acquire()
+        try:
+            with self._gate:
+                self.calls += 1
+                content = None if body is None else json.dumps(body, default=str).encode()
+                if content is not None:
+                    headers = {**headers, "Content-Type": "application/json"}
+                request = self.http.build_request(
+                    method, path, content=content, params=params, headers=headers
+                )
+                if bare:
+                    for name in self.configured_headers:
+                        request.headers.pop(name, None)
+                resp = self.http.send(request)
+        finally:
+            # the server counted the call somewhere up to now (a failed send may have arrived too)
+            self.budget.settle(call)
         self.last_headers = dict(resp.headers)
         self.budget.observe(resp.status_code, resp.headers)
         return resp

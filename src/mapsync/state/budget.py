@@ -38,11 +38,11 @@ class BudgetMixin:
         now: Callable[[], int],
         decide: Callable[[int, BudgetRow, Recent], int],
         keep_us: int,
-    ) -> int:
+    ) -> tuple[int, int]:
         """Decide and record one call in one transaction: `decide(now, row, recent)` returns the
         µs to wait (> 0: nothing recorded); else the call is recorded at `now`, the server's
-        remaining count goes down by one, and calls older than `keep_us` are pruned. Returns the
-        wait (0: the call may go)."""
+        remaining count goes down by one, and calls older than `keep_us` are pruned. Returns
+        (the wait, 0) or (0, the recorded call's id, for `budget_settle`)."""
         calls, b = schema.budget_calls, schema.budgets
         with self.engine.begin() as conn:
             # writing the credential's row first takes its lock (PostgreSQL) or the database
@@ -67,8 +67,11 @@ class BudgetMixin:
 
             wait = decide(moment, BudgetRow(*row), recent)
             if wait > 0:
-                return wait
-            conn.execute(sa.insert(calls).values(credential=credential, at_us=moment))
+                return wait, 0
+            made = conn.execute(sa.insert(calls).values(credential=credential, at_us=moment))
+            key = made.inserted_primary_key
+            assert key is not None  # an insert of one row into a table with an id
+            call = int(key[0])
             if row.server_remaining is not None:
                 conn.execute(
                     sa.update(b)
@@ -78,7 +81,23 @@ class BudgetMixin:
             conn.execute(
                 sa.delete(calls).where(calls.c.credential == credential, calls.c.at_us <= moment - keep_us)
             )
-            return 0
+            return 0, call
+
+    def budget_settle(self, credential: str, call: int, now: Callable[[], int]) -> None:
+        """The call `call` (an id from `budget_take`) is answered: it is recorded at `now()`
+        from here on (never earlier than it was; recorded again if it was pruned meanwhile).
+        Under the credential's lock, as `budget_take`, so no decision sees it half-way."""
+        calls, b = schema.budget_calls, schema.budgets
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(b).where(b.c.credential == credential).values(updated_at=stamp()))
+            moment = now()
+            moved = conn.execute(
+                sa.update(calls)
+                .where(calls.c.id == call, calls.c.credential == credential)
+                .values(at_us=sa.case((calls.c.at_us < moment, moment), else_=calls.c.at_us))
+            )
+            if moved.rowcount == 0:
+                conn.execute(sa.insert(calls).values(credential=credential, at_us=moment))
 
     def budget_tighten(
         self, credential: str, blocked: int | None, server: tuple[int, int | None] | None

@@ -259,7 +259,7 @@ class MemoryStore:
         now: Callable[[], int],
         decide: Callable[[int, BudgetRow, Recent], int],
         keep_us: int,
-    ) -> int:
+    ) -> tuple[int, int]:
         with self.memory.tx() as t:
             row = t.budgets.get(credential)
             if row is None:
@@ -269,16 +269,27 @@ class MemoryStore:
             calls = t.calls.get(credential, ())
 
             def recent(count: int, after: int) -> list[int]:
-                return sorted((c for c in calls if c > after), reverse=True)[:count]
+                return sorted((at for _, at in calls if at > after), reverse=True)[:count]
 
             budget = BudgetRow(row["blocked_until_us"], row["server_remaining"], row["server_reset_us"])
             wait = decide(moment, budget, recent)
             if wait > 0:
-                return wait
+                return wait, 0
             if row["server_remaining"] is not None:
                 t.budgets[credential] = {**row, "server_remaining": row["server_remaining"] - 1}
-            t.calls[credential] = tuple(c for c in (*calls, moment) if c > moment - keep_us)
-            return 0
+            call = t.next_id("budget_calls")
+            kept = tuple(c for c in calls if c[1] > moment - keep_us)
+            t.calls[credential] = (*kept, (call, moment))
+            return 0, call
+
+    def budget_settle(self, credential: str, call: int, now: Callable[[], int]) -> None:
+        with self.memory.tx() as t:
+            moment = now()
+            calls = t.calls.get(credential, ())
+            if any(c == call for c, _ in calls):
+                t.calls[credential] = tuple((c, max(at, moment) if c == call else at) for c, at in calls)
+            else:  # pruned meanwhile (or never seen): recorded again, as the SQL store does
+                t.calls[credential] = (*calls, (t.next_id("budget_calls"), moment))
 
     def budget_tighten(
         self, credential: str, blocked: int | None, server: tuple[int, int | None] | None
@@ -296,7 +307,7 @@ class MemoryStore:
 
     def budget_read(self, credential: str, after: int) -> tuple[list[int], BudgetRow | None]:
         with self.memory.read() as t:
-            times = sorted(c for c in t.calls.get(credential, ()) if c > after)
+            times = sorted(at for _, at in t.calls.get(credential, ()) if at > after)
             row = t.budgets.get(credential)
         if row is None:
             return times, None

@@ -34,7 +34,8 @@ class Tables:
     unmapped: dict[tuple[str, str, str, str], Row] = dataclasses.field(default_factory=dict)
     leases: dict[str, Row] = dataclasses.field(default_factory=dict)  # sync → lease row
     budgets: dict[str, Row] = dataclasses.field(default_factory=dict)  # credential → row
-    calls: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)  # credential → µs
+    # credential → (call id, µs) per call
+    calls: dict[str, tuple[tuple[int, int], ...]] = dataclasses.field(default_factory=dict)
     inbox: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → inbox row
     jobs: dict[str, Row] = dataclasses.field(default_factory=dict)  # batch id → async batch row
     ids: dict[str, int] = dataclasses.field(default_factory=dict)  # table → last id given

@@ -2,7 +2,8 @@
 SQLite or PostgreSQL) against the sandbox with a small budget (20 calls per 3 s), a workload of
 six windows. From the sandbox's request log (auth included): no 3 s span holds more than 20
 calls, no 429, calls = ⌈N/10⌉ per sync + one authentication per process, and the span of the
-calls is within 10 % of the budget's bound (the k-th call cannot come before ⌊k/20⌋ × 3 s)."""
+calls is within 10 % of the budget's bound (the k-th call cannot come before ⌊k/20⌋ × 3 s) plus,
+per window, the margin and the wait for one answer (a call counts until its answer)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tests import helpers as h
 ENV = {"CIM_PASSWORD": "sandbox-password", "CIM_KEY": "sandbox-key"}
 LIMIT, WINDOW = 20, 3.0
 MARGIN = 0.05  # the client budget's documented safety margin per window (rest/budget.py)
+ANSWER = 0.3  # per window: the wait for the answer the next window starts from (see below)
 PER_SYNC = 500  # records per sync: 50 calls each, 100 writes + 2 authentications = 6 windows
 
 SHEET = """
@@ -127,7 +129,12 @@ def test_two_processes_share_one_credential_budget(
     assert windows >= 5
     bound = (len(times) - 1) // LIMIT * WINDOW  # the last call cannot come earlier
     span = times[-1] - times[0]
-    allowed = bound * 1.1 + windows * MARGIN
+    # A call counts until its answer (rest/budget.py), so each new window starts no earlier than
+    # the answer of the call it waits on + the margin: per transition the margin and ANSWER (a
+    # POST of 10 accounts answered by the sandbox, and the store's second transaction per call,
+    # on a loaded 2-core machine: measured +0.6–0.9 s over 5 transitions against counting at the
+    # grant), and 10 % for waking up and the grant's transaction (PostgreSQL under load: +13 %).
+    allowed = bound * 1.1 + windows * MARGIN + (windows - 1) * ANSWER
     print(
         f"\nshared budget [{state_url.split(':')[0]}]: {len(times)} calls, bound {bound:.2f} s, "
         f"call span {span:.2f} s ({span / bound - 1:+.1%}), process wall {wall:.2f} s "
