@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
 from mapsync.testing.fault_proxy import Proxy as FaultProxy
+from tests import helpers
 
 # Property tests: a bounded, derandomised profile in CI (same examples every run, the suite stays
 # fast); a wider random search locally with HYPOTHESIS_PROFILE=dev.
@@ -83,6 +84,14 @@ def _uses_module_fixture(item: pytest.Item) -> bool:
     return any(d.scope in ("module", "package") for defs in info.name2fixturedefs.values() for d in defs)
 
 
+@pytest.fixture(autouse=True)
+def _helper_connections() -> Iterator[None]:
+    """tests/helpers.py keeps one engine per database while a test runs: closed after the test
+    (the database fixtures close them first, before they drop their databases)."""
+    yield
+    helpers.dispose_pooled()
+
+
 def _driver_url(url: str) -> sa.URL:
     parsed = sa.make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
@@ -135,6 +144,7 @@ def pg_database() -> Iterator[Callable[[], str]]:
         return sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
     yield make
+    helpers.dispose_pooled()  # the helpers' connections to these databases
     with admin.connect() as conn:
         for name in made:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -158,6 +168,7 @@ def mariadb_database() -> Iterator[Callable[[], str]]:
         return sa.make_url(MARIADB_URL).set(database=name).render_as_string(hide_password=False)
 
     yield make
+    helpers.dispose_pooled()  # the helpers' connections to these databases
     with admin.connect() as conn:
         for name in made:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))

@@ -21,7 +21,26 @@ TS = {"sqlite": "TEXT", "postgresql": "TIMESTAMP(6)", "mysql": "DATETIME(6)"}
 
 
 def engine(url: str) -> sa.Engine:
+    """A new engine of the test's own (the test disposes it)."""
     return sa.create_engine(normalize_url(url, Path.cwd()))
+
+
+# execute() and query() share one engine per database for the length of a test (a connection set
+# up once, not per statement); tests/conftest.py disposes them after each test, before its
+# databases are dropped, so no connection outlives the test.
+_POOLED: dict[tuple[str, str], sa.Engine] = {}
+
+
+def _pooled(url: str) -> sa.Engine:
+    key = (url, str(Path.cwd()))  # a relative SQLite path depends on the folder
+    if key not in _POOLED:
+        _POOLED[key] = engine(url)
+    return _POOLED[key]
+
+
+def dispose_pooled() -> None:
+    while _POOLED:
+        _POOLED.popitem()[1].dispose()
 
 
 def dialect(url: str) -> str:
@@ -32,22 +51,14 @@ def dialect(url: str) -> str:
 def execute(
     url: str, *statements: str, params: Sequence[dict[str, Any]] | dict[str, Any] | None = None
 ) -> None:
-    eng = engine(url)
-    try:
-        with eng.begin() as conn:
-            for stmt in statements:
-                conn.execute(sa.text(stmt), params) if params is not None else conn.execute(sa.text(stmt))
-    finally:
-        eng.dispose()
+    with _pooled(url).begin() as conn:
+        for stmt in statements:
+            conn.execute(sa.text(stmt), params) if params is not None else conn.execute(sa.text(stmt))
 
 
 def query(url: str, stmt: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-    eng = engine(url)
-    try:
-        with eng.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(stmt), params or {})]
-    finally:
-        eng.dispose()
+    with _pooled(url).connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(stmt), params or {})]
 
 
 def install_write_counter(url: str, table: str) -> None:
