@@ -116,6 +116,11 @@ def test_reset_sends_rst(fault_proxy: Callable[[str, int], Proxy], echo: tuple[s
                 if not sock.recv(1):
                     break
                 time.sleep(0.02)
+    # the client sees the RST as soon as it is sent; the proxy's own loop closes its side just
+    # after, on its thread: wait for that (a connection it never closes still fails)
+    deadline = time.monotonic() + 5
+    while proxy.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert proxy.connections == 0
 
 
