@@ -109,6 +109,20 @@ class StateConfig(Model):
         ),
     )
 
+    @field_validator("url")
+    @classmethod
+    def _a_store_backend(cls, url: str) -> str:
+        """SQLite or PostgreSQL: refused up front for MariaDB/MySQL, whose index limit the ledger's
+        keys exceed (it used to fail at schema creation as a lost connection). The URL is never
+        quoted: a password may be in it."""
+        scheme = url.split("://", 1)[0].split("+", 1)[0].strip().lower() if "://" in url else ""
+        if scheme in ("mysql", "mariadb"):
+            raise ValueError(
+                f"the state store runs on SQLite or PostgreSQL, not {scheme} (MariaDB and MySQL "
+                "serve as sources and destinations); write e.g. sqlite:///.mapsync/state.db"
+            )
+        return url
+
 
 # --------------------------------------------------------------------------- ends
 

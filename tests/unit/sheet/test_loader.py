@@ -943,3 +943,13 @@ def test_example_sheet_runs_end_to_end(tmp_path: Path) -> None:
         (1, "SKU-1", 2, 10.0),
         (2, "SKU-2", 1, 0),
     ]
+
+
+@pytest.mark.parametrize("url", ["mysql://sync:s3cr3t@db/state", "mariadb+pymysql://sync:s3cr3t@db/state"])
+def test_a_mariadb_state_store_is_refused_up_front(tmp_path: Path, url: str) -> None:
+    """The state store runs on SQLite or PostgreSQL; a MariaDB URL is a clear sheet error naming the
+    line and key (it used to fail at schema creation as 'lost its connection'), never its password."""
+    text = edit("  lease_ttl: 90s", f'  url: "{url}"\n  lease_ttl: 90s')
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and found[0].startswith(f"{line_of(text, url)}: state.url: "), found
+    assert "runs on SQLite or PostgreSQL" in found[0] and "s3cr3t" not in found[0], found
