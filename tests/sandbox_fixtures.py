@@ -1,7 +1,7 @@
 """The CIMcloud sandbox for tests, its own SQLite file each: `cimcloud_sandbox` serves it with
 uvicorn in a thread on a free loopback port (a real socket: for tests about HTTP itself, and for
 a CLI in another process); `cimcloud_inprocess` reaches the same app through an httpx transport
-(`mapsync.testing.sandbox.InProcess`: no server, no socket, ~0.2 s less per sandbox), for tests
+(`mapsync.testing.sandbox_serve.InProcess`: no server, no socket, ~0.2 s less per sandbox), for tests
 about a connector or a sync that make their connections in this process.
 
 Registered for every test module by one import line in tests/conftest.py; the sandbox (FastAPI,
@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from mapsync.testing.sandbox import InProcess, Running
+    from mapsync.testing.sandbox_serve import InProcess, Running
 
 CREDENTIALS = {"AuthKey": "sandbox-key", "AuthUserName": "sandbox", "AuthPassword": "sandbox-password"}
 
@@ -32,7 +32,8 @@ def cimcloud_sandbox_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         count = 0
 
         def start(in_process: bool = False, **options: Any) -> Running | InProcess:
-            from mapsync.testing.sandbox import Config, InProcess, Running
+            from mapsync.testing.sandbox import Config
+            from mapsync.testing.sandbox_serve import InProcess, Running
 
             nonlocal count
             count += 1

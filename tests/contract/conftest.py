@@ -32,7 +32,7 @@ from tests.conftest import MARIADB_URL, PG_URL, REQUIRED
 from tests.contract import ends
 
 if TYPE_CHECKING:
-    from mapsync.testing.sandbox import InProcess
+    from mapsync.testing.sandbox_serve import InProcess
 
 TTL = dt.timedelta(minutes=5)
 
@@ -201,10 +201,11 @@ SQL_BACKENDS = [
 def module_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
     """One CIMcloud sandbox for a test module: destination cases keep to their own key prefix,
     and an API destination never claims to be empty, so they can share it. Reached in-process
-    through its httpx transport (`sandbox.InProcess`): these cases are about the role, not about
-    HTTP (faults, timeouts and processes are tested against `sandbox.Running`'s socket). FastAPI
+    through its httpx transport (`sandbox_serve.InProcess`): these cases are about the role, not about
+    HTTP (faults, timeouts and processes are tested against `sandbox_serve.Running`'s socket). FastAPI
     loads only when a test asks for it, as in tests/sandbox_fixtures.py."""
-    from mapsync.testing.sandbox import Config, InProcess
+    from mapsync.testing.sandbox import Config
+    from mapsync.testing.sandbox_serve import InProcess
 
     with InProcess(Config(db_path=str(tmp_path_factory.mktemp("sandbox") / "sandbox.db"))) as box:
         yield box
@@ -213,7 +214,8 @@ def module_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProce
 @pytest.fixture
 def api_sandbox(tmp_path: Path) -> Iterator[InProcess]:
     """An empty sandbox for one test (a source case reads all of a resource), in-process."""
-    from mapsync.testing.sandbox import Config, InProcess
+    from mapsync.testing.sandbox import Config
+    from mapsync.testing.sandbox_serve import InProcess
 
     with InProcess(Config(db_path=str(tmp_path / "sandbox.db"))) as box:
         yield box

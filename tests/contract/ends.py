@@ -23,7 +23,7 @@ from mapsync.sheet import loader
 from mapsync.testing.fakes import MemoryDestination, MemorySource
 
 if TYPE_CHECKING:
-    from mapsync.testing.sandbox import InProcess, Running
+    from mapsync.testing.sandbox_serve import InProcess, Running
 
     Box = InProcess | Running
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mapsync.testing.sandbox import Running
+from mapsync.testing.sandbox_serve import Running
 from tests import helpers as h
 
 ENV = {"CIM_PASSWORD": "sandbox-password", "CIM_KEY": "sandbox-key"}

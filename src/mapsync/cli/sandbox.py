@@ -39,7 +39,8 @@ def cimcloud(
     Credentials: AuthKey `sandbox-key`, user `sandbox`, password `sandbox-password` (token or Basic).
     Every request is logged with time, method, path and status at GET /_sandbox/requests.
     """
-    from mapsync.testing.sandbox import Config, Running  # lazy: FastAPI and httpx only when it runs
+    from mapsync.testing.sandbox import Config
+    from mapsync.testing.sandbox_serve import Running  # lazy: FastAPI and httpx only when it runs
 
     if async_contract not in ("none", "jobs"):
         raise fail("--async-contract is `none` or `jobs`", 2)

@@ -31,6 +31,7 @@ import httpx
 
 from mapsync import errors
 from mapsync import redact as redact_mod
+from mapsync.rest import transports
 from mapsync.rest.budget import Budget  # the call budget, shared through the state store
 from mapsync.sheet.connection_models import RetryPolicy, parse_limit
 from mapsync.state.clock import SYSTEM, Clock
@@ -39,21 +40,6 @@ log = logging.getLogger("mapsync.rest")
 MESSAGE_CAP = 300
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 900.0  # a longer Retry-After stops the run (cursor kept) instead of sleeping
-
-# The transport seam: origin (`http://host[:port]`) → the httpx transport that serves it, for every
-# HttpClient made while it is mounted (the CIMcloud sandbox's app in-process, for tests that are
-# not about HTTP: `testing.sandbox.InProcess`). Nothing mounted (always, outside tests): the real
-# network. A transport given to HttpClient itself wins over a mounted one.
-TRANSPORTS: dict[str, httpx.BaseTransport] = {}
-
-
-def mount(origin: str, transport: httpx.BaseTransport) -> None:
-    """Serve `origin`'s requests of every HttpClient made from now on through `transport`."""
-    TRANSPORTS[origin.rstrip("/").lower()] = transport
-
-
-def unmount(origin: str) -> None:
-    TRANSPORTS.pop(origin.rstrip("/").lower(), None)
 
 
 def redact(text: str, secrets: tuple[str, ...], cap: int = MESSAGE_CAP) -> str:
@@ -248,7 +234,7 @@ class HttpClient:
             headers={"Accept": "application/json", **(headers or {})},
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
             transport=transport,
-            mounts=dict(TRANSPORTS) if TRANSPORTS and transport is None else None,
+            mounts=transports.mounted() if transport is None else None,
         )
 
     def close(self) -> None:

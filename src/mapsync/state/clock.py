@@ -104,7 +104,7 @@ class ManualClock:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return SYSTEM.now()
 
 
 def stamp(moment: dt.datetime | None = None) -> str:

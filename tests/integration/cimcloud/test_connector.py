@@ -19,7 +19,7 @@ from mapsync.engine import Engine
 from mapsync.sheet import loader
 from mapsync.state.clock import ManualClock
 from mapsync.state.store import StateStore
-from mapsync.testing.sandbox import InProcess, Running
+from mapsync.testing.sandbox_serve import InProcess, Running
 from tests import helpers as h
 
 ENV = {"CIM_PASSWORD": "sandbox-password", "CIM_KEY": "sandbox-key"}

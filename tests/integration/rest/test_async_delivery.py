@@ -24,7 +24,7 @@ from mapsync.sheet import loader
 from mapsync.state import async_batches, schema
 from mapsync.state.store import StateStore
 from mapsync.testing.fault_server import Fault, FaultServer, Reply, Request
-from mapsync.testing.sandbox import InProcess, Running
+from mapsync.testing.sandbox_serve import InProcess, Running
 from tests import helpers as h
 
 ENV = {"CIM_PASSWORD": "sandbox-password", "CIM_KEY": "sandbox-key"}

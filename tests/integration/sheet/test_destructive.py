@@ -10,7 +10,7 @@ import pytest
 
 from mapsync import errors
 from mapsync.sheet import loader
-from mapsync.testing.sandbox import Running
+from mapsync.testing.sandbox_serve import Running
 from tests import helpers as h
 from tests.sandbox_fixtures import token_client
 

@@ -250,6 +250,7 @@ def test_a_mounted_transport_serves_its_origin_and_a_given_one_wins() -> None:
     import httpx
 
     from mapsync.rest import client as rest_client
+    from mapsync.rest import transports
     from mapsync.sheet.connection_models import RetryPolicy
 
     seen: list[str] = []
@@ -265,8 +266,8 @@ def test_a_mounted_transport_serves_its_origin_and_a_given_one_wins() -> None:
             "t", base, timeout=dt.timedelta(seconds=1), retry=policy, transport=transport
         )
 
-    assert "http://api.invalid" not in rest_client.TRANSPORTS  # not mounted: the real network
-    rest_client.mount("http://api.invalid/", answer("mounted"))
+    assert "http://api.invalid" not in transports.TRANSPORTS  # not mounted: the real network
+    transports.mount("http://api.invalid/", answer("mounted"))
     try:
         mounted, given = made("http://api.invalid/v1"), made("http://api.invalid/v1", answer("given"))
         assert mounted.request("GET", "x").json() == "mounted"
@@ -275,5 +276,5 @@ def test_a_mounted_transport_serves_its_origin_and_a_given_one_wins() -> None:
         mounted.close()
         given.close()
     finally:
-        rest_client.unmount("http://api.invalid")
-    assert "http://api.invalid" not in rest_client.TRANSPORTS
+        transports.unmount("http://api.invalid")
+    assert "http://api.invalid" not in transports.TRANSPORTS

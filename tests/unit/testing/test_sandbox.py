@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mapsync.testing.sandbox import Running
+from mapsync.testing.sandbox_serve import Running
 from tests.sandbox_fixtures import CREDENTIALS, site_url, token_client
 
 ACCOUNT = {"ref_id": "00-TEST012", "nm": "Test Account", "status": "1"}
@@ -320,7 +320,8 @@ def _conversation(box: Any) -> list[tuple[int, Any]]:
 def test_in_process_answers_as_the_served_sandbox(tmp_path: Path) -> None:
     """`InProcess` (the app behind an httpx transport) and `Running` (uvicorn on a socket) give
     the same answers, path splitting included: tests may take either where HTTP is not the point."""
-    from mapsync.testing.sandbox import Config, InProcess
+    from mapsync.testing.sandbox import Config
+    from mapsync.testing.sandbox_serve import InProcess
 
     with Running(Config(db_path=str(tmp_path / "served.db"), queue_delay=60)) as served:
         expected = _conversation(served)
@@ -340,8 +341,10 @@ def test_in_process_answers_as_the_served_sandbox(tmp_path: Path) -> None:
 
 def test_in_process_origin_is_mounted_for_rest_clients_while_it_runs(tmp_path: Path) -> None:
     from mapsync.rest import client as rest_client
+    from mapsync.rest import transports
     from mapsync.sheet.connection_models import RetryPolicy
-    from mapsync.testing.sandbox import Config, InProcess
+    from mapsync.testing.sandbox import Config
+    from mapsync.testing.sandbox_serve import InProcess
 
     def made(base: str) -> rest_client.HttpClient:
         return rest_client.HttpClient(
@@ -349,7 +352,7 @@ def test_in_process_origin_is_mounted_for_rest_clients_while_it_runs(tmp_path: P
         )
 
     with InProcess(Config(db_path=str(tmp_path / "s.db"))) as box:
-        assert rest_client.TRANSPORTS[box.base_url] is box.transport
+        assert transports.TRANSPORTS[box.base_url] is box.transport
         client = made(f"{box.base_url}/sandbox/")
         try:
             answer = client.request("GET", "healthcheck/canary")
@@ -360,4 +363,4 @@ def test_in_process_origin_is_mounted_for_rest_clients_while_it_runs(tmp_path: P
         again = made(f"{box.base_url}/sandbox/")
         assert again.request("GET", "healthcheck/canary").status_code == 200
         again.close()
-    assert box.base_url not in rest_client.TRANSPORTS  # gone with it: nothing else is served so
+    assert box.base_url not in transports.TRANSPORTS  # gone with it: nothing else is served so
