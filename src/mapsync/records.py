@@ -48,6 +48,8 @@ class RunStatus(enum.StrEnum):
     SUCCESS = "success"
     PARTIAL = "partial"  # delivered, with record errors
     FAILED = "failed"
+    SKIPPED = "skipped"  # a scheduled slot not run: the previous run still ran, or the sync was paused
+    STOPPED = "stopped"  # ended between two batches by a graceful stop (SIGTERM); the next run goes on
 
 
 @dataclasses.dataclass(slots=True)
