@@ -178,3 +178,45 @@ def report_dict(r: RunReport, sheet: Sheet | None = None) -> dict[str, Any]:
 
 def print_report(r: RunReport, sheet: Sheet | None = None) -> None:
     report.print_report(out, r, sheet)
+
+
+def serve_daemon(
+    loaded: loader.LoadedSheet,
+    names: list[str],
+    as_json: bool,
+    *,
+    poll: dt.timedelta,
+    named: bool,
+    follow_all: dt.timedelta | None = None,
+) -> int:
+    """Run a daemon over `names` until a signal stops it (`mapsync daemon`, `run --follow`);
+    returns its exit code."""
+    from mapsync import daemon  # not at the top: `--help` stays light
+
+    store = open_store(loaded, create=False)
+
+    def report(r: RunReport) -> None:
+        if as_json:
+            out.print(json.dumps(report_dict(r, loaded.sheet), default=str), soft_wrap=True, highlight=False)
+        else:
+            print_report(r, loaded.sheet)
+
+    d = daemon.Daemon(
+        loaded,
+        store,
+        names,
+        open_store=lambda: open_store(loaded, create=False),
+        poll=poll,
+        follow_all=follow_all,
+        on_report=report,
+        named=named,
+    )
+    try:
+        with handled(loaded.secrets), daemon.signals(d):
+            what = "following" if follow_all is not None else "running"
+            err.print(f"{what} {', '.join(names)}; stop with Ctrl-C or SIGTERM, reload with SIGHUP")
+            code = d.run()
+            err.print(f"stopped after {d.passes} pass(es)")
+            return code
+    finally:
+        store.close()
