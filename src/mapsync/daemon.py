@@ -451,9 +451,10 @@ class Daemon:
 
     def tick(self, now: dt.datetime) -> float:
         """Hand every sync what is due at `now`; returns the seconds until the next due time (at
-        most `poll`)."""
+        most `poll`). A state store that is briefly away skips the tick (the slots it missed are
+        handed over at the next one)."""
         try:
-            paused = self.store.paused()  # type: ignore[attr-defined]
+            return self._tick(now)
         except errors.StateError as exc:
             if exc.reason not in faults.TRANSIENT:
                 raise
@@ -461,6 +462,9 @@ class Daemon:
                 "daemon_store_away", extra={"action": "daemon_store_away", "error": self._redact(str(exc))}
             )
             return self.poll.total_seconds()
+
+    def _tick(self, now: dt.datetime) -> float:
+        paused = self.store.paused()  # type: ignore[attr-defined]
         wait = self.poll.total_seconds()
         for name, w in list(self.workers.items()):
             w.paused = paused.get(name)
@@ -469,9 +473,9 @@ class Daemon:
             if name in self.refused and self._reseeded(name, self.refused[name]):
                 w.loaded = self.refused.pop(name)  # seeded again (or reset) under the new sheet
                 log.info("daemon_sync_accepted", extra={"action": "daemon_sync_accepted", "sync": name})
-            if w.following:
-                continue
             for slot, sched in self._schedules(w).items():
+                if slot == RUN and w.following:
+                    continue  # it runs pass after pass; its retry slots still come from here
                 self._due(w, slot, sched, now)
                 upcoming = sched.next_after(now)
                 wait = min(wait, max(0.0, (upcoming - now).total_seconds()))
