@@ -191,13 +191,17 @@ class Engine:
         *,
         trigger: str = "cli",
         scheduled_at: dt.datetime | None = None,
+        slot: str | None = None,
+        coalesced: int = 0,
         again: bool = False,
         window: dt.timedelta | None = None,
         keep_empty: bool = True,
         deletes: bool = False,
         force_deletes: bool = False,
     ) -> RunReport:
-        """One pass of one sync. `kind`: seed | run | overlap. Raises LeaseHeld, ConfigError.
+        """One pass of one sync. `kind`: seed | run | overlap. Raises LeaseHeld, ConfigError, and
+        SlotTaken when `slot` (the daemon's schedule that made the run) at `scheduled_at` ran
+        already; `coalesced`: how many missed slots the run stands for beyond its own.
         `keep_empty=False` (follow mode) leaves no run in the history when it changed nothing: no
         write, delete or rejection, and the cursors ended where they started."""
         cfg = self.sheet.syncs[name]
@@ -210,7 +214,9 @@ class Engine:
             )
             given = capture.RunInput(run_guard, check, window)
             plan = CapturePlan(self.store, self.sheet, name, parts, RunKind(kind), again)
-            request = Request(RunKind(kind), trigger, scheduled_at, keep_empty, run_guard, given)
+            request = Request(
+                RunKind(kind), trigger, scheduled_at, keep_empty, run_guard, given, slot, coalesced
+            )
             return self._scoped(name, parts, plan, request)
 
         return self._kept(name, scoped)
@@ -233,7 +239,7 @@ class Engine:
         lease is no run: the parts stay)."""
         try:
             report = scoped()
-        except errors.LeaseHeld:
+        except (errors.LeaseHeld, errors.SlotTaken):  # no run: the parts stay
             raise
         except BaseException:
             self._built.pop(name, None)
@@ -247,7 +253,15 @@ class Engine:
         with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
             cursors = self.store.cursors(name)
             kind = plan.decide(cursors)
-            run_id = self.store.start_run(name, kind, request.trigger, lease.token, request.scheduled_at)
+            run_id = self.store.start_run(
+                name,
+                kind,
+                request.trigger,
+                lease.token,
+                request.scheduled_at,
+                slot=request.slot,
+                coalesced=request.coalesced,
+            )
             report = RunReport(name, kind, run_id, RunStatus.RUNNING, Counts())
             scope = RunScope(name, kind, lease, report, request.guard, request.capture_input)
             if (context := self._contexts.get(name)) is not None:

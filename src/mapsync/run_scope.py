@@ -47,6 +47,8 @@ class Request:
     guard: Guard | None = None  # the run's mass-delete guard (None: the run sends no delete)
     # what the capture gets for this run (guard, --deletes, --window; it counts ignored deletes)
     capture_input: capture.RunInput = dataclasses.field(default_factory=capture.RunInput)
+    slot: str | None = None  # the daemon's schedule that made the run (run | retry), if any
+    coalesced: int = 0  # missed slots (after downtime) this run stands for, beyond its own
 
 
 @dataclasses.dataclass
