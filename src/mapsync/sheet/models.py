@@ -32,6 +32,7 @@ from mapsync.sheet.fields import TimezoneRule as TimezoneRule
 from mapsync.sheet.log_models import LogChanges as LogChanges
 from mapsync.sheet.queue_model import QueueChanges as QueueChanges
 from mapsync.sheet.schedule_models import CronSlots as CronSlots
+from mapsync.sheet.schedule_models import DurationOrCron
 from mapsync.sheet.schedule_models import OverlapConfig as OverlapConfig
 from mapsync.sheet.schedule_models import RetryConfig as RetryConfig
 from mapsync.sheet.schedule_models import ScheduleConfig as ScheduleConfig
@@ -246,7 +247,7 @@ class WatermarkChanges(ChangesModel):
         ),
     )
     overlap: OverlapConfig = Field(default_factory=OverlapConfig, description="The periodic overlap re-read.")
-    deletes_every: Duration | CronSlots | None = Field(
+    deletes_every: DurationOrCron | None = Field(
         None,
         description=(
             "Check for deleted rows when the last check is older than this (e.g. `1d`), or at "

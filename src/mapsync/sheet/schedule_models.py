@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from typing import Annotated, Any
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from mapsync.sheet.base import Model
 from mapsync.sheet.duration import Duration
@@ -189,3 +190,15 @@ class CronSlots(_Timed):
     def _one_of(self) -> CronSlots:
         self._one_timing()
         return self
+
+
+def _duration_or_cron(value: Any) -> str:
+    return "cron" if isinstance(value, dict | CronSlots) else "duration"
+
+
+# `deletes_every: 1d` or `deletes_every: {cron: …}`: a mapping is read as the cron form only, so
+# a mistake in it is reported once (not also as "expected a duration")
+DurationOrCron = Annotated[
+    Annotated[Duration, Tag("duration")] | Annotated[CronSlots, Tag("cron")],
+    Discriminator(_duration_or_cron),
+]
