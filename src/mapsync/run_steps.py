@@ -43,7 +43,7 @@ def effective_kind(
         )
         raise errors.StateError(f"sync {name} {state}", reason="unseeded")
     changes = sheet.syncs[name].changes
-    overlap = schedules.of(getattr(changes, "overlap", None))
+    overlap = getattr(changes, "overlap", None)
     if kind == "run" and overlap is not None:
         last = cursors.get("overlap_at")
         if schedules.due(overlap, None if last is None else parse_time(last), now or dt.datetime.now(dt.UTC)):

@@ -161,16 +161,16 @@ Timing = sm.ScheduleConfig | sm.RetryConfig | sm.OverlapConfig | sm.CronSlots | 
 
 def of(cfg: Timing) -> Schedule | None:
     """The schedule a sheet key gives: `schedule`, `retry`, `changes.overlap` or
-    `changes.deletes_every` (a duration or its cron form). None for `follow` or nothing."""
+    `changes.deletes_every` (a duration or its cron form). None for `follow` or nothing, and for
+    a zero duration (`deletes_every: 0s`, `overlap.every: 0s`: due at every run, no slots)."""
     if cfg is None:
         return None
-    if isinstance(cfg, dt.timedelta):
-        return Every(cfg)
-    every = getattr(cfg, "every", None)
+    every = cfg if isinstance(cfg, dt.timedelta) else getattr(cfg, "every", None)
     if every is not None:
-        return Every(every)
-    if cfg.cron is not None:
-        return Cron(cfg.cron, cfg.timezone)
+        return Every(every) if every > dt.timedelta(0) else None
+    cron: str | None = getattr(cfg, "cron", None)
+    if cron is not None:
+        return Cron(cron, getattr(cfg, "timezone", None))
     return None
 
 
@@ -188,15 +188,27 @@ def slots_between(
     return out
 
 
-def due(s: Schedule | None, last: dt.datetime | None, now: dt.datetime) -> bool:
+def due(cfg: Timing | Schedule, last: dt.datetime | None, now: dt.datetime) -> bool:
     """Whether a periodic job (overlap re-read, delete check) is due at `now`, `last` being when it
-    last ran: for `every`, when `last` is older than the period (or missing); for `cron`, when the
-    latest slot at or before `now` is after `last` (or `last` is missing). Never without `s`."""
-    if s is None:
+    last ran (None: never). For `every` (or a plain duration): when `last` is at least that old,
+    so a zero duration is due at every run; for `cron`: when the latest slot at or before `now` is
+    after `last`. Never when `cfg` gives neither."""
+    every: dt.timedelta | None
+    if isinstance(cfg, Every):
+        every = cfg.period
+    elif isinstance(cfg, dt.timedelta):
+        every = cfg
+    elif isinstance(cfg, Schedule):
+        every = None
+    else:
+        every = getattr(cfg, "every", None)
+    schedule = None if every is not None else cfg if isinstance(cfg, Schedule) else of(cfg)
+    if every is None and schedule is None:
         return False
     if last is None:
         return True
-    if isinstance(s, Every):
-        return _utc(last) + s.period <= _utc(now)
-    slot = s.slot_at_or_before(now)
+    if every is not None:
+        return _utc(last) + every <= _utc(now)
+    assert schedule is not None
+    slot = schedule.slot_at_or_before(now)
     return slot is not None and slot > _utc(last)

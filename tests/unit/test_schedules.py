@@ -166,3 +166,14 @@ def test_due_every_counts_from_the_last_time_cron_from_the_slots() -> None:
     assert not schedules.due(cron, utc(2026, 1, 1, 2, 5), utc(2026, 1, 2, 1, 59))
     assert schedules.due(cron, utc(2026, 1, 1, 2, 5), utc(2026, 1, 2, 2))
     assert not schedules.due(None, None, utc(2026, 1, 1))
+
+
+def test_a_zero_duration_is_due_at_every_run_and_has_no_slots() -> None:
+    zero = dt.timedelta(0)
+    assert schedules.of(zero) is None
+    assert schedules.due(zero, utc(2026, 1, 1), utc(2026, 1, 1))
+    assert schedules.due(models.OverlapConfig(every=zero), utc(2026, 1, 1), utc(2026, 1, 1))  # type: ignore[call-arg]
+    assert not schedules.due(models.OverlapConfig(), utc(2026, 1, 1), utc(2026, 1, 2))
+    assert schedules.due(models.CronSlots(cron="0 3 * * *"), utc(2026, 1, 1, 2), utc(2026, 1, 1, 3))
+    with pytest.raises(ValueError, match="longer than zero"):
+        schedules.Every(zero)

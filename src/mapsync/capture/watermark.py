@@ -142,7 +142,7 @@ class WatermarkCapture(CaptureBase):
             return True
         last = cursors.get("deletes_at")
         return schedules.due(
-            schedules.of(self.cfg.deletes_every),
+            self.cfg.deletes_every,
             None if last is None else parse_time(last),
             now or dt.datetime.now(dt.UTC),
         )

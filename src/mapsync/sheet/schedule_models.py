@@ -71,7 +71,6 @@ class _Timed(Model):
 
     _cron = field_validator("cron", check_fields=False)(_opt_cron)
     _zone = field_validator("timezone", check_fields=False)(_opt_zone)
-    _every = field_validator("every", check_fields=False)(_positive)
 
     def _one_timing(self, others: tuple[str, ...] = (), required: bool = False) -> None:
         given = [k for k in ("every", "cron", *others) if getattr(self, k, None) not in (None, False)]
@@ -118,7 +117,7 @@ class ScheduleConfig(_Timed):
         None, description="A run taking longer than this overran its window."
     )
 
-    _poll = field_validator("poll")(_positive)
+    _more_than_zero = field_validator("every", "poll")(_positive)
 
     @model_validator(mode="after")
     def _one_of(self) -> ScheduleConfig:
@@ -145,6 +144,8 @@ class RetryConfig(_Timed):
     max_attempts: int = Field(
         5, ge=1, description="How many times a failed record is tried in all before retries stop."
     )
+
+    _more_than_zero = field_validator("every")(_positive)
 
     @model_validator(mode="after")
     def _one_of(self) -> RetryConfig:
