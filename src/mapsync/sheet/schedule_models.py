@@ -84,17 +84,17 @@ class _Timed(Model):
 
 class ScheduleConfig(_Timed):
     """When a sync runs under `mapsync daemon SHEET` (the daemon is what acts on schedules; see
-    [operations.md](operations.md)), and how late or long is too late or too long. Give at most
-    one of `every`, `cron` or `follow`; without any, the sync runs only when started by hand (`mapsync run`) or by
-    an outside scheduler, and the daemon has nothing to run for it. `every: D` slots are multiples
-    of D counted from the Unix epoch in UTC (`every: 1h` fires at each full UTC hour, `every: 5m` at
-    :00, :05, …; an interval that does not divide a day, such as `7m`, drifts against the clock
-    hours), so every process and every restart agree on the slots. `cron` slots are wall-clock times in
-    `timezone`, across daylight-saving changes: a time that does not exist on the spring-forward
-    day (02:30 in Europe/Berlin) fires once, at the end of the gap (03:00 local); a time that
-    exists twice on the fall-back day fires once, at its first occurrence, unless the hour field
-    is `*`: then it fires in both repeated hours (`0 * * * *` fires 25 times that day, at each
-    real hour). `follow` runs pass after pass (queue, log and inbox syncs; any method may)."""
+    [operations.md](operations.md)), and how late or long is too late or too long. Give at most one of
+    `every`, `cron` or `follow`; without any, the sync runs only when started by hand (`mapsync run`) or
+    by an outside scheduler, and the daemon has nothing to run for it. `every: D` slots are multiples of D
+    counted from the Unix epoch in UTC (`every: 1h` fires at each full UTC hour, `every: 5m` at :00, :05,
+    …; an interval that does not divide a day, such as `7m`, drifts against the clock hours), so every
+    process and every restart agree on the slots. `cron` slots are wall-clock times in `timezone`, across
+    daylight-saving changes: a time that does not exist on the spring-forward day (02:30 in Europe/Berlin)
+    fires once, at the end of the gap (03:00 local); a time that exists twice on the fall-back day fires
+    once, at its first occurrence, unless the hour field is `*`: then it fires in both repeated hours (`0
+    * * * *` fires 25 times that day, at each real hour). `follow` runs pass after pass (queue, log and
+    inbox syncs; any method may)."""
 
     every: Duration | None = Field(
         None, description="Run interval (e.g. `5m`), in slots counted from the Unix epoch in UTC."
