@@ -25,8 +25,7 @@ from mapsync.sheet.duration import format_duration
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
-# how far a local wall-clock time and its instants can drift apart around a zone's transitions:
-# the search around `t` reaches this far past the best candidate before it stops
+# how near a change of the zone's offset must be to reorder slots: no zone shifts by more
 _REACH = dt.timedelta(hours=3)
 
 
@@ -122,15 +121,24 @@ class Cron(Schedule):
         except CroniterBadDateError:
             return
 
+    def _reach(self, at: dt.datetime) -> dt.timedelta:
+        """How far local wall-clock order and real order can disagree near `at`: the size of a
+        change of the zone's offset within `_REACH` of it, none elsewhere (the search then stops
+        at the first slot it finds)."""
+        offsets = [(at + k * _REACH).astimezone(self.zone).utcoffset() or dt.timedelta(0) for k in (-1, 0, 1)]
+        return max(offsets) - min(offsets)
+
     def next_after(self, t: dt.datetime) -> dt.datetime:
         t = _utc(t)
         best: dt.datetime | None = None
-        for local in self._walk(self._local(t) - _REACH, forward=True):
-            if best is not None and local > self._local(best) + _REACH:
+        stop: dt.datetime | None = None
+        for local in self._walk(self._local(t) - self._reach(t), forward=True):
+            if stop is not None and local > stop:
                 break
             for instant in self._instants(local):
                 if instant > t and (best is None or instant < best):
                     best = instant
+                    stop = self._local(best) + self._reach(best)
         if best is None:  # pragma: no cover - check_cron refuses expressions that never fire
             raise ValueError(f"cron {self.expr} has no slot after {t:%Y-%m-%d %H:%M:%S} UTC")
         return best
@@ -138,12 +146,15 @@ class Cron(Schedule):
     def slot_at_or_before(self, t: dt.datetime) -> dt.datetime | None:
         t = _utc(t)
         best: dt.datetime | None = None
-        for local in self._walk(self._local(t) + _REACH, forward=False):
-            if best is not None and local < self._local(best) - _REACH:
+        stop: dt.datetime | None = None
+        # croniter's walk back starts below its start: begin just after `t`'s local time
+        for local in self._walk(self._local(t) + self._reach(t) + _ONE_US, forward=False):
+            if stop is not None and local < stop:
                 break
             for instant in self._instants(local):
                 if instant <= t and (best is None or instant > best):
                     best = instant
+                    stop = self._local(best) - self._reach(best)
         return best
 
     def describe(self) -> str:

@@ -177,3 +177,11 @@ def test_a_zero_duration_is_due_at_every_run_and_has_no_slots() -> None:
     assert schedules.due(models.CronSlots(cron="0 3 * * *"), utc(2026, 1, 1, 2), utc(2026, 1, 1, 3))
     with pytest.raises(ValueError, match="longer than zero"):
         schedules.Every(zero)
+
+
+def test_quarter_hours_through_fall_back_cover_real_time_both_ways() -> None:
+    s = schedules.Cron("*/15 * * * *", "Europe/Berlin")
+    slots = schedules.slots_between(s, utc(2026, 10, 24, 23), utc(2026, 10, 25, 2))
+    assert slots == [utc(2026, 10, 24, 23) + dt.timedelta(minutes=15 * i) for i in range(1, 13)]
+    assert all(s.slot_at_or_before(x) == x for x in slots)
+    assert all(s.slot_at_or_before(x - US) == p for p, x in itertools.pairwise(slots))
