@@ -435,7 +435,7 @@ class Daemon:
     def poll_of(self, cfg: Any) -> dt.timedelta:
         if self.follow_all is not None:
             return self.follow_all
-        return getattr(cfg.schedule, "poll", None) or self.poll
+        return cfg.schedule.poll_interval() if cfg.schedule.poll is not None else self.poll
 
     def _redact(self, text: str) -> str:
         from mapsync.redact import redact
