@@ -390,10 +390,14 @@ class Daemon:
             code = self._shutdown()
         return 2 if self.failure is not None else code
 
-    def _add(self, name: str, loaded: LoadedSheet) -> None:
+    def _add(self, name: str, loaded: LoadedSheet, start: bool = True) -> Worker:
+        """A worker for sync `name` (its thread started unless `start` is False: a test of the
+        scheduler alone)."""
         w = self.workers[name] = Worker(self, name, loaded)
         w.held = self._identity_hold(name, loaded)
-        w.thread.start()
+        if start:
+            w.thread.start()
+        return w
 
     def _shutdown(self, grace: dt.timedelta = GRACE) -> int:
         self.stop.set()
