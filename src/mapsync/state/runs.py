@@ -59,7 +59,9 @@ def run_row(
     if coalesced < 0:
         raise ValueError(f"sync {sync}: coalesced must be 0 or more, not {coalesced}")
     now = utcnow()
-    late = None if scheduled_at is None else int((now - scheduled_at) // dt.timedelta(milliseconds=1))
+    late = None
+    if scheduled_at is not None:  # a naive time is local time, as `stamp` takes it
+        late = int((now - scheduled_at.astimezone(dt.UTC)) // dt.timedelta(milliseconds=1))
     return {
         "sync": sync,
         "kind": kind,
