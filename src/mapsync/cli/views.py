@@ -35,6 +35,8 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
 
     For log and queue syncs, the health is the slot and retained WAL or binlog, or the queue
     table, triggers and backlog, with warnings (`--json` carries `capture` and `warnings`).
+    A paused sync is shown with who paused it, when and why, and the run requests not yet done
+    are listed (`--json`: `paused`, `requests`, and `dead_errors`).
     """
     loaded = load_sheet(sheet)
     store = open_store(loaded, create=False)
