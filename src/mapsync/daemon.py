@@ -45,6 +45,7 @@ batch, which the destination absorbs.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -114,7 +115,8 @@ class Worker:
         self.name = name
         self.loaded = loaded  # the configuration it runs (replaced by an accepted reload)
         self.jobs: queue.Queue[Job] = queue.Queue()
-        self.pending = 0  # jobs handed over and not finished
+        # jobs handed over and not finished, by what they are: "run" (run, overlap) or "retry"
+        self.pending: collections.Counter[str] = collections.Counter()
         self.backoff = follow.Backoff(jitter=jittered)
         self.stopping = threading.Event()  # this worker alone (its sync left the sheet)
         self.paused: Any = None  # the pause the scheduler saw last (None: not paused)
@@ -134,16 +136,20 @@ class Worker:
     def following(self) -> bool:
         return self.daemon.follow_all is not None or bool(getattr(self.cfg.schedule, "follow", False))
 
-    def busy(self) -> bool:
+    def busy(self, what: str | None = None) -> bool:
+        """Whether a job (of `what`: "run" or "retry") is queued or running."""
         with self._lock:
-            return self.pending > 0
+            return self.pending[what] > 0 if what else sum(self.pending.values()) > 0
+
+    def _taken(self, job: Job, n: int) -> None:
+        with self._lock:
+            self.pending[RETRY if job.kind == RETRY else RUN] += n
 
     def backing_off(self) -> bool:
         return not self.backoff.ready(self.name, self.daemon.clock.monotonic())
 
     def offer(self, job: Job) -> None:
-        with self._lock:
-            self.pending += 1
+        self._taken(job, 1)
         self.jobs.put(job)
 
     # ------------------------------------------------------------- the thread
@@ -179,8 +185,7 @@ class Worker:
             try:
                 self._run(store, job)
             finally:
-                with self._lock:
-                    self.pending -= 1
+                self._taken(job, -1)
             return
         if self.held is not None or self.paused is not None:
             if self.following:
@@ -195,13 +200,12 @@ class Worker:
         if self.backoff.failures.get(self.name) and self.backoff.ready(
             self.name, self.daemon.clock.monotonic()
         ):
-            with self._lock:
-                self.pending += 1
+            again = Job("run", "backoff")
+            self._taken(again, 1)
             try:
-                self._run(store, Job("run", "backoff"))
+                self._run(store, again)
             finally:
-                with self._lock:
-                    self.pending -= 1
+                self._taken(again, -1)
 
     def _listen_urls(self, store: Store) -> list[str]:
         engine = self._engine(store)
@@ -510,7 +514,7 @@ class Daemon:
         missed = len(schedules.slots_between(sched, last, due)) - 1 if last is not None else 0
         self.handled[key] = due
         kind = RETRY if slot == RETRY else RUN
-        reason = self._skip_reason(w)
+        reason = self._skip_reason(w, slot)
         if reason is not None:
             self.store.record_skipped_run(  # type: ignore[attr-defined]
                 w.name, kind, "schedule", due, slot, reason[0], reason[1]
@@ -527,14 +531,14 @@ class Daemon:
             )
         w.offer(Job(kind, "schedule", due, slot, max(0, missed)))
 
-    def _skip_reason(self, w: Worker) -> tuple[str, str] | None:
+    def _skip_reason(self, w: Worker, slot: str) -> tuple[str, str] | None:
         if w.held is not None:
             return "held", w.held
         if w.paused is not None:
             p = w.paused
             note = f": {p.note}" if getattr(p, "note", None) else ""
             return "paused", f"paused by {getattr(p, 'by', '?')} at {getattr(p, 'at', '?')}{note}"
-        if w.busy():
+        if w.busy(slot):
             return "running", "the previous run was still running"
         if w.backing_off():
             n = w.backoff.failures.get(w.name, 0)

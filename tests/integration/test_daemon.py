@@ -77,8 +77,12 @@ class World:
         self.tmp, self.src, self.dst = tmp_path, src, dst
         ts = h.TS[h.dialect(src)]
         for table in ("items", "others"):
-            h.execute(src, f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name VARCHAR(50), last_modified {ts})")
-            h.execute(dst, f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name VARCHAR(50), code VARCHAR(50))")
+            h.execute(
+                src, f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name VARCHAR(50), last_modified {ts})"
+            )
+            h.execute(
+                dst, f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name VARCHAR(50), code VARCHAR(50))"
+            )
         self.path = tmp_path / "sheet.yaml"
         self.write(schedule=schedule, ttl=ttl, key=key, other_field=other_field)
         assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
@@ -138,10 +142,21 @@ class World:
             f"WHERE sync = :sync AND kind <> 'seed' AND {where} ORDER BY id",
             params={"sync": sync},
         )
-        names = (
-            "kind trigger status scheduled_at started_at lateness_ms slot worker fingerprint message "
-            "failure_class written coalesced"
-        ).split()
+        names = [
+            "kind",
+            "trigger",
+            "status",
+            "scheduled_at",
+            "started_at",
+            "lateness_ms",
+            "slot",
+            "worker",
+            "fingerprint",
+            "message",
+            "failure_class",
+            "written",
+            "coalesced",
+        ]
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def dest(self, table: str = "items") -> dict[int, str]:
@@ -153,7 +168,14 @@ def world(tmp_path: Path, sqlite_database: Callable[[], str]) -> Any:
     made: list[World] = []
 
     def make(**kw: Any) -> World:
-        made.append(World(tmp_path, kw.pop("src", None) or sqlite_database(), kw.pop("dst", None) or sqlite_database(), **kw))
+        made.append(
+            World(
+                tmp_path,
+                kw.pop("src", None) or sqlite_database(),
+                kw.pop("dst", None) or sqlite_database(),
+                **kw,
+            )
+        )
         return made[-1]
 
     yield make
@@ -195,7 +217,9 @@ def test_a_slot_due_while_the_previous_run_still_runs_is_recorded_as_skipped(
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$",
     )
-    h.execute(dst, "CREATE TRIGGER slow AFTER INSERT OR UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow()")
+    h.execute(
+        dst, "CREATE TRIGGER slow AFTER INSERT OR UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow()"
+    )
     w.put("items", 1, "one")
     w.start()
     assert _wait_for(lambda: any(r["status"] == "skipped" for r in w.runs()), timeout=20), w.runs()
@@ -294,5 +318,5 @@ def test_a_sync_whose_state_belongs_to_another_configuration_does_not_run(world:
     assert _wait_for(lambda: w.dest("others") == {1: "one"})  # the other sync goes on
     assert _wait_for(lambda: any(r["status"] == "skipped" for r in w.runs()))
     assert w.dest() == {}
-    held = [r for r in w.runs() if r["status"] == "skipped"][0]
+    held = next(r for r in w.runs() if r["status"] == "skipped")
     assert "seed --sync items --again" in held["message"] and "state reset" in held["message"]

@@ -77,7 +77,9 @@ def test_sigterm_stops_after_the_batch_and_the_restart_resends_nothing(
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN PERFORM pg_sleep(0.4); RETURN NULL; END $$",
     )
-    h.execute(dst, "CREATE TRIGGER slow AFTER INSERT OR UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow()")
+    h.execute(
+        dst, "CREATE TRIGGER slow AFTER INSERT OR UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow()"
+    )
     (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst))
     assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
     ts = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -129,7 +131,9 @@ def test_a_second_signal_exits_at_once_and_the_restart_loses_nothing(
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$",
     )
-    h.execute(dst, "CREATE TRIGGER slow AFTER INSERT OR UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow()")
+    h.execute(
+        dst, "CREATE TRIGGER slow AFTER INSERT OR UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow()"
+    )
     (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst))
     assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
     ts = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -37,8 +37,16 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
     stores: list[Store] = []
 
     def build(**schedules: dict[str, Any]) -> Daemon:
-        loaded = fakes.sheet({name: {"key": {"from": "id", "to": "id"}, "fields": {"nm": "name"}, **spec} for name, spec in schedules.items()}, tmp_path)
-        store: Store = MemoryStore() if request.param == "memory" else fakes.state_store(tmp_path / f"s{len(stores)}")
+        loaded = fakes.sheet(
+            {
+                name: {"key": {"from": "id", "to": "id"}, "fields": {"nm": "name"}, **spec}
+                for name, spec in schedules.items()
+            },
+            tmp_path,
+        )
+        store: Store = (
+            MemoryStore() if request.param == "memory" else fakes.state_store(tmp_path / f"s{len(stores)}")
+        )
         stores.append(store)
         d = Daemon(loaded, store, list(schedules), open_store=lambda: store, worker="host:1")
         for name in schedules:
@@ -71,13 +79,15 @@ def test_a_never_run_sync_waits_for_its_next_slot_then_gets_it_once(make: Callab
     assert jobs == [Job("run", "schedule", T0 + dt.timedelta(minutes=5), "run", 0)]
 
 
-def test_a_slot_due_while_busy_paused_or_backing_off_is_recorded_as_skipped(make: Callable[..., Daemon]) -> None:
+def test_a_slot_due_while_busy_paused_or_backing_off_is_recorded_as_skipped(
+    make: Callable[..., Daemon],
+) -> None:
     d = make(a={"schedule": {"every": "1m"}})
     w = d.workers["a"]
     d.tick(T0)  # the first look
-    w.pending = 1  # a run is under way
+    w.pending["run"] = 1  # a run is under way
     d.tick(T0 + dt.timedelta(minutes=1))
-    w.pending = 0
+    w.pending["run"] = 0
     d.store.pause("a", "ops@host", "ERP upgrade")
     d.tick(T0 + dt.timedelta(minutes=2))
     d.store.resume("a")

@@ -131,14 +131,29 @@ def execute(
     deletes: bool = False,
     force_deletes: bool = False,
     key: tuple[str, ...] | None = None,
+    ignore_pause: bool = True,
 ) -> None:
-    """Run `kind` (seed | run | overlap | retry) for each sync, print the reports, exit 0/1/2."""
+    """Run `kind` (seed | run | overlap | retry) for each sync, print the reports, exit 0/1/2.
+    Without `ignore_pause`, a sync paused by an operator (`mapsync pause`) is not run: a line
+    says who paused it, and the exit code is at least 1."""
     observer = RichObserver(err) if progress and err.is_terminal else None
     engine = Engine(loaded, store, observer)
     reports: list[RunReport] = []
     code = 0
     try:
+        paused = {} if ignore_pause else _paused(loaded, store)
         for name in names:
+            if name in paused:
+                p = paused[name]
+                note = f": {p.note}" if p.note else ""
+                err.print(
+                    f"sync {name} is paused (by {p.by} at {p.at:%Y-%m-%d %H:%M:%S}{note}): not run; "
+                    f"`mapsync resume --sync {name}`, or `--ignore-pause` for this run",
+                    markup=False,
+                    highlight=False,
+                )
+                code = max(code, 1)
+                continue
             try:
                 with handled(loaded.secrets):
                     if kind == "retry":
@@ -170,6 +185,11 @@ def execute(
             print_report(r, loaded.sheet)
     if code:
         raise Exit(code)
+
+
+def _paused(loaded: loader.LoadedSheet, store: StateStore) -> dict[str, Any]:
+    with handled(loaded.secrets):
+        return store.paused()
 
 
 def report_dict(r: RunReport, sheet: Sheet | None = None) -> dict[str, Any]:

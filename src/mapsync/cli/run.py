@@ -79,9 +79,16 @@ def run(
             "or a source that reads empty or partial).",
         ),
     ] = False,
+    ignore_pause: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-pause", help="Run syncs paused by `mapsync pause` too (this run only; the pause stays)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """One pass of every sync (or --sync NAME): deliver what changed since the last run."""
+    """One pass of every sync (or --sync NAME): deliver what changed since the last run. A paused
+    sync is not run (exit 1) unless --ignore-pause."""
     loaded = load_sheet(sheet)
     names = sync_names(loaded, sync)
     if follow:
@@ -107,6 +114,7 @@ def run(
         window=span,
         deletes=deletes,
         force_deletes=force_deletes,
+        ignore_pause=ignore_pause,
     )
 
 
