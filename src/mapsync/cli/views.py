@@ -84,6 +84,9 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
         if last.get("status") == "failed" and last.get("message"):
             text = f"{row['sync']}: {last.get('failure_class')} failure: {last['message']}"
             out.print(text, highlight=False, markup=False)
+        elif last.get("status") in ("stopped", "skipped") and last.get("message"):
+            text = f"{row['sync']}: {last['status']}: {last['message']}"
+            out.print(text, highlight=False, markup=False)
 
 
 @app.command("errors")
