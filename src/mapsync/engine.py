@@ -237,14 +237,25 @@ class Engine:
     @run_failures.recorded
     @settled
     def retry(
-        self, name: str, field: str | None = None, *, trigger: str = "cli", key: tuple[str, ...] | None = None
+        self,
+        name: str,
+        field: str | None = None,
+        *,
+        trigger: str = "cli",
+        key: tuple[str, ...] | None = None,
+        automatic: bool = False,
+        max_attempts: int | None = None,
     ) -> RunReport:
         """Re-send the records of open record errors (only those naming `field`, or of the one
         `key` as written on the command line, if given), read afresh from the source by key,
         through the usual map → write → commit; a run of kind `retry` under the sync's lease
-        that leaves the capture cursors alone."""
+        that leaves the capture cursors alone. `automatic` (the daemon): dead errors are left
+        out, and errors tried `max_attempts` times are buried after it (`RunReport.buried`)."""
         parts = self.parts(name)
-        plan = RetryPlan(self.store, name, parts, self.sheet.syncs[name].delivery.batch, field, key)
+        batch = self.sheet.syncs[name].delivery.batch
+        plan = RetryPlan(
+            self.store, name, parts, batch, field, key, automatic=automatic, max_attempts=max_attempts
+        )
         return self._kept(name, lambda: self._scoped(name, parts, plan, Request(RunKind.RETRY, trigger)))
 
     def _kept(self, name: str, scoped: Callable[[], RunReport]) -> RunReport:

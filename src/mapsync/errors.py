@@ -71,6 +71,15 @@ class LeaseLost(MapsyncError):
     """Our lease was taken over (we paused too long); our results must be discarded."""
 
 
+class SlotTaken(MapsyncError):
+    """A scheduled slot (sync, slot, scheduled time) was run already, by this or another process:
+    not a failure, nothing is recorded for the second try (the state store's unique slot index)."""
+
+    def __init__(self, sync: str, slot: str, scheduled_at: str, run_id: int | None) -> None:
+        super().__init__(f"sync {sync}: the {slot} slot of {scheduled_at} was already run (run id {run_id})")
+        self.sync, self.slot, self.scheduled_at, self.run_id = sync, slot, scheduled_at, run_id
+
+
 class TransientError(MapsyncError):
     """Worth retrying later: connection lost, timeout, deadlock, rate limit."""
 

@@ -144,7 +144,11 @@ class CapturePlan:
 class RetryPlan:
     """retry: the rows of open record errors (only those naming `field`, or of one `key`), read
     afresh by key and written even where the ledger holds them unchanged; the capture's cursors
-    are left alone, and source rows that are gone are noted as such."""
+    are left alone, and source rows that are gone are noted as such.
+
+    An `automatic` retry (the daemon's retry schedule) leaves out the dead errors and, after its
+    batches, buries the open errors tried `max_attempts` times (`RunReport.buried`); a manual one
+    (`mapsync retry`) sends dead ones too: that is how an operator clears them."""
 
     purge = False
 
@@ -156,13 +160,17 @@ class RetryPlan:
         batch: int,
         field: str | None,
         key: records.Key | None,
+        *,
+        automatic: bool = False,
+        max_attempts: int | None = None,
     ) -> None:
         self.store, self.name, self.parts, self.batch = store, name, parts, batch
         self.field, self.key = field, key
+        self.automatic, self.max_attempts = automatic, max_attempts
         self.keys: list[records.Key] = []
 
     def decide(self, cursors: dict[str, Any]) -> RunKind:
-        keys = self.store.open_error_keys(self.name, self.field)
+        keys = self.store.open_error_keys(self.name, self.field, live_only=self.automatic)
         if self.key is not None:
             keys = [k for k in keys if key_forms.matches(k, self.key)]
         self.keys = keys
@@ -187,4 +195,5 @@ class RetryPlan:
                 yield records.Batch(changes)
 
     def end(self, scope: RunScope) -> None:
-        return None
+        if self.automatic and self.max_attempts is not None:
+            scope.report.buried = self.store.bury(self.name, self.max_attempts)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from mapsync import collisions, errors, records, transforms
+from mapsync import collisions, errors, records, schedules, transforms
 from mapsync import mapping as compile_
 from mapsync.connectors import sqlite_text
 from mapsync.run_types import RunReport
@@ -16,9 +16,17 @@ from mapsync.sql_time import parse_time
 from mapsync.state.store import Counts, LedgerEntry
 
 
-def effective_kind(sheet: models.Sheet, name: str, kind: str, cursors: dict[str, Any], again: bool) -> str:
-    """`seed`, `run` or `overlap` (a `run` whose `changes.overlap.every` is due); refuses a second
-    seed without `again` and any run before the seed has finished."""
+def effective_kind(
+    sheet: models.Sheet,
+    name: str,
+    kind: str,
+    cursors: dict[str, Any],
+    again: bool,
+    now: dt.datetime | None = None,
+) -> str:
+    """`seed`, `run` or `overlap` (a `run` whose `changes.overlap` is due: `every` has passed since
+    the last overlap, or a `cron` slot has come since it); refuses a second seed without `again`
+    and any run before the seed has finished. `now` defaults to the current time."""
     seed = cursors.get("seed") or {}
     if kind == "seed":
         if seed.get("status") == "done" and not again:
@@ -35,10 +43,10 @@ def effective_kind(sheet: models.Sheet, name: str, kind: str, cursors: dict[str,
         )
         raise errors.StateError(f"sync {name} {state}", reason="unseeded")
     changes = sheet.syncs[name].changes
-    every = getattr(getattr(changes, "overlap", None), "every", None)
-    if kind == "run" and every is not None:
+    overlap = getattr(changes, "overlap", None)
+    if kind == "run" and overlap is not None:
         last = cursors.get("overlap_at")
-        if last is None or parse_time(last) + every <= dt.datetime.now(dt.UTC):
+        if schedules.due(overlap, None if last is None else parse_time(last), now or dt.datetime.now(dt.UTC)):
             return "overlap"
     return kind
 

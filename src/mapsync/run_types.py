@@ -50,6 +50,7 @@ class RunReport:
     # deletes found at the source: `found`, and of them `ignored` (policy) and `disabled`
     # (written as an update, so also in counts.written); deleted ones are counts.deleted
     gone_at_source: dict[str, int] = dataclasses.field(default_factory=dict)
+    buried: int = 0  # an automatic retry: record errors buried as dead after max attempts
 
     @property
     def ok(self) -> bool:

@@ -68,3 +68,31 @@ def test_kinds_and_statuses_keep_their_stored_text() -> None:
     assert [str(k) for k in RunKind] == ["seed", "run", "overlap", "retry", "reconcile", "repair", "reexport"]
     assert [f"{s}" for s in RunStatus] == ["running", "success", "partial", "failed", "skipped", "stopped"]
     assert RunStatus.PARTIAL == "partial" and RunKind("overlap") is RunKind.OVERLAP
+
+
+def test_an_automatic_retry_buries_what_failed_max_attempts_times_and_skips_the_dead(tmp_path: Path) -> None:
+    loaded = fakes.sheet({"c": {"key": {"from": "id", "to": "ref"}, "fields": {"nm": "name"}}}, tmp_path)
+    store = fakes.state_store(tmp_path)
+    source = fakes.MemorySource([_row(i, 1, f"n{i}") for i in (1, 2, 3)])
+    dest = fakes.MemoryDestination()
+    engine = fakes.MemoryEngine(loaded, store, {"c": (source, dest)})
+    try:
+        engine.run("c", "seed")
+        source.upsert(_row(2, 2, "changed"))
+        dest.reject(2)
+        assert engine.run("c").counts.rejected == 1  # attempt 1
+        out = engine.retry("c", trigger="schedule", automatic=True, max_attempts=2)
+        assert (out.counts.rejected, out.buried) == (1, 1)  # attempt 2: dead
+        assert store.history.count_dead("c") == 1
+        calls = len(dest.calls)
+        again = engine.retry("c", trigger="schedule", automatic=True, max_attempts=2)
+        assert (again.counts.read, again.buried, len(dest.calls)) == (0, 0, calls)  # the dead stay out
+        dest.heal()
+        manual = engine.retry("c")  # the operator's retry sends dead records too
+        assert (manual.counts.written, manual.buried) == (1, 0)
+        assert store.open_error_keys("c") == [] and store.history.count_dead("c") == 0
+        resolved = report.record_errors(store, "c", True, 10)[0]
+        assert resolved["resolved_at"] is not None and resolved["dead_at"] is not None  # history
+    finally:
+        engine.close()
+        store.close()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from mapsync import errors, records
+from mapsync import errors, records, schedules
 from mapsync.capture.base import CaptureBase, RunInput, register, to_changes
 from mapsync.capture.snapshot import walk
 from mapsync.connectors.sql_source import SqlSource
@@ -135,11 +135,17 @@ class WatermarkCapture(CaptureBase):
         """What the engine handed this run (nothing, without the engine's context)."""
         return self.ctx.run if self.ctx is not None else RunInput()
 
-    def _deletes_due(self, cursors: dict[str, Any]) -> bool:
+    def _deletes_due(self, cursors: dict[str, Any], now: dt.datetime | None = None) -> bool:
+        """Asked for (`run --deletes`), or `deletes_every` is due: its duration has passed since
+        the last check, or a slot of its `cron` has come since it."""
         if self._run().check_deletes:
             return True
-        every, last = self.cfg.deletes_every, cursors.get("deletes_at")
-        return every is not None and (last is None or parse_time(last) + every <= dt.datetime.now(dt.UTC))
+        last = cursors.get("deletes_at")
+        return schedules.due(
+            self.cfg.deletes_every,
+            None if last is None else parse_time(last),
+            now or dt.datetime.now(dt.UTC),
+        )
 
     def _delete_check(self) -> Iterator[records.Batch]:
         """The key-set check: ledger-live keys the source no longer has become deletes."""

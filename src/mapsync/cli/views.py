@@ -35,6 +35,8 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
 
     For log and queue syncs, the health is the slot and retained WAL or binlog, or the queue
     table, triggers and backlog, with warnings (`--json` carries `capture` and `warnings`).
+    A paused sync is shown with who paused it, when and why, and the run requests not yet done
+    are listed (`--json`: `paused`, `requests`, and `dead_errors`).
     """
     loaded = load_sheet(sheet)
     store = open_store(loaded, create=False)
@@ -79,14 +81,34 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
             out.print(f"{row['sync']}: {row['capture']['summary']}", highlight=False, markup=False)
         for warning in row["warnings"]:
             out.print(f"warning: {row['sync']}: {warning}", highlight=False, markup=False)
-    for row in rows:  # why a last run failed (the mass-delete guard's numbers, say)
+    for row in rows:  # why a last run failed (the mass-delete guard's numbers, say); a scheduled one
         last = row["last_run"] or {}
         if last.get("status") == "failed" and last.get("message"):
             text = f"{row['sync']}: {last.get('failure_class')} failure: {last['message']}"
             out.print(text, highlight=False, markup=False)
-        elif last.get("status") in ("stopped", "skipped") and last.get("message"):
-            text = f"{row['sync']}: {last['status']}: {last['message']}"
+        elif last.get("status") == "stopped" and last.get("message"):  # a graceful stop
+            text = f"{row['sync']}: stopped: {last['message']}"
             out.print(text, highlight=False, markup=False)
+        if last.get("scheduled_at") or last.get("status") == "skipped":  # the daemon's runs
+            out.print(
+                f"{row['sync']}: last run #{last['id']}{_scheduled(last)}", highlight=False, markup=False
+            )
+    for row in rows:  # operator controls: paused syncs and runs asked for
+        if pause := row["paused"]:
+            note = f": {pause['note']}" if pause["note"] else ""
+            out.print(
+                f"{row['sync']}: paused by {pause['by']} at {pause['at']}{note}",
+                highlight=False,
+                markup=False,
+            )
+        for r in reversed(row["requests"]):  # oldest first
+            taken = f", taken by {r['taken_by']}" if r["taken_by"] else ""
+            out.print(
+                f"{row['sync']}: request {r['id']} ({r['kind']}) by {r['requested_by']} at "
+                f"{r['requested_at']}: {r['status']}{taken}",
+                highlight=False,
+                markup=False,
+            )
 
 
 @app.command("errors")
@@ -100,7 +122,10 @@ def errors_cmd(
     ] = 100,
     as_json: JsonOpt = False,
 ) -> None:
-    """Record errors: which key, field and rule, the message, attempts, first and last seen."""
+    """Record errors: which key, field and rule, the message, attempts, first and last seen.
+
+    A record error marked `dead` was tried `max_attempts` times: the daemon's automatic retries
+    skip it; a manual `mapsync retry` sends it again (`--json`: `dead_at`)."""
     loaded = load_sheet(sheet)
     if sync is not None:
         sync_names(loaded, sync)
@@ -108,6 +133,7 @@ def errors_cmd(
     try:
         rows = state_report.record_errors(store, sync, all_, limit)
         total = state_report.count_record_errors(store, sync, all_) if len(rows) >= limit else len(rows)
+        dead = store.history.count_dead(sync)
     finally:
         store.close()
     if as_json:
@@ -118,6 +144,13 @@ def errors_cmd(
         (err if as_json else out).print(
             f"… {total - len(rows)} more not shown ({total} in all): "
             f"`mapsync errors {sheet}{f' --sync {sync}' if sync else ''} --limit {total}` shows them all",
+            highlight=False,
+            markup=False,
+        )
+    if dead and not as_json:
+        out.print(
+            f"{dead} of the open record errors are dead (tried max_attempts times): automatic "
+            f"retries skip them; `mapsync retry {sheet}` sends them",
             highlight=False,
             markup=False,
         )
@@ -144,7 +177,7 @@ def _errors_table(sheet: Sheet, rows: list[dict[str, Any]]) -> None:
             escape(row["field"] or ""),
             row["rule"] or "",
             escape(row["message"]),
-            str(row["attempts"]),
+            f"{row['attempts']} dead" if row.get("dead_at") else str(row["attempts"]),
             row["last_seen"],
             row["resolved_at"] or "",
         )
@@ -181,7 +214,8 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
             out.print(
                 f"  run #{r['id']} {r['kind']} {r['started_at']} {r['status']}"
                 + (f" ({r['failure_class']})" if r["failure_class"] else "")
-                + f" read {r['read']} written {r['written']}",
+                + f" read {r['read']} written {r['written']}"
+                + _scheduled(r),
                 highlight=False,
             )
         for a in item["audit"]:  # newest first, like the runs
@@ -192,6 +226,21 @@ def state_show(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) 
                 highlight=False,
                 markup=False,
             )
+
+
+def _scheduled(run: dict[str, Any]) -> str:
+    """What a run row says of its schedule and worker (schema v5; nothing for older runs)."""
+    text = ""
+    if run.get("scheduled_at"):
+        slot = f" {run['slot']} slot" if run.get("slot") else ""
+        late = f", {run['lateness_ms'] / 1000:.1f} s late" if run.get("lateness_ms") is not None else ""
+        more = f", {run['coalesced']} missed slot(s) with it" if run.get("coalesced") else ""
+        text += f";{slot} scheduled {run['scheduled_at']}{late}{more}"
+    if run.get("worker"):
+        text += f"; worker {run['worker']}"
+    if run.get("status") == "skipped" and run.get("message"):
+        text += f"; {run['message']}"
+    return text
 
 
 def _text(value: Any) -> str:

@@ -120,7 +120,7 @@ lag: 5s
 overlap: {window: 24h, every: 1d}
 """,
     ),
-    models.OverlapConfig: Example("overlap", "window: 24h\nevery: 1d\n"),
+    models.OverlapConfig: Example("overlap", 'window: 26h\ncron: "0 2 * * *"\ntimezone: Europe/Berlin\n'),
     models.FullChanges: Example("changes", "method: full\n"),
     models.SnapshotChanges: Example("changes", "method: snapshot\npage: 5000\n"),
     models.LogChanges: Example("changes", "method: log\nslot: mapsync_orders\nmax_retained_wal: 1GB\n"),
@@ -156,7 +156,12 @@ overlap: {window: 24h, every: 1d}
         "failed: [failed]\nresults: results\n",
     ),
     delivery_models.BreakerConfig: Example("breaker", "refused: 0.9\nbatches: 3\n"),
-    models.ScheduleConfig: Example("schedule", "every: 5m\nstart_within: 2m\nfinish_within: 10m\n"),
+    models.ScheduleConfig: Example(
+        "schedule",
+        'cron: "*/5 7-19 * * 1-5"\ntimezone: Europe/Berlin\nstart_within: 2m\nfinish_within: 10m\n',
+    ),
+    models.RetryConfig: Example("retry", "every: 30m\nmax_attempts: 5\n"),
+    models.CronSlots: Example("deletes_every", 'cron: "0 3 * * *"\ntimezone: Europe/Berlin\n'),
     models.ChildSync: Example(
         "children",
         """\

@@ -363,6 +363,8 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path_:
             continue
         if i > 0 and loc[i - 1] == "auth" and part in ("bearer", "basic", "api_key", "token"):
             continue
+        if i > 0 and loc[i - 1] == "deletes_every" and part in ("duration", "cron"):
+            continue
         if isinstance(part, str) and part.startswith("function-"):
             continue
         out.append(part)

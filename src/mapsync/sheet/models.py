@@ -31,6 +31,11 @@ from mapsync.sheet.fields import SplitRule as SplitRule
 from mapsync.sheet.fields import TimezoneRule as TimezoneRule
 from mapsync.sheet.log_models import LogChanges as LogChanges
 from mapsync.sheet.queue_model import QueueChanges as QueueChanges
+from mapsync.sheet.schedule_models import CronSlots as CronSlots
+from mapsync.sheet.schedule_models import DurationOrCron
+from mapsync.sheet.schedule_models import OverlapConfig as OverlapConfig
+from mapsync.sheet.schedule_models import RetryConfig as RetryConfig
+from mapsync.sheet.schedule_models import ScheduleConfig as ScheduleConfig
 from mapsync.sheet.snapshot_models import SnapshotChanges as SnapshotChanges
 from mapsync.sheet.timeout_models import Timeouts as Timeouts
 from mapsync.sheet.webhook_models import InboxChanges as InboxChanges
@@ -222,19 +227,6 @@ class KeyMap(Model):
 # --------------------------------------------------------------------------- capture
 
 
-class OverlapConfig(Model):
-    """The insurance re-read of a recent window (also `mapsync run --overlap`)."""
-
-    window: Duration = Field(dt.timedelta(hours=24), description="How far back the re-read goes.")
-    every: Duration | None = Field(
-        None,
-        description=(
-            "Run the overlap re-read automatically when the last one is older than this "
-            "(e.g. `1d`); without it, only `mapsync run --overlap` does."
-        ),
-    )
-
-
 class WatermarkChanges(ChangesModel):
     """Changes found by a last-modified column, read inclusively and deduped by the key ledger."""
 
@@ -255,10 +247,11 @@ class WatermarkChanges(ChangesModel):
         ),
     )
     overlap: OverlapConfig = Field(default_factory=OverlapConfig, description="The periodic overlap re-read.")
-    deletes_every: Duration | None = Field(
+    deletes_every: DurationOrCron | None = Field(
         None,
         description=(
-            "Check for deleted rows when the last check is older than this (e.g. `1d`): every "
+            "Check for deleted rows when the last check is older than this (e.g. `1d`), or at "
+            'the first run after each slot of `{cron: "0 3 * * *", timezone: …}`: every '
             "source key is compared with the key ledger and the missing ones are sent as "
             "deletes. Without it, only `mapsync run --deletes` does."
         ),
@@ -296,18 +289,6 @@ class SeedConfig(Model):
             "SQL condition limiting the seed only (e.g. `status = 'A'`); later runs see every "
             "change that passes `filter`."
         ),
-    )
-
-
-class ScheduleConfig(Model):
-    """When a sync should run, and how late or long is too late or too long."""
-
-    every: Duration | None = Field(None, description="Run interval, e.g. `5m`.")
-    start_within: Duration | None = Field(
-        None, description="A run starting later than this after its time is late."
-    )
-    finish_within: Duration | None = Field(
-        None, description="A run taking longer than this overran its window."
     )
 
 
@@ -362,7 +343,19 @@ class SyncConfig(Model):
     delivery: DeliveryConfig = Field(
         default_factory=DeliveryConfig, description="Delivery mode and batch size."
     )
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Timing expectations.")
+    schedule: ScheduleConfig = Field(
+        default_factory=ScheduleConfig,
+        description=(
+            "When `mapsync daemon` runs the sync (`every`, `cron` or `follow`), and timing expectations."
+        ),
+    )
+    retry: RetryConfig | None = Field(
+        None,
+        description=(
+            "Retry the sync's record errors automatically under `mapsync daemon` (`every` or "
+            "`cron`, `max_attempts`). Without it, only `mapsync retry` does."
+        ),
+    )
     after: list[str] = Field(
         default_factory=list,
         description="Syncs that must run before this one in a pass (e.g. orders after customers).",

@@ -110,3 +110,8 @@ def utcnow() -> dt.datetime:
 def stamp(moment: dt.datetime | None = None) -> str:
     """ISO UTC text with fixed width, so that text order is time order."""
     return (moment or utcnow()).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def unstamp(text: str) -> dt.datetime:
+    """The aware UTC datetime of a stamp (`stamp`'s inverse)."""
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)

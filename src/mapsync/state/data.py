@@ -71,3 +71,33 @@ class BudgetRow:
     blocked_until_us: int | None = None
     server_remaining: int | None = None
     server_reset_us: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PauseInfo:
+    """A paused sync: who paused it, when, and why (`mapsync pause --note`)."""
+
+    by: str
+    at: dt.datetime
+    note: str | None = None
+
+
+REQUEST_KINDS = ("run", "overlap", "retry")
+REQUEST_STATUSES = ("new", "taken", "done", "failed")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRequest:
+    """A run asked for by an operator (`mapsync request`): new → taken (by one worker) → done |
+    failed."""
+
+    id: int
+    sync: str
+    kind: str  # run | overlap | retry
+    requested_by: str
+    requested_at: dt.datetime
+    status: str  # new | taken | done | failed
+    taken_at: dt.datetime | None = None
+    taken_by: str | None = None
+    run_id: int | None = None
+    message: str | None = None

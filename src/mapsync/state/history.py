@@ -60,6 +60,19 @@ class SqlHistory:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def count_dead(self, sync: str | None) -> int:
+        """How many open record errors are dead (buried after their max attempts)."""
+        e = schema.record_errors
+        query = (
+            sa.select(sa.func.count())
+            .select_from(e)
+            .where(e.c.resolved_at.is_(None), e.c.dead_at.is_not(None))
+        )
+        if sync:
+            query = query.where(e.c.sync == sync)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def audit(self, sync: str, limit: int) -> list[dict[str, Any]]:
         """Cursor audit rows, newest first (values as stored: typed JSON text)."""
         a = schema.cursor_audit

@@ -4,7 +4,8 @@ It implements every port of `StateStore` (`Store`, state/ports.py) with the same
 to them by the contract suite (tests/contract/), which runs every test against SQLite,
 PostgreSQL and this store: the lease-fenced batch commit (a stale token is refused and nothing
 is written), the ledger, cursors with their audit, runs, record errors and unmapped values, call
-budgets, leases, the inbox and async jobs, and the history views. Values are kept as the SQL
+budgets, leases, the inbox and async jobs, operator controls (pause, run requests), and the
+history views. Values are kept as the SQL
 store keeps them (typed JSON text, key text, stamps; state/memory_tables.py), and the shared
 rules (unmapped values, record error rows, the page comparison) are the SQL store's own
 functions, so what a test reads back is what the SQL store would give.
@@ -22,24 +23,27 @@ from typing import Any
 
 from mapsync import crash, errors, records
 from mapsync.state import unmapped, values
-from mapsync.state.clock import stamp, utcnow
+from mapsync.state.clock import stamp, unstamp, utcnow
 from mapsync.state.data import Counts, LedgerEntry
 from mapsync.state.ledger import DELETED_HASH, compare_found
 from mapsync.state.memory_budget import MemoryBudgetMixin
+from mapsync.state.memory_controls import MemoryControlsMixin
 from mapsync.state.memory_ports import MemoryHistory, MemoryInbox, MemoryJobs, MemoryLeases
 from mapsync.state.memory_tables import Memory, Tables
-from mapsync.state.record_errors import error_row
-from mapsync.state.runs import started_run
+from mapsync.state.record_errors import error_row, kept_dead
+from mapsync.state.runs import default_worker, run_row, skip_message, slot_taken, started_run
 from mapsync.state.unmapped import GONE
 
 COUNTS = tuple(f.name for f in dataclasses.fields(Counts))
 
 
-class MemoryStore(MemoryBudgetMixin):
+class MemoryStore(MemoryBudgetMixin, MemoryControlsMixin):
     """A state store in memory (port `Store`): one per test, gone with the process."""
 
     def __init__(self) -> None:
         self.memory = Memory()
+        self.worker: str | None = default_worker()
+        self.fingerprint: str | None = None
         self.leases = MemoryLeases(self.memory)
         self.inbox = MemoryInbox(self.memory)
         self.jobs = MemoryJobs(self.memory)
@@ -152,7 +156,8 @@ class MemoryStore(MemoryBudgetMixin):
                 for key, r in by_key.items():
                     old = t.errors.get((sync, key))
                     row = error_row(sync, key, r, (old["attempts"] if old else 0) + 1, run_id, now)
-                    rows.append({**row, "first_seen": old["first_seen"]} if old else row)
+                    kept = {"first_seen": old["first_seen"]} if old else {}
+                    rows.append({**row, **kept, "dead_at": kept_dead(old)})
                 crash.point("during_error_record")
                 for row in rows:
                     t.errors[(sync, row["key"])] = row
@@ -167,13 +172,62 @@ class MemoryStore(MemoryBudgetMixin):
 
     # ----------------------------------------------------------------- runs
 
-    def start_run(
-        self, sync: str, kind: str, trigger: str, token: str, scheduled_at: dt.datetime | None = None
-    ) -> int:
+    def set_identity(self, worker: str, fingerprint: str | None) -> None:
+        self.worker, self.fingerprint = worker, fingerprint
+
+    def _insert_run(self, row: dict[str, Any]) -> int:
+        """A run row (id and counts added); a slot taken already raises SlotTaken (runs.slot_taken)."""
         with self.memory.tx() as t:
-            run_id = _insert_run(t, sync, kind, trigger, token, "running", scheduled_at, stamp(), None)
+            if row["slot"] is not None:
+                holder = next(
+                    (
+                        (i, str(r["lease_token"]))
+                        for i, r in t.runs.items()
+                        if (r["sync"], r["slot"], r["scheduled_at"])
+                        == (row["sync"], row["slot"], row["scheduled_at"])
+                    ),
+                    None,
+                )
+                if holder is not None:
+                    return slot_taken(row, holder)  # raises unless it is ours
+            run_id = t.next_id("runs")
+            t.runs[run_id] = {
+                "id": run_id,
+                "failure_class": None,
+                "message": None,
+                **row,
+                **dict.fromkeys(COUNTS, 0),
+            }
+        return run_id
+
+    def start_run(
+        self,
+        sync: str,
+        kind: str,
+        trigger: str,
+        token: str,
+        scheduled_at: dt.datetime | None = None,
+        *,
+        slot: str | None = None,
+        coalesced: int = 0,
+    ) -> int:
+        row = run_row(
+            sync,
+            kind,
+            trigger,
+            token,
+            "running",
+            scheduled_at,
+            self._identity(),
+            slot=slot,
+            coalesced=coalesced,
+        )
+        run_id = self._insert_run(row)
         started_run.set(run_id)
         return run_id
+
+    def _identity(self) -> tuple[str | None, str | None]:
+        return self.worker, self.fingerprint
 
     def finish_run(
         self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None
@@ -192,12 +246,39 @@ class MemoryStore(MemoryBudgetMixin):
         failure_class: str,
         message: str,
         scheduled_at: dt.datetime | None = None,
+        *,
+        slot: str | None = None,
     ) -> int:
-        now = stamp()
-        with self.memory.tx() as t:
-            run_id = _insert_run(t, sync, kind, trigger, "", "failed", scheduled_at, now, now)
-            t.runs[run_id] = {**t.runs[run_id], "failure_class": failure_class, "message": message[:2000]}
-        return run_id
+        row = run_row(
+            sync, kind, trigger, "", "failed", scheduled_at, self._identity(), slot=slot, finished=True
+        )
+        return self._insert_run({**row, "failure_class": failure_class, "message": message[:2000]})
+
+    def record_skipped_run(
+        self,
+        sync: str,
+        kind: str,
+        trigger: str,
+        scheduled_at: dt.datetime | None,
+        slot: str | None,
+        reason: str,
+        message: str,
+    ) -> int | None:
+        row = run_row(
+            sync, kind, trigger, "", "skipped", scheduled_at, self._identity(), slot=slot, finished=True
+        )
+        try:
+            return self._insert_run({**row, "message": skip_message(reason, message)})
+        except errors.SlotTaken:
+            return None
+
+    def last_slot(self, sync: str, slot: str) -> dt.datetime | None:
+        with self.memory.read() as t:
+            latest = max(
+                (r["scheduled_at"] for r in t.runs.values() if r["sync"] == sync and r["slot"] == slot),
+                default=None,
+            )
+        return unstamp(latest) if latest else None
 
     def discard_run(self, run_id: int) -> None:
         with self.memory.tx() as t:
@@ -213,14 +294,34 @@ class MemoryStore(MemoryBudgetMixin):
 
     # ----------------------------------------------------------------- record errors
 
-    def open_error_keys(self, sync: str, field: str | None = None) -> list[records.Key]:
+    def open_error_keys(
+        self, sync: str, field: str | None = None, *, live_only: bool = False
+    ) -> list[records.Key]:
         with self.memory.read() as t:
             texts = sorted(
                 k
                 for (s, k), e in t.errors.items()
-                if s == sync and e["resolved_at"] is None and (field is None or e["field"] == field)
+                if s == sync
+                and e["resolved_at"] is None
+                and (field is None or e["field"] == field)
+                and not (live_only and e["dead_at"] is not None)
             )
         return [tuple(values.decode(k)) for k in texts]
+
+    def bury(self, sync: str, max_attempts: int) -> int:
+        now = stamp()
+        with self.memory.tx() as t:
+            due = [
+                key
+                for key, e in t.errors.items()
+                if key[0] == sync
+                and e["resolved_at"] is None
+                and e["dead_at"] is None
+                and e["attempts"] >= max_attempts
+            ]
+            for key in due:
+                t.errors[key] = {**t.errors[key], "dead_at": now}
+        return len(due)
 
     def note_gone(self, sync: str, keys: Sequence[records.Key]) -> None:
         now = stamp()
@@ -264,35 +365,6 @@ def _set_cursors(t: Tables, sync: str, run_id: int | None, new: dict[str, Any], 
             "new_value": text,
             "committed_at": now,
         }
-
-
-def _insert_run(
-    t: Tables,
-    sync: str,
-    kind: str,
-    trigger: str,
-    token: str,
-    status: str,
-    scheduled_at: dt.datetime | None,
-    started: str,
-    finished: str | None,
-) -> int:
-    run_id = t.next_id("runs")
-    t.runs[run_id] = {
-        "id": run_id,
-        "sync": sync,
-        "kind": kind,
-        "trigger": trigger,
-        "scheduled_at": stamp(scheduled_at) if scheduled_at else None,
-        "started_at": started,
-        "finished_at": finished,
-        "status": status,
-        "failure_class": None,
-        "message": None,
-        "lease_token": token,
-        **dict.fromkeys(COUNTS, 0),
-    }
-    return run_id
 
 
 def _record_unmapped(

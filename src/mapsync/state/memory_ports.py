@@ -239,6 +239,9 @@ class MemoryHistory:
     def count_record_errors(self, sync: str | None, include_resolved: bool) -> int:
         return len(self._errors(sync, include_resolved))
 
+    def count_dead(self, sync: str | None) -> int:
+        return sum(1 for r in self._errors(sync, False) if r["dead_at"] is not None)
+
     def audit(self, sync: str, limit: int) -> list[dict[str, Any]]:
         with self.memory.read() as t:
             rows = [dict(r) for r in t.audit.values() if r["sync"] == sync]

@@ -38,6 +38,8 @@ class Tables:
     calls: dict[str, tuple[tuple[int, int], ...]] = dataclasses.field(default_factory=dict)
     inbox: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → inbox row
     jobs: dict[str, Row] = dataclasses.field(default_factory=dict)  # batch id → async batch row
+    controls: dict[str, Row] = dataclasses.field(default_factory=dict)  # sync → controls row
+    requests: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → run request row
     ids: dict[str, int] = dataclasses.field(default_factory=dict)  # table → last id given
 
     def copy(self) -> Tables:

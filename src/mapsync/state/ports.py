@@ -5,8 +5,8 @@ A caller that needs only the ledger takes a `Ledger`, the call budget a `Budget`
 to it by one contract suite (tests/contract/):
 
 - `StateStore` (state/store.py), SQL on SQLite or PostgreSQL: `Ledger`, `Cursors`, `Runs`,
-  `RecordErrors` and `Budget` as its methods (mixins: state/ledger.py, state/runs.py,
-  state/record_errors.py, state/budget.py); `Leases`, `Inbox`, `Jobs` and `History` as the
+  `RecordErrors`, `Budget` and `Controls` as its methods (mixins: state/ledger.py, state/runs.py,
+  state/record_errors.py, state/budget.py, state/controls.py); `Leases`, `Inbox`, `Jobs` and `History` as the
   objects `store.leases`, `store.inbox`, `store.jobs`, `store.history` (state/lease.py,
   state/inbox.py, state/async_batches.py, state/history.py).
 - `MemoryStore` (state/memory.py), plain dicts under a lock, for unit tests.
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from mapsync import records
-from mapsync.state.data import BudgetRow, Counts, Item, Lease, LedgerEntry, Recent
+from mapsync.state.data import BudgetRow, Counts, Item, Lease, LedgerEntry, PauseInfo, Recent, RunRequest
 
 
 class Ledger(Protocol):
@@ -66,10 +66,20 @@ class Cursors(Protocol):
 
 
 class Runs(Protocol):
-    """The run history."""
+    """The run history. A run of a scheduled `slot` (run | retry) takes it: each slot runs once
+    (SlotTaken for a second start or failure of it, None for a second skip)."""
 
+    def set_identity(self, worker: str, fingerprint: str | None) -> None: ...
     def start_run(
-        self, sync: str, kind: str, trigger: str, token: str, scheduled_at: dt.datetime | None = None
+        self,
+        sync: str,
+        kind: str,
+        trigger: str,
+        token: str,
+        scheduled_at: dt.datetime | None = None,
+        *,
+        slot: str | None = None,
+        coalesced: int = 0,
     ) -> int: ...
     def finish_run(
         self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None
@@ -82,15 +92,32 @@ class Runs(Protocol):
         failure_class: str,
         message: str,
         scheduled_at: dt.datetime | None = None,
+        *,
+        slot: str | None = None,
     ) -> int: ...
+    def record_skipped_run(
+        self,
+        sync: str,
+        kind: str,
+        trigger: str,
+        scheduled_at: dt.datetime | None,
+        slot: str | None,
+        reason: str,
+        message: str,
+    ) -> int | None: ...
+    def last_slot(self, sync: str, slot: str) -> dt.datetime | None: ...
     def discard_run(self, run_id: int) -> None: ...
     def run(self, run_id: int) -> dict[str, Any]: ...
 
 
 class RecordErrors(Protocol):
-    """Open record errors and unmapped values, outside the batch commit."""
+    """Open record errors and unmapped values, outside the batch commit. An open error tried
+    `max_attempts` times is buried by `bury` (dead: `live_only` leaves it out) until delivered."""
 
-    def open_error_keys(self, sync: str, field: str | None = None) -> list[records.Key]: ...
+    def open_error_keys(
+        self, sync: str, field: str | None = None, *, live_only: bool = False
+    ) -> list[records.Key]: ...
+    def bury(self, sync: str, max_attempts: int) -> int: ...
     def note_gone(self, sync: str, keys: Sequence[records.Key]) -> None: ...
     def unmapped_values(self, sync: str | None, include_resolved: bool = False) -> list[dict[str, Any]]: ...
 
@@ -111,6 +138,23 @@ class Budget(Protocol):
         self, credential: str, blocked: int | None, server: tuple[int, int | None] | None
     ) -> None: ...
     def budget_read(self, credential: str, after: int) -> tuple[list[int], BudgetRow | None]: ...
+
+
+class Controls(Protocol):
+    """Operator controls every process sees: paused syncs, and runs asked for by an operator that
+    one worker takes (`FOR UPDATE SKIP LOCKED` on PostgreSQL): new → taken → done | failed."""
+
+    def pause(self, sync: str, by: str, note: str | None = None) -> None: ...
+    def resume(self, sync: str) -> bool: ...
+    def paused(self) -> dict[str, PauseInfo]: ...
+    def request_run(self, sync: str, kind: str, by: str) -> int: ...
+    def take_requests(self, syncs: list[str], worker: str) -> list[RunRequest]: ...
+    def finish_request(
+        self, request_id: int, status: str, run_id: int | None = None, message: str | None = None
+    ) -> None: ...
+    def requests(
+        self, sync: str | None = None, limit: int = 100, *, pending: bool = False
+    ) -> list[RunRequest]: ...
 
 
 class Leases(Protocol):
@@ -170,12 +214,13 @@ class History(Protocol):
     def runs(self, sync: str | None, limit: int) -> list[dict[str, Any]]: ...
     def record_errors(self, sync: str | None, include_resolved: bool, limit: int) -> list[dict[str, Any]]: ...
     def count_record_errors(self, sync: str | None, include_resolved: bool) -> int: ...
+    def count_dead(self, sync: str | None) -> int: ...
     def audit(self, sync: str, limit: int) -> list[dict[str, Any]]: ...
     def reset(self, sync: str) -> dict[str, int]: ...
     def purge(self, sync: str, retention: dt.timedelta) -> dict[str, int]: ...
 
 
-class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Protocol):
+class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     """A whole state store: every port the engine, the captures and the views use."""
 
     @property
@@ -192,16 +237,6 @@ class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Protocol):
 # ------------------------------------------------------------------ coming (not implemented yet)
 # Each names its first obvious methods; a store implements a port when its feature is built,
 # and the contract suite then covers it on every store.
-
-
-class RunRequests(Protocol):
-    """Runs asked for by an operator, a schedule or the API, waiting for a worker (daemon).
-    A request is claimed by one worker only (`FOR UPDATE SKIP LOCKED` on PostgreSQL)."""
-
-    def request(self, sync: str, kind: str, trigger: str, forced_keys: Sequence[records.Key] = ()) -> int: ...
-    def claim(self, worker: str, limit: int) -> list[dict[str, Any]]: ...
-    def done(self, request_id: int, run_id: int | None, status: str) -> None: ...
-    def pending(self, sync: str | None = None) -> list[dict[str, Any]]: ...
 
 
 class Workers(Protocol):

@@ -1,6 +1,9 @@
 """Record errors and unmapped values read or noted outside the batch commit: a mixin of
-`StateStore` (port `RecordErrors`). The SQL is in `state.unmapped`; each method is one guarded
-transaction (a transient store failure is retried, see `state.faults`)."""
+`StateStore` (port `RecordErrors`). An open error tried `max_attempts` times is buried (`bury`:
+`dead_at` set, schema v5): automatic retries skip it; a delivery still resolves it (`dead_at`
+stays as history), and a rejection while it is open keeps it dead. The SQL is in
+`state.unmapped`; each method is one guarded transaction (a transient store failure is retried,
+see `state.faults`)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import records
-from mapsync.state import unmapped, values
+from mapsync.state import schema, unmapped, values
 from mapsync.state.clock import stamp
 from mapsync.state.faults import guarded
 
@@ -32,17 +35,47 @@ def error_row(
         "resolved_at": None,
         "run_id": run_id,
         "value": unmapped.value_text(r.value) if unmapped.is_unmapped(r) else None,
+        "dead_at": None,
     }
+
+
+def kept_dead(old: dict[str, Any] | None) -> str | None:
+    """The `dead_at` a rejection leaves on a key's error: an open dead error stays dead (only an
+    operator's retry clears it); a resolved one opens again alive."""
+    return old["dead_at"] if old is not None and old["resolved_at"] is None else None
 
 
 class RecordErrorsMixin:
     engine: sa.Engine
 
     @guarded
-    def open_error_keys(self, sync: str, field: str | None = None) -> list[records.Key]:
-        """Keys of the open record errors of `sync` (only those naming `field`, if given)."""
+    def open_error_keys(
+        self, sync: str, field: str | None = None, *, live_only: bool = False
+    ) -> list[records.Key]:
+        """Keys of the open record errors of `sync` (only those naming `field`, if given; without
+        the dead ones, with `live_only`: what an automatic retry sends)."""
         with self.engine.connect() as conn:
-            return unmapped.open_error_keys(conn, sync, field)
+            return unmapped.open_error_keys(conn, sync, field, live_only=live_only)
+
+    @guarded
+    def bury(self, sync: str, max_attempts: int) -> int:
+        """Open errors of `sync` tried `max_attempts` times or more become dead (`dead_at` now):
+        no automatic retry sends them any more, only an operator's `mapsync retry`. Returns how
+        many were buried now (the caller logs)."""
+        e = schema.record_errors
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    sa.update(e)
+                    .where(
+                        e.c.sync == sync,
+                        e.c.resolved_at.is_(None),
+                        e.c.dead_at.is_(None),
+                        e.c.attempts >= max_attempts,
+                    )
+                    .values(dead_at=stamp())
+                ).rowcount
+            )
 
     @guarded
     def note_gone(self, sync: str, keys: Sequence[records.Key]) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -11,15 +12,21 @@ from mapsync.state.ports import Store
 
 
 def sync_status(store: Store, sync: str) -> dict[str, Any]:
+    """A sync's last run, cursors, ledger size, open and dead record errors, whether it is paused
+    (by, at, note) and its pending run requests (new or taken, newest first)."""
     last = store.history.last_run(sync)
     open_errors = store.history.count_record_errors(sync, False)
     cursors = {k: v for k, v in store.cursors(sync).items() if v is not None}
+    pause = store.paused().get(sync)
     return {
         "sync": sync,
         "last_run": last,
         "cursors": {k: plain(v) for k, v in cursors.items()},
         "ledger_keys": store.ledger_count(sync),
         "open_errors": int(open_errors),
+        "dead_errors": store.history.count_dead(sync),
+        "paused": None if pause is None else {"by": pause.by, "at": pause.at.isoformat(), "note": pause.note},
+        "requests": [plain(dataclasses.asdict(r)) for r in store.requests(sync, 20, pending=True)],
     }
 
 

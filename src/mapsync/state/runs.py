@@ -6,7 +6,12 @@ the lease takeover (`fail_stale`), or at the latest the next `StateStore.open`
 (`fail_abandoned`: a running run whose lease is gone, expired, or held by a dead process on
 this host). A failure before a run row exists (an unreachable source, a dropped table, an
 unseeded sync, a lease held elsewhere) is recorded by `record_failed_run`, so `status` never
-shows an earlier `success` as the last word.
+shows an earlier `success` as the last word; a run that was not run (its slot overlapped a
+running one, its sync paused) by `record_skipped_run`.
+
+Schema v5: a run row names its worker and sheet fingerprint (`set_identity`), and a scheduled
+run its `slot` (run | retry); the unique index on (sync, slot, scheduled_at) lets each slot run
+once: a second row for it raises `errors.SlotTaken`.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync.errors import FailureClass
+from mapsync.errors import FailureClass, SlotTaken
 from mapsync.state import schema
-from mapsync.state.clock import stamp
+from mapsync.state.clock import stamp, unstamp, utcnow
 from mapsync.state.faults import guarded
 
 # the run row the current call started (`start_run` sets it): lets the engine tell a failure
@@ -29,26 +34,121 @@ from mapsync.state.faults import guarded
 started_run: contextvars.ContextVar[int | None] = contextvars.ContextVar("mapsync_started_run", default=None)
 
 
+def default_worker() -> str:
+    """This process as a worker: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_row(
+    sync: str,
+    kind: str,
+    trigger: str,
+    token: str,
+    status: str,
+    scheduled_at: dt.datetime | None,
+    identity: tuple[str | None, str | None],
+    *,
+    slot: str | None = None,
+    coalesced: int = 0,
+    finished: bool = False,
+) -> dict[str, Any]:
+    """The columns of a new run row (not its id, counts, failure class or message): started now,
+    `lateness_ms` the time since `scheduled_at`, `identity` the store's (worker, fingerprint)."""
+    if slot is not None and scheduled_at is None:
+        raise ValueError(f"sync {sync}: a run of the {slot} slot needs its scheduled time")
+    if coalesced < 0:
+        raise ValueError(f"sync {sync}: coalesced must be 0 or more, not {coalesced}")
+    now = utcnow()
+    late = None
+    if scheduled_at is not None:  # a naive time is local time, as `stamp` takes it
+        late = int((now - scheduled_at.astimezone(dt.UTC)) // dt.timedelta(milliseconds=1))
+    return {
+        "sync": sync,
+        "kind": kind,
+        "trigger": trigger,
+        "lease_token": token,
+        "status": status,
+        "scheduled_at": stamp(scheduled_at) if scheduled_at else None,
+        "started_at": stamp(now),
+        "finished_at": stamp(now) if finished else None,
+        "worker": identity[0],
+        "sheet_fingerprint": identity[1],
+        "slot": slot,
+        "lateness_ms": late,
+        "coalesced": coalesced,
+    }
+
+
+def slot_taken(row: dict[str, Any], holder: tuple[int, str] | None) -> int:
+    """After the slot index refused `row`: the id of the run holding the slot when it is this
+    very row written by a first try whose success was not seen (same non-empty lease token), else
+    raises SlotTaken."""
+    if holder is not None and row["lease_token"] and holder[1] == row["lease_token"]:
+        return holder[0]
+    raise SlotTaken(row["sync"], str(row["slot"]), str(row["scheduled_at"]), holder[0] if holder else None)
+
+
+def skip_message(reason: str, message: str) -> str:
+    """A skipped run's message: its reason (`overlap`, `paused` …) and what happened."""
+    return f"{reason}: {message}"[:2000]
+
+
 class RunsMixin:
     engine: sa.Engine
+    worker: str | None = None  # set_identity; None until then (StateStore sets host:pid)
+    fingerprint: str | None = None
+
+    def set_identity(self, worker: str, fingerprint: str | None) -> None:
+        """Who writes the run rows from now on (`worker`, e.g. host:pid) and under which sheet
+        (`fingerprint`, a hash of it)."""
+        self.worker, self.fingerprint = worker, fingerprint
+
+    def _identity(self) -> tuple[str | None, str | None]:
+        return self.worker, self.fingerprint
+
+    def _insert_run(self, row: dict[str, Any]) -> int:
+        """Insert a run row; a slot already taken raises SlotTaken (see `slot_taken`)."""
+        r = schema.runs
+        try:
+            with self.engine.begin() as conn:
+                return int(conn.execute(sa.insert(r).values(**row)).inserted_primary_key[0])  # type: ignore[index]
+        except sa.exc.IntegrityError:
+            if row["slot"] is None:
+                raise
+        with self.engine.connect() as conn:
+            holder = conn.execute(
+                sa.select(r.c.id, r.c.lease_token).where(
+                    r.c.sync == row["sync"], r.c.slot == row["slot"], r.c.scheduled_at == row["scheduled_at"]
+                )
+            ).first()
+        return slot_taken(row, (int(holder[0]), str(holder[1])) if holder else None)
 
     @guarded
     def start_run(
-        self, sync: str, kind: str, trigger: str, token: str, scheduled_at: dt.datetime | None = None
+        self,
+        sync: str,
+        kind: str,
+        trigger: str,
+        token: str,
+        scheduled_at: dt.datetime | None = None,
+        *,
+        slot: str | None = None,
+        coalesced: int = 0,
     ) -> int:
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                sa.insert(schema.runs).values(  # the counts: their column default, 0
-                    sync=sync,
-                    kind=kind,
-                    trigger=trigger,
-                    lease_token=token,
-                    status="running",
-                    scheduled_at=stamp(scheduled_at) if scheduled_at else None,
-                    started_at=stamp(),
-                )
-            )
-            run_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        """A run row `running`. With a `slot` (run | retry) and its `scheduled_at`, the slot is
+        taken: SlotTaken if another run has it already."""
+        row = run_row(
+            sync,
+            kind,
+            trigger,
+            token,
+            "running",
+            scheduled_at,
+            self._identity(),
+            slot=slot,
+            coalesced=coalesced,
+        )
+        run_id = self._insert_run(row)
         started_run.set(run_id)
         return run_id
 
@@ -72,25 +172,46 @@ class RunsMixin:
         failure_class: str,
         message: str,
         scheduled_at: dt.datetime | None = None,
+        *,
+        slot: str | None = None,
     ) -> int:
-        """A run that failed before it could start (no lease, so no lease token)."""
-        now = stamp()
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                sa.insert(schema.runs).values(
-                    sync=sync,
-                    kind=kind,
-                    trigger=trigger,
-                    lease_token="",
-                    status="failed",
-                    failure_class=failure_class,
-                    message=message[:2000],
-                    scheduled_at=stamp(scheduled_at) if scheduled_at else None,
-                    started_at=now,
-                    finished_at=now,
-                )
-            )
-            return int(result.inserted_primary_key[0])  # type: ignore[index]
+        """A run that failed before it could start (no lease, so no lease token). With a `slot`,
+        the failure takes it (SlotTaken if another run has it already)."""
+        row = run_row(
+            sync, kind, trigger, "", "failed", scheduled_at, self._identity(), slot=slot, finished=True
+        )
+        return self._insert_run({**row, "failure_class": failure_class, "message": message[:2000]})
+
+    @guarded
+    def record_skipped_run(
+        self,
+        sync: str,
+        kind: str,
+        trigger: str,
+        scheduled_at: dt.datetime | None,
+        slot: str | None,
+        reason: str,
+        message: str,
+    ) -> int | None:
+        """A run that did not happen (status `skipped`, message "<reason>: <message>"), taking
+        its slot; None when the slot was taken already (never SlotTaken)."""
+        row = run_row(
+            sync, kind, trigger, "", "skipped", scheduled_at, self._identity(), slot=slot, finished=True
+        )
+        try:
+            return self._insert_run({**row, "message": skip_message(reason, message)})
+        except SlotTaken:
+            return None
+
+    @guarded
+    def last_slot(self, sync: str, slot: str) -> dt.datetime | None:
+        """The latest scheduled time recorded for this sync and slot (any status), or None."""
+        r = schema.runs
+        with self.engine.connect() as conn:
+            latest = conn.execute(
+                sa.select(sa.func.max(r.c.scheduled_at)).where(r.c.sync == sync, r.c.slot == slot)
+            ).scalar()
+        return unstamp(latest) if latest else None
 
     @guarded
     def discard_run(self, run_id: int) -> None:

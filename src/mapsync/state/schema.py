@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 
@@ -61,6 +61,14 @@ runs = sa.Table(
     sa.Column("missed", sa.Integer, nullable=False, default=0),
     sa.Column("truncated", sa.Integer, nullable=False, default=0),
     sa.Column("defaulted", sa.Integer, nullable=False, default=0),
+    # v5: who ran it, under which sheet, for which schedule slot, how late, for how many slots
+    sa.Column("worker", sa.Text, nullable=True),  # host:pid
+    sa.Column("sheet_fingerprint", sa.String(64), nullable=True),
+    sa.Column("slot", sa.String(16), nullable=True),  # run | retry (NULL: nobody scheduled it)
+    sa.Column("lateness_ms", sa.BigInteger, nullable=True),  # started_at - scheduled_at
+    sa.Column("coalesced", sa.Integer, nullable=False, default=0, server_default="0"),
+    # v5: each scheduled slot runs once (NULLs never collide: unscheduled runs are not held)
+    sa.Index("uq_mapsync_runs_slot", "sync", "slot", "scheduled_at", unique=True),
 )
 
 record_errors = sa.Table(
@@ -78,6 +86,35 @@ record_errors = sa.Table(
     sa.Column("resolved_at", sa.String(40), nullable=True),
     sa.Column("run_id", sa.Integer, nullable=True),
     sa.Column("value", sa.Text, nullable=True),  # v2: the unmapped value that rejected it
+    sa.Column("dead_at", sa.String(40), nullable=True),  # v5: buried after max attempts
+)
+
+# v5: operator controls per sync (pause), read by every process
+controls = sa.Table(
+    "mapsync_controls",
+    metadata,
+    sa.Column("sync", sa.String(128), primary_key=True),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("paused_by", sa.String(255), nullable=True),
+    sa.Column("paused_at", sa.String(40), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+)
+
+# v5: runs asked for by an operator, taken by one worker: new -> taken -> done | failed
+run_requests = sa.Table(
+    "mapsync_run_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sync", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # run | overlap | retry
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("requested_at", sa.String(40), nullable=False),
+    sa.Column("taken_at", sa.String(40), nullable=True),
+    sa.Column("taken_by", sa.Text, nullable=True),
+    sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # new | taken | done | failed
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Index("ix_mapsync_run_requests_status", "status", "sync", "id"),
 )
 
 # v2: distinct values a translating rule (`map`, `country`, `lookup`, `map_from`) could not place
@@ -239,6 +276,29 @@ def _v4_inbox_hashes(conn: sa.Connection) -> None:
     conn.exec_driver_sql(f"DROP TABLE {old}")
 
 
+def _v5_daemon(conn: sa.Connection) -> None:
+    """The daemon's columns on runs (worker, sheet fingerprint, slot, lateness, coalesced) with the
+    unique slot index, `dead_at` on record errors, and the controls and run request tables. A v4
+    store is migrated in place, its rows kept. Idempotent, for fresh stores."""
+    q = conn.dialect.identifier_preparer.quote
+    for table, names in ((runs, V5_RUNS), (record_errors, ("dead_at",))):
+        have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+        for name in names:
+            if name in have:
+                continue
+            column = table.c[name]
+            ddl = f"ALTER TABLE {q(table.name)} ADD COLUMN {q(name)} {column.type.compile(conn.dialect)}"
+            if column.server_default is not None:
+                ddl += " NOT NULL DEFAULT 0"
+            conn.exec_driver_sql(ddl)
+    for index in runs.indexes:
+        index.create(conn, checkfirst=True)
+    for new in (controls, run_requests):
+        new.create(conn, checkfirst=True)
+
+
+V5_RUNS = ("worker", "sheet_fingerprint", "slot", "lateness_ms", "coalesced")
+
 # Each entry upgrades the schema from version i to i + 1 (index 0: empty → 1).
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4_inbox_hashes]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4_inbox_hashes, _v5_daemon]
 assert len(MIGRATIONS) == SCHEMA_VERSION

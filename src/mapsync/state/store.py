@@ -20,6 +20,7 @@ from mapsync.state.async_batches import SqlJobs
 from mapsync.state.budget import BudgetMixin
 from mapsync.state.clock import stamp as stamp
 from mapsync.state.clock import utcnow as utcnow
+from mapsync.state.controls import ControlsMixin
 from mapsync.state.data import Counts as Counts
 from mapsync.state.faults import guarded
 from mapsync.state.history import SqlHistory
@@ -28,7 +29,7 @@ from mapsync.state.lease import SqlLeases
 from mapsync.state.ledger import LedgerEntry as LedgerEntry
 from mapsync.state.ledger import LedgerMixin
 from mapsync.state.record_errors import RecordErrorsMixin, error_row
-from mapsync.state.runs import RunsMixin
+from mapsync.state.runs import RunsMixin, default_worker
 
 
 def resolve_url(url: str, folder: Path) -> str:
@@ -47,7 +48,7 @@ def resolve_url(url: str, folder: Path) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
+class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, ControlsMixin):
     """One state store; every method is one short transaction (`guarded`: a failure of the
     store itself is retried when transient, else a StateError naming it; see `state.faults`).
     Implements the port `Store` (state/ports.py): leases, inbox, async jobs and the history
@@ -56,6 +57,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.set_identity(default_worker(), None)  # the worker and sheet of its run rows
         faults.install(engine)  # its failures: one StateError naming the store (state/faults.py)
         self.leases = SqlLeases(engine)
         self.inbox = SqlInbox(engine)
@@ -332,8 +334,11 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin):
         crash.point("during_error_record")
         ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(e)
         keep_first = {
-            c.name: ins.excluded[c.name] for c in e.columns if c.name not in ("sync", "key", "first_seen")
+            c.name: ins.excluded[c.name]
+            for c in e.columns
+            if c.name not in ("sync", "key", "first_seen", "dead_at")
         }
+        keep_first["dead_at"] = sa.case((e.c.resolved_at.is_(None), e.c.dead_at), else_=None)  # kept_dead
         conn.execute(ins.on_conflict_do_update(index_elements=["sync", "key"], set_=keep_first), rows)
 
     def _add_counts(self, conn: sa.Connection, run_id: int, counts: Counts) -> None:

@@ -131,12 +131,17 @@ def resolve(conn: sa.Connection, sync: str, now: str) -> int:
     )
 
 
-def open_error_keys(conn: sa.Connection, sync: str, field: str | None = None) -> list[records.Key]:
-    """Keys of the open record errors of `sync` (only those naming `field`, if given)."""
+def open_error_keys(
+    conn: sa.Connection, sync: str, field: str | None = None, *, live_only: bool = False
+) -> list[records.Key]:
+    """Keys of the open record errors of `sync` (only those naming `field`, if given; only the
+    ones not buried as dead, with `live_only`)."""
     e = schema.record_errors
     query = sa.select(e.c.key).where(e.c.sync == sync, e.c.resolved_at.is_(None)).order_by(e.c.key)
     if field is not None:
         query = query.where(e.c.field == field)
+    if live_only:
+        query = query.where(e.c.dead_at.is_(None))
     return [tuple(values.decode(k)) for k in conn.execute(query).scalars()]
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import threading
 import time
 
-from mapsync.state.clock import SYSTEM, Clock, ManualClock, SystemClock, stamp
+from mapsync.state.clock import SYSTEM, Clock, ManualClock, SystemClock, stamp, unstamp
 
 
 def test_system_clock_is_the_machine_clock() -> None:
@@ -42,3 +42,9 @@ def test_manual_clock_moves_only_when_told_or_slept_on() -> None:
     stop.set()
     assert clock.wait(stop, 60) is True and clock.time() == 1_800_000_460.0  # set: no time passes
     assert time.monotonic() - start < 1.0  # none of it was real waiting
+
+
+def test_unstamp_reads_a_stamp_back() -> None:
+    moment = dt.datetime(2026, 5, 1, 8, 0, 0, 123456, tzinfo=dt.UTC)
+    assert unstamp(stamp(moment)) == moment
+    assert unstamp("2026-05-01T08:00:00.000000Z").tzinfo == dt.UTC
