@@ -121,6 +121,12 @@ class Watchdog:
             self._deadline = time.monotonic() + self.ttl * (1 - MARGIN)
             self._wake.notify()
 
+    @property
+    def deadline(self) -> float | None:
+        """The monotonic time the armed deadline passes (None: disarmed)."""
+        with self._wake:
+            return self._deadline
+
     def renewed(self, at: float) -> None:
         """The lease was renewed by a call that started at monotonic time `at`."""
         with self._wake:

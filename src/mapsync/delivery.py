@@ -6,11 +6,17 @@ destination refuses that call because of some record in it (`Refused`), splits t
 halves until the record(s) at fault stand alone. One bad record costs about 2·log2(n) extra
 calls and never blocks the rest. Any other exception (TransientError, PermanentError) is
 systemic and propagates: the run stops and keeps its cursor.
+
+Inside `whole()` (the engine enters it while the destination's breaker is open, see
+mapsync.breaker) a refused call is not split: every record of it is rejected with the call's
+error, so an API that refuses everything costs one call per write call, not 2·n.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 
 from mapsync import records
 
@@ -27,6 +33,36 @@ class Refused(Exception):
 # It may return rejections of single records that the destination turned down individually
 # (APIs with per-record results); every other record of the call counts as delivered.
 WriteCall = Callable[[list[records.Mapped], bool], Sequence[records.Rejection] | None]
+
+
+# per thread (each daemon thread runs its own engine): refused calls are not bisected
+_whole: contextvars.ContextVar[bool] = contextvars.ContextVar("mapsync_delivery_whole", default=False)
+
+
+@contextlib.contextmanager
+def whole(on: bool = True) -> Iterator[None]:
+    """Within: a refused call is not split to find the records at fault (`on=False`: as usual)."""
+    token = _whole.set(on)
+    try:
+        yield
+    finally:
+        _whole.reset(token)
+
+
+def splitting() -> bool:
+    """Whether a refused call is bisected now (False inside `whole()`)."""
+    return not _whole.get()
+
+
+def refused_all(recs: Sequence[records.Mapped], reason: str) -> list[records.Rejection]:
+    """Every record of a refused call, rejected with the call's error: the record itself when it
+    stood alone, else the whole call (not split: the breaker is open)."""
+    if len(recs) == 1:
+        message = f"destination refused the record: {reason}"
+    else:
+        whole = f"the call of {len(recs)} records (not split: delivery.breaker)"
+        message = f"destination refused {whole}: {reason}"
+    return [records.Rejection(r.key, message, None, "destination", r.version) for r in recs]
 
 
 def delivered(rec: records.Mapped) -> records.Delivered:
@@ -59,12 +95,8 @@ def isolate(recs: list[records.Mapped], call: WriteCall, fresh: bool = False) ->
     try:
         turned_down = list(call(recs, fresh) or ())
     except Refused as exc:
-        if len(recs) == 1:
-            rec = recs[0]
-            message = f"destination refused the record: {exc.reason}"
-            return records.WriteResult(
-                rejected=[records.Rejection(rec.key, message, None, "destination", rec.version)]
-            )
+        if len(recs) == 1 or not splitting():
+            return records.WriteResult(rejected=refused_all(recs, exc.reason))
         mid = len(recs) // 2
         left, right = isolate(recs[:mid], call), isolate(recs[mid:], call)
         return records.WriteResult(left.delivered + right.delivered, left.rejected + right.rejected)

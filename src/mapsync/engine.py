@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable
 
 from mapsync import (
+    breaker,
     capture,
     collisions,
     connectors,
@@ -28,7 +30,7 @@ from mapsync import (
 from mapsync import mapping as compile_
 from mapsync.connectors import catalog_mark
 from mapsync.connectors.catalog_mark import Mark
-from mapsync.lease_watch import LeaseWatch, settled
+from mapsync.lease_watch import Heartbeat, LeaseWatch, heartbeat, settled
 from mapsync.ports import Destination, Handle
 from mapsync.records import RunKind, RunStatus
 from mapsync.redact import redact
@@ -51,10 +53,27 @@ log = logging.getLogger("mapsync.engine")
 
 
 class Engine:
-    """Runs the syncs of one sheet against one state store."""
+    """Runs the syncs of one sheet against one state store.
 
-    def __init__(self, loaded: LoadedSheet, store: Store, observer: Observer | None = None) -> None:
+    `stop`: a graceful stop (the daemon's SIGTERM): once set, a run ends after the batch it is
+    in is committed, as `stopped` (see `_scoped`). `heartbeat`: renew a run's lease from a
+    thread every `lease_ttl / 3` while it is active (the daemon; one-off CLI runs renew only
+    before writes and at commits)."""
+
+    def __init__(
+        self,
+        loaded: LoadedSheet,
+        store: Store,
+        observer: Observer | None = None,
+        *,
+        stop: threading.Event | None = None,
+        heartbeat: bool = False,
+    ) -> None:
         self.loaded = loaded
+        self.stop = stop
+        self.heartbeat = heartbeat
+        self._beat: Heartbeat | None = None  # the active run's heartbeat
+        self._breaker = breaker.Breaker(None)  # the active run's destination breaker
         self.sheet = loaded.sheet
         self.store = store
         self.observer = observer or Quiet()
@@ -265,7 +284,12 @@ class Engine:
 
     def _scoped(self, name: str, parts: Parts, plan: Plan, request: Request) -> RunReport:
         """A run of any kind: lease, run row, the plan's batches through `_step`, the run's end."""
-        with leases.held(self.store, name, self.sheet.state.lease_ttl) as lease, self.watch.watching(lease):
+        with (
+            leases.held(self.store, name, self.sheet.state.lease_ttl) as lease,
+            self.watch.watching(lease),
+            heartbeat(self.store, lease, self.heartbeat) as beat,
+        ):
+            self._beat, self._breaker = beat, breaker.Breaker(self.sheet.syncs[name].delivery.breaker)
             cursors = self.store.cursors(name)
             kind = plan.decide(cursors)
             run_id = self.store.start_run(
@@ -284,14 +308,23 @@ class Engine:
             log.info(
                 "run_started", extra={"action": "run_started", "sync": name, "run_id": run_id, "kind": kind}
             )
+            done = 0  # batches committed
             try:
                 parts.capture.begin()  # the parts live across runs: what the last run left goes
                 parts.dest.begin(kind)
+                if self._stopping():  # a stop before the first read: nothing is read
+                    return self._stopped(report, done, request.keep_empty)
                 batches, total = plan.start(scope)
                 self.observer.started(name, kind, total)
                 for batch in batches:
                     crash.point("after_read")
                     self._step(scope, parts, batch)
+                    done += 1
+                    if self._stopping():
+                        _close(batches)
+                        return self._stopped(report, done, request.keep_empty)
+                if beat is not None:
+                    beat.check()
                 plan.end(scope)
             except _STOPS as exc:
                 return self._failed(report, exc)
@@ -318,9 +351,32 @@ class Engine:
             )
             return report
 
+    def _stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def _stopped(self, report: RunReport, done: int, keep_empty: bool) -> RunReport:
+        """A graceful stop between batches: the run ends `stopped`; the plan's end is not run, so
+        the cursors stay at the last committed batch and the next run goes on from there."""
+        report.status = RunStatus.STOPPED
+        report.message = (
+            f"stopped by a shutdown request after {done} batch(es); the next run goes on from there"
+        )
+        if not keep_empty and done == 0:  # follow mode: nothing happened, no row
+            self.store.discard_run(report.run_id or 0)
+            report.run_id = None
+            return report
+        self.store.finish_run(report.run_id or 0, RunStatus.STOPPED, None, report.message)
+        log.info(
+            "run_stopped",
+            extra={"action": "run_stopped", "sync": report.sync, "run_id": report.run_id, "batches": done},
+        )
+        return report
+
     def _step(self, scope: RunScope, parts: Parts, batch: records.Batch) -> None:
-        """One batch: map → ledger → collisions → guard → write → acknowledge → commit."""
+        """One batch: map → ledger → collisions → guard → write → breaker → acknowledge → commit."""
         name, report = scope.sync, scope.report
+        if self._beat is not None:
+            self._beat.check()  # a heartbeat found the lease taken: nothing more of this run
         counts = Counts(read=len(batch.changes))
         mapped, rejected, tally = run_steps.map_batch(parts.mapping, batch, scope.reads, report, counts)
         # a fresh seed writes into an empty destination: every row must go, whatever the ledger
@@ -333,7 +389,10 @@ class Engine:
         send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
         rejected += collided
         guard.before_send(scope.guard, batch.changes, send)  # the mass-delete guard
-        result = self._write(scope, parts, send)
+        with self._breaker.writing():  # open: a refused call is not split
+            result = self._write(scope, parts, send)
+        # tripped: the run fails before this batch is acknowledged or committed
+        self._breaker.record(name, len(send), len(result.rejected))
         # record errors are stored and shown: no form of a secret goes into them
         all_rejected = [self._redact_rejection(r) for r in rejected + result.rejected]
         parts.capture.acknowledge(batch, records.WriteResult(result.delivered, all_rejected))
@@ -411,3 +470,10 @@ class Engine:
     def _redact_rejection(self, r: records.Rejection) -> records.Rejection:
         message = self.redact_text(r.message)
         return r if message == r.message else dataclasses.replace(r, message=message)
+
+
+def _close(batches: object) -> None:
+    """A run's batches left before the end (a generator may hold a read open)."""
+    close = getattr(batches, "close", None)
+    if callable(close):
+        close()

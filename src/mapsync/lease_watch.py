@@ -5,6 +5,11 @@ engine renews the lease right before each destination write (`LeaseLost` if anot
 it now), every batch commit moves the deadline, and when the deadline passes without a renewal
 the sockets of every engine of the run (state store, source, destination) are shut down, so a
 stalled call ends in a transient failure instead of writing later under a lease it lost.
+
+`Heartbeat` (the daemon's engines) renews the lease from a thread of its own every `ttl / 3`
+while a run is active, so another worker never takes over a healthy run whose batches are slow.
+It never moves the watchdog's deadline: only the engine's own renewals (before a write, at a
+commit) do, so a stalled call is still cut at its lease deadline.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -117,3 +123,68 @@ def settled(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[An
             self.watch.dog.disarm()
 
     return wrapper
+
+
+class Heartbeat:
+    """Renews a run's lease every `ttl / 3` from a daemon thread, fenced by the lease's token.
+
+    A renewal that finds the lease gone (another run holds it) sets `lost`, which `check()` (the
+    engine, before each batch and each write) turns into `LeaseLost`. A renewal that fails for
+    another reason (the state store is briefly away) is logged and tried again at the next beat.
+    The watchdog's deadline is not moved (see the module's docstring)."""
+
+    def __init__(self, store: Store, lease: leases.Lease) -> None:
+        self.store = store
+        self.lease = lease
+        self.every = lease.ttl.total_seconds() / 3
+        self.beats = 0  # renewals that went through
+        self.lost = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"lease-heartbeat-{lease.sync}")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """No renewal after this returns (the lease may be released next)."""
+        self._done.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def check(self) -> None:
+        """Raise `LeaseLost` when a renewal found the lease taken."""
+        if self.lost:
+            raise leases.lost(self.lease)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.every):
+            try:
+                leases.renew(self.store, self.lease)
+            except errors.LeaseLost:
+                self.lost = True
+                log.error(
+                    "lease_lost",
+                    extra={"action": "lease_lost", "sync": self.lease.sync, "error": "taken (heartbeat)"},
+                )
+                return
+            except Exception as exc:  # a store hiccup: the next beat (or the engine's renewal) tries again
+                log.warning(
+                    "lease_heartbeat_failed",
+                    extra={"action": "lease_heartbeat_failed", "sync": self.lease.sync, "error": str(exc)},
+                )
+            else:
+                self.beats += 1
+
+
+@contextlib.contextmanager
+def heartbeat(store: Store, lease: leases.Lease, on: bool) -> Iterator[Heartbeat | None]:
+    """A heartbeat for the `with` block when `on`, else None."""
+    if not on:
+        yield None
+        return
+    with Heartbeat(store, lease) as beat:
+        yield beat

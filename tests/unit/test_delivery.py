@@ -94,3 +94,19 @@ def test_a_systemic_failure_propagates_without_splitting() -> None:
 def test_the_destination_id_is_the_destination_key() -> None:
     result = delivery.deliver([_rec(7)], Recorder())
     assert result.delivered[0].dest_id == records.key_text((7,)) == "[7]"
+
+
+def test_inside_whole_a_refused_call_is_not_split() -> None:
+    call = Recorder(poisoned=frozenset({3}))
+    with delivery.whole():
+        assert not delivery.splitting()
+        result = delivery.deliver([_rec(i) for i in range(1, 9)], call)
+    assert delivery.splitting()  # back to bisecting after the block
+    assert [len(keys) for keys, _ in call.calls] == [8]  # one call, no bisection
+    assert result.delivered == [] and [r.key for r in result.rejected] == [(i,) for i in range(1, 9)]
+    assert {r.message for r in result.rejected} == {
+        "destination refused the call of 8 records (not split: delivery.breaker): "
+        "duplicate key value violates unique constraint"
+    }
+    with delivery.whole(False):  # off: as usual
+        assert delivery.splitting()

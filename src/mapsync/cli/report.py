@@ -44,7 +44,9 @@ def print_report(out: Console, r: RunReport, sheet: Sheet | None) -> None:
     """One run's report for people: counts, then what needs a look."""
     columns = keys.columns_of(sheet, r.sync)
     c = r.counts
-    color = {"success": "green", "partial": "yellow"}.get(r.status, "red")
+    color = {"success": "green", "partial": "yellow", "stopped": "yellow", "skipped": "yellow"}.get(
+        r.status, "red"
+    )
     extra = f", missed {c.missed}" if r.kind == "overlap" else ""
     deletes = _deletes(r, sheet)
     disabled = f", disabled {deletes['disabled']}" if deletes and deletes["disabled"] else ""

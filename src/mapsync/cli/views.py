@@ -86,6 +86,9 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
         if last.get("status") == "failed" and last.get("message"):
             text = f"{row['sync']}: {last.get('failure_class')} failure: {last['message']}"
             out.print(text, highlight=False, markup=False)
+        elif last.get("status") == "stopped" and last.get("message"):  # a graceful stop
+            text = f"{row['sync']}: stopped: {last['message']}"
+            out.print(text, highlight=False, markup=False)
         if last.get("scheduled_at") or last.get("status") == "skipped":  # the daemon's runs
             out.print(
                 f"{row['sync']}: last run #{last['id']}{_scheduled(last)}", highlight=False, markup=False

@@ -164,9 +164,8 @@ class AsyncDelivery:
         return rejected
 
     def _split(self, op: str, recs: list[records.Mapped], reason: str) -> list[records.Rejection]:
-        if len(recs) == 1:
-            message = f"destination refused the record: {reason}"
-            return [records.Rejection(recs[0].key, message, None, "destination", recs[0].version)]
+        if len(recs) == 1 or not delivery.splitting():  # alone, or the breaker is open
+            return delivery.refused_all(recs, reason)
         mid = len(recs) // 2
         call = functools.partial(self._job_call, op)
         return delivery.isolate(recs[:mid], call).rejected + delivery.isolate(recs[mid:], call).rejected

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mapsync.sheet.base import Model
 from mapsync.sheet.duration import Duration
@@ -42,6 +42,20 @@ class AsyncJobs(Model):
     batch_header: str | None = Field(
         "Idempotency-Key",
         description="Header carrying the client batch id on the submit (a server may dedupe by it).",
+    )
+
+
+class BreakerConfig(Model):
+    """The circuit breaker of a sync's destination (see docs/design.md, "The breaker")."""
+
+    refused: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of a batch's sent records the destination refused that makes it a refused batch.",
+    )
+    batches: int = Field(
+        3, ge=1, le=1000, description="Refused batches in a row that trip the breaker: the run fails."
     )
 
 
@@ -91,3 +105,22 @@ class DeliveryConfig(Model):
             "turns the guard off."
         ),
     )
+    breaker: BreakerConfig | None = Field(
+        default_factory=BreakerConfig,
+        description=(
+            "Circuit breaker: after a batch whose sent records the destination refused (at least "
+            "`refused` of them), refused calls are no longer split to find the records at fault; "
+            "`batches` refused batches in a row fail the run (failure class `destination`). "
+            "`false` turns it off."
+        ),
+    )
+
+    @field_validator("breaker", mode="before")
+    @classmethod
+    def _breaker_switch(cls, value: object) -> object:
+        """`breaker: false` is off, `breaker: true` the defaults."""
+        if value is False:
+            return None
+        if value is True:
+            return {}
+        return value

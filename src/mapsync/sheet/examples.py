@@ -7,7 +7,7 @@ import dataclasses
 
 from pydantic import BaseModel
 
-from mapsync.sheet import connection_examples, models
+from mapsync.sheet import connection_examples, delivery_models, models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +155,7 @@ overlap: {window: 24h, every: 1d}
         "job_id: job.id\nstatus_path: jobs/{job}\nstatus_field: state\ndone: [done]\n"
         "failed: [failed]\nresults: results\n",
     ),
+    delivery_models.BreakerConfig: Example("breaker", "refused: 0.9\nbatches: 3\n"),
     models.ScheduleConfig: Example(
         "schedule",
         'cron: "*/5 7-19 * * 1-5"\ntimezone: Europe/Berlin\nstart_within: 2m\nfinish_within: 10m\n',
