@@ -223,9 +223,7 @@ class Worker:
             self.engine.close()  # an accepted reload: built afresh from the new configuration
             self.engine = None
         if self.engine is None:
-            self.engine = Engine(self.loaded, store)
-            self.engine.stop = self.daemon.stop
-            self.engine.heartbeat = True
+            self.engine = Engine(self.loaded, store, stop=self.daemon.stop, heartbeat=True)
         return self.engine
 
     def _wait_for_after(self) -> None:
@@ -307,7 +305,7 @@ class Worker:
             message = engine.redact_text(str(failed)) if failed is not None else None
             run_id = report.run_id if report is not None else None
             try:
-                store.finish_request(job.request_id, status, run_id, message)  # type: ignore[attr-defined]
+                store.finish_request(job.request_id, status, run_id, message)
             except errors.StateError:
                 log.warning(
                     "daemon_request_unrecorded",
@@ -472,7 +470,7 @@ class Daemon:
             return self.poll.total_seconds()
 
     def _tick(self, now: dt.datetime) -> float:
-        paused = self.store.paused()  # type: ignore[attr-defined]
+        paused = self.store.paused()
         wait = self.poll.total_seconds()
         for name, w in list(self.workers.items()):
             w.paused = paused.get(name)
@@ -506,7 +504,7 @@ class Daemon:
             return
         key = (w.name, slot)
         if key not in self.handled:  # first look: what ran before (this or an earlier daemon)
-            last = self.store.last_slot(w.name, slot)  # type: ignore[attr-defined]
+            last = self.store.last_slot(w.name, slot)
             self.handled[key] = last if last is not None else due  # never ran: wait for the next
         last = self.handled[key]
         if last is not None and due <= last:
@@ -516,7 +514,7 @@ class Daemon:
         kind = RETRY if slot == RETRY else RUN
         reason = self._skip_reason(w, slot)
         if reason is not None:
-            self.store.record_skipped_run(  # type: ignore[attr-defined]
+            self.store.record_skipped_run(
                 w.name, kind, "schedule", due, slot, reason[0], reason[1]
             )
             log.warning(
@@ -549,7 +547,7 @@ class Daemon:
         if not names:
             return
         try:
-            taken = self.store.take_requests(names, self.worker)  # type: ignore[attr-defined]
+            taken = self.store.take_requests(names, self.worker)
         except errors.StateError as exc:
             if exc.reason not in faults.TRANSIENT:
                 raise
