@@ -224,6 +224,7 @@ class Worker:
             self.engine = None
         if self.engine is None:
             self.engine = Engine(self.loaded, store, stop=self.daemon.stop, heartbeat=True)
+            store.set_identity(self.daemon.worker, fingerprint(self.loaded))  # on its run rows
         return self.engine
 
     def _wait_for_after(self) -> None:
