@@ -515,9 +515,7 @@ class Daemon:
         kind = RETRY if slot == RETRY else RUN
         reason = self._skip_reason(w, slot)
         if reason is not None:
-            self.store.record_skipped_run(
-                w.name, kind, "schedule", due, slot, reason[0], reason[1]
-            )
+            self.store.record_skipped_run(w.name, kind, "schedule", due, slot, reason[0], reason[1])
             log.warning(
                 "daemon_slot_skipped",
                 extra={"action": "daemon_slot_skipped", "sync": w.name, "slot": slot, "reason": reason[1]},
