@@ -108,7 +108,7 @@ def mapsync(
 
     In this process by default (tests/cli_runner.py: about a second less per call), crash points
     included (they raise instead of SIGKILL, see mapsync.crash). A real process when the test
-    asks (`process=True`: the process itself is under test), for `serve` and `--follow` (they
+    asks (`process=True`: the process itself is under test), for `serve`, `daemon` and `--follow` (they
     run until a signal), when the test relies on a `timeout`, and when `MAPSYNC_CRASH_AT` is set
     without `process=False` (a real SIGKILL). `MAPSYNC_TEST_CLI=process` makes every call a
     real process (to show both give the same results)."""
@@ -117,6 +117,7 @@ def mapsync(
         process = (
             timeout is not None
             or "serve" in args
+            or "daemon" in args
             or "--follow" in args
             or bool(full_env.get("MAPSYNC_CRASH_AT"))
         )

@@ -210,13 +210,17 @@ class Engine:
         *,
         trigger: str = "cli",
         scheduled_at: dt.datetime | None = None,
+        slot: str | None = None,
+        coalesced: int = 0,
         again: bool = False,
         window: dt.timedelta | None = None,
         keep_empty: bool = True,
         deletes: bool = False,
         force_deletes: bool = False,
     ) -> RunReport:
-        """One pass of one sync. `kind`: seed | run | overlap. Raises LeaseHeld, ConfigError.
+        """One pass of one sync. `kind`: seed | run | overlap. Raises LeaseHeld, ConfigError, and
+        SlotTaken when `slot` (the daemon's schedule that made the run) at `scheduled_at` ran
+        already; `coalesced`: how many missed slots the run stands for beyond its own.
         `keep_empty=False` (follow mode) leaves no run in the history when it changed nothing: no
         write, delete or rejection, and the cursors ended where they started."""
         cfg = self.sheet.syncs[name]
@@ -229,7 +233,9 @@ class Engine:
             )
             given = capture.RunInput(run_guard, check, window)
             plan = CapturePlan(self.store, self.sheet, name, parts, RunKind(kind), again)
-            request = Request(RunKind(kind), trigger, scheduled_at, keep_empty, run_guard, given)
+            request = Request(
+                RunKind(kind), trigger, scheduled_at, keep_empty, run_guard, given, slot, coalesced
+            )
             return self._scoped(name, parts, plan, request)
 
         return self._kept(name, scoped)
@@ -245,25 +251,29 @@ class Engine:
         key: tuple[str, ...] | None = None,
         automatic: bool = False,
         max_attempts: int | None = None,
+        scheduled_at: dt.datetime | None = None,
+        slot: str | None = None,
     ) -> RunReport:
         """Re-send the records of open record errors (only those naming `field`, or of the one
         `key` as written on the command line, if given), read afresh from the source by key,
         through the usual map → write → commit; a run of kind `retry` under the sync's lease
         that leaves the capture cursors alone. `automatic` (the daemon): dead errors are left
-        out, and errors tried `max_attempts` times are buried after it (`RunReport.buried`)."""
+        out, and errors tried `max_attempts` times are buried after it (`RunReport.buried`);
+        `scheduled_at` and `slot`: the daemon's retry slot (SlotTaken if it ran already)."""
         parts = self.parts(name)
         batch = self.sheet.syncs[name].delivery.batch
         plan = RetryPlan(
             self.store, name, parts, batch, field, key, automatic=automatic, max_attempts=max_attempts
         )
-        return self._kept(name, lambda: self._scoped(name, parts, plan, Request(RunKind.RETRY, trigger)))
+        request = Request(RunKind.RETRY, trigger, scheduled_at, slot=slot)
+        return self._kept(name, lambda: self._scoped(name, parts, plan, request))
 
     def _kept(self, name: str, scoped: Callable[[], RunReport]) -> RunReport:
         """A run whose sync's cached parts survive only if it did not fail or crash (a held
         lease is no run: the parts stay)."""
         try:
             report = scoped()
-        except errors.LeaseHeld:
+        except (errors.LeaseHeld, errors.SlotTaken):  # no run: the parts stay
             raise
         except BaseException:
             self._built.pop(name, None)
@@ -282,7 +292,15 @@ class Engine:
             self._beat, self._breaker = beat, breaker.Breaker(self.sheet.syncs[name].delivery.breaker)
             cursors = self.store.cursors(name)
             kind = plan.decide(cursors)
-            run_id = self.store.start_run(name, kind, request.trigger, lease.token, request.scheduled_at)
+            run_id = self.store.start_run(
+                name,
+                kind,
+                request.trigger,
+                lease.token,
+                request.scheduled_at,
+                slot=request.slot,
+                coalesced=request.coalesced,
+            )
             report = RunReport(name, kind, run_id, RunStatus.RUNNING, Counts())
             scope = RunScope(name, kind, lease, report, request.guard, request.capture_input)
             if (context := self._contexts.get(name)) is not None:

@@ -40,9 +40,15 @@ BACKOFF_MAX = dt.timedelta(minutes=5)
 class Backoff:
     """Per sync: after n failures in a row, wait first·2^(n-1) (at most `cap`) before the next run."""
 
-    def __init__(self, first: dt.timedelta = BACKOFF_FIRST, cap: dt.timedelta = BACKOFF_MAX) -> None:
+    def __init__(
+        self,
+        first: dt.timedelta = BACKOFF_FIRST,
+        cap: dt.timedelta = BACKOFF_MAX,
+        jitter: Callable[[float], float] | None = None,
+    ) -> None:
         self.first = first.total_seconds()
         self.cap = cap.total_seconds()
+        self.jitter = jitter  # the delay actually waited, given the nominal one (the daemon: 1/2 to 1)
         self.failures: dict[str, int] = {}
         self.until: dict[str, float] = {}
 
@@ -53,6 +59,8 @@ class Backoff:
         """Count a failure; the delay before the sync's next run, in seconds."""
         n = self.failures[name] = self.failures.get(name, 0) + 1
         delay = min(self.cap, self.first * 2.0 ** min(n - 1, 40))
+        if self.jitter is not None:
+            delay = self.jitter(delay)
         self.until[name] = now + delay
         log.warning(
             "follow_backoff",

@@ -51,7 +51,7 @@ def failure_class(exc: BaseException) -> str:
 
 
 def _recordable(exc: BaseException, keep_empty: bool) -> bool:
-    if isinstance(exc, errors.UsageError):
+    if isinstance(exc, errors.UsageError | errors.SlotTaken):  # SlotTaken: another ran the slot
         return False
     if isinstance(exc, errors.LeaseHeld):
         return keep_empty  # follow mode (keep_empty=False) skips a held lease quietly
@@ -107,7 +107,10 @@ def _record(engine: _Engine, options: dict[str, Any], exc: BaseException) -> Non
             cls,
             message,
             options.get("scheduled_at"),
+            slot=options.get("slot"),
         )
+    except errors.SlotTaken:  # the slot's run was recorded by another attempt: nothing to add
+        return
     except errors.StateError as fault:  # the store failed too: the caller still gets `exc`
         log.error("run_not_recorded", extra={"action": "run_not_recorded", "error": str(fault)})
         return

@@ -28,6 +28,7 @@ from mapsync import keys as key_forms
 from mapsync.guard import Guard
 from mapsync.records import RunKind
 from mapsync.run_types import Parts, RunReport
+from mapsync.sheet import identity as identities
 from mapsync.sheet import models
 from mapsync.state import lease as leases
 from mapsync.state.ports import Store
@@ -46,6 +47,8 @@ class Request:
     guard: Guard | None = None  # the run's mass-delete guard (None: the run sends no delete)
     # what the capture gets for this run (guard, --deletes, --window; it counts ignored deletes)
     capture_input: capture.RunInput = dataclasses.field(default_factory=capture.RunInput)
+    slot: str | None = None  # the daemon's schedule that made the run (run | retry), if any
+    coalesced: int = 0  # missed slots (after downtime) this run stands for, beyond its own
 
 
 @dataclasses.dataclass
@@ -115,6 +118,9 @@ class CapturePlan:
             again = self.again and cursors.get("watermark") is not None
             start = {} if again else parts.capture.start_seed()
             first = {**start, "seed": {"status": "running", "after": None}, "position": None}
+            # the state is now a record of this sync as the sheet has it (the daemon refuses to
+            # run it under a sheet that makes it another sync: sheet/identity.py)
+            first[identities.CURSOR] = identities.identity(self.sheet, self.name)
             self.store.set_cursors(self.name, first, scope.run_id)
             cursors = self.store.cursors(self.name)
         scope.fresh = not resuming and not self.again and parts.dest.is_empty()

@@ -131,14 +131,29 @@ def execute(
     deletes: bool = False,
     force_deletes: bool = False,
     key: tuple[str, ...] | None = None,
+    ignore_pause: bool = True,
 ) -> None:
-    """Run `kind` (seed | run | overlap | retry) for each sync, print the reports, exit 0/1/2."""
+    """Run `kind` (seed | run | overlap | retry) for each sync, print the reports, exit 0/1/2.
+    Without `ignore_pause`, a sync paused by an operator (`mapsync pause`) is not run: a line
+    says who paused it, and the exit code is at least 1."""
     observer = RichObserver(err) if progress and err.is_terminal else None
     engine = Engine(loaded, store, observer)
     reports: list[RunReport] = []
     code = 0
     try:
+        paused = {} if ignore_pause else _paused(loaded, store)
         for name in names:
+            if name in paused:
+                p = paused[name]
+                note = f": {p.note}" if p.note else ""
+                err.print(
+                    f"sync {name} is paused (by {p.by} at {p.at:%Y-%m-%d %H:%M:%S}{note}): not run; "
+                    f"`mapsync resume --sync {name}`, or `--ignore-pause` for this run",
+                    markup=False,
+                    highlight=False,
+                )
+                code = max(code, 1)
+                continue
             try:
                 with handled(loaded.secrets):
                     if kind == "retry":
@@ -172,9 +187,56 @@ def execute(
         raise Exit(code)
 
 
+def _paused(loaded: loader.LoadedSheet, store: StateStore) -> dict[str, Any]:
+    with handled(loaded.secrets):
+        return store.paused()
+
+
 def report_dict(r: RunReport, sheet: Sheet | None = None) -> dict[str, Any]:
     return report.report_dict(r, sheet)
 
 
 def print_report(r: RunReport, sheet: Sheet | None = None) -> None:
     report.print_report(out, r, sheet)
+
+
+def serve_daemon(
+    loaded: loader.LoadedSheet,
+    names: list[str],
+    as_json: bool,
+    *,
+    poll: dt.timedelta,
+    named: bool,
+    follow_all: dt.timedelta | None = None,
+) -> int:
+    """Run a daemon over `names` until a signal stops it (`mapsync daemon`, `run --follow`);
+    returns its exit code."""
+    from mapsync import daemon  # not at the top: `--help` stays light
+
+    store = open_store(loaded, create=False)
+
+    def report(r: RunReport) -> None:
+        if as_json:
+            out.print(json.dumps(report_dict(r, loaded.sheet), default=str), soft_wrap=True, highlight=False)
+        else:
+            print_report(r, loaded.sheet)
+
+    d = daemon.Daemon(
+        loaded,
+        store,
+        names,
+        open_store=lambda: open_store(loaded, create=False),
+        poll=poll,
+        follow_all=follow_all,
+        on_report=report,
+        named=named,
+    )
+    try:
+        with handled(loaded.secrets), daemon.signals(d):
+            what = "following" if follow_all is not None else "running"
+            err.print(f"{what} {', '.join(names)}; stop with Ctrl-C or SIGTERM, reload with SIGHUP")
+            code = d.run()
+            err.print(f"stopped after {d.passes} pass(es)")
+            return code
+    finally:
+        store.close()

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from typing import Annotated
 
 import typer
 
-from mapsync import follow as follow_mod
 from mapsync.cli.common import (
     JsonOpt,
     SheetArg,
     SyncOpt,
     app,
-    err,
     execute,
     fail,
-    handled,
     load_sheet,
     open_store,
-    out,
-    print_report,
-    report_dict,
+    serve_daemon,
     sync_names,
 )
-from mapsync.engine import Engine, RunReport
 from mapsync.sheet.duration import parse_duration
 from mapsync.sheet.loader import LoadedSheet
 
@@ -87,9 +79,16 @@ def run(
             "or a source that reads empty or partial).",
         ),
     ] = False,
+    ignore_pause: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-pause", help="Run syncs paused by `mapsync pause` too (this run only; the pause stays)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """One pass of every sync (or --sync NAME): deliver what changed since the last run."""
+    """One pass of every sync (or --sync NAME): deliver what changed since the last run. A paused
+    sync is not run (exit 1) unless --ignore-pause."""
     loaded = load_sheet(sheet)
     names = sync_names(loaded, sync)
     if follow:
@@ -115,34 +114,21 @@ def run(
         window=span,
         deletes=deletes,
         force_deletes=force_deletes,
+        ignore_pause=ignore_pause,
     )
 
 
 def run_follow(loaded: LoadedSheet, names: list[str], poll: str, as_json: bool) -> None:
-    """Passes until SIGTERM/SIGINT; each pass that did something prints its report (one JSON
-    object per line with --json). Exits 0 after a clean stop, whatever the passes reported:
-    failed runs are in the history and `mapsync status`."""
+    """`run --follow`: the daemon (`mapsync.daemon`) with every named sync following, whatever
+    its schedule: passes until SIGTERM/SIGINT, each pass that did something printing its report
+    (one JSON object per line with --json). Exits 0 after a clean stop, whatever the passes
+    reported: failed runs are in the history and `mapsync status`."""
     try:
         interval = parse_duration(poll)
     except ValueError as exc:
         raise fail(f"--poll: {exc}", 2) from None
     if interval.total_seconds() <= 0:
         raise fail("--poll must be more than 0", 2)
-    store = open_store(loaded, create=False)
-    engine = Engine(loaded, store)
-    stop = threading.Event()
-
-    def report(r: RunReport) -> None:
-        if as_json:
-            out.print(json.dumps(report_dict(r, loaded.sheet), default=str), soft_wrap=True, highlight=False)
-        else:
-            print_report(r, loaded.sheet)
-
-    try:
-        with handled(loaded.secrets), follow_mod.stop_on_signals(stop):
-            err.print(f"following {', '.join(names)} (poll {poll}); stop with Ctrl-C or SIGTERM")
-            passes = follow_mod.follow(engine, names, poll=interval, stop=stop, on_report=report)
-            err.print(f"stopped after {passes} pass(es)")
-    finally:
-        engine.close()
-        store.close()
+    code = serve_daemon(loaded, names, as_json, poll=interval, named=True, follow_all=interval)
+    if code:
+        raise fail("stopped with runs cut at the end of the grace period, or a state store to fix", code)

@@ -1,0 +1,79 @@
+"""`mapsync daemon`: every sync of the sheet on its schedule until SIGTERM (`mapsync.daemon`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import typer
+
+from mapsync.cli.common import JsonOpt, SheetArg, app, fail, load_sheet, serve_daemon
+from mapsync.sheet import checks
+from mapsync.sheet.duration import parse_duration
+from mapsync.sheet.loader import LoadedSheet
+
+
+@app.command()
+def daemon(
+    sheet: SheetArg,
+    sync: Annotated[
+        list[str] | None,
+        typer.Option("--sync", help="Run only this sync (repeat the option for several)."),
+    ] = None,
+    poll: Annotated[
+        str,
+        typer.Option(help="How often pause/resume/request and due slots are looked at, e.g. 1s."),
+    ] = "1s",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every sync on its `schedule:` (every, cron, follow) and `retry:` until SIGTERM/Ctrl-C.
+
+    Each scheduled slot runs once (recorded with its scheduled time, lateness, worker and sheet
+    fingerprint); a slot that falls due while the previous run still runs, or while the sync is
+    paused or backing off, is recorded as skipped. Failures are retried with backoff, the other
+    syncs go on. SIGHUP reloads the sheet; SIGTERM stops after the current batches (30 s grace).
+    Runs that changed something or failed are printed (one JSON object per line with --json)."""
+    loaded = load_sheet(sheet)
+    names = _names(loaded, sync)
+    interval = _duration("--poll", poll)
+    scheduled = [n for n in names if _has_schedule(loaded, n)]
+    if not scheduled:
+        raise fail(
+            "no sync to run: none of "
+            + ", ".join(names)
+            + " has `schedule: {every: …}`, `{cron: …}`, `{follow: true}` or `retry:` "
+            "(see docs/sheet.md, Schedule); `mapsync run --follow` follows syncs without one",
+            2,
+        )
+    code = serve_daemon(loaded, scheduled, as_json, poll=interval, named=sync is not None)
+    if code:
+        raise fail("the daemon stopped with runs cut or a state store to fix: see the log above", code)
+
+
+def _names(loaded: LoadedSheet, sync: list[str] | None) -> list[str]:
+    order = checks.run_order(loaded.sheet)
+    if not sync:
+        return order
+    unknown = [s for s in sync if s not in loaded.sheet.syncs]
+    if unknown:
+        raise fail(f"unknown sync {unknown[0]!r} (known: {', '.join(loaded.sheet.syncs)})", 2)
+    return [n for n in order if n in sync]
+
+
+def _has_schedule(loaded: LoadedSheet, name: str) -> bool:
+    cfg = loaded.sheet.syncs[name]
+    s = cfg.schedule
+    return (
+        bool(getattr(s, "every", None) or getattr(s, "cron", None) or getattr(s, "follow", False))
+        or getattr(cfg, "retry", None) is not None
+    )
+
+
+def _duration(option: str, text: str) -> dt.timedelta:
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}", 2) from None
+    if value.total_seconds() <= 0:
+        raise fail(f"{option} must be more than 0", 2)
+    return value

@@ -1,0 +1,665 @@
+"""`mapsync daemon SHEET`: every sync on its schedule, until SIGTERM; `run --follow` is the same.
+
+One scheduler (the thread that calls `Daemon.run`) and one worker thread per sync. Each worker
+has its own `Engine` (its parts are built on the first run and reused, see `Engine.parts`) and its
+own connection to the state store, so a sync whose run is slow or stuck never holds up another
+sync's start, and the lease deadline that cuts one run's sockets cuts no other run's.
+
+Every `tick` (at most `poll` apart, and at each due time) the scheduler reads the operator's
+controls (`mapsync pause|resume|request`, kept in the state store) and hands each sync what is
+due:
+
+- **scheduled slots** (`schedule.every` anchored at the epoch, or `schedule.cron` in its time
+  zone: `schedules.py`) and the sync's **retry** slots (`retry:`). A slot runs once: the run row
+  carries `slot` and `scheduled_at`, unique per sync in the state store. A slot that falls due
+  while the sync's previous run still runs, while it backs off after a failure, or while it is
+  paused, is recorded as a `skipped` run with the reason; after downtime the latest missed slot
+  runs once and records how many it stands for (`coalesced`). A sync that has never run a slot
+  waits for its next one (`mapsync request` runs it at once).
+- **follow** syncs (`schedule.follow: true`, or every sync of `run --follow`) run a pass after
+  another, waiting up to `poll` between passes or until a PostgreSQL source's NOTIFY; idle passes
+  leave no run.
+- **requests** (`mapsync request`) queue behind the sync's current run.
+
+A sync that names others in `after:` does not start while one of them is running (it waits, and
+its lateness shows it); in one pass of `mapsync run` the order is the sheet's, as before.
+
+**Failures never stop the daemon.** A run that fails (the source or destination away, a table
+renamed, the breaker tripped, the state store briefly unreachable) is recorded with its class;
+the sync is tried again after a capped exponential backoff with jitter (1 s, 2 s, 4 s … at most
+5 minutes, each delay between half and all of that), while the other syncs keep their pace; the
+first success ends it. Only a state store that needs fixing first (corrupt, read-only, from a newer
+mapsync) stops the daemon, with exit code 2.
+
+**Reload** (SIGHUP): the sheet is read again; an invalid sheet is refused whole (the old one stays,
+the log says why). A sync whose identity (source, destination, key, the fields' source columns:
+`sheet/identity.py`) changed keeps running its old configuration, and is refused the new one until
+`mapsync seed --again` stores the new identity or `mapsync state reset` forgets the old state. The
+same holds at start: a sync whose stored identity differs from the sheet's does not run.
+
+**Stop** (SIGTERM, SIGINT): no new run starts; each running run ends after its current batch's
+state commit (`stopped`: the next run goes on from there), within `grace` (30 s). What is still
+running then, or at a second signal, is cut as by a crash: the next start re-sends at most its last
+batch, which the destination absorbs.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import os
+import queue
+import random
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from mapsync import errors, follow, schedules
+from mapsync.engine import Engine, RunReport
+from mapsync.records import RunStatus
+from mapsync.sheet import identity as identities
+from mapsync.sheet import loader
+from mapsync.sheet.loader import LoadedSheet
+from mapsync.state import faults
+from mapsync.state.clock import SYSTEM, Clock
+from mapsync.state.ports import Store
+
+log = logging.getLogger("mapsync.daemon")
+GRACE = dt.timedelta(seconds=30)
+POLL = dt.timedelta(seconds=1)
+RUN, RETRY = "run", "retry"  # the two kinds of slot a sync's schedules make
+IDENTITY = identities.CURSOR
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What a worker is asked to run."""
+
+    kind: str  # run | overlap | retry
+    trigger: str  # schedule | request | backoff
+    scheduled_at: dt.datetime | None = None
+    slot: str | None = None  # run | retry: the schedule that made it (None: nobody scheduled it)
+    coalesced: int = 0  # missed slots (after downtime) this run stands for, beyond its own
+    request_id: int | None = None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fingerprint(loaded: LoadedSheet) -> str:
+    """A short hash of the sheet file as read (which sheet a run ran under)."""
+    try:
+        data = loaded.path.read_bytes()
+    except OSError:
+        data = loaded.sheet.model_dump_json().encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def jittered(delay: float) -> float:
+    """Equal jitter: between half and all of `delay` (workers that failed together spread out)."""
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class Worker:
+    """One sync's thread: its own Engine and state store connection, one job at a time."""
+
+    def __init__(self, daemon: Daemon, name: str, loaded: LoadedSheet) -> None:
+        self.daemon = daemon
+        self.name = name
+        self.loaded = loaded  # the configuration it runs (replaced by an accepted reload)
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        # jobs handed over and not finished, by what they are: "run" (run, overlap) or "retry"
+        self.pending: collections.Counter[str] = collections.Counter()
+        self.backoff = follow.Backoff(jitter=jittered)
+        self.stopping = threading.Event()  # this worker alone (its sync left the sheet)
+        self.paused: Any = None  # the pause the scheduler saw last (None: not paused)
+        self.held: str | None = None  # why the sync does not run (identity changed), or None
+        self.running = False  # a run of it is under way (its `after:` dependents wait)
+        self.thread = threading.Thread(target=self._main, name=f"mapsync-sync-{name}", daemon=True)
+        self._lock = threading.Lock()
+        self.engine: Engine | None = None
+
+    # ------------------------------------------------------------- seen by the scheduler
+
+    @property
+    def cfg(self) -> Any:
+        return self.loaded.sheet.syncs[self.name]
+
+    @property
+    def following(self) -> bool:
+        return self.daemon.follow_all is not None or bool(getattr(self.cfg.schedule, "follow", False))
+
+    def busy(self, what: str | None = None) -> bool:
+        """Whether a job (of `what`: "run" or "retry") is queued or running."""
+        with self._lock:
+            return self.pending[what] > 0 if what else sum(self.pending.values()) > 0
+
+    def _taken(self, job: Job, n: int) -> None:
+        with self._lock:
+            self.pending[RETRY if job.kind == RETRY else RUN] += n
+
+    def backing_off(self) -> bool:
+        return not self.backoff.ready(self.name, self.daemon.clock.monotonic())
+
+    def offer(self, job: Job) -> None:
+        self._taken(job, 1)
+        self.jobs.put(job)
+
+    # ------------------------------------------------------------- the thread
+
+    def _main(self) -> None:
+        store = self.daemon.open_store()
+        waker: follow.Waker | None = None
+        try:
+            while not self._stopped():
+                if self.following and waker is None:
+                    waker = follow.Waker(self._listen_urls(store), self.daemon.stop, self.daemon.clock)
+                self._step(store, waker)
+        except BaseException as exc:  # a store that needs fixing first: the daemon stops
+            self.daemon.fatal(self.name, exc)
+        finally:
+            if waker is not None:
+                waker.close()
+            if self.engine is not None:
+                self.engine.close()
+            store.close()
+
+    def _stopped(self) -> bool:
+        return self.daemon.stop.is_set() or self.stopping.is_set()
+
+    def _step(self, store: Store, waker: follow.Waker | None) -> None:
+        """Run one job if one is there; a follow sync runs a pass otherwise; a failed sync whose
+        backoff is over is tried again."""
+        try:
+            job = self.jobs.get(timeout=0 if self.following else 0.2)
+        except queue.Empty:
+            job = None
+        if job is not None:
+            try:
+                self._run(store, job)
+            finally:
+                self._taken(job, -1)
+            return
+        if self.held is not None or self.paused is not None:
+            if self.following:
+                self.daemon.clock.wait(self.daemon.stop, self.daemon.poll_of(self.cfg).total_seconds())
+            return
+        if self.following:
+            if self.backoff.ready(self.name, self.daemon.clock.monotonic()):
+                self._run(store, Job("run", "follow"))
+            if waker is not None and not self._stopped():
+                waker.wait(self.daemon.poll_of(self.cfg).total_seconds())
+            return
+        if self.backoff.failures.get(self.name) and self.backoff.ready(
+            self.name, self.daemon.clock.monotonic()
+        ):
+            again = Job("run", "backoff")
+            self._taken(again, 1)
+            try:
+                self._run(store, again)
+            finally:
+                self._taken(again, -1)
+
+    def _listen_urls(self, store: Store) -> list[str]:
+        engine = self._engine(store)
+        try:
+            return follow.pg_listen_urls(engine, [self.name])
+        except Exception as exc:  # the source is away: polling still works
+            log.warning(
+                "follow_listen_failed",
+                extra={"action": "follow_listen_failed", "sync": self.name, "error": type(exc).__name__},
+            )
+            return []
+
+    def _engine(self, store: Store) -> Engine:
+        if self.engine is not None and self.engine.loaded is not self.loaded:
+            self.engine.close()  # an accepted reload: built afresh from the new configuration
+            self.engine = None
+        if self.engine is None:
+            self.engine = Engine(self.loaded, store, stop=self.daemon.stop, heartbeat=True)
+            store.set_identity(self.daemon.worker, fingerprint(self.loaded))  # on its run rows
+        return self.engine
+
+    def _wait_for_after(self) -> None:
+        """A sync does not start while a sync it comes after is running."""
+        deps = [self.daemon.workers[d] for d in self.cfg.after if d in self.daemon.workers]
+        while not self._stopped() and any(d.running for d in deps):
+            self.daemon.clock.wait(self.daemon.stop, 0.05)
+
+    def _run(self, store: Store, job: Job) -> None:
+        if self._stopped():
+            return
+        self._wait_for_after()
+        if self._stopped():
+            return
+        engine = self._engine(store)
+        report: RunReport | None = None
+        failed: BaseException | None = None
+        self.running = True
+        try:
+            if job.kind == RETRY:
+                retry = getattr(self.cfg, "retry", None)
+                automatic = job.trigger != "request" and retry is not None
+                report = engine.retry(
+                    self.name,
+                    trigger=job.trigger,
+                    automatic=automatic,
+                    max_attempts=retry.max_attempts if retry is not None else None,
+                    scheduled_at=job.scheduled_at,
+                    slot=job.slot,
+                )
+            else:
+                report = engine.run(
+                    self.name,
+                    job.kind,
+                    trigger=job.trigger,
+                    scheduled_at=job.scheduled_at,
+                    slot=job.slot,
+                    coalesced=job.coalesced,
+                    keep_empty=job.trigger != "follow",
+                )
+        except errors.SlotTaken as exc:  # another process ran this slot: nothing to do
+            log.info(
+                "daemon_slot_taken",
+                extra={"action": "daemon_slot_taken", "sync": self.name, "error": str(exc)},
+            )
+        except errors.LeaseHeld as exc:  # a local `mapsync run` of the sync, say: not a failure
+            log.info(
+                "daemon_lease_held",
+                extra={
+                    "action": "daemon_lease_held",
+                    "sync": self.name,
+                    "error": engine.redact_text(str(exc)),
+                },
+            )
+        except errors.StateError as exc:
+            if exc.reason not in faults.TRANSIENT and exc.reason != "unseeded":
+                raise  # a store to fix first (corrupt, read-only, newer): the daemon stops
+            failed = exc
+        except errors.MapsyncError as exc:  # source, destination, config (a table renamed) …
+            failed = exc
+        except Exception as exc:  # a bug: recorded by the engine; logged, backed off, never fatal
+            log.exception(
+                "daemon_run_crashed",
+                extra={
+                    "action": "daemon_run_crashed",
+                    "sync": self.name,
+                    "error": engine.redact_text(str(exc)),
+                },
+            )
+            failed = exc
+        finally:
+            self.running = False
+        if report is not None:
+            self.daemon.report(report)
+            if report.status == RunStatus.FAILED:
+                failed = errors.MapsyncError(report.message or "failed")
+        if job.request_id is not None:
+            status = "failed" if failed is not None else "done"
+            message = engine.redact_text(str(failed)) if failed is not None else None
+            run_id = report.run_id if report is not None else None
+            try:
+                store.finish_request(job.request_id, status, run_id, message)
+            except errors.StateError:
+                log.warning(
+                    "daemon_request_unrecorded",
+                    extra={"action": "daemon_request_unrecorded", "sync": self.name},
+                )
+        if failed is not None:
+            delay = self.backoff.failed(self.name, self.daemon.clock.monotonic())
+            log.error(
+                "daemon_run_failed",
+                extra={
+                    "action": "daemon_run_failed",
+                    "sync": self.name,
+                    "failure_class": getattr(failed, "failure_class", None)
+                    or (report.failure_class if report is not None else None),
+                    "error": engine.redact_text(str(failed)),
+                    "retry_in_s": round(delay, 3),
+                },
+            )
+        elif report is not None and report.status != RunStatus.STOPPED:
+            self.backoff.succeeded(self.name)
+
+
+class Daemon:
+    """The scheduler of one sheet's syncs (see the module's docstring)."""
+
+    def __init__(
+        self,
+        loaded: LoadedSheet,
+        store: Store,
+        names: list[str],
+        *,
+        open_store: Callable[[], Store],
+        stop: threading.Event | None = None,
+        clock: Clock = SYSTEM,
+        poll: dt.timedelta = POLL,
+        follow_all: dt.timedelta | None = None,
+        on_report: Callable[[RunReport], None] | None = None,
+        worker: str | None = None,
+        named: bool = False,
+    ) -> None:
+        """`names`: the syncs to run; `named`: they were named (`--sync`), so a reload adds no
+        other. `follow_all`: `run --follow`, every
+        named sync follows with this poll. `open_store` opens another connection to the same state
+        store (one per worker)."""
+        self.loaded = loaded
+        self.store = store
+        self.names = names
+        self.open_store = open_store
+        self.stop = stop or threading.Event()
+        self.clock = clock
+        self.poll = poll
+        self.follow_all = follow_all
+        self.on_report = on_report or (lambda r: None)
+        self.worker = worker or worker_id()
+        self.workers: dict[str, Worker] = {}
+        self.handled: dict[tuple[str, str], dt.datetime | None] = {}
+        self.reload_requested = threading.Event()
+        self.failure: BaseException | None = None
+        self.passes = 0
+        self._named = named
+        self.refused: dict[str, LoadedSheet] = {}  # syncs whose reload was refused: the new sheet
+
+    # ------------------------------------------------------------- life
+
+    def run(self) -> int:
+        """Schedules until `stop`; returns the exit code (0 clean, 1 runs cut at the grace's end, 2
+        the state store needs fixing)."""
+        self._set_identity(self.loaded)
+        for name in self.names:
+            self._add(name, self.loaded)
+        log.info(
+            "daemon_started",
+            extra={"action": "daemon_started", "worker": self.worker, "syncs": ",".join(self.names)},
+        )
+        try:
+            while not self.stop.is_set():
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
+                wait = self.tick(self.clock.now())
+                self.passes += 1
+                self.clock.wait(self.stop, wait)
+        finally:
+            code = self._shutdown()
+        return 2 if self.failure is not None else code
+
+    def _add(self, name: str, loaded: LoadedSheet, start: bool = True) -> Worker:
+        """A worker for sync `name` (its thread started unless `start` is False: a test of the
+        scheduler alone)."""
+        w = self.workers[name] = Worker(self, name, loaded)
+        w.held = self._identity_hold(name, loaded)
+        if start:
+            w.thread.start()
+        return w
+
+    def _shutdown(self, grace: dt.timedelta = GRACE) -> int:
+        self.stop.set()
+        end = self.clock.monotonic() + grace.total_seconds()
+        for w in self.workers.values():
+            w.thread.join(timeout=max(0.0, end - self.clock.monotonic()))
+        left = [w.name for w in self.workers.values() if w.thread.is_alive()]
+        if left:
+            log.error(
+                "daemon_grace_expired",
+                extra={
+                    "action": "daemon_grace_expired",
+                    "syncs": ",".join(left),
+                    "grace_s": grace.total_seconds(),
+                },
+            )
+            return 1
+        log.info("daemon_stopped", extra={"action": "daemon_stopped", "worker": self.worker})
+        return 0
+
+    def fatal(self, name: str, exc: BaseException) -> None:
+        """A worker met a failure no retry fixes (a state store to repair): the daemon stops."""
+        if self.failure is None:
+            self.failure = exc
+        log.error(
+            "daemon_fatal",
+            extra={
+                "action": "daemon_fatal",
+                "sync": name,
+                "error": self._redact(f"{type(exc).__name__}: {exc}"),
+            },
+        )
+        self.stop.set()
+
+    def report(self, report: RunReport) -> None:
+        if report.counts.changed or not report.ok:
+            self.on_report(report)
+
+    def poll_of(self, cfg: Any) -> dt.timedelta:
+        if self.follow_all is not None:
+            return self.follow_all
+        return cfg.schedule.poll_interval() if cfg.schedule.poll is not None else self.poll
+
+    def _redact(self, text: str) -> str:
+        from mapsync.redact import redact
+
+        return redact(text, self.loaded.secrets)
+
+    def _set_identity(self, loaded: LoadedSheet) -> None:
+        setter = getattr(self.store, "set_identity", None)
+        if setter is not None:
+            setter(self.worker, fingerprint(loaded))
+
+    # ------------------------------------------------------------- one tick
+
+    def tick(self, now: dt.datetime) -> float:
+        """Hand every sync what is due at `now`; returns the seconds until the next due time (at
+        most `poll`). A state store that is briefly away skips the tick (the slots it missed are
+        handed over at the next one)."""
+        try:
+            return self._tick(now)
+        except errors.StateError as exc:
+            if exc.reason not in faults.TRANSIENT:
+                raise
+            log.warning(
+                "daemon_store_away", extra={"action": "daemon_store_away", "error": self._redact(str(exc))}
+            )
+            return self.poll.total_seconds()
+
+    def _tick(self, now: dt.datetime) -> float:
+        paused = self.store.paused()
+        wait = self.poll.total_seconds()
+        for name, w in list(self.workers.items()):
+            w.paused = paused.get(name)
+            if w.held is not None:
+                w.held = self._identity_hold(name, w.loaded, quiet=True)
+            if name in self.refused and self._reseeded(name, self.refused[name]):
+                w.loaded = self.refused.pop(name)  # seeded again (or reset) under the new sheet
+                log.info("daemon_sync_accepted", extra={"action": "daemon_sync_accepted", "sync": name})
+            for slot, sched in self._schedules(w).items():
+                if slot == RUN and w.following:
+                    continue  # it runs pass after pass; its retry slots still come from here
+                self._due(w, slot, sched, now)
+                upcoming = sched.next_after(now)
+                wait = min(wait, max(0.0, (upcoming - now).total_seconds()))
+        self._requests([n for n, w in self.workers.items() if w.paused is None and w.held is None])
+        return max(wait, 0.001)
+
+    def _schedules(self, w: Worker) -> dict[str, schedules.Schedule]:
+        found: dict[str, schedules.Schedule] = {}
+        main = schedules.of(w.cfg.schedule)
+        if main is not None:
+            found[RUN] = main
+        retry = getattr(w.cfg, "retry", None)
+        if retry is not None and (again := schedules.of(retry)) is not None:
+            found[RETRY] = again
+        return found
+
+    def _due(self, w: Worker, slot: str, sched: schedules.Schedule, now: dt.datetime) -> None:
+        due = sched.slot_at_or_before(now)
+        if due is None:
+            return
+        key = (w.name, slot)
+        if key not in self.handled:  # first look: what ran before (this or an earlier daemon)
+            last = self.store.last_slot(w.name, slot)
+            self.handled[key] = last if last is not None else due  # never ran: wait for the next
+        last = self.handled[key]
+        if last is not None and due <= last:
+            return
+        missed = len(schedules.slots_between(sched, last, due)) - 1 if last is not None else 0
+        self.handled[key] = due
+        kind = RETRY if slot == RETRY else RUN
+        reason = self._skip_reason(w, slot)
+        if reason is not None:
+            self.store.record_skipped_run(w.name, kind, "schedule", due, slot, reason[0], reason[1])
+            log.warning(
+                "daemon_slot_skipped",
+                extra={"action": "daemon_slot_skipped", "sync": w.name, "slot": slot, "reason": reason[1]},
+            )
+            return
+        if missed:
+            log.info(
+                "daemon_slots_coalesced",
+                extra={"action": "daemon_slots_coalesced", "sync": w.name, "slot": slot, "missed": missed},
+            )
+        w.offer(Job(kind, "schedule", due, slot, max(0, missed)))
+
+    def _skip_reason(self, w: Worker, slot: str) -> tuple[str, str] | None:
+        if w.held is not None:
+            return "held", w.held
+        if w.paused is not None:
+            p = w.paused
+            note = f": {p.note}" if getattr(p, "note", None) else ""
+            return "paused", f"paused by {getattr(p, 'by', '?')} at {getattr(p, 'at', '?')}{note}"
+        if w.busy(slot):
+            return "running", "the previous run was still running"
+        if w.backing_off():
+            n = w.backoff.failures.get(w.name, 0)
+            return "backoff", f"backing off after {n} failed run(s) in a row"
+        return None
+
+    def _requests(self, names: list[str]) -> None:
+        if not names:
+            return
+        try:
+            taken = self.store.take_requests(names, self.worker)
+        except errors.StateError as exc:
+            if exc.reason not in faults.TRANSIENT:
+                raise
+            return
+        for req in taken:
+            self.workers[req.sync].offer(Job(req.kind, "request", request_id=req.id))
+            log.info(
+                "daemon_request_taken",
+                extra={
+                    "action": "daemon_request_taken",
+                    "sync": req.sync,
+                    "kind": req.kind,
+                    "request": req.id,
+                },
+            )
+
+    # ------------------------------------------------------------- identity and reload
+
+    def _identity_hold(self, name: str, loaded: LoadedSheet, quiet: bool = False) -> str | None:
+        """Why sync `name` must not run with `loaded`'s configuration (its state was seeded as
+        another sync), or None."""
+        try:
+            stored = self.store.cursors(name).get(IDENTITY)
+        except errors.StateError:
+            return None
+        if stored is None or stored == identities.identity(loaded.sheet, name):
+            return None
+        why = (
+            f"sync {name}: its source, destination, key or fields changed since its seed "
+            f"({loaded.where('syncs', name)}): its state belongs to the old configuration; run "
+            f"`mapsync seed --sync {name} --again` to re-read it under the new one, or `mapsync state "
+            f"reset --sync {name}` to start over"
+        )
+        if not quiet:
+            log.error("daemon_sync_held", extra={"action": "daemon_sync_held", "sync": name, "error": why})
+        return why
+
+    def reload(self) -> bool:
+        """Read the sheet again (SIGHUP). Invalid: keep the old one. A sync whose identity changed
+        keeps its old configuration (refused) until a seed or reset makes the new one its own."""
+        try:
+            new = loader.load(self.loaded.path)
+        except errors.ConfigError as exc:
+            log.error(
+                "daemon_reload_refused",
+                extra={"action": "daemon_reload_refused", "error": self._redact(str(exc))},
+            )
+            return False
+        old = self.loaded
+        names = [n for n in (self.names if self._named else list(new.sheet.syncs)) if n in new.sheet.syncs]
+        for name in list(self.workers):
+            if name not in names:  # gone from the sheet: stop its worker after its run
+                self.workers.pop(name).stopping.set()
+        for name in names:
+            w = self.workers.get(name)
+            if w is None:
+                self._add(name, new)
+                continue
+            if name in old.sheet.syncs and identities.changed(w.loaded.sheet, new.sheet, name):
+                if self._identity_hold(name, new, quiet=True) is None and self._reseeded(name, new):
+                    w.loaded = new
+                    continue
+                log.error(
+                    "daemon_reload_refused",
+                    extra={
+                        "action": "daemon_reload_refused",
+                        "sync": name,
+                        "error": (
+                            f"sync {name}: the new sheet changes its source, destination, key or "
+                            f"fields ({new.where('syncs', name)}); it keeps running the old "
+                            f"configuration until `mapsync seed --sync {name} --again` or "
+                            f"`mapsync state reset --sync {name}`"
+                        ),
+                    },
+                )
+                self.refused[name] = new
+                continue
+            w.loaded = new
+            self.refused.pop(name, None)
+        self.loaded = new
+        self._set_identity(new)
+        self.handled = {k: v for k, v in self.handled.items() if k[0] in self.workers}
+        log.info("daemon_reloaded", extra={"action": "daemon_reloaded", "syncs": ",".join(names)})
+        return True
+
+    def _reseeded(self, name: str, new: LoadedSheet) -> bool:
+        """Whether the state of `name` now belongs to `new`: seeded under it (its identity
+        stored), or reset (no cursors at all)."""
+        cursors = self.store.cursors(name)
+        return not cursors or cursors.get(IDENTITY) == identities.identity(new.sheet, name)
+
+
+@contextlib.contextmanager
+def signals(daemon: Daemon) -> Iterator[None]:
+    """SIGTERM/SIGINT stop the daemon gracefully (a second one exits at once, as a crash would:
+    the next start re-sends at most the batches in flight); SIGHUP reloads the sheet."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        if daemon.stop.is_set():
+            log.error("daemon_killed", extra={"action": "daemon_killed", "signal": signum})
+            os._exit(128 + signum)
+        log.info("daemon_stopping", extra={"action": "daemon_stopping", "signal": signum})
+        daemon.stop.set()
+
+    def hup(_signum: int, _frame: Any) -> None:
+        daemon.reload_requested.set()
+
+    wanted: dict[int, Callable[[int, Any], None]] = {signal.SIGTERM: stop, signal.SIGINT: stop}
+    if hasattr(signal, "SIGHUP"):
+        wanted[signal.SIGHUP] = hup
+    previous = {s: signal.signal(s, h) for s, h in wanted.items()}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

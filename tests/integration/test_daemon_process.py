@@ -1,0 +1,164 @@
+"""`mapsync daemon` as a real process: SIGTERM in the middle of a run stops it after the batch
+being committed (exit 0, the run `stopped`), and the restart re-sends nothing committed; a
+second signal exits at once, and the restart loses nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests import helpers as h
+
+SHEET = """
+version: 1
+connections:
+  src: {{url: "{src}"}}
+  dst: {{url: "{dst}"}}
+syncs:
+  items:
+    from: {{connection: src, table: items}}
+    to: {{connection: dst, table: items}}
+    key: {{from: id, to: id}}
+    fields: {{name: name}}
+    changes: {{method: watermark, column: last_modified, lag: 0s}}
+    delivery: {{batch: 10}}
+    schedule: {{every: 1s}}
+"""
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _start(tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mapsync", "daemon", "sheet.yaml", "--poll", "200ms", "--json"],
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _runs(tmp_path: Path) -> list[tuple[str, str, int]]:
+    return [
+        (r[0], r[1], r[2])
+        for r in h.query(
+            f"sqlite:///{tmp_path / '.mapsync' / 'state.db'}",
+            "SELECT trigger, status, written FROM mapsync_runs WHERE kind <> 'seed' ORDER BY id",
+        )
+    ]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_after_the_batch_and_the_restart_resends_nothing(
+    tmp_path: Path, sqlite_database: Callable[[], str], pg_database: Callable[[], str]
+) -> None:
+    src, dst = sqlite_database(), pg_database()
+    h.execute(src, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), last_modified TEXT)")
+    h.execute(dst, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    # each row written takes 40 ms (psycopg sends a batch row by row): a run of 8 batches of 10 lasts about 3 s
+    h.execute(
+        dst,
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.04); RETURN NULL; END $$",
+    )
+    h.execute(
+        dst, "CREATE TRIGGER slow AFTER INSERT OR UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow()"
+    )
+    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst))
+    assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
+    ts = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # after the seed's watermark
+    for i in range(80):
+        h.execute(src, "INSERT INTO items VALUES (:id, :n, :ts)", params={"id": i, "n": f"n{i}", "ts": ts})
+    count = lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0]  # noqa: E731
+
+    proc = _start(tmp_path)
+    try:
+        assert _wait_for(lambda: count() >= 10), proc.stderr
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    first = [r for r in _runs(tmp_path) if r[1] != "skipped"]  # slots due during the 3 s run: skipped
+    assert first[-1][1] == "stopped", first
+    assert 0 < count() < 80
+
+    proc = _start(tmp_path)
+    try:
+        assert _wait_for(lambda: count() == 80), proc.stderr
+        # a second signal exits at once, whatever is running
+        assert _wait_for(lambda: all(r[1] != "running" for r in _runs(tmp_path)))
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    runs = _runs(tmp_path)
+    assert sum(r[2] for r in runs) == 80, runs  # every row once: nothing committed was re-sent
+    assert h.query(dst, "SELECT COUNT(DISTINCT name) FROM items")[0][0] == 80
+
+
+@pytest.mark.slow
+def test_a_second_signal_exits_at_once_and_the_restart_loses_nothing(
+    tmp_path: Path, sqlite_database: Callable[[], str], pg_database: Callable[[], str]
+) -> None:
+    src, dst = sqlite_database(), pg_database()
+    h.execute(src, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), last_modified TEXT)")
+    h.execute(dst, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    h.execute(
+        dst,
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$",
+    )
+    h.execute(
+        dst, "CREATE TRIGGER slow AFTER INSERT OR UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow()"
+    )
+    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst))
+    assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
+    ts = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # after the seed's watermark
+    for i in range(5):
+        h.execute(src, "INSERT INTO items VALUES (:id, :n, :ts)", params={"id": i, "n": f"n{i}", "ts": ts})
+    proc = _start(tmp_path)
+    try:
+        assert _wait_for(lambda: any(r[1] == "running" for r in _runs(tmp_path)))
+        time.sleep(0.3)  # inside the batch's write (5 rows of 0.5 s)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    h.execute(dst, "DROP TRIGGER slow ON items")
+    proc = _start(tmp_path)
+    try:
+        assert _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 5), proc.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

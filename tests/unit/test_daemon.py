@@ -1,0 +1,155 @@
+"""The daemon's scheduler alone (`Daemon.tick`, no worker thread started), on the MemoryStore and
+the SQL store, at chosen instants: what falls due goes to the sync's worker once, with its slot;
+what cannot run is recorded as skipped with its reason; slots missed while no daemon ran are run
+once, as the latest; operator requests are taken for syncs that are not paused; a sync seeded as
+another sync is held."""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mapsync.daemon import Daemon, Job, Worker
+from mapsync.sheet import identity
+from mapsync.state.memory import MemoryStore
+from mapsync.state.ports import Store
+from mapsync.testing import fakes
+
+T0 = dt.datetime(2026, 12, 3, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def _jobs(w: Worker) -> list[Job]:
+    found: list[Job] = []
+    while True:
+        try:
+            found.append(w.jobs.get_nowait())
+        except queue.Empty:
+            return found
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    stores: list[Store] = []
+
+    def build(**schedules: dict[str, Any]) -> Daemon:
+        loaded = fakes.sheet(
+            {
+                name: {"key": {"from": "id", "to": "id"}, "fields": {"nm": "name"}, **spec}
+                for name, spec in schedules.items()
+            },
+            tmp_path,
+        )
+        store: Store = (
+            MemoryStore() if request.param == "memory" else fakes.state_store(tmp_path / f"s{len(stores)}")
+        )
+        stores.append(store)
+        d = Daemon(loaded, store, list(schedules), open_store=lambda: store, worker="host:1")
+        for name in schedules:
+            d._add(name, loaded, start=False)
+        return d
+
+    (tmp_path / "s0").mkdir()
+    (tmp_path / "s1").mkdir()
+    yield build
+    for store in stores:
+        store.close()
+
+
+def _runs(d: Daemon, sync: str) -> list[dict[str, Any]]:
+    from mapsync.state import report
+
+    return list(reversed(report.runs(d.store, sync, 100)))
+
+
+def test_a_never_run_sync_waits_for_its_next_slot_then_gets_it_once(make: Callable[..., Daemon]) -> None:
+    d = make(a={"schedule": {"every": "5m"}})
+    w = d.workers["a"]
+    d.tick(T0 + dt.timedelta(minutes=2))
+    assert _jobs(w) == []  # 12:00 passed before the daemon looked: wait for 12:05
+    wait = d.tick(T0 + dt.timedelta(minutes=4, seconds=59))
+    assert _jobs(w) == [] and wait <= 1.0
+    d.tick(T0 + dt.timedelta(minutes=5, seconds=0.3))
+    d.tick(T0 + dt.timedelta(minutes=5, seconds=0.8))
+    jobs = _jobs(w)
+    assert jobs == [Job("run", "schedule", T0 + dt.timedelta(minutes=5), "run", 0)]
+
+
+def test_a_slot_due_while_busy_paused_or_backing_off_is_recorded_as_skipped(
+    make: Callable[..., Daemon],
+) -> None:
+    d = make(a={"schedule": {"every": "1m"}})
+    w = d.workers["a"]
+    d.tick(T0)  # the first look
+    w.pending["run"] = 1  # a run is under way
+    d.tick(T0 + dt.timedelta(minutes=1))
+    w.pending["run"] = 0
+    d.store.pause("a", "ops@host", "ERP upgrade")
+    d.tick(T0 + dt.timedelta(minutes=2))
+    d.store.resume("a")
+    w.backoff.failed("a", d.clock.monotonic())
+    w.backoff.until["a"] = d.clock.monotonic() + 3600
+    d.tick(T0 + dt.timedelta(minutes=3))
+    assert _jobs(w) == []
+    runs = _runs(d, "a")
+    assert [(r["status"], r["scheduled_at"][:16]) for r in runs] == [
+        ("skipped", "2026-12-03T12:01"),
+        ("skipped", "2026-12-03T12:02"),
+        ("skipped", "2026-12-03T12:03"),
+    ]
+    messages = [r["message"] for r in runs]
+    assert "still running" in messages[0]
+    assert "paused by ops@host" in messages[1] and "ERP upgrade" in messages[1]
+    assert "backing off after 1 failed run" in messages[2]
+
+
+def test_slots_missed_while_no_daemon_ran_run_once_as_the_latest(make: Callable[..., Daemon]) -> None:
+    d = make(a={"schedule": {"every": "10m"}})
+    w = d.workers["a"]
+    d.store.record_skipped_run("a", "run", "schedule", T0, "run", "paused", "paused")  # the last slot seen
+    d.tick(T0 + dt.timedelta(hours=2, minutes=3))  # 12 slots since: 12:10 … 14:00
+    assert _jobs(w) == [Job("run", "schedule", T0 + dt.timedelta(hours=2), "run", 11)]
+    d.tick(T0 + dt.timedelta(hours=2, minutes=9))
+    assert _jobs(w) == []
+
+
+def test_retry_slots_are_their_own(make: Callable[..., Daemon]) -> None:
+    d = make(a={"schedule": {"every": "1m"}, "retry": {"every": "30m", "max_attempts": 3}})
+    w = d.workers["a"]
+    d.tick(T0 - dt.timedelta(seconds=1))
+    d.tick(T0)
+    kinds = sorted((j.kind, j.slot) for j in _jobs(w))
+    assert kinds == [("retry", "retry"), ("run", "run")]
+
+
+def test_requests_are_taken_for_syncs_that_are_not_paused(make: Callable[..., Daemon]) -> None:
+    d = make(a={"schedule": {"every": "1h"}}, b={"schedule": {"every": "1h"}})
+    first = d.store.request_run("a", "overlap", "ops@host")
+    d.store.request_run("b", "run", "ops@host")
+    d.store.pause("b", "ops@host")
+    d.tick(T0 + dt.timedelta(minutes=1))
+    assert _jobs(d.workers["a"]) == [Job("overlap", "request", request_id=first)]
+    assert _jobs(d.workers["b"]) == []
+    d.store.resume("b")
+    d.tick(T0 + dt.timedelta(minutes=2))
+    assert [j.kind for j in _jobs(d.workers["b"])] == ["run"]
+    assert _jobs(d.workers["a"]) == []  # taken once
+
+
+def test_a_sync_seeded_as_another_sync_is_held_and_its_slots_say_why(make: Callable[..., Daemon]) -> None:
+    d = make(a={"schedule": {"every": "1m"}})
+    d.store.set_cursors("a", {identity.CURSOR: "0123456789abcdef"}, None)
+    w = d._add("a", d.loaded, start=False)
+    assert w.held is not None and "seed --sync a --again" in w.held
+    d.tick(T0)
+    d.tick(T0 + dt.timedelta(minutes=1))
+    assert _jobs(w) == []
+    runs = _runs(d, "a")
+    assert runs[-1]["status"] == "skipped" and "state reset --sync a" in runs[-1]["message"]
+    d.store.set_cursors("a", {identity.CURSOR: identity.identity(d.loaded.sheet, "a")}, None)
+    d.tick(T0 + dt.timedelta(minutes=2))  # seeded again under this sheet: runs
+    assert [j.slot for j in _jobs(w)] == ["run"]
