@@ -110,6 +110,14 @@ def with_daemon_lease(loaded: LoadedSheet) -> LoadedSheet:
     return dataclasses.replace(loaded, sheet=sheet)
 
 
+def scheduled(loaded: LoadedSheet, name: str) -> bool:
+    """Whether sync `name` has something for the daemon: a schedule (every, cron, follow) or a
+    retry schedule."""
+    cfg = loaded.sheet.syncs[name]
+    s = cfg.schedule
+    return bool(s.every or s.cron or s.follow) or cfg.retry is not None
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -617,7 +625,11 @@ class Daemon:
             )
             return False
         old = self.loaded
-        names = [n for n in (self.names if self._named else list(new.sheet.syncs)) if n in new.sheet.syncs]
+        names = [
+            n
+            for n in (self.names if self._named else list(new.sheet.syncs))
+            if n in new.sheet.syncs and (n in self.workers or scheduled(new, n))
+        ]
         for name in list(self.workers):
             if name not in names:  # gone from the sheet: stop its worker after its run
                 self.workers.pop(name).stopping.set()
