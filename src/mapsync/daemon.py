@@ -66,12 +66,14 @@ from mapsync.records import RunStatus
 from mapsync.sheet import identity as identities
 from mapsync.sheet import loader
 from mapsync.sheet.loader import LoadedSheet
+from mapsync.sheet.timeout_models import BOUNDED
 from mapsync.state import faults
 from mapsync.state.clock import SYSTEM, Clock
 from mapsync.state.ports import Store
 
 log = logging.getLogger("mapsync.daemon")
 GRACE = dt.timedelta(seconds=30)
+LEASE = dt.timedelta(seconds=60)  # the daemon's default `state.lease_ttl` (a heartbeat renews it)
 POLL = dt.timedelta(seconds=1)
 RUN, RETRY = "run", "retry"  # the two kinds of slot a sync's schedules make
 IDENTITY = identities.CURSOR
@@ -87,6 +89,33 @@ class Job:
     slot: str | None = None  # run | retry: the schedule that made it (None: nobody scheduled it)
     coalesced: int = 0  # missed slots (after downtime) this run stands for, beyond its own
     request_id: int | None = None
+
+
+def with_daemon_lease(loaded: LoadedSheet) -> LoadedSheet:
+    """The sheet as the daemon runs it: `state.lease_ttl` 60 s unless the sheet sets it (a
+    one-off command keeps 10 minutes), or twice the longest bounded timeout the sheet sets if
+    that is longer (no statement may outlive its lease). A dead daemon's syncs are free again
+    within a minute; a healthy run keeps its lease by the heartbeat; the timeouts the sheet
+    leaves to their defaults follow the lease (each at most half of it)."""
+    state = loaded.sheet.state
+    if "lease_ttl" in state.model_fields_set:
+        return loaded
+    blocks = [state.timeouts, *(getattr(c, "timeouts", None) for c in loaded.sheet.connections.values())]
+    longest = max(
+        (v for b in blocks if b is not None for f in BOUNDED if (v := getattr(b, f, None)) is not None),
+        default=dt.timedelta(0),
+    )
+    lease = max(LEASE, 2 * longest)
+    sheet = loaded.sheet.model_copy(update={"state": state.model_copy(update={"lease_ttl": lease})})
+    return dataclasses.replace(loaded, sheet=sheet)
+
+
+def scheduled(loaded: LoadedSheet, name: str) -> bool:
+    """Whether sync `name` has something for the daemon: a schedule (every, cron, follow) or a
+    retry schedule."""
+    cfg = loaded.sheet.syncs[name]
+    s = cfg.schedule
+    return bool(s.every or s.cron or s.follow) or cfg.retry is not None
 
 
 def worker_id() -> str:
@@ -588,7 +617,7 @@ class Daemon:
         """Read the sheet again (SIGHUP). Invalid: keep the old one. A sync whose identity changed
         keeps its old configuration (refused) until a seed or reset makes the new one its own."""
         try:
-            new = loader.load(self.loaded.path)
+            new = with_daemon_lease(loader.load(self.loaded.path))
         except errors.ConfigError as exc:
             log.error(
                 "daemon_reload_refused",
@@ -596,7 +625,11 @@ class Daemon:
             )
             return False
         old = self.loaded
-        names = [n for n in (self.names if self._named else list(new.sheet.syncs)) if n in new.sheet.syncs]
+        names = [
+            n
+            for n in (self.names if self._named else list(new.sheet.syncs))
+            if n in new.sheet.syncs and (n in self.workers or scheduled(new, n))
+        ]
         for name in list(self.workers):
             if name not in names:  # gone from the sheet: stop its worker after its run
                 self.workers.pop(name).stopping.set()

@@ -32,10 +32,11 @@ syncs:
     from: {{connection: src, table: items}}
     to: {{connection: dst, table: items}}
     key: {{from: id, to: {key}}}
-    fields: {{name: name}}
+    fields: {fields}
     changes: {{method: watermark, column: last_modified, lag: 0s}}
     delivery: {{batch: 10}}
     schedule: {{{schedule}}}
+{extra}
   others:
     from: {{connection: src, table: others}}
     to: {{connection: dst, table: others}}
@@ -73,6 +74,8 @@ class World:
         ttl: str = "10m",
         key: str = "id",
         other_field: str = "name",
+        extra: str = "",
+        fields: str = "{name: name}",
     ) -> None:
         self.tmp, self.src, self.dst = tmp_path, src, dst
         self.seen = dst  # where the test reads the destination (not through a fault proxy)
@@ -85,6 +88,7 @@ class World:
                 dst, f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name VARCHAR(50), code VARCHAR(50))"
             )
         self.path = tmp_path / "sheet.yaml"
+        self.extra, self.fields = extra, fields
         self.write(schedule=schedule, ttl=ttl, key=key, other_field=other_field)
         assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
         self.daemon: Daemon | None = None
@@ -93,7 +97,15 @@ class World:
         self.store: StateStore | None = None
 
     def write(self, **kw: str) -> None:
-        values = {"schedule": "every: 1s", "ttl": "10m", "key": "id", "other_field": "name", **kw}
+        values = {
+            "schedule": "every: 1s",
+            "ttl": "10m",
+            "key": "id",
+            "other_field": "name",
+            "extra": self.extra,
+            "fields": self.fields,
+            **kw,
+        }
         self.path.write_text(SHEET.format(src=self.src, dst=self.dst, **values))
 
     def open_store(self) -> StateStore:
@@ -322,3 +334,56 @@ def test_a_sync_whose_state_belongs_to_another_configuration_does_not_run(world:
     assert w.dest() == {}
     held = next(r for r in w.runs() if r["status"] == "skipped")
     assert "seed --sync items --again" in held["message"] and "state reset" in held["message"]
+
+
+def test_a_source_outage_and_a_renamed_table_are_survived_and_caught_up(
+    world: Any, pg_database: Callable[[], str], fault_proxy: Callable[..., Any]
+) -> None:
+    from mapsync.testing.fault_proxy import proxied_url
+
+    real = pg_database()
+    url = h.engine(real).url
+    proxy = fault_proxy(url.host or "127.0.0.1", url.port or 5432)
+    w = world(src=proxied_url(real, proxy), ttl="6s")
+    w.src = real  # the test writes the source directly
+    w.start()
+    w.put("items", 1, "one")
+    assert _wait_for(lambda: w.dest() == {1: "one"})
+    proxy.reset()
+    proxy.stall()  # the source is away: new connections hear nothing
+    w.put("items", 2, "two")
+    assert _wait_for(lambda: any(r["failure_class"] == "source" for r in w.runs()), timeout=30), w.runs()
+    proxy.resume()
+    assert _wait_for(lambda: w.dest() == {1: "one", 2: "two"}, timeout=30), w.runs()
+    # the destination table renamed away, then back
+    h.execute(w.dst, "ALTER TABLE items RENAME TO items_away")
+    w.put("items", 3, "three")
+    assert _wait_for(lambda: any(r["failure_class"] == "config" for r in w.runs()), timeout=15), w.runs()
+    h.execute(w.dst, "ALTER TABLE items_away RENAME TO items")
+    assert _wait_for(lambda: w.dest() == {1: "one", 2: "two", 3: "three"}, timeout=30), w.runs()
+    assert w.stop() == 0
+    assert sum(r["written"] for r in w.runs()) == 3  # nothing lost, nothing doubled
+
+
+def test_the_retry_slot_retries_record_errors_and_buries_them_after_max_attempts(world: Any) -> None:
+    w = world(
+        schedule="every: 1h",
+        extra="    retry: {every: 1s, max_attempts: 2}",
+        fields="{name: {from: name, map: {one: ONE}, on_unknown: reject}}",
+    )
+    w.put("items", 1, "one")
+    w.put("items", 2, "two")  # not in the map: a record error
+    assert h.mapsync("run", "sheet.yaml", "--sync", "items", cwd=w.tmp).returncode == 1
+    assert w.dest() == {1: "ONE"}
+    w.start()
+    state = f"sqlite:///{w.tmp / '.mapsync' / 'state.db'}"
+    dead = lambda: h.query(state, "SELECT attempts, dead_at FROM mapsync_record_errors WHERE sync = 'items'")  # noqa: E731
+    assert _wait_for(lambda: dead()[0][1] is not None, timeout=15), (dead(), w.runs())
+    retries = [r for r in w.runs() if r["kind"] == "retry"]
+    assert retries and all(r["slot"] == "retry" and r["trigger"] == "schedule" for r in retries)
+    count = len(retries)
+    time.sleep(2.5)  # more retry slots: a dead record is not sent again
+    attempts = dead()[0][0]
+    assert attempts == 2, dead()
+    assert w.dest() == {1: "ONE"}
+    assert len([r for r in w.runs() if r["kind"] == "retry"]) >= count

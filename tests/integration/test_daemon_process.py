@@ -162,3 +162,14 @@ def test_a_second_signal_exits_at_once_and_the_restart_loses_nothing(
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_a_sheet_without_schedules_is_refused_with_a_clear_message(
+    tmp_path: Path, sqlite_database: Callable[[], str]
+) -> None:
+    src, dst = sqlite_database(), sqlite_database()
+    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst).replace("    schedule: {every: 1s}\n", ""))
+    result = h.mapsync("daemon", "sheet.yaml", cwd=tmp_path, process=False)
+    assert result.returncode == 2
+    assert "no sync to run" in result.stderr and "schedule:" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -6,6 +6,7 @@ another sync is held."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import queue
 from collections.abc import Callable, Iterator
@@ -153,3 +154,23 @@ def test_a_sync_seeded_as_another_sync_is_held_and_its_slots_say_why(make: Calla
     d.store.set_cursors("a", {identity.CURSOR: identity.identity(d.loaded.sheet, "a")}, None)
     d.tick(T0 + dt.timedelta(minutes=2))  # seeded again under this sheet: runs
     assert [j.slot for j in _jobs(w)] == ["run"]
+
+
+def test_the_daemon_leases_for_60s_unless_the_sheet_says_otherwise(tmp_path: Path) -> None:
+    from mapsync.daemon import with_daemon_lease
+
+    spec = {"a": {"key": {"from": "id", "to": "id"}, "fields": {"nm": "name"}}}
+    plain = fakes.sheet(spec, tmp_path)
+    assert plain.sheet.state.lease_ttl == dt.timedelta(minutes=10)  # a one-off command's
+    assert with_daemon_lease(plain).sheet.state.lease_ttl == dt.timedelta(seconds=60)
+    assert plain.sheet.state.lease_ttl == dt.timedelta(minutes=10)  # the original is left alone
+    own = plain.sheet.model_copy(update={"state": plain.sheet.state.model_validate({"lease_ttl": "5m"})})
+    assert with_daemon_lease(dataclasses.replace(plain, sheet=own)).sheet.state.lease_ttl == dt.timedelta(
+        minutes=5
+    )
+    slow = plain.sheet.model_copy(
+        update={"state": plain.sheet.state.model_validate({"timeouts": {"statement": "2m"}})}
+    )
+    assert with_daemon_lease(dataclasses.replace(plain, sheet=slow)).sheet.state.lease_ttl == dt.timedelta(
+        minutes=4
+    )

@@ -213,6 +213,7 @@ def serve_daemon(
     returns its exit code."""
     from mapsync import daemon  # not at the top: `--help` stays light
 
+    loaded = daemon.with_daemon_lease(loaded)
     store = open_store(loaded, create=False)
 
     def report(r: RunReport) -> None:

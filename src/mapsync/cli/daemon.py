@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from mapsync.cli.common import JsonOpt, SheetArg, app, fail, load_sheet, serve_daemon
+from mapsync import daemon as daemon_mod
+from mapsync.cli.common import JsonOpt, SheetArg, app, err, fail, load_sheet, serve_daemon
 from mapsync.sheet import checks
 from mapsync.sheet.duration import parse_duration
 from mapsync.sheet.loader import LoadedSheet
@@ -36,7 +37,7 @@ def daemon(
     loaded = load_sheet(sheet)
     names = _names(loaded, sync)
     interval = _duration("--poll", poll)
-    scheduled = [n for n in names if _has_schedule(loaded, n)]
+    scheduled = [n for n in names if daemon_mod.scheduled(loaded, n)]
     if not scheduled:
         raise fail(
             "no sync to run: none of "
@@ -44,6 +45,13 @@ def daemon(
             + " has `schedule: {every: …}`, `{cron: …}`, `{follow: true}` or `retry:` "
             "(see docs/sheet.md, Schedule); `mapsync run --follow` follows syncs without one",
             2,
+        )
+    idle = [n for n in names if n not in scheduled]
+    if idle:
+        err.print(
+            f"not scheduled (no `schedule:` or `retry:`), left to `mapsync run`: {', '.join(idle)}",
+            markup=False,
+            highlight=False,
         )
     code = serve_daemon(loaded, scheduled, as_json, poll=interval, named=sync is not None)
     if code:
@@ -58,15 +66,6 @@ def _names(loaded: LoadedSheet, sync: list[str] | None) -> list[str]:
     if unknown:
         raise fail(f"unknown sync {unknown[0]!r} (known: {', '.join(loaded.sheet.syncs)})", 2)
     return [n for n in order if n in sync]
-
-
-def _has_schedule(loaded: LoadedSheet, name: str) -> bool:
-    cfg = loaded.sheet.syncs[name]
-    s = cfg.schedule
-    return (
-        bool(getattr(s, "every", None) or getattr(s, "cron", None) or getattr(s, "follow", False))
-        or getattr(cfg, "retry", None) is not None
-    )
 
 
 def _duration(option: str, text: str) -> dt.timedelta:

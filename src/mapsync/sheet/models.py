@@ -92,7 +92,9 @@ class StateConfig(Model):
         dt.timedelta(minutes=10),
         description=(
             "How long a run's lease on its sync lasts without renewal. A crashed holder on the "
-            "same host is detected at once; one on another host after this time."
+            "same host is detected at once; one on another host after this time. Under "
+            "`mapsync daemon` (and `run --follow`) the default is 60s, renewed by a heartbeat "
+            "every third of it while a run is active."
         ),
     )
     retention: Duration = Field(
