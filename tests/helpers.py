@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,16 @@ def _pooled(url: str) -> sa.Engine:
     if key not in _POOLED:
         _POOLED[key] = engine(url)
     return _POOLED[key]
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll `check` every 50 ms until it holds (True) or `timeout` seconds passed (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def dispose_pooled() -> None:

@@ -465,7 +465,9 @@ class Daemon:
         self.stop.set()
 
     def report(self, report: RunReport) -> None:
-        if report.counts.changed or not report.ok:
+        """Hand on a run that changed something or did not succeed (a run stopped by the shutdown
+        before it changed anything, or a skipped one, is no news)."""
+        if report.counts.changed or report.status in (RunStatus.FAILED, RunStatus.PARTIAL):
             self.on_report(report)
 
     def poll_of(self, cfg: Any) -> dt.timedelta:

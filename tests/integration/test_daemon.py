@@ -52,15 +52,6 @@ def _stamp(delta: float = 0.0) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 class World:
     """Two databases, a sheet over them, seeded; a daemon started on demand in a thread."""
 
@@ -200,10 +191,10 @@ def test_slots_run_once_on_time_and_each_run_says_when_where_and_under_which_she
     w = world()
     w.put("items", 1, "one")
     w.start()
-    assert _wait_for(lambda: w.dest() == {1: "one"}), w.runs()
+    assert h.wait_for(lambda: w.dest() == {1: "one"}), w.runs()
     w.put("items", 2, "two")
-    assert _wait_for(lambda: w.dest() == {1: "one", 2: "two"}), w.runs()
-    assert _wait_for(lambda: len(w.runs()) >= 3)
+    assert h.wait_for(lambda: w.dest() == {1: "one", 2: "two"}), w.runs()
+    assert h.wait_for(lambda: len(w.runs()) >= 3)
     assert w.stop() == 0
     runs = w.runs()
     scheduled = [r for r in runs if r["trigger"] == "schedule"]
@@ -235,7 +226,7 @@ def test_a_slot_due_while_the_previous_run_still_runs_is_recorded_as_skipped(
     )
     w.put("items", 1, "one")
     w.start()
-    assert _wait_for(lambda: any(r["status"] == "skipped" for r in w.runs()), timeout=20), w.runs()
+    assert h.wait_for(lambda: any(r["status"] == "skipped" for r in w.runs()), timeout=20), w.runs()
     w.stop()
     runs = w.runs()
     skipped = [r for r in runs if r["status"] == "skipped"]
@@ -255,23 +246,23 @@ def test_pause_resume_and_request_are_seen_within_a_poll(world: Any) -> None:
     store = w.open_store()
     try:
         store.pause("others", "tester@host", "maintenance")
-        assert _wait_for(lambda: any(r["status"] == "skipped" for r in w.runs("others")))
+        assert h.wait_for(lambda: any(r["status"] == "skipped" for r in w.runs("others")))
         paused = [r for r in w.runs("others") if r["status"] == "skipped"]
         assert "paused by tester@host" in paused[0]["message"] and "maintenance" in paused[0]["message"]
         w.put("others", 1, "one")
         time.sleep(1.5)
         assert w.dest("others") == {}  # paused: nothing ran
         store.resume("others")
-        assert _wait_for(lambda: w.dest("others") == {1: "one"})
+        assert h.wait_for(lambda: w.dest("others") == {1: "one"})
 
         w.put("items", 7, "seven")
         before = time.monotonic()
         store.request_run("items", "run", "tester@host")
-        assert _wait_for(lambda: w.dest() == {7: "seven"}, timeout=5)
+        assert h.wait_for(lambda: w.dest() == {7: "seven"}, timeout=5)
         assert time.monotonic() - before < 3
-        requested = [r for r in w.runs() if r["trigger"] == "request"]
-        assert len(requested) == 1 and requested[0]["status"] == "success"
-        assert _wait_for(lambda: store.requests("items")[0].status == "done")
+        done = lambda: [r["status"] for r in w.runs() if r["trigger"] == "request"]  # noqa: E731
+        assert h.wait_for(lambda: done() == ["success"]), done()  # the run row ends after the write
+        assert h.wait_for(lambda: store.requests("items")[0].status == "done")
     finally:
         store.close()
 
@@ -288,34 +279,34 @@ def test_a_destination_outage_is_survived_recorded_and_caught_up(
     w.seen = real
     w.start()
     w.put("items", 1, "one")
-    assert _wait_for(lambda: w.dest() == {1: "one"})
+    assert h.wait_for(lambda: w.dest() == {1: "one"})
     proxy.stall()  # blackhole: connections hang
     proxy.reset()
     w.put("items", 2, "two")
     w.put("items", 3, "three")
-    assert _wait_for(lambda: any(r["status"] == "failed" for r in w.runs()), timeout=30), w.runs()
+    assert h.wait_for(lambda: any(r["status"] == "failed" for r in w.runs()), timeout=30), w.runs()
     assert w.thread is not None and w.thread.is_alive()
     proxy.resume()
-    assert _wait_for(lambda: w.dest() == {1: "one", 2: "two", 3: "three"}, timeout=30), w.runs()
+    assert h.wait_for(lambda: w.dest() == {1: "one", 2: "two", 3: "three"}, timeout=30), w.runs()
     assert w.stop() == 0
     failed = [r for r in w.runs() if r["status"] == "failed"]
     assert failed and all(r["failure_class"] in ("destination", "state") for r in failed), failed
     assert sum(r["written"] for r in w.runs()) == 3  # nothing doubled
-    assert _wait_for(lambda: w.dest("others") == {}, timeout=1)
+    assert h.wait_for(lambda: w.dest("others") == {}, timeout=1)
 
 
 def test_a_reload_that_changes_a_key_is_refused_for_that_sync_and_the_others_go_on(world: Any) -> None:
     w = world(schedule="every: 1s")
     d = w.start()
     w.put("items", 1, "one")
-    assert _wait_for(lambda: w.dest() == {1: "one"})
+    assert h.wait_for(lambda: w.dest() == {1: "one"})
     # items: another destination key: refused; others: unchanged, goes on
     w.write(key="code")
     assert d.reload() is True
     assert d.workers["items"].loaded is not d.loaded  # items keeps its old configuration
     assert "items" in d.refused
     w.put("items", 2, "two")
-    assert _wait_for(lambda: w.dest() == {1: "one", 2: "two"})  # still runs, the old way
+    assert h.wait_for(lambda: w.dest() == {1: "one", 2: "two"})  # still runs, the old way
     assert h.query(w.dst, "SELECT COUNT(*) FROM items WHERE code IS NOT NULL")[0][0] == 0
     # an invalid sheet is refused whole: the daemon keeps what it has
     w.path.write_text("version: 1\nsyncs: {}\n")
@@ -329,8 +320,8 @@ def test_a_sync_whose_state_belongs_to_another_configuration_does_not_run(world:
     w.put("items", 1, "one")
     w.put("others", 1, "one")
     w.start()
-    assert _wait_for(lambda: w.dest("others") == {1: "one"})  # the other sync goes on
-    assert _wait_for(lambda: any(r["status"] == "skipped" for r in w.runs()))
+    assert h.wait_for(lambda: w.dest("others") == {1: "one"})  # the other sync goes on
+    assert h.wait_for(lambda: any(r["status"] == "skipped" for r in w.runs()))
     assert w.dest() == {}
     held = next(r for r in w.runs() if r["status"] == "skipped")
     assert "seed --sync items --again" in held["message"] and "state reset" in held["message"]
@@ -348,19 +339,19 @@ def test_a_source_outage_and_a_renamed_table_are_survived_and_caught_up(
     w.src = real  # the test writes the source directly
     w.start()
     w.put("items", 1, "one")
-    assert _wait_for(lambda: w.dest() == {1: "one"})
+    assert h.wait_for(lambda: w.dest() == {1: "one"})
     proxy.reset()
     proxy.stall()  # the source is away: new connections hear nothing
     w.put("items", 2, "two")
-    assert _wait_for(lambda: any(r["failure_class"] == "source" for r in w.runs()), timeout=30), w.runs()
+    assert h.wait_for(lambda: any(r["failure_class"] == "source" for r in w.runs()), timeout=30), w.runs()
     proxy.resume()
-    assert _wait_for(lambda: w.dest() == {1: "one", 2: "two"}, timeout=30), w.runs()
+    assert h.wait_for(lambda: w.dest() == {1: "one", 2: "two"}, timeout=30), w.runs()
     # the destination table renamed away, then back
     h.execute(w.dst, "ALTER TABLE items RENAME TO items_away")
     w.put("items", 3, "three")
-    assert _wait_for(lambda: any(r["failure_class"] == "config" for r in w.runs()), timeout=15), w.runs()
+    assert h.wait_for(lambda: any(r["failure_class"] == "config" for r in w.runs()), timeout=15), w.runs()
     h.execute(w.dst, "ALTER TABLE items_away RENAME TO items")
-    assert _wait_for(lambda: w.dest() == {1: "one", 2: "two", 3: "three"}, timeout=30), w.runs()
+    assert h.wait_for(lambda: w.dest() == {1: "one", 2: "two", 3: "three"}, timeout=30), w.runs()
     assert w.stop() == 0
     assert sum(r["written"] for r in w.runs()) == 3  # nothing lost, nothing doubled
 
@@ -378,7 +369,7 @@ def test_the_retry_slot_retries_record_errors_and_buries_them_after_max_attempts
     w.start()
     state = f"sqlite:///{w.tmp / '.mapsync' / 'state.db'}"
     dead = lambda: h.query(state, "SELECT attempts, dead_at FROM mapsync_record_errors WHERE sync = 'items'")  # noqa: E731
-    assert _wait_for(lambda: dead()[0][1] is not None, timeout=15), (dead(), w.runs())
+    assert h.wait_for(lambda: dead()[0][1] is not None, timeout=15), (dead(), w.runs())
     retries = [r for r in w.runs() if r["kind"] == "retry"]
     assert retries and all(r["slot"] == "retry" and r["trigger"] == "schedule" for r in retries)
     count = len(retries)

@@ -34,15 +34,6 @@ syncs:
 """
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _start(tmp_path: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "mapsync", "daemon", "sheet.yaml", "--poll", "200ms", "--json"],
@@ -64,18 +55,15 @@ def _runs(tmp_path: Path) -> list[tuple[str, str, int]]:
     ]
 
 
-@pytest.mark.slow
-def test_sigterm_stops_after_the_batch_and_the_restart_resends_nothing(
-    tmp_path: Path, sqlite_database: Callable[[], str], pg_database: Callable[[], str]
-) -> None:
-    src, dst = sqlite_database(), pg_database()
+def _slow_world(tmp_path: Path, src: str, dst: str, per_row: float, rows: int) -> Callable[[], int]:
+    """A seeded sync of `rows` new source rows into a PostgreSQL table whose every row written
+    takes `per_row` seconds (psycopg sends a batch row by row); returns the destination's count."""
     h.execute(src, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), last_modified TEXT)")
     h.execute(dst, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))")
-    # each row written takes 40 ms (psycopg sends a batch row by row): a run of 8 batches of 10 lasts about 3 s
     h.execute(
         dst,
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(0.04); RETURN NULL; END $$",
+        f"$$ BEGIN PERFORM pg_sleep({per_row}); RETURN NULL; END $$",
     )
     h.execute(
         dst, "CREATE TRIGGER slow AFTER INSERT OR UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow()"
@@ -83,13 +71,21 @@ def test_sigterm_stops_after_the_batch_and_the_restart_resends_nothing(
     (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst))
     assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
     ts = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # after the seed's watermark
-    for i in range(80):
+    for i in range(rows):
         h.execute(src, "INSERT INTO items VALUES (:id, :n, :ts)", params={"id": i, "n": f"n{i}", "ts": ts})
-    count = lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0]  # noqa: E731
+    return lambda: int(h.query(dst, "SELECT COUNT(*) FROM items")[0][0])
+
+
+@pytest.mark.slow
+def test_sigterm_stops_after_the_batch_and_the_restart_resends_nothing(
+    tmp_path: Path, sqlite_database: Callable[[], str], pg_database: Callable[[], str]
+) -> None:
+    src, dst = sqlite_database(), pg_database()
+    count = _slow_world(tmp_path, src, dst, 0.04, 80)  # a run of 8 batches of 10: about 3 s
 
     proc = _start(tmp_path)
     try:
-        assert _wait_for(lambda: count() >= 10), proc.stderr
+        assert h.wait_for(lambda: count() >= 10), proc.stderr
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     finally:
@@ -104,9 +100,9 @@ def test_sigterm_stops_after_the_batch_and_the_restart_resends_nothing(
 
     proc = _start(tmp_path)
     try:
-        assert _wait_for(lambda: count() == 80), proc.stderr
-        # a second signal exits at once, whatever is running
-        assert _wait_for(lambda: all(r[1] != "running" for r in _runs(tmp_path)))
+        assert h.wait_for(lambda: count() == 80), proc.stderr
+        # and stop it again once its run has finished
+        assert h.wait_for(lambda: all(r[1] != "running" for r in _runs(tmp_path)))
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     finally:
@@ -124,25 +120,11 @@ def test_a_second_signal_exits_at_once_and_the_restart_loses_nothing(
     tmp_path: Path, sqlite_database: Callable[[], str], pg_database: Callable[[], str]
 ) -> None:
     src, dst = sqlite_database(), pg_database()
-    h.execute(src, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), last_modified TEXT)")
-    h.execute(dst, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))")
-    h.execute(
-        dst,
-        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$",
-    )
-    h.execute(
-        dst, "CREATE TRIGGER slow AFTER INSERT OR UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow()"
-    )
-    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst))
-    assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
-    ts = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # after the seed's watermark
-    for i in range(5):
-        h.execute(src, "INSERT INTO items VALUES (:id, :n, :ts)", params={"id": i, "n": f"n{i}", "ts": ts})
+    count = _slow_world(tmp_path, src, dst, 0.5, 5)  # one batch of 5 rows: 2.5 s
     proc = _start(tmp_path)
     try:
-        assert _wait_for(lambda: any(r[1] == "running" for r in _runs(tmp_path)))
-        time.sleep(0.3)  # inside the batch's write (5 rows of 0.5 s)
+        assert h.wait_for(lambda: any(r[1] == "running" for r in _runs(tmp_path)))
+        time.sleep(0.3)  # inside the batch's write
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
         started = time.monotonic()
@@ -157,7 +139,7 @@ def test_a_second_signal_exits_at_once_and_the_restart_loses_nothing(
     h.execute(dst, "DROP TRIGGER slow ON items")
     proc = _start(tmp_path)
     try:
-        assert _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 5), proc.stderr
+        assert h.wait_for(lambda: count() == 5), proc.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
@@ -168,7 +150,9 @@ def test_a_sheet_without_schedules_is_refused_with_a_clear_message(
     tmp_path: Path, sqlite_database: Callable[[], str]
 ) -> None:
     src, dst = sqlite_database(), sqlite_database()
-    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst).replace("    schedule: {every: 1s}\n", ""))
+    (tmp_path / "sheet.yaml").write_text(
+        SHEET.format(src=src, dst=dst).replace("    schedule: {every: 1s}\n", "")
+    )
     result = h.mapsync("daemon", "sheet.yaml", cwd=tmp_path, process=False)
     assert result.returncode == 2
     assert "no sync to run" in result.stderr and "schedule:" in result.stderr
