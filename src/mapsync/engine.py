@@ -313,7 +313,7 @@ class Engine:
                 parts.capture.begin()  # the parts live across runs: what the last run left goes
                 parts.dest.begin(kind)
                 if self._stopping():  # a stop before the first read: nothing is read
-                    return self._stopped(report, done, request.keep_empty)
+                    return self._stopped(report, done, not request.keep_empty)
                 batches, total = plan.start(scope)
                 self.observer.started(name, kind, total)
                 for batch in batches:
@@ -322,7 +322,9 @@ class Engine:
                     done += 1
                     if self._stopping():
                         _close(batches)
-                        return self._stopped(report, done, request.keep_empty)
+                        # follow mode: a run that changed nothing leaves no row, stopped or not
+                        idle = not report.counts.changed and self.store.cursors(name) == cursors
+                        return self._stopped(report, done, not request.keep_empty and idle)
                 if beat is not None:
                     beat.check()
                 plan.end(scope)
@@ -354,14 +356,15 @@ class Engine:
     def _stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
-    def _stopped(self, report: RunReport, done: int, keep_empty: bool) -> RunReport:
+    def _stopped(self, report: RunReport, done: int, discard: bool) -> RunReport:
         """A graceful stop between batches: the run ends `stopped`; the plan's end is not run, so
-        the cursors stay at the last committed batch and the next run goes on from there."""
+        the cursors stay at the last committed batch and the next run goes on from there.
+        `discard` (follow mode, nothing changed): no row is left, as for an idle pass."""
         report.status = RunStatus.STOPPED
         report.message = (
             f"stopped by a shutdown request after {done} batch(es); the next run goes on from there"
         )
-        if not keep_empty and done == 0:  # follow mode: nothing happened, no row
+        if discard:
             self.store.discard_run(report.run_id or 0)
             report.run_id = None
             return report
