@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from mapsync.daemon import Daemon, Job, Worker
+from mapsync.daemon import Daemon
+from mapsync.daemon_worker import Job, Worker
 from mapsync.sheet import identity
 from mapsync.state.memory import MemoryStore
 from mapsync.state.ports import Store

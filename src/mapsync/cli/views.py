@@ -93,6 +93,13 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
             out.print(
                 f"{row['sync']}: last run #{last['id']}{_scheduled(last)}", highlight=False, markup=False
             )
+        if skipped := row.get("skipped_since"):  # slots not run since: busy, paused, backing off
+            out.print(
+                f"{row['sync']}: {skipped['count']} slot(s) skipped since; the latest "
+                f"({skipped['last'].get('scheduled_at')}): {skipped['last'].get('message')}",
+                highlight=False,
+                markup=False,
+            )
     for row in rows:  # operator controls: paused syncs and runs asked for
         if pause := row["paused"]:
             note = f": {pause['note']}" if pause["note"] else ""

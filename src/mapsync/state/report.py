@@ -12,15 +12,23 @@ from mapsync.state.ports import Store
 
 
 def sync_status(store: Store, sync: str) -> dict[str, Any]:
-    """A sync's last run, cursors, ledger size, open and dead record errors, whether it is paused
+    """A sync's last run (not counting skipped slots, which come as `skipped_since`), cursors,
+    ledger size, open and dead record errors, whether it is paused
     (by, at, note) and its pending run requests (new or taken, newest first)."""
-    last = store.history.last_run(sync)
+    # the last run that ran: slots the daemon skipped since (busy, paused, backing off) are
+    # counted beside it, so a skip never hides the failure before it
+    recent = store.history.runs(sync, 50)  # newest first
+    ran = next((r for r in recent if r["status"] != "skipped"), None)
+    last = ran if ran is not None else store.history.last_run(sync)
+    skips = [r for r in recent if r["status"] == "skipped" and (ran is None or r["id"] > ran["id"])]
     open_errors = store.history.count_record_errors(sync, False)
     cursors = {k: v for k, v in store.cursors(sync).items() if v is not None}
     pause = store.paused().get(sync)
     return {
         "sync": sync,
         "last_run": last,
+        # skipped slots after that run (counted among the newest 50 runs), and the newest of them
+        "skipped_since": {"count": len(skips), "last": skips[0]} if skips else None,
         "cursors": {k: plain(v) for k, v in cursors.items()},
         "ledger_keys": store.ledger_count(sync),
         "open_errors": int(open_errors),

@@ -77,7 +77,11 @@ def test_state_show_and_status_show_the_schedule_of_runs(tmp_path: Path) -> None
     assert "skipped read 0 written 0; run slot scheduled 2026-05-01T09:00:00.000000Z" in text
     assert "; overlap: the previous run was running" in text
     status = mapsync("status", str(sheet), cwd=tmp_path).stdout
-    assert "items: last run #2; run slot scheduled 2026-05-01T09:00:00.000000Z" in status
+    # the last run is the one that ran; the skipped slot after it is counted beside it
+    assert f"items: last run #{run_id}; run slot scheduled 2026-05-01T08:00:00.000000Z" in status
+    assert "items: 1 slot(s) skipped since; the latest (2026-05-01T09:00:00.000000Z): overlap: the " in status
+    (row,) = json.loads(mapsync("status", str(sheet), "--json", cwd=tmp_path).stdout)
+    assert row["last_run"]["status"] == "success" and row["skipped_since"]["count"] == 1
     (shown,) = json.loads(mapsync("state", "show", str(sheet), "--json", cwd=tmp_path).stdout)
     assert [(r["status"], r["slot"], r["worker"]) for r in shown["runs"]] == [
         ("skipped", "run", "box:42"),

@@ -1,0 +1,295 @@
+"""One sync's worker of `mapsync daemon` (`daemon.py`): a thread with its own Engine and state
+store connection that runs one job at a time (a scheduled slot, a request, a backoff attempt, a
+follow pass), backs off after a failure and reports each run to its daemon.
+
+Its own Engine builds the sync's parts on the first run and reuses them; it stops between two
+batches when the daemon stops (`Engine.stop`) and keeps its lease by a heartbeat while a run is
+active. Only a state store that needs fixing first (corrupt, read-only, newer schema) ends the
+thread, and with it the daemon (`Host.fatal`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import queue
+import random
+import threading
+from typing import Any, Protocol
+
+from mapsync import errors, follow
+from mapsync.engine import Engine, RunReport
+from mapsync.records import RunStatus
+from mapsync.sheet.loader import LoadedSheet
+from mapsync.state import faults
+from mapsync.state.clock import Clock
+from mapsync.state.ports import Store
+
+log = logging.getLogger("mapsync.daemon")
+RUN, RETRY = "run", "retry"  # the two kinds of slot a sync's schedules make
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What a worker is asked to run."""
+
+    kind: str  # run | overlap | retry
+    trigger: str  # schedule | request | backoff
+    scheduled_at: dt.datetime | None = None
+    slot: str | None = None  # run | retry: the schedule that made it (None: nobody scheduled it)
+    coalesced: int = 0  # missed slots (after downtime) this run stands for, beyond its own
+    request_id: int | None = None
+
+
+class Host(Protocol):
+    """What a worker needs of its daemon."""
+
+    stop: threading.Event
+    clock: Clock
+    worker: str  # host:pid, on every run row
+    follow_all: dt.timedelta | None
+    workers: dict[str, Worker]
+
+    def open_store(self) -> Store: ...
+    def poll_of(self, cfg: Any) -> dt.timedelta: ...
+    def report(self, report: RunReport) -> None: ...
+    def fatal(self, name: str, exc: BaseException) -> None: ...
+
+
+def fingerprint(loaded: LoadedSheet) -> str:
+    """A short hash of the sheet file as read (which sheet a run ran under)."""
+    try:
+        data = loaded.path.read_bytes()
+    except OSError:
+        data = loaded.sheet.model_dump_json().encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def jittered(delay: float) -> float:
+    """Equal jitter: between half and all of `delay` (workers that failed together spread out)."""
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class Worker:
+    """One sync's thread: its own Engine and state store connection, one job at a time."""
+
+    def __init__(self, daemon: Host, name: str, loaded: LoadedSheet) -> None:
+        self.daemon = daemon
+        self.name = name
+        self.loaded = loaded  # the configuration it runs (replaced by an accepted reload)
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        # jobs handed over and not finished, by what they are: "run" (run, overlap) or "retry"
+        self.pending: collections.Counter[str] = collections.Counter()
+        self.backoff = follow.Backoff(jitter=jittered)
+        self.stopping = threading.Event()  # this worker alone (its sync left the sheet)
+        self.paused: Any = None  # the pause the scheduler saw last (None: not paused)
+        self.held: str | None = None  # why the sync does not run (identity changed), or None
+        self.running = False  # a run of it is under way (its `after:` dependents wait)
+        self.thread = threading.Thread(target=self._main, name=f"mapsync-sync-{name}", daemon=True)
+        self._lock = threading.Lock()
+        self.engine: Engine | None = None
+
+    # ------------------------------------------------------------- seen by the scheduler
+
+    @property
+    def cfg(self) -> Any:
+        return self.loaded.sheet.syncs[self.name]
+
+    @property
+    def following(self) -> bool:
+        return self.daemon.follow_all is not None or bool(getattr(self.cfg.schedule, "follow", False))
+
+    def busy(self, what: str | None = None) -> bool:
+        """Whether a job (of `what`: "run" or "retry") is queued or running."""
+        with self._lock:
+            return self.pending[what] > 0 if what else sum(self.pending.values()) > 0
+
+    def _taken(self, job: Job, n: int) -> None:
+        with self._lock:
+            self.pending[RETRY if job.kind == RETRY else RUN] += n
+
+    def backing_off(self) -> bool:
+        return not self.backoff.ready(self.name, self.daemon.clock.monotonic())
+
+    def offer(self, job: Job) -> None:
+        self._taken(job, 1)
+        self.jobs.put(job)
+
+    # ------------------------------------------------------------- the thread
+
+    def _main(self) -> None:
+        store = self.daemon.open_store()
+        waker: follow.Waker | None = None
+        try:
+            while not self._stopped():
+                if self.following and waker is None:
+                    waker = follow.Waker(self._listen_urls(store), self.daemon.stop, self.daemon.clock)
+                self._step(store, waker)
+        except BaseException as exc:  # a store that needs fixing first: the daemon stops
+            self.daemon.fatal(self.name, exc)
+        finally:
+            if waker is not None:
+                waker.close()
+            if self.engine is not None:
+                self.engine.close()
+            store.close()
+
+    def _stopped(self) -> bool:
+        return self.daemon.stop.is_set() or self.stopping.is_set()
+
+    def _step(self, store: Store, waker: follow.Waker | None) -> None:
+        """Run one job if one is there; a follow sync runs a pass otherwise; a failed sync whose
+        backoff is over is tried again."""
+        try:
+            job = self.jobs.get(timeout=0 if self.following else 0.2)
+        except queue.Empty:
+            job = None
+        if job is not None:
+            try:
+                self._run(store, job)
+            finally:
+                self._taken(job, -1)
+            return
+        if self.held is not None or self.paused is not None:
+            if self.following:
+                self.daemon.clock.wait(self.daemon.stop, self.daemon.poll_of(self.cfg).total_seconds())
+            return
+        if self.following:
+            if self.backoff.ready(self.name, self.daemon.clock.monotonic()):
+                self._run(store, Job("run", "follow"))
+            if waker is not None and not self._stopped():
+                waker.wait(self.daemon.poll_of(self.cfg).total_seconds())
+            return
+        if self.backoff.failures.get(self.name) and self.backoff.ready(
+            self.name, self.daemon.clock.monotonic()
+        ):
+            again = Job("run", "backoff")
+            self._taken(again, 1)
+            try:
+                self._run(store, again)
+            finally:
+                self._taken(again, -1)
+
+    def _listen_urls(self, store: Store) -> list[str]:
+        engine = self._engine(store)
+        try:
+            return follow.pg_listen_urls(engine, [self.name])
+        except Exception as exc:  # the source is away: polling still works
+            log.warning(
+                "follow_listen_failed",
+                extra={"action": "follow_listen_failed", "sync": self.name, "error": type(exc).__name__},
+            )
+            return []
+
+    def _engine(self, store: Store) -> Engine:
+        if self.engine is not None and self.engine.loaded is not self.loaded:
+            self.engine.close()  # an accepted reload: built afresh from the new configuration
+            self.engine = None
+        if self.engine is None:
+            self.engine = Engine(self.loaded, store, stop=self.daemon.stop, heartbeat=True)
+            store.set_identity(self.daemon.worker, fingerprint(self.loaded))  # on its run rows
+        return self.engine
+
+    def _wait_for_after(self) -> None:
+        """A sync does not start while a sync it comes after is running."""
+        deps = [self.daemon.workers[d] for d in self.cfg.after if d in self.daemon.workers]
+        while not self._stopped() and any(d.running for d in deps):
+            self.daemon.clock.wait(self.daemon.stop, 0.05)
+
+    def _run(self, store: Store, job: Job) -> None:
+        if self._stopped():
+            return
+        self._wait_for_after()
+        if self._stopped():
+            return
+        engine = self._engine(store)
+        report: RunReport | None = None
+        failed: BaseException | None = None
+        self.running = True
+        try:
+            if job.kind == RETRY:
+                retry = getattr(self.cfg, "retry", None)
+                automatic = job.trigger != "request" and retry is not None
+                report = engine.retry(
+                    self.name,
+                    trigger=job.trigger,
+                    automatic=automatic,
+                    max_attempts=retry.max_attempts if retry is not None else None,
+                    scheduled_at=job.scheduled_at,
+                    slot=job.slot,
+                )
+            else:
+                report = engine.run(
+                    self.name,
+                    job.kind,
+                    trigger=job.trigger,
+                    scheduled_at=job.scheduled_at,
+                    slot=job.slot,
+                    coalesced=job.coalesced,
+                    keep_empty=job.trigger != "follow",
+                )
+        except errors.SlotTaken as exc:  # another process ran this slot: nothing to do
+            log.info(
+                "daemon_slot_taken",
+                extra={"action": "daemon_slot_taken", "sync": self.name, "error": str(exc)},
+            )
+        except errors.LeaseHeld as exc:  # a local `mapsync run` of the sync, say: not a failure
+            log.info(
+                "daemon_lease_held",
+                extra={
+                    "action": "daemon_lease_held",
+                    "sync": self.name,
+                    "error": engine.redact_text(str(exc)),
+                },
+            )
+        except errors.StateError as exc:
+            if exc.reason not in faults.TRANSIENT and exc.reason != "unseeded":
+                raise  # a store to fix first (corrupt, read-only, newer): the daemon stops
+            failed = exc
+        except errors.MapsyncError as exc:  # source, destination, config (a table renamed) …
+            failed = exc
+        except Exception as exc:  # a bug: recorded by the engine; logged, backed off, never fatal
+            log.exception(
+                "daemon_run_crashed",
+                extra={
+                    "action": "daemon_run_crashed",
+                    "sync": self.name,
+                    "error": engine.redact_text(str(exc)),
+                },
+            )
+            failed = exc
+        finally:
+            self.running = False
+        if report is not None:
+            self.daemon.report(report)
+            if report.status == RunStatus.FAILED:
+                failed = errors.MapsyncError(report.message or "failed")
+        if job.request_id is not None:
+            status = "failed" if failed is not None else "done"
+            message = engine.redact_text(str(failed)) if failed is not None else None
+            run_id = report.run_id if report is not None else None
+            try:
+                store.finish_request(job.request_id, status, run_id, message)
+            except errors.StateError:
+                log.warning(
+                    "daemon_request_unrecorded",
+                    extra={"action": "daemon_request_unrecorded", "sync": self.name},
+                )
+        if failed is not None:
+            delay = self.backoff.failed(self.name, self.daemon.clock.monotonic())
+            log.error(
+                "daemon_run_failed",
+                extra={
+                    "action": "daemon_run_failed",
+                    "sync": self.name,
+                    "failure_class": getattr(failed, "failure_class", None)
+                    or (report.failure_class if report is not None else None),
+                    "error": engine.redact_text(str(failed)),
+                    "retry_in_s": round(delay, 3),
+                },
+            )
+        elif report is not None and report.status != RunStatus.STOPPED:
+            self.backoff.succeeded(self.name)
