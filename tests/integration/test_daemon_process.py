@@ -101,6 +101,12 @@ def test_sigterm_stops_after_the_batch_and_the_restart_resends_nothing(
     proc = _start(tmp_path)
     try:
         assert h.wait_for(lambda: count() == 80), proc.stderr
+        # a SIGHUP with a broken sheet: refused, the daemon goes on with the sheet it has
+        good = (tmp_path / "sheet.yaml").read_text()
+        (tmp_path / "sheet.yaml").write_text(good.replace("key: {from: id, to: id}", "key: {from: id}"))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None
         # and stop it again once its run has finished
         assert h.wait_for(lambda: all(r[1] != "running" for r in _runs(tmp_path)))
         proc.send_signal(signal.SIGTERM)
@@ -110,6 +116,7 @@ def test_sigterm_stops_after_the_batch_and_the_restart_resends_nothing(
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, stderr
+    assert "daemon_reload_refused" in stderr and "key" in stderr  # the log says why
     runs = _runs(tmp_path)
     assert sum(r[2] for r in runs) == 80, runs  # every row once: nothing committed was re-sent
     assert h.query(dst, "SELECT COUNT(DISTINCT name) FROM items")[0][0] == 80

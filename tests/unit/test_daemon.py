@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import queue
+import zoneinfo
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,25 @@ def test_the_daemon_leases_for_60s_unless_the_sheet_says_otherwise(tmp_path: Pat
     assert with_daemon_lease(dataclasses.replace(plain, sheet=slow)).sheet.state.lease_ttl == dt.timedelta(
         minutes=4
     )
+
+
+def test_a_cron_slot_in_a_time_zone_fires_at_its_wall_time_across_a_dst_change(
+    make: Callable[..., Daemon],
+) -> None:
+    d = make(a={"schedule": {"cron": "30 2 * * *", "timezone": "Europe/Berlin"}})
+    w = d.workers["a"]
+    fired: list[dt.datetime] = []
+    # 2026-10-24 to 2026-10-27 (Berlin goes from CEST to CET on the 25th), a tick every 10 minutes
+    now = dt.datetime(2026, 10, 24, 0, 0, tzinfo=dt.UTC)
+    while now < dt.datetime(2026, 10, 27, 12, 0, tzinfo=dt.UTC):
+        d.tick(now)
+        fired += [j.scheduled_at for j in _jobs(w) if j.scheduled_at is not None]
+        w.pending.clear()  # as if each run had finished at once
+        now += dt.timedelta(minutes=10)
+    berlin = [f.astimezone(zoneinfo.ZoneInfo("Europe/Berlin")) for f in fired]
+    assert [b.strftime("%m-%d %H:%M %Z") for b in berlin] == [
+        "10-24 02:30 CEST",
+        "10-25 02:30 CEST",  # 02:30 came twice that night: it fired once, at the first
+        "10-26 02:30 CET",
+        "10-27 02:30 CET",
+    ]

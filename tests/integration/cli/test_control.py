@@ -81,3 +81,32 @@ def test_an_unknown_sync_or_kind_is_a_usage_error_and_a_missing_store_is_named(t
     bad = mapsync("request", str(sheet), "--sync", "items", "--kind", "seed", cwd=tmp_path)
     assert bad.returncode == 2 and "seed" in bad.stderr
     assert mapsync("request", str(sheet), cwd=tmp_path).returncode == 2  # --sync is required
+
+
+def test_run_leaves_a_paused_sync_out_unless_told_to_ignore_the_pause(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    sheet = sheet_file(tmp_path, store=False)
+    for db in ("erp", "shop"):
+        with sa.create_engine(f"sqlite:///{tmp_path / db}.db").begin() as conn:
+            conn.execute(sa.text("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)"))
+    with sa.create_engine(f"sqlite:///{tmp_path / 'erp.db'}").begin() as conn:
+        conn.execute(sa.text("INSERT INTO items VALUES (1, 'one')"))
+    assert mapsync("seed", str(sheet), cwd=tmp_path).returncode == 0
+    with sa.create_engine(f"sqlite:///{tmp_path / 'erp.db'}").begin() as conn:
+        conn.execute(sa.text("INSERT INTO items VALUES (2, 'two')"))
+    assert (
+        mapsync("pause", str(sheet), "--sync", "items", "--note", "ERP upgrade", cwd=tmp_path).returncode == 0
+    )
+    left = mapsync("run", str(sheet), cwd=tmp_path)
+    assert left.returncode == 1
+    assert "sync items is paused (by " in left.stderr and "ERP upgrade" in left.stderr
+    assert "--ignore-pause" in left.stderr
+    shop = sa.create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+    with shop.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM items")).scalar() == 1
+    run = mapsync("run", str(sheet), "--ignore-pause", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    with shop.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM items")).scalar() == 2
+    shop.dispose()
