@@ -291,16 +291,19 @@ class Daemon:
         if last is not None and due <= last:
             return
         missed = len(schedules.slots_between(sched, last, due)) - 1 if last is not None else 0
-        self.handled[key] = due
         kind = RETRY if slot == RETRY else RUN
         reason = self._skip_reason(w, slot)
         if reason is not None:
+            # recorded before the slot counts as handled: a store away now (the tick ends) means
+            # the next tick records it, never a slot that passed in silence
             self.store.record_skipped_run(w.name, kind, "schedule", due, slot, reason[0], reason[1])
+            self.handled[key] = due
             log.warning(
                 "daemon_slot_skipped",
                 extra={"action": "daemon_slot_skipped", "sync": w.name, "slot": slot, "reason": reason[1]},
             )
             return
+        self.handled[key] = due
         if missed:
             log.info(
                 "daemon_slots_coalesced",
