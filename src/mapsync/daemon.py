@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mapsync import errors, schedules
-from mapsync.daemon_worker import RETRY, RUN, Job, Worker, fingerprint
+from mapsync.daemon_worker import RETRY, RUN, STORE_BROKEN, Job, Worker, fingerprint
 from mapsync.engine import RunReport
 from mapsync.records import RunStatus
 from mapsync.sheet import identity as identities
@@ -146,6 +146,7 @@ class Daemon:
         self.passes = 0
         self._named = named
         self.refused: dict[str, LoadedSheet] = {}  # syncs whose reload was refused: the new sheet
+        self.retired: list[Worker] = []  # workers of syncs a reload removed (joined at the stop)
 
     # ------------------------------------------------------------- life
 
@@ -163,13 +164,25 @@ class Daemon:
             while not self.stop.is_set():
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
-                    self.reload()
+                    self._reload_or_later()
                 wait = self.tick(self.clock.now())
                 self.passes += 1
                 self.clock.wait(self.stop, wait)
         finally:
             code = self._shutdown()
         return 2 if self.failure is not None else code
+
+    def _reload_or_later(self) -> None:
+        """A reload; with the state store briefly away, again at the next tick."""
+        try:
+            self.reload()
+        except errors.StateError as exc:
+            if exc.reason in STORE_BROKEN:
+                raise
+            log.warning(
+                "daemon_reload_later", extra={"action": "daemon_reload_later", "error": self.redact(str(exc))}
+            )
+            self.reload_requested.set()
 
     def _add(self, name: str, loaded: LoadedSheet, start: bool = True) -> Worker:
         """A worker for sync `name` (its thread started unless `start` is False: a test of the
@@ -183,9 +196,11 @@ class Daemon:
     def _shutdown(self, grace: dt.timedelta = GRACE) -> int:
         self.stop.set()
         end = self.clock.monotonic() + grace.total_seconds()
-        for w in self.workers.values():
-            w.thread.join(timeout=max(0.0, end - self.clock.monotonic()))
-        left = [w.name for w in self.workers.values() if w.thread.is_alive()]
+        every = [*self.workers.values(), *self.retired]
+        for w in every:
+            if w.thread.ident is not None:
+                w.thread.join(timeout=max(0.0, end - self.clock.monotonic()))
+        left = [w.name for w in every if w.thread.is_alive()]
         if left:
             log.error(
                 "daemon_grace_expired",
@@ -208,7 +223,7 @@ class Daemon:
             extra={
                 "action": "daemon_fatal",
                 "sync": name,
-                "error": self._redact(f"{type(exc).__name__}: {exc}"),
+                "error": self.redact(f"{type(exc).__name__}: {exc}"),
             },
         )
         self.stop.set()
@@ -224,7 +239,7 @@ class Daemon:
             return self.follow_all
         return cfg.schedule.poll_interval() if cfg.schedule.poll is not None else self.poll
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
         from mapsync.redact import redact
 
         return redact(text, self.loaded.secrets)
@@ -246,7 +261,7 @@ class Daemon:
             if exc.reason not in faults.TRANSIENT:
                 raise
             log.warning(
-                "daemon_store_away", extra={"action": "daemon_store_away", "error": self._redact(str(exc))}
+                "daemon_store_away", extra={"action": "daemon_store_away", "error": self.redact(str(exc))}
             )
             return self.poll.total_seconds()
 
@@ -256,7 +271,7 @@ class Daemon:
         for name, w in list(self.workers.items()):
             w.paused = paused.get(name)
             if w.held is not None:
-                w.held = self._identity_hold(name, w.loaded, quiet=True)
+                w.held = self._identity_hold(name, w.loaded, quiet=True, previous=w.held)
             if name in self.refused and self._reseeded(name, self.refused[name]):
                 w.loaded = self.refused.pop(name)  # seeded again (or reset) under the new sheet
                 log.info("daemon_sync_accepted", extra={"action": "daemon_sync_accepted", "sync": name})
@@ -348,13 +363,17 @@ class Daemon:
 
     # ------------------------------------------------------------- identity and reload
 
-    def _identity_hold(self, name: str, loaded: LoadedSheet, quiet: bool = False) -> str | None:
+    def _identity_hold(
+        self, name: str, loaded: LoadedSheet, quiet: bool = False, previous: str | None = None
+    ) -> str | None:
         """Why sync `name` must not run with `loaded`'s configuration (its state was seeded as
-        another sync), or None."""
+        another sync), or None; `previous` while the store cannot tell (it stays held). The
+        engine checks the same under the lease (`Engine.same_sync`), so a store away here never
+        lets such a run through."""
         try:
             stored = self.store.cursors(name).get(IDENTITY)
         except errors.StateError:
-            return None
+            return previous
         if stored is None or stored == identities.identity(loaded.sheet, name):
             return None
         why = (
@@ -375,27 +394,33 @@ class Daemon:
         except errors.ConfigError as exc:
             log.error(
                 "daemon_reload_refused",
-                extra={"action": "daemon_reload_refused", "error": self._redact(str(exc))},
+                extra={"action": "daemon_reload_refused", "error": self.redact(str(exc))},
             )
             return False
-        old = self.loaded
         names = [
             n
             for n in (self.names if self._named else list(new.sheet.syncs))
             if n in new.sheet.syncs and (n in self.workers or scheduled(new, n))
         ]
+        # first every read of the store (a store away now leaves everything as it was) …
+        refused = {
+            name
+            for name in names
+            if name in self.workers
+            and identities.changed(self.workers[name].loaded.sheet, new.sheet, name)
+            and not (self._identity_hold(name, new, quiet=True) is None and self._reseeded(name, new))
+        }
+        # … then the changes
         for name in list(self.workers):
             if name not in names:  # gone from the sheet: stop its worker after its run
-                self.workers.pop(name).stopping.set()
+                retired = self.workers.pop(name)
+                retired.stopping.set()
+                self.retired.append(retired)
         for name in names:
             w = self.workers.get(name)
             if w is None:
                 self._add(name, new)
-                continue
-            if name in old.sheet.syncs and identities.changed(w.loaded.sheet, new.sheet, name):
-                if self._identity_hold(name, new, quiet=True) is None and self._reseeded(name, new):
-                    w.loaded = new
-                    continue
+            elif name in refused:
                 log.error(
                     "daemon_reload_refused",
                     extra={
@@ -410,9 +435,9 @@ class Daemon:
                     },
                 )
                 self.refused[name] = new
-                continue
-            w.loaded = new
-            self.refused.pop(name, None)
+            else:
+                w.loaded = new
+                self.refused.pop(name, None)
         self.loaded = new
         self._set_identity(new)
         self.handled = {k: v for k, v in self.handled.items() if k[0] in self.workers}

@@ -11,6 +11,7 @@ thread, and with it the daemon (`Host.fatal`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -24,12 +25,13 @@ from mapsync import errors, follow
 from mapsync.engine import Engine, RunReport
 from mapsync.records import RunStatus
 from mapsync.sheet.loader import LoadedSheet
-from mapsync.state import faults
 from mapsync.state.clock import Clock
 from mapsync.state.ports import Store
 
 log = logging.getLogger("mapsync.daemon")
 RUN, RETRY = "run", "retry"  # the two kinds of slot a sync's schedules make
+# the state store's faults that no retry fixes: the daemon stops (exit 2) instead of backing off
+STORE_BROKEN = frozenset({"corrupt", "readonly", "cantopen"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Host(Protocol):
     def poll_of(self, cfg: Any) -> dt.timedelta: ...
     def report(self, report: RunReport) -> None: ...
     def fatal(self, name: str, exc: BaseException) -> None: ...
+    def redact(self, text: str) -> str: ...
 
 
 def fingerprint(loaded: LoadedSheet) -> str:
@@ -121,21 +124,81 @@ class Worker:
     # ------------------------------------------------------------- the thread
 
     def _main(self) -> None:
-        store = self.daemon.open_store()
+        """The thread: open its store (again and again while it is away), then run jobs until the
+        daemon stops. Nothing but a state store that needs fixing first stops the daemon: any
+        other error is logged, and the worker waits a moment and goes on."""
+        store = self._open()
+        if store is None:
+            return
         waker: follow.Waker | None = None
         try:
             while not self._stopped():
-                if self.following and waker is None:
-                    waker = follow.Waker(self._listen_urls(store), self.daemon.stop, self.daemon.clock)
-                self._step(store, waker)
+                try:
+                    if self.following and waker is None:
+                        waker = follow.Waker(self._listen_urls(store), self.daemon.stop, self.daemon.clock)
+                    self._step(store, waker)
+                except errors.StateError as exc:
+                    if exc.reason in STORE_BROKEN:
+                        raise
+                    self._trouble(exc)
+                except Exception as exc:  # a source's LISTEN connection lost, say: listen afresh
+                    self._trouble(exc)
+                    if waker is not None:
+                        waker.close()
+                        waker = None
         except BaseException as exc:  # a store that needs fixing first: the daemon stops
             self.daemon.fatal(self.name, exc)
         finally:
+            self._release_requests(store)
             if waker is not None:
                 waker.close()
             if self.engine is not None:
                 self.engine.close()
             store.close()
+
+    def _open(self) -> Store | None:
+        """This worker's connection to the state store, tried every few seconds while the store is
+        away (None: the daemon stopped first, or the store needs fixing)."""
+        delay = 1.0
+        while not self._stopped():
+            try:
+                return self.daemon.open_store()
+            except errors.StateError as exc:
+                if exc.reason in STORE_BROKEN:
+                    self.daemon.fatal(self.name, exc)
+                    return None
+                self._trouble(exc)
+            except Exception as exc:  # the CLI's wrapper turns a StateError into its own exit
+                self._trouble(exc)
+            self.daemon.clock.wait(self.daemon.stop, delay)
+            delay = min(delay * 2, 30.0)
+        return None
+
+    def _trouble(self, exc: BaseException) -> None:
+        log.error(
+            "daemon_worker_error",
+            extra={
+                "action": "daemon_worker_error",
+                "sync": self.name,
+                "error": self.daemon.redact(f"{type(exc).__name__}: {exc}"),
+            },
+        )
+        self.daemon.clock.wait(self.daemon.stop, 1.0)
+
+    def _release_requests(self, store: Store) -> None:
+        """Requests handed to this worker and not run (the daemon stopped first) end `failed`
+        with the reason, never `taken` for ever."""
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            self._taken(job, -1)
+            if job.request_id is not None:
+                with contextlib.suppress(errors.StateError):
+                    store.finish_request(
+                        job.request_id, "failed", None, "the daemon stopped before running it: ask again"
+                    )
 
     def _stopped(self) -> bool:
         return self.daemon.stop.is_set() or self.stopping.is_set()
@@ -189,13 +252,13 @@ class Worker:
             self.engine.close()  # an accepted reload: built afresh from the new configuration
             self.engine = None
         if self.engine is None:
-            self.engine = Engine(self.loaded, store, stop=self.daemon.stop, heartbeat=True)
+            self.engine = Engine(self.loaded, store, stop=self.daemon.stop, heartbeat=True, same_sync=True)
             store.set_identity(self.daemon.worker, fingerprint(self.loaded))  # on its run rows
         return self.engine
 
     def _wait_for_after(self) -> None:
         """A sync does not start while a sync it comes after is running."""
-        deps = [self.daemon.workers[d] for d in self.cfg.after if d in self.daemon.workers]
+        deps = [w for d in self.cfg.after if (w := self.daemon.workers.get(d)) is not None]
         while not self._stopped() and any(d.running for d in deps):
             self.daemon.clock.wait(self.daemon.stop, 0.05)
 
@@ -245,10 +308,13 @@ class Worker:
                     "error": engine.redact_text(str(exc)),
                 },
             )
-        except errors.StateError as exc:
-            if exc.reason not in faults.TRANSIENT and exc.reason != "unseeded":
-                raise  # a store to fix first (corrupt, read-only, newer): the daemon stops
+        except errors.IdentityChanged as exc:  # seeded as another sync meanwhile: held
+            self.held = str(exc)
             failed = exc
+        except errors.StateError as exc:
+            if exc.reason in STORE_BROKEN:
+                raise  # a store to fix first (corrupt, read-only, cannot open): the daemon stops
+            failed = exc  # the store away, a sync not seeded, a capture's slot or binlog lost
         except errors.MapsyncError as exc:  # source, destination, config (a table renamed) …
             failed = exc
         except Exception as exc:  # a bug: recorded by the engine; logged, backed off, never fatal

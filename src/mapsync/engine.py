@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from mapsync import (
     breaker,
@@ -39,6 +40,7 @@ from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
 from mapsync.run_types import Quiet
 from mapsync.run_types import RunReport as RunReport
+from mapsync.sheet import identity as identities
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases
@@ -68,12 +70,17 @@ class Engine:
         *,
         stop: threading.Event | None = None,
         heartbeat: bool = False,
+        same_sync: bool = False,
     ) -> None:
         self.loaded = loaded
         self.stop = stop
         self.heartbeat = heartbeat
+        # the daemon's: refuse a run (IdentityChanged) whose state a seed stored under another
+        # identity of the sync (sheet/identity.py), checked under the lease
+        self.same_sync = same_sync
         self._beat: Heartbeat | None = None  # the active run's heartbeat
         self._breaker = breaker.Breaker(None)  # the active run's destination breaker
+        self._breakers: dict[str, breaker.Breaker] = {}  # per sync, across its runs
         self.sheet = loaded.sheet
         self.store = store
         self.observer = observer or Quiet()
@@ -289,8 +296,14 @@ class Engine:
             self.watch.watching(lease),
             heartbeat(self.store, lease, self.heartbeat) as beat,
         ):
-            self._beat, self._breaker = beat, breaker.Breaker(self.sheet.syncs[name].delivery.breaker)
+            # the breaker lives across the runs of this Engine (a daemon's worker): a destination
+            # that refused the last batches of one run meets the next run's first batch open
+            self._beat = beat
+            self._breaker = self._breakers.setdefault(
+                name, breaker.Breaker(self.sheet.syncs[name].delivery.breaker)
+            )
             cursors = self.store.cursors(name)
+            self._same_sync(name, cursors, request.kind)
             kind = plan.decide(cursors)
             run_id = self.store.start_run(
                 name,
@@ -352,6 +365,19 @@ class Engine:
                 "run_finished", extra={"action": "run_finished", "sync": name, "run_id": run_id, **counts}
             )
             return report
+
+    def _same_sync(self, name: str, cursors: dict[str, Any], kind: RunKind) -> None:
+        """With `same_sync`: the state under the lease is this sync's as the sheet has it, or the
+        run is refused (a seed under another sheet may have come between the check and the run)."""
+        stored = cursors.get(identities.CURSOR)
+        if not self.same_sync or kind == RunKind.SEED or stored is None:
+            return
+        if stored != identities.identity(self.sheet, name):
+            raise errors.IdentityChanged(
+                f"sync {name}: its state was seeded with another source, destination, key or fields "
+                f"than {self.loaded.where('syncs', name)} gives it; run `mapsync seed --sync {name} "
+                f"--again` to re-read it under this sheet, or `mapsync state reset --sync {name}`"
+            )
 
     def _stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()

@@ -71,6 +71,13 @@ class LeaseLost(MapsyncError):
     """Our lease was taken over (we paused too long); our results must be discarded."""
 
 
+class IdentityChanged(MapsyncError):
+    """The sync's state was seeded as another sync (its source, destination, key or fields
+    differ from the sheet's: `sheet/identity.py`); the daemon does not run it under this sheet."""
+
+    failure_class = FailureClass.CONFIG
+
+
 class SlotTaken(MapsyncError):
     """A scheduled slot (sync, slot, scheduled time) was run already, by this or another process:
     not a failure, nothing is recorded for the second try (the state store's unique slot index)."""

@@ -3,7 +3,8 @@
 Pure functions, no I/O. Times in and out are aware datetimes (any zone in, UTC out).
 
 - `every: D`: slots are the multiples of D counted from the Unix epoch in UTC, so every process
-  and every restart agree on them (the daemon's unique (sync, kind, scheduled_at) rests on it).
+  and every restart agree on them (the state store's unique (sync, slot, scheduled_at) of the
+  daemon's runs rests on it).
 - `cron`: slots are wall-clock times in the zone. croniter walks the local wall clock (naive
   times); each local time then becomes real instants: a time in a spring-forward gap fires once, at
   the end of the gap; a time that exists twice (fall-back) fires once at its first occurrence, and

@@ -95,3 +95,28 @@ def test_a_destination_refusing_everything_costs_a_bounded_number_of_calls(
     finally:
         engine.close()
         store.close()
+
+
+def test_the_next_run_meets_the_breaker_open_and_pays_one_call(tmp_path: Path) -> None:
+    """The breaker lives across the runs of one Engine (a daemon's worker): a run after a trip
+    does not bisect its first refused batch again."""
+    loaded = fakes.sheet(
+        {"c": {"key": {"from": "id", "to": "ref"}, "fields": {"nm": "name"}, "delivery": {"batch": 8}}},
+        tmp_path,
+    )
+    source = fakes.MemorySource([{"id": i, "name": f"n{i}", "version": i} for i in range(1, 41)])
+    dest = fakes.MemoryDestination()
+    dest.poison(*range(1, 41))
+    store = fakes.state_store(tmp_path)
+    engine = fakes.MemoryEngine(loaded, store, {"c": (source, dest)})
+    try:
+        assert engine.run("c", "seed").failure_class == "destination"
+        calls = len(dest.calls)
+        again = engine.run("c", "seed")  # resumes at batch 3: refused whole, trips at once
+        assert (again.status, again.failure_class) == ("failed", "destination")
+        assert len(dest.calls) - calls == 1
+        dest.heal()
+        assert engine.run("c", "seed").counts.written == 24  # a good batch closes it
+    finally:
+        engine.close()
+        store.close()

@@ -198,3 +198,49 @@ def test_a_cron_slot_in_a_time_zone_fires_at_its_wall_time_across_a_dst_change(
         "10-26 02:30 CET",
         "10-27 02:30 CET",
     ]
+
+
+class _Failing:
+    """An engine whose runs raise what a capture raises when its slot or binlog is gone."""
+
+    def __init__(self, loaded: Any) -> None:
+        self.loaded = loaded
+        self.calls = 0
+
+    def run(self, name: str, kind: str, **kw: Any) -> Any:
+        from mapsync import errors
+
+        self.calls += 1
+        raise errors.StateError(f"sync {name}: the replication slot is gone: run `mapsync seed` again")
+
+    def redact_text(self, text: str) -> str:
+        return text
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_source_side_state_error_is_a_failed_run_with_backoff_not_the_daemons_end(
+    make: Callable[..., Daemon],
+) -> None:
+    d = make(a={"schedule": {"every": "1m"}})
+    w = d.workers["a"]
+    w.engine = _Failing(w.loaded)  # type: ignore[assignment]
+    w._run(d.store, Job("run", "schedule", T0, "run"))
+    assert w.engine.calls == 1  # type: ignore[union-attr]
+    assert d.failure is None and not d.stop.is_set()
+    assert w.backoff.failures["a"] == 1 and w.backing_off()
+
+
+def test_requests_a_stopping_worker_did_not_run_end_failed_not_taken_for_ever(
+    make: Callable[..., Daemon],
+) -> None:
+    d = make(a={"schedule": {"every": "1h"}})
+    w = d.workers["a"]
+    asked = d.store.request_run("a", "run", "ops@host")
+    d.tick(T0)
+    assert w.busy()
+    w._release_requests(d.store)
+    (req,) = d.store.requests("a")
+    assert (req.id, req.status) == (asked, "failed") and "stopped before running it" in (req.message or "")
+    assert not w.busy()

@@ -446,3 +446,20 @@ def test_a_database_without_mapsync_tables_is_not_a_state_store(tmp_path: Path) 
     sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}").connect().close()
     with pytest.raises(errors.StateError, match="no mapsync tables"):
         StateStore.open("sqlite:///other.db", tmp_path, create=False)
+
+
+def test_a_daemons_engine_refuses_a_run_on_state_seeded_as_another_sync(make: Callable[..., World]) -> None:
+    """`same_sync` (the daemon's engines): under the lease, a state whose seed stored another
+    identity of the sync is refused (IdentityChanged, a failed run of class config)."""
+    from mapsync.sheet import identity
+
+    w = make()
+    assert w.engine.run("c", "seed").ok
+    w.engine.same_sync = True
+    assert w.engine.run("c").ok  # seeded under this very sheet
+    w.store.set_cursors("c", {identity.CURSOR: "0123456789abcdef"}, None)
+    with pytest.raises(errors.IdentityChanged, match="seed --sync c --again"):
+        w.engine.run("c")
+    assert w.runs()[-1]["status"] == "failed" and w.runs()[-1]["failure_class"] == "config"
+    w.engine.same_sync = False  # a one-off command's engine: as before
+    assert w.engine.run("c").ok

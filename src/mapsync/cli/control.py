@@ -44,8 +44,8 @@ def pause(
     note: Annotated[str | None, typer.Option(help="Why (shown by `status` and in skipped runs).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Pause a sync: the daemon skips its scheduled runs and requests (recording them as
-    `skipped`) and `mapsync run` refuses it (unless `--ignore-pause`), until `resume`."""
+    """Pause a sync: the daemon records its scheduled slots as `skipped` and keeps its requests
+    waiting, and `mapsync run` leaves it out (unless `--ignore-pause`), until `resume`."""
     loaded = load_sheet(sheet)
     sync_names(loaded, sync)
     store = open_store(loaded, create=False)
