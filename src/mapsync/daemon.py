@@ -68,6 +68,7 @@ from mapsync.sheet.timeout_models import BOUNDED
 from mapsync.state import faults
 from mapsync.state.clock import SYSTEM, Clock
 from mapsync.state.ports import Store
+from mapsync.state.runs import alive
 
 log = logging.getLogger("mapsync.daemon")
 GRACE = dt.timedelta(seconds=30)
@@ -154,6 +155,7 @@ class Daemon:
         """Schedules until `stop`; returns the exit code (0 clean, 1 runs cut at the grace's end, 2
         the state store needs fixing)."""
         self._set_identity(self.loaded)
+        self._orphaned_requests()
         for name in self.names:
             self._add(name, self.loaded)
         log.info(
@@ -183,6 +185,27 @@ class Daemon:
                 "daemon_reload_later", extra={"action": "daemon_reload_later", "error": self.redact(str(exc))}
             )
             self.reload_requested.set()
+
+    def _orphaned_requests(self) -> int:
+        """Requests a daemon of this host took and never finished because its process died
+        (SIGKILL, power): ended `failed`, so they are not shown pending for ever. (One taken on
+        another host cannot be told from a live one here.) Returns how many."""
+        host = socket.gethostname()
+        done = 0
+        try:
+            pending = self.store.requests(None, 1000, pending=True)
+        except errors.StateError:
+            return 0
+        for req in pending:
+            taker, _, pid = (req.taken_by or "").rpartition(":")
+            if req.status != "taken" or taker != host or not pid.isdigit() or alive(int(pid)):
+                continue
+            with contextlib.suppress(errors.StateError):
+                self.store.finish_request(
+                    req.id, "failed", None, f"its daemon ({req.taken_by}) died before running it: ask again"
+                )
+                done += 1
+        return done
 
     def _add(self, name: str, loaded: LoadedSheet, start: bool = True) -> Worker:
         """A worker for sync `name` (its thread started unless `start` is False: a test of the

@@ -244,3 +244,25 @@ def test_requests_a_stopping_worker_did_not_run_end_failed_not_taken_for_ever(
     (req,) = d.store.requests("a")
     assert (req.id, req.status) == (asked, "failed") and "stopped before running it" in (req.message or "")
     assert not w.busy()
+
+
+def test_requests_taken_by_a_daemon_that_died_on_this_host_end_failed(make: Callable[..., Daemon]) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    d = make(a={"schedule": {"every": "1h"}})
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = f"{socket.gethostname()}:{int(gone.stdout)}"
+    orphan = d.store.request_run("a", "run", "ops@host")
+    d.store.take_requests(["a"], dead)
+    live = d.store.request_run("a", "overlap", "ops@host")
+    d.store.take_requests(["a"], f"{socket.gethostname()}:{os.getpid()}")  # this process: alive
+    elsewhere = d.store.request_run("a", "retry", "ops@host")
+    d.store.take_requests(["a"], "another-host:1")
+    assert d._orphaned_requests() == 1
+    status = {r.id: r.status for r in d.store.requests("a")}
+    assert status == {orphan: "failed", live: "taken", elsewhere: "taken"}
