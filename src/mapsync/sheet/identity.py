@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.parse
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,15 +31,19 @@ CURSOR = "identity"  # the cursor a seed stores the sync's identity in
 
 
 def _where(sheet: models.Sheet, connection: str) -> str:
-    """Where a connection points, without any secret (a `${VAR}` still unexpanded is fine too)."""
+    """Where a connection points, without any secret: a SQL URL without its password and query
+    (`?sslpassword=…`), an API's base URL without its query and user info, and its site."""
     conn = sheet.connections[connection]
     url = getattr(conn, "url", None)
     if isinstance(url, str):
         try:
-            return sa.make_url(url).render_as_string(hide_password=True)
+            return sa.make_url(url).set(query={}).render_as_string(hide_password=True)
         except (sa.exc.ArgumentError, ValueError):
             return "(unparsable url)"
-    return str(getattr(conn, "base_url", "") or getattr(conn, "site", "") or conn.kind)
+    base = urllib.parse.urlsplit(str(getattr(conn, "base_url", "") or ""))
+    host = base.hostname or ""
+    where = f"{base.scheme}://{host}{f':{base.port}' if base.port else ''}{base.path}" if host else ""
+    return f"{where} {getattr(conn, 'site', '') or ''}".strip() or conn.kind
 
 
 def _fields(fields: dict[str, Any]) -> dict[str, Any]:
