@@ -335,9 +335,13 @@ class Engine:
                     done += 1
                     if self._stopping():
                         _close(batches)
-                        # follow mode: a run that changed nothing leaves no row, stopped or not
-                        idle = not report.counts.changed and self.store.cursors(name) == cursors
-                        return self._stopped(report, done, not request.keep_empty and idle)
+                        # follow mode: a pass that changed nothing leaves no trace, stopped or
+                        # not: its cursors go back to where they were (rows read again, never
+                        # missed) and its row goes, as an idle pass's does
+                        idle = not request.keep_empty and not report.counts.changed
+                        if idle:
+                            self._cursors_back(name, cursors, report.run_id)
+                        return self._stopped(report, done, idle)
                 if beat is not None:
                     beat.check()
                 plan.end(scope)
@@ -378,6 +382,14 @@ class Engine:
                 f"than {self.loaded.where('syncs', name)} gives it; run `mapsync seed --sync {name} "
                 f"--again` to re-read it under this sheet, or `mapsync state reset --sync {name}`"
             )
+
+    def _cursors_back(self, name: str, cursors: dict[str, Any], run_id: int | None) -> None:
+        """Put the sync's cursors back to `cursors` (a stopped follow pass that changed nothing:
+        the next pass reads those rows again and skips them as unchanged)."""
+        now = self.store.cursors(name)
+        back = {k: cursors.get(k) for k in now.keys() | cursors.keys() if now.get(k) != cursors.get(k)}
+        if back:
+            self.store.set_cursors(name, back, run_id)
 
     def _stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()

@@ -6,6 +6,7 @@ delivers the rest and nothing is written twice."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -166,6 +167,39 @@ def test_a_stop_before_the_first_batch_reads_nothing(
         assert report.status == RunStatus.STOPPED and report.counts.read == 0
         assert "after 0 batch(es)" in (report.message or "")
         assert store.cursors("items") == {} and h.writes(dst) == 0
+    finally:
+        engine.close()
+        store.close()
+
+
+def test_a_stopped_follow_pass_that_changed_nothing_leaves_no_trace(
+    sqlite_database: Callable[[], str], dst: str, tmp_path: Path
+) -> None:
+    """Follow mode (keep_empty=False): a pass stopped after batches that only re-read unchanged
+    rows leaves no run and puts its cursors back; the next pass reads them again and skips them."""
+    src = _setup(sqlite_database, dst, tmp_path)
+    _world(src, dst, tmp_path, "400d")
+    engine, store = _engine(tmp_path)
+    assert engine.run("items", "seed").ok
+    engine.close()
+    store.close()
+    _world(src, dst, tmp_path, "0s")
+    _rows(src, range(1, N + 1))
+    engine, store = _engine(tmp_path)
+    try:
+        assert engine.run("items", "overlap", window=dt.timedelta(days=400)).counts.written == N
+    finally:
+        engine.close()
+        store.close()
+    stop = threading.Event()
+    engine, store = _engine(tmp_path, stop, StopAfter(stop, 2))
+    try:
+        before, runs = store.cursors("items"), len(store.history.runs("items", 100))
+        report = engine.run("items", "overlap", window=dt.timedelta(days=400), keep_empty=False)
+        assert report.status == RunStatus.STOPPED and report.counts.skipped == 20
+        assert report.run_id is None and len(store.history.runs("items", 100)) == runs
+        assert store.cursors("items") == before  # `position` went back
+        assert h.writes(dst) == N  # nothing written again
     finally:
         engine.close()
         store.close()
