@@ -46,66 +46,28 @@ batch, which the destination absorbs.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime as dt
 import logging
-import os
-import signal
-import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from mapsync import errors, schedules
+from mapsync.daemon_process import release_orphaned_requests, scheduled, with_daemon_lease, worker_id
 from mapsync.daemon_worker import RETRY, RUN, STORE_BROKEN, Job, Worker, fingerprint
 from mapsync.engine import RunReport
 from mapsync.records import RunStatus
+from mapsync.redact import redact
 from mapsync.sheet import identity as identities
 from mapsync.sheet import loader
 from mapsync.sheet.loader import LoadedSheet
-from mapsync.sheet.timeout_models import BOUNDED
 from mapsync.state import faults
 from mapsync.state.clock import SYSTEM, Clock
 from mapsync.state.ports import Store
-from mapsync.state.runs import alive
 
 log = logging.getLogger("mapsync.daemon")
 GRACE = dt.timedelta(seconds=30)
-LEASE = dt.timedelta(seconds=60)  # the daemon's default `state.lease_ttl` (a heartbeat renews it)
 POLL = dt.timedelta(seconds=1)
-IDENTITY = identities.CURSOR
-
-
-def with_daemon_lease(loaded: LoadedSheet) -> LoadedSheet:
-    """The sheet as the daemon runs it: `state.lease_ttl` 60 s unless the sheet sets it (a
-    one-off command keeps 10 minutes), or twice the longest bounded timeout the sheet sets if
-    that is longer (no statement may outlive its lease). A dead daemon's syncs are free again
-    within a minute; a healthy run keeps its lease by the heartbeat; the timeouts the sheet
-    leaves to their defaults follow the lease (each at most half of it)."""
-    state = loaded.sheet.state
-    if "lease_ttl" in state.model_fields_set:
-        return loaded
-    blocks = [state.timeouts, *(getattr(c, "timeouts", None) for c in loaded.sheet.connections.values())]
-    longest = max(
-        (v for b in blocks if b is not None for f in BOUNDED if (v := getattr(b, f, None)) is not None),
-        default=dt.timedelta(0),
-    )
-    lease = max(LEASE, 2 * longest)
-    sheet = loaded.sheet.model_copy(update={"state": state.model_copy(update={"lease_ttl": lease})})
-    return dataclasses.replace(loaded, sheet=sheet)
-
-
-def scheduled(loaded: LoadedSheet, name: str) -> bool:
-    """Whether sync `name` has something for the daemon: a schedule (every, cron, follow) or a
-    retry schedule."""
-    cfg = loaded.sheet.syncs[name]
-    s = cfg.schedule
-    return bool(s.every or s.cron or s.follow) or cfg.retry is not None
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Daemon:
@@ -155,7 +117,7 @@ class Daemon:
         """Schedules until `stop`; returns the exit code (0 clean, 1 runs cut at the grace's end, 2
         the state store needs fixing)."""
         self._set_identity(self.loaded)
-        self._orphaned_requests()
+        release_orphaned_requests(self.store)
         for name in self.names:
             self._add(name, self.loaded)
         log.info(
@@ -185,27 +147,6 @@ class Daemon:
                 "daemon_reload_later", extra={"action": "daemon_reload_later", "error": self.redact(str(exc))}
             )
             self.reload_requested.set()
-
-    def _orphaned_requests(self) -> int:
-        """Requests a daemon of this host took and never finished because its process died
-        (SIGKILL, power): ended `failed`, so they are not shown pending for ever. (One taken on
-        another host cannot be told from a live one here.) Returns how many."""
-        host = socket.gethostname()
-        done = 0
-        try:
-            pending = self.store.requests(None, 1000, pending=True)
-        except errors.StateError:
-            return 0
-        for req in pending:
-            taker, _, pid = (req.taken_by or "").rpartition(":")
-            if req.status != "taken" or taker != host or not pid.isdigit() or alive(int(pid)):
-                continue
-            with contextlib.suppress(errors.StateError):
-                self.store.finish_request(
-                    req.id, "failed", None, f"its daemon ({req.taken_by}) died before running it: ask again"
-                )
-                done += 1
-        return done
 
     def _add(self, name: str, loaded: LoadedSheet, start: bool = True) -> Worker:
         """A worker for sync `name` (its thread started unless `start` is False: a test of the
@@ -263,8 +204,6 @@ class Daemon:
         return cfg.schedule.poll_interval() if cfg.schedule.poll is not None else self.poll
 
     def redact(self, text: str) -> str:
-        from mapsync.redact import redact
-
         return redact(text, self.loaded.secrets)
 
     def _set_identity(self, loaded: LoadedSheet) -> None:
@@ -394,7 +333,7 @@ class Daemon:
         engine checks the same under the lease (`Engine.same_sync`), so a store away here never
         lets such a run through."""
         try:
-            stored = self.store.cursors(name).get(IDENTITY)
+            stored = self.store.cursors(name).get(identities.CURSOR)
         except errors.StateError:
             return previous
         if stored is None or stored == identities.identity(loaded.sheet, name):
@@ -471,30 +410,4 @@ class Daemon:
         """Whether the state of `name` now belongs to `new`: seeded under it (its identity
         stored), or reset (no cursors at all)."""
         cursors = self.store.cursors(name)
-        return not cursors or cursors.get(IDENTITY) == identities.identity(new.sheet, name)
-
-
-@contextlib.contextmanager
-def signals(daemon: Daemon) -> Iterator[None]:
-    """SIGTERM/SIGINT stop the daemon gracefully (a second one exits at once, as a crash would:
-    the next start re-sends at most the batches in flight); SIGHUP reloads the sheet."""
-
-    def stop(signum: int, _frame: Any) -> None:
-        if daemon.stop.is_set():
-            log.error("daemon_killed", extra={"action": "daemon_killed", "signal": signum})
-            os._exit(128 + signum)
-        log.info("daemon_stopping", extra={"action": "daemon_stopping", "signal": signum})
-        daemon.stop.set()
-
-    def hup(_signum: int, _frame: Any) -> None:
-        daemon.reload_requested.set()
-
-    wanted: dict[int, Callable[[int, Any], None]] = {signal.SIGTERM: stop, signal.SIGINT: stop}
-    if hasattr(signal, "SIGHUP"):
-        wanted[signal.SIGHUP] = hup
-    previous = {s: signal.signal(s, h) for s, h in wanted.items()}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        return not cursors or cursors.get(identities.CURSOR) == identities.identity(new.sheet, name)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from mapsync.daemon import Daemon
+from mapsync.daemon_process import release_orphaned_requests
 from mapsync.daemon_worker import Job, Worker
 from mapsync.sheet import identity
 from mapsync.state.memory import MemoryStore
@@ -159,7 +160,7 @@ def test_a_sync_seeded_as_another_sync_is_held_and_its_slots_say_why(make: Calla
 
 
 def test_the_daemon_leases_for_60s_unless_the_sheet_says_otherwise(tmp_path: Path) -> None:
-    from mapsync.daemon import with_daemon_lease
+    from mapsync.daemon_process import with_daemon_lease
 
     spec = {"a": {"key": {"from": "id", "to": "id"}, "fields": {"nm": "name"}}}
     plain = fakes.sheet(spec, tmp_path)
@@ -263,6 +264,6 @@ def test_requests_taken_by_a_daemon_that_died_on_this_host_end_failed(make: Call
     d.store.take_requests(["a"], f"{socket.gethostname()}:{os.getpid()}")  # this process: alive
     elsewhere = d.store.request_run("a", "retry", "ops@host")
     d.store.take_requests(["a"], "another-host:1")
-    assert d._orphaned_requests() == 1
+    assert release_orphaned_requests(d.store) == 1
     status = {r.id: r.status for r in d.store.requests("a")}
     assert status == {orphan: "failed", live: "taken", elsewhere: "taken"}

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from mapsync import errors, logs
+from mapsync import daemon, daemon_process, errors, logs
 from mapsync.cli import report
 from mapsync.engine import Engine, RunReport
 from mapsync.progress import RichObserver
@@ -211,9 +211,7 @@ def serve_daemon(
 ) -> int:
     """Run a daemon over `names` until a signal stops it (`mapsync daemon`, `run --follow`);
     returns its exit code."""
-    from mapsync import daemon  # not at the top: `--help` stays light
-
-    loaded = daemon.with_daemon_lease(loaded)
+    loaded = daemon_process.with_daemon_lease(loaded)
     store = open_store(loaded, create=False)
 
     def report(r: RunReport) -> None:
@@ -233,7 +231,7 @@ def serve_daemon(
         named=named,
     )
     try:
-        with handled(loaded.secrets), daemon.signals(d):
+        with handled(loaded.secrets), daemon_process.signals(d):
             what = "following" if follow_all is not None else "running"
             err.print(f"{what} {', '.join(names)}; stop with Ctrl-C or SIGTERM, reload with SIGHUP")
             code = d.run()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mapsync import daemon as daemon_mod
+from mapsync import daemon_process
 from mapsync.cli.common import JsonOpt, SheetArg, app, err, fail, load_sheet, serve_daemon
 from mapsync.sheet import checks
 from mapsync.sheet.duration import parse_duration
@@ -37,7 +37,7 @@ def daemon(
     loaded = load_sheet(sheet)
     names = _names(loaded, sync)
     interval = _duration("--poll", poll)
-    scheduled = [n for n in names if daemon_mod.scheduled(loaded, n)]
+    scheduled = [n for n in names if daemon_process.scheduled(loaded, n)]
     if not scheduled:
         raise fail(
             "no sync to run: none of "
