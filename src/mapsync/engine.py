@@ -13,26 +13,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from mapsync import (
     breaker,
     capture,
     collisions,
-    connectors,
     crash,
     errors,
     guard,
     logs,
     records,
+    run_ends,
     run_failures,
     run_steps,
 )
-from mapsync import mapping as compile_
-from mapsync.connectors import catalog_mark
 from mapsync.connectors.catalog_mark import Mark
+from mapsync.engine_parts import PartsCache
 from mapsync.lease_watch import Heartbeat, LeaseWatch, heartbeat, settled
-from mapsync.ports import Destination, Handle
+from mapsync.ports import Handle
 from mapsync.records import RunKind, RunStatus
 from mapsync.redact import redact
 from mapsync.run_scope import CapturePlan, Plan, Request, RetryPlan, RunScope
@@ -41,7 +39,6 @@ from mapsync.run_types import Parts as Parts
 from mapsync.run_types import Quiet
 from mapsync.run_types import RunReport as RunReport
 from mapsync.sheet import identity as identities
-from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases
 from mapsync.state.ports import Store
@@ -54,7 +51,7 @@ _STOPS = (errors.PermanentError, errors.TransientError, errors.LeaseLost, errors
 log = logging.getLogger("mapsync.engine")
 
 
-class Engine:
+class Engine(PartsCache):
     """Runs the syncs of one sheet against one state store.
 
     `stop`: a graceful stop (the daemon's SIGTERM): once set, a run ends after the batch it is
@@ -98,113 +95,6 @@ class Engine:
             db.close()
         self._dbs.clear()
         self._marks.clear()
-
-    def database(self, name: str) -> Handle:
-        """The open handle of a connection (one per connection for the engine's life)."""
-        if name not in self._dbs:
-            conn = self.sheet.connections[name]
-            if isinstance(conn, models.SqlConnection):  # timeout defaults below the lease
-                timeouts = conn.timeouts.for_lease(self.sheet.state.lease_ttl)
-                conn = conn.model_copy(update={"timeouts": timeouts})
-            self._dbs[name] = connectors.REGISTRY[conn.kind].connect(
-                name, conn, self.loaded.folder, self.store
-            )
-        return self._dbs[name]
-
-    def parts(self, name: str) -> Parts:
-        """One sync's parts, checked against both catalogs (ConfigError on a mismatch): built on
-        the sync's first run and reused by the next ones while the catalogs of its connections
-        keep their mark (one query per connection and run), its `map_from` inputs are unchanged
-        and its runs do not fail (see `_kept`). Each call hands out its own `Parts` (a caller
-        may replace a member for one run); the members are shared."""
-        to = self.sheet.connections[self.sheet.syncs[name].to.connection]
-        self.watch.start(self.sheet.state.lease_ttl, sql=isinstance(to, models.SqlConnection))
-        try:
-            built = self._reusable(name)
-            if built is None:
-                try:
-                    built = self._built[name] = self._parts(name)
-                except errors.ConfigError:  # marked too: a later fix of the catalog is a change
-                    self._mark(name)
-                    raise
-                self._mark(name)
-            built.mapping.resolver.begin()  # the lookup caches are the run's own
-            return dataclasses.replace(built)
-        except BaseException as exc:
-            self._built.pop(name, None)
-            self.watch.dog.disarm()
-            if crash.dead():  # an in-process crash point: dead as after SIGKILL, nothing more
-                raise
-            if (cut := self.watch.cut_error(name, exc)) is not None:
-                raise cut from None
-            raise
-
-    def _reusable(self, name: str) -> Parts | None:
-        """The sync's cached parts if they still fit: every connection they use has the catalog
-        mark it had at its first build (else the connection is reopened, so reflection starts
-        afresh, and every sync's parts on it are dropped), and no `map_from` input changed (else
-        the mapping is compiled again)."""
-        for conn in self._connections(name):
-            if conn in self._marks and catalog_mark.mark(self._dbs[conn]) != self._marks[conn]:
-                self._forget(conn)
-        built = self._built.get(name)
-        if built is None or any(self._marks.get(c) is None for c in self._connections(name)):
-            return None  # not built yet, or a connection whose catalog cannot be told: rebuild
-        if built.mapping.resolver.changed():
-            built.mapping = self._mapping(name, built.dest)
-        return built
-
-    def _mark(self, name: str) -> None:
-        """Marks the catalogs of the sync's open connections that have no mark yet (their first
-        build: what was reflected through them is what the mark stands for)."""
-        for conn in self._connections(name) & self._dbs.keys() - self._marks.keys():
-            self._marks[conn] = catalog_mark.mark(self._dbs[conn])
-
-    def _forget(self, conn: str) -> None:
-        """A connection whose catalog changed: closed (reopened on next use) and every cached
-        parts that use it dropped."""
-        for sync in [s for s in self._built if conn in self._connections(s)]:
-            del self._built[sync]
-        self._marks.pop(conn, None)
-        self._dbs.pop(conn).close()
-
-    def _connections(self, name: str) -> set[str]:
-        """The connections a sync's parts are built from: its two ends, its lookups and its
-        `map_from` tables."""
-        cfg = self.sheet.syncs[name]
-        found = {cfg.from_.connection, cfg.to.connection}
-        for spec in [*cfg.fields.values(), *(f for c in cfg.children.values() for f in c.fields.values())]:
-            if spec.lookup is not None:
-                found.add(spec.lookup.connection)
-            if spec.map_from is not None and spec.map_from.connection is not None:
-                found.add(spec.map_from.connection)
-        return found
-
-    def _parts(self, name: str) -> Parts:
-        cfg = self.sheet.syncs[name]
-        method = capture.REGISTRY[cfg.changes.method]
-        version_column = method.version_column(cfg.changes)
-        src_kind = self.sheet.connections[cfg.from_.connection].kind
-        dst_kind = self.sheet.connections[cfg.to.connection].kind
-        with run_failures.stage(errors.FailureClass.SOURCE):
-            source = connectors.REGISTRY[src_kind].source(
-                self.database(cfg.from_.connection), name, cfg, version_column
-            )
-        with run_failures.stage(errors.FailureClass.DESTINATION):
-            dest = connectors.REGISTRY[dst_kind].destination(
-                self.database(cfg.to.connection), name, cfg, self.loaded.secrets
-            )
-        mapping = self._mapping(name, dest)
-        ctx = self._contexts[name] = capture.Context(name, cfg, self.store, self.database)
-        return Parts(
-            source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch, ctx), version_column
-        )
-
-    def _mapping(self, name: str, dest: Destination) -> compile_.Mapping:
-        cfg = self.sheet.syncs[name]
-        return compile_.Mapping(
-            cfg, dest.columns, dest.child_columns(), connect=self.database, folder=self.loaded.folder
-        )
 
     # ----------------------------------------------------------------- one run
 
@@ -303,7 +193,8 @@ class Engine:
                 name, breaker.Breaker(self.sheet.syncs[name].delivery.breaker)
             )
             cursors = self.store.cursors(name)
-            self._same_sync(name, cursors, request.kind)
+            if self.same_sync and request.kind != RunKind.SEED:
+                identities.check(self.sheet, name, cursors, self.loaded.where("syncs", name))
             kind = plan.decide(cursors)
             run_id = self.store.start_run(
                 name,
@@ -326,7 +217,7 @@ class Engine:
                 parts.capture.begin()  # the parts live across runs: what the last run left goes
                 parts.dest.begin(kind)
                 if self._stopping():  # a stop before the first read: nothing is read
-                    return self._stopped(report, done, not request.keep_empty)
+                    return run_ends.stopped(self.store, report, done, not request.keep_empty)
                 batches, total = plan.start(scope)
                 self.observer.started(name, kind, total)
                 for batch in batches:
@@ -334,25 +225,25 @@ class Engine:
                     self._step(scope, parts, batch)
                     done += 1
                     if self._stopping():
-                        _close(batches)
+                        run_ends.close_batches(batches)
                         # follow mode: a pass that changed nothing leaves no trace, stopped or
                         # not: its cursors go back to where they were (rows read again, never
                         # missed) and its row goes, as an idle pass's does
                         idle = not request.keep_empty and not report.counts.changed
                         if idle:
-                            self._cursors_back(name, cursors, report.run_id)
-                        return self._stopped(report, done, idle)
+                            run_ends.cursors_back(self.store, name, cursors, report.run_id)
+                        return run_ends.stopped(self.store, report, done, idle)
                 if beat is not None:
                     beat.check()
                 plan.end(scope)
             except _STOPS as exc:
-                return self._failed(report, exc)
+                return run_ends.failed(self.store, report, self.redact_text, exc)
             except BaseException as exc:
                 if crash.dead():  # an in-process crash point: the run stays `running`, as after SIGKILL
                     raise
                 if (cut := self.watch.cut_error(name, exc)) is not None:
-                    return self._failed(report, cut)
-                self._crashed(report, exc)
+                    return run_ends.failed(self.store, report, self.redact_text, cut)
+                run_ends.crashed(self.store, report, self.redact_text, exc)
                 raise
             partial = report.counts.rejected or report.gone
             report.status = RunStatus.PARTIAL if partial else RunStatus.SUCCESS
@@ -370,48 +261,8 @@ class Engine:
             )
             return report
 
-    def _same_sync(self, name: str, cursors: dict[str, Any], kind: RunKind) -> None:
-        """With `same_sync`: the state under the lease is this sync's as the sheet has it, or the
-        run is refused (a seed under another sheet may have come between the check and the run)."""
-        stored = cursors.get(identities.CURSOR)
-        if not self.same_sync or kind == RunKind.SEED or stored is None:
-            return
-        if stored != identities.identity(self.sheet, name):
-            raise errors.IdentityChanged(
-                f"sync {name}: its state was seeded with another source, destination, key or fields "
-                f"than {self.loaded.where('syncs', name)} gives it; run `mapsync seed --sync {name} "
-                f"--again` to re-read it under this sheet, or `mapsync state reset --sync {name}`"
-            )
-
-    def _cursors_back(self, name: str, cursors: dict[str, Any], run_id: int | None) -> None:
-        """Put the sync's cursors back to `cursors` (a stopped follow pass that changed nothing:
-        the next pass reads those rows again and skips them as unchanged)."""
-        now = self.store.cursors(name)
-        back = {k: cursors.get(k) for k in now.keys() | cursors.keys() if now.get(k) != cursors.get(k)}
-        if back:
-            self.store.set_cursors(name, back, run_id)
-
     def _stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
-
-    def _stopped(self, report: RunReport, done: int, discard: bool) -> RunReport:
-        """A graceful stop between batches: the run ends `stopped`; the plan's end is not run, so
-        the cursors stay at the last committed batch and the next run goes on from there.
-        `discard` (follow mode, nothing changed): no row is left, as for an idle pass."""
-        report.status = RunStatus.STOPPED
-        report.message = (
-            f"stopped by a shutdown request after {done} batch(es); the next run goes on from there"
-        )
-        if discard:
-            self.store.discard_run(report.run_id or 0)
-            report.run_id = None
-            return report
-        self.store.finish_run(report.run_id or 0, RunStatus.STOPPED, None, report.message)
-        log.info(
-            "run_stopped",
-            extra={"action": "run_stopped", "sync": report.sync, "run_id": report.run_id, "batches": done},
-        )
-        return report
 
     def _step(self, scope: RunScope, parts: Parts, batch: records.Batch) -> None:
         """One batch: map → ledger → collisions → guard → write → breaker → acknowledge → commit."""
@@ -484,37 +335,9 @@ class Engine:
                 "unmapped_value_new", extra={"action": "unmapped_value_new", "sync": scope.sync, **alert}
             )
 
-    def _failed(self, report: RunReport, exc: Exception) -> RunReport:
-        """A run stopped on purpose (systemic failure, lost lease): one message, cursor kept."""
-        report.status, report.message = RunStatus.FAILED, self.redact_text(str(exc))
-        report.failure_class = getattr(exc, "failure_class", "tool")
-        self.store.finish_run(report.run_id or 0, RunStatus.FAILED, report.failure_class, report.message)
-        log.error(
-            "run_failed",
-            extra={
-                "action": "run_failed",
-                "sync": report.sync,
-                "run_id": report.run_id,
-                "error": report.message,
-            },
-        )
-        return report
-
-    def _crashed(self, report: RunReport, exc: BaseException) -> None:
-        """An unexpected error (a bug, or Ctrl-C): record it; the caller re-raises."""
-        message = self.redact_text(f"{type(exc).__name__}: {exc}")
-        self.store.finish_run(report.run_id or 0, RunStatus.FAILED, "tool", message)
-
     def redact_text(self, text: str) -> str:
         return redact(text, self.loaded.secrets)
 
     def _redact_rejection(self, r: records.Rejection) -> records.Rejection:
         message = self.redact_text(r.message)
         return r if message == r.message else dataclasses.replace(r, message=message)
-
-
-def _close(batches: object) -> None:
-    """A run's batches left before the end (a generator may hold a read open)."""
-    close = getattr(batches, "close", None)
-    if callable(close):
-        close()

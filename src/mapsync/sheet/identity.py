@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mapsync import errors
 from mapsync.sheet import models
 
 CURSOR = "identity"  # the cursor a seed stores the sync's identity in
@@ -74,6 +75,19 @@ def identity(sheet: models.Sheet, name: str) -> str:
     }
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def check(sheet: models.Sheet, name: str, cursors: dict[str, Any], where: str) -> None:
+    """Refuse (IdentityChanged) a run of sync `name` whose state, `cursors`, a seed stored under
+    another identity than `sheet` gives it (`where`: the sync's place in the sheet file). A state
+    without a stored identity (seeded before mapsync stored one) passes."""
+    stored = cursors.get(CURSOR)
+    if stored is not None and stored != identity(sheet, name):
+        raise errors.IdentityChanged(
+            f"sync {name}: its state was seeded with another source, destination, key or fields "
+            f"than {where} gives it; run `mapsync seed --sync {name} --again` to re-read it under "
+            f"this sheet, or `mapsync state reset --sync {name}`"
+        )
 
 
 def changed(old: models.Sheet, new: models.Sheet, name: str) -> bool:
