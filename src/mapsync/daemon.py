@@ -207,9 +207,7 @@ class Daemon:
         return redact(text, self.loaded.secrets)
 
     def _set_identity(self, loaded: LoadedSheet) -> None:
-        setter = getattr(self.store, "set_identity", None)
-        if setter is not None:
-            setter(self.worker, fingerprint(loaded))
+        self.store.set_identity(self.worker, fingerprint(loaded))
 
     # ------------------------------------------------------------- one tick
 
@@ -251,8 +249,7 @@ class Daemon:
         main = schedules.of(w.cfg.schedule)
         if main is not None:
             found[RUN] = main
-        retry = getattr(w.cfg, "retry", None)
-        if retry is not None and (again := schedules.of(retry)) is not None:
+        if w.cfg.retry is not None and (again := schedules.of(w.cfg.retry)) is not None:
             found[RETRY] = again
         return found
 
@@ -293,8 +290,8 @@ class Daemon:
             return "held", w.held
         if w.paused is not None:
             p = w.paused
-            note = f": {p.note}" if getattr(p, "note", None) else ""
-            return "paused", f"paused by {getattr(p, 'by', '?')} at {getattr(p, 'at', '?')}{note}"
+            note = f": {p.note}" if p.note else ""
+            return "paused", f"paused by {p.by} at {p.at}{note}"
         if w.busy(slot):
             return "running", "the previous run was still running"
         if w.backing_off():

@@ -25,7 +25,9 @@ from mapsync import errors, follow
 from mapsync.engine import Engine, RunReport
 from mapsync.records import RunStatus
 from mapsync.sheet.loader import LoadedSheet
+from mapsync.sheet.models import SyncConfig
 from mapsync.state.clock import Clock
+from mapsync.state.data import PauseInfo
 from mapsync.state.ports import Store
 
 log = logging.getLogger("mapsync.daemon")
@@ -88,7 +90,7 @@ class Worker:
         self.pending: collections.Counter[str] = collections.Counter()
         self.backoff = follow.Backoff(jitter=jittered)
         self.stopping = threading.Event()  # this worker alone (its sync left the sheet)
-        self.paused: Any = None  # the pause the scheduler saw last (None: not paused)
+        self.paused: PauseInfo | None = None  # the pause the scheduler saw last
         self.held: str | None = None  # why the sync does not run (identity changed), or None
         self.running = False  # a run of it is under way (its `after:` dependents wait)
         self.thread = threading.Thread(target=self._main, name=f"mapsync-sync-{name}", daemon=True)
@@ -98,12 +100,12 @@ class Worker:
     # ------------------------------------------------------------- seen by the scheduler
 
     @property
-    def cfg(self) -> Any:
+    def cfg(self) -> SyncConfig:
         return self.loaded.sheet.syncs[self.name]
 
     @property
     def following(self) -> bool:
-        return self.daemon.follow_all is not None or bool(getattr(self.cfg.schedule, "follow", False))
+        return self.daemon.follow_all is not None or self.cfg.schedule.follow
 
     def busy(self, what: str | None = None) -> bool:
         """Whether a job (of `what`: "run" or "retry") is queued or running."""
@@ -274,7 +276,7 @@ class Worker:
         self.running = True
         try:
             if job.kind == RETRY:
-                retry = getattr(self.cfg, "retry", None)
+                retry = self.cfg.retry
                 automatic = job.trigger != "request" and retry is not None
                 report = engine.retry(
                     self.name,

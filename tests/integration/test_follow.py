@@ -38,15 +38,6 @@ def _stamp(delta: dt.timedelta = dt.timedelta(0)) -> str:
     return (dt.datetime.now(dt.UTC).replace(tzinfo=None) + delta).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.slow
 def test_follow_delivers_until_sigterm(database: Callable[[], str], tmp_path: Path) -> None:
     src, dst = database(), database()
@@ -73,7 +64,7 @@ def test_follow_delivers_until_sigterm(database: Callable[[], str], tmp_path: Pa
                 "INSERT INTO items VALUES (:id, :name, :ts)",
                 params={"id": i, "name": f"n{i}", "ts": _stamp(dt.timedelta(milliseconds=-10))},
             )
-            assert _wait_for(lambda i=i: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == i), (
+            assert h.wait_for(lambda i=i: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == i), (
                 f"row {i} never arrived"
             )
         time.sleep(0.5)  # a few idle polls
@@ -149,11 +140,11 @@ def test_follow_wakes_on_postgres_notify(pg_database: Callable[[], str], tmp_pat
     try:
         # the first pass delivered row 0 (it claims no row queued after its start): from now on
         # only a notification (LISTEN began before the first pass) ends the 60 s poll early
-        first = _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 1, timeout=30)
+        first = h.wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 1, timeout=30)
         assert first, "the first pass never delivered"
         started = time.monotonic()
         h.execute(src, "INSERT INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three')")
-        arrived = _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 4, timeout=15)
+        arrived = h.wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 4, timeout=15)
         if not arrived:
             proc.kill()
             raise AssertionError(f"row never arrived; follower said: {proc.communicate()[1][-3000:]}")
@@ -161,7 +152,7 @@ def test_follow_wakes_on_postgres_notify(pg_database: Callable[[], str], tmp_pat
         quick = time.monotonic()
         h.execute(src, "DELETE FROM items WHERE id = 1")
         # (one of four: under the mass-delete guard's default ratio)
-        assert _wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 3, timeout=15)
+        assert h.wait_for(lambda: h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 3, timeout=15)
         assert time.monotonic() - quick < 15
         proc.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
