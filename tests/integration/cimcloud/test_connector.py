@@ -338,10 +338,11 @@ def test_budget_holds_against_the_sandbox(
         times = [r["t"] for r in log]
         assert max(sum(1 for u in times if t <= u < t + 1.0) for t in times) <= 6
         bound = (len(times) - 1) // 6  # the k-th call cannot come before ⌊k/6⌋ s
-        # at most: 10 % and 0.5 s for the run around the calls (start, read, commits), and per
+        # at most: 10 % and 1 s for the run around the calls (start, read, commits: 0.5 s was
+        # passed by 47 ms once the suite ran on 6 workers, a load of 4 on 2 cores), and per
         # window transition the budget's margin (0.05 s) and the answer the next window starts
         # from (a call counts until its answer: rest/budget.py), 0.2 s on a loaded machine
-        allowed = bound * 1.1 + 0.5 + bound * (0.05 + 0.2)
+        allowed = bound * 1.1 + 1.0 + bound * (0.05 + 0.2)
         print(
             f"\nbudget vs sandbox: {len(times)} calls, bound {bound} s, wall {wall:.2f} s (allowed {allowed:.2f} s)"
         )
