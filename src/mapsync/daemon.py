@@ -343,7 +343,28 @@ class Daemon:
             log.warning(
                 "daemon_store_away", extra={"action": "daemon_store_away", "error": self.redact(str(exc))}
             )
+            self._silent()
             return self.poll.total_seconds()
+
+    def _silent(self) -> None:
+        """No beat has reached the store for a whole TTL: the other workers count this one as
+        dead and run its syncs, so it schedules none of them (its runs under way are fenced by
+        their leases) until a beat reaches the store again."""
+        last = self._last_beat
+        if last is None or not self.owns or self.clock.monotonic() - last <= self.ttl.total_seconds():
+            return
+        log.error(
+            "daemon_claims_lost",
+            extra={
+                "action": "daemon_claims_lost",
+                "worker": self.worker,
+                "released": ",".join(sorted(self.owns)),
+                "error": "no heartbeat reached the state store for longer than the lease",
+            },
+        )
+        self.owns = frozenset()
+        for w in self.workers.values():
+            w.owned = False
 
     def _tick(self, now: dt.datetime) -> float:
         paused = self.store.paused()

@@ -105,7 +105,11 @@ def _row(me: WorkerInfo, token: str, now: dt.datetime, ttl: dt.timedelta) -> dic
 
 
 def _drop(t: Tables, ids: list[str]) -> None:
+    """As `SqlWorkers._drop`: claims freed, unfinished requests back to the queue."""
     for w in ids:
         t.workers.pop(w, None)
     for s in [s for s, c in t.claims.items() if c["worker"] in ids]:
         del t.claims[s]
+    for i, r in list(t.requests.items()):
+        if r["status"] == "taken" and r["taken_by"] in ids:
+            t.requests[i] = {**r, "status": "new", "taken_at": None, "taken_by": None}

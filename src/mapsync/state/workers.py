@@ -254,11 +254,18 @@ class SqlWorkers:
         call(self.engine, go, "leave")
 
     def _drop(self, conn: sa.Connection, ids: list[str]) -> None:
+        """Forget workers: their claims are free, and the run requests they took and did not
+        finish go back to the queue (`new`) for the worker that runs the sync now."""
         if not ids:
             return
-        w, c = schema.workers, schema.claims
+        w, c, q = schema.workers, schema.claims, schema.run_requests
         conn.execute(sa.delete(c).where(c.c.worker.in_(ids)))
         conn.execute(sa.delete(w).where(w.c.id.in_(ids)))
+        conn.execute(
+            sa.update(q)
+            .where(q.c.status == "taken", q.c.taken_by.in_(ids))
+            .values(status="new", taken_at=None, taken_by=None)
+        )
 
     def _check_schema(self, conn: sa.Connection) -> None:
         found = conn.execute(
