@@ -231,7 +231,9 @@ class Daemon:
             self.handled.pop((name, RETRY), None)
         self.owns = beat.owns
         for name, w in self.workers.items():
-            w.owned = name in self.owns
+            if w.owned != (name in self.owns):
+                w.owned = name in self.owns
+                w.wake.set()
 
     def _leave(self) -> None:
         if self.token is None:
@@ -267,6 +269,8 @@ class Daemon:
         self.stop.set()
         end = self.clock.monotonic() + grace.total_seconds()
         every = [*self.workers.values(), *self.retired]
+        for w in every:
+            w.wake.set()
         for w in every:
             if w.thread.ident is not None:
                 w.thread.join(timeout=max(0.0, end - self.clock.monotonic()))
@@ -519,6 +523,7 @@ class Daemon:
             if name not in names:  # gone from the sheet: stop its worker after its run
                 retired = self.workers.pop(name)
                 retired.stopping.set()
+                retired.wake.set()
                 self.retired.append(retired)
         for name in names:
             w = self.workers.get(name)

@@ -98,6 +98,7 @@ class Worker:
         self.held: str | None = None  # why the sync does not run (identity changed), or None
         self.running = False  # a run of it is under way (its `after:` dependents wait)
         self.owned = False  # this daemon runs it (its claim, state/workers.py); else another does
+        self.wake = threading.Event()  # set when there is something to look at (`_await`)
         self.thread = threading.Thread(target=self._main, name=f"mapsync-sync-{name}", daemon=True)
         self._lock = threading.Lock()
         self.engine: Engine | None = None
@@ -127,6 +128,7 @@ class Worker:
     def offer(self, job: Job) -> None:
         self._taken(job, 1)
         self.jobs.put(job)
+        self.wake.set()
 
     # ------------------------------------------------------------- the thread
 
@@ -143,10 +145,10 @@ class Worker:
             while not self._stopped():
                 if not self.owned and self.jobs.empty():
                     waker, store = self._idle(waker, store)
-                    self.daemon.stop.wait(0.2)  # real time: a test's manual clock does not move
+                    self._await()
                     continue
                 if store is None and not self.following and self.jobs.empty() and not self._retry_due():
-                    self.daemon.stop.wait(0.1)  # nothing to run: no connection opened for nothing
+                    self._await()  # nothing to run: no connection opened for nothing
                     continue
                 if store is None:
                     store = self._open()
@@ -177,6 +179,13 @@ class Worker:
             if store is not None:
                 self._release_requests(store)
             self._idle(waker, store)
+
+    def _await(self, seconds: float = 1.0) -> None:
+        """Sleep until a job is offered, the sync is claimed, the daemon stops, or `seconds`
+        (real time: a test's manual clock does not move). A thousand idle workers wake once a
+        second each, not ten times."""
+        self.wake.wait(seconds)
+        self.wake.clear()
 
     def _retry_due(self) -> bool:
         """A failed sync whose backoff is over (tried again without a job)."""
