@@ -135,8 +135,9 @@ class Worker:
     def _main(self) -> None:
         """The thread: run jobs until the daemon stops. Its connection to the state store (and its
         Engine's to the sync's ends) is opened when its sync is first to run here, again and
-        again while the store is away, and closed while another worker runs the sync (or, when
-        the daemon has more syncs than `parallel`, after each run). Nothing but a state store
+        again while the store is away, and closed while another worker runs the sync (when the
+        daemon has more syncs than `parallel`, the connections are also closed after each run,
+        the parts kept: `Engine.release`). Nothing but a state store
         that needs fixing first stops the daemon: any other error is logged, and the worker
         waits a moment and goes on."""
         store: Store | None = None
@@ -167,9 +168,6 @@ class Worker:
                     if waker is not None:
                         waker.close()
                         waker = None
-                if self.engine is None and waker is None and len(self.daemon.workers) > self.daemon.parallel:
-                    store.close()  # more syncs than runs at once: hold no connection between runs
-                    store = None
         except BaseException as exc:  # a store that needs fixing first: the daemon stops
             self.daemon.fatal(self.name, exc)
         finally:
@@ -322,8 +320,7 @@ class Worker:
         finally:
             self.daemon.slots.release()
             if len(self.daemon.workers) > self.daemon.parallel and self.engine is not None:
-                self.engine.close()  # its connections are not kept between runs (see `_main`)
-                self.engine = None
+                self.engine.release()  # more syncs than runs at once: no connection held between runs
 
     def _run_now(self, store: Store, job: Job) -> None:
         engine = self._engine(store)
