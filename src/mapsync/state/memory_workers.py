@@ -46,7 +46,7 @@ class MemoryWorkers:
                 t.workers[me.id] = {**_row(me, token, now, ttl), "started_at": stamp(now)}
             else:
                 t.workers[me.id] = {**_row(me, token, now, ttl), "started_at": row["started_at"]}  # type: ignore[index]
-            expired = [w for w, r in t.workers.items() if gone(r, now)]
+            expired = [w for w, r in t.workers.items() if w != me.id and gone(r, now)]
             _drop(t, expired)
             live = {w: set(r["syncs"]) for w, r in t.workers.items()}
             claims = {s: r["worker"] for s, r in t.claims.items()}

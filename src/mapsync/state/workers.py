@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import math
 import socket
-import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -75,6 +74,16 @@ def one_daemon(row: dict[str, Any]) -> errors.StateError:
     )
 
 
+def shares(live: dict[str, set[str]]) -> dict[str, int]:
+    """Each live worker's fair share: ceil(the syncs it may run / the live workers, itself
+    included, that may run one of them)."""
+    out = {}
+    for w, syncs in live.items():
+        peers = sum(1 for v, other in live.items() if v == w or other & syncs)
+        out[w] = math.ceil(len(syncs) / max(1, peers))
+    return out
+
+
 def plan(
     me: str,
     wanted: Iterable[str],
@@ -85,36 +94,50 @@ def plan(
     """What worker `me` releases and claims: (release, claim).
 
     `wanted`: the syncs `me` may run; `claims`: sync → the live worker claiming it; `live`: each
-    live worker (`me` included) → the syncs it may run; `busy`: syncs of `me` with a run queued
-    or under way (never released). The share is ceil(my syncs / live workers that may run one of
-    them); a sync only `me` may run is always claimed; surplus idle syncs are released only to a
-    worker that may run them and has room below its own share."""
-    mine_wanted = sorted(set(wanted))
-    peers = [w for w, syncs in live.items() if w == me or syncs & set(mine_wanted)]
-    share = math.ceil(len(mine_wanted) / max(1, len(peers)))
-    mine = sorted(s for s, w in claims.items() if w == me)
-    held = {w: sum(1 for c in claims.values() if c == w) for w in live}
-    release: list[str] = []
-    if len(mine) > share:
-        for sync in mine:
-            if len(mine) - len(release) <= share:
-                break
-            if sync in busy:
-                continue
-            takers = [w for w, syncs in live.items() if w != me and sync in syncs and held.get(w, 0) < share]
-            if takers:
-                release.append(sync)
-                held[takers[0]] = held.get(takers[0], 0) + 1  # as if it took it (spread the rest)
-    room = share - (len(mine) - len(release))
+    live worker → the syncs it may run (`me` is added); `busy`: syncs of `me` with a run queued
+    or under way (never released).
+
+    - **Claim** a free sync while `me` has room below its share (`shares`); beyond it, a free
+      sync that no other worker may run, or whose other workers have no room left (each free
+      sync is counted against the room of the worker that will take it): so every sync some
+      live worker may run is claimed, whatever the mix of `--sync` sets.
+    - **Release** surplus idle syncs, down to the share, only when nothing is free (the handover
+      before is done) and only to a worker that may run the sync and has room below its own
+      share: a release never leaves a sync that nobody claims again."""
+    live = {**live, me: set(wanted)}
+    share = shares(live)
+    held = {w: 0 for w in live}
+    for w in claims.values():
+        held[w] = held.get(w, 0) + 1
+    room = {w: share[w] - held[w] for w in live}
     claim: list[str] = []
-    for sync in mine_wanted:
+    for sync in sorted(live[me]):
         if sync in claims:
             continue
-        only_me = not any(sync in syncs for w, syncs in live.items() if w != me)
-        if only_me or room > 0:
+        if room[me] > 0:
             claim.append(sync)
-            if not only_me:
-                room -= 1
+            room[me] -= 1
+            continue
+        taker = next((w for w in sorted(live) if w != me and sync in live[w] and room[w] > 0), None)
+        if taker is None:
+            claim.append(sync)  # nobody else will: beyond the share rather than never
+            room[me] -= 1
+        else:
+            room[taker] -= 1  # left to it (it claims at its beat)
+    release: list[str] = []
+    free = any(s not in claims for syncs in live.values() for s in syncs)
+    if free or claim:
+        return release, claim
+    for sync in sorted(s for s, w in claims.items() if w == me):
+        if room[me] >= 0:
+            break
+        if sync in busy:
+            continue
+        taker = next((w for w in sorted(live) if w != me and sync in live[w] and room[w] > 0), None)
+        if taker is not None:
+            release.append(sync)
+            room[me] += 1
+            room[taker] -= 1
     return release, claim
 
 
@@ -139,9 +162,9 @@ class SqlWorkers:
         if conn is None:
             with self.engine.connect() as own:
                 return self._now(own)
-        before = time.time()
+        before = clock.SYSTEM.time()  # the clock `utcnow` corrects
         db = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
-        after = time.time()
+        after = clock.SYSTEM.time()
         db = db.astimezone(dt.UTC)
         clock.set_offset(db.timestamp() - (before + after) / 2)
         return db  # type: ignore[no-any-return]
@@ -219,7 +242,7 @@ class SqlWorkers:
                     sa.select(w.c.id, w.c.host, w.c.pid, w.c.expires_at, w.c.syncs)
                 ).mappings()
             ]
-            expired = [r["id"] for r in rows if gone(r, now)]
+            expired = [r["id"] for r in rows if r["id"] != me.id and gone(r, now)]
             self._drop(conn, expired)
             live = {r["id"]: set(json.loads(r["syncs"])) for r in rows if r["id"] not in expired}
             live.setdefault(me.id, set(me.syncs))
