@@ -211,9 +211,11 @@ def test_overview_lists_workers_with_alive_owns_running_and_the_claims(store: St
         100,
         list(TWELVE[:4]),
     )
-    assert by_id[a.id]["owns"] == ["s00", "s01"] and by_id[b.id]["owns"] == ["s02", "s03"]  # 2 live: 2 each
+    owns_a, owns_b = by_id[a.id]["owns"], by_id[b.id]["owns"]
+    assert len(owns_a) == len(owns_b) == 2 and sorted(owns_a + owns_b) == list(TWELVE[:4])  # 2 live: 2 each
+    assert owns_a == sorted(owns_a) and owns_b == sorted(owns_b)
     assert by_id[late.id]["owns"] == [] and by_id[late.id]["heartbeat_age_s"] >= 0
-    assert view["claims"] == {"s00": a.id, "s01": a.id, "s02": b.id, "s03": b.id}
+    assert view["claims"] == {**dict.fromkeys(owns_a, a.id), **dict.fromkeys(owns_b, b.id)}
     running = by_id[a.id]["running"]
     assert [(r["sync"], r["run_id"]) for r in running] == [("s00", run_id)]
     clock.unstamp(running[0]["started_at"])
@@ -336,11 +338,6 @@ def test_now_is_postgresqls_clock_and_sets_the_offset(pg_store: StateStore) -> N
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqlWorkers._now (state/workers.py) measures the offset against time.time(), while "
-    "clock.utcnow() adds it to clock.SYSTEM.now(): a SYSTEM clock 120 s off stays 120 s off",
-)
 def test_now_corrects_a_machine_clock_120_s_ahead(
     pg_store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
