@@ -156,6 +156,7 @@ class SqlWorkers:
 
     # ------------------------------------------------------------- the database's clock
 
+    @coordination("clock")
     def now(self) -> dt.datetime:
         """The state store's clock (PostgreSQL's `clock_timestamp()`); also sets the process's
         offset (`clock.set_offset`) so that every stamp it writes is on that clock. A SQLite
