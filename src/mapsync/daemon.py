@@ -235,6 +235,12 @@ class Daemon:
                 w.owned = name in self.owns
                 w.wake.set()
 
+    def claims_fresh(self) -> bool:
+        """Whether this daemon's claims are current: a beat reached the store within the TTL
+        (after a freeze or a partition they may have gone to another worker; the next beat says)."""
+        last = self._last_beat
+        return last is not None and self.clock.monotonic() - last <= self.ttl.total_seconds()
+
     def _leave(self) -> None:
         if self.token is None:
             return
@@ -419,7 +425,10 @@ class Daemon:
         if reason is not None:
             # recorded before the slot counts as handled: a store away now (the tick ends) means
             # the next tick records it, never a slot that passed in silence
-            self.store.record_skipped_run(w.name, kind, "schedule", due, slot, reason[0], reason[1])
+            # the slots missed since the last one handled are skipped with it: counted, never lost
+            self.store.record_skipped_run(
+                w.name, kind, "schedule", due, slot, reason[0], reason[1], coalesced=max(0, missed)
+            )
             self.handled[key] = due
             log.warning(
                 "daemon_slot_skipped",

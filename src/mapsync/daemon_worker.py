@@ -62,6 +62,7 @@ class Host(Protocol):
     parallel: int
 
     def open_store(self) -> Store: ...
+    def claims_fresh(self) -> bool: ...
     def poll_of(self, cfg: Any) -> dt.timedelta: ...
     def report(self, report: RunReport) -> None: ...
     def fatal(self, name: str, exc: BaseException) -> None: ...
@@ -251,14 +252,31 @@ class Worker:
 
     def _step(self, store: Store, waker: follow.Waker | None) -> None:
         """Run one job if one is there; a follow sync runs a pass otherwise; a failed sync whose
-        backoff is over is tried again."""
+        backoff is over is tried again. Nothing runs while the daemon's claims are stale (no beat
+        has reached the store for a TTL: after a freeze the others may run the sync now), and a
+        job of a sync that is no longer this daemon's is dropped (the one that runs it now
+        runs the slot; a request it had taken went back to the queue)."""
+        if not self.daemon.claims_fresh():
+            self._await(0.2)
+            return
         try:
             job = self.jobs.get(timeout=0 if self.following else 0.2)
         except queue.Empty:
             job = None
         if job is not None:
             try:
-                self._run(store, job)
+                if self.owned:
+                    self._run(store, job)
+                else:
+                    log.warning(
+                        "daemon_job_dropped",
+                        extra={
+                            "action": "daemon_job_dropped",
+                            "sync": self.name,
+                            "kind": job.kind,
+                            "error": "another worker runs this sync now",
+                        },
+                    )
             finally:
                 self._taken(job, -1)
             return

@@ -66,6 +66,27 @@ class _DriverEcho(logging.Filter):
 _DRIVER_ECHO = _DriverEcho()
 
 
+class _PoolReset(logging.Filter):
+    """SQLAlchemy's pool logs "Exception during reset or similar", with a traceback, when it
+    cannot roll back a connection whose socket is gone: after the lease deadline cut a run's
+    sockets (lease_watch.py), or a server that ended the session. That is expected and already
+    reported by the run: one warning line of ours (`pool_reset_failed`), no traceback, so a
+    `--log-format json` stream stays one object per line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Exception during reset"):
+            exc = record.exc_info[1] if record.exc_info else None
+            first = str(exc).splitlines()[0] if exc is not None and str(exc) else type(exc).__name__
+            record.msg, record.args = "pool_reset_failed", ()
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.__dict__.update(action="pool_reset_failed", error=first)
+        return True
+
+
+_POOL_RESET = _PoolReset()
+
+
 def setup(level: str = "warning", fmt: str = "text") -> None:
     driver = logging.getLogger("psycopg")
     if _DRIVER_ECHO not in driver.filters:
@@ -76,3 +97,9 @@ def setup(level: str = "warning", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # SQLAlchemy's own warnings and errors (its pool's) in our format, not Python's last resort
+    handler.addFilter(_POOL_RESET)
+    alchemy = logging.getLogger("sqlalchemy")
+    alchemy.handlers[:] = [handler]
+    alchemy.setLevel(logging.WARNING)
+    alchemy.propagate = False

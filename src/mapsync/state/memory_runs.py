@@ -113,9 +113,19 @@ class MemoryRunsMixin:
         slot: str | None,
         reason: str,
         message: str,
+        coalesced: int = 0,
     ) -> int | None:
         row = run_row(
-            sync, kind, trigger, "", "skipped", scheduled_at, self._identity(), slot=slot, finished=True
+            sync,
+            kind,
+            trigger,
+            "",
+            "skipped",
+            scheduled_at,
+            self._identity(),
+            slot=slot,
+            coalesced=coalesced,
+            finished=True,
         )
         try:
             return self._insert_run({**row, "message": skip_message(reason, message)})

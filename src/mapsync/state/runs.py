@@ -195,11 +195,21 @@ class RunsMixin:
         slot: str | None,
         reason: str,
         message: str,
+        coalesced: int = 0,
     ) -> int | None:
         """A run that did not happen (status `skipped`, message "<reason>: <message>"), taking
         its slot; None when the slot was taken already (never SlotTaken)."""
         row = run_row(
-            sync, kind, trigger, "", "skipped", scheduled_at, self._identity(), slot=slot, finished=True
+            sync,
+            kind,
+            trigger,
+            "",
+            "skipped",
+            scheduled_at,
+            self._identity(),
+            slot=slot,
+            coalesced=coalesced,
+            finished=True,
         )
         try:
             return self._insert_run({**row, "message": skip_message(reason, message)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from mapsync.state.ledger import LedgerMixin
 from mapsync.state.meter import coordination
 from mapsync.state.record_errors import RecordErrorsMixin, error_row
 from mapsync.state.runs import RunsMixin, default_worker
-from mapsync.state.workers import SqlWorkers, newer_schema
+from mapsync.state.workers import SqlWorkers, newer_schema, session_name
 
 
 def resolve_url(url: str, folder: Path) -> str:
@@ -98,6 +99,14 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
                 path.parent.mkdir(parents=True, exist_ok=True)
         backend = parsed.get_backend_name()
         args = timeout_args(backend, resolved(timeouts)) if backend == "postgresql" else {}
+        if backend == "postgresql":
+            # a session that names its process (a worker that finds it expired ends its sessions,
+            # SqlWorkers), and whose transaction the server ends when its client stops between two
+            # statements (a frozen process must not hold the locks a takeover needs)
+            statement = resolved(timeouts).statement or dt.timedelta(minutes=5)
+            idle = math.ceil(statement.total_seconds() * 1000)
+            args["options"] += f" -c idle_in_transaction_session_timeout={idle}"
+            args["application_name"] = session_name(default_worker())
         engine = sa.create_engine(full, pool_pre_ping=True, **({"connect_args": args} if args else {}))
         deadline.track(engine)
         if engine.dialect.name == "sqlite":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 import socket
 import uuid
@@ -42,6 +43,8 @@ from mapsync.state.faults import call
 from mapsync.state.meter import coordination
 from mapsync.state.runs import alive as pid_alive
 
+log = logging.getLogger("mapsync.state")
+
 
 def newer_schema(found: int) -> errors.StateError:
     return errors.StateError(
@@ -58,6 +61,11 @@ def gone(row: dict[str, Any], now: dt.datetime) -> bool:
     if row["expires_at"] < stamp(now):
         return True
     return bool(row["host"] == socket.gethostname() and not pid_alive(int(row["pid"])))
+
+
+def session_name(worker: str) -> str:
+    """The `application_name` of a worker's PostgreSQL sessions (at most 63 bytes)."""
+    return f"mapsync {worker}"[:63]
 
 
 def age(now: str, then: str) -> float:
@@ -250,6 +258,7 @@ class SqlWorkers:
                 ).mappings()
             ]
             expired = [r["id"] for r in rows if r["id"] != me.id and gone(r, now)]
+            self._end_sessions(conn, expired)
             self._drop(conn, expired)
             live = {r["id"]: set(json.loads(r["syncs"])) for r in rows if r["id"] not in expired}
             live.setdefault(me.id, set(me.syncs))
@@ -282,6 +291,39 @@ class SqlWorkers:
                     conn.execute(sa.delete(w).where(w.c.id == me.id))
 
         call(self.engine, go, "leave")
+
+    def _end_sessions(self, conn: sa.Connection, ids: list[str]) -> None:
+        """End the state-store sessions of workers presumed dead (PostgreSQL): a frozen process
+        may hold row locks in an open transaction (a lease being taken, a batch being committed)
+        that would block the takeover until it wakes. Needs the same role or `pg_signal_backend`;
+        without, the sessions end by `idle_in_transaction_session_timeout` (set on every session
+        of the store, at most half the lease)."""
+        if self.dialect != "postgresql" or not ids:
+            return
+        try:
+            with conn.begin_nested():
+                ended = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(:names) "
+                        "AND pid <> pg_backend_pid() AND pg_terminate_backend(pid)"
+                    ),
+                    {"names": [session_name(w) for w in ids]},
+                ).scalar()
+        except sa.exc.DBAPIError as exc:
+            log.warning(
+                "worker_sessions_not_ended",
+                extra={
+                    "action": "worker_sessions_not_ended",
+                    "workers": ",".join(ids),
+                    "error": str(exc.orig),
+                },
+            )
+            return
+        if ended:
+            log.warning(
+                "worker_sessions_ended",
+                extra={"action": "worker_sessions_ended", "workers": ",".join(ids), "sessions": ended},
+            )
 
     def _drop(self, conn: sa.Connection, ids: list[str]) -> None:
         """Forget workers: their claims are free, and the run requests they took and did not
