@@ -39,6 +39,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 SLACK = dt.timedelta(seconds=1)  # the polling (200 ms) and the process's start, around 2 x lease_ttl
 TAKEN_OVER = ("lease lost", "taken over")
+# the clock and how long a 0.3 s timed wait takes (monotonic), under libfaketime
+PROBE = (
+    "import threading, time; m = time.monotonic(); threading.Event().wait(0.3); "
+    "print(time.time(), time.monotonic() - m)"
+)
 
 
 def _stopped_cleanly(daemon: ww.Daemon) -> dict[str, Any]:
@@ -204,16 +209,21 @@ def test_clock_two_minutes_ahead_neither_steals_nor_runs_early(
 ) -> None:
     if not ww.LIBFAKETIME.exists():
         pytest.skip(f"{ww.LIBFAKETIME} missing: install Debian's libfaketime (.ci/run does)")
-    ahead = {"LD_PRELOAD": str(ww.LIBFAKETIME), "FAKETIME": "+2m"}
+    # the wall clock two minutes ahead, the monotonic clock left alone (as on a host whose clock
+    # is off): libfaketime 0.9.10 fakes CLOCK_MONOTONIC too by default, and then every timed
+    # wait of Python's (threading.Event.wait(0.3)) lasts two minutes, the kernel's clock being real
+    ahead = {"LD_PRELOAD": str(ww.LIBFAKETIME), "FAKETIME": "+2m", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     probe = subprocess.run(
-        [sys.executable, "-c", "import time; print(time.time())"],
+        [sys.executable, "-c", PROBE],
         env={**os.environ, **ahead},
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
     )
-    assert 110 < float(probe.stdout) - time.time() < 130, probe.stdout  # the fake works
+    clock, waited = (float(v) for v in probe.stdout.split())
+    assert 110 < clock - time.time() < 130, probe.stdout  # the fake works
+    assert 0.25 < waited < 2, probe.stdout  # and so do timed waits
 
     world = ww.build(tmp_path, pg_database(), pg_database(), pg_database())
     writer = ww.Writer(world)
