@@ -114,6 +114,19 @@ class World:
             return None
         return alive
 
+    def sessions(self) -> list[str]:
+        """The state store's sessions (PostgreSQL): who waits for whose lock, who sits in a
+        transaction (for assertion messages)."""
+        if self.state is None:
+            return []
+        rows = h.query(
+            self.state,
+            "SELECT pid, application_name, state, wait_event_type, pg_blocking_pids(pid), "
+            "now() - xact_start, left(query, 150) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY pid",
+        )
+        return ["session " + " | ".join(str(v) for v in r) for r in rows]
+
     def table(self, url: str, name: str) -> list[tuple[Any, ...]]:
         return h.query(url, f'SELECT id, name FROM "{name}" ORDER BY id')
 
@@ -136,6 +149,19 @@ class World:
         h.wait_for(lambda: False, timeout=_seconds(LAG) + 0.3)
         result = self.cli("run", "sheet.yaml")
         assert result.returncode == 0, result.stdout + result.stderr
+
+    def timeline(self, sync: str) -> list[str]:
+        """Sync `sync`'s scheduled runs, one line each (for assertion messages)."""
+        return [
+            f"{r['id']} {r['slot']} {r['scheduled_at']} started {r['started_at']} {r['status']} "
+            f"by {r['worker']} coalesced {r['coalesced']} {r['message'] or ''}"
+            for r in self.runs(f"sync = '{sync}' AND slot IS NOT NULL")
+        ]
+
+    def assert_every_slot_once(self) -> None:
+        problems = self.slot_problems()
+        first = problems[0].split(":")[0] if problems else None
+        assert problems == [], "\n".join([*problems, *(self.timeline(first) if first else [])])
 
     def slot_problems(self) -> list[str]:
         """What breaks "every scheduled slot once": a (sync, slot, scheduled_at) with more than
