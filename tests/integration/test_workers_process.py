@@ -62,15 +62,16 @@ def _stopped_cleanly(daemon: ww.Daemon) -> dict[str, Any]:
     return stopped[0]
 
 
-def _settle(world: ww.World, count: int, timeout: float = 12.0) -> dict[str, list[str]]:
-    """Wait until `count` workers are alive with disjoint claims covering every sync."""
+def _settle(world: ww.World, daemons: list[ww.Daemon], timeout: float = 12.0) -> dict[str, list[str]]:
+    """Wait until `daemons` are the alive workers, their claims disjoint and covering every sync."""
     seen: list[Any] = []
 
     def split() -> bool:
-        seen[:] = [world.split(count)]
+        seen[:] = [world.split(len(daemons))]
         return seen[0] is not None
 
-    assert h.wait_for(split, timeout=timeout), world.workers()
+    assert h.wait_for(split, timeout=timeout), _why(world, world.syncs, daemons)
+    assert set(seen[0]) == {d.worker for d in daemons}, seen[0]
     found: dict[str, list[str]] = seen[0]
     return found
 
@@ -118,8 +119,7 @@ def test_two_daemons_run_every_slot_once(tmp_path: Path, pg_database: Callable[[
         with ww.fleet(world) as fleet:
             started = time.monotonic()
             a, b = fleet.start("a"), fleet.start("b")
-            split = _settle(world, 2)
-            assert set(split) == {a.worker, b.worker}, split
+            _settle(world, [a, b])
             time.sleep(max(0.0, 10 - (time.monotonic() - started)))
             stops = [_stopped_cleanly(a), _stopped_cleanly(b)]
     finally:
@@ -146,7 +146,7 @@ def test_stopped_worker_is_taken_over_and_its_late_commit_rejected(
     try:
         with ww.fleet(world) as fleet:
             healthy = fleet.start("healthy")
-            _settle(world, 1)  # it owns every sync; the frozen one takes its share next
+            _settle(world, [healthy])  # it owns every sync; the frozen one takes its share next
             frozen = fleet.start("frozen", freeze)
             # its first batch written to a destination stops it before the state commit
             assert h.wait_for(marker.exists, timeout=15), frozen.stderr()[-3000:]
@@ -194,7 +194,7 @@ def test_three_daemons_split_and_survive_a_kill(tmp_path: Path, pg_database: Cal
         with ww.fleet(world) as fleet:
             started = time.monotonic()
             daemons = [fleet.start(n) for n in ("a", "b", "c")]
-            _settle(world, 3)
+            _settle(world, daemons)
             time.sleep(max(0.0, 4 - (time.monotonic() - started)))
             victim = daemons[0]
             owned = world.alive()[victim.worker]
@@ -210,7 +210,7 @@ def test_three_daemons_split_and_survive_a_kill(tmp_path: Path, pg_database: Cal
             slowest = max(at - killed_at for at in taken.values())
             print(f"taken over after {slowest.total_seconds():.2f} s (at most {deadline.total_seconds()} s)")
             assert slowest <= deadline, taken
-            _settle(world, 2)  # the two left split every sync between them
+            _settle(world, others)  # the two left split every sync between them
             time.sleep(1)
             for d in others:
                 _stopped_cleanly(d)
@@ -247,19 +247,20 @@ def test_clock_two_minutes_ahead_neither_steals_nor_runs_early(
     try:
         with ww.fleet(world) as fleet:
             normal = fleet.start("normal")
-            _settle(world, 1)
+            _settle(world, [normal])
             fast = fleet.start("fast", ahead)
-            _settle(world, 2)
+            _settle(world, [normal, fast])
             time.sleep(6)
             view = world.workers()
             now = ww.parse(view["now"])
             alive = {w["id"]: w for w in view["workers"] if w["alive"]}
-            assert set(alive) == {normal.worker, fast.worker}, view
-            assert len(alive[normal.worker]["owns"]) >= 5, view  # it keeps its share (6 of 12)
-            assert sorted(s for w in alive.values() for s in w["owns"]) == world.syncs, view
+            why = json.dumps(view) + "\n" + _why(world, world.syncs, [normal, fast])
+            assert set(alive) == {normal.worker, fast.worker}, why
+            assert len(alive[normal.worker]["owns"]) >= 5, why  # it keeps its share (6 of 12)
+            assert sorted(s for w in alive.values() for s in w["owns"]) == world.syncs, why
             for w in alive.values():  # stamped on the database's clock, not two minutes ahead
-                assert ww.parse(w["heartbeat_at"]) <= now + SLACK, view
-                assert ww.parse(w["expires_at"]) <= now + world.lease_ttl + SLACK, view
+                assert ww.parse(w["heartbeat_at"]) <= now + SLACK, why
+                assert ww.parse(w["expires_at"]) <= now + world.lease_ttl + SLACK, why
             _stopped_cleanly(fast)
             _stopped_cleanly(normal)
             end = world.db_now()
