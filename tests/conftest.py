@@ -209,6 +209,22 @@ BACKENDS = [
 ]
 
 
+@pytest.fixture
+def faketime_lib() -> str:
+    """The path of libfaketime (Debian's `libfaketime`), which moves a real process's clock
+    (LD_PRELOAD + FAKETIME="+2m"). Skipped when it is not installed, unless
+    MAPSYNC_REQUIRE_SERVICES names `faketime` (.ci/run installs it and does)."""
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if found:
+        return found[0]
+    reason = "libfaketime is not installed (Debian: apt-get install libfaketime)"
+    if "faketime" in REQUIRED:
+        pytest.fail(f"{reason} (required by MAPSYNC_REQUIRE_SERVICES)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(params=BACKENDS)
 def database(request: pytest.FixtureRequest) -> Callable[[], str]:
     """A factory of fresh databases of each backend in turn (tests run once per backend)."""

@@ -231,7 +231,9 @@ class Daemon:
             self.handled.pop((name, RETRY), None)
         self.owns = beat.owns
         for name, w in self.workers.items():
-            w.owned = name in self.owns
+            if w.owned != (name in self.owns):
+                w.owned = name in self.owns
+                w.wake.set()
 
     def _leave(self) -> None:
         if self.token is None:
@@ -267,6 +269,8 @@ class Daemon:
         self.stop.set()
         end = self.clock.monotonic() + grace.total_seconds()
         every = [*self.workers.values(), *self.retired]
+        for w in every:
+            w.wake.set()
         for w in every:
             if w.thread.ident is not None:
                 w.thread.join(timeout=max(0.0, end - self.clock.monotonic()))
@@ -343,7 +347,28 @@ class Daemon:
             log.warning(
                 "daemon_store_away", extra={"action": "daemon_store_away", "error": self.redact(str(exc))}
             )
+            self._silent()
             return self.poll.total_seconds()
+
+    def _silent(self) -> None:
+        """No beat has reached the store for a whole TTL: the other workers count this one as
+        dead and run its syncs, so it schedules none of them (its runs under way are fenced by
+        their leases) until a beat reaches the store again."""
+        last = self._last_beat
+        if last is None or not self.owns or self.clock.monotonic() - last <= self.ttl.total_seconds():
+            return
+        log.error(
+            "daemon_claims_lost",
+            extra={
+                "action": "daemon_claims_lost",
+                "worker": self.worker,
+                "released": ",".join(sorted(self.owns)),
+                "error": "no heartbeat reached the state store for longer than the lease",
+            },
+        )
+        self.owns = frozenset()
+        for w in self.workers.values():
+            w.owned = False
 
     def _tick(self, now: dt.datetime) -> float:
         paused = self.store.paused()
@@ -498,6 +523,7 @@ class Daemon:
             if name not in names:  # gone from the sheet: stop its worker after its run
                 retired = self.workers.pop(name)
                 retired.stopping.set()
+                retired.wake.set()
                 self.retired.append(retired)
         for name in names:
             w = self.workers.get(name)

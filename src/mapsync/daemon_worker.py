@@ -98,6 +98,7 @@ class Worker:
         self.held: str | None = None  # why the sync does not run (identity changed), or None
         self.running = False  # a run of it is under way (its `after:` dependents wait)
         self.owned = False  # this daemon runs it (its claim, state/workers.py); else another does
+        self.wake = threading.Event()  # set when there is something to look at (`_await`)
         self.thread = threading.Thread(target=self._main, name=f"mapsync-sync-{name}", daemon=True)
         self._lock = threading.Lock()
         self.engine: Engine | None = None
@@ -127,14 +128,16 @@ class Worker:
     def offer(self, job: Job) -> None:
         self._taken(job, 1)
         self.jobs.put(job)
+        self.wake.set()
 
     # ------------------------------------------------------------- the thread
 
     def _main(self) -> None:
         """The thread: run jobs until the daemon stops. Its connection to the state store (and its
         Engine's to the sync's ends) is opened when its sync is first to run here, again and
-        again while the store is away, and closed while another worker runs the sync (or, when
-        the daemon has more syncs than `parallel`, after each run). Nothing but a state store
+        again while the store is away, and closed while another worker runs the sync (when the
+        daemon has more syncs than `parallel`, the connections are also closed after each run,
+        the parts kept: `Engine.release`). Nothing but a state store
         that needs fixing first stops the daemon: any other error is logged, and the worker
         waits a moment and goes on."""
         store: Store | None = None
@@ -143,10 +146,10 @@ class Worker:
             while not self._stopped():
                 if not self.owned and self.jobs.empty():
                     waker, store = self._idle(waker, store)
-                    self.daemon.stop.wait(0.2)  # real time: a test's manual clock does not move
+                    self._await()
                     continue
                 if store is None and not self.following and self.jobs.empty() and not self._retry_due():
-                    self.daemon.stop.wait(0.1)  # nothing to run: no connection opened for nothing
+                    self._await()  # nothing to run: no connection opened for nothing
                     continue
                 if store is None:
                     store = self._open()
@@ -165,9 +168,6 @@ class Worker:
                     if waker is not None:
                         waker.close()
                         waker = None
-                if self.engine is None and waker is None and len(self.daemon.workers) > self.daemon.parallel:
-                    store.close()  # more syncs than runs at once: hold no connection between runs
-                    store = None
         except BaseException as exc:  # a store that needs fixing first: the daemon stops
             self.daemon.fatal(self.name, exc)
         finally:
@@ -177,6 +177,13 @@ class Worker:
             if store is not None:
                 self._release_requests(store)
             self._idle(waker, store)
+
+    def _await(self, seconds: float = 1.0) -> None:
+        """Sleep until a job is offered, the sync is claimed, the daemon stops, or `seconds`
+        (real time: a test's manual clock does not move). A thousand idle workers wake once a
+        second each, not ten times."""
+        self.wake.wait(seconds)
+        self.wake.clear()
 
     def _retry_due(self) -> bool:
         """A failed sync whose backoff is over (tried again without a job)."""
@@ -313,8 +320,7 @@ class Worker:
         finally:
             self.daemon.slots.release()
             if len(self.daemon.workers) > self.daemon.parallel and self.engine is not None:
-                self.engine.close()  # its connections are not kept between runs (see `_main`)
-                self.engine = None
+                self.engine.release()  # more syncs than runs at once: no connection held between runs
 
     def _run_now(self, store: Store, job: Job) -> None:
         engine = self._engine(store)

@@ -88,6 +88,13 @@ class Engine(PartsCache):
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
         self.watch = LeaseWatch(store, lambda: [store, *self._dbs.values()])
 
+    def release(self) -> None:
+        """Close the pooled connections of the run's SQL ends and of the state store, keeping
+        the parts (built, reflected): the next run connects again. A daemon with more syncs than
+        runs at once holds no connection between a sync's runs."""
+        for engine in self.watch.engines():
+            engine.dispose()
+
     def close(self) -> None:
         self.watch.close()
         self._built.clear()

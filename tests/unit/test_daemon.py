@@ -267,3 +267,83 @@ def test_requests_taken_by_a_daemon_that_died_on_this_host_end_failed(make: Call
     assert release_orphaned_requests(d.store) == 1
     status = {r.id: r.status for r in d.store.requests("a")}
     assert status == {orphan: "failed", live: "taken", elsewhere: "taken"}
+
+
+# ------------------------------------------------------------------ several workers (issue 14)
+
+
+def _pair(tmp_path: Path, n: int = 4) -> tuple[Daemon, Daemon]:
+    """Two daemons (workers host:1 and host:2) of one sheet on one in-memory state store."""
+    specs = {f"s{i}": {"key": {"from": "id", "to": "id"}, "fields": {"nm": "name"}} for i in range(n)}
+    for spec in specs.values():
+        spec["schedule"] = {"every": "1m"}
+    loaded = fakes.sheet(specs, tmp_path)
+    store = MemoryStore()
+    pair = []
+    for worker in ("host:1", "host:2"):
+        d = Daemon(loaded, store, list(specs), open_store=lambda: store, worker=worker)
+        for name in specs:
+            d._add(name, loaded, start=False)
+        pair.append(d)
+    return pair[0], pair[1]
+
+
+def test_two_daemons_split_the_syncs_and_each_schedules_only_its_own(tmp_path: Path) -> None:
+    one, two = _pair(tmp_path)
+    one.tick(T0)  # alone: it claims all four
+    assert one.owns == {"s0", "s1", "s2", "s3"}
+    two.tick(T0)  # nothing free yet: its share waits for the first to hand over
+    assert two.owns == set()
+    one.beat(force=True)  # two live workers: a share of 2, the surplus idle syncs handed over
+    two.beat(force=True)
+    assert len(one.owns) == 2 and len(two.owns) == 2 and one.owns | two.owns == {"s0", "s1", "s2", "s3"}
+    for d in (one, two):  # a sync that has never run a slot waits for its next one
+        d.tick(T0 + dt.timedelta(minutes=1))
+        for w in d.workers.values():
+            _jobs(w)
+            w.pending.clear()  # as if run
+    for d in (one, two):
+        d.tick(T0 + dt.timedelta(minutes=2))
+    offered = {d.worker: {n for n, w in d.workers.items() if _jobs(w)} for d in (one, two)}
+    assert offered == {"host:1": set(one.owns), "host:2": set(two.owns)}
+    view = one.store.workers.overview()
+    assert {w["id"]: sorted(w["owns"]) for w in view["workers"]} == {
+        "host:1": sorted(one.owns),
+        "host:2": sorted(two.owns),
+    }
+
+
+def test_a_busy_sync_is_not_handed_over(tmp_path: Path) -> None:
+    one, two = _pair(tmp_path)
+    one.tick(T0)
+    for name in ("s0", "s1", "s2"):
+        one.workers[name].pending["run"] = 1  # runs under way: stay where they are
+    two.tick(T0)
+    one.beat(force=True)
+    two.beat(force=True)
+    assert one.owns == {"s0", "s1", "s2"} and two.owns == {"s3"}
+
+
+def test_a_worker_whose_beats_fail_for_a_whole_ttl_schedules_nothing(tmp_path: Path) -> None:
+    from mapsync import errors
+    from mapsync.state.clock import ManualClock
+
+    one, _ = _pair(tmp_path, 2)
+    one.clock = ManualClock()
+    one.tick(T0)
+    assert one.owns == {"s0", "s1"}
+
+    def away(*_a: Any, **_k: Any) -> Any:
+        raise errors.StateError("state store unreachable", reason="unreachable")
+
+    one.store.workers.beat = away  # type: ignore[method-assign]
+    one.clock.advance(one.ttl.total_seconds() / 2)  # a beat is due, fails: still within the TTL
+    one.tick(T0 + dt.timedelta(minutes=1))
+    assert one.owns == {"s0", "s1"}
+    one.clock.advance(one.ttl.total_seconds())  # silent past the TTL: the others take over
+    one.tick(T0 + dt.timedelta(minutes=2))
+    assert one.owns == frozenset() and not any(w.owned for w in one.workers.values())
+    for w in one.workers.values():
+        _jobs(w)
+    one.tick(T0 + dt.timedelta(minutes=3))
+    assert all(_jobs(w) == [] for w in one.workers.values())

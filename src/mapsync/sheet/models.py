@@ -94,7 +94,8 @@ class StateConfig(Model):
             "How long a run's lease on its sync lasts without renewal. A crashed holder on the "
             "same host is detected at once; one on another host after this time. Under "
             "`mapsync daemon` (and `run --follow`) the default is 60s, renewed by a heartbeat "
-            "every third of it while a run is active."
+            "every third of it while a run is active; it is also a daemon's TTL as a worker: "
+            "silent for longer (killed, frozen, cut off), its syncs go to the other workers."
         ),
     )
     retention: Duration = Field(

@@ -46,7 +46,7 @@ class MemoryWorkers:
                 t.workers[me.id] = {**_row(me, token, now, ttl), "started_at": stamp(now)}
             else:
                 t.workers[me.id] = {**_row(me, token, now, ttl), "started_at": row["started_at"]}  # type: ignore[index]
-            expired = [w for w, r in t.workers.items() if gone(r, now)]
+            expired = [w for w, r in t.workers.items() if w != me.id and gone(r, now)]
             _drop(t, expired)
             live = {w: set(r["syncs"]) for w, r in t.workers.items()}
             claims = {s: r["worker"] for s, r in t.claims.items()}
@@ -105,7 +105,11 @@ def _row(me: WorkerInfo, token: str, now: dt.datetime, ttl: dt.timedelta) -> dic
 
 
 def _drop(t: Tables, ids: list[str]) -> None:
+    """As `SqlWorkers._drop`: claims freed, unfinished requests back to the queue."""
     for w in ids:
         t.workers.pop(w, None)
     for s in [s for s, c in t.claims.items() if c["worker"] in ids]:
         del t.claims[s]
+    for i, r in list(t.requests.items()):
+        if r["status"] == "taken" and r["taken_by"] in ids:
+            t.requests[i] = {**r, "status": "new", "taken_at": None, "taken_by": None}

@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import math
 import socket
-import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -75,6 +74,18 @@ def one_daemon(row: dict[str, Any]) -> errors.StateError:
     )
 
 
+def shares(live: dict[str, set[str]]) -> dict[str, int]:
+    """Each live worker's fair share of the syncs it shares with others: ceil(those syncs / the
+    live workers, itself included, that may run one of them). A sync only one worker may run is
+    its own, outside any share."""
+    out = {}
+    for w, syncs in live.items():
+        shared = {s for s in syncs if any(s in other for v, other in live.items() if v != w)}
+        peers = sum(1 for v, other in live.items() if v == w or other & shared)
+        out[w] = math.ceil(len(shared) / max(1, peers))
+    return out
+
+
 def plan(
     me: str,
     wanted: Iterable[str],
@@ -85,37 +96,55 @@ def plan(
     """What worker `me` releases and claims: (release, claim).
 
     `wanted`: the syncs `me` may run; `claims`: sync → the live worker claiming it; `live`: each
-    live worker (`me` included) → the syncs it may run; `busy`: syncs of `me` with a run queued
-    or under way (never released). The share is ceil(my syncs / live workers that may run one of
-    them); a sync only `me` may run is always claimed; surplus idle syncs are released only to a
-    worker that may run them and has room below its own share."""
-    mine_wanted = sorted(set(wanted))
-    peers = [w for w, syncs in live.items() if w == me or syncs & set(mine_wanted)]
-    share = math.ceil(len(mine_wanted) / max(1, len(peers)))
-    mine = sorted(s for s, w in claims.items() if w == me)
-    held = {w: sum(1 for c in claims.values() if c == w) for w in live}
-    release: list[str] = []
-    if len(mine) > share:
-        for sync in mine:
-            if len(mine) - len(release) <= share:
-                break
-            if sync in busy:
-                continue
-            takers = [w for w, syncs in live.items() if w != me and sync in syncs and held.get(w, 0) < share]
-            if takers:
-                release.append(sync)
-                held[takers[0]] = held.get(takers[0], 0) + 1  # as if it took it (spread the rest)
-    room = share - (len(mine) - len(release))
-    claim: list[str] = []
-    for sync in mine_wanted:
-        if sync in claims:
-            continue
-        only_me = not any(sync in syncs for w, syncs in live.items() if w != me)
-        if only_me or room > 0:
+    live worker → the syncs it may run (`me` is added); `busy`: syncs of `me` with a run queued
+    or under way (never released). A worker's room is its share (`shares`) less the shared syncs
+    it holds; a sync only `me` may run is always claimed and counts against nothing.
+
+    - Every free shared sync (claimed by no one) is placed, the most constrained first (fewest
+      workers with room that may run it), with the worker that has the most room (`me` on a
+      tie): placed with `me`, it is a claim; with another, it is left to that worker's beat and
+      counted against its room; with nobody (all at their share), `me` claims it if it may run
+      it, beyond its share rather than leave it unrun, whatever the mix of `--sync` sets.
+    - Then, while `me` holds more than its share, its surplus idle syncs are released, each to
+      the worker with the most room that may run it: a release never leaves a sync that nobody
+      claims again, and a release not yet claimed is counted as placed, so the next beat does
+      not release again."""
+    live = {**live, me: set(wanted)}
+    share = shares(live)
+    everything = set().union(*live.values())
+    runners = {s: [w for w in live if s in live[w]] for s in everything}
+    own = {s for s, ws in runners.items() if len(ws) == 1}  # one worker's alone: outside shares
+    alone = {s for s in own if runners[s] == [me]}
+    room = dict(share)
+    for sync, w in claims.items():
+        if w in room and sync not in own:
+            room[w] -= 1
+
+    def place(sync: str, exclude: str | None = None) -> str | None:
+        able = [w for w in live if w != exclude and sync in live[w] and room[w] > 0]
+        return max(able, key=lambda w: (room[w], w == me, w), default=None)
+
+    claim = sorted(alone - claims.keys())
+    free = list(everything - claims.keys() - own)
+    free.sort(key=lambda s: (sum(1 for w in live if s in live[w] and room[w] > 0), s))
+    for sync in free:
+        who = place(sync)
+        if who is not None:
+            room[who] -= 1
+        if who == me or (who is None and sync in live[me]):
             claim.append(sync)
-            if not only_me:
-                room -= 1
-    return release, claim
+            if who is None:
+                room[me] -= 1
+    release: list[str] = []
+    for sync in sorted(s for s, w in claims.items() if w == me and s not in own):
+        if room[me] >= 0:
+            break
+        if sync in busy or (other := place(sync, exclude=me)) is None:
+            continue
+        release.append(sync)
+        room[me] += 1
+        room[other] -= 1
+    return release, sorted(claim)
 
 
 class SqlWorkers:
@@ -127,6 +156,7 @@ class SqlWorkers:
 
     # ------------------------------------------------------------- the database's clock
 
+    @coordination("clock")
     def now(self) -> dt.datetime:
         """The state store's clock (PostgreSQL's `clock_timestamp()`); also sets the process's
         offset (`clock.set_offset`) so that every stamp it writes is on that clock. A SQLite
@@ -139,9 +169,9 @@ class SqlWorkers:
         if conn is None:
             with self.engine.connect() as own:
                 return self._now(own)
-        before = time.time()
+        before = clock.SYSTEM.time()  # the clock `utcnow` corrects
         db = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
-        after = time.time()
+        after = clock.SYSTEM.time()
         db = db.astimezone(dt.UTC)
         clock.set_offset(db.timestamp() - (before + after) / 2)
         return db  # type: ignore[no-any-return]
@@ -219,7 +249,7 @@ class SqlWorkers:
                     sa.select(w.c.id, w.c.host, w.c.pid, w.c.expires_at, w.c.syncs)
                 ).mappings()
             ]
-            expired = [r["id"] for r in rows if gone(r, now)]
+            expired = [r["id"] for r in rows if r["id"] != me.id and gone(r, now)]
             self._drop(conn, expired)
             live = {r["id"]: set(json.loads(r["syncs"])) for r in rows if r["id"] not in expired}
             live.setdefault(me.id, set(me.syncs))
@@ -254,11 +284,18 @@ class SqlWorkers:
         call(self.engine, go, "leave")
 
     def _drop(self, conn: sa.Connection, ids: list[str]) -> None:
+        """Forget workers: their claims are free, and the run requests they took and did not
+        finish go back to the queue (`new`) for the worker that runs the sync now."""
         if not ids:
             return
-        w, c = schema.workers, schema.claims
+        w, c, q = schema.workers, schema.claims, schema.run_requests
         conn.execute(sa.delete(c).where(c.c.worker.in_(ids)))
         conn.execute(sa.delete(w).where(w.c.id.in_(ids)))
+        conn.execute(
+            sa.update(q)
+            .where(q.c.status == "taken", q.c.taken_by.in_(ids))
+            .values(status="new", taken_at=None, taken_by=None)
+        )
 
     def _check_schema(self, conn: sa.Connection) -> None:
         found = conn.execute(
