@@ -36,7 +36,9 @@ import pytest
 from tests import helpers as h
 from tests import workers_world as ww
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# one after the other on one xdist worker: two or three daemons of 12 syncs hold up to ~60
+# PostgreSQL connections (measured), and the server allows 100
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("workers_process")]
 
 SLACK = dt.timedelta(seconds=1)  # the polling (200 ms) and the process's start, around 2 x lease_ttl
 # how a run that lost its sync ends: its own late commit refused ("lease lost"), or failed by the
