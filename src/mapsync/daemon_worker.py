@@ -103,6 +103,7 @@ class Worker:
         self.thread = threading.Thread(target=self._main, name=f"mapsync-sync-{name}", daemon=True)
         self._lock = threading.Lock()
         self.engine: Engine | None = None
+        self.store: Store | None = None  # its own connection to the state store (see `_main`)
 
     # ------------------------------------------------------------- seen by the scheduler
 
@@ -135,31 +136,31 @@ class Worker:
 
     def _main(self) -> None:
         """The thread: run jobs until the daemon stops. Its connection to the state store (and its
-        Engine's to the sync's ends) is opened when its sync is first to run here, again and
-        again while the store is away, and closed while another worker runs the sync (when the
-        daemon has more syncs than `parallel`, the connections are also closed after each run,
-        the parts kept: `Engine.release`). Nothing but a state store
+        Engine's to the sync's ends) is opened when a run of its sync starts here (after it got
+        one of the daemon's `parallel` run slots), again and again while the store is away, and
+        closed while another worker runs the sync; when the daemon has more syncs than
+        `parallel`, also after each run (the parts kept: `Engine.release`), so the daemon holds
+        about 3 × `parallel` connections however many syncs it runs. Nothing but a state store
         that needs fixing first stops the daemon: any other error is logged, and the worker
         waits a moment and goes on."""
-        store: Store | None = None
         waker: follow.Waker | None = None
         try:
             while not self._stopped():
                 if not self.owned and self.jobs.empty():
-                    waker, store = self._idle(waker, store)
+                    self._idle(waker)
+                    waker = None
                     self._await()
                     continue
-                if store is None and not self.following and self.jobs.empty() and not self._retry_due():
-                    self._await()  # nothing to run: no connection opened for nothing
+                if not self.following and self.jobs.empty() and not self._retry_due():
+                    self._await()  # nothing to run
                     continue
-                if store is None:
-                    store = self._open()
-                    if store is None:
-                        return
                 try:
                     if self.following and waker is None:
+                        store = self._store()
+                        if store is None:
+                            return
                         waker = follow.Waker(self._listen_urls(store), self.daemon.stop, self.daemon.clock)
-                    self._step(store, waker)
+                    self._step(waker)
                 except errors.StateError as exc:
                     if exc.reason in STORE_BROKEN:
                         raise
@@ -172,12 +173,18 @@ class Worker:
         except BaseException as exc:  # a store that needs fixing first: the daemon stops
             self.daemon.fatal(self.name, exc)
         finally:
-            if store is None and not self.jobs.empty():
+            if self.store is None and not self.jobs.empty():
                 with contextlib.suppress(Exception):
-                    store = self.daemon.open_store()
-            if store is not None:
-                self._release_requests(store)
-            self._idle(waker, store)
+                    self.store = self.daemon.open_store()
+            if self.store is not None:
+                self._release_requests(self.store)
+            self._idle(waker)
+
+    def _store(self) -> Store | None:
+        """The worker's state store connection, opened if need be (None: the daemon stopped)."""
+        if self.store is None:
+            self.store = self._open()
+        return self.store
 
     def _await(self, seconds: float = 1.0) -> None:
         """Sleep until a job is offered, the sync is claimed, the daemon stops, or `seconds`
@@ -192,16 +199,16 @@ class Worker:
             self.name, self.daemon.clock.monotonic()
         )
 
-    def _idle(self, waker: follow.Waker | None, store: Store | None) -> tuple[None, None]:
+    def _idle(self, waker: follow.Waker | None) -> None:
         """Close what the worker holds open (its sync runs elsewhere, or the daemon stops)."""
         if waker is not None:
             waker.close()
         if self.engine is not None:
             self.engine.close()
             self.engine = None
-        if store is not None:
-            store.close()
-        return None, None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     def _open(self) -> Store | None:
         """This worker's connection to the state store, tried every few seconds while the store is
@@ -232,15 +239,41 @@ class Worker:
         )
         self.daemon.clock.wait(self.daemon.stop, 1.0)
 
+    def _forgo(self, job: Job, reason: str, message: str) -> None:
+        """A job that will not run here. A scheduled slot is recorded as skipped when a later slot
+        of the sync has a row already (recorded while this one waited): the next worker to run
+        the sync starts after that row and would never count this slot. Otherwise it counts it
+        (as the slot it runs, or among those it coalesces), and no row is written here."""
+        log.warning(
+            "daemon_job_dropped",
+            extra={"action": "daemon_job_dropped", "sync": self.name, "kind": job.kind, "error": message},
+        )
+        if job.slot is None or job.scheduled_at is None:
+            return
+        store = self.store
+        if store is None:
+            with contextlib.suppress(Exception):
+                store = self.store = self.daemon.open_store()
+        if store is None:
+            return
+        with contextlib.suppress(errors.StateError):
+            later = store.last_slot(self.name, job.slot)
+            if later is not None and later > job.scheduled_at:
+                store.record_skipped_run(
+                    self.name, job.kind, job.trigger, job.scheduled_at, job.slot, reason, message
+                )
+
     def _release_requests(self, store: Store) -> None:
         """Requests handed to this worker and not run (the daemon stopped first) end `failed`
-        with the reason, never `taken` for ever."""
+        with the reason, never `taken` for ever; scheduled slots are forgone (`_forgo`)."""
         while True:
             try:
                 job = self.jobs.get_nowait()
             except queue.Empty:
                 return
             self._taken(job, -1)
+            if job.request_id is None:
+                self._forgo(job, "stopped", "the daemon stopped before this slot ran")
             if job.request_id is not None:
                 with contextlib.suppress(errors.StateError):
                     store.finish_request(
@@ -250,7 +283,7 @@ class Worker:
     def _stopped(self) -> bool:
         return self.daemon.stop.is_set() or self.stopping.is_set()
 
-    def _step(self, store: Store, waker: follow.Waker | None) -> None:
+    def _step(self, waker: follow.Waker | None) -> None:
         """Run one job if one is there; a follow sync runs a pass otherwise; a failed sync whose
         backoff is over is tried again. Nothing runs while the daemon's claims are stale (no beat
         has reached the store for a TTL: after a freeze the others may run the sync now), and a
@@ -266,17 +299,9 @@ class Worker:
         if job is not None:
             try:
                 if self.owned:
-                    self._run(store, job)
+                    self._run(job)
                 else:
-                    log.warning(
-                        "daemon_job_dropped",
-                        extra={
-                            "action": "daemon_job_dropped",
-                            "sync": self.name,
-                            "kind": job.kind,
-                            "error": "another worker runs this sync now",
-                        },
-                    )
+                    self._forgo(job, "moved", "the sync went to another worker before this slot ran")
             finally:
                 self._taken(job, -1)
             return
@@ -286,7 +311,7 @@ class Worker:
             return
         if self.following:
             if self.backoff.ready(self.name, self.daemon.clock.monotonic()):
-                self._run(store, Job("run", "follow"))
+                self._run(Job("run", "follow"))
             if waker is not None and not self._stopped():
                 waker.wait(self.daemon.poll_of(self.cfg).total_seconds())
             return
@@ -294,7 +319,7 @@ class Worker:
             again = Job("run", "backoff")
             self._taken(again, 1)
             try:
-                self._run(store, again)
+                self._run(again)
             finally:
                 self._taken(again, -1)
 
@@ -324,7 +349,7 @@ class Worker:
         while not self._stopped() and any(d.running for d in deps):
             self.daemon.clock.wait(self.daemon.stop, 0.05)
 
-    def _run(self, store: Store, job: Job) -> None:
+    def _run(self, job: Job) -> None:
         if self._stopped():
             return
         self._wait_for_after()
@@ -333,12 +358,18 @@ class Worker:
         if self._stopped():
             return
         try:
+            store = self._store()
+            if store is None:
+                return
             with RUNS.timed("run"):
                 self._run_now(store, job)
         finally:
             self.daemon.slots.release()
-            if len(self.daemon.workers) > self.daemon.parallel and self.engine is not None:
-                self.engine.release()  # more syncs than runs at once: no connection held between runs
+            if len(self.daemon.workers) > self.daemon.parallel:  # no connection held between runs
+                if self.engine is not None:
+                    self.engine.release()
+                elif self.store is not None:
+                    self.store.close()
 
     def _run_now(self, store: Store, job: Job) -> None:
         engine = self._engine(store)

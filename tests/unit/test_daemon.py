@@ -227,7 +227,8 @@ def test_a_source_side_state_error_is_a_failed_run_with_backoff_not_the_daemons_
     d = make(a={"schedule": {"every": "1m"}})
     w = d.workers["a"]
     w.engine = _Failing(w.loaded)  # type: ignore[assignment]
-    w._run(d.store, Job("run", "schedule", T0, "run"))
+    w.store = d.store
+    w._run(Job("run", "schedule", T0, "run"))
     assert w.engine.calls == 1  # type: ignore[union-attr]
     assert d.failure is None and not d.stop.is_set()
     assert w.backoff.failures["a"] == 1 and w.backing_off()
