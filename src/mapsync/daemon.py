@@ -121,6 +121,7 @@ class Daemon:
         self.token: str | None = None  # its registration as a worker
         self.owns: frozenset[str] = frozenset()
         self._last_beat: float | None = None
+        self.epoch = 0  # grows when a beat finds this daemon was presumed dead (`Job.epoch`)
 
     # ------------------------------------------------------------- life
 
@@ -197,9 +198,11 @@ class Daemon:
         assert self.token is not None
         busy = {n for n, w in self.workers.items() if w.busy() or w.running}
         beat = self.store.workers.beat(self.me(), self.token, self.ttl, busy)
-        self._last_beat = mono
         self.token = beat.token
         if beat.rejoined:
+            # everything handed over before is void: the others ran those syncs meanwhile
+            self.epoch += 1
+            self.handled.clear()
             log.error(
                 "daemon_rejoined",
                 extra={
@@ -234,6 +237,7 @@ class Daemon:
             if w.owned != (name in self.owns):
                 w.owned = name in self.owns
                 w.wake.set()
+        self._last_beat = mono  # last: a worker runs nothing until its claim is known (`claims_fresh`)
 
     def claims_fresh(self) -> bool:
         """Whether this daemon's claims are current: a beat reached the store within the TTL

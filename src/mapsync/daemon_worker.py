@@ -48,6 +48,7 @@ class Job:
     slot: str | None = None  # run | retry: the schedule that made it (None: nobody scheduled it)
     coalesced: int = 0  # missed slots (after downtime) this run stands for, beyond its own
     request_id: int | None = None
+    epoch: int = 0  # the daemon's epoch when it was handed over (`Host.epoch`)
 
 
 class Host(Protocol):
@@ -60,6 +61,8 @@ class Host(Protocol):
     workers: dict[str, Worker]
     slots: threading.BoundedSemaphore  # runs under way at once, across the daemon's workers
     parallel: int
+
+    epoch: int  # grows each time the daemon learns it was presumed dead: older jobs are void
 
     def open_store(self) -> Store: ...
     def claims_fresh(self) -> bool: ...
@@ -129,7 +132,7 @@ class Worker:
 
     def offer(self, job: Job) -> None:
         self._taken(job, 1)
-        self.jobs.put(job)
+        self.jobs.put(dataclasses.replace(job, epoch=self.daemon.epoch))
         self.wake.set()
 
     # ------------------------------------------------------------- the thread
@@ -298,7 +301,9 @@ class Worker:
             job = None
         if job is not None:
             try:
-                if self.owned:
+                if job.epoch < self.daemon.epoch:  # handed over before the daemon was presumed dead
+                    self._forgo(job, "moved", "handed over before this worker was presumed dead")
+                elif self.owned:
                     self._run(job)
                 else:
                     self._forgo(job, "moved", "the sync went to another worker before this slot ran")

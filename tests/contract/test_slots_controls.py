@@ -6,6 +6,7 @@ coalesced slots; paused syncs and run requests (taken by one worker); dead recor
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
@@ -15,6 +16,7 @@ from mapsync.state.ports import Store
 from tests.contract.conftest import begin, commit, delivered, rejected
 
 AT = dt.datetime(2026, 5, 1, 8, 0, tzinfo=dt.UTC)
+TTL5 = dt.timedelta(minutes=5)
 
 
 def test_a_scheduled_slot_runs_once(store: Store) -> None:
@@ -43,7 +45,7 @@ def test_a_scheduled_slot_runs_once(store: Store) -> None:
     later = store.record_failed_run(
         "s", "run", "schedule", "source", "down", AT + dt.timedelta(hours=1), slot="run"
     )
-    other = store.start_run("t", "run", "schedule", lease.token, AT, slot="run")
+    other = store.start_run("t", "run", "schedule", store.leases.acquire("t", TTL5).token, AT, slot="run")
     free = [
         store.start_run("s", "run", "cli", lease.token, AT),
         store.start_run("s", "run", "cli", lease.token, AT),
@@ -84,7 +86,7 @@ def test_a_skipped_run_takes_its_slot_and_says_why(store: Store) -> None:
 def test_last_slot_is_the_latest_scheduled_time_of_any_status(store: Store) -> None:
     assert store.last_slot("s", "run") is None
     store.record_skipped_run("s", "run", "schedule", AT + dt.timedelta(hours=2), "run", "paused", "by al")
-    store.start_run("s", "run", "schedule", "tok", AT, slot="run")
+    store.start_run("s", "run", "schedule", store.leases.acquire("s", TTL5).token, AT, slot="run")
     store.record_failed_run(
         "s", "retry", "schedule", "source", "down", AT + dt.timedelta(hours=5), slot="retry"
     )
@@ -92,6 +94,24 @@ def test_last_slot_is_the_latest_scheduled_time_of_any_status(store: Store) -> N
     assert store.last_slot("s", "run") == AT + dt.timedelta(hours=2)
     assert store.last_slot("s", "retry") == AT + dt.timedelta(hours=5)
     assert store.last_slot("t", "run") is None
+
+
+def test_a_scheduled_run_starts_only_under_its_live_lease(store: Store) -> None:
+    """A process frozen between its lease and its run row (a zombie) records no slot once its
+    lease was taken over or expired: the worker that took over may have counted that slot."""
+    lease = store.leases.acquire("s", TTL5)
+    with pytest.raises(errors.LeaseLost, match="taken over or expired"):
+        store.start_run("s", "run", "schedule", "a-token-never-leased", AT, slot="run")
+    store.leases.release(lease)
+    with pytest.raises(errors.LeaseLost):  # released (a takeover that ran and let go): gone
+        store.start_run("s", "run", "schedule", lease.token, AT, slot="run")
+    short = store.leases.acquire("s", dt.timedelta(milliseconds=1))
+    time.sleep(0.01)
+    with pytest.raises(errors.LeaseLost):  # expired
+        store.start_run("s", "run", "schedule", short.token, AT, slot="run")
+    assert store.last_slot("s", "run") is None  # nothing recorded
+    live = store.leases.acquire("s", TTL5)
+    assert store.start_run("s", "run", "schedule", live.token, AT, slot="run") > 0
 
 
 def test_a_slot_needs_its_scheduled_time(store: Store) -> None:

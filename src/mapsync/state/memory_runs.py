@@ -12,7 +12,7 @@ from mapsync import errors
 from mapsync.state.clock import stamp, unstamp
 from mapsync.state.data import Counts
 from mapsync.state.memory_tables import Memory
-from mapsync.state.runs import run_row, skip_message, slot_taken, started_run
+from mapsync.state.runs import run_row, skip_message, slot_taken, stale_slot_run, started_run
 
 COUNTS = tuple(f.name for f in dataclasses.fields(Counts))
 
@@ -40,6 +40,11 @@ class MemoryRunsMixin:
                 )
                 if holder is not None:
                     return slot_taken(row, holder)  # raises unless it is ours
+                lease = t.leases.get(row["sync"])
+                if row["lease_token"] and (
+                    lease is None or lease["token"] != row["lease_token"] or lease["expires_at"] < stamp()
+                ):
+                    raise stale_slot_run(row)
             run_id = t.next_id("runs")
             t.runs[run_id] = {
                 "id": run_id,

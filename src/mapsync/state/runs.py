@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync.errors import FailureClass, SlotTaken
+from mapsync.errors import FailureClass, LeaseLost, SlotTaken
 from mapsync.state import schema
 from mapsync.state.clock import stamp, unstamp, utcnow
 from mapsync.state.faults import guarded
@@ -89,6 +89,16 @@ def slot_taken(row: dict[str, Any], holder: tuple[int, str] | None) -> int:
     raise SlotTaken(row["sync"], str(row["slot"]), str(row["scheduled_at"]), holder[0] if holder else None)
 
 
+def stale_slot_run(row: dict[str, Any]) -> LeaseLost:
+    """A scheduled run may only start under a live lease: a process frozen between taking its
+    lease and writing its run row (a zombie) must not record a slot that the worker that took
+    its syncs over has counted already (among the slots its first run coalesced)."""
+    return LeaseLost(
+        f"sync {row['sync']}: its lease was taken over or expired before the run of the slot at "
+        f"{row['scheduled_at']} could start; nothing recorded"
+    )
+
+
 def skip_message(reason: str, message: str) -> str:
     """A skipped run's message: its reason (`overlap`, `paused` …) and what happened."""
     return f"{reason}: {message}"[:2000]
@@ -112,7 +122,17 @@ class RunsMixin:
         r = schema.runs
         try:
             with self.engine.begin() as conn:
-                return int(conn.execute(sa.insert(r).values(**row)).inserted_primary_key[0])  # type: ignore[index]
+                run_id = int(conn.execute(sa.insert(r).values(**row)).inserted_primary_key[0])  # type: ignore[index]
+                if row["slot"] is not None and row["lease_token"]:
+                    lease = schema.leases
+                    expiry = conn.execute(
+                        sa.select(lease.c.expires_at).where(
+                            lease.c.sync == row["sync"], lease.c.token == row["lease_token"]
+                        )
+                    ).scalar()
+                    if expiry is None or expiry < stamp():  # the insert rolls back
+                        raise stale_slot_run(row)
+                return run_id
         except sa.exc.IntegrityError:
             if row["slot"] is None:
                 raise

@@ -58,7 +58,8 @@ def test_state_show_and_status_show_the_schedule_of_runs(tmp_path: Path) -> None
     store = StateStore.open("sqlite:///state.db", tmp_path, create=False)
     try:
         store.set_identity("box:42", "f" * 64)
-        run_id = store.start_run("items", "run", "schedule", "tok", AT, slot="run", coalesced=3)
+        lease = store.leases.acquire("items", dt.timedelta(minutes=5))
+        run_id = store.start_run("items", "run", "schedule", lease.token, AT, slot="run", coalesced=3)
         store.finish_run(run_id, "success")
         store.record_skipped_run(
             "items",

@@ -106,7 +106,8 @@ def test_a_v4_store_upgrades_in_place(state_url: str, tmp_path: Path) -> None:
         assert store.open_error_keys("s", live_only=True) == [(1,)]  # kept, alive
         assert store.bury("s", 3) == 1 and store.open_error_keys("s", live_only=True) == []
         # the slot index holds on the migrated table; unscheduled runs do not collide
-        first = store.start_run("s", "run", "schedule", "tok", AT, slot="run")
+        lease = store.leases.acquire("s", dt.timedelta(minutes=5))
+        first = store.start_run("s", "run", "schedule", lease.token, AT, slot="run")
         with pytest.raises(errors.SlotTaken):
             store.start_run("s", "run", "schedule", "other", AT, slot="run")
         assert first > 2 and store.last_slot("s", "run") == AT
