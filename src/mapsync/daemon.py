@@ -454,7 +454,7 @@ class Daemon:
             p = w.paused
             note = f": {p.note}" if p.note else ""
             return "paused", f"paused by {p.by} at {p.at}{note}"
-        if w.busy(slot):
+        if w.busy(slot) and not w.queued(slot):  # a slot still waiting is replaced (`Worker.offer`)
             return "running", "the previous run was still running"
         if w.backing_off():
             n = w.backoff.failures.get(w.name, 0)

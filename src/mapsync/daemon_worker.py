@@ -93,7 +93,8 @@ class Worker:
         self.daemon = daemon
         self.name = name
         self.loaded = loaded  # the configuration it runs (replaced by an accepted reload)
-        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.jobs: queue.Queue[Job] = queue.Queue()  # requests and backoff attempts, in order
+        self.mailbox: dict[str, Job] = {}  # slot kind → the scheduled job waiting (see `offer`)
         # jobs handed over and not finished, by what they are: "run" (run, overlap) or "retry"
         self.pending: collections.Counter[str] = collections.Counter()
         self.backoff = follow.Backoff(jitter=jittered)
@@ -131,9 +132,38 @@ class Worker:
         return not self.backoff.ready(self.name, self.daemon.clock.monotonic())
 
     def offer(self, job: Job) -> None:
-        self._taken(job, 1)
-        self.jobs.put(dataclasses.replace(job, epoch=self.daemon.epoch))
+        """Hand over a job. A scheduled slot waits in the mailbox of its slot kind until a run
+        slot of the daemon is free: a newer slot due meanwhile replaces it and stands for it
+        (`coalesced`), so no row is written for a slot before it runs, and a daemon that dies
+        with slots waiting leaves them to the next worker, which counts them from the last row."""
+        job = dataclasses.replace(job, epoch=self.daemon.epoch)
+        slot = job.slot
+        if job.trigger == "schedule" and slot is not None:
+            with self._lock:
+                old = self.mailbox.get(slot)
+                if old is None:
+                    self.pending[slot] += 1
+                else:
+                    job = dataclasses.replace(job, coalesced=job.coalesced + old.coalesced + 1)
+                self.mailbox[slot] = job
+        else:
+            self._taken(job, 1)
+            self.jobs.put(job)
         self.wake.set()
+
+    def queued(self, slot: str) -> bool:
+        """Whether a slot of this kind waits in the mailbox (not started)."""
+        with self._lock:
+            return slot in self.mailbox
+
+    def _scheduled(self) -> Job | None:
+        """Take the scheduled job that waits longest from the mailbox."""
+        with self._lock:
+            if not self.mailbox:
+                return None
+            first = dt.datetime.min.replace(tzinfo=dt.UTC)
+            slot = min(self.mailbox, key=lambda k: self.mailbox[k].scheduled_at or first)
+            return self.mailbox.pop(slot)
 
     # ------------------------------------------------------------- the thread
 
@@ -149,12 +179,12 @@ class Worker:
         waker: follow.Waker | None = None
         try:
             while not self._stopped():
-                if not self.owned and self.jobs.empty():
+                if not self.owned and self.jobs.empty() and not self.mailbox:
                     self._idle(waker)
                     waker = None
                     self._await()
                     continue
-                if not self.following and self.jobs.empty() and not self._retry_due():
+                if not self.following and self.jobs.empty() and not self.mailbox and not self._retry_due():
                     self._await()  # nothing to run
                     continue
                 try:
@@ -176,7 +206,7 @@ class Worker:
         except BaseException as exc:  # a store that needs fixing first: the daemon stops
             self.daemon.fatal(self.name, exc)
         finally:
-            if self.store is None and not self.jobs.empty():
+            if self.store is None and (not self.jobs.empty() or self.mailbox):
                 with contextlib.suppress(Exception):
                     self.store = self.daemon.open_store()
             if self.store is not None:
@@ -269,6 +299,9 @@ class Worker:
     def _release_requests(self, store: Store) -> None:
         """Requests handed to this worker and not run (the daemon stopped first) end `failed`
         with the reason, never `taken` for ever; scheduled slots are forgone (`_forgo`)."""
+        while (waiting := self._scheduled()) is not None:
+            self._taken(waiting, -1)
+            self._forgo(waiting, "stopped", "the daemon stopped before this slot ran")
         while True:
             try:
                 job = self.jobs.get_nowait()
@@ -295,19 +328,31 @@ class Worker:
         if not self.daemon.claims_fresh():
             self._await(0.2)
             return
-        try:
-            job = self.jobs.get(timeout=0 if self.following else 0.2)
-        except queue.Empty:
-            job = None
+        held = False
+        job: Job | None = None
+        if self.mailbox and self._slot():  # a run slot first, then the newest scheduled job
+            held = True
+            job = self._scheduled()
+        if job is None:
+            if held:
+                self.daemon.slots.release()
+                held = False
+            try:
+                job = self.jobs.get(timeout=0 if self.following or self.mailbox else 0.2)
+            except queue.Empty:
+                job = None
         if job is not None:
             try:
                 if job.epoch < self.daemon.epoch:  # handed over before the daemon was presumed dead
                     self._forgo(job, "moved", "handed over before this worker was presumed dead")
                 elif self.owned:
-                    self._run(job)
+                    self._run(job, held=held)
+                    held = False
                 else:
                     self._forgo(job, "moved", "the sync went to another worker before this slot ran")
             finally:
+                if held:
+                    self.daemon.slots.release()
                 self._taken(job, -1)
             return
         if self.held is not None or self.paused is not None or not self.owned:
@@ -354,13 +399,24 @@ class Worker:
         while not self._stopped() and any(d.running for d in deps):
             self.daemon.clock.wait(self.daemon.stop, 0.05)
 
-    def _run(self, job: Job) -> None:
+    def _slot(self) -> bool:
+        """Wait for one of the daemon's `parallel` run slots (False: the daemon stopped first)."""
+        while not self._stopped():
+            if self.daemon.slots.acquire(timeout=0.2):
+                return True
+        return False
+
+    def _run(self, job: Job, held: bool = False) -> None:
+        """Run `job` in a run slot of the daemon (`held`: taken already; released here)."""
         if self._stopped():
+            if held:
+                self.daemon.slots.release()
             return
         self._wait_for_after()
-        while not self._stopped() and not self.daemon.slots.acquire(timeout=0.2):
-            pass  # `parallel` runs are under way: wait for one to end
+        if not held and not self._slot():
+            return
         if self._stopped():
+            self.daemon.slots.release()
             return
         try:
             store = self._store()

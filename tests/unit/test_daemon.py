@@ -28,7 +28,8 @@ T0 = dt.datetime(2026, 12, 3, 12, 0, 0, tzinfo=dt.UTC)
 
 
 def _jobs(w: Worker) -> list[Job]:
-    found: list[Job] = []
+    found: list[Job] = [*w.mailbox.values()]  # scheduled slots wait in the mailbox
+    w.mailbox.clear()
     while True:
         try:
             found.append(w.jobs.get_nowait())
@@ -348,3 +349,16 @@ def test_a_worker_whose_beats_fail_for_a_whole_ttl_schedules_nothing(tmp_path: P
         _jobs(w)
     one.tick(T0 + dt.timedelta(minutes=3))
     assert all(_jobs(w) == [] for w in one.workers.values())
+
+
+def test_a_slot_due_while_the_previous_one_still_waits_replaces_it(make: Callable[..., Daemon]) -> None:
+    """A slot handed over and not started yet (no run slot free) is not a run: the next slot
+    replaces it and stands for it, and nothing is recorded before a run starts (a daemon killed
+    now leaves both slots to the next worker, which counts them from the last row)."""
+    d = make(a={"schedule": {"every": "1m"}})
+    w = d.workers["a"]
+    d.tick(T0)  # the first look
+    d.tick(T0 + dt.timedelta(minutes=1))
+    d.tick(T0 + dt.timedelta(minutes=2))
+    assert _jobs(w) == [Job("run", "schedule", T0 + dt.timedelta(minutes=2), "run", 1)]
+    assert _runs(d, "a") == []
