@@ -72,6 +72,7 @@ log = logging.getLogger("mapsync.daemon")
 GRACE = dt.timedelta(seconds=30)
 POLL = dt.timedelta(seconds=1)
 PARALLEL = 16  # runs at once per daemon (`--parallel`)
+DEFER = ("defer", "")  # a slot decided at a later tick (`Daemon._skip_reason`)
 
 
 class Daemon:
@@ -426,6 +427,8 @@ class Daemon:
         missed = len(schedules.slots_between(sched, last, due)) - 1 if last is not None else 0
         kind = RETRY if slot == RETRY else RUN
         reason = self._skip_reason(w, slot)
+        if reason == DEFER:
+            return  # looked at again next tick (see `_skip_reason`)
         if reason is not None:
             # recorded before the slot counts as handled: a store away now (the tick ends) means
             # the next tick records it, never a slot that passed in silence
@@ -455,11 +458,21 @@ class Daemon:
             note = f": {p.note}" if p.note else ""
             return "paused", f"paused by {p.by} at {p.at}{note}"
         if w.busy(slot) and not w.queued(slot):  # a slot still waiting is replaced (`Worker.offer`)
+            at = w.inflight.get(slot)
+            if at is not None and not self._recorded(w.name, slot, at):
+                # the slot under way has no run row yet: a skip row now would be the last row,
+                # and a daemon killed before that row lost the slot for good (the next worker
+                # counts from the last row); decided at a later tick instead
+                return DEFER
             return "running", "the previous run was still running"
         if w.backing_off():
             n = w.backoff.failures.get(w.name, 0)
             return "backoff", f"backing off after {n} failed run(s) in a row"
         return None
+
+    def _recorded(self, name: str, slot: str, at: dt.datetime) -> bool:
+        last = self.store.last_slot(name, slot)
+        return last is not None and last >= at
 
     def _requests(self, names: list[str]) -> None:
         if not names:

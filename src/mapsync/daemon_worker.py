@@ -95,6 +95,7 @@ class Worker:
         self.loaded = loaded  # the configuration it runs (replaced by an accepted reload)
         self.jobs: queue.Queue[Job] = queue.Queue()  # requests and backoff attempts, in order
         self.mailbox: dict[str, Job] = {}  # slot kind → the scheduled job waiting (see `offer`)
+        self.inflight: dict[str, dt.datetime] = {}  # slot kind → the scheduled time under way
         # jobs handed over and not finished, by what they are: "run" (run, overlap) or "retry"
         self.pending: collections.Counter[str] = collections.Counter()
         self.backoff = follow.Backoff(jitter=jittered)
@@ -163,7 +164,10 @@ class Worker:
                 return None
             first = dt.datetime.min.replace(tzinfo=dt.UTC)
             slot = min(self.mailbox, key=lambda k: self.mailbox[k].scheduled_at or first)
-            return self.mailbox.pop(slot)
+            job = self.mailbox.pop(slot)
+            if job.scheduled_at is not None:  # under way from now (seen by `Daemon._skip_reason`)
+                self.inflight[slot] = job.scheduled_at
+            return job
 
     # ------------------------------------------------------------- the thread
 
@@ -342,6 +346,8 @@ class Worker:
             except queue.Empty:
                 job = None
         if job is not None:
+            if job.slot is not None and job.scheduled_at is not None:
+                self.inflight[job.slot] = job.scheduled_at
             try:
                 if job.epoch < self.daemon.epoch:  # handed over before the daemon was presumed dead
                     self._forgo(job, "moved", "handed over before this worker was presumed dead")
@@ -353,6 +359,8 @@ class Worker:
             finally:
                 if held:
                     self.daemon.slots.release()
+                if job.slot is not None:
+                    self.inflight.pop(job.slot, None)
                 self._taken(job, -1)
             return
         if self.held is not None or self.paused is not None or not self.owned:

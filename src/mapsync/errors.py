@@ -87,6 +87,19 @@ class SlotTaken(MapsyncError):
         self.sync, self.slot, self.scheduled_at, self.run_id = sync, slot, scheduled_at, run_id
 
 
+class SlotGone(SlotTaken):
+    """A scheduled slot whose run could not start because its lease was taken over or expired
+    first (a process frozen in between: the worker that took over counts that slot): like
+    SlotTaken, neither a run nor a failure."""
+
+    def __init__(self, sync: str, slot: str, scheduled_at: str) -> None:
+        super().__init__(sync, slot, scheduled_at, None)
+        self.args = (
+            f"sync {sync}: its lease was taken over or expired before the run of the {slot} slot of "
+            f"{scheduled_at} could start; nothing recorded",
+        )
+
+
 class TransientError(MapsyncError):
     """Worth retrying later: connection lost, timeout, deadlock, rate limit."""
 

@@ -100,14 +100,14 @@ def test_a_scheduled_run_starts_only_under_its_live_lease(store: Store) -> None:
     """A process frozen between its lease and its run row (a zombie) records no slot once its
     lease was taken over or expired: the worker that took over may have counted that slot."""
     lease = store.leases.acquire("s", TTL5)
-    with pytest.raises(errors.LeaseLost, match="taken over or expired"):
+    with pytest.raises(errors.SlotGone, match="taken over or expired"):
         store.start_run("s", "run", "schedule", "a-token-never-leased", AT, slot="run")
     store.leases.release(lease)
-    with pytest.raises(errors.LeaseLost):  # released (a takeover that ran and let go): gone
+    with pytest.raises(errors.SlotGone):  # released (a takeover that ran and let go): gone
         store.start_run("s", "run", "schedule", lease.token, AT, slot="run")
     short = store.leases.acquire("s", dt.timedelta(milliseconds=1))
     time.sleep(0.01)
-    with pytest.raises(errors.LeaseLost):  # expired
+    with pytest.raises(errors.SlotGone):  # expired
         store.start_run("s", "run", "schedule", short.token, AT, slot="run")
     assert store.last_slot("s", "run") is None  # nothing recorded
     live = store.leases.acquire("s", TTL5)

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync.errors import FailureClass, LeaseLost, SlotTaken
+from mapsync.errors import FailureClass, SlotGone, SlotTaken
 from mapsync.state import schema
 from mapsync.state.clock import stamp, unstamp, utcnow
 from mapsync.state.faults import guarded
@@ -89,14 +89,11 @@ def slot_taken(row: dict[str, Any], holder: tuple[int, str] | None) -> int:
     raise SlotTaken(row["sync"], str(row["slot"]), str(row["scheduled_at"]), holder[0] if holder else None)
 
 
-def stale_slot_run(row: dict[str, Any]) -> LeaseLost:
+def stale_slot_run(row: dict[str, Any]) -> SlotGone:
     """A scheduled run may only start under a live lease: a process frozen between taking its
     lease and writing its run row (a zombie) must not record a slot that the worker that took
     its syncs over has counted already (among the slots its first run coalesced)."""
-    return LeaseLost(
-        f"sync {row['sync']}: its lease was taken over or expired before the run of the slot at "
-        f"{row['scheduled_at']} could start; nothing recorded"
-    )
+    return SlotGone(row["sync"], str(row["slot"]), str(row["scheduled_at"]))
 
 
 def skip_message(reason: str, message: str) -> str:
