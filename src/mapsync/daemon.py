@@ -415,8 +415,8 @@ class Daemon:
 
     def _due(self, w: Worker, slot: str, sched: schedules.Schedule, now: dt.datetime) -> None:
         due = sched.slot_at_or_before(now)
-        if due is None:
-            return
+        if due is None or not self.claims_fresh():
+            return  # a scheduler frozen after its beat writes nothing for syncs it may have lost
         key = (w.name, slot)
         if key not in self.handled:  # first look: what ran before (this or an earlier daemon)
             last = self.store.last_slot(w.name, slot)
