@@ -1,7 +1,9 @@
 """Named crash points for fault-injection tests.
 
 `MAPSYNC_CRASH_AT=<point>[:<nth>]` kills the process with SIGKILL the nth time (default 1st)
-execution passes `<point>`. If `MAPSYNC_CRASH_MARKER` names a file, the point's name is
+execution passes `<point>`; with `MAPSYNC_CRASH_SIGNAL=STOP` it stops it there instead (SIGSTOP,
+as a frozen VM or a long GC pause would: SIGCONT resumes it right after the point, a zombie).
+If `MAPSYNC_CRASH_MARKER` names a file, the point's name is
 written there first, so a test can prove the crash fired.
 
 In-process mode (`MAPSYNC_CRASH_MODE=raise`, set by the tests' in-process CLI runner): the point
@@ -84,4 +86,7 @@ def point(name: str) -> None:
     if os.environ.get("MAPSYNC_CRASH_MODE") == "raise":
         _dead = name
         raise Crashed(name)
+    if os.environ.get("MAPSYNC_CRASH_SIGNAL", "").upper() == "STOP":
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
     os.kill(os.getpid(), signal.SIGKILL)

@@ -52,7 +52,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mapsync import errors, schedules
+from mapsync import __version__, errors, schedules
 from mapsync.daemon_process import release_orphaned_requests, scheduled, with_daemon_lease, worker_id
 from mapsync.daemon_worker import RETRY, RUN, STORE_BROKEN, Job, Worker, fingerprint
 from mapsync.engine import RunReport
@@ -61,13 +61,17 @@ from mapsync.redact import redact
 from mapsync.sheet import identity as identities
 from mapsync.sheet import loader
 from mapsync.sheet.loader import LoadedSheet
+from mapsync.state import clock as clocks
 from mapsync.state import faults
 from mapsync.state.clock import SYSTEM, Clock
+from mapsync.state.data import WorkerInfo
+from mapsync.state.meter import COORDINATION, RUNS
 from mapsync.state.ports import Store
 
 log = logging.getLogger("mapsync.daemon")
 GRACE = dt.timedelta(seconds=30)
 POLL = dt.timedelta(seconds=1)
+PARALLEL = 16  # runs at once per daemon (`--parallel`)
 
 
 class Daemon:
@@ -87,6 +91,7 @@ class Daemon:
         on_report: Callable[[RunReport], None] | None = None,
         worker: str | None = None,
         named: bool = False,
+        parallel: int = PARALLEL,
     ) -> None:
         """`names`: the syncs to run; `named`: they were named (`--sync`), so a reload adds no
         other. `follow_all`: `run --follow`, every
@@ -110,6 +115,12 @@ class Daemon:
         self._named = named
         self.refused: dict[str, LoadedSheet] = {}  # syncs whose reload was refused: the new sheet
         self.retired: list[Worker] = []  # workers of syncs a reload removed (joined at the stop)
+        # several daemons on one store (state/workers.py): this one runs the syncs it claims
+        self.parallel = max(1, parallel)
+        self.slots = threading.BoundedSemaphore(self.parallel)  # runs under way at once
+        self.token: str | None = None  # its registration as a worker
+        self.owns: frozenset[str] = frozenset()
+        self._last_beat: float | None = None
 
     # ------------------------------------------------------------- life
 
@@ -117,6 +128,7 @@ class Daemon:
         """Schedules until `stop`; returns the exit code (0 clean, 1 runs cut at the grace's end, 2
         the state store needs fixing)."""
         self._set_identity(self.loaded)
+        self.register()
         release_orphaned_requests(self.store)
         for name in self.names:
             self._add(name, self.loaded)
@@ -129,12 +141,105 @@ class Daemon:
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self._reload_or_later()
-                wait = self.tick(self.clock.now())
+                wait = self.tick(self.now())
                 self.passes += 1
                 self.clock.wait(self.stop, wait)
         finally:
             code = self._shutdown()
         return 2 if self.failure is not None else code
+
+    # ------------------------------------------------------------- as one of several workers
+
+    @property
+    def ttl(self) -> dt.timedelta:
+        """The worker's TTL: the sheet's `state.lease_ttl` (the run leases' too)."""
+        return self.loaded.sheet.state.lease_ttl
+
+    def me(self) -> WorkerInfo:
+        host, _, pid = self.worker.rpartition(":")
+        return WorkerInfo(
+            id=self.worker,
+            host=host,
+            pid=int(pid) if pid.isdigit() else 0,
+            syncs=tuple(self.workers) if self.workers else tuple(self.names),
+            fingerprint=fingerprint(self.loaded),
+            sheet=str(self.loaded.path),
+            version=__version__,
+        )
+
+    def register(self) -> None:
+        """Join the workers of the state store (a SQLite store refuses a second daemon)."""
+        self.token = self.store.workers.register(self.me(), self.ttl, alone=self._alone())
+
+    def _alone(self) -> bool:
+        """A SQLite store allows one daemon (its lock is a file's, its clock this machine's)."""
+        return getattr(self.store, "dialect", None) == "sqlite"
+
+    def now(self) -> dt.datetime:
+        """The time the slots are due by: the state store's clock (its offset to this machine's
+        measured now; a store away keeps the last offset)."""
+        try:
+            self.store.workers.now()
+        except errors.StateError as exc:
+            if exc.reason in STORE_BROKEN:
+                raise
+        return self.clock.now() + dt.timedelta(seconds=clocks.offset())
+
+    def beat(self, force: bool = False) -> None:
+        """The worker's heartbeat (every `lease_ttl / 3`): renew its registration, claim its share
+        of the syncs, release its surplus idle ones (state/workers.py)."""
+        mono = self.clock.monotonic()
+        every = self.ttl.total_seconds() / 3
+        if not force and self._last_beat is not None and mono - self._last_beat < every:
+            return
+        if self.token is None:
+            self.register()
+        assert self.token is not None
+        busy = {n for n, w in self.workers.items() if w.busy() or w.running}
+        beat = self.store.workers.beat(self.me(), self.token, self.ttl, busy)
+        self._last_beat = mono
+        self.token = beat.token
+        if beat.rejoined:
+            log.error(
+                "daemon_rejoined",
+                extra={
+                    "action": "daemon_rejoined",
+                    "worker": self.worker,
+                    "error": (
+                        "the other workers found this one silent for longer than the lease "
+                        f"({self.ttl.total_seconds():g} s: stopped, cut off or overloaded) and took its "
+                        "syncs; it joined again"
+                    ),
+                },
+            )
+        for gone in beat.gone:
+            log.warning("daemon_worker_gone", extra={"action": "daemon_worker_gone", "worker": gone})
+        gained, lost = beat.owns - self.owns, self.owns - beat.owns
+        if gained or lost:
+            log.info(
+                "daemon_claims",
+                extra={
+                    "action": "daemon_claims",
+                    "worker": self.worker,
+                    "claimed": ",".join(sorted(gained)),
+                    "released": ",".join(sorted(lost)),
+                    "workers": beat.live,
+                },
+            )
+        for name in gained | lost:  # what ran meanwhile was run by another: read it again
+            self.handled.pop((name, RUN), None)
+            self.handled.pop((name, RETRY), None)
+        self.owns = beat.owns
+        for name, w in self.workers.items():
+            w.owned = name in self.owns
+
+    def _leave(self) -> None:
+        if self.token is None:
+            return
+        try:
+            self.store.workers.leave(self.me(), self.token)
+        except errors.StateError as exc:  # it expires by itself within its TTL
+            log.warning("daemon_leave_failed", extra={"action": "daemon_leave_failed", "error": str(exc)})
 
     def _reload_or_later(self) -> None:
         """A reload; with the state store briefly away, again at the next tick."""
@@ -152,6 +257,7 @@ class Daemon:
         """A worker for sync `name` (its thread started unless `start` is False: a test of the
         scheduler alone)."""
         w = self.workers[name] = Worker(self, name, loaded)
+        w.owned = name in self.owns
         w.held = self._identity_hold(name, loaded)
         if start:
             w.thread.start()
@@ -165,6 +271,8 @@ class Daemon:
             if w.thread.ident is not None:
                 w.thread.join(timeout=max(0.0, end - self.clock.monotonic()))
         left = [w.name for w in every if w.thread.is_alive()]
+        if not left:
+            self._leave()
         if left:
             log.error(
                 "daemon_grace_expired",
@@ -175,7 +283,15 @@ class Daemon:
                 },
             )
             return 1
-        log.info("daemon_stopped", extra={"action": "daemon_stopped", "worker": self.worker})
+        log.info(
+            "daemon_stopped",
+            extra={
+                "action": "daemon_stopped",
+                "worker": self.worker,
+                "coordination_ms": round(COORDINATION.total() * 1000, 3),
+                "run_ms": round(RUNS.total() * 1000, 3),
+            },
+        )
         return 0
 
     def fatal(self, name: str, exc: BaseException) -> None:
@@ -216,8 +332,12 @@ class Daemon:
         most `poll`). A state store that is briefly away skips the tick (the slots it missed are
         handed over at the next one)."""
         try:
+            self.beat()
             return self._tick(now)
         except errors.StateError as exc:
+            if exc.reason in STORE_BROKEN:
+                self.fatal("*", exc)
+                return 0.0
             if exc.reason not in faults.TRANSIENT:
                 raise
             log.warning(
@@ -229,6 +349,8 @@ class Daemon:
         paused = self.store.paused()
         wait = self.poll.total_seconds()
         for name, w in list(self.workers.items()):
+            if not w.owned:
+                continue  # another worker runs it
             w.paused = paused.get(name)
             if w.held is not None:
                 w.held = self._identity_hold(name, w.loaded, quiet=True, previous=w.held)
@@ -241,7 +363,9 @@ class Daemon:
                 self._due(w, slot, sched, now)
                 upcoming = sched.next_after(now)
                 wait = min(wait, max(0.0, (upcoming - now).total_seconds()))
-        self._requests([n for n, w in self.workers.items() if w.paused is None and w.held is None])
+        self._requests(
+            [n for n, w in self.workers.items() if w.owned and w.paused is None and w.held is None]
+        )
         return max(wait, 0.001)
 
     def _schedules(self, w: Worker) -> dict[str, schedules.Schedule]:

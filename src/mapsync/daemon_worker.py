@@ -28,12 +28,14 @@ from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.models import SyncConfig
 from mapsync.state.clock import Clock
 from mapsync.state.data import PauseInfo
+from mapsync.state.meter import RUNS
 from mapsync.state.ports import Store
 
 log = logging.getLogger("mapsync.daemon")
 RUN, RETRY = "run", "retry"  # the two kinds of slot a sync's schedules make
 # the state store's faults that no retry fixes: the daemon stops (exit 2) instead of backing off
-STORE_BROKEN = frozenset({"corrupt", "readonly", "cantopen"})
+# (and a schema newer than this mapsync: it must not write into it)
+STORE_BROKEN = frozenset({"corrupt", "readonly", "cantopen", "newer_schema"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Host(Protocol):
     worker: str  # host:pid, on every run row
     follow_all: dt.timedelta | None
     workers: dict[str, Worker]
+    slots: threading.BoundedSemaphore  # runs under way at once, across the daemon's workers
+    parallel: int
 
     def open_store(self) -> Store: ...
     def poll_of(self, cfg: Any) -> dt.timedelta: ...
@@ -93,6 +97,7 @@ class Worker:
         self.paused: PauseInfo | None = None  # the pause the scheduler saw last
         self.held: str | None = None  # why the sync does not run (identity changed), or None
         self.running = False  # a run of it is under way (its `after:` dependents wait)
+        self.owned = False  # this daemon runs it (its claim, state/workers.py); else another does
         self.thread = threading.Thread(target=self._main, name=f"mapsync-sync-{name}", daemon=True)
         self._lock = threading.Lock()
         self.engine: Engine | None = None
@@ -126,15 +131,27 @@ class Worker:
     # ------------------------------------------------------------- the thread
 
     def _main(self) -> None:
-        """The thread: open its store (again and again while it is away), then run jobs until the
-        daemon stops. Nothing but a state store that needs fixing first stops the daemon: any
-        other error is logged, and the worker waits a moment and goes on."""
-        store = self._open()
-        if store is None:
-            return
+        """The thread: run jobs until the daemon stops. Its connection to the state store (and its
+        Engine's to the sync's ends) is opened when its sync is first to run here, again and
+        again while the store is away, and closed while another worker runs the sync (or, when
+        the daemon has more syncs than `parallel`, after each run). Nothing but a state store
+        that needs fixing first stops the daemon: any other error is logged, and the worker
+        waits a moment and goes on."""
+        store: Store | None = None
         waker: follow.Waker | None = None
         try:
             while not self._stopped():
+                if not self.owned and self.jobs.empty():
+                    waker, store = self._idle(waker, store)
+                    self.daemon.stop.wait(0.2)  # real time: a test's manual clock does not move
+                    continue
+                if store is None and not self.following and self.jobs.empty() and not self._retry_due():
+                    self.daemon.stop.wait(0.1)  # nothing to run: no connection opened for nothing
+                    continue
+                if store is None:
+                    store = self._open()
+                    if store is None:
+                        return
                 try:
                     if self.following and waker is None:
                         waker = follow.Waker(self._listen_urls(store), self.daemon.stop, self.daemon.clock)
@@ -148,15 +165,35 @@ class Worker:
                     if waker is not None:
                         waker.close()
                         waker = None
+                if self.engine is None and waker is None and len(self.daemon.workers) > self.daemon.parallel:
+                    store.close()  # more syncs than runs at once: hold no connection between runs
+                    store = None
         except BaseException as exc:  # a store that needs fixing first: the daemon stops
             self.daemon.fatal(self.name, exc)
         finally:
-            self._release_requests(store)
-            if waker is not None:
-                waker.close()
-            if self.engine is not None:
-                self.engine.close()
+            if store is None and not self.jobs.empty():
+                with contextlib.suppress(Exception):
+                    store = self.daemon.open_store()
+            if store is not None:
+                self._release_requests(store)
+            self._idle(waker, store)
+
+    def _retry_due(self) -> bool:
+        """A failed sync whose backoff is over (tried again without a job)."""
+        return bool(self.backoff.failures.get(self.name)) and self.backoff.ready(
+            self.name, self.daemon.clock.monotonic()
+        )
+
+    def _idle(self, waker: follow.Waker | None, store: Store | None) -> tuple[None, None]:
+        """Close what the worker holds open (its sync runs elsewhere, or the daemon stops)."""
+        if waker is not None:
+            waker.close()
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        if store is not None:
             store.close()
+        return None, None
 
     def _open(self) -> Store | None:
         """This worker's connection to the state store, tried every few seconds while the store is
@@ -218,7 +255,7 @@ class Worker:
             finally:
                 self._taken(job, -1)
             return
-        if self.held is not None or self.paused is not None:
+        if self.held is not None or self.paused is not None or not self.owned:
             if self.following:
                 self.daemon.clock.wait(self.daemon.stop, self.daemon.poll_of(self.cfg).total_seconds())
             return
@@ -228,9 +265,7 @@ class Worker:
             if waker is not None and not self._stopped():
                 waker.wait(self.daemon.poll_of(self.cfg).total_seconds())
             return
-        if self.backoff.failures.get(self.name) and self.backoff.ready(
-            self.name, self.daemon.clock.monotonic()
-        ):
+        if self._retry_due():
             again = Job("run", "backoff")
             self._taken(again, 1)
             try:
@@ -268,8 +303,20 @@ class Worker:
         if self._stopped():
             return
         self._wait_for_after()
+        while not self._stopped() and not self.daemon.slots.acquire(timeout=0.2):
+            pass  # `parallel` runs are under way: wait for one to end
         if self._stopped():
             return
+        try:
+            with RUNS.timed("run"):
+                self._run_now(store, job)
+        finally:
+            self.daemon.slots.release()
+            if len(self.daemon.workers) > self.daemon.parallel and self.engine is not None:
+                self.engine.close()  # its connections are not kept between runs (see `_main`)
+                self.engine = None
+
+    def _run_now(self, store: Store, job: Job) -> None:
         engine = self._engine(store)
         report: RunReport | None = None
         failed: BaseException | None = None
@@ -301,15 +348,23 @@ class Worker:
                 "daemon_slot_taken",
                 extra={"action": "daemon_slot_taken", "sync": self.name, "error": str(exc)},
             )
-        except errors.LeaseHeld as exc:  # a local `mapsync run` of the sync, say: not a failure
+        except errors.LeaseHeld as exc:  # a `mapsync run` of the sync, a worker it was taken from
+            why = engine.redact_text(str(exc))
             log.info(
                 "daemon_lease_held",
-                extra={
-                    "action": "daemon_lease_held",
-                    "sync": self.name,
-                    "error": engine.redact_text(str(exc)),
-                },
+                extra={"action": "daemon_lease_held", "sync": self.name, "error": why},
             )
+            if job.slot is not None:  # the slot is not lost in silence: recorded as skipped
+                with contextlib.suppress(errors.StateError):
+                    store.record_skipped_run(
+                        self.name,
+                        job.kind,
+                        job.trigger,
+                        job.scheduled_at,
+                        job.slot,
+                        "running",
+                        f"the sync was running in another process: {why}",
+                    )
         except errors.IdentityChanged as exc:  # seeded as another sync meanwhile: held
             self.held = str(exc)
             failed = exc

@@ -69,7 +69,8 @@ def handled(secrets: tuple[str, ...] = ()) -> Iterator[None]:
     except errors.ConfigError as exc:
         raise fail(clean(str(exc)), 2) from None
     except errors.StateError as exc:  # an outage of the store (locked, cut …) is 1, a mistake 2
-        raise fail(clean(str(exc)), 1 if exc.reason in faults.TRANSIENT | {"full", "io"} else 2) from None
+        busy = faults.TRANSIENT | {"full", "io", "one_daemon"}  # another daemon on a SQLite store: 1
+        raise fail(clean(str(exc)), 1 if exc.reason in busy else 2) from None
     except errors.LeaseHeld as exc:
         raise fail(clean(str(exc)), 1) from None
     except (errors.TransientError, errors.PermanentError) as exc:
@@ -208,6 +209,7 @@ def serve_daemon(
     poll: dt.timedelta,
     named: bool,
     follow_all: dt.timedelta | None = None,
+    parallel: int = daemon.PARALLEL,
 ) -> int:
     """Run a daemon over `names` until a signal stops it (`mapsync daemon`, `run --follow`);
     returns its exit code."""
@@ -229,12 +231,15 @@ def serve_daemon(
         follow_all=follow_all,
         on_report=report,
         named=named,
+        parallel=parallel,
     )
     try:
         with handled(loaded.secrets), daemon_process.signals(d):
             what = "following" if follow_all is not None else "running"
             err.print(f"{what} {', '.join(names)}; stop with Ctrl-C or SIGTERM, reload with SIGHUP")
             code = d.run()
+            if d.failure is not None:
+                err.print(redact(str(d.failure), loaded.secrets), markup=False, highlight=False)
             err.print(f"stopped after {d.passes} pass(es)")
             return code
     finally:

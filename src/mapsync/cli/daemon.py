@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mapsync import daemon as daemon_module
 from mapsync import daemon_process
 from mapsync.cli.common import JsonOpt, SheetArg, app, err, fail, load_sheet, serve_daemon
 from mapsync.sheet import checks
@@ -25,6 +26,12 @@ def daemon(
         str,
         typer.Option(help="How often pause/resume/request and due slots are looked at, e.g. 1s."),
     ] = "1s",
+    parallel: Annotated[
+        int,
+        typer.Option(
+            min=1, help="At most this many runs at once in this daemon (the others wait their turn)."
+        ),
+    ] = daemon_module.PARALLEL,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every sync on its `schedule:` (every, cron, follow) and `retry:` until SIGTERM/Ctrl-C.
@@ -33,7 +40,12 @@ def daemon(
     fingerprint); a slot that falls due while the previous run still runs, or while the sync is
     paused or backing off, is recorded as skipped. Failures are retried with backoff, the other
     syncs go on. SIGHUP reloads the sheet; SIGTERM stops after the current batches (30 s grace).
-    Runs that changed something or failed are printed (one JSON object per line with --json)."""
+    Runs that changed something or failed are printed (one JSON object per line with --json).
+
+    Several daemons may share one PostgreSQL state store (on one host or several): they split the
+    syncs between them, and a daemon that stops answering (killed, frozen, cut off) has its syncs
+    taken over within twice `state.lease_ttl`; `mapsync workers` shows who runs what. A SQLite
+    state store allows one daemon."""
     loaded = load_sheet(sheet)
     names = _names(loaded, sync)
     interval = _duration("--poll", poll)
@@ -53,7 +65,7 @@ def daemon(
             markup=False,
             highlight=False,
         )
-    code = serve_daemon(loaded, scheduled, as_json, poll=interval, named=sync is not None)
+    code = serve_daemon(loaded, scheduled, as_json, poll=interval, named=sync is not None, parallel=parallel)
     if code:
         raise fail("the daemon stopped with runs cut or a state store to fix: see the log above", code)
 

@@ -1,5 +1,5 @@
-"""Time: the `Clock` seam, the state store's UTC now, and stamps as fixed-width text (text order is
-time order).
+"""Time: the `Clock` seam, the state store's UTC now (`utcnow`: the database's clock), and stamps
+as fixed-width text (text order is time order).
 
 Code that waits (backoff, budgets, polling) or reads the time takes a `Clock` (default `SYSTEM`,
 the machine's clock) instead of calling `time.sleep` / `time.monotonic` itself, so that a test can
@@ -103,8 +103,28 @@ class ManualClock:
         return event.is_set()
 
 
+# seconds to add to this machine's clock to read the state store's (`set_offset`): measured by a
+# PostgreSQL store when it opens and at every daemon tick, so that every stamp written, every
+# lease and worker expiry and every due time is on the database's clock, the one all workers
+# share (a worker whose clock is minutes off neither runs early nor takes a live lease)
+_offset = 0.0
+
+
+def set_offset(seconds: float) -> None:
+    """The state store's clock minus this machine's, in seconds."""
+    global _offset
+    _offset = float(seconds)
+
+
+def offset() -> float:
+    """The state store's clock minus this machine's, in seconds (0 until a store measures it)."""
+    return _offset
+
+
 def utcnow() -> dt.datetime:
-    return SYSTEM.now()
+    """Now, on the state store's clock (this machine's, corrected by `offset`)."""
+    now = SYSTEM.now()
+    return now + dt.timedelta(seconds=_offset) if _offset else now
 
 
 def stamp(moment: dt.datetime | None = None) -> str:

@@ -101,3 +101,28 @@ class RunRequest:
     taken_by: str | None = None
     run_id: int | None = None
     message: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """A daemon as a worker."""
+
+    id: str  # host:pid
+    host: str
+    pid: int
+    syncs: tuple[str, ...]  # the syncs it may run (its sheet's, or those named by --sync)
+    fingerprint: str | None = None
+    sheet: str | None = None
+    version: str = ""  # mapsync's (the daemon sets it)
+
+
+@dataclasses.dataclass(frozen=True)
+class Beat:
+    """What a beat found."""
+
+    token: str  # the worker's token (a new one when it had to register again)
+    owns: frozenset[str]  # the syncs it runs now
+    live: int  # live workers, itself included
+    now: dt.datetime  # the database's clock
+    rejoined: bool = False  # its registration had expired and was removed: it registered again
+    gone: tuple[str, ...] = ()  # workers this beat found expired and removed

@@ -19,6 +19,7 @@ from mapsync import crash, errors
 from mapsync.state import faults, schema
 from mapsync.state.clock import stamp, utcnow
 from mapsync.state.data import Lease as Lease
+from mapsync.state.meter import coordination
 from mapsync.state.ports import Store
 from mapsync.state.runs import alive, fail_stale
 
@@ -45,6 +46,7 @@ class SqlLeases:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
+    @coordination("lease_acquire")
     def acquire(self, sync: str, ttl: dt.timedelta) -> Lease:
         """Take the lease of `sync` or raise LeaseHeld naming the holder.
 
@@ -86,6 +88,7 @@ class SqlLeases:
                     return Lease(sync, token, ttl)
         raise errors.LeaseHeld(f"sync {sync}: could not take the lease (contended)")
 
+    @coordination("lease_release")
     def release(self, lease: Lease) -> None:
         t = schema.leases
         with self.engine.begin() as conn:
@@ -100,6 +103,7 @@ class SqlLeases:
         finally:
             faults.call(self.engine, lambda: self.release(lease), "release")
 
+    @coordination("lease_renew")
     def renew(self, lease: Lease) -> None:
         """Extend the lease by its TTL, or raise LeaseLost when another run holds it now.
 

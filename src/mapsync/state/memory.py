@@ -30,6 +30,7 @@ from mapsync.state.memory_controls import MemoryControlsMixin
 from mapsync.state.memory_ports import MemoryHistory, MemoryInbox, MemoryJobs, MemoryLeases
 from mapsync.state.memory_runs import COUNTS, MemoryRunsMixin
 from mapsync.state.memory_tables import Memory, Tables
+from mapsync.state.memory_workers import MemoryWorkers
 from mapsync.state.record_errors import error_row, kept_dead
 from mapsync.state.runs import default_worker
 from mapsync.state.unmapped import GONE
@@ -46,6 +47,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
         self.inbox = MemoryInbox(self.memory)
         self.jobs = MemoryJobs(self.memory)
         self.history = MemoryHistory(self.memory)
+        self.workers = MemoryWorkers(self.memory)
 
     def close(self) -> None:
         """Nothing to release (the tables stay readable)."""

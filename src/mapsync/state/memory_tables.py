@@ -40,6 +40,8 @@ class Tables:
     jobs: dict[str, Row] = dataclasses.field(default_factory=dict)  # batch id → async batch row
     controls: dict[str, Row] = dataclasses.field(default_factory=dict)  # sync → controls row
     requests: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → run request row
+    workers: dict[str, Row] = dataclasses.field(default_factory=dict)  # id → worker row
+    claims: dict[str, Row] = dataclasses.field(default_factory=dict)  # sync → claim row
     ids: dict[str, int] = dataclasses.field(default_factory=dict)  # table → last id given
 
     def copy(self) -> Tables:

@@ -8,7 +8,8 @@ to it by one contract suite (tests/contract/):
   `RecordErrors`, `Budget` and `Controls` as its methods (mixins: state/ledger.py, state/runs.py,
   state/record_errors.py, state/budget.py, state/controls.py); `Leases`, `Inbox`, `Jobs` and `History` as the
   objects `store.leases`, `store.inbox`, `store.jobs`, `store.history` (state/lease.py,
-  state/inbox.py, state/async_batches.py, state/history.py).
+  state/inbox.py, state/async_batches.py, state/history.py), and `Workers` as `store.workers`
+  (state/workers.py).
 - `MemoryStore` (state/memory.py), plain dicts under a lock, for unit tests.
 
 The module functions of state/lease.py, state/inbox.py, state/async_batches.py, state/report.py
@@ -28,7 +29,18 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from mapsync import records
-from mapsync.state.data import BudgetRow, Counts, Item, Lease, LedgerEntry, PauseInfo, Recent, RunRequest
+from mapsync.state.data import (
+    Beat,
+    BudgetRow,
+    Counts,
+    Item,
+    Lease,
+    LedgerEntry,
+    PauseInfo,
+    Recent,
+    RunRequest,
+    WorkerInfo,
+)
 
 
 class Ledger(Protocol):
@@ -220,6 +232,18 @@ class History(Protocol):
     def purge(self, sync: str, retention: dt.timedelta) -> dict[str, int]: ...
 
 
+class Workers(Protocol):
+    """The daemons sharing the store and the syncs each one runs (state/workers.py): a worker
+    silent past its TTL is presumed dead and its syncs go to the others. Times are the
+    database's."""
+
+    def now(self) -> dt.datetime: ...
+    def register(self, me: WorkerInfo, ttl: dt.timedelta, *, alone: bool = False) -> str: ...
+    def beat(self, me: WorkerInfo, token: str, ttl: dt.timedelta, busy: set[str]) -> Beat: ...
+    def leave(self, me: WorkerInfo, token: str) -> None: ...
+    def overview(self) -> dict[str, Any]: ...
+
+
 class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     """A whole state store: every port the engine, the captures and the views use."""
 
@@ -231,22 +255,14 @@ class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     def jobs(self) -> Jobs: ...
     @property
     def history(self) -> History: ...
+    @property
+    def workers(self) -> Workers: ...
     def close(self) -> None: ...
 
 
 # ------------------------------------------------------------------ coming (not implemented yet)
 # Each names its first obvious methods; a store implements a port when its feature is built,
 # and the contract suite then covers it on every store.
-
-
-class Workers(Protocol):
-    """Worker processes of the daemon and their heartbeats; a worker silent past its TTL is
-    presumed dead and its claims return to the queue."""
-
-    def register(self, host: str, pid: int, ttl: dt.timedelta) -> str: ...
-    def heartbeat(self, worker: str) -> None: ...
-    def retire(self, worker: str) -> None: ...
-    def alive(self) -> list[dict[str, Any]]: ...
 
 
 class Incidents(Protocol):

@@ -28,6 +28,7 @@ from mapsync.errors import FailureClass, SlotTaken
 from mapsync.state import schema
 from mapsync.state.clock import stamp, unstamp, utcnow
 from mapsync.state.faults import guarded
+from mapsync.state.meter import coordination
 
 # the run row the current call started (`start_run` sets it): lets the engine tell a failure
 # before the run row (`run_failures`) from one the run records itself
@@ -123,6 +124,7 @@ class RunsMixin:
             ).first()
         return slot_taken(row, (int(holder[0]), str(holder[1])) if holder else None)
 
+    @coordination("run_start")
     @guarded
     def start_run(
         self,
@@ -152,6 +154,7 @@ class RunsMixin:
         started_run.set(run_id)
         return run_id
 
+    @coordination("run_finish")
     @guarded
     def finish_run(
         self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = sa.MetaData()
 
@@ -216,6 +216,36 @@ async_batches = sa.Table(
 )
 
 
+# v6: the daemons sharing the store (one row per live process; clocks are the database's) …
+workers = sa.Table(
+    "mapsync_workers",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),  # host:pid
+    sa.Column("token", sa.String(64), nullable=False),  # this incarnation (a new one per register)
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),  # mapsync's
+    sa.Column("schema_version", sa.Integer, nullable=False),  # the newest this worker knows
+    sa.Column("sheet", sa.Text, nullable=True),  # the sheet's path, for people
+    sa.Column("sheet_fingerprint", sa.String(64), nullable=True),
+    sa.Column("syncs", sa.Text, nullable=False),  # JSON list: the syncs it may run
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("heartbeat_at", sa.String(40), nullable=False),
+    sa.Column("expires_at", sa.String(40), nullable=False),  # heartbeat_at + lease_ttl
+)
+
+# … and which of them runs which sync (a claim lives as long as its worker's registration)
+claims = sa.Table(
+    "mapsync_claims",
+    metadata,
+    sa.Column("sync", sa.String(128), primary_key=True),
+    sa.Column("worker", sa.String(255), nullable=False),
+    sa.Column("token", sa.String(64), nullable=False),  # the worker's token when it claimed
+    sa.Column("claimed_at", sa.String(40), nullable=False),
+    sa.Index("ix_mapsync_claims_worker", "worker"),
+)
+
+
 def _v1(conn: sa.Connection) -> None:
     metadata.create_all(conn)  # a new store gets the latest tables; later steps then find them
 
@@ -299,6 +329,20 @@ def _v5_daemon(conn: sa.Connection) -> None:
 
 V5_RUNS = ("worker", "sheet_fingerprint", "slot", "lateness_ms", "coalesced")
 
+
+def _v6_workers(conn: sa.Connection) -> None:
+    """The workers and claims tables of several daemons on one store (idempotent)."""
+    for new in (workers, claims):
+        new.create(conn, checkfirst=True)
+
+
 # Each entry upgrades the schema from version i to i + 1 (index 0: empty → 1).
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4_inbox_hashes, _v5_daemon]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4_inbox_hashes,
+    _v5_daemon,
+    _v6_workers,
+]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -28,8 +28,10 @@ from mapsync.state.inbox import SqlInbox
 from mapsync.state.lease import SqlLeases
 from mapsync.state.ledger import LedgerEntry as LedgerEntry
 from mapsync.state.ledger import LedgerMixin
+from mapsync.state.meter import coordination
 from mapsync.state.record_errors import RecordErrorsMixin, error_row
 from mapsync.state.runs import RunsMixin, default_worker
+from mapsync.state.workers import SqlWorkers, newer_schema
 
 
 def resolve_url(url: str, folder: Path) -> str:
@@ -63,6 +65,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         self.inbox = SqlInbox(engine)
         self.jobs = SqlJobs(engine)
         self.history = SqlHistory(engine)
+        self.workers = SqlWorkers(engine)
 
     # ----------------------------------------------------------------- opening
 
@@ -102,6 +105,8 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         store = cls(engine)
         try:
             faults.call(engine, lambda: store._migrate(create=create), "open")
+            if backend == "postgresql":
+                store.workers.now()  # from now on every stamp is on the database's clock
             if repair:
                 store._fail_abandoned()
             if lock_timeout is not None:  # after the upgrade and repair, which keep the 30 s wait
@@ -135,27 +140,23 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
             pass
 
     def _migrate(self, *, create: bool) -> None:
+        """Bring the schema to this mapsync's version, or refuse a newer one before writing
+        anything. The upgrade is applied by one process at a time, under a lock (PostgreSQL: an
+        advisory lock; SQLite: the database's write lock, `BEGIN IMMEDIATE`), and the version is
+        read again under it: a second process waits, then finds the work done."""
+        with self.engine.connect() as conn:
+            current = self._version(conn)
+        self._check_version(current, create)
+        if current == schema.SCHEMA_VERSION:
+            return
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 # two processes opening a fresh store at once must not both create its tables
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(7234511, 1)"))
-            has_meta = sa.inspect(conn).has_table(schema.meta.name)
-            current = 0
-            if has_meta:
-                row = conn.execute(
-                    sa.select(schema.meta.c.value).where(schema.meta.c.name == "schema_version")
-                ).scalar()
-                current = int(row or 0)
-            if current == 0 and not create:
-                raise errors.StateError(
-                    "state store has no mapsync tables: run `mapsync seed` first "
-                    "(a missing state never means 'start from zero')"
-                )
-            if current > schema.SCHEMA_VERSION:
-                raise errors.StateError(
-                    f"state store schema version {current} is newer than this mapsync "
-                    f"({schema.SCHEMA_VERSION}); upgrade mapsync"
-                )
+            elif self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            current = self._version(conn)
+            self._check_version(current, create)
             for version in range(current, schema.SCHEMA_VERSION):
                 schema.MIGRATIONS[version](conn)
             if current != schema.SCHEMA_VERSION:
@@ -163,6 +164,30 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
                 conn.execute(
                     sa.insert(schema.meta).values(name="schema_version", value=str(schema.SCHEMA_VERSION))
                 )
+            if 0 < current < schema.SCHEMA_VERSION:
+                # a run of an older mapsync still under way writes nothing more: its next renewal
+                # or batch commit finds its lease gone (its last batch is sent again by a worker
+                # of this version, which the destination absorbs)
+                conn.execute(sa.delete(schema.leases))
+
+    @staticmethod
+    def _version(conn: sa.Connection) -> int:
+        if not sa.inspect(conn).has_table(schema.meta.name):
+            return 0
+        row = conn.execute(
+            sa.select(schema.meta.c.value).where(schema.meta.c.name == "schema_version")
+        ).scalar()
+        return int(row or 0)
+
+    @staticmethod
+    def _check_version(current: int, create: bool) -> None:
+        if current == 0 and not create:
+            raise errors.StateError(
+                "state store has no mapsync tables: run `mapsync seed` first "
+                "(a missing state never means 'start from zero')"
+            )
+        if current > schema.SCHEMA_VERSION:
+            raise newer_schema(current)
 
     def _upsert(self, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> Any:
         ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
@@ -239,6 +264,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
 
     # ----------------------------------------------------------------- the commit
 
+    @coordination("state_commit")
     def commit(
         self,
         *,
