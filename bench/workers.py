@@ -21,7 +21,7 @@ sum(run_ms). Target: < 5 % at 4 daemons. The 1-daemon share is the in-run baseli
 **schedule** (Part B). `--syncs` syncs (`schedule: {every: 60s}`) each read the same empty
 SQLite table into a table of their own in a SQLite destination (a capture that finds nothing);
 the state store is PostgreSQL, so the PostgreSQL server works for the state store alone. After a
-seed of every sync (not measured) the daemon(s) start about 20 s before a full minute and run
+seed of every sync (not measured) the daemon(s) start about 30 s before a full minute and run
 for `--minutes` slots. From `mapsync_runs`: scheduled runs, lateness_ms p50/p95/p99/max (target
 p99 < 1 s), skipped rows and why. State-store CPU per scheduled run = the CPU time (utime +
 stime) of every `postgres` server process, read from /proc before the daemons start and after
@@ -209,10 +209,31 @@ def postgres_cpu_s() -> float:
     return ticks / CLK_TCK
 
 
-def quiet_check() -> str:
-    one = os.getloadavg()[0]
-    note = "" if one < 1.0 else "  (NOT quiet: other work is running, figures are disturbed)"
-    return f"{common.load_average()}{note}"
+def busy_share(seconds: float = 3.0) -> float:
+    """The share of all cores busy over `seconds` (from /proc/stat: everything but idle and iowait)."""
+
+    def sample() -> tuple[int, int]:
+        values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(values), values[3] + values[4]
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+QUIET = 0.25  # at most this share of the cores busy before a measured run
+
+
+def quiet_check(wait: float = 0.0) -> str:
+    """The machine's load before a measured run; waits up to `wait` s for it to be quiet (at most
+    a quarter of the cores busy over 3 s), and says so when it is not."""
+    end = time.monotonic() + wait
+    busy = busy_share()
+    while busy > QUIET and time.monotonic() < end:
+        busy = busy_share(5.0)
+    note = "" if busy <= QUIET else "  (NOT quiet: other work is running, figures are disturbed)"
+    return f"{busy:.0%} of the cores busy, {common.load_average()}{note}"
 
 
 def fmt(value: float | None, spec: str = ".0f", unit: str = "") -> str:
@@ -422,7 +443,7 @@ def coordination_round(
     rnd: int,
     n: int,
 ) -> dict[str, Any]:
-    say(f"\n  {n} daemon(s): {quiet_check()}")
+    say(f"\n  {n} daemon(s): {quiet_check(args.quiet_wait)}")
     first_id = last_run_id(state)
     daemons.start(n, f"a{n}")
     t_start = time.perf_counter()
@@ -625,13 +646,11 @@ def schedule_round(
     args: argparse.Namespace, state: common.ScratchDatabase, daemons: Daemons, n: int
 ) -> dict[str, Any]:
     lead = args.lead
+    quiet = quiet_check(args.quiet_wait)
     now = time.time()
     first_slot = (int(now + lead) // 60 + 1) * 60  # the first full minute at least `lead` s away
     time.sleep(max(0.0, first_slot - lead - time.time()))
-    say(
-        f"\n  {n} daemon(s), first slot {time.strftime('%H:%M:%S', time.gmtime(first_slot))} UTC: "
-        + quiet_check()
-    )
+    say(f"\n  {n} daemon(s), first slot {time.strftime('%H:%M:%S', time.gmtime(first_slot))} UTC: " + quiet)
     first_id = last_run_id(state)
     cpu0 = postgres_cpu_s()
     daemons.start(n, f"b{n}")
@@ -771,14 +790,16 @@ def main() -> int:
     a.add_argument("--parallel", type=int, help="the daemons' --parallel (default: the daemon's)")
     a.add_argument("--settle", type=float, default=120.0, help="seconds to wait for the claims to balance")
     a.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the delivery")
+    a.add_argument("--quiet-wait", type=float, default=0.0, help="wait up to this many s for a quiet machine")
     b = sub.add_parser("schedule", help="Part B: scheduling delay of many cheap syncs")
     b.add_argument("--syncs", type=int, default=1000, help="configured syncs (default 1000)")
     b.add_argument("--minutes", type=int, default=3, help="60 s slots measured (default 3)")
     b.add_argument("--daemons", default="1", help="daemon counts, in this order (default 1)")
     b.add_argument("--parallel", type=int, help="the daemons' --parallel (default: the daemon's)")
     b.add_argument(
-        "--lead", type=float, default=20.0, help="start the daemons this many s before the first slot"
+        "--lead", type=float, default=30.0, help="start the daemons this many s before the first slot"
     )
+    b.add_argument("--quiet-wait", type=float, default=0.0, help="wait up to this many s for a quiet machine")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)
     if args.part == "coordination":
