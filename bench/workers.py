@@ -83,11 +83,26 @@ def mapsync(folder: Path, *args: str, check: bool = True) -> subprocess.Complete
     return proc
 
 
+# `python -m mapsync …` plus one JSON line at exit with the daemon's meters by name (state/meter.py:
+# worker_beat, lease_renew, state_commit, …): where the coordination time goes
+METERED = """
+import atexit, json, sys
+from mapsync.state.meter import COORDINATION, RUNS
+def _meters():
+    line = {"action": "bench_meters", "coordination": COORDINATION.sums(), "runs": RUNS.sums()}
+    print(json.dumps(line), file=sys.stderr, flush=True)
+atexit.register(_meters)
+from mapsync.cli import main
+main()
+"""
+
+
 @dataclass
 class Daemon:
     proc: subprocess.Popen[bytes]
     log: Path
     stopped: dict[str, Any] | None = None
+    meters: dict[str, Any] | None = None
     exit_code: int | None = None
 
 
@@ -103,7 +118,7 @@ class Daemons:
     def start(self, n: int, tag: str) -> None:
         for i in range(n):
             log = self.folder / f"{tag}_daemon{i + 1}.log"
-            cmd = [sys.executable, "-m", "mapsync", "--log-format", "json", "--log-level", "info"]
+            cmd = [sys.executable, "-c", METERED, "--log-format", "json", "--log-level", "info"]
             cmd += ["daemon", str(self.sheet), *self.extra]
             with log.open("wb") as err:
                 proc = subprocess.Popen(cmd, cwd=self.folder, stdout=subprocess.DEVNULL, stderr=err)
@@ -126,20 +141,39 @@ class Daemons:
                 d.proc.wait()
             d.exit_code = d.proc.returncode
             d.stopped = stopped_line(d.log)
+            d.meters = stopped_line(d.log, "bench_meters")
         done, self.running = self.running, []
         return done
 
 
-def stopped_line(log: Path) -> dict[str, Any] | None:
+def stopped_line(log: Path, action: str = "daemon_stopped") -> dict[str, Any] | None:
+    """The last JSON log line of `action` in a daemon's log."""
     found: dict[str, Any] | None = None
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        if '"daemon_stopped"' not in line:
+        if f'"{action}"' not in line:
             continue
         with contextlib.suppress(ValueError):
             data = json.loads(line)
-            if data.get("action") == "daemon_stopped":
+            if data.get("action") == action:
                 found = data
     return found
+
+
+def meter_sums(stopped: list[Daemon]) -> dict[str, float]:
+    """The daemons' coordination meters by name, summed, in ms (empty where none was logged)."""
+    sums: dict[str, float] = {}
+    for d in stopped:
+        for name, seconds in ((d.meters or {}).get("coordination") or {}).items():
+            sums[name] = sums.get(name, 0.0) + float(seconds) * 1000
+    return sums
+
+
+def breakdown(sums: dict[str, float]) -> str:
+    total = sum(sums.values())
+    if not total:
+        return "n/a"
+    parts = sorted(sums.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {ms:,.0f} ms ({ms / total:.0%})" for name, ms in parts)
 
 
 def log_tail(log: Path, lines: int = 8) -> str:
@@ -506,8 +540,10 @@ def coordination_round(
     statuses: dict[str, int] = {}
     for r in rows:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    meters = meter_sums(stopped)
     result = {
         "daemons": n,
+        "meters": meters,
         "delivered_s": delivered_s,
         "alive_s": alive_s,
         "changed": sum(expected.values()),
@@ -528,6 +564,7 @@ def coordination_round(
         f"    delivered in {delivered_s:.1f} s after the change (daemons up {alive_s:.1f} s); "
         f"run rows {statuses}; share {fmt(share * 100 if share is not None else None, '.2f', ' %')}"
     )
+    say(f"    coordination by kind: {breakdown(meters)}")
     return result
 
 
@@ -717,6 +754,7 @@ def schedule_round(
         else None,
         "run_ms": sum(r for r in runms if r is not None) if all(r is not None for r in runms) else None,
         "workers": len({r[4] for r in ran}),
+        "meters": meter_sums(stopped),
     }
     say(
         f"    {len(ran)} scheduled runs of {expected} slots ({statuses}), skipped {skipped or 0}, "
@@ -729,6 +767,7 @@ def schedule_round(
         f"start to their stop, {fmt(slots_cpu, '.2f')} s = {fmt(result['slots_cpu_ms_per_run'], '.2f')} "
         "ms/run from 2 s before the first slot to the SIGTERM"
     )
+    say(f"    coordination by kind: {breakdown(result['meters'])}")
     return result
 
 
