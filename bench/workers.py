@@ -28,8 +28,13 @@ stime) of every `postgres` server process, read from /proc before the daemons st
 they stopped (plus what the postmaster collected from children that exited), divided by the
 scheduled runs: it is the whole server's CPU, all databases, so measure on a quiet machine.
 
-The databases are named bench_<pid>_… and dropped at the end (also on Ctrl-C or SIGTERM).
-Exit status 0, also when a target is MISSED (printed); nonzero on errors.
+The daemons are the ordinary CLI (`mapsync --log-format json --log-level info daemon SHEET`)
+run through a few lines that also print, at exit, the coordination meters by name
+(`state/meter.py`: state_commit, lease_acquire, worker_beat, …): where the time goes.
+`--quiet-wait S` waits up to S s before each measured run for a quiet machine (at most a quarter
+of the cores busy over 3 s) and prints what it saw. The databases are named bench_<pid>_… and
+dropped at the end (also on Ctrl-C or SIGTERM). Exit status 0, also when a target is MISSED
+(printed); nonzero on errors. Results and what they mean: docs/performance.md, "Several workers".
 """
 
 from __future__ import annotations
