@@ -442,6 +442,11 @@ class Worker:
 
     def _run_now(self, store: Store, job: Job) -> None:
         engine = self._engine(store)
+
+        def current() -> bool:  # may this job still record its slot (not woken from a freeze)?
+            return self.daemon.claims_fresh() and self.owned and job.epoch == self.daemon.epoch
+
+        engine.may_record_slot = current
         report: RunReport | None = None
         failed: BaseException | None = None
         self.running = True
@@ -478,7 +483,7 @@ class Worker:
                 "daemon_lease_held",
                 extra={"action": "daemon_lease_held", "sync": self.name, "error": why},
             )
-            if job.slot is not None:  # the slot is not lost in silence: recorded as skipped
+            if job.slot is not None and current():  # the slot is not lost in silence: skipped
                 with contextlib.suppress(errors.StateError):
                     store.record_skipped_run(
                         self.name,

@@ -88,6 +88,9 @@ class Engine(PartsCache):
         logs.add_secrets(loaded.secrets)  # also when used as a library, not through the CLI
         self.watch = LeaseWatch(store, lambda: [store, *self._dbs.values()])
 
+    # the daemon's: whether a failed scheduled run may still record its slot (run_failures)
+    may_record_slot: Callable[[], bool] | None = None
+
     def release(self) -> None:
         """Close the pooled connections of the run's SQL ends and of the state store, keeping
         the parts (built, reflected): the next run connects again. A daemon with more syncs than

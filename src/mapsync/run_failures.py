@@ -96,6 +96,14 @@ def recorded(method: Callable[Concatenate[E, P], R]) -> Callable[Concatenate[E, 
 
 
 def _record(engine: _Engine, options: dict[str, Any], exc: BaseException) -> None:
+    fence = getattr(engine, "may_record_slot", None)
+    if options.get("slot") is not None and fence is not None and not fence():
+        # a daemon woken from a freeze: the slot may be counted by the worker that took over
+        log.warning(
+            "run_not_recorded",
+            extra={"action": "run_not_recorded", "sync": options["name"], "error": str(exc)[:500]},
+        )
+        return
     cls = failure_class(exc)
     text = str(exc) if isinstance(exc, errors.MapsyncError) else f"{type(exc).__name__}: {exc}"
     message = engine.redact_text(text)
@@ -108,6 +116,7 @@ def _record(engine: _Engine, options: dict[str, Any], exc: BaseException) -> Non
             message,
             options.get("scheduled_at"),
             slot=options.get("slot"),
+            coalesced=int(options.get("coalesced") or 0),
         )
     except errors.SlotTaken:  # the slot's run was recorded by another attempt: nothing to add
         return

@@ -103,9 +103,19 @@ class MemoryRunsMixin:
         scheduled_at: dt.datetime | None = None,
         *,
         slot: str | None = None,
+        coalesced: int = 0,
     ) -> int:
         row = run_row(
-            sync, kind, trigger, "", "failed", scheduled_at, self._identity(), slot=slot, finished=True
+            sync,
+            kind,
+            trigger,
+            "",
+            "failed",
+            scheduled_at,
+            self._identity(),
+            slot=slot,
+            coalesced=coalesced,
+            finished=True,
         )
         return self._insert_run({**row, "failure_class": failure_class, "message": message[:2000]})
 

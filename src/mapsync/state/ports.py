@@ -106,6 +106,7 @@ class Runs(Protocol):
         scheduled_at: dt.datetime | None = None,
         *,
         slot: str | None = None,
+        coalesced: int = 0,
     ) -> int: ...
     def record_skipped_run(
         self,

@@ -194,11 +194,21 @@ class RunsMixin:
         scheduled_at: dt.datetime | None = None,
         *,
         slot: str | None = None,
+        coalesced: int = 0,
     ) -> int:
         """A run that failed before it could start (no lease, so no lease token). With a `slot`,
         the failure takes it (SlotTaken if another run has it already)."""
         row = run_row(
-            sync, kind, trigger, "", "failed", scheduled_at, self._identity(), slot=slot, finished=True
+            sync,
+            kind,
+            trigger,
+            "",
+            "failed",
+            scheduled_at,
+            self._identity(),
+            slot=slot,
+            coalesced=coalesced,
+            finished=True,
         )
         return self._insert_run({**row, "failure_class": failure_class, "message": message[:2000]})
 
