@@ -4,6 +4,7 @@ over the tables of state/memory_tables.py (one process, the machine's clock)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
@@ -11,8 +12,7 @@ from mapsync.state import clock
 from mapsync.state.clock import stamp
 from mapsync.state.data import Beat, WorkerInfo
 from mapsync.state.memory_tables import Memory, Tables
-from mapsync.state.schema import SCHEMA_VERSION
-from mapsync.state.workers import age, gone, one_daemon, plan
+from mapsync.state.workers import age, gone, one_daemon, plan, worker_row
 
 
 class MemoryWorkers:
@@ -32,7 +32,7 @@ class MemoryWorkers:
                     if w != me.id and w not in dead:
                         raise one_daemon(row)
             _drop(t, [me.id, *dead])
-            t.workers[me.id] = {**_row(me, token, now, ttl), "started_at": stamp(now)}
+            t.workers[me.id] = {**worker_row(me, token, now, ttl), "started_at": stamp(now)}
         return token
 
     def beat(self, me: WorkerInfo, token: str, ttl: dt.timedelta, busy: set[str]) -> Beat:
@@ -43,12 +43,12 @@ class MemoryWorkers:
             if rejoined:
                 token = uuid.uuid4().hex
                 _drop(t, [me.id])
-                t.workers[me.id] = {**_row(me, token, now, ttl), "started_at": stamp(now)}
+                t.workers[me.id] = {**worker_row(me, token, now, ttl), "started_at": stamp(now)}
             else:
-                t.workers[me.id] = {**_row(me, token, now, ttl), "started_at": row["started_at"]}  # type: ignore[index]
+                t.workers[me.id] = {**worker_row(me, token, now, ttl), "started_at": row["started_at"]}  # type: ignore[index]
             expired = [w for w, r in t.workers.items() if w != me.id and gone(r, now)]
             _drop(t, expired)
-            live = {w: set(r["syncs"]) for w, r in t.workers.items()}
+            live = {w: set(json.loads(r["syncs"])) for w, r in t.workers.items()}
             claims = {s: r["worker"] for s, r in t.claims.items()}
             release, claim = plan(me.id, me.syncs, claims, live, busy)
             for s in release:
@@ -70,6 +70,7 @@ class MemoryWorkers:
             workers = [
                 {
                     **{k: v for k, v in r.items() if k != "token"},
+                    "syncs": json.loads(r["syncs"]),
                     "heartbeat_age_s": age(now, r["heartbeat_at"]),
                     "alive": r["expires_at"] >= now,
                     "owns": sorted(s for s, c in t.claims.items() if c["worker"] == r["id"]),
@@ -86,22 +87,6 @@ class MemoryWorkers:
                 "workers": workers,
                 "claims": {s: c["worker"] for s, c in sorted(t.claims.items())},
             }
-
-
-def _row(me: WorkerInfo, token: str, now: dt.datetime, ttl: dt.timedelta) -> dict[str, Any]:
-    return {
-        "id": me.id,
-        "token": token,
-        "host": me.host,
-        "pid": me.pid,
-        "version": me.version,
-        "schema_version": SCHEMA_VERSION,
-        "sheet": me.sheet,
-        "sheet_fingerprint": me.fingerprint,
-        "syncs": sorted(me.syncs),
-        "heartbeat_at": stamp(now),
-        "expires_at": stamp(now + ttl),
-    }
 
 
 def _drop(t: Tables, ids: list[str]) -> None:

@@ -68,6 +68,23 @@ def session_name(worker: str) -> str:
     return f"mapsync {worker}"[:63]
 
 
+def worker_row(me: WorkerInfo, token: str, now: dt.datetime, ttl: dt.timedelta) -> dict[str, Any]:
+    """A worker's registration row (without `started_at`): renewed to now + `ttl`."""
+    return {
+        "id": me.id,
+        "token": token,
+        "host": me.host,
+        "pid": me.pid,
+        "version": me.version,
+        "schema_version": schema.SCHEMA_VERSION,
+        "sheet": me.sheet,
+        "sheet_fingerprint": me.fingerprint,
+        "syncs": json.dumps(sorted(me.syncs)),
+        "heartbeat_at": stamp(now),
+        "expires_at": stamp(now + ttl),
+    }
+
+
 def age(now: str, then: str) -> float:
     """Seconds from stamp `then` to stamp `now`."""
     return max(0.0, round((unstamp(now) - unstamp(then)).total_seconds(), 3))
@@ -206,23 +223,8 @@ class SqlWorkers:
                     if row["id"] not in dead:
                         raise one_daemon(row)
             self._drop(conn, [me.id, *dead])
-            conn.execute(sa.insert(w).values(**self._row(me, token, now, ttl), started_at=stamp(now)))
+            conn.execute(sa.insert(w).values(**worker_row(me, token, now, ttl), started_at=stamp(now)))
         return token
-
-    def _row(self, me: WorkerInfo, token: str, now: dt.datetime, ttl: dt.timedelta) -> dict[str, Any]:
-        return {
-            "id": me.id,
-            "token": token,
-            "host": me.host,
-            "pid": me.pid,
-            "version": me.version,
-            "schema_version": schema.SCHEMA_VERSION,
-            "sheet": me.sheet,
-            "sheet_fingerprint": me.fingerprint,
-            "syncs": json.dumps(sorted(me.syncs)),
-            "heartbeat_at": stamp(now),
-            "expires_at": stamp(now + ttl),
-        }
 
     @coordination("worker_beat")
     def beat(self, me: WorkerInfo, token: str, ttl: dt.timedelta, busy: set[str]) -> Beat:
@@ -234,7 +236,7 @@ class SqlWorkers:
         with self.engine.begin() as conn:
             self._check_schema(conn)
             now = self._now(conn)
-            row = self._row(me, token, now, ttl)
+            row = worker_row(me, token, now, ttl)
             renewed = conn.execute(
                 sa.update(w)
                 .where(w.c.id == me.id, w.c.token == token)
@@ -250,7 +252,7 @@ class SqlWorkers:
             if rejoined:  # presumed dead meanwhile (or replaced): its claims are gone; join again
                 token = uuid.uuid4().hex
                 self._drop(conn, [me.id])
-                conn.execute(sa.insert(w).values(**self._row(me, token, now, ttl), started_at=stamp(now)))
+                conn.execute(sa.insert(w).values(**worker_row(me, token, now, ttl), started_at=stamp(now)))
             rows = [
                 dict(r)
                 for r in conn.execute(
