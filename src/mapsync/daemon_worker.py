@@ -64,6 +64,8 @@ class Host(Protocol):
 
     epoch: int  # grows each time the daemon learns it was presumed dead: older jobs are void
 
+    store: Store  # the scheduler's own connection (shared, thread-safe: one transaction a call)
+
     def open_store(self) -> Store: ...
     def claims_fresh(self) -> bool: ...
     def poll_of(self, cfg: Any) -> dt.timedelta: ...
@@ -210,11 +212,7 @@ class Worker:
         except BaseException as exc:  # a store that needs fixing first: the daemon stops
             self.daemon.fatal(self.name, exc)
         finally:
-            if self.store is None and (not self.jobs.empty() or self.mailbox):
-                with contextlib.suppress(Exception):
-                    self.store = self.daemon.open_store()
-            if self.store is not None:
-                self._release_requests(self.store)
+            self._release_requests(self.store or self.daemon.store)
             self._idle(waker)
 
     def _store(self) -> Store | None:
@@ -277,27 +275,32 @@ class Worker:
         self.daemon.clock.wait(self.daemon.stop, 1.0)
 
     def _forgo(self, job: Job, reason: str, message: str) -> None:
-        """A job that will not run here. A scheduled slot is recorded as skipped when a later slot
-        of the sync has a row already (recorded while this one waited): the next worker to run
-        the sync starts after that row and would never count this slot. Otherwise it counts it
-        (as the slot it runs, or among those it coalesces), and no row is written here."""
+        """A job that will not run here. When the sync is still this daemon's (a stop), a
+        scheduled slot is recorded as skipped, standing for the slots it stood for, if a later
+        slot of the sync has a row already (this daemon wrote it while the slot waited: the next
+        worker starts after that row and would never count this slot); otherwise the next worker
+        counts it. When the sync moved (this daemon was presumed dead, or released it), the
+        worker that runs it now counted this slot from the last row: nothing is written."""
         log.warning(
             "daemon_job_dropped",
             extra={"action": "daemon_job_dropped", "sync": self.name, "kind": job.kind, "error": message},
         )
-        if job.slot is None or job.scheduled_at is None:
+        moved = job.epoch < self.daemon.epoch or not self.owned
+        if moved or job.slot is None or job.scheduled_at is None:
             return
-        store = self.store
-        if store is None:
-            with contextlib.suppress(Exception):
-                store = self.store = self.daemon.open_store()
-        if store is None:
-            return
+        store = self.store or self.daemon.store  # the scheduler's: no connection opened for this
         with contextlib.suppress(errors.StateError):
             later = store.last_slot(self.name, job.slot)
             if later is not None and later > job.scheduled_at:
                 store.record_skipped_run(
-                    self.name, job.kind, job.trigger, job.scheduled_at, job.slot, reason, message
+                    self.name,
+                    job.kind,
+                    job.trigger,
+                    job.scheduled_at,
+                    job.slot,
+                    reason,
+                    message,
+                    coalesced=job.coalesced,
                 )
 
     def _release_requests(self, store: Store) -> None:
@@ -352,16 +355,17 @@ class Worker:
                 if job.epoch < self.daemon.epoch:  # handed over before the daemon was presumed dead
                     self._forgo(job, "moved", "handed over before this worker was presumed dead")
                 elif self.owned:
-                    self._run(job, held=held)
-                    held = False
+                    mine, held = held, False  # `_run` owns the run slot now: it releases it, once
+                    self._run(job, held=mine)
                 else:
                     self._forgo(job, "moved", "the sync went to another worker before this slot ran")
             finally:
+                with self._lock:  # together: the scheduler never sees the slot done but busy
+                    if job.slot is not None:
+                        self.inflight.pop(job.slot, None)
+                    self.pending[RETRY if job.kind == RETRY else RUN] -= 1
                 if held:
                     self.daemon.slots.release()
-                if job.slot is not None:
-                    self.inflight.pop(job.slot, None)
-                self._taken(job, -1)
             return
         if self.held is not None or self.paused is not None or not self.owned:
             if self.following:
@@ -415,18 +419,16 @@ class Worker:
         return False
 
     def _run(self, job: Job, held: bool = False) -> None:
-        """Run `job` in a run slot of the daemon (`held`: taken already; released here)."""
-        if self._stopped():
-            if held:
-                self.daemon.slots.release()
-            return
-        self._wait_for_after()
-        if not held and not self._slot():
-            return
-        if self._stopped():
-            self.daemon.slots.release()
+        """Run `job` in a run slot of the daemon (`held`: taken already). The slot is released
+        exactly once, here, however the run ends."""
+        if not held and (self._stopped() or not self._slot()):
             return
         try:
+            if self._stopped():
+                return
+            self._wait_for_after()
+            if self._stopped():
+                return
             store = self._store()
             if store is None:
                 return
@@ -493,6 +495,7 @@ class Worker:
                         job.slot,
                         "running",
                         f"the sync was running in another process: {why}",
+                        coalesced=job.coalesced,
                     )
         except errors.IdentityChanged as exc:  # seeded as another sync meanwhile: held
             self.held = str(exc)

@@ -65,7 +65,8 @@ def gone(row: dict[str, Any], now: dt.datetime) -> bool:
 
 def session_name(worker: str) -> str:
     """The `application_name` of a worker's PostgreSQL sessions (at most 63 bytes)."""
-    return f"mapsync {worker}"[:63]
+    host, _, pid = worker.rpartition(":")
+    return f"mapsync {pid} {host}"[:63]  # the pid first: a long host name is what is cut
 
 
 def worker_row(me: WorkerInfo, token: str, now: dt.datetime, ttl: dt.timedelta) -> dict[str, Any]:
@@ -213,6 +214,7 @@ class SqlWorkers:
     def _register(self, me: WorkerInfo, ttl: dt.timedelta, alone: bool) -> str:
         token = uuid.uuid4().hex
         with self.engine.begin() as conn:
+            self._bounded(conn, ttl)
             self._check_schema(conn)
             now = self._now(conn)
             w = schema.workers
@@ -234,6 +236,7 @@ class SqlWorkers:
     def _beat(self, me: WorkerInfo, token: str, ttl: dt.timedelta, busy: set[str]) -> Beat:
         w, c = schema.workers, schema.claims
         with self.engine.begin() as conn:
+            self._bounded(conn, ttl)
             self._check_schema(conn)
             now = self._now(conn)
             row = worker_row(me, token, now, ttl)
@@ -285,12 +288,11 @@ class SqlWorkers:
         at their next beat instead of after its TTL)."""
 
         def go() -> None:
-            w, c = schema.workers, schema.claims
+            w = schema.workers
             with self.engine.begin() as conn:
                 mine = conn.execute(sa.select(w.c.id).where(w.c.id == me.id, w.c.token == token)).first()
                 if mine is not None:
-                    conn.execute(sa.delete(c).where(c.c.worker == me.id))
-                    conn.execute(sa.delete(w).where(w.c.id == me.id))
+                    self._drop(conn, [me.id])  # claims freed, requests not finished back to the queue
 
         call(self.engine, go, "leave")
 
@@ -304,13 +306,22 @@ class SqlWorkers:
             return
         try:
             with conn.begin_nested():
-                ended = conn.execute(
-                    sa.text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(:names) "
-                        "AND pid <> pg_backend_pid() AND pg_terminate_backend(pid)"
-                    ),
-                    {"names": [session_name(w) for w in ids]},
-                ).scalar()
+                pids = (
+                    conn.execute(  # first the sessions, then end them (no reliance on AND's order)
+                        sa.text(
+                            "SELECT pid FROM pg_stat_activity WHERE application_name = ANY(:names) "
+                            "AND pid <> pg_backend_pid()"
+                        ),
+                        {"names": [session_name(w) for w in ids]},
+                    )
+                    .scalars()
+                    .all()
+                )
+                ended = sum(
+                    1
+                    for pid in pids
+                    if conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+                )
         except sa.exc.DBAPIError as exc:
             log.warning(
                 "worker_sessions_not_ended",
@@ -340,6 +351,13 @@ class SqlWorkers:
             .where(q.c.status == "taken", q.c.taken_by.in_(ids))
             .values(status="new", taken_at=None, taken_by=None)
         )
+
+    def _bounded(self, conn: sa.Connection, ttl: dt.timedelta) -> None:
+        """A beat waits at most ttl/3 for a row lock (a peer frozen inside its own beat holds
+        some): it fails, and the next beat tries again, after the peer's sessions were ended."""
+        if self.dialect == "postgresql":
+            ms = max(100, int(ttl.total_seconds() * 1000 / 3))
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
 
     def _check_schema(self, conn: sa.Connection) -> None:
         found = conn.execute(
