@@ -26,8 +26,6 @@ import sqlalchemy as sa
 
 from tests import helpers as h
 
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-
 HEAD = """\
 version: 1
 {state}connections:
