@@ -172,6 +172,11 @@ class Daemon:
     def register(self) -> None:
         """Join the workers of the state store (a SQLite store refuses a second daemon)."""
         self.token = self.store.workers.register(self.me(), self.ttl, alone=self._alone())
+        self.store.set_fence(self.claim)
+
+    def claim(self) -> tuple[str, str] | None:
+        """(worker id, token): the fence of the slot rows this daemon writes (`set_fence`)."""
+        return (self.worker, self.token) if self.token is not None else None
 
     def _alone(self) -> bool:
         """A SQLite store allows one daemon (its lock is a file's, its clock this machine's)."""

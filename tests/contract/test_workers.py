@@ -183,6 +183,29 @@ def test_alone_refuses_a_second_live_worker_and_allows_one_whose_row_expired(sto
     assert store.workers.beat(b, tb, TTL, set()).owns == frozenset(TWELVE)
 
 
+def test_a_fenced_slot_row_needs_the_claim_and_a_live_registration(store: Store) -> None:
+    """A daemon's store writes a slot row without a lease (skipped, failed before its run) only
+    while the sync is its claim and its registration lives: once presumed dead (here: it left),
+    such a row is SlotGone, and the worker that took over counts the slot."""
+    at = dt.datetime(2026, 5, 1, 8, 0, tzinfo=dt.UTC)
+    a = worker("a", ("s00",))
+    ta = store.workers.register(a, TTL)
+    store.workers.beat(a, ta, TTL, set())
+    store.set_fence(lambda: (a.id, ta))
+    try:
+        assert store.record_skipped_run("s00", "run", "schedule", at, "run", "paused", "by al") is not None
+        store.workers.leave(a, ta)
+        later = at + dt.timedelta(minutes=1)
+        assert store.record_skipped_run("s00", "run", "schedule", later, "run", "paused", "by al") is None
+        with pytest.raises(errors.SlotGone):
+            store.record_failed_run("s00", "run", "schedule", "source", "down", later, slot="run")
+        assert store.last_slot("s00", "run") == at  # nothing recorded after it left
+        unslotted = store.record_skipped_run("s00", "run", "request", None, None, "paused", "by al")
+        assert unslotted is not None  # a row that is no slot is not fenced
+    finally:
+        store.set_fence(None)
+
+
 def test_overview_lists_workers_with_alive_owns_running_and_the_claims(store: Store) -> None:
     a, b = worker("a", TWELVE[:4]), worker("b", TWELVE[:4])
     ta, tb = store.workers.register(a, TTL), store.workers.register(b, TTL)

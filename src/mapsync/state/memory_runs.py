@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from mapsync import errors
@@ -24,6 +25,15 @@ class MemoryRunsMixin:
 
     def set_identity(self, worker: str, fingerprint: str | None) -> None:
         self.worker, self.fingerprint = worker, fingerprint
+
+    fence: Callable[[], tuple[str, str] | None] | None = None
+
+    def set_fence(self, fence: Callable[[], tuple[str, str] | None] | None) -> None:
+        """As `RunsMixin.set_fence`."""
+        self.fence = fence
+
+    def _claim(self) -> tuple[str, str] | None:
+        return self.fence() if self.fence is not None else None
 
     def _insert_run(self, row: dict[str, Any]) -> int:
         """A run row (id and counts added); a slot taken already raises SlotTaken (runs.slot_taken)."""
@@ -45,6 +55,18 @@ class MemoryRunsMixin:
                     lease is None or lease["token"] != row["lease_token"] or lease["expires_at"] < stamp()
                 ):
                     raise stale_slot_run(row)
+                claim = self._claim() if not row["lease_token"] else None
+                if claim is not None:
+                    mine = t.claims.get(row["sync"])
+                    me = t.workers.get(claim[0])
+                    if (
+                        mine is None
+                        or (mine["worker"], mine["token"]) != claim
+                        or me is None
+                        or me["token"] != claim[1]
+                        or me["expires_at"] < stamp()
+                    ):
+                        raise stale_slot_run(row)
             run_id = t.next_id("runs")
             t.runs[run_id] = {
                 "id": run_id,

@@ -82,6 +82,7 @@ class Runs(Protocol):
     (SlotTaken for a second start or failure of it, None for a second skip)."""
 
     def set_identity(self, worker: str, fingerprint: str | None) -> None: ...
+    def set_fence(self, fence: Callable[[], tuple[str, str] | None] | None) -> None: ...
     def start_run(
         self,
         sync: str,

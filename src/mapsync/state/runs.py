@@ -20,6 +20,7 @@ import contextvars
 import datetime as dt
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -114,6 +115,18 @@ class RunsMixin:
     def _identity(self) -> tuple[str | None, str | None]:
         return self.worker, self.fingerprint
 
+    fence: Callable[[], tuple[str, str] | None] | None = None
+
+    def set_fence(self, fence: Callable[[], tuple[str, str] | None] | None) -> None:
+        """A daemon's: its (worker id, token) now. A slot row written without a lease (skipped,
+        failed before its run) is then inserted only while that worker's registration is alive
+        and the sync is its claim (else SlotGone): a daemon frozen between its checks and its
+        insert records nothing for a sync another worker took over and counted."""
+        self.fence = fence
+
+    def _claim(self) -> tuple[str, str] | None:
+        return self.fence() if self.fence is not None else None
+
     def _insert_run(self, row: dict[str, Any]) -> int:
         """Insert a run row; a slot already taken raises SlotTaken (see `slot_taken`)."""
         r = schema.runs
@@ -128,6 +141,21 @@ class RunsMixin:
                         )
                     ).scalar()
                     if expiry is None or expiry < stamp():  # the insert rolls back
+                        raise stale_slot_run(row)
+                elif row["slot"] is not None and (claim := self._claim()) is not None:
+                    w, c = schema.workers, schema.claims
+                    held = conn.execute(
+                        sa.select(sa.literal(1))
+                        .select_from(c.join(w, w.c.id == c.c.worker))
+                        .where(
+                            c.c.sync == row["sync"],
+                            c.c.worker == claim[0],
+                            c.c.token == claim[1],
+                            w.c.token == claim[1],
+                            w.c.expires_at >= stamp(),
+                        )
+                    ).first()
+                    if held is None:  # a daemon presumed dead meanwhile: the new owner counts it
                         raise stale_slot_run(row)
                 return run_id
         except sa.exc.IntegrityError:
