@@ -52,19 +52,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mapsync import __version__, errors, schedules
-from mapsync.daemon_process import release_orphaned_requests, scheduled, with_daemon_lease, worker_id
+from mapsync import errors, schedules
+from mapsync.daemon_membership import Membership
+from mapsync.daemon_process import release_orphaned_requests, worker_id
+from mapsync.daemon_reload import Reloading
 from mapsync.daemon_worker import RETRY, RUN, STORE_BROKEN, Job, Worker, fingerprint
 from mapsync.engine import RunReport
 from mapsync.records import RunStatus
 from mapsync.redact import redact
-from mapsync.sheet import identity as identities
-from mapsync.sheet import loader
 from mapsync.sheet.loader import LoadedSheet
-from mapsync.state import clock as clocks
 from mapsync.state import faults
 from mapsync.state.clock import SYSTEM, Clock
-from mapsync.state.data import WorkerInfo
 from mapsync.state.meter import COORDINATION, RUNS
 from mapsync.state.ports import Store
 
@@ -75,7 +73,7 @@ PARALLEL = 16  # runs at once per daemon (`--parallel`)
 DEFER = ("defer", "")  # a slot decided at a later tick (`Daemon._skip_reason`)
 
 
-class Daemon:
+class Daemon(Membership, Reloading):
     """The scheduler of one sheet's syncs (see the module's docstring)."""
 
     def __init__(
@@ -149,115 +147,6 @@ class Daemon:
         finally:
             code = self._shutdown()
         return 2 if self.failure is not None else code
-
-    # ------------------------------------------------------------- as one of several workers
-
-    @property
-    def ttl(self) -> dt.timedelta:
-        """The worker's TTL: the sheet's `state.lease_ttl` (the run leases' too)."""
-        return self.loaded.sheet.state.lease_ttl
-
-    def me(self) -> WorkerInfo:
-        host, _, pid = self.worker.rpartition(":")
-        return WorkerInfo(
-            id=self.worker,
-            host=host,
-            pid=int(pid) if pid.isdigit() else 0,
-            syncs=tuple(self.workers) if self.workers else tuple(self.names),
-            fingerprint=fingerprint(self.loaded),
-            sheet=str(self.loaded.path),
-            version=__version__,
-        )
-
-    def register(self) -> None:
-        """Join the workers of the state store (a SQLite store refuses a second daemon)."""
-        self.token = self.store.workers.register(self.me(), self.ttl, alone=self._alone())
-        self.store.set_fence(self.claim)
-
-    def claim(self) -> tuple[str, str] | None:
-        """(worker id, token): the fence of the slot rows this daemon writes (`set_fence`)."""
-        return (self.worker, self.token) if self.token is not None else None
-
-    def _alone(self) -> bool:
-        """A SQLite store allows one daemon (its lock is a file's, its clock this machine's)."""
-        return getattr(self.store, "dialect", None) == "sqlite"
-
-    def now(self) -> dt.datetime:
-        """The time the slots are due by: the state store's clock (its offset to this machine's
-        measured now; a store away keeps the last offset)."""
-        try:
-            self.store.workers.now()
-        except errors.StateError as exc:
-            if exc.reason in STORE_BROKEN:
-                raise
-        return self.clock.now() + dt.timedelta(seconds=clocks.offset())
-
-    def beat(self, force: bool = False) -> None:
-        """The worker's heartbeat (every `lease_ttl / 3`): renew its registration, claim its share
-        of the syncs, release its surplus idle ones (state/workers.py)."""
-        mono = self.clock.monotonic()
-        every = self.ttl.total_seconds() / 3
-        if not force and self._last_beat is not None and mono - self._last_beat < every:
-            return
-        if self.token is None:
-            self.register()
-        assert self.token is not None
-        busy = {n for n, w in self.workers.items() if w.busy() or w.running}
-        beat = self.store.workers.beat(self.me(), self.token, self.ttl, busy)
-        self.token = beat.token
-        if beat.rejoined:
-            # everything handed over before is void: the others ran those syncs meanwhile
-            self.epoch += 1
-            self.handled.clear()
-            log.error(
-                "daemon_rejoined",
-                extra={
-                    "action": "daemon_rejoined",
-                    "worker": self.worker,
-                    "error": (
-                        "the other workers found this one silent for longer than the lease "
-                        f"({self.ttl.total_seconds():g} s: stopped, cut off or overloaded) and took its "
-                        "syncs; it joined again"
-                    ),
-                },
-            )
-        for gone in beat.gone:
-            log.warning("daemon_worker_gone", extra={"action": "daemon_worker_gone", "worker": gone})
-        gained, lost = beat.owns - self.owns, self.owns - beat.owns
-        if gained or lost:
-            log.info(
-                "daemon_claims",
-                extra={
-                    "action": "daemon_claims",
-                    "worker": self.worker,
-                    "claimed": ",".join(sorted(gained)),
-                    "released": ",".join(sorted(lost)),
-                    "workers": beat.live,
-                },
-            )
-        for name in gained | lost:  # what ran meanwhile was run by another: read it again
-            self.handled.pop((name, RUN), None)
-            self.handled.pop((name, RETRY), None)
-        self.owns = beat.owns
-        for name, w in self.workers.items():
-            if w.owned != (name in self.owns):
-                w.owned = name in self.owns
-                w.wake.set()
-        self._last_beat = mono  # last: a worker runs nothing until its claim is known (`claims_fresh`)
-
-    def claims_fresh(self) -> bool:
-        """Whether this daemon's claims are current: a beat reached the store within the TTL
-        (after a freeze or a partition they may have gone to another worker; the next beat says)."""
-        last = self._last_beat
-        return last is not None and self.clock.monotonic() - last <= self.ttl.total_seconds()
-
-    def _leave(self) -> None:
-        if self.token is None:
-            return
-        try:
-            self.store.workers.leave(self.me(), self.token)
-        except errors.StateError as exc:  # it expires by itself within its TTL
-            log.warning("daemon_leave_failed", extra={"action": "daemon_leave_failed", "error": str(exc)})
 
     def _reload_or_later(self) -> None:
         """A reload; with the state store briefly away, again at the next tick."""
@@ -365,26 +254,6 @@ class Daemon:
             )
             self._silent()
             return self.poll.total_seconds()
-
-    def _silent(self) -> None:
-        """No beat has reached the store for a whole TTL: the other workers count this one as
-        dead and run its syncs, so it schedules none of them (its runs under way are fenced by
-        their leases) until a beat reaches the store again."""
-        last = self._last_beat
-        if last is None or not self.owns or self.clock.monotonic() - last <= self.ttl.total_seconds():
-            return
-        log.error(
-            "daemon_claims_lost",
-            extra={
-                "action": "daemon_claims_lost",
-                "worker": self.worker,
-                "released": ",".join(sorted(self.owns)),
-                "error": "no heartbeat reached the state store for longer than the lease",
-            },
-        )
-        self.owns = frozenset()
-        for w in self.workers.values():
-            w.owned = False
 
     def _tick(self, now: dt.datetime) -> float:
         paused = self.store.paused()
@@ -499,93 +368,3 @@ class Daemon:
                     "request": req.id,
                 },
             )
-
-    # ------------------------------------------------------------- identity and reload
-
-    def _identity_hold(
-        self, name: str, loaded: LoadedSheet, quiet: bool = False, previous: str | None = None
-    ) -> str | None:
-        """Why sync `name` must not run with `loaded`'s configuration (its state was seeded as
-        another sync), or None; `previous` while the store cannot tell (it stays held). The
-        engine checks the same under the lease (`Engine.same_sync`), so a store away here never
-        lets such a run through."""
-        try:
-            stored = self.store.cursors(name).get(identities.CURSOR)
-        except errors.StateError:
-            return previous
-        if stored is None or stored == identities.identity(loaded.sheet, name):
-            return None
-        why = (
-            f"sync {name}: its source, destination, key or fields changed since its seed "
-            f"({loaded.where('syncs', name)}): its state belongs to the old configuration; run "
-            f"`mapsync seed --sync {name} --again` to re-read it under the new one, or `mapsync state "
-            f"reset --sync {name}` to start over"
-        )
-        if not quiet:
-            log.error("daemon_sync_held", extra={"action": "daemon_sync_held", "sync": name, "error": why})
-        return why
-
-    def reload(self) -> bool:
-        """Read the sheet again (SIGHUP). Invalid: keep the old one. A sync whose identity changed
-        keeps its old configuration (refused) until a seed or reset makes the new one its own."""
-        try:
-            new = with_daemon_lease(loader.load(self.loaded.path))
-        except errors.ConfigError as exc:
-            log.error(
-                "daemon_reload_refused",
-                extra={"action": "daemon_reload_refused", "error": self.redact(str(exc))},
-            )
-            return False
-        names = [
-            n
-            for n in (self.names if self._named else list(new.sheet.syncs))
-            if n in new.sheet.syncs and (n in self.workers or scheduled(new, n))
-        ]
-        # first every read of the store (a store away now leaves everything as it was) …
-        refused = {
-            name
-            for name in names
-            if name in self.workers
-            and identities.changed(self.workers[name].loaded.sheet, new.sheet, name)
-            and not (self._identity_hold(name, new, quiet=True) is None and self._reseeded(name, new))
-        }
-        # … then the changes
-        for name in list(self.workers):
-            if name not in names:  # gone from the sheet: stop its worker after its run
-                retired = self.workers.pop(name)
-                retired.stopping.set()
-                retired.wake.set()
-                self.retired.append(retired)
-        for name in names:
-            w = self.workers.get(name)
-            if w is None:
-                self._add(name, new)
-            elif name in refused:
-                log.error(
-                    "daemon_reload_refused",
-                    extra={
-                        "action": "daemon_reload_refused",
-                        "sync": name,
-                        "error": (
-                            f"sync {name}: the new sheet changes its source, destination, key or "
-                            f"fields ({new.where('syncs', name)}); it keeps running the old "
-                            f"configuration until `mapsync seed --sync {name} --again` or "
-                            f"`mapsync state reset --sync {name}`"
-                        ),
-                    },
-                )
-                self.refused[name] = new
-            else:
-                w.loaded = new
-                self.refused.pop(name, None)
-        self.loaded = new
-        self._set_identity(new)
-        self.handled = {k: v for k, v in self.handled.items() if k[0] in self.workers}
-        log.info("daemon_reloaded", extra={"action": "daemon_reloaded", "syncs": ",".join(names)})
-        return True
-
-    def _reseeded(self, name: str, new: LoadedSheet) -> bool:
-        """Whether the state of `name` now belongs to `new`: seeded under it (its identity
-        stored), or reset (no cursors at all)."""
-        cursors = self.store.cursors(name)
-        return not cursors or cursors.get(identities.CURSOR) == identities.identity(new.sheet, name)

@@ -14,82 +14,30 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import logging
 import queue
-import random
 import threading
-from typing import Any, Protocol
 
 from mapsync import errors, follow
-from mapsync.engine import Engine, RunReport
-from mapsync.records import RunStatus
+from mapsync.daemon_jobs import RETRY as RETRY
+from mapsync.daemon_jobs import RUN as RUN
+from mapsync.daemon_jobs import STORE_BROKEN as STORE_BROKEN
+from mapsync.daemon_jobs import Host as Host
+from mapsync.daemon_jobs import Job as Job
+from mapsync.daemon_jobs import fingerprint as fingerprint
+from mapsync.daemon_jobs import jittered
+from mapsync.daemon_run import Running, skip_slot
+from mapsync.engine import Engine
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.models import SyncConfig
-from mapsync.state.clock import Clock
 from mapsync.state.data import PauseInfo
 from mapsync.state.meter import RUNS
 from mapsync.state.ports import Store
 
 log = logging.getLogger("mapsync.daemon")
-RUN, RETRY = "run", "retry"  # the two kinds of slot a sync's schedules make
-# the state store's faults that no retry fixes: the daemon stops (exit 2) instead of backing off
-# (and a schema newer than this mapsync: it must not write into it)
-STORE_BROKEN = frozenset({"corrupt", "readonly", "cantopen", "newer_schema"})
 
 
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """What a worker is asked to run."""
-
-    kind: str  # run | overlap | retry
-    trigger: str  # schedule | request | backoff
-    scheduled_at: dt.datetime | None = None
-    slot: str | None = None  # run | retry: the schedule that made it (None: nobody scheduled it)
-    coalesced: int = 0  # missed slots (after downtime) this run stands for, beyond its own
-    request_id: int | None = None
-    epoch: int = 0  # the daemon's epoch when it was handed over (`Host.epoch`)
-
-
-class Host(Protocol):
-    """What a worker needs of its daemon."""
-
-    stop: threading.Event
-    clock: Clock
-    worker: str  # host:pid, on every run row
-    follow_all: dt.timedelta | None
-    workers: dict[str, Worker]
-    slots: threading.BoundedSemaphore  # runs under way at once, across the daemon's workers
-    parallel: int
-
-    epoch: int  # grows each time the daemon learns it was presumed dead: older jobs are void
-
-    store: Store  # the scheduler's own connection (shared, thread-safe: one transaction a call)
-
-    def open_store(self) -> Store: ...
-    def claims_fresh(self) -> bool: ...
-    def claim(self) -> tuple[str, str] | None: ...
-    def poll_of(self, cfg: Any) -> dt.timedelta: ...
-    def report(self, report: RunReport) -> None: ...
-    def fatal(self, name: str, exc: BaseException) -> None: ...
-    def redact(self, text: str) -> str: ...
-
-
-def fingerprint(loaded: LoadedSheet) -> str:
-    """A short hash of the sheet file as read (which sheet a run ran under)."""
-    try:
-        data = loaded.path.read_bytes()
-    except OSError:
-        data = loaded.sheet.model_dump_json().encode()
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def jittered(delay: float) -> float:
-    """Equal jitter: between half and all of `delay` (workers that failed together spread out)."""
-    return delay / 2 + random.uniform(0, delay / 2)
-
-
-class Worker:
+class Worker(Running):
     """One sync's thread: its own Engine and state store connection, one job at a time."""
 
     def __init__(self, daemon: Host, name: str, loaded: LoadedSheet) -> None:
@@ -293,16 +241,7 @@ class Worker:
         with contextlib.suppress(errors.StateError):
             later = store.last_slot(self.name, job.slot)
             if later is not None and later > job.scheduled_at:
-                store.record_skipped_run(
-                    self.name,
-                    job.kind,
-                    job.trigger,
-                    job.scheduled_at,
-                    job.slot,
-                    reason,
-                    message,
-                    coalesced=job.coalesced,
-                )
+                skip_slot(store, self.name, job, reason, message)
 
     def _release_requests(self, store: Store) -> None:
         """Requests handed to this worker and not run (the daemon stopped first) end `failed`
@@ -386,27 +325,6 @@ class Worker:
             finally:
                 self._taken(again, -1)
 
-    def _listen_urls(self, store: Store) -> list[str]:
-        engine = self._engine(store)
-        try:
-            return follow.pg_listen_urls(engine, [self.name])
-        except Exception as exc:  # the source is away: polling still works
-            log.warning(
-                "follow_listen_failed",
-                extra={"action": "follow_listen_failed", "sync": self.name, "error": type(exc).__name__},
-            )
-            return []
-
-    def _engine(self, store: Store) -> Engine:
-        if self.engine is not None and self.engine.loaded is not self.loaded:
-            self.engine.close()  # an accepted reload: built afresh from the new configuration
-            self.engine = None
-        if self.engine is None:
-            self.engine = Engine(self.loaded, store, stop=self.daemon.stop, heartbeat=True, same_sync=True)
-            store.set_identity(self.daemon.worker, fingerprint(self.loaded))  # on its run rows
-            store.set_fence(self.daemon.claim)  # its slot rows only while the sync is its claim
-        return self.engine
-
     def _wait_for_after(self) -> None:
         """A sync does not start while a sync it comes after is running."""
         deps = [w for d in self.cfg.after if (w := self.daemon.workers.get(d)) is not None]
@@ -443,110 +361,3 @@ class Worker:
                     self.engine.release()
                 elif self.store is not None:
                     self.store.close()
-
-    def _run_now(self, store: Store, job: Job) -> None:
-        engine = self._engine(store)
-
-        def current() -> bool:  # may this job still record its slot (not woken from a freeze)?
-            return self.daemon.claims_fresh() and self.owned and job.epoch == self.daemon.epoch
-
-        engine.may_record_slot = current
-        report: RunReport | None = None
-        failed: BaseException | None = None
-        self.running = True
-        try:
-            if job.kind == RETRY:
-                retry = self.cfg.retry
-                automatic = job.trigger != "request" and retry is not None
-                report = engine.retry(
-                    self.name,
-                    trigger=job.trigger,
-                    automatic=automatic,
-                    max_attempts=retry.max_attempts if retry is not None else None,
-                    scheduled_at=job.scheduled_at,
-                    slot=job.slot,
-                )
-            else:
-                report = engine.run(
-                    self.name,
-                    job.kind,
-                    trigger=job.trigger,
-                    scheduled_at=job.scheduled_at,
-                    slot=job.slot,
-                    coalesced=job.coalesced,
-                    keep_empty=job.trigger != "follow",
-                )
-        except errors.SlotTaken as exc:  # another process ran this slot: nothing to do
-            log.info(
-                "daemon_slot_taken",
-                extra={"action": "daemon_slot_taken", "sync": self.name, "error": str(exc)},
-            )
-        except errors.LeaseHeld as exc:  # a `mapsync run` of the sync, a worker it was taken from
-            why = engine.redact_text(str(exc))
-            log.info(
-                "daemon_lease_held",
-                extra={"action": "daemon_lease_held", "sync": self.name, "error": why},
-            )
-            if job.slot is not None and current():  # the slot is not lost in silence: skipped
-                with contextlib.suppress(errors.StateError):
-                    store.record_skipped_run(
-                        self.name,
-                        job.kind,
-                        job.trigger,
-                        job.scheduled_at,
-                        job.slot,
-                        "running",
-                        f"the sync was running in another process: {why}",
-                        coalesced=job.coalesced,
-                    )
-        except errors.IdentityChanged as exc:  # seeded as another sync meanwhile: held
-            self.held = str(exc)
-            failed = exc
-        except errors.StateError as exc:
-            if exc.reason in STORE_BROKEN:
-                raise  # a store to fix first (corrupt, read-only, cannot open): the daemon stops
-            failed = exc  # the store away, a sync not seeded, a capture's slot or binlog lost
-        except errors.MapsyncError as exc:  # source, destination, config (a table renamed) …
-            failed = exc
-        except Exception as exc:  # a bug: recorded by the engine; logged, backed off, never fatal
-            log.exception(
-                "daemon_run_crashed",
-                extra={
-                    "action": "daemon_run_crashed",
-                    "sync": self.name,
-                    "error": engine.redact_text(str(exc)),
-                },
-            )
-            failed = exc
-        finally:
-            self.running = False
-        if report is not None:
-            self.daemon.report(report)
-            if report.status == RunStatus.FAILED:
-                failed = errors.MapsyncError(report.message or "failed")
-        if job.request_id is not None:
-            status = "failed" if failed is not None else "done"
-            message = engine.redact_text(str(failed)) if failed is not None else None
-            run_id = report.run_id if report is not None else None
-            try:
-                store.finish_request(job.request_id, status, run_id, message)
-            except errors.StateError:
-                log.warning(
-                    "daemon_request_unrecorded",
-                    extra={"action": "daemon_request_unrecorded", "sync": self.name},
-                )
-        if failed is not None:
-            delay = self.backoff.failed(self.name, self.daemon.clock.monotonic())
-            log.error(
-                "daemon_run_failed",
-                extra={
-                    "action": "daemon_run_failed",
-                    "sync": self.name,
-                    "failure_class": getattr(failed, "failure_class", None)
-                    or (report.failure_class if report is not None else None),
-                    "error": engine.redact_text(str(failed)),
-                    "retry_in_s": round(delay, 3),
-                },
-            )
-        elif report is not None and report.status != RunStatus.STOPPED:
-            self.backoff.succeeded(self.name)

@@ -13,7 +13,7 @@ from mapsync import errors
 from mapsync.state.clock import stamp, unstamp
 from mapsync.state.data import Counts
 from mapsync.state.memory_tables import Memory
-from mapsync.state.runs import run_row, skip_message, slot_taken, stale_slot_run, started_run
+from mapsync.state.runs import ended_row, run_row, skip_message, slot_taken, stale_slot_run, started_run
 
 COUNTS = tuple(f.name for f in dataclasses.fields(Counts))
 
@@ -127,18 +127,7 @@ class MemoryRunsMixin:
         slot: str | None = None,
         coalesced: int = 0,
     ) -> int:
-        row = run_row(
-            sync,
-            kind,
-            trigger,
-            "",
-            "failed",
-            scheduled_at,
-            self._identity(),
-            slot=slot,
-            coalesced=coalesced,
-            finished=True,
-        )
+        row = ended_row(sync, kind, trigger, "failed", scheduled_at, self._identity(), slot, coalesced)
         return self._insert_run({**row, "failure_class": failure_class, "message": message[:2000]})
 
     def record_skipped_run(
@@ -152,18 +141,7 @@ class MemoryRunsMixin:
         message: str,
         coalesced: int = 0,
     ) -> int | None:
-        row = run_row(
-            sync,
-            kind,
-            trigger,
-            "",
-            "skipped",
-            scheduled_at,
-            self._identity(),
-            slot=slot,
-            coalesced=coalesced,
-            finished=True,
-        )
+        row = ended_row(sync, kind, trigger, "skipped", scheduled_at, self._identity(), slot, coalesced)
         try:
             return self._insert_run({**row, "message": skip_message(reason, message)})
         except errors.SlotTaken:

@@ -9,10 +9,11 @@ import uuid
 from typing import Any
 
 from mapsync.state import clock
+from mapsync.state.claim_plan import plan
 from mapsync.state.clock import stamp
 from mapsync.state.data import Beat, WorkerInfo
 from mapsync.state.memory_tables import Memory, Tables
-from mapsync.state.workers import age, gone, one_daemon, plan, worker_row
+from mapsync.state.workers import age, gone, one_daemon, worker_row
 
 
 class MemoryWorkers:

@@ -81,6 +81,22 @@ def run_row(
     }
 
 
+def ended_row(
+    sync: str,
+    kind: str,
+    trigger: str,
+    status: str,
+    scheduled_at: dt.datetime | None,
+    identity: tuple[str | None, str | None],
+    slot: str | None,
+    coalesced: int,
+) -> dict[str, Any]:
+    """A run row that ends as it is written (failed before its run, skipped): no lease token."""
+    return run_row(
+        sync, kind, trigger, "", status, scheduled_at, identity, slot=slot, coalesced=coalesced, finished=True
+    )
+
+
 def slot_taken(row: dict[str, Any], holder: tuple[int, str] | None) -> int:
     """After the slot index refused `row`: the id of the run holding the slot when it is this
     very row written by a first try whose success was not seen (same non-empty lease token), else
@@ -226,18 +242,7 @@ class RunsMixin:
     ) -> int:
         """A run that failed before it could start (no lease, so no lease token). With a `slot`,
         the failure takes it (SlotTaken if another run has it already)."""
-        row = run_row(
-            sync,
-            kind,
-            trigger,
-            "",
-            "failed",
-            scheduled_at,
-            self._identity(),
-            slot=slot,
-            coalesced=coalesced,
-            finished=True,
-        )
+        row = ended_row(sync, kind, trigger, "failed", scheduled_at, self._identity(), slot, coalesced)
         return self._insert_run({**row, "failure_class": failure_class, "message": message[:2000]})
 
     @guarded
@@ -254,18 +259,7 @@ class RunsMixin:
     ) -> int | None:
         """A run that did not happen (status `skipped`, message "<reason>: <message>"), taking
         its slot; None when the slot was taken already (never SlotTaken)."""
-        row = run_row(
-            sync,
-            kind,
-            trigger,
-            "",
-            "skipped",
-            scheduled_at,
-            self._identity(),
-            slot=slot,
-            coalesced=coalesced,
-            finished=True,
-        )
+        row = ended_row(sync, kind, trigger, "skipped", scheduled_at, self._identity(), slot, coalesced)
         try:
             return self._insert_run({**row, "message": skip_message(reason, message)})
         except SlotTaken:

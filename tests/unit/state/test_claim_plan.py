@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from mapsync.state.workers import plan
+from mapsync.state.claim_plan import plan
 
 TWELVE = [f"s{i:02d}" for i in range(12)]
 
