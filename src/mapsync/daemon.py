@@ -53,6 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mapsync import errors, schedules
+from mapsync.daemon_chores import Chore, Chores
 from mapsync.daemon_membership import Membership
 from mapsync.daemon_process import release_orphaned_requests, worker_id
 from mapsync.daemon_reload import Reloading
@@ -121,6 +122,8 @@ class Daemon(Membership, Reloading):
         self.owns: frozenset[str] = frozenset()
         self._last_beat: float | None = None
         self.epoch = 0  # grows when a beat finds this daemon was presumed dead (`Job.epoch`)
+        # work beside the syncs on a thread of its own (daemon_chores.py)
+        self.chores = Chores(open_store, self.stop, lambda: self.ttl, self.redact)
 
     # ------------------------------------------------------------- life
 
@@ -132,6 +135,9 @@ class Daemon(Membership, Reloading):
         release_orphaned_requests(self.store)
         for name in self.names:
             self._add(name, self.loaded)
+        for chore in self._chores():
+            self.chores.add(chore)
+        self.chores.start()
         log.info(
             "daemon_started",
             extra={"action": "daemon_started", "worker": self.worker, "syncs": ",".join(self.names)},
@@ -179,6 +185,7 @@ class Daemon(Membership, Reloading):
         for w in every:
             if w.thread.ident is not None:
                 w.thread.join(timeout=max(0.0, end - self.clock.monotonic()))
+        self.chores.join(max(0.0, end - self.clock.monotonic()))
         left = [w.name for w in every if w.thread.is_alive()]
         if not left:
             self._leave()
@@ -202,6 +209,10 @@ class Daemon(Membership, Reloading):
             },
         )
         return 0
+
+    def _chores(self) -> list[Chore]:
+        """The chores of this daemon (monitors, alerts, purge), each from its own module."""
+        return []
 
     def fatal(self, name: str, exc: BaseException) -> None:
         """A worker met a failure no retry fixes (a state store to repair): the daemon stops."""

@@ -264,7 +264,7 @@ class Engine(PartsCache):
             message = f"{len(report.gone)} source row(s) gone" if report.gone else None
             self.store.finish_run(run_id, report.status, None, message)
             if plan.purge:
-                purge(self.store, name, self.sheet.state.retention)
+                purge(self.store, name, self.sheet.state.retention_of("runs"))
             counts = dataclasses.asdict(report.counts)
             log.info(
                 "run_finished", extra={"action": "run_finished", "sync": name, "run_id": run_id, **counts}

@@ -7,7 +7,7 @@ import dataclasses
 
 from pydantic import BaseModel
 
-from mapsync.sheet import connection_examples, delivery_models, models
+from mapsync.sheet import alert_models, connection_examples, delivery_models, models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +176,57 @@ lines:
         many=True,
     ),
     models.ParentLink: Example("parent", "from: order_id\nto: order_id\n"),
+    models.RetentionConfig: Example("retention", "default: 90d\nruns: 30d\nattempts: 7d\nrollups: 730d\n"),
+    models.MonitorsConfig: Example(
+        "monitors",
+        """\
+no_success_after: 3
+rejection_rate: 0.02
+lag: 30m
+disabled: [clock_skew]
+severity: {lag: critical}
+""",
+    ),
+    alert_models.AlertsConfig: Example(
+        "alerts",
+        """\
+channels:
+  ops:
+    email:
+      host: smtp.example.com
+      username: mapsync
+      password: "${SMTP_PASSWORD}"
+      from: mapsync@example.com
+      to: [ops@example.com]
+  chat: {webhook: {url: "https://hooks.slack.com/services/${SLACK_HOOK}"}}
+routes:
+  - match: {failure_class: [source, destination]}
+    to: [ops]
+    continue: true
+  - to: [chat]
+remind_every: 4h
+""",
+    ),
+    alert_models.Channel: Example("channels", "log: {level: warning}\n"),
+    alert_models.EmailChannel: Example(
+        "email",
+        """\
+host: smtp.example.com
+port: 587
+tls: starttls
+username: mapsync
+password: "${SMTP_PASSWORD}"
+from: mapsync@example.com
+to: [ops@example.com, erp-owner@example.com]
+""",
+    ),
+    alert_models.WebhookChannel: Example(
+        "webhook",
+        'url: "https://hooks.slack.com/services/${SLACK_HOOK}"\nformat: slack\nsecret: "${ALERT_HMAC}"\n',
+    ),
+    alert_models.LogChannel: Example("log", "level: error\n"),
+    alert_models.Route: Example("routes", "match: {sync: [orders], severity: [critical]}\nto: [ops]\n"),
+    alert_models.Match: Example("match", "failure_class: [source, destination]\nseverity: [critical]\n"),
 }
 # REST and CIMcloud connections: their examples live beside their models
 EXAMPLES.update({m: Example(*e) for m, e in connection_examples.EXAMPLES.items()})

@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from mapsync.sheet.alert_models import AlertsConfig as AlertsConfig
 from mapsync.sheet.base import ChangesModel, as_list
 from mapsync.sheet.base import Model as Model
 from mapsync.sheet.base import Name as Name
@@ -30,6 +31,7 @@ from mapsync.sheet.fields import PythonHook as PythonHook
 from mapsync.sheet.fields import SplitRule as SplitRule
 from mapsync.sheet.fields import TimezoneRule as TimezoneRule
 from mapsync.sheet.log_models import LogChanges as LogChanges
+from mapsync.sheet.monitor_models import MonitorsConfig as MonitorsConfig
 from mapsync.sheet.queue_model import QueueChanges as QueueChanges
 from mapsync.sheet.schedule_models import CronSlots as CronSlots
 from mapsync.sheet.schedule_models import DurationOrCron
@@ -77,6 +79,40 @@ Connection = Annotated[SqlConnection | RestConnection | CimcloudConnection, Fiel
 # --------------------------------------------------------------------------- state
 
 
+RETENTION_TABLES = (
+    "runs",
+    "record_errors",
+    "cursor_audit",
+    "inbox",
+    "async_batches",
+    "unmapped",
+    "tombstones",
+    "alerts",
+    "attempts",
+    "rollups",
+)
+
+
+class RetentionConfig(Model):
+    """How long each kind of history is kept; a table left out keeps `default`. Purged daily by
+    `mapsync daemon` and by `mapsync purge`. Only what is finished goes: open record errors, pending
+    inbox items, unsettled batches, open incidents, the latest run of a sync are never purged."""
+
+    default: Duration = Field(dt.timedelta(days=90), description="Every table not named here.")
+    runs: Duration | None = Field(None, description="Finished runs (a sync's latest run is kept).")
+    record_errors: Duration | None = Field(None, description="Resolved record errors.")
+    cursor_audit: Duration | None = Field(None, description="The cursor audit.")
+    inbox: Duration | None = Field(None, description="Processed (or stale) webhook inbox items.")
+    async_batches: Duration | None = Field(None, description="Settled asynchronous batches.")
+    unmapped: Duration | None = Field(None, description="Unmapped values no longer blocking a record.")
+    tombstones: Duration | None = Field(None, description="The ledger's entries of deleted records.")
+    alerts: Duration | None = Field(None, description="Resolved incidents and their notifications.")
+    attempts: Duration | None = Field(None, description="Delivery attempts (`mapsync trace`).")
+    rollups: Duration | None = Field(
+        None, description="Daily rollups of the runs. Default: 400 days (or `default`, if longer)."
+    )
+
+
 class StateConfig(Model):
     """Where mapsync keeps cursors, the key ledger, run history and record errors."""
 
@@ -98,9 +134,12 @@ class StateConfig(Model):
             "silent for longer (killed, frozen, cut off), its syncs go to the other workers."
         ),
     )
-    retention: Duration = Field(
+    retention: Duration | RetentionConfig = Field(
         dt.timedelta(days=90),
-        description="How long run history and the cursor audit are kept.",
+        description=(
+            "How long history is kept: one duration for every table (e.g. `90d`), or a duration per "
+            "table (`{default: 90d, runs: 30d, attempts: 7d}`)."
+        ),
     )
     lock_timeout: Duration = Field(
         dt.timedelta(seconds=10),
@@ -116,6 +155,18 @@ class StateConfig(Model):
             "Connect, statement and socket timeouts of a PostgreSQL state store, each below `lease_ttl`."
         ),
     )
+
+    def retention_of(self, table: str) -> dt.timedelta:
+        """How long `table`'s history is kept (one of `RETENTION_TABLES`)."""
+        if table not in RETENTION_TABLES:
+            raise KeyError(table)
+        if isinstance(self.retention, dt.timedelta):
+            return max(self.retention, dt.timedelta(days=400)) if table == "rollups" else self.retention
+        given = getattr(self.retention, table)
+        if given is not None:
+            return given  # type: ignore[no-any-return]
+        default: dt.timedelta = self.retention.default
+        return max(default, dt.timedelta(days=400)) if table == "rollups" else default
 
     @field_validator("url")
     @classmethod
@@ -369,6 +420,9 @@ class SyncConfig(Model):
     webhook: WebhookConfig | None = Field(
         None, description="Accept signed pushes for this sync at `mapsync serve` (`POST /webhooks/<sync>`)."
     )
+    monitors: MonitorsConfig | None = Field(
+        None, description="This sync's monitor thresholds, over the sheet's `monitors:`."
+    )
 
     _norm = field_validator("after", mode="before")(as_list)
 
@@ -381,6 +435,12 @@ class Sheet(Model):
     state: StateConfig = Field(default_factory=StateConfig, description="The state store.")
     syncs: dict[str, SyncConfig] = Field(
         min_length=1, description="Named syncs, run in order (respecting `after`)."
+    )
+    monitors: MonitorsConfig = Field(
+        default_factory=MonitorsConfig, description="Monitor thresholds for every sync (`mapsync monitor`)."
+    )
+    alerts: AlertsConfig | None = Field(
+        None, description="Who is told of incidents, and how. Left out: incidents are only logged."
     )
 
     @field_validator("connections", mode="before")

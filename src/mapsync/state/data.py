@@ -126,3 +126,77 @@ class Beat:
     now: dt.datetime  # the database's clock
     rejoined: bool = False  # its registration had expired and was removed: it registered again
     gone: tuple[str, ...] = ()  # workers this beat found expired and removed
+
+
+# --------------------------------------------------------------------------- watching (v7)
+
+SEVERITIES = ("critical", "warning", "info")
+NOTICES = ("opened", "reminder", "resolved")
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """What a monitor found (mapsync.monitors): one condition of one sync (or of the whole sheet,
+    `sync` None) and, within it, one `subject` (a credential's name, a channel, a field). The same
+    monitor, sync and subject are the same incident (`key`). `message` holds names and counts only
+    (record values only when the sheet's alerts say `include_values`), never a secret."""
+
+    monitor: str
+    sync: str | None
+    severity: str  # critical | warning | info
+    failure_class: str  # source | destination | tool | config | state | lease | unseeded | alerts
+    message: str
+    numbers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    runbook: str = ""
+    subject: str = ""
+
+    @property
+    def key(self) -> str:
+        return incident_key(self.monitor, self.sync, self.subject)
+
+
+def incident_key(monitor: str, sync: str | None, subject: str = "") -> str:
+    """The incident a finding belongs to: `monitor|sync|subject`, cut to fit the column."""
+    return f"{monitor}|{sync or '*'}|{subject}"[:400]
+
+
+@dataclasses.dataclass(frozen=True)
+class Incident:
+    """One incident (port `Incidents`): open from its first finding until it clears."""
+
+    id: int
+    key: str
+    monitor: str
+    sync: str | None
+    subject: str
+    severity: str
+    failure_class: str
+    message: str
+    numbers: dict[str, Any]
+    runbook: str
+    channels: tuple[str, ...]
+    status: str  # open | resolved
+    opened_at: dt.datetime
+    last_seen_at: dt.datetime
+    resolved_at: dt.datetime | None = None
+    reminded_at: dt.datetime | None = None
+    acked_by: str | None = None
+    acked_at: dt.datetime | None = None
+    silenced_by: str | None = None
+    silenced_until: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Notification:
+    """One notice of an incident to one channel (the alert outbox)."""
+
+    id: int
+    incident_id: int
+    kind: str  # opened | reminder | resolved
+    channel: str
+    status: str  # pending | sent | failed
+    attempts: int
+    next_at: dt.datetime
+    created_at: dt.datetime
+    last_error: str | None = None
+    sent_at: dt.datetime | None = None

@@ -42,6 +42,8 @@ class Tables:
     requests: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → run request row
     workers: dict[str, Row] = dataclasses.field(default_factory=dict)  # id → worker row
     claims: dict[str, Row] = dataclasses.field(default_factory=dict)  # sync → claim row
+    incidents: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → incident row
+    notifications: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → notification row
     ids: dict[str, int] = dataclasses.field(default_factory=dict)  # table → last id given
 
     def copy(self) -> Tables:

@@ -9,7 +9,7 @@ to it by one contract suite (tests/contract/):
   state/record_errors.py, state/budget.py, state/controls.py); `Leases`, `Inbox`, `Jobs` and `History` as the
   objects `store.leases`, `store.inbox`, `store.jobs`, `store.history` (state/lease.py,
   state/inbox.py, state/async_batches.py, state/history.py), and `Workers` as `store.workers`
-  (state/workers.py).
+  (state/workers.py), `Incidents` as `store.incidents` (state/incidents.py).
 - `MemoryStore` (state/memory.py), plain dicts under a lock, for unit tests.
 
 The module functions of state/lease.py, state/inbox.py, state/async_batches.py, state/report.py
@@ -33,9 +33,12 @@ from mapsync.state.data import (
     Beat,
     BudgetRow,
     Counts,
+    Finding,
+    Incident,
     Item,
     Lease,
     LedgerEntry,
+    Notification,
     PauseInfo,
     Recent,
     RunRequest,
@@ -247,6 +250,31 @@ class Workers(Protocol):
     def overview(self) -> dict[str, Any]: ...
 
 
+class Incidents(Protocol):
+    """Incidents and their alert outbox (state/incidents.py, schema v7): one open incident per
+    `Finding.key` (monitor, sync, subject), opened and refreshed by `raise_incident`, resolved by
+    `clear_incident`; each opening, reminder and resolution queues one notification per channel in
+    the same transaction, which a sender claims, sends and marks (`claim_notifications`,
+    `notification_sent`, `notification_failed`). Times are the store's clock."""
+
+    def raise_incident(self, finding: Finding, channels: Sequence[str]) -> tuple[Incident, bool]: ...
+    def clear_incident(self, key: str) -> Incident | None: ...
+    def open_incidents(self, sync: str | None = None) -> list[Incident]: ...
+    def incidents(
+        self, *, sync: str | None = None, limit: int = 100, include_resolved: bool = True
+    ) -> list[Incident]: ...
+    def incident(self, incident_id: int) -> Incident | None: ...
+    def ack(self, incident_id: int, by: str) -> bool: ...
+    def silence(self, incident_id: int, until: dt.datetime, by: str) -> bool: ...
+    def queue_reminders(self, every: dt.timedelta) -> list[int]: ...
+    def claim_notifications(self, claimer: str, hold: dt.timedelta, limit: int) -> list[Notification]: ...
+    def notification_sent(self, notification_id: int, claimer: str) -> bool: ...
+    def notification_failed(
+        self, notification_id: int, claimer: str, error: str, retry_at: dt.datetime | None
+    ) -> bool: ...
+    def notifications(self, incident_id: int | None = None, limit: int = 100) -> list[Notification]: ...
+
+
 class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     """A whole state store: every port the engine, the captures and the views use."""
 
@@ -260,21 +288,14 @@ class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     def history(self) -> History: ...
     @property
     def workers(self) -> Workers: ...
+    @property
+    def incidents(self) -> Incidents: ...
     def close(self) -> None: ...
 
 
 # ------------------------------------------------------------------ coming (not implemented yet)
 # Each names its first obvious methods; a store implements a port when its feature is built,
 # and the contract suite then covers it on every store.
-
-
-class Incidents(Protocol):
-    """Incidents raised by monitors (a failing sync, a stuck queue, a budget exhausted), open
-    until resolved; one open incident per (sync, kind)."""
-
-    def open_incident(self, sync: str | None, kind: str, message: str) -> int: ...
-    def resolve_incident(self, incident_id: int) -> None: ...
-    def open_incidents(self, sync: str | None = None) -> list[dict[str, Any]]: ...
 
 
 class Rollups(Protocol):

@@ -26,6 +26,7 @@ from mapsync.state.data import Counts as Counts
 from mapsync.state.faults import guarded
 from mapsync.state.history import SqlHistory
 from mapsync.state.inbox import SqlInbox
+from mapsync.state.incidents import SqlIncidents
 from mapsync.state.lease import SqlLeases
 from mapsync.state.ledger import LedgerEntry as LedgerEntry
 from mapsync.state.ledger import LedgerMixin
@@ -67,6 +68,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         self.jobs = SqlJobs(engine)
         self.history = SqlHistory(engine)
         self.workers = SqlWorkers(engine)
+        self.incidents = SqlIncidents(engine)
 
     # ----------------------------------------------------------------- opening
 

@@ -1,0 +1,139 @@
+"""The daemon's chores: work beside the syncs, on a thread of its own so that it never delays a
+slot (monitor evaluation, sending alerts, the daily purge).
+
+A `Chore` runs every `every` and, when it says `lease`, only in one daemon of those sharing the
+state store at a time: it holds the state store lease `mapsync:<name>` (kept between its runs and
+renewed at each one, so the same daemon keeps doing it; when that daemon dies or freezes the lease
+expires and another one takes the chore over). `wake(name)` runs a chore at once (an event already
+known: a failed run, a new incident to send). A chore's failure is logged (`daemon_chore_failed`,
+redacted) and the chore runs again at its next time: it never stops the daemon or a sync."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from mapsync import errors
+from mapsync.state.data import Lease
+from mapsync.state.ports import Store
+
+log = logging.getLogger("mapsync.daemon")
+PREFIX = "mapsync:"  # chore leases live beside the syncs' leases, under names no sync may take
+
+
+@dataclasses.dataclass
+class Chore:
+    name: str
+    every: dt.timedelta
+    do: Callable[[Store], None]  # gets the chores' own state store connection
+    lease: bool = True  # one daemon at a time
+    due: float = 0.0  # monotonic time of its next run (0: at once)
+    held: Lease | None = None
+
+
+class Chores:
+    def __init__(
+        self,
+        open_store: Callable[[], Store],
+        stop: threading.Event,
+        ttl: Callable[[], dt.timedelta],
+        redact: Callable[[str], str],
+    ) -> None:
+        self.open_store = open_store
+        self.stop = stop
+        self.ttl = ttl  # the lease TTL of a chore (the daemon's `lease_ttl`)
+        self.redact = redact
+        self.chores: dict[str, Chore] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    def add(self, chore: Chore) -> None:
+        with self._lock:
+            self.chores[chore.name] = chore
+
+    def wake(self, name: str) -> None:
+        """Run chore `name` at once (no-op for an unknown one)."""
+        with self._lock:
+            chore = self.chores.get(name)
+            if chore is not None:
+                chore.due = 0.0
+        self._wake.set()
+
+    def start(self) -> None:
+        if self.chores and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="mapsync-chores", daemon=True)
+            self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        """After `stop` is set: wait for the chore under way, then give up the chore leases."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        store = self._store
+        if store is None:
+            return
+        for chore in self.chores.values():
+            if chore.held is not None:
+                with contextlib.suppress(errors.MapsyncError):  # else it expires on its own
+                    store.leases.release(chore.held)
+                chore.held = None
+        store.close()
+        self._store = None
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            now = time.monotonic()
+            with self._lock:
+                due = [c for c in self.chores.values() if c.due <= now]
+                later = min((c.due for c in self.chores.values()), default=now + 1.0)
+            for chore in due:
+                if self.stop.is_set():
+                    return
+                self.run(chore)
+            with self._lock:
+                later = min((c.due for c in self.chores.values()), default=now + 1.0)
+            self._wake.wait(max(0.0, min(later - time.monotonic(), 1.0)))
+            self._wake.clear()
+
+    def run(self, chore: Chore) -> bool:
+        """Run one chore now (if its lease allows); whether it ran."""
+        chore.due = time.monotonic() + chore.every.total_seconds()
+        try:
+            if self._store is None:
+                self._store = self.open_store()
+            store = self._store
+            if chore.lease and not self._hold(store, chore):
+                return False
+            chore.do(store)
+            return True
+        except Exception as exc:  # a chore never stops the daemon: logged, run again later
+            log.warning(
+                "daemon_chore_failed",
+                extra={
+                    "action": "daemon_chore_failed",
+                    "chore": chore.name,
+                    "error": self.redact(f"{type(exc).__name__}: {exc}"),
+                },
+            )
+            return False
+
+    def _hold(self, store: Store, chore: Chore) -> bool:
+        """Keep (renew) or take the chore's lease; False when another daemon holds it."""
+        ttl = max(self.ttl(), chore.every * 2)
+        if chore.held is not None:
+            try:
+                store.leases.renew(chore.held)
+                return True
+            except errors.LeaseLost:
+                chore.held = None
+        try:
+            chore.held = store.leases.acquire(PREFIX + chore.name, ttl)
+            return True
+        except errors.LeaseHeld:
+            return False

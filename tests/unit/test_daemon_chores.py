@@ -1,0 +1,91 @@
+"""The daemon's chores (daemon_chores.py): a leased chore runs in one daemon at a time and stays
+with it; a failing chore is logged, redacted, and runs again; `wake` runs one at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mapsync.daemon_chores import Chore, Chores
+from mapsync.state.ports import Store
+from mapsync.state.store import StateStore
+
+TTL = dt.timedelta(seconds=30)
+
+
+def _chores(tmp_path: Path, stop: threading.Event) -> Chores:
+    return Chores(
+        lambda: StateStore.open("sqlite:///state.db", tmp_path, create=True),
+        stop,
+        lambda: TTL,
+        lambda text: text.replace("s3cret", "***"),
+    )
+
+
+def test_a_leased_chore_runs_in_one_daemon_and_stays_there(tmp_path: Path) -> None:
+    stop = threading.Event()
+    a, b = _chores(tmp_path, stop), _chores(tmp_path, stop)
+    ran: list[str] = []
+    one = Chore("monitors", dt.timedelta(minutes=1), lambda s: ran.append("a"))
+    two = Chore("monitors", dt.timedelta(minutes=1), lambda s: ran.append("b"))
+    a.add(one)
+    b.add(two)
+    assert a.run(one) and not b.run(two)
+    assert a.run(one) and not b.run(two)  # renewed, kept
+    stop.set()
+    a.join(1)  # gives the lease up
+    assert b.run(two)
+    assert ran == ["a", "a", "b"]
+    b.join(1)
+
+
+def test_a_failing_chore_is_logged_redacted_and_runs_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop = threading.Event()
+    chores = _chores(tmp_path, stop)
+    calls: list[int] = []
+
+    def boom(store: Store) -> None:
+        calls.append(1)
+        raise RuntimeError("smtp password s3cret refused")
+
+    chore = Chore("alerts", dt.timedelta(milliseconds=50), boom, lease=False)
+    chores.add(chore)
+    with caplog.at_level(logging.WARNING, logger="mapsync.daemon"):
+        chores.start()
+        deadline = time.monotonic() + 5
+        while len(calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        chores.join(2)
+    assert len(calls) >= 2
+    lines = [r for r in caplog.records if getattr(r, "action", "") == "daemon_chore_failed"]
+    assert lines and all("s3cret" not in r.error for r in lines)  # type: ignore[attr-defined]
+    assert "***" in lines[0].error  # type: ignore[attr-defined]
+
+
+def test_wake_runs_a_chore_at_once(tmp_path: Path) -> None:
+    stop = threading.Event()
+    chores = _chores(tmp_path, stop)
+    ran = threading.Event()
+    count: list[int] = []
+
+    def note(store: Store) -> None:
+        count.append(1)
+        if len(count) == 2:
+            ran.set()
+
+    chores.add(Chore("purge", dt.timedelta(hours=1), note, lease=False))
+    chores.start()
+    time.sleep(0.2)
+    assert len(count) == 1  # ran at start, next in an hour
+    chores.wake("purge")
+    assert ran.wait(5)
+    stop.set()
+    chores.join(2)
