@@ -143,3 +143,22 @@ def test_history_lists_newest_first(store: Store) -> None:
     assert [i.id for i in store.incidents.incidents(include_resolved=False)] == [two.id]
     assert [i.id for i in store.incidents.incidents(sync="x")] == [one.id]
     assert store.incidents.notifications(one.id) == []  # no channels, no notices
+
+
+def test_observations_keep_the_latest_and_return_the_previous(store: Store) -> None:
+    assert store.observations.observe("s", {"newest": AT_1, "rows": 10}) == {}
+    before = store.observations.observe("s", {"newest": AT_2, "rows": 9})
+    assert {k: v for k, (v, _) in before.items()} == {"newest": AT_1, "rows": 10}
+    store.observations.observe("*", {"skew_s": 0.5})
+    seen = store.observations.observations()
+    assert {k: v for k, (v, _) in seen.items()} == {
+        ("s", "newest"): AT_2,
+        ("s", "rows"): 9,
+        ("*", "skew_s"): 0.5,
+    }
+    assert set(store.observations.observations("*")) == {("*", "skew_s")}
+    assert all(isinstance(at, dt.datetime) for _, at in seen.values())
+
+
+AT_1 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+AT_2 = dt.datetime(2025, 12, 31, 12, 0, tzinfo=dt.UTC)

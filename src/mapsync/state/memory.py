@@ -28,6 +28,7 @@ from mapsync.state.ledger import DELETED_HASH, compare_found
 from mapsync.state.memory_budget import MemoryBudgetMixin
 from mapsync.state.memory_controls import MemoryControlsMixin
 from mapsync.state.memory_incidents import MemoryIncidents
+from mapsync.state.memory_observations import MemoryObservations
 from mapsync.state.memory_ports import MemoryHistory, MemoryInbox, MemoryJobs, MemoryLeases
 from mapsync.state.memory_runs import COUNTS, MemoryRunsMixin
 from mapsync.state.memory_tables import Memory, Tables
@@ -50,6 +51,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
         self.history = MemoryHistory(self.memory)
         self.workers = MemoryWorkers(self.memory)
         self.incidents = MemoryIncidents(self.memory)
+        self.observations = MemoryObservations(self.memory)
 
     def close(self) -> None:
         """Nothing to release (the tables stay readable)."""

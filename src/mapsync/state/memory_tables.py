@@ -44,6 +44,8 @@ class Tables:
     claims: dict[str, Row] = dataclasses.field(default_factory=dict)  # sync → claim row
     incidents: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → incident row
     notifications: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → notification row
+    # (sync, name) → (typed JSON value, stamp)
+    observations: dict[tuple[str, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
     ids: dict[str, int] = dataclasses.field(default_factory=dict)  # table → last id given
 
     def copy(self) -> Tables:

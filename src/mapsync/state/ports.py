@@ -9,7 +9,8 @@ to it by one contract suite (tests/contract/):
   state/record_errors.py, state/budget.py, state/controls.py); `Leases`, `Inbox`, `Jobs` and `History` as the
   objects `store.leases`, `store.inbox`, `store.jobs`, `store.history` (state/lease.py,
   state/inbox.py, state/async_batches.py, state/history.py), and `Workers` as `store.workers`
-  (state/workers.py), `Incidents` as `store.incidents` (state/incidents.py).
+  (state/workers.py), `Incidents` as `store.incidents` (state/incidents.py), `Observations` as
+  `store.observations` (state/observations.py).
 - `MemoryStore` (state/memory.py), plain dicts under a lock, for unit tests.
 
 The module functions of state/lease.py, state/inbox.py, state/async_batches.py, state/report.py
@@ -275,6 +276,14 @@ class Incidents(Protocol):
     def notifications(self, incident_id: int | None = None, limit: int = 100) -> list[Notification]: ...
 
 
+class Observations(Protocol):
+    """What monitors measured last, per sync (`*`: the whole sheet) and name
+    (state/observations.py): `observe` keeps the new values and returns the ones it replaced."""
+
+    def observe(self, sync: str, measured: dict[str, Any]) -> dict[str, tuple[Any, dt.datetime]]: ...
+    def observations(self, sync: str | None = None) -> dict[tuple[str, str], tuple[Any, dt.datetime]]: ...
+
+
 class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     """A whole state store: every port the engine, the captures and the views use."""
 
@@ -290,6 +299,8 @@ class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     def workers(self) -> Workers: ...
     @property
     def incidents(self) -> Incidents: ...
+    @property
+    def observations(self) -> Observations: ...
     def close(self) -> None: ...
 
 

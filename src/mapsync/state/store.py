@@ -31,6 +31,7 @@ from mapsync.state.lease import SqlLeases
 from mapsync.state.ledger import LedgerEntry as LedgerEntry
 from mapsync.state.ledger import LedgerMixin
 from mapsync.state.meter import coordination
+from mapsync.state.observations import SqlObservations
 from mapsync.state.record_errors import RecordErrorsMixin, error_row
 from mapsync.state.runs import RunsMixin, default_worker
 from mapsync.state.workers import SqlWorkers, newer_schema, session_name
@@ -69,6 +70,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         self.history = SqlHistory(engine)
         self.workers = SqlWorkers(engine)
         self.incidents = SqlIncidents(engine)
+        self.observations = SqlObservations(engine)
 
     # ----------------------------------------------------------------- opening
 
