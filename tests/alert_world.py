@@ -205,7 +205,7 @@ class WebhookReceiver:
             self.server.socket = ca.server_context().wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.scheme = "https" if ca is not None else "http"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def url(self, path: str = "/hook") -> str:

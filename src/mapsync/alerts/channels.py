@@ -29,6 +29,7 @@ from mapsync.sheet.alert_models import Channel, EmailChannel, LogChannel, Webhoo
 log = logging.getLogger("mapsync.alerts")
 LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
 SIGNATURE = "X-Mapsync-Signature"
+TOKEN_LENGTH = 16  # a webhook URL's path segment this long is taken for a token
 
 
 class ChannelError(Exception):
@@ -61,12 +62,15 @@ def send(name: str, channel: Channel, notice: Notice, folder: Path, secrets: Ite
 
 
 def _safe(text: str, channel: Channel, secrets: tuple[str, ...]) -> str:
+    """`text` redacted; for a webhook also without its URL's long path segments and query (a token
+    as `/hooks/<token>` or `?token=`), even where the URL is not quoted whole."""
     extra: list[str] = []
     if channel.webhook is not None:
         url = urllib.parse.urlsplit(channel.webhook.url)
-        extra = [channel.webhook.url, url.path, url.query, url.path + ("?" + url.query if url.query else "")]
-        extra += [p for p in url.path.split("/") if len(p) >= 8]  # a token as a path segment
-    return redact(text, (*secrets, *[e for e in extra if len(e) > 1]), cap=500)
+        extra = [channel.webhook.url, *(p for p in url.path.split("/") if len(p) >= TOKEN_LENGTH)]
+        if len(url.query) >= TOKEN_LENGTH // 2:
+            extra.append(url.query)
+    return redact(text, (*secrets, *extra), cap=500)
 
 
 def send_log(name: str, cfg: LogChannel, notice: Notice) -> None:
