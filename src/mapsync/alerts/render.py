@@ -88,11 +88,11 @@ def render(incident: Incident, kind: str, loaded: LoadedSheet, now: dt.datetime 
         lines.append(f"Runbook:       {incident.runbook}")
     ack = silence = None
     if incident.id:
+        lines.append(f"Incident:      {incident.id}")
+    if incident.id and kind != "resolved":
         ack = f"mapsync alerts {sheet} ack {incident.id}"
         silence = f"mapsync alerts {sheet} silence {incident.id} --for 2h"
-        lines.append(f"Incident:      {incident.id}")
-        if kind != "resolved":
-            lines += ["", f"Acknowledge: {ack}", f"Silence:     {silence}"]
+        lines += ["", f"Acknowledge: {ack}", f"Silence:     {silence}"]
     payload: dict[str, Any] = {
         "kind": kind,
         "incident": incident.id or None,
