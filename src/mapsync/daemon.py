@@ -53,6 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mapsync import errors, schedules
+from mapsync.alerts import sender as alert_sender
 from mapsync.daemon_chores import Chore, Chores
 from mapsync.daemon_membership import Membership
 from mapsync.daemon_process import release_orphaned_requests, worker_id
@@ -71,6 +72,7 @@ log = logging.getLogger("mapsync.daemon")
 GRACE = dt.timedelta(seconds=30)
 POLL = dt.timedelta(seconds=1)
 PARALLEL = 16  # runs at once per daemon (`--parallel`)
+ALERTS_EVERY = dt.timedelta(seconds=5)  # the `alerts` chore: due notices sent, reminders queued
 DEFER = ("defer", "")  # a slot decided at a later tick (`Daemon._skip_reason`)
 
 
@@ -124,6 +126,7 @@ class Daemon(Membership, Reloading):
         self.epoch = 0  # grows when a beat finds this daemon was presumed dead (`Job.epoch`)
         # work beside the syncs on a thread of its own (daemon_chores.py)
         self.chores = Chores(open_store, self.stop, lambda: self.ttl, self.redact)
+        self.store_away = alert_sender.StoreAway()  # the direct alert when the store stays away
 
     # ------------------------------------------------------------- life
 
@@ -212,7 +215,15 @@ class Daemon(Membership, Reloading):
 
     def _chores(self) -> list[Chore]:
         """The chores of this daemon (monitors, alerts, purge), each from its own module."""
-        return []
+        return [self._alerts_chore()]
+
+    def _alerts_chore(self) -> Chore:
+        """Send the due alert notices, queue the due reminders: in every daemon (no lease: the
+        outbox's claim makes each notice go once)."""
+        return Chore("alerts", ALERTS_EVERY, self._send_alerts, lease=False)
+
+    def _send_alerts(self, store: Store) -> None:
+        alert_sender.tick(self.loaded, store, self.worker)
 
     def fatal(self, name: str, exc: BaseException) -> None:
         """A worker met a failure no retry fixes (a state store to repair): the daemon stops."""
@@ -253,7 +264,7 @@ class Daemon(Membership, Reloading):
         handed over at the next one)."""
         try:
             self.beat()
-            return self._tick(now)
+            wait = self._tick(now)
         except errors.StateError as exc:
             if exc.reason in STORE_BROKEN:
                 self.fatal("*", exc)
@@ -264,7 +275,11 @@ class Daemon(Membership, Reloading):
                 "daemon_store_away", extra={"action": "daemon_store_away", "error": self.redact(str(exc))}
             )
             self._silent()
+            # away longer than twice the lease TTL: the alert channels are told directly, once
+            self.store_away.failed(self.loaded, str(exc), self.clock.monotonic(), 2 * self.ttl)
             return self.poll.total_seconds()
+        self.store_away.ok(self.loaded, self.store)  # after an alerted outage: its incident recorded
+        return wait
 
     def _tick(self, now: dt.datetime) -> float:
         paused = self.store.paused()
