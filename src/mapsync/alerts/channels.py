@@ -20,8 +20,6 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-import httpx
-
 from mapsync.alerts.render import Notice
 from mapsync.redact import redact
 from mapsync.sheet.alert_models import Channel, EmailChannel, LogChannel, WebhookChannel
@@ -149,6 +147,8 @@ def signature(secret: str, content: bytes, at: int) -> str:
 
 
 def send_webhook(cfg: WebhookChannel, notice: Notice, folder: Path) -> None:
+    import httpx  # only when a webhook is sent: `--help` and `validate` load no HTTP client
+
     content = body(cfg, notice)
     headers = {"Content-Type": "application/json", "User-Agent": "mapsync-alerts"}
     if cfg.secret:
