@@ -304,3 +304,14 @@ def age_notices(store: StateStore, by: dt.timedelta) -> None:
         for row in conn.execute(sa.select(n.c.id, n.c.created_at)).mappings().all():
             created = stamp(unstamp(row["created_at"]) - by)
             conn.execute(sa.update(n).where(n.c.id == row["id"]).values(created_at=created))
+
+
+def age_incidents(store: StateStore, by: dt.timedelta) -> None:
+    """Every incident opened (and last reminded) `by` earlier: a reminder falls due."""
+    t = schema.incidents
+    with store.engine.begin() as conn:
+        for row in conn.execute(sa.select(t.c.id, t.c.opened_at, t.c.reminded_at)).mappings().all():
+            values = {"opened_at": stamp(unstamp(row["opened_at"]) - by)}
+            if row["reminded_at"] is not None:
+                values["reminded_at"] = stamp(unstamp(row["reminded_at"]) - by)
+            conn.execute(sa.update(t).where(t.c.id == row["id"]).values(**values))

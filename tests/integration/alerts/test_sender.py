@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from tests.alert_world import (
     FAILED,
     SmtpServer,
     WebhookReceiver,
+    age_incidents,
     age_notices,
     alerts_sheet,
     load,
@@ -30,10 +30,15 @@ from tests.alert_world import (
     raise_finding,
 )
 
+# every test on SQLite; the order of notices on PostgreSQL too (a fresh database costs seconds)
+BOTH = pytest.mark.parametrize(
+    "state_url", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+
+@pytest.fixture
 def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
+    if getattr(request, "param", "sqlite") == "sqlite":
         return f"sqlite:///{tmp_path}/state.db"
     factory: Callable[[], str] = request.getfixturevalue("pg_database")
     return factory()
@@ -76,11 +81,13 @@ def kinds(w: World) -> tuple[list[str], list[str]]:
     return [r.json()["kind"] for r in w.hook.requests], [str(m["X-Mapsync-Kind"]) for m in w.mail.messages]
 
 
+@BOTH
 def test_opened_reminder_resolved_in_order_per_channel(world: Callable[..., World]) -> None:
-    w = world(remind_every="0.2s")
+    w = world(remind_every="1h")
     incident = raise_finding(w.loaded, w.store)
     assert sender.tick(w.loaded, w.store, "a") == 2
-    time.sleep(0.25)
+    assert sender.tick(w.loaded, w.store, "a") == 0  # no reminder within the hour
+    age_incidents(w.store, dt.timedelta(minutes=61))
     assert sender.tick(w.loaded, w.store, "a") == 2  # one reminder per channel
     assert sender.tick(w.loaded, w.store, "a") == 0  # not due again yet
     w.store.incidents.clear_incident(incident.key)
@@ -91,6 +98,7 @@ def test_opened_reminder_resolved_in_order_per_channel(world: Callable[..., Worl
     assert w.mail.messages[-1]["Subject"].startswith("[mapsync] resolved: CRITICAL failed_run on items")
 
 
+@BOTH
 def test_resolved_waits_for_a_failing_opened_notice(world: Callable[..., World]) -> None:
     w = world()
     incident = raise_finding(w.loaded, w.store)
@@ -106,14 +114,14 @@ def test_resolved_waits_for_a_failing_opened_notice(world: Callable[..., World])
 
 
 def test_an_acknowledged_or_silenced_incident_gets_no_reminder(world: Callable[..., World]) -> None:
-    w = world(remind_every="0.1s", routes=[{"to": ["chat"]}])
+    w = world(remind_every="1h", routes=[{"to": ["chat"]}])
     acked = raise_finding(w.loaded, w.store)
     silenced = raise_finding(w.loaded, w.store, dataclasses.replace(FAILED, monitor="lag"))
     assert sender.tick(w.loaded, w.store, "a") == 2
     assert w.store.incidents.ack(acked.id, "me@host")
     until = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     assert w.store.incidents.silence(silenced.id, until, "me@host")
-    time.sleep(0.15)
+    age_incidents(w.store, dt.timedelta(hours=2))
     assert sender.tick(w.loaded, w.store, "a") == 0
     assert kinds(w)[0] == ["opened", "opened"]
 
