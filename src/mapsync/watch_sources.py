@@ -76,6 +76,7 @@ SMALL_TABLE = 100_000  # counted exactly below this many (estimated) rows
 ROWS_DROP_SHARE = 0.1  # as monitors.signals: a drop below the reference by more than this share
 _SHORT = {"connect": dt.timedelta(seconds=3), "statement": dt.timedelta(seconds=5)}
 _MB = 1024 * 1024
+_clock = time.time  # this host's clock (a test moves it, as `faketime` would)
 
 
 # --------------------------------------------------------------------------- connections
@@ -448,9 +449,9 @@ def _clock_into(clocks: dict[str, float], name: str, engine: sa.Engine) -> dict[
         return {}
     with engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
-        before = time.time()
+        before = _clock()
         value = conn.execute(sa.text(sql)).scalar_one()
-        after = time.time()
+        after = _clock()
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if value.tzinfo is None:
