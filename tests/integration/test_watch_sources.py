@@ -508,3 +508,43 @@ def test_an_unreachable_source_leaves_its_facts_out(
     assert "erp" not in sheet["clocks"]
     assert _sync_findings(loaded, "items", extra, "capture_health") is None
     assert "could not be read" in caplog.text and "pw-s3cret-xyz" not in caplog.text
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def naive_src(request: pytest.FixtureRequest) -> str:
+    factory: Callable[[], str] = request.getfixturevalue(f"{request.param}_database")
+    return factory()
+
+
+def test_watermark_facts_of_a_naive_column(
+    naive_src: str, sqlite_database: Callable[[], str], tmp_path: Path, opened: list[Any]
+) -> None:
+    """SQLite (text in mixed forms) and MariaDB (DATETIME): naive times read in UTC (`timezone:`
+    default on SQLite; MariaDB's session is UTC) come back as aware UTC."""
+    text = "TEXT" if h.dialect(naive_src) == "sqlite" else "DATETIME(6)"
+    h.execute(
+        naive_src, f"CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, updated_at {text} NOT NULL)"
+    )
+    h.execute(
+        naive_src,
+        "INSERT INTO items VALUES (:id, 'x', :at)",
+        params=[
+            {"id": 1, "at": "2026-11-30 10:00:00"},
+            {"id": 2, "at": "2026-11-30 11:30:00.250000"},
+            {"id": 3, "at": "2026-11-29 23:00:00"},
+        ],
+    )
+    loaded = _watermark_sheet(naive_src, sqlite_database(), tmp_path, ["items"])
+    store = _store(loaded, opened)
+    store.set_cursors("s_items", {"watermark": "2026-11-30 10:00:00"})
+    handles: dict[str, Any] = {}
+    opened.append(handles)
+    extra = ws.sync_extra(loaded, store, "s_items", handles)
+    assert extra["source_newest"] == dt.datetime(2026, 11, 30, 11, 30, 0, 250000, tzinfo=UTC)
+    assert extra["cursor_at"] == dt.datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    assert extra["source_rows"] == 3 and abs((extra["source_now"] - dt.datetime.now(UTC)).total_seconds()) < 5
+    h.execute(naive_src, "DELETE FROM items WHERE id = 2")
+    extra = ws.sync_extra(loaded, store, "s_items", handles)
+    assert extra["source_newest_seen"] == dt.datetime(2026, 11, 30, 11, 30, 0, 250000, tzinfo=UTC)
+    found = _sync_findings(loaded, "s_items", extra, "source_regression") or []
+    assert sorted(f.subject for f in found) == ["newest", "rows"]  # 3 rows to 2: more than 10 %
