@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from mapsync import watch_sources as ws
 from mapsync.capture import queue_admin, triggers
@@ -24,6 +25,7 @@ from mapsync.rest.budget import Budget
 from mapsync.sheet import loader
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.monitor_models import resolve
+from mapsync.state import schema
 from mapsync.state.data import Finding
 from mapsync.state.store import StateStore
 from tests import helpers as h
@@ -439,6 +441,38 @@ def test_the_state_stores_facts(
     assert found.subject == "api" and found.failure_class == "destination"
     assert "s3cret" not in found.message and shared.key not in found.message
 
+    # two unmapped values of one field blocking 5 records, one of another; an unsettled batch
+    u = schema.unmapped
+    with store.engine.begin() as conn:
+        for field, value, count, first in (
+            ("country", "Atlantis", 3, 1),
+            ("country", "Mu", 2, 2),
+            ("vat", "X", 1, 3),
+        ):
+            at = f"2026-12-0{first}T10:00:00.000000Z"
+            conn.execute(
+                sa.insert(u).values(
+                    sync="items",
+                    field=field,
+                    rule="map",
+                    value=value,
+                    count=count,
+                    first_seen=at,
+                    last_seen=at,
+                )
+            )
+    store.jobs.record("items", [(1,)])
+    extra = ws.sync_extra(loaded, store, "items", handles)
+    assert extra["unmapped"] == [
+        {"field": "country", "values": 2, "records": 5, "newest": dt.datetime(2026, 12, 2, 10, tzinfo=UTC)},
+        {"field": "vat", "values": 1, "records": 1, "newest": dt.datetime(2026, 12, 3, 10, tzinfo=UTC)},
+    ]
+    found_fields = _sync_findings(loaded, "items", extra, "unmapped_new") or []
+    assert [f.subject for f in found_fields] == ["country", "vat"]
+    assert not any("Atlantis" in f.message or "Mu" in f.message for f in found_fields)
+    (created,) = extra["async_created"]
+    assert abs((created - dt.datetime.now(UTC)).total_seconds()) < 10
+
     sheet = ws.sheet_extra(loaded, store, handles)
     assert sheet["store_trouble"] is None and sheet["channel_failures"] == {}
     assert sheet["clocks"] == {} and sheet["disk_free_mb"] > 0
@@ -548,3 +582,32 @@ def test_watermark_facts_of_a_naive_column(
     assert extra["source_newest_seen"] == dt.datetime(2026, 11, 30, 11, 30, 0, 250000, tzinfo=UTC)
     found = _sync_findings(loaded, "s_items", extra, "source_regression") or []
     assert sorted(f.subject for f in found) == ["newest", "rows"]  # 3 rows to 2: more than 10 %
+
+
+@pytest.mark.slow
+def test_an_unreachable_state_store_is_seen_as_store_trouble(
+    pg_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+    tmp_path: Path,
+    opened: list[Any],
+    fault_proxy: Callable[[str, int], Any],
+) -> None:
+    """The store goes away while the facts are gathered: `store_trouble` says why (after the
+    store's own retries, ~4 s), `state_store` finds it, and the message holds no URL."""
+    from mapsync.testing.fault_proxy import proxied_url, target_of
+
+    real = pg_database()
+    proxy = fault_proxy(*target_of(real))
+    src = sqlite_database()
+    h.execute(src, "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
+    text = STORE_SHEET.format(src=src).replace(
+        "version: 1\n", f'version: 1\nstate: {{url: "{proxied_url(real, proxy)}"}}\n'
+    )
+    loaded = _load(tmp_path, text, env={"API_TOKEN": "t"})
+    store = _store(loaded, opened)
+    assert ws.sheet_extra(loaded, store, {})["store_trouble"] is None
+    proxy.close()  # the server can no longer be reached
+    extra = ws.sheet_extra(loaded, store, {})
+    assert extra["store_trouble"] in ("unreachable", "cut")
+    (found,) = _sheet_findings(loaded, extra, "state_store") or []
+    assert found.message.startswith("the state store ") and "127.0.0.1" not in found.message
