@@ -60,6 +60,7 @@ from mapsync.daemon_process import release_orphaned_requests, worker_id
 from mapsync.daemon_reload import Reloading
 from mapsync.daemon_worker import RETRY, RUN, STORE_BROKEN, Job, Worker, fingerprint
 from mapsync.engine import RunReport
+from mapsync.monitors.environment import store_trouble
 from mapsync.records import RunStatus
 from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
@@ -276,7 +277,8 @@ class Daemon(Membership, Reloading):
             )
             self._silent()
             # away longer than twice the lease TTL: the alert channels are told directly, once
-            self.store_away.failed(self.loaded, str(exc), self.clock.monotonic(), 2 * self.ttl)
+            trouble = store_trouble(exc)
+            self.store_away.failed(self.loaded, trouble, self.clock.monotonic(), 2 * self.ttl)
             return self.poll.total_seconds()
         self.store_away.ok(self.loaded, self.store)  # after an alerted outage: its incident recorded
         return wait

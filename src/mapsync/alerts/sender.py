@@ -196,21 +196,6 @@ def flush(loaded: LoadedSheet, store: Store) -> int:
 # ------------------------------------------------------------------ the state store away
 
 
-def store_finding(away_s: float, error: str) -> Finding:
-    return Finding(
-        monitor="state_store",
-        sync=None,
-        severity="critical",
-        failure_class="state",
-        message=f"the state store has been unreachable or locked for {round(away_s)} s: {error}",
-        numbers={"away_s": round(away_s)},
-        runbook=(
-            "Check that the state store (state.url) is up, reachable and not locked by another process; "
-            "`mapsync status SHEET` works again once it is."
-        ),
-    )
-
-
 @dataclasses.dataclass
 class StoreAway:
     """The daemon's watch on its own state store (`failed` at each tick that found it away, `ok`
@@ -219,18 +204,21 @@ class StoreAway:
 
     since: float | None = None  # monotonic time of the first failure of this outage
     alerted: Finding | None = None  # the direct alert sent in this outage
-    error: str = ""
 
-    def failed(self, loaded: LoadedSheet, error: str, now: float, threshold: dt.timedelta) -> bool:
-        """The store was away at `now`; sends the direct alert once past `threshold`. Whether it
-        sent it now."""
+    def failed(self, loaded: LoadedSheet, finding: Finding, now: float, threshold: dt.timedelta) -> bool:
+        """The store was away at `now` (`finding`: the daemon's `state_store` finding of the
+        failure, naming its reason only); sends the direct alert once past `threshold`. Whether
+        it sent it now."""
         if self.since is None:
             self.since = now
-        self.error = redact(error, loaded.secrets, cap=300)
         away = now - self.since
         if self.alerted is not None or away < threshold.total_seconds():
             return False
-        self.alerted = store_finding(away, self.error)
+        self.alerted = dataclasses.replace(
+            finding,
+            message=f"{finding.message} (away {round(away)} s)",
+            numbers={**finding.numbers, "away_s": round(away)},
+        )
         direct(loaded, self.alerted)
         return True
 

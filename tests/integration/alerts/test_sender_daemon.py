@@ -66,7 +66,12 @@ def test_one_direct_alert_then_the_incident_recorded(
             None,
             "state",
         )
-        assert "unreachable" in body["message"] and body["owner"] == "mapsync's operator"
+        assert (
+            body["message"].startswith("the state store cannot be reached")
+            and body["owner"] == "mapsync's operator"
+        )
+        assert "connection refused" not in body["message"]  # the reason only, never the driver's text
+        assert body["numbers"]["away_s"] > 2 * d.ttl.total_seconds()
         assert other.requests == []  # routed: only the channels a state finding goes to
         assert any(r.getMessage() == "state_store_away_alerted" for r in caplog.records)
         assert store.incidents.incidents() == []  # nothing could be recorded while away
