@@ -82,6 +82,9 @@ def test_list_ack_silence_and_errors(
     assert f"#{failing.id} OPEN critical failed_run on items: since " in text.stdout
     assert "chat: opened pending after 1 attempt(s): webhook answered HTTP 500 (next try " in text.stdout
     assert "late_start" not in text.stdout
+    assert len(json.loads(run("--sync", "items", "--json").stdout)) == 2
+    other_sync = run("--sync", "nope")
+    assert other_sync.returncode == 2 and "unknown sync 'nope'" in other_sync.stderr
     every = run("--all", "--json")
     assert [r["monitor"] for r in json.loads(every.stdout)] == ["failed_run", "lag", "late_start"]
     assert json.loads(every.stdout)[2]["channels"]["chat"]["kind"] == "resolved"
