@@ -27,6 +27,7 @@ from mapsync.sheet.alert_models import Channel, EmailChannel, LogChannel, Webhoo
 log = logging.getLogger("mapsync.alerts")
 LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
 SIGNATURE = "X-Mapsync-Signature"
+DOMAIN = "mapsync.invalid"  # of the Message-IDs
 TOKEN_LENGTH = 16  # a webhook URL's path segment this long is taken for a token
 
 
@@ -98,12 +99,31 @@ def message(cfg: EmailChannel, notice: Notice) -> EmailMessage:
     msg["From"] = cfg.from_
     msg["To"] = ", ".join(cfg.to)
     msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain="mapsync.invalid")
+    thread = thread_id(notice)
+    if thread is not None and notice.payload["kind"] == "opened":
+        msg["Message-ID"] = thread
+    else:
+        msg["Message-ID"] = make_msgid(domain=DOMAIN)
+    if thread is not None and notice.payload["kind"] != "opened":  # a mail client threads them
+        msg["In-Reply-To"] = thread
+        msg["References"] = thread
     if notice.payload.get("incident"):
         msg["X-Mapsync-Incident"] = str(notice.payload["incident"])
     msg["X-Mapsync-Kind"] = str(notice.payload["kind"])
     msg.set_content(notice.text)
     return msg
+
+
+def thread_id(notice: Notice) -> str | None:
+    """The Message-ID of an incident's opening e-mail (its reminders and resolution refer to it):
+    the same for every sender, unique per sheet and incident."""
+    p = notice.payload
+    if not p.get("incident"):
+        return None
+    digest = hashlib.sha256(
+        f"{p['sheet']}|{p['incident']}|{p['monitor']}|{p['sync']}|{p['subject']}".encode()
+    ).hexdigest()[:20]
+    return f"<incident-{p['incident']}.{digest}@{DOMAIN}>"
 
 
 def send_email(cfg: EmailChannel, notice: Notice, folder: Path) -> None:

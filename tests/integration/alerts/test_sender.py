@@ -96,6 +96,9 @@ def test_opened_reminder_resolved_in_order_per_channel(world: Callable[..., Worl
     resolved = w.hook.requests[-1].json()
     assert resolved["resolved_at"] is not None and resolved["ack"] is None
     assert w.mail.messages[-1]["Subject"].startswith("[mapsync] resolved: CRITICAL failed_run on items")
+    opening = w.mail.messages[0]["Message-ID"]  # one thread per incident in a mail client
+    assert [m["In-Reply-To"] for m in w.mail.messages] == [None, opening, opening]
+    assert len({m["Message-ID"] for m in w.mail.messages}) == 3
 
 
 @BOTH
