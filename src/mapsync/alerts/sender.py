@@ -190,7 +190,14 @@ def flush(loaded: LoadedSheet, store: Store) -> int:
     """Send every due notice once, now (a one-off command's end: `mapsync monitor`, `mapsync run`),
     in bounded time; returns how many were sent."""
     remind(loaded, store)
-    return send_due(loaded, store, claimer_id(), budget=FLUSH_BUDGET)
+    claimer, end, sent = claimer_id(), time.monotonic() + FLUSH_BUDGET.total_seconds(), 0
+    while (left := end - time.monotonic()) > 0:
+        # again while something went: a notice queued behind one just sent (resolved after opened)
+        more = send_due(loaded, store, claimer, budget=dt.timedelta(seconds=left))
+        sent += more
+        if not more:
+            break
+    return sent
 
 
 # ------------------------------------------------------------------ the state store away

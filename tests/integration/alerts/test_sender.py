@@ -194,3 +194,14 @@ def test_two_senders_on_one_postgres_store_send_each_notice_once(
     finally:
         for store in stores:
             store.close()
+
+
+def test_flush_sends_what_queued_behind_what_it_sent(world: Callable[..., World]) -> None:
+    """`mapsync run`/`monitor` end with one flush: an incident opened and cleared since then gets
+    both notices from it, in order."""
+    w = world()
+    incident = raise_finding(w.loaded, w.store)
+    w.store.incidents.clear_incident(incident.key)
+    assert sender.flush(w.loaded, w.store) == 4
+    assert kinds(w) == (["opened", "resolved"], ["opened", "resolved"])
+    assert sender.flush(w.loaded, w.store) == 0
