@@ -25,6 +25,7 @@ import random
 import socket
 import time
 
+from mapsync import errors
 from mapsync.alerts import channels as ch
 from mapsync.alerts.render import Notice, render
 from mapsync.alerts.routing import channels_for
@@ -188,15 +189,23 @@ def tick(loaded: LoadedSheet, store: Store, claimer: str) -> int:
 
 def flush(loaded: LoadedSheet, store: Store) -> int:
     """Send every due notice once, now (a one-off command's end: `mapsync monitor`, `mapsync run`),
-    in bounded time; returns how many were sent."""
-    remind(loaded, store)
+    in bounded time; returns how many were sent. A state store that fails meanwhile is logged
+    (`alert_flush_failed`), not raised: the command's own outcome stands, and the daemon or the
+    next command sends what is left."""
     claimer, end, sent = claimer_id(), time.monotonic() + FLUSH_BUDGET.total_seconds(), 0
-    while (left := end - time.monotonic()) > 0:
-        # again while something went: a notice queued behind one just sent (resolved after opened)
-        more = send_due(loaded, store, claimer, budget=dt.timedelta(seconds=left))
-        sent += more
-        if not more:
-            break
+    try:
+        remind(loaded, store)
+        while (left := end - time.monotonic()) > 0:
+            # again while something went: a notice queued behind one just sent (resolved after opened)
+            more = send_due(loaded, store, claimer, budget=dt.timedelta(seconds=left))
+            sent += more
+            if not more:
+                break
+    except errors.StateError as exc:
+        log.warning(
+            "alert_flush_failed",
+            extra={"action": "alert_flush_failed", "error": redact(str(exc), loaded.secrets, cap=300)},
+        )
     return sent
 
 

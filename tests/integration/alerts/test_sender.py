@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from mapsync import errors
 from mapsync.alerts import sender
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.store import StateStore
@@ -205,3 +206,17 @@ def test_flush_sends_what_queued_behind_what_it_sent(world: Callable[..., World]
     assert sender.flush(w.loaded, w.store) == 4
     assert kinds(w) == (["opened", "resolved"], ["opened", "resolved"])
     assert sender.flush(w.loaded, w.store) == 0
+
+
+def test_flush_logs_a_store_failure_and_raises_nothing(
+    world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    w = world()
+    raise_finding(w.loaded, w.store)
+
+    def away(*_a: Any, **_k: Any) -> Any:
+        raise errors.StateError("the state store is locked by another process", reason="locked")
+
+    w.store.incidents.claim_notifications = away  # type: ignore[method-assign]
+    assert sender.flush(w.loaded, w.store) == 0
+    assert any(r.getMessage() == "alert_flush_failed" for r in caplog.records)
