@@ -11,12 +11,16 @@ state/history.py, the rollup math in state/rollups.py):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 
 from mapsync.sheet.models import RETENTION_TABLES, Sheet, StateConfig
 from mapsync.state.history import PER_RUN
 from mapsync.state.ports import Store
 from mapsync.state.rollups import DEFAULT_LATE_MS
+
+log = logging.getLogger("mapsync.retention")
+DAILY = dt.timedelta(days=1)  # how often a daemon purges every table
 
 
 def purge(store: Store, sync: str, retention: dt.timedelta) -> dict[str, int]:
@@ -57,3 +61,14 @@ def purge_all(
 
 def total(counts: Mapping[str, int]) -> int:
     return sum(counts.values())
+
+
+def daily(sheet: Callable[[], Sheet]) -> Callable[[Store], None]:
+    """The daemon's daily purge chore over the sheet it runs now (`sheet()`, after a reload the
+    new one): every table, every sync; logs `retention_purged` with the rows per table."""
+
+    def chore(store: Store) -> None:
+        counts = purge_all(store, sheet())
+        log.info("retention_purged", extra={"action": "retention_purged", "rows": total(counts), **counts})
+
+    return chore
