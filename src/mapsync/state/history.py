@@ -152,7 +152,7 @@ class SqlHistory:
         t = target.table
         pk = list(t.primary_key.columns)
         key = sa.tuple_(*pk) if len(pk) > 1 else pk[0]
-        chosen = sa.select(*pk).where(*target.where).limit(batch)
+        chosen = sa.select(*pk).where(*target.where).order_by(*pk).limit(batch)
         with self.engine.begin() as conn:
             if t is schema.runs:
                 gone = (
