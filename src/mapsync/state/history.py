@@ -198,6 +198,8 @@ def targets(table: str, cutoff: str, syncs: Sequence[str] | None) -> Target:
     if table == "runs":
         r, newest = s.runs, s.runs.alias("newest")
         latest = sa.select(sa.func.max(newest.c.id)).group_by(newest.c.sync)
+        if syncs is not None:  # the engine's purge after a run: look at that sync's runs only
+            latest = latest.where(newest.c.sync.in_(list(syncs)))
         where = [r.c.finished_at.is_not(None), r.c.finished_at < cutoff, r.c.id.not_in(latest)]
         t: sa.Table = r
     elif table == "record_errors":
