@@ -1,6 +1,7 @@
 """The retention purge on a real PostgreSQL state store, beside the work it must not disturb: a
 purge (another process's store, small batches) during a run leaves the run's row, its lease and
-its commits alone; two purgers at once fold every run into the rollups exactly once."""
+its commits alone, and a real seed purged between its batches ends as if nothing happened; two
+purgers at once fold every run into the rollups exactly once."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ from pathlib import Path
 import pytest
 
 from mapsync import records
+from mapsync.engine import Engine
+from mapsync.records import RunStatus
+from mapsync.sheet import loader
 from mapsync.sheet.models import RETENTION_TABLES
 from mapsync.state.clock import utcnow
 from mapsync.state.data import Counts
 from mapsync.state.store import StateStore
+from tests import helpers as h
 from tests.contract.test_retention import days_ago
 
 pytestmark = pytest.mark.postgres
@@ -100,3 +105,76 @@ def test_two_purgers_at_once_roll_every_run_up_exactly_once(stores: tuple[StateS
     days = a.rollups.rollups(None, utcnow() - dt.timedelta(days=200))
     assert [(d["sync"], d["runs"]) for d in days] == [("s", OLD_RUNS), ("t", OLD_RUNS)]
     assert len(a.history.runs(None, 100)) == 2
+
+
+SHEET = """
+version: 1
+connections:
+  src: {{url: "{src}"}}
+  dst: {{url: "{dst}"}}
+state: {{url: "{state}", retention: {{default: 30d, rollups: 400d}}}}
+syncs:
+  items:
+    from: {{connection: src, table: items}}
+    to: {{connection: dst, table: items}}
+    key: {{from: id, to: id}}
+    fields: {{name: name}}
+    changes: {{method: watermark, column: last_modified, lag: 0s}}
+    delivery: {{batch: 10}}
+"""
+
+
+class PurgeAt:
+    """An observer that runs a whole purge from another store after the run's `n`th batch."""
+
+    def __init__(self, purger: StateStore, n: int) -> None:
+        self.purger, self.n, self.batches = purger, n, 0
+        self.purged: dict[str, int] = {}
+
+    def started(self, sync: str, kind: str, total: int | None) -> None:
+        return None
+
+    def batch(self, sync: str, counts: Counts) -> None:
+        self.batches += 1
+        if self.batches == self.n:
+            ages = {
+                **dict.fromkeys(RETENTION_TABLES, dt.timedelta(days=30)),
+                "rollups": dt.timedelta(days=400),
+            }
+            self.purged = self.purger.history.purge_tables(ages, batch=4)
+
+
+def test_a_real_seed_runs_through_a_purge_between_its_batches(
+    pg_database: Callable[[], str], sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    src, dst = sqlite_database(), sqlite_database()
+    state = pg_database().replace("postgresql://", "postgresql+psycopg://")
+    for url in (src, dst):
+        h.execute(
+            url,
+            f"CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), last_modified {h.TS['sqlite']})",
+        )
+    h.execute(
+        src,
+        "INSERT INTO items (id, name, last_modified) VALUES (:i, :n, '2026-01-01 10:00:00')",
+        params=[{"i": i, "n": f"n{i}"} for i in range(1, 51)],
+    )
+    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst, state=state))
+    loaded = loader.load(tmp_path / "sheet.yaml")
+    store = StateStore.open(state, tmp_path, create=True)
+    purger = StateStore.open(state, tmp_path, create=False)
+    try:
+        _old_runs(store, "items", OLD_RUNS)
+        observer = PurgeAt(purger, 2)
+        report = Engine(loaded, store, observer).run("items", "seed")
+        assert report.status == RunStatus.SUCCESS and report.counts.written == 50
+        assert observer.purged["runs"] == OLD_RUNS  # the seed under way is the sync's latest
+        (row,) = store.history.runs("items", 10)
+        assert (row["id"], row["status"], row["written"]) == (report.run_id, "success", 50)
+        assert store.ledger_count("items") == 50
+        assert h.query(dst, "SELECT COUNT(*) FROM items")[0][0] == 50
+        (day,) = store.rollups.rollups("items", utcnow() - dt.timedelta(days=200))
+        assert day["runs"] == OLD_RUNS
+    finally:
+        purger.close()
+        store.close()
