@@ -9,8 +9,6 @@ import contextlib
 import datetime as dt
 from collections.abc import Iterator
 
-import pytest
-
 from mapsync.sheet.models import RETENTION_TABLES
 from mapsync.state import clock
 from mapsync.state.clock import utcnow
@@ -198,6 +196,7 @@ def test_a_purge_keeps_a_running_run_and_its_lease(store: Store) -> None:
     assert store.ledger_count("s") == 1
 
 
-@pytest.mark.parametrize("table", RETENTION_TABLES)
-def test_every_retention_table_can_be_purged_alone(store: Store, table: str) -> None:
-    assert store.history.purge_tables({table: DAY}) == {table: 0}
+def test_every_retention_table_can_be_purged_alone(store: Store) -> None:
+    for table in RETENTION_TABLES:
+        assert store.history.purge_tables({table: DAY}) == {table: 0}
+        assert store.history.purge_tables({table: DAY}, syncs=["s"], dry_run=True) == {table: 0}
