@@ -135,9 +135,9 @@ class SqlHistory:
             total = 0
             while True:
                 step = functools.partial(self._batch, target, batch, late_ms)
-                done = faults.call(self.engine, step, "purge")
+                done, more = faults.call(self.engine, step, "purge")
                 total += done
-                if done < batch:
+                if not more:
                     break
             out[table] = total
         return out
@@ -147,8 +147,9 @@ class SqlHistory:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def _batch(self, target: Target, batch: int, late_ms: Mapping[str, int] | None) -> int:
-        """One batch of `target` deleted in one transaction; how many rows."""
+    def _batch(self, target: Target, batch: int, late_ms: Mapping[str, int] | None) -> tuple[int, bool]:
+        """One batch of `target` deleted in one transaction: how many rows, and whether it was a
+        full batch (there may be more; fewer, as when another purger took some, ends the table)."""
         t = target.table
         pk = list(t.primary_key.columns)
         key = sa.tuple_(*pk) if len(pk) > 1 else pk[0]
@@ -163,15 +164,17 @@ class SqlHistory:
                     .all()
                 )
                 rollups.add(conn, rollups.fold([dict(row) for row in gone], late_ms))
-                return len(gone)
+                return len(gone), len(gone) == batch
             if t is schema.incidents:  # their notifications go with them (none is pending)
                 ids = list(conn.execute(chosen).scalars())
-                if ids:
-                    n = schema.notifications
-                    conn.execute(sa.delete(n).where(n.c.incident_id.in_(ids)))
-                    conn.execute(sa.delete(t).where(t.c.id.in_(ids), *target.where))
-                return len(ids)
-            return int(conn.execute(sa.delete(t).where(key.in_(chosen), *target.where)).rowcount)
+                if not ids:
+                    return 0, False
+                n = schema.notifications
+                conn.execute(sa.delete(n).where(n.c.incident_id.in_(ids)))
+                closed = int(conn.execute(sa.delete(t).where(t.c.id.in_(ids), *target.where)).rowcount)
+                return closed, len(ids) == batch
+            deleted = int(conn.execute(sa.delete(t).where(key.in_(chosen), *target.where)).rowcount)
+            return deleted, deleted == batch
 
 
 @dataclasses.dataclass(frozen=True)
