@@ -64,7 +64,7 @@ from mapsync.monitors.environment import store_trouble
 from mapsync.records import RunStatus
 from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
-from mapsync.state import faults
+from mapsync.state import faults, retention
 from mapsync.state.clock import SYSTEM, Clock
 from mapsync.state.meter import COORDINATION, RUNS
 from mapsync.state.ports import Store
@@ -216,7 +216,10 @@ class Daemon(Membership, Reloading):
 
     def _chores(self) -> list[Chore]:
         """The chores of this daemon (monitors, alerts, purge), each from its own module."""
-        return [self._alerts_chore()]
+        return [
+            Chore("purge", retention.DAILY, retention.daily(lambda: self.loaded.sheet), lease=True),
+            self._alerts_chore(),
+        ]
 
     def _alerts_chore(self) -> Chore:
         """Send the due alert notices, queue the due reminders: in every daemon (no lease: the
