@@ -216,18 +216,16 @@ class Daemon(Membership, Reloading):
 
     def _chores(self) -> list[Chore]:
         """The chores of this daemon (monitors, alerts, purge), each from its own module."""
+
+        def send_alerts(store: Store) -> None:
+            alert_sender.tick(self.loaded, store, self.worker)
+
         return [
             Chore("purge", retention.DAILY, retention.daily(lambda: self.loaded.sheet), lease=True),
-            self._alerts_chore(),
+            # due notices sent, due reminders queued: in every daemon (no lease: the outbox's
+            # claim makes each notice go once)
+            Chore("alerts", ALERTS_EVERY, send_alerts, lease=False),
         ]
-
-    def _alerts_chore(self) -> Chore:
-        """Send the due alert notices, queue the due reminders: in every daemon (no lease: the
-        outbox's claim makes each notice go once)."""
-        return Chore("alerts", ALERTS_EVERY, self._send_alerts, lease=False)
-
-    def _send_alerts(self, store: Store) -> None:
-        alert_sender.tick(self.loaded, store, self.worker)
 
     def fatal(self, name: str, exc: BaseException) -> None:
         """A worker met a failure no retry fixes (a state store to repair): the daemon stops."""
