@@ -5,8 +5,9 @@ A `Chore` runs every `every` and, when it says `lease`, only in one daemon of th
 state store at a time: it holds the state store lease `mapsync:<name>` (kept between its runs and
 renewed every third of the lease TTL, so the same daemon keeps doing it; when that daemon dies or
 freezes, the lease expires within a TTL and another one takes the chore over). `wake(name)` runs
-a chore at once (an event already known: a failed run, a new incident to send). A chore's failure is logged (`daemon_chore_failed`,
-redacted) and the chore runs again at its next time: it never stops the daemon or a sync."""
+a chore at once (an event already known: a failed run, a new incident to send). A chore's failure
+is logged (`daemon_chore_failed`, redacted) and the chore runs again at its next time: it never
+stops the daemon or a sync."""
 
 from __future__ import annotations
 
