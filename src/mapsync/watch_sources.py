@@ -58,6 +58,7 @@ from mapsync.capture import queue_admin, triggers
 from mapsync.capture import queue_table as qt
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.connectors.sql_source import SqlSource
+from mapsync.ports import Handle
 from mapsync.redact import redact
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
@@ -187,11 +188,11 @@ def _budgets(
     for name, side in sides.items():
         if isinstance(loaded.sheet.connections[name], models.SqlConnection):
             continue
-        budget = getattr(_handle(loaded, store, name, handles), "budget", None)
+        handle: Handle = _handle(loaded, store, name, handles)  # opened with the store: a shared budget
+        budget = handle.budget
         if budget is None:
             continue
-        shared = budget.with_store(store) if hasattr(budget, "with_store") else budget
-        left = shared.remaining()
+        left = budget.remaining()
         limits = left.get("limits") or []
         out[name] = {
             "remaining": min((int(x["remaining"]) for x in limits), default=None),
