@@ -64,8 +64,10 @@ def run(
     return row
 
 
-def sheet(schedule: dict[str, Any] | None = None, **top: Any) -> models.Sheet:
-    """A sheet of one sync `orders` from connection `erp` to `shop`."""
+def sheet(
+    schedule: dict[str, Any] | None = None, sync: dict[str, Any] | None = None, **top: Any
+) -> models.Sheet:
+    """A sheet of one sync `orders` from connection `erp` to `shop` (`sync`: more of its keys)."""
     return models.Sheet.model_validate(
         {
             "version": 1,
@@ -78,6 +80,7 @@ def sheet(schedule: dict[str, Any] | None = None, **top: Any) -> models.Sheet:
                     "changes": {"method": "watermark", "column": "version"},
                     "fields": {"nm": "name"},
                     **({"schedule": schedule} if schedule else {}),
+                    **(sync or {}),
                 }
             },
             **top,
