@@ -40,8 +40,8 @@ def _latest_completed(facts: SyncFacts) -> dict[str, Any] | None:
     "counts_mismatch",
     severity="critical",
     failure_class="tool",
-    runbook="A mapsync bug or a changed destination answer: compare `mapsync runs SHEET --sync NAME --json` "
-    "with the destination and report it.",
+    runbook="A mapsync bug or a changed destination answer: compare "
+    "`mapsync state show SHEET --sync NAME --json` with the destination and report it.",
 )
 def counts_mismatch(facts: SyncFacts) -> list[Finding] | None:
     """The latest run that ended in success or partial counts more outcomes than records read
@@ -225,7 +225,7 @@ def watermark_stuck(facts: SyncFacts) -> list[Finding] | None:
     severity="warning",
     failure_class="tool",
     runbook="The sync falls behind the source: check its run times and schedule "
-    "(`mapsync runs SHEET --sync NAME`).",
+    "(`mapsync state show SHEET --sync NAME`).",
 )
 def lag(facts: SyncFacts) -> list[Finding] | None:
     """The source has rows newer than the watermark and the source's clock is more than

@@ -96,7 +96,8 @@ def late_start(facts: SyncFacts) -> list[Finding] | None:
     "overran",
     severity="warning",
     failure_class="tool",
-    runbook="Why is the run slow (source query, destination, call budget)? `mapsync runs SHEET --sync NAME`.",
+    runbook="Why is the run slow (source query, destination, call budget)? "
+    "`mapsync state show SHEET --sync NAME`.",
 )
 def overran(facts: SyncFacts) -> list[Finding] | None:
     """With `schedule.finish_within` set: a run still running for longer than that, or the latest
@@ -202,7 +203,7 @@ def interval(sched: schedules.Schedule, now: dt.datetime) -> dt.timedelta | None
     "no_success",
     severity="critical",
     failure_class="tool",
-    runbook="Read the failures: `mapsync runs SHEET --sync NAME`, `mapsync status SHEET`.",
+    runbook="Read the failures: `mapsync state show SHEET --sync NAME`, `mapsync status SHEET`.",
 )
 def no_success(facts: SyncFacts) -> list[Finding] | None:
     """A scheduled sync (`every`/`cron`; not `follow`, whose idle passes leave no run) with no
