@@ -23,6 +23,7 @@ and, after a one-off run, `mapsync run` (both then `alerts.sender.flush`)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Collection, Iterable
 from typing import Any
@@ -41,6 +42,7 @@ from mapsync.state.ports import Store
 log = logging.getLogger("mapsync.watch")
 
 RUNS = 100  # the recent runs a sync's monitors look at, newest first
+DAEMON_LEASE = dt.timedelta(seconds=60)  # a daemon's `lease_ttl` unless the sheet sets one (daemon_process)
 # the monitors a run's end decides at once (evaluated right after each run)
 EVENTS = ("failed_run", "guard_tripped", "auth_refused", "budget_exhausted")
 AFTER_RUN = (*EVENTS, "counts_mismatch", "success_with_rejections", "rejection_rate")
@@ -72,6 +74,18 @@ def thresholds(loaded: LoadedSheet, sync: str) -> Thresholds:
     return resolve(sheet.monitors, sheet.syncs[sync].monitors)
 
 
+def lease_ttl(loaded: LoadedSheet, runs: list[dict[str, Any]]) -> dt.timedelta:
+    """The lease TTL of the sync's running run: the sheet's `state.lease_ttl`, except that a daemon
+    (any trigger but `cli`) runs with at least 60 s unless the sheet sets it
+    (`daemon_process.with_daemon_lease`): `mapsync monitor` judging a daemon's run must not take
+    its lease for 10 minutes long (60 s errs on the late side: never a false alarm)."""
+    state = loaded.sheet.state
+    running = next((r for r in runs if r.get("status") == "running"), None)
+    if "lease_ttl" in state.model_fields_set or running is None or running.get("trigger") == "cli":
+        return state.lease_ttl
+    return min(state.lease_ttl, DAEMON_LEASE)
+
+
 def sync_facts(
     loaded: LoadedSheet,
     store: Store,
@@ -98,13 +112,14 @@ def sync_facts(
                     "error": redact(f"{type(exc).__name__}: {exc}", loaded.secrets, cap=300),
                 },
             )
+    runs = store.history.runs(sync, RUNS)
     return SyncFacts(
         sync=sync,
         cfg=cfg,
         thresholds=thresholds(loaded, sync),
         now=utcnow(),
-        runs=store.history.runs(sync, RUNS),
-        lease_ttl=sheet.state.lease_ttl,
+        runs=runs,
+        lease_ttl=lease_ttl(loaded, runs),
         lease=store.leases.holder(sync),
         paused=sync in paused,
         seeded=isinstance(seed, dict) and seed.get("status") == "done",

@@ -146,3 +146,15 @@ def test_after_run_never_raises(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="mapsync.watch"):
         assert watch.after_run(_loaded(), Broken(), "orders") is None
     assert any(r.getMessage() == "watch_failed" for r in caplog.records)
+
+
+def test_a_daemons_running_run_is_judged_by_the_daemons_lease_not_the_one_off_default() -> None:
+    from mapsync import daemon_process
+
+    assert watch.DAEMON_LEASE == daemon_process.LEASE
+    loaded = _loaded()  # state.lease_ttl left out: 10 minutes for a one-off command
+    by_daemon = [{"status": "running", "trigger": "schedule"}]
+    by_hand = [{"status": "running", "trigger": "cli"}]
+    assert watch.lease_ttl(loaded, by_daemon) == daemon_process.LEASE
+    assert watch.lease_ttl(loaded, by_hand) == loaded.sheet.state.lease_ttl
+    assert watch.lease_ttl(_loaded(state={"lease_ttl": "5m"}), by_daemon).total_seconds() == 300
