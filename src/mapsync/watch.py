@@ -144,8 +144,9 @@ def _clean(finding: Finding, secrets: tuple[str, ...]) -> Finding:
     )
 
 
-def _log_opened(incident: Incident) -> None:
-    log.warning(
+def _log_opened(incident: Incident, level: int) -> None:
+    log.log(
+        level,
         "incident_opened",
         extra={
             "action": "incident_opened",
@@ -175,11 +176,12 @@ def _log_resolved(incident: Incident) -> None:
 
 
 class _Reconciler:
-    def __init__(self, loaded: LoadedSheet, store: Store, report: Report, record: bool) -> None:
+    def __init__(self, loaded: LoadedSheet, store: Store, report: Report, record: bool, level: int) -> None:
         self.loaded = loaded
         self.store = store
         self.report = report
         self.record = record
+        self.level = level  # of `incident_opened`
         self.open: dict[tuple[str | None, str], list[Incident]] = {}
         for incident in store.incidents.open_incidents():
             self.open.setdefault((incident.sync, incident.monitor), []).append(incident)
@@ -207,7 +209,7 @@ class _Reconciler:
                     incident, opened = self.store.incidents.raise_incident(f, channels_for(f, alerts))
                     if opened:
                         self.report.opened.append(incident)
-                        _log_opened(incident)
+                        _log_opened(incident, self.level)
                     else:
                         self.report.refreshed += 1
             self.resolve(i for i in self.open.get((sync, name), []) if i.key not in keys)
@@ -238,13 +240,15 @@ def evaluate(
     handles: dict[str, Any] | None = None,
     only: Collection[str] | None = None,
     record: bool = True,
+    quiet: bool = False,
 ) -> Report:
     """Evaluate the monitors of the syncs `names` (and the sheet-wide ones unless `only` leaves
     them out) and reconcile the incidents (see the module's docstring). `only`: just these
     monitors (the after-run path: `AFTER_RUN`); `record=False`: a dry run, nothing raised or
-    resolved. State store failures raise (`errors.StateError`)."""
+    resolved; `quiet`: `incident_opened` at info, not warning (a one-off command whose own report
+    says it already). State store failures raise (`errors.StateError`)."""
     report = Report(recorded=record)
-    rec = _Reconciler(loaded, store, report, record)
+    rec = _Reconciler(loaded, store, report, record, logging.INFO if quiet else logging.WARNING)
     paused = set(store.paused())
     wanted = set(only) if only is not None else None
     need_extra = wanted is None or any(
@@ -277,13 +281,14 @@ def evaluate(
     return report
 
 
-def after_run(loaded: LoadedSheet, store: Store, sync: str) -> Report | None:
+def after_run(loaded: LoadedSheet, store: Store, sync: str, *, quiet: bool = False) -> Report | None:
     """The monitors a run's end decides (`AFTER_RUN`), for `sync`, at once; never raises (a watch
     failure must not break a run): a failure is logged and None returned."""
     try:
-        return evaluate(loaded, store, [sync], only=AFTER_RUN)
-    except Exception as exc:
-        log.warning(
+        return evaluate(loaded, store, [sync], only=AFTER_RUN, quiet=quiet)
+    except Exception as exc:  # (quiet: the command has told of its own failure)
+        log.log(
+            logging.INFO if quiet else logging.WARNING,
             "watch_failed",
             extra={
                 "action": "watch_failed",

@@ -199,7 +199,7 @@ def watch_ran(loaded: loader.LoadedSheet, store: StateStore, names: list[str]) -
     changes the command's outcome (a failure is logged)."""
     changed = False
     for name in names:
-        found = watch.after_run(loaded, store, name)
+        found = watch.after_run(loaded, store, name, quiet=True)  # the report says it already
         changed = changed or (found is not None and found.changed)
     if not changed:
         return
