@@ -105,11 +105,11 @@ def monitor(
 ) -> None:
     """Evaluate the monitors once: record and clear incidents, send due alerts, list what fires.
 
-    Each sync's firing incidents are listed with their monitor, severity, since when, message
-    and runbook line (and, without --sync, the sheet-wide ones). Exit 1 while anything fires,
-    0 when all is clear, 2 for a sheet error; an unreachable state store is one line, exit 1.
-    `--json`: {"firing", "recorded", "opened", "resolved", "sent", "syncs": {name: [incident…]},
-    "sheet": [incident…], "unknown": {sync: [monitor…]}}.
+    Each sync's firing incidents with their monitor, severity, since when, message and runbook
+    line (and, without --sync, the sheet-wide ones). Exit 1 while anything fires, 0 when all is
+    clear, 2 for a sheet error; an unreachable state store is one line, exit 1. With --json: an
+    object with firing, recorded, opened, resolved, sent, syncs (each sync's incidents), sheet
+    (the sheet-wide ones) and unknown (the monitors that could not tell, per sync).
     """
     loaded = load_sheet(sheet)
     names = _names(loaded, sync)

@@ -78,3 +78,10 @@ def test_lag_is_the_source_clock_minus_the_cursor_while_the_source_has_newer_row
     assert silent.lag(facts([], extra={**extra, "source_newest": NOW - 3 * H})) == []  # nothing newer
     assert silent.lag(facts([], extra={k: v for k, v in extra.items() if k != "source_now"})) is None
     assert silent.lag(facts([], extra={**extra, "cursor_at": None})) is None
+
+
+def test_a_syncs_rejection_rate_wins_over_the_sheets() -> None:
+    history = [run(read=100, written=97, rejected=3)]
+    assert silent.rejection_rate(facts(history, sheet_monitors={"rejection_rate": 0.5})) == []
+    tight = facts(history, sheet_monitors={"rejection_rate": 0.5}, monitors={"rejection_rate": 0.01})
+    assert [f.numbers["limit"] for f in silent.rejection_rate(tight) or []] == [0.01]
