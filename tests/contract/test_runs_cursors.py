@@ -149,3 +149,13 @@ def test_purge_drops_old_history_but_keeps_the_latest_run_and_open_errors(store:
     assert [r["id"] for r in store.history.runs("s", 10)] == [running]  # the latest, unfinished
     assert store.open_error_keys("s") == [(2,)]
     assert store.cursors("s") == {"watermark": 1} and store.ledger_count("s") == 1
+
+
+def test_a_failed_run_keeps_its_reason(store: Store) -> None:
+    early = store.record_failed_run("s", "run", "cli", "destination", "refused", reason="auth")
+    run_id = store.start_run("s", "run", "cli", "tok")
+    store.finish_run(run_id, "failed", "guard", "mass-delete guard", reason="guard")
+    plain = store.start_run("s", "run", "cli", "tok")
+    store.finish_run(plain, "success")
+    assert [store.run(i)["reason"] for i in (early, run_id, plain)] == ["auth", "guard", None]
+    assert [r["reason"] for r in store.history.runs("s", 10)] == [None, "guard", "auth"]
