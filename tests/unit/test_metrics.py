@@ -160,3 +160,41 @@ def test_the_store_gauges_are_cached_and_a_failing_store_says_up_0(sheet: Sheet)
     assert ("mapsync_lag_seconds", (("sync", "items"),)) not in s
     assert s[("mapsync_up", ())] == 1
     m.close()
+
+
+def test_budget_remaining_is_per_connection_name_never_the_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "tok-C4NARY-77"
+    monkeypatch.setenv("SHOP_TOKEN", token)
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    h.execute(
+        f"sqlite:///{src}", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, last_modified TEXT)"
+    )
+    h.execute(f"sqlite:///{dst}", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
+    path = tmp_path / "sheet.yaml"
+    text = SHEET.format(src=src, dst=dst).replace(
+        "connections:\n",
+        "connections:\n"
+        "  shop:\n"
+        "    kind: rest\n"
+        '    base_url: "http://127.0.0.1:9/api"\n'
+        '    auth: {type: bearer, token: "${SHOP_TOKEN}"}\n'
+        '    budget: ["5/1s", "1000/1h"]\n',
+        1,
+    )
+    path.write_text(text)
+    loaded = loader.load(path)
+    store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=True)
+    m = metrics.Metrics(loaded, store, cache_s=0.0)
+    try:
+        assert _samples(m)[("mapsync_budget_remaining", (("connection", "shop"),))] == 5
+        budget = m.collector._connection_budgets()["shop"] if m.collector else None
+        assert budget is not None
+        budget.acquire()  # one call taken through the shared (store) budget
+        assert _samples(m)[("mapsync_budget_remaining", (("connection", "shop"),))] == 4
+        body = m.exposition().decode()
+        assert token not in body and budget.key not in body and budget.key[:12] not in body
+    finally:
+        m.close()
+        store.close()

@@ -159,7 +159,9 @@ def test_daemon_serve_and_metrics_listeners(
     assert h.wait_for(lambda: _runs(base) >= 1, timeout=20), log.read_text()
     assert _runs(only) >= 1
     assert httpx.get(f"{only}/healthz").status_code == 404  # /metrics alone
-    assert "mapsync_state_store_up 1.0" in httpx.get(f"{only}/metrics").text
+    scraped = httpx.get(f"{only}/metrics").text
+    assert "mapsync_state_store_up 1.0" in scraped
+    assert 'mapsync_lateness_seconds_count{sync="items"}' in scraped  # scheduled runs: their lateness
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) == 0, log.read_text()
     text = log.read_text()
