@@ -67,7 +67,9 @@ def _counted(
 
     def wrapper(engine: Engine, /, *args: P.args, **kwargs: P.kwargs) -> RunReport:
         began, wall = time.monotonic(), dt.datetime.now(dt.UTC)
-        options = signature.bind(engine, *args, **kwargs).arguments
+        call = signature.bind(engine, *args, **kwargs)
+        call.apply_defaults()
+        options = call.arguments
         name = str(options["name"])
         kind = str(options.get("kind", RunKind.RETRY))
         at = options.get("scheduled_at")

@@ -198,3 +198,18 @@ def test_budget_remaining_is_per_connection_name_never_the_credential(
     finally:
         m.close()
         store.close()
+
+
+def test_a_run_that_raises_is_counted_failed_under_its_kind(sheet: Sheet) -> None:
+    m = metrics.Metrics(sheet.loaded).listen()
+    h.execute(sheet.src, "DROP TABLE items")  # the engine cannot build the sync: it raises
+    engine = Engine(sheet.loaded, sheet.store)
+    try:
+        with pytest.raises(errors.MapsyncError):
+            engine.run("items")
+    finally:
+        engine.close()
+        m.close()
+    s = _samples(m)
+    assert s[("mapsync_runs_total", (("kind", "run"), ("status", "failed"), ("sync", "items")))] == 1
+    assert not [k for k in s if k[0] == "mapsync_rows_total"]
