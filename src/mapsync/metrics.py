@@ -129,6 +129,7 @@ class StoreCollector(Collector):
         self._lock = threading.Lock()
         self._cached: tuple[float, list[Metric]] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mapsync-metrics")
+        self._future: concurrent.futures.Future[list[Metric]] | None = None
         self._budgets: dict[str, Any] | None = None  # connection → its call budget (CallBudget)
         self._handles: list[Handle] = []
 
@@ -140,9 +141,10 @@ class StoreCollector(Collector):
             now = self.clock()
             if self._cached is not None and now - self._cached[0] < self.cache_s:
                 return list(self._cached[1])
-            future = self._pool.submit(self._gather)
+            if self._future is None or self._future.done():  # a hung query is waited for, not repeated
+                self._future = self._pool.submit(self._gather)
             try:
-                families = future.result(timeout=self.timeout_s)
+                families = self._future.result(timeout=self.timeout_s)
             except concurrent.futures.TimeoutError:
                 log.warning(
                     "metrics_store_slow", extra={"action": "metrics_store_slow", "timeout_s": self.timeout_s}
@@ -318,18 +320,3 @@ class Metrics:
             self._undo = None
         if self.collector is not None:
             self.collector.close()
-
-
-_process: Metrics | None = None
-_process_lock = threading.Lock()
-
-
-def for_process(loaded: LoadedSheet, store: Store | None = None) -> Metrics:
-    """The process's metrics (one per process: a daemon's `--serve` app and its `--metrics`
-    listener show the same counters), counting this process's runs. The first call decides the
-    sheet and the store; later calls get the same object."""
-    global _process
-    with _process_lock:
-        if _process is None:
-            _process = Metrics(loaded, store).listen()
-        return _process

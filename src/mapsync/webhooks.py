@@ -132,7 +132,8 @@ def create_app(
     hooks = {name: s.webhook for name, s in loaded.sheet.syncs.items() if s.webhook is not None}
     app = FastAPI(title="mapsync", docs_url=None, redoc_url=None, openapi_url=None)
     add_metrics(app, metrics or metrics_module.Metrics(loaded, store))
-    pinger = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="mapsync-readyz")
+    pinger = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mapsync-readyz")
+    pending: list[concurrent.futures.Future[None]] = []  # a ping still hanging is waited for, not repeated
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -140,8 +141,10 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
+        if not pending or pending[0].done():
+            pending[:] = [pinger.submit(store.ping)]
         try:
-            pinger.submit(store.ping).result(timeout=ready_timeout)
+            pending[0].result(timeout=ready_timeout)
         except concurrent.futures.TimeoutError:
             log.error("readyz_failed", extra={"action": "readyz_failed", "error": "timeout"})
             return _reply(503, status="unavailable")

@@ -38,7 +38,7 @@ state: {{url: "{state}"}}
 syncs:
   items:
     from: {{connection: src, table: items}}
-    to: {{connection: dst, table: items}}
+    to: {{connection: dst, table: items_out}}
     key: {{from: id, to: id}}
     fields:
       status: {{from: status, map: {{A: Alpha, B: Beta}}}}
@@ -74,12 +74,15 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
 
 class World:
     def __init__(self, tmp_path: Path, pg: Callable[[], str], state: str | None = None) -> None:
-        self.src, self.dst, self.state = pg(), pg(), state or pg()
+        # one database holds the source table, the destination table and the state store (its
+        # tables are prefixed): one CREATE DATABASE per test
+        self.state = state or pg()
+        self.src = self.dst = self.state
         h.execute(
             self.src,
             "CREATE TABLE items (id VARCHAR(40) PRIMARY KEY, status VARCHAR(40), last_modified TIMESTAMP(6))",
         )
-        h.execute(self.dst, "CREATE TABLE items (id VARCHAR(40) PRIMARY KEY, status VARCHAR(40))")
+        h.execute(self.dst, "CREATE TABLE items_out (id VARCHAR(40) PRIMARY KEY, status VARCHAR(40))")
         self.path = tmp_path / "sheet.yaml"
         self.path.write_text(SHEET.format(src=self.src, dst=self.dst, state=self.state))
         self.loaded = loader.load(self.path)
