@@ -56,6 +56,12 @@ OBSERVED = {
     "lag_s": ("mapsync_lag_seconds", "Source clock minus the sync's cursor, as last observed (seconds)."),
     "backlog_rows": ("mapsync_queue_backlog", "Rows waiting in the sync's change queue or inbox."),
     "oldest_pending_s": ("mapsync_oldest_pending_seconds", "Age of the oldest row still waiting (seconds)."),
+    "wal_retained_mb": ("mapsync_wal_retained_megabytes", "WAL the sync's replication slot holds back (MB)."),
+    "source_rows": ("mapsync_source_rows", "Rows in the sync's source table, as last observed."),
+}
+# what the monitors store for the whole sheet (sync `*`) → the gauge it becomes (no label)
+OBSERVED_SHEET = {
+    "disk_free_mb": ("mapsync_state_disk_free_megabytes", "Free disk beside a SQLite state store (MB)."),
 }
 
 
@@ -193,11 +199,18 @@ class StoreCollector(Collector):
         observed = {
             metric: GaugeMetricFamily(metric, text, labels=["sync"]) for metric, text in OBSERVED.values()
         }
+        sheet_wide: list[Metric] = []
         for (sync, name), (value, _at) in sorted(self.store.observations.observations().items()):
-            if sync not in self.names or name not in OBSERVED or not _is_number(value):
+            if not _is_number(value):
                 continue
-            observed[OBSERVED[name][0]].add_metric([sync], float(value))
+            if sync == "*" and name in OBSERVED_SHEET:
+                family = GaugeMetricFamily(*OBSERVED_SHEET[name])
+                family.add_metric([], float(value))
+                sheet_wide.append(family)
+            elif sync in self.names and name in OBSERVED:
+                observed[OBSERVED[name][0]].add_metric([sync], float(value))
         yield from observed.values()
+        yield from sheet_wide
         yield from self._budget_family()
 
     def _sql_families(self, engine: sa.Engine) -> Iterator[Metric]:

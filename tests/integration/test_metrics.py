@@ -171,6 +171,7 @@ def test_a_scrape_before_and_after_a_run_moves_by_exactly_its_counts(world: Worl
 def test_store_gauges_export_sheet_syncs_only(world: World) -> None:
     world.store.observations.observe("items", {"lag_s": 12.5, "backlog_rows": 7, "other": 1})
     world.store.observations.observe("ghost", {"lag_s": 99.0})  # not in the sheet
+    world.store.observations.observe("*", {"disk_free_mb": 512.5})
     world.store.incidents.raise_incident(Finding("late_start", "items", "critical", "tool", "late"), ["ops"])
     world.store.incidents.raise_incident(Finding("late_start", "ghost", "critical", "tool", "late"), ["ops"])
     world.store.incidents.raise_incident(Finding("store", None, "warning", "state", "slow"), ["ops"])
@@ -182,6 +183,7 @@ def test_store_gauges_export_sheet_syncs_only(world: World) -> None:
     assert _value(samples, "mapsync_lag_seconds", sync="items") == 12.5
     assert _value(samples, "mapsync_queue_backlog", sync="items") == 7
     assert not [k for k in samples if k[0] == "mapsync_oldest_pending_seconds"]  # never observed
+    assert _value(samples, "mapsync_state_disk_free_megabytes") == 512.5
     assert _value(samples, "mapsync_open_incidents", sync="items", severity="critical") == 1
     assert _value(samples, "mapsync_open_incidents", sync="", severity="warning") == 1
     assert "ghost" not in text
