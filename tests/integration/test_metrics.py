@@ -14,14 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from mapsync import metrics, webhook_server, webhooks
+from mapsync import logs, metrics, webhook_server, webhooks
 from mapsync.engine import Engine
 from mapsync.sheet import loader
 from mapsync.state.data import Finding
 from mapsync.state.store import StateStore
-from mapsync.testing.fault_proxy import proxied_url, target_of
+from mapsync.testing.fault_proxy import target_of
 from tests import helpers as h
 
 pytestmark = pytest.mark.postgres
@@ -89,11 +90,10 @@ class World:
         self.store = StateStore.open(self.state, tmp_path, create=True)
         self.servers: list[webhook_server.Background] = []
 
-    def serve(self, store: StateStore, **kw: Any) -> tuple[str, metrics.Metrics]:
-        counted = metrics.Metrics(
-            self.loaded, store, cache_s=0.0, timeout_s=kw.pop("timeout_s", 3.0)
-        ).listen()
-        app = webhooks.create_app(self.loaded, store, metrics=counted, **kw)
+    def serve(self, store: StateStore, loaded: Any = None, **kw: Any) -> tuple[str, metrics.Metrics]:
+        loaded = loaded or self.loaded
+        counted = metrics.Metrics(loaded, store, cache_s=0.0, timeout_s=kw.pop("timeout_s", 3.0)).listen()
+        app = webhooks.create_app(loaded, store, metrics=counted, **kw)
         server = webhook_server.Background(app, host="127.0.0.1", port=0)
         self.servers.append(server)
         return f"http://127.0.0.1:{server.port}", counted
@@ -189,27 +189,50 @@ def test_store_gauges_export_sheet_syncs_only(world: World) -> None:
     assert "ghost" not in text
 
 
+STATE_PW = "pwC4nary-state-51"
+
+
 def test_a_store_that_stops_answering_gives_up_0_and_readyz_503(
-    tmp_path: Path, pg_database: Callable[[], str], fault_proxy: Callable[..., Any]
+    tmp_path: Path,
+    pg_database: Callable[[], str],
+    fault_proxy: Callable[..., Any],
+    canary: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Through a fault proxy, with the state store's password a `${VAR}` secret (PostgreSQL on
+    loopback trusts: any password is let in) and the logs captured at DEBUG: no form of the
+    password in /metrics, /readyz or the logs, while the store hangs and after."""
     real = pg_database()
     proxy = fault_proxy(*target_of(real))
+    monkeypatch.setenv("MS_STATE_PW", STATE_PW)
     w = World(tmp_path, pg_database, state=real)
-    app_store = StateStore.open(proxied_url(real, proxy), tmp_path, create=False)
+    parsed = sa.make_url(real)
+    through = f"postgresql://{parsed.username}:${{MS_STATE_PW}}@127.0.0.1:{proxy.port}/{parsed.database}"
+    app_sheet = tmp_path / "app.yaml"
+    app_sheet.write_text(SHEET.format(src=w.src, dst=w.dst, state=through))
+    loaded = loader.load(app_sheet)
+    assert STATE_PW in loaded.secrets
+    logs.add_secrets(loaded.secrets)  # as the CLI does
+    c = canary(STATE_PW)
+    app_store = StateStore.open(loaded.sheet.state.url, tmp_path, create=False)
+    bodies: list[str] = []
     try:
-        base, counted = w.serve(app_store, ready_timeout=0.5, timeout_s=0.5)
+        base, counted = w.serve(app_store, loaded=loaded, ready_timeout=0.5, timeout_s=0.5)
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         ready = httpx.get(f"{base}/readyz")
         assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+        bodies.append(_scrape(base)[0])
         proxy.stall()  # a blackhole: queries hang
         proxy.reset()
         ready = httpx.get(f"{base}/readyz", timeout=10)
         assert (ready.status_code, ready.json()) == (503, {"status": "unavailable"})
+        bodies.append(ready.text)
         assert httpx.get(f"{base}/healthz").status_code == 200  # the process is up
         text, samples = _scrape(base)
+        bodies.append(text)
         assert _value(samples, "mapsync_state_store_up") == 0
         assert _value(samples, "mapsync_up") == 1
-        assert "password" not in text and str(proxy.port) not in text
+        assert str(proxy.port) not in text
         proxy.resume()
         assert h.wait_for(lambda: httpx.get(f"{base}/readyz", timeout=10).status_code == 200, timeout=30)
         assert h.wait_for(lambda: _value(_scrape(base)[1], "mapsync_state_store_up") == 1, timeout=30)
@@ -217,3 +240,8 @@ def test_a_store_that_stops_answering_gives_up_0_and_readyz_503(
     finally:
         w.close()
         app_store.close()
+    for i, body in enumerate(bodies):
+        c.text(f"response {i}", body)
+    captured = "\n".join(c._logs)
+    assert "readyz_failed" in captured and "metrics_store" in captured  # the outage was logged
+    c.assert_clean()  # the responses above, and every log line at DEBUG
