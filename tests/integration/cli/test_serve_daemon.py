@@ -134,6 +134,10 @@ def test_the_daemon_listeners_count_this_process_runs(tmp_path: Path) -> None:
             store.close()
         assert _runs(base) == _runs(only) == 1
         assert httpx.get(f"{only}/readyz").status_code == 404  # /metrics alone
+        for port in (app_port, metrics_port):  # the webhook server's guards: a head over 16 KiB
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 20_000 + b"\r\n\r\n")
+                assert s.recv(64).startswith(b"HTTP/1.1 431")
     with pytest.raises(httpx.TransportError):  # both stopped with the daemon
         httpx.get(f"{base}/healthz", timeout=2)
     with pytest.raises(httpx.TransportError):
