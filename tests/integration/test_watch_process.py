@@ -1,0 +1,202 @@
+"""Watching with real processes (issue 15, "Tests (real services)"): `mapsync daemon` processes
+on a state store, a destination cut and restored through the fault proxy, alerts to a real SMTP
+server (aiosmtpd, STARTTLS with a throwaway CA, AUTH) and to a webhook receiver (HMAC-signed
+bodies) on loopback: exactly one notice per incident and kind, a late start seen by `mapsync
+monitor`, a run that rejects records raising the silent-error alert."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mapsync.testing.fault_proxy import Proxy, proxied_url, target_of
+from tests import helpers as h
+from tests import watch_world as ww
+from tests.alert_world import (  # noqa: F401  (fixtures)
+    SmtpServer,
+    WebhookReceiver,
+    smtp_server,
+    tls_ca,
+    webhook_receiver,
+)
+
+pytestmark = [pytest.mark.xdist_group("watch_process")]  # two daemons' PostgreSQL sessions at a time
+
+HOOK_SECRET = "hmac-s3cret-of-the-hook"
+SMTP_USER, SMTP_PASSWORD = "mapsync", "smtp-pa55-word"
+
+FLAKY_SHEET = """
+version: 1
+state: {{url: "{state}", lease_ttl: 3s}}
+connections:
+  src: {{url: "{src}"}}
+  dst: {{url: "{dst}"}}
+monitors:
+  disabled: [no_success]  # a destination down 10 s is `failed_run`'s; no_success would say it again
+syncs:
+  orders:
+    from: {{connection: src, table: orders}}
+    to: {{connection: dst, table: orders}}
+    key: {{from: id, to: id}}
+    fields: {{name: name}}
+    changes: {{method: watermark, column: last_modified, lag: 0s}}
+    schedule: {{every: 1s}}
+alerts:
+  channels:
+    mail: {mail}
+    hook:
+      webhook: {{url: "${{HOOK_URL}}", secret: "${{HOOK_SECRET}}", timeout: 5s}}
+  remind_every: 3s
+"""
+
+
+def _tables(src: str, dst: str, rows: int = 5) -> None:
+    h.execute(
+        src, "CREATE TABLE orders (id INTEGER PRIMARY KEY, name VARCHAR(50), last_modified TIMESTAMP(6))"
+    )
+    h.execute(dst, "CREATE TABLE orders (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    h.execute(
+        src,
+        "INSERT INTO orders SELECT g, 'o' || g, clock_timestamp() AT TIME ZONE 'UTC' "
+        f"FROM generate_series(1, {rows}) g",
+    )
+
+
+def _alerts(tmp_path: Path, env: dict[str, str], *extra: str) -> list[dict[str, Any]]:
+    done = h.mapsync("alerts", "sheet.yaml", "--json", *extra, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(done.stdout)
+    assert isinstance(rows, list)
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_daemons_alert_a_destination_outage_exactly_once(
+    pg_database: Callable[[], str],
+    fault_proxy: Callable[[str, int], Proxy],
+    smtp_server: Callable[..., SmtpServer],  # noqa: F811
+    webhook_receiver: Callable[..., WebhookReceiver],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    src, dst, state = pg_database(), pg_database(), pg_database()
+    _tables(src, dst)
+    proxy = fault_proxy(*target_of(dst))
+    cut = ww.Cut(proxy)
+    smtp = smtp_server(tls="starttls", auth=(SMTP_USER, SMTP_PASSWORD))
+    hook = webhook_receiver()
+    mail = smtp.channel(username=SMTP_USER, password="${SMTP_PASSWORD}")
+    (tmp_path / "sheet.yaml").write_text(
+        FLAKY_SHEET.format(state=state, src=src, dst=proxied_url(dst, proxy), mail=json.dumps(mail))
+    )
+    env = {"HOOK_URL": hook.url("/hooks/T0KEN-in-the-path"), "HOOK_SECRET": HOOK_SECRET}
+    env["SMTP_PASSWORD"] = SMTP_PASSWORD
+    seeded = h.mapsync("seed", "sheet.yaml", cwd=tmp_path, env=env)
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+
+    def runs(where: str = "kind <> 'seed'") -> list[tuple[Any, ...]]:
+        return h.query(state, f"SELECT id, status, failure_class FROM mapsync_runs WHERE {where} ORDER BY id")
+
+    def detail() -> str:
+        return (
+            f"mails {ww.mails(smtp.messages)}\nhooks {[(b['kind'], b['monitor']) for b in ww.hooks(hook.requests)]}"
+            f"\nruns {runs()[-8:]}\nA {a.stderr()[-3000:]}\nB {b.stderr()[-3000:]}"
+        )
+
+    def got(kind: str) -> bool:
+        return [k for k, _ in ww.mails(smtp.messages)].count(kind) >= 1 and [
+            x["kind"] for x in ww.hooks(hook.requests)
+        ].count(kind) >= 1
+
+    try:
+        with ww.daemons() as start:
+            a = start(tmp_path, "a", env)
+            b = start(tmp_path, "b", env)
+            ww.until(lambda: runs("status = 'success' AND kind <> 'seed'"), 20, "a first good run", detail)
+            assert smtp.messages == [] and hook.requests == []  # all well: nothing said
+
+            cut.cut()
+            t_cut = time.monotonic()
+            ww.until(lambda: got("opened"), 20, "the opening notices", detail)
+            opened_after = time.monotonic() - t_cut
+            open_rows = _alerts(tmp_path, env)
+            assert [(r["monitor"], r["sync"], r["status"], r["failure_class"]) for r in open_rows] == [
+                ("failed_run", "orders", "open", "destination")
+            ], open_rows
+            ww.until(lambda: got("reminder"), 15, "the reminders (remind_every 3s)", detail)
+            cut.restore()
+            asked = h.mapsync("request", "sheet.yaml", "--sync", "orders", cwd=tmp_path, env=env)
+            assert asked.returncode == 0, asked.stderr  # a run now rather than after the backoff
+            ww.until(lambda: got("resolved"), 20, "the resolved notices", detail)
+            resolved_after = time.monotonic() - t_cut
+            time.sleep(1.5)  # a duplicate from the other daemon, or a second reminder, would come now
+            assert a.proc.poll() is None and b.proc.poll() is None, detail()
+            a_code, b_code = a.terminate(), b.terminate()
+    finally:
+        cut.close()
+    assert (a_code, b_code) == (0, 0), detail()
+    # both daemons were at work: each one ran the chores, one of them the sync
+    assert "daemon_started" in a.actions() and "daemon_started" in b.actions()
+
+    # exactly once per kind, on each channel, in order
+    assert [k for k, _ in ww.mails(smtp.messages)] == ["opened", "reminder", "resolved"], detail()
+    bodies = ww.hooks(hook.requests)
+    assert [x["kind"] for x in bodies] == ["opened", "reminder", "resolved"], detail()
+    subjects = [s for _, s in ww.mails(smtp.messages)]
+    assert subjects[0].startswith("[mapsync] CRITICAL failed_run on orders"), subjects
+    assert subjects[1].startswith("[mapsync] still open: CRITICAL failed_run on orders"), subjects
+    assert subjects[2].startswith("[mapsync] resolved: CRITICAL failed_run on orders"), subjects
+    for body in bodies:
+        assert (body["monitor"], body["sync"], body["failure_class"]) == (
+            "failed_run",
+            "orders",
+            "destination",
+        )
+        assert body["owner"] == "the destination system's owner"
+        assert body["incident"] == open_rows[0]["id"]
+    assert bodies[2]["resolved_at"] is not None and bodies[0]["resolved_at"] is None
+    assert all(ww.signed_by(r, HOOK_SECRET) for r in hook.requests)
+    assert not ww.signed_by(hook.requests[0], "another secret")  # the check itself can fail
+    assert {r.path for r in hook.requests} == {"/hooks/T0KEN-in-the-path"}
+    for text in [ww.mail_text(m) for m in smtp.messages] + [r.body.decode() for r in hook.requests]:
+        for secret in (SMTP_PASSWORD, HOOK_SECRET, "T0KEN-in-the-path"):
+            assert secret not in text
+    assert smtp.refused_logins == []
+
+    # the store's account agrees: one incident, resolved, each channel's last notice sent once
+    rows = _alerts(tmp_path, env, "--all")
+    assert [(r["id"], r["monitor"], r["status"]) for r in rows] == [
+        (open_rows[0]["id"], "failed_run", "resolved")
+    ]
+    assert rows[0]["channels"] == {
+        name: {
+            "kind": "resolved",
+            "status": "sent",
+            "attempts": 1,
+            "sent_at": rows[0]["channels"][name]["sent_at"],
+            "next_at": None,
+            "last_error": None,
+        }
+        for name in ("hook", "mail")
+    }
+    sent = h.query(
+        state, "SELECT channel, kind, status, attempts FROM mapsync_notifications ORDER BY channel, id"
+    )
+    assert sent == [
+        (channel, kind, "sent", 1)
+        for channel in ("hook", "mail")
+        for kind in ("opened", "reminder", "resolved")
+    ], sent
+    assert _alerts(tmp_path, env) == []  # nothing open
+    # the failed runs that made it, and the run that cleared it
+    statuses = [r[1] for r in runs()]
+    assert "failed" in statuses and statuses[-1] == "success", runs()
+    assert {r[2] for r in runs("status = 'failed'")} == {"destination"}
+    print(f"opened {opened_after:.1f}s after the cut, resolved {resolved_after:.1f}s after it")
+    assert dt.timedelta(seconds=opened_after) < dt.timedelta(seconds=10)
