@@ -200,3 +200,135 @@ def test_two_daemons_alert_a_destination_outage_exactly_once(
     assert {r[2] for r in runs("status = 'failed'")} == {"destination"}
     print(f"opened {opened_after:.1f}s after the cut, resolved {resolved_after:.1f}s after it")
     assert dt.timedelta(seconds=opened_after) < dt.timedelta(seconds=10)
+
+
+LITE_SHEET = """
+version: 1
+state: {{url: "sqlite:///state.db"}}
+connections:
+  erp: {{url: "sqlite:///erp.db"}}
+  shop: {{url: "sqlite:///shop.db"}}
+syncs:
+  items:
+    from: {{connection: erp, table: items}}
+    to: {{connection: shop, table: items}}
+    key: {{from: id, to: id}}
+    fields: {{name: name}}
+    changes: {{method: full}}
+{schedule}monitors:
+  disabled: [no_success]  # a daemon stopped for seconds is late_start's business here
+alerts:
+  channels:
+    hook: {{webhook: {{url: "${{HOOK_URL}}", format: json, timeout: 5s}}}}
+"""
+
+
+def _lite(tmp_path: Path, hook: WebhookReceiver, schedule: str = "") -> dict[str, str]:
+    """SQLite source, destination (a CHECK refuses the name 'bad') and state; a webhook channel."""
+    h.execute(f"sqlite:///{tmp_path / 'erp.db'}", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
+    h.execute(
+        f"sqlite:///{tmp_path / 'shop.db'}",
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT CHECK (name <> 'bad'))",
+    )
+    h.execute(f"sqlite:///{tmp_path / 'erp.db'}", "INSERT INTO items VALUES (1, 'one'), (2, 'two')")
+    (tmp_path / "sheet.yaml").write_text(LITE_SHEET.format(schedule=schedule))
+    env = {"HOOK_URL": hook.url()}
+    seeded = h.mapsync("seed", "sheet.yaml", cwd=tmp_path, env=env)
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+    return env
+
+
+def _monitor(tmp_path: Path, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    done = h.mapsync("monitor", "sheet.yaml", "--json", cwd=tmp_path, env=env)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    parsed = json.loads(done.stdout)
+    assert isinstance(parsed, dict)
+    return done.returncode, parsed
+
+
+def _stamp(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+@pytest.mark.slow
+def test_a_missed_slot_is_a_late_start_until_a_daemon_runs_on_time(
+    webhook_receiver: Callable[..., WebhookReceiver],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    hook = webhook_receiver()
+    env = _lite(tmp_path, hook, schedule="    schedule: {every: 2s, start_within: 1s}\n")
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+
+    def scheduled(after: int = 0) -> list[tuple[Any, ...]]:
+        return h.query(
+            state,
+            "SELECT id, scheduled_at, lateness_ms, status FROM mapsync_runs "
+            f"WHERE slot = 'run' AND status = 'success' AND id > {after} ORDER BY id",
+        )
+
+    with ww.daemons() as start:
+        first = start(tmp_path, "first", env)
+        ww.until(scheduled, 15, "a scheduled run", first.stderr)
+        assert first.terminate() == 0
+        last = scheduled()[-1]
+        # the next slot (2 s later) is late once start_within (1 s) has passed with no run
+        due = _stamp(last[1]) + dt.timedelta(seconds=3.2)
+        time.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()))
+
+        code, found = _monitor(tmp_path, env)
+        assert code == 1, found
+        late = found["syncs"]["items"]
+        assert [i["monitor"] for i in late] == ["late_start"], found
+        assert late[0]["severity"] == "warning" and late[0]["failure_class"] == "tool"
+        assert late[0]["numbers"]["missed_slots"] >= 1 and "has not started" in late[0]["message"]
+        assert found["opened"] == 1 and found["sent"] == 1, (found, _alerts(tmp_path, env, "--all"))
+        bodies = ww.hooks(hook.requests)
+        assert [(b["kind"], b["monitor"], b["sync"]) for b in bodies] == [("opened", "late_start", "items")]
+        assert "mapsync workers" in bodies[0]["runbook"]
+
+        second = start(tmp_path, "second", env)
+        mark = int(last[0])
+
+        def timely() -> bool:
+            """A run since the restart that started within start_within, and its slot's start_within
+            over (so `late_start` judges that slot, not an older one)."""
+            rows = [r for r in scheduled(mark) if int(r[2] or 0) <= 1000]
+            return bool(rows) and dt.datetime.now(dt.UTC) > _stamp(rows[-1][1]) + dt.timedelta(seconds=1.05)
+
+        ww.until(timely, 15, "a timely run of the restarted daemon", second.stderr)
+        code, found = _monitor(tmp_path, env)
+        assert second.terminate() == 0
+    assert code == 0 and found["firing"] == 0 and found["resolved"] == 1, (
+        found,
+        _alerts(tmp_path, env, "--all"),
+    )
+    assert [(b["kind"], b["monitor"]) for b in ww.hooks(hook.requests)] == [
+        ("opened", "late_start"),
+        ("resolved", "late_start"),
+    ]
+
+
+@pytest.mark.slow
+def test_a_run_that_rejects_records_but_succeeds_raises_the_silent_error_alert(
+    webhook_receiver: Callable[..., WebhookReceiver],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    hook = webhook_receiver()
+    env = _lite(tmp_path, hook)
+    h.execute(f"sqlite:///{tmp_path / 'erp.db'}", "INSERT INTO items VALUES (3, 'bad'), (4, 'four')")
+    done = h.mapsync("run", "sheet.yaml", cwd=tmp_path, env=env)
+    assert done.returncode != 2, done.stdout + done.stderr
+    run = h.query(
+        f"sqlite:///{tmp_path / 'state.db'}",
+        "SELECT status, written, rejected FROM mapsync_runs WHERE kind = 'run' ORDER BY id DESC LIMIT 1",
+    )
+    assert run[0][0] != "failed" and run[0][1] >= 1 and run[0][2] == 1, run  # wrote some, refused one
+    bodies = ww.hooks(hook.requests)
+    assert [(b["kind"], b["monitor"], b["sync"]) for b in bodies] == [
+        ("opened", "success_with_rejections", "items")
+    ], bodies
+    assert bodies[0]["numbers"]["rejected"] == 1 and bodies[0]["failure_class"] == "config"
+    assert "mapsync errors" in bodies[0]["runbook"]
+    assert "bad" not in json.dumps(bodies[0])  # a record's value only with include_values
+    code, found = _monitor(tmp_path, env)
+    assert code == 1 and [i["monitor"] for i in found["syncs"]["items"]] == ["success_with_rejections"], found
