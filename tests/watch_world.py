@@ -151,11 +151,13 @@ class Cut:
 
 
 class RefusingApi:
-    """An HTTP server on 127.0.0.1 that answers 401 to every request and keeps the
-    Authorization headers it was sent (the token reached it: it is used, and still nowhere else)."""
+    """An HTTP server on 127.0.0.1 that takes every request (200, `{}`) until `refuse` is set, then
+    answers 401 to each; it keeps the Authorization headers it was sent (the token reached it: it
+    is used, and still shown nowhere else)."""
 
     def __init__(self) -> None:
         self.authorizations: list[str] = []
+        self.refuse = False
         api = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -164,8 +166,8 @@ class RefusingApi:
                 if length:
                     self.rfile.read(length)
                 api.authorizations.append(self.headers.get("Authorization") or "")
-                body = b'{"error": "invalid token"}'
-                self.send_response(401)
+                body = b'{"error": "invalid token"}' if api.refuse else b"{}"
+                self.send_response(401 if api.refuse else 200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
