@@ -100,3 +100,13 @@ def test_trace_reads_record_error_ledger_row_and_inbox_items(store: Store) -> No
     assert store.attempts.inbox_items("s", '"id": 101', scan=2, limit=10) != []  # the last 2 items
     assert len(store.attempts.inbox_items("s", '"id": 101', scan=2, limit=10)) == 1
     assert store.attempts.inbox_items("s", "100%", scan=100, limit=10) == []  # LIKE escaped
+
+
+def test_reset_forgets_the_attempts_of_its_sync_only(store: Store) -> None:
+    lease, run_id = begin(store)
+    _commit(store, lease, run_id, [Attempt((1,), "delivered", 1, "h1")], delivered=[delivered(1)])
+    store.attempts.record_attempts("t", None, [Attempt((1,), "rejected", 1, None, None, "no")])
+    store.leases.release(lease)
+    assert store.history.reset("s")["mapsync_attempts"] == 1
+    assert store.attempts.attempts("s", (1,)) == []
+    assert len(store.attempts.attempts("t", (1,))) == 1
