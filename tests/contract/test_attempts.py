@@ -32,6 +32,8 @@ def _commit(store: Store, lease: object, run_id: int, tried: list[Attempt], **kw
 
 def test_the_last_three_attempts_per_key_are_kept_newest_first(store: Store) -> None:
     lease, run_id = begin(store)
+    store.attempts.record_attempts("other", None, [Attempt((1,), "delivered", 9, "o")])
+    store.attempts.record_attempts("s", None, [Attempt((7,), "delivered", 9, "x")])
     for n in range(5):
         tried = [Attempt((1,), "delivered", n, f"h{n}", "d1"), Attempt(("x", 2), "delivered", n, f"g{n}")]
         _commit(store, lease, run_id, tried, delivered=[delivered(1, n, f"h{n}", "d1")])
@@ -41,7 +43,8 @@ def test_the_last_three_attempts_per_key_are_kept_newest_first(store: Store) -> 
     assert [a.hash for a in got] == ["h4", "h3", "h2"]
     assert all(a.run_id == run_id and a.at and a.dest_id == "d1" and a.key == (1,) for a in got)
     assert [a.version for a in store.attempts.attempts("s", ("x", 2))] == [4, 3, 2]
-    assert store.attempts.attempts("other", (1,)) == []  # per sync
+    assert [a.hash for a in store.attempts.attempts("other", (1,))] == ["o"]  # per sync
+    assert [a.hash for a in store.attempts.attempts("s", (7,))] == ["x"]  # keys not in a batch stay
     assert store.attempts.attempts("s", ("1",)) == []  # a text key is another key than an int
 
 

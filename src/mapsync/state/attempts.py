@@ -18,6 +18,7 @@ delivered, and a seed must not write every key twice); rejections are always rec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,7 +35,6 @@ PAYLOAD_MAX = 16_000  # characters of a failed attempt's payload kept (the rest 
 MESSAGE_MAX = 2000
 WITH_PAYLOAD = frozenset({"rejected", "failed"})
 OUTCOMES = ("delivered", "deleted", "rejected", "failed")
-_CHUNK = 500
 
 
 def of_batch(
@@ -112,24 +112,51 @@ def attempt_of(row: Any) -> Attempt:
     )
 
 
+_COLUMNS = ("sync", "key", "run_id", "at", "outcome", "version", "hash", "dest_id", "message", "payload")
+
+
 def write(conn: sa.Connection, sync: str, run_id: int | None, attempts: Sequence[Attempt], now: str) -> None:
     """Insert the attempts and delete the ones beyond the last `KEEP` of each of their keys, in the
-    caller's transaction (one insert, one delete per 500 keys)."""
+    caller's transaction, in two statements through the driver (SQLAlchemy's per-row parameter
+    processing would cost more than the insert): the rows (PostgreSQL: one array per column,
+    `unnest`ed; SQLite: a prepared executemany), then a delete that walks the index (sync, key,
+    id) down from each key's newest attempt."""
     if not attempts:
         return
-    a = schema.attempts
     rows = [row_of(sync, run_id, x, now) for x in attempts]
-    conn.execute(sa.insert(a), rows)
-    keys = sorted({r["key"] for r in rows})
-    for i in range(0, len(keys), _CHUNK):
-        rank = (
-            sa.select(
-                a.c.id, sa.func.row_number().over(partition_by=a.c.key, order_by=a.c.id.desc()).label("n")
-            )
-            .where(a.c.sync == sync, a.c.key.in_(keys[i : i + _CHUNK]))
-            .subquery()
+    q = conn.dialect.identifier_preparer.quote
+    t = q(schema.attempts.name)
+    names = ", ".join(q(c) for c in _COLUMNS)
+    if conn.dialect.name == "postgresql":  # one statement: a column array per column
+        types = ", ".join(f"%s::{'integer' if c == 'run_id' else 'text'}[]" for c in _COLUMNS)
+        conn.exec_driver_sql(
+            f"INSERT INTO {t} ({names}) SELECT * FROM unnest({types})",  # noqa: S608 (our own schema)
+            tuple([r[c] for r in rows] for c in _COLUMNS),
         )
-        conn.execute(sa.delete(a).where(a.c.id.in_(sa.select(rank.c.id).where(rank.c.n > KEEP))))
+    else:
+        conn.exec_driver_sql(
+            f"INSERT INTO {t} ({names}) VALUES ({', '.join('?' for _ in _COLUMNS)})",  # noqa: S608
+            [tuple(r[c] for c in _COLUMNS) for r in rows],
+        )
+    keys = sorted({r["key"] for r in rows})
+    i, s, k = q("id"), q("sync"), q("key")
+    if conn.dialect.name == "postgresql":
+        sql = (  # per key, its attempts after the newest KEEP, by a backward scan of the index; the
+            # ids collected first (ARRAY), then deleted through the primary key: no table scan
+            f"DELETE FROM {t} WHERE {i} = ANY(ARRAY(SELECT x.{i} FROM unnest(%s::text[]) AS w(k) "  # noqa: S608
+            f"CROSS JOIN LATERAL (SELECT {i} FROM {t} WHERE {s} = %s AND {k} = w.k "
+            f"ORDER BY {i} DESC OFFSET {KEEP}) AS x))"
+        )
+        conn.exec_driver_sql(sql, (keys, sync))
+    else:
+        sql = (  # from each key of the batch (json_each drives), its attempts older than its
+            # KEEP-th newest (none when it has fewer), deleted by rowid
+            f"DELETE FROM {t} WHERE {i} IN (SELECT b.{i} FROM json_each(?) AS w "  # noqa: S608
+            f"CROSS JOIN {t} AS b ON b.{s} = ? AND b.{k} = w.value "
+            f"WHERE b.{i} < (SELECT c.{i} FROM {t} AS c WHERE c.{s} = b.{s} AND c.{k} = b.{k} "
+            f"ORDER BY c.{i} DESC LIMIT 1 OFFSET {KEEP - 1}))"
+        )
+        conn.exec_driver_sql(sql, (json.dumps(keys), sync))
 
 
 class SqlAttempts:
