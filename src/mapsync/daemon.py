@@ -62,7 +62,7 @@ from mapsync.engine import RunReport
 from mapsync.records import RunStatus
 from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
-from mapsync.state import faults
+from mapsync.state import faults, retention
 from mapsync.state.clock import SYSTEM, Clock
 from mapsync.state.meter import COORDINATION, RUNS
 from mapsync.state.ports import Store
@@ -212,7 +212,9 @@ class Daemon(Membership, Reloading):
 
     def _chores(self) -> list[Chore]:
         """The chores of this daemon (monitors, alerts, purge), each from its own module."""
-        return []
+        return [
+            Chore("purge", retention.DAILY, retention.daily(lambda: self.loaded.sheet), lease=True),
+        ]
 
     def fatal(self, name: str, exc: BaseException) -> None:
         """A worker met a failure no retry fixes (a state store to repair): the daemon stops."""
