@@ -72,13 +72,16 @@ def _print(t: dict[str, Any], show_payload: bool) -> None:
         _line("attempts: none kept (a seed records none for delivered records)")
     for a in t["attempts"]:
         what = a["answer"] or (f"dest id {a['dest_id']}" if a["dest_id"] else "")
-        _line(f"attempt {a['at']} run {a['run_id']}: {a['outcome']} version {a['version']} hash {a['hash']}")
+        head = f"attempt {a['at']} run {a['run_id']}: {a['outcome']} version {a['version']}"
+        _line(f"{head} hash {a['hash'] or '-'}")
         if what:
             _line(f"  answer: {what}")
         if "payload" in a:
             _line(f"  payload: {a['payload']}")
         elif "payload_chars" in a and not show_payload:
             _line(f"  payload: {a['payload_chars']} characters kept (--show-payload)")
+        elif a["outcome"] == "rejected":
+            _line("  payload: none (refused by the mapping, before any write)")
     led = t["ledger"]
     if led is None:
         _line("ledger: no entry")
