@@ -3,9 +3,9 @@
 - An order sync with lines, PostgreSQL → PostgreSQL with its state store on PostgreSQL: a seed
   (no delivered attempts: the ledger says it), a changed order (a delivered attempt whose hash is
   the ledger's), a changed line (a new attempt of its order), an order the destination refuses
-  (a rejected attempt with the payload kept, shown only with --show-payload), an unknown key (exit
-  1). The refused value holds a secret of the sheet: it reaches neither the state store nor the
-  trace's output (canary).
+  (a rejected attempt with the payload kept, shown only with --show-payload), an order the mapping
+  refuses (no payload, the value in the message), an unknown key (exit 1). Both refused values
+  hold a secret of the sheet: it reaches neither the state store nor the trace's output (canary).
 - A trigger-queue sync on PostgreSQL: the queue rows of a key (status, retries), `pending in queue`.
 - An inbox sync: the inbox items that carry a key, `in inbox` until a run processes them.
 """
@@ -41,6 +41,7 @@ syncs:
     delivery: {{batch: 10}}
     fields:
       customer: customer_no
+      qty: {{from: qty_text, cast: int}}
     children:
       lines:
         from: {{connection: erp, table: order_lines}}
@@ -63,7 +64,7 @@ def _orders(src: str, dst: str, state: str, folder: Path) -> None:
     h.execute(
         src,
         "CREATE TABLE orders (order_no VARCHAR(20) PRIMARY KEY, customer_no VARCHAR(40), "
-        "last_modified TIMESTAMP(6))",
+        "qty_text VARCHAR(40), last_modified TIMESTAMP(6))",
         "CREATE TABLE order_lines (order_no VARCHAR(20), line_no INTEGER, item_no VARCHAR(20), "
         "PRIMARY KEY (order_no, line_no))",
     )
@@ -71,15 +72,22 @@ def _orders(src: str, dst: str, state: str, folder: Path) -> None:
         dst,
         # the destination refuses customers starting with X: a record-level refusal of the write
         "CREATE TABLE web_orders (ref VARCHAR(20) PRIMARY KEY, customer VARCHAR(40) "
-        "CONSTRAINT no_x CHECK (customer NOT LIKE 'X%'))",
+        "CONSTRAINT no_x CHECK (customer NOT LIKE 'X%'), qty INTEGER)",
         "CREATE TABLE web_order_lines (order_ref VARCHAR(20), line INTEGER, sku VARCHAR(20), "
         "PRIMARY KEY (order_ref, line))",
     )
-    customers = {3: f"X{SECRET}"}
+    customers = {3: f"X{SECRET}"}  # refused by the destination
+    quantities = {4: f"Y{SECRET}"}  # refused by the mapping: not an integer (the message shows it)
     orders = [
-        {"o": f"SO{i}", "c": customers.get(i, f"C{i}"), "t": "2026-01-01 10:00:00"} for i in range(1, 6)
+        {
+            "o": f"SO{i}",
+            "c": customers.get(i, f"C{i}"),
+            "q": quantities.get(i, "1"),
+            "t": "2026-01-01 10:00:00",
+        }
+        for i in range(1, 6)
     ]
-    h.execute(src, "INSERT INTO orders VALUES (:o, :c, :t)", params=orders)
+    h.execute(src, "INSERT INTO orders VALUES (:o, :c, :q, :t)", params=orders)
     lines = [{"o": f"SO{i}", "n": n, "s": f"SKU{i}{n}"} for i in range(1, 6) for n in (1, 2)]
     h.execute(src, "INSERT INTO order_lines VALUES (:o, :n, :s)", params=lines)
     parsed = sa.make_url(dst)  # the destination's password is the sheet's secret (trust: any works)
@@ -118,6 +126,13 @@ def test_trace_of_orders_and_lines_on_postgresql(
     assert payload["values"]["customer"] == "X***"  # the secret in the value is redacted
     assert [line["sku"] for line in payload["children"]["lines"]] == ["SKU31", "SKU32"]
 
+    # refused by the mapping: no payload (nothing was sent), the value in the message redacted
+    code, mapped, _ = _trace(tmp_path, "orders", "SO4", "--json", "--show-payload")
+    (attempt,) = mapped["attempts"]
+    assert attempt["outcome"] == "rejected" and "payload" not in attempt and attempt["hash"] is None
+    assert "'Y***'" in attempt["answer"] and "(field qty, cast)" in attempt["answer"]
+    assert "'Y***'" in mapped["error"]["message"]
+
     # SO1 changed; SO2 only in a line (with its header's timestamp): one delivered attempt each
     h.execute(
         src,
@@ -153,7 +168,7 @@ def test_trace_of_orders_and_lines_on_postgresql(
     assert code == 2 and "nope" in err
 
     c = canary(SECRET)
-    for args in (("SO3", "--json", "--show-payload"), ("SO3",), ("SO1", "--json")):
+    for args in (("SO3", "--json", "--show-payload"), ("SO3",), ("SO4",), ("SO1", "--json")):
         done = h.mapsync("trace", "sheet.yaml", "--sync", "orders", *args, cwd=tmp_path, env=ENV)
         c.process(f"trace {' '.join(args)}", done)
     c.store(state)
