@@ -3,7 +3,7 @@ failing in its own way — a destination database refusing the password, an API 
 an SMTP server refusing the login, a webhook answering 500 — no secret (database passwords, the
 API token, SMTP passwords, webhook URLs and the tokens in them, the HMAC secret) shows in the
 daemon's log (stderr and `--log-file`), the e-mails and webhook bodies sent, `/metrics`,
-`mapsync monitor --json`, `mapsync alerts`, `status`, `errors`, or any row of any
+`mapsync monitor --json`, `mapsync alerts`, `mapsync trace`, `status`, `errors`, or any row of any
 table of the state store."""
 
 from __future__ import annotations
@@ -216,6 +216,11 @@ def test_no_secret_in_anything_watching_shows(
     cli("status", "sheet.yaml", "--json")
     cli("errors", "sheet.yaml", "--all")
     cli("errors", "sheet.yaml", "--all", "--json")
+    for sync in ("orders", "items"):  # a record the seed delivered; one the refusals held back
+        traced = cli("trace", "sheet.yaml", "--sync", sync, "1", "--json")
+        assert traced.returncode == 0, traced.stdout + traced.stderr
+        assert json.loads(traced.stdout)
+        cli("trace", "sheet.yaml", "--sync", sync, "3", "--show-payload")
     c.store(state)
     assert len(c.checked) > 20
     c.assert_clean()
