@@ -1,13 +1,17 @@
 """Structured logs: every record names an action (`run_started`, `batch_committed`, …) plus
-fields, as text or JSON lines on stderr. Values that came from `${VAR}` in the sheet are
-replaced by `***` in every record."""
+fields, as console text or JSON lines on stderr, and optionally also into a file rotated by
+size (`logging.handlers.RotatingFileHandler`). Values that came from `${VAR}` in the sheet (and
+every alert secret) are replaced by `***` in every record, at every level, in every handler: the
+formatters redact the whole formatted line, exception text included."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+import logging.handlers
 import sys
+from pathlib import Path
 from typing import Any
 
 from mapsync.redact import Redactor
@@ -87,19 +91,44 @@ class _PoolReset(logging.Filter):
 _POOL_RESET = _PoolReset()
 
 
-def setup(level: str = "warning", fmt: str = "text") -> None:
+FORMATS = ("text", "console", "json")  # console: another name for text
+FILE_MAX_BYTES = 10 * 1024 * 1024
+FILE_BACKUPS = 5
+
+
+def setup(
+    level: str = "warning",
+    fmt: str = "text",
+    *,
+    file: Path | None = None,
+    max_bytes: int = FILE_MAX_BYTES,
+    backups: int = FILE_BACKUPS,
+) -> None:
+    """Log `level` and up to stderr in `fmt` (text/console or json) and, given `file`, into that
+    file too (same format; rotated when it would pass `max_bytes`, keeping `backups` old files
+    as `file.1` … `file.N`). OSError when the file cannot be opened."""
     driver = logging.getLogger("psycopg")
     if _DRIVER_ECHO not in driver.filters:
         driver.addFilter(_DRIVER_ECHO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if file is not None:
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            )
+        )
+    for handler in handlers:
+        handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+        # SQLAlchemy's own warnings and errors (its pool's) in our format, not Python's last resort
+        handler.addFilter(_POOL_RESET)
     root = logging.getLogger("mapsync")
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        if isinstance(old, logging.FileHandler):  # a previous setup's file
+            old.close()
+    root.handlers[:] = handlers
     root.setLevel(level.upper())
     root.propagate = False
-    # SQLAlchemy's own warnings and errors (its pool's) in our format, not Python's last resort
-    handler.addFilter(_POOL_RESET)
     alchemy = logging.getLogger("sqlalchemy")
-    alchemy.handlers[:] = [handler]
+    alchemy.handlers[:] = handlers
     alchemy.setLevel(logging.WARNING)
     alchemy.propagate = False

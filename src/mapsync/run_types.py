@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from mapsync import mapping as compile_
@@ -11,6 +13,8 @@ from mapsync import records
 from mapsync.ports import Capture, Destination, Source
 from mapsync.records import RunKind, RunStatus
 from mapsync.state.store import Counts
+
+log = logging.getLogger("mapsync.engine")
 
 
 class Observer(Protocol):
@@ -75,3 +79,44 @@ class Parts:
     mapping: compile_.Mapping
     capture: Capture
     version_column: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    """One call of `Engine.run` or `Engine.retry` that ended (what `mapsync.metrics` counts).
+
+    `report` is None when the call raised (a failure before the run row, or a crash): `status`
+    is then `failed`. `seconds` is the call's wall time; `lateness` how long after its scheduled
+    slot the call began (None when it had no slot)."""
+
+    sync: str
+    kind: str
+    status: str
+    seconds: float
+    lateness: float | None
+    report: RunReport | None
+
+
+_listeners: list[Callable[[Finished], None]] = []
+
+
+def listen(listener: Callable[[Finished], None]) -> Callable[[], None]:
+    """Hear about every run that ends in this process (every Engine); returns the undo."""
+    _listeners.append(listener)
+
+    def undo() -> None:
+        if listener in _listeners:
+            _listeners.remove(listener)
+
+    return undo
+
+
+def finished(done: Finished) -> None:
+    """Tell the listeners; a listener that fails is logged, never the run's problem."""
+    for listener in list(_listeners):
+        try:
+            listener(done)
+        except Exception as exc:
+            log.warning(
+                "run_listener_failed", extra={"action": "run_listener_failed", "error": type(exc).__name__}
+            )

@@ -15,7 +15,10 @@ connection cap, so slow or idle clients cannot hold the receiver.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import threading
 from typing import Any
 
 import h11
@@ -124,6 +127,20 @@ def _client(addr: Any) -> str:
     return str(addr[0]) if addr else "?"
 
 
+def _config(
+    app: Any, read_timeout: float, max_connections: int, max_header_bytes: int, **kw: Any
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        http=guarded_protocol(read_timeout, max_connections, max_header_bytes),
+        h11_max_incomplete_event_size=max_header_bytes,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        **kw,
+    )
+
+
 def run(
     app: Any,
     *,
@@ -134,14 +151,56 @@ def run(
     max_header_bytes: int = MAX_HEADER_BYTES,
 ) -> None:
     """Serve `app` until SIGTERM/SIGINT."""
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http=guarded_protocol(read_timeout, max_connections, max_header_bytes),
-        h11_max_incomplete_event_size=max_header_bytes,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-    )
+    config = _config(app, read_timeout, max_connections, max_header_bytes, host=host, port=port)
     uvicorn.Server(config).run()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on `host:port` (port 0: any free one); OSError when it cannot."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class Background:
+    """`app` served on a thread beside other work (`mapsync daemon --serve`), with the same
+    guards. The socket is bound before the thread starts, so a port in use is an OSError here,
+    and `port` is the real one (given 0)."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str,
+        port: int,
+        read_timeout: float = READ_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        name: str = "mapsync-serve",
+    ) -> None:
+        self.sock = bind(host, port)
+        self.host = host
+        self.port: int = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(_config(app, read_timeout, max_connections, max_header_bytes))
+        self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.server.run(sockets=[self.sock])
+        except BaseException as exc:  # the server's end must not take the process with it
+            log.error("serve_failed", extra={"action": "serve_failed", "error": type(exc).__name__})
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -16,11 +16,17 @@ event id seen before, or for a verified signature seen before under whatever eve
 captured request replayed with a new id), which adds no second row; `401` for a missing, bad or
 stale signature (logged with the reason, never the body); `404` for a sync without `webhook:`;
 `413` for a body over `max_body`; `400` for a body that is not a JSON object; `503` when the
-state store cannot take it (the sender should retry). `GET /healthz` checks the state store.
+state store cannot take it (the sender should retry).
+
+`create_app` is the project's one HTTP app (`mapsync serve`, `mapsync daemon --serve`): the
+webhook routes only for a sheet with webhook syncs, and always `GET /metrics` (Prometheus,
+`mapsync.metrics`), `GET /healthz` (200 while the process is up) and `GET /readyz` (200 when the
+state store answers a ping within `READY_TIMEOUT_S`, else 503). Health bodies carry a status only.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import hmac
@@ -31,16 +37,18 @@ from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from mapsync import metrics as metrics_module
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.webhook_models import WebhookConfig
 from mapsync.state import inbox
 from mapsync.state.store import StateStore
 
 log = logging.getLogger("mapsync.webhooks")
+READY_TIMEOUT_S = 2.0
 
 
 def sign(secret: str, timestamp: str | int, body: bytes) -> str:
@@ -110,19 +118,43 @@ def _rejected(sync: str, reason: str, client: str) -> JSONResponse:
     return _reply(401, error="invalid signature")
 
 
-def create_app(loaded: LoadedSheet, store: StateStore, *, clock: Callable[[], float] = time.time) -> FastAPI:
-    """The ASGI app for the syncs of `loaded` that have a `webhook:` block."""
+def create_app(
+    loaded: LoadedSheet,
+    store: StateStore,
+    *,
+    clock: Callable[[], float] = time.time,
+    metrics: metrics_module.Metrics | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> FastAPI:
+    """The ASGI app: `/metrics`, `/healthz`, `/readyz`, and `POST /webhooks/<sync>` for the syncs
+    of `loaded` that have a `webhook:` block (none: no webhook route). `metrics`: the process's
+    (whose runs it counts); without it, the store's gauges and counters that stay at zero."""
     hooks = {name: s.webhook for name, s in loaded.sheet.syncs.items() if s.webhook is not None}
     app = FastAPI(title="mapsync", docs_url=None, redoc_url=None, openapi_url=None)
+    add_metrics(app, metrics or metrics_module.Metrics(loaded, store))
+    pinger = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mapsync-readyz")
+    pending: list[concurrent.futures.Future[None]] = []  # a ping still hanging is waited for, not repeated
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
+        return _reply(200, status="ok")
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        if not pending or pending[0].done():
+            pending[:] = [pinger.submit(store.ping)]
         try:
-            store.ping()
-        except sa.exc.SQLAlchemyError as exc:  # an HTTP answer, not a run's error
-            log.error("healthz_failed", extra={"action": "healthz_failed", "error": type(exc).__name__})
-            return _reply(503, status="state store unreachable")
-        return _reply(200, status="ok", webhooks=sorted(hooks))
+            pending[0].result(timeout=ready_timeout)
+        except concurrent.futures.TimeoutError:
+            log.error("readyz_failed", extra={"action": "readyz_failed", "error": "timeout"})
+            return _reply(503, status="unavailable")
+        except Exception as exc:  # an HTTP answer, not a run's error; the class only (no URL)
+            log.error("readyz_failed", extra={"action": "readyz_failed", "error": type(exc).__name__})
+            return _reply(503, status="unavailable")
+        return _reply(200, status="ready")
+
+    if not hooks:
+        return app
 
     @app.post("/webhooks/{sync}")
     async def receive(sync: str, request: Request) -> JSONResponse:
@@ -183,4 +215,17 @@ def create_app(loaded: LoadedSheet, store: StateStore, *, clock: Callable[[], fl
         )
         return _reply(202, status="accepted", id=item)
 
+    return app
+
+
+def add_metrics(app: FastAPI, metrics: metrics_module.Metrics) -> None:
+    @app.get("/metrics")
+    def exposition() -> Response:
+        return Response(metrics.exposition(), media_type=metrics_module.CONTENT_TYPE)
+
+
+def metrics_app(metrics: metrics_module.Metrics) -> FastAPI:
+    """An app serving `GET /metrics` alone (`mapsync daemon --metrics ADDR`)."""
+    app = FastAPI(title="mapsync metrics", docs_url=None, redoc_url=None, openapi_url=None)
+    add_metrics(app, metrics)
     return app

@@ -93,6 +93,33 @@ def open_store(loaded: loader.LoadedSheet, create: bool) -> StateStore:
         )
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def warn_exposed(host: str) -> None:
+    """The warning for a listener beyond loopback (`serve --host`, `daemon --serve/--metrics`)."""
+    if host not in LOOPBACK:
+        err.print(
+            f"[yellow]warning:[/yellow] listening on {host} without TLS: put a TLS reverse proxy in front",
+            highlight=False,
+        )
+
+
+def parse_addr(option: str, text: str) -> tuple[str, int]:
+    """`PORT` (on 127.0.0.1), `HOST:PORT` or `[IPV6]:PORT` → (host, port); a config error otherwise."""
+    text = text.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host or not host:
+        raise fail(f"{option}: {text!r} is not PORT or HOST:PORT (an IPv6 host goes in \\[brackets])", 2)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise fail(f"{option}: {text!r} has no port between 1 and 65535", 2)
+    return host, int(port)
+
+
 def sync_names(loaded: loader.LoadedSheet, sync: str | None) -> list[str]:
     if sync is None:
         return checks.run_order(loaded.sheet)
@@ -110,13 +137,30 @@ def _options(
     log_level: Annotated[
         str, typer.Option(help="Log level on stderr: debug, info, warning, error.")
     ] = "warning",
-    log_format: Annotated[str, typer.Option(help="Log format: text or json (one object per line).")] = "text",
+    log_format: Annotated[
+        str, typer.Option(help="Log format: text (or console) or json (one object per line).")
+    ] = "text",
+    log_file: Annotated[
+        Path | None,
+        typer.Option(help="Also write the log into this file (same format), rotated by size."),
+    ] = None,
+    log_file_max_bytes: Annotated[
+        int, typer.Option(help="Rotate the --log-file when it would pass this size.", min=1024)
+    ] = logs.FILE_MAX_BYTES,
+    log_file_backups: Annotated[
+        int, typer.Option(help="Rotated files kept (FILE.1 … FILE.N).", min=0)
+    ] = logs.FILE_BACKUPS,
 ) -> None:
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise fail(f"--log-level: unknown level {log_level!r}", 2)
-    if log_format not in ("text", "json"):
-        raise fail(f"--log-format: unknown format {log_format!r}", 2)
-    logs.setup(log_level, log_format)
+    if log_format not in logs.FORMATS:
+        raise fail(f"--log-format: unknown format {log_format!r} (text, console or json)", 2)
+    try:
+        logs.setup(
+            log_level, log_format, file=log_file, max_bytes=log_file_max_bytes, backups=log_file_backups
+        )
+    except OSError as exc:
+        raise fail(f"--log-file {log_file}: {exc.strerror or exc}", 2) from None
 
 
 def execute(
@@ -210,12 +254,69 @@ def serve_daemon(
     named: bool,
     follow_all: dt.timedelta | None = None,
     parallel: int = daemon.PARALLEL,
+    serve: tuple[str, int] | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """Run a daemon over `names` until a signal stops it (`mapsync daemon`, `run --follow`);
-    returns its exit code."""
+    returns its exit code. `serve`: the HTTP app (`mapsync serve`'s) on that address beside the
+    scheduler; `metrics`: a listener with `/metrics` alone. Both count this process's runs."""
     loaded = daemon_process.with_daemon_lease(loaded)
     store = open_store(loaded, create=False)
+    try:
+        with _listeners(loaded, serve, metrics):
+            return _serve_daemon(loaded, store, names, as_json, poll, named, follow_all, parallel)
+    finally:
+        store.close()
 
+
+@contextlib.contextmanager
+def _listeners(
+    loaded: loader.LoadedSheet, serve: tuple[str, int] | None, metrics: tuple[str, int] | None
+) -> Iterator[None]:
+    if serve is None and metrics is None:
+        yield
+        return
+    from mapsync import metrics as metrics_module  # lazy: FastAPI and uvicorn only when it serves
+    from mapsync import webhook_server, webhooks
+
+    store = open_store(loaded, create=False)  # the app's own connections: a scrape never waits for a run
+    counted = metrics_module.Metrics(loaded, store).listen()
+    started: list[webhook_server.Background] = []
+    try:
+        hooks = any(s.webhook is not None for s in loaded.sheet.syncs.values())
+        wanted: list[tuple[tuple[str, int], Any, str]] = []
+        if serve is not None:
+            app = webhooks.create_app(loaded, store, metrics=counted)
+            wanted.append(
+                (serve, app, "/metrics, /healthz, /readyz" + (", /webhooks/<sync>" if hooks else ""))
+            )
+        if metrics is not None:
+            wanted.append((metrics, webhooks.metrics_app(counted), "/metrics"))
+        for (host, port), app, paths in wanted:
+            warn_exposed(host)
+            try:
+                started.append(webhook_server.Background(app, host=host, port=port))
+            except OSError as exc:
+                raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
+            err.print(f"serving http://{host}:{started[-1].port}: {paths}", markup=False, highlight=False)
+        yield
+    finally:
+        for server in started:
+            server.stop()
+        counted.close()
+        store.close()
+
+
+def _serve_daemon(
+    loaded: loader.LoadedSheet,
+    store: StateStore,
+    names: list[str],
+    as_json: bool,
+    poll: dt.timedelta,
+    named: bool,
+    follow_all: dt.timedelta | None,
+    parallel: int,
+) -> int:
     def report(r: RunReport) -> None:
         if as_json:
             out.print(json.dumps(report_dict(r, loaded.sheet), default=str), soft_wrap=True, highlight=False)
@@ -233,14 +334,11 @@ def serve_daemon(
         named=named,
         parallel=parallel,
     )
-    try:
-        with handled(loaded.secrets), daemon_process.signals(d):
-            what = "following" if follow_all is not None else "running"
-            err.print(f"{what} {', '.join(names)}; stop with Ctrl-C or SIGTERM, reload with SIGHUP")
-            code = d.run()
-            if d.failure is not None:
-                err.print(redact(str(d.failure), loaded.secrets), markup=False, highlight=False)
-            err.print(f"stopped after {d.passes} pass(es)")
-            return code
-    finally:
-        store.close()
+    with handled(loaded.secrets), daemon_process.signals(d):
+        what = "following" if follow_all is not None else "running"
+        err.print(f"{what} {', '.join(names)}; stop with Ctrl-C or SIGTERM, reload with SIGHUP")
+        code = d.run()
+        if d.failure is not None:
+            err.print(redact(str(d.failure), loaded.secrets), markup=False, highlight=False)
+        err.print(f"stopped after {d.passes} pass(es)")
+        return code

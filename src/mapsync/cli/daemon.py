@@ -9,7 +9,7 @@ import typer
 
 from mapsync import daemon as daemon_module
 from mapsync import daemon_process
-from mapsync.cli.common import JsonOpt, SheetArg, app, err, fail, load_sheet, serve_daemon
+from mapsync.cli.common import JsonOpt, SheetArg, app, err, fail, load_sheet, parse_addr, serve_daemon
 from mapsync.sheet import checks
 from mapsync.sheet.duration import parse_duration
 from mapsync.sheet.loader import LoadedSheet
@@ -32,6 +32,23 @@ def daemon(
             min=1, help="At most this many runs at once in this daemon (the others wait their turn)."
         ),
     ] = daemon_module.PARALLEL,
+    serve: Annotated[
+        str | None,
+        typer.Option(
+            "--serve",
+            metavar="ADDR",
+            help="Also serve the HTTP app of `mapsync serve` (/metrics with this daemon's run "
+            "counters, /healthz, /readyz, webhooks) on PORT (127.0.0.1) or HOST:PORT.",
+        ),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            metavar="ADDR",
+            help="Also serve /metrics alone on PORT (127.0.0.1) or HOST:PORT.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every sync on its `schedule:` (every, cron, follow) and `retry:` until SIGTERM/Ctrl-C.
@@ -45,7 +62,13 @@ def daemon(
     Several daemons may share one PostgreSQL state store (on one host or several): they split the
     syncs between them, and a daemon that stops answering (killed, frozen, cut off) has its syncs
     taken over within twice `state.lease_ttl`; `mapsync workers` shows who runs what. A SQLite
-    state store allows one daemon."""
+    state store allows one daemon.
+
+    `--serve ADDR` serves `mapsync serve`'s app beside the scheduler (Prometheus `/metrics` with
+    this daemon's run counters, `/healthz`, `/readyz`); `--metrics ADDR` a listener with
+    `/metrics` alone. A bare port listens on 127.0.0.1."""
+    serve_at = parse_addr("--serve", serve) if serve is not None else None
+    metrics_at = parse_addr("--metrics", metrics) if metrics is not None else None
     loaded = load_sheet(sheet)
     names = _names(loaded, sync)
     interval = _duration("--poll", poll)
@@ -65,7 +88,16 @@ def daemon(
             markup=False,
             highlight=False,
         )
-    code = serve_daemon(loaded, scheduled, as_json, poll=interval, named=sync is not None, parallel=parallel)
+    code = serve_daemon(
+        loaded,
+        scheduled,
+        as_json,
+        poll=interval,
+        named=sync is not None,
+        parallel=parallel,
+        serve=serve_at,
+        metrics=metrics_at,
+    )
     if code:
         raise fail("the daemon stopped with runs cut or a state store to fix: see the log above", code)
 

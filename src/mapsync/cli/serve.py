@@ -1,4 +1,5 @@
-"""`mapsync serve`: the webhook receiver (and, later, the dashboard)."""
+"""`mapsync serve`: the project's HTTP app: metrics, health, the webhook receiver (and, later,
+the dashboard)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mapsync.cli.common import SheetArg, app, err, fail, load_sheet, open_store, out
+from mapsync.cli.common import SheetArg, app, fail, load_sheet, open_store, out, warn_exposed
 from mapsync.sheet import models
 from mapsync.sheet.duration import parse_duration
 
@@ -34,11 +35,14 @@ def serve(
         typer.Option(help="Largest request head (request line and headers), in bytes.", min=1024),
     ] = 16_384,
 ) -> None:
-    """Receive signed webhooks into the state store's inbox.
+    """Serve the sheet's HTTP app: Prometheus metrics, health, and signed webhooks into the inbox.
 
-    `POST /webhooks/<sync>` for every sync with a `webhook:` block (HMAC-SHA256 over
-    `<timestamp>.<body>`), `GET /healthz`. `mapsync run` then delivers them
-    (`changes: {method: inbox}`).
+    `GET /metrics` (the state store's gauges: last success, open record errors, open incidents,
+    call budget left, lag and backlog), `GET /healthz` (200 while up), `GET /readyz` (200 when
+    the state store answers, else 503), and `POST /webhooks/<sync>` for every sync with a
+    `webhook:` block (HMAC-SHA256 over `<timestamp>.<body>`; `mapsync run` then delivers them,
+    `changes: {method: inbox}`). Run counters come from the process that runs the syncs:
+    `mapsync daemon --serve ADDR`.
     """
     from mapsync import webhook_server, webhooks  # lazy: FastAPI and uvicorn only when it serves
 
@@ -50,8 +54,6 @@ def serve(
         raise fail("--read-timeout must be more than 0", 2)
     loaded = load_sheet(sheet)
     hooks = [name for name, s in loaded.sheet.syncs.items() if s.webhook is not None]
-    if not hooks:
-        raise fail(f"{sheet}: no sync has a `webhook:` block: nothing to serve", 2)
     unread = [
         f"{loaded.where('syncs', name, 'webhook')}: sync {name} has a `webhook:` block but "
         f"`changes: {{method: {loaded.sheet.syncs[name].changes.method}}}`: its events would never "
@@ -62,14 +64,10 @@ def serve(
     if unread:
         raise fail("\n".join(unread), 2)
     store = open_store(loaded, create=True)
-    if host not in ("127.0.0.1", "::1", "localhost"):
-        err.print(
-            f"[yellow]warning:[/yellow] listening on {host} without TLS: put a TLS reverse proxy in front",
-            highlight=False,
-        )
+    warn_exposed(host)
+    webhooks_note = f"/webhooks/<sync> for {', '.join(hooks)}; " if hooks else ""
     out.print(
-        f"mapsync serve: http://{host}:{port}/webhooks/<sync> for {', '.join(hooks)}; /healthz",
-        highlight=False,
+        f"mapsync serve on http://{host}:{port}: {webhooks_note}/metrics, /healthz, /readyz", highlight=False
     )
     try:
         webhook_server.run(
