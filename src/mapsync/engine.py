@@ -43,7 +43,9 @@ from mapsync.run_types import Parts as Parts
 from mapsync.run_types import RunReport as RunReport
 from mapsync.sheet import identity as identities
 from mapsync.sheet.loader import LoadedSheet
+from mapsync.state import attempts
 from mapsync.state import lease as leases
+from mapsync.state.data import Attempt
 from mapsync.state.ports import Store
 from mapsync.state.retention import purge_after_run
 from mapsync.state.store import Counts
@@ -339,7 +341,16 @@ class Engine(PartsCache):
         parts.capture.acknowledge(batch, records.WriteResult(result.delivered, all_rejected))
         crash.point("after_ack")
         run_steps.count_outcome(counts, result, all_rejected, tally, report.gone_at_source)
-        self._commit(scope, batch, seen + result.delivered, all_rejected, counts)
+        # the batch's delivery attempts (`mapsync trace`), in the same state transaction; a seed
+        # records its rejections only (state/attempts.py: a seed must not write every key twice)
+        tried = attempts.of_batch(
+            result.delivered,
+            all_rejected,
+            send,
+            deliveries=scope.kind != RunKind.SEED,
+            redact=self.redact_text,
+        )
+        self._commit(scope, batch, seen + result.delivered, all_rejected, counts, tried)
         run_steps.add_batch(report, counts, tally, all_rejected)
         self.observer.batch(name, report.counts)
         log.debug(
@@ -363,8 +374,10 @@ class Engine(PartsCache):
         delivered: list[records.Delivered],
         rejected: list[records.Rejection],
         counts: Counts,
+        tried: list[Attempt],
     ) -> None:
-        """The batch's state commit (ledger, record errors, cursor position, counts), fenced."""
+        """The batch's state commit (ledger, record errors, attempts, cursor position, counts),
+        fenced."""
         started = time.monotonic()
         new_values = self.store.commit(
             sync=scope.sync,
@@ -375,6 +388,7 @@ class Engine(PartsCache):
             cursors=batch.position or {},
             counts=counts,
             lease_ttl=scope.lease.ttl,
+            attempts=tried,
         )
         self.watch.renewed(started)  # the commit renewed the lease
         crash.point("after_commit")

@@ -124,6 +124,7 @@ def test_reset_forgets_a_syncs_state_but_keeps_history(store: Store) -> None:
         "mapsync_ledger": 1,
         "mapsync_record_errors": 1,
         "mapsync_unmapped": 1,
+        "mapsync_attempts": 0,
         "mapsync_leases": 1,
     }
     assert (store.cursors("s"), store.ledger_count("s"), store.open_error_keys("s")) == ({}, 0, [])

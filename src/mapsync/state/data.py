@@ -200,3 +200,23 @@ class Notification:
     created_at: dt.datetime
     last_error: str | None = None
     sent_at: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One attempt to deliver one record (schema v7 `mapsync_attempts`, port `DeliveryAttempts`;
+    `mapsync trace`). `outcome`: delivered | deleted | rejected | failed. `payload` (the mapped
+    record as JSON) is kept for rejected and failed attempts only, `hash` otherwise; `message` is
+    the destination's (or the mapping's) answer, redacted. `run_id`, `at` and `id` are the
+    store's, filled when read back."""
+
+    key: tuple[Any, ...]
+    outcome: str
+    version: Any = None
+    hash: str | None = None
+    dest_id: str | None = None
+    message: str | None = None
+    payload: str | None = None
+    run_id: int | None = None
+    at: str | None = None
+    id: int | None = None

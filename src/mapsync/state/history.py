@@ -108,8 +108,8 @@ class SqlHistory:
             return [dict(row) for row in rows]
 
     def reset(self, sync: str) -> dict[str, int]:
-        """Forget a sync's cursors, ledger and errors (run history and audit are kept); the rows
-        removed per table, and one audit row `reset`."""
+        """Forget a sync's cursors, ledger, errors and delivery attempts (run history and audit are
+        kept); the rows removed per table, and one audit row `reset`."""
         out = {}
         with self.engine.begin() as conn:
             for table in RESET:
@@ -263,4 +263,4 @@ BATCHES_SETTLED = ("done", "failed")
 
 
 # the tables `reset` empties of a sync, in this order
-RESET = (schema.cursors, schema.ledger, schema.record_errors, schema.unmapped, schema.leases)
+RESET = (schema.cursors, schema.ledger, schema.record_errors, schema.unmapped, schema.attempts, schema.leases)

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from mapsync import crash, errors, records
-from mapsync.state import unmapped, values
+from mapsync.state import memory_attempts, unmapped, values
 from mapsync.state.clock import stamp, utcnow
-from mapsync.state.data import Counts, LedgerEntry
+from mapsync.state.data import Attempt, Counts, LedgerEntry
 from mapsync.state.ledger import DELETED_HASH, compare_found
 from mapsync.state.memory_budget import MemoryBudgetMixin
 from mapsync.state.memory_controls import MemoryControlsMixin
@@ -53,6 +53,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
         self.workers = MemoryWorkers(self.memory)
         self.incidents = MemoryIncidents(self.memory)
         self.observations = MemoryObservations(self.memory)
+        self.attempts = memory_attempts.MemoryAttempts(self.memory)
         self.rollups = MemoryRollups(self.memory)
 
     def close(self) -> None:
@@ -139,6 +140,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
         cursors: dict[str, Any],
         counts: Counts,
         lease_ttl: dt.timedelta,
+        attempts: Sequence[Attempt] = (),
     ) -> list[dict[str, Any]]:
         """One batch's outcome, all or nothing, fenced by the lease token (see StateStore.commit)."""
         now = stamp()
@@ -170,6 +172,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                     t.errors[(sync, row["key"])] = row
             if delivered:
                 _resolve_unmapped(t, sync, now)
+            memory_attempts.write(t, sync, run_id, attempts, now)
             _set_cursors(t, sync, run_id, cursors, now)
             run = t.runs.get(run_id)
             if run is not None:

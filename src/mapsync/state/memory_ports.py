@@ -268,6 +268,7 @@ class MemoryHistory:
                 (schema.ledger.name, t.ledger, lambda k, v: k[0] == sync),
                 (schema.record_errors.name, t.errors, lambda k, v: k[0] == sync),
                 (schema.unmapped.name, t.unmapped, lambda k, v: k[0] == sync),
+                (schema.attempts.name, t.attempts, lambda k, v: v["sync"] == sync),
                 (schema.leases.name, t.leases, lambda k, v: k == sync),
             ]
             out = {}

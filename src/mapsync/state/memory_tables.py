@@ -48,6 +48,7 @@ class Tables:
     notifications: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → notification row
     # (sync, name) → (typed JSON value, stamp)
     observations: dict[tuple[str, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
+    attempts: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → delivery attempt row
     rollups: dict[tuple[str, str], Row] = dataclasses.field(default_factory=dict)  # (sync, day) → row
     ids: dict[str, int] = dataclasses.field(default_factory=dict)  # table → last id given
 

@@ -10,7 +10,8 @@ to it by one contract suite (tests/contract/):
   objects `store.leases`, `store.inbox`, `store.jobs`, `store.history` (state/lease.py,
   state/inbox.py, state/async_batches.py, state/history.py), and `Workers` as `store.workers`
   (state/workers.py), `Incidents` as `store.incidents` (state/incidents.py), `Observations` as
-  `store.observations` (state/observations.py), `Rollups` as `store.rollups` (state/rollups.py).
+  `store.observations` (state/observations.py), `Rollups` as `store.rollups` (state/rollups.py),
+  `DeliveryAttempts` as `store.attempts` (state/attempts.py).
 - `MemoryStore` (state/memory.py), plain dicts under a lock, for unit tests.
 
 The module functions of state/lease.py, state/inbox.py, state/async_batches.py, state/report.py
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 
 from mapsync import records
 from mapsync.state.data import (
+    Attempt,
     Beat,
     BudgetRow,
     Counts,
@@ -70,6 +72,7 @@ class Ledger(Protocol):
         cursors: dict[str, Any],
         counts: Counts,
         lease_ttl: dt.timedelta,
+        attempts: Sequence[Attempt] = (),
     ) -> list[dict[str, Any]]: ...
 
 
@@ -301,6 +304,20 @@ class Observations(Protocol):
     def observations(self, sync: str | None = None) -> dict[tuple[str, str], tuple[Any, dt.datetime]]: ...
 
 
+class DeliveryAttempts(Protocol):
+    """Delivery attempts per record and the other per-key reads of `mapsync trace`
+    (`store.attempts`, state/attempts.py). The batch commit writes a batch's attempts in its own
+    transaction (`Ledger.commit(attempts=…)`); `record_attempts` writes some outside a commit.
+    Either way the last `attempts.KEEP` (3) per (sync, key) are kept, older ones deleted in the
+    same transaction, and the payload is kept only for `rejected` and `failed` attempts."""
+
+    def record_attempts(self, sync: str, run_id: int | None, attempts: Sequence[Attempt]) -> None: ...
+    def attempts(self, sync: str, key: records.Key) -> list[Attempt]: ...
+    def record_error(self, sync: str, key: records.Key) -> dict[str, Any] | None: ...
+    def ledger_row(self, sync: str, key: records.Key) -> dict[str, Any] | None: ...
+    def inbox_items(self, sync: str, needle: str, *, scan: int, limit: int) -> list[dict[str, Any]]: ...
+
+
 class Rollups(Protocol):
     """Daily rollups of the runs per sync and UTC day (state/rollups.py), folded by the retention
     purge before it deletes run rows and kept (much) longer: for trend views and monitors."""
@@ -326,6 +343,8 @@ class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     @property
     def observations(self) -> Observations: ...
     @property
+    def attempts(self) -> DeliveryAttempts: ...
+    @property
     def rollups(self) -> Rollups: ...
     def close(self) -> None: ...
 
@@ -333,13 +352,6 @@ class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
 # ------------------------------------------------------------------ coming (not implemented yet)
 # Each names its first obvious methods; a store implements a port when its feature is built,
 # and the contract suite then covers it on every store.
-
-
-class DeliveryAttempts(Protocol):
-    """Each attempt to deliver a record, with its outcome (monitors, repair)."""
-
-    def record_attempts(self, sync: str, run_id: int, attempts: Sequence[dict[str, Any]]) -> None: ...
-    def attempts(self, sync: str, key: records.Key) -> list[dict[str, Any]]: ...
 
 
 class Reconciliation(Protocol):

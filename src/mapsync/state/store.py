@@ -16,12 +16,14 @@ from mapsync import crash, deadline, errors, records
 from mapsync.db_timeouts import connect_args as timeout_args
 from mapsync.db_timeouts import resolved
 from mapsync.sheet.timeout_models import Timeouts
+from mapsync.state import attempts as attempt_rows
 from mapsync.state import faults, schema, unmapped, values
 from mapsync.state.async_batches import SqlJobs
 from mapsync.state.budget import BudgetMixin
 from mapsync.state.clock import stamp as stamp
 from mapsync.state.clock import utcnow as utcnow
 from mapsync.state.controls import ControlsMixin
+from mapsync.state.data import Attempt
 from mapsync.state.data import Counts as Counts
 from mapsync.state.faults import guarded
 from mapsync.state.history import SqlHistory
@@ -72,6 +74,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         self.workers = SqlWorkers(engine)
         self.incidents = SqlIncidents(engine)
         self.observations = SqlObservations(engine)
+        self.attempts = attempt_rows.SqlAttempts(engine)
         self.rollups = SqlRollups(engine)
 
     # ----------------------------------------------------------------- opening
@@ -291,8 +294,11 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         cursors: dict[str, Any],
         counts: Counts,
         lease_ttl: dt.timedelta,
+        attempts: Sequence[Attempt] = (),
     ) -> list[dict[str, Any]]:
-        """Record one batch's outcome in one transaction, fenced by the lease token.
+        """Record one batch's outcome in one transaction, fenced by the lease token: the ledger,
+        record errors, unmapped values, the batch's delivery attempts (state/attempts.py), the
+        cursors and the run's counts.
 
         Returns the unmapped values seen for the first time (see `state.unmapped`). Retried on a
         transient store failure (`state.faults`); the lease's new expiry marks the transaction,
@@ -300,7 +306,9 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         renew_to = stamp(utcnow() + lease_ttl)
         return faults.call(
             self.engine,
-            lambda: self._commit(sync, token, run_id, delivered, rejected, cursors, counts, renew_to),
+            lambda: self._commit(
+                sync, token, run_id, delivered, rejected, cursors, counts, renew_to, attempts
+            ),
             "commit",
         )
 
@@ -314,6 +322,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         cursors: dict[str, Any],
         counts: Counts,
         renew_to: str,
+        attempts: Sequence[Attempt] = (),
     ) -> list[dict[str, Any]]:
         now = stamp()
         new_values: list[dict[str, Any]] = []
@@ -356,6 +365,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
                 self._record_errors(conn, sync, run_id, rejected, now)
             if delivered:
                 unmapped.resolve(conn, sync, now)
+            attempt_rows.write(conn, sync, run_id, attempts, now)
             self._set_cursors(conn, sync, run_id, cursors)
             self._add_counts(conn, run_id, counts)
             crash.point("during_state_write")
