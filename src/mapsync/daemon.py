@@ -53,16 +53,18 @@ from collections.abc import Callable
 from typing import Any
 
 from mapsync import errors, schedules, watch
+from mapsync.alerts import sender as alert_sender
 from mapsync.daemon_chores import Chore, Chores
 from mapsync.daemon_membership import Membership
 from mapsync.daemon_process import release_orphaned_requests, worker_id
 from mapsync.daemon_reload import Reloading
 from mapsync.daemon_worker import RETRY, RUN, STORE_BROKEN, Job, Worker, fingerprint
 from mapsync.engine import RunReport
+from mapsync.monitors.environment import store_trouble
 from mapsync.records import RunStatus
 from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
-from mapsync.state import faults
+from mapsync.state import faults, retention
 from mapsync.state.clock import SYSTEM, Clock
 from mapsync.state.meter import COORDINATION, RUNS
 from mapsync.state.ports import Store
@@ -71,6 +73,7 @@ log = logging.getLogger("mapsync.daemon")
 GRACE = dt.timedelta(seconds=30)
 POLL = dt.timedelta(seconds=1)
 PARALLEL = 16  # runs at once per daemon (`--parallel`)
+ALERTS_EVERY = dt.timedelta(seconds=5)  # the `alerts` chore: due notices sent, reminders queued
 DEFER = ("defer", "")  # a slot decided at a later tick (`Daemon._skip_reason`)
 MONITORS_EVERY = dt.timedelta(minutes=1)  # the `monitors` chore (mapsync.watch)
 
@@ -125,6 +128,7 @@ class Daemon(Membership, Reloading):
         self.epoch = 0  # grows when a beat finds this daemon was presumed dead (`Job.epoch`)
         # work beside the syncs on a thread of its own (daemon_chores.py)
         self.chores = Chores(open_store, self.stop, lambda: self.ttl, self.redact)
+        self.store_away = alert_sender.StoreAway()  # the direct alert when the store stays away
 
     # ------------------------------------------------------------- life
 
@@ -213,7 +217,21 @@ class Daemon(Membership, Reloading):
 
     def _chores(self) -> list[Chore]:
         """The chores of this daemon (monitors, alerts, purge), each from its own module."""
-        return [Chore("monitors", MONITORS_EVERY, self._monitors, lease=True)]
+
+        def send_alerts(store: Store) -> None:
+            alert_sender.tick(self.loaded, store, self.worker)
+
+        def evaluate_monitors(store: Store) -> None:  # (self read only when it runs)
+            self._monitors(store)
+
+        return [
+            # every sync's monitors, in one daemon at a time (mapsync.watch)
+            Chore("monitors", MONITORS_EVERY, evaluate_monitors, lease=True),
+            Chore("purge", retention.DAILY, retention.daily(lambda: self.loaded.sheet), lease=True),
+            # due notices sent, due reminders queued: in every daemon (no lease: the outbox's
+            # claim makes each notice go once)
+            Chore("alerts", ALERTS_EVERY, send_alerts, lease=False),
+        ]
 
     def _monitors(self, store: Store) -> None:
         """The monitors of every sync of the sheet (one daemon evaluates for all, under the
@@ -271,7 +289,7 @@ class Daemon(Membership, Reloading):
         handed over at the next one)."""
         try:
             self.beat()
-            return self._tick(now)
+            wait = self._tick(now)
         except errors.StateError as exc:
             if exc.reason in STORE_BROKEN:
                 self.fatal("*", exc)
@@ -282,7 +300,12 @@ class Daemon(Membership, Reloading):
                 "daemon_store_away", extra={"action": "daemon_store_away", "error": self.redact(str(exc))}
             )
             self._silent()
+            # away longer than twice the lease TTL: the alert channels are told directly, once
+            trouble = store_trouble(exc)
+            self.store_away.failed(self.loaded, trouble, self.clock.monotonic(), 2 * self.ttl)
             return self.poll.total_seconds()
+        self.store_away.ok(self.loaded, self.store)  # after an alerted outage: its incident recorded
+        return wait
 
     def _tick(self, now: dt.datetime) -> float:
         paused = self.store.paused()

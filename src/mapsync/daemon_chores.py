@@ -3,10 +3,11 @@ slot (monitor evaluation, sending alerts, the daily purge).
 
 A `Chore` runs every `every` and, when it says `lease`, only in one daemon of those sharing the
 state store at a time: it holds the state store lease `mapsync:<name>` (kept between its runs and
-renewed at each one, so the same daemon keeps doing it; when that daemon dies or freezes the lease
-expires and another one takes the chore over). `wake(name)` runs a chore at once (an event already
-known: a failed run, a new incident to send). A chore's failure is logged (`daemon_chore_failed`,
-redacted) and the chore runs again at its next time: it never stops the daemon or a sync."""
+renewed every third of the lease TTL, so the same daemon keeps doing it; when that daemon dies or
+freezes, the lease expires within a TTL and another one takes the chore over). `wake(name)` runs
+a chore at once (an event already known: a failed run, a new incident to send). A chore's failure
+is logged (`daemon_chore_failed`, redacted) and the chore runs again at its next time: it never
+stops the daemon or a sync."""
 
 from __future__ import annotations
 
@@ -87,19 +88,35 @@ class Chores:
         self._store = None
 
     def _loop(self) -> None:
+        renewed = time.monotonic()
         while not self.stop.is_set():
             now = time.monotonic()
             with self._lock:
                 due = [c for c in self.chores.values() if c.due <= now]
-                later = min((c.due for c in self.chores.values()), default=now + 1.0)
             for chore in due:
                 if self.stop.is_set():
                     return
                 self.run(chore)
+            if time.monotonic() - renewed >= self.ttl().total_seconds() / 3:
+                self._renew_held()  # a daily chore keeps its lease between runs, a TTL at a time
+                renewed = time.monotonic()
             with self._lock:
                 later = min((c.due for c in self.chores.values()), default=now + 1.0)
             self._wake.wait(max(0.0, min(later - time.monotonic(), 1.0)))
             self._wake.clear()
+
+    def _renew_held(self) -> None:
+        """Renew the leases of the chores this daemon holds (a lost one is dropped: another
+        daemon took the chore over while this one was frozen or cut off)."""
+        for chore in list(self.chores.values()):
+            if chore.held is None or self._store is None:
+                continue
+            try:
+                self._store.leases.renew(chore.held)
+            except errors.LeaseLost:
+                chore.held = None
+            except errors.MapsyncError:
+                pass  # the store is away: tried again at the next renewal or run
 
     def run(self, chore: Chore) -> bool:
         """Run one chore now (if its lease allows); whether it ran."""
@@ -125,7 +142,7 @@ class Chores:
 
     def _hold(self, store: Store, chore: Chore) -> bool:
         """Keep (renew) or take the chore's lease; False when another daemon holds it."""
-        ttl = max(self.ttl(), chore.every * 2)
+        ttl = self.ttl()  # renewed every third of it while this daemon lives (`_renew_held`)
         if chore.held is not None:
             try:
                 store.leases.renew(chore.held)

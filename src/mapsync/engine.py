@@ -42,7 +42,7 @@ from mapsync.sheet import identity as identities
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import lease as leases
 from mapsync.state.ports import Store
-from mapsync.state.retention import purge
+from mapsync.state.retention import purge_after_run
 from mapsync.state.store import Counts
 
 CRASH_POINTS = crash.POINTS
@@ -264,7 +264,7 @@ class Engine(PartsCache):
             message = f"{len(report.gone)} source row(s) gone" if report.gone else None
             self.store.finish_run(run_id, report.status, None, message)
             if plan.purge:
-                purge(self.store, name, self.sheet.state.retention_of("runs"))
+                purge_after_run(self.store, self.sheet, name)
             counts = dataclasses.asdict(report.counts)
             log.info(
                 "run_finished", extra={"action": "run_finished", "sync": name, "run_id": run_id, **counts}

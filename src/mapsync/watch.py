@@ -102,7 +102,12 @@ def sync_facts(
     more: dict[str, Any] = {}
     if extra:
         try:
-            more = watch_sources.sync_extra(loaded, store, sync, handles or {})
+            own: dict[str, Any] = handles if handles is not None else {}
+            try:
+                more = watch_sources.sync_extra(loaded, store, sync, own)
+            finally:
+                if handles is None:
+                    watch_sources.release(own)
         except Exception as exc:  # a source away: its monitors cannot tell (None)
             log.warning(
                 "watch_facts_failed",
@@ -254,30 +259,34 @@ def evaluate(
     need_extra = wanted is None or any(
         REGISTRY[n].scope == "sync" and n not in AFTER_RUN for n in wanted if n in REGISTRY
     )
-    for sync in names:
-        if sync not in loaded.sheet.syncs:
-            continue
-        facts = sync_facts(loaded, store, sync, paused=paused, handles=handles, extra=need_extra)
-        rec.apply(sync, _only(evaluate_sync(facts), wanted))
-        rec.disabled(sync, facts.thresholds.disabled, wanted)
-    if wanted is None or any(REGISTRY[n].scope == "sheet" for n in wanted if n in REGISTRY):
-        sheet_thresholds = resolve(loaded.sheet.monitors)
-        try:
-            extra = watch_sources.sheet_extra(loaded, store, handles or {})
-        except Exception as exc:  # what could not be read stays unknown
-            log.warning(
-                "watch_facts_failed",
-                extra={
-                    "action": "watch_facts_failed",
-                    "error": redact(f"{type(exc).__name__}: {exc}", loaded.secrets, cap=300),
-                },
-            )
-            extra = {}
-        whole = SheetFacts(now=utcnow(), thresholds=sheet_thresholds, extra=extra)
-        rec.apply(None, _only(evaluate_sheet(whole), wanted))
-        rec.disabled(None, sheet_thresholds.disabled, wanted)
-    if wanted is None:
-        rec.gone()
+    shared: dict[str, Any] = handles if handles is not None else {}  # one connection per end
+    try:
+        for sync in names:
+            if sync not in loaded.sheet.syncs:
+                continue
+            facts = sync_facts(loaded, store, sync, paused=paused, handles=shared, extra=need_extra)
+            rec.apply(sync, _only(evaluate_sync(facts), wanted))
+            rec.disabled(sync, facts.thresholds.disabled, wanted)
+        if wanted is None or any(REGISTRY[n].scope == "sheet" for n in wanted if n in REGISTRY):
+            sheet_thresholds = resolve(loaded.sheet.monitors)
+            try:
+                extra = watch_sources.sheet_extra(loaded, store, shared)
+            except Exception as exc:  # what could not be read stays unknown
+                log.warning(
+                    "watch_facts_failed",
+                    extra={
+                        "action": "watch_facts_failed",
+                        "error": redact(f"{type(exc).__name__}: {exc}", loaded.secrets, cap=300),
+                    },
+                )
+                extra = {}
+            whole = SheetFacts(now=utcnow(), thresholds=sheet_thresholds, extra=extra)
+            rec.apply(None, _only(evaluate_sheet(whole), wanted))
+            rec.disabled(None, sheet_thresholds.disabled, wanted)
+        if wanted is None:
+            rec.gone()
+    finally:
+        watch_sources.release(shared)  # the connections opened for this evaluation (not the caller's)
     return report
 
 

@@ -9,9 +9,12 @@ incidents is `mapsync.watch`'s job; nothing here reads a database or the clock."
 
 from __future__ import annotations
 
-from mapsync.monitors import events, silent, timing  # noqa: F401  (each `@monitor(...)` registers at import)
+# the modules that register monitors (each `@monitor(...)` registers at import)
+from mapsync.monitors import environment as environment
+from mapsync.monitors import events as events
+from mapsync.monitors import signals as signals
+from mapsync.monitors import silent as silent
+from mapsync.monitors import timing as timing
 from mapsync.monitors.base import REGISTRY, Spec, evaluate_sheet, evaluate_sync
-
-# further modules that register monitors: signals, environment (issue 15's signal work)
 
 __all__ = ["REGISTRY", "Spec", "evaluate_sheet", "evaluate_sync"]

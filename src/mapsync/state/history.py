@@ -5,13 +5,20 @@ callers."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync.state import schema
+from mapsync.state import faults, rollups, schema
 from mapsync.state.clock import stamp, utcnow
+from mapsync.state.ledger import DELETED_HASH
+
+BATCH = 5000  # rows per purge transaction: a big purge never holds its locks for long
+PER_RUN = ("runs", "record_errors", "cursor_audit")  # what the engine purges after each run
 
 
 class SqlHistory:
@@ -97,30 +104,144 @@ class SqlHistory:
         return out
 
     def purge(self, sync: str, retention: dt.timedelta) -> dict[str, int]:
-        """Drop history older than `retention`: finished runs (the latest run is always kept),
-        cursor audit rows and resolved record errors. Open errors, cursors and the ledger stay."""
-        cutoff = stamp(utcnow() - retention)
-        r, a, e = schema.runs, schema.cursor_audit, schema.record_errors
+        """Drop one sync's history older than `retention`: finished runs (rolled up first; the
+        latest run is always kept), cursor audit rows and resolved record errors (the older form
+        of `purge_tables`, under its older names)."""
+        ages = dict.fromkeys(PER_RUN, retention)
+        done = self.purge_tables(ages, syncs=[sync])
+        return {"runs": done["runs"], "audit": done["cursor_audit"], "errors": done["record_errors"]}
+
+    def purge_tables(
+        self,
+        ages: Mapping[str, dt.timedelta],
+        *,
+        syncs: Sequence[str] | None = None,
+        late_ms: Mapping[str, int] | None = None,
+        dry_run: bool = False,
+        batch: int = BATCH,
+    ) -> dict[str, int]:
+        """Per table of `ages` (names of `RETENTION_TABLES`), delete what is finished and older
+        than its age (of `syncs`, or every sync): table → rows deleted (or, `dry_run`, that would
+        be). Each table goes in batches of `batch` rows, each batch its own short transaction; run
+        rows are folded into the daily rollups in the transaction that deletes them."""
+        now = utcnow()
+        out: dict[str, int] = {}
+        for table, age in ages.items():
+            cutoff = cutoff_of(table, now, age)
+            target = targets(table, cutoff, syncs)
+            if dry_run:
+                out[table] = faults.call(self.engine, functools.partial(self._count, target), "purge")
+                continue
+            total = 0
+            while True:
+                step = functools.partial(self._batch, target, batch, late_ms)
+                done, more = faults.call(self.engine, step, "purge")
+                total += done
+                if not more:
+                    break
+            out[table] = total
+        return out
+
+    def _count(self, target: Target) -> int:
+        query = sa.select(sa.func.count()).select_from(target.table).where(*target.where)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def _batch(self, target: Target, batch: int, late_ms: Mapping[str, int] | None) -> tuple[int, bool]:
+        """One batch of `target` deleted in one transaction: how many rows, and whether it was a
+        full batch (there may be more; fewer, as when another purger took some, ends the table)."""
+        t = target.table
+        pk = list(t.primary_key.columns)
+        key = sa.tuple_(*pk) if len(pk) > 1 else pk[0]
+        chosen = sa.select(*pk).where(*target.where).order_by(*pk).limit(batch)
         with self.engine.begin() as conn:
-            latest = conn.execute(sa.select(sa.func.max(r.c.id)).where(r.c.sync == sync)).scalar()
-            return {
-                "runs": conn.execute(
-                    sa.delete(r).where(
-                        r.c.sync == sync,
-                        r.c.finished_at.is_not(None),
-                        r.c.finished_at < cutoff,
-                        r.c.id != latest,
+            if t is schema.runs:
+                gone = (
+                    conn.execute(
+                        sa.delete(t).where(key.in_(chosen)).returning(*(t.c[name] for name in rollups.FOLDED))
                     )
-                ).rowcount,
-                "audit": conn.execute(
-                    sa.delete(a).where(a.c.sync == sync, a.c.committed_at < cutoff)
-                ).rowcount,
-                "errors": conn.execute(
-                    sa.delete(e).where(
-                        e.c.sync == sync, e.c.resolved_at.is_not(None), e.c.resolved_at < cutoff
-                    )
-                ).rowcount,
-            }
+                    .mappings()
+                    .all()
+                )
+                rollups.add(conn, rollups.fold([dict(row) for row in gone], late_ms))
+                return len(gone), len(gone) == batch
+            if t is schema.incidents:  # their notifications go with them (none is pending)
+                ids = list(conn.execute(chosen).scalars())
+                if not ids:
+                    return 0, False
+                n = schema.notifications
+                conn.execute(sa.delete(n).where(n.c.incident_id.in_(ids)))
+                closed = int(conn.execute(sa.delete(t).where(t.c.id.in_(ids), *target.where)).rowcount)
+                return closed, len(ids) == batch
+            deleted = int(conn.execute(sa.delete(t).where(key.in_(chosen), *target.where)).rowcount)
+            return deleted, deleted == batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The rows of one retention table that may go: `table` where all of `where` hold."""
+
+    table: sa.Table
+    where: tuple[sa.ColumnElement[bool], ...]
+
+
+def cutoff_of(table: str, now: dt.datetime, age: dt.timedelta) -> str:
+    """The stamp (a day, for rollups) before which `table`'s rows may go. Runs: rounded down to a
+    UTC midnight, so that a day's runs are rolled up together (they are kept up to a day longer)."""
+    moment = now - age
+    if table in ("runs", "rollups"):
+        moment = moment.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.astimezone(dt.UTC).date().isoformat() if table == "rollups" else stamp(moment)
+
+
+def targets(table: str, cutoff: str, syncs: Sequence[str] | None) -> Target:
+    """What of `table` (a name of `RETENTION_TABLES`) is finished and older than `cutoff`."""
+    s = schema
+    where: list[sa.ColumnElement[bool]]
+    if table == "runs":
+        r, newest = s.runs, s.runs.alias("newest")
+        latest = sa.select(sa.func.max(newest.c.id)).group_by(newest.c.sync)
+        if syncs is not None:  # the engine's purge after a run: look at that sync's runs only
+            latest = latest.where(newest.c.sync.in_(list(syncs)))
+        where = [r.c.finished_at.is_not(None), r.c.finished_at < cutoff, r.c.id.not_in(latest)]
+        t: sa.Table = r
+    elif table == "record_errors":
+        t = s.record_errors
+        where = [t.c.resolved_at.is_not(None), t.c.resolved_at < cutoff]
+    elif table == "cursor_audit":
+        t = s.cursor_audit
+        where = [t.c.committed_at < cutoff]
+    elif table == "inbox":  # `new` waits for a run, `error` is an open problem: both stay
+        t = s.inbox
+        where = [t.c.status.in_(INBOX_DONE), t.c.processed_at < cutoff]
+    elif table == "async_batches":
+        t = s.async_batches
+        where = [t.c.status.in_(BATCHES_SETTLED), t.c.updated_at < cutoff]
+    elif table == "unmapped":
+        t = s.unmapped
+        where = [t.c.resolved_at.is_not(None), t.c.resolved_at < cutoff]
+    elif table == "tombstones":
+        t = s.ledger
+        where = [sa.or_(t.c.deleted == sa.true(), t.c.hash == DELETED_HASH), t.c.updated_at < cutoff]
+    elif table == "alerts":
+        t, n = s.incidents, s.notifications
+        pending = sa.select(n.c.id).where(n.c.incident_id == t.c.id, n.c.status == "pending").exists()
+        where = [t.c.status == "resolved", t.c.resolved_at < cutoff, ~pending]
+    elif table == "attempts":
+        t = s.attempts
+        where = [t.c.at < cutoff]
+    elif table == "rollups":
+        t = s.rollups
+        where = [t.c.day < cutoff]
+    else:
+        raise KeyError(table)
+    if syncs is not None:
+        where.append(t.c.sync.in_(list(syncs)))
+    return Target(t, tuple(where))
+
+
+INBOX_DONE = ("processed", "stale")
+BATCHES_SETTLED = ("done", "failed")
 
 
 # the tables `reset` empties of a sync, in this order

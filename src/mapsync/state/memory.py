@@ -30,6 +30,7 @@ from mapsync.state.memory_controls import MemoryControlsMixin
 from mapsync.state.memory_incidents import MemoryIncidents
 from mapsync.state.memory_observations import MemoryObservations
 from mapsync.state.memory_ports import MemoryHistory, MemoryInbox, MemoryJobs, MemoryLeases
+from mapsync.state.memory_rollups import MemoryRollups
 from mapsync.state.memory_runs import COUNTS, MemoryRunsMixin
 from mapsync.state.memory_tables import Memory, Tables
 from mapsync.state.memory_workers import MemoryWorkers
@@ -52,6 +53,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
         self.workers = MemoryWorkers(self.memory)
         self.incidents = MemoryIncidents(self.memory)
         self.observations = MemoryObservations(self.memory)
+        self.rollups = MemoryRollups(self.memory)
 
     def close(self) -> None:
         """Nothing to release (the tables stay readable)."""
@@ -150,6 +152,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                 latest = {records.key_text(d.key): d for d in delivered}  # last wins
                 for key, d in latest.items():
                     t.ledger[(sync, key)] = (values.encode(d.version), d.hash, d.dest_id, d.op == "delete")
+                    t.ledger_at[(sync, key)] = now
                     error = t.errors.get((sync, key))
                     if error is not None and error["resolved_at"] is None:
                         t.errors[(sync, key)] = {**error, "resolved_at": now}

@@ -8,7 +8,7 @@ import contextlib
 import datetime as dt
 import os
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from mapsync import records
@@ -16,7 +16,9 @@ from mapsync.state import schema
 from mapsync.state.async_batches import check_final, decoded, new_batch_id
 from mapsync.state.clock import stamp, utcnow
 from mapsync.state.data import Item, Lease
+from mapsync.state.history import BATCH, PER_RUN
 from mapsync.state.lease import held_by_other, holder_of, lost, new_token
+from mapsync.state.memory_rollups import purge_tables
 from mapsync.state.memory_tables import Memory, Row, fail_stale
 from mapsync.state.runs import alive
 
@@ -280,27 +282,16 @@ class MemoryHistory:
         return out
 
     def purge(self, sync: str, retention: dt.timedelta) -> dict[str, int]:
-        cutoff = stamp(utcnow() - retention)
-        with self.memory.tx() as t:
-            latest = max((i for i, r in t.runs.items() if r["sync"] == sync), default=None)
-            runs = [
-                i
-                for i, r in t.runs.items()
-                if r["sync"] == sync
-                and r["finished_at"] is not None
-                and r["finished_at"] < cutoff
-                and i != latest
-            ]
-            audit = [i for i, r in t.audit.items() if r["sync"] == sync and r["committed_at"] < cutoff]
-            errors = [
-                k
-                for k, r in t.errors.items()
-                if r["sync"] == sync and r["resolved_at"] is not None and r["resolved_at"] < cutoff
-            ]
-            for i in runs:
-                del t.runs[i]
-            for i in audit:
-                del t.audit[i]
-            for k in errors:
-                del t.errors[k]
-        return {"runs": len(runs), "audit": len(audit), "errors": len(errors)}
+        done = self.purge_tables(dict.fromkeys(PER_RUN, retention), syncs=[sync])
+        return {"runs": done["runs"], "audit": done["cursor_audit"], "errors": done["record_errors"]}
+
+    def purge_tables(
+        self,
+        ages: Mapping[str, dt.timedelta],
+        *,
+        syncs: Sequence[str] | None = None,
+        late_ms: Mapping[str, int] | None = None,
+        dry_run: bool = False,
+        batch: int = BATCH,
+    ) -> dict[str, int]:
+        return purge_tables(self.memory, ages, syncs=syncs, late_ms=late_ms, dry_run=dry_run)

@@ -29,6 +29,8 @@ class Tables:
     ledger: dict[tuple[str, str], tuple[str | None, str, str | None, bool]] = dataclasses.field(
         default_factory=dict
     )
+    # (sync, key text) → when the entry was last written (a tombstone's age)
+    ledger_at: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     runs: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → run row
     errors: dict[tuple[str, str], Row] = dataclasses.field(default_factory=dict)  # (sync, key text)
     unmapped: dict[tuple[str, str, str, str], Row] = dataclasses.field(default_factory=dict)
@@ -46,6 +48,7 @@ class Tables:
     notifications: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → notification row
     # (sync, name) → (typed JSON value, stamp)
     observations: dict[tuple[str, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
+    rollups: dict[tuple[str, str], Row] = dataclasses.field(default_factory=dict)  # (sync, day) → row
     ids: dict[str, int] = dataclasses.field(default_factory=dict)  # table → last id given
 
     def copy(self) -> Tables:

@@ -10,7 +10,7 @@ to it by one contract suite (tests/contract/):
   objects `store.leases`, `store.inbox`, `store.jobs`, `store.history` (state/lease.py,
   state/inbox.py, state/async_batches.py, state/history.py), and `Workers` as `store.workers`
   (state/workers.py), `Incidents` as `store.incidents` (state/incidents.py), `Observations` as
-  `store.observations` (state/observations.py).
+  `store.observations` (state/observations.py), `Rollups` as `store.rollups` (state/rollups.py).
 - `MemoryStore` (state/memory.py), plain dicts under a lock, for unit tests.
 
 The module functions of state/lease.py, state/inbox.py, state/async_batches.py, state/report.py
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from mapsync import records
@@ -235,7 +235,14 @@ class Jobs(Protocol):
 
 class History(Protocol):
     """What `status`, `errors`, `runs` and `state show` read, `reset`, and the retention purge
-    (`store.history`). Rows are dicts of the columns in docs/design.md's table of the store."""
+    (`store.history`). Rows are dicts of the columns in docs/design.md's table of the store.
+
+    `purge_tables(ages)`: per table of `ages` (names of `sheet.models.RETENTION_TABLES`), what is
+    finished and older than its age goes (of `syncs`, or all): runs are folded into the daily
+    rollups in the transaction that deletes them; a sync's latest run, open record errors, `new`
+    and `error` inbox items, unsettled batches, live ledger entries, open incidents and incidents
+    with a pending notice stay. Table → rows deleted (or, `dry_run`, that would be). `purge` is
+    the older per-sync form (runs, cursor audit, resolved errors under one age)."""
 
     def last_run(self, sync: str) -> dict[str, Any] | None: ...
     def runs(self, sync: str | None, limit: int) -> list[dict[str, Any]]: ...
@@ -245,6 +252,15 @@ class History(Protocol):
     def audit(self, sync: str, limit: int) -> list[dict[str, Any]]: ...
     def reset(self, sync: str) -> dict[str, int]: ...
     def purge(self, sync: str, retention: dt.timedelta) -> dict[str, int]: ...
+    def purge_tables(
+        self,
+        ages: Mapping[str, dt.timedelta],
+        *,
+        syncs: Sequence[str] | None = None,
+        late_ms: Mapping[str, int] | None = None,
+        dry_run: bool = False,
+        batch: int = ...,
+    ) -> dict[str, int]: ...
 
 
 class Workers(Protocol):
@@ -292,6 +308,13 @@ class Observations(Protocol):
     def observations(self, sync: str | None = None) -> dict[tuple[str, str], tuple[Any, dt.datetime]]: ...
 
 
+class Rollups(Protocol):
+    """Daily rollups of the runs per sync and UTC day (state/rollups.py), folded by the retention
+    purge before it deletes run rows and kept (much) longer: for trend views and monitors."""
+
+    def rollups(self, sync: str | None, since: dt.datetime | dt.date) -> list[dict[str, Any]]: ...
+
+
 class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     """A whole state store: every port the engine, the captures and the views use."""
 
@@ -309,20 +332,14 @@ class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     def incidents(self) -> Incidents: ...
     @property
     def observations(self) -> Observations: ...
+    @property
+    def rollups(self) -> Rollups: ...
     def close(self) -> None: ...
 
 
 # ------------------------------------------------------------------ coming (not implemented yet)
 # Each names its first obvious methods; a store implements a port when its feature is built,
 # and the contract suite then covers it on every store.
-
-
-class Rollups(Protocol):
-    """Per-period counts of runs and records per sync (dashboard, monitors), kept after the run
-    rows they sum are purged."""
-
-    def add_rollup(self, sync: str, period_start: dt.datetime, counts: Counts) -> None: ...
-    def rollups(self, sync: str, since: dt.datetime) -> list[dict[str, Any]]: ...
 
 
 class DeliveryAttempts(Protocol):

@@ -33,6 +33,7 @@ from mapsync.state.ledger import LedgerMixin
 from mapsync.state.meter import coordination
 from mapsync.state.observations import SqlObservations
 from mapsync.state.record_errors import RecordErrorsMixin, error_row
+from mapsync.state.rollups import SqlRollups
 from mapsync.state.runs import RunsMixin, default_worker
 from mapsync.state.workers import SqlWorkers, newer_schema, session_name
 
@@ -71,6 +72,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         self.workers = SqlWorkers(engine)
         self.incidents = SqlIncidents(engine)
         self.observations = SqlObservations(engine)
+        self.rollups = SqlRollups(engine)
 
     # ----------------------------------------------------------------- opening
 
