@@ -43,8 +43,9 @@ log = logging.getLogger("mapsync.watch")
 
 RUNS = 100  # the recent runs a sync's monitors look at, newest first
 DAEMON_LEASE = dt.timedelta(seconds=60)  # a daemon's `lease_ttl` unless the sheet sets one (daemon_process)
-# the monitors a run's end decides at once (evaluated right after each run)
-EVENTS = ("failed_run", "guard_tripped", "auth_refused", "budget_exhausted")
+# the monitors a run's end decides at once (evaluated right after each run): over the run
+# history, and `unmapped_new` over the state store's unmapped values (no source is asked then)
+EVENTS = ("failed_run", "guard_tripped", "auth_refused", "budget_exhausted", "unmapped_new")
 AFTER_RUN = (*EVENTS, "counts_mismatch", "success_with_rejections", "rejection_rate")
 
 
@@ -95,12 +96,15 @@ def sync_facts(
     handles: dict[str, Any] | None = None,
     extra: bool = True,
 ) -> SyncFacts:
-    """The facts of one sync, from the state store (and `watch_sources` when `extra`)."""
+    """The facts of one sync, from the state store (and `watch_sources` when `extra`; without it,
+    only what the state store holds: the unmapped values)."""
     sheet = loaded.sheet
     cfg = sheet.syncs[sync]
     seed = store.cursors(sync).get("seed") or {}
     more: dict[str, Any] = {}
-    if extra:
+    if not extra:
+        more = watch_sources._unmapped(store, sync)  # the store's alone: cheap after every run
+    else:
         try:
             own: dict[str, Any] = handles if handles is not None else {}
             try:
