@@ -9,6 +9,8 @@ import datetime as dt
 import threading
 from pathlib import Path
 
+import pytest
+
 from mapsync.daemon import MONITORS_EVERY, Daemon
 from mapsync.sheet import loader
 from mapsync.state.data import Finding
@@ -33,6 +35,7 @@ syncs:
 TABLE = "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))"
 
 
+@pytest.mark.slow  # ~4 s: a daemon's runs, one failure's backoff and the recovery
 def test_the_chore_runs_at_start_and_a_failed_run_opens_its_incident_at_once(tmp_path: Path) -> None:
     src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
     h.execute(src, TABLE)
