@@ -62,4 +62,5 @@ class Breaker:
                 f"sync {sync}: destination refused {share:.0f} % of {self.sent} records in "
                 f"{self.streak} batches in a row: stopped (delivery.breaker)",
                 failure_class=errors.FailureClass.DESTINATION,
+                reason=errors.REASON_BREAKER,
             )

@@ -52,7 +52,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mapsync import errors, schedules
+from mapsync import errors, schedules, watch
 from mapsync.alerts import sender as alert_sender
 from mapsync.daemon_chores import Chore, Chores
 from mapsync.daemon_membership import Membership
@@ -75,6 +75,7 @@ POLL = dt.timedelta(seconds=1)
 PARALLEL = 16  # runs at once per daemon (`--parallel`)
 ALERTS_EVERY = dt.timedelta(seconds=5)  # the `alerts` chore: due notices sent, reminders queued
 DEFER = ("defer", "")  # a slot decided at a later tick (`Daemon._skip_reason`)
+MONITORS_EVERY = dt.timedelta(minutes=1)  # the `monitors` chore (mapsync.watch)
 
 
 class Daemon(Membership, Reloading):
@@ -220,12 +221,34 @@ class Daemon(Membership, Reloading):
         def send_alerts(store: Store) -> None:
             alert_sender.tick(self.loaded, store, self.worker)
 
+        def evaluate_monitors(store: Store) -> None:  # (self read only when it runs)
+            self._monitors(store)
+
         return [
+            # every sync's monitors, in one daemon at a time (mapsync.watch)
+            Chore("monitors", MONITORS_EVERY, evaluate_monitors, lease=True),
             Chore("purge", retention.DAILY, retention.daily(lambda: self.loaded.sheet), lease=True),
             # due notices sent, due reminders queued: in every daemon (no lease: the outbox's
             # claim makes each notice go once)
             Chore("alerts", ALERTS_EVERY, send_alerts, lease=False),
         ]
+
+    def _monitors(self, store: Store) -> None:
+        """The monitors of every sync of the sheet (one daemon evaluates for all, under the
+        chore's lease: each incident is raised once however many workers there are)."""
+        loaded = self.loaded
+        report = watch.evaluate(loaded, store, list(loaded.sheet.syncs))
+        if report.changed:
+            self.chores.wake("alerts")
+
+    def after_run(self, store: Store, loaded: LoadedSheet, name: str) -> None:
+        """Right after a run of `name` (on its worker's thread, with its store): the monitors its
+        end decides (a failure, a guard trip, rejections), at once rather than at the next minute.
+        `raise_incident` is idempotent by key, so every worker may do this for its own runs. A
+        watch failure is logged and never touches the run."""
+        report = watch.after_run(loaded, store, name)
+        if report is not None and report.changed:
+            self.chores.wake("alerts")
 
     def fatal(self, name: str, exc: BaseException) -> None:
         """A worker met a failure no retry fixes (a state store to repair): the daemon stops."""

@@ -158,3 +158,5 @@ class Running:
             )
         elif report is not None and report.status != RunStatus.STOPPED:
             self.backoff.succeeded(self.name)
+        if failed is not None or (report is not None and report.run_id is not None):
+            self.daemon.after_run(store, self.loaded, self.name)  # its monitors, at once (never raises)

@@ -48,18 +48,38 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, CONNECTION_ERRORS)
 
 
+# what PostgreSQL, MariaDB/MySQL and SQL Server say when they refuse a login (the driver's text)
+_LOGIN_REFUSED = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "access denied for user",
+    "login failed for user",
+    "authentication failed",
+)
+
+
+def login_refused(exc: BaseException) -> bool:
+    """Whether the database refused the credentials (`errors.REASON_AUTH`)."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return any(marker in text for marker in _LOGIN_REFUSED)
+
+
+def _reason(exc: BaseException) -> str | None:
+    return errors.REASON_AUTH if login_refused(exc) else None
+
+
 def transient(
     what: str, exc: BaseException, failure_class: str, secrets: Iterable[str] = ()
 ) -> errors.TransientError:
     """`what` failed for now (the run fails with `failure_class`; the next run tries again)."""
-    return errors.TransientError(f"{what}: {describe_error(exc, secrets)}", failure_class)
+    return errors.TransientError(f"{what}: {describe_error(exc, secrets)}", failure_class, _reason(exc))
 
 
 def permanent(
     what: str, exc: BaseException, failure_class: str, secrets: Iterable[str] = ()
 ) -> errors.PermanentError:
     """`what` is refused by the database: trying again will not help."""
-    return errors.PermanentError(f"{what}: {describe_error(exc, secrets)}", failure_class)
+    return errors.PermanentError(f"{what}: {describe_error(exc, secrets)}", failure_class, _reason(exc))
 
 
 def refused(what: str, exc: BaseException, secrets: Iterable[str] = ()) -> errors.ConfigError:

@@ -100,20 +100,32 @@ class SlotGone(SlotTaken):
         )
 
 
+# why a failed run failed, finer than its class (`mapsync_runs.reason`, the event monitors): a
+# small vocabulary, set on the error where the failure is known
+REASON_AUTH = "auth"  # a credential was refused (HTTP 401/403/407, a database login refused)
+REASON_BUDGET = "budget"  # the call budget ran out (rate-limited past what a run waits for)
+REASON_GUARD = "guard"  # the mass-delete guard refused the run
+REASON_BREAKER = "breaker"  # the destination's breaker tripped
+REASON_DEADLINE = "deadline"  # a call was cut at the lease's deadline
+REASONS = (REASON_AUTH, REASON_BUDGET, REASON_GUARD, REASON_BREAKER, REASON_DEADLINE)
+
+
 class TransientError(MapsyncError):
     """Worth retrying later: connection lost, timeout, deadlock, rate limit."""
 
-    def __init__(self, message: str, failure_class: str = "destination") -> None:
+    def __init__(self, message: str, failure_class: str = "destination", reason: str | None = None) -> None:
         super().__init__(message)
         self.failure_class = failure_class
+        self.reason = reason  # one of REASONS, or None
 
 
 class PermanentError(MapsyncError):
     """Stops the run and keeps the cursor: the failure hits every record (systemic)."""
 
-    def __init__(self, message: str, failure_class: str = "destination") -> None:
+    def __init__(self, message: str, failure_class: str = "destination", reason: str | None = None) -> None:
         super().__init__(message)
         self.failure_class = failure_class
+        self.reason = reason  # one of REASONS, or None
 
 
 class RecordRejected(MapsyncError):

@@ -31,7 +31,7 @@ class GuardTripped(errors.PermanentError):
     """The mass-delete guard refused the run."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, failure_class="guard")
+        super().__init__(message, failure_class="guard", reason=errors.REASON_GUARD)
 
 
 class Guard:

@@ -63,7 +63,7 @@ class LeaseWatch:
     def cut_error(self, sync: str, exc: BaseException) -> errors.TransientError | None:
         """The transient failure a database error stands for when the deadline cut it (else None)."""
         if isinstance(exc, sa.exc.DBAPIError) and self.fired is not None:
-            return errors.TransientError(f"sync {sync}: {self.fired}")
+            return errors.TransientError(f"sync {sync}: {self.fired}", reason=errors.REASON_DEADLINE)
         return None
 
     def arm(self, ttl: dt.timedelta) -> None:

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from mapsync import errors
 from mapsync.records import RunStatus
 from mapsync.run_types import RunReport
 from mapsync.state.ports import Store
@@ -54,7 +55,11 @@ def failed(store: Store, report: RunReport, redact: Redact, exc: Exception) -> R
     """A run stopped on purpose: one message, cursor kept."""
     report.status, report.message = RunStatus.FAILED, redact(str(exc))
     report.failure_class = getattr(exc, "failure_class", "tool")
-    store.finish_run(report.run_id or 0, RunStatus.FAILED, report.failure_class, report.message)
+    why = getattr(exc, "reason", None)
+    report.reason = why if isinstance(why, str) and why in errors.REASONS else None
+    store.finish_run(
+        report.run_id or 0, RunStatus.FAILED, report.failure_class, report.message, reason=report.reason
+    )
     log.error(
         "run_failed",
         extra={"action": "run_failed", "sync": report.sync, "run_id": report.run_id, "error": report.message},

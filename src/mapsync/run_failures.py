@@ -50,6 +50,13 @@ def failure_class(exc: BaseException) -> str:
     return str(cls) if cls else FailureClass.TOOL
 
 
+def reason(exc: BaseException) -> str | None:
+    """Why the run failed, finer than its class (`errors.REASONS`: guard, auth, budget, breaker,
+    deadline), from the error's `reason`; None when it says none of these."""
+    why = getattr(exc, "reason", None)
+    return why if isinstance(why, str) and why in errors.REASONS else None
+
+
 def _recordable(exc: BaseException, keep_empty: bool) -> bool:
     if isinstance(exc, errors.UsageError | errors.SlotTaken):  # SlotTaken: another ran the slot
         return False
@@ -117,6 +124,7 @@ def _record(engine: _Engine, options: dict[str, Any], exc: BaseException) -> Non
             options.get("scheduled_at"),
             slot=options.get("slot"),
             coalesced=int(options.get("coalesced") or 0),
+            reason=reason(exc),
         )
     except errors.SlotTaken:  # the slot's run was recorded by another attempt: nothing to add
         return

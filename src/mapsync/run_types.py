@@ -42,6 +42,7 @@ class RunReport:
     counts: Counts
     message: str | None = None
     failure_class: str | None = None
+    reason: str | None = None  # a failure's reason (`errors.REASONS`: guard, auth, budget …)
     truncated: dict[str, int] = dataclasses.field(default_factory=dict)
     defaulted: dict[str, int] = dataclasses.field(default_factory=dict)
     kept: dict[str, int] = dataclasses.field(default_factory=dict)

@@ -82,3 +82,17 @@ def test_the_module_form_asks_the_port(store: Store) -> None:
     again = lease_module.acquire(store, "s", TTL)
     lease_module.release(store, again)
     store.leases.acquire("s", TTL)
+
+
+def test_holder_shows_the_lease_as_held_and_none_once_released(store: Store) -> None:
+    assert store.leases.holder("s") is None
+    lease = store.leases.acquire("s", TTL)
+    held = store.leases.holder("s")
+    assert held is not None and held["token"] == lease.token and held["pid"]
+    expires = held["expires_at"]
+    assert expires.tzinfo is not None and abs(expires - held["acquired_at"] - TTL) < dt.timedelta(seconds=1)
+    store.leases.renew(lease)
+    renewed = store.leases.holder("s")
+    assert renewed is not None and renewed["expires_at"] >= expires
+    store.leases.release(lease)
+    assert store.leases.holder("s") is None

@@ -164,3 +164,13 @@ def test_sync_gauges_last_success_and_open_errors(store: Store) -> None:
     assert gauges["a"]["open_errors"] == 2
     assert gauges["a"]["last_success"] == store.run(first)["finished_at"]  # the failed run is not one
     assert "b" not in gauges
+
+
+def test_a_failed_run_keeps_its_reason(store: Store) -> None:
+    early = store.record_failed_run("s", "run", "cli", "destination", "refused", reason="auth")
+    run_id = store.start_run("s", "run", "cli", "tok")
+    store.finish_run(run_id, "failed", "guard", "mass-delete guard", reason="guard")
+    plain = store.start_run("s", "run", "cli", "tok")
+    store.finish_run(plain, "success")
+    assert [store.run(i)["reason"] for i in (early, run_id, plain)] == ["auth", "guard", None]
+    assert [r["reason"] for r in store.history.runs("s", 10)] == [None, "guard", "auth"]

@@ -78,8 +78,11 @@ def test_guard_refuses_an_emptied_source_and_force_lets_it_through(sync: Any, ch
     done = h.mapsync("status", "sheet.yaml", "--json", cwd=s.folder)
     (status,) = json.loads(done.stdout)
     last = status["last_run"]
-    assert (last["status"], last["failure_class"]) == ("failed", "guard")
+    assert (last["status"], last["failure_class"], last["reason"]) == ("failed", "guard", "guard")
     assert "mass-delete guard" in last["message"]
+    # `mapsync run` raised the guard's incident at once (the after-run monitors)
+    firing = json.loads(h.mapsync("monitor", "sheet.yaml", "--json", cwd=s.folder).stdout)
+    assert [r["monitor"] for r in firing["syncs"]["items"]] == ["guard_tripped"] and firing["opened"] == 0
     text = h.mapsync("status", "sheet.yaml", cwd=s.folder).stdout
     assert "items: guard failure: sync items: mass-delete guard: the source returned 0 rows" in text
     # the next run is refused again: the guard does not forget

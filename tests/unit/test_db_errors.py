@@ -28,6 +28,7 @@ def test_a_lost_connection_is_transient_a_refused_statement_permanent() -> None:
     made = db_errors.classified("lookup", refused, "source")
     assert isinstance(made, errors.PermanentError)
     assert (str(made), made.failure_class) == ('lookup: relation "codes" does not exist', "source")
+    assert made.reason is None
 
 
 def test_the_message_is_one_line_with_the_secrets_removed() -> None:
@@ -35,6 +36,11 @@ def test_the_message_is_one_line_with_the_secrets_removed() -> None:
     made = db_errors.transient("connection erp: cannot connect", exc, "destination", ("s3cret-pw",))
     assert str(made) == "connection erp: cannot connect: password authentication failed for ***"
     assert made.failure_class == "destination"
+    assert made.reason == errors.REASON_AUTH  # a refused login: the `auth_refused` monitor's
+    mariadb = _wrapped(sa.exc.OperationalError, "(1045, \"Access denied for user 'app'@'10.0.0.2'\")")
+    assert db_errors.login_refused(mariadb) and not db_errors.login_refused(
+        _wrapped(sa.exc.OperationalError, "x")
+    )
     assert str(db_errors.refused("sync c", exc)).startswith("sync c: password authentication failed")
     assert isinstance(db_errors.refused("sync c", exc), errors.ConfigError)
     assert db_errors.describe_error(_wrapped(sa.exc.OperationalError, "x" * 900)) == "x" * 500

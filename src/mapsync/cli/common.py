@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from mapsync import daemon, daemon_process, errors, logs
+from mapsync import daemon, daemon_process, errors, logs, watch
+from mapsync.alerts import sender
 from mapsync.cli import report
 from mapsync.engine import Engine, RunReport
 from mapsync.progress import RichObserver
@@ -25,6 +27,7 @@ from mapsync.sheet.models import Sheet
 from mapsync.state import faults
 from mapsync.state.store import StateStore
 
+log = logging.getLogger("mapsync.watch")
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
@@ -216,6 +219,8 @@ def execute(
                         )
             except Exit as exc:
                 code = max(code, exc.code)
+        ran = [n for n in names if n not in paused]
+        watch_ran(loaded, store, ran)
     finally:
         if observer:
             observer.stop()
@@ -230,6 +235,28 @@ def execute(
             print_report(r, loaded.sheet)
     if code:
         raise Exit(code)
+
+
+def watch_ran(loaded: loader.LoadedSheet, store: StateStore, names: list[str]) -> None:
+    """After one-off runs (`run`, `retry`, `seed`): the monitors their ends decide (a failure, a
+    guard trip, rejections: `watch.AFTER_RUN`), then the alerts due are sent. Cheap, and never
+    changes the command's outcome (a failure is logged)."""
+    changed = False
+    for name in names:
+        found = watch.after_run(loaded, store, name, quiet=True)  # the report says it already
+        changed = changed or (found is not None and found.changed)
+    if not changed:
+        return
+    try:
+        sender.flush(loaded, store)
+    except Exception as exc:  # the outbox keeps the notices: the daemon or the next command sends them
+        log.warning(
+            "alerts_flush_failed",
+            extra={
+                "action": "alerts_flush_failed",
+                "error": redact(f"{type(exc).__name__}: {exc}", loaded.secrets),
+            },
+        )
 
 
 def _paused(loaded: loader.LoadedSheet, store: StateStore) -> dict[str, Any]:

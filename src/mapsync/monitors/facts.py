@@ -30,9 +30,48 @@ class SyncFacts:
     lease: dict[str, Any] | None = None
     paused: bool = False
     seeded: bool = True
+    # the sheet's `alerts.include_values`: a finding may then quote a failed run's message (which
+    # can carry a record's values); otherwise findings hold names and counts only
+    include_values: bool = False
     # more facts are added by the modules that need them (record errors, unmapped values, capture
     # health, backlog, async batches, budgets, the source's newest change …), each None = unknown
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# the statuses of a run that ran to an end of its own (not `running`, `skipped` or `stopped`)
+ENDED = ("success", "partial", "failed")
+COMPLETED = ("success", "partial")  # it delivered what it could: rejections are records' own
+
+
+def at(value: Any) -> dt.datetime | None:
+    """A run row's time (a stamp text as the stores keep it, or a datetime) as an aware UTC
+    datetime; None for None."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    text = str(value)
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        parsed = dt.datetime.fromisoformat(text)
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+
+
+def ended(facts: SyncFacts) -> list[dict[str, Any]]:
+    """The runs that ran to an end (success, partial, failed), newest first."""
+    return [r for r in facts.runs if r.get("status") in ENDED]
+
+
+def latest_ended(facts: SyncFacts) -> dict[str, Any] | None:
+    """The newest run that ran to an end: what the sync's last word is (a running run, a skipped
+    slot or a run stopped by a shutdown says nothing yet)."""
+    runs = ended(facts)
+    return runs[0] if runs else None
+
+
+def count(run: dict[str, Any], name: str) -> int:
+    return int(run.get(name) or 0)
 
 
 @dataclasses.dataclass(frozen=True)

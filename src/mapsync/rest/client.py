@@ -169,7 +169,8 @@ class TokenAuth:
         if resp.status_code >= 400:
             raise errors.PermanentError(
                 f"connection {client.name}: authentication refused (HTTP {resp.status_code}): "
-                f"{client.shown(resp.text)}"
+                f"{client.shown(resp.text)}",
+                reason=errors.REASON_AUTH,
             )
         try:
             data = resp.json()
@@ -300,7 +301,8 @@ class HttpClient:
                 if status in (401, 403, 407):
                     raise errors.PermanentError(
                         f"connection {self.name}: {method} {path}: access refused (HTTP {status}): "
-                        f"{self.shown(resp.text)}"
+                        f"{self.shown(resp.text)}",
+                        reason=errors.REASON_AUTH,
                     )
                 if status not in RETRY_STATUS:
                     return resp
@@ -317,11 +319,14 @@ class HttpClient:
                 delay *= 2
             elif wait > MAX_RETRY_AFTER:
                 raise errors.TransientError(
-                    f"connection {self.name}: {method} {path}: the server asks to wait {wait:.0f}s: {problem}"
+                    f"connection {self.name}: {method} {path}: the server asks to wait {wait:.0f}s: "
+                    f"{problem}",
+                    reason=errors.REASON_BUDGET,
                 )
             self.sleep(wait)
         raise errors.TransientError(
-            f"connection {self.name}: {method} {path} failed after {policy.attempts} tries: {problem}"
+            f"connection {self.name}: {method} {path} failed after {policy.attempts} tries: {problem}",
+            reason=errors.REASON_BUDGET if problem.startswith("HTTP 429") else None,
         )
 
     def _send(

@@ -12,12 +12,13 @@ import datetime as dt
 import socket
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
 from mapsync import crash, errors
 from mapsync.state import faults, schema
-from mapsync.state.clock import stamp, utcnow
+from mapsync.state.clock import stamp, unstamp, utcnow
 from mapsync.state.data import Lease as Lease
 from mapsync.state.meter import coordination
 from mapsync.state.ports import Store
@@ -121,6 +122,29 @@ class SqlLeases:
     def renew_retried(self, lease: Lease) -> None:
         """`renew`, retried like every store call (renewing under our token twice changes nothing more)."""
         faults.call(self.engine, lambda: self.renew(lease), "renew")
+
+    def holder(self, sync: str) -> dict[str, Any] | None:
+        """The lease of `sync` as held now (token, host, pid, acquired_at, expires_at as aware
+        datetimes; expired or not), or None (the monitors' `never_finished`)."""
+
+        def read() -> dict[str, Any] | None:
+            t = schema.leases
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(t).where(t.c.sync == sync)).mappings().first()
+            return None if row is None else holder_of(dict(row))
+
+        return faults.call(self.engine, read, "lease")
+
+
+def holder_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A lease row as `Leases.holder` hands it out (times as aware datetimes)."""
+    return {
+        "token": row["token"],
+        "host": row["host"],
+        "pid": row["pid"],
+        "acquired_at": unstamp(row["acquired_at"]),
+        "expires_at": unstamp(row["expires_at"]),
+    }
 
 
 # ------------------------------------------------------------ the module form (store.leases)

@@ -17,7 +17,7 @@ from mapsync.state.async_batches import check_final, decoded, new_batch_id
 from mapsync.state.clock import stamp, utcnow
 from mapsync.state.data import Item, Lease
 from mapsync.state.history import BATCH, PER_RUN
-from mapsync.state.lease import held_by_other, lost, new_token
+from mapsync.state.lease import held_by_other, holder_of, lost, new_token
 from mapsync.state.memory_rollups import purge_tables
 from mapsync.state.memory_tables import Memory, Row, fail_stale
 from mapsync.state.runs import alive
@@ -68,6 +68,11 @@ class MemoryLeases:
             if held is None or held["token"] != lease.token:
                 raise lost(lease)
             t.leases[lease.sync] = {**held, "expires_at": stamp(utcnow() + lease.ttl)}
+
+    def holder(self, sync: str) -> dict[str, Any] | None:
+        with self.memory.read() as t:
+            row = t.leases.get(sync)
+        return None if row is None else holder_of(dict(row))
 
     def renew_retried(self, lease: Lease) -> None:
         self.renew(lease)  # nothing transient to retry in memory

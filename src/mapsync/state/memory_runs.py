@@ -72,6 +72,7 @@ class MemoryRunsMixin:
                 "id": run_id,
                 "failure_class": None,
                 "message": None,
+                "reason": None,
                 **row,
                 **dict.fromkeys(COUNTS, 0),
             }
@@ -107,12 +108,19 @@ class MemoryRunsMixin:
         return self.worker, self.fingerprint
 
     def finish_run(
-        self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None
+        self,
+        run_id: int,
+        status: str,
+        failure_class: str | None = None,
+        message: str | None = None,
+        *,
+        reason: str | None = None,
     ) -> None:
         with self.memory.tx() as t:
             run = t.runs.get(run_id)
             if run is not None:
                 change = {"status": status, "failure_class": failure_class, "message": message}
+                change["reason"] = reason
                 t.runs[run_id] = {**run, **change, "finished_at": stamp()}
 
     def record_failed_run(
@@ -126,9 +134,12 @@ class MemoryRunsMixin:
         *,
         slot: str | None = None,
         coalesced: int = 0,
+        reason: str | None = None,
     ) -> int:
         row = ended_row(sync, kind, trigger, "failed", scheduled_at, self._identity(), slot, coalesced)
-        return self._insert_run({**row, "failure_class": failure_class, "message": message[:2000]})
+        return self._insert_run(
+            {**row, "failure_class": failure_class, "message": message[:2000], "reason": reason}
+        )
 
     def record_skipped_run(
         self,

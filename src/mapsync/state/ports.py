@@ -102,7 +102,13 @@ class Runs(Protocol):
         coalesced: int = 0,
     ) -> int: ...
     def finish_run(
-        self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None
+        self,
+        run_id: int,
+        status: str,
+        failure_class: str | None = None,
+        message: str | None = None,
+        *,
+        reason: str | None = None,
     ) -> None: ...
     def record_failed_run(
         self,
@@ -115,6 +121,7 @@ class Runs(Protocol):
         *,
         slot: str | None = None,
         coalesced: int = 0,
+        reason: str | None = None,
     ) -> int: ...
     def record_skipped_run(
         self,
@@ -189,6 +196,7 @@ class Leases(Protocol):
     def held(self, sync: str, ttl: dt.timedelta) -> contextlib.AbstractContextManager[Lease]: ...
     def renew(self, lease: Lease) -> None: ...
     def renew_retried(self, lease: Lease) -> None: ...
+    def holder(self, sync: str) -> dict[str, Any] | None: ...
 
 
 class Inbox(Protocol):

@@ -218,13 +218,25 @@ class RunsMixin:
     @coordination("run_finish")
     @guarded
     def finish_run(
-        self, run_id: int, status: str, failure_class: str | None = None, message: str | None = None
+        self,
+        run_id: int,
+        status: str,
+        failure_class: str | None = None,
+        message: str | None = None,
+        *,
+        reason: str | None = None,
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(schema.runs)
                 .where(schema.runs.c.id == run_id)
-                .values(status=status, failure_class=failure_class, message=message, finished_at=stamp())
+                .values(
+                    status=status,
+                    failure_class=failure_class,
+                    message=message,
+                    reason=reason,
+                    finished_at=stamp(),
+                )
             )
 
     @guarded
@@ -239,11 +251,14 @@ class RunsMixin:
         *,
         slot: str | None = None,
         coalesced: int = 0,
+        reason: str | None = None,
     ) -> int:
         """A run that failed before it could start (no lease, so no lease token). With a `slot`,
         the failure takes it (SlotTaken if another run has it already)."""
         row = ended_row(sync, kind, trigger, "failed", scheduled_at, self._identity(), slot, coalesced)
-        return self._insert_run({**row, "failure_class": failure_class, "message": message[:2000]})
+        return self._insert_run(
+            {**row, "failure_class": failure_class, "message": message[:2000], "reason": reason}
+        )
 
     @guarded
     def record_skipped_run(

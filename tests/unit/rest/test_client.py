@@ -121,9 +121,26 @@ def test_endless_5xx_stops_the_run_not_the_records(cim: tuple[FaultServer, MiniC
     server, app = cim
     dest = destination(server)
     server.script = [None] + [Fault.status(503)] * 4
-    with pytest.raises(errors.TransientError, match="failed after 4 tries: HTTP 503"):
+    with pytest.raises(errors.TransientError, match="failed after 4 tries: HTTP 503") as caught:
         dest.write(recs(2))
-    assert app.applied == 0
+    assert app.applied == 0 and caught.value.reason is None  # not a spent budget: no reason
+
+
+def test_a_spent_call_budget_says_so(cim: tuple[FaultServer, MiniCim]) -> None:
+    """HTTP 429 on every try, or a Retry-After longer than a run waits: reason `budget` (the
+    `budget_exhausted` monitor reads it from the failed run)."""
+    server, _ = cim
+    dest = destination(server)
+    dest.client.request("GET", "validate")  # the token first
+    server.script = [Fault.status(429, {"Retry-After": "3600"})]
+    with pytest.raises(errors.TransientError, match="asks to wait 3600s") as long_wait:
+        dest.write(recs(1))
+    assert long_wait.value.reason == errors.REASON_BUDGET
+    dest.client.sleep = lambda s: None
+    server.script = [Fault.status(429)] * 4
+    with pytest.raises(errors.TransientError, match="failed after 4 tries: HTTP 429") as spent:
+        dest.write(recs(1))
+    assert spent.value.reason == errors.REASON_BUDGET
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
@@ -223,8 +240,9 @@ def test_access_refused_stops_the_run(cim: tuple[FaultServer, MiniCim]) -> None:
     server, _ = cim
     dest = destination(server)
     server.script = [Fault.status(401, body={"message": "bad credentials"})]
-    with pytest.raises(errors.PermanentError, match="POST authenticate: access refused"):
+    with pytest.raises(errors.PermanentError, match="POST authenticate: access refused") as caught:
         dest.write(recs(1))
+    assert caught.value.reason == errors.REASON_AUTH  # the `auth_refused` monitor reads it
 
 
 def test_redact() -> None:
