@@ -290,7 +290,8 @@ def evaluate(
         if wanted is None:
             rec.gone()
     finally:
-        watch_sources.release(shared)  # the connections opened for this evaluation (not the caller's)
+        if handles is None:  # a caller that gives `handles` keeps them open across evaluations
+            watch_sources.release(shared)  # and releases them itself (`watch_sources.release`)
     return report
 
 
