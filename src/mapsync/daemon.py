@@ -52,7 +52,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mapsync import errors, schedules, watch
+from mapsync import errors, schedules, watch, watch_sources
 from mapsync.alerts import sender as alert_sender
 from mapsync.daemon_chores import Chore, Chores
 from mapsync.daemon_membership import Membership
@@ -129,6 +129,8 @@ class Daemon(Membership, Reloading):
         # work beside the syncs on a thread of its own (daemon_chores.py)
         self.chores = Chores(open_store, self.stop, lambda: self.ttl, self.redact)
         self.store_away = alert_sender.StoreAway()  # the direct alert when the store stays away
+        self._watch_handles: dict[str, Any] = {}  # the monitors chore's source connections
+        self._watched: LoadedSheet | None = None
 
     # ------------------------------------------------------------- life
 
@@ -191,6 +193,7 @@ class Daemon(Membership, Reloading):
             if w.thread.ident is not None:
                 w.thread.join(timeout=max(0.0, end - self.clock.monotonic()))
         self.chores.join(max(0.0, end - self.clock.monotonic()))
+        watch_sources.release(self._watch_handles)
         left = [w.name for w in every if w.thread.is_alive()]
         if not left:
             self._leave()
@@ -221,8 +224,12 @@ class Daemon(Membership, Reloading):
         def send_alerts(store: Store) -> None:
             alert_sender.tick(self.loaded, store, self.worker)
 
+        def evaluate_monitors(store: Store) -> None:  # (self read only when it runs)
+            self._monitors(store)
+
         return [
-            Chore("monitors", MONITORS_EVERY, self._monitors, lease=True),
+            # every sync's monitors, in one daemon at a time (mapsync.watch)
+            Chore("monitors", MONITORS_EVERY, evaluate_monitors, lease=True),
             Chore("purge", retention.DAILY, retention.daily(lambda: self.loaded.sheet), lease=True),
             # due notices sent, due reminders queued: in every daemon (no lease: the outbox's
             # claim makes each notice go once)
@@ -233,7 +240,11 @@ class Daemon(Membership, Reloading):
         """The monitors of every sync of the sheet (one daemon evaluates for all, under the
         chore's lease: each incident is raised once however many workers there are)."""
         loaded = self.loaded
-        report = watch.evaluate(loaded, store, list(loaded.sheet.syncs))
+        if loaded is not self._watched:  # first, or reloaded: the sources' connections anew
+            watch_sources.release(self._watch_handles)
+            self._watched = loaded
+        # the sources' connections (reflected tables, server zones) kept from minute to minute
+        report = watch.evaluate(loaded, store, list(loaded.sheet.syncs), handles=self._watch_handles)
         if report.changed:
             self.chores.wake("alerts")
 

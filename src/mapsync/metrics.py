@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -39,7 +38,6 @@ from prometheus_client.registry import Collector
 from mapsync import __version__, connectors, run_types
 from mapsync.ports import Handle
 from mapsync.sheet.loader import LoadedSheet
-from mapsync.state import schema
 from mapsync.state.clock import unstamp
 from mapsync.state.ports import Store
 
@@ -179,9 +177,7 @@ class StoreCollector(Collector):
         return [_up(1), *families]
 
     def _store_families(self) -> Iterator[Metric]:
-        engine: sa.Engine | None = getattr(self.store, "engine", None)
-        if engine is not None:
-            yield from self._sql_families(engine)
+        yield from self._history_families()
         incidents = GaugeMetricFamily(
             "mapsync_open_incidents",
             "Open incidents (alerts), by sync and severity.",
@@ -213,34 +209,22 @@ class StoreCollector(Collector):
         yield from sheet_wide
         yield from self._budget_family()
 
-    def _sql_families(self, engine: sa.Engine) -> Iterator[Metric]:
-        runs, errs = schema.runs, schema.record_errors
-        with engine.connect() as conn:
-            last = conn.execute(
-                sa.select(runs.c.sync, sa.func.max(runs.c.finished_at))
-                .where(runs.c.status == "success")
-                .group_by(runs.c.sync)
-            ).all()
-            open_errors = conn.execute(
-                sa.select(errs.c.sync, sa.func.count())
-                .where(errs.c.resolved_at.is_(None))
-                .group_by(errs.c.sync)
-            ).all()
+    def _history_families(self) -> Iterator[Metric]:
+        gauges = self.store.history.sync_gauges()
         success = GaugeMetricFamily(
             "mapsync_last_success_timestamp_seconds",
             "When the sync's last successful run finished (Unix seconds).",
             labels=["sync"],
         )
-        for sync, finished_at in sorted(last):
-            if sync in self.names and finished_at:
-                success.add_metric([sync], unstamp(finished_at).timestamp())
+        for sync, seen in sorted(gauges.items()):
+            if sync in self.names and seen.get("last_success"):
+                success.add_metric([sync], unstamp(seen["last_success"]).timestamp())
         yield success
         errors = GaugeMetricFamily(
             "mapsync_open_record_errors", "Record errors not resolved yet.", labels=["sync"]
         )
-        counted = {sync: n for sync, n in open_errors if sync in self.names}
         for sync in sorted(self.names):
-            errors.add_metric([sync], counted.get(sync, 0))
+            errors.add_metric([sync], gauges.get(sync, {}).get("open_errors", 0))
         yield errors
 
     def _budget_family(self) -> Iterator[Metric]:

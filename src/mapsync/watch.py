@@ -43,8 +43,9 @@ log = logging.getLogger("mapsync.watch")
 
 RUNS = 100  # the recent runs a sync's monitors look at, newest first
 DAEMON_LEASE = dt.timedelta(seconds=60)  # a daemon's `lease_ttl` unless the sheet sets one (daemon_process)
-# the monitors a run's end decides at once (evaluated right after each run)
-EVENTS = ("failed_run", "guard_tripped", "auth_refused", "budget_exhausted")
+# the monitors a run's end decides at once (evaluated right after each run): over the run
+# history, and `unmapped_new` over the state store's unmapped values (no source is asked then)
+EVENTS = ("failed_run", "guard_tripped", "auth_refused", "budget_exhausted", "unmapped_new")
 AFTER_RUN = (*EVENTS, "counts_mismatch", "success_with_rejections", "rejection_rate")
 
 
@@ -95,14 +96,22 @@ def sync_facts(
     handles: dict[str, Any] | None = None,
     extra: bool = True,
 ) -> SyncFacts:
-    """The facts of one sync, from the state store (and `watch_sources` when `extra`)."""
+    """The facts of one sync, from the state store (and `watch_sources` when `extra`; without it,
+    only what the state store holds: the unmapped values)."""
     sheet = loaded.sheet
     cfg = sheet.syncs[sync]
     seed = store.cursors(sync).get("seed") or {}
     more: dict[str, Any] = {}
-    if extra:
+    if not extra:
+        more = watch_sources._unmapped(store, sync)  # the store's alone: cheap after every run
+    else:
         try:
-            more = watch_sources.sync_extra(loaded, store, sync, handles or {})
+            own: dict[str, Any] = handles if handles is not None else {}
+            try:
+                more = watch_sources.sync_extra(loaded, store, sync, own)
+            finally:
+                if handles is None:
+                    watch_sources.release(own)
         except Exception as exc:  # a source away: its monitors cannot tell (None)
             log.warning(
                 "watch_facts_failed",
@@ -254,30 +263,35 @@ def evaluate(
     need_extra = wanted is None or any(
         REGISTRY[n].scope == "sync" and n not in AFTER_RUN for n in wanted if n in REGISTRY
     )
-    for sync in names:
-        if sync not in loaded.sheet.syncs:
-            continue
-        facts = sync_facts(loaded, store, sync, paused=paused, handles=handles, extra=need_extra)
-        rec.apply(sync, _only(evaluate_sync(facts), wanted))
-        rec.disabled(sync, facts.thresholds.disabled, wanted)
-    if wanted is None or any(REGISTRY[n].scope == "sheet" for n in wanted if n in REGISTRY):
-        sheet_thresholds = resolve(loaded.sheet.monitors)
-        try:
-            extra = watch_sources.sheet_extra(loaded, store, handles or {})
-        except Exception as exc:  # what could not be read stays unknown
-            log.warning(
-                "watch_facts_failed",
-                extra={
-                    "action": "watch_facts_failed",
-                    "error": redact(f"{type(exc).__name__}: {exc}", loaded.secrets, cap=300),
-                },
-            )
-            extra = {}
-        whole = SheetFacts(now=utcnow(), thresholds=sheet_thresholds, extra=extra)
-        rec.apply(None, _only(evaluate_sheet(whole), wanted))
-        rec.disabled(None, sheet_thresholds.disabled, wanted)
-    if wanted is None:
-        rec.gone()
+    shared: dict[str, Any] = handles if handles is not None else {}  # one connection per end
+    try:
+        for sync in names:
+            if sync not in loaded.sheet.syncs:
+                continue
+            facts = sync_facts(loaded, store, sync, paused=paused, handles=shared, extra=need_extra)
+            rec.apply(sync, _only(evaluate_sync(facts), wanted))
+            rec.disabled(sync, facts.thresholds.disabled, wanted)
+        if wanted is None or any(REGISTRY[n].scope == "sheet" for n in wanted if n in REGISTRY):
+            sheet_thresholds = resolve(loaded.sheet.monitors)
+            try:
+                extra = watch_sources.sheet_extra(loaded, store, shared)
+            except Exception as exc:  # what could not be read stays unknown
+                log.warning(
+                    "watch_facts_failed",
+                    extra={
+                        "action": "watch_facts_failed",
+                        "error": redact(f"{type(exc).__name__}: {exc}", loaded.secrets, cap=300),
+                    },
+                )
+                extra = {}
+            whole = SheetFacts(now=utcnow(), thresholds=sheet_thresholds, extra=extra)
+            rec.apply(None, _only(evaluate_sheet(whole), wanted))
+            rec.disabled(None, sheet_thresholds.disabled, wanted)
+        if wanted is None:
+            rec.gone()
+    finally:
+        if handles is None:  # a caller that gives `handles` keeps them open across evaluations
+            watch_sources.release(shared)  # and releases them itself (`watch_sources.release`)
     return report
 
 

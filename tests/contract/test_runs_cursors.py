@@ -152,6 +152,20 @@ def test_purge_drops_old_history_but_keeps_the_latest_run_and_open_errors(store:
     assert store.cursors("s") == {"watermark": 1} and store.ledger_count("s") == 1
 
 
+def test_sync_gauges_last_success_and_open_errors(store: Store) -> None:
+    lease, first = begin(store, "a")
+    store.finish_run(first, "success")
+    store.leases.release(lease)
+    lease, second = begin(store, "a")
+    commit(store, lease, second, rejected=[rejected(1), rejected(2)])
+    store.finish_run(second, "failed", "source", "down")
+    store.leases.release(lease)
+    gauges = store.history.sync_gauges()
+    assert gauges["a"]["open_errors"] == 2
+    assert gauges["a"]["last_success"] == store.run(first)["finished_at"]  # the failed run is not one
+    assert "b" not in gauges
+
+
 def test_a_failed_run_keeps_its_reason(store: Store) -> None:
     early = store.record_failed_run("s", "run", "cli", "destination", "refused", reason="auth")
     run_id = store.start_run("s", "run", "cli", "tok")

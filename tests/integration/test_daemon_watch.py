@@ -8,6 +8,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from mapsync.daemon import MONITORS_EVERY, Daemon
 from mapsync.sheet import loader
@@ -33,6 +36,7 @@ syncs:
 TABLE = "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))"
 
 
+@pytest.mark.slow  # ~4 s: a daemon's runs, one failure's backoff and the recovery
 def test_the_chore_runs_at_start_and_a_failed_run_opens_its_incident_at_once(tmp_path: Path) -> None:
     src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
     h.execute(src, TABLE)
@@ -49,7 +53,8 @@ def test_the_chore_runs_at_start_and_a_failed_run_opens_its_incident_at_once(tmp
     store.incidents.raise_incident(gone, [])
     loaded = loader.load(tmp_path / "sheet.yaml")
     daemon = Daemon(loaded, store, ["items"], open_store=open_store, poll=dt.timedelta(seconds=0.1))
-    assert [(c.name, c.every, c.lease) for c in daemon._chores()] == [("monitors", MONITORS_EVERY, True)]
+    (chore,) = [c for c in daemon._chores() if c.name == "monitors"]
+    assert (chore.every, chore.lease) == (MONITORS_EVERY, True)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
@@ -68,6 +73,55 @@ def test_the_chore_runs_at_start_and_a_failed_run_opens_its_incident_at_once(tmp
         thread.join(40)
         store.close()
     assert not thread.is_alive()
+
+
+@pytest.mark.slow  # ~5 s: a daemon's slots, its downtime and its restart
+def test_a_schedule_missed_while_no_daemon_ran_is_a_late_start_and_the_restart_clears_it(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    h.execute(src, TABLE)
+    h.execute(dst, TABLE)
+    (tmp_path / "sheet.yaml").write_text(SHEET.replace("every: 1s}", "every: 1s, start_within: 1s}"))
+    assert h.mapsync("seed", "sheet.yaml", cwd=tmp_path).returncode == 0
+
+    def open_store() -> StateStore:
+        return StateStore.open("sqlite:///state.db", tmp_path, create=False)
+
+    def daemon_until(check: object) -> None:
+        store = open_store()
+        loaded = loader.load(tmp_path / "sheet.yaml")
+        daemon = Daemon(loaded, store, ["items"], open_store=open_store, poll=dt.timedelta(seconds=0.1))
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        try:
+            assert h.wait_for(check, timeout=10), _statuses(store)  # type: ignore[arg-type]
+        finally:
+            daemon.stop.set()
+            thread.join(40)
+            store.close()
+
+    def slots() -> int:
+        store = open_store()
+        try:
+            return sum(1 for r in store.history.runs("items", 50) if r["slot"] == "run")
+        finally:
+            store.close()
+
+    daemon_until(lambda: slots() >= 1)  # it ran a slot of the schedule: now it is watched
+    assert h.wait_for(lambda: json.loads(_monitor(tmp_path).stdout)["firing"], timeout=10)
+    late = json.loads(_monitor(tmp_path).stdout)["syncs"]["items"]
+    assert [r["monitor"] for r in late] == ["late_start"] and "has not started" in late[0]["message"]
+    before = slots()
+    daemon_until(lambda: slots() > before + 1)  # the restart runs the schedule again, on time
+    done = _monitor(tmp_path)
+    assert done.returncode == 0, done.stdout
+
+
+def _monitor(tmp_path: Path) -> Any:
+    return h.mapsync("monitor", "sheet.yaml", "--json", cwd=tmp_path)
 
 
 def _open(store: StateStore) -> list[tuple[str, str | None, str]]:

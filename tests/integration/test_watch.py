@@ -64,12 +64,17 @@ def test_a_real_failure_opens_then_clears_and_rejections_raise_the_silent_monito
     h.execute(src, "INSERT INTO items VALUES (3, 'three'), (4, 'bogus')")
     partial = h.mapsync("run", "sheet.yaml", "--json", cwd=tmp_path)
     assert partial.returncode == 1  # partial: one record rejected
-    assert sorted(_open(state, tmp_path)) == [("success_with_rejections", "items", "config")]
+    # at once, by `run`: the rejection and the new unmapped value that caused it
+    assert sorted(_open(state, tmp_path)) == [
+        ("success_with_rejections", "items", "config"),
+        ("unmapped_new", "items", "config"),
+    ]
     store = StateStore.open(state, tmp_path, create=False)
     try:
-        (incident,) = store.incidents.open_incidents("items")
-        assert incident.numbers["rejected"] == 1 and incident.numbers["written"] == 1
-        assert "bogus" not in incident.message  # names and counts only
+        rejected, unmapped = sorted(store.incidents.open_incidents("items"), key=lambda i: i.monitor)
+        assert rejected.numbers["rejected"] == 1 and rejected.numbers["written"] == 1
+        assert unmapped.subject == "name" and unmapped.numbers == {"values": 1, "records": 1}
+        assert "bogus" not in rejected.message + unmapped.message  # names and counts only
     finally:
         store.close()
     assert h.query(dst, "SELECT name FROM items WHERE id = 3") == [("THREE",)]

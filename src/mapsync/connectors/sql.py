@@ -91,6 +91,7 @@ class SqlDatabase:
         elif self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_session)
         self._tables: dict[str, sa.Table] = {}
+        self._server_zone: str | None = None  # the server's own time zone, read once per handle
 
     budget: None = None  # a database has no call budget (the `Handle` role)
 
@@ -258,7 +259,7 @@ class SqlDatabase:
 
     def zone(self, declared: str | None) -> zoneinfo.ZoneInfo | dt.timezone:
         """The zone naive timestamps of this database are written in."""
-        name = declared or self.timezone
+        name = declared or self.timezone or self._server_zone
         if name is None:
             if self.dialect == "sqlite":
                 return dt.UTC
@@ -267,7 +268,7 @@ class SqlDatabase:
                 "mysql": "SELECT IF(@@global.time_zone = 'SYSTEM', @@system_time_zone, @@global.time_zone)",
             }[self.dialect]
             with self.engine.connect() as conn:
-                name = str(conn.execute(sa.text(sql)).scalar_one())
+                name = self._server_zone = str(conn.execute(sa.text(sql)).scalar_one())
         match = re.fullmatch(r"([+-])(\d\d):(\d\d)", name)
         if match:
             sign = 1 if match.group(1) == "+" else -1

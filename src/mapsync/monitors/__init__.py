@@ -10,7 +10,11 @@ incidents is `mapsync.watch`'s job; nothing here reads a database or the clock."
 from __future__ import annotations
 
 # the modules that register monitors (each `@monitor(...)` registers at import)
-from mapsync.monitors import environment, events, signals, silent, timing  # noqa: F401
+from mapsync.monitors import environment as environment
+from mapsync.monitors import events as events
+from mapsync.monitors import signals as signals
+from mapsync.monitors import silent as silent
+from mapsync.monitors import timing as timing
 from mapsync.monitors.base import REGISTRY, Spec, evaluate_sheet, evaluate_sync
 
 __all__ = ["REGISTRY", "Spec", "evaluate_sheet", "evaluate_sync"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
 from mapsync.monitors.facts import SheetFacts, SyncFacts
 from mapsync.state.data import Finding
 
+log = logging.getLogger("mapsync.watch")
 Check = Callable[[Any], list[Finding] | None]
 
 
@@ -68,7 +70,19 @@ def _evaluate(scope: str, facts: Any) -> dict[str, list[Finding] | None]:
     for name, spec in REGISTRY.items():
         if spec.scope != scope or name in facts.thresholds.disabled:
             continue
-        out[name] = spec.check(facts)
+        try:
+            out[name] = spec.check(facts)
+        except Exception as exc:  # a bug in one monitor must not cost the others' answers
+            log.error(
+                "monitor_failed",
+                extra={
+                    "action": "monitor_failed",
+                    "monitor": name,
+                    "sync": getattr(facts, "sync", None),
+                    "error": type(exc).__name__,  # the class only: a message could quote a value
+                },
+            )
+            out[name] = None  # cannot tell: its incidents stay as they are
     return out
 
 

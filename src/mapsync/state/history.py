@@ -67,6 +67,24 @@ class SqlHistory:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def sync_gauges(self) -> dict[str, dict[str, Any]]:
+        """Per sync (two grouped queries, for `/metrics`): `last_success`, when its latest
+        successful run finished (a stamp, or absent), and `open_errors`, its open record errors."""
+        r, e = schema.runs, schema.record_errors
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for sync, finished in conn.execute(
+                sa.select(r.c.sync, sa.func.max(r.c.finished_at))
+                .where(r.c.status == "success")
+                .group_by(r.c.sync)
+            ):
+                out.setdefault(sync, {})["last_success"] = finished
+            for sync, n in conn.execute(
+                sa.select(e.c.sync, sa.func.count()).where(e.c.resolved_at.is_(None)).group_by(e.c.sync)
+            ):
+                out.setdefault(sync, {})["open_errors"] = int(n)
+        return out
+
     def count_dead(self, sync: str | None) -> int:
         """How many open record errors are dead (buried after their max attempts)."""
         e = schema.record_errors

@@ -246,6 +246,18 @@ class MemoryHistory:
     def count_record_errors(self, sync: str | None, include_resolved: bool) -> int:
         return len(self._errors(sync, include_resolved))
 
+    def sync_gauges(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        with self.memory.read() as t:
+            for row in t.runs.values():
+                if row["status"] == "success" and row["finished_at"]:
+                    seen = out.setdefault(row["sync"], {})
+                    seen["last_success"] = max(seen.get("last_success", ""), row["finished_at"])
+        for row in self._errors(None, False):
+            seen = out.setdefault(row["sync"], {})
+            seen["open_errors"] = seen.get("open_errors", 0) + 1
+        return out
+
     def count_dead(self, sync: str | None) -> int:
         return sum(1 for r in self._errors(sync, False) if r["dead_at"] is not None)
 

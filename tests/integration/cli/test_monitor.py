@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from mapsync.state.store import StateStore
@@ -91,6 +92,7 @@ def test_a_failed_run_fires_at_once_and_clears_after_the_repair(tmp_path: Path) 
     assert again.returncode == 0 and json.loads(again.stdout)["syncs"] == {"items": []}
 
 
+@pytest.mark.slow  # ~4 s: the store's retries of an unreachable server
 def test_sheet_errors_are_exit_2_and_an_unreachable_store_is_one_line_exit_1(tmp_path: Path) -> None:
     sheet = tmp_path / "sheet.yaml"
     sheet.write_text(SHEET)
