@@ -188,6 +188,7 @@ def test_no_secret_in_anything_watching_shows(
     c.text("daemon stderr", d.stderr())
     c.text("daemon --log-file", d.log_file())
     assert "alert_send_failed" in d.log_file() and "auth_refused" in d.log_file()
+    assert '"level": "debug"' in d.stderr().replace('":"', '": "')  # it did log at DEBUG
     for msg in taking.messages:
         c.text(f"e-mail {msg['Subject']}", ww.mail_text(msg))
     for r in [*hook.requests, *broken.requests]:
