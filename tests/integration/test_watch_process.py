@@ -26,8 +26,6 @@ from tests.alert_world import (  # noqa: F401  (fixtures)
     webhook_receiver,
 )
 
-pytestmark = [pytest.mark.xdist_group("watch_process")]  # two daemons' PostgreSQL sessions at a time
-
 HOOK_SECRET = "hmac-s3cret-of-the-hook"
 SMTP_USER, SMTP_PASSWORD = "mapsync", "smtp-pa55-word"
 
@@ -52,7 +50,7 @@ alerts:
     mail: {mail}
     hook:
       webhook: {{url: "${{HOOK_URL}}", secret: "${{HOOK_SECRET}}", timeout: 5s}}
-  remind_every: 3s
+  remind_every: 4s
 """
 
 
@@ -78,6 +76,7 @@ def _alerts(tmp_path: Path, env: dict[str, str], *extra: str) -> list[dict[str, 
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.xdist_group("watch_process")  # two daemons' PostgreSQL sessions: on a worker of its own
 def test_two_daemons_alert_a_destination_outage_exactly_once(
     pg_database: Callable[[], str],
     fault_proxy: Callable[[str, int], Proxy],
@@ -137,12 +136,14 @@ def test_two_daemons_alert_a_destination_outage_exactly_once(
             assert report["opened"] == 0 and [i["id"] for i in report["syncs"]["orders"]] == [
                 open_rows[0]["id"]
             ], report
-            ww.until(lambda: got("reminder"), 15, "the reminders (remind_every 3s)", detail)
+            ww.until(lambda: got("reminder"), 15, "the reminders (remind_every 4s)", detail)
+            reminded_at = time.monotonic()
             cut.restore()
             asked = h.mapsync("request", "sheet.yaml", "--sync", "orders", cwd=tmp_path, env=env)
             assert asked.returncode == 0, asked.stderr  # a run now rather than after the backoff
             ww.until(lambda: got("resolved"), 20, "the resolved notices", detail)
             resolved_after = time.monotonic() - t_cut
+            resolving = time.monotonic() - reminded_at  # under remind_every, or a 2nd reminder is due
             time.sleep(1.5)  # a duplicate from the other daemon, or a second reminder, would come now
             assert a.proc.poll() is None and b.proc.poll() is None, detail()
             a_code, b_code = a.terminate(), b.terminate()
@@ -208,7 +209,8 @@ def test_two_daemons_alert_a_destination_outage_exactly_once(
     last_failed = max(i for i, s in enumerate(statuses) if s == "failed")
     assert "success" in statuses[last_failed:], runs()  # (a run cut by the SIGTERM may end it: stopped)
     assert {r[2] for r in runs("status = 'failed'")} == {"destination"}
-    print(f"opened {opened_after:.1f}s after the cut, resolved {resolved_after:.1f}s after it")
+    print(f"opened {opened_after:.1f}s after the cut, resolved {resolved_after:.1f}s after it", end=" ")
+    print(f"and {resolving:.1f}s after the reminder")
     assert dt.timedelta(seconds=opened_after) < dt.timedelta(seconds=10)
 
 
