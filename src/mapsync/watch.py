@@ -22,13 +22,15 @@ and, after a one-off run, `mapsync run` (both then `alerts.sender.flush`)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
-from mapsync import watch_sources
+from mapsync import errors, watch_sources
 from mapsync.alerts.routing import channels_for
 from mapsync.monitors import REGISTRY, evaluate_sheet, evaluate_sync
 from mapsync.monitors.facts import SheetFacts, SyncFacts
@@ -46,7 +48,21 @@ DAEMON_LEASE = dt.timedelta(seconds=60)  # a daemon's `lease_ttl` unless the she
 # the monitors a run's end decides at once (evaluated right after each run): over the run
 # history, and `unmapped_new` over the state store's unmapped values (no source is asked then)
 EVENTS = ("failed_run", "guard_tripped", "auth_refused", "budget_exhausted", "unmapped_new")
-AFTER_RUN = (*EVENTS, "counts_mismatch", "success_with_rejections", "rejection_rate")
+WATCH_PREFIX = "mapsync:watch:"  # the per-sync watch lease (`_alone`), beside the syncs' own
+WATCH_LEASE = dt.timedelta(seconds=30)  # a watcher that dies holding it is passed after this
+WATCH_WAIT = 5.0  # seconds a watcher waits for another one's evaluation of the same sync
+
+# what a run's end decides, from the state store alone: its events, its counts, and the timing
+# monitors a timely, short or successful run clears (late start, overran, no success)
+AFTER_RUN = (
+    *EVENTS,
+    "counts_mismatch",
+    "success_with_rejections",
+    "rejection_rate",
+    "late_start",
+    "overran",
+    "no_success",
+)
 
 
 @dataclasses.dataclass
@@ -121,7 +137,11 @@ def sync_facts(
                     "error": redact(f"{type(exc).__name__}: {exc}", loaded.secrets, cap=300),
                 },
             )
-    runs = store.history.runs(sync, RUNS)
+    # the newest rows of any kind (slots, skips) and, so that a run of backoff or busy skips
+    # never pushes the sync's last real runs out of sight, the newest that are not skips
+    merged = {r["id"]: r for r in store.history.runs(sync, RUNS)}
+    merged.update((r["id"], r) for r in store.history.runs(sync, RUNS, without=("skipped",)))
+    runs = [merged[i] for i in sorted(merged, reverse=True)]
     return SyncFacts(
         sync=sync,
         cfg=cfg,
@@ -195,6 +215,14 @@ class _Reconciler:
         for incident in store.incidents.open_incidents():
             self.open.setdefault((incident.sync, incident.monitor), []).append(incident)
 
+    def reload(self, sync: str | None) -> None:
+        """The open incidents of `sync` read again, under its watch lease (`_alone`): what another
+        watcher opened or resolved meanwhile is seen, so a stale view never resolves a newer one."""
+        self.open = {k: v for k, v in self.open.items() if k[0] != sync}
+        for incident in self.store.incidents.open_incidents(sync):
+            if incident.sync == sync:
+                self.open.setdefault((incident.sync, incident.monitor), []).append(incident)
+
     def resolve(self, incidents: Iterable[Incident]) -> None:
         for incident in incidents:
             if not self.record:
@@ -237,6 +265,34 @@ class _Reconciler:
                 self.resolve(incidents)
 
 
+@contextlib.contextmanager
+def _alone(store: Store, sync: str | None, record: bool, wait: float = WATCH_WAIT) -> Iterator[bool]:
+    """One watcher at a time per sync (the daemons' after-run evaluations, the monitors chore,
+    `mapsync monitor`): the state store lease `mapsync:watch:<sync>` is held while its facts are read
+    and its incidents reconciled, so no watcher raises or resolves from a view another one has
+    already acted on. Waits up to `wait` seconds; False when another watcher still holds it. A dry
+    run takes no lease (it changes nothing)."""
+    if not record:
+        yield True
+        return
+    name = f"{WATCH_PREFIX}{sync or '*'}"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            lease = store.leases.acquire(name, WATCH_LEASE)
+            break
+        except errors.LeaseHeld:
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            time.sleep(0.05)
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(errors.MapsyncError):  # else it expires on its own
+            store.leases.release(lease)
+
+
 def _only(results: dict[str, list[Finding] | None], only: Collection[str] | None) -> dict[str, Any]:
     return results if only is None else {k: v for k, v in results.items() if k in only}
 
@@ -268,9 +324,14 @@ def evaluate(
         for sync in names:
             if sync not in loaded.sheet.syncs:
                 continue
-            facts = sync_facts(loaded, store, sync, paused=paused, handles=shared, extra=need_extra)
-            rec.apply(sync, _only(evaluate_sync(facts), wanted))
-            rec.disabled(sync, facts.thresholds.disabled, wanted)
+            with _alone(store, sync, record) as alone:
+                if not alone:
+                    report.unknown.setdefault(sync, []).append("*")  # another watcher has it now
+                    continue
+                rec.reload(sync)
+                facts = sync_facts(loaded, store, sync, paused=paused, handles=shared, extra=need_extra)
+                rec.apply(sync, _only(evaluate_sync(facts), wanted))
+                rec.disabled(sync, facts.thresholds.disabled, wanted)
         if wanted is None or any(REGISTRY[n].scope == "sheet" for n in wanted if n in REGISTRY):
             sheet_thresholds = resolve(loaded.sheet.monitors)
             try:
@@ -285,8 +346,11 @@ def evaluate(
                 )
                 extra = {}
             whole = SheetFacts(now=utcnow(), thresholds=sheet_thresholds, extra=extra)
-            rec.apply(None, _only(evaluate_sheet(whole), wanted))
-            rec.disabled(None, sheet_thresholds.disabled, wanted)
+            with _alone(store, None, record) as alone:
+                if alone:
+                    rec.reload(None)
+                    rec.apply(None, _only(evaluate_sheet(whole), wanted))
+                    rec.disabled(None, sheet_thresholds.disabled, wanted)
         if wanted is None:
             rec.gone()
     finally:

@@ -158,3 +158,20 @@ def test_a_daemons_running_run_is_judged_by_the_daemons_lease_not_the_one_off_de
     assert watch.lease_ttl(loaded, by_daemon) == daemon_process.LEASE
     assert watch.lease_ttl(loaded, by_hand) == loaded.sheet.state.lease_ttl
     assert watch.lease_ttl(_loaded(state={"lease_ttl": "5m"}), by_daemon).total_seconds() == 300
+
+
+def test_a_long_run_of_skipped_slots_never_hides_the_failure() -> None:
+    """A sync backing off after a failure records a skipped row per slot: hundreds of them must not
+    push the failed run out of the monitors' sight (which would resolve its incident, falsely)."""
+    import datetime as dt
+
+    loaded, store = _loaded(), MemoryStore()
+    _fail(store)
+    watch.evaluate(loaded, store, ["orders"])
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for i in range(watch.RUNS + 50):
+        store.record_skipped_run(
+            "orders", "run", "schedule", start + dt.timedelta(seconds=i), "run", "backoff", "backing off"
+        )
+    report = watch.evaluate(loaded, store, ["orders"])
+    assert report.resolved == [] and _open(store) == [("failed_run", "orders", "")]

@@ -36,12 +36,14 @@ class SqlHistory:
             )
         return dict(last) if last else None
 
-    def runs(self, sync: str | None, limit: int) -> list[dict[str, Any]]:
-        """Run rows, newest first (of one sync, or all)."""
+    def runs(self, sync: str | None, limit: int, *, without: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Run rows, newest first (of one sync, or all; `without` these statuses)."""
         r = schema.runs
         query = sa.select(r).order_by(r.c.id.desc()).limit(limit)
         if sync:
             query = query.where(r.c.sync == sync)
+        if without:
+            query = query.where(r.c.status.not_in(list(without)))
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from mapsync import errors
 from mapsync.state import schema
 from mapsync.state.clock import stamp, unstamp, utcnow
 from mapsync.state.data import Finding, Incident, Notification
@@ -172,16 +173,21 @@ class SqlIncidents:
     def raise_incident(self, finding: Finding, channels: Sequence[str]) -> tuple[Incident, bool]:
         t, now = schema.incidents, stamp()
         with self.engine.begin() as conn:
-            new_id = self._insert_open(conn, new_incident_row(finding, channels, now))
-            if new_id is not None:
-                rows = notice_rows(new_id, "opened", channels, now)
-                if rows:
-                    conn.execute(sa.insert(schema.notifications), rows)
-                found = conn.execute(sa.select(t).where(t.c.id == new_id)).mappings().one()
-                return incident_of(found), True
-            conn.execute(sa.update(t).where(t.c.open_key == finding.key).values(**refresh_of(finding, now)))
-            found = conn.execute(sa.select(t).where(t.c.open_key == finding.key)).mappings().one()
-            return incident_of(found), False
+            for _ in range(3):  # an open one resolved between our insert and update: insert again
+                new_id = self._insert_open(conn, new_incident_row(finding, channels, now))
+                if new_id is not None:
+                    rows = notice_rows(new_id, "opened", channels, now)
+                    if rows:
+                        conn.execute(sa.insert(schema.notifications), rows)
+                    found = conn.execute(sa.select(t).where(t.c.id == new_id)).mappings().one()
+                    return incident_of(found), True
+                refresh = sa.update(t).where(t.c.open_key == finding.key).values(**refresh_of(finding, now))
+                if conn.execute(refresh).rowcount:
+                    found = conn.execute(sa.select(t).where(t.c.open_key == finding.key)).mappings().one()
+                    return incident_of(found), False
+        raise errors.StateError(
+            f"incident {finding.key}: opened and resolved by others three times over", "conflict"
+        )
 
     @guarded
     def clear_incident(self, key: str) -> Incident | None:

@@ -225,9 +225,13 @@ class MemoryHistory:
         runs = self.runs(sync, 1)
         return runs[0] if runs else None
 
-    def runs(self, sync: str | None, limit: int) -> list[dict[str, Any]]:
+    def runs(self, sync: str | None, limit: int, *, without: Sequence[str] = ()) -> list[dict[str, Any]]:
         with self.memory.read() as t:
-            rows = [dict(r) for r in t.runs.values() if not sync or r["sync"] == sync]
+            rows = [
+                dict(r)
+                for r in t.runs.values()
+                if (not sync or r["sync"] == sync) and r["status"] not in without
+            ]
         return sorted(rows, key=lambda r: -int(r["id"]))[:limit]
 
     def _errors(self, sync: str | None, include_resolved: bool) -> list[Row]:
