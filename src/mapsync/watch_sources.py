@@ -372,6 +372,12 @@ def _observe(store: Store, sync: str, out: dict[str, Any]) -> dict[str, Any]:
         extra["source_newest_seen"] = seen
         measured["source_newest_seen"] = max(seen, newest)
     ref = previous.get((sync, "source_rows_ref"))
+    # measured before but not this time (a query timed out): the monitor cannot tell, and must not
+    # resolve that subject's incident on the strength of the other one alone
+    if newest is None and isinstance(seen, dt.datetime):
+        extra["source_newest_unknown"] = True
+    if rows is None and isinstance(ref, int):
+        extra["source_rows_unknown"] = True
     if rows is not None and isinstance(ref, int):
         extra["source_rows_ref"] = ref
         if rows < ref * (1 - ROWS_DROP_SHARE):

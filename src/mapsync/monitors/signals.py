@@ -242,6 +242,8 @@ def source_regression(facts: SyncFacts) -> list[Finding] | None:
     rows, ref = x.get("source_rows"), x.get("source_rows_ref")
     if (newest is None or seen is None) and (rows is None or ref is None):
         return None
+    if x.get("source_newest_unknown") or x.get("source_rows_unknown"):
+        return None  # one of its two measures failed this time: its incident stays as it is
     out = []
     if newest is not None and seen is not None and newest < seen:
         out.append(

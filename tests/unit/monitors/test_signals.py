@@ -113,6 +113,11 @@ def test_source_regression_newest_back_or_rows_dropped() -> None:
     assert check("source_regression", facts(source_rows=91, source_rows_ref=100)) == []  # a few deletes
     (rows,) = check("source_regression", facts(source_rows=89, source_rows_ref=100))
     assert rows.subject == "rows" and "from about 100 to about 89" in rows.message
+    # the newest change could not be read this time (it was before): rows alone must not clear
+    assert (
+        check("source_regression", facts(source_rows=95, source_rows_ref=100, source_newest_unknown=True))
+        is None
+    )
 
 
 def test_a_disabled_monitor_is_not_evaluated_and_severity_is_overridden() -> None:
