@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 
 from mapsync import errors
@@ -235,7 +236,11 @@ class StoreAway:
             message=f"{finding.message} (away {round(away)} s)",
             numbers={**finding.numbers, "away_s": round(away)},
         )
-        direct(loaded, self.alerted)
+        # on a thread of its own: a slow or tarpitting channel never holds up the scheduler's tick
+        # (nor its stop); a daemon thread, so a process that exits does not wait for it
+        threading.Thread(
+            target=direct, args=(loaded, self.alerted), name="mapsync-direct-alert", daemon=True
+        ).start()
         return True
 
     def ok(self, loaded: LoadedSheet, store: Store) -> None:

@@ -19,6 +19,7 @@ from mapsync import errors
 from mapsync.alerts.sender import send_due
 from mapsync.daemon import Daemon
 from mapsync.state.clock import ManualClock
+from tests import helpers as h
 from tests.alert_world import WebhookReceiver, age_incidents, alerts_sheet, load, open_store, raise_finding
 
 
@@ -58,6 +59,11 @@ def test_one_direct_alert_then_the_incident_recorded(
             d.tick(clock.now())
             clock.advance(60)
             d.tick(clock.now())
+            # sent on a thread of its own (a slow channel never holds up the scheduler's tick)
+            assert h.wait_for(lambda: len(receiver.requests) >= 1, timeout=10)
+            assert h.wait_for(
+                lambda: any(r.getMessage() == "state_store_away_alerted" for r in caplog.records), timeout=10
+            )
         (direct,) = receiver.requests
         body = direct.json()
         assert (body["monitor"], body["kind"], body["incident"], body["failure_class"]) == (
