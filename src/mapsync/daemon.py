@@ -193,7 +193,8 @@ class Daemon(Membership, Reloading):
             if w.thread.ident is not None:
                 w.thread.join(timeout=max(0.0, end - self.clock.monotonic()))
         self.chores.join(max(0.0, end - self.clock.monotonic()))
-        watch_sources.release(self._watch_handles)
+        if not self.chores.busy():  # a monitors pass that outlasted the grace keeps its connections
+            watch_sources.release(self._watch_handles)
         left = [w.name for w in every if w.thread.is_alive()]
         if not left:
             self._leave()

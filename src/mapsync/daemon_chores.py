@@ -1,5 +1,6 @@
-"""The daemon's chores: work beside the syncs, on a thread of its own so that it never delays a
-slot (monitor evaluation, sending alerts, the daily purge).
+"""The daemon's chores: work beside the syncs, each on a thread of its own so that it never delays
+a slot nor another chore (monitor evaluation, sending alerts, the daily purge: a long first purge
+or a slow monitors pass does not hold up the alerts).
 
 A `Chore` runs every `every` and, when it says `lease`, only in one daemon of those sharing the
 state store at a time: it holds the state store lease `mapsync:<name>` (kept between its runs and
@@ -31,10 +32,12 @@ PREFIX = "mapsync:"  # chore leases live beside the syncs' leases, under names n
 class Chore:
     name: str
     every: dt.timedelta
-    do: Callable[[Store], None]  # gets the chores' own state store connection
+    do: Callable[[Store], None]  # gets the chores' state store (one engine, shared by the threads)
     lease: bool = True  # one daemon at a time
     due: float = 0.0  # monotonic time of its next run (0: at once)
     held: Lease | None = None
+    wake: threading.Event = dataclasses.field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
 
 
 class Chores:
@@ -50,8 +53,6 @@ class Chores:
         self.ttl = ttl  # the lease TTL of a chore (the daemon's `lease_ttl`)
         self.redact = redact
         self.chores: dict[str, Chore] = {}
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
         self._store: Store | None = None
         self._lock = threading.Lock()
 
@@ -63,19 +64,31 @@ class Chores:
         """Run chore `name` at once (no-op for an unknown one)."""
         with self._lock:
             chore = self.chores.get(name)
-            if chore is not None:
-                chore.due = 0.0
-        self._wake.set()
+        if chore is not None:
+            chore.due = 0.0
+            chore.wake.set()
 
     def start(self) -> None:
-        if self.chores and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="mapsync-chores", daemon=True)
-            self._thread.start()
+        with self._lock:
+            waiting = [c for c in self.chores.values() if c.thread is None]
+        for chore in waiting:
+            chore.thread = threading.Thread(
+                target=self._loop, args=(chore,), name=f"mapsync-chore-{chore.name}", daemon=True
+            )
+            chore.thread.start()
 
     def join(self, timeout: float) -> None:
-        """After `stop` is set: wait for the chore under way, then give up the chore leases."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """After `stop` is set: wait (up to `timeout` in all) for the chores under way, then give up
+        their leases and close the store, unless a chore still runs (it keeps what it uses; the
+        leases expire on their own)."""
+        end = time.monotonic() + timeout
+        for chore in self.chores.values():
+            chore.wake.set()
+        for chore in self.chores.values():
+            if chore.thread is not None:
+                chore.thread.join(max(0.0, end - time.monotonic()))
+        if self.busy():
+            return
         store = self._store
         if store is None:
             return
@@ -87,44 +100,46 @@ class Chores:
         store.close()
         self._store = None
 
-    def _loop(self) -> None:
+    def busy(self) -> bool:
+        """Whether a chore's thread still runs (after `join`: one that outlasted the grace)."""
+        return any(c.thread is not None and c.thread.is_alive() for c in self.chores.values())
+
+    def _loop(self, chore: Chore) -> None:
         renewed = time.monotonic()
         while not self.stop.is_set():
-            now = time.monotonic()
-            with self._lock:
-                due = [c for c in self.chores.values() if c.due <= now]
-            for chore in due:
-                if self.stop.is_set():
-                    return
+            if chore.due <= time.monotonic():
                 self.run(chore)
-            if time.monotonic() - renewed >= self.ttl().total_seconds() / 3:
-                self._renew_held()  # a daily chore keeps its lease between runs, a TTL at a time
                 renewed = time.monotonic()
-            with self._lock:
-                later = min((c.due for c in self.chores.values()), default=now + 1.0)
-            self._wake.wait(max(0.0, min(later - time.monotonic(), 1.0)))
-            self._wake.clear()
+            elif chore.held is not None and time.monotonic() - renewed >= self.ttl().total_seconds() / 3:
+                self._renew(chore)  # a daily chore keeps its lease between runs, a TTL at a time
+                renewed = time.monotonic()
+            pause = min(chore.due - time.monotonic(), self.ttl().total_seconds() / 3)
+            chore.wake.wait(max(0.0, pause))
+            chore.wake.clear()
 
-    def _renew_held(self) -> None:
-        """Renew the leases of the chores this daemon holds (a lost one is dropped: another
-        daemon took the chore over while this one was frozen or cut off)."""
-        for chore in list(self.chores.values()):
-            if chore.held is None or self._store is None:
-                continue
-            try:
-                self._store.leases.renew(chore.held)
-            except errors.LeaseLost:
-                chore.held = None
-            except errors.MapsyncError:
-                pass  # the store is away: tried again at the next renewal or run
+    def _connected(self) -> Store:
+        with self._lock:
+            if self._store is None:
+                self._store = self.open_store()
+            return self._store
+
+    def _renew(self, chore: Chore) -> None:
+        """Renew the lease of a chore this daemon holds (a lost one is dropped: another daemon took
+        the chore over while this one was frozen or cut off)."""
+        if chore.held is None or self._store is None:
+            return
+        try:
+            self._store.leases.renew(chore.held)
+        except errors.LeaseLost:
+            chore.held = None
+        except errors.MapsyncError:
+            pass  # the store is away: tried again at the next renewal or run
 
     def run(self, chore: Chore) -> bool:
         """Run one chore now (if its lease allows); whether it ran."""
         chore.due = time.monotonic() + chore.every.total_seconds()
         try:
-            if self._store is None:
-                self._store = self.open_store()
-            store = self._store
+            store = self._connected()
             if chore.lease and not self._hold(store, chore):
                 return False
             chore.do(store)
@@ -142,7 +157,7 @@ class Chores:
 
     def _hold(self, store: Store, chore: Chore) -> bool:
         """Keep (renew) or take the chore's lease; False when another daemon holds it."""
-        ttl = self.ttl()  # renewed every third of it while this daemon lives (`_renew_held`)
+        ttl = self.ttl()  # renewed every third of it while this daemon lives (`_renew`)
         if chore.held is not None:
             try:
                 store.leases.renew(chore.held)
