@@ -91,3 +91,21 @@ def test_wake_runs_a_chore_at_once(tmp_path: Path) -> None:
     assert ran.wait(5)
     stop.set()
     chores.join(2)
+
+
+def test_a_long_chore_does_not_hold_up_another(tmp_path: Path) -> None:
+    stop = threading.Event()
+    chores = _chores(tmp_path, stop)
+    release = threading.Event()
+    quick = threading.Event()
+    chores.add(Chore("purge", dt.timedelta(hours=24), lambda s: release.wait(10), lease=False))
+    chores.add(Chore("alerts", dt.timedelta(seconds=5), lambda s: quick.set(), lease=False))
+    chores.start()
+    try:
+        assert quick.wait(5)  # while the purge still runs
+        assert chores.busy()
+    finally:
+        release.set()
+        stop.set()
+        chores.join(5)
+    assert not chores.busy()
