@@ -62,8 +62,14 @@ def slowest(alerts: AlertsConfig | None) -> dt.timedelta:
     return out
 
 
+# A send's timeout bounds each step of its conversation (SMTP: connect, EHLO, STARTTLS, AUTH,
+# DATA; HTTP: connect, write, each read), not the whole: a send is allowed this many timeouts
+# before its claim could lapse and another sender take the notice too
+STEPS = 6
+
+
 def hold_of(alerts: AlertsConfig | None) -> dt.timedelta:
-    return max(MIN_HOLD, 2 * slowest(alerts))
+    return max(MIN_HOLD, (STEPS + 2) * slowest(alerts))
 
 
 def claimer_id() -> str:
@@ -85,7 +91,7 @@ def send_due(
     hold = hold_of(alerts)
     started = time.monotonic()
     # a send is started only while it ends inside the claim (else another sender may take it too)
-    last_start = started + (hold - slowest(alerts) - dt.timedelta(seconds=2)).total_seconds()
+    last_start = started + (hold - STEPS * slowest(alerts) - dt.timedelta(seconds=2)).total_seconds()
     if budget is not None:
         last_start = min(last_start, started + budget.total_seconds())
     claimed = store.incidents.claim_notifications(claimer, hold, limit)
