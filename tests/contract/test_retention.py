@@ -162,14 +162,21 @@ def test_a_day_folded_twice_merges_its_counts(store: Store) -> None:
         b = store.start_run("s", "run", "test", lease.token)
         store.finish_run(b, "partial")
         store.leases.release(lease)
-    assert store.history.purge_tables({"runs": 30 * DAY}) == {"runs": 1}  # b is the latest
+    assert store.history.purge_tables({"runs": 30 * DAY}) == {"runs": 0}  # a: latest success; b: latest
+    with days_ago(100):
+        lease, a2 = begin(store)
+        store.finish_run(a2, "success")
+        b2 = store.start_run("s", "run", "test", lease.token)
+        store.finish_run(b2, "partial")
+        store.leases.release(lease)
+    assert store.history.purge_tables({"runs": 30 * DAY}) == {"runs": 2}  # a and b go, a2 and b2 stay
     with days_ago(10):
         lease, c = begin(store)
         store.finish_run(c, "success")
         store.leases.release(lease)
-    assert store.history.purge_tables({"runs": 30 * DAY}) == {"runs": 1}  # now b goes
+    assert store.history.purge_tables({"runs": 30 * DAY}) == {"runs": 2}  # now a2 and b2 go
     (row,) = store.rollups.rollups("s", utcnow() - 200 * DAY)
-    assert (row["runs"], row["success"], row["partial"]) == (2, 1, 1)
+    assert (row["runs"], row["success"], row["partial"]) == (4, 2, 2)
 
 
 def test_the_per_run_purge_keeps_its_old_form(store: Store) -> None:
@@ -184,12 +191,10 @@ def test_a_purge_keeps_a_running_run_and_its_lease(store: Store) -> None:
         lease, old = begin(store)
         store.finish_run(old, "success")
         running = store.start_run("s", "run", "test", lease.token)
-    assert store.history.purge_tables(ages(30)) == {
-        **dict.fromkeys(RETENTION_TABLES, 0),
-        "runs": 1,
-        "rollups": 1,
-    }  # folded, then past 30 days
-    assert [r["id"] for r in store.history.runs("s", 10)] == [running]
+    assert store.history.purge_tables(ages(30)) == dict.fromkeys(
+        RETENTION_TABLES, 0
+    )  # old: the latest success
+    assert [r["id"] for r in store.history.runs("s", 10)] == [running, old]
     store.leases.renew(lease)  # still held
     commit(store, lease, running, delivered=[delivered(9)])
     store.finish_run(running, "success")
@@ -200,3 +205,22 @@ def test_every_retention_table_can_be_purged_alone(store: Store) -> None:
     for table in RETENTION_TABLES:
         assert store.history.purge_tables({table: DAY}) == {table: 0}
         assert store.history.purge_tables({table: DAY}, syncs=["s"], dry_run=True) == {table: 0}
+
+
+def test_a_syncs_last_real_run_and_last_success_are_kept_behind_skips(store: Store) -> None:
+    with days_ago(100) as then:
+        lease, ok = begin(store)
+        store.finish_run(ok, "success")
+        bad = store.start_run("s", "run", "test", lease.token)
+        store.finish_run(bad, "failed", "destination", "down")
+        store.leases.release(lease)
+    with days_ago(90):
+        skips = [
+            store.record_skipped_run(
+                "s", "run", "schedule", then + dt.timedelta(minutes=i), "run", "busy", "b"
+            )
+            for i in range(3)
+        ]
+    assert store.history.purge_tables({"runs": 30 * DAY}) == {"runs": 2}  # the two older skips
+    left = [r["id"] for r in store.history.runs("s", 20)]
+    assert left == [skips[-1], bad, ok]  # the latest row, the latest run to an end, the latest success

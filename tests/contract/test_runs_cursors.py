@@ -146,8 +146,9 @@ def test_purge_drops_old_history_but_keeps_the_latest_run_and_open_errors(store:
     purge = store.history.purge if form == "port" else lambda s, r: retention.purge(store, s, r)
     assert purge("s", keep) == {"runs": 0, "audit": 0, "errors": 0}  # nothing is a day old
     removed = purge("s", -keep)  # everything is older than a day from now
-    assert removed == {"runs": 2, "audit": 1, "errors": 1}
-    assert [r["id"] for r in store.history.runs("s", 10)] == [running]  # the latest, unfinished
+    assert removed == {"runs": 1, "audit": 1, "errors": 1}
+    # the latest row (unfinished) and the latest run that ran to an end (and succeeded) stay
+    assert [r["id"] for r in store.history.runs("s", 10)] == [running, new]
     assert store.open_error_keys("s") == [(2,)]
     assert store.cursors("s") == {"watermark": 1} and store.ledger_count("s") == 1
 

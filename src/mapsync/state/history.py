@@ -18,7 +18,12 @@ from mapsync.state.clock import stamp, utcnow
 from mapsync.state.ledger import DELETED_HASH
 
 BATCH = 5000  # rows per purge transaction: a big purge never holds its locks for long
-PER_RUN = ("runs", "record_errors", "cursor_audit")  # what the engine purges after each run
+PER_RUN = ("runs", "record_errors", "cursor_audit")
+KEEP_ENDED = (
+    "success",
+    "partial",
+    "failed",
+)  # a sync's latest run of these is never purged  # what the engine purges after each run
 
 
 class SqlHistory:
@@ -220,10 +225,17 @@ def targets(table: str, cutoff: str, syncs: Sequence[str] | None) -> Target:
     where: list[sa.ColumnElement[bool]]
     if table == "runs":
         r, newest = s.runs, s.runs.alias("newest")
-        latest = sa.select(sa.func.max(newest.c.id)).group_by(newest.c.sync)
-        if syncs is not None:  # the engine's purge after a run: look at that sync's runs only
-            latest = latest.where(newest.c.sync.in_(list(syncs)))
-        where = [r.c.finished_at.is_not(None), r.c.finished_at < cutoff, r.c.id.not_in(latest)]
+        # kept whatever their age: each sync's latest row, its latest run that ran to an end and its
+        # latest success (what `status`, the monitors and `/metrics` say of it)
+        kept = []
+        for statuses in (None, KEEP_ENDED, ("success",)):
+            latest = sa.select(sa.func.max(newest.c.id)).group_by(newest.c.sync)
+            if statuses is not None:
+                latest = latest.where(newest.c.status.in_(statuses))
+            if syncs is not None:  # the engine's purge after a run: look at that sync's runs only
+                latest = latest.where(newest.c.sync.in_(list(syncs)))
+            kept.append(latest)
+        where = [r.c.finished_at.is_not(None), r.c.finished_at < cutoff, r.c.id.not_in(sa.union(*kept))]
         t: sa.Table = r
     elif table == "record_errors":
         t = s.record_errors

@@ -10,7 +10,7 @@ from typing import Any
 
 from mapsync.state import rollups
 from mapsync.state.clock import utcnow
-from mapsync.state.history import BATCHES_SETTLED, INBOX_DONE, cutoff_of
+from mapsync.state.history import BATCHES_SETTLED, INBOX_DONE, KEEP_ENDED, cutoff_of
 from mapsync.state.ledger import DELETED_HASH
 from mapsync.state.memory_tables import Memory, Row, Tables
 
@@ -50,13 +50,17 @@ def purge_tables(
 
 
 def _runs(t: Tables, cutoff: str) -> list[Any]:
-    latest: dict[str, int] = {}
-    for i, r in t.runs.items():
-        latest[r["sync"]] = max(i, latest.get(r["sync"], i))
+    kept: set[int] = set()
+    for statuses in (None, KEEP_ENDED, ("success",)):
+        latest: dict[str, int] = {}
+        for i, r in t.runs.items():
+            if statuses is None or r["status"] in statuses:
+                latest[r["sync"]] = max(i, latest.get(r["sync"], i))
+        kept.update(latest.values())
     return [
         i
         for i, r in t.runs.items()
-        if r["finished_at"] is not None and r["finished_at"] < cutoff and latest[r["sync"]] != i
+        if r["finished_at"] is not None and r["finished_at"] < cutoff and i not in kept
     ]
 
 
