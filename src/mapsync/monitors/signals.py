@@ -73,7 +73,9 @@ def capture_health(facts: SyncFacts) -> list[Finding] | None:
     x = facts.extra
     known = [k for k in ("wal_retained_mb", "slot_state", "queue_table", "triggers") if k in x]
     if not known:
-        return None
+        # a log or queue sync whose capture could not be read: cannot tell; any other has no
+        # capture of its own to watch (one moved off log/queue: its incidents clear)
+        return None if facts.cfg.changes.method in ("log", "queue") else []
     out = []
     name = facts.sync
     slot_state = x.get("slot_state")

@@ -50,7 +50,7 @@ def counts_mismatch(facts: SyncFacts) -> list[Finding] | None:
     deliveries.)"""
     run = _latest_completed(facts)
     if run is None:
-        return []
+        return [] if latest_ended(facts) is None else None  # a failed latest run says nothing here
     read = count(run, "read")
     outcomes = sum(count(run, k) for k in OUTCOMES)
     if outcomes <= read and count(run, "missed") <= read:
@@ -79,7 +79,11 @@ def success_with_rejections(facts: SyncFacts) -> list[Finding] | None:
     while it rejected records: the run "worked" but those records are not at the destination.
     Clears when a later run ends without rejections."""
     run = _latest_completed(facts)
-    if run is None or count(run, "rejected") == 0:
+    if run is None:
+        # no run yet: all clear; the latest one failed: it says nothing of rejections (the
+        # failure is failed_run's): the incident stays as it is until a run completes
+        return [] if latest_ended(facts) is None else None
+    if count(run, "rejected") == 0:
         return []
     rejected, read = count(run, "rejected"), count(run, "read")
     return [

@@ -51,7 +51,7 @@ def test_unmapped_new_names_the_field_and_counts_never_the_value() -> None:
 
 
 def test_capture_health_wal_slot_queue_and_triggers() -> None:
-    assert check("capture_health", facts()) is None
+    assert check("capture_health", facts()) == []  # a `full` sync: no capture of its own to watch
     assert check("capture_health", facts(slot_state="ok", wal_retained_mb=10.0)) == []
     over = check("capture_health", facts({"wal_retained_mb": 5}, slot_state="ok", wal_retained_mb=12.5))
     assert [x.subject for x in over] == ["wal"] and "retains 12 MB" in over[0].message

@@ -23,7 +23,7 @@ def test_counts_mismatch_fires_only_for_counts_that_cannot_add_up() -> None:
     assert silent.counts_mismatch(facts([run(read=3, written=3, missed=4)])) != []  # missed ⊂ read
     # only the latest run that ended, and only one that completed
     assert silent.counts_mismatch(facts([run(read=1, written=2), run(read=5, written=5)])) == []
-    assert silent.counts_mismatch(facts([run("failed", read=1, written=2)])) == []
+    assert silent.counts_mismatch(facts([run("failed", read=1, written=2)])) is None  # says nothing
 
 
 def test_success_with_rejections_fires_when_a_completed_run_rejected_records() -> None:
@@ -33,7 +33,8 @@ def test_success_with_rejections_fires_when_a_completed_run_rejected_records() -
     assert silent.success_with_rejections(facts([run("success", read=4, written=3, rejected=1)])) != []
     cleared = [run("partial", rejected=3, written=7), run("success", read=5, written=5)]
     assert silent.success_with_rejections(facts(cleared)) == []
-    assert silent.success_with_rejections(facts([run("failed", rejected=3)])) == []
+    assert silent.success_with_rejections(facts([run("failed", rejected=3)])) is None  # failed_run's
+    assert silent.success_with_rejections(facts([])) == []  # no run yet: all clear
 
 
 def test_rejection_rate_sums_recent_runs_against_the_threshold() -> None:
