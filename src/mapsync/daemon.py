@@ -75,6 +75,7 @@ POLL = dt.timedelta(seconds=1)
 PARALLEL = 16  # runs at once per daemon (`--parallel`)
 ALERTS_EVERY = dt.timedelta(seconds=5)  # the `alerts` chore: due notices sent, reminders queued
 DEFER = ("defer", "")  # a slot decided at a later tick (`Daemon._skip_reason`)
+MONITORS_FIRST = 5.0  # seconds after the start: the first evaluation of every sync
 MONITORS_EVERY = dt.timedelta(minutes=1)  # the `monitors` chore (mapsync.watch)
 
 
@@ -230,8 +231,11 @@ class Daemon(Membership, Reloading):
 
         return [
             # every sync's monitors, in one daemon at a time (mapsync.watch)
-            Chore("monitors", MONITORS_EVERY, evaluate_monitors, lease=True),
-            Chore("purge", retention.DAILY, retention.daily(lambda: self.loaded.sheet), lease=True),
+            # (first a few seconds, a minute after the start: the daemon's first slots come first)
+            Chore("monitors", MONITORS_EVERY, evaluate_monitors, lease=True, first=MONITORS_FIRST),
+            Chore(
+                "purge", retention.DAILY, retention.daily(lambda: self.loaded.sheet), lease=True, first=60.0
+            ),
             # due notices sent, due reminders queued: in every daemon (no lease: the outbox's
             # claim makes each notice go once)
             Chore("alerts", ALERTS_EVERY, send_alerts, lease=False),
@@ -249,13 +253,23 @@ class Daemon(Membership, Reloading):
         if report.changed:
             self.chores.wake("alerts")
 
-    def after_run(self, store: Store, loaded: LoadedSheet, name: str) -> None:
+    def after_run(
+        self, store: Store, loaded: LoadedSheet, name: str, report: RunReport | None = None
+    ) -> None:
         """Right after a run of `name` (on its worker's thread, with its store): the monitors its
         end decides (a failure, a guard trip, rejections), at once rather than at the next minute.
         `raise_incident` is idempotent by key, so every worker may do this for its own runs. A
-        watch failure is logged and never touches the run."""
-        report = watch.after_run(loaded, store, name)
-        if report is not None and report.changed:
+        watch failure is logged and never touches the run. A run that ended cleanly (`report`:
+        success, no rejection, counts that add up, no timing window to judge) of a sync with no
+        open incident decides nothing: one read, not an evaluation."""
+        if report is not None and watch.uneventful(loaded, name, report.status, report.counts):
+            try:
+                if not store.incidents.open_incidents(name):
+                    return
+            except errors.MapsyncError:
+                return  # the store is away: the minute's evaluation will tell
+        found = watch.after_run(loaded, store, name)
+        if found is not None and found.changed:
             self.chores.wake("alerts")
 
     def fatal(self, name: str, exc: BaseException) -> None:

@@ -34,6 +34,7 @@ class Chore:
     every: dt.timedelta
     do: Callable[[Store], None]  # gets the chores' state store (one engine, shared by the threads)
     lease: bool = True  # one daemon at a time
+    first: float = 0.0  # seconds after the start of its first run (spares the daemon's first slots)
     due: float = 0.0  # monotonic time of its next run (0: at once)
     held: Lease | None = None
     wake: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -72,6 +73,8 @@ class Chores:
         with self._lock:
             waiting = [c for c in self.chores.values() if c.thread is None]
         for chore in waiting:
+            if chore.first and not chore.due:
+                chore.due = time.monotonic() + chore.first
             chore.thread = threading.Thread(
                 target=self._loop, args=(chore,), name=f"mapsync-chore-{chore.name}", daemon=True
             )

@@ -159,4 +159,5 @@ class Running:
         elif report is not None and report.status != RunStatus.STOPPED:
             self.backoff.succeeded(self.name)
         if failed is not None or (report is not None and report.run_id is not None):
-            self.daemon.after_run(store, self.loaded, self.name)  # its monitors, at once (never raises)
+            # its monitors, at once (never raises); a clean run with nothing open costs one read
+            self.daemon.after_run(store, self.loaded, self.name, report if failed is None else None)

@@ -359,6 +359,23 @@ def evaluate(
     return report
 
 
+def uneventful(loaded: LoadedSheet, sync: str, status: str, counts: Any) -> bool:
+    """A run's end that no `AFTER_RUN` monitor could raise on: a success without rejections whose
+    counts add up, of a sync without `start_within` or `finish_within` (a late or long run is
+    judged from its row). With no open incident of the sync, the after-run evaluation can be
+    skipped (it would only confirm all is well)."""
+    schedule = loaded.sheet.syncs[sync].schedule if sync in loaded.sheet.syncs else None
+    if schedule is None or schedule.start_within is not None or schedule.finish_within is not None:
+        return False
+    outcomes = counts.written + counts.skipped + counts.rejected + counts.deleted
+    return bool(
+        status == "success"
+        and counts.rejected == 0
+        and outcomes <= counts.read
+        and counts.missed <= counts.read
+    )
+
+
 def after_run(loaded: LoadedSheet, store: Store, sync: str, *, quiet: bool = False) -> Report | None:
     """The monitors a run's end decides (`AFTER_RUN`), for `sync`, at once; never raises (a watch
     failure must not break a run): a failure is logged and None returned."""

@@ -175,3 +175,16 @@ def test_a_long_run_of_skipped_slots_never_hides_the_failure() -> None:
         )
     report = watch.evaluate(loaded, store, ["orders"])
     assert report.resolved == [] and _open(store) == [("failed_run", "orders", "")]
+
+
+def test_uneventful_runs_need_no_after_run_evaluation() -> None:
+    from mapsync.state.data import Counts
+
+    loaded = _loaded()
+    clean = Counts(read=10, written=8, skipped=2)
+    assert watch.uneventful(loaded, "orders", "success", clean)
+    assert not watch.uneventful(loaded, "orders", "partial", clean)
+    assert not watch.uneventful(loaded, "orders", "success", Counts(read=10, written=9, rejected=1))
+    assert not watch.uneventful(loaded, "orders", "success", Counts(read=1, written=2))  # cannot add up
+    timed = _loaded(sync={"schedule": {"every": "1m", "start_within": "10s"}})
+    assert not watch.uneventful(timed, "orders", "success", clean)  # a late start is judged from the row
