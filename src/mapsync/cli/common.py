@@ -9,7 +9,7 @@ import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -220,7 +220,7 @@ def execute(
             except Exit as exc:
                 code = max(code, exc.code)
         ran = [n for n in names if n not in paused]
-        watch_ran(loaded, store, ran)
+        watch_ran(loaded, store, ran, reports)
     finally:
         if observer:
             observer.stop()
@@ -237,10 +237,23 @@ def execute(
         raise Exit(code)
 
 
-def watch_ran(loaded: loader.LoadedSheet, store: StateStore, names: list[str]) -> None:
+def watch_ran(
+    loaded: loader.LoadedSheet,
+    store: StateStore,
+    names: list[str],
+    reports: Sequence[RunReport] = (),
+) -> None:
     """After one-off runs (`run`, `retry`, `seed`): the monitors their ends decide (a failure, a
-    guard trip, rejections: `watch.AFTER_RUN`), then the alerts due are sent. Cheap, and never
-    changes the command's outcome (a failure is logged)."""
+    guard trip, rejections: `watch.AFTER_RUN`), then the alerts due are sent. Cheap (a clean run
+    of a sync with nothing open costs one read), and never changes the command's outcome (a
+    failure is logged)."""
+    clean = {r.sync for r in reports if watch.uneventful(loaded, r.sync, r.status, r.counts)}
+    if clean:
+        try:
+            still = {i.sync for i in store.incidents.open_incidents()}
+        except Exception:  # the store is away: the run's own report says it; nothing to judge
+            return
+        names = [n for n in names if n not in clean or n in still]
     changed = False
     for name in names:
         found = watch.after_run(loaded, store, name, quiet=True)  # the report says it already
