@@ -39,6 +39,10 @@ from tests import workers_world as ww
 # one after the other on one xdist worker: two or three daemons of 12 syncs hold up to ~60
 # PostgreSQL connections (measured), and the server allows 100
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("workers_process")]
+# The four that hold two or three daemons on a 1 s schedule and a 3 s lease judge timing: alone
+# they pass (about 75 s in all); beside the whole default tier on 2 cores (issue 15 made it
+# heavier) a daemon starved past its TTL fails them. They run in CI's campaign step, on their own.
+CAMPAIGN = pytest.mark.campaign
 
 SLACK = dt.timedelta(seconds=1)  # the polling (200 ms) and the process's start, around 2 x lease_ttl
 # how a run that lost its sync ends: its own late commit refused ("lease lost"), or failed by the
@@ -113,6 +117,7 @@ def _finish(world: ww.World, writer: ww.Writer) -> None:
     assert [r for r in world.runs() if r["status"] == "running"] == []
 
 
+@CAMPAIGN
 def test_two_daemons_run_every_slot_once(tmp_path: Path, pg_database: Callable[[], str]) -> None:
     world = ww.build(tmp_path, pg_database(), pg_database(), pg_database())
     writer = ww.Writer(world)
@@ -133,6 +138,7 @@ def test_two_daemons_run_every_slot_once(tmp_path: Path, pg_database: Callable[[
     print("daemon_stopped:", [{k: s[k] for k in ("coordination_ms", "run_ms")} for s in stops])
 
 
+@CAMPAIGN
 def test_stopped_worker_is_taken_over_and_its_late_commit_rejected(
     tmp_path: Path, pg_database: Callable[[], str]
 ) -> None:
@@ -188,6 +194,7 @@ def test_stopped_worker_is_taken_over_and_its_late_commit_rejected(
     _finish(world, writer)
 
 
+@CAMPAIGN
 def test_three_daemons_split_and_survive_a_kill(tmp_path: Path, pg_database: Callable[[], str]) -> None:
     world = ww.build(tmp_path, pg_database(), pg_database(), pg_database())
     writer = ww.Writer(world)
@@ -222,6 +229,7 @@ def test_three_daemons_split_and_survive_a_kill(tmp_path: Path, pg_database: Cal
     _finish(world, writer)
 
 
+@CAMPAIGN
 def test_clock_two_minutes_ahead_neither_steals_nor_runs_early(
     tmp_path: Path, pg_database: Callable[[], str], faketime_lib: str
 ) -> None:
