@@ -48,6 +48,11 @@ SLACK = dt.timedelta(seconds=1)  # the polling (200 ms) and the process's start,
 # how a run that lost its sync ends: its own late commit refused ("lease lost"), or failed by the
 # worker that took the sync over ("taken over"; the core writes "abandoned: its lease expired at …")
 TAKEN_OVER = ("lease lost", "taken over", "its lease expired")
+# Resumed past its lease, the zombie's lease watch cuts its run's sockets at once: sometimes the
+# run's own read of the source sees the cut first and the run ends failed with that read error
+# instead (the attribution race is known and left open, docs/design.md "Several workers"); the
+# run still ends failed with its counts unchanged, which is what this test proves.
+CUT = ("server closed the connection unexpectedly", "the database calls were cut off")
 # the clock and how long a 0.3 s timed wait takes (monotonic), under libfaketime
 PROBE = (
     "import threading, time; m = time.monotonic(); threading.Event().wait(0.3); "
@@ -183,7 +188,7 @@ def test_stopped_worker_is_taken_over_and_its_late_commit_rejected(
             ), world.runs(f"id IN ({ids})")
             for r in world.runs(f"id IN ({ids})"):
                 assert r["status"] == "failed", str(r)
-                assert any(m in (r["message"] or "") for m in TAKEN_OVER), str(r)
+                assert any(m in (r["message"] or "") for m in (*TAKEN_OVER, *CUT)), str(r)
                 assert r["written"] == zombies[r["id"]]["written"], (r, zombies[r["id"]])
             time.sleep(3)  # both running side by side again
             _stopped_cleanly(healthy)
