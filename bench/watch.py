@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import sys
 import tempfile
@@ -38,11 +39,11 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mapsync import watch  # noqa: E402
-from mapsync.sheet.loader import load  # noqa: E402
-from mapsync.state import schema  # noqa: E402
-from mapsync.state.clock import stamp  # noqa: E402
-from mapsync.state.store import StateStore  # noqa: E402
+from mapsync import watch, watch_sources
+from mapsync.sheet.loader import load
+from mapsync.state import schema
+from mapsync.state.clock import stamp
+from mapsync.state.store import StateStore
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -148,7 +149,7 @@ def _median(fn: Any, repeat: int) -> float:
 
 
 def measure(n: int, runs: int, repeat: int) -> dict[str, float]:
-    tag = f"bench_{__import__('os').getpid()}_{uuid.uuid4().hex[:6]}"
+    tag = f"bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     made = [f"{tag}_state", f"{tag}_src"]
     try:
         state, source = _db(made[0]), _db(made[1])
@@ -161,21 +162,17 @@ def measure(n: int, runs: int, repeat: int) -> dict[str, float]:
             names = list(loaded.sheet.syncs)
             handles: dict[str, Any] = {}
             try:
-                took = _median(lambda: watch.evaluate(loaded, store, names, handles=handles, quiet=True), repeat)
+                took = _median(
+                    lambda: watch.evaluate(loaded, store, names, handles=handles, quiet=True), repeat
+                )
                 floor = _median(lambda: [store.history.runs(s, 50) for s in names], repeat)
             finally:
-                watch_sources_release(handles)
+                watch_sources.release(handles)
                 store.close()
         return {"syncs": n, "watch_s": took, "floor_s": floor}
     finally:
         for name in made:
             _drop(name)
-
-
-def watch_sources_release(handles: dict[str, Any]) -> None:
-    from mapsync import watch_sources
-
-    watch_sources.release(handles)
 
 
 def main(argv: list[str] | None = None) -> int:
