@@ -111,6 +111,7 @@ def sync_facts(
     paused: Collection[str] = (),
     handles: dict[str, Any] | None = None,
     extra: bool = True,
+    record: bool = True,
 ) -> SyncFacts:
     """The facts of one sync, from the state store (and `watch_sources` when `extra`; without it,
     only what the state store holds: the unmapped values)."""
@@ -124,7 +125,7 @@ def sync_facts(
         try:
             own: dict[str, Any] = handles if handles is not None else {}
             try:
-                more = watch_sources.sync_extra(loaded, store, sync, own)
+                more = watch_sources.sync_extra(loaded, store, sync, own, observe=record)
             finally:
                 if handles is None:
                     watch_sources.release(own)
@@ -329,7 +330,9 @@ def evaluate(
                     report.unknown.setdefault(sync, []).append("*")  # another watcher has it now
                     continue
                 rec.reload(sync)
-                facts = sync_facts(loaded, store, sync, paused=paused, handles=shared, extra=need_extra)
+                facts = sync_facts(
+                    loaded, store, sync, paused=paused, handles=shared, extra=need_extra, record=record
+                )
                 rec.apply(sync, _only(evaluate_sync(facts), wanted))
                 rec.disabled(sync, facts.thresholds.disabled, wanted)
         if wanted is None or any(REGISTRY[n].scope == "sheet" for n in wanted if n in REGISTRY):

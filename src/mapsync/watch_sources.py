@@ -132,8 +132,11 @@ def _gather(loaded: LoadedSheet, what: str, out: dict[str, Any], fn: Callable[[]
 # --------------------------------------------------------------------------- per sync
 
 
-def sync_extra(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, Any]) -> dict[str, Any]:
-    """Facts of one sync for `SyncFacts.extra` (a fact that could not be read is left out)."""
+def sync_extra(
+    loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, Any], *, observe: bool = True
+) -> dict[str, Any]:
+    """Facts of one sync for `SyncFacts.extra` (a fact that could not be read is left out);
+    `observe=False` (a dry run) compares with the stored observations without writing new ones."""
     cfg = loaded.sheet.syncs[sync]
     out: dict[str, Any] = {}
     where = f"sync {sync}"
@@ -154,7 +157,7 @@ def sync_extra(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, 
             _gather(loaded, f"{where}: watermark", out, lambda: _watermark(loaded, store, sync, handles))
         if cfg.from_.table is not None:
             _gather(loaded, f"{where}: source rows", out, lambda: _rows(loaded, store, sync, handles))
-    _gather(loaded, f"{where}: observations", out, lambda: _observe(store, sync, out))
+    _gather(loaded, f"{where}: observations", out, lambda: _observe(store, sync, out, write=observe))
     return out
 
 
@@ -345,7 +348,7 @@ def _estimate(db: SqlDatabase, table: sa.Table) -> int | None:
     return None if value is None or int(value) < 0 else int(value)
 
 
-def _observe(store: Store, sync: str, out: dict[str, Any]) -> dict[str, Any]:
+def _observe(store: Store, sync: str, out: dict[str, Any], *, write: bool = True) -> dict[str, Any]:
     """Keep this evaluation's gauges and references; the regression references for the monitor."""
     measured: dict[str, Any] = {}
     for name in ("backlog_rows", "oldest_pending_s", "wal_retained_mb", "source_rows", "source_newest"):
@@ -382,7 +385,8 @@ def _observe(store: Store, sync: str, out: dict[str, Any]) -> dict[str, Any]:
         extra["source_rows_ref"] = ref
         if rows < ref * (1 - ROWS_DROP_SHARE):
             measured["source_rows_ref"] = ref  # the drop stays visible until the rows come back
-    store.observations.observe(sync, measured)
+    if write:
+        store.observations.observe(sync, measured)
     return extra
 
 
