@@ -7,7 +7,7 @@ import dataclasses
 
 from pydantic import BaseModel
 
-from mapsync.sheet import alert_models, connection_examples, delivery_models, models
+from mapsync.sheet import alert_models, connection_examples, delivery_models, export_models, models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +128,26 @@ overlap: {window: 24h, every: 1d}
         "changes", "method: queue\ntable: mapsync_changes\nmax_retries: 5\nbackoff: 1m\nretention: 7d\n"
     ),
     models.InboxChanges: Example("changes", "method: inbox\nmax_items: 10000\n"),
+    models.ExportFlagChanges: Example(
+        "changes",
+        """\
+method: export_flag
+flag: exported
+status: erp_import_status
+error: erp_import_error
+version: updated_at
+document: {from: erp_order_number, to: erp_order_number}
+on_exists: skip
+""",
+    ),
     models.WebhookConfig: Example(
         "webhook",
         'secret: "${WEBHOOK_SECRET}"\nsignature_header: X-Mapsync-Signature\ntolerance: 5m\n',
     ),
+    export_models.ExportStatuses: Example(
+        "statuses", "success: imported\nfailed: error\nskipped: imported\n"
+    ),
+    export_models.ExportDocument: Example("document", "from: erp_order_number\nto: erp_order_number\n"),
     models.SeedConfig: Example("seed", "where: \"status = 'A'\"\n"),
     models.DeletesConfig: Example(
         "deletes",

@@ -23,6 +23,7 @@ from mapsync.sheet.deletes_models import ExpiredRule as ExpiredRule
 from mapsync.sheet.delivery_models import AsyncJobs as AsyncJobs
 from mapsync.sheet.delivery_models import DeliveryConfig as DeliveryConfig
 from mapsync.sheet.duration import Duration
+from mapsync.sheet.export_models import ExportFlagChanges as ExportFlagChanges
 from mapsync.sheet.fields import CountryRule as CountryRule
 from mapsync.sheet.fields import FieldRule as FieldRule
 from mapsync.sheet.fields import LookupRule as LookupRule
@@ -324,9 +325,23 @@ class FullChanges(ChangesModel):
     method: Literal["full"] = Field(description="`full`.")
 
 
-CHANGES_MODELS = (WatermarkChanges, FullChanges, QueueChanges, SnapshotChanges, LogChanges, InboxChanges)
+CHANGES_MODELS = (
+    WatermarkChanges,
+    FullChanges,
+    QueueChanges,
+    SnapshotChanges,
+    LogChanges,
+    InboxChanges,
+    ExportFlagChanges,
+)
 Changes = Annotated[
-    WatermarkChanges | FullChanges | QueueChanges | SnapshotChanges | LogChanges | InboxChanges,
+    WatermarkChanges
+    | FullChanges
+    | QueueChanges
+    | SnapshotChanges
+    | LogChanges
+    | InboxChanges
+    | ExportFlagChanges,
     Field(discriminator="method"),
 ]
 
@@ -341,7 +356,16 @@ class SeedConfig(Model):
         None,
         description=(
             "SQL condition limiting the seed only (e.g. `status = 'A'`); later runs see every "
-            "change that passes `filter`."
+            "change that passes `filter`. With `changes: {method: export_flag}`: the pending "
+            "transactions the seed exports (without it, and without `export_existing`, a seed "
+            "of an export exports nothing)."
+        ),
+    )
+    export_existing: bool = Field(
+        False,
+        description=(
+            "`changes: {method: export_flag}` only: the seed exports every pending transaction "
+            "there is. Default: it records a starting point and exports nothing."
         ),
     )
 

@@ -337,7 +337,7 @@ def test_unknown_keys_with_did_you_mean(tmp_path: Path, old: str, new: str, path
             "changes: {method: snapshot}",
             "changes: {method: cdc}",
             "syncs.orders.changes",
-            "unknown method 'cdc' (expected 'watermark', 'full', 'queue', 'snapshot', 'log', 'inbox')",
+            "unknown method 'cdc' (expected 'watermark', 'full', 'queue', 'snapshot', 'log', 'inbox', 'export_flag')",
             id="method",
         ),
         pytest.param(
