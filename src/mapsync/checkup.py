@@ -293,6 +293,7 @@ class Checkup:
 
 
 if TYPE_CHECKING:  # mypy checks the roles of what the registries load on first use (never called)
+    from mapsync.capture.export_flag import ExportFlagCapture
     from mapsync.capture.full import FullCapture
     from mapsync.capture.inbox import InboxCapture
     from mapsync.capture.log import LogCapture
@@ -306,11 +307,17 @@ if TYPE_CHECKING:  # mypy checks the roles of what the registries load on first 
         rest: RestConnector,
         cimcloud: CimcloudConnector,
         methods: tuple[
-            FullCapture, InboxCapture, LogCapture, QueueCapture, SnapshotCapture, WatermarkCapture
+            FullCapture,
+            InboxCapture,
+            LogCapture,
+            QueueCapture,
+            SnapshotCapture,
+            WatermarkCapture,
+            ExportFlagCapture,
         ],
     ) -> None:
         connectors_: tuple[connectors.Connector, connectors.Connector] = (rest, cimcloud)
-        captures: tuple[Capture, Capture, Capture, Capture, Capture, Capture] = methods
+        captures: tuple[Capture, Capture, Capture, Capture, Capture, Capture, Capture] = methods
         del connectors_, captures
 
 

@@ -23,6 +23,7 @@ from mapsync import (
     collisions,
     crash,
     errors,
+    existing,
     guard,
     logs,
     records,
@@ -36,6 +37,7 @@ from mapsync.lease_watch import Heartbeat, LeaseWatch, heartbeat, settled
 from mapsync.ports import Handle
 from mapsync.records import RunKind, RunStatus
 from mapsync.redact import redact
+from mapsync.reexport_plan import ReexportPlan
 from mapsync.run_scope import CapturePlan, Plan, Request, RetryPlan, RunScope
 from mapsync.run_types import Finished, Quiet, finished
 from mapsync.run_types import Observer as Observer
@@ -216,6 +218,18 @@ class Engine(PartsCache):
         request = Request(RunKind.RETRY, trigger, scheduled_at, slot=slot)
         return self._kept(name, lambda: self._scoped(name, parts, plan, request))
 
+    @_counted
+    @run_failures.recorded
+    @settled
+    def reexport(
+        self, name: str, keys: list[tuple[str, ...]] | None = None, *, trigger: str = "cli"
+    ) -> RunReport:
+        """Set these transactions (keys as written on the command line; None: every failed one)
+        pending again at the source and send them now (`reexport_plan`)."""
+        parts = self.parts(name)
+        plan = ReexportPlan(self.store, name, parts, self.sheet.syncs[name].delivery.batch, keys)
+        return self._kept(name, lambda: self._scoped(name, parts, plan, Request(RunKind.REEXPORT, trigger)))
+
     def _kept(self, name: str, scoped: Callable[[], RunReport]) -> RunReport:
         """A run whose sync's cached parts survive only if it did not fail or crash (a held
         lease is no run: the parts stay)."""
@@ -328,12 +342,18 @@ class Engine(PartsCache):
         ledger = {} if scope.fresh else self.store.ledger(name, [m.key for m in mapped])
         zone = parts.capture.zone
         low = parts.capture.low()
-        send, seen = run_steps.against_ledger(scope.kind, mapped, ledger, low, zone, counts, scope.forced)
+        forced = scope.forced | {records.key_text(m.key) for m in mapped} if batch.force else scope.forced
+        send, seen = run_steps.against_ledger(scope.kind, mapped, ledger, low, zone, counts, forced)
         send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
         rejected += collided
+        # an export's `on_exists`: what the destination holds already is kept or refused
+        cfg = self.sheet.syncs[name]
+        send, kept, held = existing.settle(parts.dest, send, existing.mode(cfg), cfg.key.to)
+        rejected += held
         guard.before_send(scope.guard, batch.changes, send)  # the mass-delete guard
         with self._breaker.writing():  # open: a refused call is not split
             result = self._write(scope, parts, send)
+        result.delivered.extend(kept)
         # tripped: the run fails before this batch is acknowledged or committed
         self._breaker.record(name, len(send), len(result.rejected))
         # record errors are stored and shown: no form of a secret goes into them

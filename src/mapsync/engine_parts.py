@@ -128,7 +128,7 @@ class PartsCache:
                 self.database(cfg.to.connection), name, cfg, self.loaded.secrets
             )
         mapping = self._mapping(name, dest)
-        ctx = self._contexts[name] = capture.Context(name, cfg, self.store, self.database)
+        ctx = self._contexts[name] = capture.Context(name, cfg, self.store, self.database, destination=dest)
         return Parts(
             source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch, ctx), version_column
         )

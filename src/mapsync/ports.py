@@ -218,6 +218,11 @@ class Capture(Protocol):
     def low(self) -> Any:
         """The version the read started from (the stored watermark), for the overlap's `missed`."""
 
+    def by_key(
+        self, source: Source, rows: list[records.Row], version_column: str | None
+    ) -> list[records.Change]:
+        """Changes of rows read again by key (retry, reexport), with the versions the read gives."""
+
     def finish(self) -> Cursors:
         """Cursor values to commit once every batch of the run is committed."""
 

@@ -66,6 +66,9 @@ class Batch:
     position: Any = None
     read: bool = False  # rows read from the source (seed, full, watermark): each key at most once
     ack: object | None = None
+    # every change is written whatever the key ledger holds (export_flag: a pending flag is the
+    # request to send, also for an unchanged row after a reset)
+    force: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,6 +105,9 @@ class Delivered:
     hash: str
     dest_id: str | None
     op: WriteOp = "upsert"
+    # "kept": the destination already held the record, changed there, and it was left alone
+    # (`on_exists: skip` of an export); None: written
+    note: str | None = None
 
 
 @dataclasses.dataclass(slots=True)

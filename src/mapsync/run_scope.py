@@ -191,7 +191,7 @@ class RetryPlan:
         for i in range(0, len(self.keys), self.batch):
             chunk = self.keys[i : i + self.batch]
             rows = parts.source.read_keys(chunk)
-            changes = capture.to_changes(parts.source, rows, parts.version_column)
+            changes = parts.capture.by_key(parts.source, rows, parts.version_column)
             found = {records.key_text(c.key) for c in changes}
             gone = [k for k in chunk if records.key_text(k) not in found]
             if gone:

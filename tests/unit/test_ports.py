@@ -170,7 +170,9 @@ def test_every_capture_method_fills_the_role_and_agrees_with_the_sheet(method: s
     # validate (the sheet's facts) and the guard (the class's) say the same about deletes
     assert cls.capabilities.emits_deletes == model.can_emit_deletes, method
     samples = [{"method": method, "column": "ts"}, {"method": method, "column": "ts", "deletes_every": "1d"}]
-    for raw in samples if method == "watermark" else [{"method": method}]:
+    if method == "export_flag":
+        samples = [{"method": method, "flag": "exported"}, {"method": method, "flag": "x", "version": "v"}]
+    for raw in samples if method in ("watermark", "export_flag") else [{"method": method}]:
         cfg: Any = model.model_validate(raw)
         assert cls.emits_deletes(cfg) == cfg.emits_deletes(), (method, raw)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from mapsync import records
-from mapsync.ports import NOTHING, Capabilities, Capture, Cursors, Handle, Source
+from mapsync.ports import NOTHING, Capabilities, Capture, Cursors, Destination, Handle, Source
 from mapsync.sheet import models
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ class Context:
     store: Store
     database: Callable[[str], Handle]
     run: RunInput = dataclasses.field(default_factory=RunInput)
+    # the sync's destination, for a capture that reads back what it wrote (an export's document number)
+    destination: Destination | None = None
 
 
 class CaptureFactory(Protocol):
@@ -84,6 +86,12 @@ class CaptureBase:
     def low(self) -> Any:
         return None
 
+    def by_key(
+        self, source: Source, rows: list[records.Row], version_column: str | None
+    ) -> list[records.Change]:
+        """Changes of rows read again by key (retry, reexport), versioned as the read versions them."""
+        return to_changes(source, rows, version_column)
+
 
 class Registry(Mapping[str, CaptureFactory]):
     """`changes.method` name → capture class. A method's module is imported on first use (its
@@ -110,7 +118,10 @@ class Registry(Mapping[str, CaptureFactory]):
 
 # the engine builds one per sync as `cls(source, changes_cfg, batch_size, context)`
 REGISTRY = Registry(
-    {m: f"mapsync.capture.{m}" for m in ("full", "inbox", "log", "queue", "snapshot", "watermark")}
+    {
+        m: f"mapsync.capture.{m}"
+        for m in ("export_flag", "full", "inbox", "log", "queue", "snapshot", "watermark")
+    }
 )
 
 C = TypeVar("C", bound=type[CaptureBase])

@@ -180,8 +180,9 @@ def execute(
     force_deletes: bool = False,
     key: tuple[str, ...] | None = None,
     ignore_pause: bool = True,
+    reexport: list[tuple[str, ...]] | None = None,
 ) -> None:
-    """Run `kind` (seed | run | overlap | retry) for each sync, print the reports, exit 0/1/2.
+    """Run `kind` (seed | run | overlap | retry | reexport) for each sync, print the reports, exit 0/1/2.
     Without `ignore_pause`, a sync paused by an operator (`mapsync pause`) is not run: a line
     says who paused it, and the exit code is at least 1."""
     observer = RichObserver(err) if progress and err.is_terminal else None
@@ -206,6 +207,8 @@ def execute(
                 with handled(loaded.secrets):
                     if kind == "retry":
                         reports.append(engine.retry(name, field, key=key))
+                    elif kind == "reexport":  # `reexport` None: every failed transaction
+                        reports.append(engine.reexport(name, reexport))
                     else:
                         reports.append(
                             engine.run(

@@ -182,6 +182,14 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
 
     # ----------------------------------------------------------------- record errors
 
+    def open_error_versions(self, sync: str) -> dict[str, str | None]:
+        with self.memory.read() as t:
+            return {
+                records.key_text(tuple(values.decode(k))): e["version"]
+                for (s, k), e in t.errors.items()
+                if s == sync and e["resolved_at"] is None
+            }
+
     def open_error_keys(
         self, sync: str, field: str | None = None, *, live_only: bool = False
     ) -> list[records.Key]:

@@ -58,6 +58,11 @@ class RecordErrorsMixin:
             return unmapped.open_error_keys(conn, sync, field, live_only=live_only)
 
     @guarded
+    def open_error_versions(self, sync: str) -> dict[str, str | None]:
+        with self.engine.connect() as conn:
+            return unmapped.open_error_versions(conn, sync)
+
+    @guarded
     def bury(self, sync: str, max_attempts: int) -> int:
         """Open errors of `sync` tried `max_attempts` times or more become dead (`dead_at` now):
         no automatic retry sends them any more, only an operator's `mapsync retry`. Returns how

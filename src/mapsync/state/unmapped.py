@@ -131,6 +131,13 @@ def resolve(conn: sa.Connection, sync: str, now: str) -> int:
     )
 
 
+def open_error_versions(conn: sa.Connection, sync: str) -> dict[str, str | None]:
+    """Key text → stored version of the open record errors of `sync`."""
+    e = schema.record_errors
+    query = sa.select(e.c.key, e.c.version).where(e.c.sync == sync, e.c.resolved_at.is_(None))
+    return {records.key_text(tuple(values.decode(k))): v for k, v in conn.execute(query)}
+
+
 def open_error_keys(
     conn: sa.Connection, sync: str, field: str | None = None, *, live_only: bool = False
 ) -> list[records.Key]:

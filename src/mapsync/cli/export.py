@@ -1,0 +1,51 @@
+"""`mapsync reexport`: send transactions of an export (`changes: {method: export_flag}`) again."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mapsync import keys
+from mapsync.cli.common import JsonOpt, SheetArg, app, execute, fail, load_sheet, open_store
+from mapsync.sheet.models import ExportFlagChanges
+
+
+@app.command()
+def reexport(
+    sheet: SheetArg,
+    sync: Annotated[str, typer.Option("--sync", "-s", help="The export sync.")],
+    key: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Keys of the transactions: `KEY`, or `col=value,col=value` for a compound key.",
+            show_default=False,
+        ),
+    ] = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Every transaction whose import failed (status `failed`).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set transactions pending again at the source and send them now, past the key ledger.
+
+    The destination looks each one up by its natural key: it is updated (or, by
+    `changes.on_exists`, left alone and marked `already imported`), never inserted twice; one
+    deleted there by hand is written again. Exit 1 when some are refused or gone.
+    """
+    loaded = load_sheet(sheet)
+    cfg = loaded.sheet.syncs.get(sync)
+    if cfg is None:
+        raise fail(f"no sync {sync!r} in the sheet (it has: {', '.join(loaded.sheet.syncs)})", 2)
+    if not isinstance(cfg.changes, ExportFlagChanges):
+        raise fail(f"sync {sync} is no export: `reexport` needs `changes: {{method: export_flag}}`", 2)
+    if bool(key) == failed:
+        raise fail("name the keys to export again, or --failed (not both)", 2)
+    wanted = None
+    if key:
+        try:
+            wanted = [keys.parse_arg(k, keys.columns_of(loaded.sheet, sync)) for k in key]
+        except ValueError as exc:
+            raise fail(f"KEY: {exc}", 2) from None
+    store = open_store(loaded, create=False)
+    execute(loaded, store, [sync], "reexport", as_json, reexport=wanted)

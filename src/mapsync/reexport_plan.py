@@ -1,0 +1,89 @@
+"""`mapsync reexport`: a run of kind `reexport` that sets transactions pending again at the source
+(`changes: {method: export_flag}`) and sends them at once, past the key ledger's "unchanged".
+
+Under the sync's lease: the flags of the named keys (or of every failed transaction) are reset,
+then those rows are read by key and go through the usual map → (on_exists) → write → write-back
+→ commit. Keys the source does not hold are reported gone. The destination looks each one up by
+its natural key first (`existing.py`): a transaction it holds is updated, or by `on_exists` left
+alone, and never inserted twice; one deleted there by hand is written again.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from mapsync import errors, records
+from mapsync.capture.export_flag import ExportFlagCapture
+from mapsync.records import RunKind
+from mapsync.run_scope import RunScope
+from mapsync.run_types import Parts
+from mapsync.state.ports import Store
+
+
+class ReexportPlan:
+    """reexport: `wanted` keys as written on the command line (None: every failed transaction)."""
+
+    purge = False
+
+    def __init__(
+        self, store: Store, name: str, parts: Parts, batch: int, wanted: list[tuple[str, ...]] | None
+    ):
+        if not isinstance(parts.capture, ExportFlagCapture):
+            raise errors.UsageError(
+                f"sync {name} is no export: `mapsync reexport` needs `changes: {{method: export_flag}}`"
+            )
+        self.store, self.name, self.parts, self.batch = store, name, parts, batch
+        self.capture: ExportFlagCapture = parts.capture
+        self.wanted = wanted
+        self.keys: list[records.Key] = []
+
+    def decide(self, cursors: dict[str, Any]) -> RunKind:
+        seed = cursors.get("seed") or {}
+        if seed.get("status") != "done":
+            raise errors.StateError(
+                f"sync {self.name} has not been seeded: run `mapsync seed` first", reason="unseeded"
+            )
+        return RunKind.REEXPORT
+
+    def start(self, scope: RunScope) -> tuple[Iterable[records.Batch], int | None]:
+        typed = None if self.wanted is None else [self._typed(k) for k in self.wanted]
+        self.keys = self.capture.reset(typed)
+        if typed is not None:
+            found = {records.key_text(k) for k in self.keys}
+            gone = [k for k in typed if records.key_text(k) not in found]
+            if gone:
+                self.store.note_gone(self.name, gone)
+                scope.report.gone.extend(gone)
+        scope.forced = frozenset(records.key_text(k) for k in self.keys)
+        return self._batches(), len(self.keys)
+
+    def _batches(self) -> Iterator[records.Batch]:
+        for i in range(0, len(self.keys), self.batch):
+            rows = self.parts.source.read_keys(self.keys[i : i + self.batch])
+            if rows:
+                yield records.Batch(self.capture.by_key(self.parts.source, rows, None), force=True)
+
+    def end(self, scope: RunScope) -> None:
+        return None
+
+    def _typed(self, text: tuple[str, ...]) -> records.Key:
+        """A key from the command line in the types of the source's key columns."""
+        info = self.capture.source.info
+        out: list[Any] = []
+        for column, value in zip(self.capture.source.key, text, strict=True):
+            kind = info[column].python_type if column in info else None
+            try:
+                out.append(
+                    int(value)
+                    if kind is int
+                    else decimal.Decimal(value)
+                    if kind is decimal.Decimal
+                    else value
+                )
+            except (ValueError, decimal.InvalidOperation):
+                raise errors.UsageError(
+                    f"sync {self.name}: key {value!r} is no value of {column} ({info[column].type_name})"
+                ) from None
+        return tuple(out)
