@@ -38,6 +38,10 @@ ASYNC_POINTS: tuple[str, ...] = (
     "after_async_submit",  # job id persisted, the results not yet known
 )
 
+# Points of a transaction export (`changes: {method: export_flag}`), kept out of POINTS like the
+# async ones: between the write-back of the delivered rows and that of the refused ones.
+EXPORT_POINTS: tuple[str, ...] = ("during_writeback",)
+
 _hits: dict[str, int] = {}
 _dead: str | None = None  # in-process mode: the point that "killed" this run
 _stand_in: int | None = None  # in-process mode: the pid that leases record
