@@ -75,7 +75,7 @@ def _counted(
         call.apply_defaults()
         options = call.arguments
         name = str(options["name"])
-        kind = str(options.get("kind", RunKind.RETRY))
+        kind = str(options.get("kind", method.__name__))  # retry | reexport: the method is the kind
         at = options.get("scheduled_at")
         late = (wall - at).total_seconds() if isinstance(at, dt.datetime) and at.tzinfo else None
         try:

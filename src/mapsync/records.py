@@ -35,10 +35,10 @@ class RunKind(enum.StrEnum):
     RUN = "run"
     OVERLAP = "overlap"  # a run re-reading a window of the watermark
     RETRY = "retry"  # the rows of open record errors, read again by key
+    REEXPORT = "reexport"  # transactions of an export set pending again and sent (`mapsync reexport`)
     # declared for the run kinds that come next; nothing starts them yet
     RECONCILE = "reconcile"
     REPAIR = "repair"
-    REEXPORT = "reexport"
 
 
 class RunStatus(enum.StrEnum):

@@ -75,9 +75,14 @@ class ExportFlagCapture(CaptureBase):
 
     def start_seed(self) -> Cursors:
         """The starting point, recorded before the seed reads anything: the `since` column's
-        largest value now (None: every pending row is in scope, `seed.export_existing`)."""
+        largest value now (None: every pending row is in scope, `seed.export_existing`). A seed
+        `--again` keeps the point the first seed recorded: moving it would pass over the
+        transactions pending between the two."""
         if self.ctx.config.seed.export_existing or self.since is None:
             return {CURSOR: {"since": None}}
+        kept = self.ctx.store.cursors(self.ctx.sync).get(CURSOR)
+        if kept is not None:
+            return {CURSOR: kept}
         col = self.source.col(self.since)
         try:
             with self.source.db.engine.connect() as conn:
