@@ -23,7 +23,6 @@ from mapsync import (
     collisions,
     crash,
     errors,
-    existing,
     guard,
     logs,
     records,
@@ -346,14 +345,9 @@ class Engine(PartsCache):
         send, seen = run_steps.against_ledger(scope.kind, mapped, ledger, low, zone, counts, forced)
         send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
         rejected += collided
-        # an export's `on_exists`: what the destination holds already is kept or refused
-        cfg = self.sheet.syncs[name]
-        send, kept, held = existing.settle(parts.dest, send, existing.mode(cfg), cfg.key.to)
-        rejected += held
         guard.before_send(scope.guard, batch.changes, send)  # the mass-delete guard
         with self._breaker.writing():  # open: a refused call is not split
             result = self._write(scope, parts, send)
-        result.delivered.extend(kept)
         # tripped: the run fails before this batch is acknowledged or committed
         self._breaker.record(name, len(send), len(result.rejected))
         # record errors are stored and shown: no form of a secret goes into them

@@ -96,6 +96,9 @@ class Mapped:
     hash: str = ""
 
 
+KEPT = "kept"  # `Delivered.note`: the destination held the record changed and it was left alone
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Delivered:
     """The destination confirmed this record."""

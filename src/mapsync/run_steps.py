@@ -120,7 +120,10 @@ def count_outcome(
     gone: dict[str, int],
 ) -> None:
     """A batch's counts once the destination answered (`gone`: the report's `gone_at_source`)."""
-    counts.written = sum(1 for d in result.delivered if d.op != "delete")
+    # a record an export's `on_exists: skip` left alone in the destination was not written
+    kept = sum(1 for d in result.delivered if d.note == records.KEPT)
+    counts.written = sum(1 for d in result.delivered if d.op != "delete") - kept
+    counts.skipped += kept
     if gone:  # a disabling delete is written as an update of the row (in `written` above)
         gone["disabled"] = gone.get("disabled", 0) + sum(1 for d in result.delivered if d.op == "update")
     counts.deleted = sum(1 for d in result.delivered if d.op == "delete")

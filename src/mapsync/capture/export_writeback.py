@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mapsync.capture.export")
 ALREADY = "already imported"
-KEPT = "kept"  # `Delivered.note` of a record `on_exists: skip` left alone in the destination
 _TEXT_CAP = 4000  # an error written into a column of unlimited length
 Versioner = Callable[[records.Row, dict[str, list[records.Row]]], Any]
 
@@ -95,7 +94,7 @@ class WriteBack:
 
     def _success(self, d: records.Delivered | None, number: Any) -> dict[str, Any]:
         cfg = self.cfg
-        kept = d is not None and d.note == KEPT
+        kept = d is not None and d.note == records.KEPT
         out: dict[str, Any] = {cfg.flag: cfg.done}
         if cfg.status:
             out[cfg.status] = self._cap(cfg.status, cfg.statuses.skipped if kept else cfg.statuses.success)

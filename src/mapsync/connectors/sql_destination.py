@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from mapsync import crash, db_errors, deadline, delivery, errors, records
-from mapsync.connectors import version_guard
+from mapsync.connectors import sql_exists, version_guard
 from mapsync.connectors.sql import ColumnInfo, SqlDatabase
 from mapsync.connectors.sql_keys import KeyProbe
 from mapsync.db_timeouts import UNLIMITED_MYSQL, statement_limit
@@ -88,6 +88,8 @@ class SqlDestination(DestinationBase):
         self.children = {
             name: (_child(db, sync_name, name, c), list(c.parent.to)) for name, c in cfg.children.items()
         }
+        changes = cfg.changes  # an export's `on_exists` is judged inside the write (sql_exists)
+        self.on_exists = changes.on_exists if isinstance(changes, models.ExportFlagChanges) else "update"
         self.attempts = 0  # statements sent, for tests and benchmarks
         self.guard = version_guard.guard_column(cfg, self.main.columns)  # older never replaces newer
 
@@ -114,7 +116,7 @@ class SqlDestination(DestinationBase):
         result = delivery.deliver(batch, self._write_retrying, fresh=fresh)
         if self.fallback is not None and result.rejected:
             result = self._fall_back(batch, result)
-        return result
+        return sql_exists.kept_apart(result) if self.on_exists == "skip" else result
 
     def _fall_back(self, batch: Sequence[records.Mapped], result: records.WriteResult) -> records.WriteResult:
         """Hard deletes the destination refused (a foreign key, no DELETE permission), written
@@ -158,12 +160,11 @@ class SqlDestination(DestinationBase):
         rejected = [rej for rej in result.rejected if rej.key not in done]
         return records.WriteResult(result.delivered + again.delivered, rejected)
 
-    def _write_retrying(self, recs: list[records.Mapped], fresh: bool) -> None:
+    def _write_retrying(self, recs: list[records.Mapped], fresh: bool) -> list[records.Rejection]:
         delay = 0.5
         for attempt in range(4):
             try:
-                self._write(recs, fresh)
-                return
+                return self._write(recs, fresh)
             except sa.exc.DBAPIError as exc:
                 cut = deadline.aborted(self.db.engine)
                 if cut:  # never retried: the lease may belong to another run by now
@@ -183,6 +184,7 @@ class SqlDestination(DestinationBase):
                 time.sleep(delay)
                 delay *= 2
                 fresh = False
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _classify(self, exc: sa.exc.DBAPIError) -> str:
         if self.fallback is not None and self._delete_denied(exc):
@@ -207,9 +209,11 @@ class SqlDestination(DestinationBase):
             return bool(orig and orig.args and orig.args[0] in (1142, 1143))
         return getattr(orig, "sqlstate", None) == "42501"
 
-    def _write(self, recs: list[records.Mapped], fresh: bool) -> None:
+    def _write(self, recs: list[records.Mapped], fresh: bool) -> list[records.Rejection]:
+        """One transaction; returns the records `on_exists` turned down (skip: kept; fail: refused)."""
         self.attempts += 1
         with self.db.engine.begin() as conn, self._statement_limit(conn):
+            recs, turned = sql_exists.settle(conn, self.main.table, self.main.key, recs, self.on_exists)
             deletes = [r for r in recs if r.op == "delete"]
             upserts = [r for r in recs if r.op == "upsert"]
             for child, parent_cols in self.children.values():
@@ -226,6 +230,7 @@ class SqlDestination(DestinationBase):
                     if rows:
                         self._upsert(conn, child, rows, False)
             crash.point("during_write")
+        return turned
 
     @contextlib.contextmanager
     def _statement_limit(self, conn: sa.Connection) -> Iterator[None]:
