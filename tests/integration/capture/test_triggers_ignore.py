@@ -99,3 +99,16 @@ def test_sql_server_ddl_names_the_ignored_columns(sqlite_database: Callable[[], 
         "FROM inserted AS n\n  WHERE NOT EXISTS (SELECT 1 FROM deleted AS o WHERE o.[id] = n.[id]\n"
         in done.stdout
     )
+
+
+def test_a_written_back_column_missing_from_the_table_is_a_clear_error(
+    sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    w = World(sqlite_database(), sqlite_database(), tmp_path)
+    h.execute(w.src, "ALTER TABLE items ADD COLUMN exported INTEGER")  # no erp_import_status
+    sheet = tmp_path / "sheet.yaml"
+    sheet.write_text(sheet.read_text() + EXPORT_SYNC)
+    done = w.cli("triggers", "install", "sheet.yaml")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "column(s) erp_import_status, written back by an export_flag sync" in " ".join(done.stderr.split())
+    assert trigger_count(w.src) == 0
