@@ -13,6 +13,7 @@ from mapsync.capture import queue_table as qt
 from mapsync.capture import triggers
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.ports import Handle
+from mapsync.sheet.export_models import ExportFlagChanges
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.queue_model import QueueChanges
 
@@ -26,6 +27,8 @@ class Queue:
     syncs: dict[str, QueueChanges]  # sync name → its `changes`
     sources: dict[str, str]  # sync name → source table
     keys: dict[str, tuple[str, ...]]  # source table → key columns
+    # source table → columns an export_flag sync's write-back sets there (the triggers ignore them)
+    ignore: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def archive(self) -> bool:
@@ -59,9 +62,24 @@ def queues(loaded: LoadedSheet, names: list[str]) -> list[Queue]:
         q.syncs[name] = changes
         q.sources[name] = cfg.from_.table
         q.keys[cfg.from_.table] = key
+        q.ignore[cfg.from_.table] = written_back(loaded, conn, cfg.from_.table)
     if not out:
         raise errors.ConfigError("no sync of this sheet uses `changes: {method: queue}`")
     return list(out.values())
+
+
+def written_back(loaded: LoadedSheet, connection: str, table: str) -> tuple[str, ...]:
+    """The columns of this table that the write-back of any `export_flag` sync reading it sets
+    (whichever syncs were named): an update of only these is no edit to a queue sync."""
+    out: dict[str, None] = {}
+    for cfg in loaded.sheet.syncs.values():
+        if (
+            isinstance(cfg.changes, ExportFlagChanges)
+            and cfg.from_.connection == connection
+            and cfg.from_.table == table
+        ):
+            out.update(dict.fromkeys(cfg.changes.written_columns()))
+    return tuple(out)
 
 
 def connect(loaded: LoadedSheet, name: str) -> Handle:
@@ -74,6 +92,7 @@ def targets(queue: Queue, db: Any | None) -> list[triggers.Target]:
     out = []
     for sync, table in queue.sources.items():
         key = queue.keys[table]
+        ignore = queue.ignore.get(table, ())
         columns: tuple[str, ...] = ()
         if db is not None:
             reflected = db.table(table, f"sync {sync}: from.table")
@@ -83,7 +102,13 @@ def targets(queue: Queue, db: Any | None) -> list[triggers.Target]:
                 raise errors.ConfigError(
                     f"sync {sync}: key column(s) {', '.join(missing)} not in table {table!r}"
                 )
-        out.append(triggers.Target(table, key, columns))
+            missing = [c for c in ignore if c not in columns]
+            if missing:
+                raise errors.ConfigError(
+                    f"sync {sync}: column(s) {', '.join(missing)}, written back by an export_flag sync "
+                    f"of the same table, not in table {table!r}"
+                )
+        out.append(triggers.Target(table, key, columns, ignore))
     return out
 
 

@@ -4,7 +4,9 @@ SQL Server (generated for a DBA; not tested here).
 
 Every trigger writes one queue row per changed source row: `add`, `edit` or `delete`, the key as
 a JSON array in `record_key` and, for a delete, the old row as JSON in `old_image`. An UPDATE
-that changes the key writes a `delete` of the old key and an `add` of the new one.
+that changes the key writes a `delete` of the old key and an `add` of the new one. A target's
+`ignore` columns (the write-back of an `export_flag` sync on the same table) write no `edit` when
+nothing else changed (compared NULL-safely and byte for byte, whatever the column's collation).
 
 Nothing here runs SQL: `statements()` returns the statements, `script()` the text a DBA applies
 (`mapsync triggers install --print`). Names come from the sheet and the catalog and are quoted;
@@ -16,6 +18,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+
+from mapsync.capture import trigger_sql
+from mapsync.capture.trigger_sql import ident as ident  # quoting lives there; used as triggers.ident
+from mapsync.capture.trigger_sql import literal as literal
 
 DIALECTS = ("postgresql", "mysql", "sqlite", "mssql")
 
@@ -42,30 +48,10 @@ class Target:
     table: str  # as written in the sheet (`from.table`), also the `table_name` of its rows
     key: tuple[str, ...]
     columns: tuple[str, ...]  # every column, for the old image (MariaDB, SQLite)
+    ignore: tuple[str, ...] = ()  # columns whose change alone writes no queue row
 
 
-# --------------------------------------------------------------------------- quoting
-
-
-def ident(dialect: str, name: str) -> str:
-    """A quoted identifier; `schema.table` is quoted part by part."""
-    return ".".join(_quote1(dialect, part) for part in name.split("."))
-
-
-def _quote1(dialect: str, name: str) -> str:
-    if dialect == "mysql":
-        return "`" + name.replace("`", "``") + "`"
-    if dialect == "mssql":
-        return "[" + name.replace("]", "]]") + "]"
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(dialect: str, text: str) -> str:
-    """A string literal."""
-    body = text.replace("'", "''")
-    if dialect == "mysql":
-        body = body.replace("\\", "\\\\")
-    return ("N'" if dialect == "mssql" else "'") + body + "'"
+# --------------------------------------------------------------------------- names
 
 
 def trigger_name(queue: str, table: str, suffix: str = "") -> str:
@@ -211,6 +197,10 @@ def _insert(dialect: str, queue: str, target: Target, kind: str, row: str) -> st
     )
 
 
+def _differs(dialect: str, target: Target) -> str:
+    return trigger_sql.differs(dialect, target.table, target.key, target.columns, target.ignore)
+
+
 def trigger_ddl(dialect: str, queue: str, target: Target) -> list[str]:
     """Statements that (re)create the triggers of one source table; re-running replaces them."""
     if dialect == "postgresql":
@@ -231,16 +221,18 @@ def trigger_ddl(dialect: str, queue: str, target: Target) -> list[str]:
             f"  IF {changed} THEN\n"
             f"    {_insert(dialect, queue, target, 'delete', 'OLD')};\n"
             f"    {_insert(dialect, queue, target, 'add', 'NEW')};\n"
-            f"  ELSE\n    {_insert(dialect, queue, target, 'edit', 'NEW')};\n  END IF;\nEND",
+            f"  {f'ELSEIF {_differs(dialect, target)} THEN' if target.ignore else 'ELSE'}\n"
+            f"    {_insert(dialect, queue, target, 'edit', 'NEW')};\n  END IF;\nEND",
             f"CREATE OR REPLACE TRIGGER {name['ad']} AFTER DELETE ON {src} FOR EACH ROW\n"
             + _insert(dialect, queue, target, "delete", "OLD"),
         ]
     # sqlite: no CREATE OR REPLACE; install runs these in one transaction
     moved = " OR ".join(f"OLD.{ident(dialect, k)} IS NOT NEW.{ident(dialect, k)}" for k in key)
+    edited = f" WHEN NOT ({moved})" + (f" AND {_differs(dialect, target)}" if target.ignore else "")
     out = []
     for suffix, event, when, body in (
         ("ai", "INSERT", "", [_insert(dialect, queue, target, "add", "NEW")]),
-        ("au", "UPDATE", f" WHEN NOT ({moved})", [_insert(dialect, queue, target, "edit", "NEW")]),
+        ("au", "UPDATE", edited, [_insert(dialect, queue, target, "edit", "NEW")]),
         (
             "ak",
             "UPDATE",
@@ -264,6 +256,11 @@ def _pg_triggers(queue: str, target: Target) -> list[str]:
     key = target.key
     old = ", ".join(f"OLD.{ident(d, k)}" for k in key)
     new = ", ".join(f"NEW.{ident(d, k)}" for k in key)
+    edit = f"      {_insert(d, queue, target, 'edit', 'NEW')};\n"
+    if target.ignore:  # only ignored columns changed: no queue row and no wake-up
+        edit = f"    ELSIF {_differs(d, target)} THEN\n{edit}    ELSE\n      RETURN NULL;\n"
+    else:
+        edit = "    ELSE\n" + edit
     body = (
         f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $mapsync$\n"
         "BEGIN\n"
@@ -273,8 +270,7 @@ def _pg_triggers(queue: str, target: Target) -> list[str]:
         f"    IF ROW({old}) IS DISTINCT FROM ROW({new}) THEN\n"
         f"      {_insert(d, queue, target, 'delete', 'OLD')};\n"
         f"      {_insert(d, queue, target, 'add', 'NEW')};\n"
-        "    ELSE\n"
-        f"      {_insert(d, queue, target, 'edit', 'NEW')};\n"
+        f"{edit}"
         "    END IF;\n"
         "  ELSE\n"
         f"    {_insert(d, queue, target, 'delete', 'OLD')};\n"
@@ -299,6 +295,8 @@ def _mssql_trigger(queue: str, target: Target) -> str:
     def match(a: str, b: str) -> str:
         return " AND ".join(f"{a}.{ident(d, k)} = {b}.{ident(d, k)}" for k in target.key)
 
+    # an update of only ignored columns writes no edit (a new key is an add, always written)
+    unchanged = trigger_sql.mssql_unchanged(match, target.ignore) if target.ignore else ""
     cols = "(change_type, table_name, record_key, old_image)"
     return (
         f"CREATE OR ALTER TRIGGER {ident(d, trigger_name(queue, target.table))} ON {ident(d, target.table)}\n"  # noqa: S608  (quoted names)
@@ -314,7 +312,7 @@ def _mssql_trigger(queue: str, target: Target) -> str:
         f"  SELECT CASE WHEN EXISTS (SELECT 1 FROM deleted AS o WHERE {match('o', 'n')}) "
         f"THEN 'edit' ELSE 'add' END,\n"
         f"    {table}, {_key_json(d, 'n', target.key)}, NULL\n"
-        "  FROM inserted AS n;\nEND"
+        f"  FROM inserted AS n{unchanged};\nEND"
     )
 
 
