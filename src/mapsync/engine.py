@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
-import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec
 
 from mapsync import (
     breaker,
@@ -38,9 +35,9 @@ from mapsync.records import RunKind, RunStatus
 from mapsync.redact import redact
 from mapsync.reexport_plan import ReexportPlan
 from mapsync.run_scope import CapturePlan, Plan, Request, RetryPlan, RunScope
-from mapsync.run_types import Finished, Quiet, finished
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
+from mapsync.run_types import Quiet, counted
 from mapsync.run_types import RunReport as RunReport
 from mapsync.sheet import identity as identities
 from mapsync.sheet.loader import LoadedSheet
@@ -55,40 +52,6 @@ CRASH_POINTS = crash.POINTS
 # failures that stop a run with one message and the cursor kept (anything else is a bug)
 _STOPS = (errors.PermanentError, errors.TransientError, errors.LeaseLost, errors.StateError)
 log = logging.getLogger("mapsync.engine")
-P = ParamSpec("P")
-# no run at all: another process holds the sync or ran the slot, or a seed of a seeded sync
-_NO_RUN = (errors.LeaseHeld, errors.SlotTaken, errors.UsageError)
-
-
-def _counted(
-    method: Callable[Concatenate[Engine, P], RunReport],
-) -> Callable[Concatenate[Engine, P], RunReport]:
-    """Tell `run_types.finished` about every run and retry that ends (the one place every
-    RunReport of the process passes: the metrics count there, once per run). A call that
-    raises is a failed run unless it was no run (`_NO_RUN`)."""
-    signature = inspect.signature(method)
-
-    def wrapper(engine: Engine, /, *args: P.args, **kwargs: P.kwargs) -> RunReport:
-        began, wall = time.monotonic(), dt.datetime.now(dt.UTC)
-        call = signature.bind(engine, *args, **kwargs)
-        call.apply_defaults()
-        options = call.arguments
-        name = str(options["name"])
-        kind = str(options.get("kind", method.__name__))  # retry | reexport: the method is the kind
-        at = options.get("scheduled_at")
-        late = (wall - at).total_seconds() if isinstance(at, dt.datetime) and at.tzinfo else None
-        try:
-            report = method(engine, *args, **kwargs)
-        except _NO_RUN:
-            raise
-        except Exception:
-            finished(Finished(name, kind, RunStatus.FAILED, time.monotonic() - began, late, None))
-            raise
-        done = Finished(name, report.kind, report.status, time.monotonic() - began, late, report)
-        finished(done)
-        return report
-
-    return functools.wraps(method)(wrapper)
 
 
 class Engine(PartsCache):
@@ -148,7 +111,7 @@ class Engine(PartsCache):
 
     # ----------------------------------------------------------------- one run
 
-    @_counted
+    @counted
     @run_failures.recorded
     @settled
     def run(
@@ -188,7 +151,7 @@ class Engine(PartsCache):
 
         return self._kept(name, scoped)
 
-    @_counted
+    @counted
     @run_failures.recorded
     @settled
     def retry(
@@ -217,7 +180,7 @@ class Engine(PartsCache):
         request = Request(RunKind.RETRY, trigger, scheduled_at, slot=slot)
         return self._kept(name, lambda: self._scoped(name, parts, plan, request))
 
-    @_counted
+    @counted
     @run_failures.recorded
     @settled
     def reexport(

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
+import inspect
 import logging
+import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
+from mapsync import errors, records
 from mapsync import mapping as compile_
-from mapsync import records
 from mapsync.ports import Capture, Destination, Source
 from mapsync.records import RunKind, RunStatus
 from mapsync.state.store import Counts
@@ -121,3 +125,40 @@ def finished(done: Finished) -> None:
             log.warning(
                 "run_listener_failed", extra={"action": "run_listener_failed", "error": type(exc).__name__}
             )
+
+
+# no run at all: another process holds the sync or ran the slot, or a seed of a seeded sync
+_NO_RUN = (errors.LeaseHeld, errors.SlotTaken, errors.UsageError)
+P = ParamSpec("P")
+E = TypeVar("E")
+
+
+def counted(
+    method: Callable[Concatenate[E, P], RunReport],
+) -> Callable[Concatenate[E, P], RunReport]:
+    """Tell `run_types.finished` about every run and retry that ends (the one place every
+    RunReport of the process passes: the metrics count there, once per run). A call that
+    raises is a failed run unless it was no run (`_NO_RUN`)."""
+    signature = inspect.signature(method)
+
+    def wrapper(engine: E, /, *args: P.args, **kwargs: P.kwargs) -> RunReport:
+        began, wall = time.monotonic(), dt.datetime.now(dt.UTC)
+        call = signature.bind(engine, *args, **kwargs)
+        call.apply_defaults()
+        options = call.arguments
+        name = str(options["name"])
+        kind = str(options.get("kind", method.__name__))  # retry | reexport: the method is the kind
+        at = options.get("scheduled_at")
+        late = (wall - at).total_seconds() if isinstance(at, dt.datetime) and at.tzinfo else None
+        try:
+            report = method(engine, *args, **kwargs)
+        except _NO_RUN:
+            raise
+        except Exception:
+            finished(Finished(name, kind, RunStatus.FAILED, time.monotonic() - began, late, None))
+            raise
+        done = Finished(name, report.kind, report.status, time.monotonic() - began, late, report)
+        finished(done)
+        return report
+
+    return functools.wraps(method)(wrapper)
