@@ -52,19 +52,20 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mapsync import errors, schedules, watch, watch_sources
+from mapsync import errors, schedules, watch_sources
 from mapsync.alerts import sender as alert_sender
-from mapsync.daemon_chores import Chore, Chores
+from mapsync.daemon_chores import Chores
 from mapsync.daemon_membership import Membership
 from mapsync.daemon_process import release_orphaned_requests, worker_id
 from mapsync.daemon_reload import Reloading
+from mapsync.daemon_watching import Watching
 from mapsync.daemon_worker import RETRY, RUN, STORE_BROKEN, Job, Worker, fingerprint
 from mapsync.engine import RunReport
 from mapsync.monitors.environment import store_trouble
 from mapsync.records import RunStatus
 from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
-from mapsync.state import faults, retention
+from mapsync.state import faults
 from mapsync.state.clock import SYSTEM, Clock
 from mapsync.state.meter import COORDINATION, RUNS
 from mapsync.state.ports import Store
@@ -73,13 +74,10 @@ log = logging.getLogger("mapsync.daemon")
 GRACE = dt.timedelta(seconds=30)
 POLL = dt.timedelta(seconds=1)
 PARALLEL = 16  # runs at once per daemon (`--parallel`)
-ALERTS_EVERY = dt.timedelta(seconds=5)  # the `alerts` chore: due notices sent, reminders queued
 DEFER = ("defer", "")  # a slot decided at a later tick (`Daemon._skip_reason`)
-MONITORS_FIRST = 5.0  # seconds after the start: the first evaluation of every sync
-MONITORS_EVERY = dt.timedelta(minutes=1)  # the `monitors` chore (mapsync.watch)
 
 
-class Daemon(Membership, Reloading):
+class Daemon(Membership, Reloading, Watching):
     """The scheduler of one sheet's syncs (see the module's docstring)."""
 
     def __init__(
@@ -219,58 +217,6 @@ class Daemon(Membership, Reloading):
             },
         )
         return 0
-
-    def _chores(self) -> list[Chore]:
-        """The chores of this daemon (monitors, alerts, purge), each from its own module."""
-
-        def send_alerts(store: Store) -> None:
-            alert_sender.tick(self.loaded, store, self.worker)
-
-        def evaluate_monitors(store: Store) -> None:  # (self read only when it runs)
-            self._monitors(store)
-
-        return [
-            # every sync's monitors, in one daemon at a time (mapsync.watch)
-            # (first a few seconds, a minute after the start: the daemon's first slots come first)
-            Chore("monitors", MONITORS_EVERY, evaluate_monitors, lease=True, first=MONITORS_FIRST),
-            Chore(
-                "purge", retention.DAILY, retention.daily(lambda: self.loaded.sheet), lease=True, first=60.0
-            ),
-            # due notices sent, due reminders queued: in every daemon (no lease: the outbox's
-            # claim makes each notice go once)
-            Chore("alerts", ALERTS_EVERY, send_alerts, lease=False),
-        ]
-
-    def _monitors(self, store: Store) -> None:
-        """The monitors of every sync of the sheet (one daemon evaluates for all, under the
-        chore's lease: each incident is raised once however many workers there are)."""
-        loaded = self.loaded
-        if loaded is not self._watched:  # first, or reloaded: the sources' connections anew
-            watch_sources.release(self._watch_handles)
-            self._watched = loaded
-        # the sources' connections (reflected tables, server zones) kept from minute to minute
-        report = watch.evaluate(loaded, store, list(loaded.sheet.syncs), handles=self._watch_handles)
-        if report.changed:
-            self.chores.wake("alerts")
-
-    def after_run(
-        self, store: Store, loaded: LoadedSheet, name: str, report: RunReport | None = None
-    ) -> None:
-        """Right after a run of `name` (on its worker's thread, with its store): the monitors its
-        end decides (a failure, a guard trip, rejections), at once rather than at the next minute.
-        `raise_incident` is idempotent by key, so every worker may do this for its own runs. A
-        watch failure is logged and never touches the run. A run that ended cleanly (`report`:
-        success, no rejection, counts that add up, no timing window to judge) of a sync with no
-        open incident decides nothing: one read, not an evaluation."""
-        if report is not None and watch.uneventful(loaded, name, report.status, report.counts):
-            try:
-                if not store.incidents.open_incidents(name):
-                    return
-            except errors.MapsyncError:
-                return  # the store is away: the minute's evaluation will tell
-        found = watch.after_run(loaded, store, name)
-        if found is not None and found.changed:
-            self.chores.wake("alerts")
 
     def fatal(self, name: str, exc: BaseException) -> None:
         """A worker met a failure no retry fixes (a state store to repair): the daemon stops."""

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from mapsync.daemon import MONITORS_EVERY, Daemon
+from mapsync.daemon import Daemon
+from mapsync.daemon_watching import MONITORS_EVERY
 from mapsync.sheet import loader
 from mapsync.state.data import Finding
 from mapsync.state.store import StateStore
