@@ -159,7 +159,8 @@ class WriteBack:
             if conn.dialect.name != "sqlite":  # SQLite: the transaction is BEGIN IMMEDIATE
                 query = query.with_for_update(of=None)
             rows.extend(dict(r) for r in conn.execute(query).mappings())
-        children = src.attach_children(rows) if src.children and self.cfg.version is None else {}
+        # the child rows too, read and locked in this transaction (a line edited meanwhile changes the hash)
+        children = src.attach_children(rows, conn) if src.children and self.cfg.version is None else {}
         return {
             records.key_text(src.key_of(r)): self.version(r, children.get(src.key_of(r), {})) for r in rows
         }

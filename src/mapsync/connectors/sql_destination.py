@@ -88,8 +88,9 @@ class SqlDestination(DestinationBase):
         self.children = {
             name: (_child(db, sync_name, name, c), list(c.parent.to)) for name, c in cfg.children.items()
         }
-        changes = cfg.changes  # an export's `on_exists` is judged inside the write (sql_exists)
-        self.on_exists = changes.on_exists if isinstance(changes, models.ExportFlagChanges) else "update"
+        # an export's `on_exists` is judged inside the write (sql_exists)
+        export = cfg.changes if isinstance(cfg.changes, models.ExportFlagChanges) else None
+        self.on_exists, self.started = (export.on_exists, export.started) if export else ("update", None)
         self.attempts = 0  # statements sent, for tests and benchmarks
         self.guard = version_guard.guard_column(cfg, self.main.columns)  # older never replaces newer
 
@@ -213,7 +214,9 @@ class SqlDestination(DestinationBase):
         """One transaction; returns the records `on_exists` turned down (skip: kept; fail: refused)."""
         self.attempts += 1
         with self.db.engine.begin() as conn, self._statement_limit(conn):
-            recs, turned = sql_exists.settle(conn, self.main.table, self.main.key, recs, self.on_exists)
+            recs, turned = sql_exists.settle(
+                conn, self.main.table, self.main.key, recs, self.on_exists, self.started
+            )
             deletes = [r for r in recs if r.op == "delete"]
             upserts = [r for r in recs if r.op == "upsert"]
             for child, parent_cols in self.children.values():

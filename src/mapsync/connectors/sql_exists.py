@@ -27,22 +27,30 @@ import sqlalchemy as sa
 
 from mapsync import records
 
+_STARTED = "mapsync__started"
 RULE = "on_exists"  # the rule of the rejections `settle` returns; KEPT ones become deliveries
 
 
 def settle(
-    conn: sa.Connection, table: sa.Table, key: Sequence[str], recs: list[records.Mapped], how: str
+    conn: sa.Connection,
+    table: sa.Table,
+    key: Sequence[str],
+    recs: list[records.Mapped],
+    how: str,
+    started: str | None = None,
 ) -> tuple[list[records.Mapped], list[records.Rejection]]:
-    """(the records to write, the records turned down: `rule` RULE, message KEPT for `skip`)."""
+    """(the records to write, the records turned down: `rule` RULE, message KEPT for `skip`).
+    `started`: the sheet's SQL condition on the destination row for "processing has started";
+    without it, a row that differs from what mapsync would write counts as started."""
     upserts = [r for r in recs if r.op == "upsert"]
     if how == "update" or not upserts:
         return recs, []
-    held = _locked_rows(conn, table, key, [r.dest_key for r in upserts])
+    held = _locked_rows(conn, table, key, [r.dest_key for r in upserts], started)
     write: list[records.Mapped] = []
     turned: list[records.Rejection] = []
     for r in recs:
         row = held.get(records.key_text(r.dest_key)) if r.op == "upsert" else None
-        if row is None or all(same(v, row.get(c)) for c, v in r.values.items()):
+        if row is None or not _started(row, r.values, started):
             write.append(r)
         elif how == "skip":
             # `value` carries the destination key to `kept_apart` (never stored: it becomes a delivery)
@@ -51,10 +59,8 @@ def settle(
             )
         else:
             changed = sorted(c for c, v in r.values.items() if not same(v, row.get(c)))
-            message = (
-                f"already imported: the destination holds this record changed ({', '.join(changed[:5])}); "
-                "on_exists: fail"
-            )
+            what = f"matches `started` ({started})" if started else f"changed ({', '.join(changed[:5])})"
+            message = f"already imported: the destination holds this record, {what}; on_exists: fail"
             turned.append(records.Rejection(r.key, message, None, RULE, r.version))
     return write, turned
 
@@ -72,8 +78,14 @@ def kept_apart(result: records.WriteResult) -> records.WriteResult:
     )
 
 
+def _started(row: records.Row, values: records.Row, started: str | None) -> bool:
+    if started is not None:
+        return bool(row[_STARTED])
+    return not all(same(v, row.get(c)) for c, v in values.items())
+
+
 def _locked_rows(
-    conn: sa.Connection, table: sa.Table, key: Sequence[str], keys: list[records.Key]
+    conn: sa.Connection, table: sa.Table, key: Sequence[str], keys: list[records.Key], started: str | None
 ) -> dict[str, Any]:
     cols = [table.c[k] for k in key]
     out: dict[str, Any] = {}
@@ -81,6 +93,8 @@ def _locked_rows(
         chunk = keys[i : i + 500]
         cond = sa.tuple_(*cols).in_(chunk) if len(cols) > 1 else cols[0].in_([k[0] for k in chunk])
         query = sa.select(table).where(cond)
+        if started is not None:  # the sheet's SQL, as `filter` is
+            query = query.add_columns(sa.case((sa.text(f"({started})"), 1), else_=0).label(_STARTED))
         if conn.dialect.name != "sqlite":
             query = query.with_for_update()
         for row in conn.execute(query).mappings():

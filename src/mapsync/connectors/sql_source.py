@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -150,11 +151,14 @@ class SqlSource:
                 for row in conn.execute(sa.select(*chosen).where(cond, *where)).mappings():
                     yield dict(row)
 
-    def attach_children(self, rows: list[records.Row]) -> dict[records.Key, dict[str, list[records.Row]]]:
-        """Child rows of these parents, one query per child table."""
+    def attach_children(
+        self, rows: list[records.Row], locked: sa.Connection | None = None
+    ) -> dict[records.Key, dict[str, list[records.Row]]]:
+        """Child rows of these parents, one query per child table (`locked`: read on this
+        connection's transaction, `FOR UPDATE` where the database has it)."""
         out: dict[records.Key, dict[str, list[records.Row]]] = {self.key_of(r): {} for r in rows}
         for name, child in self.children.items():
-            for parent_key, child_rows in child.fetch(list(out)).items():
+            for parent_key, child_rows in child.fetch(list(out), locked).items():
                 out[parent_key][name] = child_rows
             for parent in out.values():
                 parent.setdefault(name, [])
@@ -232,10 +236,12 @@ class _Child:
         )
         self.columns = sorted(needed)
 
-    def fetch(self, parents: list[records.Key]) -> dict[records.Key, list[records.Row]]:
+    def fetch(
+        self, parents: list[records.Key], locked: sa.Connection | None = None
+    ) -> dict[records.Key, list[records.Row]]:
         out: dict[records.Key, list[records.Row]] = {}
         cols = [self.relation.c[c] for c in self.parent]
-        with self.db.engine.connect() as conn:
+        with contextlib.nullcontext(locked) if locked is not None else self.db.engine.connect() as conn:
             for i in range(0, len(parents), 500):
                 chunk = parents[i : i + 500]
                 cond = (
@@ -248,6 +254,8 @@ class _Child:
                     .where(cond)
                     .order_by(*[self.relation.c[c] for c in self.key])
                 )
+                if locked is not None and conn.dialect.name != "sqlite":
+                    query = query.with_for_update()
                 for row in conn.execute(query).mappings():
                     out.setdefault(tuple(row[c] for c in self.parent), []).append(dict(row))
         return out

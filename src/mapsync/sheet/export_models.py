@@ -111,6 +111,16 @@ class ExportFlagChanges(ChangesModel):
             "`statuses.skipped` with `already imported`, `fail` makes it a record error."
         ),
     )
+    started: str | None = Field(
+        None,
+        description=(
+            "SQL condition on the destination's row that says the destination has started "
+            "processing the transaction (e.g. `status <> 'new'`): with `on_exists: skip|fail`, "
+            "only such rows are left alone or refused; any other is updated. Without it, a row "
+            "that differs from what mapsync would write counts as started (so does one whose "
+            "source was edited since: name `started` to tell the two apart)."
+        ),
+    )
     since: Column | None = Field(
         None,
         description=(
