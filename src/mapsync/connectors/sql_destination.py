@@ -29,7 +29,9 @@ from mapsync.sheet import models
 COPY_THRESHOLD = 200
 log = logging.getLogger("mapsync.destination")
 _MYSQL_PERMANENT = {1044, 1045, 1054, 1142, 1143, 1146}
-_MYSQL_RECORD = {1364}  # a new row without a value for a NOT NULL column (`on_null: omit`)
+# refused records that PyMySQL raises as OperationalError (codes it does not map): a new row without
+# a value for a NOT NULL column (1364, `on_null: omit`), a CHECK constraint (MySQL 3819, MariaDB 4025)
+_MYSQL_RECORD = {1364, 3819, 4025}
 
 
 class _Table:

@@ -354,3 +354,26 @@ def test_a_new_row_without_a_not_null_column_is_refused_alone(
     assert delivered_keys(result) == ["K"]
     assert [r.key for r in result.rejected] == [("NEW",)]
     assert contents(url) == {"K": ("kept", 2)}
+
+
+def test_a_row_a_check_constraint_refuses_is_refused_alone(
+    database: Callable[[], str], tmp_path: Path
+) -> None:
+    """A CHECK refusal is the record's fault, not a lost connection (MariaDB's 4025 reaches
+    PyMySQL as an OperationalError): refused alone at once, the rest written, nothing retried."""
+    url = database()
+    length = "char_length" if h.dialect(url) == "mysql" else "length"
+    h.execute(
+        url,
+        "CREATE TABLE items (code VARCHAR(20) PRIMARY KEY, name VARCHAR(50) NOT NULL, "
+        f"qty INTEGER NOT NULL, CONSTRAINT name_len CHECK ({length}(name) = 5))",
+    )
+    db = SqlDatabase("dst", url, tmp_path)
+    try:
+        result = SqlDestination(db, "items", CFG).write([up("A", "fine."), up("B", "bad"), up("C", "fine!")])
+    finally:
+        db.close()
+    assert delivered_keys(result) == ["A", "C"]
+    assert [r.key for r in result.rejected] == [("B",)]
+    assert "name_len" in result.rejected[0].message
+    assert contents(url) == {"A": ("fine.", 1), "C": ("fine!", 1)}
