@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mapsync import metrics, watch, watch_export
+from mapsync import errors, metrics, watch, watch_export
 from mapsync import watch_sources as ws
 from mapsync.engine import Engine
 from mapsync.sheet import loader
@@ -229,5 +229,22 @@ def test_a_portal_away_leaves_the_source_facts_out_and_the_pickup_incident_as_it
         assert len(_open(w.store, "export_pickup")) == 1
         status = watch_export.status(w.loaded, w.store, ["orders"])
         assert status["orders"]["error"] and "pending" not in status["orders"]
+    finally:
+        w.close()
+
+
+def test_a_reexport_that_fails_before_it_starts_is_recorded_and_alerted_as_a_reexport(
+    tmp_path: Path, sqlite_database: Callable[[], str]
+) -> None:
+    w = World(tmp_path, sqlite_database(), sqlite_database())
+    try:
+        with pytest.raises(errors.StateError):  # not seeded
+            w.engine(lambda e: e.reexport("orders", [("1",)]))
+        (run,) = w.store.history.runs("orders", 5)
+        assert (run["kind"], run["status"], run["failure_class"]) == ("reexport", "failed", "unseeded")
+        report = watch.after_run(w.loaded, w.store, "orders", quiet=True)
+        assert report is not None
+        (failed,) = [i for i in report.opened if i.monitor == "failed_run"]
+        assert "(reexport) failed" in failed.message
     finally:
         w.close()
