@@ -62,7 +62,7 @@ def _ago(url: str, minutes: int) -> str:
 
 class World:
     def __init__(self, folder: Path, src: str, dst: str, values: bool = False) -> None:
-        self.src, self.dst = src, dst
+        self.src, self.dst, self.folder = src, dst, folder
         h.execute(src, ORDERS)
         h.execute(dst, ERP)
         (folder / "sheet.yaml").write_text(
@@ -145,6 +145,13 @@ def test_backlog_oldest_and_failed_from_the_source_before_and_after_a_run(world:
     status = watch_export.status(world.loaded, world.store, ["orders"])
     assert status["orders"]["pending"] == 0 and status["orders"]["failed"] == 1
     assert status["orders"]["summary"] == "export: 0 pending, 1 failed"
+    world.order(5, "10117", 45)
+    shown = h.mapsync("status", "sheet.yaml", cwd=world.folder)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "orders: export: 1 pending, oldest unexported 45m old, 1 failed" in shown.stdout
+    as_json = h.mapsync("status", "sheet.yaml", "--json", cwd=world.folder)
+    (row,) = json.loads(as_json.stdout)
+    assert row["export"]["pending"] == 1 and 44 * 60 < row["export"]["oldest_pending_s"] < 47 * 60
 
 
 def _open(store: StateStore, monitor: str) -> list[Any]:
