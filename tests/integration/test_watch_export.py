@@ -1,4 +1,4 @@
-"""The export's facts read from real sources (SQLite and PostgreSQL portals, SQLite ERP) and the
+"""The export's facts read from real sources (SQLite, PostgreSQL and MariaDB portals, SQLite ERP) and the
 export monitors through `mapsync.watch` on a real SQLite state store: the backlog beyond the
 seed's starting point, the oldest pending creation time, the failed rows and imports after a real
 run whose ERP refuses an order (a CHECK on the zip code); `/metrics` and `mapsync status` show the
@@ -57,6 +57,8 @@ def _ago(url: str, minutes: int) -> str:
     """SQL for the source's own clock `minutes` ago, as a naive time in its zone."""
     if h.dialect(url) == "postgresql":
         return f"LOCALTIMESTAMP - INTERVAL '{minutes} minutes'"
+    if h.dialect(url) == "mysql":
+        return f"NOW(6) - INTERVAL {minutes} MINUTE"
     return f"datetime('now', '-{minutes} minutes')"
 
 
@@ -96,14 +98,12 @@ class World:
         self.store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def world(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    sqlite_database: Callable[[], str],
-    pg_database: Callable[[], str],
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_database: Callable[[], str]
 ) -> Iterator[World]:
-    src = sqlite_database() if request.param == "sqlite" else pg_database()
+    fixture = {"postgresql": "pg_database", "mariadb": "mariadb_database"}.get(request.param)
+    src = request.getfixturevalue(fixture)() if fixture else sqlite_database()
     w = World(tmp_path, src, sqlite_database())
     yield w
     w.close()
