@@ -48,8 +48,10 @@ def is_export(facts: SyncFacts) -> bool:
 def export_pickup(facts: SyncFacts) -> list[Finding] | None:
     """Transactions still pending (flag not set, not marked failed) longer than
     `monitors.export_pickup` (default 15m) after their creation (`changes.created`, on the source's
-    clock). Without `changes.created`, or with the source away: cannot tell."""
-    if not is_export(facts):
+    clock). Without `changes.created`, or with the source away: cannot tell. Not while the sync
+    is paused (the operator stopped the pickup). Without a `status` column, a transaction refused
+    under `on_failure: retry` stays pending and counts here too."""
+    if not is_export(facts) or facts.paused:
         return []
     changes = facts.cfg.changes
     assert isinstance(changes, ExportFlagChanges)

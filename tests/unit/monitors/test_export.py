@@ -6,6 +6,7 @@ leaves an export's rejections to it; the other monitors stay quiet on an export 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -80,6 +81,8 @@ def test_export_pickup_counts_the_late_ones_and_the_oldest_age() -> None:
         == []
     )
     assert check("export_pickup", facts(export_now=NOW, export_created=[], export_pending=0)) == []
+    paused = dataclasses.replace(f, paused=True)
+    assert check("export_pickup", paused) == []  # the operator stopped the pickup
 
 
 def test_export_pickup_cannot_tell_without_created_or_the_source() -> None:
