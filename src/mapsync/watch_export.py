@@ -14,7 +14,7 @@ Keys (each only for an export sync, and only where it could be read):
   creation times of the oldest pending rows, oldest first, at most `SAMPLE`) and
   `export_oldest_created` (the first of them);
 - `export_failures` (from the state store): the open record errors of the sync, oldest first, at
-  most `FAILURES_READ`, each `{key, arg, message, first_seen, attempts, dead}` (`arg`: the key as
+  most `FAILURES_READ`, each `{key, arg, message, rule, first_seen, attempts, dead}` (`arg`: the key as
   `mapsync reexport` takes it), and `export_failures_total` (how many are open).
 
 Gauges kept in the observations for `/metrics` (`observed`): `export_pending`,
@@ -112,6 +112,7 @@ def failures(loaded: LoadedSheet, store: Store, sync: str) -> dict[str, Any]:
                 "key": row["key"],
                 "arg": keys.to_arg(key, columns),
                 "message": str(row["message"] or ""),
+                "rule": row.get("rule"),
                 "first_seen": unstamp(first) if isinstance(first, str) else first,
                 "attempts": int(row["attempts"] or 0),
                 "dead": row.get("dead_at") is not None,

@@ -100,7 +100,8 @@ def _tag(facts: SyncFacts, failure: dict[str, Any]) -> str:
 def export_failed(facts: SyncFacts) -> list[Finding] | None:
     """One incident per failed import of an export sync (an open record error: the destination or
     the mapping refused the transaction), carrying the destination's message when
-    `alerts.include_values` allows; at most 20, the rest summed up in one more (subject `(more)`).
+    `alerts.include_values` allows (class `destination`, or `config` when the mapping refused it);
+    at most 20, the rest summed up in one more (subject `(more)`).
     Each resolves when its transaction is delivered (its record error resolved)."""
     if not is_export(facts):
         return []
@@ -131,6 +132,8 @@ def export_failed(facts: SyncFacts) -> list[Finding] | None:
                 facts,
                 text,
                 subject=subject,
+                # the destination refused it (its owner's data rules), or the mapping did (ours)
+                failure_class="destination" if f.get("rule") in (None, "destination") else "config",
                 numbers={"attempts": f.get("attempts"), "dead": bool(f.get("dead"))},
             )
         )

@@ -98,6 +98,7 @@ def _failure(n: int, **kw: Any) -> dict[str, Any]:
         "message": "zip 1234 refused: CHECK (length(zip) = 5)\nDETAIL: more",
         "first_seen": ago(100 - n),
         "attempts": 1,
+        "rule": "destination",
         "dead": False,
         **kw,
     }
@@ -113,6 +114,8 @@ def test_export_failed_one_incident_per_failure_with_the_message_when_values_are
     assert "zip 1234 refused: CHECK (length(zip) = 5)" in one.message and "DETAIL" not in one.message
     assert "`mapsync reexport SHEET --sync orders SO-1`" in one.message
     assert "max_attempts" in two.message and two.numbers["dead"] is True
+    (mapped,) = check("export_failed", facts(export_failures=[_failure(3, rule="map")]))
+    assert mapped.failure_class == "config"  # refused by the mapping, not by the destination
     assert check("export_failed", facts(export_failures=[], export_failures_total=0)) == []
     assert check("export_failed", facts()) is None  # the store's errors unknown
     assert check("export_failed", facts(sync="items", export_failures=[_failure(1)])) == []
