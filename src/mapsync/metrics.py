@@ -12,8 +12,8 @@ Prometheus counters do; `rate()` and `increase()` handle restarts.
 **Store gauges** come from a collector that asks the state store when scraped (a few short
 queries, cached for `CACHE_S` seconds, bounded by `STORE_TIMEOUT_S`): last success time, open
 record errors, open incidents, call budget left, and what the monitors observed (lag, queue
-backlog, oldest pending row). A store that does not answer still gives an answer:
-`mapsync_state_store_up 0` and no store gauge.
+backlog, oldest pending row, an export's backlog and its oldest unexported transaction). A
+store that does not answer still gives an answer: `mapsync_state_store_up 0` and no store gauge.
 
 Label values are only names from the sheet (sync, connection) and the code's own words (kind,
 status, outcome, severity): a sync or connection the sheet does not name is not exported, and no
@@ -56,6 +56,11 @@ OBSERVED = {
     "oldest_pending_s": ("mapsync_oldest_pending_seconds", "Age of the oldest row still waiting (seconds)."),
     "wal_retained_mb": ("mapsync_wal_retained_megabytes", "WAL the sync's replication slot holds back (MB)."),
     "source_rows": ("mapsync_source_rows", "Rows in the sync's source table, as last observed."),
+    "export_pending": ("mapsync_export_pending", "Transactions waiting to be exported (export syncs)."),
+    "export_oldest_pending_s": (
+        "mapsync_export_oldest_pending_seconds",
+        "Age of the oldest transaction waiting to be exported (seconds; needs `changes.created`).",
+    ),
 }
 # what the monitors store for the whole sheet (sync `*`) → the gauge it becomes (no label)
 OBSERVED_SHEET = {

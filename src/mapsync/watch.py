@@ -30,7 +30,7 @@ import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
-from mapsync import errors, watch_sources
+from mapsync import errors, watch_export, watch_sources
 from mapsync.alerts.routing import channels_for
 from mapsync.monitors import REGISTRY, evaluate_sheet, evaluate_sync
 from mapsync.monitors.facts import SheetFacts, SyncFacts
@@ -46,8 +46,9 @@ log = logging.getLogger("mapsync.watch")
 RUNS = 100  # the recent runs a sync's monitors look at, newest first
 DAEMON_LEASE = dt.timedelta(seconds=60)  # a daemon's `lease_ttl` unless the sheet sets one (daemon_process)
 # the monitors a run's end decides at once (evaluated right after each run): over the run
-# history, and `unmapped_new` over the state store's unmapped values (no source is asked then)
-EVENTS = ("failed_run", "guard_tripped", "auth_refused", "budget_exhausted", "unmapped_new")
+# history, `unmapped_new` over the state store's unmapped values and `export_failed` over its record
+# errors (no source is asked then)
+EVENTS = ("failed_run", "guard_tripped", "auth_refused", "budget_exhausted", "unmapped_new", "export_failed")
 WATCH_PREFIX = "mapsync:watch:"  # the per-sync watch lease (`_alone`), beside the syncs' own
 WATCH_LEASE = dt.timedelta(seconds=30)  # a watcher that dies holding it is passed after this
 WATCH_WAIT = 5.0  # seconds a watcher waits for another one's evaluation of the same sync
@@ -120,7 +121,8 @@ def sync_facts(
     seed = store.cursors(sync).get("seed") or {}
     more: dict[str, Any] = {}
     if not extra:
-        more = watch_sources._unmapped(store, sync)  # the store's alone: cheap after every run
+        # the store's alone: cheap after every run
+        more = {**watch_sources._unmapped(store, sync), **watch_export.failures(loaded, store, sync)}
     else:
         try:
             own: dict[str, Any] = handles if handles is not None else {}

@@ -23,6 +23,7 @@ that needs it cannot tell, and the reason is logged at debug level, secrets remo
   newest change seen so far; the row count before a drop), from the observations;
 - `unmapped`: per field with open unmapped values `{field, values, records, newest}`;
 - `async_created`: creation times of the sync's unsettled asynchronous batches;
+- `export_*`: export syncs (`changes.method: export_flag`), see `watch_export`;
 - `budgets`: per API connection of the sync with a call budget `{remaining, server_remaining,
   blocked_for, side}` (`remaining`: the fewest calls left in any of its windows).
 
@@ -35,7 +36,8 @@ Gauges kept in the observations (`store.observations`) for `/metrics`, per sync,
 `lag_s` (seconds the watermark is behind the source clock while the source has newer rows, or
 the age of the oldest pending queue/inbox row; 0 when caught up), `backlog_rows`,
 `oldest_pending_s`, `wal_retained_mb`, `source_rows`, `source_newest` (and the references
-`source_newest_seen`, `source_rows_ref`); for the sheet (`*`): `disk_free_mb`.
+`source_newest_seen`, `source_rows_ref`), `export_pending`, `export_oldest_pending_s`; for the
+sheet (`*`): `disk_free_mb`.
 
 Connections: a handle in `handles` (by connection name) is used as it is; any other is opened
 here with short timeouts, added to `handles` (so the next sync reuses it) and named in
@@ -53,7 +55,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import connectors, db_errors
+from mapsync import connectors, db_errors, watch_export
 from mapsync.capture import queue_admin, triggers
 from mapsync.capture import queue_table as qt
 from mapsync.connectors.sql import SqlDatabase
@@ -157,6 +159,9 @@ def sync_extra(
             _gather(loaded, f"{where}: watermark", out, lambda: _watermark(loaded, store, sync, handles))
         if cfg.from_.table is not None:
             _gather(loaded, f"{where}: source rows", out, lambda: _rows(loaded, store, sync, handles))
+        if watch_export.is_export(loaded, sync):
+            _gather(loaded, f"{where}: export", out, lambda: _export(loaded, store, sync, handles))
+    _gather(loaded, f"{where}: failed imports", out, lambda: watch_export.failures(loaded, store, sync))
     _gather(loaded, f"{where}: observations", out, lambda: _observe(store, sync, out, write=observe))
     return out
 
@@ -285,6 +290,11 @@ def _inbox(store: Store, sync: str) -> dict[str, Any]:
     return out
 
 
+def _export(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, Any]) -> dict[str, Any]:
+    db = _sql(loaded, store, loaded.sheet.syncs[sync].from_.connection, handles)
+    return {} if db is None else watch_export.source_facts(loaded, store, sync, db)
+
+
 def _watermark(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, Any]) -> dict[str, Any]:
     cfg = loaded.sheet.syncs[sync]
     changes = cfg.changes
@@ -354,6 +364,7 @@ def _observe(store: Store, sync: str, out: dict[str, Any], *, write: bool = True
     for name in ("backlog_rows", "oldest_pending_s", "wal_retained_mb", "source_rows", "source_newest"):
         if out.get(name) is not None:
             measured[name] = out[name]
+    measured.update(watch_export.observed(out))
     lag = _lag(out)
     if lag is not None:
         measured["lag_s"] = lag

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mapsync import keys
+from mapsync import keys, watch_export
 from mapsync.capture import health
 from mapsync.cli.common import (
     Exit,
@@ -36,7 +36,9 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
     For log and queue syncs, the health is the slot and retained WAL or binlog, or the queue
     table, triggers and backlog, with warnings (`--json` carries `capture` and `warnings`).
     A paused sync is shown with who paused it, when and why, and the run requests not yet done
-    are listed (`--json`: `paused`, `requests`, and `dead_errors`).
+    are listed (`--json`: `paused`, `requests`, and `dead_errors`). For export syncs
+    (`changes.method: export_flag`): the transactions waiting to be exported, the age of the
+    oldest (with `changes.created`) and those marked failed (`--json`: `export`).
     """
     loaded = load_sheet(sheet)
     store = open_store(loaded, create=False)
@@ -44,10 +46,12 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
         names = sync_names(loaded, sync)
         rows = [state_report.sync_status(store, name) for name in names]
         capture = health.report(loaded, names, store)
+        export = watch_export.status(loaded, store, names)
     finally:
         store.close()
     for row in rows:
         row["capture"] = capture.get(row["sync"])
+        row["export"] = export.get(row["sync"])
         row["warnings"] = list(capture[row["sync"]]["warnings"]) if row["capture"] else []
     if as_json:
         json_out(rows)
@@ -79,6 +83,9 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
     for row in rows:  # change capture: slot / binlog / queue backlog, and what needs attention
         if row["capture"]:
             out.print(f"{row['sync']}: {row['capture']['summary']}", highlight=False, markup=False)
+        if row["export"]:  # an export's backlog, its oldest unexported transaction, the failed ones
+            why = f": {row['export']['error']}" if row["export"]["error"] else ""
+            out.print(f"{row['sync']}: {row['export']['summary']}{why}", highlight=False, markup=False)
         for warning in row["warnings"]:
             out.print(f"warning: {row['sync']}: {warning}", highlight=False, markup=False)
     for row in rows:  # why a last run failed (the mass-delete guard's numbers, say); a scheduled one

@@ -12,6 +12,7 @@ from __future__ import annotations
 # the modules that register monitors (each `@monitor(...)` registers at import)
 from mapsync.monitors import environment as environment
 from mapsync.monitors import events as events
+from mapsync.monitors import export as export
 from mapsync.monitors import signals as signals
 from mapsync.monitors import silent as silent
 from mapsync.monitors import timing as timing

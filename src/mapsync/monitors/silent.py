@@ -24,6 +24,7 @@ from typing import Any
 
 from mapsync.monitors.base import finding, monitor
 from mapsync.monitors.facts import COMPLETED, SyncFacts, at, count, ended, latest_ended
+from mapsync.sheet.export_models import ExportFlagChanges
 from mapsync.state.data import Finding
 
 OUTCOMES = ("written", "skipped", "rejected", "deleted")
@@ -77,7 +78,10 @@ def counts_mismatch(facts: SyncFacts) -> list[Finding] | None:
 def success_with_rejections(facts: SyncFacts) -> list[Finding] | None:
     """The latest run that ended finished (status `success` or `partial`: nothing stopped it)
     while it rejected records: the run "worked" but those records are not at the destination.
-    Clears when a later run ends without rejections."""
+    Clears when a later run ends without rejections. An export sync's rejections are failed
+    imports, each its own `export_failed` incident: left to that one unless it is disabled."""
+    if isinstance(facts.cfg.changes, ExportFlagChanges) and "export_failed" not in facts.thresholds.disabled:
+        return []
     run = _latest_completed(facts)
     if run is None:
         # no run yet: all clear; the latest one failed: it says nothing of rejections (the

@@ -56,6 +56,13 @@ class MonitorsConfig(Model):
     backlog_age: Duration | None = Field(
         None, description="The oldest pending queue or inbox row older than this. Default 15m."
     )
+    export_pickup: Duration | None = Field(
+        None,
+        description=(
+            "A transaction of an export sync (`changes.method: export_flag` with `created`) still "
+            "pending this long after its creation. Default 15m."
+        ),
+    )
     async_unsettled: Duration | None = Field(
         None, description="An asynchronous batch not settled after this long. Default 1h."
     )
@@ -99,6 +106,7 @@ class Thresholds:
     lag: dt.timedelta = dt.timedelta(hours=1)
     backlog_rows: int = 10_000
     backlog_age: dt.timedelta = dt.timedelta(minutes=15)
+    export_pickup: dt.timedelta = dt.timedelta(minutes=15)
     async_unsettled: dt.timedelta = dt.timedelta(hours=1)
     wal_retained_mb: int = 1024
     clock_skew: dt.timedelta = dt.timedelta(seconds=30)
