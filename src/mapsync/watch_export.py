@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from mapsync import db_errors, keys
 from mapsync.capture.export_flag import CURSOR
+from mapsync.capture.export_writeback import as_flag
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.monitors.export import SAMPLE
 from mapsync.redact import redact
@@ -61,8 +62,10 @@ def source_facts(loaded: LoadedSheet, store: Store, sync: str, db: SqlDatabase) 
     start = store.cursors(sync).get(CURSOR) or {}
     if since is not None and isinstance(start, dict) and start.get("since") is not None:
         scope.append(col[since] > sa.literal(values.decode(start["since"])))
-    failed = _failed(changes, col)
-    pending = [*scope, sa.or_(col[changes.flag].is_(None), col[changes.flag].in_(list(changes.pending)))]
+    boolean = _boolean(col[changes.flag])  # 0/1 of the sheet are false/true on a boolean column
+    failed = _failed(changes, col, boolean)
+    flags = [as_flag(v, boolean) for v in changes.pending]
+    pending = [*scope, sa.or_(col[changes.flag].is_(None), col[changes.flag].in_(flags))]
     if failed is not None and changes.status is not None:  # (a held row's flag is not pending)
         pending.append(sa.or_(col[changes.status].is_(None), sa.not_(failed)))
     out: dict[str, Any] = {"export_now": db.now()}
@@ -85,12 +88,19 @@ def source_facts(loaded: LoadedSheet, store: Store, sync: str, db: SqlDatabase) 
     return out
 
 
-def _failed(changes: ExportFlagChanges, col: Any) -> sa.ColumnElement[bool] | None:
+def _boolean(column: Any) -> bool:
+    try:
+        return column.type.python_type is bool
+    except NotImplementedError:
+        return False
+
+
+def _failed(changes: ExportFlagChanges, col: Any, boolean: bool) -> sa.ColumnElement[bool] | None:
     """What marks a row failed: its status, else (`on_failure: hold`) its flag; None: nothing."""
     if changes.status is not None:
         return col[changes.status] == changes.statuses.failed  # type: ignore[no-any-return]
     if changes.on_failure == "hold":
-        return col[changes.flag] == changes.failed_value  # type: ignore[no-any-return]
+        return col[changes.flag] == as_flag(changes.failed_value, boolean)  # type: ignore[no-any-return]
     return None
 
 

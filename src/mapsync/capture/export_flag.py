@@ -71,7 +71,7 @@ class ExportFlagCapture(CaptureBase):
 
     def _pending(self) -> sa.ColumnElement[bool]:
         flag = self.source.col(self.cfg.flag)
-        return sa.or_(flag.is_(None), flag.in_(list(self.cfg.pending)))
+        return sa.or_(flag.is_(None), flag.in_(self.writer.pending))
 
     def start_seed(self) -> Cursors:
         """The starting point, recorded before the seed reads anything: the `since` column's

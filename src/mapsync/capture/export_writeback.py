@@ -68,6 +68,11 @@ class WriteBack:
             )
         )
         self.key = source.key
+        # the flag's values in the column's type: 0/1 on a boolean column mean false/true
+        boolean = info[cfg.flag].python_type is bool
+        self.pending = [as_flag(v, boolean) for v in cfg.pending]
+        self.done = as_flag(cfg.done, boolean)
+        self.failed_value = as_flag(cfg.failed_value, boolean)
 
     # ----------------------------------------------------------------- after delivery
 
@@ -95,7 +100,7 @@ class WriteBack:
     def _success(self, d: records.Delivered | None, number: Any) -> dict[str, Any]:
         cfg = self.cfg
         kept = d is not None and d.note == records.KEPT
-        out: dict[str, Any] = {cfg.flag: cfg.done}
+        out: dict[str, Any] = {cfg.flag: self.done}
         if cfg.status:
             out[cfg.status] = self._cap(cfg.status, cfg.statuses.skipped if kept else cfg.statuses.success)
         if cfg.error:
@@ -110,7 +115,7 @@ class WriteBack:
         cfg = self.cfg
         out: dict[str, Any] = {}
         if cfg.on_failure == "hold":
-            out[cfg.flag] = cfg.failed_value
+            out[cfg.flag] = self.failed_value
         if cfg.status:
             out[cfg.status] = self._cap(cfg.status, cfg.statuses.failed)
         if cfg.error:
@@ -189,7 +194,7 @@ class WriteBack:
         """Set these rows pending again (status `pending`, error cleared); None: every row whose
         status is `failed` (or whose flag is `failed_value` under `hold`). Returns the keys reset."""
         cfg = self.cfg
-        setting: dict[str, Any] = {cfg.flag: cfg.pending[0]}
+        setting: dict[str, Any] = {cfg.flag: self.pending[0]}
         if cfg.status:
             setting[cfg.status] = self._cap(cfg.status, cfg.statuses.pending)
         if cfg.error:
@@ -203,10 +208,20 @@ class WriteBack:
                     if cfg.status:
                         failed.append(self.table.c[cfg.status] == cfg.statuses.failed)
                     if cfg.on_failure == "hold":
-                        failed.append(self.table.c[cfg.flag] == cfg.failed_value)
-                    if not failed:
-                        return []
-                    found = [tuple(r) for r in conn.execute(sa.select(*key_cols).where(sa.or_(*failed)))]
+                        failed.append(self.table.c[cfg.flag] == self.failed_value)
+                    found = (
+                        [tuple(r) for r in conn.execute(sa.select(*key_cols).where(sa.or_(*failed)))]
+                        if failed
+                        else []
+                    )
+                    # and every transaction with an open record error (no status column, or a
+                    # crash between the write-back and the state commit)
+                    seen = {records.key_text(k) for k in found}
+                    for key in self.ctx.store.open_error_keys(self.ctx.sync):
+                        row = conn.execute(sa.select(*key_cols).where(*self._key_is(key))).first()
+                        if row is not None and records.key_text(tuple(row)) not in seen:
+                            found.append(tuple(row))
+                            seen.add(records.key_text(tuple(row)))
                 else:
                     found = []
                     for key in keys:
@@ -249,3 +264,8 @@ def _on_update(source: SqlSource, table: sa.Table) -> list[str]:
     )
     with source.db.engine.connect() as conn:
         return [str(r[0]) for r in conn.execute(query, {"schema": table.schema, "table": table.name})]
+
+
+def as_flag(value: Any, boolean: bool) -> Any:
+    """A flag value of the sheet in the column's type (0/1 → False/True on a boolean column)."""
+    return bool(value) if boolean and isinstance(value, int) else value

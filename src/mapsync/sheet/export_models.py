@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from mapsync.sheet.base import ChangesModel, Model
 
 Column = str  # a column name of the source table (validated against its catalog when the sync is built)
-FlagValue = int | str
+FlagValue = bool | int | str  # bool first: `true` stays a boolean, 1 stays an integer
 
 
 def _zero() -> list[FlagValue]:
