@@ -133,7 +133,9 @@ def export_failed(facts: SyncFacts) -> list[Finding] | None:
                 text,
                 subject=subject,
                 # the destination refused it (its owner's data rules), or the mapping did (ours)
-                failure_class="destination" if f.get("rule") in (None, "destination") else "config",
+                failure_class="destination"
+                if f.get("rule") in (None, "destination", "on_exists")
+                else "config",
                 numbers={"attempts": f.get("attempts"), "dead": bool(f.get("dead"))},
             )
         )
