@@ -122,7 +122,7 @@ def sync_facts(
     more: dict[str, Any] = {}
     if not extra:
         # the store's alone: cheap after every run
-        more = {**watch_sources._unmapped(store, sync), **watch_export.failures(loaded, store, sync)}
+        more = {**watch_sources.unmapped_facts(store, sync), **watch_export.failures(loaded, store, sync)}
     else:
         try:
             own: dict[str, Any] = handles if handles is not None else {}

@@ -47,88 +47,34 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import connectors, db_errors, watch_export
+from mapsync import watch_export
 from mapsync.capture import queue_admin, triggers
 from mapsync.capture import queue_table as qt
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.ports import Handle
-from mapsync.redact import redact
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.log_models import LogChanges
 from mapsync.sheet.queue_model import QueueChanges
 from mapsync.sheet.webhook_models import InboxChanges
 from mapsync.sql_time import parse_time
-from mapsync.state import faults
 from mapsync.state.clock import unstamp
 from mapsync.state.ports import Store
+from mapsync.watch_environment import sheet_extra as sheet_extra
+from mapsync.watch_handles import OPENED as OPENED
+from mapsync.watch_handles import gather, handle, sql
+from mapsync.watch_handles import release as release
 
 log = logging.getLogger("mapsync.watch")
 
-OPENED = "__watch_sources_opened__"  # key in `handles`: the names of the handles opened here
 SMALL_TABLE = 100_000  # counted exactly below this many (estimated) rows
-ROWS_DROP_SHARE = 0.1  # as monitors.signals: a drop below the reference by more than this share
-_SHORT = {"connect": dt.timedelta(seconds=3), "statement": dt.timedelta(seconds=5)}
 _MB = 1024 * 1024
-_clock = time.time  # this host's clock (a test moves it, as `faketime` would)
-
-
-# --------------------------------------------------------------------------- connections
-
-
-def _handle(loaded: LoadedSheet, store: Store, name: str, handles: dict[str, Any]) -> Any:
-    """The open handle of connection `name`: a given one, or one opened here (kept for reuse)."""
-    if name in handles:
-        return handles[name]
-    cfg = loaded.sheet.connections[name]
-    if isinstance(cfg, models.SqlConnection):
-        timeouts = cfg.timeouts.model_copy(update=_SHORT)
-        handle: Any = SqlDatabase(name, cfg.url, loaded.folder, cfg.timezone, timeouts)
-    else:
-        handle = connectors.REGISTRY[cfg.kind].connect(name, cfg, loaded.folder, store)
-    handles[name] = handle
-    handles.setdefault(OPENED, set()).add(name)
-    return handle
-
-
-def release(handles: dict[str, Any]) -> None:
-    """Close the handles `sync_extra`/`sheet_extra` opened (those given stay open)."""
-    for name in sorted(handles.pop(OPENED, set())):
-        handle = handles.pop(name, None)
-        if handle is not None:
-            try:
-                handle.close()
-            except Exception as exc:  # closing is best effort
-                log.debug("watch: closing connection %s failed: %s", name, type(exc).__name__)
-
-
-def _sql(loaded: LoadedSheet, store: Store, name: str, handles: dict[str, Any]) -> SqlDatabase | None:
-    handle = _handle(loaded, store, name, handles)
-    return handle if isinstance(handle, SqlDatabase) else None
-
-
-def _gather(loaded: LoadedSheet, what: str, out: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> None:
-    """Run one gatherer; its failure leaves its facts out and is logged at debug (redacted)."""
-    try:
-        out.update(fn())
-    except Exception as exc:  # any failure of a source or the store: the fact stays unknown
-        text = (
-            db_errors.describe_error(exc, loaded.secrets)
-            if isinstance(exc, sa.exc.SQLAlchemyError)
-            else str(exc)
-        )
-        log.debug(
-            "watch: %s could not be read: %s", what, redact(f"{type(exc).__name__}: {text}", loaded.secrets)
-        )
+ROWS_DROP_SHARE = 0.1  # as monitors.signals: a drop below the reference by more than this share
 
 
 # --------------------------------------------------------------------------- per sync
@@ -142,31 +88,31 @@ def sync_extra(
     cfg = loaded.sheet.syncs[sync]
     out: dict[str, Any] = {}
     where = f"sync {sync}"
-    _gather(loaded, f"{where}: unmapped values", out, lambda: _unmapped(store, sync))
-    _gather(loaded, f"{where}: asynchronous batches", out, lambda: _async(store, sync))
-    _gather(loaded, f"{where}: call budgets", out, lambda: _budgets(loaded, store, cfg, handles))
+    gather(loaded, f"{where}: unmapped values", out, lambda: unmapped_facts(store, sync))
+    gather(loaded, f"{where}: asynchronous batches", out, lambda: _async(store, sync))
+    gather(loaded, f"{where}: call budgets", out, lambda: _budgets(loaded, store, cfg, handles))
     changes = cfg.changes
     src = cfg.from_.connection
     is_sql = isinstance(loaded.sheet.connections[src], models.SqlConnection)
     if isinstance(changes, QueueChanges):
-        _gather(loaded, f"{where}: change queue", out, lambda: _queue(loaded, store, sync, handles))
+        gather(loaded, f"{where}: change queue", out, lambda: _queue(loaded, store, sync, handles))
     elif isinstance(changes, LogChanges):
-        _gather(loaded, f"{where}: change log", out, lambda: _log(loaded, store, sync, handles))
+        gather(loaded, f"{where}: change log", out, lambda: _log(loaded, store, sync, handles))
     elif isinstance(changes, InboxChanges):
-        _gather(loaded, f"{where}: inbox", out, lambda: _inbox(store, sync))
+        gather(loaded, f"{where}: inbox", out, lambda: _inbox(store, sync))
     if is_sql:
         if isinstance(changes, models.WatermarkChanges):
-            _gather(loaded, f"{where}: watermark", out, lambda: _watermark(loaded, store, sync, handles))
+            gather(loaded, f"{where}: watermark", out, lambda: _watermark(loaded, store, sync, handles))
         if cfg.from_.table is not None:
-            _gather(loaded, f"{where}: source rows", out, lambda: _rows(loaded, store, sync, handles))
+            gather(loaded, f"{where}: source rows", out, lambda: _rows(loaded, store, sync, handles))
         if watch_export.is_export(loaded, sync):
-            _gather(loaded, f"{where}: export", out, lambda: _export(loaded, store, sync, handles))
-    _gather(loaded, f"{where}: failed imports", out, lambda: watch_export.failures(loaded, store, sync))
-    _gather(loaded, f"{where}: observations", out, lambda: _observe(store, sync, out, write=observe))
+            gather(loaded, f"{where}: export", out, lambda: _export(loaded, store, sync, handles))
+    gather(loaded, f"{where}: failed imports", out, lambda: watch_export.failures(loaded, store, sync))
+    gather(loaded, f"{where}: observations", out, lambda: _observe(store, sync, out, write=observe))
     return out
 
 
-def _unmapped(store: Store, sync: str) -> dict[str, Any]:
+def unmapped_facts(store: Store, sync: str) -> dict[str, Any]:
     fields: dict[str, dict[str, Any]] = {}
     for row in store.unmapped_values(sync):
         f = fields.setdefault(
@@ -196,8 +142,8 @@ def _budgets(
     for name, side in sides.items():
         if isinstance(loaded.sheet.connections[name], models.SqlConnection):
             continue
-        handle: Handle = _handle(loaded, store, name, handles)  # opened with the store: a shared budget
-        budget = handle.budget
+        opened: Handle = handle(loaded, store, name, handles)  # opened with the store: a shared budget
+        budget = opened.budget
         if budget is None:
             continue
         left = budget.remaining()
@@ -213,7 +159,7 @@ def _budgets(
 
 def _queue(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, Any]) -> dict[str, Any]:
     (queue,) = queue_admin.queues(loaded, [sync])
-    db = _sql(loaded, store, queue.connection, handles)
+    db = sql(loaded, store, queue.connection, handles)
     if db is None:
         return {}
     target = next(t for s, t in zip(queue.sources, queue_admin.targets(queue, db), strict=True) if s == sync)
@@ -250,7 +196,7 @@ def _log(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, Any]) 
     cfg = loaded.sheet.syncs[sync]
     changes = cfg.changes
     assert isinstance(changes, LogChanges)
-    db = _sql(loaded, store, cfg.from_.connection, handles)
+    db = sql(loaded, store, cfg.from_.connection, handles)
     if db is None:
         return {}
     if db.dialect == "postgresql":
@@ -291,7 +237,7 @@ def _inbox(store: Store, sync: str) -> dict[str, Any]:
 
 
 def _export(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, Any]) -> dict[str, Any]:
-    db = _sql(loaded, store, loaded.sheet.syncs[sync].from_.connection, handles)
+    db = sql(loaded, store, loaded.sheet.syncs[sync].from_.connection, handles)
     return {} if db is None else watch_export.source_facts(loaded, store, sync, db)
 
 
@@ -299,7 +245,7 @@ def _watermark(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, 
     cfg = loaded.sheet.syncs[sync]
     changes = cfg.changes
     assert isinstance(changes, models.WatermarkChanges)
-    db = _sql(loaded, store, cfg.from_.connection, handles)
+    db = sql(loaded, store, cfg.from_.connection, handles)
     if db is None:
         return {}
     source = SqlSource(db, sync, cfg, changes.column)
@@ -320,7 +266,7 @@ def _watermark(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, 
 
 def _rows(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, Any]) -> dict[str, Any]:
     cfg = loaded.sheet.syncs[sync]
-    db = _sql(loaded, store, cfg.from_.connection, handles)
+    db = sql(loaded, store, cfg.from_.connection, handles)
     if db is None or cfg.from_.table is None:
         return {}
     table = db.table(cfg.from_.table, f"sync {sync}: from.table")
@@ -415,87 +361,3 @@ def _lag(out: dict[str, Any]) -> float | None:
 
 
 # --------------------------------------------------------------------------- the sheet
-
-
-def sheet_extra(loaded: LoadedSheet, store: Store, handles: dict[str, Any]) -> dict[str, Any]:
-    """Facts of the whole sheet for `SheetFacts.extra`."""
-    out: dict[str, Any] = {}
-    try:
-        out["channel_failures"] = _channels(store)
-        out["store_trouble"] = None
-    except faults.StoreFault as exc:
-        out["store_trouble"] = exc.reason
-    except Exception as exc:  # an unknown failure of the store: its facts stay unknown
-        log.debug("watch: the state store could not be read: %s", type(exc).__name__)
-    clocks: dict[str, float] = {}
-    engine = getattr(store, "engine", None)
-    if isinstance(engine, sa.Engine) and engine.dialect.name != "sqlite":
-        _gather(loaded, "the state store's clock", out, lambda: _clock_into(clocks, "state", engine))
-    for name, cfg in loaded.sheet.connections.items():
-        if isinstance(cfg, models.SqlConnection) and not cfg.url.startswith("sqlite"):
-            _gather(
-                loaded, f"connection {name}'s clock", out, _conn_clock(loaded, store, name, handles, clocks)
-            )
-    out["clocks"] = clocks
-    if isinstance(engine, sa.Engine) and engine.dialect.name == "sqlite":
-        _gather(loaded, "the state store's disk", out, lambda: _disk(store, engine))
-    return out
-
-
-def _channels(store: Store) -> dict[str, int]:
-    """Alert channel → its notices that failed in a row (tried, not sent), newest first."""
-    runs: dict[str, int] = {}
-    done: set[str] = set()
-    for n in store.incidents.notifications(limit=1000):
-        if n.channel in done:
-            continue
-        if n.status == "sent":
-            done.add(n.channel)
-            runs.setdefault(n.channel, 0)
-        elif n.attempts > 0:
-            runs[n.channel] = runs.get(n.channel, 0) + 1
-    return runs
-
-
-_NOW = {
-    "postgresql": "SELECT clock_timestamp()",
-    "mysql": "SELECT UTC_TIMESTAMP(6)",
-}
-
-
-def _clock_into(clocks: dict[str, float], name: str, engine: sa.Engine) -> dict[str, Any]:
-    """The database's clock minus this host's, against the middle of the query's round trip (on a
-    connection already open, so the connect time is not in it)."""
-    sql = _NOW.get(engine.dialect.name)
-    if sql is None:
-        return {}
-    with engine.connect() as conn:
-        conn.execute(sa.text("SELECT 1"))
-        before = _clock()
-        value = conn.execute(sa.text(sql)).scalar_one()
-        after = _clock()
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    clocks[name] = value.timestamp() - (before + after) / 2
-    return {}
-
-
-def _conn_clock(
-    loaded: LoadedSheet, store: Store, name: str, handles: dict[str, Any], clocks: dict[str, float]
-) -> Callable[[], dict[str, Any]]:
-    def read() -> dict[str, Any]:
-        db = _sql(loaded, store, name, handles)
-        return {} if db is None or db.dialect == "sqlite" else _clock_into(clocks, name, db.engine)
-
-    return read
-
-
-def _disk(store: Store, engine: sa.Engine) -> dict[str, Any]:
-    database = engine.url.database
-    if not database or database == ":memory:":
-        return {}
-    free = shutil.disk_usage(Path(database).resolve().parent).free / _MB
-    store.observations.observe("*", {"disk_free_mb": round(free, 1)})
-    return {"disk_free_mb": free}

@@ -177,7 +177,9 @@ def test_no_secret_in_anything_watching_shows(
 
             ww.until(told, 30, "both refusals told on the working channels, the broken ones tried", detail)
             # the monitors chore's first pass (5 s after the start) reads the sources and logs at DEBUG
-            ww.until(lambda: '"level": "debug"' in d.stderr().replace('":"', '": "'), 20, "DEBUG lines", detail)
+            ww.until(
+                lambda: '"level": "debug"' in d.stderr().replace('":"', '": "'), 20, "DEBUG lines", detail
+            )
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
                 metrics = answer.read().decode()
             assert "mapsync_" in metrics

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from mapsync import watch_environment
 from mapsync import watch_sources as ws
 from mapsync.capture import queue_admin, triggers
 from mapsync.monitors import evaluate_sheet, evaluate_sync
@@ -375,7 +376,7 @@ def test_clock_skew_against_real_servers(
     assert _sheet_findings(loaded, extra, "clock_skew") == []
 
     # this host's clock ten minutes ahead (as `faketime -f +600s` would): every database is behind
-    monkeypatch.setattr(ws, "_clock", lambda: time.time() + 600)
+    monkeypatch.setattr(watch_environment, "_clock", lambda: time.time() + 600)
     extra = ws.sheet_extra(loaded, store, handles)
     assert all(-602 < s < -598 for s in extra["clocks"].values()), extra["clocks"]
     found = _sheet_findings(loaded, extra, "clock_skew") or []
