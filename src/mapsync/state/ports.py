@@ -18,8 +18,8 @@ The module functions of state/lease.py, state/inbox.py, state/async_batches.py, 
 and state/retention.py (`lease.acquire(store, …)` …) are the older form of the method-shaped ports
 and ask them. mypy checks both stores against `Store` (state/conformance.py).
 
-The ports after `Store` name what is coming (daemon, monitors, reconciliation, dashboard, order
-export): empty or with their first obvious methods, so later work extends them instead of
+The ports after `Store` name what is coming (reconciliation, dashboard): empty or with their
+first obvious methods, so later work extends them instead of
 reaching for `store.engine`. Neither store implements them yet.
 """
 
@@ -393,14 +393,3 @@ class Audit(Protocol):
 
     def record_action(self, user: str, action: str, sync: str | None, detail: dict[str, Any]) -> None: ...
     def actions(self, sync: str | None, limit: int) -> list[dict[str, Any]]: ...
-
-
-class ExportStatus(Protocol):
-    """Transaction export (portal → ERP orders): the status written back per exported record
-    (`exported`, `erp_import_status`, `erp_import_error`), and a reset for re-export."""
-
-    def export_status(self, sync: str, keys: Sequence[records.Key]) -> dict[records.Key, dict[str, Any]]: ...
-    def set_export_status(
-        self, sync: str, key: records.Key, status: str, error: str | None = None
-    ) -> None: ...
-    def reset_export(self, sync: str, keys: Sequence[records.Key]) -> None: ...
