@@ -13,7 +13,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
@@ -21,11 +21,13 @@ from mapsync import capture, connectors, db_errors, errors
 from mapsync.capture import health
 from mapsync.connectors.sql import SqlDatabase, normalize_url
 from mapsync.connectors.sql_destination import SqlDestination
+from mapsync.connectors.sql_grants import mysql_missing as mysql_missing
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.ports import Capture, Destination, Handle, Source
 from mapsync.redact import redact
 from mapsync.sheet import models, places
 from mapsync.sheet.loader import LoadedSheet
+from mapsync.state.ports import Store
 from mapsync.state.probe import SCHEMA_VERSION, stored_version
 from mapsync.state.store import StateStore, resolve_url
 
@@ -223,8 +225,34 @@ class Checkup:
             where = cfg.from_.table or (cfg.from_.query and "query") or cfg.from_.resource
             target = where if side == "source" else (cfg.to.table or cfg.to.resource)
             self.add(subject, "ok", f"{target}: every mapped column is there")
+            if side == "source" and isinstance(cfg.changes, models.ExportFlagChanges):
+                self._export(name, subject, part)
             if isinstance(handle, SqlDatabase):
                 self._privileges(subject, handle, part, side, cfg)
+
+    def _export(self, name: str, subject: str, source: Source | Destination) -> None:
+        """An export's write-back columns (flag, status, error, version, since, created, touch,
+        document) are in its source table: the capture is built as a run builds it."""
+        cfg = self.loaded.sheet.syncs[name]
+        assert isinstance(cfg.changes, models.ExportFlagChanges)
+        method = capture.REGISTRY[cfg.changes.method]
+
+        def connection(conn: str) -> Handle:
+            found = self.handles.get(conn)
+            if found is None:
+                raise errors.ConfigError(f"connection {conn} is not usable")
+            return found
+
+        # the capture's constructor reads the catalog only (the store is not used: it may be absent)
+        ctx = capture.Context(name, cfg, cast(Store, self.store), connection)
+        try:
+            method(cast(Source, source), cfg.changes, cfg.delivery.batch, ctx)
+        except (errors.ConfigError, errors.TransientError, errors.PermanentError) as exc:
+            self.add(f"{subject}: export", "fail", str(exc))
+            return
+        self.add(
+            f"{subject}: export", "ok", f"the flag {cfg.changes.flag!r} and the write-back columns are there"
+        )
 
     def _capture(self) -> None:
         """Change-capture health of log and queue syncs (slot WAL, binlog, queue backlog)."""
@@ -243,10 +271,11 @@ class Checkup:
         self, subject: str, db: SqlDatabase, part: Source | Destination, side: str, cfg: Any
     ) -> None:
         if isinstance(part, SqlSource):
-            table = part.relation
-            if cfg.from_.table is None or not isinstance(table, sa.Table):
+            if cfg.from_.table is None:  # a query: its tables are the query's
                 return
-            wanted = ["SELECT"]
+            table = part.db.table(cfg.from_.table, f"sync {part.sync}: from.table")
+            # an export writes its flag and status back into the source table
+            wanted = ["SELECT", "UPDATE"] if isinstance(cfg.changes, models.ExportFlagChanges) else ["SELECT"]
         elif isinstance(part, SqlDestination):
             table = part.main.table
             wanted = ["SELECT", "INSERT", "UPDATE"]
@@ -319,24 +348,6 @@ if TYPE_CHECKING:  # mypy checks the roles of what the registries load on first 
         connectors_: tuple[connectors.Connector, connectors.Connector] = (rest, cimcloud)
         captures: tuple[Capture, Capture, Capture, Capture, Capture, Capture, Capture] = methods
         del connectors_, captures
-
-
-_GRANT = re.compile(r"^GRANT (.+?) ON (\S+) TO ", re.IGNORECASE)
-
-
-def mysql_missing(grants: list[str], database: str, table: str, wanted: list[str]) -> list[str]:
-    """The privileges of `wanted` that no line of SHOW GRANTS gives on `database`.`table`."""
-    have: set[str] = set()
-    targets = {"*.*", f"`{database}`.*", f"`{database}`.`{table}`"}
-    for line in grants:
-        match = _GRANT.match(line)
-        if not match or match.group(2) not in targets:
-            continue
-        privs = {p.strip().upper() for p in match.group(1).split(",")}
-        if "ALL PRIVILEGES" in privs or "ALL" in privs:
-            return []
-        have |= {p.split("(")[0].strip() for p in privs}
-    return [p for p in wanted if p not in have]
 
 
 def _describe(result: Any) -> str:

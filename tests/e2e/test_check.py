@@ -216,3 +216,40 @@ syncs:
     assert bad.returncode == 1
     assert "FAIL  connection shop (cimcloud):" in bad.stdout and "401" in bad.stdout
     assert "wrong-pw-991" not in bad.stdout + bad.stderr and "sandbox-key" not in bad.stdout
+
+
+def test_an_export_needs_its_write_back_columns_and_update_on_the_source(
+    database: Callable[[], str], tmp_path: Path
+) -> None:
+    """`check` builds an export's capture: a write-back column missing from the source table is a
+    FAIL naming it; the source's privileges include UPDATE (the flag is written back)."""
+    src, dst = database(), database()
+    h.execute(src, "CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(20), exported INT)")
+    h.execute(dst, "CREATE TABLE so (order_no INT PRIMARY KEY, cust VARCHAR(20))")
+    sheet = tmp_path / "sheet.yaml"
+    text = f"""
+version: 1
+connections:
+  portal: {{url: "{src}"}}
+  erp: {{url: "{dst}"}}
+syncs:
+  orders:
+    from: {{connection: portal, table: orders}}
+    to: {{connection: erp, table: so}}
+    key: {{from: id, to: order_no}}
+    fields: {{cust: customer}}
+    changes: {{method: export_flag, flag: exported, status: import_status}}
+"""
+    sheet.write_text(text)
+    result = h.mapsync("check", str(sheet), "--json", cwd=tmp_path)
+    report = json.loads(result.stdout)
+    (export,) = [c for c in report["checks"] if c["subject"].endswith("source (portal): export")]
+    assert export["status"] == "fail"
+    assert "changes.status: the source table 'orders' has no column 'import_status'" in export["detail"]
+    sheet.write_text(text.replace(", status: import_status", ""))
+    result = h.mapsync("check", str(sheet), "--json", cwd=tmp_path)
+    report = json.loads(result.stdout)
+    assert report["ok"] is True, report
+    if h.dialect(src) != "sqlite":
+        (privileges,) = [c for c in report["checks"] if c["subject"].endswith("source (portal): privileges")]
+        assert privileges["detail"] == "SELECT, UPDATE"
