@@ -312,7 +312,9 @@ class Engine(PartsCache):
         with self._breaker.writing():  # open: a refused call is not split
             result = self._write(scope, parts, send)
         # tripped: the run fails before this batch is acknowledged or committed
-        self._breaker.record(name, len(send), len(result.rejected))
+        # (an export's `already imported` is no refused write: the destination holds the record)
+        refused = sum(1 for r in result.rejected if r.rule != records.ON_EXISTS)
+        self._breaker.record(name, len(send), refused)
         # record errors are stored and shown: no form of a secret goes into them
         all_rejected = [self._redact_rejection(r) for r in rejected + result.rejected]
         parts.capture.acknowledge(batch, records.WriteResult(result.delivered, all_rejected))

@@ -97,6 +97,9 @@ class Mapped:
 
 
 KEPT = "kept"  # `Delivered.note`: the destination held the record changed and it was left alone
+# `Rejection.rule` of a record an export's `on_exists: fail` refused (`already imported`): the
+# destination holds it, it did not refuse a write (the breaker does not count it)
+ON_EXISTS = "on_exists"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

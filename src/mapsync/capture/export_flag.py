@@ -102,27 +102,36 @@ class ExportFlagCapture(CaptureBase):
             return
         state = cursors.get("seed") or {}
         after = state.get("after")
-        for rows in self.source.stream(self.source.key, [self._pending()], after, batch, extra_where=where):
-            last = list(self.source.key_of(rows[-1]))
+        while rows := self._page([self._pending()], after, batch, where):
+            after = list(self.source.key_of(rows[-1]))
             yield records.Batch(
-                self._changes(rows), {"seed": {"status": "running", "after": last}}, read=True, force=True
+                self._changes(rows), {"seed": {"status": "running", "after": after}}, read=True, force=True
             )
+            if len(rows) < batch:
+                return
+
+    def _page(
+        self, conditions: list[Any], after: list[Any] | None, batch: int, where: str | None = None
+    ) -> list[records.Row]:
+        """One page in key order after `after`, its query closed before the page is sent (the
+        write-back updates this table while the run goes on: on SQLite an open read would keep
+        it from committing)."""
+        pages = self.source.stream(self.source.key, conditions, after, batch, extra_where=where)
+        try:
+            return next(iter(pages), [])
+        finally:
+            pages.close()  # type: ignore[attr-defined]
 
     def read(self, mode: str, cursors: Cursors) -> Iterator[records.Batch]:
         """Pending rows beyond the starting point, a page per batch, in key order."""
         conditions: list[Any] = [self._pending()]
-        start = (cursors.get(CURSOR) or {}) if self.since is not None else {}
-        if start.get("since") is not None:
-            bound = values.decode(start["since"])
-            conditions.append(self.source.col(self.since) > sa.literal(bound))  # type: ignore[arg-type]
+        beyond = self.beyond(cursors)
+        if beyond is not None:
+            conditions.append(beyond)
         skip = self._unchanged_failures()
         after: list[Any] | None = None
         while True:
-            pages = self.source.stream(self.source.key, conditions, after, self.batch)
-            try:
-                rows = next(iter(pages), [])
-            finally:
-                pages.close()  # type: ignore[attr-defined]
+            rows = self._page(conditions, after, self.batch)
             if not rows:
                 return
             after = list(self.source.key_of(rows[-1]))
@@ -135,6 +144,19 @@ class ExportFlagCapture(CaptureBase):
                 yield records.Batch(changes, read=True, force=True)
             if len(rows) < self.batch:
                 return
+
+    def beyond(self, cursors: Cursors) -> Any:
+        """Rows in scope of a run: beyond the seed's starting point, or set pending again by
+        `mapsync reexport` (status `statuses.pending`: a reset of an older row that a crash kept
+        from being sent is still picked up). None: every row (no starting point)."""
+        start = (cursors.get(CURSOR) or {}) if self.since is not None else {}
+        if start.get("since") is None:
+            return None
+        assert self.since is not None
+        later = self.source.col(self.since) > sa.literal(values.decode(start["since"]))
+        if self.cfg.status is None:
+            return later
+        return sa.or_(later, self.source.col(self.cfg.status) == self.cfg.statuses.pending)
 
     def _unchanged_failures(self) -> dict[str, str | None]:
         """`on_failure: retry`: the open record errors by key text and the version they failed

@@ -62,6 +62,13 @@ class WriteBack:
                     f"column {col!r} (it has: {', '.join(info)})"
                 )
         self.caps = {c: (info[c].length or _TEXT_CAP) for c in (cfg.status, cfg.error) if c is not None}
+        words = cfg.statuses.model_dump().values()
+        if cfg.status is not None and self.caps[cfg.status] < max(len(w) for w in words):
+            raise errors.ConfigError(
+                f"sync {ctx.sync}: changes.status: column {cfg.status!r} holds {self.caps[cfg.status]} "
+                f"characters, too few for the status {max(words, key=len)!r} (`changes.statuses`): a "
+                "word cut short would never be read back as that status"
+            )
         self.touch = list(
             dict.fromkeys(
                 [*cfg.touch, *([cfg.version] if cfg.version else []), *_on_update(source, self.table)]
@@ -82,7 +89,8 @@ class WriteBack:
         for r in result.rejected:
             refused.setdefault(records.key_text(r.key), r.message)
         delivered = {records.key_text(d.key): d for d in result.delivered}
-        done = {k: c for k, c in changes.items() if k not in refused}
+        # only what the destination confirmed (a change neither confirmed nor refused stays pending)
+        done = {k: c for k, c in changes.items() if k in delivered and k not in refused}
         numbers = self._documents([delivered[k] for k in done if k in delivered])
         edited = 0
         if done:
@@ -91,10 +99,10 @@ class WriteBack:
         failed = {k: c for k, c in changes.items() if k in refused}
         if failed:
             edited += self._write(failed, lambda k: self._failure(refused[k]))
-        if edited:
+        if edited:  # edited or deleted at the source since the read: not marked, sent again
             log.info(
-                "export_edited_during_sync",
-                extra={"action": "export_edited_during_sync", "sync": self.ctx.sync, "count": edited},
+                "export_changed_during_sync",
+                extra={"action": "export_changed_during_sync", "sync": self.ctx.sync, "count": edited},
             )
 
     def _success(self, d: records.Delivered | None, number: Any) -> dict[str, Any]:
@@ -191,45 +199,46 @@ class WriteBack:
     # ----------------------------------------------------------------- reexport
 
     def reset(self, keys: Sequence[records.Key] | None) -> list[records.Key]:
-        """Set these rows pending again (status `pending`, error cleared); None: every row whose
-        status is `failed` (or whose flag is `failed_value` under `hold`). Returns the keys reset."""
+        """`mapsync reexport`: the rows of these keys (None: every failed one: status `failed`,
+        flag `failed_value` under `hold`, or an open record error), within the sync's `filter`,
+        set pending again (status `pending`, error cleared) so that a run picks them up even if
+        this one is cut short. Without a status column the rows are left as they are (a reset
+        flag of a row older than the seed's starting point would be picked up by no run): the
+        write-back of the re-export sets them. Returns the keys found."""
         cfg = self.cfg
-        setting: dict[str, Any] = {cfg.flag: self.pending[0]}
-        if cfg.status:
-            setting[cfg.status] = self._cap(cfg.status, cfg.statuses.pending)
-        if cfg.error:
-            setting[cfg.error] = None
-        setting.update({c: self.table.c[c] for c in self.touch})
         key_cols = [self.table.c[c] for c in self.key]
+        scope = [sa.text(f"({self.ctx.config.filter})")] if self.ctx.config.filter else []
         try:
             with _locked(self.source.db.engine) as conn:
+
+                def find(*where: Any) -> list[records.Key]:
+                    return [tuple(r) for r in conn.execute(sa.select(*key_cols).where(*where, *scope))]
+
+                found: list[records.Key] = []
                 if keys is None:
                     failed: list[Any] = []
                     if cfg.status:
                         failed.append(self.table.c[cfg.status] == cfg.statuses.failed)
                     if cfg.on_failure == "hold":
                         failed.append(self.table.c[cfg.flag] == self.failed_value)
-                    found = (
-                        [tuple(r) for r in conn.execute(sa.select(*key_cols).where(sa.or_(*failed)))]
-                        if failed
-                        else []
-                    )
+                    found = find(sa.or_(*failed)) if failed else []
                     # and every transaction with an open record error (no status column, or a
                     # crash between the write-back and the state commit)
-                    seen = {records.key_text(k) for k in found}
-                    for key in self.ctx.store.open_error_keys(self.ctx.sync):
-                        row = conn.execute(sa.select(*key_cols).where(*self._key_is(key))).first()
-                        if row is not None and records.key_text(tuple(row)) not in seen:
-                            found.append(tuple(row))
-                            seen.add(records.key_text(tuple(row)))
-                else:
-                    found = []
-                    for key in keys:
-                        row = conn.execute(sa.select(*key_cols).where(*self._key_is(key))).first()
-                        if row is not None:
-                            found.append(tuple(row))
-                for key in found:
-                    conn.execute(sa.update(self.table).where(*self._key_is(key)).values(setting))
+                    keys = self.ctx.store.open_error_keys(self.ctx.sync)
+                seen = {records.key_text(k) for k in found}
+                for key in keys:
+                    for row in find(*self._key_is(key)):
+                        if records.key_text(row) not in seen:
+                            found.append(row)
+                            seen.add(records.key_text(row))
+                if cfg.status:
+                    setting: dict[str, Any] = {cfg.flag: self.pending[0]}
+                    setting[cfg.status] = self._cap(cfg.status, cfg.statuses.pending)
+                    if cfg.error:
+                        setting[cfg.error] = None
+                    setting.update({c: self.table.c[c] for c in self.touch})
+                    for key in found:
+                        conn.execute(sa.update(self.table).where(*self._key_is(key)).values(setting))
                 return found
         except sa.exc.DBAPIError as exc:
             raise db_errors.transient(

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from mapsync import records
 
 _STARTED = "mapsync__started"
-RULE = "on_exists"  # the rule of the rejections `settle` returns; KEPT ones become deliveries
+RULE = records.ON_EXISTS  # the rule of the rejections `settle` returns; KEPT ones become deliveries
 
 
 def settle(
@@ -79,9 +79,11 @@ def kept_apart(result: records.WriteResult) -> records.WriteResult:
 
 
 def _started(row: records.Row, values: records.Row, started: str | None) -> bool:
-    if started is not None:
-        return bool(row[_STARTED])
-    return not all(same(v, row.get(c)) for c, v in values.items())
+    """A row identical to what mapsync would write is its own delivery (a rerun after a crash),
+    never started; any other is started if `started` says so (without it: always)."""
+    if all(same(v, row.get(c)) for c, v in values.items()):
+        return False
+    return bool(row[_STARTED]) if started is not None else True
 
 
 def _locked_rows(
