@@ -29,7 +29,9 @@ from mapsync.sheet import models
 COPY_THRESHOLD = 200
 log = logging.getLogger("mapsync.destination")
 _MYSQL_PERMANENT = {1044, 1045, 1054, 1142, 1143, 1146}
-_MYSQL_RECORD = {1364}  # a new row without a value for a NOT NULL column (`on_null: omit`)
+# a new row without a value for a NOT NULL column (`on_null: omit`); a CHECK constraint refusing
+# the row (MySQL 3819, MariaDB 4025: PyMySQL raises them as OperationalError, not a statement error)
+_MYSQL_RECORD = {1364, 3819, 4025}
 
 
 class _Table:
