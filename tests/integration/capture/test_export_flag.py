@@ -1,0 +1,223 @@
+"""Transaction export (`changes: {method: export_flag}`, issue 16) on real databases: the portal
+(PostgreSQL; MariaDB where `ON UPDATE CURRENT_TIMESTAMP` is the point) exports its orders with
+their lines into an ERP on PostgreSQL and on MariaDB (tests/export_world.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import helpers as h
+from tests.export_world import World, lines_of
+
+ERPS = [
+    pytest.param("pg_database", id="erp-postgresql", marks=pytest.mark.postgres),
+    pytest.param("mariadb_database", id="erp-mariadb", marks=pytest.mark.mariadb),
+]
+
+
+@pytest.fixture(params=ERPS)
+def erp(request: pytest.FixtureRequest) -> Callable[[], str]:
+    factory: Callable[[], str] = request.getfixturevalue(request.param)
+    return factory
+
+
+@pytest.fixture
+def world(pg_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path) -> Iterator[World]:
+    w = World(pg_database(), erp(), tmp_path)
+    yield w
+    w.close()
+
+
+def test_a_run_exports_pending_orders_with_their_lines_and_writes_the_status_back(world: World) -> None:
+    assert world.run("seed").counts.written == 0
+    world.order(1)
+    world.order(2, lines=3, exported=0)
+    world.order(3, lines=1)
+    world.order(4, exported=1)  # exported before: not pending
+    ran = world.run()
+    assert ran.ok and ran.counts.written == 3
+    held = world.erp_orders()
+    assert sorted(held) == [1, 2, 3]
+    assert held[2][1:] == ("customer 2", "12345", "new")
+    assert world.erp_lines() == {1: lines_of(1), 2: lines_of(2, 3), 3: lines_of(3, 1)}
+    states = world.states()
+    for no in (1, 2, 3):
+        assert states[no] == (1, "success", None, held[no][0])
+    assert len({held[no][0] for no in held}) == 3 and all(held[no][0] >= 5000 for no in held)
+    assert states[4] == (1, None, None, None)
+    writes = world.erp_writes()
+    again = world.run()
+    assert again.ok and again.counts.read == 0 and again.counts.written == 0
+    assert world.erp_writes() == writes
+    assert world.states() == states
+
+
+@pytest.mark.parametrize(
+    ("seed", "exported"),
+    [
+        pytest.param("{}", [], id="default"),
+        pytest.param("{export_existing: true}", [1, 2], id="export_existing"),
+        pytest.param("{where: \"customer = 'vip'\"}", [2], id="where"),
+    ],
+)
+def test_a_seed_exports_nothing_unless_the_sheet_says_so(
+    pg_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path, seed: str, exported: list[int]
+) -> None:
+    w = World(pg_database(), erp(), tmp_path, seed=seed)
+    try:
+        w.order(1)
+        w.order(2, customer="vip", exported=0)
+        w.order(3, exported=1)
+        seeded = w.run("seed")
+        assert seeded.ok and seeded.counts.written == len(exported)
+        assert sorted(w.erp_orders()) == exported
+        states = w.states()
+        for no in (1, 2):
+            if no in exported:
+                assert states[no][:3] == (1, "success", None)
+            else:  # untouched
+                assert states[no] == ((None, None, None, None) if no == 1 else (0, None, None, None))
+        assert states[3] == (1, None, None, None)
+        w.order(4)  # after the seed: the next run exports it, and no earlier pending order
+        ran = w.run()
+        assert ran.ok and ran.counts.written == 1
+        assert sorted(w.erp_orders()) == sorted([*exported, 4])
+        assert w.erp_lines()[4] == lines_of(4)
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("version", ["updated_at", None], ids=["version-column", "hash"])
+def test_an_order_edited_during_the_sync_stays_pending_and_is_exported_again_once(
+    pg_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path, version: str | None
+) -> None:
+    w = World(pg_database(), erp(), tmp_path, version=version)
+    try:
+        w.run("seed")
+        w.order(1)
+        w.order(2)
+        edited: list[int] = []
+
+        def edit() -> None:  # between the read and the write-back
+            if not edited:
+                edited.append(2)
+                if version:
+                    w.edit(2, customer="changed")
+                else:  # the hash covers the lines: only a line changes, no timestamp moves
+                    h.execute(w.portal, "UPDATE order_lines SET qty = 99 WHERE order_no = 2 AND line_no = 1")
+
+        w.during_write = edit
+        first = w.run()
+        assert first.counts.written == 2 and edited == [2]
+        held = w.erp_orders()
+        assert held[2][1] == "customer 2" and w.erp_lines()[2] == lines_of(2)  # what was read
+        states = w.states()
+        assert states[1] == (1, "success", None, held[1][0])
+        assert states[2] == (None, None, None, None)  # not marked: the ERP holds an older version
+        second = w.run()
+        assert second.ok and second.counts.read == 1 and second.counts.written == 1
+        now = w.erp_orders()
+        assert now[2][0] == held[2][0]  # updated, not duplicated
+        if version:
+            assert now[2][1] == "changed"
+        else:
+            assert w.erp_lines()[2] == [(1, "SKU2-1", 99), (2, "SKU2-2", 20)]
+        assert w.states()[2] == (1, "success", None, held[2][0])
+        writes = w.erp_writes()
+        third = w.run()
+        assert third.counts.read == 0 and w.erp_writes() == writes
+        assert h.query(w.erp, "SELECT COUNT(*) FROM sales_order")[0][0] == 2
+    finally:
+        w.close()
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("version", ["updated_at", None], ids=["version-column", "hash"])
+def test_the_write_back_does_not_move_a_mariadb_on_update_timestamp(
+    mariadb_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path, version: str | None
+) -> None:
+    w = World(mariadb_database(), erp(), tmp_path, version=version)
+    try:
+        w.run("seed")
+        w.order(1)
+        w.order(2, zip="1234", exported=0)
+        before = w.stamps()
+        ran = w.run()
+        assert ran.counts.written == 1 and ran.counts.rejected == 1
+        states = w.states()
+        assert states[1][:2] == (1, "success") and states[2][:2] == (0, "failed")
+        assert w.stamps() == before  # success and failure written back, updated_at where it was
+        again = w.reexport("2")  # the reset and the failure again
+        assert again.counts.rejected == 1
+        assert w.stamps() == before
+        quiet = w.run()  # a watermark on updated_at would see nothing; the export sends nothing
+        assert quiet.counts.read == 0
+    finally:
+        w.close()
+
+
+def _record_error(w: World) -> str:
+    rows = w.store.history.record_errors("orders", False, 10)
+    assert len(rows) == 1, rows
+    return str(rows[0]["message"])
+
+
+@pytest.mark.parametrize("on_failure", ["retry", "hold"])
+def test_a_refused_order_shows_failed_with_the_erps_message_until_it_is_fixed(
+    pg_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path, on_failure: str
+) -> None:
+    w = World(pg_database(), erp(), tmp_path, changes=f"      on_failure: {on_failure}")
+    try:
+        w.run("seed")
+        w.order(1, exported=0)
+        w.order(2, zip="1234", exported=0)
+        ran = w.run()
+        assert ran.counts.written == 1 and ran.counts.rejected == 1
+        assert sorted(w.erp_orders()) == [1] and 2 not in w.erp_lines()
+        message = _record_error(w)
+        assert "zip_has_five" in message  # the ERP's CHECK, by name
+        flag, status, error, number = w.states()[2]
+        assert (flag, status, number) == (0 if on_failure == "retry" else 2, "failed", None)
+        assert len(error) == 60 and error == message[:59] + "…"  # capped to VARCHAR(60)
+        writes = w.erp_writes()
+        assert w.run().counts.read == 0  # same version: not sent again
+        w.edit(2, zip="54321")  # a worker fixes it at the source
+        if on_failure == "hold":
+            assert w.run().counts.read == 0  # held until a reset
+            assert w.erp_writes() == writes and w.states()[2][0] == 2
+            w.reset(2)
+        fixed = w.run()
+        assert fixed.ok and fixed.counts.written == 1
+        held = w.erp_orders()
+        assert held[2][2] == "54321" and w.erp_lines()[2] == lines_of(2)
+        assert w.states()[2] == (1, "success", None, held[2][0])
+        assert w.open_errors() == {}
+    finally:
+        w.close()
+
+
+def test_the_return_leg_writes_the_erp_status_into_the_portal_without_a_second_export(
+    pg_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path
+) -> None:
+    w = World(pg_database(), erp(), tmp_path, return_leg=True)
+    try:
+        w.run("seed")
+        w.order(1)
+        w.order(2)
+        assert w.run().counts.written == 2
+        assert w.run("seed", sync="order_status").counts.written == 2
+        states, stamps = w.states(), w.stamps()
+        w.erp_set(1, status="shipped")
+        writes = w.erp_writes()
+        back = w.run(sync="order_status")
+        assert back.ok and back.counts.written == 1
+        got = h.query(w.portal, "SELECT order_no, order_status FROM orders ORDER BY order_no")
+        assert got == [(1, "shipped"), (2, "new")]
+        assert w.states() == states and w.stamps() == stamps  # flag, status, error, number, updated_at
+        assert w.run().counts.read == 0  # no second export
+        assert w.erp_writes() == writes
+    finally:
+        w.close()
