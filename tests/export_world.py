@@ -126,6 +126,7 @@ class World:
         changes: str = "",
         seed: str = "{}",
         return_leg: bool = False,
+        extra: str = "",
     ) -> None:
         self.portal, self.erp, self.folder = portal, erp, folder
         h.execute(portal, *_portal_ddl(h.dialect(portal)))
@@ -134,7 +135,7 @@ class World:
         self._engine: Engine | None = None
         self._store: StateStore | None = None
         self.during_write: Callable[[], None] | None = None  # called before each write at the ERP
-        self.sheet(version=version, changes=changes, seed=seed, return_leg=return_leg)
+        self.sheet(version=version, changes=changes, seed=seed, return_leg=return_leg, extra=extra)
 
     def sheet(
         self,
@@ -143,14 +144,16 @@ class World:
         changes: str = "",
         seed: str = "{}",
         return_leg: bool = False,
+        extra: str = "",
     ) -> None:
-        """(Re)write the sheet: `changes` are more lines of the export's `changes:` (6 spaces in)."""
+        """(Re)write the sheet: `changes` are more lines of the export's `changes:` (6 spaces in),
+        `extra` more syncs (2 spaces in)."""
         self.close()
         more = [f"      version: {version}"] if version else []
         if changes:
             more.append(changes)
         text = SHEET.format(portal=self.portal, erp=self.erp, changes="\n".join(more), seed=seed)
-        (self.folder / "sheet.yaml").write_text(text + (RETURN_LEG if return_leg else ""))
+        (self.folder / "sheet.yaml").write_text(text + (RETURN_LEG if return_leg else "") + extra)
 
     def close(self) -> None:
         if self._engine is not None:
@@ -240,6 +243,13 @@ class World:
         ):
             out.setdefault(int(r[0]), []).append((int(r[1]), r[2], int(r[3])))
         return out
+
+    def erp_counts(self) -> tuple[int, int]:
+        """(rows of sales_order, rows of sales_order_lines): what a duplicate would show."""
+        return (
+            int(h.query(self.erp, "SELECT COUNT(*) FROM sales_order")[0][0]),
+            int(h.query(self.erp, "SELECT COUNT(*) FROM sales_order_lines")[0][0]),
+        )
 
     def erp_writes(self) -> int:
         """Rows of `sales_order` written so far (insert or update)."""

@@ -24,14 +24,6 @@ def erp(request: pytest.FixtureRequest) -> Callable[[], str]:
     return factory
 
 
-def _counts(w: World) -> tuple[int, int]:
-    """(rows of sales_order, rows of sales_order_lines) at the ERP."""
-    return (
-        int(h.query(w.erp, "SELECT COUNT(*) FROM sales_order")[0][0]),
-        int(h.query(w.erp, "SELECT COUNT(*) FROM sales_order_lines")[0][0]),
-    )
-
-
 @pytest.mark.parametrize("version", ["updated_at", None], ids=["version-column", "hash"])
 def test_a_reset_flag_sends_the_unchanged_order_again_as_an_update(
     pg_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path, version: str | None
@@ -43,12 +35,12 @@ def test_a_reset_flag_sends_the_unchanged_order_again_as_an_update(
         w.order(2, lines=3)
         assert w.run().counts.written == 2
         erp_before, writes = w.erp_orders(), w.erp_writes()
-        assert _counts(w) == (2, 5)
+        assert w.erp_counts() == (2, 5)
         w.reset(2)  # a worker: `exported = 0`, nothing else changed
         again = w.run()
         assert again.ok and again.counts.written == 1  # the ledger's "unchanged" did not skip it
         assert w.erp_writes() == writes + 1
-        assert w.erp_orders() == erp_before and _counts(w) == (2, 5)  # updated, not duplicated
+        assert w.erp_orders() == erp_before and w.erp_counts() == (2, 5)  # updated, not duplicated
         assert w.erp_lines()[2] == lines_of(2, 3)
         assert w.states()[2] == (1, "success", None, erp_before[2][0])
         assert w.run().counts.read == 0
@@ -100,7 +92,7 @@ def test_reexport_by_key_and_of_the_failed_ones(
         assert now[4][2] == "54321" and w.erp_lines()[4] == lines_of(4)
         assert w.states()[4] == (1, "success", None, now[4][0])
         assert w.open_errors() == {}
-        assert _counts(w) == (3, 6)
+        assert w.erp_counts() == (3, 6)
         assert w.run().counts.read == 0
     finally:
         w.close()
@@ -114,7 +106,7 @@ def test_reexport_of_a_key_the_portal_does_not_hold_says_so(
         w.run("seed")
         gone = w.cli("reexport", "sheet.yaml", "--sync", "orders", "77")
         assert gone.returncode == 1, gone.stdout + gone.stderr
-        assert _counts(w) == (0, 0)
+        assert w.erp_counts() == (0, 0)
     finally:
         w.close()
 
@@ -136,7 +128,7 @@ def test_on_exists_decides_what_becomes_of_an_order_the_erp_changed(
         again = w.run()
         held, states = w.erp_orders(), w.states()
         assert states[2] == (1, "success", None, before[2][0])
-        assert _counts(w) == (2, 4)
+        assert w.erp_counts() == (2, 4)
         flag, status, error, number = states[1]
         if on_exists == "skip":
             assert again.ok
