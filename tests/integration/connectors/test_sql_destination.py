@@ -354,3 +354,25 @@ def test_a_new_row_without_a_not_null_column_is_refused_alone(
     assert delivered_keys(result) == ["K"]
     assert [r.key for r in result.rejected] == [("NEW",)]
     assert contents(url) == {"K": ("kept", 2)}
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("pg_database", marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param("mariadb_database", marks=pytest.mark.mariadb, id="mariadb"),
+    ],
+)
+def test_a_row_a_check_constraint_refuses_is_refused_alone(
+    request: pytest.FixtureRequest, server: str, make_dest: Callable[..., SqlDestination]
+) -> None:
+    """MariaDB's CHECK failure (errno 4025, an OperationalError to PyMySQL) is the record's fault,
+    not a lost connection: the others are written and the run goes on."""
+    url = request.getfixturevalue(server)()
+    dest = make_dest(url)
+    h.execute(url, "ALTER TABLE items ADD CONSTRAINT qty_not_negative CHECK (qty >= 0)")
+    result = dest.write([up("A", "a"), up("B", "b", -1), up("C", "c")])
+    assert sorted(delivered_keys(result)) == ["A", "C"]
+    assert [r.key for r in result.rejected] == [("B",)]
+    assert "qty_not_negative" in result.rejected[0].message
+    assert contents(url) == {"A": ("a", 1), "C": ("c", 1)}
