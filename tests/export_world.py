@@ -1,7 +1,8 @@
 """The world of the transaction-export tests (issue 16): a portal that takes orders and an ERP that
 imports them.
 
-- Portal (the source: PostgreSQL, or MariaDB with `updated_at ... ON UPDATE CURRENT_TIMESTAMP`):
+- Portal (the source: PostgreSQL or SQLite, or MariaDB with `updated_at ... ON UPDATE
+  CURRENT_TIMESTAMP`):
   `orders` (order_no, customer, zip, exported, erp_import_status, erp_import_error VARCHAR(60),
   erp_order_number, order_status, updated_at) and `order_lines`.
 - ERP (the destination: PostgreSQL or MariaDB): `sales_order` whose `doc_no` the ERP fills (a
@@ -209,7 +210,10 @@ class World:
 
     def edit(self, no: int, **cols: Any) -> None:
         """A user's edit of a portal order: the columns and a new `updated_at`."""
-        now = "CURRENT_TIMESTAMP(6)" if h.dialect(self.portal) == "mysql" else "clock_timestamp()"
+        now = {
+            "mysql": "CURRENT_TIMESTAMP(6)",
+            "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        }.get(h.dialect(self.portal), "clock_timestamp()")
         sets = ", ".join([*(f"{c} = :{c}" for c in cols), f"updated_at = {now}"])
         h.execute(self.portal, f"UPDATE orders SET {sets} WHERE order_no = :n", params={**cols, "n": no})
 

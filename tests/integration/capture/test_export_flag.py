@@ -1,6 +1,7 @@
 """Transaction export (`changes: {method: export_flag}`, issue 16) on real databases: the portal
-(PostgreSQL; MariaDB where `ON UPDATE CURRENT_TIMESTAMP` is the point) exports its orders with
-their lines into an ERP on PostgreSQL and on MariaDB (tests/export_world.py)."""
+(PostgreSQL; also SQLite where the write-back's lock matters, MariaDB where `ON UPDATE
+CURRENT_TIMESTAMP` does) exports its orders with their lines into an ERP on PostgreSQL and on
+MariaDB (tests/export_world.py)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,28 @@ ERPS = [
 ]
 
 
+PORTALS = [
+    pytest.param("pg_database", id="portal-postgresql", marks=pytest.mark.postgres),
+    pytest.param("sqlite_database", id="portal-sqlite"),
+]
+
+
 @pytest.fixture(params=ERPS)
 def erp(request: pytest.FixtureRequest) -> Callable[[], str]:
     factory: Callable[[], str] = request.getfixturevalue(request.param)
     return factory
 
 
+@pytest.fixture(params=PORTALS)
+def portal(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """PostgreSQL (rows locked FOR UPDATE by the write-back) or SQLite (BEGIN IMMEDIATE)."""
+    factory: Callable[[], str] = request.getfixturevalue(request.param)
+    return factory
+
+
 @pytest.fixture
-def world(pg_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path) -> Iterator[World]:
-    w = World(pg_database(), erp(), tmp_path)
+def world(portal: Callable[[], str], erp: Callable[[], str], tmp_path: Path) -> Iterator[World]:
+    w = World(portal(), erp(), tmp_path)
     yield w
     w.close()
 
@@ -105,9 +119,9 @@ def test_a_seed_exports_nothing_unless_the_sheet_says_so(
 
 @pytest.mark.parametrize("version", ["updated_at", None], ids=["version-column", "hash"])
 def test_an_order_edited_during_the_sync_stays_pending_and_is_exported_again_once(
-    pg_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path, version: str | None
+    portal: Callable[[], str], erp: Callable[[], str], tmp_path: Path, version: str | None
 ) -> None:
-    w = World(pg_database(), erp(), tmp_path, version=version)
+    w = World(portal(), erp(), tmp_path, version=version)
     try:
         w.run("seed")
         w.order(1)
