@@ -161,16 +161,34 @@ def test_an_order_edited_during_the_sync_stays_pending_and_is_exported_again_onc
         w.close()
 
 
+WATERMARK_COPY = """
+  orders_copy:
+    from: {connection: portal, table: orders}
+    to: {connection: erp, table: order_copy}
+    key: {from: order_no, to: order_no}
+    fields:
+      customer: customer
+    changes: {method: watermark, column: updated_at, lag: 0s}
+"""
+
+
 @pytest.mark.mariadb
 @pytest.mark.parametrize("version", ["updated_at", None], ids=["version-column", "hash"])
 def test_the_write_back_does_not_move_a_mariadb_on_update_timestamp(
     mariadb_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path, version: str | None
 ) -> None:
-    w = World(mariadb_database(), erp(), tmp_path, version=version)
+    """A watermark sync on `orders.updated_at` beside the export does not see the write-back."""
+    w = World(mariadb_database(), erp(), tmp_path, version=version, extra=WATERMARK_COPY)
     try:
+        h.execute(w.erp, "CREATE TABLE order_copy (order_no INTEGER PRIMARY KEY, customer VARCHAR(40))")
         w.run("seed")
+        w.run("seed", sync="orders_copy")
         w.order(1)
         w.order(2, zip="1234", exported=0)
+        assert w.run(sync="orders_copy").counts.read == 2
+        # what the watermark reads again with nothing changed (the row at its boundary, skipped)
+        idle = w.run(sync="orders_copy").counts
+        assert idle.read <= 1 and idle.written == 0
         before = w.stamps()
         ran = w.run()
         assert ran.counts.written == 1 and ran.counts.rejected == 1
@@ -180,8 +198,8 @@ def test_the_write_back_does_not_move_a_mariadb_on_update_timestamp(
         again = w.reexport("2")  # the reset and the failure again
         assert again.counts.rejected == 1
         assert w.stamps() == before
-        quiet = w.run()  # a watermark on updated_at would see nothing; the export sends nothing
-        assert quiet.counts.read == 0
+        assert w.run(sync="orders_copy").counts == idle  # the watermark saw none of it
+        assert w.run().counts.read == 0
     finally:
         w.close()
 
