@@ -244,10 +244,20 @@ def test_a_refused_order_shows_failed_with_the_erps_message_until_it_is_fixed(
         w.close()
 
 
+@pytest.mark.parametrize(
+    "portal_db",
+    [
+        pytest.param("pg_database", id="portal-postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb_database", id="portal-mariadb", marks=pytest.mark.mariadb),
+    ],
+)
 def test_the_return_leg_writes_the_erp_status_into_the_portal_without_a_second_export(
-    pg_database: Callable[[], str], erp: Callable[[], str], tmp_path: Path
+    request: pytest.FixtureRequest, portal_db: str, erp: Callable[[], str], tmp_path: Path
 ) -> None:
-    w = World(pg_database(), erp(), tmp_path, return_leg=True)
+    """The ERP's status comes back into the portal's `orders` by an ordinary sync: the export's
+    columns stay as they are and nothing is exported again. (On MariaDB the return leg's own
+    write moves `updated_at ... ON UPDATE`: an ordinary sync sets no column to itself.)"""
+    w = World(request.getfixturevalue(portal_db)(), erp(), tmp_path, return_leg=True)
     try:
         w.run("seed")
         w.order(1)
@@ -261,7 +271,9 @@ def test_the_return_leg_writes_the_erp_status_into_the_portal_without_a_second_e
         assert back.ok and back.counts.written == 1
         got = h.query(w.portal, "SELECT order_no, order_status FROM orders ORDER BY order_no")
         assert got == [(1, "shipped"), (2, "new")]
-        assert w.states() == states and w.stamps() == stamps  # flag, status, error, number, updated_at
+        assert w.states() == states  # flag, status, error, document number
+        moved = {no for no, at in w.stamps().items() if at != stamps[no]}
+        assert moved == (set() if portal_db == "pg_database" else {1})
         assert w.run().counts.read == 0  # no second export
         assert w.erp_writes() == writes
     finally:
