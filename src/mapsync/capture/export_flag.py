@@ -97,11 +97,27 @@ class ExportFlagCapture(CaptureBase):
             return
         state = cursors.get("seed") or {}
         after = state.get("after")
-        for rows in self.source.stream(self.source.key, [self._pending()], after, batch, extra_where=where):
-            last = list(self.source.key_of(rows[-1]))
+        while True:  # a page per query, as `read` does: no cursor open across the write-back
+            rows = self._page([self._pending()], after, batch, where)
+            if not rows:
+                return
+            after = list(self.source.key_of(rows[-1]))
             yield records.Batch(
-                self._changes(rows), {"seed": {"status": "running", "after": last}}, read=True, force=True
+                self._changes(rows), {"seed": {"status": "running", "after": after}}, read=True, force=True
             )
+            if len(rows) < batch:
+                return
+
+    def _page(
+        self, conditions: list[Any], after: list[Any] | None, batch: int, where: str | None = None
+    ) -> list[records.Row]:
+        """The next `batch` rows after the key `after`, by one query whose cursor is closed
+        before the rows are written back (SQLite: an open read would lock the write-back out)."""
+        pages = self.source.stream(self.source.key, conditions, after, batch, extra_where=where)
+        try:
+            return next(iter(pages), [])
+        finally:
+            pages.close()  # type: ignore[attr-defined]
 
     def read(self, mode: str, cursors: Cursors) -> Iterator[records.Batch]:
         """Pending rows beyond the starting point, a page per batch, in key order."""
@@ -113,11 +129,7 @@ class ExportFlagCapture(CaptureBase):
         skip = self._unchanged_failures()
         after: list[Any] | None = None
         while True:
-            pages = self.source.stream(self.source.key, conditions, after, self.batch)
-            try:
-                rows = next(iter(pages), [])
-            finally:
-                pages.close()  # type: ignore[attr-defined]
+            rows = self._page(conditions, after, self.batch)
             if not rows:
                 return
             after = list(self.source.key_of(rows[-1]))
