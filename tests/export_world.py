@@ -133,6 +133,7 @@ class World:
         h.execute(portal, *_portal_ddl(h.dialect(portal)))
         h.execute(erp, *_erp_ddl(h.dialect(erp)))
         h.install_write_counter(erp, "sales_order")
+        self.env: dict[str, str] = {}  # the environment the sheet is loaded with (`${VAR}`)
         self._engine: Engine | None = None
         self._store: StateStore | None = None
         self.during_write: Callable[[], None] | None = None  # called before each write at the ERP
@@ -175,7 +176,7 @@ class World:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = _Engine(self, loader.load(self.folder / "sheet.yaml", env={}), self.store)
+            self._engine = _Engine(self, loader.load(self.folder / "sheet.yaml", env=self.env), self.store)
         return self._engine
 
     def run(self, kind: str = "run", sync: str = "orders") -> RunReport:
