@@ -4,7 +4,7 @@
 Under the sync's lease: the flags of the named keys (or of every failed transaction) are reset,
 then those rows are read by key and go through the usual map → (on_exists) → write → write-back
 → commit. Keys the source does not hold are reported gone. The destination looks each one up by
-its natural key first (`existing.py`): a transaction it holds is updated, or by `on_exists` left
+its natural key first (`connectors/sql_exists.py`): a transaction it holds is updated, or by `on_exists` left
 alone, and never inserted twice; one deleted there by hand is written again.
 """
 

@@ -29,9 +29,9 @@ from mapsync.sheet import models
 COPY_THRESHOLD = 200
 log = logging.getLogger("mapsync.destination")
 _MYSQL_PERMANENT = {1044, 1045, 1054, 1142, 1143, 1146}
-# refused records that PyMySQL raises as OperationalError (codes it does not map): a new row without
-# a value for a NOT NULL column (1364, `on_null: omit`), a CHECK constraint (MySQL 3819, MariaDB 4025)
-_MYSQL_RECORD = {1364, 3819, 4025}
+# a new row without a value for a NOT NULL column (`on_null: omit`); a CHECK constraint (MySQL 3819,
+# MariaDB 4025) or a trigger's SIGNAL (1644) refusing the row: PyMySQL raises these as OperationalError
+_MYSQL_RECORD = {1364, 1644, 3819, 4025}
 
 
 class _Table:
@@ -198,6 +198,8 @@ class SqlDestination(DestinationBase):
                 return "record"
             return "permanent" if code in _MYSQL_PERMANENT else "transient"
         if isinstance(exc, sa.exc.ProgrammingError | sa.exc.NotSupportedError):
+            if getattr(exc.orig, "sqlstate", None) == "P0001":  # a PostgreSQL trigger's RAISE EXCEPTION
+                return "record"
             code = exc.orig.args[0] if self.db.dialect == "mysql" and exc.orig and exc.orig.args else None
             return "permanent" if code in _MYSQL_PERMANENT or self.db.dialect != "mysql" else "record"
         return "record"

@@ -377,3 +377,43 @@ def test_a_row_a_check_constraint_refuses_is_refused_alone(
     assert [r.key for r in result.rejected] == [("B",)]
     assert "name_len" in result.rejected[0].message
     assert contents(url) == {"A": ("fine.", 1), "C": ("fine!", 1)}
+
+
+REFUSE_NEGATIVE = {  # a trigger refusing a row: PostgreSQL's RAISE EXCEPTION, MariaDB's SIGNAL
+    "postgresql": [
+        "CREATE FUNCTION no_negative() RETURNS trigger AS $$ BEGIN IF NEW.qty < 0 THEN "
+        "RAISE EXCEPTION 'qty_not_negative'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER no_negative BEFORE INSERT OR UPDATE ON items FOR EACH ROW EXECUTE FUNCTION no_negative()",
+    ],
+    "mysql": [
+        "CREATE TRIGGER no_negative BEFORE INSERT ON items FOR EACH ROW IF NEW.qty < 0 THEN "
+        "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'qty_not_negative'; END IF"
+    ],
+}
+
+
+@pytest.mark.parametrize("how", ["check", "trigger"])
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("pg_database", marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param("mariadb_database", marks=pytest.mark.mariadb, id="mariadb"),
+    ],
+)
+def test_a_row_a_check_or_a_trigger_refuses_is_refused_alone(
+    request: pytest.FixtureRequest, server: str, how: str, make_dest: Callable[..., SqlDestination]
+) -> None:
+    """A CHECK failure (MariaDB errno 4025, an OperationalError to PyMySQL) or a trigger's
+    refusal (PostgreSQL P0001, a ProgrammingError to psycopg; MariaDB 1644) is the record's
+    fault, not a lost connection or a broken statement: the others are written."""
+    url = request.getfixturevalue(server)()
+    dest = make_dest(url)
+    if how == "check":
+        h.execute(url, "ALTER TABLE items ADD CONSTRAINT qty_not_negative CHECK (qty >= 0)")
+    else:
+        h.execute(url, *REFUSE_NEGATIVE[h.dialect(url)])
+    result = dest.write([up("A", "a"), up("B", "b", -1), up("C", "c")])
+    assert sorted(delivered_keys(result)) == ["A", "C"]
+    assert [r.key for r in result.rejected] == [("B",)]
+    assert "qty_not_negative" in result.rejected[0].message
+    assert contents(url) == {"A": ("a", 1), "C": ("c", 1)}
