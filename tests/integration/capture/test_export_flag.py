@@ -323,11 +323,6 @@ QUEUED_COPY = """
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 asks the queue triggers to ignore the export's status-only updates; "
-    "triggers.py does not yet (the write-back queues an `edit` of the order)",
-)
 def test_the_write_back_does_not_fire_the_queue_triggers_of_the_same_table(
     pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
