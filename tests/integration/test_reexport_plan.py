@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mapsync import errors
 from tests import helpers as h
 from tests.export_world import World, lines_of
 
@@ -146,5 +147,93 @@ def test_on_exists_decides_what_becomes_of_an_order_the_erp_changed(
             assert again.ok
             assert held[1] == before[1]  # overwritten: status `new` again
             assert (flag, status, error, number) == (1, "success", None, before[1][0])
+    finally:
+        w.close()
+
+
+def test_a_reexport_cut_short_leaves_old_orders_to_the_next_run(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """Orders below the seed's starting point, marked pending by a reexport that then died before
+    sending (the ERP away), are picked up by the next run (status `pending`), once."""
+    w = World(pg_database(), pg_database(), tmp_path)
+    try:
+        w.order(1)
+        w.order(2)
+        w.run("seed")  # the starting point: order 2; nothing exported
+        h.execute(w.erp, "ALTER TABLE sales_order RENAME TO sales_order_away")
+        cut = w.reexport("1", "2")
+        assert not cut.ok  # the ERP is away: the run failed after the reset
+        assert {n: s[:2] for n, s in w.states().items()} == {1: (0, "pending"), 2: (0, "pending")}
+        h.execute(w.erp, "ALTER TABLE sales_order_away RENAME TO sales_order")
+        w.close()
+        done = w.run()
+        assert (done.counts.read, done.counts.written) == (2, 2)
+        assert sorted(w.erp_orders()) == [1, 2] and w.erp_counts() == (2, 4)
+        assert {n: s[:2] for n, s in w.states().items()} == {1: (1, "success"), 2: (1, "success")}
+        assert w.run().counts.read == 0
+    finally:
+        w.close()
+
+
+def test_reexport_stays_within_the_sync_filter(pg_database: Callable[[], str], tmp_path: Path) -> None:
+    """Two exports can share a table, split by `filter`: `reexport --failed` and `reexport KEY`
+    of one never send the other's orders."""
+    w = World(pg_database(), pg_database(), tmp_path)
+    try:
+        text = (tmp_path / "sheet.yaml").read_text()
+        (tmp_path / "sheet.yaml").write_text(
+            text.replace("    seed: {}", "    filter: \"customer <> 'other'\"\n    seed: {}")
+        )
+        w.run("seed")
+        w.order(1, zip="1234")
+        w.order(2, customer="other", zip="1234")
+        w.run()
+        h.execute(w.portal, "UPDATE orders SET erp_import_status = 'failed' WHERE order_no = 2")
+        h.execute(w.portal, "UPDATE orders SET zip = '12345'")
+        failed = w.reexport()
+        assert failed.counts.written == 1 and sorted(w.erp_orders()) == [1]
+        by_key = w.reexport("2")
+        assert [list(k) for k in by_key.gone] == [[2]] and sorted(w.erp_orders()) == [1]
+        assert w.states()[2][:2] == (None, "failed")  # not this sync's: left as it was
+    finally:
+        w.close()
+
+
+def test_on_exists_fail_of_many_orders_does_not_trip_the_breaker(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """`already imported` is no refused write: five batches of orders the ERP has started on are
+    refused one by one, and the run ends (partial), not failed by `delivery.breaker`."""
+    w = World(
+        pg_database(),
+        pg_database(),
+        tmp_path,
+        changes="      on_exists: fail\n      started: \"status <> 'new'\"",
+    )
+    try:
+        text = (tmp_path / "sheet.yaml").read_text()
+        (tmp_path / "sheet.yaml").write_text(text.replace("delivery: {batch: 20}", "delivery: {batch: 1}"))
+        w.run("seed")
+        for no in range(1, 6):
+            w.order(no)
+        assert w.run().counts.written == 5
+        h.execute(w.erp, "UPDATE sales_order SET status = 'picking'")
+        again = w.reexport(*[str(n) for n in range(1, 6)])
+        assert again.status == "partial" and again.counts.rejected == 5
+        states = w.states()
+        assert all(states[n][1] == "failed" and "already imported" in states[n][2] for n in range(1, 6))
+    finally:
+        w.close()
+
+
+def test_a_status_column_too_short_for_a_status_word_is_a_config_error(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    w = World(pg_database(), pg_database(), tmp_path)
+    try:
+        h.execute(w.portal, "ALTER TABLE orders ALTER COLUMN erp_import_status TYPE VARCHAR(5)")
+        with pytest.raises(errors.ConfigError, match="holds 5 characters, too few for the status 'pending'"):
+            w.run("seed")
     finally:
         w.close()
