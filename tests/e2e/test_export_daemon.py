@@ -102,6 +102,18 @@ class World:
         assert seeded.returncode == 0, seeded.stdout + seeded.stderr
         self.logs = 0
 
+    def slow_writeback(self, seconds: float) -> None:
+        """Every status written back to the portal takes `seconds` (0: the trigger dropped)."""
+        if not seconds:
+            h.execute(self.src, "DROP TRIGGER slow ON orders")
+            return
+        h.execute(
+            self.src,
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$",
+            "CREATE TRIGGER slow BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION slow()",
+        )
+
     def order(self, *ids: int, refused: bool = False) -> None:
         """Orders placed at the portal (pending: flag NULL or 0), 1 to 3 lines each."""
         h.execute(
@@ -267,6 +279,12 @@ def test_orders_placed_while_the_daemon_runs_are_exported_once_and_a_refused_one
         assert world.record_error(3) == (2, True, True), "the error resolved"
         world.stop(proc)
     assert sum(int(r[3]) for r in world.runs()) == 7, world.runs()  # every order written once
+    # the failed-import alert: opened once for the order, resolved once it was exported
+    incidents = h.query(
+        f"sqlite:///{world.folder / '.mapsync' / 'state.db'}",
+        "SELECT monitor, status FROM mapsync_incidents WHERE monitor = 'export_failed'",
+    )
+    assert [tuple(i) for i in incidents] == [("export_failed", "resolved")], incidents
 
 
 def test_reexport_while_the_daemon_is_up_succeeds_or_says_the_sync_is_busy(
@@ -316,12 +334,17 @@ def test_sigterm_in_the_middle_of_a_run_stops_cleanly_and_the_restart_finishes(
     world = World(tmp_path, pg_database(), mariadb_database(), batch=4, slow=0.05)
     world.order(*[i for i in range(1, 41) if i != 17])
     world.order(17, refused=True)  # 40 orders, 2 s of ERP inserts: a run of 10 batches
+    world.slow_writeback(0.1)  # and 0.4 s of write-back a batch: the signal lands in one
     with world.daemon() as proc:
         _until(lambda: world.erp_count() >= 8, "some orders exported", world)
         world.stop(proc)
+    world.slow_writeback(0)
     runs = world.runs()
     assert any(r[2] == "stopped" for r in runs), runs
     assert 0 < world.erp_count() < 39, "stopped in the middle"
+    # a clean stop finishes the batch in hand, its write-back included: no order in doubt
+    held = {int(r) for (r,) in h.query(world.dst, "SELECT order_ref FROM erp_orders")}
+    assert held == {i for i, s in world.portal().items() if s[1] == "success"}, world.portal()
     with world.daemon() as proc:
         _until(lambda: world.settled() and world.idle(), "the rest exported", world)
         world.stop(proc)
@@ -337,12 +360,7 @@ def test_sigkill_right_after_some_orders_are_written_then_restart_gives_one_orde
     world.order(5, 22, refused=True)
     # the write-back takes 0.3 s an order: the kill lands between the ERP's commit and the
     # portal's status, the window where an order could be lost or doubled
-    h.execute(
-        world.src,
-        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$",
-        "CREATE TRIGGER slow BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION slow()",
-    )
+    world.slow_writeback(0.3)
     with world.daemon() as proc:
         _until(lambda: world.erp_count() > 0, "some orders in the ERP", world)
         proc.kill()  # SIGKILL
@@ -351,7 +369,7 @@ def test_sigkill_right_after_some_orders_are_written_then_restart_gives_one_orde
     marked = {i for i, s in world.portal().items() if s[1] == "success"}
     assert held - marked, "some orders in the ERP without their status: in doubt at the kill"
     assert len(held) < 28, "killed in the middle"
-    h.execute(world.src, "DROP TRIGGER slow ON orders")
+    world.slow_writeback(0)
     with world.daemon() as proc:
         _until(lambda: world.settled() and world.idle(), "everything exported after the restart", world)
         world.stop(proc)
