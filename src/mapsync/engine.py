@@ -216,8 +216,13 @@ class Engine(PartsCache):
             # the breaker lives across the runs of this Engine (a daemon's worker): a destination
             # that refused the last batches of one run meets the next run's first batch open
             self._beat = beat
-            self._breaker = self._breakers.setdefault(
-                name, breaker.Breaker(self.sheet.syncs[name].delivery.breaker)
+            # a retry re-sends records refused before: refused again, they say nothing of a
+            # destination refusing everything, and a tripped retry would never count their
+            # attempts (never buried by `max_attempts`): it runs without one, the sync's untouched
+            self._breaker = (
+                breaker.Breaker(None)
+                if request.kind == RunKind.RETRY
+                else self._breakers.setdefault(name, breaker.Breaker(self.sheet.syncs[name].delivery.breaker))
             )
             cursors = self.store.cursors(name)
             if self.same_sync and request.kind != RunKind.SEED:

@@ -120,3 +120,30 @@ def test_the_next_run_meets_the_breaker_open_and_pays_one_call(tmp_path: Path) -
     finally:
         engine.close()
         store.close()
+
+
+def test_the_daemons_retry_of_one_refused_record_never_trips_it(tmp_path: Path) -> None:
+    """A retry sends records the destination refused before: refusing them again says nothing of
+    a destination refusing everything. The daemon's retries of one bad record (one Engine, a
+    batch of 1 each) go on until `max_attempts` buries it, each run `partial`, never tripped
+    (tripped, the record's attempts would stop counting and it would never be buried)."""
+    loaded = fakes.sheet(
+        {"c": {"key": {"from": "id", "to": "ref"}, "fields": {"nm": "name"}, "delivery": {"batch": 8}}},
+        tmp_path,
+    )
+    source = fakes.MemorySource([{"id": i, "name": f"n{i}", "version": i} for i in range(1, 9)])
+    dest = fakes.MemoryDestination()
+    dest.poison(3)
+    store = fakes.state_store(tmp_path)
+    engine = fakes.MemoryEngine(loaded, store, {"c": (source, dest)})
+    try:
+        assert engine.run("c", "seed").counts.rejected == 1  # attempt 1
+        for attempt in range(2, 6):
+            report = engine.retry("c", trigger="schedule", automatic=True, max_attempts=5)
+            assert (report.status, report.counts.rejected) == ("partial", 1), (attempt, report.message)
+        assert report.buried == 1
+        assert store.open_error_keys("c", None, live_only=True) == []
+        assert engine.run("c", "run").status == "success"  # and the next run is not tripped either
+    finally:
+        engine.close()
+        store.close()

@@ -168,6 +168,22 @@ class ExportFlagCapture(CaptureBase):
     def by_key(
         self, source: Source, rows: list[records.Row], version_column: str | None
     ) -> list[records.Change]:
+        """Rows read again by key (a retry; a reexport after its reset). A row held at
+        `failed_value` (`on_failure: hold`) waits for a person's reset: a retry leaves it."""
+        if self.cfg.on_failure == "hold" and rows:
+            src = self.source
+            try:
+                held = {
+                    src.key_of(r)
+                    for r in src.rows_by_key(
+                        [src.key_of(r) for r in rows],
+                        select=[src.col(c) for c in src.key],
+                        where=[src.col(self.cfg.flag) == self.cfg.failed_value],
+                    )
+                }
+            except sa.exc.DBAPIError as exc:
+                raise db_errors.transient(f"sync {self.ctx.sync}: reading held rows", exc, "source") from None
+            rows = [r for r in rows if src.key_of(r) not in held]
         return self._changes(rows)
 
     def _changes(self, rows: list[records.Row]) -> list[records.Change]:
