@@ -63,7 +63,8 @@ class ReexportPlan:
         for i in range(0, len(self.keys), self.batch):
             rows = self.parts.source.read_keys(self.keys[i : i + self.batch])
             if rows:
-                yield records.Batch(self.capture.by_key(self.parts.source, rows, None), force=True)
+                # every row named, held ones too (`by_key`, a retry's read, leaves held orders out)
+                yield records.Batch(self.capture.changes_of(rows), force=True)
 
     def end(self, scope: RunScope) -> None:
         return None

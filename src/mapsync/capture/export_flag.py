@@ -186,6 +186,10 @@ class ExportFlagCapture(CaptureBase):
             rows = [r for r in rows if src.key_of(r) not in held]
         return self._changes(rows)
 
+    def changes_of(self, rows: list[records.Row]) -> list[records.Change]:
+        """Changes of these rows, held ones too (`mapsync reexport`)."""
+        return self._changes(rows)
+
     def _changes(self, rows: list[records.Row]) -> list[records.Change]:
         try:
             children = self.source.attach_children(rows) if self.source.children else {}

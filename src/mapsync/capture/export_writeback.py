@@ -80,6 +80,12 @@ class WriteBack:
         self.pending = [as_flag(v, boolean) for v in cfg.pending]
         self.done = as_flag(cfg.done, boolean)
         self.failed_value = as_flag(cfg.failed_value, boolean)
+        if boolean and cfg.on_failure == "hold":
+            raise errors.ConfigError(
+                f"sync {ctx.sync}: changes.on_failure: `hold` needs a flag value of its own "
+                f"(`failed_value`), and the boolean column {cfg.flag!r} has none left: use "
+                "`on_failure: retry`, or an integer or text flag"
+            )
 
     # ----------------------------------------------------------------- after delivery
 

@@ -38,14 +38,6 @@ def problems(sheet: models.Sheet) -> list[tuple[Path_, str]]:
             )
         if dst is not None and dst.kind != "sql" and changes.document is not None:
             found.append(((*base, "changes", "document"), "is read back from a SQL destination only"))
-        if changes.on_failure == "hold" and sync.retry is not None:
-            found.append(
-                (
-                    (*base, "retry"),
-                    "an export with `on_failure: hold` waits for a reset (or `mapsync reexport`): "
-                    "an automatic retry would send held transactions; use `on_failure: retry` with it",
-                )
-            )
         written = set(changes.written_columns())
         for other, o in sheet.syncs.items():
             same = o.to.connection == sync.from_.connection and o.to.table == sync.from_.table

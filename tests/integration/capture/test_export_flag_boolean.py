@@ -77,3 +77,37 @@ def test_boolean_flag_and_reexport_failed_without_a_status_column(
     finally:
         engine.close()
         store.close()
+
+
+def test_hold_without_a_status_column_is_found_and_sent_by_reexport_failed(
+    tmp_path: Path, sqlite_database: Callable[[], str]
+) -> None:
+    """`on_failure: hold`, no status column: the refused order is held at `failed_value`, a run
+    leaves it, and `reexport --failed` finds it by its open record error and sends it (no reset
+    is written first: the write-back sets the flag)."""
+    portal, erp = sqlite_database(), sqlite_database()
+    h.execute(
+        portal, "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, zip TEXT, exported INTEGER)"
+    )
+    h.execute(portal, "INSERT INTO orders VALUES (1, 'a', '11111', 0), (2, 'b', '2222', 0)")
+    h.execute(
+        erp, "CREATE TABLE so (order_no INTEGER PRIMARY KEY, cust TEXT, zip TEXT CHECK (length(zip) = 5))"
+    )
+    path = tmp_path / "sheet.yaml"
+    text = SHEET.format(portal=portal, erp=erp).replace("created: created_at}", "on_failure: hold}")
+    path.write_text(text)
+    loaded = loader.load(path)
+    store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=True)
+    engine = Engine(loaded, store)
+    try:
+        engine.run("orders", "seed")
+        assert h.query(portal, "SELECT id, exported FROM orders ORDER BY id") == [(1, 1), (2, 2)]
+        h.execute(portal, "UPDATE orders SET zip = '22222' WHERE id = 2")
+        assert engine.run("orders").counts.read == 0  # held: no run sends it
+        done = engine.reexport("orders", None)
+        assert (done.status, done.counts.written) == (RunStatus.SUCCESS, 1)
+        assert h.query(portal, "SELECT id, exported FROM orders ORDER BY id") == [(1, 1), (2, 1)]
+        assert h.query(erp, "SELECT order_no, zip FROM so ORDER BY order_no") == [(1, "11111"), (2, "22222")]
+    finally:
+        engine.close()
+        store.close()

@@ -110,9 +110,3 @@ def test_model_rules(tmp_path: Path, changes: str, message: str) -> None:
     text = SHEET.replace("{method: export_flag, flag: exported, status: st, error: err}", changes)
     found = _problems(tmp_path, text)
     assert any(message in p and "syncs.orders.changes" in p for p in found), found
-
-
-def test_hold_and_an_automatic_retry_contradict(tmp_path: Path) -> None:
-    text = SHEET.replace("error: err}", "error: err, on_failure: hold}\n    retry: {every: 5m}")
-    (found,) = _problems(tmp_path, text)
-    assert "syncs.orders.retry: an export with `on_failure: hold` waits for a reset" in found
