@@ -148,16 +148,21 @@ class WriteBack:
             with _locked(self.source.db.engine) as conn:
                 current = self._current(conn, [c.key for c in rows.values()])
                 edited = 0
+                # one statement per set of columns written (every delivered row shares one), run
+                # for all its rows at once
+                shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
                 for text, change in rows.items():
                     now = current.get(text)
                     if now is None or values.encode(now) != values.encode(change.version):
                         edited += 1
                         continue
                     setting = assign(text)
-                    if not setting:
-                        continue
-                    setting.update({c: self.table.c[c] for c in self.touch if c not in setting})
-                    conn.execute(sa.update(self.table).where(*self._key_is(change.key)).values(setting))
+                    if setting:
+                        params = {f"k_{i}": v for i, v in enumerate(change.key)}
+                        params.update({f"v_{n}": v for n, v in enumerate(setting.values())})
+                        shapes.setdefault(tuple(setting), []).append(params)
+                for columns, params_list in shapes.items():
+                    conn.execute(self._update(columns), params_list)
         except sa.exc.DBAPIError as exc:
             raise db_errors.transient(what, exc, "source") from None
         return edited
@@ -183,6 +188,13 @@ class WriteBack:
         return {
             records.key_text(src.key_of(r)): self.version(r, children.get(src.key_of(r), {})) for r in rows
         }
+
+    def _update(self, columns: tuple[str, ...]) -> sa.Update:
+        """UPDATE of these columns (bound `v_<n>`) and `touch` set to themselves, by key (`k_<i>`)."""
+        setting: dict[str, Any] = {c: sa.bindparam(f"v_{n}") for n, c in enumerate(columns)}
+        setting.update({c: self.table.c[c] for c in self.touch if c not in setting})
+        where = [self.table.c[c] == sa.bindparam(f"k_{i}") for i, c in enumerate(self.key)]
+        return sa.update(self.table).where(*where).values(setting)
 
     def _key_is(self, key: records.Key) -> list[sa.ColumnElement[bool]]:
         return [self.table.c[c] == v for c, v in zip(self.key, key, strict=True)]
@@ -237,14 +249,16 @@ class WriteBack:
                         if records.key_text(row) not in seen:
                             found.append(row)
                             seen.add(records.key_text(row))
-                if cfg.status:
+                if cfg.status and found:
                     setting: dict[str, Any] = {cfg.flag: self.pending[0]}
                     setting[cfg.status] = self._cap(cfg.status, cfg.statuses.pending)
                     if cfg.error:
                         setting[cfg.error] = None
-                    setting.update({c: self.table.c[c] for c in self.touch})
-                    for key in found:
-                        conn.execute(sa.update(self.table).where(*self._key_is(key)).values(setting))
+                    shared = {f"v_{n}": v for n, v in enumerate(setting.values())}
+                    conn.execute(
+                        self._update(tuple(setting)),
+                        [{**shared, **{f"k_{i}": v for i, v in enumerate(key)}} for key in found],
+                    )
                 return found
         except sa.exc.DBAPIError as exc:
             raise db_errors.transient(
