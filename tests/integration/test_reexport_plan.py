@@ -151,27 +151,41 @@ def test_on_exists_decides_what_becomes_of_an_order_the_erp_changed(
         w.close()
 
 
-def test_a_reexport_cut_short_leaves_old_orders_to_the_next_run(
+def test_a_reexport_cut_short_leaves_its_orders_listed_and_sent_by_reexport_failed(
     pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    """Orders below the seed's starting point, marked pending by a reexport that then died before
-    sending (the ERP away), are picked up by the next run (status `pending`), once."""
+    """Orders below the seed's starting point, reset by a reexport that then died before sending
+    (the ERP away), are open record errors ("re-export requested"), not lost: a plain run does
+    not send them (a portal's `pending` history must not flood the ERP), `reexport --failed`
+    does, once, and resolves them."""
     w = World(pg_database(), pg_database(), tmp_path)
     try:
         w.order(1)
         w.order(2)
-        w.run("seed")  # the starting point: order 2; nothing exported
+        w.order(3)
+        w.run("seed")  # the starting point: order 3; nothing exported
+        h.execute(w.portal, "UPDATE orders SET erp_import_status = 'pending'")  # the portal's own default
         h.execute(w.erp, "ALTER TABLE sales_order RENAME TO sales_order_away")
         cut = w.reexport("1", "2")
         assert not cut.ok  # the ERP is away: the run failed after the reset
-        assert {n: s[:2] for n, s in w.states().items()} == {1: (0, "pending"), 2: (0, "pending")}
+        assert {n: s[:2] for n, s in w.states().items()} == {
+            1: (0, "pending"),
+            2: (0, "pending"),
+            3: (None, "pending"),
+        }
+        assert sorted(w.open_errors()) == ["[1]", "[2]"]
         h.execute(w.erp, "ALTER TABLE sales_order_away RENAME TO sales_order")
         w.close()
-        done = w.run()
+        assert w.run().counts.read == 0  # below the starting point: no run takes the history
+        done = w.reexport()  # --failed
         assert (done.counts.read, done.counts.written) == (2, 2)
         assert sorted(w.erp_orders()) == [1, 2] and w.erp_counts() == (2, 4)
-        assert {n: s[:2] for n, s in w.states().items()} == {1: (1, "success"), 2: (1, "success")}
-        assert w.run().counts.read == 0
+        assert {n: s[:2] for n, s in w.states().items()} == {
+            1: (1, "success"),
+            2: (1, "success"),
+            3: (None, "pending"),
+        }
+        assert w.open_errors() == {}
     finally:
         w.close()
 

@@ -146,17 +146,14 @@ class ExportFlagCapture(CaptureBase):
                 return
 
     def beyond(self, cursors: Cursors) -> Any:
-        """Rows in scope of a run: beyond the seed's starting point, or set pending again by
-        `mapsync reexport` (status `statuses.pending`: a reset of an older row that a crash kept
-        from being sent is still picked up). None: every row (no starting point)."""
+        """Rows in scope of a run: beyond the seed's starting point (None: every row). An older
+        row is sent by `mapsync reexport` only (a portal may well write `pending` into the status
+        of every order it never exported: the history must not follow)."""
         start = (cursors.get(CURSOR) or {}) if self.since is not None else {}
         if start.get("since") is None:
             return None
         assert self.since is not None
-        later = self.source.col(self.since) > sa.literal(values.decode(start["since"]))
-        if self.cfg.status is None:
-            return later
-        return sa.or_(later, self.source.col(self.cfg.status) == self.cfg.statuses.pending)
+        return self.source.col(self.since) > sa.literal(values.decode(start["since"]))
 
     def _unchanged_failures(self) -> dict[str, str | None]:
         """`on_failure: retry`: the open record errors by key text and the version they failed
@@ -178,7 +175,7 @@ class ExportFlagCapture(CaptureBase):
                     for r in src.rows_by_key(
                         [src.key_of(r) for r in rows],
                         select=[src.col(c) for c in src.key],
-                        where=[src.col(self.cfg.flag) == self.cfg.failed_value],
+                        where=[src.col(self.cfg.flag) == self.writer.failed_value],
                     )
                 }
             except sa.exc.DBAPIError as exc:
@@ -217,6 +214,10 @@ class ExportFlagCapture(CaptureBase):
     def finish(self) -> Cursors:
         return {}
 
-    def reset(self, keys: list[records.Key] | None) -> list[records.Key]:
-        """`mapsync reexport`: these keys (None: every failed one) set pending again."""
-        return self.writer.reset(keys)
+    def find(self, keys: list[records.Key] | None) -> list[records.Key]:
+        """`mapsync reexport`: the source's keys of these (None: of every failed transaction)."""
+        return self.writer.find(keys)
+
+    def reset(self, keys: list[records.Key]) -> None:
+        """`mapsync reexport`: set these pending again."""
+        self.writer.reset(keys)

@@ -216,20 +216,17 @@ class WriteBack:
 
     # ----------------------------------------------------------------- reexport
 
-    def reset(self, keys: Sequence[records.Key] | None) -> list[records.Key]:
-        """`mapsync reexport`: the rows of these keys (None: every failed one: status `failed`,
-        flag `failed_value` under `hold`, or an open record error), within the sync's `filter`,
-        set pending again (status `pending`, error cleared) so that a run picks them up even if
-        this one is cut short. Without a status column the rows are left as they are (a reset
-        flag of a row older than the seed's starting point would be picked up by no run): the
-        write-back of the re-export sets them. Returns the keys found."""
+    def find(self, keys: Sequence[records.Key] | None) -> list[records.Key]:
+        """`mapsync reexport`: the source's keys of these rows (None: every failed one: status
+        `failed`, flag `failed_value` under `hold`, or an open record error), within the sync's
+        `filter`, as the source spells them."""
         cfg = self.cfg
         key_cols = [self.table.c[c] for c in self.key]
         scope = [sa.text(f"({self.ctx.config.filter})")] if self.ctx.config.filter else []
         try:
-            with _locked(self.source.db.engine) as conn:
+            with self.source.db.engine.connect() as conn:
 
-                def find(*where: Any) -> list[records.Key]:
+                def rows(*where: Any) -> list[records.Key]:
                     return [tuple(r) for r in conn.execute(sa.select(*key_cols).where(*where, *scope))]
 
                 found: list[records.Key] = []
@@ -239,27 +236,39 @@ class WriteBack:
                         failed.append(self.table.c[cfg.status] == cfg.statuses.failed)
                     if cfg.on_failure == "hold":
                         failed.append(self.table.c[cfg.flag] == self.failed_value)
-                    found = find(sa.or_(*failed)) if failed else []
+                    found = rows(sa.or_(*failed)) if failed else []
                     # and every transaction with an open record error (no status column, or a
                     # crash between the write-back and the state commit)
                     keys = self.ctx.store.open_error_keys(self.ctx.sync)
                 seen = {records.key_text(k) for k in found}
                 for key in keys:
-                    for row in find(*self._key_is(key)):
+                    for row in rows(*self._key_is(key)):
                         if records.key_text(row) not in seen:
                             found.append(row)
                             seen.add(records.key_text(row))
-                if cfg.status and found:
-                    setting: dict[str, Any] = {cfg.flag: self.pending[0]}
-                    setting[cfg.status] = self._cap(cfg.status, cfg.statuses.pending)
-                    if cfg.error:
-                        setting[cfg.error] = None
-                    shared = {f"v_{n}": v for n, v in enumerate(setting.values())}
-                    conn.execute(
-                        self._update(tuple(setting)),
-                        [{**shared, **{f"k_{i}": v for i, v in enumerate(key)}} for key in found],
-                    )
                 return found
+        except sa.exc.DBAPIError as exc:
+            raise db_errors.transient(
+                f"sync {self.ctx.sync}: reading what to export again", exc, "source"
+            ) from None
+
+    def reset(self, keys: Sequence[records.Key]) -> None:
+        """Set these rows pending again: the flag, status `pending`, the error cleared."""
+        cfg = self.cfg
+        if not keys:
+            return
+        setting: dict[str, Any] = {cfg.flag: self.pending[0]}
+        if cfg.status:
+            setting[cfg.status] = self._cap(cfg.status, cfg.statuses.pending)
+        if cfg.error:
+            setting[cfg.error] = None
+        shared = {f"v_{n}": v for n, v in enumerate(setting.values())}
+        try:
+            with _locked(self.source.db.engine) as conn:
+                conn.execute(
+                    self._update(tuple(setting)),
+                    [{**shared, **{f"k_{i}": v for i, v in enumerate(key)}} for key in keys],
+                )
         except sa.exc.DBAPIError as exc:
             raise db_errors.transient(
                 f"sync {self.ctx.sync}: resetting the export flag", exc, "source"
