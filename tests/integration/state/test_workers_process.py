@@ -60,11 +60,15 @@ TAKEN_OVER = ("lease lost", "taken over", "its lease expired")
 # instead (the attribution race is known and left open, docs/design.md "Several workers"); the
 # run still ends failed with its counts unchanged, which is what this test proves.
 CUT = ("server closed the connection unexpectedly", "the database calls were cut off")
-# the clock and how long a 0.3 s timed wait takes (monotonic), under libfaketime
+# the clock and how long a 0.3 s timed wait and a 0.2 s sleep take (monotonic), under libfaketime
 PROBE = (
     "import threading, time; m = time.monotonic(); threading.Event().wait(0.3); "
-    "print(time.time(), time.monotonic() - m)"
+    "w = time.monotonic() - m; m = time.monotonic(); time.sleep(0.2); "
+    "print(time.time(), w, time.monotonic() - m)"
 )
+# libfaketime 0.9.10 fails every time.sleep with EINVAL when the monotonic clock is left alone:
+# tests/faketime/sitecustomize.py makes a sleep a timed wait in the processes under it
+FAKETIME_SHIM = Path(__file__).resolve().parents[2] / "faketime"
 
 
 def _stopped_cleanly(daemon: ww.Daemon) -> dict[str, Any]:
@@ -252,7 +256,12 @@ def test_clock_two_minutes_ahead_neither_steals_nor_runs_early(
     # the wall clock two minutes ahead, the monotonic clock left alone (as on a host whose clock
     # is off): libfaketime 0.9.10 fakes CLOCK_MONOTONIC too by default, and then every timed
     # wait of Python's (threading.Event.wait(0.3)) lasts two minutes, the kernel's clock being real
-    ahead = {"LD_PRELOAD": faketime_lib, "FAKETIME": "+2m", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    ahead = {
+        "LD_PRELOAD": faketime_lib,
+        "FAKETIME": "+2m",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKETIME_SHIM), os.environ.get("PYTHONPATH")])),
+    }
     probe = subprocess.run(
         [sys.executable, "-c", PROBE],
         env={**os.environ, **ahead},
@@ -261,9 +270,10 @@ def test_clock_two_minutes_ahead_neither_steals_nor_runs_early(
         timeout=30,
         check=True,
     )
-    clock, waited = (float(v) for v in probe.stdout.split())
+    clock, waited, slept = (float(v) for v in probe.stdout.split())
     assert 110 < clock - time.time() < 130, probe.stdout  # the fake works
     assert 0.25 < waited < 2, probe.stdout  # and so do timed waits
+    assert 0.15 < slept < 2, probe.stdout  # and sleeps (the shim)
 
     # a 6 s lease: this test is about the clock, not the takeover's speed; a process under
     # libfaketime (every clock read wrapped) on a loaded CI machine stalled past a 3 s lease once
