@@ -40,10 +40,10 @@ from tests import workers_world as ww
 # PostgreSQL connections (measured), and the server allows 100
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("workers_process")]
 # The four that hold two or three daemons on a 1 s schedule and a 3 s lease judge timing: alone
-# they pass (65-85 s in all, over the minute a default-tier group may take); beside the whole
-# default tier on 2 cores (issue 15 made it heavier) a daemon starved past its TTL fails them. They
-# run in CI's campaign step, on their own. (Issue 15 was suspected of making them flaky alone too:
-# see docs/design.md, "Several workers", for what was found and fixed.)
+# they pass (58-75 s in all, about or over the minute a default-tier group may take); beside the
+# whole default tier on 2 cores (issue 15 made it heavier) a daemon starved past its TTL fails
+# them. They run in CI's campaign step, on their own. (Issue 15 was suspected of making them
+# flaky alone too: see docs/design.md, "Several workers", for what was found and fixed.)
 CAMPAIGN = pytest.mark.campaign
 
 SLACK = dt.timedelta(seconds=1)  # the polling (200 ms) and the process's start, around 2 x lease_ttl
