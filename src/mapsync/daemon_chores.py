@@ -4,7 +4,8 @@ or a slow monitors pass does not hold up the alerts).
 
 A `Chore` runs every `every` and, when it says `lease`, only in one daemon of those sharing the
 state store at a time: it holds the state store lease `mapsync:<name>` (kept between its runs and
-renewed every third of the lease TTL, so the same daemon keeps doing it; when that daemon dies or
+while one runs, renewed every third of the lease TTL, so the same daemon keeps doing it and a run
+longer than the TTL is not started again beside it by another daemon; when that daemon dies or
 freezes, the lease expires within a TTL and another one takes the chore over). `wake(name)` runs
 a chore at once (an event already known: a failed run, a new incident to send). A chore's failure
 is logged (`daemon_chore_failed`, redacted) and the chore runs again at its next time: it never
@@ -18,7 +19,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from mapsync import errors
 from mapsync.state.data import Lease
@@ -145,7 +146,8 @@ class Chores:
             store = self._connected()
             if chore.lease and not self._hold(store, chore):
                 return False
-            chore.do(store)
+            with self._kept(chore):
+                chore.do(store)
             return True
         except Exception as exc:  # a chore never stops the daemon: logged, run again later
             log.warning(
@@ -157,6 +159,28 @@ class Chores:
                 },
             )
             return False
+
+    @contextlib.contextmanager
+    def _kept(self, chore: Chore) -> Iterator[None]:
+        """While a leased chore runs: its lease renewed every third of the TTL on a thread of its
+        own (`_loop` renews only between runs, and a monitors pass on a loaded machine can outlast
+        a short TTL: another daemon would then take the lease and run the same chore beside it)."""
+        if chore.held is None:
+            yield
+            return
+        done = threading.Event()
+
+        def keep() -> None:
+            while not done.wait(self.ttl().total_seconds() / 3) and chore.held is not None:
+                self._renew(chore)
+
+        keeper = threading.Thread(target=keep, name=f"mapsync-chore-{chore.name}-lease", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            done.set()
+            keeper.join()
 
     def _hold(self, store: Store, chore: Chore) -> bool:
         """Keep (renew) or take the chore's lease; False when another daemon holds it."""

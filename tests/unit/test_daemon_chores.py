@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,43 @@ def test_a_long_chore_does_not_hold_up_another(tmp_path: Path) -> None:
         stop.set()
         chores.join(5)
     assert not chores.busy()
+
+
+@pytest.mark.postgres
+def test_a_leased_chore_keeps_its_lease_while_a_run_outlasts_the_ttl(
+    tmp_path: Path, pg_database: Callable[[], str]
+) -> None:
+    # a monitors pass on a loaded machine can last longer than a short lease TTL: the lease is
+    # renewed while it runs, so another daemon does not start the same chore beside it
+    url, stop, ttl = pg_database(), threading.Event(), dt.timedelta(seconds=1)
+
+    def chores() -> Chores:
+        return Chores(lambda: StateStore.open(url, tmp_path, create=True), stop, lambda: ttl, str)
+
+    a, b = chores(), chores()
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def long(store: Store) -> None:
+        started.set()
+        release.wait(10)
+
+    one = Chore("monitors", dt.timedelta(minutes=1), long)
+    two = Chore("monitors", dt.timedelta(minutes=1), lambda s: ran.append("b"))
+    a.add(one)
+    b.add(two)
+    runner = threading.Thread(target=a.run, args=(one,))
+    runner.start()
+    try:
+        assert started.wait(10)
+        time.sleep(2.5 * ttl.total_seconds())  # a's run goes on past its TTL, twice over and more
+        assert not b.run(two)
+        assert one.held is not None
+    finally:
+        release.set()
+        runner.join(10)
+    assert ran == []
+    stop.set()
+    a.join(2)  # gives the lease up
+    assert b.run(two) and ran == ["b"]
+    b.join(2)
