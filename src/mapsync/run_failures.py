@@ -89,8 +89,8 @@ def recorded(method: Callable[Concatenate[E, P], R]) -> Callable[Concatenate[E, 
             call = signature.bind(engine, *args, **kwargs)
             call.apply_defaults()
             options = call.arguments
-            if method.__name__ == "reexport":  # no `kind` argument: its failure is a reexport's
-                options.setdefault("kind", "reexport")
+            # retry and reexport take no `kind`: the method is the kind (as in run_types.counted)
+            options.setdefault("kind", method.__name__)
             if (
                 started_run.get() is None
                 and not crash.dead()
@@ -119,7 +119,7 @@ def _record(engine: _Engine, options: dict[str, Any], exc: BaseException) -> Non
     try:
         run_id = engine.store.record_failed_run(
             options["name"],
-            options.get("kind", "retry"),
+            options["kind"],
             options.get("trigger", "cli"),
             cls,
             message,

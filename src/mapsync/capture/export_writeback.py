@@ -16,21 +16,19 @@ sends them again and the destination's upsert by natural key (or `on_exists`) ab
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from mapsync import crash, db_errors, errors, records
+from mapsync import keys as key_forms
 from mapsync.capture import queue_table as qt
+from mapsync.capture.base import Context
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.sheet.export_models import ExportFlagChanges
 from mapsync.state import values
-
-if TYPE_CHECKING:
-    from mapsync.capture.base import Context
 
 log = logging.getLogger("mapsync.capture.export")
 ALREADY = "already imported"
@@ -170,19 +168,7 @@ class WriteBack:
     def _current(self, conn: sa.Connection, keys: list[records.Key]) -> dict[str, Any]:
         """The version of each of these rows as it is now (rows locked until the commit)."""
         src = self.source
-        rows: list[records.Row] = []
-        cols = [src.col(c) for c in src.key]
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            cond = (
-                sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk])
-                if len(cols) > 1
-                else cols[0].in_([k[0] for k in chunk])
-            )
-            query = sa.select(*[src.col(c) for c in src.columns]).where(cond)
-            if conn.dialect.name != "sqlite":  # SQLite: the transaction is BEGIN IMMEDIATE
-                query = query.with_for_update(of=None)
-            rows.extend(dict(r) for r in conn.execute(query).mappings())
+        rows = list(src.rows_by_key(keys, locked=conn))
         # the child rows too, read and locked in this transaction (a line edited meanwhile changes the hash)
         children = src.attach_children(rows, conn) if src.children and self.cfg.version is None else {}
         return {
@@ -205,7 +191,7 @@ class WriteBack:
         if doc is None or dest is None or not delivered:
             return {}
         by_dest = {d.dest_id: records.key_text(d.key) for d in delivered if d.dest_id}
-        keys = [tuple(json.loads(t)) for t in by_dest]
+        keys = [key_forms.from_text(t) for t in by_dest]
         found: dict[str, Any] = {}
         to = list(self.ctx.config.key.to)
         for row in dest.read_keys(keys):

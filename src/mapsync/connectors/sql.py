@@ -11,7 +11,7 @@ import decimal
 import re
 import warnings
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,22 @@ URL_HINT = (
     " (a password holding `@ : / # %` must be percent-encoded; written as `${VAR}` inside "
     "`user:password@` in the sheet, mapsync encodes it)"
 )
+
+
+KEY_CHUNK = 500  # keys per `IN (…)` query
+
+
+def key_in(cols: Sequence[Any], keys: Sequence[Key]) -> sa.ColumnElement[bool]:
+    """`cols` among these keys: `col IN (…)` for one column, `(a, b) IN ((…), …)` for more."""
+    if len(cols) == 1:
+        return cols[0].in_([k[0] for k in keys])  # type: ignore[no-any-return]
+    return sa.tuple_(*cols).in_([sa.tuple_(*k) for k in keys])
+
+
+def chunked(keys: Sequence[Key]) -> Iterator[Sequence[Key]]:
+    """`keys` in slices of `KEY_CHUNK`, one query each."""
+    for i in range(0, len(keys), KEY_CHUNK):
+        yield keys[i : i + KEY_CHUNK]
 
 
 def normalize_url(url: str, folder: Path) -> sa.URL:
@@ -145,10 +161,8 @@ class SqlDatabase:
         """The stored rows of `table` with these keys (one query per 500); missing keys are absent."""
         cols, out = [table.c[k] for k in key], []
         with self.engine.connect() as conn:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                cond = sa.tuple_(*cols).in_(chunk) if len(cols) > 1 else cols[0].in_([k[0] for k in chunk])
-                out += [dict(r) for r in conn.execute(sa.select(table).where(cond)).mappings()]
+            for chunk in chunked(keys):
+                out += [dict(r) for r in conn.execute(sa.select(table).where(key_in(cols, chunk))).mappings()]
         return out
 
     def columns(self, table: sa.Table) -> dict[str, ColumnInfo]:

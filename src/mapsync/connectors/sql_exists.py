@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import records
+from mapsync.connectors.sql import chunked, key_in
 
 _STARTED = "mapsync__started"
 RULE = records.ON_EXISTS  # the rule of the rejections `settle` returns; KEPT ones become deliveries
@@ -91,10 +92,8 @@ def _locked_rows(
 ) -> dict[str, Any]:
     cols = [table.c[k] for k in key]
     out: dict[str, Any] = {}
-    for i in range(0, len(keys), 500):
-        chunk = keys[i : i + 500]
-        cond = sa.tuple_(*cols).in_(chunk) if len(cols) > 1 else cols[0].in_([k[0] for k in chunk])
-        query = sa.select(table).where(cond)
+    for chunk in chunked(keys):
+        query = sa.select(table).where(key_in(cols, chunk))
         if started is not None:  # the sheet's SQL, as `filter` is
             query = query.add_columns(sa.case((sa.text(f"({started})"), 1), else_=0).label(_STARTED))
         if conn.dialect.name != "sqlite":

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import db_errors, errors, records
-from mapsync.connectors.sql import ColumnInfo, SqlDatabase, quoted
+from mapsync.connectors.sql import ColumnInfo, SqlDatabase, chunked, key_in, quoted
 from mapsync.ports import Capabilities
 from mapsync.sheet import models
 from mapsync.sql_time import parse_time as parse_time  # its home is sql_time
@@ -134,21 +134,22 @@ class SqlSource:
         return list(self.rows_by_key(keys))
 
     def rows_by_key(
-        self, keys: Sequence[records.Key], *, select: Sequence[Any] | None = None, where: Sequence[Any] = ()
+        self,
+        keys: Sequence[records.Key],
+        *,
+        select: Sequence[Any] | None = None,
+        where: Sequence[Any] = (),
+        locked: sa.Connection | None = None,
     ) -> Iterator[records.Row]:
         """Rows for these keys, one query per 500 keys: the sync's columns (or `select`), with
-        any extra `where` conditions (the capture methods add the sync's `filter`)."""
+        any extra `where` conditions (the capture methods add the sync's `filter`). `locked`:
+        read on this connection's transaction, `FOR UPDATE` where the database has it."""
         cols = [self.col(c) for c in self.key]
         chosen = list(select) if select is not None else [self.col(c) for c in self.columns]
-        with self.db.engine.connect() as conn:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                cond = (
-                    sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk])
-                    if len(cols) > 1
-                    else cols[0].in_([k[0] for k in chunk])
-                )
-                for row in conn.execute(sa.select(*chosen).where(cond, *where)).mappings():
+        with _on(self.db, locked) as conn:
+            for chunk in chunked(keys):
+                query = sa.select(*chosen).where(key_in(cols, chunk), *where)
+                for row in conn.execute(_locking(query, locked)).mappings():
                     yield dict(row)
 
     def attach_children(
@@ -241,21 +242,23 @@ class _Child:
     ) -> dict[records.Key, list[records.Row]]:
         out: dict[records.Key, list[records.Row]] = {}
         cols = [self.relation.c[c] for c in self.parent]
-        with contextlib.nullcontext(locked) if locked is not None else self.db.engine.connect() as conn:
-            for i in range(0, len(parents), 500):
-                chunk = parents[i : i + 500]
-                cond = (
-                    sa.tuple_(*cols).in_([sa.tuple_(*k) for k in chunk])
-                    if len(cols) > 1
-                    else cols[0].in_([k[0] for k in chunk])
-                )
+        with _on(self.db, locked) as conn:
+            for chunk in chunked(parents):
                 query = (
                     sa.select(*[self.relation.c[c] for c in self.columns])
-                    .where(cond)
+                    .where(key_in(cols, chunk))
                     .order_by(*[self.relation.c[c] for c in self.key])
                 )
-                if locked is not None and conn.dialect.name != "sqlite":
-                    query = query.with_for_update()
-                for row in conn.execute(query).mappings():
+                for row in conn.execute(_locking(query, locked)).mappings():
                     out.setdefault(tuple(row[c] for c in self.parent), []).append(dict(row))
         return out
+
+
+def _on(db: SqlDatabase, locked: sa.Connection | None) -> contextlib.AbstractContextManager[sa.Connection]:
+    """The given connection (its transaction goes on), or a new one closed after the read."""
+    return contextlib.nullcontext(locked) if locked is not None else db.engine.connect()
+
+
+def _locking(query: sa.Select[Any], locked: sa.Connection | None) -> sa.Select[Any]:
+    """`FOR UPDATE` on a read in a locking transaction (SQLite's is `BEGIN IMMEDIATE`)."""
+    return query.with_for_update() if locked is not None and locked.dialect.name != "sqlite" else query
