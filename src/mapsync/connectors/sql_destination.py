@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from mapsync import crash, db_errors, deadline, delivery, errors, records
-from mapsync.connectors import sql_exists, version_guard
-from mapsync.connectors.sql import ColumnInfo, SqlDatabase
+from mapsync.connectors import sql_copy, sql_exists, version_guard
+from mapsync.connectors.sql import ColumnInfo, SqlDatabase, chunked, key_in
 from mapsync.connectors.sql_keys import KeyProbe
 from mapsync.db_timeouts import UNLIMITED_MYSQL, statement_limit
 from mapsync.ports import Capabilities, DestinationBase
@@ -296,7 +296,7 @@ class SqlDestination(DestinationBase):
             import psycopg
 
             try:
-                self._pg_copy(conn, t, cols, rows, fresh)
+                sql_copy.pg_copy(conn, t.qualified, t.quote, t.key, cols, rows, fresh=fresh, guard=guard)
             except psycopg.Error as exc:  # raw-driver errors: wrap them as SQLAlchemy does, to classify
                 raise sa.exc.DBAPIError.instance(
                     "COPY", None, exc, psycopg.Error, dialect=conn.dialect
@@ -344,14 +344,8 @@ class SqlDestination(DestinationBase):
         key_cols = [t.table.c[k] for k in t.key]
         keys = [tuple([row[k] for k in t.key]) for row in rows]
         found: set[tuple[Any, ...]] = set()
-        for start in range(0, len(keys), 500):
-            part = keys[start : start + 500]
-            cond = (
-                key_cols[0].in_([k[0] for k in part])
-                if len(key_cols) == 1
-                else sa.tuple_(*key_cols).in_(part)
-            )
-            found.update(tuple(r) for r in conn.execute(sa.select(*key_cols).where(cond)))
+        for part in chunked(keys):
+            found.update(tuple(r) for r in conn.execute(sa.select(*key_cols).where(key_in(key_cols, part))))
         non_key = [c for c in cols if c not in t.key]
         old = [(row, key) for row, key in zip(rows, keys, strict=True) if key in found]
         new = [row for row, key in zip(rows, keys, strict=True) if key not in found]
@@ -370,37 +364,3 @@ class SqlDestination(DestinationBase):
             )
         if new:
             conn.execute(sa.insert(t.table), new)
-
-    def _pg_copy(
-        self, conn: sa.Connection, t: _Table, cols: list[str], rows: list[records.Row], fresh: bool
-    ) -> None:
-        q = t.quote
-        guard = self.guard if t is self.main and self.guard in cols else None
-        col_list = ", ".join(q(c) for c in cols)
-        raw: Any = conn.connection.dbapi_connection
-        with raw.cursor() as cur:
-            if fresh:
-                target = t.qualified
-            else:
-                # only the written columns: LIKE would copy NOT NULL of columns we never write
-                target = q(f"mapsync_stage_{abs(hash((t.qualified, *cols))) % 10**8}")
-                cur.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {target} ON COMMIT DELETE ROWS AS "  # noqa: S608
-                    f"SELECT {col_list} FROM {t.qualified} WITH NO DATA"
-                )
-            with cur.copy(f"COPY {target} ({col_list}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([row[c] for c in cols])
-            if not fresh:
-                non_key = [c for c in cols if c not in t.key]
-                action = (
-                    "DO UPDATE SET "
-                    + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in non_key)
-                    + (version_guard.copy_where(q, "mapsync_t", guard) if guard else "")
-                    if non_key
-                    else "DO NOTHING"
-                )
-                cur.execute(
-                    f"INSERT INTO {t.qualified} AS mapsync_t ({col_list}) SELECT {col_list} FROM {target} "  # noqa: S608
-                    f"ON CONFLICT ({', '.join(q(k) for k in t.key)}) {action}"
-                )

@@ -23,9 +23,9 @@ from mapsync.state.budget import BudgetMixin
 from mapsync.state.clock import stamp as stamp
 from mapsync.state.clock import utcnow as utcnow
 from mapsync.state.controls import ControlsMixin
+from mapsync.state.cursors import CursorsMixin
 from mapsync.state.data import Attempt
 from mapsync.state.data import Counts as Counts
-from mapsync.state.faults import guarded
 from mapsync.state.history import SqlHistory
 from mapsync.state.inbox import SqlInbox
 from mapsync.state.incidents import SqlIncidents
@@ -56,7 +56,7 @@ def resolve_url(url: str, folder: Path) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, ControlsMixin):
+class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, ControlsMixin, CursorsMixin):
     """One state store; every method is one short transaction (`guarded`: a failure of the
     store itself is retried when transient, else a StateError naming it; see `state.faults`).
     Implements the port `Store` (state/ports.py): leases, inbox, async jobs and the history
@@ -207,11 +207,6 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         if current > schema.SCHEMA_VERSION:
             raise newer_schema(current)
 
-    def _upsert(self, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> Any:
-        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-        update = {c.name: ins.excluded[c.name] for c in table.columns if c.name not in keys}
-        return ins.on_conflict_do_update(index_elements=list(keys), set_=update)
-
     def _ledger_upsert_sql(self) -> str:
         """The ledger upsert as driver SQL, positional parameters in the order of `cols`."""
         q = self.engine.dialect.identifier_preparer.quote
@@ -223,62 +218,6 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
             f"VALUES ({', '.join(mark for _ in cols)}) ON CONFLICT ({q('sync')}, {q('key')}) DO UPDATE SET "
             + ", ".join(f"{q(c)} = excluded.{q(c)}" for c in cols if c not in ("sync", "key"))
         )
-
-    # ----------------------------------------------------------------- cursors
-
-    @guarded
-    def cursor(self, sync: str, name: str) -> Any:
-        with self.engine.connect() as conn:
-            text = conn.execute(
-                sa.select(schema.cursors.c.value).where(
-                    schema.cursors.c.sync == sync, schema.cursors.c.name == name
-                )
-            ).scalar()
-        return values.decode(text)
-
-    @guarded
-    def cursors(self, sync: str) -> dict[str, Any]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(schema.cursors.c.name, schema.cursors.c.value).where(schema.cursors.c.sync == sync)
-            ).all()
-        return {name: values.decode(text) for name, text in rows}
-
-    def _set_cursors(self, conn: sa.Connection, sync: str, run_id: int | None, new: dict[str, Any]) -> None:
-        if not new:
-            return
-        old = dict(
-            conn.execute(
-                sa.select(schema.cursors.c.name, schema.cursors.c.value).where(
-                    schema.cursors.c.sync == sync, schema.cursors.c.name.in_(list(new))
-                )
-            ).all()
-        )
-        now = stamp()
-        rows, audit = [], []
-        for name, value in new.items():
-            text = values.encode(value) if value is not None else None
-            if old.get(name) == text:
-                continue
-            rows.append({"sync": sync, "name": name, "value": text, "updated_at": now})
-            audit.append(
-                {
-                    "sync": sync,
-                    "run_id": run_id,
-                    "name": name,
-                    "old_value": old.get(name),
-                    "new_value": text,
-                    "committed_at": now,
-                }
-            )
-        if rows:
-            conn.execute(self._upsert(schema.cursors, rows, ("sync", "name")), rows)
-            conn.execute(sa.insert(schema.cursor_audit), audit)
-
-    @guarded
-    def set_cursors(self, sync: str, new: dict[str, Any], run_id: int | None = None) -> None:
-        with self.engine.begin() as conn:
-            self._set_cursors(conn, sync, run_id, new)
 
     # ----------------------------------------------------------------- the commit
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mapsync import records
-from mapsync.connectors import sql_destination
+from mapsync.connectors import sql_copy
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.connectors.sql_destination import COPY_THRESHOLD, SqlDestination
 from mapsync.engine import Engine
@@ -99,13 +99,13 @@ def delivered_keys(result: records.WriteResult) -> list[str]:
 def copy_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
     """Spy on the PostgreSQL COPY path: (rows, fresh) of every call."""
     calls: list[tuple[int, bool]] = []
-    original = SqlDestination._pg_copy
+    original = sql_copy.pg_copy
 
-    def spy(self: SqlDestination, conn: Any, t: Any, cols: list[str], rows: list[Any], fresh: bool) -> None:
-        calls.append((len(rows), fresh))
-        original(self, conn, t, cols, rows, fresh)
+    def spy(*args: Any, fresh: bool, **kwargs: Any) -> None:
+        calls.append((len(args[5]), fresh))  # (conn, qualified, quote, key, cols, rows)
+        original(*args, fresh=fresh, **kwargs)
 
-    monkeypatch.setattr(sql_destination.SqlDestination, "_pg_copy", spy)
+    monkeypatch.setattr(sql_copy, "pg_copy", spy)
     return calls
 
 

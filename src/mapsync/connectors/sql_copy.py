@@ -1,0 +1,56 @@
+"""PostgreSQL's fastest write of a batch: a (text) COPY of the rows, into the table or into
+a temp table that one upsert empties (`SqlDestination` for 200 rows and more, and a fresh seed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from mapsync import records
+from mapsync.connectors import version_guard
+
+
+def pg_copy(
+    conn: sa.Connection,
+    qualified: str,
+    q: Callable[[str], str],
+    key: Sequence[str],
+    cols: list[str],
+    rows: list[records.Row],
+    *,
+    fresh: bool,
+    guard: str | None,
+) -> None:
+    """COPY `rows` into the table (`fresh`: straight in, an empty table's seed), else into a
+    session temp table of the written columns and one `INSERT … SELECT … ON CONFLICT` from it
+    (a version `guard` column keeps a newer row)."""
+    col_list = ", ".join(q(c) for c in cols)
+    raw: Any = conn.connection.dbapi_connection
+    with raw.cursor() as cur:
+        if fresh:
+            target = qualified
+        else:
+            # only the written columns: LIKE would copy NOT NULL of columns we never write
+            target = q(f"mapsync_stage_{abs(hash((qualified, *cols))) % 10**8}")
+            cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {target} ON COMMIT DELETE ROWS AS "  # noqa: S608
+                f"SELECT {col_list} FROM {qualified} WITH NO DATA"
+            )
+        with cur.copy(f"COPY {target} ({col_list}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in cols])
+        if not fresh:
+            non_key = [c for c in cols if c not in key]
+            action = (
+                "DO UPDATE SET "
+                + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in non_key)
+                + (version_guard.copy_where(q, "mapsync_t", guard) if guard else "")
+                if non_key
+                else "DO NOTHING"
+            )
+            cur.execute(
+                f"INSERT INTO {qualified} AS mapsync_t ({col_list}) SELECT {col_list} FROM {target} "  # noqa: S608
+                f"ON CONFLICT ({', '.join(q(k) for k in key)}) {action}"
+            )
