@@ -42,6 +42,11 @@ ASYNC_POINTS: tuple[str, ...] = (
 # async ones: between the write-back of the delivered rows and that of the refused ones.
 EXPORT_POINTS: tuple[str, ...] = ("during_writeback",)
 
+# Points of an export from an API whose GET marks what it returns (capture/export_inbox.py):
+# the GET answered and nothing stored (the answer is lost: the lost-order sweep finds them), and
+# the raw page stored in the inbox but not yet split into its orders.
+DESTRUCTIVE_POINTS: tuple[str, ...] = ("after_get", "after_page_stored")
+
 _hits: dict[str, int] = {}
 _dead: str | None = None  # in-process mode: the point that "killed" this run
 _stand_in: int | None = None  # in-process mode: the pid that leases record

@@ -11,12 +11,11 @@ its natural key first (`connectors/sql_exists.py`): a transaction it holds is up
 
 from __future__ import annotations
 
-import decimal
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from mapsync import errors, records
-from mapsync.capture.export_flag import ExportFlagCapture
+from mapsync.capture.export_base import ExportBase
 from mapsync.records import RunKind
 from mapsync.run_scope import RunScope
 from mapsync.run_types import Parts
@@ -37,12 +36,12 @@ class ReexportPlan:
     def __init__(
         self, store: Store, name: str, parts: Parts, batch: int, wanted: list[tuple[str, ...]] | None
     ):
-        if not isinstance(parts.capture, ExportFlagCapture):
+        if not isinstance(parts.capture, ExportBase):
             raise errors.UsageError(
                 f"sync {name} is no export: `mapsync reexport` needs `changes: {{method: export_flag}}`"
             )
         self.store, self.name, self.parts, self.batch = store, name, parts, batch
-        self.capture: ExportFlagCapture = parts.capture
+        self.capture: ExportBase = parts.capture
         self.wanted = wanted
         self.keys: list[records.Key] = []
 
@@ -55,7 +54,7 @@ class ReexportPlan:
         return RunKind.REEXPORT
 
     def start(self, scope: RunScope) -> tuple[Iterable[records.Batch], int | None]:
-        typed = None if self.wanted is None else [self._typed(k) for k in self.wanted]
+        typed = None if self.wanted is None else [self.capture.typed_key(k) for k in self.wanted]
         self.keys = self.capture.find(typed)
         # first an open record error for each (unless it has one): should this run end before it
         # sent them (a crash, the ERP away), they are listed (`mapsync errors`) and sent by
@@ -89,31 +88,8 @@ class ReexportPlan:
         return self._batches(), len(self.keys)
 
     def _batches(self) -> Iterator[records.Batch]:
-        for i in range(0, len(self.keys), self.batch):
-            rows = self.parts.source.read_keys(self.keys[i : i + self.batch])
-            if rows:
-                # every row named, held ones too (`by_key`, a retry's read, leaves held orders out)
-                yield records.Batch(self.capture.changes_of(rows), force=True)
+        # every row named, held ones too (`by_key`, a retry's read, leaves held orders out)
+        return self.capture.reexport_batches(self.keys, self.batch)
 
     def end(self, scope: RunScope) -> None:
         return None
-
-    def _typed(self, text: tuple[str, ...]) -> records.Key:
-        """A key from the command line in the types of the source's key columns."""
-        info = self.capture.source.info
-        out: list[Any] = []
-        for column, value in zip(self.capture.source.key, text, strict=True):
-            kind = info[column].python_type if column in info else None
-            try:
-                out.append(
-                    int(value)
-                    if kind is int
-                    else decimal.Decimal(value)
-                    if kind is decimal.Decimal
-                    else value
-                )
-            except (ValueError, decimal.InvalidOperation):
-                raise errors.UsageError(
-                    f"sync {self.name}: key {value!r} is no value of {column} ({info[column].type_name})"
-                ) from None
-        return tuple(out)

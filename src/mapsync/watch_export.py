@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mapsync import db_errors, keys
-from mapsync.capture.export_flag import CURSOR
+from mapsync.capture.export_base import CURSOR
 from mapsync.capture.export_writeback import as_flag
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.monitors.export import SAMPLE
@@ -47,7 +47,10 @@ FAILURES_READ = 500  # open record errors read per evaluation (the oldest are sh
 
 
 def is_export(loaded: LoadedSheet, sync: str) -> bool:
-    return isinstance(loaded.sheet.syncs[sync].changes, ExportFlagChanges)
+    """An export from a SQL table (an API's order export has no table to count pending rows in:
+    its failures are record errors, which the other monitors watch)."""
+    cfg = loaded.sheet.syncs[sync]
+    return isinstance(cfg.changes, ExportFlagChanges) and cfg.from_.table is not None
 
 
 def source_facts(loaded: LoadedSheet, store: Store, sync: str, db: SqlDatabase) -> dict[str, Any]:

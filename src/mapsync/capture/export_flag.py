@@ -17,6 +17,7 @@ committed them (`export_writeback.py`).
 
 from __future__ import annotations
 
+import decimal
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -25,19 +26,29 @@ import sqlalchemy as sa
 
 from mapsync import db_errors, errors, records
 from mapsync.capture import export_writeback as wb
-from mapsync.capture.base import CaptureBase, Context, register
+from mapsync.capture.base import Context, register
+from mapsync.capture.export_base import CURSOR as CURSOR
+from mapsync.capture.export_base import ExportBase
+from mapsync.capture.export_inbox import InboxExportCapture
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.ports import Capabilities, Cursors, Source
+from mapsync.rest.destructive_source import DestructiveSource
 from mapsync.sheet.export_models import ExportFlagChanges
 from mapsync.state import values
 
 log = logging.getLogger("mapsync.capture.export")
-CURSOR = "export"  # the cursor holding the seed's starting point: {"since": value | None}
 
 
 @register("export_flag")
-class ExportFlagCapture(CaptureBase):
+class ExportFlagCapture(ExportBase):
     capabilities = Capabilities()
+
+    def __new__(cls, source: Source, cfg: ExportFlagChanges, batch: int, ctx: Context) -> Any:
+        """The method's one class in the registry builds the export of its source: from a SQL
+        table (this class) or from an API's order export (`export_inbox.InboxExportCapture`)."""
+        if isinstance(source, DestructiveSource):
+            return InboxExportCapture(source, cfg, batch, ctx)
+        return super().__new__(cls)
 
     def __init__(self, source: SqlSource, cfg: ExportFlagChanges, batch: int, ctx: Context) -> None:
         self.source = source
@@ -213,6 +224,33 @@ class ExportFlagCapture(CaptureBase):
 
     def finish(self) -> Cursors:
         return {}
+
+    def typed_key(self, text: tuple[str, ...]) -> records.Key:
+        """A key from the command line in the types of the source's key columns."""
+        info = self.source.info
+        out: list[Any] = []
+        for column, value in zip(self.source.key, text, strict=True):
+            kind = info[column].python_type if column in info else None
+            try:
+                out.append(
+                    int(value)
+                    if kind is int
+                    else decimal.Decimal(value)
+                    if kind is decimal.Decimal
+                    else value
+                )
+            except (ValueError, decimal.InvalidOperation):
+                raise errors.UsageError(
+                    f"sync {self.ctx.sync}: key {value!r} is no value of {column} ({info[column].type_name})"
+                ) from None
+        return tuple(out)
+
+    def reexport_batches(self, keys: list[records.Key], batch: int) -> Iterator[records.Batch]:
+        """The reset rows, read by key and sent at once (held ones too)."""
+        for i in range(0, len(keys), batch):
+            rows = self.source.read_keys(keys[i : i + batch])
+            if rows:
+                yield records.Batch(self.changes_of(rows), force=True)
 
     def find(self, keys: list[records.Key] | None) -> list[records.Key]:
         """`mapsync reexport`: the source's keys of these (None: of every failed transaction)."""

@@ -186,19 +186,7 @@ class WriteBack:
         return [self.table.c[c] == v for c, v in zip(self.key, key, strict=True)]
 
     def _documents(self, delivered: list[records.Delivered]) -> dict[str, Any]:
-        """The destination's document number of each delivered record, by source key text."""
-        doc, dest = self.cfg.document, self.ctx.destination
-        if doc is None or dest is None or not delivered:
-            return {}
-        by_dest = {d.dest_id: records.key_text(d.key) for d in delivered if d.dest_id}
-        keys = [key_forms.from_text(t) for t in by_dest]
-        found: dict[str, Any] = {}
-        to = list(self.ctx.config.key.to)
-        for row in dest.read_keys(keys):
-            text = records.key_text(tuple(row[c] for c in to))
-            if text in by_dest:
-                found[by_dest[text]] = row.get(doc.from_)
-        return found
+        return documents(self.ctx, self.cfg, delivered)
 
     # ----------------------------------------------------------------- reexport
 
@@ -288,6 +276,22 @@ def _on_update(source: SqlSource, table: sa.Table) -> list[str]:
     )
     with source.db.engine.connect() as conn:
         return [str(r[0]) for r in conn.execute(query, {"schema": table.schema, "table": table.name})]
+
+
+def documents(ctx: Context, cfg: ExportFlagChanges, delivered: list[records.Delivered]) -> dict[str, Any]:
+    """The destination's document number of each delivered record, by source key text."""
+    doc, dest = cfg.document, ctx.destination
+    if doc is None or dest is None or not delivered:
+        return {}
+    by_dest = {d.dest_id: records.key_text(d.key) for d in delivered if d.dest_id}
+    keys = [key_forms.from_text(t) for t in by_dest]
+    found: dict[str, Any] = {}
+    to = list(ctx.config.key.to)
+    for row in dest.read_keys(keys):
+        text = records.key_text(tuple(row[c] for c in to))
+        if text in by_dest:
+            found[by_dest[text]] = row.get(doc.from_)
+    return found
 
 
 def as_flag(value: Any, boolean: bool) -> Any:

@@ -11,27 +11,27 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mapsync import crash, delivery, errors, records
 from mapsync.cimcloud import search
+from mapsync.cimcloud.orders import CimcloudOrdersSource
+from mapsync.cimcloud.source import PAGE as PAGE
+from mapsync.cimcloud.source import CimcloudSource
 from mapsync.ports import Capabilities, Destination, Handle, Source
 from mapsync.rest.async_delivery import JobState, Key, Row
 from mapsync.rest.client import HttpClient, StaticAuth, TokenAuth, json_body, make_budget
 from mapsync.rest.destination import RestDestination
-from mapsync.rest.source import RestHandle, RestSource
+from mapsync.rest.source import RestHandle
 from mapsync.rest.text import as_text
 from mapsync.sheet import models
 from mapsync.sheet.connection_models import CimcloudConnection
 
 if TYPE_CHECKING:
     from mapsync.state.ports import Store
-
-PAGE = 50
 
 
 def open_handle(name: str, cfg: CimcloudConnection, store: Any = None, **kwargs: Any) -> RestHandle:
@@ -87,52 +87,6 @@ def check(handle: RestHandle) -> dict[str, Any]:
     remaining = client.last_headers.get("x-ratelimit-remaining")
     out["budget_remaining"] = int(remaining) if remaining and remaining.isdigit() else None
     return out
-
-
-class CimcloudSource(RestSource):
-    """Reads a CIMcloud resource with searchstrings, 50 per page."""
-
-    def fetch(self, since: dt.datetime | None, extra_where: str | None = None) -> Iterator[list[Any]]:
-        cfg: CimcloudConnection = self.db.cfg
-        # the docs show no way to page without a searchstring: "modified since the epoch" reads all
-        moment = since or dt.datetime(1900, 1, 1)  # noqa: DTZ001
-        text = search.at_least(cfg.modified_field, moment.strftime(cfg.date_format))
-        # `filter` and `seed.where` of a CIMcloud source are searchstrings
-        text = search.all_of(text, *(w for w in (self.filter, extra_where) if w))
-        yield from self.pages(self.resource, text)
-
-    def fetch_keys(self, keys: Sequence[records.Key]) -> Iterator[Any]:
-        for i in range(0, len(keys), 10):
-            for page in self.pages(self.resource, search.keys(self.key, keys[i : i + 10])):
-                yield from page
-
-    def pages(self, resource: str, searchstring: str) -> Iterator[list[Any]]:
-        client = self.db.client
-        page = 1
-        previous: Any = None
-        while True:
-            path = f"{resource.strip('/')}/{searchstring}/{page}"
-            resp = client.request("GET", path)
-            self.requests += 1
-            if resp.status_code == 404:  # inference: no records may answer 404 on some sites
-                return
-            body = json_body(resp)
-            if resp.status_code >= 400 or not isinstance(body, list):
-                raise errors.TransientError(
-                    f"{self.where}: GET {resource}: HTTP {resp.status_code}, no list of records: "
-                    f"{client.shown(resp.text)}",
-                    failure_class="source",
-                )
-            if body and body == previous:  # a site that ignores the page number would loop forever
-                raise errors.TransientError(
-                    f"{self.where}: GET {resource}: page {page} repeats page {page - 1}",
-                    failure_class="source",
-                )
-            previous = body
-            yield body
-            if len(body) < PAGE:
-                return
-            page += 1
 
 
 class CimcloudDestination(RestDestination):
@@ -287,6 +241,8 @@ class CimcloudConnector:
             raise errors.ConfigError(
                 f"sync {sync}: the CIMcloud source needs a CIMcloud connection: got {type(handle).__name__}"
             )
+        if cfg.changes.method == "export_flag":  # the order export: read through the inbox only
+            return CimcloudOrdersSource(handle, sync, cfg, version_column)
         return CimcloudSource(handle, sync, cfg, version_column)
 
     def destination(

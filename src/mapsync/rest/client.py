@@ -254,16 +254,24 @@ class HttpClient:
         authenticate: bool = True,
         headers: Mapping[str, str] | None = None,
         bare: bool = False,
+        once: bool = False,
     ) -> httpx.Response:
         """Send with retries (`bare`: without the connection's configured headers, for another
         host that must not see them). Returns a 2xx response or a 4xx the caller should judge; raises
-        TransientError when the tries run out, PermanentError when access is refused."""
+        TransientError when the tries run out, PermanentError when access is refused.
+
+        `once`: a request whose effect must not happen twice (a destructive GET): a lost answer,
+        a timeout or a 5xx is never sent again; only an answer that says the server did not run
+        it (401 with a renewable token, 429 with the budget spent) is."""
         policy = self.retry
         delay = policy.backoff.total_seconds()
         cap = policy.max_backoff.total_seconds()
         renewed = False
         problem = ""
-        for attempt in range(1, policy.attempts + 1):
+        tries = 1 if once else policy.attempts
+        attempt = 0
+        while attempt < tries:
+            attempt += 1
             outgoing = {
                 **(headers or {}),
                 **(self.auth.headers(self) if (authenticate and self.auth) else {}),
@@ -280,6 +288,8 @@ class HttpClient:
                         f"connection {self.name}: {method} {path}: {problem}{tls}"
                     ) from None
                 problem += self.shown(transport_reason(exc))
+                if once and not sent and attempt == tries and tries < policy.attempts:
+                    tries += 1  # it never reached the server: sending it is no repeat
                 log.warning(
                     "http_retry",
                     extra={"action": "http_retry", "connection": self.name, "error": problem, "try": attempt},
@@ -297,6 +307,7 @@ class HttpClient:
                     return resp
                 if status == 401 and authenticate and self.auth and not renewed and self.auth.invalidate():
                     renewed = True
+                    tries += 1 if once else 0  # refused before it ran: sent again with a new token
                     continue
                 if status in (401, 403, 407):
                     raise errors.PermanentError(
@@ -308,11 +319,13 @@ class HttpClient:
                     return resp
                 problem = f"HTTP {status}: {self.shown(resp.text)}"
                 wait = retry_after(resp.headers.get("Retry-After"))
+                if once and status == 429 and attempt == tries and tries < policy.attempts:
+                    tries += 1  # the budget refused it before it ran: waiting and sending again is safe
                 log.warning(
                     "http_retry",
                     extra={"action": "http_retry", "connection": self.name, "error": problem, "try": attempt},
                 )
-            if attempt == policy.attempts:
+            if attempt >= tries:
                 break
             if wait is None:
                 wait = min(cap, delay) * random.uniform(0.5, 1.0)
@@ -324,6 +337,12 @@ class HttpClient:
                     reason=errors.REASON_BUDGET,
                 )
             self.sleep(wait)
+        if once:
+            raise errors.TransientError(
+                f"connection {self.name}: {method} {path}: {problem} (not sent again: the request "
+                "may have run on the server)",
+                reason=errors.REASON_BUDGET if problem.startswith("HTTP 429") else None,
+            )
         raise errors.TransientError(
             f"connection {self.name}: {method} {path} failed after {policy.attempts} tries: {problem}",
             reason=errors.REASON_BUDGET if problem.startswith("HTTP 429") else None,

@@ -11,6 +11,7 @@ from mapsync.ports import Destination, Handle, Source
 from mapsync.redact import basic_credentials
 from mapsync.rest.client import HttpClient, StaticAuth, TokenAuth, make_budget
 from mapsync.rest.destination import RestDestination
+from mapsync.rest.destructive_source import DestructiveSource
 from mapsync.rest.source import RestHandle, RestSource
 from mapsync.sheet import models
 from mapsync.sheet.connection_models import RestConnection
@@ -85,6 +86,8 @@ class RestConnector:
             raise errors.ConfigError(
                 f"sync {sync}: the REST source needs a REST connection: got {type(handle).__name__}"
             )
+        if cfg.changes.method == "export_flag":  # a destructive resource: read through the inbox only
+            return DestructiveSource(handle, sync, cfg, version_column)
         return RestSource(handle, sync, cfg, version_column)
 
     def destination(

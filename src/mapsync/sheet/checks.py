@@ -84,9 +84,24 @@ def _check_ends(
         elif conn.kind != "sql" and ref.resource is None:
             found.append(((*base, role), f"connection {ref.connection!r} is {conn.kind}: give `resource`"))
     src = connections.get(sync.from_.connection)
+    if src is not None and src.kind == "sql":
+        for child_name, child in sync.children.items():
+            if child.from_.nested is not None or child.from_.resource is not None:
+                found.append(
+                    (
+                        (*base, "children", child_name, "from"),
+                        "child rows of a SQL source come from a `table`",
+                    )
+                )
     if src is not None and src.kind != "sql":
-        if sync.children:
-            found.append(((*base, "children"), "child tables need a SQL source"))
+        for child_name, child in sync.children.items():
+            if child.from_.nested is None and child.from_.resource is None:
+                found.append(
+                    (
+                        (*base, "children", child_name, "from"),
+                        "child rows of an API source are `nested` in the record or read from a `resource`",
+                    )
+                )
         if sync.seed.where is not None and src.kind == "rest":
             found.append(((*base, "seed", "where"), "is SQL: a REST source has no SQL condition"))
         if sync.filter is not None and src.kind == "rest":

@@ -4,9 +4,10 @@ CIMcloud's `OnlineOrders` marks every order it returns as exported: the next GET
 returns it. The generic REST read path is made for reads that change nothing: it reads every
 page before the first write, retries a GET whose answer was lost, re-reads by key for
 `mapsync retry`. Through it, an order that is read but not delivered (a failed run, a lost
-answer, a record error) is never returned again: lost. Until a capture reads such a resource
-into a durable inbox before processing it, `validate` refuses it as a source, and so does every
-command that loads the sheet. A sheet marks other resources like it with `destructive: true`.
+answer, a record error) is never returned again: lost. `validate` refuses it as a source, and
+so does every command that loads the sheet, unless the sync reads it with `changes: {method: export_flag}`
+(capture/export_inbox.py: each page stored in the inbox before it is parsed, the GET never
+repeated). A sheet marks other resources like it with `destructive: true`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ KNOWN = frozenset({"onlineorders"})  # CIMcloud: GET marks the returned orders e
 _WHY = (
     "the generic REST read path reads every page before the first write, retries GETs and "
     "re-reads by key (`mapsync retry`), so records read but not delivered would be lost for "
-    "good. It is refused as a source until the transaction export reads it safely (into a "
-    "durable inbox before processing)"
+    "good. Read it with `changes: {method: export_flag}`, which stores each page in the state "
+    "store's inbox before parsing it and never repeats the GET"
 )
 
 
@@ -39,6 +40,8 @@ def problems(sheet: models.Sheet) -> list[tuple[Path_, str]]:
     for sync_name, sync in sheet.syncs.items():
         ref, base = sync.from_, ("syncs", sync_name, "from")
         conn = sheet.connections.get(ref.connection)
+        if sync.changes.method == "export_flag" and getattr(conn, "kind", "sql") != "sql":
+            continue  # read safely: each page stored in the inbox before it is parsed (export_checks)
         found.extend((base + tail, msg) for tail, msg in _source(ref, conn))
     for name, conn in sheet.connections.items():
         for write, read in getattr(conn, "read_paths", {}).items():

@@ -7,7 +7,14 @@ import dataclasses
 
 from pydantic import BaseModel
 
-from mapsync.sheet import alert_models, connection_examples, delivery_models, export_models, models
+from mapsync.sheet import (
+    alert_models,
+    connection_examples,
+    delivery_models,
+    export_models,
+    export_rest_models,
+    models,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +155,12 @@ on_exists: skip
         "statuses", "success: imported\nfailed: error\nskipped: imported\n"
     ),
     export_models.ExportDocument: Example("document", "from: erp_order_number\nto: erp_order_number\n"),
+    export_rest_models.ExportWriteBack: Example(
+        "write_back", "resource: orders\nkey: c_ordnum\nmethod: PUT\n"
+    ),
+    export_rest_models.ExportSweep: Example(
+        "sweep", "window: 7d\non_lost: reset\nmax_calls: 20\nevery: 1h\n"
+    ),
     models.SeedConfig: Example("seed", "where: \"status = 'A'\"\n"),
     models.DeletesConfig: Example(
         "deletes",

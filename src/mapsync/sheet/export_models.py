@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from mapsync.sheet.base import ChangesModel, Model
+from mapsync.sheet.export_rest_models import ExportSweep, ExportWriteBack
 
 Column = str  # a column name of the source table (validated against its catalog when the sync is built)
 FlagValue = bool | int | str  # bool first: `true` stays a boolean, 1 stays an integer
@@ -141,6 +142,22 @@ class ExportFlagChanges(ChangesModel):
         description=(
             "Columns set to themselves by the write-back, so it moves no last-modified time. "
             "MariaDB's `ON UPDATE CURRENT_TIMESTAMP` columns and `version` are always added."
+        ),
+    )
+
+    write_back: ExportWriteBack | None = Field(
+        None,
+        description=(
+            "An export from an API (CIMcloud `OnlineOrders`): the resource the status is written "
+            "to (`flag`, `status`, `error`, `document.to` are its fields). Default for such a "
+            "source: CIMcloud's `orders` by the sync's key."
+        ),
+    )
+    sweep: ExportSweep | None = Field(
+        None,
+        description=(
+            "An export from an API: find orders marked exported there but never received "
+            "(`mapsync sweep`; the daemon with `every`)."
         ),
     )
 

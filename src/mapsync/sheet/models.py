@@ -112,9 +112,20 @@ class SourceRef(Model):
         ),
     )
 
+    nested: str | None = Field(
+        None,
+        description=(
+            "For the child rows of a REST or CIMcloud source: the list field of the parent "
+            "record that holds them (e.g. `details` of an order), instead of `table` or `resource`."
+        ),
+    )
+
     @model_validator(mode="after")
     def _one_of(self) -> SourceRef:
-        if self.resource is not None:
+        if self.nested is not None:
+            if self.table is not None or self.query is not None or self.resource is not None:
+                raise ValueError("give `nested` (child rows inside the parent record) alone")
+        elif self.resource is not None:
             if self.table is not None or self.query is not None:
                 raise ValueError("give `resource` (REST, CIMcloud) or `table`/`query` (SQL), not both")
         elif (self.table is None) == (self.query is None):

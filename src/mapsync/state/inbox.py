@@ -7,7 +7,7 @@ older form, kept for their callers: each asks `store.inbox`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -99,6 +99,56 @@ class SqlInbox:
                         .values(status=status, processed_at=now, error=message[:2000])
                     )
 
+    def split(
+        self, sync: str, done: int, items: Sequence[tuple[str, str]], source: str | None = None
+    ) -> None:
+        """Append `items` (event id, payload; a replayed id is skipped) and mark item `done`
+        processed, in one transaction: a stored page becomes its records, all or nothing."""
+        t = schema.inbox
+        dialect: Any = postgresql if self.dialect == "postgresql" else sqlite
+        now = stamp()
+        with self.engine.begin() as conn:
+            for event_id, payload in items:
+                conn.execute(
+                    dialect.insert(t)
+                    .values(
+                        sync=sync,
+                        source=source,
+                        event_id=event_id[:255],
+                        event_hash=schema.digest(event_id),
+                        received_at=now,
+                        payload=payload,
+                        status="new",
+                    )
+                    .on_conflict_do_nothing()
+                )
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == done, t.c.status == "new")
+                .values(status="processed", processed_at=now, error=None)
+            )
+
+    def latest(self, sync: str, prefixes: Sequence[str]) -> dict[str, tuple[Item, str]]:
+        """The newest item (and its status) whose event id starts with each of `prefixes`."""
+        t = schema.inbox
+        out: dict[str, tuple[Item, str]] = {}
+        wanted = list(dict.fromkeys(prefixes))
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 100):
+                chunk = wanted[i : i + 100]
+                likes = [t.c.event_id.like(_like(p) + "%", escape="\\") for p in chunk]
+                rows = conn.execute(
+                    sa.select(t.c.id, t.c.event_id, t.c.received_at, t.c.payload, t.c.signed_at, t.c.status)
+                    .where(t.c.sync == sync, sa.or_(*likes))
+                    .order_by(t.c.id)
+                ).all()
+                for r in rows:
+                    item = Item(int(r[0]), r[1], r[2], r[3], None if r[4] is None else int(r[4]))
+                    for p in chunk:
+                        if item.event_id.startswith(p):
+                            out[p] = (item, str(r[5]))  # ordered by id: the newest stays
+        return out
+
     def counts(self, sync: str | None = None) -> dict[str, int]:
         """How many items per status (of one sync, or all)."""
         t = schema.inbox
@@ -107,6 +157,11 @@ class SqlInbox:
             query = query.where(t.c.sync == sync)
         with self.engine.connect() as conn:
             return {str(status): int(n) for status, n in conn.execute(query).all()}
+
+
+def _like(text: str) -> str:
+    """`text` as a LIKE pattern that matches itself only (`%`, `_` and the escape escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # ------------------------------------------------------------ the module form (store.inbox)

@@ -149,6 +149,45 @@ class MemoryInbox:
                 for item_id, message in messages.items():
                     mark(item_id, status, message[:2000])
 
+    def split(
+        self, sync: str, done: int, items: Sequence[tuple[str, str]], source: str | None = None
+    ) -> None:
+        now = stamp()
+        with self.memory.tx() as t:
+            for event_id, payload in items:
+                event_hash = schema.digest(event_id)
+                if any(r["sync"] == sync and r["event_hash"] == event_hash for r in t.inbox.values()):
+                    continue
+                item_id = t.next_id("inbox")
+                t.inbox[item_id] = {
+                    "id": item_id,
+                    "sync": sync,
+                    "source": source,
+                    "event_id": event_id[:255],
+                    "event_hash": event_hash,
+                    "signature_hash": None,
+                    "signed_at": None,
+                    "received_at": now,
+                    "payload": payload,
+                    "status": "new",
+                    "processed_at": None,
+                    "error": None,
+                }
+            row = t.inbox.get(done)
+            if row is not None and row["status"] == "new":
+                t.inbox[done] = {**row, "status": "processed", "processed_at": now, "error": None}
+
+    def latest(self, sync: str, prefixes: Sequence[str]) -> dict[str, tuple[Item, str]]:
+        out: dict[str, tuple[Item, str]] = {}
+        with self.memory.read() as t:
+            rows = sorted((r for r in t.inbox.values() if r["sync"] == sync), key=lambda r: int(r["id"]))
+        for r in rows:
+            for p in prefixes:
+                if r["event_id"].startswith(p):
+                    item = Item(r["id"], r["event_id"], r["received_at"], r["payload"], r["signed_at"])
+                    out[p] = (item, r["status"])
+        return out
+
     def counts(self, sync: str | None = None) -> dict[str, int]:
         out: dict[str, int] = {}
         with self.memory.read() as t:

@@ -221,6 +221,13 @@ class Inbox(Protocol):
         self, processed: Iterable[int], failed: dict[int, str], stale: dict[int, str] | None = None
     ) -> None: ...
     def counts(self, sync: str | None = None) -> dict[str, int]: ...
+    def split(
+        self, sync: str, done: int, items: Sequence[tuple[str, str]], source: str | None = None
+    ) -> None:
+        """Append `items` (event id, payload) and mark item `done` processed, in one transaction."""
+
+    def latest(self, sync: str, prefixes: Sequence[str]) -> dict[str, tuple[Item, str]]:
+        """The newest item (and its status) whose event id starts with each of `prefixes`."""
 
 
 class Jobs(Protocol):
