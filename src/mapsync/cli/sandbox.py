@@ -29,6 +29,13 @@ def cimcloud(
     async_contract: Annotated[
         str, typer.Option(help="What a queued (> 10 records) write answers: none | jobs (both inferred).")
     ] = "none",
+    online_orders_lines: Annotated[
+        str,
+        typer.Option(
+            help="Where OnlineOrders puts order lines (inferred): nested (under `details`) | "
+            "separate (read from order_detail)."
+        ),
+    ] = "nested",
     site: Annotated[str, typer.Option(help="Site name: the first path segment.")] = "sandbox",
     db: Annotated[
         Path | None, typer.Option(help="SQLite file of the sandbox's data (default: a temp file).")
@@ -44,18 +51,27 @@ def cimcloud(
 
     if async_contract not in ("none", "jobs"):
         raise fail("--async-contract is `none` or `jobs`", 2)
+    if online_orders_lines not in ("nested", "separate"):
+        raise fail("--online-orders-lines is `nested` or `separate`", 2)
     texts = ["2/1s", "100/15m"] if budget is None else [b for b in budget if b.lower() != "off"]
     try:
         limits = [parse_limit(b) for b in texts]
     except ValueError as exc:
         raise fail(f"--budget: {exc}", 2) from None
-    config = Config(site=site, budget=limits, async_contract=async_contract, db_path=str(db or ""))
+    config = Config(
+        site=site,
+        budget=limits,
+        async_contract=async_contract,
+        db_path=str(db or ""),
+        online_orders_lines="separate" if online_orders_lines == "separate" else "nested",
+    )
     running = Running(config, port=port)
     out.print(
         f"CIMcloud sandbox at {running.base_url}/{site}/  (budget: {', '.join(texts) or 'off'}; "
-        f"async contract: {async_contract}; data: {config.db_path})\n"
+        f"async contract: {async_contract}; order lines: {online_orders_lines}; data: {config.db_path})\n"
         f"credentials: AuthKey {config.auth_key}, user {config.username}, password {config.password}\n"
-        "request log: GET /_sandbox/requests. Ctrl-C stops it.",
+        "request log: GET /_sandbox/requests; orders: GET /_sandbox/orders; faults: POST "
+        "/_sandbox/faults. Ctrl-C stops it.",
         highlight=False,
     )
     running.server.run()

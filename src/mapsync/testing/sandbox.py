@@ -10,13 +10,15 @@ upsert, PUT = update only, by primary key (`key`, wins) or user key; the success
 `{"action":"DataImported","success":true,"importedRecords":…,"updatedRecords":…,
 "recordCountInRequest":…,"message":null}`; values as strings; more than 10 records per call go to
 an asynchronous queue; `X-RateLimit-Limit/Remaining/Reset` headers; OnlineOrders returns orders
-with `exported = '0'` and sets `exported = '1'`.
+with `exported = '0'` and sets `exported = '1'` (its lines and checks: `sandbox_orders`).
 
 INFERRED: GET answers a JSON array; an exhausted budget answers 429 with `Retry-After`; a
 partially refused call answers `success: false` with the counts of what was applied and a
 message naming the refused records; a PUT of a missing record is refused that way; a queued call
 answers `action: "Queued"` (with `jobId` and `GET /{site}/jobs/{id}` only under
-`async_contract="jobs"`); 401 bodies carry a `message`.
+`async_contract="jobs"`); 401 bodies carry a `message`; the shape of OnlineOrders' answer
+(`online_orders_lines`: its lines nested under `lines_field`, or read separately from
+`order_detail`) and the fields an order accepts (`order_fields`), see `sandbox_orders`.
 """
 
 from __future__ import annotations
@@ -30,18 +32,31 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request, Response
 
-from mapsync.testing import sandbox_search
-from mapsync.testing.sandbox_store import Store, as_string
+from mapsync.testing import sandbox_control, sandbox_orders, sandbox_search
+from mapsync.testing.sandbox_store import PAGE, Store, as_string
 
-PAGE = 50
 SYNC_LIMIT = 10
-DEFAULT_RESOURCES = {"accounts": "ref_id", "products": "sku", "customers": "username", "orders": "c_ordnum"}
-ALIASES = {"account": "accounts", "product": "products", "customer": "customers", "order": "orders"}
+DEFAULT_RESOURCES = {
+    "accounts": "ref_id",
+    "products": "sku",
+    "customers": "username",
+    "orders": "c_ordnum",
+    "order_detail": "line_id",  # order lines (INFERRED: see sandbox_orders)
+}
+ALIASES = {
+    "account": "accounts",
+    "product": "products",
+    "customer": "customers",
+    "order": "orders",
+    "orderdetail": "order_detail",
+    "order_details": "order_detail",
+}
 
 
 @dataclasses.dataclass
@@ -56,14 +71,20 @@ class Config:
     queue_delay: float = 0.3  # seconds before a queued (> 10) call is applied
     resources: dict[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     db_path: str = ""
+    online_orders_lines: Literal["nested", "separate"] = "nested"  # INFERRED, see sandbox_orders
+    lines_field: str = "details"  # where nested lines go (INFERRED)
+    order_fields: frozenset[str] | None = None  # None: an order accepts any field (INFERRED)
 
 
 @dataclasses.dataclass
 class Faults:
-    """Test switches: records refused by user key, and answers that under-report their counts."""
+    """Test switches: records refused by user key, answers that under-report their counts, and
+    OnlineOrders GETs that fail (settable over HTTP too: `POST /_sandbox/faults`)."""
 
     reject: dict[str, str] = dataclasses.field(default_factory=dict)  # user key → message
     undercount: int = 0  # the next N write answers report one record fewer than applied
+    online_orders_lost: int = 0  # the next N OnlineOrders GETs mark orders exported, then answer 500
+    online_orders_refuse: int = 0  # the next N OnlineOrders GETs answer 503 before any side effect
 
 
 class Sandbox:
@@ -158,7 +179,7 @@ class Sandbox:
         if found is None:
             return 404, {"message": f"Resource {name!r} is not assigned to this authorization."}
         if query:
-            return self.read_query(found, query)
+            return sandbox_search.query_page(self.store.all(found[0]), found[1], query, PAGE)
         try:
             match = sandbox_search.parse(search) if search else (lambda r: True)
         except sandbox_search.SearchError as exc:
@@ -170,32 +191,33 @@ class Sandbox:
         rows = [r for r in self.store.all(found[0]) if match(r)]
         return 200, rows[(page - 1) * PAGE : page * PAGE]
 
-    def read_query(self, found: tuple[str, str], query: dict[str, str]) -> tuple[int, Any]:
-        """Not CIMcloud's (its reads carry no query string): the generic REST connector's
-        dialect, so a `kind: rest` source can read the sandbox too: `?page=N&per_page=M` (page 1
-        first) and `?keys=a,b` (user keys, comma-separated)."""
-        table, key_field = found
-        try:
-            size = int(query.get("per_page", PAGE))
-            page = int(query.get("page", 1))
-        except ValueError:
-            return 400, {"message": "page and per_page must be numbers"}
-        rows = self.store.all(table)
-        if "keys" in query:
-            wanted = {k.lower() for k in query["keys"].split(",")}
-            rows = [r for r in rows if str(r.get(key_field, "")).lower() in wanted]
-        return 200, rows[(max(1, page) - 1) * size : max(1, page) * size]
-
     def online_orders(self) -> tuple[int, Any]:
-        """Orders with exported = '0', marked exported = '1' by this very GET (documented)."""
-        out = []
-        for row in self.store.all("orders"):
-            if row.get("exported", "0") in ("0", ""):
-                self.store.set_fields(int(row["key"]), {"exported": "1"})
-                out.append({**row, "o_key": row["key"], "exported": "0"})
-            if len(out) == PAGE:
-                break
+        """Orders with exported = '0', marked exported = '1' by this very GET (documented); the
+        faults `online_orders_refuse` (503, nothing marked) and `online_orders_lost` (marked, 500)."""
+        if self.faults.online_orders_refuse > 0:
+            self.faults.online_orders_refuse -= 1
+            return 503, {"message": "Service unavailable (sandbox fault)."}
+        nested = self.config.online_orders_lines == "nested"
+        out = sandbox_orders.export_page(self.store, nested=nested, lines_field=self.config.lines_field)
+        if self.faults.online_orders_lost > 0:
+            self.faults.online_orders_lost -= 1
+            return 500, {"message": "An error has occurred (sandbox fault: the answer is lost)."}
         return 200, out
+
+    # ----------------------------------------------------------------- test helpers (no HTTP)
+
+    def add_order(self, order: dict[str, Any], lines: Iterable[dict[str, Any]] = ()) -> str:
+        """Store an order and its lines (see `sandbox_orders.add_order`); its `c_ordnum` back."""
+        return sandbox_orders.add_order(self.store, order, lines)
+
+    def order(self, c_ordnum: str) -> dict[str, Any] | None:
+        """The stored order as the standard GET shows it, its lines under `lines_field`."""
+        found = sandbox_orders.orders_view(self.store, self.config.lines_field, c_ordnum)
+        return found[0] if found else None
+
+    def orders(self) -> list[dict[str, Any]]:
+        """Every stored order, each with its lines under `lines_field`."""
+        return sandbox_orders.orders_view(self.store, self.config.lines_field)
 
     def write(self, name: str, body: Any, *, update_only: bool) -> tuple[int, Any]:
         found = self.resource(name)
@@ -225,6 +247,12 @@ class Sandbox:
                 continue
             if user_key in self.faults.reject:
                 failures.append(f"{key_field} {user_key}: {self.faults.reject[user_key]}")
+                continue
+            unknown = (
+                sandbox_orders.unknown_fields(self.config.order_fields, item) if table == "orders" else []
+            )
+            if unknown:
+                failures.append(f"{key_field} {user_key}: unknown field(s) {', '.join(unknown)}")
                 continue
             outcome = self.store.upsert(table, key_field, item, update_only=update_only)
             if outcome == "imported":
@@ -294,9 +322,7 @@ def create_app(sandbox: Sandbox) -> FastAPI:
     app = FastAPI(title="CIMcloud sandbox (mapsync)", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sandbox = sandbox
 
-    @app.get("/_sandbox/requests")
-    def requests_log() -> Any:  # the log of every request: time, method, path, status, credential
-        return sandbox.store.requests()
+    sandbox_control.add_routes(app, sandbox.store.requests, sandbox.orders, lambda: sandbox.faults)
 
     @app.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def any_route(request: Request, rest: str) -> Response:
@@ -306,22 +332,22 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         now = time.time()
         method = request.method
         if not parts or parts[0] != sandbox.config.site:
-            return _answer(404, {"message": "Unknown site."}, {})
+            return sandbox_control.answer(404, {"message": "Unknown site."}, {})
         path = "/".join(parts[1:])
         route = urllib.parse.unquote(parts[1]).lower() if len(parts) > 1 else ""
         if route == "healthcheck" and len(parts) > 2 and parts[2].lower() == "canary":
             sandbox.store.log(now, method, path, 200, "anonymous", False)
-            return _answer(200, {"status": "Running"}, {})
+            return sandbox_control.answer(200, {"status": "Running"}, {})
         who, authed = sandbox.credential(request.headers, route, body)
         headers, wait = sandbox.budget_state(who, now)
         if wait is not None:
             sandbox.store.log(now, method, path, 429, who, False)
             retry = {"Retry-After": str(max(1, int(wait + 0.999)))}
-            return _answer(429, {"message": "API rate limit exceeded."}, {**headers, **retry})
+            return sandbox_control.answer(429, {"message": "API rate limit exceeded."}, {**headers, **retry})
         query = dict(urllib.parse.parse_qsl(request.scope.get("query_string", b"").decode("latin-1")))
         status, answer = _dispatch(sandbox, method, route, parts, body, authed, query)
         sandbox.store.log(now, method, path, status, who, True)
-        return _answer(status, answer, headers)
+        return sandbox_control.answer(status, answer, headers)
 
     return app
 
@@ -336,7 +362,7 @@ def _dispatch(
     query: dict[str, str] | None = None,
 ) -> Any:
     if route == "authenticate" and method == "POST":
-        return sandbox.authenticate(_json(body))
+        return sandbox.authenticate(sandbox_control.parse_json(body))
     if not authed:
         return 401, {"message": "Authorization has been denied for this request."}
     if route == "validate":
@@ -347,39 +373,11 @@ def _dispatch(
         job = sandbox.store.job(parts[2])
         return (200, job) if job else (404, {"message": "Unknown job."})
     if method == "GET":
-        search, page = _search_and_page(parts[2:])
+        search, page = sandbox_search.split_path(parts[2:])
         return sandbox.read(urllib.parse.unquote(parts[1]), search, page, query)
     if method in ("POST", "PUT"):
-        data = _json(body)
+        data = sandbox_control.parse_json(body)
         if data is None:
             return 400, {"success": False, "message": "The body is not JSON."}
         return sandbox.write(urllib.parse.unquote(parts[1]), data, update_only=method == "PUT")
     return 405, {"message": f"{method} is not supported here."}
-
-
-_DATE_HEAD = re.compile(r"~\d{1,2}/\d{1,2}$")
-
-
-def _search_and_page(rest: list[str]) -> tuple[str, str]:
-    """Split `{searchstring}/{page}`. The docs' own example puts `1/1/2021` in the searchstring,
-    so slashes may belong to it (INFERRED): a last, numeric segment is the page unless it
-    completes a `~M/D/YYYY` date."""
-    if not rest:
-        return "", ""
-    if len(rest) == 1:
-        return ("", rest[0]) if rest[0].isdigit() else (rest[0], "")
-    head = "/".join(rest[:-1])
-    if rest[-1].isdigit() and not _DATE_HEAD.search(head):
-        return head, rest[-1]
-    return "/".join(rest), ""
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body or b"null")
-    except ValueError:
-        return None
-
-
-def _answer(status: int, body: Any, headers: dict[str, str]) -> Response:
-    return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)

@@ -22,6 +22,22 @@ from mapsync.rest.source import to_time
 Predicate = Callable[[dict[str, Any]], bool]
 _SPLIT = re.compile(r"(\|and\||\|or\||\(|\))", re.IGNORECASE)
 _DATEADD = re.compile(r"^<<dateadd:(days|hours|minutes):(-?\d+)>>$", re.IGNORECASE)
+_ENCODED = re.compile(r"%7C|%28|%29", re.IGNORECASE)
+_DATE_HEAD = re.compile(r"~\d{1,2}/\d{1,2}$")
+
+
+def split_path(rest: list[str]) -> tuple[str, str]:
+    """Split `{searchstring}/{page}`. The docs' own example puts `1/1/2021` in the searchstring,
+    so slashes may belong to it (INFERRED): a last, numeric segment is the page unless it
+    completes a `~M/D/YYYY` date."""
+    if not rest:
+        return "", ""
+    if len(rest) == 1:
+        return ("", rest[0]) if rest[0].isdigit() else (rest[0], "")
+    head = "/".join(rest[:-1])
+    if rest[-1].isdigit() and not _DATE_HEAD.search(head):
+        return head, rest[-1]
+    return "/".join(rest), ""
 
 
 class SearchError(ValueError):
@@ -29,7 +45,10 @@ class SearchError(ValueError):
 
 
 def parse(text: str) -> Predicate:
-    """A predicate over records for a raw (still percent-encoded) searchstring."""
+    """A predicate over records for a raw (still percent-encoded) searchstring. INFERRED: an
+    encoded `|`, `(` or `)` (%7C, %28, %29, as a client's URL quoting makes them) counts as the
+    plain character, so `|or|` and parentheses work either way."""
+    text = _ENCODED.sub(lambda m: urllib.parse.unquote(m.group(0)), text)
     tokens = [t for t in _SPLIT.split(text) if t != ""]
     pos = 0
 
@@ -135,3 +154,20 @@ def _time(text: str) -> dt.datetime | None:
         return to_time(text)
     except errors.MapsyncError:
         return None
+
+
+def query_page(
+    rows: list[dict[str, Any]], key_field: str, query: dict[str, str], page_size: int
+) -> tuple[int, Any]:
+    """Not CIMcloud's (its reads carry no query string): the generic REST connector's
+    dialect, so a `kind: rest` source can read the sandbox too: `?page=N&per_page=M` (page 1
+    first) and `?keys=a,b` (user keys, comma-separated)."""
+    try:
+        size = int(query.get("per_page", page_size))
+        page = int(query.get("page", 1))
+    except ValueError:
+        return 400, {"message": "page and per_page must be numbers"}
+    if "keys" in query:
+        wanted = {k.lower() for k in query["keys"].split(",")}
+        rows = [r for r in rows if str(r.get(key_field, "")).lower() in wanted]
+    return 200, rows[(max(1, page) - 1) * size : max(1, page) * size]
