@@ -250,9 +250,15 @@ class Checkup:
         except (errors.ConfigError, errors.TransientError, errors.PermanentError) as exc:
             self.add(f"{subject}: export", "fail", str(exc))
             return
-        self.add(
-            f"{subject}: export", "ok", f"the flag {cfg.changes.flag!r} and the write-back columns are there"
-        )
+        if cfg.from_.table is None:  # an API's order export: the API lists no fields to check
+            target = cfg.changes.write_back.resource if cfg.changes.write_back else "orders"
+            message = (
+                f"read through the inbox; status written to {target!r} (its fields are checked by "
+                "the first write: the API documents no field list)"
+            )
+        else:
+            message = f"the flag {cfg.changes.flag!r} and the write-back columns are there"
+        self.add(f"{subject}: export", "ok", message)
 
     def _capture(self) -> None:
         """Change-capture health of log and queue syncs (slot WAL, binlog, queue backlog)."""

@@ -120,12 +120,16 @@ class InboxExportCapture(ExportBase):
         try:
             raw = self.source.take()
         except (errors.TransientError, errors.PermanentError) as exc:
+            if exc.reason in (errors.REASON_AUTH, errors.REASON_BUDGET):
+                raise  # refused before it ran (credentials, rate limit): nothing was marked
+            # it may have run: the orders it marked are found by a sweep
             marker = f"{LOST}{uuid.uuid4().hex}"
             inbox.append(self.ctx.sync, marker, records.canonical_json({"error": str(exc)[:1000]}), "lost")
             raise type(exc)(
                 f"{exc}. Orders it marked exported are found by `mapsync sweep SHEET --sync {self.ctx.sync}` "
                 "(the daemon's `sweep`)",
                 failure_class="source",
+                reason=exc.reason,
             ) from None
         crash.point("after_get")
         page = inbox.append(self.ctx.sync, f"{PAGE}{uuid.uuid4().hex}", raw, f"GET {self.source.resource}")
