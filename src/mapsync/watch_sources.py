@@ -98,7 +98,8 @@ def sync_extra(
         gather(loaded, f"{where}: change queue", out, lambda: _queue(loaded, store, sync, handles))
     elif isinstance(changes, LogChanges):
         gather(loaded, f"{where}: change log", out, lambda: _log(loaded, store, sync, handles))
-    elif isinstance(changes, InboxChanges):
+    elif isinstance(changes, InboxChanges) or (isinstance(changes, models.ExportFlagChanges) and not is_sql):
+        # an API's order export waits in the inbox too (pages not split, orders not delivered)
         gather(loaded, f"{where}: inbox", out, lambda: _inbox(store, sync))
     if is_sql:
         if isinstance(changes, models.WatermarkChanges):
