@@ -8,10 +8,11 @@ anything reads it, and everything after works from there:
    not delivered), then asks for the first page again and again until a short page (each GET
    marks what it returns, so the first page is always the next one), at most `MAX_PAGES` times.
 2. Each GET is sent once (`HttpClient.request(once=True)`): a lost answer, a timeout or a 5xx is
-   not repeated, since the orders it marked would not come back. The run fails with that
-   message and leaves a `lost:` item in the inbox: the next sweep (`mapsync sweep`, the daemon's
-   `sweep.every`) finds orders marked exported that are in neither the ledger nor the inbox and
-   sets them pending again.
+   not repeated, since the orders it marked would not come back. A `lost:` item is written
+   before each GET and closed with its stored page: one left `new` (a failed GET, a process
+   killed before the answer was stored) means a sweep is due (`mapsync sweep`, the daemon's
+   `sweep.every`): it finds orders marked exported that are in neither the ledger nor the inbox
+   and sets them pending again.
 3. The raw page is stored (`page:<uuid>`), then split, in one state transaction, into one item
    per order (`order:<key>:<page item id>`: a re-exported order is a new item, never a
    replay), its lines with it. A page that is no list of records stays in the inbox as `error`.
@@ -115,25 +116,32 @@ class InboxExportCapture(ExportBase):
                 return
 
     def take(self) -> int:
-        """One destructive GET, stored, then split: how many records its page held."""
-        inbox = self.ctx.store.inbox
+        """One destructive GET, stored, then split: how many records its page held.
+
+        A `lost:` item is written before the GET and closed in the transaction that stores its
+        page: one left `new` (the GET failed, or the process died before its answer was stored)
+        says that orders may be marked exported at the API and nowhere here: a sweep is due."""
+        inbox, sync = self.ctx.store.inbox, self.ctx.sync
+        at = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+        note = records.canonical_json({"get": self.source.resource, "at": at})
+        marker = inbox.append(sync, f"{LOST}{uuid.uuid4().hex}", note, "get")
+        assert marker is not None  # a fresh uuid is never a replay
         try:
             raw = self.source.take()
         except (errors.TransientError, errors.PermanentError) as exc:
             if exc.reason in (errors.REASON_AUTH, errors.REASON_BUDGET):
+                inbox.finish([marker], {})
                 raise  # refused before it ran (credentials, rate limit): nothing was marked
-            # it may have run: the orders it marked are found by a sweep
-            marker = f"{LOST}{uuid.uuid4().hex}"
-            inbox.append(self.ctx.sync, marker, records.canonical_json({"error": str(exc)[:1000]}), "lost")
             raise type(exc)(
-                f"{exc}. Orders it marked exported are found by `mapsync sweep SHEET --sync {self.ctx.sync}` "
+                f"{exc}. Orders it marked exported are found by `mapsync sweep SHEET --sync {sync}` "
                 "(the daemon's `sweep`)",
                 failure_class="source",
                 reason=exc.reason,
             ) from None
         crash.point("after_get")
-        page = inbox.append(self.ctx.sync, f"{PAGE}{uuid.uuid4().hex}", raw, f"GET {self.source.resource}")
-        assert page is not None  # a fresh uuid is never a replay
+        name = f"{PAGE}{uuid.uuid4().hex}"
+        inbox.split(sync, marker, [(name, raw)], f"GET {self.source.resource}")  # stored, marker closed
+        page = inbox.latest(sync, [name])[name][0].id
         crash.point("after_page_stored")
         return self.split(page, raw)
 
