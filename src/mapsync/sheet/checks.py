@@ -94,7 +94,23 @@ def _check_ends(
                     )
                 )
     if src is not None and src.kind != "sql":
+        if sync.children and sync.changes.method != "export_flag":
+            found.append(
+                (
+                    (*base, "children"),
+                    "child rows of an API source are read by its order export "
+                    "(`changes: {method: export_flag}`) only",
+                )
+            )
         for child_name, child in sync.children.items():
+            if src.kind == "rest" and child.from_.resource is not None:
+                found.append(
+                    (
+                        (*base, "children", child_name, "from", "resource"),
+                        "child rows are read from a resource by CIMcloud searchstrings: a REST "
+                        "source carries them `nested` in the record",
+                    )
+                )
             if child.from_.nested is None and child.from_.resource is None:
                 found.append(
                     (
