@@ -111,3 +111,25 @@ def test_model_rules(tmp_path: Path, changes: str, message: str) -> None:
     text = SHEET.replace("{method: export_flag, flag: exported, status: st, error: err}", changes)
     found = _problems(tmp_path, text)
     assert any(message in p and "syncs.orders.changes" in p for p in found), found
+
+
+def test_the_shipped_cimcloud_orders_example_is_a_valid_api_export(tmp_path: Path) -> None:
+    shipped = Path(loader.__file__).parents[1] / "examples" / "cimcloud_orders.yaml"
+    env = {"ERP_PASSWORD": "x", "CIM_AUTH_KEY": "x", "CIM_PASSWORD": "x"}
+    sheet = loader.load(shipped, env=env).sheet
+    orders = sheet.syncs["web_orders"]
+    assert orders.from_.resource == "OnlineOrders" and orders.changes.method == "export_flag"
+    cim = sheet.connections["cim"]
+    assert cim.kind == "cimcloud" and getattr(cim, "budget", None) == ["2/1s", "100/15m"]
+    assert orders.children["lines"].from_.nested == "details"
+    # the same source read by another method is refused: OnlineOrders marks what it returns
+    kept = [
+        line
+        for line in shipped.read_text(encoding="utf-8").splitlines()
+        if not line.strip().startswith(("flag:", "status:", "error:", "on_exists:", "on_failure:"))
+    ]
+    other = tmp_path / "sheet.yaml"
+    other.write_text("\n".join(kept).replace("method: export_flag", "method: full"), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        loader.load(other, env=env)
+    assert "OnlineOrders" in " ".join(info.value.problems or [str(info.value)])
