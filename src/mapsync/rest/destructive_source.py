@@ -107,6 +107,8 @@ class DestructiveSource(RestSource):
         for item in self.items_of(raw):
             if not isinstance(item, dict):
                 raise BadPage("a record is not an object")
+            if any(item.get(k) is None for k in self.key):  # `_row` would fail every later run on it
+                raise BadPage(f"a record has no key field {self.key}")
             row = self._row(item)
             kids: dict[str, list[Any]] = {}
             for name, field in self.nested.items():

@@ -105,3 +105,25 @@ def test_no_order_is_consumed_by_a_refused_sheet(tmp_path: Path, cimcloud_sandbo
         assert "order export" in done.stdout + done.stderr and "Traceback" not in done.stdout + done.stderr
     with token_client(cimcloud_sandbox) as c:  # both orders are still waiting to be exported
         assert sorted(o["c_ordnum"] for o in c.get("OnlineOrders").json()) == ["W1", "W2"]
+
+
+@pytest.mark.parametrize(
+    ("conn", "src"),
+    [("cim", "resource: OnlineOrders"), ("api", "resource: exports, destructive: true")],
+)
+def test_the_refusal_is_lifted_for_an_export_flag_read(tmp_path: Path, conn: str, src: str) -> None:
+    """Issue 17: read with `changes: {method: export_flag}`, each page is stored in the inbox
+    before it is parsed and the GET is never repeated: the sheet loads."""
+    sheet = _write(tmp_path, src, conn=conn)
+    sheet.write_text(
+        sheet.read_text().replace(
+            "changes: {method: watermark, column: last_modify_date, lag: 0s}",
+            "changes: {method: export_flag, flag: exported}",
+        )
+    )
+    sync = loader.load(sheet, env=ENV).sheet.syncs["orders"]
+    assert sync.changes.method == "export_flag" and sync.from_.resource is not None
+    # a read-back through OnlineOrders stays refused, export_flag or not
+    text = sheet.read_text().replace("budget: []", "budget: []\n    read_paths: {order: OnlineOrders}")
+    sheet.write_text(text)
+    assert "connections.cim.read_paths.order: OnlineOrders marks every order" in _refusal(sheet)

@@ -251,7 +251,7 @@ def test_redact() -> None:
 
 
 def test_token_renewal_is_scheduled_by_expiry() -> None:
-    from mapsync.rest.client import _expiry
+    from mapsync.rest.auth import _expiry
 
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert _expiry("2026-01-08T00:00:00Z", now, dt.timedelta(hours=1)) == dt.datetime(
