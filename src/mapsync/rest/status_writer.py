@@ -37,8 +37,8 @@ class StatusWriter:
         client = self.db.client
         try:
             resp = client.request(self.target.method, self.target.resource.strip("/"), json=chunk)
-        except errors.PermanentError as exc:
-            raise errors.TransientError(f"{self._what(chunk)}: {exc}") from None
+        except errors.PermanentError as exc:  # access refused: the reason (auth) stays for the monitors
+            raise errors.TransientError(f"{self._what(chunk)}: {exc}", reason=exc.reason) from None
         self.calls += 1
         self.judge(resp, chunk)
 
