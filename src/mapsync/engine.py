@@ -335,6 +335,7 @@ class Engine(PartsCache):
             redact=self.redact_text,
         )
         self._commit(scope, batch, seen + result.delivered, all_rejected, counts, tried)
+        parts.capture.committed(batch)
         run_steps.add_batch(report, counts, tally, all_rejected)
         self.observer.batch(name, report.counts)
         log.debug(

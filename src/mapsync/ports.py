@@ -231,3 +231,7 @@ class Capture(Protocol):
 
         `result.rejected` holds every rejection of the batch (mapping and destination); every
         other change of the batch was delivered or skipped as unchanged."""
+
+    def committed(self, batch: records.Batch) -> None:
+        """The batch's state commit (ledger, record errors) is durable: what the source may
+        learn only after it (an inbox item closed as `error` once its record error is kept)."""

@@ -86,6 +86,9 @@ class CaptureBase:
     def low(self) -> Any:
         return None
 
+    def committed(self, batch: records.Batch) -> None:
+        return None
+
     def by_key(
         self, source: Source, rows: list[records.Row], version_column: str | None
     ) -> list[records.Change]:

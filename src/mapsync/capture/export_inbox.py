@@ -20,9 +20,11 @@ anything reads it, and everything after works from there:
    one key in a batch collapse into the newest.
 5. The capture's acknowledge (after the destination committed, before the state commit) writes
    the status back to the API (`write_back`: delivered ones first, then refused ones; at most
-   10 per call, in the call budget), then marks the items processed or error. A crash before
-   that leaves the items `new`: the next run sends them again, the destination's upsert by key
-   (or `on_exists`) absorbs it, and the status is written then.
+   10 per call, in the call budget), then marks the delivered items processed; the refused
+   ones become `error` only once the state commit holds their record errors (`committed`). A
+   crash before that leaves the items `new`: the next run sends them again, the destination's
+   upsert by key (or `on_exists`) absorbs it (a refused one is refused again and its record
+   error kept then), and the status is written then.
 6. A retry or a re-export reads the order as last received from the inbox, never by a GET.
 """
 
@@ -59,6 +61,7 @@ class _Plan:
     """A batch's acknowledgement: key text → its inbox items, newest last."""
 
     items: dict[str, list[int]]
+    failed: dict[int, str] = dataclasses.field(default_factory=dict)  # set by the acknowledge
 
 
 class InboxExportCapture(ExportBase):
@@ -225,7 +228,15 @@ class InboxExportCapture(ExportBase):
         plan = batch.ack.items if isinstance(batch.ack, _Plan) else {}
         processed = [i for ids in plan.values() for i in ids]
         failed = {ids[-1]: refused[k] for k, ids in plan.items() if k in refused and ids}
-        self.ctx.store.inbox.finish(processed, failed)
+        # the delivered ones now; a refused one stays `new` until its record error is committed
+        # (a crash before that sends it again: refused again, its error recorded then)
+        self.ctx.store.inbox.finish([i for i in processed if i not in failed], {})
+        if isinstance(batch.ack, _Plan):
+            batch.ack.failed.update(failed)
+
+    def committed(self, batch: records.Batch) -> None:
+        if isinstance(batch.ack, _Plan) and batch.ack.failed:
+            self.ctx.store.inbox.finish([], batch.ack.failed)
 
     def _write(self, updates: list[dict[str, Any] | None]) -> None:
         """Status records with more than the flag (the GET set `exported` already: a flag alone
