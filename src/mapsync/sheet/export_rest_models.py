@@ -66,6 +66,10 @@ class ExportSweep(Model):
             "says how many it will take before it starts and stops at the cap."
         ),
     )
+    created: str = Field(
+        "create_date",
+        description="The Orders resource's field holding when an order was created (the window's field).",
+    )
     every: Duration | None = Field(
         None,
         description=(
