@@ -37,6 +37,7 @@ from mapsync.capture.export_base import CURSOR, ExportBase
 from mapsync.records import RunKind
 from mapsync.run_scope import RunScope
 from mapsync.run_types import Parts
+from mapsync.state.clock import stamp, utcnow
 from mapsync.state.ports import Store
 from mapsync.state.store import Counts
 
@@ -53,6 +54,26 @@ ALERT = (
     "lost: marked exported at CIMcloud on {created}, never received; "
     "`mapsync reexport SHEET --sync {sync} {key}` sends it"
 )
+
+
+def due(store: Store, name: str, parts: Parts) -> str | None:
+    """Why the daemon sweeps an export from an API before its next run: `lost` (a `lost:` marker
+    newer than the last sweep that ended), `schedule` (`sweep.every` passed since it), or None.
+    A failed sweep does not count as one: a marker keeps asking until a sweep ends."""
+    from mapsync.capture.export_inbox import LOST, InboxExportCapture
+
+    capture = parts.capture
+    if not isinstance(capture, InboxExportCapture):
+        return None
+    runs = store.history.runs(name, 200, without=("running", "failed", "skipped"))
+    last = next((str(r["started_at"]) for r in runs if r["kind"] == RunKind.SWEEP), None)
+    marker = store.inbox.latest(name, [LOST]).get(LOST)
+    if marker is not None and marker[1] == "new" and (last is None or marker[0].received_at > last):
+        return "lost"
+    every = capture.cfg.sweep.every if capture.cfg.sweep is not None else None
+    if every is not None and (last is None or last < stamp(utcnow() - every)):
+        return "schedule"
+    return None
 
 
 def _ceil(n: int, size: int) -> int:

@@ -7,6 +7,8 @@ sandbox's request log); a lost destructive GET followed by a sweep delivers ever
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from mapsync import sweep_plan
+from mapsync.daemon import Daemon
 from mapsync.engine import Engine
 from mapsync.records import RunKind, RunStatus
 from mapsync.run_types import RunReport
@@ -72,6 +76,7 @@ syncs:
       status: erp_import_status
       error: erp_import_error
       sweep: {sweep}
+    schedule: {{every: 1s}}
 """
         )
         self.loaded = loader.load(folder / "sheet.yaml", env=ENV)
@@ -269,3 +274,39 @@ def test_the_cli_states_the_call_estimate_before_the_outcome(world_of: Callable[
     assert "1 lost order(s) reset in 1 call(s), 1 delivered" in done.stdout
     assert w.erp_orders() == {"L1": 1}
     print(done.stdout)
+
+
+def test_the_daemon_sweeps_first_when_a_lost_marker_is_new_and_when_every_passed(
+    world_of: Callable[..., World],
+) -> None:
+    w = world_of("{every: 1h}")
+    due = lambda: sweep_plan.due(w.store, "orders", w.engine.parts("orders"))  # noqa: E731
+    w.run("seed")
+    assert due() == "schedule"  # no sweep yet
+    assert w.sweep().ok and due() is None
+    for i in range(5):
+        w.order(f"W{i}")
+    w.box.sandbox.faults.online_orders_lost = 1
+    assert w.run().status == RunStatus.FAILED and due() == "lost"
+    w.engine.release()
+
+    daemon = Daemon(
+        w.loaded,
+        w.store,
+        ["orders"],
+        open_store=lambda: StateStore.open(w.loaded.sheet.state.url, w.loaded.folder, create=False),
+        poll=dt.timedelta(seconds=0.1),
+    )
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end and len(w.erp_orders()) < 5:
+            time.sleep(0.1)
+    finally:
+        daemon.stop.set()
+        thread.join(timeout=40)
+    assert w.erp_orders() == {f"W{i}": 1 for i in range(5)}
+    sweeps = [r for r in w.store.history.runs("orders", 50) if r["kind"] == "sweep"]
+    assert [r["trigger"] for r in sweeps][:1] == ["lost"] and sweeps[0]["status"] == "success"
+    assert due() is None and not w.store.inbox.counts("orders").get("new")
