@@ -74,7 +74,7 @@ class ExportSweep(Model):
         None,
         description=(
             "`mapsync daemon` runs the sweep when the last one is older than this (e.g. `1h`). "
-            "Without it, only `mapsync sweep` does; a destructive GET whose answer was lost "
-            "always asks for one at the next run."
+            "Without it, only `mapsync sweep` does; a destructive GET whose answer was lost leaves "
+            "a `lost:` marker, and the daemon sweeps before its next run of the sync."
         ),
     )
