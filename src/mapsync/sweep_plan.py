@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mapsync import errors, records
-from mapsync.capture.export_base import CURSOR, ExportBase
+from mapsync.capture.export_base import CURSOR, LOST, ExportBase
 from mapsync.records import RunKind
 from mapsync.run_scope import RunScope
 from mapsync.run_types import Parts
@@ -60,7 +60,7 @@ def due(store: Store, name: str, parts: Parts) -> str | None:
     """Why the daemon sweeps an export from an API before its next run: `lost` (a `lost:` marker
     newer than the last sweep that ended), `schedule` (`sweep.every` passed since it), or None.
     A failed sweep does not count as one: a marker keeps asking until a sweep ends."""
-    from mapsync.capture.export_inbox import LOST, InboxExportCapture
+    from mapsync.capture.export_inbox import InboxExportCapture
 
     capture = parts.capture
     if not isinstance(capture, InboxExportCapture):

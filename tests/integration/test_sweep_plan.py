@@ -7,6 +7,7 @@ sandbox's request log); a lost destructive GET followed by a sweep delivers ever
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -249,6 +250,7 @@ def test_a_lost_get_then_a_sweep_delivers_every_order_exactly_once(world_of: Cal
     assert failed.status == RunStatus.FAILED and "mapsync sweep" in (failed.message or "")
     assert w.erp_orders() == {} and all(w.cim(f"W{i}")["exported"] == "1" for i in range(7))
     assert w.store.inbox.counts("orders").get("new") == 1  # the `lost:` marker
+    assert _status(w) == (True, "warning: orders: a destructive GET's answer was lost: a sweep is due")
 
     report = w.sweep()
 
@@ -256,6 +258,16 @@ def test_a_lost_get_then_a_sweep_delivers_every_order_exactly_once(world_of: Cal
     assert "1 `lost:` marker(s) settled" in "\n".join(report.notes)
     assert not w.store.inbox.counts("orders").get("new")
     assert w.run().counts.read == 0 and "0 lost" in "\n".join(w.sweep().notes)
+    assert _status(w) == (False, None)
+
+
+def _status(w: World) -> tuple[bool, str | None]:
+    """`mapsync status`: --json's `sweep_due`, and the text's line that says so."""
+    w.engine.release()
+    shown = h.mapsync("status", "sheet.yaml", "--json", cwd=w.folder, env=ENV)
+    text = h.mapsync("status", "sheet.yaml", cwd=w.folder, env=ENV).stdout
+    line = next((x.split(" (")[0] for x in text.splitlines() if "sweep is due" in x), None)
+    return bool(json.loads(shown.stdout)[0]["sweep_due"]), line
 
 
 def test_the_cli_states_the_call_estimate_before_the_outcome(world_of: Callable[..., World]) -> None:

@@ -38,6 +38,7 @@ from mapsync import crash, errors, records
 from mapsync.capture import export_writeback as wb
 from mapsync.capture.base import Context
 from mapsync.capture.export_base import CURSOR as CURSOR
+from mapsync.capture.export_base import LOST as LOST
 from mapsync.capture.export_base import ExportBase
 from mapsync.capture.export_sweep import OrderSweep
 from mapsync.cimcloud.order_status import CimcloudStatusWriter
@@ -50,7 +51,6 @@ from mapsync.sheet.export_rest_models import ExportWriteBack
 
 log = logging.getLogger("mapsync.capture.export")
 
-LOST = "lost:"  # inbox marker of a destructive GET whose answer may be lost: a sweep is due
 MAX_PAGES = 200  # destructive GETs per run (10,000 CIMcloud orders); the next run goes on
 
 
