@@ -13,6 +13,7 @@ from mapsync.daemon_jobs import RETRY, STORE_BROKEN, Host, Job, fingerprint
 from mapsync.engine import Engine, RunReport
 from mapsync.records import RunStatus
 from mapsync.sheet.loader import LoadedSheet
+from mapsync.sheet.models import ExportFlagChanges
 from mapsync.state.ports import Store
 
 log = logging.getLogger("mapsync.daemon")
@@ -66,6 +67,8 @@ class Running:
         """An API export's lost-order sweep, when one is due (`sweep_plan.due`), before the
         pass's run. Its failure is logged and leaves the run alone (a new `lost:` marker asks
         again at the next pass)."""
+        if not isinstance(self.loaded.sheet.syncs[self.name].changes, ExportFlagChanges):
+            return
         try:
             why = sweep_plan.due(store, self.name, engine.parts(self.name))
             if why is None:

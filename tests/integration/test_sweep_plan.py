@@ -42,7 +42,7 @@ def erp(request: pytest.FixtureRequest) -> Callable[[], str]:
 class World:
     """A CIMcloud sandbox, an ERP with `sales_orders`, a sheet exporting OnlineOrders into it."""
 
-    def __init__(self, box: Any, erp_url: str, folder: Path, sweep: str = "{}") -> None:
+    def __init__(self, box: Any, erp_url: str, folder: Path, sweep: str = "{}", budget: str = "[]") -> None:
         self.box, self.erp_url, self.folder = box, erp_url, folder
         self.erp = sa.create_engine(erp_url)
         with self.erp.begin() as c:
@@ -62,7 +62,7 @@ connections:
     base_url: "{box.base_url}"
     site: sandbox
     auth: {{type: token, auth_key: sandbox-key, username: sandbox, password: "${{PW}}"}}
-    budget: []
+    budget: {budget}
 syncs:
   orders:
     from: {{connection: cim, resource: OnlineOrders}}
@@ -126,8 +126,8 @@ def world_of(
 ) -> Iterator[Callable[..., World]]:
     made: list[World] = []
 
-    def make(sweep: str = "{}", in_process: bool = True) -> World:
-        w = World(cimcloud_sandbox_factory(in_process=in_process), erp(), tmp_path, sweep)
+    def make(sweep: str = "{}", in_process: bool = True, budget: str = "[]") -> World:
+        w = World(cimcloud_sandbox_factory(in_process=in_process), erp(), tmp_path, sweep, budget)
         made.append(w)
         return w
 
@@ -322,3 +322,19 @@ def test_the_daemon_sweeps_first_when_a_lost_marker_is_new_and_when_every_passed
     sweeps = [r for r in w.store.history.runs("orders", 50) if r["kind"] == "sweep"]
     assert [r["trigger"] for r in sweeps][:1] == ["lost"] and sweeps[0]["status"] == "success"
     assert due() is None and not w.store.inbox.counts("orders").get("new")
+
+
+def test_the_plan_line_says_what_the_call_budget_has_left(world_of: Callable[..., World]) -> None:
+    w = world_of(budget='["2/1s", "100/15m"]')
+    w.run("seed")
+    w.run()  # one OnlineOrders GET, counted
+    w.order("L1", exported="1")
+
+    report = w.sweep()
+
+    plan = report.notes[0]
+    assert plan.startswith("sweep plan:") and "budget left: " in plan
+    left = plan.split("budget left: ")[1]
+    assert "of 2/1s" in left and "of 100/15m" in left
+    assert int(left.split(" of 100/15m")[0].split(", ")[-1]) < 100  # the run's call is counted
+    assert w.erp_orders() == {"L1": 1}
