@@ -338,3 +338,29 @@ def test_the_plan_line_says_what_the_call_budget_has_left(world_of: Callable[...
     assert "of 2/1s" in left and "of 100/15m" in left
     assert int(left.split(" of 100/15m")[0].split(", ")[-1]) < 100  # the run's call is counted
     assert w.erp_orders() == {"L1": 1}
+
+
+def test_the_cli_exits_1_when_it_alerted_and_2_on_an_export_from_a_sql_table(
+    world_of: Callable[..., World], pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    w = world_of("{on_lost: alert}", in_process=False)
+    w.run("seed")
+    w.order("L1", exported="1")
+    w.engine.release()
+    alerted = h.mapsync("sweep", "sheet.yaml", "--sync", "orders", "--json", cwd=w.folder, env=ENV)
+    assert alerted.returncode == 1, alerted.stderr
+    (report,) = json.loads(alerted.stdout)
+    assert (report["kind"], report["status"], report["counts"]["rejected"]) == ("sweep", "partial", 1)
+    assert any(n.startswith("sweep: 1 lost order(s) alerted") for n in report["notes"])
+
+    from tests.export_world import World as SqlWorld
+
+    (tmp_path / "sql").mkdir()
+    sql = SqlWorld(pg_database(), pg_database(), tmp_path / "sql")
+    try:
+        sql.run("seed")
+        refused = sql.cli("sweep", "sheet.yaml", "--sync", "orders")
+    finally:
+        sql.close()
+    assert refused.returncode == 2
+    assert "reads a SQL table: `mapsync sweep` is for an export from an API" in refused.stderr
