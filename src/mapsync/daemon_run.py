@@ -8,11 +8,12 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from mapsync import errors, follow
+from mapsync import errors, follow, sweep_plan
 from mapsync.daemon_jobs import RETRY, STORE_BROKEN, Host, Job, fingerprint
 from mapsync.engine import Engine, RunReport
 from mapsync.records import RunStatus
 from mapsync.sheet.loader import LoadedSheet
+from mapsync.sheet.models import ExportFlagChanges
 from mapsync.state.ports import Store
 
 log = logging.getLogger("mapsync.daemon")
@@ -62,6 +63,36 @@ class Running:
             store.set_fence(self.daemon.claim)  # its slot rows only while the sync is its claim
         return self.engine
 
+    def _sweep_first(self, engine: Engine, store: Store) -> None:
+        """An API export's lost-order sweep, when one is due (`sweep_plan.due`), before the
+        pass's run. Its failure is logged and leaves the run alone (a new `lost:` marker asks
+        again at the next pass)."""
+        if not isinstance(self.loaded.sheet.syncs[self.name].changes, ExportFlagChanges):
+            return
+        try:
+            why = sweep_plan.due(store, self.name, engine.parts(self.name))
+            if why is None:
+                return
+            report = engine.sweep(self.name, trigger=why)
+        except (errors.LeaseHeld, errors.SlotTaken):
+            return
+        except errors.StateError as exc:
+            if exc.reason in STORE_BROKEN:
+                raise
+            log.warning("daemon_sweep_failed", extra={"action": "daemon_sweep_failed", "sync": self.name})
+            return
+        except Exception as exc:  # the run after it says what is wrong with the sync
+            log.warning(
+                "daemon_sweep_failed",
+                extra={
+                    "action": "daemon_sweep_failed",
+                    "sync": self.name,
+                    "error": engine.redact_text(str(exc)),
+                },
+            )
+            return
+        self.daemon.report(report)
+
     def _run_now(self, store: Store, job: Job) -> None:
         engine = self._engine(store)
 
@@ -73,6 +104,8 @@ class Running:
         failed: BaseException | None = None
         self.running = True
         try:
+            if job.kind != RETRY:
+                self._sweep_first(engine, store)
             if job.kind == RETRY:
                 retry = self.loaded.sheet.syncs[self.name].retry
                 automatic = job.trigger != "request" and retry is not None

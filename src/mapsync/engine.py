@@ -47,6 +47,7 @@ from mapsync.state.data import Attempt
 from mapsync.state.ports import Store
 from mapsync.state.retention import purge_after_run
 from mapsync.state.store import Counts
+from mapsync.sweep_plan import SweepPlan
 
 CRASH_POINTS = crash.POINTS
 # failures that stop a run with one message and the cursor kept (anything else is a bug)
@@ -192,6 +193,14 @@ class Engine(PartsCache):
         plan = ReexportPlan(self.store, name, parts, self.sheet.syncs[name].delivery.batch, keys)
         return self._kept(name, lambda: self._scoped(name, parts, plan, Request(RunKind.REEXPORT, trigger)))
 
+    @counted
+    @run_failures.recorded
+    @settled
+    def sweep(self, name: str, *, trigger: str = "cli") -> RunReport:
+        """The lost-order sweep of an export from an API (`sweep_plan`)."""
+        plan = SweepPlan(self.store, name, parts := self.parts(name))
+        return self._kept(name, lambda: self._scoped(name, parts, plan, Request(RunKind.SWEEP, trigger)))
+
     def _kept(self, name: str, scoped: Callable[[], RunReport]) -> RunReport:
         """A run whose sync's cached parts survive only if it did not fail or crash (a held
         lease is no run: the parts stay)."""
@@ -283,7 +292,7 @@ class Engine(PartsCache):
                 self.store.discard_run(run_id)
                 report.run_id = None
                 return report
-            message = f"{len(report.gone)} source row(s) gone" if report.gone else None
+            message = run_ends.message(report)
             self.store.finish_run(run_id, report.status, None, message)
             if plan.purge:
                 purge_after_run(self.store, self.sheet, name)

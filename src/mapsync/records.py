@@ -36,6 +36,7 @@ class RunKind(enum.StrEnum):
     OVERLAP = "overlap"  # a run re-reading a window of the watermark
     RETRY = "retry"  # the rows of open record errors, read again by key
     REEXPORT = "reexport"  # transactions of an export set pending again and sent (`mapsync reexport`)
+    SWEEP = "sweep"  # orders an API marked exported but mapsync never received, reset (`mapsync sweep`)
     # declared for the run kinds that come next; nothing starts them yet
     RECONCILE = "reconcile"
     REPAIR = "repair"

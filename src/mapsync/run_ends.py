@@ -77,3 +77,9 @@ def close_batches(batches: object) -> None:
     close = getattr(batches, "close", None)
     if callable(close):
         close()
+
+
+def message(report: RunReport) -> str | None:
+    """A finished run's message in the history: source rows gone, a sweep's plan and outcome."""
+    parts = [f"{len(report.gone)} source row(s) gone"] if report.gone else []
+    return "; ".join(parts + report.notes)[:2000] or None

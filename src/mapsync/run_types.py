@@ -60,6 +60,7 @@ class RunReport:
     # (written as an update, so also in counts.written); deleted ones are counts.deleted
     gone_at_source: dict[str, int] = dataclasses.field(default_factory=dict)
     buried: int = 0  # an automatic retry: record errors buried as dead after max attempts
+    notes: list[str] = dataclasses.field(default_factory=list)  # a sweep's plan and outcome
 
     @property
     def ok(self) -> bool:

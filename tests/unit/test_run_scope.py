@@ -65,7 +65,16 @@ def test_forced_keys_skip_the_unchanged_check_only() -> None:
 
 
 def test_kinds_and_statuses_keep_their_stored_text() -> None:
-    assert [str(k) for k in RunKind] == ["seed", "run", "overlap", "retry", "reexport", "reconcile", "repair"]
+    assert [str(k) for k in RunKind] == [
+        "seed",
+        "run",
+        "overlap",
+        "retry",
+        "reexport",
+        "sweep",
+        "reconcile",
+        "repair",
+    ]
     assert [f"{s}" for s in RunStatus] == ["running", "success", "partial", "failed", "skipped", "stopped"]
     assert RunStatus.PARTIAL == "partial" and RunKind("overlap") is RunKind.OVERLAP
 

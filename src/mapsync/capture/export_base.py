@@ -11,6 +11,7 @@ from mapsync import records
 from mapsync.capture.base import CaptureBase
 
 CURSOR = "export"  # an export's own cursor: {"since": where (SQL) or when (API) it starts}
+LOST = "lost:"  # inbox marker of a destructive GET whose answer may be lost: a sweep is due
 
 
 class ExportBase(CaptureBase):

@@ -41,7 +41,9 @@ from mapsync import crash, errors, records
 from mapsync.capture import export_writeback as wb
 from mapsync.capture.base import Context
 from mapsync.capture.export_base import CURSOR as CURSOR
+from mapsync.capture.export_base import LOST as LOST
 from mapsync.capture.export_base import ExportBase
+from mapsync.capture.export_sweep import OrderSweep
 from mapsync.cimcloud.order_status import CimcloudStatusWriter
 from mapsync.cimcloud.orders import CimcloudOrdersSource
 from mapsync.ports import Capabilities, Cursors, Source
@@ -52,7 +54,6 @@ from mapsync.sheet.export_rest_models import ExportWriteBack
 
 log = logging.getLogger("mapsync.capture.export")
 
-LOST = "lost:"  # inbox marker of a destructive GET whose answer may be lost: a sweep is due
 MAX_PAGES = 200  # destructive GETs per run (10,000 CIMcloud orders); the next run goes on
 
 
@@ -301,6 +302,34 @@ class InboxExportCapture(ExportBase):
                 out[cfg.error] = ""
             updates.append(out)
         self.writer.write(updates)
+
+    # ----------------------------------------------------------------- mapsync sweep
+
+    def sweeper(self) -> OrderSweep:
+        """The lost-order sweep's reader (CIMcloud's searchstrings: a generic REST API has none)."""
+        if not isinstance(self.source, CimcloudOrdersSource):
+            raise errors.ConfigError(
+                f"sync {self.ctx.sync}: the lost-order sweep reads CIMcloud's Orders resource by "
+                "searchstring: a generic REST API documents no such read"
+            )
+        return OrderSweep(self.source.db, self.ctx.sync, self.cfg, self.target, self.key_field)
+
+    def sweep_prepare(self) -> list[int]:
+        """Before a sweep: pages stored but not split yet are split (their orders are received),
+        and the ids of the `lost:` markers waiting (a sweep that covers its window ends them)."""
+        lost: list[int] = []
+        after = 0
+        while items := self.ctx.store.inbox.new_items(self.ctx.sync, after, 500):
+            after = items[-1].id
+            for item in items:
+                if item.event_id.startswith(LOST):
+                    lost.append(item.id)
+                elif item.event_id.startswith(PAGE):
+                    try:
+                        self.split(item.id, item.payload)
+                    except errors.TransientError as exc:  # kept as `error`: its orders are lost ones
+                        log.warning("sweep_page_unreadable", extra={"action": "sweep", "error": str(exc)})
+        return lost
 
     def reexport_batches(self, keys: list[records.Key], batch: int) -> Iterator[records.Batch]:
         """After the reset, the orders come back through the GET like new ones."""

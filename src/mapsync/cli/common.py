@@ -182,7 +182,8 @@ def execute(
     ignore_pause: bool = True,
     reexport: list[tuple[str, ...]] | None = None,
 ) -> None:
-    """Run `kind` (seed | run | overlap | retry | reexport) for each sync, print the reports, exit 0/1/2.
+    """Run `kind` (seed | run | overlap | retry | reexport | sweep) for each sync, print the
+    reports, exit 0/1/2.
     Without `ignore_pause`, a sync paused by an operator (`mapsync pause`) is not run: a line
     says who paused it, and the exit code is at least 1."""
     observer = RichObserver(err) if progress and err.is_terminal else None
@@ -209,6 +210,8 @@ def execute(
                         reports.append(engine.retry(name, field, key=key))
                     elif kind == "reexport":  # `reexport` None: every failed transaction
                         reports.append(engine.reexport(name, reexport))
+                    elif kind == "sweep":
+                        reports.append(engine.sweep(name))
                     else:
                         reports.append(
                             engine.run(

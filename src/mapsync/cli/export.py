@@ -1,4 +1,4 @@
-"""`mapsync reexport`: send transactions of an export (`changes: {method: export_flag}`) again."""
+"""`mapsync reexport` and `mapsync sweep`: an export's transactions sent again, lost orders found."""
 
 from __future__ import annotations
 
@@ -49,3 +49,28 @@ def reexport(
             raise fail(f"KEY: {exc}", 2) from None
     store = open_store(loaded, create=False)
     execute(loaded, store, [sync], "reexport", as_json, reexport=wanted)
+
+
+@app.command()
+def sweep(
+    sheet: SheetArg,
+    sync: Annotated[str, typer.Option("--sync", "-s", help="The export sync (an API's order export).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Find orders the API marked exported but mapsync never received, and reset or report them.
+
+    Reads CIMcloud's Orders resource for orders with the flag `done` created within
+    `changes.sweep.window` (never before the export's start); those in neither the key ledger
+    nor the inbox are lost. `on_lost: reset` sets them pending (`exported = 0`) and delivers them
+    in the same run; `on_lost: alert` records an open record error for each. Says first how many
+    calls it will take (at most `max_calls`) and what the budget has left, then the calls used,
+    orders seen, lost, reset or alerted, delivered. Exit 1 when lost orders were alerted.
+    """
+    loaded = load_sheet(sheet)
+    cfg = loaded.sheet.syncs.get(sync)
+    if cfg is None:
+        raise fail(f"no sync {sync!r} in the sheet (it has: {', '.join(loaded.sheet.syncs)})", 2)
+    if not isinstance(cfg.changes, ExportFlagChanges):
+        raise fail(f"sync {sync} is no export: `sweep` needs `changes: {{method: export_flag}}`", 2)
+    store = open_store(loaded, create=False)
+    execute(loaded, store, [sync], "sweep", as_json)

@@ -56,6 +56,8 @@ def print_report(out: Console, r: RunReport, sheet: Sheet | None) -> None:
         f"skipped {c.skipped} unchanged, rejected {c.rejected}, deleted {c.deleted}{extra}",
         highlight=False,
     )
+    for note in r.notes:
+        out.print(f"  {note}", highlight=False, markup=False)
     if deletes:
         made = {
             "deleted": deletes["deleted"],

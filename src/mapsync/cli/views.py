@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mapsync import keys, watch_export
 from mapsync.capture import health
+from mapsync.capture.export_base import LOST
 from mapsync.cli.common import (
     Exit,
     JsonOpt,
@@ -38,7 +39,8 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
     A paused sync is shown with who paused it, when and why, and the run requests not yet done
     are listed (`--json`: `paused`, `requests`, and `dead_errors`). For export syncs
     (`changes.method: export_flag`): the transactions waiting to be exported, the age of the
-    oldest (with `changes.created`) and those marked failed (`--json`: `export`).
+    oldest (with `changes.created`) and those marked failed (`--json`: `export`); for an export
+    from an API, whether a lost-order sweep is due (`--json`: `sweep_due`).
     """
     loaded = load_sheet(sheet)
     store = open_store(loaded, create=False)
@@ -47,12 +49,15 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
         rows = [state_report.sync_status(store, name) for name in names]
         capture = health.report(loaded, names, store)
         export = watch_export.status(loaded, store, names)
+        lost = {n: store.inbox.latest(n, [LOST]).get(LOST) for n in names}
     finally:
         store.close()
     for row in rows:
         row["capture"] = capture.get(row["sync"])
         row["export"] = export.get(row["sync"])
         row["warnings"] = list(capture[row["sync"]]["warnings"]) if row["capture"] else []
+        marker = lost.get(row["sync"])  # a destructive GET whose answer was lost, not swept yet
+        row["sweep_due"] = marker is not None and marker[1] == "new"
     if as_json:
         json_out(rows)
         return
@@ -88,6 +93,13 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
             out.print(f"{row['sync']}: {row['export']['summary']}{why}", highlight=False, markup=False)
         for warning in row["warnings"]:
             out.print(f"warning: {row['sync']}: {warning}", highlight=False, markup=False)
+        if row["sweep_due"]:
+            out.print(
+                f"warning: {row['sync']}: a destructive GET's answer was lost: a sweep is due "
+                f"(`mapsync sweep SHEET --sync {row['sync']}`; the daemon sweeps before its next run)",
+                highlight=False,
+                markup=False,
+            )
     for row in rows:  # why a last run failed (the mass-delete guard's numbers, say); a scheduled one
         last = row["last_run"] or {}
         if last.get("status") == "failed" and last.get("message"):

@@ -66,11 +66,15 @@ class ExportSweep(Model):
             "says how many it will take before it starts and stops at the cap."
         ),
     )
+    created: str = Field(
+        "create_date",
+        description="The Orders resource's field holding when an order was created (the window's field).",
+    )
     every: Duration | None = Field(
         None,
         description=(
             "`mapsync daemon` runs the sweep when the last one is older than this (e.g. `1h`). "
-            "Without it, only `mapsync sweep` does; a destructive GET whose answer was lost "
-            "always asks for one at the next run."
+            "Without it, only `mapsync sweep` does; a destructive GET whose answer was lost leaves "
+            "a `lost:` marker, and the daemon sweeps before its next run of the sync."
         ),
     )
