@@ -13,9 +13,21 @@ from mapsync import errors
 from mapsync.state.clock import SYSTEM, Clock
 
 if TYPE_CHECKING:
-    from mapsync.rest.client import HttpClient
+    import httpx
 
 log = logging.getLogger("mapsync.rest")
+
+
+class HttpClient(Protocol):
+    """What an authentication needs of its connection's client (`rest.client.HttpClient`)."""
+
+    name: str
+    secrets: tuple[str, ...]
+
+    def request(
+        self, method: str, path: str, *, json: Any = None, authenticate: bool = True
+    ) -> httpx.Response: ...
+    def shown(self, text: str) -> str: ...
 
 
 class Auth(Protocol):

@@ -177,8 +177,7 @@ def test_every_other_read_is_refused(tmp_path: Path) -> None:
         src.stored([("W1",)])
 
 
-def test_generic_rest_lines_from_a_resource_are_refused_when_split(tmp_path: Path) -> None:
-    src = source(tmp_path, child="{connection: api, resource: export_lines}")
-    with pytest.raises(errors.ConfigError, match="a generic REST source carries them `nested`"):
-        src.split(page(ORDER))
-    assert src.split(page()) == []  # an empty page asks for no lines
+def test_generic_rest_lines_from_a_resource_are_refused_by_validate(tmp_path: Path) -> None:
+    # validate refuses them before any run (sheet/checks.py); the source would refuse them too
+    with pytest.raises(errors.ConfigError, match="a REST source carries them `nested` in the record"):
+        source(tmp_path, child="{connection: api, resource: export_lines}")
