@@ -14,6 +14,8 @@ CURSOR = "export"  # an export's own cursor: {"since": where (SQL) or when (API)
 
 
 class ExportBase(CaptureBase):
+    fold_case = False  # keys typed for `reexport` match whatever their case (an API's user keys)
+
     def typed_key(self, text: tuple[str, ...]) -> records.Key:
         """A key as written on the command line, in the source's types."""
         raise NotImplementedError

@@ -62,6 +62,7 @@ class _Plan:
 
 class InboxExportCapture(ExportBase):
     capabilities = Capabilities(destructive_read=True)
+    fold_case = True  # CIMcloud's user keys match whatever the case: `find` gives its spelling
 
     def __init__(self, source: DestructiveSource, cfg: ExportFlagChanges, batch: int, ctx: Context) -> None:
         if not isinstance(source, DestructiveSource):
@@ -252,11 +253,13 @@ class InboxExportCapture(ExportBase):
 
     def find(self, keys: list[records.Key] | None) -> list[records.Key]:
         """The orders to export again: these (only those the API holds: a POST of an unknown
-        order number would create one), or every one with an open record error."""
+        order number would create one; spelt as the API does, so `w0005` typed for `W0005`
+        neither renames the order there nor makes a second one at the destination), or every
+        one with an open record error."""
         if keys is None:
             return self.ctx.store.open_error_keys(self.ctx.sync)
         held = self.writer.existing([str(k[0]) for k in keys])
-        return [k for k in keys if str(k[0]).lower() in held]
+        return [(held[str(k[0]).lower()],) for k in keys if str(k[0]).lower() in held]
 
     def reset(self, keys: list[records.Key]) -> None:
         """The documented way to fetch orders again: `exported = 0` on the Orders resource."""

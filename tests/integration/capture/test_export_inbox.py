@@ -6,6 +6,8 @@ retry from the inbox, `reexport`, a worker's re-export, `on_exists: skip`, `docu
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,13 @@ def test_reexport_resets_at_cimcloud_and_updates_the_erp_order(world: World) -> 
     w5 = world.cim()["W0005"]
     assert (w5["exported"], w5["erp_import_status"]) == ("1", "success")
 
+    # typed in lower case: reset and delivered under CIMcloud's spelling, the ERP order updated
+    writes = world.writes()
+    lower = world.engine.reexport(SYNC, [("w0003",)])
+    assert lower.ok and lower.counts.written == 1, lower
+    assert sorted(world.orders()) == [number(i) for i in range(1, 7)] and world.counts() == (6, 12)
+    assert world.writes() == writes + 1 and "W0003" in world.cim()
+
     before, posts = set(world.cim()), len(world.posts)
     typo = world.engine.reexport(SYNC, [("W9999",)])
     assert typo.gone == [("W9999",)] and typo.counts.written == 0, typo
@@ -210,5 +219,32 @@ def test_the_erp_document_number_reaches_the_cimcloud_order(
         assert len(set(numbers.values())) == 3
         for key, no in numbers.items():
             assert cim[key]["erp_order_number"] == no
+    finally:
+        w.close()
+
+
+def test_gets_and_status_writes_stay_within_the_sites_budget(
+    sqlite_database: Callable[[], str], cimcloud_sandbox_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """CIMcloud's 2 calls a second (and 100 in 15 minutes), enforced by the sandbox: the token, 1
+    GET and 3 status writes of 25 orders keep to it, with no 429 (the ERP plays no part: SQLite)."""
+    budget = [(2, dt.timedelta(seconds=1)), (100, dt.timedelta(minutes=15))]
+    w = make(sqlite_database, cimcloud_sandbox_factory, tmp_path, budget=budget)
+    try:
+        text = (tmp_path / "sheet.yaml").read_text().replace("budget: []", 'budget: ["2/1s", "100/15m"]')
+        (tmp_path / "sheet.yaml").write_text(text)
+        w.add(1, 25, lines=1)
+        assert w.run("seed").ok
+        started = time.monotonic()
+        ran = w.run()
+        assert ran.ok and ran.counts.written == 25, ran.message
+        log = w.log()
+        assert [r["status"] for r in log if r["status"] == 429] == []
+        assert w.gets() == 1 and sorted(w.posts) == [5, 10, 10]
+        assert len(log) == 5  # the token, the GET, 3 status writes
+        stamps = [r["t"] for r in log]
+        assert all(b - a >= 0.95 for a, b in zip(stamps, stamps[2:], strict=False))  # ≤ 2 in any second
+        assert time.monotonic() - started >= 1.0
+        assert {o["erp_import_status"] for o in w.cim().values()} == {"success"}
     finally:
         w.close()
