@@ -19,9 +19,10 @@ anything reads it, and everything after works from there:
    one key in a batch collapse into the newest.
 5. The capture's acknowledge (after the destination committed, before the state commit) writes
    the status back to the API (`write_back`: delivered ones first, then refused ones; at most
-   10 per call, in the call budget), then marks the items processed or error. A crash before
-   that leaves the items `new`: the next run sends them again, the destination's upsert by key
-   (or `on_exists`) absorbs it, and the status is written then.
+   10 per call, in the call budget); once the state committed the batch (its record errors
+   with it) the items are marked processed or error. A crash before that leaves the items
+   `new`: the next run sends them again, the destination's upsert by key (or `on_exists`)
+   absorbs it, and the status is written then.
 6. A retry or a re-export reads the order as last received from the inbox, never by a GET.
 """
 
@@ -55,9 +56,13 @@ MAX_PAGES = 200  # destructive GETs per run (10,000 CIMcloud orders); the next r
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """A batch's acknowledgement: key text → its inbox items, newest last."""
+    """A batch's acknowledgement: key text → its inbox items, newest last; what its
+    acknowledge decided for them (processed, refused with the message), applied once the
+    state committed the batch."""
 
     items: dict[str, list[int]]
+    processed: list[int] = dataclasses.field(default_factory=list)
+    failed: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 class InboxExportCapture(ExportBase):
@@ -166,6 +171,7 @@ class InboxExportCapture(ExportBase):
                 batch = self._batch(orders)
                 if batch is not None:
                     yield batch
+                    self._settle(batch)
 
     def _batch(self, items: Sequence[Any]) -> records.Batch | None:
         newest: dict[str, tuple[records.Change, list[int]]] = {}
@@ -211,10 +217,19 @@ class InboxExportCapture(ExportBase):
         self._write([self._success(changes[k], delivered[k], numbers.get(k)) for k in done])
         crash.point("during_writeback")
         self._write([self._failure(changes[k], refused[k]) for k in changes if k in refused])
-        plan = batch.ack.items if isinstance(batch.ack, _Plan) else {}
-        processed = [i for ids in plan.values() for i in ids]
-        failed = {ids[-1]: refused[k] for k, ids in plan.items() if k in refused and ids}
-        self.ctx.store.inbox.finish(processed, failed)
+        if isinstance(batch.ack, _Plan):
+            plan = batch.ack.items
+            batch.ack.processed[:] = [i for ids in plan.values() for i in ids]
+            batch.ack.failed.update({ids[-1]: refused[k] for k, ids in plan.items() if k in refused and ids})
+
+    def _settle(self, batch: records.Batch) -> None:
+        """The inbox items of a batch the state committed (the engine asks for the next batch
+        only then): processed, or `error` for the refused ones. Not in acknowledge: a crash
+        between it and the state commit would leave a refused order `error` in the inbox with
+        no record error to retry it; this way a crash leaves the items `new` and the next run
+        sends them again (the destination's upsert by key absorbs it)."""
+        if isinstance(batch.ack, _Plan) and (batch.ack.processed or batch.ack.failed):
+            self.ctx.store.inbox.finish(batch.ack.processed, batch.ack.failed)
 
     def _write(self, updates: list[dict[str, Any] | None]) -> None:
         """Status records with more than the flag (the GET set `exported` already: a flag alone
