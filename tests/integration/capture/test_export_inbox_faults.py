@@ -119,3 +119,42 @@ def test_status_writes_stay_within_ten_records_a_call(world: World) -> None:
     assert ran.ok and ran.counts.written == 23, ran.message
     assert sorted(world.posts) == [3, 10, 10]
     assert STATUS  # the default sheet writes the status
+
+
+def test_lines_that_cannot_be_read_keep_the_stored_page_for_the_next_run(
+    erp: Callable[[], str], cimcloud_sandbox_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Lines from `order_detail` failing (after retries) once the page is stored: the run fails,
+    the raw page waits in the inbox, and the next run splits and delivers it with no second
+    GET of those orders."""
+    box = cimcloud_sandbox_factory(in_process=True, online_orders_lines="separate")
+    w = World(erp(), box, tmp_path)
+    try:
+        text = (tmp_path / "sheet.yaml").read_text()
+        (tmp_path / "sheet.yaml").write_text(
+            text.replace("budget: []", "budget: []\n    retry: {attempts: 2, backoff: 10ms}")
+        )
+        w.add(1, 4, lines=2)
+        read, failing = box.sandbox.read, [True]
+
+        def flaky(name: str, *args: Any, **kwargs: Any) -> Any:
+            if name.lower() == "order_detail" and failing:
+                return 500, {"message": "order_detail is down"}
+            return read(name, *args, **kwargs)
+
+        box.sandbox.read = flaky
+        assert w.run("seed").ok
+        failed = w.run()
+        assert not failed.ok and "order_detail" in (failed.message or ""), failed.message
+        assert w.counts() == (0, 0)
+        (page,) = w.store.inbox.new_items(SYNC, 0, 10)
+        assert page.event_id.startswith("page:")
+        failing.clear()
+        ran = w.run()
+        assert ran.ok and ran.counts.written == 4, ran.message
+        assert w.gets() == 2  # the failed run's GET, and the next run's (empty) one
+        assert w.counts() == (4, 8)
+        assert all(w.lines()[number(i)] == expected_lines(i, 2) for i in range(1, 5))
+        assert {o["erp_import_status"] for o in w.cim().values()} == {"success"}
+    finally:
+        w.close()
