@@ -79,8 +79,9 @@ class ReexportPlan:
             )
         self.capture.reset(self.keys)
         if typed is not None:
-            found = {records.key_text(k) for k in self.keys}
-            gone = [k for k in typed if records.key_text(k) not in found]
+            fold = str.lower if self.capture.fold_case else str
+            found = {fold(records.key_text(k)) for k in self.keys}
+            gone = [k for k in typed if fold(records.key_text(k)) not in found]
             if gone:
                 self.store.note_gone(self.name, gone)
                 scope.report.gone.extend(gone)

@@ -3,6 +3,8 @@ form (`store.inbox`, `store.jobs`) and the module form (state/inbox.py, state/as
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from mapsync.state import async_batches, inbox
@@ -66,3 +68,62 @@ def test_async_jobs_go_pending_submitted_done(store: Store) -> None:
     assert store.jobs.get("nope") is None
     with pytest.raises(ValueError, match="done or failed"):
         store.jobs.finish(first, "submitted")
+
+
+class _Broken(list[tuple[str, str]]):
+    """Items that fail after the first: a split cut short by an error."""
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        yield list.__getitem__(self, 0)
+        raise RuntimeError("the page broke mid-split")
+
+
+def test_split_turns_a_page_into_its_items_all_or_nothing(store: Store) -> None:
+    page = store.inbox.append("s", "page:1", "[raw]", "GET OnlineOrders")
+    assert page is not None
+    with pytest.raises(RuntimeError, match="mid-split"):
+        store.inbox.split("s", page, _Broken([("order:a:1", "{}"), ("order:b:1", "{}")]))
+    assert [i.event_id for i in store.inbox.new_items("s", 0, 10)] == ["page:1"]  # nothing split, page new
+    store.inbox.split("s", page, [("order:a:1", '{"a":1}'), ("order:b:1", '{"b":1}')], "GET OnlineOrders")
+    assert store.inbox.counts("s") == {"processed": 1, "new": 2}
+    assert [(i.event_id, i.payload) for i in store.inbox.new_items("s", 0, 10)] == [
+        ("order:a:1", '{"a":1}'),
+        ("order:b:1", '{"b":1}'),
+    ]
+    # splitting it again (a crash after the commit, a replay) adds nothing and keeps the page processed
+    again = store.inbox.append("s", "page:2", "[raw]")
+    assert again is not None
+    store.inbox.split("s", again, [("order:a:1", '{"a":2}'), ("order:c:2", '{"c":2}')])
+    new = store.inbox.new_items("s", 0, 10)
+    assert [(i.event_id, i.payload) for i in new] == [
+        ("order:a:1", '{"a":1}'),  # the replayed id kept its first payload
+        ("order:b:1", '{"b":1}'),
+        ("order:c:2", '{"c":2}'),
+    ]
+    assert store.inbox.counts("s") == {"processed": 2, "new": 3}
+    store.inbox.split("s", page, [])  # a page already processed stays so
+    assert store.inbox.counts("s") == {"processed": 2, "new": 3}
+
+
+def test_latest_gives_the_newest_item_per_prefix_matching_literally(store: Store) -> None:
+    ids = {}
+    for event_id in [
+        'order:["a_1"]:1',
+        'order:["a_1"]:7',
+        'order:["ab1"]:2',
+        'order:["a%"]:3',
+        'order:["A_1"]:4',
+    ]:
+        ids[event_id] = store.inbox.append("s", event_id, f'"{event_id}"')
+    store.inbox.append("t", 'order:["a_1"]:9', "{}")  # another sync
+    store.inbox.finish([], {ids['order:["a_1"]:7']: "refused"})
+    found = store.inbox.latest(
+        "s", ['order:["a_1"]:', 'order:["a%"]:', 'order:["a"]:', 'order:["ab1"]:', 'order:["a_1"]:']
+    )
+    assert {p: (item.event_id, status) for p, (item, status) in found.items()} == {
+        'order:["a_1"]:': ('order:["a_1"]:7', "error"),  # the newest, not `ab1`, not `A_1`
+        'order:["a%"]:': ('order:["a%"]:3', "new"),
+        'order:["ab1"]:': ('order:["ab1"]:2', "new"),
+    }
+    assert found['order:["a_1"]:'][0].payload == '"order:["a_1"]:7"'
+    assert store.inbox.latest("s", []) == {} and store.inbox.latest("nobody", ['order:["a_1"]:']) == {}

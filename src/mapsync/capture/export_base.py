@@ -15,6 +15,8 @@ LOST = "lost:"  # inbox marker of a destructive GET whose answer may be lost: a 
 
 
 class ExportBase(CaptureBase):
+    fold_case = False  # keys typed for `reexport` match whatever their case (an API's user keys)
+
     def typed_key(self, text: tuple[str, ...]) -> records.Key:
         """A key as written on the command line, in the source's types."""
         raise NotImplementedError

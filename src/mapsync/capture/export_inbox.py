@@ -20,11 +20,11 @@ anything reads it, and everything after works from there:
    one key in a batch collapse into the newest.
 5. The capture's acknowledge (after the destination committed, before the state commit) writes
    the status back to the API (`write_back`: delivered ones first, then refused ones; at most
-   10 per call, in the call budget), then marks the delivered items processed; the refused
-   ones become `error` only once the state commit holds their record errors (`committed`). A
-   crash before that leaves the items `new`: the next run sends them again, the destination's
-   upsert by key (or `on_exists`) absorbs it (a refused one is refused again and its record
-   error kept then), and the status is written then.
+   10 per call, in the call budget). Once the state committed the batch (its record errors
+   with it: `committed`) the items are marked processed or error. A crash before that leaves
+   the items `new`: the next run sends them again, the destination's upsert by key (or
+   `on_exists`) absorbs it (a refused one is refused again and its record error kept then), and
+   the status is written then.
 6. A retry or a re-export reads the order as last received from the inbox, never by a GET.
 """
 
@@ -59,14 +59,18 @@ MAX_PAGES = 200  # destructive GETs per run (10,000 CIMcloud orders); the next r
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """A batch's acknowledgement: key text → its inbox items, newest last."""
+    """A batch's acknowledgement: key text → its inbox items, newest last; what its
+    acknowledge decided for them (processed, refused with the message), applied once the
+    state committed the batch."""
 
     items: dict[str, list[int]]
-    failed: dict[int, str] = dataclasses.field(default_factory=dict)  # set by the acknowledge
+    processed: list[int] = dataclasses.field(default_factory=list)
+    failed: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 class InboxExportCapture(ExportBase):
     capabilities = Capabilities(destructive_read=True)
+    fold_case = True  # CIMcloud's user keys match whatever the case: `find` gives its spelling
 
     def __init__(self, source: DestructiveSource, cfg: ExportFlagChanges, batch: int, ctx: Context) -> None:
         if not isinstance(source, DestructiveSource):
@@ -226,18 +230,18 @@ class InboxExportCapture(ExportBase):
         self._write([self._success(changes[k], delivered[k], numbers.get(k)) for k in done])
         crash.point("during_writeback")
         self._write([self._failure(changes[k], refused[k]) for k in changes if k in refused])
-        plan = batch.ack.items if isinstance(batch.ack, _Plan) else {}
-        processed = [i for ids in plan.values() for i in ids]
-        failed = {ids[-1]: refused[k] for k, ids in plan.items() if k in refused and ids}
-        # the delivered ones now; a refused one stays `new` until its record error is committed
-        # (a crash before that sends it again: refused again, its error recorded then)
-        self.ctx.store.inbox.finish([i for i in processed if i not in failed], {})
         if isinstance(batch.ack, _Plan):
-            batch.ack.failed.update(failed)
+            plan = batch.ack.items
+            batch.ack.processed[:] = [i for ids in plan.values() for i in ids]
+            batch.ack.failed.update({ids[-1]: refused[k] for k, ids in plan.items() if k in refused and ids})
 
     def committed(self, batch: records.Batch) -> None:
-        if isinstance(batch.ack, _Plan) and batch.ack.failed:
-            self.ctx.store.inbox.finish([], batch.ack.failed)
+        """The inbox items of a batch the state committed: processed, or `error` for the refused
+        ones. Not in acknowledge: a crash between it and the state commit would leave a refused
+        order `error` in the inbox with no record error to retry it; this way a crash leaves the
+        items `new` and the next run sends them again (the destination's upsert absorbs it)."""
+        if isinstance(batch.ack, _Plan) and (batch.ack.processed or batch.ack.failed):
+            self.ctx.store.inbox.finish(batch.ack.processed, batch.ack.failed)
 
     def _write(self, updates: list[dict[str, Any] | None]) -> None:
         """Status records with more than the flag (the GET set `exported` already: a flag alone
@@ -281,11 +285,13 @@ class InboxExportCapture(ExportBase):
 
     def find(self, keys: list[records.Key] | None) -> list[records.Key]:
         """The orders to export again: these (only those the API holds: a POST of an unknown
-        order number would create one), or every one with an open record error."""
+        order number would create one; spelt as the API does, so `w0005` typed for `W0005`
+        neither renames the order there nor makes a second one at the destination), or every
+        one with an open record error."""
         if keys is None:
             return self.ctx.store.open_error_keys(self.ctx.sync)
         held = self.writer.existing([str(k[0]) for k in keys])
-        return [k for k in keys if str(k[0]).lower() in held]
+        return [(held[str(k[0]).lower()],) for k in keys if str(k[0]).lower() in held]
 
     def reset(self, keys: list[records.Key]) -> None:
         """The documented way to fetch orders again: `exported = 0` on the Orders resource."""

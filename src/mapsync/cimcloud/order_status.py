@@ -35,11 +35,13 @@ class CimcloudStatusWriter(StatusWriter):
         reason = f"HTTP {resp.status_code}: {self.db.client.shown(str(message))}"
         self.read_back(chunk, reason)
 
-    def existing(self, keys: list[str]) -> set[str]:
-        """Which of these order numbers the Orders resource holds: one `|or|` GET per 10."""
-        out: set[str] = set()
+    def existing(self, keys: list[str]) -> dict[str, str]:
+        """Which of these order numbers the Orders resource holds (user keys match whatever the
+        case): lower-cased → as CIMcloud spells it. One `|or|` GET per 10."""
+        out: dict[str, str] = {}
         for found in self._read([[k] for k in keys]):
-            out.add(as_text(found.get(self.key_field)).lower())
+            held = as_text(found.get(self.key_field))
+            out[held.lower()] = held
         return out
 
     def _read(self, keys: list[list[str]]) -> list[dict[str, Any]]:

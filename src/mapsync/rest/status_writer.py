@@ -48,10 +48,10 @@ class StatusWriter:
                 f"{self._what(chunk)}: HTTP {resp.status_code}: {self.db.client.shown(resp.text)}"
             )
 
-    def existing(self, keys: list[str]) -> set[str]:
-        """Which of these orders the API holds (lower-cased keys). A generic REST API documents
-        no read by key here: every key is taken as held."""
-        return {k.lower() for k in keys}
+    def existing(self, keys: list[str]) -> dict[str, str]:
+        """Which of these orders the API holds: lower-cased key → the key as the API spells it.
+        A generic REST API documents no read by key here: every key is taken as held."""
+        return {k.lower(): k for k in keys}
 
     def _what(self, chunk: list[dict[str, str]]) -> str:
         keys = ", ".join(c.get(self.key_field, "?") for c in chunk[:10])
