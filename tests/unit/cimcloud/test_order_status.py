@@ -114,9 +114,9 @@ def test_existing_reads_the_orders_resource_ten_keys_per_call(cimcloud_inprocess
     numbers = plant(box, 12)
     w = writer(box)
     asked = [n.lower() if i % 2 else n for i, n in enumerate(numbers)] + ["W999"]
-    assert w.existing(asked) == {n.lower() for n in numbers}
+    assert w.existing(asked) == {n.lower(): n for n in numbers}  # lower case → CIMcloud's spelling
     assert [m for m, _ in calls(box)] == ["GET", "GET"] and w.calls == 2  # 13 keys: 10 + 3
-    assert w.existing([]) == set()
+    assert w.existing([]) == {}
 
 
 def test_a_resource_that_is_not_there_reads_back_nothing(cimcloud_inprocess: InProcess) -> None:

@@ -117,5 +117,5 @@ def test_a_refused_credential_stops_the_write_back_as_transient() -> None:
 
 def test_existing_takes_every_key_as_held() -> None:
     api = Api()
-    assert writer(api).existing(["W1", "w2", "AbC"]) == {"w1", "w2", "abc"}
+    assert writer(api).existing(["W1", "w2", "AbC"]) == {"w1": "W1", "w2": "w2", "abc": "AbC"}
     assert api.calls == []  # nothing read: a generic API documents no read by key
