@@ -76,6 +76,27 @@ def due(store: Store, name: str, parts: Parts) -> str | None:
     return None
 
 
+def window_start(window: dt.timedelta, cursors: dict[str, Any]) -> dt.datetime:
+    """Where a sweep's window starts: `window` back from now, never before the export started."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    start = now - window
+    began = (cursors.get(CURSOR) or {}).get("since")
+    if began:
+        start = max(start, dt.datetime.fromisoformat(str(began)).replace(tzinfo=None))
+    return start.replace(microsecond=0)
+
+
+def estimate(since: dt.datetime, held: int, page: int, cap: int) -> str:
+    """What a sweep says it will take before it starts (the reads by the key ledger's size, an
+    upper bound of the orders delivered in the window)."""
+    reads = min(_ceil(held, page) + 1, cap)
+    return (
+        f"sweep plan: orders marked exported since {since:%Y-%m-%d %H:%M:%S} UTC; about {reads} "
+        f"read call(s) ({held} order(s) in the key ledger, {page} per read) "
+        f"+ 1 reset call per 10 lost orders, at most {cap} call(s)"
+    )
+
+
 def _ceil(n: int, size: int) -> int:
     return -(-n // size)
 
@@ -114,13 +135,7 @@ class SweepPlan:
         return RunKind.SWEEP
 
     def since(self) -> dt.datetime:
-        """Where the window starts: `window` back from now, never before the export started."""
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        start = now - self.settings.window
-        began = (self.cursors.get(CURSOR) or {}).get("since")
-        if began:
-            start = max(start, dt.datetime.fromisoformat(str(began)).replace(tzinfo=None))
-        return start.replace(microsecond=0)
+        return window_start(self.settings.window, self.cursors)
 
     def start(self, scope: RunScope) -> tuple[Iterable[records.Batch], int | None]:
         report, cap = scope.report, self.settings.max_calls
@@ -129,10 +144,7 @@ class SweepPlan:
         held = self.store.ledger_count(self.name)
         reads = min(_ceil(held, self.reader.page_size) + 1, cap)
         report.notes.append(
-            f"sweep plan: orders marked exported since {since:%Y-%m-%d %H:%M:%S} UTC; about {reads} "
-            f"read call(s) ({held} order(s) in the key ledger, {self.reader.page_size} per read) "
-            f"+ 1 reset call per 10 lost orders, at most {cap} call(s); budget left: "
-            f"{self.reader.budget_left()}"
+            f"{estimate(since, held, self.reader.page_size, cap)}; budget left: {self.reader.budget_left()}"
         )
         log.info("sweep_planned", extra={"action": "sweep_planned", "sync": self.name, "reads": reads})
         seen = self._read(since, cap)

@@ -47,10 +47,13 @@ FAILURES_READ = 500  # open record errors read per evaluation (the oldest are sh
 
 
 def is_export(loaded: LoadedSheet, sync: str) -> bool:
-    """An export from a SQL table (an API's order export has no table to count pending rows in:
-    its failures are record errors, which the other monitors watch)."""
-    cfg = loaded.sheet.syncs[sync]
-    return isinstance(cfg.changes, ExportFlagChanges) and cfg.from_.table is not None
+    return isinstance(loaded.sheet.syncs[sync].changes, ExportFlagChanges)
+
+
+def from_table(loaded: LoadedSheet, sync: str) -> bool:
+    """An export from a SQL table: its pending rows can be counted there (an API's order export
+    has no such count; its failed imports are record errors all the same)."""
+    return is_export(loaded, sync) and loaded.sheet.syncs[sync].from_.table is not None
 
 
 def source_facts(loaded: LoadedSheet, store: Store, sync: str, db: SqlDatabase) -> dict[str, Any]:
@@ -162,7 +165,7 @@ def status(loaded: LoadedSheet, store: Store, names: list[str]) -> dict[str, dic
     opened: dict[str, SqlDatabase] = {}
     try:
         for sync in names:
-            if not is_export(loaded, sync):
+            if not from_table(loaded, sync):
                 continue
             try:
                 db = _open(loaded, loaded.sheet.syncs[sync].from_.connection, opened)

@@ -106,7 +106,7 @@ def sync_extra(
             gather(loaded, f"{where}: watermark", out, lambda: _watermark(loaded, store, sync, handles))
         if cfg.from_.table is not None:
             gather(loaded, f"{where}: source rows", out, lambda: _rows(loaded, store, sync, handles))
-        if watch_export.is_export(loaded, sync):
+        if watch_export.from_table(loaded, sync):
             gather(loaded, f"{where}: export", out, lambda: _export(loaded, store, sync, handles))
     gather(loaded, f"{where}: failed imports", out, lambda: watch_export.failures(loaded, store, sync))
     gather(loaded, f"{where}: observations", out, lambda: _observe(store, sync, out, write=observe))

@@ -313,7 +313,14 @@ def test_the_daemon_sweeps_first_when_a_lost_marker_is_new_and_when_every_passed
     thread.start()
     try:
         end = time.monotonic() + 20
-        while time.monotonic() < end and len(w.erp_orders()) < 5:
+
+        def swept() -> bool:  # the sweep ended (stopping the daemon mid-sweep would end it `stopped`)
+            runs = w.store.history.runs("orders", 50)
+            return any(
+                r["kind"] == "sweep" and r["status"] != "running" and r["trigger"] == "lost" for r in runs
+            )
+
+        while time.monotonic() < end and not (len(w.erp_orders()) == 5 and swept()):
             time.sleep(0.1)
     finally:
         daemon.stop.set()

@@ -255,3 +255,26 @@ def test_a_reexport_that_fails_before_it_starts_is_recorded_and_alerted_as_a_ree
         assert "(reexport) failed" in failed.message
     finally:
         w.close()
+
+
+def test_a_cimcloud_order_the_erp_refuses_alerts_as_a_failed_import(
+    tmp_path: Path, sqlite_database: Callable[[], str], cimcloud_inprocess: Any
+) -> None:
+    """An export from CIMcloud has no source table to count pending orders in, but an order the
+    ERP refuses is a failed import all the same: `export_failed` alerts on it."""
+    from tests.cim_export_world import SYNC
+    from tests.cim_export_world import World as CimWorld
+
+    w = CimWorld(sqlite_database(), cimcloud_inprocess, tmp_path)
+    try:
+        assert w.run("seed").status == "success"
+        w.add(1, 3)
+        w.block("C2")  # W0002
+        ran = w.run()
+        assert ran.counts.rejected == 1 and ran.counts.written == 2
+        loaded = loader.load(tmp_path / "sheet.yaml", env={"CIM_PASSWORD": "sandbox-password"})
+        after = watch.after_run(loaded, w.store, SYNC, quiet=True)
+        assert after is not None
+        assert [i.monitor for i in after.opened] == ["export_failed"]
+    finally:
+        w.close()

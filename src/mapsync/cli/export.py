@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from mapsync import keys
-from mapsync.cli.common import JsonOpt, SheetArg, app, execute, fail, load_sheet, open_store
+from mapsync import keys, sweep_plan
+from mapsync.cli.common import JsonOpt, SheetArg, app, err, execute, fail, load_sheet, open_store
+from mapsync.sheet.export_rest_models import ExportSweep
 from mapsync.sheet.models import ExportFlagChanges
 
 
@@ -73,4 +74,11 @@ def sweep(
     if not isinstance(cfg.changes, ExportFlagChanges):
         raise fail(f"sync {sync} is no export: `sweep` needs `changes: {{method: export_flag}}`", 2)
     store = open_store(loaded, create=False)
+    if not as_json and cfg.from_.resource is not None:
+        # said before the first call (the run's report repeats it with the budget left); 50: the
+        # orders of one CIMcloud page (a generic REST export has no sweep: the run says so)
+        settings = cfg.changes.sweep or ExportSweep()
+        since = sweep_plan.window_start(settings.window, store.cursors(sync))
+        line = sweep_plan.estimate(since, store.ledger_count(sync), 50, settings.max_calls)
+        err.print(line, markup=False, highlight=False)
     execute(loaded, store, [sync], "sweep", as_json)
