@@ -75,8 +75,12 @@ ERPS: dict[str, tuple[str, tuple[pytest.MarkDecorator, ...]]] = {
 _IDENTITY = {"postgresql": "SERIAL PRIMARY KEY", "mysql": "INTEGER AUTO_INCREMENT PRIMARY KEY"}
 
 # the default tier: these points in process on each ERP, and these killed for real
-DEFAULT = {"during_writeback", "after_get", "during_error_record"}  # + the named test's three
+# the default tier (the suite's 5-minute budget): these in-process points on one ERP each, two
+# real SIGKILLs, the named test at two points; `campaign` (also run by .ci/run) takes the rest
+DEFAULT = {("pg", "during_writeback"), ("maria", "after_get"), ("pg", "during_error_record")}
 SIGKILL = {"after_page_stored": "pg", "after_write": "maria", "during_writeback": "pg", "after_ack": "maria"}
+SIGKILL_DEFAULT = {"after_page_stored", "after_ack"}
+NAMED_DEFAULT = {("pg", "after_page_stored"), ("maria", "during_write")}
 
 
 # --------------------------------------------------------------------------- the world
@@ -331,7 +335,9 @@ def _after_get_lost(box: Running, erp: str, sheet: Path, folder: Path) -> None:
 
 def _case(erp: str, point: str, how: str) -> Any:
     marks = list(ERPS[erp][1])
-    if how == "inprocess" and point not in DEFAULT:
+    if (how == "inprocess" and (erp, point) not in DEFAULT) or (
+        how == "sigkill" and point not in SIGKILL_DEFAULT
+    ):
         marks.append(pytest.mark.campaign)
     return pytest.param(erp, point, how, id=f"{erp}-{point}-{how}", marks=marks)
 
@@ -365,7 +371,12 @@ def test_export_inbox_crash_then_rerun_gives_one_order_and_a_true_status(
 @pytest.mark.parametrize(
     ("erp_name", "point"),
     [
-        pytest.param(erp, point, id=f"{erp}-{point}", marks=marks)
+        pytest.param(
+            erp,
+            point,
+            id=f"{erp}-{point}",
+            marks=[*marks, *([] if (erp, point) in NAMED_DEFAULT else [pytest.mark.campaign])],
+        )
         for erp, (_, marks) in ERPS.items()
         for point in ("after_page_stored", "after_read", "during_write")
     ],

@@ -117,14 +117,23 @@ class InboxExportCapture(ExportBase):
 
     def read(self, mode: str, cursors: Cursors) -> Iterator[records.Batch]:
         yield from self.drain()
+        previous: set[str] = set()
         for _ in range(MAX_PAGES):
-            count = self.take()
+            keys = self.take()
+            count = len(keys)
             yield from self.drain()
             if count < self.source.page_size:
                 return
+            if set(keys) == previous:  # a GET that does not mark what it returns would loop: stop
+                raise errors.TransientError(
+                    f"sync {self.ctx.sync}: GET {self.source.resource} returned the same {count} records "
+                    "twice: it does not mark what it returns (is it the order export?)",
+                    failure_class="source",
+                )
+            previous = set(keys)
 
-    def take(self) -> int:
-        """One destructive GET, stored, then split: how many records its page held.
+    def take(self) -> list[str]:
+        """One destructive GET, stored, then split: the key texts of the records its page held.
 
         A `lost:` item is written before the GET and closed in the transaction that stores its
         page: one left `new` (the GET failed, or the process died before its answer was stored)
@@ -153,21 +162,33 @@ class InboxExportCapture(ExportBase):
         crash.point("after_page_stored")
         return self.split(page, raw)
 
-    def split(self, page: int, raw: str) -> int:
-        """A stored page as one inbox item per order (all or none); its record count."""
-        inbox = self.ctx.store.inbox
+    def split(self, page: int, raw: str) -> list[str]:
+        """A stored page as one inbox item per order (all or none); their key texts."""
+        count = self.split_or_bad(page, raw)
+        if isinstance(count, BadPage):
+            raise errors.TransientError(
+                f"sync {self.ctx.sync}: GET {self.source.resource}: {count}; the orders it held are marked "
+                f"exported at the API: `mapsync sweep SHEET --sync {self.ctx.sync}` sets them pending again",
+                failure_class="source",
+            )
+        return count
+
+    def split_or_bad(self, page: int, raw: str) -> list[str] | BadPage:
+        """`split`, or why a page is no list of orders: it is kept as `error`, and a `lost:` item
+        asks for a sweep (its orders are marked exported at the API)."""
+        inbox, sync = self.ctx.store.inbox, self.ctx.sync
         try:
             pairs = self.source.split(raw)
         except BadPage as exc:
+            note = records.canonical_json({"page": page, "error": str(exc)[:500]})
+            inbox.append(sync, f"{LOST}{uuid.uuid4().hex}", note, "bad page")
             inbox.finish([], {page: f"page not readable: {exc}"})
-            raise errors.TransientError(
-                f"sync {self.ctx.sync}: GET {self.source.resource}: {exc}; the orders it held are marked "
-                f"exported at the API: `mapsync sweep SHEET --sync {self.ctx.sync}` sets them pending again",
-                failure_class="source",
-            ) from None
-        items = [(f"{ORDER}{records.key_text(key)}:{page}", payload) for key, payload in pairs]
+            log.error("export_page_unreadable", extra={"action": "export_page_unreadable", "sync": sync})
+            return exc
+        texts = [records.key_text(key) for key, _ in pairs]
+        items = [(f"{ORDER}{text}:{page}", payload) for text, (_, payload) in zip(texts, pairs, strict=True)]
         inbox.split(self.ctx.sync, page, items, f"GET {self.source.resource}")
-        return len(pairs)
+        return texts
 
     def drain(self) -> Iterator[records.Batch]:
         """Batches of the orders waiting in the inbox (pages left unsplit are split first)."""
@@ -331,10 +352,10 @@ class InboxExportCapture(ExportBase):
                 if item.event_id.startswith(LOST):
                     lost.append(item.id)
                 elif item.event_id.startswith(PAGE):
-                    try:
-                        self.split(item.id, item.payload)
-                    except errors.TransientError as exc:  # kept as `error`: its orders are lost ones
-                        log.warning("sweep_page_unreadable", extra={"action": "sweep", "error": str(exc)})
+                    # an unreadable page is kept as `error` (its orders are lost ones, its new
+                    # `lost:` item is seen further on); any other failure (its lines' resource
+                    # away) ends the sweep: its orders are not lost, only not split yet
+                    self.split_or_bad(item.id, item.payload)
         return lost
 
     def reexport_batches(self, keys: list[records.Key], batch: int) -> Iterator[records.Batch]:

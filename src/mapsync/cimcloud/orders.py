@@ -33,7 +33,9 @@ class CimcloudOrdersSource(DestructiveSource, CimcloudSource):
         return size
 
     def take(self) -> str:
-        return self._take(self.resource.strip("/"), None)
+        """One GET of `OnlineOrders`. INFERRED: a site may answer 404 when nothing is waiting
+        (as some answer a search without results): that is an empty page."""
+        return self._take(self.resource.strip("/"), None, empty_404=True)
 
     def items_of(self, raw: str) -> list[Any]:
         try:

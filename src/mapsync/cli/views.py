@@ -49,7 +49,7 @@ def status(sheet: SheetArg, sync: SyncOpt = None, as_json: JsonOpt = False) -> N
         rows = [state_report.sync_status(store, name) for name in names]
         capture = health.report(loaded, names, store)
         export = watch_export.status(loaded, store, names)
-        lost = {n: store.inbox.latest(n, [LOST]).get(LOST) for n in names}
+        lost = {n: store.inbox.latest(n, [LOST], status="new").get(LOST) for n in names}
     finally:
         store.close()
     for row in rows:

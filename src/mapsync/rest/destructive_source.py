@@ -78,7 +78,8 @@ class DestructiveSource(RestSource):
             params[paging.page_param] = paging.first_page
         return self._take(self.resource, params or None)
 
-    def _take(self, path: str, params: dict[str, Any] | None) -> str:
+    def _take(self, path: str, params: dict[str, Any] | None, *, empty_404: bool = False) -> str:
+        """The raw text of one GET sent once (`empty_404`: a 404 is an empty page)."""
         client = self.db.client
         try:
             resp = client.request("GET", path, params=params, once=True)
@@ -86,6 +87,8 @@ class DestructiveSource(RestSource):
             exc.failure_class = "source"
             raise
         self.requests += 1
+        if resp.status_code == 404 and empty_404:
+            return "[]"
         if resp.status_code >= 400:
             raise errors.TransientError(
                 f"{self.where}: GET {path}: HTTP {resp.status_code} (not sent again: it may have marked "

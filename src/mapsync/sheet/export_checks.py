@@ -23,6 +23,14 @@ def problems(sheet: models.Sheet) -> list[tuple[Path_, str]]:
         src = sheet.connections.get(sync.from_.connection)
         if src is not None and src.kind != "sql":
             found.extend(_from_api(base, sync, changes))
+            if changes.sweep is not None and src.kind != "cimcloud":
+                found.append(
+                    (
+                        (*base, "changes", "sweep"),
+                        "reads CIMcloud's Orders resource by searchstring: a generic REST API documents "
+                        "no such search",
+                    )
+                )
         elif src is not None and sync.from_.table is None:
             found.append(
                 (
@@ -83,6 +91,15 @@ def _from_api(
                 (*base, "from", "resource"),
                 "an export from an API reads its order export, whose GET marks what it returns "
                 "(CIMcloud `OnlineOrders`, or a resource marked `destructive: true`)",
+            )
+        )
+    wb = changes.write_back
+    if wb is not None and wb.key is not None and [wb.key] != list(sync.key.from_):
+        found.append(
+            (
+                (*base, "changes", "write_back", "key"),
+                f"must be the sync's key ({', '.join(sync.key.from_)}): the ledger, the inbox, the sweep "
+                "and `mapsync reexport` name orders by it",
             )
         )
     for field, why in _SQL_ONLY.items():

@@ -38,10 +38,28 @@ class SqlInbox:
     ) -> int | None:
         """Store one event; its id, or None when this (sync, event id) or this (sync, signature) is
         already there (a replay). Returns only after the insert committed."""
-        t = schema.inbox
+        stmt = self._insert(sync, event_id, payload, source, stamp(), signature, signed_at).returning(
+            schema.inbox.c.id
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        return int(row[0]) if row is not None else None
+
+    def _insert(
+        self,
+        sync: str,
+        event_id: str,
+        payload: str,
+        source: str | None,
+        now: str,
+        signature: str | None = None,
+        signed_at: int | None = None,
+    ) -> Any:
+        """The INSERT of one `new` item that skips a replay (either unique key: the event id or
+        the signature)."""
         dialect: Any = postgresql if self.dialect == "postgresql" else sqlite
-        stmt = (
-            dialect.insert(t)
+        return (
+            dialect.insert(schema.inbox)
             .values(
                 sync=sync,
                 source=source,
@@ -49,16 +67,12 @@ class SqlInbox:
                 event_hash=schema.digest(event_id),
                 signature_hash=schema.digest(signature) if signature is not None else None,
                 signed_at=signed_at,
-                received_at=stamp(),
+                received_at=now,
                 payload=payload,
                 status="new",
             )
-            .on_conflict_do_nothing()  # either unique key: the event id or the signature
-            .returning(t.c.id)
+            .on_conflict_do_nothing()
         )
-        with self.engine.begin() as conn:
-            row = conn.execute(stmt).first()
-        return int(row[0]) if row is not None else None
 
     def new_items(self, sync: str, after: int, limit: int) -> list[Item]:
         """`new` items of a sync after id `after`, in arrival order."""
@@ -105,31 +119,21 @@ class SqlInbox:
         """Append `items` (event id, payload; a replayed id is skipped) and mark item `done`
         processed, in one transaction: a stored page becomes its records, all or nothing."""
         t = schema.inbox
-        dialect: Any = postgresql if self.dialect == "postgresql" else sqlite
         now = stamp()
         with self.engine.begin() as conn:
             for event_id, payload in items:
-                conn.execute(
-                    dialect.insert(t)
-                    .values(
-                        sync=sync,
-                        source=source,
-                        event_id=event_id[:255],
-                        event_hash=schema.digest(event_id),
-                        received_at=now,
-                        payload=payload,
-                        status="new",
-                    )
-                    .on_conflict_do_nothing()
-                )
+                conn.execute(self._insert(sync, event_id, payload, source, now))
             conn.execute(
                 sa.update(t)
                 .where(t.c.id == done, t.c.status == "new")
                 .values(status="processed", processed_at=now, error=None)
             )
 
-    def latest(self, sync: str, prefixes: Sequence[str]) -> dict[str, tuple[Item, str]]:
-        """The newest item (and its status) whose event id starts with each of `prefixes`."""
+    def latest(
+        self, sync: str, prefixes: Sequence[str], status: str | None = None
+    ) -> dict[str, tuple[Item, str]]:
+        """The newest item (and its status) whose event id starts with each of `prefixes` (and
+        whose status is `status`, if given)."""
         t = schema.inbox
         out: dict[str, tuple[Item, str]] = {}
         wanted = list(dict.fromkeys(prefixes))
@@ -139,7 +143,7 @@ class SqlInbox:
                 likes = [t.c.event_id.like(_like(p) + "%", escape="\\") for p in chunk]
                 rows = conn.execute(
                     sa.select(t.c.id, t.c.event_id, t.c.received_at, t.c.payload, t.c.signed_at, t.c.status)
-                    .where(t.c.sync == sync, sa.or_(*likes))
+                    .where(t.c.sync == sync, sa.or_(*likes), *([t.c.status == status] if status else []))
                     .order_by(t.c.id)
                 ).all()
                 for r in rows:

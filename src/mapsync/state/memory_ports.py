@@ -92,31 +92,8 @@ class MemoryInbox:
         signature: str | None = None,
         signed_at: int | None = None,
     ) -> int | None:
-        event_hash = schema.digest(event_id)
-        signature_hash = schema.digest(signature) if signature is not None else None
         with self.memory.tx() as t:
-            for row in t.inbox.values():
-                if row["sync"] == sync and (
-                    row["event_hash"] == event_hash
-                    or (signature_hash is not None and row["signature_hash"] == signature_hash)
-                ):
-                    return None  # a replay (either unique key)
-            item_id = t.next_id("inbox")
-            t.inbox[item_id] = {
-                "id": item_id,
-                "sync": sync,
-                "source": source,
-                "event_id": event_id[:255],
-                "event_hash": event_hash,
-                "signature_hash": signature_hash,
-                "signed_at": signed_at,
-                "received_at": stamp(),
-                "payload": payload,
-                "status": "new",
-                "processed_at": None,
-                "error": None,
-            }
-        return item_id
+            return _insert(t, sync, event_id, payload, source, stamp(), signature, signed_at)
 
     def new_items(self, sync: str, after: int, limit: int) -> list[Item]:
         with self.memory.read() as t:
@@ -155,32 +132,20 @@ class MemoryInbox:
         now = stamp()
         with self.memory.tx() as t:
             for event_id, payload in items:
-                event_hash = schema.digest(event_id)
-                if any(r["sync"] == sync and r["event_hash"] == event_hash for r in t.inbox.values()):
-                    continue
-                item_id = t.next_id("inbox")
-                t.inbox[item_id] = {
-                    "id": item_id,
-                    "sync": sync,
-                    "source": source,
-                    "event_id": event_id[:255],
-                    "event_hash": event_hash,
-                    "signature_hash": None,
-                    "signed_at": None,
-                    "received_at": now,
-                    "payload": payload,
-                    "status": "new",
-                    "processed_at": None,
-                    "error": None,
-                }
+                _insert(t, sync, event_id, payload, source, now)
             row = t.inbox.get(done)
             if row is not None and row["status"] == "new":
                 t.inbox[done] = {**row, "status": "processed", "processed_at": now, "error": None}
 
-    def latest(self, sync: str, prefixes: Sequence[str]) -> dict[str, tuple[Item, str]]:
+    def latest(
+        self, sync: str, prefixes: Sequence[str], status: str | None = None
+    ) -> dict[str, tuple[Item, str]]:
         out: dict[str, tuple[Item, str]] = {}
         with self.memory.read() as t:
-            rows = sorted((r for r in t.inbox.values() if r["sync"] == sync), key=lambda r: int(r["id"]))
+            rows = sorted(
+                (r for r in t.inbox.values() if r["sync"] == sync and status in (None, r["status"])),
+                key=lambda r: int(r["id"]),
+            )
         for r in rows:
             for p in prefixes:
                 if r["event_id"].startswith(p):
@@ -195,6 +160,43 @@ class MemoryInbox:
                 if sync is None or row["sync"] == sync:
                     out[row["status"]] = out.get(row["status"], 0) + 1
         return out
+
+
+def _insert(
+    t: Any,
+    sync: str,
+    event_id: str,
+    payload: str,
+    source: str | None,
+    now: str,
+    signature: str | None = None,
+    signed_at: int | None = None,
+) -> int | None:
+    """One `new` item in the transaction `t`; None for a replay (either unique key)."""
+    event_hash = schema.digest(event_id)
+    signature_hash = schema.digest(signature) if signature is not None else None
+    for row in t.inbox.values():
+        if row["sync"] == sync and (
+            row["event_hash"] == event_hash
+            or (signature_hash is not None and row["signature_hash"] == signature_hash)
+        ):
+            return None
+    item_id: int = t.next_id("inbox")
+    t.inbox[item_id] = {
+        "id": item_id,
+        "sync": sync,
+        "source": source,
+        "event_id": event_id[:255],
+        "event_hash": event_hash,
+        "signature_hash": signature_hash,
+        "signed_at": signed_at,
+        "received_at": now,
+        "payload": payload,
+        "status": "new",
+        "processed_at": None,
+        "error": None,
+    }
+    return item_id
 
 
 class MemoryJobs:

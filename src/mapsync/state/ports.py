@@ -6,7 +6,7 @@ to it by one contract suite (tests/contract/):
 
 - `StateStore` (state/store.py), SQL on SQLite or PostgreSQL: `Ledger`, `Cursors`, `Runs`,
   `RecordErrors`, `Budget` and `Controls` as its methods (mixins: state/ledger.py, state/runs.py,
-  state/record_errors.py, state/budget.py, state/controls.py); `Leases`, `Inbox`, `Jobs` and `History` as the
+  state/record_errors.py, state/budget.py, state/controls.py); `Leases`, `Inbox`, `Jobs`, `History` the
   objects `store.leases`, `store.inbox`, `store.jobs`, `store.history` (state/lease.py,
   state/inbox.py, state/async_batches.py, state/history.py), and `Workers` as `store.workers`
   (state/workers.py), `Incidents` as `store.incidents` (state/incidents.py), `Observations` as
@@ -18,9 +18,8 @@ The module functions of state/lease.py, state/inbox.py, state/async_batches.py, 
 and state/retention.py (`lease.acquire(store, …)` …) are the older form of the method-shaped ports
 and ask them. mypy checks both stores against `Store` (state/conformance.py).
 
-The ports after `Store` name what is coming (reconciliation, dashboard): empty or with their
-first obvious methods, so later work extends them instead of
-reaching for `store.engine`. Neither store implements them yet.
+The ports after `Store` name what is coming (reconciliation, dashboard; no store implements them
+yet), so later work extends them instead of reaching for `store.engine`.
 """
 
 from __future__ import annotations
@@ -221,13 +220,12 @@ class Inbox(Protocol):
         self, processed: Iterable[int], failed: dict[int, str], stale: dict[int, str] | None = None
     ) -> None: ...
     def counts(self, sync: str | None = None) -> dict[str, int]: ...
-    def split(
+    def split(  # append `items` (event id, payload), mark `done` processed: one transaction
         self, sync: str, done: int, items: Sequence[tuple[str, str]], source: str | None = None
-    ) -> None:
-        """Append `items` (event id, payload) and mark item `done` processed, in one transaction."""
-
-    def latest(self, sync: str, prefixes: Sequence[str]) -> dict[str, tuple[Item, str]]:
-        """The newest item (and its status) whose event id starts with each of `prefixes`."""
+    ) -> None: ...
+    def latest(  # the newest item (and its status) per event-id prefix (only in `status`)
+        self, sync: str, prefixes: Sequence[str], status: str | None = None
+    ) -> dict[str, tuple[Item, str]]: ...
 
 
 class Jobs(Protocol):

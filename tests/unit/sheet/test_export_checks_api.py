@@ -152,3 +152,17 @@ def test_an_api_export_into_an_api_cannot_read_the_destination(tmp_path: Path) -
     assert any(
         "syncs.web_orders.changes.document: is read back from a SQL destination only" in p for p in found
     )
+
+
+def test_write_back_key_other_than_the_sync_key_is_refused(tmp_path: Path) -> None:
+    found = problems(tmp_path, changes("write_back: {key: o_key}"))
+    assert any("changes.write_back.key: must be the sync's key (c_ordnum)" in p for p in found), found
+
+
+def test_a_sweep_on_a_generic_rest_export_is_refused(tmp_path: Path) -> None:
+    text = changes("sweep: {every: 1h}").replace(
+        "from: {connection: cim, resource: OnlineOrders}",
+        "from: {connection: api, resource: exports, destructive: true}",
+    )
+    found = problems(tmp_path, text)
+    assert any("changes.sweep: reads CIMcloud's Orders resource by searchstring" in p for p in found), found
