@@ -178,7 +178,7 @@ class SweepPlan:
         before = self.capture.writer.calls
         self.capture.reset(lost_keys)
         self.reset_calls = self.capture.writer.calls - before
-        scope.forced = frozenset(k for k, _ in self.lost)
+        scope.forced = frozenset(records.key_text((k,)) for k, _ in self.lost)
         return self._batches(), None
 
     def _read(self, since: dt.datetime, cap: int) -> int:

@@ -287,13 +287,15 @@ def test_a_rejected_record_marks_its_item_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("point", "writes"),
-    [("after_read", 3), ("after_write", 5), ("after_ack", 3), ("after_commit", 3)],
+    [("after_read", 3), ("after_write", 5), ("after_ack", 5), ("after_commit", 3)],
 )
 def test_crash_between_taking_items_and_finishing_reprocesses_once(
     point: str, writes: int, tmp_path: Path
 ) -> None:
-    """Batches of 2 over 3 items, killed in the first batch: the rerun sends each unfinished item
-    once more (2 extra row writes only where the destination had confirmed, `after_write`)."""
+    """Batches of 2 over 3 items, killed in the first batch: the items are settled only after the
+    state commit, so the rerun takes the first batch's again: 2 extra row writes where the
+    destination had confirmed and the ledger not yet (`after_write`, `after_ack`); after the commit
+    the ledger holds them unchanged and they are only settled."""
     dest = f"sqlite:///{tmp_path / 'portal.db'}"
     _dest_table(dest)
     sheet = _sheet(tmp_path, "sqlite:///portal.db", batch=2)
@@ -312,12 +314,7 @@ def test_crash_between_taking_items_and_finishing_reprocesses_once(
     )
     assert crashed.returncode == -signal.SIGKILL and marker.read_text().strip() == f"{point}:1"
     status = {r[1]: r[2] for r in _inbox_rows(tmp_path)}
-    done_first = point in ("after_ack", "after_commit")
-    assert status == {
-        "c0": "processed" if done_first else "new",
-        "c1": "processed" if done_first else "new",
-        "c2": "new",
-    }
+    assert status == {"c0": "new", "c1": "new", "c2": "new"}
     rerun = h.mapsync("run", str(sheet), "--sync", "items", cwd=tmp_path, env=ENV)
     assert rerun.returncode == 0, rerun.stderr
     assert {r[2] for r in _inbox_rows(tmp_path)} == {"processed"}
@@ -329,6 +326,38 @@ def test_crash_between_taking_items_and_finishing_reprocesses_once(
     assert h.writes(dest) - base == writes
     assert h.mapsync("run", str(sheet), "--sync", "items", cwd=tmp_path, env=ENV).returncode == 0
     assert h.writes(dest) - base == writes
+
+
+@pytest.mark.parametrize("point", ["during_error_record", "during_state_write", "after_commit"])
+def test_a_crash_before_a_refused_item_is_settled_keeps_it_for_the_rerun(point: str, tmp_path: Path) -> None:
+    """An item the destination refuses becomes `error` only with its record error committed: a
+    crash before that leaves it `new`, and the rerun refuses it again and keeps the error."""
+    dest = f"sqlite:///{tmp_path / 'portal.db'}"
+    _dest_table(dest)
+    h.execute(
+        dest,
+        "CREATE TRIGGER refuse BEFORE INSERT ON products WHEN NEW.nm = 'bad' "
+        "BEGIN SELECT RAISE(ABORT, 'nm is refused'); END",
+    )
+    sheet = _sheet(tmp_path, "sqlite:///portal.db", batch=10)
+    assert h.mapsync("seed", str(sheet), "--sync", "items", cwd=tmp_path, env=ENV).returncode == 0
+    _post_all(sheet, [("d0", {"sku": "D0", "descr": "good"}), ("d1", {"sku": "D1", "descr": "bad"})])
+    crashed = h.mapsync(
+        "run",
+        str(sheet),
+        "--sync",
+        "items",
+        cwd=tmp_path,
+        env={**ENV, "MAPSYNC_CRASH_AT": point},
+        process=False,
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    assert {r[1]: r[2] for r in _inbox_rows(tmp_path)} == {"d0": "new", "d1": "new"}
+    rerun = h.mapsync("run", str(sheet), "--sync", "items", cwd=tmp_path, env=ENV)
+    assert rerun.returncode == 1, rerun.stdout + rerun.stderr  # partial: one record refused
+    assert {r[1]: r[2] for r in _inbox_rows(tmp_path)} == {"d0": "processed", "d1": "error"}
+    errors_ = h.mapsync("errors", str(sheet), "--sync", "items", "--json", cwd=tmp_path, env=ENV)
+    assert "nm is refused" in errors_.stdout, errors_.stdout + errors_.stderr
 
 
 def test_inbox_append_is_idempotent_per_event(tmp_path: Path) -> None:

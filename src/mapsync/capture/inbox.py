@@ -3,9 +3,10 @@ become changes, processed like queue changes.
 
 - A run takes `new` items of its sync in arrival order, a batch at a time, up to `max_items`.
   The run holds the sync's lease, so no other run takes the same items; an item stays `new`
-  until the batch that carried it was written, then becomes `processed` (or `error` with the
-  destination's or the mapping's message). A crash in between leaves it `new`: the next run
-  sends it again, which the destination's upsert and the key ledger absorb.
+  until the state committed the batch that carried it, then becomes `processed` (or `error` with
+  the destination's or the mapping's message, kept as a record error in that commit). A crash
+  in between leaves it `new`: the next run sends it again, which the destination's upsert and
+  the key ledger absorb.
 - Payloads: `{"op": "upsert"|"delete", "key": {...}, "data": {...}, "version": ...}` or the
   whole source record (an upsert; the key columns are read from it). An upsert without `data`
   reads the row from the source by key: present → an upsert of the row as it is now, gone → a
@@ -50,9 +51,12 @@ class _Event:
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """A batch's acknowledgement (`Batch.ack`): key text → its inbox items, newest last."""
+    """A batch's acknowledgement (`Batch.ack`): key text → its inbox items, newest last; what its
+    acknowledge decided for them, applied once the state committed the batch (`committed`)."""
 
     items: dict[str, list[int]]
+    processed: list[int] = dataclasses.field(default_factory=list)
+    failed: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 class BadPayload(ValueError):
@@ -206,15 +210,20 @@ class InboxCapture(CaptureBase):
         return changes, plan
 
     def acknowledge(self, batch: records.Batch, result: records.WriteResult) -> None:
-        plan = batch.ack.items if isinstance(batch.ack, _Plan) else {}
+        if not isinstance(batch.ack, _Plan):
+            return
         rejected = {records.key_text(r.key): r.message for r in result.rejected}
-        processed: list[int] = []
-        failed: dict[int, str] = {}
-        for key, ids in plan.items():
-            processed.extend(ids)
+        for key, ids in batch.ack.items.items():
+            batch.ack.processed.extend(ids)
             if key in rejected:
-                failed[ids[-1]] = rejected[key]  # the older items of the key were superseded by it
-        inbox.finish(self.ctx.store, processed, failed)
+                batch.ack.failed[ids[-1]] = rejected[key]  # the older items of the key were superseded by it
+
+    def committed(self, batch: records.Batch) -> None:
+        """The items of a batch the state committed: processed, or `error` for a refused one. Not
+        in acknowledge: a crash before the state commit would leave a refused item `error` with no
+        record error to retry it; this way it stays `new` and the next run sends it again."""
+        if isinstance(batch.ack, _Plan) and (batch.ack.processed or batch.ack.failed):
+            inbox.finish(self.ctx.store, batch.ack.processed, batch.ack.failed)
 
 
 def _newest(group: list[_Event]) -> _Event:
