@@ -21,7 +21,6 @@ import datetime as dt
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import Any
 
 import common
 import export
-import sqlalchemy as sa
 
 LIMITS = [(2, dt.timedelta(seconds=1)), (100, dt.timedelta(minutes=15))]
 SHEET = """
@@ -60,31 +58,11 @@ syncs:
 """
 
 
-@contextmanager
-def erp_database(admin: sa.Engine) -> Iterator[str]:
-    name = f"bench_cim_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(common.PG_URL).set(database=name).render_as_string(hide_password=False)
-    eng = sa.create_engine(url)
-    with eng.begin() as conn:
-        conn.execute(
-            sa.text(
-                "CREATE TABLE sales_orders (order_no TEXT PRIMARY KEY, customer TEXT, total NUMERIC(10,2))"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "CREATE TABLE sales_order_lines (order_no TEXT, line_no INTEGER, sku TEXT, "
-                "qty NUMERIC, PRIMARY KEY (order_no, line_no))"
-            )
-        )
-    eng.dispose()
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+ERP_DDL = (
+    "CREATE TABLE sales_orders (order_no TEXT PRIMARY KEY, customer TEXT, total NUMERIC(10,2))",
+    "CREATE TABLE sales_order_lines (order_no TEXT, line_no INTEGER, sku TEXT, qty NUMERIC, "
+    "PRIMARY KEY (order_no, line_no))",
+)
 
 
 @contextmanager
@@ -109,15 +87,16 @@ def timed_acquire() -> Iterator[list[float]]:
         budget.Budget.acquire = original  # type: ignore[method-assign]
 
 
-def one(orders: int, limits: bool, admin: sa.Engine) -> dict[str, Any]:
+def one(orders: int, limits: bool) -> dict[str, Any]:
     from mapsync.engine import Engine
     from mapsync.sheet import loader
     from mapsync.state.store import StateStore
     from mapsync.testing.sandbox import Config
     from mapsync.testing.sandbox_serve import InProcess
 
-    with tempfile.TemporaryDirectory() as tmp, erp_database(admin) as url:
-        folder = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp, common.ScratchDatabase("bench_cim") as erp:
+        erp.execute(*ERP_DDL)
+        url, folder = erp.url, Path(tmp)
         config = Config(db_path=str(folder / "sandbox.db"), budget=LIMITS if limits else [])
         with InProcess(config) as box:
             for i in range(1, orders + 1):
@@ -155,7 +134,6 @@ def main() -> int:
     parser.add_argument("--orders", type=int, nargs="+", default=[95, 500])
     parser.add_argument("--no-sql", action="store_true", help="skip the plain SQL export baseline")
     args = parser.parse_args()
-    admin = sa.create_engine(common.PG_URL, isolation_level="AUTOCOMMIT")
     print("CIMcloud OnlineOrders -> PostgreSQL ERP, 2 nested lines per order, status written back")
     print(
         f"  {'case':40s} {'seconds':>8s} {'orders/s':>9s} {'calls':>6s} "
@@ -163,17 +141,16 @@ def main() -> int:
     )
     for orders in args.orders:
         for limits in (True, False):
-            r = one(orders, limits, admin)
+            r = one(orders, limits)
             label = f"{orders} orders, " + ("limits 2/1s + 100/15m" if limits else "no limits")
             print(
                 f"  {label:40s} {r['seconds']:8.2f} {orders / r['seconds']:9.1f} {r['calls']:6d} "
                 f"{r['calls'] / orders:11.3f} {r['waited']:10.2f}s"
             )
         if not args.no_sql:
-            seconds = export.one(orders, 500, admin, export.EXPORT)
+            seconds = export.one(orders, 500, export.EXPORT)
             label = f"{orders} orders, plain SQL export_flag seed"
             print(f"  {label:40s} {seconds:8.2f} {orders / seconds:9.1f} {'-':>6s} {'-':>11s} {'-':>11s}")
-    admin.dispose()
     return 0
 
 

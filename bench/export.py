@@ -21,12 +21,10 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import common
-import sqlalchemy as sa
 
 SHEET = """
 version: 1
@@ -80,62 +78,44 @@ def portal(path: Path, orders: int) -> None:
     con.close()
 
 
-def erp(admin: sa.Engine) -> tuple[str, str]:
-    name = f"bench_export_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(common.PG_URL).set(database=name).render_as_string(hide_password=False)
-    eng = sa.create_engine(url)
-    with eng.begin() as conn:
-        conn.execute(
-            sa.text(
-                "CREATE TABLE sales_order (doc_no SERIAL PRIMARY KEY, portal_ref INTEGER NOT NULL UNIQUE, "
-                "customer TEXT, zip TEXT, total NUMERIC)"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "CREATE TABLE sales_order_lines (portal_ref INTEGER NOT NULL, line_no INTEGER NOT NULL, "
-                "sku TEXT, qty INTEGER, PRIMARY KEY (portal_ref, line_no))"
-            )
-        )
-    eng.dispose()
-    return name, url
+ERP_DDL = (
+    "CREATE TABLE sales_order (doc_no SERIAL PRIMARY KEY, portal_ref INTEGER NOT NULL UNIQUE, "
+    "customer TEXT, zip TEXT, total NUMERIC)",
+    "CREATE TABLE sales_order_lines (portal_ref INTEGER NOT NULL, line_no INTEGER NOT NULL, "
+    "sku TEXT, qty INTEGER, PRIMARY KEY (portal_ref, line_no))",
+)
 
 
-def one(orders: int, batch: int, admin: sa.Engine, changes: str) -> float:
+def one(orders: int, batch: int, changes: str) -> float:
     from mapsync.engine import Engine
     from mapsync.sheet import loader
     from mapsync.state.store import StateStore
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, common.ScratchDatabase("bench_export") as erp:
         folder = Path(tmp)
         portal(folder / "portal.db", orders)
-        name, url = erp(admin)
-        try:
-            (folder / "sheet.yaml").write_text(
-                SHEET.format(
-                    portal=folder / "portal.db",
-                    erp=url,
-                    state=folder / "state.db",
-                    changes=changes,
-                    batch=batch,
-                )
+        erp.execute(*ERP_DDL)
+        url = erp.url
+        (folder / "sheet.yaml").write_text(
+            SHEET.format(
+                portal=folder / "portal.db",
+                erp=url,
+                state=folder / "state.db",
+                changes=changes,
+                batch=batch,
             )
-            loaded = loader.load(folder / "sheet.yaml")
-            store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=True)
-            engine = Engine(loaded, store)
-            try:
-                began = time.perf_counter()
-                report = engine.run("orders", "seed")
-                elapsed = time.perf_counter() - began
-                assert report.counts.written == orders, report.counts
-            finally:
-                engine.close()
-                store.close()
+        )
+        loaded = loader.load(folder / "sheet.yaml")
+        store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=True)
+        engine = Engine(loaded, store)
+        try:
+            began = time.perf_counter()
+            report = engine.run("orders", "seed")
+            elapsed = time.perf_counter() - began
+            assert report.counts.written == orders, report.counts
         finally:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            engine.close()
+            store.close()
     return elapsed
 
 
@@ -147,12 +127,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
-    admin = sa.create_engine(common.PG_URL, isolation_level="AUTOCOMMIT")
     times: dict[str, list[float]] = {"export_flag seed": [], "full seed (baseline)": []}
     for _ in range(args.repeat):
-        times["export_flag seed"].append(one(args.orders, args.batch, admin, EXPORT))
-        times["full seed (baseline)"].append(one(args.orders, args.batch, admin, FULL))
-    admin.dispose()
+        times["export_flag seed"].append(one(args.orders, args.batch, EXPORT))
+        times["full seed (baseline)"].append(one(args.orders, args.batch, FULL))
     rows: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
     print(
         f"{args.orders} orders (2 lines each), SQLite portal -> PostgreSQL ERP, batch {args.batch}, "

@@ -34,7 +34,7 @@ connections:
     base_url: "{base}"
     site: sandbox
     auth: {{type: token, auth_key: sandbox-key, username: sandbox, password: "${{CIM_PASSWORD}}"}}
-    budget: []
+    budget: {budget}
 syncs:
   web_orders:
     from: {{connection: cim, resource: OnlineOrders}}
@@ -92,8 +92,10 @@ def lines_of(i: int, n: int) -> list[dict[str, str]]:
 
 
 class World:
-    def __init__(self, erp: str, box: InProcess, folder: Path, *, changes: str = STATUS) -> None:
-        self.erp, self.box, self.folder = erp, box, folder
+    def __init__(
+        self, erp: str, box: InProcess, folder: Path, *, changes: str = STATUS, budget: str = "[]"
+    ) -> None:
+        self.erp, self.box, self.folder, self.budget = erp, box, folder, budget
         self.dialect = h.dialect(erp)
         h.execute(erp, *_erp_ddl(self.dialect))
         h.install_write_counter(erp, "sales_orders")
@@ -117,7 +119,9 @@ class World:
         lines_from = (
             "{connection: cim, resource: order_detail}" if separate else "{connection: cim, nested: details}"
         )
-        text = SHEET.format(erp=self.erp, base=self.box.base_url, changes=changes, lines_from=lines_from)
+        text = SHEET.format(
+            erp=self.erp, base=self.box.base_url, changes=changes, lines_from=lines_from, budget=self.budget
+        )
         (self.folder / "sheet.yaml").write_text(text)
 
     def close(self) -> None:

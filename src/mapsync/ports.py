@@ -37,7 +37,7 @@ class Capabilities:
     """What a source, destination or capture can do beyond its role's required members.
 
     Declared per class (`capabilities = Capabilities(...)`), never discovered. Fields for what is
-    coming (`insert_if_absent`, `destructive_read`, `columnar_write`) are False where not built.
+    coming (`insert_if_absent`, `columnar_write`) are False where not built.
     """
 
     deletes: bool = False  # destination: writes hard deletes (`disable` is an update: any can)
@@ -48,7 +48,7 @@ class Capabilities:
     key_probe: bool = False  # destination: its key collation is probed (`key_probe`)
     version_guard: bool = False  # destination: an upsert keeps a newer row (mapped version column)
     insert_if_absent: bool = False  # destination: writes a row only where none is (not built)
-    destructive_read: bool = False  # source/capture: reading removes what was read (not built)
+    destructive_read: bool = False  # source/capture: reading removes what was read (an API's order export)
     bulk_write: bool = False  # destination: many records per statement or call
     columnar_write: bool = False  # destination: takes a columnar (Arrow) batch whole (not built)
     emits_deletes: bool = False  # capture: can emit delete changes (`emits_deletes(cfg)`: when)

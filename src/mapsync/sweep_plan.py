@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mapsync import errors, records
 from mapsync.capture.export_base import CURSOR, LOST, ExportBase
@@ -60,11 +60,9 @@ def due(store: Store, name: str, parts: Parts) -> str | None:
     """Why the daemon sweeps an export from an API before its next run: `lost` (a `lost:` marker
     newer than the last sweep that ended), `schedule` (`sweep.every` passed since it), or None.
     A failed sweep does not count as one: a marker keeps asking until a sweep ends."""
-    from mapsync.capture.export_inbox import InboxExportCapture
-
-    capture = parts.capture
-    if not isinstance(capture, InboxExportCapture):
+    if not parts.capture.capabilities.destructive_read:
         return None
+    capture = cast("InboxExportCapture", parts.capture)
     runs = store.history.runs(name, 200, without=("running", "failed", "skipped"))
     last = next((str(r["started_at"]) for r in runs if r["kind"] == RunKind.SWEEP), None)
     # the newest open marker: a later GET's own marker (closed with its page) hides nothing
@@ -108,16 +106,16 @@ class SweepPlan:
     purge = False
 
     def __init__(self, store: Store, name: str, parts: Parts) -> None:
-        from mapsync.capture.export_inbox import InboxExportCapture
-
-        if not isinstance(parts.capture, InboxExportCapture):
+        # the export from an API declares its destructive read (a capability: its class, and the
+        # HTTP client it brings, stay unloaded until a sync uses it)
+        if not parts.capture.capabilities.destructive_read:
             what = "reads a SQL table" if isinstance(parts.capture, ExportBase) else "is no export"
             raise errors.UsageError(
                 f"sync {name} {what}: `mapsync sweep` is for an export from an API whose GET marks "
                 "what it returns (`changes: {method: export_flag}` on CIMcloud's OnlineOrders)"
             )
         self.store, self.name, self.parts = store, name, parts
-        self.capture: InboxExportCapture = parts.capture
+        self.capture = cast("InboxExportCapture", parts.capture)
         self.reader = self.capture.sweeper()
         self.settings = self.reader.settings
         self.cursors: dict[str, Any] = {}

@@ -271,15 +271,10 @@ class InboxExportCapture(ExportBase):
         if wanted:
             self.writer.write(wanted)
 
-    def _order_id(self, row: records.Row, key: records.Key) -> Any:
-        """The value naming the order where its status goes (`write_back.key`, else the key)."""
-        value = row.get(self.key_field)
-        return key[0] if value is None else value
-
     def _success(self, change: records.Change, d: records.Delivered, number: Any) -> dict[str, Any]:
         cfg = self.cfg
         kept = d.note == records.KEPT
-        out: dict[str, Any] = {self.key_field: self._order_id(change.data, change.key), cfg.flag: cfg.done}
+        out: dict[str, Any] = {self.key_field: change.key[0], cfg.flag: cfg.done}
         if cfg.status:
             out[cfg.status] = cfg.statuses.skipped if kept else cfg.statuses.success
         if cfg.error:
@@ -292,7 +287,7 @@ class InboxExportCapture(ExportBase):
         cfg = self.cfg
         if not cfg.status and not cfg.error:
             return None
-        out: dict[str, Any] = {self.key_field: self._order_id(change.data, change.key), cfg.flag: cfg.done}
+        out: dict[str, Any] = {self.key_field: change.key[0], cfg.flag: cfg.done}
         if cfg.status:
             out[cfg.status] = cfg.statuses.failed
         if cfg.error:
@@ -318,11 +313,8 @@ class InboxExportCapture(ExportBase):
         """The documented way to fetch orders again: `exported = 0` on the Orders resource."""
         cfg = self.cfg
         updates = []
-        stored = self.source.stored(keys) if self.key_field != self.source.key[0] else {}
         for key in keys:
-            hit = stored.get(records.key_text(key))
-            row = self.source.row_and_children(hit[2])[0] if hit else {}
-            out: dict[str, Any] = {self.key_field: self._order_id(row, key), cfg.flag: cfg.pending[0]}
+            out: dict[str, Any] = {self.key_field: key[0], cfg.flag: cfg.pending[0]}
             if cfg.status:
                 out[cfg.status] = cfg.statuses.pending
             if cfg.error:

@@ -49,12 +49,6 @@ class DestructiveSource(RestSource):
             else:
                 self.separate[name] = child
         self.children = dict(cfg.children)
-        changes = cfg.changes
-        if isinstance(changes, models.ExportFlagChanges) and changes.write_back and changes.write_back.key:
-            # the field that names an order where its status goes, when it is not the sync's key
-            self.columns = sorted(
-                {*self.columns, changes.write_back.key}, key=lambda c: (c not in self.key, c)
-            )
 
     @property
     def page_size(self) -> int:

@@ -28,8 +28,9 @@ class ExportWriteBack(Model):
     key: str | None = Field(
         None,
         description=(
-            "The field identifying an order there (CIMcloud: a user key such as `c_ordnum`). "
-            "Default: the sync's `key.from`."
+            "The field identifying an order there (CIMcloud: a user key such as `c_ordnum`): the "
+            "sync's `key.from` (the ledger, the inbox, the sweep and `mapsync reexport` name orders "
+            "by it; another field is refused)."
         ),
     )
     method: Literal["POST", "PUT"] = Field(

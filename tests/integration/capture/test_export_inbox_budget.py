@@ -17,45 +17,13 @@ from typing import Any
 
 import pytest
 
-from mapsync.engine import Engine
-from mapsync.sheet import loader
-from mapsync.state.store import StateStore
 from tests import helpers as h
+from tests.cim_export_world import World
 
 pytestmark = pytest.mark.slow
 
 ORDERS, LINES = 95, 2
 LIMITS = [(2, 1.0), (100, 900.0)]  # CIMcloud's published limits, in calls per seconds
-
-SHEET = """
-version: 1
-connections:
-  erp: {{url: "{erp}"}}
-  cim:
-    kind: cimcloud
-    base_url: "{base}"
-    site: sandbox
-    auth: {{type: token, auth_key: sandbox-key, username: sandbox, password: "${{CIM_PASSWORD}}"}}
-    budget: ["2/1s", "100/15m"]
-syncs:
-  web_orders:
-    from: {{connection: cim, resource: OnlineOrders}}
-    to: {{connection: erp, table: sales_orders}}
-    key: {{from: c_ordnum, to: order_no}}
-    fields:
-      customer: customer
-      total: {{from: total, cast: decimal, scale: 2}}
-    changes: {{method: export_flag, flag: exported, status: erp_import_status, error: erp_import_error}}
-    children:
-      lines:
-        from: {{connection: cim, nested: details}}
-        to: {{connection: erp, table: sales_order_lines}}
-        parent: {{from: c_ordnum, to: order_no}}
-        key: {{from: [c_ordnum, line_no], to: [order_no, line_no]}}
-        fields:
-          sku: sku
-          qty: {{from: quantity, cast: decimal}}
-"""
 
 
 def most_in_a_window(times: list[float], span: float) -> int:
@@ -72,15 +40,7 @@ def most_in_a_window(times: list[float], span: float) -> int:
 )
 def erp_url(request: pytest.FixtureRequest) -> str:
     factory: Callable[[], str] = request.getfixturevalue(request.param)
-    url = factory()
-    h.execute(
-        url,
-        "CREATE TABLE sales_orders (order_no VARCHAR(20) PRIMARY KEY, customer VARCHAR(40), "
-        "total NUMERIC(10,2))",
-        "CREATE TABLE sales_order_lines (order_no VARCHAR(20), line_no INT, sku VARCHAR(20), "
-        "qty NUMERIC(10,2), PRIMARY KEY (order_no, line_no))",
-    )
-    return url
+    return factory()
 
 
 def test_95_orders_within_cimcloud_limits(
@@ -90,18 +50,14 @@ def test_95_orders_within_cimcloud_limits(
     for i in range(1, ORDERS + 1):
         lines = [{"sku": f"SKU{i}-{n}", "quantity": str(n)} for n in range(1, LINES + 1)]
         box.sandbox.add_order({"c_ordnum": f"W{i:04d}", "customer": f"C{i % 7}", "total": f"{i}.25"}, lines)
-    (tmp_path / "sheet.yaml").write_text(SHEET.format(erp=erp_url, base=box.base_url))
-    loaded = loader.load(tmp_path / "sheet.yaml", env={"CIM_PASSWORD": "sandbox-password"})
-    store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=True)
-    engine = Engine(loaded, store)
+    world = World(erp_url, box, tmp_path, budget='["2/1s", "100/15m"]')  # the sheet's ERP and export
     try:
-        assert engine.run("web_orders", "seed").status == "success"
+        assert world.run("seed").status == "success"
         started = time.monotonic()
-        report = engine.run("web_orders", "run")
+        report = world.run()
         wall = time.monotonic() - started
     finally:
-        engine.close()
-        store.close()
+        world.close()
     assert report.status == "success", report
 
     # every order and line is in the ERP, as CIMcloud held it
