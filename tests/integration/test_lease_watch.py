@@ -278,9 +278,7 @@ def _stale_write(w: World, *, guard: bool) -> tuple[list[int], Any, float]:
     stalled = threading.Event()
     _stall_on(a, proxy, "upsert", stalled)
     outcome: list[Any] = []
-    thread = threading.Thread(
-        target=lambda: outcome.append((*_timed(a), time.monotonic())), daemon=True
-    )
+    thread = threading.Thread(target=lambda: outcome.append((*_timed(a), time.monotonic())), daemon=True)
     thread.start()
     assert stalled.wait(20), "run A never reached its write"
     time.sleep(LEASE + 0.5)  # A's lease has run out
