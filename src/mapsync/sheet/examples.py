@@ -14,6 +14,7 @@ from mapsync.sheet import (
     export_models,
     export_rest_models,
     models,
+    reconcile_models,
 )
 
 
@@ -190,6 +191,26 @@ on_exists: skip
         'cron: "*/5 7-19 * * 1-5"\ntimezone: Europe/Berlin\nstart_within: 2m\nfinish_within: 10m\n',
     ),
     models.RetryConfig: Example("retry", "every: 30m\nmax_attempts: 5\n"),
+    reconcile_models.ReconcileCheck: Example(
+        "reconcile",
+        """\
+open_ar:
+  sync: invoices
+  source: {connection: erp, table: invoices, group: customer_no, sum: balance, where: "open = 1"}
+  dest: {connection: portal, table: customers, group: ref_id, sum: open_balance}
+  tolerance: {absolute: "0.01"}
+  schedule: {cron: "0 6 * * *"}
+invoice_rows:
+  drift: invoices
+  schedule: {every: 6h}
+""",
+        many=True,
+    ),
+    reconcile_models.Side: Example(
+        "source", "connection: shop_api\nresource: Customers\ngroup: customer_no\nsum: balance\n"
+    ),
+    reconcile_models.Tolerance: Example("tolerance", 'relative: "0.001"\n'),
+    reconcile_models.ReconcileSchedule: Example("schedule", "every: 6h\n"),
     models.CronSlots: Example("deletes_every", 'cron: "0 3 * * *"\ntimezone: Europe/Berlin\n'),
     models.ChildSync: Example(
         "children",

@@ -34,6 +34,7 @@ from mapsync.sheet.fields import TimezoneRule as TimezoneRule
 from mapsync.sheet.log_models import LogChanges as LogChanges
 from mapsync.sheet.monitor_models import MonitorsConfig as MonitorsConfig
 from mapsync.sheet.queue_model import QueueChanges as QueueChanges
+from mapsync.sheet.reconcile_models import ReconcileCheck as ReconcileCheck
 from mapsync.sheet.schedule_models import CronSlots as CronSlots
 from mapsync.sheet.schedule_models import DurationOrCron
 from mapsync.sheet.schedule_models import OverlapConfig as OverlapConfig
@@ -356,6 +357,13 @@ class SyncConfig(Model):
     monitors: MonitorsConfig | None = Field(
         None, description="This sync's monitor thresholds, over the sheet's `monitors:`."
     )
+    owns_table: bool = Field(
+        False,
+        description=(
+            "The destination table is mapsync's alone: `mapsync reconcile --repair` may delete rows "
+            "the key ledger never saw (otherwise only rows mapsync delivered)."
+        ),
+    )
 
     _norm = field_validator("after", mode="before")(as_list)
 
@@ -374,6 +382,10 @@ class Sheet(Model):
     )
     alerts: AlertsConfig | None = Field(
         None, description="Who is told of incidents, and how. Left out: incidents are only logged."
+    )
+    reconcile: dict[str, ReconcileCheck] = Field(
+        default_factory=dict,
+        description="Named checks of delivery quality (`mapsync reconcile`): business totals and drift.",
     )
 
     @field_validator("connections", mode="before")
