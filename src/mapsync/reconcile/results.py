@@ -62,6 +62,19 @@ class Read:
 
 
 @dataclasses.dataclass
+class SideTotals:
+    """One side of a business check, aggregated: the value per group (the group's values as text,
+    source groups not yet translated), what reading it cost, and whether it is whole (an API side
+    stopped at `max_calls` is not: its groups are not compared)."""
+
+    values: dict[tuple[str, ...], decimal.Decimal]
+    read: Read = dataclasses.field(default_factory=Read)
+    calls: int = 0
+    complete: bool = True
+    note: str | None = None
+
+
+@dataclasses.dataclass
 class CheckResult:
     """One check's outcome. Business checks fill the group lists, drift checks the key lists."""
 

@@ -13,8 +13,10 @@ from mapsync.state.schema_v7 import incidents as incidents
 from mapsync.state.schema_v7 import notifications as notifications
 from mapsync.state.schema_v7 import observations as observations
 from mapsync.state.schema_v7 import rollups as rollups
+from mapsync.state.schema_v8 import reconcile_results as reconcile_results
+from mapsync.state.schema_v8 import v8_reconcile
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 meta = sa.Table(
     "mapsync_meta",
@@ -42,6 +44,9 @@ ledger = sa.Table(
     sa.Column("dest_id", sa.String(512), nullable=True),
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
     sa.Column("updated_at", sa.String(40), nullable=False),
+    # v8: the drift digest of what was delivered (schema_v8.py, connectors/drift_form.py)
+    sa.Column("dkey", sa.String(32), nullable=True),
+    sa.Column("digest", sa.String(32), nullable=True),
 )
 
 runs = sa.Table(
@@ -362,5 +367,6 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v5_daemon,
     _v6_workers,
     _v7_watching,
+    v8_reconcile,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
