@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from mapsync.connectors.sql import SqlDatabase
+from mapsync.errors import ConfigError
 from mapsync.reconcile import business
-from mapsync.reconcile.results import CheckResult, GroupDiff
+from mapsync.reconcile.results import CheckResult, GroupDiff, SideTotals
+from mapsync.reconcile.translate import Translator
 from mapsync.sheet import loader
-from mapsync.sheet.reconcile_models import Side, Tolerance
+from mapsync.sheet.reconcile_models import ReconcileCheck, Side, Tolerance
 from tests import helpers as h
 
 D = decimal.Decimal
@@ -273,3 +275,43 @@ def test_sums_are_exact_over_10000_invoices(urls: tuple[str, str]) -> None:
         assert totals.values == expected, h.dialect(url)
         assert all(isinstance(v, D) for v in totals.values.values())
         assert totals.note is None and totals.complete
+
+
+def test_an_incomplete_side_compares_nothing_and_untranslated_values_are_noted() -> None:
+    check = ReconcileCheck.model_validate(
+        {
+            "source": {"connection": "erp", "table": "t", "group": "g", "sum": "v"},
+            "dest": {"connection": "api", "resource": "R", "group": "g", "sum": "v"},
+        }
+    )
+    whole = SideTotals({("A",): D("1.0")})
+    cut = SideTotals(
+        {("A",): D(1)}, calls=20, complete=False, note="stopped at max_calls 20: groups not compared"
+    )
+    result = business.compare("c", check, whole, cut, Translator())
+    assert result.error == "dest side incomplete: groups not compared" and result.compared == 0
+    assert result.notes == ["stopped at max_calls 20: groups not compared"] and result.calls == 20
+    # an API side's text groups meet the SQL side's: trailing spaces do not count, 1.0 equals 1
+    same = business.compare("c", check, whole, SideTotals({("A  ",): D(1)}), Translator())
+    assert same.ok and same.matched == 1
+
+
+def test_a_sqlite_query_summing_floats_says_so(sqlite_database: Callable[[], str]) -> None:
+    url = sqlite_database()
+    h.execute(url, "CREATE TABLE t (g TEXT, v NUMERIC(12,2))", "INSERT INTO t VALUES ('a', 0.1), ('a', 0.2)")
+    db = SqlDatabase("erp", url, Path.cwd())
+    try:
+        by_query = Side.model_validate(
+            {"connection": "erp", "query": "SELECT g, SUM(v) FROM t GROUP BY g", "group": "g"}
+        )
+        floating = business.aggregate_sql(db, by_query, place="check c: source")
+        by_table = Side.model_validate({"connection": "erp", "table": "t", "group": "g", "sum": "v"})
+        exact = business.aggregate_sql(db, by_table)
+        wrong = Side.model_validate({"connection": "erp", "query": "SELECT g FROM t", "group": "g"})
+        with pytest.raises(ConfigError, match="returns 1 column"):
+            business.aggregate_sql(db, wrong, place="check c: source")
+    finally:
+        db.close()
+    assert floating.values == {("a",): D("0.30000000000000004")}
+    assert floating.note == "check c: source: 1 value(s) came back as floating point numbers (not exact)"
+    assert exact.values == {("a",): D("0.3")} and exact.note is None
