@@ -9,9 +9,12 @@ syncs, other processes and the check count against the one limit of the credenti
 
 Public API (the business runner calls these through the callable helper "runner" builds):
 
-- `aggregate_api(check_name, check, which, loaded, store) -> SideTotals`: opens `check.<which>`'s
+- `aggregate_api(check_name, check, side, which, *, loaded, store) -> SideTotals`: opens the side's
   connection (as the connectors do, with `store` for the shared budget), aggregates it, closes it.
-- `aggregate(check_name, check, which, handle) -> SideTotals`: the same on an open `RestHandle`.
+  `which` is "source" or "dest" (for messages).
+- `aggregator(loaded, store) -> ApiAggregate`: `aggregate_api` bound to the sheet and the store, the
+  `(check_name, check, side, which) -> SideTotals` callable `business.run_business` takes as `api`.
+- `aggregate(check_name, check, side, which, handle) -> SideTotals`: the same on an open `RestHandle`.
 - `estimate(check, side, connection, *, last_rows=None) -> (calls | None, text)`: said before the
   check starts. Neither CIMcloud nor a generic REST listing documents a record count, so without
   `last_rows` (the rows this side read last time: `CheckResult.read[which].rows` of the previous
@@ -46,11 +49,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
+import functools
 import json
 import math
 import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from mapsync import connectors, errors
 from mapsync.cimcloud import search
@@ -67,7 +71,6 @@ if TYPE_CHECKING:
     from mapsync.sheet.loader import LoadedSheet
     from mapsync.state.ports import Store
 
-Which = Literal["source", "dest"]
 RESERVE = 0.2  # the share of every budget limit left to the syncs
 MAX_WAIT = 2.0  # seconds the check waits for a window to reset before it yields instead
 _EPOCH = dt.datetime(1900, 1, 1)  # noqa: DTZ001 - CIMcloud pages only with a searchstring
@@ -82,7 +85,8 @@ class Pacing:
     sleep: Callable[[float], None] = time.sleep
 
 
-def api_side(check_name: str, check: ReconcileCheck, which: Which) -> Side:
+def api_side(check_name: str, check: ReconcileCheck, which: str) -> Side:
+    """`check.source` or `check.dest`, refused unless it is an API side."""
     side = check.source if which == "source" else check.dest
     if side is None or side.resource is None:
         raise errors.ConfigError(f"check {check_name}: {which} is not an API side (no `resource`)")
@@ -92,13 +96,14 @@ def api_side(check_name: str, check: ReconcileCheck, which: Which) -> Side:
 def aggregate_api(
     check_name: str,
     check: ReconcileCheck,
-    which: Which,
+    side: Side,
+    which: str,
+    *,
     loaded: LoadedSheet,
     store: Store | None,
     pacing: Pacing | None = None,
 ) -> SideTotals:
     """Open the side's connection like a sync does (the shared budget in `store`), aggregate, close."""
-    side = api_side(check_name, check, which)
     cfg = loaded.sheet.connections.get(side.connection)
     if not isinstance(cfg, RestConnection | CimcloudConnection):
         raise errors.ConfigError(
@@ -108,16 +113,29 @@ def aggregate_api(
     try:
         if not isinstance(handle, RestHandle):
             raise errors.ConfigError(f"check {check_name}: {which}: connection {side.connection} is no API")
-        return aggregate(check_name, check, which, handle, pacing)
+        return aggregate(check_name, check, side, which, handle, pacing)
     finally:
         handle.close()
 
 
+def aggregator(
+    loaded: LoadedSheet, store: Store | None, pacing: Pacing | None = None
+) -> Callable[[str, ReconcileCheck, Side, str], SideTotals]:
+    """`aggregate_api` bound to the sheet and the state store: `business.run_business`'s `api`."""
+    return functools.partial(aggregate_api, loaded=loaded, store=store, pacing=pacing)
+
+
 def aggregate(
-    check_name: str, check: ReconcileCheck, which: Which, handle: RestHandle, pacing: Pacing | None = None
+    check_name: str,
+    check: ReconcileCheck,
+    side: Side,
+    which: str,
+    handle: RestHandle,
+    pacing: Pacing | None = None,
 ) -> SideTotals:
     """Stream the side's resource from an open REST/CIMcloud handle and aggregate it per group."""
-    side = api_side(check_name, check, which)
+    if side.resource is None:
+        raise errors.ConfigError(f"check {check_name}: {which} is not an API side (no `resource`)")
     pacing = pacing or Pacing()
     where = f"check {check_name}: {which}"
     lister = _Lister(handle, where)

@@ -123,9 +123,10 @@ class World:
         return out
 
     def side(self, check: str, loaded: LoadedSheet, **pacing: Any) -> SideTotals:
-        return api_side.aggregate_api(
-            check, loaded.sheet.reconcile[check], "dest", loaded, self.store, api_side.Pacing(**pacing)
-        )
+        found = loaded.sheet.reconcile[check]
+        assert found.dest is not None
+        api = api_side.aggregator(loaded, self.store, api_side.Pacing(**pacing))
+        return api(check, found, found.dest, "dest")
 
     def log(self) -> list[dict[str, Any]]:
         return self.box.sandbox.store.requests()

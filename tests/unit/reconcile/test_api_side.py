@@ -51,7 +51,9 @@ def run(records: list[dict[str, Any]], dest: dict[str, Any], max_calls: int = 20
     transport, asked = serve(records)
     handle = open_handle("api", rest(), None, transport=transport)
     try:
-        return api_side.aggregate("c", check(dest, max_calls), "dest", handle), asked
+        c = check(dest, max_calls)
+        assert c.dest is not None
+        return api_side.aggregate("c", c, c.dest, "dest", handle), asked
     finally:
         handle.close()
 
