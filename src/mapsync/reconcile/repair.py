@@ -6,8 +6,8 @@
 - A **business** result names groups as the destination names them. For each mismatched or
   missing group of the check's `sync`, the group's keys are: the source rows of the sync whose
   group columns hold the group (the destination's group translated back through the sync's
-  rule: a rename or a one-to-one `map`), read with bound parameters (SQL sources only), plus the
-  destination rows of the group whose key the ledger holds (gone at the source: deleted). Those
+  rule, `translate.Translator.inverse`: a rename or a one-to-one `map`), read with bound
+  parameters (SQL sources only), plus the destination rows of the group whose key the ledger holds (gone at the source: deleted). Those
   keys are repaired; nothing else of the sync is touched.
 """
 
@@ -20,18 +20,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors, records
+from mapsync import records
 from mapsync.columns import ColumnInfo
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.engine import Engine, RunReport
 from mapsync.reconcile.results import CheckResult, Extra
+from mapsync.reconcile.translate import NULL_TEXT, Group, Translator
 from mapsync.repair_plan import as_type, source_key
 from mapsync.sheet import models
 from mapsync.sheet.reconcile_models import ReconcileCheck
-
-Group = tuple[str, ...]
-NULL_TEXT = "<null>"  # a NULL group value as a business result spells it (translate.NULL_TEXT)
 
 
 @dataclasses.dataclass
@@ -91,7 +89,7 @@ def group_keys(
     and notes on what could not be looked at."""
     assert check.sync is not None and check.source is not None and check.dest is not None
     cfg = sheet.syncs[check.sync]
-    inverse = inverse_of(sheet, name, check)
+    inverse = Translator.for_check(sheet, check, name).inverse
     parts = engine.parts(check.sync)
     out: list[str] = []
     notes: list[str] = []
@@ -151,40 +149,3 @@ def _equal(
         else:
             out.append(col(column) == value)
     return out
-
-
-def inverse_of(sheet: models.Sheet, name: str, check: ReconcileCheck) -> Callable[[Group], Group]:
-    """The destination group back as the source's: per group column, the sync's key or field
-    rule that writes the destination's column from the source's, a rename (identity) or a
-    one-to-one `map` (read backwards). ConfigError for anything else.
-
-    (The business checks' `translate.Translator.inverse` does the same for the forward rules it
-    accepts; this covers the rename and the map a repair needs.)"""
-    assert check.sync is not None and check.source is not None and check.dest is not None
-    cfg = sheet.syncs[check.sync]
-    steps: list[dict[str, str] | None] = []
-    for src, dst in zip(check.source.group, check.dest.group, strict=True):
-        if dst in cfg.key.to and cfg.key.from_[cfg.key.to.index(dst)] == src:
-            steps.append(None)
-            continue
-        rule = cfg.fields.get(dst)
-        if rule is None or rule.from_ != src:
-            raise errors.ConfigError(
-                f"check {name}: group {src} cannot be traced back through sync {check.sync}: "
-                f"no field rule writes {dst} from {src}"
-            )
-        if rule.map is not None:
-            backwards = {str(v): str(k) for k, v in rule.map.items()}
-            if len(backwards) != len(rule.map):
-                raise errors.ConfigError(
-                    f"check {name}: group {src} cannot be traced back through sync {check.sync}: "
-                    f"field {dst} maps two values to one"
-                )
-            steps.append(backwards)
-        else:
-            steps.append(None)
-
-    def back(group: Group) -> Group:
-        return tuple(v if m is None else m.get(v, v) for m, v in zip(steps, group, strict=True))
-
-    return back
