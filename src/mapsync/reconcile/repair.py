@@ -7,8 +7,9 @@
   missing group of the check's `sync`, the group's keys are: the source rows of the sync whose
   group columns hold the group (the destination's group translated back through the sync's
   rule, `translate.Translator.inverse`: a rename or a one-to-one `map`), read with bound
-  parameters (SQL sources only), plus the destination rows of the group whose key the ledger holds (gone at the source: deleted). Those
-  keys are repaired; nothing else of the sync is touched.
+  parameters (SQL sources only), plus the destination rows of the group whose key the ledger
+  holds (gone at the source: deleted). Those keys are repaired; nothing else of the sync is
+  touched.
 """
 
 from __future__ import annotations
