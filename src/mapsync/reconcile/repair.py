@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,14 +47,25 @@ class RepairOutcome:
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
-def repair(engine: Engine, sheet: models.Sheet, result: CheckResult) -> RepairOutcome:
-    """Repair what `result` found (a run of kind `repair` of the check's sync)."""
+def repair(
+    engine: Engine,
+    sheet: models.Sheet,
+    result: CheckResult,
+    *,
+    trigger: str = "cli",
+    force_deletes: bool = False,
+) -> RepairOutcome:
+    """Repair what `result` found (a run of kind `repair` of the check's sync; `force_deletes`:
+    past the mass-delete guard)."""
+    go = functools.partial(_run, engine, sheet, trigger=trigger, force=force_deletes)
     if result.error is not None:
         return RepairOutcome(None, notes=[f"check {result.check} did not run: nothing to repair"])
     if result.kind == "drift":
         assert result.sync is not None  # a drift result always names its sync
-        return _run(engine, sheet, result.sync, [*result.changed, *result.missing], result.extra, [])
-    check = sheet.reconcile[result.check]
+        return go(result.sync, [*result.changed, *result.missing], result.extra, [])
+    check = sheet.reconcile.get(result.check)
+    if check is None:
+        return RepairOutcome(None, notes=[f"check {result.check} is not in the sheet: nothing to repair"])
     if check.sync is None:
         return RepairOutcome(
             None, notes=[f"check {result.check} names no sync: mapsync cannot tell which records to re-send"]
@@ -62,13 +74,21 @@ def repair(engine: Engine, sheet: models.Sheet, result: CheckResult) -> RepairOu
     if not groups:
         return RepairOutcome(None, notes=[f"check {result.check}: nothing differs, nothing to repair"])
     keys, notes = group_keys(engine, sheet, result.check, check, groups)
-    outcome = _run(engine, sheet, check.sync, keys, [], notes)
+    outcome = go(check.sync, keys, [], notes)
     outcome.notes.insert(0, f"check {result.check}: {len(groups)} group(s) to repair, {len(keys)} key(s)")
     return outcome
 
 
 def _run(
-    engine: Engine, sheet: models.Sheet, sync: str, keys: list[str], extras: list[Extra], notes: list[str]
+    engine: Engine,
+    sheet: models.Sheet,
+    sync: str,
+    keys: list[str],
+    extras: list[Extra],
+    notes: list[str],
+    *,
+    trigger: str,
+    force: bool,
 ) -> RepairOutcome:
     cfg = sheet.syncs[sync]
     keys = list(dict.fromkeys(keys))
@@ -77,7 +97,7 @@ def _run(
         if not_ours:
             notes.append(f"{len(not_ours)} extra destination row(s) not ours: left")
         return RepairOutcome(None, keys, not_ours=not_ours, notes=notes or ["nothing to repair"])
-    report = engine.repair(sync, keys, extras)
+    report = engine.repair(sync, keys, extras, trigger=trigger, force_deletes=force)
     deletes = report.counts.deleted + report.gone_at_source.get("disabled", 0)
     sent = report.counts.written - report.gone_at_source.get("disabled", 0)
     return RepairOutcome(report, keys, sent, deletes, not_ours, notes + list(report.notes))

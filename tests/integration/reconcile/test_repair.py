@@ -172,3 +172,12 @@ def test_nothing_to_repair_starts_no_run(world: World) -> None:
     outcome = repairs.repair(world.engine, world.loaded.sheet, clean)
     assert outcome.report is None and outcome.notes == ["check open_ar: nothing differs, nothing to repair"]
     assert [r["kind"] for r in world.store.history.runs("invoices", 10)] == ["seed"]
+
+
+def test_extras_that_are_not_ours_alone_start_no_run(world: World) -> None:
+    h.execute(world.dst, "INSERT INTO invoices VALUES (99, 'A-9', 9)")
+    result = CheckResult("rows", "drift", "invoices", extra=[Extra((99,))])
+    outcome = repairs.repair(world.engine, world.loaded.sheet, result)
+    assert outcome.report is None and outcome.not_ours == [(99,)]
+    assert outcome.notes == ["1 extra destination row(s) not ours: left"]
+    assert 99 in world.invoices()
