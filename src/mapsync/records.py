@@ -39,7 +39,7 @@ class RunKind(enum.StrEnum):
     SWEEP = "sweep"  # orders an API marked exported but mapsync never received, reset (`mapsync sweep`)
     # declared for the run kinds that come next; nothing starts them yet
     RECONCILE = "reconcile"
-    REPAIR = "repair"
+    REPAIR = "repair"  # `mapsync reconcile --repair`: keys a check found, re-sent forced (repair_plan.py)
 
 
 class RunStatus(enum.StrEnum):
