@@ -83,7 +83,8 @@ def _plain(value: decimal.Decimal) -> str:
 
 
 class _Column:
-    """One column's Python text form (the stored value's, as the form documents it)."""
+    """One column's Python text form (the stored value's, as the form documents it): `text` is
+    the kind's own function, chosen once (the digest is computed for every delivered row)."""
 
     def __init__(self, info: ColumnInfo, kind: str) -> None:
         self.info, self.kind = info, kind
@@ -95,37 +96,53 @@ class _Column:
             if kind == "timestamp"
             else None
         )
+        self.convert: Callable[[Any], str] = getattr(self, f"_{kind}")
 
     def text(self, value: Any) -> str | None:
-        if value is None:
-            return None
-        kind = self.kind
-        if kind in ("text", "char"):
-            text = value if isinstance(value, str) else str(value)
-            return text.rstrip(" ") if kind == "char" else text
-        if kind in ("int", "bool"):
-            return str(int(value))
-        if kind == "decimal":
-            number = value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value))
-            if self.quantum is not None:
-                number = number.quantize(self.quantum, rounding=decimal.ROUND_HALF_UP)
-            return _plain(number)
-        if kind == "timestamp":
-            return self._timestamp(value)
-        if kind == "date":
-            return (value.date() if isinstance(value, dt.datetime) else value).isoformat()
-        if kind == "time":
-            return str(value.strftime("%H:%M:%S.%f"))
-        if kind == "binary":
-            return bytes(value).hex()
-        return str(value).lower()  # uuid
+        return None if value is None else self.convert(value)
+
+    @staticmethod
+    def _text(value: Any) -> str:
+        return value if type(value) is str else str(value)
+
+    @staticmethod
+    def _char(value: Any) -> str:
+        return (value if type(value) is str else str(value)).rstrip(" ")
+
+    @staticmethod
+    def _int(value: Any) -> str:
+        return str(int(value))
+
+    _bool = _int
+
+    def _decimal(self, value: Any) -> str:
+        number = value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value))
+        if self.quantum is not None:
+            number = number.quantize(self.quantum, rounding=decimal.ROUND_HALF_UP)
+        return _plain(number)
 
     def _timestamp(self, value: dt.datetime) -> str:
         if self.fit is not None:
             value, _ = self.fit(value)
         if value.tzinfo is not None:  # a timestamptz column keeps the instant: shown in UTC
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.isoformat(" ", "microseconds")
+
+    @staticmethod
+    def _date(value: Any) -> str:
+        return str((value.date() if isinstance(value, dt.datetime) else value).isoformat())
+
+    @staticmethod
+    def _time(value: Any) -> str:
+        return str(value.replace(tzinfo=None).isoformat("microseconds"))
+
+    @staticmethod
+    def _binary(value: Any) -> str:
+        return bytes(value).hex()
+
+    @staticmethod
+    def _uuid(value: Any) -> str:
+        return str(value).lower()
 
 
 def _lit(text: str) -> sa.ColumnElement[Any]:
@@ -277,9 +294,18 @@ class DriftForm:
                 continue
             self._cols[name] = _Column(info, kind)
         self.owned = sorted(n for n in dict.fromkeys([*key, *owned]) if n in self._cols)  # digest order
+        self._key_fns = [(n, self._cols[n].convert) for n in self.key]
+        self._owned_fns = [(n, self._cols[n].convert) for n in self.owned]
 
     def texts(self, values: Mapping[str, Any], names: Sequence[str]) -> list[str | None]:
         return [self._cols[n].text(values[n]) for n in names]
+
+    @staticmethod
+    def _md5(values: Mapping[str, Any], columns: list[tuple[str, Callable[[Any], str]]]) -> str:
+        """md5 hex of the framed form (`frame` inlined: it runs for every delivered row)."""
+        texts = [None if (v := values[n]) is None else convert(v) for n, convert in columns]
+        framed = SEP.join(NULL if t is None else f"{len(t)}:{t}" for t in texts)
+        return hashlib.md5(framed.encode(), usedforsecurity=False).hexdigest()
 
     def covers(self, values: Mapping[str, Any]) -> bool:
         """Whether a written row holds every digested column (`on_null: omit` may leave some out)."""
@@ -287,10 +313,14 @@ class DriftForm:
 
     def of(self, values: Mapping[str, Any]) -> tuple[str, str]:
         """(dkey, digest) of a row as mapsync writes it (every owned column present)."""
-        return (
-            md5_hex(frame(self.texts(values, self.key))),
-            md5_hex(frame(self.texts(values, self.owned))),
-        )
+        return self._md5(values, self._key_fns), self._md5(values, self._owned_fns)
+
+    def of_written(self, values: Mapping[str, Any]) -> tuple[str, str] | None:
+        """`of` a written row, None when it leaves a digested column out (`on_null: omit`)."""
+        try:
+            return self.of(values)
+        except KeyError:
+            return None
 
     def form_sql(self, dialect: str, col: Col, names: Sequence[str]) -> sa.ColumnElement[Any]:
         """The joined text form of `names` in SQL."""

@@ -10,7 +10,6 @@ delete followed by a re-insert, ends as the source ended.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -139,8 +138,11 @@ class SqlDestination(DestinationBase):
             rec = latest.get(d.key)
             if d.op != "upsert" or d.note is not None or rec is None or rec.op != "upsert":
                 continue
-            if form.covers(rec.values):
-                result.delivered[i] = dataclasses.replace(d, drift=form.of(rec.values))
+            pair = form.of_written(rec.values)
+            if pair is not None:  # the constructor: dataclasses.replace costs as much as the digest
+                result.delivered[i] = records.Delivered(
+                    d.key, d.version, d.hash, d.dest_id, d.op, d.note, pair
+                )
 
     def _fall_back(self, batch: Sequence[records.Mapped], result: records.WriteResult) -> records.WriteResult:
         """Hard deletes the destination refused (a foreign key, no DELETE permission), written
