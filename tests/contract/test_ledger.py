@@ -203,6 +203,8 @@ def test_the_drift_pair_is_stored_at_delivery_and_kept_when_a_delivery_has_none(
         "[3]": (None, None, True),
     }
     assert store.ledger("s", [(1,)])[(1,)].hash == "h4"
+    row = store.attempts.ledger_row("s", (2,))  # what `mapsync trace` shows
+    assert row is not None and (row["dkey"], row["digest"]) == (HEX_B, HEX_A)
     assert list(store.drift_scan("other", 10)) == []
 
 
