@@ -13,7 +13,9 @@ columns are joined with `,`:
   then plain digits without trailing fractional zeros or a trailing `.` (`12.30` → `12.3`,
   `100.00` → `100`, `-0.0` → `0`), never an exponent
 - date `YYYY-MM-DD`; timestamp `YYYY-MM-DD HH:MM:SS.ffffff` (always 6 fraction digits, after the
-  column's own fitting: sql_time.time_fitter; timestamptz in UTC); time `HH:MM:SS.ffffff`
+  column's own fitting: sql_time.time_fitter; timestamptz in UTC — a naive value written into a
+  timestamptz column is taken as UTC, so a server whose TimeZone is not UTC shows such rows as
+  changed); time `HH:MM:SS.ffffff`
 - binary: lowercase hex; UUID: the lowercase hyphenated form
 - float/double, JSON and kinds without a Python type: NOT digested (a float's text differs
   between servers and Python); such columns are left out and named in `DriftForm.notes`
