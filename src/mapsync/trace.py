@@ -195,7 +195,7 @@ def _ledger(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     names = ("version", "hash", "dest_id", "deleted", "updated_at")
-    return {n: _plain(row[n]) for n in names}
+    return {**{n: _plain(row[n]) for n in names}, "digest": row.get("digest")}  # drift digest (v8)
 
 
 def _error(row: dict[str, Any] | None, clean: Callable[[str], str]) -> dict[str, Any] | None:

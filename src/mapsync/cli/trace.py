@@ -88,7 +88,7 @@ def _print(t: dict[str, Any], show_payload: bool) -> None:
     else:
         _line(
             f"ledger: version {led['version']} hash {led['hash']} dest id {led['dest_id']} "
-            f"deleted {led['deleted']} at {led['updated_at']}"
+            f"deleted {led['deleted']} at {led['updated_at']} digest {led['digest'] or 'none'}"
         )
     err = t["error"]
     if err is not None:

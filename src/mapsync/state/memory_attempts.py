@@ -57,6 +57,7 @@ class MemoryAttempts:
         text = records.key_text(key)
         with self.memory.read() as t:
             entry = t.ledger.get((sync, text))
+            dkey, digest = t.ledger_drift.get((sync, text), (None, None))
         if entry is None:
             return None
         version, hash_, dest_id, deleted = entry
@@ -68,6 +69,8 @@ class MemoryAttempts:
             "dest_id": dest_id,
             "deleted": deleted,
             "updated_at": None,  # the memory ledger keeps no time
+            "dkey": dkey,
+            "digest": digest,
         }
 
     def inbox_items(self, sync: str, needle: str, *, scan: int, limit: int) -> list[dict[str, Any]]:

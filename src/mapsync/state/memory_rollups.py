@@ -149,3 +149,5 @@ def _delete(t: Tables, table: str, keys: list[Any], late_ms: Mapping[str, int] |
     rows = tables[table] if table in tables else _attempts(t)
     for k in keys:
         del rows[k]
+        if table == "tombstones":
+            t.ledger_drift.pop(k, None)  # the purged entry's drift columns
