@@ -24,14 +24,12 @@ The walk only reads; its memory is the two bucket arrays plus the rows of the di
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql
 
-from mapsync.connectors.drift_form import DriftForm, bucket
+from mapsync.connectors.drift_form import DriftForm, bucket, hex_int_sql, md5_hex
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.reconcile.results import CheckResult, Extra, Read
 from mapsync.sheet import models
@@ -54,7 +52,7 @@ class DriftLedger(Protocol):
 def number(dkey: str, digest: str) -> int:
     """The 60-bit number of one row: the first 15 hex digits of md5(dkey || digest), the same as
     the destination's SQL computes (`_number_sql`)."""
-    return int(hashlib.md5((dkey + digest).encode(), usedforsecurity=False).hexdigest()[:15], 16)
+    return int(md5_hex(dkey + digest)[:15], 16)
 
 
 def owned(cfg: models.SyncConfig) -> list[str]:
@@ -111,6 +109,7 @@ def walk(
             f"rows with {side.disabled[0]} = {side.disabled[1]!r} (disabled by the delete policy) are "
             "compared only in buckets that differ otherwise"
         )
+    result.notes.extend(form.notes)
     if dest.children:
         result.notes.append("child tables are not compared: " + ", ".join(sorted(dest.children)))
     return result
@@ -195,7 +194,8 @@ class _DestSide:
         self.disabled = disabled
         self.read = Read()
         self.table = dest.main.table
-        self.dialect = dest.db.engine.dialect.name
+        name = dest.db.engine.dialect.name
+        self.dialect = "mysql" if name in ("mysql", "mariadb") else name  # drift_form's dialect names
         self.dkey, self.digest, self.client_hash = form.sql(self.dialect, self._col)
         if disabled is not None:
             flag = self._col(disabled[0]) == sa.bindparam("disabled_value", disabled[1])
@@ -231,11 +231,8 @@ class _DestSide:
         return counts, sums
 
     def _number_sql(self) -> sa.ColumnElement[Any]:
-        """The 60-bit number of md5(dkey || digest) in the destination's SQL."""
-        hexed = sa.func.substr(sa.func.md5(sa.func.concat(self.dkey, self.digest)), 1, 15)
-        if self.dialect == "postgresql":
-            return sa.cast(sa.cast(sa.literal("x").op("||")(hexed), postgresql.BIT(60)), sa.BigInteger)
-        return sa.cast(sa.func.conv(hexed, 16, 10), mysql.BIGINT(unsigned=True))
+        """The 60-bit number of md5(dkey || digest) in the destination's SQL (= `number`)."""
+        return hex_int_sql(sa.func.md5(sa.func.concat(self.dkey, self.digest)), 15)
 
     def rows(self, suspects: Sequence[int]) -> Iterator[DestRow]:
         """(key values, dkey, digest, disabled) of every destination row in the given buckets."""
@@ -267,6 +264,5 @@ class _DestSide:
                     self.read.bytes += sum(len(str(v)) for v in row)
                     dkey, digest = row[n], row[n + 1]
                     if self.client_hash:
-                        dkey = hashlib.md5(dkey.encode(), usedforsecurity=False).hexdigest()
-                        digest = hashlib.md5(digest.encode(), usedforsecurity=False).hexdigest()
+                        dkey, digest = md5_hex(dkey), md5_hex(digest)
                     yield tuple(row[:n]), dkey, digest, bool(row[n + 2])

@@ -173,8 +173,6 @@ def test_finds_exactly_the_planted_differences(world: World, buckets: int) -> No
     assert sorted(result.extra, key=lambda e: e.dest_key) == [Extra((7,), k(7)), Extra((999,), None)]
     assert result.differences() == 5 and result.error is None
     assert (result.compared, result.matched) == (ROWS - 1 + 2, ROWS - 1 - 3)
-    if buckets == 4096 and h.dialect(world.dst) != "sqlite":  # only the differing buckets, row by row
-        assert result.read["dest"].rows < ROWS
 
 
 def test_rows_the_disable_policy_keeps_are_no_extras(disabling: World) -> None:
