@@ -108,7 +108,8 @@ def build(folder: Path, rows: int, pg: common.ScratchDatabase, maria: str) -> di
     engine = Engine(loader.load(sheet, env={}), store)
     dest = engine.parts("customers").dest
     assert isinstance(dest, SqlDestination)
-    form = drift.form_for(dest, engine.sheet.syncs["customers"])
+    form = dest.drift_form
+    assert form is not None
     engine.close()
     store.close()
     built = time.perf_counter() - t0
@@ -165,7 +166,8 @@ def worker_walk(folder: Path, src: str, dst: str, buckets: int) -> None:
     dest = engine.parts("customers").dest
     assert isinstance(dest, SqlDestination)
     cfg = engine.sheet.syncs["customers"]
-    form = drift.form_for(dest, cfg)
+    form = dest.drift_form
+    assert form is not None
     proxy.bytes_up = proxy.bytes_down = 0  # the catalog reads of building the parts are not the walk's
     t0 = time.perf_counter()
     result = drift.walk(store, "customers", dest, form, buckets=buckets, deletes=cfg.deletes)

@@ -55,21 +55,6 @@ def number(dkey: str, digest: str) -> int:
     return int(md5_hex(dkey + digest)[:15], 16)
 
 
-def owned(cfg: models.SyncConfig) -> list[str]:
-    """The destination columns a sync owns in its main table: the key, every `fields:` column
-    and `deletes.field` when the policy writes it (as SqlDestination writes them)."""
-    cols = [*cfg.key.to, *cfg.fields]
-    d = cfg.deletes
-    if d.field and (d.policy in DISABLING or d.fallback) and d.field not in cols:
-        cols.append(d.field)
-    return cols
-
-
-def form_for(dest: SqlDestination, cfg: models.SyncConfig) -> DriftForm:
-    """The sync's drift form, from its destination's catalog."""
-    return DriftForm(list(dest.main.key), owned(cfg), dest.columns)
-
-
 def walk(
     store: DriftLedger,
     sync: str,

@@ -90,8 +90,10 @@ class World:
         dest = self.engine.parts("customers").dest
         assert isinstance(dest, SqlDestination)
         cfg = self.engine.sheet.syncs["customers"]
-        form = drift.form_for(dest, cfg)
-        return drift.walk(self.store, "customers", dest, form, buckets=buckets, deletes=cfg.deletes)
+        assert dest.drift_form is not None
+        return drift.walk(
+            self.store, "customers", dest, dest.drift_form, buckets=buckets, deletes=cfg.deletes
+        )
 
     def close(self) -> None:
         self.engine.close()
