@@ -3,6 +3,7 @@ full download of both (issue 18).
 
     .venv/bin/python bench/reconcile_drift.py                 # 1,000,000 rows
     .venv/bin/python bench/reconcile_drift.py --smoke         # 10,000 rows (seconds)
+    .venv/bin/python bench/reconcile_drift.py --rows 300000 --profile bench/out/drift.prof
 
 The source is a PostgreSQL table `customers` (free-text `land`), the destination a MariaDB table
 `accounts` (ISO3 `country`), both generated in SQL from the same formula (generate_series, the
@@ -27,6 +28,7 @@ mysql://root@127.0.0.1:3306/mysql), PostgreSQL as in bench/common.py.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import decimal
 import json
 import os
@@ -158,7 +160,7 @@ def write_sheet(folder: Path, src: str, dst: str) -> Path:
 # --------------------------------------------------------------------------- the workers
 
 
-def worker_walk(folder: Path, src: str, dst: str, buckets: int) -> None:
+def worker_walk(folder: Path, src: str, dst: str, buckets: int, profile: str | None) -> None:
     proxy = Proxy(*target_of(dst))
     sheet = write_sheet(folder, src, proxied_url(dst, proxy))
     store = StateStore.open(f"sqlite:///{folder / 'state.db'}", folder, create=False)
@@ -169,9 +171,15 @@ def worker_walk(folder: Path, src: str, dst: str, buckets: int) -> None:
     form = dest.drift_form
     assert form is not None
     proxy.bytes_up = proxy.bytes_down = 0  # the catalog reads of building the parts are not the walk's
+    profiler = cProfile.Profile() if profile else None
     t0 = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
     result = drift.walk(store, "customers", dest, form, buckets=buckets, deletes=cfg.deletes)
     seconds = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
     common.emit(
         {
             "seconds": seconds,
@@ -221,12 +229,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--smoke", action="store_true", help="10,000 rows")
     parser.add_argument("--buckets", type=int, help="buckets of the walk (4096; 256 with --smoke)")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the walk into FILE")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, *rest = args.worker
         if kind == "walk":
-            worker_walk(Path(rest[0]), rest[1], rest[2], int(rest[3]))
+            worker_walk(Path(rest[0]), rest[1], rest[2], int(rest[3]), rest[4] if len(rest) > 4 else None)
         else:
             worker_download(rest[0], rest[1])
         return
@@ -244,7 +253,10 @@ def main() -> None:
             planted = build(folder, rows, pg, maria)
             dst = sa.make_url(MARIADB_URL).set(database=maria).render_as_string(hide_password=False)
             script = Path(__file__).resolve()
-            walk = common.run_worker(script, ["--worker", "walk", str(folder), pg.url, dst, str(buckets)])
+            walk_args = ["--worker", "walk", str(folder), pg.url, dst, str(buckets)]
+            if args.profile:
+                walk_args.append(str(Path(args.profile).resolve()))
+            walk = common.run_worker(script, walk_args)
             full = common.run_worker(script, ["--worker", "download", pg.url, dst])
         finally:
             with _maria().connect() as conn:
