@@ -208,3 +208,29 @@ def test_undigested_entries_are_counted_and_their_buckets_left_out(
         assert result.compared == ROWS - 1 and any("no drift digest" in n for n in result.notes)
     finally:
         w.close()
+
+
+def test_entries_without_any_drift_pair_hide_no_row_as_extra(
+    sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """A ledger from before v8 (no dkey, no digest): the rows of such entries cannot be placed, so
+    unmatched destination rows are withheld (a repair must not delete them), not reported extra."""
+    w = World(sqlite_database(), sqlite_database(), tmp_path)
+    try:
+        w.run("seed")
+        state = f"sqlite:///{tmp_path / 'state.db'}"
+        h.execute(
+            state,
+            "UPDATE mapsync_ledger SET dkey = NULL, digest = NULL WHERE " + '"key" = :k',
+            params=[{"k": k(2)}],
+        )
+        result = w.walk(buckets=2)
+        assert result.ok and result.undigested == 1 and result.compared == ROWS - 1
+        assert any("not reported as extra" in n for n in result.notes), result.notes
+        h.execute(state, "UPDATE mapsync_ledger SET dkey = NULL, digest = NULL")
+        result = w.walk()
+        assert result.ok and result.undigested == ROWS and result.compared == 0
+        assert any("--backfill" in n for n in result.notes)
+        assert result.read["dest"].rows <= ROWS  # the bucket figures only: no row-by-row read
+    finally:
+        w.close()
