@@ -35,7 +35,6 @@ from mapsync.reconcile.results import CheckResult, Extra, Read
 from mapsync.sheet import models
 
 PAGE = 5000  # ledger entries per page of `drift_scan`, destination rows per fetch
-IN_CHUNK = 500  # buckets per `WHERE bucket IN (…)` statement
 DISABLING = ("disable", "by_reason")
 Entry = tuple[str, str | None, str | None, bool]  # (key text, dkey, digest, deleted) from drift_scan
 DestRow = tuple[tuple[Any, ...], str, str, bool]  # (key values, dkey, digest, disabled)
@@ -234,9 +233,10 @@ class _DestSide:
                 if bucket(row[1], self.buckets) in wanted:
                     yield row
             return
+        # one statement, however many buckets: the server hashes every row once (chunks of the
+        # list would each scan the table); at most `buckets` bound values
         b_expr = self.form.bucket_sql(self.dialect, self._col, self.buckets)
-        for start in range(0, len(suspects), IN_CHUNK):
-            yield from self._stream(b_expr.in_(list(suspects[start : start + IN_CHUNK])))
+        yield from self._stream(b_expr.in_(list(suspects)))
 
     def _stream(
         self, where: sa.ColumnElement[bool] | None
