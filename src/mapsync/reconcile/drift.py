@@ -1,0 +1,272 @@
+"""The drift walk: a sync's destination table against the key ledger's drift digests, without
+reading either side whole.
+
+1. The destination sums, per bucket of the destination key's hash (`drift_form.bucket`), the row
+   count and a 60-bit number taken from md5(dkey || digest), in SQL (GROUP BY the bucket; exact
+   integer sums on PostgreSQL and MariaDB). SQLite has no md5: its rows' text forms are streamed
+   and hashed here.
+2. The ledger's live entries with a digest give the same figures, streamed (`drift_scan`). Live
+   entries without one are counted `undigested` and their buckets left out of the comparison.
+3. Only the buckets whose figures differ are read in detail from both sides (one destination
+   query `WHERE bucket IN (…)`; a second ledger scan keeping those buckets) and diffed exactly:
+   changed (same dkey, other digest), missing (live in the ledger, absent from the destination),
+   extra (a destination row the ledger does not hold live; its `ledger_key` when the ledger
+   holds that dkey as deleted).
+
+Rows a sync deletes by *disabling* them (`deletes.policy: disable`, `by_reason`, `fallback:
+disable`) stay in the destination with `deletes.field = deletes.value`: the bucket figures leave
+such rows out (the ledger holds them deleted), and the detail read does not report one whose
+ledger entry is deleted. A disabled row the ledger never held is therefore not found unless its
+bucket differs for another reason (noted in the result). Child tables are not compared.
+
+The walk only reads; its memory is the two bucket arrays plus the rows of the differing buckets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+
+from mapsync.connectors.drift_form import DriftForm, bucket
+from mapsync.connectors.sql_destination import SqlDestination
+from mapsync.reconcile.results import CheckResult, Extra, Read
+from mapsync.sheet import models
+
+PAGE = 5000  # ledger entries per page of `drift_scan`, destination rows per fetch
+IN_CHUNK = 500  # buckets per `WHERE bucket IN (…)` statement
+DISABLING = ("disable", "by_reason")
+Entry = tuple[str, str | None, str | None, bool]  # (key text, dkey, digest, deleted) from drift_scan
+DestRow = tuple[tuple[Any, ...], str, str, bool]  # (key values, dkey, digest, disabled)
+
+
+class DriftLedger(Protocol):
+    """What the walk needs of the state store (the `Ledger` port's drift scan)."""
+
+    def drift_scan(
+        self, sync: str, page: int
+    ) -> Iterator[list[tuple[str, str | None, str | None, bool]]]: ...
+
+
+def number(dkey: str, digest: str) -> int:
+    """The 60-bit number of one row: the first 15 hex digits of md5(dkey || digest), the same as
+    the destination's SQL computes (`_number_sql`)."""
+    return int(hashlib.md5((dkey + digest).encode(), usedforsecurity=False).hexdigest()[:15], 16)
+
+
+def owned(cfg: models.SyncConfig) -> list[str]:
+    """The destination columns a sync owns in its main table: the key, every `fields:` column
+    and `deletes.field` when the policy writes it (as SqlDestination writes them)."""
+    cols = [*cfg.key.to, *cfg.fields]
+    d = cfg.deletes
+    if d.field and (d.policy in DISABLING or d.fallback) and d.field not in cols:
+        cols.append(d.field)
+    return cols
+
+
+def form_for(dest: SqlDestination, cfg: models.SyncConfig) -> DriftForm:
+    """The sync's drift form, from its destination's catalog."""
+    return DriftForm(list(dest.main.key), owned(cfg), dest.columns)
+
+
+def walk(
+    store: DriftLedger,
+    sync: str,
+    dest: SqlDestination,
+    form: DriftForm,
+    *,
+    buckets: int = 4096,
+    check: str | None = None,
+    deletes: models.DeletesConfig | None = None,
+) -> CheckResult:
+    """Compare `sync`'s destination main table with its ledger; see the module's text. `deletes`:
+    the sync's delete policy (rows it disables stay in the destination and are no extras)."""
+    result = CheckResult(check=check or f"drift:{sync}", kind="drift", sync=sync)
+    side = _DestSide(dest, form, buckets, _disabled(dest, deletes))
+    result.read = {"dest": side.read, "ledger": Read()}
+    counts, sums = side.figures()
+    l_counts, l_sums, excluded, no_dkey = _ledger_figures(store, sync, buckets, result)
+    suspects = sorted(
+        b for b in range(buckets) if b not in excluded and (counts[b], sums[b]) != (l_counts[b], l_sums[b])
+    )
+    if suspects:
+        _diff(store, sync, side, set(suspects), buckets, result)
+    live = sum(c for b, c in enumerate(l_counts) if b not in excluded)
+    result.compared = live + len(result.extra)
+    result.matched = live - len(result.changed) - len(result.missing)
+    if excluded:
+        result.notes.append(
+            f"{result.undigested} live ledger entries have no drift digest yet (their next delivery or "
+            f"`mapsync reconcile --backfill` sets it): {len(excluded)} of {buckets} buckets not compared"
+        )
+    if no_dkey:
+        result.notes.append(
+            f"{no_dkey} of them have no destination key hash either: their rows may show as extra"
+        )
+    if side.disabled is not None:
+        result.notes.append(
+            f"rows with {side.disabled[0]} = {side.disabled[1]!r} (disabled by the delete policy) are "
+            "compared only in buckets that differ otherwise"
+        )
+    if dest.children:
+        result.notes.append("child tables are not compared: " + ", ".join(sorted(dest.children)))
+    return result
+
+
+def _disabled(dest: SqlDestination, deletes: models.DeletesConfig | None) -> tuple[str, Any] | None:
+    """(field, value) marking a row disabled, when the sync's deletes may disable rows."""
+    if deletes is not None and deletes.field and (deletes.policy in DISABLING or deletes.fallback):
+        return deletes.field, deletes.value
+    if dest.fallback is not None and dest.fallback[0] is not None:
+        return dest.fallback[0], dest.fallback[1]
+    return None
+
+
+def _ledger_figures(
+    store: DriftLedger, sync: str, buckets: int, result: CheckResult
+) -> tuple[list[int], list[int], set[int], int]:
+    """Per bucket: count and sum of the live digested entries; the buckets holding an undigested
+    live entry; how many undigested entries have no dkey (their bucket is unknown)."""
+    counts, sums = [0] * buckets, [0] * buckets
+    excluded: set[int] = set()
+    no_dkey = 0
+    read = result.read["ledger"]
+    for page in store.drift_scan(sync, PAGE):
+        read.rows += len(page)
+        for key, dkey, digest, deleted in page:
+            read.bytes += len(key) + 64 + 1
+            if deleted:
+                continue
+            if dkey is None or digest is None:
+                result.undigested += 1
+                if dkey is None:
+                    no_dkey += 1
+                else:
+                    excluded.add(bucket(dkey, buckets))
+                continue
+            b = bucket(dkey, buckets)
+            counts[b] += 1
+            sums[b] += number(dkey, digest)
+    return counts, sums, excluded, no_dkey
+
+
+def _diff(
+    store: DriftLedger, sync: str, side: _DestSide, suspects: set[int], buckets: int, result: CheckResult
+) -> None:
+    """Read the suspect buckets from both sides and classify every difference."""
+    live: dict[str, tuple[str, str]] = {}  # dkey -> (key text, digest)
+    gone: dict[str, str] = {}  # dkey -> key text of a deleted entry
+    read = result.read["ledger"]
+    for page in store.drift_scan(sync, PAGE):
+        read.rows += len(page)
+        for key, dkey, digest, deleted in page:
+            read.bytes += len(key) + 64 + 1
+            if dkey is None or bucket(dkey, buckets) not in suspects:
+                continue
+            if deleted:
+                gone.setdefault(dkey, key)
+            elif digest is not None:
+                live[dkey] = (key, digest)
+    seen: set[str] = set()
+    for key_values, dkey, digest, disabled in side.rows(sorted(suspects)):
+        entry = live.get(dkey)
+        if entry is not None:
+            seen.add(dkey)
+            if entry[1] != digest:
+                result.changed.append(entry[0])
+        elif dkey in gone and disabled:
+            continue  # deleted by disabling it: the row stays, as the policy says
+        else:
+            result.extra.append(Extra(tuple(key_values), gone.get(dkey)))
+    result.missing.extend(sorted(key for dkey, (key, _) in live.items() if dkey not in seen))
+    result.changed.sort()
+
+
+class _DestSide:
+    """The destination's half of the walk: bucket figures and the rows of chosen buckets."""
+
+    def __init__(self, dest: SqlDestination, form: DriftForm, buckets: int, disabled: tuple[str, Any] | None):
+        self.dest = dest
+        self.form = form
+        self.buckets = buckets
+        self.disabled = disabled
+        self.read = Read()
+        self.table = dest.main.table
+        self.dialect = dest.db.engine.dialect.name
+        self.dkey, self.digest, self.client_hash = form.sql(self.dialect, self._col)
+        if disabled is not None:
+            flag = self._col(disabled[0]) == sa.bindparam("disabled_value", disabled[1])
+            self.flag: sa.ColumnElement[Any] = sa.case((flag, 1), else_=0)
+        else:
+            self.flag = sa.literal(0)
+
+    def _col(self, name: str) -> sa.ColumnElement[Any]:
+        return self.table.c[name]
+
+    def figures(self) -> tuple[list[int], list[int]]:
+        """Per bucket: count and sum of the 60-bit numbers of the rows not disabled."""
+        counts, sums = [0] * self.buckets, [0] * self.buckets
+        if self.client_hash:
+            for _, dkey, digest, disabled in self._stream(None):
+                if not disabled:
+                    b = bucket(dkey, self.buckets)
+                    counts[b] += 1
+                    sums[b] += number(dkey, digest)
+            return counts, sums
+        b_expr = self.form.bucket_sql(self.dialect, self._col, self.buckets).label("b")
+        query = sa.select(b_expr, sa.func.count().label("n"), sa.func.sum(self._number_sql()).label("s"))
+        query = query.select_from(self.table)
+        if self.disabled is not None:
+            query = query.where(self.flag == 0)
+        query = query.group_by(b_expr)
+        with self.dest.db.engine.connect() as conn:
+            for b, n, s in conn.execute(query):
+                self.read.rows += 1
+                self.read.bytes += len(str(b)) + len(str(n)) + len(str(s))
+                counts[int(b)] = int(n)
+                sums[int(b)] = int(s or 0)
+        return counts, sums
+
+    def _number_sql(self) -> sa.ColumnElement[Any]:
+        """The 60-bit number of md5(dkey || digest) in the destination's SQL."""
+        hexed = sa.func.substr(sa.func.md5(sa.func.concat(self.dkey, self.digest)), 1, 15)
+        if self.dialect == "postgresql":
+            return sa.cast(sa.cast(sa.literal("x").op("||")(hexed), postgresql.BIT(60)), sa.BigInteger)
+        return sa.cast(sa.func.conv(hexed, 16, 10), mysql.BIGINT(unsigned=True))
+
+    def rows(self, suspects: Sequence[int]) -> Iterator[DestRow]:
+        """(key values, dkey, digest, disabled) of every destination row in the given buckets."""
+        if self.client_hash:
+            wanted = set(suspects)
+            for row in self._stream(None):
+                if bucket(row[1], self.buckets) in wanted:
+                    yield row
+            return
+        b_expr = self.form.bucket_sql(self.dialect, self._col, self.buckets)
+        for start in range(0, len(suspects), IN_CHUNK):
+            yield from self._stream(b_expr.in_(list(suspects[start : start + IN_CHUNK])))
+
+    def _stream(
+        self, where: sa.ColumnElement[bool] | None
+    ) -> Iterable[tuple[tuple[Any, ...], str, str, bool]]:
+        key = [self._col(k) for k in self.dest.main.key]
+        query = sa.select(*key, self.dkey, self.digest, self.flag).select_from(self.table)
+        if where is not None:
+            query = query.where(where)
+        n = len(key)
+        with self.dest.db.engine.connect().execution_options(
+            stream_results=True, max_row_buffer=PAGE
+        ) as conn:
+            result = conn.execute(query)
+            while batch := result.fetchmany(PAGE):
+                for row in batch:
+                    self.read.rows += 1
+                    self.read.bytes += sum(len(str(v)) for v in row)
+                    dkey, digest = row[n], row[n + 1]
+                    if self.client_hash:
+                        dkey = hashlib.md5(dkey.encode(), usedforsecurity=False).hexdigest()
+                        digest = hashlib.md5(digest.encode(), usedforsecurity=False).hexdigest()
+                    yield tuple(row[:n]), dkey, digest, bool(row[n + 2])

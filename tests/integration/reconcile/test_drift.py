@@ -1,0 +1,209 @@
+"""The drift walk (`reconcile.drift.walk`) finds exactly the planted differences between a sync's
+destination and its key ledger, PostgreSQL → MariaDB, SQLite → SQLite and MariaDB → PostgreSQL:
+a hand-edited destination field (changed), a destination row deleted by hand (missing), a row
+inserted by hand (extra, unknown to the ledger), a row whose delete mapsync delivered and that
+was put back by hand (extra, with the ledger's key text). A translated field (free text
+"Deutschland" at the source, `DEU` in the destination) is no difference; equal data reports
+zero; a row the `disable` policy left in the destination is no extra.
+
+The worlds are seeded through the real engine (a `snapshot` sync delivers deletes), so the
+ledger's digests are the ones delivery records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mapsync.connectors.sql_destination import SqlDestination
+from mapsync.engine import Engine
+from mapsync.reconcile import drift
+from mapsync.reconcile.results import CheckResult, Extra
+from mapsync.records import key_text
+from mapsync.sheet import loader
+from mapsync.state.store import StateStore
+from tests import helpers as h
+
+SHEET = """
+version: 1
+connections:
+  erp: {{url: "{src}"}}
+  portal: {{url: "{dst}"}}
+syncs:
+  customers:
+    from: {{connection: erp, table: customers}}
+    to: {{connection: portal, table: accounts}}
+    key: {{from: id, to: ref}}
+    fields:
+      nm: name
+      country: {{from: land, country: iso3}}
+      balance: balance
+{extra_fields}
+    changes: {{method: snapshot}}
+    deletes: {deletes}
+"""
+HARD = "{policy: hard, max_delete_ratio: 1}"
+DISABLE = "{policy: disable, field: active, value: 0, max_delete_ratio: 1}"
+LANDS = ["Deutschland", "France", "Germany", "Österreich", "Italia"]
+ROWS = 20
+
+
+class World:
+    """An ERP `customers` table (free-text `land`) and a portal `accounts` table (ISO3 `country`),
+    the sync between them, and its state store."""
+
+    def __init__(self, src: str, dst: str, folder: Path, deletes: str = HARD) -> None:
+        self.src, self.dst, self.folder = src, dst, folder
+        h.execute(
+            src,
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name VARCHAR(50), land VARCHAR(40), "
+            "balance NUMERIC(12,2))",
+        )
+        h.execute(
+            src,
+            "INSERT INTO customers VALUES (:id, :name, :land, :balance)",
+            params=[
+                {"id": i, "name": f"c{i}", "land": LANDS[i % len(LANDS)], "balance": f"{i}.50"}
+                for i in range(1, ROWS + 1)
+            ],
+        )
+        active = ", active INTEGER NOT NULL DEFAULT 1" if deletes == DISABLE else ""
+        h.execute(
+            dst,
+            f"CREATE TABLE accounts (ref INTEGER PRIMARY KEY, nm VARCHAR(50), country CHAR(3), "
+            f"balance DECIMAL(12,2){active})",
+        )
+        extra_fields = "      active: {value: 1}" if deletes == DISABLE else ""
+        sheet = SHEET.format(src=src, dst=dst, deletes=deletes, extra_fields=extra_fields)
+        (folder / "sheet.yaml").write_text(sheet)
+        self.deletes = deletes
+        self.store = StateStore.open("sqlite:///state.db", folder, create=True)
+        self.engine = Engine(loader.load(folder / "sheet.yaml", env={}), self.store)
+
+    def run(self, mode: str = "run") -> None:
+        report = self.engine.run("customers", mode) if mode != "run" else self.engine.run("customers")
+        assert report.status == "success", report.message
+
+    def walk(self, buckets: int = 4096) -> CheckResult:
+        dest = self.engine.parts("customers").dest
+        assert isinstance(dest, SqlDestination)
+        cfg = self.engine.sheet.syncs["customers"]
+        form = drift.form_for(dest, cfg)
+        return drift.walk(self.store, "customers", dest, form, buckets=buckets, deletes=cfg.deletes)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.store.close()
+
+
+def make_world(request: pytest.FixtureRequest, tmp_path: Path, deletes: str) -> World:
+    src_fixture, dst_fixture = request.param
+    src: str = request.getfixturevalue(src_fixture)()
+    dst: str = request.getfixturevalue(dst_fixture)()
+    return World(src, dst, tmp_path, deletes)
+
+
+PAIRS = [
+    pytest.param(
+        ("pg_database", "mariadb_database"),
+        id="pg-mariadb",
+        marks=[pytest.mark.postgres, pytest.mark.mariadb],
+    ),
+    pytest.param(("sqlite_database", "sqlite_database"), id="sqlite-sqlite"),
+    pytest.param(
+        ("mariadb_database", "pg_database"),
+        id="mariadb-pg",
+        marks=[pytest.mark.postgres, pytest.mark.mariadb],
+    ),
+]
+
+
+@pytest.fixture(params=PAIRS)
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    w = make_world(request, tmp_path, HARD)
+    yield w
+    w.close()
+
+
+@pytest.fixture(params=PAIRS[:2])
+def disabling(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    w = make_world(request, tmp_path, DISABLE)
+    yield w
+    w.close()
+
+
+def k(i: int) -> str:
+    return key_text((i,))
+
+
+def test_equal_data_reports_zero_and_translated_fields_are_no_difference(world: World) -> None:
+    world.run("seed")
+    assert {r[0] for r in h.query(world.dst, "SELECT DISTINCT country FROM accounts")} == {
+        "DEU",
+        "FRA",
+        "AUT",
+        "ITA",
+    }
+    result = world.walk()
+    assert result.ok, result.to_json()
+    assert (result.compared, result.matched, result.undigested) == (ROWS, ROWS, 0)
+    # equal buckets: the destination sent its bucket figures only, nothing row by row
+    assert result.read["dest"].rows <= ROWS and result.read["ledger"].rows == ROWS
+
+
+@pytest.mark.parametrize("buckets", [4096, 3])
+def test_finds_exactly_the_planted_differences(world: World, buckets: int) -> None:
+    world.run("seed")
+    h.execute(world.src, "DELETE FROM customers WHERE id = 7")
+    world.run()  # the delete is delivered: the ledger holds key 7 deleted
+    assert not h.query(world.dst, "SELECT ref FROM accounts WHERE ref = 7")
+    h.execute(
+        world.dst,
+        "UPDATE accounts SET nm = 'edited by hand' WHERE ref = 3",  # changed
+        "UPDATE accounts SET balance = 12.51 WHERE ref = 12",  # changed (a decimal)
+        "DELETE FROM accounts WHERE ref = 5",  # missing
+        "INSERT INTO accounts (ref, nm, country, balance) VALUES (999, 'stranger', 'FRA', 1.00)",  # extra
+        "INSERT INTO accounts (ref, nm, country, balance) VALUES (7, 'c7', 'DEU', 7.50)",  # extra, ours once
+    )
+    result = world.walk(buckets)
+    assert sorted(result.changed) == sorted([k(3), k(12)])
+    assert result.missing == [k(5)]
+    assert sorted(result.extra, key=lambda e: e.dest_key) == [Extra((7,), k(7)), Extra((999,), None)]
+    assert result.differences() == 5 and result.error is None
+    assert (result.compared, result.matched) == (ROWS - 1 + 2, ROWS - 1 - 3)
+    if buckets == 4096 and h.dialect(world.dst) != "sqlite":  # only the differing buckets, row by row
+        assert result.read["dest"].rows < ROWS
+
+
+def test_rows_the_disable_policy_keeps_are_no_extras(disabling: World) -> None:
+    w = disabling
+    w.run("seed")
+    h.execute(w.src, "DELETE FROM customers WHERE id IN (4, 9)")
+    w.run()
+    assert sorted(h.query(w.dst, "SELECT ref, active FROM accounts WHERE active = 0")) == [(4, 0), (9, 0)]
+    assert w.walk().ok, w.walk().to_json()
+    assert w.walk(buckets=2).ok  # also when their buckets are read row by row for another reason
+    h.execute(w.dst, "UPDATE accounts SET active = 0 WHERE ref = 6")  # disabled by hand: changed
+    result = w.walk(buckets=2)
+    assert (result.changed, result.missing, result.extra) == ([k(6)], [], [])
+
+
+def test_undigested_entries_are_counted_and_their_buckets_left_out(
+    sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    w = World(sqlite_database(), sqlite_database(), tmp_path)
+    try:
+        w.run("seed")
+        h.execute(w.dst, "UPDATE accounts SET nm = 'edited' WHERE ref = 2")
+        h.execute(
+            f"sqlite:///{tmp_path / 'state.db'}",
+            "UPDATE mapsync_ledger SET digest = NULL WHERE " + '"key" = :k',
+            params=[{"k": k(2)}],
+        )
+        result = w.walk()
+        assert result.undigested == 1 and result.ok
+        assert result.compared == ROWS - 1 and any("no drift digest" in n for n in result.notes)
+    finally:
+        w.close()
