@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mapsync.sheet import destructive, export_checks, models, rule_checks
+from mapsync.sheet import destructive, export_checks, models, reconcile_checks, rule_checks
 from mapsync.sheet.base import ChangesModel
 from mapsync.sheet.timeout_models import check_timeouts
 
@@ -31,6 +31,7 @@ def cross_check(sheet: models.Sheet) -> list[tuple[Path_, str]]:
         found.extend(_check_dest_columns(sync_name, sync, sheet.connections))
     found.extend(destructive.problems(sheet))
     found.extend(export_checks.problems(sheet))
+    found.extend(reconcile_checks.problems(sheet))
     return found
 
 
