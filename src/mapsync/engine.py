@@ -28,13 +28,12 @@ from mapsync import (
     run_steps,
 )
 from mapsync.connectors.catalog_mark import Mark
-from mapsync.engine_parts import PartsCache
+from mapsync.engine_kinds import KindRuns
 from mapsync.lease_watch import Heartbeat, LeaseWatch, heartbeat, settled
 from mapsync.ports import Handle
 from mapsync.records import RunKind, RunStatus
 from mapsync.redact import redact
-from mapsync.reexport_plan import ReexportPlan
-from mapsync.run_scope import CapturePlan, Plan, Request, RetryPlan, RunScope
+from mapsync.run_scope import CapturePlan, Plan, Request, RunScope
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
 from mapsync.run_types import Quiet, counted
@@ -47,7 +46,6 @@ from mapsync.state.data import Attempt
 from mapsync.state.ports import Store
 from mapsync.state.retention import purge_after_run
 from mapsync.state.store import Counts
-from mapsync.sweep_plan import SweepPlan
 
 CRASH_POINTS = crash.POINTS
 # failures that stop a run with one message and the cursor kept (anything else is a bug)
@@ -55,8 +53,9 @@ _STOPS = (errors.PermanentError, errors.TransientError, errors.LeaseLost, errors
 log = logging.getLogger("mapsync.engine")
 
 
-class Engine(PartsCache):
-    """Runs the syncs of one sheet against one state store.
+class Engine(KindRuns):
+    """Runs the syncs of one sheet against one state store (its other run kinds, retry |
+    reexport | sweep | repair, in engine_kinds.py).
 
     `stop`: a graceful stop (the daemon's SIGTERM): once set, a run ends after the batch it is
     in is committed, as `stopped` (see `_scoped`). `heartbeat`: renew a run's lease from a
@@ -151,55 +150,6 @@ class Engine(PartsCache):
             return self._scoped(name, parts, plan, request)
 
         return self._kept(name, scoped)
-
-    @counted
-    @run_failures.recorded
-    @settled
-    def retry(
-        self,
-        name: str,
-        field: str | None = None,
-        *,
-        trigger: str = "cli",
-        key: tuple[str, ...] | None = None,
-        automatic: bool = False,
-        max_attempts: int | None = None,
-        scheduled_at: dt.datetime | None = None,
-        slot: str | None = None,
-    ) -> RunReport:
-        """Re-send the records of open record errors (only those naming `field`, or of the one
-        `key` as written on the command line, if given), read afresh from the source by key,
-        through the usual map → write → commit; a run of kind `retry` under the sync's lease
-        that leaves the capture cursors alone. `automatic` (the daemon): dead errors are left
-        out, and errors tried `max_attempts` times are buried after it (`RunReport.buried`);
-        `scheduled_at` and `slot`: the daemon's retry slot (SlotTaken if it ran already)."""
-        parts = self.parts(name)
-        batch = self.sheet.syncs[name].delivery.batch
-        plan = RetryPlan(
-            self.store, name, parts, batch, field, key, automatic=automatic, max_attempts=max_attempts
-        )
-        request = Request(RunKind.RETRY, trigger, scheduled_at, slot=slot)
-        return self._kept(name, lambda: self._scoped(name, parts, plan, request))
-
-    @counted
-    @run_failures.recorded
-    @settled
-    def reexport(
-        self, name: str, keys: list[tuple[str, ...]] | None = None, *, trigger: str = "cli"
-    ) -> RunReport:
-        """Set these transactions (keys as written on the command line; None: every failed one)
-        pending again at the source and send them now (`reexport_plan`)."""
-        parts = self.parts(name)
-        plan = ReexportPlan(self.store, name, parts, self.sheet.syncs[name].delivery.batch, keys)
-        return self._kept(name, lambda: self._scoped(name, parts, plan, Request(RunKind.REEXPORT, trigger)))
-
-    @counted
-    @run_failures.recorded
-    @settled
-    def sweep(self, name: str, *, trigger: str = "cli") -> RunReport:
-        """The lost-order sweep of an export from an API (`sweep_plan`)."""
-        plan = SweepPlan(self.store, name, parts := self.parts(name))
-        return self._kept(name, lambda: self._scoped(name, parts, plan, Request(RunKind.SWEEP, trigger)))
 
     def _kept(self, name: str, scoped: Callable[[], RunReport]) -> RunReport:
         """A run whose sync's cached parts survive only if it did not fail or crash (a held

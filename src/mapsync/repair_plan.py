@@ -1,0 +1,180 @@
+"""`mapsync reconcile --repair`: a run of kind `repair` that mends what a reconcile check found
+(issue 18, docs/reconcile.md).
+
+Under the sync's lease:
+
+1. Each key (a ledger key text: a drift check's changed or missing row, a business check's
+   group member) is read afresh at the source by key (`Capture.by_key`, as a retry reads). A row
+   found is sent **forced**: past the key ledger's "unchanged", since the destination is what
+   differs, not the source.
+2. A key the source no longer holds becomes a delete `Change`, exactly as a capture emits one
+   (the source key and its key columns as the old image): the sync's delete policy makes it a
+   delete, a disabling update or nothing (`deletes.py`), as for any run.
+3. An **extra** (a destination row the ledger does not hold live) is mapsync's to delete only
+   when the ledger knows its key (mapsync delivered it once: `ledger_key`) or the sync says
+   `owns_table: true` (its destination key is turned back into a source key through the key
+   rule, `key.to` → `key.from`, a rename). It is read at the source like a key (a source that
+   holds it again gets it sent). Any other extra is someone else's: left, counted and reported
+   as "not ours".
+4. The mass-delete guard (`guard.py`) judges all the repair's deletes before anything is
+   written: more than `deletes.max_delete_ratio` of the ledger's live keys and the repair fails
+   with the guard's message, nothing sent (`force_deletes` lets one repair through). The reads
+   are held in memory until then: a repair's keys are a check's differences, not a table.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+from mapsync import records
+from mapsync.capture import keysource
+from mapsync.connectors.sql_source import SqlSource
+from mapsync.guard import Guard
+from mapsync.keys import from_text
+from mapsync.records import RunKind
+from mapsync.run_scope import RunScope
+from mapsync.run_types import Parts
+from mapsync.sheet import models
+from mapsync.state.ports import Store
+
+SHOWN = 10  # keys named in a note
+
+
+class ExtraRow(Protocol):
+    """A destination row the ledger does not hold live (`reconcile.results.Extra`)."""
+
+    @property
+    def dest_key(self) -> tuple[Any, ...]: ...
+
+    @property
+    def ledger_key(self) -> str | None: ...
+
+
+class RepairPlan:
+    """repair: `keys` (ledger key texts) and `extras` of one sync."""
+
+    purge = False
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        cfg: models.SyncConfig,
+        parts: Parts,
+        keys: Sequence[str],
+        extras: Sequence[ExtraRow],
+        guard: Guard,
+    ) -> None:
+        self.store, self.name, self.cfg, self.parts = store, name, cfg, parts
+        self.keys, self.extras, self.guard = list(keys), list(extras), guard
+        self.sent: list[records.Key] = []  # found at the source: sent forced
+        self.gone: list[records.Key] = []  # not at the source: deletes through the policy
+        self.left: list[tuple[Any, ...]] = []  # extras not ours: destination keys left alone
+
+    def decide(self, cursors: dict[str, Any]) -> RunKind:
+        return RunKind.REPAIR
+
+    def start(self, scope: RunScope) -> tuple[Iterable[records.Batch], int | None]:
+        wanted = self._wanted()
+        changes = self._read(wanted)
+        deletes = sum(1 for c in changes if c.op == "delete")
+        self.guard.check_batch(deletes)  # all of them, before anything is written
+        scope.forced = frozenset(records.key_text(k) for k in self.sent)
+        report = scope.report
+        report.notes.append(
+            f"repair: {len(wanted)} key(s) read at the source: {len(self.sent)} sent, "
+            f"{len(self.gone)} gone there (through the delete policy `{self.cfg.deletes.policy}`)"
+        )
+        if self.left:
+            shown = ", ".join(_show(k) for k in self.left[:SHOWN])
+            more = f" (+{len(self.left) - SHOWN} more)" if len(self.left) > SHOWN else ""
+            report.notes.append(
+                f"repair: {len(self.left)} extra destination row(s) not ours: left ({shown}{more}); "
+                "mapsync never delivered them (`owns_table: true` lets a repair delete them)"
+            )
+        return self._batches(changes), len(changes)
+
+    def _wanted(self) -> list[records.Key]:
+        """The source keys to read: the keys, then the extras that are ours (each once)."""
+        out: dict[str, records.Key] = {}
+        for text in self.keys:
+            out.setdefault(text, self._from_text(text))
+        for extra in self.extras:
+            if extra.ledger_key is not None:
+                out.setdefault(extra.ledger_key, self._from_text(extra.ledger_key))
+            elif self.cfg.owns_table:
+                key = self._from_dest(extra.dest_key)
+                out.setdefault(records.key_text(key), key)
+            else:
+                self.left.append(tuple(extra.dest_key))
+        return list(out.values())
+
+    def _read(self, wanted: list[records.Key]) -> list[records.Change]:
+        """The rows found as the capture makes them, and a delete for each key gone."""
+        parts, size = self.parts, max(1, self.cfg.delivery.batch)
+        columns = list(parts.source.key)
+        out: list[records.Change] = []
+        for i in range(0, len(wanted), size):
+            chunk = wanted[i : i + size]
+            rows = parts.source.read_keys(chunk)
+            changes = parts.capture.by_key(parts.source, rows, parts.version_column)
+            out.extend(changes)
+            self.sent.extend(c.key for c in changes)
+            # a row the capture leaves out (an export's held order) is there, not gone
+            found = {records.key_text(c.key) for c in changes}
+            found |= {records.key_text(parts.source.key_of(r)) for r in rows}
+            for key in chunk:
+                if records.key_text(key) not in found:
+                    self.gone.append(key)
+                    # as a capture emits a delete: the key columns are its old image
+                    out.append(records.Change("delete", key, None, dict(zip(columns, key, strict=True))))
+        return out
+
+    def _batches(self, changes: list[records.Change]) -> Iterator[records.Batch]:
+        size = max(1, self.cfg.delivery.batch)
+        for i in range(0, len(changes), size):
+            yield records.Batch(changes[i : i + size])
+
+    def end(self, scope: RunScope) -> None:
+        return None
+
+    def _from_text(self, text: str) -> records.Key:
+        """A ledger key text in the source's types."""
+        source = self.parts.source
+        if isinstance(source, SqlSource):
+            return keysource.typed_key(source, text)
+        return from_text(text)
+
+    def _from_dest(self, dest_key: Sequence[Any]) -> records.Key:
+        """A destination key as the source key it came from: the key rule is a rename (`key.to`
+        → `key.from`, position by position); each value in the source column's type."""
+        source = self.parts.source
+        info = source.info if isinstance(source, SqlSource) else {}
+        out: list[Any] = []
+        for column, value in zip(self.cfg.key.from_, dest_key, strict=True):
+            kind = info[column].python_type if column in info else None
+            out.append(_as(kind, value))
+        return tuple(out)
+
+
+def _as(kind: type | None, value: Any) -> Any:
+    """A destination's key value in the source column's Python type (an int key stored as text
+    at the destination, and the other way round)."""
+    if value is None or kind is None or isinstance(value, kind):
+        return value
+    try:
+        if kind is int:
+            return int(str(value))
+        if kind is decimal.Decimal:
+            return decimal.Decimal(str(value))
+        if kind is str:
+            return str(value)
+    except (ValueError, decimal.InvalidOperation):
+        return value
+    return value
+
+
+def _show(key: tuple[Any, ...]) -> str:
+    return ",".join(str(v) for v in key)
