@@ -19,6 +19,11 @@ answers `action: "Queued"` (with `jobId` and `GET /{site}/jobs/{id}` only under
 `async_contract="jobs"`); 401 bodies carry a `message`; the shape of OnlineOrders' answer
 (`online_orders_lines`: its lines nested under `lines_field`, or read separately from
 `order_detail`) and the fields an order accepts (`order_fields`), see `sandbox_orders`.
+
+INFERRED for reconciliation (issue 18, `reconcile.api_side`): an `invoices` resource keyed by
+`invoice_no` (CIMcloud documents none; a business check against it is verified here only), and the
+portal's customer balance as a plain `balance` field on `customers` (records take any field, so
+nothing but this note is needed). Both list like every resource: 50 per page, no record count.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ DEFAULT_RESOURCES = {
     "customers": "username",
     "orders": "c_ordnum",
     "order_detail": "line_id",  # order lines (INFERRED: see sandbox_orders)
+    "invoices": "invoice_no",  # INFERRED: CIMcloud documents no invoices resource (business checks)
 }
 ALIASES = {
     "account": "accounts",
@@ -56,6 +62,7 @@ ALIASES = {
     "order": "orders",
     "orderdetail": "order_detail",
     "order_details": "order_detail",
+    "invoice": "invoices",
 }
 
 
