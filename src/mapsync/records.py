@@ -115,6 +115,9 @@ class Delivered:
     # "kept": the destination already held the record, changed there, and it was left alone
     # (`on_exists: skip` of an export); None: written
     note: str | None = None
+    # (dkey, digest) of the row as written (connectors/drift_form.py); None: the ledger keeps
+    # the pair it holds (a destination that computes none, a delete, a row kept as it was)
+    drift: tuple[str, str] | None = None
 
 
 @dataclasses.dataclass(slots=True)

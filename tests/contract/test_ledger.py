@@ -3,6 +3,7 @@ lease-fenced batch commit."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 
@@ -169,3 +170,47 @@ def test_the_commit_renews_the_lease(store: Store) -> None:
     commit(store, Lease(lease.sync, lease.token, dt.timedelta(minutes=5)), run_id)  # … renewed
     with pytest.raises(errors.LeaseHeld):
         store.leases.acquire("s", dt.timedelta(minutes=5))
+
+
+def _drift(store: Store) -> dict[str, tuple[str | None, str | None, bool]]:
+    return {k: (dk, dg, gone) for page in store.drift_scan("s", 2) for k, dk, dg, gone in page}
+
+
+def test_the_drift_pair_is_stored_at_delivery_and_kept_when_a_delivery_has_none(store: Store) -> None:
+    lease, run_id = begin(store)
+    with_drift = dataclasses.replace(delivered(1, 1, "h1"), drift=(HEX_A, HEX_B))
+    commit(store, lease, run_id, delivered=[with_drift, delivered(2, 2, "h2"), delivered(3, 3, "h3")])
+    assert _drift(store) == {
+        "[1]": (HEX_A, HEX_B, False),
+        "[2]": (None, None, False),
+        "[3]": (None, None, False),
+    }
+    # seen again without a pair (a destination that computes none): the stored pair stays;
+    # delivered again with one: replaced; a delete keeps the pair and is `gone`
+    commit(
+        store,
+        lease,
+        run_id,
+        delivered=[
+            delivered(1, 4, "h4"),
+            dataclasses.replace(delivered(2, 5, "h5"), drift=(HEX_B, HEX_A)),
+            dataclasses.replace(delivered(3, 6, "h6", op="delete"), drift=(HEX_A, HEX_A)),
+        ],
+    )
+    assert _drift(store) == {
+        "[1]": (HEX_A, HEX_B, False),
+        "[2]": (HEX_B, HEX_A, False),
+        "[3]": (None, None, True),
+    }
+    assert store.ledger("s", [(1,)])[(1,)].hash == "h4"
+    assert list(store.drift_scan("other", 10)) == []
+
+
+def test_set_drift_backfills_entries_the_ledger_holds(store: Store) -> None:
+    lease, run_id = begin(store)
+    commit(store, lease, run_id, delivered=[delivered(1, 1, "h1"), delivered(2, 2, DELETED_HASH)])
+    assert store.set_drift("s", {"[1]": (HEX_A, HEX_B), "[2]": (HEX_B, HEX_B), "[9]": (HEX_A, HEX_A)}) == 2
+    assert _drift(store) == {"[1]": (HEX_A, HEX_B, False), "[2]": (HEX_B, HEX_B, True)}
+    assert store.set_drift("s", {}) == 0
+    pages = list(store.drift_scan("s", 1))
+    assert [len(p) for p in pages] == [1, 1]

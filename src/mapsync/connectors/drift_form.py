@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
 from mapsync.columns import ColumnInfo
+from mapsync.sheet import models
 from mapsync.sql_time import time_fitter
 
 FORM_VERSION = 1
@@ -163,7 +164,7 @@ def _text_sql(dialect: str, kind: str, info: ColumnInfo, c: sa.ColumnElement[Any
             return sa.cast(sa.func.trim_scale(c), sa.Text)
         if my:
             return _my_trim_decimal(c) if scale > 0 else as_text(c)
-        raw = sa.func.printf(_lit(f"%.{scale}f"), c)
+        raw: sa.ColumnElement[Any] = sa.func.printf(_lit(f"%.{scale}f"), c)
         raw = sa.case((c.is_(None), sa.null()), else_=raw)
         return _sqlite_trim_decimal(raw) if scale > 0 else raw
     if kind == "timestamp":
@@ -245,6 +246,21 @@ def bucket(dkey: str, buckets: int) -> int:
     return int(dkey[:8], 16) % buckets
 
 
+def owned_columns(cfg: models.SyncConfig) -> list[str]:
+    """The columns a sync owns in its destination's main table: the key and every `fields:`
+    column. (`deletes.field` is left out: upserts do not write it, so the destination's value
+    is not what mapsync delivered; child tables are not compared.)"""
+    return list(dict.fromkeys([*cfg.key.to, *cfg.fields]))
+
+
+def for_sync(cfg: models.SyncConfig, columns: Mapping[str, ColumnInfo]) -> DriftForm | None:
+    """The drift form of a sync's destination rows, or None when its key cannot be digested."""
+    try:
+        return DriftForm(list(cfg.key.to), owned_columns(cfg), columns)
+    except ValueError:
+        return None
+
+
 class DriftForm:
     """The drift form of one sync's destination rows (built once from the catalog)."""
 
@@ -265,6 +281,10 @@ class DriftForm:
 
     def texts(self, values: Mapping[str, Any], names: Sequence[str]) -> list[str | None]:
         return [self._cols[n].text(values[n]) for n in names]
+
+    def covers(self, values: Mapping[str, Any]) -> bool:
+        """Whether a written row holds every digested column (`on_null: omit` may leave some out)."""
+        return all(n in values for n in self.owned)
 
     def of(self, values: Mapping[str, Any]) -> tuple[str, str]:
         """(dkey, digest) of a row as mapsync writes it (every owned column present)."""

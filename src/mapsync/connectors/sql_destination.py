@@ -10,6 +10,7 @@ delete followed by a re-insert, ends as the source ended.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from mapsync import crash, db_errors, deadline, delivery, errors, records
-from mapsync.connectors import sql_copy, sql_exists, version_guard
+from mapsync.connectors import drift_form, sql_copy, sql_exists, version_guard
 from mapsync.connectors.sql import ColumnInfo, SqlDatabase, chunked, key_in
 from mapsync.connectors.sql_keys import KeyProbe
 from mapsync.db_timeouts import UNLIMITED_MYSQL, statement_limit
@@ -95,6 +96,8 @@ class SqlDestination(DestinationBase):
         self.on_exists, self.started = (export.on_exists, export.started) if export else ("update", None)
         self.attempts = 0  # statements sent, for tests and benchmarks
         self.guard = version_guard.guard_column(cfg, self.main.columns)  # older never replaces newer
+        # the drift pair of each upserted row, for the ledger (reconcile/drift.py compares it)
+        self.drift_form = drift_form.for_sync(cfg, self.main.columns)
 
     @property
     def columns(self) -> dict[str, ColumnInfo]:
@@ -119,7 +122,25 @@ class SqlDestination(DestinationBase):
         result = delivery.deliver(batch, self._write_retrying, fresh=fresh)
         if self.fallback is not None and result.rejected:
             result = self._fall_back(batch, result)
-        return sql_exists.kept_apart(result) if self.on_exists == "skip" else result
+        result = sql_exists.kept_apart(result) if self.on_exists == "skip" else result
+        if self.drift_form is not None:
+            self._set_drift(batch, result, self.drift_form)
+        return result
+
+    @staticmethod
+    def _set_drift(
+        batch: Sequence[records.Mapped], result: records.WriteResult, form: drift_form.DriftForm
+    ) -> None:
+        """Each confirmed upsert's (dkey, digest) of the row as written (the batch's last change of
+        its key: what `deliver` wrote). None for deletes, disables, rows kept as the destination
+        had them, and rows that leave a digested column out (`on_null: omit`)."""
+        latest = {r.key: r for r in batch}
+        for i, d in enumerate(result.delivered):
+            rec = latest.get(d.key)
+            if d.op != "upsert" or d.note is not None or rec is None or rec.op != "upsert":
+                continue
+            if form.covers(rec.values):
+                result.delivered[i] = dataclasses.replace(d, drift=form.of(rec.values))
 
     def _fall_back(self, batch: Sequence[records.Mapped], result: records.WriteResult) -> records.WriteResult:
         """Hard deletes the destination refused (a foreign key, no DELETE permission), written

@@ -13,7 +13,7 @@ ends the walk with the store's StateError, as every store error does: `faults.in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -227,6 +227,44 @@ class LedgerMixin:
                     page = texts
                 rows = _fetch(conn, sql, (json.dumps(page), sync))
         return sorted((int(i), bool(live)) for i, live in rows)
+
+    def drift_scan(self, sync: str, page: int) -> Iterator[list[tuple[str, str | None, str | None, bool]]]:
+        """(key text, dkey, digest, gone) of every ledger entry of the sync — `gone`: its delete was
+        delivered (deleted, or written by `disable`) —, in pages of one streamed statement (one
+        snapshot), in no particular order (the drift walk buckets them itself)."""
+        t = schema.ledger
+        streaming = self.engine.dialect.supports_server_side_cursors
+        options = {"stream_results": True, "max_row_buffer": page} if streaming else {}
+        query = sa.select(t.c.key, t.c.dkey, t.c.digest, t.c.deleted, t.c.hash).where(t.c.sync == sync)
+        with self.engine.connect().execution_options(**options) as conn:
+            result = conn.execute(query)
+            while rows := result.fetchmany(page):
+                yield [(k, dk, dg, bool(d) or h == DELETED_HASH) for k, dk, dg, d, h in rows]
+
+    @guarded
+    def set_drift(self, sync: str, pairs: Mapping[str, tuple[str, str]]) -> int:
+        """Store (dkey, digest) of these ledger entries (key text → pair; the backfill); returns
+        the entries set (keys the ledger does not hold are skipped)."""
+        if not pairs:
+            return 0
+        q = self.engine.dialect.identifier_preparer.quote
+        mark = self._mark()
+        sql = (  # identifiers from our own schema, values as parameters
+            f"UPDATE {q(schema.ledger.name)} SET {q('dkey')} = {mark}, {q('digest')} = {mark} "  # noqa: S608
+            f"WHERE {q('sync')} = {mark} AND {q('key')} = {mark}"
+        )
+        rows = [(dkey, digest, sync, key) for key, (dkey, digest) in pairs.items()]
+        done = 0
+        with self.engine.begin() as conn:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for i in range(0, len(rows), 1000):
+                    for row in rows[i : i + 1000]:
+                        cursor.execute(sql, row)
+                        done += max(cursor.rowcount, 0)
+            finally:
+                cursor.close()
+        return done
 
     @guarded
     def ledger_owners(self, sync: str, dest_ids: Sequence[str]) -> dict[str, records.Key]:

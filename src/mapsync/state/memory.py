@@ -17,7 +17,7 @@ abandoned runs; `StateStore.open` is the one that repairs) and no store faults t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from mapsync import crash, errors, records
@@ -129,6 +129,23 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                 if s == sync and e[2] in wanted and not e[3]
             }
 
+    def drift_scan(self, sync: str, page: int) -> Iterator[list[tuple[str, str | None, str | None, bool]]]:
+        with self.memory.read() as t:  # one snapshot
+            rows = [
+                (k, *t.ledger_drift.get((s, k), (None, None)), e[3] or e[1] == DELETED_HASH)
+                for (s, k), e in t.ledger.items()
+                if s == sync
+            ]
+        for i in range(0, len(rows), page):
+            yield rows[i : i + page]
+
+    def set_drift(self, sync: str, pairs: Mapping[str, tuple[str, str]]) -> int:
+        with self.memory.tx() as t:
+            held = [k for k in pairs if (sync, k) in t.ledger]
+            for k in held:
+                t.ledger_drift[(sync, k)] = pairs[k]
+        return len(held)
+
     # ----------------------------------------------------------------- the commit
 
     def commit(
@@ -157,6 +174,8 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                 for key, d in latest.items():
                     t.ledger[(sync, key)] = (values.encode(d.version), d.hash, d.dest_id, d.op == "delete")
                     t.ledger_at[(sync, key)] = now
+                    if d.drift is not None and d.op != "delete":  # else the stored pair is kept
+                        t.ledger_drift[(sync, key)] = d.drift
                     error = t.errors.get((sync, key))
                     if error is not None and error["resolved_at"] is None:
                         t.errors[(sync, key)] = {**error, "resolved_at": now}

@@ -327,6 +327,8 @@ class MemoryHistory:
                 for k in gone:
                     del table[k]
                 out[name] = len(gone)
+            for k in [k for k in t.ledger_drift if k[0] == sync]:  # the ledger's drift columns
+                del t.ledger_drift[k]
             audit_id = t.next_id("audit")
             t.audit[audit_id] = {
                 "id": audit_id,

@@ -29,6 +29,8 @@ class Tables:
     ledger: dict[tuple[str, str], tuple[str | None, str, str | None, bool]] = dataclasses.field(
         default_factory=dict
     )
+    # (sync, key text) → the drift pair (dkey, digest) of what was delivered (drift_form.py)
+    ledger_drift: dict[tuple[str, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
     # (sync, key text) → when the entry was last written (a tombstone's age)
     ledger_at: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     runs: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → run row

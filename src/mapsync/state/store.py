@@ -213,12 +213,19 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         """The ledger upsert as driver SQL, positional parameters in the order of `cols`."""
         q = self.engine.dialect.identifier_preparer.quote
         t = schema.ledger
-        cols = ["sync", "key", "version", "hash", "dest_id", "deleted", "updated_at"]  # as in commit()
+        cols = ["sync", "key", "version", "hash", "dest_id", "deleted", "updated_at", "dkey", "digest"]
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        kept = ("dkey", "digest")  # a delivery without a drift pair keeps the stored one
         return (  # identifiers from our own schema, values as parameters
             f"INSERT INTO {q(t.name)} ({', '.join(q(c) for c in cols)}) "  # noqa: S608
             f"VALUES ({', '.join(mark for _ in cols)}) ON CONFLICT ({q('sync')}, {q('key')}) DO UPDATE SET "
-            + ", ".join(f"{q(c)} = excluded.{q(c)}" for c in cols if c not in ("sync", "key"))
+            + ", ".join(
+                f"{q(c)} = COALESCE(excluded.{q(c)}, {q(t.name)}.{q(c)})"
+                if c in kept
+                else f"{q(c)} = excluded.{q(c)}"
+                for c in cols
+                if c not in ("sync", "key")
+            )
         )
 
     # ----------------------------------------------------------------- the commit
@@ -284,7 +291,16 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
             if delivered:
                 latest = {records.key_text(d.key): d for d in delivered}  # last wins
                 rows = [
-                    (sync, key, values.encode(d.version), d.hash, d.dest_id, d.op == "delete", now)
+                    (
+                        sync,
+                        key,
+                        values.encode(d.version),
+                        d.hash,
+                        d.dest_id,
+                        d.op == "delete",
+                        now,
+                        *_drift(d),
+                    )
                     for key, d in latest.items()
                 ]
                 # one prepared upsert through the driver's executemany: SQLAlchemy's per-row
@@ -340,6 +356,11 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
             .where(r.c.id == run_id)
             .values({f.name: r.c[f.name] + getattr(counts, f.name) for f in dataclasses.fields(counts)})
         )
+
+
+def _drift(d: records.Delivered) -> tuple[str | None, str | None]:
+    """The ledger's (dkey, digest) of a delivery: none for a delete (the deleted flag suffices)."""
+    return d.drift if d.drift is not None and d.op != "delete" else (None, None)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from mapsync import records
 from mapsync.connectors.drift_form import DriftForm, bucket, frame, md5_hex
 from mapsync.connectors.sql import SqlDatabase
+from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.mapping import constraint_check
+from mapsync.sheet import models
 
 ROWS = 200
 
@@ -174,3 +177,82 @@ def test_python_digest_equals_sql_digest_for_every_kind(
 
 def form_type(db: SqlDatabase, table: sa.Table) -> str:
     return db.columns(table)["f"].type_name
+
+
+# --------------------------------------------------------------------------- at delivery
+
+SYNC = models.SyncConfig.model_validate(
+    {
+        "from": {"connection": "src", "table": "items"},
+        "to": {"connection": "dst", "table": "items"},
+        "key": {"from": "code", "to": "code"},
+        "fields": {"name": "name", "amount": "amount", "seen": "seen"},
+        "changes": {"method": "full"},
+    }
+)
+
+
+def _up(i: int, name: str) -> records.Mapped:
+    values = {
+        "code": f"k{i:04d}",
+        "name": name,
+        "amount": decimal.Decimal(i).scaleb(-2),
+        "seen": dt.datetime(2026, 1, 1, 12, 0, 0, i),  # noqa: DTZ001 (a naive column)
+    }
+    return records.Mapped("upsert", (values["code"],), (values["code"],), None, values, {}, "h")
+
+
+def _stored_pairs(db: SqlDatabase, dest: SqlDestination) -> dict[str, tuple[str, str]]:
+    assert dest.drift_form is not None
+    table = dest.main.table
+    dkey, digest, client = dest.drift_form.sql(db.dialect, lambda c: table.c[c])
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.code, dkey, digest)).all()
+    return {c: (md5_hex(k), md5_hex(d)) if client else (k, d) for c, k, d in rows}
+
+
+@pytest.mark.parametrize(
+    ("dialect", "size", "fresh"),
+    [
+        ("postgresql", 5, False),
+        ("postgresql", 300, False),
+        ("postgresql", 300, True),
+        ("mysql", 50, False),
+        ("sqlite", 50, False),
+    ],
+)
+def test_each_confirmed_upsert_carries_the_digest_of_the_stored_row(
+    dialect: str,
+    size: int,
+    fresh: bool,
+    pg_database: Any,
+    mariadb_database: Any,
+    sqlite_database: Any,
+    tmp_path: Path,
+) -> None:
+    """The normal upsert, PostgreSQL's COPY through a stage and its straight COPY of a seed: the
+    pair a Delivered carries is the pair the server computes from the row it stored."""
+    url = {"postgresql": pg_database, "mysql": mariadb_database, "sqlite": sqlite_database}[dialect]()
+    db = SqlDatabase("dst", url, tmp_path)
+    seen = "TIMESTAMP(6)" if dialect != "mysql" else "DATETIME(6)"
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE items (code VARCHAR(20) PRIMARY KEY, name VARCHAR(50), amount NUMERIC(12,2), seen {seen})"
+        )
+    dest = SqlDestination(db, "items", SYNC)
+    result = dest.write([_up(i, f"n{i} ") for i in range(size)], fresh=fresh)
+    assert not result.rejected and len(result.delivered) == size
+    stored = _stored_pairs(db, dest)
+    assert {d.key[0]: d.drift for d in result.delivered} == stored
+    # a second write: one row changed, one deleted; the delete carries no pair
+    again = dest.write(
+        [
+            _up(1, "changed"),
+            records.Mapped("delete", ("k0002",), ("k0002",), None, {"code": "k0002"}, {}, "deleted"),
+        ]
+    )
+    pairs = {d.key[0]: d.drift for d in again.delivered}
+    after = _stored_pairs(db, dest)
+    assert pairs == {"k0001": after["k0001"], "k0002": None}
+    assert after["k0001"] != stored["k0001"] and "k0002" not in after
+    db.close()
