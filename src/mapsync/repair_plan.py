@@ -33,6 +33,7 @@ from mapsync.capture import keysource
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.guard import Guard
 from mapsync.keys import from_text
+from mapsync.ports import Source
 from mapsync.records import RunKind
 from mapsync.run_scope import RunScope
 from mapsync.run_types import Parts
@@ -148,20 +149,23 @@ class RepairPlan:
         return from_text(text)
 
     def _from_dest(self, dest_key: Sequence[Any]) -> records.Key:
-        """A destination key as the source key it came from: the key rule is a rename (`key.to`
-        → `key.from`, position by position); each value in the source column's type."""
-        source = self.parts.source
-        info = source.info if isinstance(source, SqlSource) else {}
-        out: list[Any] = []
-        for column, value in zip(self.cfg.key.from_, dest_key, strict=True):
-            kind = info[column].python_type if column in info else None
-            out.append(_as(kind, value))
-        return tuple(out)
+        return source_key(self.parts.source, self.cfg, dest_key)
 
 
-def _as(kind: type | None, value: Any) -> Any:
-    """A destination's key value in the source column's Python type (an int key stored as text
-    at the destination, and the other way round)."""
+def source_key(source: Source, cfg: models.SyncConfig, dest_key: Sequence[Any]) -> records.Key:
+    """A destination key as the source key it came from: the key rule is a rename (`key.to` →
+    `key.from`, position by position); each value in the source column's type."""
+    info = source.info if isinstance(source, SqlSource) else {}
+    out: list[Any] = []
+    for column, value in zip(cfg.key.from_, dest_key, strict=True):
+        kind = info[column].python_type if column in info else None
+        out.append(as_type(kind, value))
+    return tuple(out)
+
+
+def as_type(kind: type | None, value: Any) -> Any:
+    """A value in a column's Python type (a destination's int key stored as text at the source,
+    a group's text for an int column, and the other way round); left as is when it is none."""
     if value is None or kind is None or isinstance(value, kind):
         return value
     try:

@@ -1,0 +1,190 @@
+"""`mapsync reconcile --repair`: from what a check found to `Engine.repair` (repair_plan.py).
+
+- A **drift** result names its sync: its changed and missing keys are re-sent (read afresh at the
+  source; gone there: deleted through the delete policy), its extras are deleted when they are
+  mapsync's (the ledger knows them, or the sync `owns_table`), else left as "not ours".
+- A **business** result names groups as the destination names them. For each mismatched or
+  missing group of the check's `sync`, the group's keys are: the source rows of the sync whose
+  group columns hold the group (the destination's group translated back through the sync's
+  rule: a rename or a one-to-one `map`), read with bound parameters (SQL sources only), plus the
+  destination rows of the group whose key the ledger holds (gone at the source: deleted). Those
+  keys are repaired; nothing else of the sync is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from mapsync import errors, records
+from mapsync.columns import ColumnInfo
+from mapsync.connectors.sql_destination import SqlDestination
+from mapsync.connectors.sql_source import SqlSource
+from mapsync.engine import Engine, RunReport
+from mapsync.reconcile.results import CheckResult, Extra
+from mapsync.repair_plan import as_type, source_key
+from mapsync.sheet import models
+from mapsync.sheet.reconcile_models import ReconcileCheck
+
+Group = tuple[str, ...]
+NULL_TEXT = "<null>"  # a NULL group value as a business result spells it (translate.NULL_TEXT)
+
+
+@dataclasses.dataclass
+class RepairOutcome:
+    """What a repair did: its run (None: nothing to repair), the keys it was given, the rows it
+    sent and deleted (or disabled), the extras it left as not ours, and what to say."""
+
+    report: RunReport | None
+    keys: list[str] = dataclasses.field(default_factory=list)
+    sent: int = 0
+    deletes: int = 0
+    not_ours: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def repair(engine: Engine, sheet: models.Sheet, result: CheckResult) -> RepairOutcome:
+    """Repair what `result` found (a run of kind `repair` of the check's sync)."""
+    if result.error is not None:
+        return RepairOutcome(None, notes=[f"check {result.check} did not run: nothing to repair"])
+    if result.kind == "drift":
+        assert result.sync is not None  # a drift result always names its sync
+        return _run(engine, sheet, result.sync, [*result.changed, *result.missing], result.extra, [])
+    check = sheet.reconcile[result.check]
+    if check.sync is None:
+        return RepairOutcome(
+            None, notes=[f"check {result.check} names no sync: mapsync cannot tell which records to re-send"]
+        )
+    groups = [d.group for d in (*result.mismatched, *result.missing_source, *result.missing_dest)]
+    if not groups:
+        return RepairOutcome(None, notes=[f"check {result.check}: nothing differs, nothing to repair"])
+    keys, notes = group_keys(engine, sheet, result.check, check, groups)
+    outcome = _run(engine, sheet, check.sync, keys, [], notes)
+    outcome.notes.insert(0, f"check {result.check}: {len(groups)} group(s) to repair, {len(keys)} key(s)")
+    return outcome
+
+
+def _run(
+    engine: Engine, sheet: models.Sheet, sync: str, keys: list[str], extras: list[Extra], notes: list[str]
+) -> RepairOutcome:
+    cfg = sheet.syncs[sync]
+    keys = list(dict.fromkeys(keys))
+    not_ours = [] if cfg.owns_table else [e.dest_key for e in extras if e.ledger_key is None]
+    if not keys and len(not_ours) == len(extras):
+        if not_ours:
+            notes.append(f"{len(not_ours)} extra destination row(s) not ours: left")
+        return RepairOutcome(None, keys, not_ours=not_ours, notes=notes or ["nothing to repair"])
+    report = engine.repair(sync, keys, extras)
+    deletes = report.counts.deleted + report.gone_at_source.get("disabled", 0)
+    sent = report.counts.written - report.gone_at_source.get("disabled", 0)
+    return RepairOutcome(report, keys, sent, deletes, not_ours, notes + list(report.notes))
+
+
+def group_keys(
+    engine: Engine, sheet: models.Sheet, name: str, check: ReconcileCheck, groups: Sequence[Group]
+) -> tuple[list[str], list[str]]:
+    """The ledger key texts of these destination groups' records (see the module's docstring),
+    and notes on what could not be looked at."""
+    assert check.sync is not None and check.source is not None and check.dest is not None
+    cfg = sheet.syncs[check.sync]
+    inverse = inverse_of(sheet, name, check)
+    parts = engine.parts(check.sync)
+    out: list[str] = []
+    notes: list[str] = []
+    source = parts.source
+    if isinstance(source, SqlSource):
+        for group in groups:
+            keys = _source_keys(source, check.source.group, inverse(group))
+            out.extend(records.key_text(k) for k in keys)
+    else:
+        notes.append(f"sync {check.sync} reads no SQL source: the groups' source rows were not looked up")
+    dest = parts.dest
+    if isinstance(dest, SqlDestination):
+        for group in groups:
+            dest_keys = _dest_keys(dest, cfg, check.dest.group, group)
+            typed = [source_key(source, cfg, k) for k in dest_keys]
+            held = engine.store.ledger(check.sync, typed)
+            out.extend(records.key_text(k) for k in typed if k in held)
+    else:
+        notes.append(
+            f"sync {check.sync} writes no SQL table: the groups' destination rows were not looked up"
+        )
+    return list(dict.fromkeys(out)), notes
+
+
+def _source_keys(source: SqlSource, columns: list[str], group: Group) -> list[records.Key]:
+    """The sync's source keys of one group (the sync's filter applies), values bound."""
+    where: list[Any] = [sa.text(f"({source.filter})")] if source.filter else []
+    where += _equal(source.col, source.info, columns, group)
+    query = sa.select(*[source.col(k) for k in source.key]).select_from(source.relation).where(*where)
+    with source.db.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(query)]
+
+
+def _dest_keys(
+    dest: SqlDestination, cfg: models.SyncConfig, columns: list[str], group: Group
+) -> list[records.Key]:
+    """The destination keys of one group's rows, values bound."""
+    table = dest.main.table
+    where = _equal(lambda c: table.c[c], dest.main.columns, columns, group)
+    query = sa.select(*[table.c[k] for k in cfg.key.to]).where(*where)
+    with dest.db.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(query)]
+
+
+def _equal(
+    col: Callable[[str], sa.ColumnElement[Any]], info: dict[str, ColumnInfo], columns: list[str], group: Group
+) -> list[sa.ColumnElement[bool]]:
+    out: list[sa.ColumnElement[bool]] = []
+    for column, text in zip(columns, group, strict=True):
+        if text == NULL_TEXT:
+            out.append(col(column).is_(None))
+            continue
+        kind = info[column].python_type if column in info else None
+        value = as_type(kind, text)
+        if kind is decimal.Decimal and isinstance(value, decimal.Decimal):
+            out.append(col(column) == sa.literal(value, sa.Numeric()))
+        else:
+            out.append(col(column) == value)
+    return out
+
+
+def inverse_of(sheet: models.Sheet, name: str, check: ReconcileCheck) -> Callable[[Group], Group]:
+    """The destination group back as the source's: per group column, the sync's key or field
+    rule that writes the destination's column from the source's, a rename (identity) or a
+    one-to-one `map` (read backwards). ConfigError for anything else.
+
+    (The business checks' `translate.Translator.inverse` does the same for the forward rules it
+    accepts; this covers the rename and the map a repair needs.)"""
+    assert check.sync is not None and check.source is not None and check.dest is not None
+    cfg = sheet.syncs[check.sync]
+    steps: list[dict[str, str] | None] = []
+    for src, dst in zip(check.source.group, check.dest.group, strict=True):
+        if dst in cfg.key.to and cfg.key.from_[cfg.key.to.index(dst)] == src:
+            steps.append(None)
+            continue
+        rule = cfg.fields.get(dst)
+        if rule is None or rule.from_ != src:
+            raise errors.ConfigError(
+                f"check {name}: group {src} cannot be traced back through sync {check.sync}: "
+                f"no field rule writes {dst} from {src}"
+            )
+        if rule.map is not None:
+            backwards = {str(v): str(k) for k, v in rule.map.items()}
+            if len(backwards) != len(rule.map):
+                raise errors.ConfigError(
+                    f"check {name}: group {src} cannot be traced back through sync {check.sync}: "
+                    f"field {dst} maps two values to one"
+                )
+            steps.append(backwards)
+        else:
+            steps.append(None)
+
+    def back(group: Group) -> Group:
+        return tuple(v if m is None else m.get(v, v) for m, v in zip(steps, group, strict=True))
+
+    return back
