@@ -47,7 +47,9 @@ def test_a_result_is_kept_whole_and_read_back_newest_first(store: Store) -> None
     assert old["finished_at"] - old["started_at"] == dt.timedelta(seconds=2)
     assert old["finished_at"].tzinfo is not None
     back = CheckResult.from_json(old["detail"])
-    assert back.mismatched[1].source == decimal.Decimal("10.50") and str(back.mismatched[1].difference) == "9.50"
+    assert (
+        back.mismatched[1].source == decimal.Decimal("10.50") and str(back.mismatched[1].difference) == "9.50"
+    )
     assert rows[0]["status"] == "ok" and rows[0]["run_id"] is None
     assert store.reconciliation.results("open_ar", 1)[0]["id"] == second
     assert store.reconciliation.results("unknown", 10) == []

@@ -3,7 +3,6 @@ differs, optionally repair it and check again."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 
 import typer
@@ -28,6 +27,7 @@ from mapsync.cli.common import (
 from mapsync.engine import Engine
 from mapsync.reconcile import backfill as backfills
 from mapsync.reconcile import compute, runner
+from mapsync.reconcile.repair import RepairOutcome
 from mapsync.reconcile.results import CheckResult
 from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
@@ -127,7 +127,7 @@ def _one(
     final = fixed.final if fixed is not None else result
     data = final.to_json()
     if fixed is not None and fixed.after is not None:
-        data["repair"] = {"before": fixed.before.to_json(), "outcome": _plain(fixed.outcome)}
+        data["repair"] = {"before": fixed.before.to_json(), "outcome": outcome_dict(fixed.outcome)}
     if not as_json:
         if fixed is not None and fixed.after is not None:
             print_result(fixed.before, title="before the repair")
@@ -144,22 +144,44 @@ def _watch(loaded: LoadedSheet, store: StateStore) -> None:
         if found.changed:
             sender.flush(loaded, store)
     except Exception as exc:  # the outbox keeps the notices; the daemon or a later command sends them
-        err.print(f"alerts not evaluated: {redact(type(exc).__name__ + ': ' + str(exc), loaded.secrets)}", markup=False)
+        err.print(
+            f"alerts not evaluated: {redact(type(exc).__name__ + ': ' + str(exc), loaded.secrets)}",
+            markup=False,
+        )
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value if value is None or isinstance(value, (str, int, float, bool, list, dict)) else str(value)
+def outcome_dict(outcome: RepairOutcome | None) -> dict[str, Any] | None:
+    """What a repair did, for `--json`."""
+    if outcome is None:
+        return None
+    r = outcome.report
+    return {
+        "run_id": r.run_id if r is not None else None,
+        "status": r.status if r is not None else None,
+        "message": r.message if r is not None else None,
+        "keys": len(outcome.keys),
+        "sent": outcome.sent,
+        "deleted": outcome.deletes,
+        "not_ours": [[str(v) for v in key] for key in outcome.not_ours],
+        "notes": list(outcome.notes),
+    }
 
 
-def _print_outcome(outcome: Any) -> None:
-    data = _plain(outcome)
-    if isinstance(data, dict):
-        parts = [f"{k} {len(v) if isinstance(v, (list, dict)) else v}" for k, v in data.items()]
-        out.print("  repair: " + ", ".join(parts), markup=False, highlight=False)
-    elif data is not None:
-        out.print(f"  repair: {data}", markup=False, highlight=False)
+def _print_outcome(outcome: RepairOutcome | None) -> None:
+    if outcome is None:
+        return
+    r = outcome.report
+    run = f"repair run #{r.run_id}: {r.status} — " if r is not None else "repair: no run — "
+    left = f", {len(outcome.not_ours)} extra row(s) not ours left" if outcome.not_ours else ""
+    out.print(
+        f"  {run}{len(outcome.keys)} key(s), sent {outcome.sent}, deleted {outcome.deletes}{left}",
+        markup=False,
+        highlight=False,
+    )
+    if r is not None and r.message:
+        out.print(f"  repair failure: {r.message}", markup=False, highlight=False)
+    for note in outcome.notes:
+        out.print(f"  {note}", markup=False, highlight=False)
 
 
 def print_result(r: CheckResult, *, title: str | None = None) -> None:
@@ -183,7 +205,11 @@ def print_result(r: CheckResult, *, title: str | None = None) -> None:
 
 
 def _groups(r: CheckResult) -> None:
-    lists = (("mismatched", "differs"), ("missing_dest", "missing at the destination"), ("missing_source", "missing at the source"))
+    lists = (
+        ("mismatched", "differs"),
+        ("missing_dest", "missing at the destination"),
+        ("missing_source", "missing at the source"),
+    )
     rows = [(label, g) for name, label in lists for g in getattr(r, name)[:SHOWN]]
     if not rows:
         return
@@ -201,11 +227,16 @@ def _groups(r: CheckResult) -> None:
 
 
 def _rows(r: CheckResult) -> None:
-    for name, label in (("changed", "changed in the destination"), ("missing", "missing from the destination")):
+    for name, label in (
+        ("changed", "changed in the destination"),
+        ("missing", "missing from the destination"),
+    ):
         for key in getattr(r, name)[:SHOWN]:
             out.print(f"  {label}: key {key}", markup=False, highlight=False)
     for extra in r.extra[:SHOWN]:
-        whose = f" (delivered once as {extra.ledger_key})" if extra.ledger_key else " (not delivered by mapsync)"
+        whose = (
+            f" (delivered once as {extra.ledger_key})" if extra.ledger_key else " (not delivered by mapsync)"
+        )
         shown = ", ".join(str(v) for v in extra.dest_key)
         out.print(f"  extra in the destination: {shown}{whose}", markup=False, highlight=False)
     _more(r, ["changed", "missing", "extra"])

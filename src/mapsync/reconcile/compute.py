@@ -5,12 +5,14 @@ The runner (`reconcile/runner.py`) wraps this in the check's lease, run row and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mapsync import errors
+from mapsync.connectors.sql import SqlDatabase
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.engine import Engine
-from mapsync.reconcile import api_side, business, drift
+from mapsync.reconcile import business, drift
 from mapsync.reconcile.results import CheckResult
 from mapsync.sheet import models
 from mapsync.sheet.reconcile_models import ReconcileCheck, Side
@@ -23,7 +25,26 @@ def compute(engine: Engine, name: str, check: ReconcileCheck) -> CheckResult:
     """The check's result (ConfigError, TransientError … when it cannot run)."""
     if check.drift is not None:
         return drift_check(engine, name, check.drift)
-    return business.run_business(name, check, engine.loaded, engine.database, engine.store)
+    api = None
+    if api_sides(engine.sheet, check):
+        # lazy: the HTTP client loads only for a check that reads an API (`mapsync --help` and the
+        # daemon's import load none: tests/unit/test_imports.py)
+        from mapsync.reconcile import api_side
+
+        api = api_side.aggregator(engine.loaded, engine.store)  # the syncs' shared call budget
+    return business.run_business(name, check, engine.sheet, sql_of(engine), api, engine.loaded.secrets)
+
+
+def sql_of(engine: Engine) -> Callable[[str], SqlDatabase]:
+    """The engine's handle of a SQL connection (opened once, closed with the engine)."""
+
+    def open_sql(name: str) -> SqlDatabase:
+        db = engine.database(name)
+        if not isinstance(db, SqlDatabase):
+            raise errors.ConfigError(f"connection {name}: not a SQL connection")
+        return db
+
+    return open_sql
 
 
 def drift_check(engine: Engine, name: str, sync: str) -> CheckResult:
@@ -57,6 +78,8 @@ def estimates(sheet: models.Sheet, store: Store, name: str, check: ReconcileChec
     sides = api_sides(sheet, check)
     if not sides:
         return []
+    from mapsync.reconcile import api_side  # lazy: see `compute`
+
     last: dict[str, Any] = {}
     previous = store.reconciliation.latest([name]).get(name)
     if previous is not None and previous["status"] != "error":

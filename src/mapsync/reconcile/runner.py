@@ -21,9 +21,8 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Any
 
-from mapsync import errors
+from mapsync import errors, run_failures
 from mapsync.engine import Engine
 from mapsync.lease_watch import heartbeat
 from mapsync.reconcile import compute, repair
@@ -114,7 +113,7 @@ def _run(engine: Engine, name: str, check: ReconcileCheck, run_id: int, fn: Comp
         result = fn(engine, name, check)
     except errors.MapsyncError as exc:
         result = _failed(name, check, engine.redact_text(str(exc)))
-        failure = exc.failure_class.value if hasattr(exc, "failure_class") else "tool"
+        failure = run_failures.failure_class(exc)
     except Exception as exc:  # a bug: recorded as failed, then raised
         result = _failed(name, check, engine.redact_text(f"{type(exc).__name__}: {exc}"))
         failure, bug = "tool", exc
@@ -122,7 +121,9 @@ def _run(engine: Engine, name: str, check: ReconcileCheck, run_id: int, fn: Comp
         failure = "source"
     status = RunStatus.FAILED if result.error else RunStatus.SUCCESS if result.ok else RunStatus.PARTIAL
     store.finish_run(run_id, status, failure, summary(result))
-    store.reconciliation.record_result(result.to_json(), run_id=run_id, started_at=started, finished_at=utcnow())
+    store.reconciliation.record_result(
+        result.to_json(), run_id=run_id, started_at=started, finished_at=utcnow()
+    )
     log.info(
         "reconcile_finished",
         extra={
@@ -158,7 +159,7 @@ class Repaired:
     """`mapsync reconcile --repair`: the check before, what the repair did, the check after."""
 
     before: CheckResult
-    outcome: Any = None  # reconcile.repair.RepairOutcome (None: nothing to repair)
+    outcome: repair.RepairOutcome | None = None  # None: nothing to repair (clean, or no run)
     after: CheckResult | None = None
 
     @property

@@ -29,8 +29,8 @@ from mapsync.state.memory_budget import MemoryBudgetMixin
 from mapsync.state.memory_controls import MemoryControlsMixin
 from mapsync.state.memory_incidents import MemoryIncidents
 from mapsync.state.memory_observations import MemoryObservations
-from mapsync.state.memory_reconciliation import MemoryReconciliation
 from mapsync.state.memory_ports import MemoryHistory, MemoryInbox, MemoryJobs, MemoryLeases
+from mapsync.state.memory_reconciliation import MemoryReconciliation
 from mapsync.state.memory_rollups import MemoryRollups
 from mapsync.state.memory_runs import COUNTS, MemoryRunsMixin
 from mapsync.state.memory_tables import Memory, Tables
