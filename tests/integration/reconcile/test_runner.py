@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from mapsync import errors, watch
+from mapsync.daemon import Daemon
 from mapsync.daemon_reconcile import ScheduledChecks
 from mapsync.engine import Engine
 from mapsync.reconcile import runner
@@ -264,3 +265,10 @@ def test_repair_then_the_check_again(world: World) -> None:
     assert [r["status"] for r in world.store.reconciliation.results("rows", 10)] == ["ok", "differs"]
     clean = runner.run_check(world.engine, "balances")
     assert runner.repair_check(world.engine, "balances", clean).after is None  # nothing to repair
+
+
+def test_the_daemon_has_the_reconcile_chore_without_a_lease_of_its_own(world: World) -> None:
+    d = Daemon(world.loaded, world.store, ["customers"], open_store=lambda: world.store)
+    chores = {c.name: c for c in d._chores()}
+    assert "reconcile" in chores and chores["reconcile"].lease is False  # each check takes its own
+    assert isinstance(chores["reconcile"].do, ScheduledChecks)
