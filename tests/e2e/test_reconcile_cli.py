@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import cli_runner
 from tests import helpers as h
 
 SHEET = """
@@ -70,7 +71,7 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_clean_then_planted_differences_then_mistakes(folder: Path) -> None:
+def test_clean_then_planted_differences_then_repaired(folder: Path) -> None:
     clean = mapsync(folder, "reconcile", "sheet.yaml")
     assert clean.returncode == 0, clean.stderr
     assert "balances (business, sync customers): ok — 30 groups compared, 30 matched" in clean.stdout
@@ -108,18 +109,18 @@ def test_clean_then_planted_differences_then_mistakes(folder: Path) -> None:
     h.execute(dst, "DELETE FROM accounts WHERE ref = 99")
     assert mapsync(folder, "reconcile", "sheet.yaml").returncode == 0
 
+
+def test_mistakes_exit_2_with_one_line_and_help_names_every_option(folder: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPSYNC_")}
     for args, message in (
         (("--check", "nope"), "unknown check 'nope'"),
         (("--sync", "nope"), "unknown sync 'nope'"),
         (("--backfill",), "--backfill goes with --sync"),
     ):
-        bad = mapsync(folder, "reconcile", "sheet.yaml", *args)
+        bad = cli_runner.run(["reconcile", "sheet.yaml", *args], folder, env)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr
-
-
-def test_help_names_every_option(folder: Path) -> None:
-    shown = mapsync(folder, "reconcile", "--help")
+    shown = cli_runner.run(["reconcile", "--help"], folder, env)
     assert shown.returncode == 0
     for option in ("--check", "--sync", "--repair", "--backfill", "--json"):
         assert option in shown.stdout
