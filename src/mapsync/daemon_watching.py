@@ -44,6 +44,12 @@ class Watching:
         def evaluate_monitors(store: Store) -> None:  # (self read only when it runs)
             self._monitors(store)
 
+        def judged(store: Store) -> None:  # after scheduled checks: their monitor, then the alerts
+            if watch.evaluate(self.loaded, store, [], only=("reconcile_mismatch",)).changed:
+                self.chores.wake("alerts")
+
+        checks = ScheduledChecks(lambda: self.loaded, lambda text: self.redact(text), judged)
+
         return [
             # every sync's monitors, in one daemon at a time (mapsync.watch)
             # (first a few seconds, a minute after the start: the daemon's first slots come first)
@@ -56,16 +62,8 @@ class Watching:
             Chore("alerts", ALERTS_EVERY, send_alerts, lease=False),
             # scheduled reconciliation checks: in every daemon, each check's slot under its own
             # lease and slot row, so one daemon runs it (daemon_reconcile.py)
-            Chore("reconcile", CHECKS_EVERY, self._checks(), lease=False, first=CHECKS_FIRST),
+            Chore("reconcile", CHECKS_EVERY, checks, lease=False, first=CHECKS_FIRST),
         ]
-
-    def _checks(self) -> ScheduledChecks:
-        def judged(store: Store) -> None:  # the checks' monitor at once, then the alerts
-            found = watch.evaluate(self.loaded, store, [], only=("reconcile_mismatch",))
-            if found.changed:
-                self.chores.wake("alerts")
-
-        return ScheduledChecks(lambda: self.loaded, self.redact, judged)
 
     def _monitors(self, store: Store) -> None:
         """The monitors of every sync of the sheet (one daemon evaluates for all, under the
