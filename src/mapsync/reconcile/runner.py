@@ -146,7 +146,8 @@ def _failed(name: str, check: ReconcileCheck, error: str) -> CheckResult:
 
 
 def summary(result: CheckResult) -> str:
-    """One line of counts (never values): the run row's message, the log's, the alert's."""
+    """The run row's message: one line of counts (never a group's values), or why the check could
+    not run (the error, redacted)."""
     if result.error is not None:
         return f"check {result.check} could not run: {result.error}"[:2000]
     what = "groups" if result.kind == "business" else "rows"
