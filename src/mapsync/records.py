@@ -37,9 +37,8 @@ class RunKind(enum.StrEnum):
     RETRY = "retry"  # the rows of open record errors, read again by key
     REEXPORT = "reexport"  # transactions of an export set pending again and sent (`mapsync reexport`)
     SWEEP = "sweep"  # orders an API marked exported but mapsync never received, reset (`mapsync sweep`)
-    # declared for the run kinds that come next; nothing starts them yet
-    RECONCILE = "reconcile"
-    REPAIR = "repair"
+    RECONCILE = "reconcile"  # a check of `reconcile:` (its run row's sync is `reconcile:<check>`)
+    REPAIR = "repair"  # `mapsync reconcile --repair`: keys a check found, re-sent forced (repair_plan.py)
 
 
 class RunStatus(enum.StrEnum):

@@ -169,6 +169,10 @@ def test_the_mass_delete_guard_refuses_a_repair_deleting_too_much(world: World) 
     assert "3 of 10 live row(s)" in report.message
     assert world.log() == []  # refused before anything was written
     assert len(world.accounts()) == 10
+    assert world.engine is not None  # --force-deletes lets this one through
+    forced = world.engine.repair("customers", ["[1]", "[2]", "[3]", "[7]"], [], force_deletes=True)
+    assert forced.status == "success", forced.message
+    assert world.log() == [("DELETE", 1), ("DELETE", 2), ("DELETE", 3), ("UPDATE", 7)]
 
 
 def test_the_disable_policy_sets_the_field_instead_of_deleting(world: World) -> None:

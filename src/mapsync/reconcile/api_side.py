@@ -60,6 +60,7 @@ from mapsync import connectors, errors
 from mapsync.cimcloud import search
 from mapsync.cimcloud.source import PAGE, CimcloudSource
 from mapsync.reconcile.results import Read, SideTotals
+from mapsync.reconcile.translate import group_text
 from mapsync.rest.budget import Budget
 from mapsync.rest.source import RestHandle
 from mapsync.rest.text import as_text
@@ -168,7 +169,7 @@ def aggregate(
                     raise errors.TransientError(f"{where}: the API returned a record that is not an object")
                 if any(as_text(raw.get(f)) != v for f, v in wanted.items()):
                     continue
-                group = tuple(as_text(raw.get(f)) for f in side.group)
+                group = tuple(group_text(raw.get(f)) for f in side.group)  # as SQL groups are
                 value = decimal.Decimal(1) if side.count else _number(raw, side, where, key_field, read.rows)
                 totals[group] = totals.get(group, decimal.Decimal(0)) + value
     finally:

@@ -6,32 +6,32 @@
 - A **business** result names groups as the destination names them. For each mismatched or
   missing group of the check's `sync`, the group's keys are: the source rows of the sync whose
   group columns hold the group (the destination's group translated back through the sync's
-  rule: a rename or a one-to-one `map`), read with bound parameters (SQL sources only), plus the
-  destination rows of the group whose key the ledger holds (gone at the source: deleted). Those
-  keys are repaired; nothing else of the sync is touched.
+  rule, `translate.Translator.inverse`: a rename or a one-to-one `map`), read with bound
+  parameters (SQL sources only), plus the destination rows of the group whose key the ledger
+  holds (gone at the source: deleted). Those keys are repaired; nothing else of the sync is
+  touched.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import decimal
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync import errors, records
+from mapsync import records
 from mapsync.columns import ColumnInfo
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.engine import Engine, RunReport
 from mapsync.reconcile.results import CheckResult, Extra
+from mapsync.reconcile.translate import NULL_TEXT, Group, Translator
 from mapsync.repair_plan import as_type, source_key
 from mapsync.sheet import models
 from mapsync.sheet.reconcile_models import ReconcileCheck
-
-Group = tuple[str, ...]
-NULL_TEXT = "<null>"  # a NULL group value as a business result spells it (translate.NULL_TEXT)
 
 
 @dataclasses.dataclass
@@ -47,14 +47,25 @@ class RepairOutcome:
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
-def repair(engine: Engine, sheet: models.Sheet, result: CheckResult) -> RepairOutcome:
-    """Repair what `result` found (a run of kind `repair` of the check's sync)."""
+def repair(
+    engine: Engine,
+    sheet: models.Sheet,
+    result: CheckResult,
+    *,
+    trigger: str = "cli",
+    force_deletes: bool = False,
+) -> RepairOutcome:
+    """Repair what `result` found (a run of kind `repair` of the check's sync; `force_deletes`:
+    past the mass-delete guard)."""
+    go = functools.partial(_run, engine, sheet, trigger=trigger, force=force_deletes)
     if result.error is not None:
         return RepairOutcome(None, notes=[f"check {result.check} did not run: nothing to repair"])
     if result.kind == "drift":
         assert result.sync is not None  # a drift result always names its sync
-        return _run(engine, sheet, result.sync, [*result.changed, *result.missing], result.extra, [])
-    check = sheet.reconcile[result.check]
+        return go(result.sync, [*result.changed, *result.missing], result.extra, [])
+    check = sheet.reconcile.get(result.check)
+    if check is None:
+        return RepairOutcome(None, notes=[f"check {result.check} is not in the sheet: nothing to repair"])
     if check.sync is None:
         return RepairOutcome(
             None, notes=[f"check {result.check} names no sync: mapsync cannot tell which records to re-send"]
@@ -63,13 +74,21 @@ def repair(engine: Engine, sheet: models.Sheet, result: CheckResult) -> RepairOu
     if not groups:
         return RepairOutcome(None, notes=[f"check {result.check}: nothing differs, nothing to repair"])
     keys, notes = group_keys(engine, sheet, result.check, check, groups)
-    outcome = _run(engine, sheet, check.sync, keys, [], notes)
+    outcome = go(check.sync, keys, [], notes)
     outcome.notes.insert(0, f"check {result.check}: {len(groups)} group(s) to repair, {len(keys)} key(s)")
     return outcome
 
 
 def _run(
-    engine: Engine, sheet: models.Sheet, sync: str, keys: list[str], extras: list[Extra], notes: list[str]
+    engine: Engine,
+    sheet: models.Sheet,
+    sync: str,
+    keys: list[str],
+    extras: list[Extra],
+    notes: list[str],
+    *,
+    trigger: str,
+    force: bool,
 ) -> RepairOutcome:
     cfg = sheet.syncs[sync]
     keys = list(dict.fromkeys(keys))
@@ -78,7 +97,7 @@ def _run(
         if not_ours:
             notes.append(f"{len(not_ours)} extra destination row(s) not ours: left")
         return RepairOutcome(None, keys, not_ours=not_ours, notes=notes or ["nothing to repair"])
-    report = engine.repair(sync, keys, extras)
+    report = engine.repair(sync, keys, extras, trigger=trigger, force_deletes=force)
     deletes = report.counts.deleted + report.gone_at_source.get("disabled", 0)
     sent = report.counts.written - report.gone_at_source.get("disabled", 0)
     return RepairOutcome(report, keys, sent, deletes, not_ours, notes + list(report.notes))
@@ -91,7 +110,7 @@ def group_keys(
     and notes on what could not be looked at."""
     assert check.sync is not None and check.source is not None and check.dest is not None
     cfg = sheet.syncs[check.sync]
-    inverse = inverse_of(sheet, name, check)
+    inverse = Translator.for_check(sheet, check, name).inverse
     parts = engine.parts(check.sync)
     out: list[str] = []
     notes: list[str] = []
@@ -151,40 +170,3 @@ def _equal(
         else:
             out.append(col(column) == value)
     return out
-
-
-def inverse_of(sheet: models.Sheet, name: str, check: ReconcileCheck) -> Callable[[Group], Group]:
-    """The destination group back as the source's: per group column, the sync's key or field
-    rule that writes the destination's column from the source's, a rename (identity) or a
-    one-to-one `map` (read backwards). ConfigError for anything else.
-
-    (The business checks' `translate.Translator.inverse` does the same for the forward rules it
-    accepts; this covers the rename and the map a repair needs.)"""
-    assert check.sync is not None and check.source is not None and check.dest is not None
-    cfg = sheet.syncs[check.sync]
-    steps: list[dict[str, str] | None] = []
-    for src, dst in zip(check.source.group, check.dest.group, strict=True):
-        if dst in cfg.key.to and cfg.key.from_[cfg.key.to.index(dst)] == src:
-            steps.append(None)
-            continue
-        rule = cfg.fields.get(dst)
-        if rule is None or rule.from_ != src:
-            raise errors.ConfigError(
-                f"check {name}: group {src} cannot be traced back through sync {check.sync}: "
-                f"no field rule writes {dst} from {src}"
-            )
-        if rule.map is not None:
-            backwards = {str(v): str(k) for k, v in rule.map.items()}
-            if len(backwards) != len(rule.map):
-                raise errors.ConfigError(
-                    f"check {name}: group {src} cannot be traced back through sync {check.sync}: "
-                    f"field {dst} maps two values to one"
-                )
-            steps.append(backwards)
-        else:
-            steps.append(None)
-
-    def back(group: Group) -> Group:
-        return tuple(v if m is None else m.get(v, v) for m, v in zip(steps, group, strict=True))
-
-    return back

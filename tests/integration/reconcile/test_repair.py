@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from mapsync import errors
 from mapsync.engine import Engine
 from mapsync.reconcile import repair as repairs
 from mapsync.reconcile.results import CheckResult, Extra, GroupDiff
@@ -175,10 +174,10 @@ def test_nothing_to_repair_starts_no_run(world: World) -> None:
     assert [r["kind"] for r in world.store.history.runs("invoices", 10)] == ["seed"]
 
 
-def test_a_group_rule_that_cannot_be_read_backwards_is_a_config_error(world: World) -> None:
-    sheet = world.loaded.sheet
-    check = sheet.reconcile["open_ar"]
-    assert repairs.inverse_of(sheet, "open_ar", check)(("A-2",)) == ("C2",)
-    bad = check.model_copy(update={"dest": check.dest.model_copy(update={"group": ["balance"]})})  # type: ignore[union-attr]
-    with pytest.raises(errors.ConfigError, match="check open_ar: group customer_no cannot be traced back"):
-        repairs.inverse_of(sheet, "open_ar", bad)
+def test_extras_that_are_not_ours_alone_start_no_run(world: World) -> None:
+    h.execute(world.dst, "INSERT INTO invoices VALUES (99, 'A-9', 9)")
+    result = CheckResult("rows", "drift", "invoices", extra=[Extra((99,))])
+    outcome = repairs.repair(world.engine, world.loaded.sheet, result)
+    assert outcome.report is None and outcome.not_ours == [(99,)]
+    assert outcome.notes == ["1 extra destination row(s) not ours: left"]
+    assert 99 in world.invoices()
