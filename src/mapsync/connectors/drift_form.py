@@ -58,11 +58,7 @@ def kind_of(info: ColumnInfo) -> str | None:
     if py is decimal.Decimal:
         return None if name.startswith(("FLOAT", "DOUBLE", "REAL")) else "decimal"
     if py is str:
-        return (
-            "char"
-            if name.startswith(("CHAR", "NCHAR", "BPCHAR", "CHARACTER(")) or name == "CHARACTER"
-            else "text"
-        )
+        return "char" if name.startswith(("CHAR", "NCHAR", "BPCHAR")) and "VARYING" not in name else "text"
     if py is dt.datetime:
         return "timestamp"
     if py is dt.date:
@@ -164,6 +160,9 @@ def _text_sql(dialect: str, kind: str, info: ColumnInfo, c: sa.ColumnElement[Any
             return sa.cast(sa.func.trim_scale(c), sa.Text)
         if my:
             return _my_trim_decimal(c) if scale > 0 else as_text(c)
+        if info.scale is None:  # NUMERIC without a scale: the stored number's own text
+            text = sa.cast(c, sa.Text)
+            return sa.case((sa.func.instr(text, _lit(".")) > 0, _sqlite_trim_decimal(text)), else_=text)
         raw: sa.ColumnElement[Any] = sa.func.printf(_lit(f"%.{scale}f"), c)
         raw = sa.case((c.is_(None), sa.null()), else_=raw)
         return _sqlite_trim_decimal(raw) if scale > 0 else raw

@@ -24,20 +24,17 @@ The walk only reads; its memory is the two bucket arrays plus the rows of the di
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql
 
-from mapsync.connectors.drift_form import DriftForm, bucket
+from mapsync.connectors.drift_form import DriftForm, bucket, hex_int_sql, md5_hex
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.reconcile.results import CheckResult, Extra, Read
 from mapsync.sheet import models
 
 PAGE = 5000  # ledger entries per page of `drift_scan`, destination rows per fetch
-IN_CHUNK = 500  # buckets per `WHERE bucket IN (…)` statement
 DISABLING = ("disable", "by_reason")
 Entry = tuple[str, str | None, str | None, bool]  # (key text, dkey, digest, deleted) from drift_scan
 DestRow = tuple[tuple[Any, ...], str, str, bool]  # (key values, dkey, digest, disabled)
@@ -46,30 +43,13 @@ DestRow = tuple[tuple[Any, ...], str, str, bool]  # (key values, dkey, digest, d
 class DriftLedger(Protocol):
     """What the walk needs of the state store (the `Ledger` port's drift scan)."""
 
-    def drift_scan(
-        self, sync: str, page: int
-    ) -> Iterator[list[tuple[str, str | None, str | None, bool]]]: ...
+    def drift_scan(self, sync: str, page: int) -> Iterator[list[Entry]]: ...
 
 
 def number(dkey: str, digest: str) -> int:
     """The 60-bit number of one row: the first 15 hex digits of md5(dkey || digest), the same as
     the destination's SQL computes (`_number_sql`)."""
-    return int(hashlib.md5((dkey + digest).encode(), usedforsecurity=False).hexdigest()[:15], 16)
-
-
-def owned(cfg: models.SyncConfig) -> list[str]:
-    """The destination columns a sync owns in its main table: the key, every `fields:` column
-    and `deletes.field` when the policy writes it (as SqlDestination writes them)."""
-    cols = [*cfg.key.to, *cfg.fields]
-    d = cfg.deletes
-    if d.field and (d.policy in DISABLING or d.fallback) and d.field not in cols:
-        cols.append(d.field)
-    return cols
-
-
-def form_for(dest: SqlDestination, cfg: models.SyncConfig) -> DriftForm:
-    """The sync's drift form, from its destination's catalog."""
-    return DriftForm(list(dest.main.key), owned(cfg), dest.columns)
+    return int(md5_hex(dkey + digest)[:15], 16)
 
 
 def walk(
@@ -92,25 +72,35 @@ def walk(
     suspects = sorted(
         b for b in range(buckets) if b not in excluded and (counts[b], sums[b]) != (l_counts[b], l_sums[b])
     )
+    live = sum(c for b, c in enumerate(l_counts) if b not in excluded)
+    if no_dkey and not live:  # nothing digested yet (a ledger from before v8): nothing to compare
+        suspects = []
+        result.notes.append(
+            f"no live ledger entry has a drift digest: run `mapsync reconcile --sync {sync} --backfill`"
+        )
     if suspects:
         _diff(store, sync, side, set(suspects), buckets, result)
-    live = sum(c for b, c in enumerate(l_counts) if b not in excluded)
+    if no_dkey and (unknown := [e for e in result.extra if e.ledger_key is None]):
+        # an undigested live entry's row is in some bucket, unmatched: it would look like an extra
+        # (and a repair of a table mapsync owns would delete it). Withheld until the backfill.
+        result.extra = [e for e in result.extra if e.ledger_key is not None]
+        result.notes.append(
+            f"{len(unknown)} destination rows the ledger does not match are not reported as extra: "
+            f"{no_dkey} live entries have no destination key hash yet (--backfill)"
+        )
     result.compared = live + len(result.extra)
     result.matched = live - len(result.changed) - len(result.missing)
-    if excluded:
+    if result.undigested:
         result.notes.append(
             f"{result.undigested} live ledger entries have no drift digest yet (their next delivery or "
             f"`mapsync reconcile --backfill` sets it): {len(excluded)} of {buckets} buckets not compared"
-        )
-    if no_dkey:
-        result.notes.append(
-            f"{no_dkey} of them have no destination key hash either: their rows may show as extra"
         )
     if side.disabled is not None:
         result.notes.append(
             f"rows with {side.disabled[0]} = {side.disabled[1]!r} (disabled by the delete policy) are "
             "compared only in buckets that differ otherwise"
         )
+    result.notes.extend(form.notes)
     if dest.children:
         result.notes.append("child tables are not compared: " + ", ".join(sorted(dest.children)))
     return result
@@ -195,7 +185,8 @@ class _DestSide:
         self.disabled = disabled
         self.read = Read()
         self.table = dest.main.table
-        self.dialect = dest.db.engine.dialect.name
+        name = dest.db.engine.dialect.name
+        self.dialect = "mysql" if name in ("mysql", "mariadb") else name  # drift_form's dialect names
         self.dkey, self.digest, self.client_hash = form.sql(self.dialect, self._col)
         if disabled is not None:
             flag = self._col(disabled[0]) == sa.bindparam("disabled_value", disabled[1])
@@ -231,11 +222,8 @@ class _DestSide:
         return counts, sums
 
     def _number_sql(self) -> sa.ColumnElement[Any]:
-        """The 60-bit number of md5(dkey || digest) in the destination's SQL."""
-        hexed = sa.func.substr(sa.func.md5(sa.func.concat(self.dkey, self.digest)), 1, 15)
-        if self.dialect == "postgresql":
-            return sa.cast(sa.cast(sa.literal("x").op("||")(hexed), postgresql.BIT(60)), sa.BigInteger)
-        return sa.cast(sa.func.conv(hexed, 16, 10), mysql.BIGINT(unsigned=True))
+        """The 60-bit number of md5(dkey || digest) in the destination's SQL (= `number`)."""
+        return hex_int_sql(sa.func.md5(sa.func.concat(self.dkey, self.digest)), 15)
 
     def rows(self, suspects: Sequence[int]) -> Iterator[DestRow]:
         """(key values, dkey, digest, disabled) of every destination row in the given buckets."""
@@ -245,9 +233,10 @@ class _DestSide:
                 if bucket(row[1], self.buckets) in wanted:
                     yield row
             return
+        # one statement, however many buckets: the server hashes every row once (chunks of the
+        # list would each scan the table); at most `buckets` bound values
         b_expr = self.form.bucket_sql(self.dialect, self._col, self.buckets)
-        for start in range(0, len(suspects), IN_CHUNK):
-            yield from self._stream(b_expr.in_(list(suspects[start : start + IN_CHUNK])))
+        yield from self._stream(b_expr.in_(list(suspects)))
 
     def _stream(
         self, where: sa.ColumnElement[bool] | None
@@ -267,6 +256,5 @@ class _DestSide:
                     self.read.bytes += sum(len(str(v)) for v in row)
                     dkey, digest = row[n], row[n + 1]
                     if self.client_hash:
-                        dkey = hashlib.md5(dkey.encode(), usedforsecurity=False).hexdigest()
-                        digest = hashlib.md5(digest.encode(), usedforsecurity=False).hexdigest()
+                        dkey, digest = md5_hex(dkey), md5_hex(digest)
                     yield tuple(row[:n]), dkey, digest, bool(row[n + 2])
