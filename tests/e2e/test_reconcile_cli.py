@@ -116,11 +116,12 @@ def test_mistakes_exit_2_with_one_line_and_help_names_every_option(folder: Path)
         (("--check", "nope"), "unknown check 'nope'"),
         (("--sync", "nope"), "unknown sync 'nope'"),
         (("--backfill",), "--backfill goes with --sync"),
+        (("--force-deletes",), "--force-deletes goes with --repair"),
     ):
         bad = cli_runner.run(["reconcile", "sheet.yaml", *args], folder, env)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr
     shown = cli_runner.run(["reconcile", "--help"], folder, env)
     assert shown.returncode == 0
-    for option in ("--check", "--sync", "--repair", "--backfill", "--json"):
+    for option in ("--check", "--sync", "--repair", "--force-deletes", "--backfill", "--json"):
         assert option in shown.stdout

@@ -60,6 +60,14 @@ def reconcile(
             "delete policy and the mass-delete guard), then check again.",
         ),
     ] = False,
+    force_deletes: Annotated[
+        bool,
+        typer.Option(
+            "--force-deletes",
+            help="With --repair: let the repair past the mass-delete guard (its deletes above "
+            "`deletes.max_delete_ratio`).",
+        ),
+    ] = False,
     backfill: Annotated[
         bool,
         typer.Option(
@@ -81,6 +89,8 @@ def reconcile(
     differs (or a check is running elsewhere), 2 when a check could not run or the sheet is wrong.
     """
     loaded = load_sheet(sheet)
+    if force_deletes and not repair:
+        raise fail("--force-deletes goes with --repair", 2)
     if backfill and sync is None:
         raise fail("--backfill goes with --sync NAME (the sync whose ledger gets its drift digests)", 2)
     with handled(loaded.secrets):
@@ -96,7 +106,7 @@ def reconcile(
                 n = backfills.backfill(engine, sync)
             err.print(f"sync {sync}: drift digest stored for {n} ledger entries", highlight=False)
         for name in names:
-            found, exit_code = _one(loaded, engine, store, name, repair, as_json)
+            found, exit_code = _one(loaded, engine, store, name, repair, as_json, force_deletes)
             code = max(code, exit_code)
             if found is not None:
                 shown.append(found)
@@ -111,7 +121,13 @@ def reconcile(
 
 
 def _one(
-    loaded: LoadedSheet, engine: Engine, store: StateStore, name: str, repair: bool, as_json: bool
+    loaded: LoadedSheet,
+    engine: Engine,
+    store: StateStore,
+    name: str,
+    repair: bool,
+    as_json: bool,
+    force_deletes: bool = False,
 ) -> tuple[dict[str, Any] | None, int]:
     """Run (and repair) one check, print it; its JSON and exit code."""
     try:
@@ -121,7 +137,7 @@ def _one(
                 for line in compute.estimates(loaded.sheet, store, name, check):
                     err.print(line, markup=False, highlight=False)
             result = runner.run_check(engine, name)
-            fixed = runner.repair_check(engine, name, result) if repair else None
+            fixed = runner.repair_check(engine, name, result, force_deletes=force_deletes) if repair else None
     except Exit as exc:  # `handled` said why (a check running elsewhere: 1, a mistake: 2)
         return None, exc.code
     final = fixed.final if fixed is not None else result

@@ -59,8 +59,12 @@ def drift_check(engine: Engine, name: str, sync: str) -> CheckResult:
     dest = engine.parts(sync).dest
     if not isinstance(dest, SqlDestination):  # a SQL connection always gives one; said, not assumed
         raise errors.ConfigError(f"check {name}: sync {sync}'s destination is not a SQL table")
-    form = drift.form_for(dest, cfg)
-    return drift.walk(engine.store, sync, dest, form, check=name, deletes=cfg.deletes)
+    if dest.drift_form is None:  # a key column whose type has no drift text form
+        raise errors.ConfigError(
+            f"check {name}: sync {sync}'s destination key ({', '.join(cfg.key.to)}) cannot be digested: "
+            "no drift check for it"
+        )
+    return drift.walk(engine.store, sync, dest, dest.drift_form, check=name, deletes=cfg.deletes)
 
 
 def api_sides(sheet: models.Sheet, check: ReconcileCheck) -> list[tuple[str, Side]]:

@@ -168,11 +168,14 @@ class Repaired:
         return self.after if self.after is not None else self.before
 
 
-def repair_check(engine: Engine, name: str, before: CheckResult, *, trigger: str = "cli") -> Repaired:
+def repair_check(
+    engine: Engine, name: str, before: CheckResult, *, trigger: str = "cli", force_deletes: bool = False
+) -> Repaired:
     """`--repair`: when `before` found differences, re-send what differs (`reconcile.repair`, a
-    run of kind `repair` of the check's sync), then run the check again."""
+    run of kind `repair` of the check's sync; `force_deletes`: past the mass-delete guard), then
+    run the check again."""
     if before.error is not None or before.ok:
         return Repaired(before)
-    outcome = repair.repair(engine, engine.sheet, before)
+    outcome = repair.repair(engine, engine.sheet, before, trigger=trigger, force_deletes=force_deletes)
     after = run_check(engine, name, trigger=trigger)
     return Repaired(before, outcome, after)
