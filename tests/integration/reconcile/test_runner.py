@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from mapsync import errors, watch
 from mapsync.daemon import Daemon
@@ -58,8 +59,8 @@ ROWS = 12
 
 
 class World:
-    def __init__(self, src: str, dst: str, folder: Path) -> None:
-        self.src, self.dst, self.folder = src, dst, folder
+    def __init__(self, src: str, dst: str, folder: Path, state: str = "sqlite:///state.db") -> None:
+        self.src, self.dst, self.folder, self.state = src, dst, folder, state
         h.execute(
             src, "CREATE TABLE customers (id INTEGER PRIMARY KEY, name VARCHAR(50), balance NUMERIC(12,2))"
         )
@@ -73,7 +74,7 @@ class World:
         )
         (folder / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst))
         self.loaded: LoadedSheet = loader.load(folder / "sheet.yaml", env={})
-        self.store = StateStore.open("sqlite:///state.db", folder, create=True)
+        self.store = StateStore.open(state, folder, create=True)
         self.engine = Engine(self.loaded, self.store)
         report = self.engine.run("customers", "seed")
         assert report.status == "success", report.message
@@ -83,9 +84,21 @@ class World:
         self.store.close()
 
 
-@pytest.fixture
-def world(sqlite_database: Any, tmp_path: Path) -> Iterator[World]:
-    w = World(sqlite_database(), sqlite_database(), tmp_path)
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        # PostgreSQL → MariaDB with a PostgreSQL state store (the daemons' shared store)
+        pytest.param("servers", id="pg-mariadb", marks=[pytest.mark.postgres, pytest.mark.mariadb]),
+    ]
+)
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    if request.param == "sqlite":
+        make = request.getfixturevalue("sqlite_database")
+        w = World(make(), make(), tmp_path)
+    else:
+        pg, maria = request.getfixturevalue("pg_database"), request.getfixturevalue("mariadb_database")
+        state = sa.make_url(pg()).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        w = World(pg(), maria(), tmp_path, state)
     yield w
     w.close()
 
@@ -200,7 +213,7 @@ def test_the_monitor_opens_an_incident_and_a_clean_result_resolves_it(world: Wor
 def test_the_daemon_runs_a_scheduled_check_once_per_slot_among_daemons(world: World) -> None:
     now = [dt.datetime(2026, 12, 3, 10, 30, tzinfo=dt.UTC)]
     judged: list[int] = []
-    store_b = StateStore.open("sqlite:///state.db", world.folder, create=False)
+    store_b = StateStore.open(world.state, world.folder, create=False)
 
     def chore(store: StateStore) -> ScheduledChecks:
         return ScheduledChecks(lambda: world.loaded, str, lambda s: judged.append(1), now=lambda: now[0])
