@@ -34,8 +34,9 @@ VALUES = 3  # groups quoted (with `alerts.include_values`)
 def reconcile_mismatch(facts: SheetFacts) -> list[Finding] | None:
     """A reconciliation check whose latest result differs (groups or rows found different,
     missing or extra) or that could not run. One incident per check (subject: its name),
-    resolved when a later result is clean. The message holds the check's counts; the values of
-    the first groups and the error's text only with `alerts.include_values`."""
+    resolved when a later result is clean (`ok`, or `repaired`: clean after `--repair`). The
+    message holds the check's counts; the values of the first groups and the error's text only
+    with `alerts.include_values`."""
     latest: dict[str, dict[str, Any]] | None = facts.extra.get("reconcile")
     if latest is None:
         return None

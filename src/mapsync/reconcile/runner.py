@@ -82,8 +82,10 @@ def run_check(
     scheduled_at: dt.datetime | None = None,
     slot: str | None = None,
     compute_with: Compute | None = None,
+    repaired: bool = False,
 ) -> CheckResult:
     """Run check `name` once under its lease (see the module's docstring) and return its result.
+    `repaired`: the check after a repair (a clean result is stored as `repaired`, not `ok`).
     Raises LeaseHeld (another process runs it), SlotTaken (the daemon's `slot` at `scheduled_at`
     ran already) and ConfigError for a check the sheet does not have."""
     check = check_of(engine.sheet, name)
@@ -98,13 +100,15 @@ def run_check(
             run_id = store.start_run(
                 lease_name, RunKind.RECONCILE, trigger, lease.token, scheduled_at, slot=slot
             )
-            return _run(engine, name, check, run_id, compute_with or compute.compute)
+            return _run(engine, name, check, run_id, compute_with or compute.compute, repaired)
     finally:
         with contextlib.suppress(errors.MapsyncError):  # else it expires on its own
             store.leases.release(lease)
 
 
-def _run(engine: Engine, name: str, check: ReconcileCheck, run_id: int, fn: Compute) -> CheckResult:
+def _run(
+    engine: Engine, name: str, check: ReconcileCheck, run_id: int, fn: Compute, repaired: bool
+) -> CheckResult:
     store, started = engine.store, utcnow()
     log.info("reconcile_started", extra={"action": "reconcile_started", "check": name, "run_id": run_id})
     failure: str | None = None
@@ -121,9 +125,10 @@ def _run(engine: Engine, name: str, check: ReconcileCheck, run_id: int, fn: Comp
         failure = "source"
     status = RunStatus.FAILED if result.error else RunStatus.SUCCESS if result.ok else RunStatus.PARTIAL
     store.finish_run(run_id, status, failure, summary(result))
-    store.reconciliation.record_result(
-        result.to_json(), run_id=run_id, started_at=started, finished_at=utcnow()
-    )
+    stored = result.to_json()
+    if repaired and result.ok:
+        stored["status"] = "repaired"  # clean, after `--repair` fixed what the check before found
+    store.reconciliation.record_result(stored, run_id=run_id, started_at=started, finished_at=utcnow())
     log.info(
         "reconcile_finished",
         extra={
@@ -177,5 +182,5 @@ def repair_check(
     if before.error is not None or before.ok:
         return Repaired(before)
     outcome = repair.repair(engine, engine.sheet, before, trigger=trigger, force_deletes=force_deletes)
-    after = run_check(engine, name, trigger=trigger)
+    after = run_check(engine, name, trigger=trigger, repaired=True)
     return Repaired(before, outcome, after)

@@ -275,7 +275,7 @@ def test_repair_then_the_check_again(world: World) -> None:
     assert fixed.outcome.report.kind == "repair"
     assert fixed.after is not None and fixed.after.ok and fixed.final is fixed.after
     assert h.query(world.dst, "SELECT nm FROM accounts WHERE ref = 4") == [("c4",)]
-    assert [r["status"] for r in world.store.reconciliation.results("rows", 10)] == ["ok", "differs"]
+    assert [r["status"] for r in world.store.reconciliation.results("rows", 10)] == ["repaired", "differs"]
     clean = runner.run_check(world.engine, "balances")
     assert runner.repair_check(world.engine, "balances", clean).after is None  # nothing to repair
 

@@ -94,3 +94,9 @@ def test_severity_can_be_raised_and_the_monitor_disabled() -> None:
     )
     assert found.severity == "critical"
     assert "reconcile_mismatch" in REGISTRY and REGISTRY["reconcile_mismatch"].scope == "sheet"
+
+
+def test_a_repaired_result_is_clean() -> None:
+    fixed = row(CheckResult("rows", "drift", compared=5, matched=5))
+    fixed["status"] = "repaired"
+    assert check(facts(reconcile={"rows": fixed})) == []
