@@ -1,22 +1,17 @@
 """The state store's narrow ports: what each part of mapsync may ask of the state store.
 
-A caller that needs only the ledger takes a `Ledger`, the call budget a `Budget`, and so on;
-`Store` is all of them together. Two stores implement every port with the same semantics, held
-to it by one contract suite (tests/contract/):
+A caller takes the port it needs (`Ledger`, `Budget` …); `Store` is all of them. Two stores
+implement every port alike, held to it by one contract suite (tests/contract/): `StateStore`
+(state/store.py, SQLite or PostgreSQL: `Ledger`, `Cursors`, `Runs`, `RecordErrors`, `Budget`,
+`Controls` as its methods; the others as its objects `store.leases`, `inbox`, `jobs`, `history`,
+`workers`, `incidents`, `observations`, `rollups`, `attempts`, `reconciliation`: state/lease.py,
+inbox.py, async_batches.py, history.py, workers.py, incidents.py, observations.py, rollups.py,
+attempts.py, reconciliation.py) and `MemoryStore` (state/memory.py, dicts under a lock, for tests).
 
-- `StateStore` (state/store.py), SQL on SQLite or PostgreSQL: `Ledger`, `Cursors`, `Runs`,
-  `RecordErrors`, `Budget` and `Controls` as its methods (mixins: state/ledger.py, runs.py,
-  record_errors.py, budget.py, controls.py); the others as its objects `store.leases`, `inbox`,
-  `jobs`, `history`, `workers`, `incidents`, `observations`, `rollups`, `attempts` and
-  `reconciliation` (state/lease.py, inbox.py, async_batches.py, history.py, workers.py,
-  incidents.py, observations.py, rollups.py, attempts.py, reconciliation.py).
-- `MemoryStore` (state/memory.py), plain dicts under a lock, for unit tests.
-
-The module functions of state/lease.py, state/inbox.py, state/async_batches.py, state/report.py
-and state/retention.py (`lease.acquire(store, …)` …) are the older form of the method-shaped ports
-and ask them. mypy checks both stores against `Store` (state/conformance.py). The ports after
-`Store` name what is coming (dashboard; no store implements them yet), so later work extends them
-instead of reaching for `store.engine`.
+The module functions of state/lease.py, inbox.py, async_batches.py, report.py and retention.py
+are the older form of these ports and ask them. mypy checks both stores against `Store`
+(state/conformance.py). The ports after `Store` name what is coming (dashboard; no store
+implements them yet), so later work extends them instead of reaching for `store.engine`.
 """
 
 from __future__ import annotations
