@@ -6,11 +6,15 @@ mixin of `daemon.Daemon`."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from mapsync import errors, watch, watch_sources
 from mapsync.alerts import sender as alert_sender
 from mapsync.daemon_chores import Chore, Chores
+from mapsync.daemon_reconcile import EVERY as CHECKS_EVERY
+from mapsync.daemon_reconcile import FIRST as CHECKS_FIRST
+from mapsync.daemon_reconcile import ScheduledChecks
 from mapsync.engine import RunReport
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state import retention
@@ -29,6 +33,7 @@ class Watching:
     chores: Chores
     _watch_handles: dict[str, Any]  # the monitors chore's source connections
     _watched: LoadedSheet | None
+    redact: Callable[[str], str]  # the daemon's
 
     def _chores(self) -> list[Chore]:
         """The chores of this daemon (monitors, alerts, purge), each from its own module."""
@@ -38,6 +43,12 @@ class Watching:
 
         def evaluate_monitors(store: Store) -> None:  # (self read only when it runs)
             self._monitors(store)
+
+        def judged(store: Store) -> None:  # after scheduled checks: their monitor, then the alerts
+            if watch.evaluate(self.loaded, store, [], only=("reconcile_mismatch",)).changed:
+                self.chores.wake("alerts")
+
+        checks = ScheduledChecks(lambda: self.loaded, lambda text: self.redact(text), judged)
 
         return [
             # every sync's monitors, in one daemon at a time (mapsync.watch)
@@ -49,6 +60,9 @@ class Watching:
             # due notices sent, due reminders queued: in every daemon (no lease: the outbox's
             # claim makes each notice go once)
             Chore("alerts", ALERTS_EVERY, send_alerts, lease=False),
+            # scheduled reconciliation checks: in every daemon, each check's slot under its own
+            # lease and slot row, so one daemon runs it (daemon_reconcile.py)
+            Chore("reconcile", CHECKS_EVERY, checks, lease=False, first=CHECKS_FIRST),
         ]
 
     def _monitors(self, store: Store) -> None:

@@ -23,6 +23,7 @@ from croniter import CroniterBadDateError, croniter
 
 from mapsync.sheet import schedule_models as sm
 from mapsync.sheet.duration import format_duration
+from mapsync.sheet.reconcile_models import ReconcileSchedule
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
@@ -168,7 +169,15 @@ class Cron(Schedule):
         return hash((self.expr, self.zone_name))
 
 
-Timing = sm.ScheduleConfig | sm.RetryConfig | sm.OverlapConfig | sm.CronSlots | dt.timedelta | None
+Timing = (
+    sm.ScheduleConfig
+    | sm.RetryConfig
+    | sm.OverlapConfig
+    | sm.CronSlots
+    | ReconcileSchedule
+    | dt.timedelta
+    | None
+)
 
 
 def of(cfg: Timing) -> Schedule | None:

@@ -30,6 +30,8 @@ def sheet_extra(loaded: LoadedSheet, store: Store, handles: dict[str, Any]) -> d
     out: dict[str, Any] = {}
     try:
         out["channel_failures"] = _channels(store)
+        out["reconcile"] = reconcile_latest(loaded, store)
+        out["include_values"] = bool(loaded.sheet.alerts and loaded.sheet.alerts.include_values)
         out["store_trouble"] = None
     except faults.StoreFault as exc:
         out["store_trouble"] = exc.reason
@@ -48,6 +50,16 @@ def sheet_extra(loaded: LoadedSheet, store: Store, handles: dict[str, Any]) -> d
     if isinstance(engine, sa.Engine) and engine.dialect.name == "sqlite":
         gather(loaded, "the state store's disk", out, lambda: _disk(store, engine))
     return out
+
+
+def reconcile_latest(loaded: LoadedSheet, store: Store) -> dict[str, dict[str, Any]]:
+    """Check → its latest result row, for the checks of the sheet and the implicit drift checks
+    (`drift:SYNC`, `mapsync reconcile --sync`) of its syncs: a check gone from the sheet is no
+    longer judged (its incident resolves)."""
+    sheet = loaded.sheet
+    found = store.reconciliation.latest()
+    implicit = {f"drift:{s}" for s in sheet.syncs}
+    return {c: r for c, r in found.items() if c in sheet.reconcile or c in implicit}
 
 
 def _channels(store: Store) -> dict[str, int]:

@@ -90,6 +90,7 @@ def test_each_table_goes_by_its_own_age_and_only_what_is_finished(store: Store) 
         "alerts": 1,  # `quiet`; `loud` has pending notices, `open` is open
         "attempts": 0,
         "rollups": 0,
+        "reconcile": 0,
     }
     assert counted == expected
     assert len(store.history.runs(None, 10)) == 3  # a dry run deletes nothing

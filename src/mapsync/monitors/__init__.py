@@ -13,6 +13,7 @@ from __future__ import annotations
 from mapsync.monitors import environment as environment
 from mapsync.monitors import events as events
 from mapsync.monitors import export as export
+from mapsync.monitors import reconcile as reconcile
 from mapsync.monitors import signals as signals
 from mapsync.monitors import silent as silent
 from mapsync.monitors import timing as timing

@@ -22,6 +22,7 @@ RETENTION_TABLES = (
     "alerts",
     "attempts",
     "rollups",
+    "reconcile",
 )
 
 
@@ -40,6 +41,9 @@ class RetentionConfig(Model):
     tombstones: Duration | None = Field(None, description="The ledger's entries of deleted records.")
     alerts: Duration | None = Field(None, description="Resolved incidents and their notifications.")
     attempts: Duration | None = Field(None, description="Delivery attempts (`mapsync trace`).")
+    reconcile: Duration | None = Field(
+        None, description="Results of reconciliation checks (each check's latest result is kept)."
+    )
     rollups: Duration | None = Field(
         None, description="Daily rollups of the runs. Default: 400 days (or `default`, if longer)."
     )

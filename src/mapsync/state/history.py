@@ -265,6 +265,10 @@ def targets(table: str, cutoff: str, syncs: Sequence[str] | None) -> Target:
     elif table == "rollups":
         t = s.rollups
         where = [t.c.day < cutoff]
+    elif table == "reconcile":  # each check's latest result stays (what the monitor judges)
+        t, newest = s.reconcile_results, s.reconcile_results.alias("newest")
+        latest = sa.select(sa.func.max(newest.c.id)).group_by(newest.c.check)
+        where = [t.c.finished_at < cutoff, t.c.id.not_in(latest)]
     else:
         raise KeyError(table)
     if syncs is not None:

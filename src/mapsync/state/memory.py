@@ -30,6 +30,7 @@ from mapsync.state.memory_controls import MemoryControlsMixin
 from mapsync.state.memory_incidents import MemoryIncidents
 from mapsync.state.memory_observations import MemoryObservations
 from mapsync.state.memory_ports import MemoryHistory, MemoryInbox, MemoryJobs, MemoryLeases
+from mapsync.state.memory_reconciliation import MemoryReconciliation
 from mapsync.state.memory_rollups import MemoryRollups
 from mapsync.state.memory_runs import COUNTS, MemoryRunsMixin
 from mapsync.state.memory_tables import Memory, Tables
@@ -55,6 +56,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
         self.observations = MemoryObservations(self.memory)
         self.attempts = memory_attempts.MemoryAttempts(self.memory)
         self.rollups = MemoryRollups(self.memory)
+        self.reconciliation = MemoryReconciliation(self.memory)
 
     def close(self) -> None:
         """Nothing to release (the tables stay readable)."""

@@ -93,6 +93,14 @@ def _attempts(t: Tables) -> dict[Any, Row]:
     return found
 
 
+def _reconcile(t: Tables, cutoff: str) -> list[Any]:
+    latest: dict[str, int] = {}
+    for i, r in t.reconcile_results.items():
+        latest[r["check"]] = max(i, latest.get(r["check"], i))
+    kept = set(latest.values())
+    return [i for i, r in t.reconcile_results.items() if r["finished_at"] < cutoff and i not in kept]
+
+
 def _always(_: Row) -> bool:
     return True
 
@@ -108,12 +116,15 @@ GOES: dict[str, Goes] = {
     "alerts": _alerts,
     "attempts": _older(_attempts, "at", _always),
     "rollups": lambda t, cutoff: [k for k in t.rollups if k[1] < cutoff],
+    "reconcile": _reconcile,
 }
 
 
 def _sync_of(t: Tables, table: str, key: Any) -> str | None:
     if table == "runs":
         return str(t.runs[key]["sync"])
+    if table == "reconcile":
+        return t.reconcile_results[key]["sync"]  # type: ignore[no-any-return]
     if table in ("cursor_audit", "inbox", "async_batches", "alerts", "attempts"):
         rows: dict[str, dict[Any, Row]] = {
             "cursor_audit": t.audit,
@@ -145,6 +156,7 @@ def _delete(t: Tables, table: str, keys: list[Any], late_ms: Mapping[str, int] |
         "tombstones": t.ledger,
         "alerts": t.incidents,
         "rollups": t.rollups,
+        "reconcile": t.reconcile_results,
     }
     rows = tables[table] if table in tables else _attempts(t)
     for k in keys:

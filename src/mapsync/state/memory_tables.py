@@ -52,6 +52,7 @@ class Tables:
     observations: dict[tuple[str, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
     attempts: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → delivery attempt row
     rollups: dict[tuple[str, str], Row] = dataclasses.field(default_factory=dict)  # (sync, day) → row
+    reconcile_results: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → check result row
     ids: dict[str, int] = dataclasses.field(default_factory=dict)  # table → last id given
 
     def copy(self) -> Tables:

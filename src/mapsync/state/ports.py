@@ -1,25 +1,17 @@
 """The state store's narrow ports: what each part of mapsync may ask of the state store.
 
-A caller that needs only the ledger takes a `Ledger`, the call budget a `Budget`, and so on;
-`Store` is all of them together. Two stores implement every port with the same semantics, held
-to it by one contract suite (tests/contract/):
+A caller takes the port it needs (`Ledger`, `Budget` …); `Store` is all of them. Two stores
+implement every port alike, held to it by one contract suite (tests/contract/): `StateStore`
+(state/store.py, SQLite or PostgreSQL: `Ledger`, `Cursors`, `Runs`, `RecordErrors`, `Budget`,
+`Controls` as its methods; the others as its objects `store.leases`, `inbox`, `jobs`, `history`,
+`workers`, `incidents`, `observations`, `rollups`, `attempts`, `reconciliation`: state/lease.py,
+inbox.py, async_batches.py, history.py, workers.py, incidents.py, observations.py, rollups.py,
+attempts.py, reconciliation.py) and `MemoryStore` (state/memory.py, dicts under a lock, for tests).
 
-- `StateStore` (state/store.py), SQL on SQLite or PostgreSQL: `Ledger`, `Cursors`, `Runs`,
-  `RecordErrors`, `Budget` and `Controls` as its methods (mixins: state/ledger.py, state/runs.py,
-  state/record_errors.py, state/budget.py, state/controls.py); `Leases`, `Inbox`, `Jobs`, `History` the
-  objects `store.leases`, `store.inbox`, `store.jobs`, `store.history` (state/lease.py,
-  state/inbox.py, state/async_batches.py, state/history.py), and `Workers` as `store.workers`
-  (state/workers.py), `Incidents` as `store.incidents` (state/incidents.py), `Observations` as
-  `store.observations` (state/observations.py), `Rollups` as `store.rollups` (state/rollups.py),
-  `DeliveryAttempts` as `store.attempts` (state/attempts.py).
-- `MemoryStore` (state/memory.py), plain dicts under a lock, for unit tests.
-
-The module functions of state/lease.py, state/inbox.py, state/async_batches.py, state/report.py
-and state/retention.py (`lease.acquire(store, …)` …) are the older form of the method-shaped ports
-and ask them. mypy checks both stores against `Store` (state/conformance.py).
-
-The ports after `Store` name what is coming (reconciliation, dashboard; no store implements them
-yet), so later work extends them instead of reaching for `store.engine`.
+The module functions of state/lease.py, inbox.py, async_batches.py, report.py and retention.py
+are the older form of these ports and ask them. mypy checks both stores against `Store`
+(state/conformance.py). The ports after `Store` name what is coming (dashboard; no store
+implements them yet), so later work extends them instead of reaching for `store.engine`.
 """
 
 from __future__ import annotations
@@ -340,10 +332,20 @@ class DeliveryAttempts(Protocol):
 
 
 class Rollups(Protocol):
-    """Daily rollups of the runs per sync and UTC day (state/rollups.py), folded by the retention
-    purge before it deletes run rows and kept (much) longer: for trend views and monitors."""
+    """Daily rollups of the runs per sync and UTC day (state/rollups.py), kept longer than runs."""
 
     def rollups(self, sync: str | None, since: dt.datetime | dt.date) -> list[dict[str, Any]]: ...
+
+
+class Reconciliation(Protocol):
+    """Results of reconciliation checks (state/reconciliation.py): rows of id, check, kind, sync,
+    run_id, started_at, finished_at, status, compared, differences and `detail` (the result dict)."""
+
+    def record_result(
+        self, result: dict[str, Any], *, run_id: int | None, started_at: dt.datetime, finished_at: dt.datetime
+    ) -> int: ...
+    def results(self, check: str, limit: int = 100) -> list[dict[str, Any]]: ...
+    def latest(self, checks: Sequence[str] | None = None) -> dict[str, dict[str, Any]]: ...
 
 
 class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
@@ -367,19 +369,12 @@ class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     def attempts(self) -> DeliveryAttempts: ...
     @property
     def rollups(self) -> Rollups: ...
+    @property
+    def reconciliation(self) -> Reconciliation: ...
     def close(self) -> None: ...
 
 
-# ------------------------------------------------------------------ coming (not implemented yet)
-# Each names its first obvious methods; a store implements a port when its feature is built,
-# and the contract suite then covers it on every store.
-
-
-class Reconciliation(Protocol):
-    """Results of comparing source and destination (reconcile): per check, what differed."""
-
-    def record_result(self, sync: str, run_id: int, result: dict[str, Any]) -> int: ...
-    def results(self, sync: str, limit: int) -> list[dict[str, Any]]: ...
+# ---------------- coming (not implemented yet): a store implements one when its feature is built
 
 
 class Users(Protocol):

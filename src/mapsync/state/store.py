@@ -34,6 +34,7 @@ from mapsync.state.ledger import LedgerEntry as LedgerEntry
 from mapsync.state.ledger import LedgerMixin
 from mapsync.state.meter import coordination
 from mapsync.state.observations import SqlObservations
+from mapsync.state.reconciliation import SqlReconciliation
 from mapsync.state.record_errors import RecordErrorsMixin, error_row
 from mapsync.state.rollups import SqlRollups
 from mapsync.state.runs import RunsMixin, default_worker
@@ -76,6 +77,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         self.observations = SqlObservations(engine)
         self.attempts = attempt_rows.SqlAttempts(engine)
         self.rollups = SqlRollups(engine)
+        self.reconciliation = SqlReconciliation(engine)
 
     # ----------------------------------------------------------------- opening
 
