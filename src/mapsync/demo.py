@@ -29,6 +29,8 @@ from rich.table import Table
 
 from mapsync import errors, keys
 from mapsync.engine import Engine, RunReport
+from mapsync.reconcile import report as check_report
+from mapsync.reconcile import runner as checks_runner
 from mapsync.sheet import checks, loader
 from mapsync.sql_time import utc_naive
 from mapsync.state import report as state_report
@@ -181,6 +183,60 @@ def _countries(erp: Path, portal: Path) -> dict[str, Counter[str]]:
     return out
 
 
+def _plant(portal: Path) -> list[str]:
+    """Two hand edits in the portal that no run would see: one open invoice's balance raised,
+    another customer's invoice deleted."""
+    with sqlite3.connect(portal) as db:
+        first = db.execute(
+            "SELECT invoice_no, account_ref FROM invoices ORDER BY invoice_no LIMIT 1"
+        ).fetchone()
+        other = db.execute(
+            "SELECT invoice_no, account_ref FROM invoices WHERE account_ref <> ? ORDER BY invoice_no LIMIT 1",
+            (first[1],),
+        ).fetchone()
+        db.execute("UPDATE invoices SET balance = balance + 100 WHERE invoice_no = ?", (first[0],))
+        db.execute("DELETE FROM invoices WHERE invoice_no = ?", (other[0],))
+    db.close()
+    return [
+        f"invoice {first[0]} of customer {first[1]}: balance raised by 100.00 in the portal",
+        f"invoice {other[0]} of customer {other[1]}: deleted in the portal",
+    ]
+
+
+def _reconcile(console: Console, engine: Engine, portal: Path) -> None:
+    """5: the sheet's checks (open AR per customer, the invoices' rows), two hand edits in the
+    portal found, repaired and checked again."""
+    console.print(
+        "\n[bold]5. Reconcile[/bold]: each customer's open AR on both sides, every portal invoice\n"
+        "   against what mapsync delivered (`mapsync reconcile`, docs/reconcile.md)",
+        highlight=False,
+    )
+    columns = keys.columns_of(engine.sheet, "invoices")
+    for name in engine.sheet.reconcile:
+        result = checks_runner.run_check(engine, name, trigger="demo")
+        check_report.print_result(console, result, columns=columns)
+    console.print("\n   Somebody edits the portal by hand:", highlight=False)
+    for line in _plant(portal):
+        console.print(f"  - {escape(line)}", highlight=False)
+    found = {n: checks_runner.run_check(engine, n, trigger="demo") for n in engine.sheet.reconcile}
+    for result in found.values():
+        check_report.print_result(console, result, columns=columns)
+    console.print("\n   `mapsync reconcile --repair` re-sends those customers' invoices and checks again:")
+    fixed = checks_runner.repair_check(engine, "open_ar", found["open_ar"], trigger="demo")
+    if fixed.outcome is not None and fixed.outcome.report is not None:
+        r = fixed.outcome.report
+        console.print(
+            f"  repair run #{r.run_id}: {r.status}, {len(fixed.outcome.keys)} invoice(s) re-read at the "
+            f"ERP, {fixed.outcome.sent} sent",
+            highlight=False,
+        )
+    check_report.print_result(console, fixed.final, title="after the repair", columns=columns)
+    for name in engine.sheet.reconcile:
+        if name != "open_ar":
+            result = checks_runner.run_check(engine, name, trigger="demo")
+            check_report.print_result(console, result, columns=columns)
+
+
 def run(folder: Path, console: Console) -> int:
     """Build the demo in `folder`, sync, print what happened. 0, or 1 if a run failed."""
     try:
@@ -240,6 +296,7 @@ def run(folder: Path, console: Console) -> int:
             "  the key ledger knows them unchanged and skips them: rows sharing a timestamp are never lost.",
             highlight=False,
         )
+        _reconcile(console, engine, portal)
         open_errors = state_report.record_errors(store, None, False, 1000)
         resolved = [e for e in state_report.record_errors(store, None, True, 1000) if e["resolved_at"]]
     finally:
@@ -284,6 +341,7 @@ def run(folder: Path, console: Console) -> int:
         (f"mapsync unmapped {sheet}", "the values no rule could place, with the sheet text that maps them"),
         (f"mapsync state show {sheet}", "cursors, ledger size, recent runs, cursor changes"),
         (f"mapsync run {sheet}", "another incremental pass (change a row in erp.db first)"),
+        (f"mapsync reconcile {sheet}", "the open-AR and invoice-row checks (edit portal.db first; --repair)"),
         (f"mapsync run {sheet} --overlap --window 24h", "re-read the last 24h, report rows missed"),
         (
             f'sqlite3 {portal} "SELECT ref_id, nm, country FROM accounts LIMIT 5"',  # noqa: S608

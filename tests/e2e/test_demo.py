@@ -105,7 +105,9 @@ def test_incremental_changes_applied(demo: tuple[Path, str]) -> None:
     # the changed rows shared one timestamp; all of them were read by the first incremental run
     runs = rows(state, "SELECT sync, kind, read, written, skipped FROM mapsync_runs ORDER BY id")
     first_run = {sync: (read, written, skipped) for sync, kind, read, written, skipped in runs[4:8]}
-    assert [kind for _, kind, *_ in runs] == ["seed"] * 4 + ["run"] * 8
+    # then step 5: the two checks before and after the hand edits, the repair, the two checks after it
+    expected = ["seed"] * 4 + ["run"] * 8 + ["reconcile"] * 4 + ["repair"] + ["reconcile"] * 2
+    assert [kind for _, kind, *_ in runs] == expected
     assert first_run["customers"] == (4, 3, 1)  # new, renamed, fixed; one touched but unchanged
     assert first_run["orders"] == (1, 1, 0)
     assert first_run["invoices"][1] == 1  # full re-read: only the part-paid invoice is written
@@ -134,7 +136,7 @@ def test_demo_reruns_from_scratch(demo: tuple[Path, str]) -> None:
     again = mapsync("demo", "--dir", str(folder), cwd=folder.parent)
     assert again.returncode == 0, again.stdout + again.stderr
     assert rows(folder / "portal.db", "SELECT COUNT(*) FROM accounts") == before
-    assert len(rows(folder / ".mapsync" / "state.db", "SELECT id FROM mapsync_runs")) == 12
+    assert len(rows(folder / ".mapsync" / "state.db", "SELECT id FROM mapsync_runs")) == 12 + 7  # + step 5
     # the CLI finds the state next to the sheet, from another working directory
     status = mapsync("status", str(folder / "mapsync.yaml"), "--json", cwd=Path("/"))
     assert status.returncode == 0, status.stderr
@@ -180,3 +182,31 @@ def test_demo_takes_an_empty_folder_and_its_own(tmp_path: Path, demo: tuple[Path
     demo_mod._claim(empty)  # an empty folder is taken and marked
     assert (empty / ".mapsync-demo").is_file()
     assert (demo[0] / ".mapsync-demo").is_file()  # the demo marks what it builds (rerun above works)
+
+
+def test_demo_reconciles_finds_two_hand_edits_and_repairs_them(demo: tuple[Path, str]) -> None:
+    """Step 5: both checks clean, a raised balance and a deleted invoice in the portal found by
+    the open-AR check (the two customers) and the drift check (the two invoices), repaired."""
+    folder, out = demo
+    step = out[out.index("5. Reconcile") : out.index("Countries as the portal")]
+    assert step.count("ok — 51 groups compared, 51 matched") == 2  # before the edits, after the repair
+    assert "differs — 51 groups compared, 49 matched; 1 mismatched, 1 missing dest" in step
+    assert "-100.00" in step and "missing at the destination" in step
+    assert "1 changed, 1 missing" in step
+    assert (
+        "changed in the destination: INV-70001" in step and "missing from the destination: INV-70002" in step
+    )
+    assert "(after the repair): ok" in step
+    # the portal holds the ERP's open invoices again, to the cent
+    erp = dict(
+        rows(folder / "erp.db", "SELECT invoice_no, CAST(balance AS TEXT) FROM invoices WHERE open = 1")
+    )
+    portal = dict(rows(folder / "portal.db", "SELECT invoice_no, CAST(balance AS TEXT) FROM invoices"))
+    assert portal == erp
+    state = folder / ".mapsync" / "state.db"
+    kinds = rows(
+        state, "SELECT kind, status FROM mapsync_runs WHERE kind IN ('reconcile', 'repair') ORDER BY id"
+    )
+    assert ("repair", "success") in kinds and ("reconcile", "partial") in kinds
+    stored = rows(state, 'SELECT "check", status FROM mapsync_reconcile_results ORDER BY id')
+    assert stored[-2:] == [("open_ar", "repaired"), ("invoice_rows", "ok")]

@@ -6,10 +6,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from mapsync import watch
+from mapsync import keys, watch
 from mapsync.alerts import sender
 from mapsync.cli.common import (
     Exit,
@@ -26,14 +24,11 @@ from mapsync.cli.common import (
 )
 from mapsync.engine import Engine
 from mapsync.reconcile import backfill as backfills
-from mapsync.reconcile import compute, runner
+from mapsync.reconcile import compute, report, runner
 from mapsync.reconcile.repair import RepairOutcome
-from mapsync.reconcile.results import CheckResult
 from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.store import StateStore
-
-SHOWN = 20  # lines of each list printed (all of them, up to the stored cap, with --json)
 
 
 @app.command()
@@ -141,14 +136,17 @@ def _one(
     except Exit as exc:  # `handled` said why (a check running elsewhere: 1, a mistake: 2)
         return None, exc.code
     final = fixed.final if fixed is not None else result
+    columns = keys.columns_of(loaded.sheet, final.sync) if final.sync else []
     data = final.to_json()
     if fixed is not None and fixed.after is not None:
         data["repair"] = {"before": fixed.before.to_json(), "outcome": outcome_dict(fixed.outcome)}
     if not as_json:
         if fixed is not None and fixed.after is not None:
-            print_result(fixed.before, title="before the repair")
+            report.print_result(out, fixed.before, title="before the repair", columns=columns)
             _print_outcome(fixed.outcome)
-        print_result(final, title="after the repair" if fixed is not None and fixed.after else None)
+        report.print_result(
+            out, final, title="after the repair" if fixed is not None and fixed.after else None
+        )
     return data, 2 if final.error is not None else 0 if final.ok else 1
 
 
@@ -198,67 +196,3 @@ def _print_outcome(outcome: RepairOutcome | None) -> None:
         out.print(f"  repair failure: {r.message}", markup=False, highlight=False)
     for note in outcome.notes:
         out.print(f"  {note}", markup=False, highlight=False)
-
-
-def print_result(r: CheckResult, *, title: str | None = None) -> None:
-    """One check's result for people: a line of counts, then the first lines of each list."""
-    color = {"ok": "green", "differs": "yellow"}.get(r.status, "red")
-    about = f"{r.kind}" + (f", sync {r.sync}" if r.sync else "")
-    when = f" ({title})" if title else ""
-    out.print(
-        f"[bold]{escape(r.check)}[/bold] ({escape(about)}){escape(when)}: [{color}]{r.status}[/{color}] — "
-        f"{escape(runner.summary(r))}",
-        highlight=False,
-    )
-    for note in r.notes:
-        out.print(f"  {note}", markup=False, highlight=False)
-    if r.calls:
-        out.print(f"  API calls: {r.calls}", markup=False, highlight=False)
-    if r.kind == "business":
-        _groups(r)
-    else:
-        _rows(r)
-
-
-def _groups(r: CheckResult) -> None:
-    lists = (
-        ("mismatched", "differs"),
-        ("missing_dest", "missing at the destination"),
-        ("missing_source", "missing at the source"),
-    )
-    rows = [(label, g) for name, label in lists for g in getattr(r, name)[:SHOWN]]
-    if not rows:
-        return
-    table = Table("group", "source", "dest", "difference", "")
-    for label, g in rows:
-        table.add_row(
-            escape(", ".join(g.group)),
-            "—" if g.source is None else str(g.source),
-            "—" if g.dest is None else str(g.dest),
-            str(g.difference),
-            label,
-        )
-    out.print(table)
-    _more(r, [n for n, _ in lists])
-
-
-def _rows(r: CheckResult) -> None:
-    for name, label in (
-        ("changed", "changed in the destination"),
-        ("missing", "missing from the destination"),
-    ):
-        for key in getattr(r, name)[:SHOWN]:
-            out.print(f"  {label}: key {key}", markup=False, highlight=False)
-    for extra in r.extra[:SHOWN]:
-        whose = (
-            f" (delivered once as {extra.ledger_key})" if extra.ledger_key else " (not delivered by mapsync)"
-        )
-        shown = ", ".join(str(v) for v in extra.dest_key)
-        out.print(f"  extra in the destination: {shown}{whose}", markup=False, highlight=False)
-    _more(r, ["changed", "missing", "extra"])
-
-
-def _more(r: CheckResult, names: list[str]) -> None:
-    for name in names:
-        if r.count(name) > SHOWN:
-            out.print(f"  … {r.count(name) - SHOWN} more {name.replace('_', ' ')} (--json)", highlight=False)
