@@ -22,6 +22,9 @@ ledger entry is deleted. A disabled row the ledger never held is therefore not f
 bucket differs for another reason (noted in the result). Child tables are not compared.
 
 The walk only reads; its memory is the two bucket arrays plus the rows of the differing buckets.
+Each side's server work overlaps the other's reading: a thread waits for the destination's
+bucket figures while the ledger is summed, and for its rows of the differing buckets while the
+ledger's entries of those buckets are read.
 """
 
 from __future__ import annotations
@@ -162,18 +165,22 @@ def _diff(
     live: dict[str, tuple[str, str]] = {}  # dkey -> (key text, digest)
     gone: dict[str, str] = {}  # dkey -> key text of a deleted entry
     read = result.read["ledger"]
-    for page in store.drift_scan(sync, PAGE, (buckets, suspects)):  # those buckets' entries only
-        read.rows += len(page)
-        for key, dkey, digest, deleted in page:
-            read.bytes += len(key) + 64 + 1
-            if dkey is None or bucket(dkey, buckets) not in suspects:
-                continue  # (the store already keeps them out)
-            if deleted:
-                gone.setdefault(dkey, key)
-            elif digest is not None:
-                live[dkey] = (key, digest)
+    # the destination hashes every row to find those buckets' rows on its server meanwhile
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        dest_rows = pool.submit(lambda: list(side.rows(sorted(suspects))))
+        for page in store.drift_scan(sync, PAGE, (buckets, suspects)):  # those buckets' entries only
+            read.rows += len(page)
+            for key, dkey, digest, deleted in page:
+                read.bytes += len(key) + 64 + 1
+                if dkey is None:
+                    continue
+                if deleted:
+                    gone.setdefault(dkey, key)
+                elif digest is not None:
+                    live[dkey] = (key, digest)
+        rows = dest_rows.result()
     seen: set[str] = set()
-    for key_values, dkey, digest, disabled in side.rows(sorted(suspects)):
+    for key_values, dkey, digest, disabled in rows:
         entry = live.get(dkey)
         if entry is not None:
             seen.add(dkey)
