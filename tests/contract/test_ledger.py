@@ -9,7 +9,7 @@ import decimal
 
 import pytest
 
-from mapsync import errors
+from mapsync import errors, records
 from mapsync.state.data import Counts, Lease
 from mapsync.state.ledger import DELETED_HASH
 from mapsync.state.ports import Store
@@ -208,11 +208,57 @@ def test_the_drift_pair_is_stored_at_delivery_and_kept_when_a_delivery_has_none(
     assert list(store.drift_scan("other", 10)) == []
 
 
+def test_a_row_written_without_a_digest_clears_the_stored_pair(store: Store) -> None:
+    """Review finding 2: a written upsert without a digest (`on_null: omit`, a row kept by
+    `on_exists: skip`) kept the old pair, a false "changed" that a repair could not clear; it is
+    stored undigested now, while a row seen unchanged (no pair at all) keeps its pair."""
+    lease, run_id = begin(store)
+    pair = (HEX_A, HEX_B)
+    commit(
+        store,
+        lease,
+        run_id,
+        delivered=[dataclasses.replace(delivered(k, k, "h"), drift=pair) for k in (1, 2)],
+    )
+    cleared = dataclasses.replace(delivered(1, 3, "h3"), drift=records.NO_DRIFT)
+    new = dataclasses.replace(delivered(3, 3, "h3"), drift=records.NO_DRIFT)
+    commit(store, lease, run_id, delivered=[cleared, delivered(2, 3, "h"), new])
+    assert _drift(store) == {
+        "[1]": (None, None, False),
+        "[2]": (HEX_A, HEX_B, False),
+        "[3]": (None, None, False),
+    }
+
+
 def test_set_drift_backfills_entries_the_ledger_holds(store: Store) -> None:
     lease, run_id = begin(store)
     commit(store, lease, run_id, delivered=[delivered(1, 1, "h1"), delivered(2, 2, DELETED_HASH)])
-    assert store.set_drift("s", {"[1]": (HEX_A, HEX_B), "[2]": (HEX_B, HEX_B), "[9]": (HEX_A, HEX_A)}) == 2
+    entries = {"[1]": (HEX_A, HEX_B, "h1"), "[2]": (HEX_B, HEX_B, DELETED_HASH), "[9]": (HEX_A, HEX_A, "h")}
+    assert store.set_drift("s", entries) == 2
     assert _drift(store) == {"[1]": (HEX_A, HEX_B, False), "[2]": (HEX_B, HEX_B, True)}
     assert store.set_drift("s", {}) == 0
     pages = list(store.drift_scan("s", 1))
     assert [len(p) for p in pages] == [1, 1]
+
+
+def test_set_drift_stores_only_undigested_entries_still_at_the_backfilled_hash(store: Store) -> None:
+    """Review finding 5: a backfill reads the whole source; an entry a run delivered again in the
+    meantime (another hash, or a pair of its own) is left as the run stored it."""
+    lease, run_id = begin(store)
+    commit(
+        store,
+        lease,
+        run_id,
+        delivered=[
+            delivered(1, 1, "h1"),
+            delivered(2, 2, "h2-newer"),
+            dataclasses.replace(delivered(3, 3, "h3"), drift=(HEX_B, HEX_B)),
+        ],
+    )
+    entries = {"[1]": (HEX_A, HEX_A, "h1"), "[2]": (HEX_A, HEX_A, "h2"), "[3]": (HEX_A, HEX_A, "h3")}
+    assert store.set_drift("s", entries) == 1
+    assert _drift(store) == {
+        "[1]": (HEX_A, HEX_A, False),
+        "[2]": (None, None, False),
+        "[3]": (HEX_B, HEX_B, False),
+    }
