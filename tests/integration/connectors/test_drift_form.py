@@ -304,3 +304,26 @@ def test_a_text_into_a_time_column_is_written_digested_and_an_unreadable_one_und
         stored = {c: (k, g) for c, k, g in conn.execute(sa.select(table.c.code, dkey, digest))}
     assert pairs == {"a": stored["a"], "b": stored["b"], "c": records.NO_DRIFT}
     db.close()
+
+
+def test_a_row_written_without_a_digested_column_clears_the_pair(
+    sqlite_database: Any, tmp_path: Path
+) -> None:
+    """Review finding 2: a row `on_null: omit` writes without a column carried no pair, and the
+    ledger kept the old one (a false "changed" no repair clears); it carries NO_DRIFT now, so
+    the ledger stores it undigested. A delete still carries none (the ledger keeps its pair)."""
+    db = SqlDatabase("dst", sqlite_database(), tmp_path)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE items (code VARCHAR(20) PRIMARY KEY, name VARCHAR(50), amount NUMERIC(12,2), "
+            "seen TIMESTAMP)"
+        )
+    dest = SqlDestination(db, "items", SYNC)
+    first = dest.write([_up(1, "full")])
+    assert first.delivered[0].drift not in (None, records.NO_DRIFT)
+    omitted = _up(1, "ignored")
+    del omitted.values["name"]  # as `on_null: omit` leaves a NULL name out of the write
+    gone = records.Mapped("delete", ("k0002",), ("k0002",), None, {"code": "k0002"}, {}, "deleted")
+    again = dest.write([omitted, gone])
+    assert {d.key[0]: d.drift for d in again.delivered} == {"k0001": records.NO_DRIFT, "k0002": None}
+    db.close()
