@@ -295,26 +295,28 @@ class LedgerMixin:
                 cursor.close()
 
     @guarded
-    def set_drift(self, sync: str, pairs: Mapping[str, tuple[str, str]]) -> int:
-        """Store (dkey, digest) of these ledger entries (key text → pair; the backfill); returns
-        the entries set (keys the ledger does not hold are skipped)."""
-        if not pairs:
+    def set_drift(self, sync: str, entries: Mapping[str, tuple[str, str, str]]) -> int:
+        """Store (dkey, digest) of these ledger entries (key text → (dkey, digest, hash): the
+        backfill); returns the entries set. Only an entry still undigested and still at `hash`
+        is set: one a run delivered meanwhile (its own pair, a newer hash) keeps what the run
+        stored; keys the ledger does not hold are skipped."""
+        if not entries:
             return 0
         q = self.engine.dialect.identifier_preparer.quote
         mark = self._mark()
         sql = (  # identifiers from our own schema, values as parameters
             f"UPDATE {q(schema.ledger.name)} SET {q('dkey')} = {mark}, {q('digest')} = {mark} "  # noqa: S608
-            f"WHERE {q('sync')} = {mark} AND {q('key')} = {mark}"
+            f"WHERE {q('sync')} = {mark} AND {q('key')} = {mark} AND {q('digest')} IS NULL "
+            f"AND {q('hash')} = {mark}"
         )
-        rows = [(dkey, digest, sync, key) for key, (dkey, digest) in pairs.items()]
+        rows = [(dkey, digest, sync, key, hash_) for key, (dkey, digest, hash_) in entries.items()]
         done = 0
         with self.engine.begin() as conn:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
                 for i in range(0, len(rows), 1000):
-                    for row in rows[i : i + 1000]:
-                        cursor.execute(sql, row)
-                        done += max(cursor.rowcount, 0)
+                    cursor.executemany(sql, rows[i : i + 1000])
+                    done += max(cursor.rowcount, 0)  # the statements' rows together
             finally:
                 cursor.close()
         return done
