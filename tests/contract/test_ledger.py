@@ -216,3 +216,28 @@ def test_set_drift_backfills_entries_the_ledger_holds(store: Store) -> None:
     assert store.set_drift("s", {}) == 0
     pages = list(store.drift_scan("s", 1))
     assert [len(p) for p in pages] == [1, 1]
+
+
+@pytest.mark.parametrize("n", [4096, 16, 3])  # powers of 16: selected in the store; 3: filtered after
+def test_drift_scan_keeps_only_the_entries_of_the_wanted_buckets(store: Store, n: int) -> None:
+    lease, run_id = begin(store)
+    dkeys = [f"{i:08x}" + "0" * 24 for i in (0x12345678, 0xABC00FFF, 0x00000ABC, 0xFFFFFFFF, 7, 4095 * 3)]
+    rows = [dataclasses.replace(delivered(i), drift=(dk, HEX_A)) for i, dk in enumerate(dkeys)]
+    commit(store, lease, run_id, delivered=[*rows, delivered(99, hash_=DELETED_HASH)])  # 99: no dkey
+    assert store.set_drift("s", {"[5]": (dkeys[5], HEX_B)}) == 1
+    everything = _drift(store)
+    for wanted in ([0x678 % n, 0xFFF % n], [0xABC % n], [], list(range(n))):
+        expected = {
+            k: v for k, v in everything.items() if v[0] is not None and int(v[0][:8], 16) % n in wanted
+        }
+        got = {
+            k: (dk, dg, gone) for page in store.drift_scan("s", 2, (n, wanted)) for k, dk, dg, gone in page
+        }
+        assert got == expected
+    if n == 4096:  # the last 3 hex digits of dkey[:8]; not the first ones, not the tail of dkey
+        got = {k for page in store.drift_scan("s", 10, (n, [0x678, 0xFFF])) for k, *_ in page}
+        assert got == {"[0]", "[1]", "[3]"}
+    assert [len(p) for p in store.drift_scan("s", 1, (n, [0xABC % n, 0x678 % n]))] == [1] * len(
+        [dk for dk in dkeys if int(dk[:8], 16) % n in (0xABC % n, 0x678 % n)]
+    )
+    assert list(store.drift_scan("other", 10, (n, [1]))) == []

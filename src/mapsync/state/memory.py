@@ -24,7 +24,7 @@ from mapsync import crash, errors, records
 from mapsync.state import memory_attempts, unmapped, values
 from mapsync.state.clock import stamp, utcnow
 from mapsync.state.data import Attempt, Counts, LedgerEntry
-from mapsync.state.ledger import DELETED_HASH, compare_found
+from mapsync.state.ledger import DELETED_HASH, Buckets, bucket_test, compare_found
 from mapsync.state.memory_budget import MemoryBudgetMixin
 from mapsync.state.memory_controls import MemoryControlsMixin
 from mapsync.state.memory_incidents import MemoryIncidents
@@ -129,13 +129,18 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                 if s == sync and e[2] in wanted and not e[3]
             }
 
-    def drift_scan(self, sync: str, page: int) -> Iterator[list[tuple[str, str | None, str | None, bool]]]:
+    def drift_scan(
+        self, sync: str, page: int, buckets: Buckets | None = None
+    ) -> Iterator[list[tuple[str, str | None, str | None, bool]]]:
         with self.memory.read() as t:  # one snapshot
             rows = [
                 (k, *t.ledger_drift.get((s, k), (None, None)), e[3] or e[1] == DELETED_HASH)
                 for (s, k), e in t.ledger.items()
                 if s == sync
             ]
+        if buckets is not None:
+            keep = bucket_test(buckets)
+            rows = [r for r in rows if keep(r[1])]
         for i in range(0, len(rows), page):
             yield rows[i : i + page]
 
