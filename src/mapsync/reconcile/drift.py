@@ -30,6 +30,9 @@ ledger entry is deleted. A disabled row the ledger never held is therefore not f
 bucket differs for another reason (noted in the result). Child tables are not compared.
 
 The walk only reads; its memory is the two bucket arrays plus the rows of the differing buckets.
+Each side's server work overlaps the other's reading: a thread waits for the destination's
+bucket figures while the ledger is summed, and for its rows of the differing buckets while the
+ledger's entries of those buckets are read.
 """
 
 from __future__ import annotations
@@ -202,7 +205,8 @@ def _diff_twice(
     """The suspect buckets diffed, then the buckets holding a difference read once more from both
     sides: a difference is reported only when both reads find it. A run that writes the
     destination and commits its ledger between the walk's ledger read and its destination read
-    makes its rows look changed, missing or extra once; the second read sees them match."""
+    makes its rows look changed, missing or extra once (and, the two reads overlapping, a run
+    between the destination's read and the ledger's too); the second read sees them match."""
     found = _diff(store, sync, side, suspects, buckets, result)
     if not found:
         return
@@ -227,19 +231,23 @@ def _diff(
     live: dict[str, tuple[str, str]] = {}  # dkey -> (key text, digest)
     gone: dict[str, str] = {}  # dkey -> key text of a deleted entry
     read = result.read["ledger"]
-    for page in store.drift_scan(sync, PAGE, (buckets, suspects)):  # those buckets' entries only
-        read.rows += len(page)
-        for key, dkey, digest, deleted in page:
-            read.bytes += len(key) + 64 + 1
-            if dkey is None or bucket(dkey, buckets) not in suspects:
-                continue  # (the store already keeps them out)
-            if deleted:
-                gone.setdefault(dkey, key)
-            elif digest is not None:
-                live[dkey] = (key, digest)
+    # the destination hashes every row to find those buckets' rows on its server meanwhile
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        dest_rows = pool.submit(lambda: list(side.rows(sorted(suspects))))
+        for page in store.drift_scan(sync, PAGE, (buckets, suspects)):  # those buckets' entries only
+            read.rows += len(page)
+            for key, dkey, digest, deleted in page:
+                read.bytes += len(key) + 64 + 1
+                if dkey is None:
+                    continue
+                if deleted:
+                    gone.setdefault(dkey, key)
+                elif digest is not None:
+                    live[dkey] = (key, digest)
+        rows = dest_rows.result()
     seen: set[str] = set()
     found: set[int] = set()
-    for key_values, dkey, digest, disabled in side.rows(sorted(suspects)):
+    for key_values, dkey, digest, disabled in rows:
         entry = live.get(dkey)
         if entry is not None:
             seen.add(dkey)

@@ -12,6 +12,7 @@ ledger's digests are the ones delivery records.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -272,20 +273,35 @@ def test_a_ledger_from_before_v8_is_incomplete_and_not_read_twice(servers: World
 
 
 class Racing:
-    """The store seen by the walk, with a run delivering between the walk's first ledger read of
-    the differing buckets and its destination read."""
+    """A run delivering in the middle of the walk's first read of the differing buckets: the
+    destination's rows are read before it, the ledger's entries after it (the ledger's read
+    waits for the run)."""
 
     def __init__(self, world: World, run: Callable[[], None]) -> None:
-        self.world, self.run = world, run
+        self.world, self.run, self.delivered = world, run, threading.Event()
+
+    def rows(self, original: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def rows(side: Any, suspects: Any) -> Iterator[Any]:
+            got = list(original(side, suspects))
+            if self.run is not None:
+                run, self.run = self.run, None
+                try:
+                    run()
+                finally:
+                    self.delivered.set()
+            yield from got
+
+        return rows
 
     def drift_scan(self, sync: str, page: int, buckets: Any = None) -> Iterator[list[Any]]:
+        if buckets is not None:
+            assert self.delivered.wait(30)
         yield from self.world.store.drift_scan(sync, page, buckets)
-        if buckets is not None and self.run is not None:
-            run, self.run = self.run, None  # type: ignore[assignment]
-            run()
 
 
-def test_a_run_delivering_during_the_walk_is_no_difference(world: World) -> None:
+def test_a_run_delivering_during_the_walk_is_no_difference(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     world.run("seed")
     h.execute(world.dst, "UPDATE accounts SET nm = 'edited by hand' WHERE ref = 3")  # a real difference
 
@@ -295,14 +311,15 @@ def test_a_run_delivering_during_the_walk_is_no_difference(world: World) -> None
         h.execute(world.src, "DELETE FROM customers WHERE id = 9")
         world.run()
 
+    racing = Racing(world, deliver)
+    monkeypatch.setattr(drift._DestSide, "rows", racing.rows(drift._DestSide.rows))
     dest = world.engine.parts("customers").dest
     assert isinstance(dest, SqlDestination) and dest.drift_form is not None
     cfg = world.engine.sheet.syncs["customers"]
-    result = drift.walk(
-        Racing(world, deliver), "customers", dest, dest.drift_form, buckets=1, deletes=cfg.deletes
-    )
+    result = drift.walk(racing, "customers", dest, dest.drift_form, buckets=1, deletes=cfg.deletes)
+    assert racing.run is None  # the run did deliver mid-walk
     assert (result.changed, result.missing, result.extra) == ([k(3)], [], []), result.to_json()
-    assert any("matched when read again" in n for n in result.notes)
+    assert any("3 difference(s) matched when read again" in n for n in result.notes), result.notes
 
 
 def test_a_destination_outage_is_a_transient_error_and_a_refused_query_a_config_error(
