@@ -54,11 +54,16 @@ def sheet_extra(loaded: LoadedSheet, store: Store, handles: dict[str, Any]) -> d
 
 def reconcile_latest(loaded: LoadedSheet, store: Store) -> dict[str, dict[str, Any]]:
     """Check → its latest result row, for the checks of the sheet and the implicit drift checks
-    (`drift:SYNC`, `mapsync reconcile --sync`) of its syncs: a check gone from the sheet is no
-    longer judged (its incident resolves)."""
+    (`drift:SYNC`, `mapsync reconcile --sync`) of its syncs writing to a SQL connection (only those
+    have one): a check gone from the sheet, or the implicit check of a sync gone or writing to an
+    API now, is no longer judged (its incident resolves)."""
     sheet = loaded.sheet
     found = store.reconciliation.latest()
-    implicit = {f"drift:{s}" for s in sheet.syncs}
+    implicit = {
+        f"drift:{s}"
+        for s, cfg in sheet.syncs.items()
+        if isinstance(sheet.connections.get(cfg.to.connection), models.SqlConnection)
+    }
     return {c: r for c, r in found.items() if c in sheet.reconcile or c in implicit}
 
 

@@ -5,6 +5,7 @@ the state store for `mapsync runs` and the monitor."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mapsync.state.store import StateStore
 from tests import cli_runner
 from tests import helpers as h
 
@@ -125,3 +127,21 @@ def test_mistakes_exit_2_with_one_line_and_help_names_every_option(folder: Path)
     assert shown.returncode == 0
     for option in ("--check", "--sync", "--repair", "--force-deletes", "--backfill", "--json"):
         assert option in shown.stdout
+
+
+def test_repair_of_a_busy_sync_still_shows_the_check(folder: Path) -> None:
+    """A LeaseHeld from the repair (the sync runs elsewhere) does not swallow the check's result."""
+    h.execute(f"sqlite:///{folder / 'portal.db'}", "UPDATE accounts SET nm = 'edited' WHERE ref = 4")
+    store = StateStore.open("sqlite:///state.db", folder, create=False)
+    held = store.leases.acquire("customers", dt.timedelta(minutes=5))
+    try:
+        busy = mapsync(folder, "reconcile", "sheet.yaml", "--check", "rows", "--repair")
+    finally:
+        store.leases.release(held)
+        store.close()
+    assert busy.returncode == 1, busy.stderr
+    assert "rows (drift, sync customers): differs" in busy.stdout
+    assert "repair not run: " in busy.stderr and "Traceback" not in busy.stderr
+    assert h.query(f"sqlite:///{folder / 'portal.db'}", "SELECT nm FROM accounts WHERE ref = 4") == [
+        ("edited",)
+    ]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mapsync import keys, watch
+from mapsync import errors, keys, watch
 from mapsync.alerts import sender
 from mapsync.cli.common import (
     Exit,
@@ -26,6 +26,7 @@ from mapsync.engine import Engine
 from mapsync.reconcile import backfill as backfills
 from mapsync.reconcile import compute, report, runner
 from mapsync.reconcile.repair import RepairOutcome
+from mapsync.reconcile.results import CheckResult
 from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.store import StateStore
@@ -90,6 +91,12 @@ def reconcile(
         raise fail("--backfill goes with --sync NAME (the sync whose ledger gets its drift digests)", 2)
     with handled(loaded.secrets):
         names = runner.checks_for(loaded.sheet, check, sync)
+    if not names and sync is not None:
+        raise fail(
+            f"sync {sync} has no checks: no business check names it, and it writes to "
+            f"{loaded.sheet.syncs[sync].to.connection}, not a SQL connection (no drift check)",
+            2,
+        )
     if not names:
         raise fail("the sheet has no `reconcile:` checks (name a sync with --sync for its drift check)", 2)
     store = open_store(loaded, create=False)
@@ -132,9 +139,35 @@ def _one(
                 for line in compute.estimates(loaded.sheet, store, name, check):
                     err.print(line, markup=False, highlight=False)
             result = runner.run_check(engine, name)
-            fixed = runner.repair_check(engine, name, result, force_deletes=force_deletes) if repair else None
     except Exit as exc:  # `handled` said why (a check running elsewhere: 1, a mistake: 2)
         return None, exc.code
+    fixed, busy = None, None
+    if repair:
+        try:
+            with handled(loaded.secrets):
+                try:
+                    fixed = runner.repair_check(engine, name, result, force_deletes=force_deletes)
+                except errors.LeaseHeld as exc:  # the sync runs: the check's result still stands
+                    busy = redact(str(exc), loaded.secrets)
+        except Exit as exc:  # the repair failed (said why): the check before is still shown
+            return _shown(loaded, result, None, as_json), max(exc.code, _code(result))
+    if busy is not None:
+        err.print(f"repair not run: {busy}", markup=False, highlight=False)
+        data = _shown(loaded, result, None, as_json)
+        data["repair"] = {"before": None, "outcome": None, "not_run": busy}
+        return data, max(1, _code(result))
+    return _shown(loaded, result, fixed, as_json), _code(fixed.final if fixed is not None else result)
+
+
+def _code(final: CheckResult) -> int:
+    """A check's exit code: 2 it could not run, 1 it differs (or is incomplete), 0 clean."""
+    return 2 if final.error is not None else 0 if final.ok else 1
+
+
+def _shown(
+    loaded: LoadedSheet, result: CheckResult, fixed: runner.Repaired | None, as_json: bool
+) -> dict[str, Any]:
+    """Print a check's result (and its repair's before, outcome, after); its JSON."""
     final = fixed.final if fixed is not None else result
     columns = keys.columns_of(loaded.sheet, final.sync) if final.sync else []
     data = final.to_json()
@@ -147,7 +180,7 @@ def _one(
         report.print_result(
             out, final, title="after the repair" if fixed is not None and fixed.after else None
         )
-    return data, 2 if final.error is not None else 0 if final.ok else 1
+    return data
 
 
 def _watch(loaded: LoadedSheet, store: StateStore) -> None:

@@ -33,7 +33,8 @@ VALUES = 3  # groups quoted (with `alerts.include_values`)
 )
 def reconcile_mismatch(facts: SheetFacts) -> list[Finding] | None:
     """A reconciliation check whose latest result differs (groups or rows found different,
-    missing or extra) or that could not run. One incident per check (subject: its name),
+    missing or extra), is incomplete (ledger entries without a drift digest not compared) or
+    could not run. One incident per check (subject: its name),
     resolved when a later result is clean (`ok`, or `repaired`: clean after `--repair`). The
     message holds the check's counts; the values of the first groups and the error's text only
     with `alerts.include_values`."""
@@ -45,7 +46,11 @@ def reconcile_mismatch(facts: SheetFacts) -> list[Finding] | None:
     for check, row in sorted(latest.items()):
         detail = row.get("detail") or {}
         if row["status"] == "error":
-            error = f": {detail.get('error')}" if values and detail.get("error") else " (`mapsync runs`)"
+            error = (
+                f": {detail.get('error')}"
+                if values and detail.get("error")
+                else f" (`mapsync reconcile SHEET --check {check}` says why)"
+            )
             out.append(
                 finding(
                     "reconcile_mismatch",
@@ -58,7 +63,21 @@ def reconcile_mismatch(facts: SheetFacts) -> list[Finding] | None:
             )
         elif row["status"] == "differs":
             out.append(_differs(facts, check, row, detail, values))
+        elif row["status"] == "incomplete":  # nothing found, but not everything compared: not clean
+            out.append(_incomplete(facts, check, row, detail))
     return out
+
+
+def _incomplete(facts: SheetFacts, check: str, row: dict[str, Any], detail: dict[str, Any]) -> Finding:
+    undigested = int(detail.get("undigested") or 0)
+    sync = detail.get("sync") or "SYNC"
+    message = (
+        f"check {check}: {undigested} ledger entries have no drift digest and were not compared "
+        f"({row['compared']} rows compared, no difference); run `mapsync reconcile SHEET --sync {sync} "
+        "--backfill`"
+    )
+    numbers = {"differences": 0, "compared": row["compared"], "undigested": undigested}
+    return finding("reconcile_mismatch", facts, message, subject=check, numbers=numbers)
 
 
 def _differs(

@@ -8,12 +8,20 @@ reading either side whole.
    and hashed here.
 2. The ledger's live entries with a digest give the same figures, streamed (`drift_scan`), while
    the destination's query runs (a thread waits for it). Live entries without one are counted
-   `undigested` and their buckets left out of the comparison.
+   `undigested` and their buckets left out of the comparison; the result is then `incomplete`
+   (not ok: `mapsync reconcile SHEET --sync S --backfill` digests them). Entries without even a
+   dkey (a ledger from before v8) could be any bucket's rows: only the buckets holding digested
+   entries are read in detail, and no extra is reported.
 3. Only the buckets whose figures differ are read in detail from both sides (one destination
    query `WHERE bucket IN (…)`; a ledger scan of those buckets' entries) and diffed exactly:
    changed (same dkey, other digest), missing (live in the ledger, absent from the destination),
    extra (a destination row the ledger does not hold live; its `ledger_key` when the ledger
-   holds that dkey as deleted).
+   holds that dkey as deleted). The buckets holding a difference are read once more from both
+   sides and only what both reads find is reported (a run delivering rows between the ledger read
+   and the destination read makes them differ once).
+
+A failure of the destination is a TransientError (connection lost: the next check tries again)
+or a ConfigError (the query refused); one of the ledger is the store's StateError.
 
 Rows a sync deletes by *disabling* them (`deletes.policy: disable`, `by_reason`, `fallback:
 disable`) stay in the destination with `deletes.field = deletes.value`: the bucket figures leave
@@ -35,6 +43,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from mapsync import db_errors
 from mapsync.connectors.drift_form import DriftForm, bucket, hex_int_sql, md5_hex
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.reconcile.results import CheckResult, Extra, Read
@@ -76,24 +85,48 @@ def walk(
     """Compare `sync`'s destination main table with its ledger; see the module's text. `deletes`:
     the sync's delete policy (rows it disables stay in the destination and are no extras)."""
     result = CheckResult(check=check or f"drift:{sync}", kind="drift", sync=sync)
-    side = _DestSide(dest, form, buckets, _disabled(dest, deletes))
+    try:
+        _walk(store, sync, dest, form, buckets, _disabled(dest, deletes), result)
+    except sa.exc.OperationalError as exc:  # the destination is away: the next check tries again
+        raise db_errors.transient(
+            f"check {result.check}: connection {dest.db.name}", exc, "destination"
+        ) from None
+    except sa.exc.DBAPIError as exc:  # the destination refuses the walk's query (rights, a table gone)
+        raise db_errors.refused(
+            f"check {result.check}: the drift query on {dest.main.table.name} "
+            f"in connection {dest.db.name} fails",
+            exc,
+        ) from None
+    return result
+
+
+def _walk(
+    store: DriftLedger,
+    sync: str,
+    dest: SqlDestination,
+    form: DriftForm,
+    buckets: int,
+    disabled: tuple[str, Any] | None,
+    result: CheckResult,
+) -> None:
+    side = _DestSide(dest, form, buckets, disabled)
     result.read = {"dest": side.read, "ledger": Read()}
     # the destination's GROUP BY runs on its server while the ledger is read here
     with ThreadPoolExecutor(max_workers=1) as pool:
         dest_figures = pool.submit(side.figures)
         l_counts, l_sums, excluded, no_dkey = _ledger_figures(store, sync, buckets, result)
         counts, sums = dest_figures.result()
-    suspects = sorted(
+    suspects = {
         b for b in range(buckets) if b not in excluded and (counts[b], sums[b]) != (l_counts[b], l_sums[b])
-    )
+    }
     live = sum(c for b, c in enumerate(l_counts) if b not in excluded)
-    if no_dkey and not live:  # nothing digested yet (a ledger from before v8): nothing to compare
-        suspects = []
-        result.notes.append(
-            f"no live ledger entry has a drift digest: run `mapsync reconcile --sync {sync} --backfill`"
-        )
+    if no_dkey:
+        # an entry without a dkey could be any bucket's row: every bucket with a destination row
+        # differs. Only buckets holding digested live entries can show a changed or missing row
+        # (extras are withheld below): reading the others would read the table for nothing.
+        suspects = {b for b in suspects if l_counts[b]}
     if suspects:
-        _diff(store, sync, side, set(suspects), buckets, result)
+        _diff_twice(store, sync, side, suspects, buckets, result)
     if no_dkey and (unknown := [e for e in result.extra if e.ledger_key is None]):
         # an undigested live entry's row is in some bucket, unmatched: it would look like an extra
         # (and a repair of a table mapsync owns would delete it). Withheld until the backfill.
@@ -104,10 +137,19 @@ def walk(
         )
     result.compared = live + len(result.extra)
     result.matched = live - len(result.changed) - len(result.missing)
-    if result.undigested:
+    if result.undigested:  # the result is `incomplete`, never ok (CheckResult.status)
+        if no_dkey and not live:
+            what = "no live ledger entry has a drift digest: nothing compared"
+        elif no_dkey:
+            what = f"{result.undigested} live ledger entries have no drift digest: their rows not compared"
+        else:
+            what = (
+                f"{result.undigested} live ledger entries have no drift digest: "
+                f"{len(excluded)} of {buckets} buckets not compared"
+            )
         result.notes.append(
-            f"{result.undigested} live ledger entries have no drift digest yet (their next delivery or "
-            f"`mapsync reconcile --backfill` sets it): {len(excluded)} of {buckets} buckets not compared"
+            f"incomplete: {what}; run `mapsync reconcile SHEET --sync {sync} --backfill` "
+            "(or their next delivery sets it)"
         )
     if side.disabled is not None:
         result.notes.append(
@@ -117,7 +159,6 @@ def walk(
     result.notes.extend(form.notes)
     if dest.children:
         result.notes.append("child tables are not compared: " + ", ".join(sorted(dest.children)))
-    return result
 
 
 def _disabled(dest: SqlDestination, deletes: models.DeletesConfig | None) -> tuple[str, Any] | None:
@@ -158,10 +199,35 @@ def _ledger_figures(
     return counts, sums, excluded, no_dkey
 
 
-def _diff(
+def _diff_twice(
     store: DriftLedger, sync: str, side: _DestSide, suspects: set[int], buckets: int, result: CheckResult
 ) -> None:
-    """Read the suspect buckets from both sides and classify every difference."""
+    """The suspect buckets diffed, then the buckets holding a difference read once more from both
+    sides: a difference is reported only when both reads find it. A run that writes the
+    destination and commits its ledger between the walk's ledger read and its destination read
+    makes its rows look changed, missing or extra once (and, the two reads overlapping, a run
+    between the destination's read and the ledger's too); the second read sees them match."""
+    found = _diff(store, sync, side, suspects, buckets, result)
+    if not found:
+        return
+    again = CheckResult(result.check, "drift", sync, read=result.read)  # (its reads are counted too)
+    _diff(store, sync, side, found, buckets, again)
+    changed, missing, extra = set(again.changed), set(again.missing), again.extra
+    before = result.differences()
+    result.changed = [c for c in result.changed if c in changed]
+    result.missing = [m for m in result.missing if m in missing]
+    result.extra = [e for e in result.extra if e in extra]
+    if gone := before - result.differences():
+        result.notes.append(
+            f"{gone} difference(s) matched when read again (a run delivered them while the check ran)"
+        )
+
+
+def _diff(
+    store: DriftLedger, sync: str, side: _DestSide, suspects: set[int], buckets: int, result: CheckResult
+) -> set[int]:
+    """Read the suspect buckets from both sides and classify every difference; the buckets that
+    hold one."""
     live: dict[str, tuple[str, str]] = {}  # dkey -> (key text, digest)
     gone: dict[str, str] = {}  # dkey -> key text of a deleted entry
     read = result.read["ledger"]
@@ -180,18 +246,24 @@ def _diff(
                     live[dkey] = (key, digest)
         rows = dest_rows.result()
     seen: set[str] = set()
+    found: set[int] = set()
     for key_values, dkey, digest, disabled in rows:
         entry = live.get(dkey)
         if entry is not None:
             seen.add(dkey)
             if entry[1] != digest:
                 result.changed.append(entry[0])
+                found.add(bucket(dkey, buckets))
         elif dkey in gone and disabled:
             continue  # deleted by disabling it: the row stays, as the policy says
         else:
             result.extra.append(Extra(tuple(key_values), gone.get(dkey)))
-    result.missing.extend(sorted(key for dkey, (key, _) in live.items() if dkey not in seen))
+            found.add(bucket(dkey, buckets))
+    unseen = [(dkey, key) for dkey, (key, _) in live.items() if dkey not in seen]
+    result.missing.extend(sorted(key for _, key in unseen))
+    found.update(bucket(dkey, buckets) for dkey, _ in unseen)
     result.changed.sort()
+    return found
 
 
 class _DestSide:

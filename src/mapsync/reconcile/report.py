@@ -18,7 +18,7 @@ def print_result(
     out: Console, r: CheckResult, *, title: str | None = None, columns: list[str] | None = None
 ) -> None:
     """One check's result for people: a line of counts, then the first lines of each list."""
-    color = {"ok": "green", "differs": "yellow"}.get(r.status, "red")
+    color = {"ok": "green", "differs": "yellow", "incomplete": "yellow"}.get(r.status, "red")
     about = f"{r.kind}" + (f", sync {r.sync}" if r.sync else "")
     when = f" ({title})" if title else ""
     out.print(

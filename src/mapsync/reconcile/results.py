@@ -107,11 +107,19 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.differences() == 0
+        """Nothing differs and everything was compared: a drift check with live ledger entries
+        that have no digest yet (`undigested`) is not ok, however little it found."""
+        return self.error is None and self.differences() == 0 and self.undigested == 0
 
     @property
     def status(self) -> str:
-        return "error" if self.error is not None else ("ok" if self.ok else "differs")
+        """`error` (could not run), `differs`, `incomplete` (nothing found, but `undigested`
+        entries were not compared: `mapsync reconcile SHEET --sync S --backfill`) or `ok`."""
+        if self.error is not None:
+            return "error"
+        if self.differences():
+            return "differs"
+        return "incomplete" if self.undigested else "ok"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -11,7 +11,13 @@ result with `error` set (redacted), never a traceback; a bug still raises after 
 result say it failed.
 
 `--sync S` names the checks of S and S's drift check: the sheet's `drift: S` check, or the implicit
-one named `drift:S` when the sheet declares none.
+one named `drift:S` when the sheet declares none and S writes to a SQL connection (a drift check
+compares a SQL table with the ledger: a sync writing to an API has none).
+
+The result is recorded before the run row is finished: a crash between the two leaves a run row
+still `running` (its lease expires; `mapsync runs` shows it) rather than a finished run whose
+result the monitor never sees. The run row's message holds counts and the error's kind, never a
+record's values (the stored result's `error` keeps the whole redacted text).
 """
 
 from __future__ import annotations
@@ -50,14 +56,27 @@ def check_of(sheet: models.Sheet, name: str) -> ReconcileCheck:
     if name in sheet.reconcile:
         return sheet.reconcile[name]
     if name.startswith(IMPLICIT) and name[len(IMPLICIT) :] in sheet.syncs:
-        return ReconcileCheck(drift=name[len(IMPLICIT) :])
+        sync = name[len(IMPLICIT) :]
+        if not writes_sql(sheet, sync):
+            raise errors.ConfigError(
+                f"check {name}: sync {sync} writes to {sheet.syncs[sync].to.connection}, not a SQL "
+                "connection: it has no drift check"
+            )
+        return ReconcileCheck(drift=sync)
     known = ", ".join(sheet.reconcile) or "none"
     raise errors.ConfigError(f"unknown check {name!r} (the sheet's reconcile: checks: {known})")
 
 
+def writes_sql(sheet: models.Sheet, sync: str) -> bool:
+    """Whether the sync writes to a SQL connection (it can have a drift check)."""
+    conn = sheet.connections.get(sheet.syncs[sync].to.connection)
+    return isinstance(conn, models.SqlConnection)
+
+
 def checks_for(sheet: models.Sheet, check: str | None = None, sync: str | None = None) -> list[str]:
     """The checks `mapsync reconcile --check/--sync` names: `check` alone, the checks of `sync`
-    (business checks naming it, its drift check; `drift:SYNC` when the sheet declares none), both:
+    (business checks naming it, its drift check; `drift:SYNC` when the sheet declares none and
+    the sync writes to SQL), both:
     `check` if it is one of `sync`'s; neither: every check of the sheet."""
     if sync is not None and sync not in sheet.syncs:
         raise errors.ConfigError(f"unknown sync {sync!r} (known: {', '.join(sheet.syncs)})")
@@ -69,7 +88,7 @@ def checks_for(sheet: models.Sheet, check: str | None = None, sync: str | None =
     if sync is None:
         return list(sheet.reconcile)
     names = [n for n, c in sheet.reconcile.items() if sync in (c.sync, c.drift)]
-    if not any(sheet.reconcile[n].drift == sync for n in names):
+    if not any(sheet.reconcile[n].drift == sync for n in names) and writes_sql(sheet, sync):
         names.append(IMPLICIT + sync)
     return names
 
@@ -124,11 +143,12 @@ def _run(
     if result.error is not None and failure is None:
         failure = "source"
     status = RunStatus.FAILED if result.error else RunStatus.SUCCESS if result.ok else RunStatus.PARTIAL
-    store.finish_run(run_id, status, failure, summary(result))
     stored = result.to_json()
     if repaired and result.ok:
         stored["status"] = "repaired"  # clean, after `--repair` fixed what the check before found
+    # the result first: the monitor judges it; a crash before finish_run leaves the run `running`
     store.reconciliation.record_result(stored, run_id=run_id, started_at=started, finished_at=utcnow())
+    store.finish_run(run_id, status, failure, summary(result, failure))
     log.info(
         "reconcile_finished",
         extra={
@@ -150,13 +170,21 @@ def _failed(name: str, check: ReconcileCheck, error: str) -> CheckResult:
     return CheckResult(name, check.kind, sync=sync, error=error)
 
 
-def summary(result: CheckResult) -> str:
-    """The run row's message: one line of counts (never a group's values), or why the check could
-    not run (the error, redacted)."""
+def summary(result: CheckResult, failure: str | None = None) -> str:
+    """The run row's message: one line of counts, or that the check could not run and the kind of
+    failure. Never the error's text: an API side's or a database's error may quote a record's
+    values (run rows have no `include_values` gate); the stored result keeps it
+    (`mapsync reconcile --check NAME`)."""
     if result.error is not None:
-        return f"check {result.check} could not run: {result.error}"[:2000]
+        kind = f" ({failure} failure)" if failure else ""
+        return (
+            f"check {result.check} could not run{kind}: the stored result says why "
+            f"(`mapsync reconcile SHEET --check {result.check}`)"
+        )
     what = "groups" if result.kind == "business" else "rows"
     found = ", ".join(f"{result.count(n)} {n.replace('_', ' ')}" for n in result.LISTS if result.count(n))
+    if result.undigested:
+        found += (", " if found else "") + f"{result.undigested} undigested (not compared)"
     return f"{result.compared} {what} compared, {result.matched} matched" + (f"; {found}" if found else "")
 
 
@@ -179,7 +207,7 @@ def repair_check(
     """`--repair`: when `before` found differences, re-send what differs (`reconcile.repair`, a
     run of kind `repair` of the check's sync; `force_deletes`: past the mass-delete guard), then
     run the check again."""
-    if before.error is not None or before.ok:
+    if before.error is not None or not before.differences():  # (`incomplete`: nothing to re-send)
         return Repaired(before)
     outcome = repair.repair(engine, engine.sheet, before, trigger=trigger, force_deletes=force_deletes)
     after = run_check(engine, name, trigger=trigger, repaired=True)

@@ -12,14 +12,15 @@ ends the walk with the store's StateError, as every store error does: `faults.in
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
 
-from mapsync import records
-from mapsync.state import schema, values
+from mapsync import errors, records
+from mapsync.state import faults, schema, values
 from mapsync.state.data import LedgerEntry as LedgerEntry
 from mapsync.state.faults import guarded
 
@@ -279,20 +280,26 @@ class LedgerMixin:
                 where += f" AND {part} IN (SELECT value FROM json_each({mark}))"  # noqa: S608
                 params.append(json.dumps(wanted))
         keep = bucket_test(buckets) if buckets is not None and suffixes is None else None
-        with self.engine.connect() as conn:
-            driver: Any = conn.connection.driver_connection
-            if self.dialect == "sqlite":  # SQLite's cursor steps the statement: it streams
-                hint, cursor = self._sqlite_hint(conn, sync), driver.cursor()
-            else:  # PostgreSQL: a named (server-side) cursor streams
-                hint, cursor = "", driver.cursor("mapsync_drift_scan")
-            try:
-                cursor.execute(f"SELECT {cols} FROM {q(schema.ledger.name)}{hint} WHERE {where}", params)  # noqa: S608
-                while rows := cursor.fetchmany(page):
-                    if keep is not None and not (rows := [r for r in rows if keep(r[1])]):
-                        continue  # (pages after the filter: at most `page` entries, none empty)
-                    yield [(k, dk, dg, bool(g)) for k, dk, dg, g in rows]
-            finally:
-                cursor.close()
+        dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
+        head, tail = f"SELECT {cols} FROM {q(schema.ledger.name)}", f" WHERE {where}"  # noqa: S608
+        try:
+            with self.engine.connect() as conn:
+                driver: Any = conn.connection.driver_connection
+                if self.dialect == "sqlite":  # SQLite's cursor steps the statement: it streams
+                    hint, cursor = self._sqlite_hint(conn, sync), driver.cursor()
+                else:  # PostgreSQL: a named (server-side) cursor streams
+                    hint, cursor = "", driver.cursor("mapsync_drift_scan")
+                try:
+                    cursor.execute(head + hint + tail, params)
+                    while rows := cursor.fetchmany(page):
+                        if keep is not None and not (rows := [r for r in rows if keep(r[1])]):
+                            continue  # (pages after the filter: at most `page` entries, none empty)
+                        yield [(k, dk, dg, bool(g)) for k, dk, dg, g in rows]
+                finally:
+                    with contextlib.suppress(dbapi_error):  # (a broken connection's cursor)
+                        cursor.close()
+        except (dbapi_error, sa.exc.DBAPIError) as exc:  # the driver's own cursor: SQLAlchemy never saw it
+            raise _scan_fault(self.engine, sync, head + tail, exc) from None
 
     @guarded
     def set_drift(self, sync: str, entries: Mapping[str, tuple[str, str, str]]) -> int:
@@ -332,3 +339,18 @@ class LedgerMixin:
                 )
             )
             return {dest_id: tuple(values.decode(key)) for key, dest_id in rows}
+
+
+def _scan_fault(engine: sa.Engine, sync: str, sql: str, exc: Exception) -> errors.StateError:
+    """A driver error of the drift scan as the store's other reads name theirs (`faults`): a
+    classified StoreFault (the reason, the store, what to do), else a StateError in one line. The
+    scan streams one statement and is not retried (as `live_scan`)."""
+    wrapped: sa.exc.StatementError = (
+        exc if isinstance(exc, sa.exc.DBAPIError) else sa.exc.DBAPIError.instance(sql, None, exc, type(exc))
+    )
+    orig = wrapped.orig or exc
+    reason = faults.classify(wrapped)
+    if reason is not None:
+        return faults.error(engine, reason, wrapped)
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:300]
+    return errors.StateError(f"{faults.where(engine)}: the drift scan of sync {sync} failed: {first}")

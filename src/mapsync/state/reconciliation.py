@@ -17,14 +17,14 @@ from mapsync.state import schema
 from mapsync.state.clock import stamp, unstamp
 from mapsync.state.faults import guarded
 
-STATUSES = ("ok", "differs", "error", "repaired")
+STATUSES = ("ok", "differs", "incomplete", "error", "repaired")  # incomplete: drift entries not digested
 
 
 def result_row(
     result: dict[str, Any], run_id: int | None, started_at: dt.datetime, finished_at: dt.datetime
 ) -> dict[str, Any]:
     """The columns of a new result row (not its id) from a `CheckResult.to_json()` dict; its
-    `status` (ok | differs | error | repaired) is the dict's."""
+    `status` (ok | differs | incomplete | error | repaired) is the dict's."""
     status = str(result.get("status") or "error")
     if status not in STATUSES:
         raise ValueError(f"check {result.get('check')}: unknown result status {status!r}")

@@ -12,11 +12,15 @@ ledger's digests are the ones delivery records.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from mapsync import errors
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.engine import Engine
 from mapsync.reconcile import drift
@@ -204,8 +208,10 @@ def test_undigested_entries_are_counted_and_their_buckets_left_out(
             params=[{"k": k(2)}],
         )
         result = w.walk()
-        assert result.undigested == 1 and result.ok
+        assert result.undigested == 1 and result.differences() == 0
+        assert (result.ok, result.status) == (False, "incomplete")  # not everything compared: not ok
         assert result.compared == ROWS - 1 and any("no drift digest" in n for n in result.notes)
+        assert any("mapsync reconcile SHEET --sync customers --backfill" in n for n in result.notes)
     finally:
         w.close()
 
@@ -225,12 +231,117 @@ def test_entries_without_any_drift_pair_hide_no_row_as_extra(
             params=[{"k": k(2)}],
         )
         result = w.walk(buckets=2)
-        assert result.ok and result.undigested == 1 and result.compared == ROWS - 1
+        assert result.status == "incomplete" and result.undigested == 1 and result.compared == ROWS - 1
         assert any("not reported as extra" in n for n in result.notes), result.notes
         h.execute(state, "UPDATE mapsync_ledger SET dkey = NULL, digest = NULL")
         result = w.walk()
-        assert result.ok and result.undigested == ROWS and result.compared == 0
-        assert any("--backfill" in n for n in result.notes)
+        assert result.status == "incomplete" and result.undigested == ROWS and result.compared == 0
+        assert any("nothing compared" in n and "--backfill" in n for n in result.notes)
         assert result.read["dest"].rows <= ROWS  # the bucket figures only: no row-by-row read
     finally:
         w.close()
+
+
+@pytest.fixture(params=PAIRS[:1])
+def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    w = make_world(request, tmp_path, HARD)
+    yield w
+    w.close()
+
+
+def test_a_ledger_from_before_v8_is_incomplete_and_not_read_twice(servers: World, tmp_path: Path) -> None:
+    """Right after the upgrade (one entry re-delivered with a digest, the rest without even a
+    dkey): the result is `incomplete` at best, a hand edit of the digested row is found, and only
+    the bucket of that entry is read row by row (not the whole table a second time)."""
+    w = servers
+    w.run("seed")
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    h.execute(
+        state,
+        "UPDATE mapsync_ledger SET dkey = NULL, digest = NULL WHERE " + '"key" <> :k',
+        params=[{"k": k(1)}],
+    )
+    h.execute(w.dst, "UPDATE accounts SET nm = 'edited' WHERE ref = 1")
+    result = w.walk()
+    assert (result.status, result.changed, result.undigested) == ("differs", [k(1)], ROWS - 1)
+    # the bucket figures (one line per bucket), then the digested entry's bucket (read twice)
+    assert result.read["dest"].rows <= ROWS + 2, result.read
+    h.execute(w.dst, "UPDATE accounts SET nm = 'c1' WHERE ref = 1")
+    result = w.walk()
+    assert (result.status, result.ok, result.differences()) == ("incomplete", False, 0)
+    assert result.read["dest"].rows <= ROWS, result.read
+
+
+class Racing:
+    """A run delivering in the middle of the walk's first read of the differing buckets: the
+    destination's rows are read before it, the ledger's entries after it (the ledger's read
+    waits for the run)."""
+
+    def __init__(self, world: World, run: Callable[[], None]) -> None:
+        self.world, self.run, self.delivered = world, run, threading.Event()
+
+    def rows(self, original: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def rows(side: Any, suspects: Any) -> Iterator[Any]:
+            got = list(original(side, suspects))
+            if self.run is not None:
+                run, self.run = self.run, None
+                try:
+                    run()
+                finally:
+                    self.delivered.set()
+            yield from got
+
+        return rows
+
+    def drift_scan(self, sync: str, page: int, buckets: Any = None) -> Iterator[list[Any]]:
+        if buckets is not None:
+            assert self.delivered.wait(30)
+        yield from self.world.store.drift_scan(sync, page, buckets)
+
+
+def test_a_run_delivering_during_the_walk_is_no_difference(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.run("seed")
+    h.execute(world.dst, "UPDATE accounts SET nm = 'edited by hand' WHERE ref = 3")  # a real difference
+
+    def deliver() -> None:  # the source changes and a run delivers it mid-walk
+        h.execute(world.src, "UPDATE customers SET name = 'renamed' WHERE id = 8")
+        h.execute(world.src, "INSERT INTO customers VALUES (77, 'new', 'France', 1.50)")
+        h.execute(world.src, "DELETE FROM customers WHERE id = 9")
+        world.run()
+
+    racing = Racing(world, deliver)
+    monkeypatch.setattr(drift._DestSide, "rows", racing.rows(drift._DestSide.rows))
+    dest = world.engine.parts("customers").dest
+    assert isinstance(dest, SqlDestination) and dest.drift_form is not None
+    cfg = world.engine.sheet.syncs["customers"]
+    result = drift.walk(racing, "customers", dest, dest.drift_form, buckets=1, deletes=cfg.deletes)
+    assert racing.run is None  # the run did deliver mid-walk
+    assert (result.changed, result.missing, result.extra) == ([k(3)], [], []), result.to_json()
+    assert any("3 difference(s) matched when read again" in n for n in result.notes), result.notes
+
+
+def test_a_destination_outage_is_a_transient_error_and_a_refused_query_a_config_error(
+    servers: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    servers.run("seed")
+    dest = servers.engine.parts("customers").dest
+    assert isinstance(dest, SqlDestination)
+    away = sa.create_engine("mysql+pymysql://root@127.0.0.1:1/nowhere")  # nothing listens on port 1
+    monkeypatch.setattr(dest.db, "engine", away)
+    assert dest.drift_form is not None
+    with pytest.raises(errors.TransientError, match=r"^check drift:customers: connection portal") as caught:
+        drift.walk(servers.store, "customers", dest, dest.drift_form)
+    assert "SELECT" not in str(caught.value)
+    monkeypatch.undo()
+    h.execute(servers.dst, "DROP TABLE accounts")
+    with pytest.raises(errors.ConfigError, match="the drift query on accounts in connection portal fails"):
+        drift.walk(servers.store, "customers", dest, dest.drift_form)
+
+
+def test_a_ledger_failure_during_the_walk_is_the_stores_error(world: World) -> None:
+    world.run("seed")
+    h.execute(f"sqlite:///{world.folder / 'state.db'}", "ALTER TABLE mapsync_ledger RENAME TO gone")
+    with pytest.raises(errors.StateError, match="the drift scan of sync customers failed: no such table"):
+        world.walk()

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mapsync import errors, watch
+from mapsync import errors, watch, watch_environment
 from mapsync.daemon import Daemon
 from mapsync.daemon_reconcile import ScheduledChecks
 from mapsync.engine import Engine
 from mapsync.reconcile import runner
 from mapsync.reconcile.results import CheckResult
 from mapsync.records import key_text
-from mapsync.sheet import loader
+from mapsync.sheet import loader, models
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.store import StateStore
 from tests import helpers as h
@@ -139,7 +139,9 @@ def test_a_check_that_cannot_run_is_a_failed_run_and_an_error_result(world: Worl
     result = runner.run_check(world.engine, "broken")
     assert result.error is not None and "nowhere" in result.error
     run = last_run(world, "broken")
-    assert run["status"] == "failed" and run["message"].startswith("check broken could not run: ")
+    assert run["status"] == "failed" and run["message"].startswith(
+        "check broken could not run (source failure)"
+    )
     assert world.store.reconciliation.latest(["broken"])["broken"]["status"] == "error"
 
 
@@ -285,3 +287,77 @@ def test_the_daemon_has_the_reconcile_chore_without_a_lease_of_its_own(world: Wo
     chores = {c.name: c for c in d._chores()}
     assert "reconcile" in chores and chores["reconcile"].lease is False  # each check takes its own
     assert isinstance(chores["reconcile"].do, ScheduledChecks)
+
+
+def test_the_run_message_never_holds_the_errors_values(world: World) -> None:
+    """An API side's error may quote a record's values: the run row says only that the check
+    could not run and its failure kind; the stored result keeps the (redacted) text."""
+
+    def leaky(engine: Engine, name: str, check: Any) -> CheckResult:
+        raise errors.PermanentError("record 7: field balance = 'ACME-SECRET-9' is not a number", "source")
+
+    result = runner.run_check(world.engine, "balances", compute_with=leaky)
+    assert result.error is not None and "ACME-SECRET-9" in result.error
+    run = last_run(world, "balances")
+    assert run["status"] == "failed" and "ACME-SECRET-9" not in run["message"]
+    assert run["message"].startswith("check balances could not run (source failure)")
+
+
+def test_the_result_is_recorded_before_the_run_is_finished(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the two leaves no finished run whose result the monitor never sees."""
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the process dies here")
+
+    monkeypatch.setattr(world.store, "finish_run", crash)
+    with pytest.raises(RuntimeError):
+        runner.run_check(world.engine, "rows")
+    assert world.store.reconciliation.latest(["rows"])["rows"]["status"] == "ok"
+
+
+def test_undigested_entries_make_an_incomplete_result_that_alerts(world: World) -> None:
+    state = world.state if world.state != "sqlite:///state.db" else f"sqlite:///{world.folder / 'state.db'}"
+    h.execute(
+        state, "UPDATE mapsync_ledger SET digest = NULL WHERE " + '"key" = :k', params=[{"k": key_text((3,))}]
+    )
+    result = runner.run_check(world.engine, "rows")
+    assert (result.status, result.ok, result.differences(), result.undigested) == ("incomplete", False, 0, 1)
+    assert any("--backfill" in n for n in result.notes)
+    run = last_run(world, "rows")
+    assert run["status"] == "partial" and "1 undigested" in run["message"]
+    assert world.store.reconciliation.latest(["rows"])["rows"]["status"] == "incomplete"
+    assert runner.repair_check(world.engine, "rows", result).outcome is None  # nothing to re-send
+    report = watch.evaluate(world.loaded, world.store, [], only=("reconcile_mismatch",))
+    assert [(i.subject, "--backfill" in i.message) for i in report.opened] == [("rows", True)]
+
+
+def rest_sheet(world: World) -> Any:
+    """The world's sheet with the sync writing to a REST connection instead."""
+    sheet = world.loaded.sheet
+    api = models.RestConnection(kind="rest", base_url="http://127.0.0.1:9/api/")
+    sync = sheet.syncs["customers"]
+    moved = sync.model_copy(update={"to": sync.to.model_copy(update={"connection": "api"})})
+    return sheet.model_copy(
+        update={
+            "connections": {**sheet.connections, "api": api},
+            "syncs": {"customers": moved},
+            "reconcile": {},
+        }
+    )
+
+
+def test_a_sync_writing_to_an_api_has_no_implicit_drift_check(world: World) -> None:
+    sheet = rest_sheet(world)
+    assert runner.checks_for(sheet, sync="customers") == []
+    with pytest.raises(errors.ConfigError, match="not a SQL connection: it has no drift check"):
+        runner.check_of(sheet, "drift:customers")
+
+
+def test_the_monitor_judges_implicit_drift_checks_of_sql_syncs_only(world: World) -> None:
+    h.execute(world.dst, "INSERT INTO accounts VALUES (500, 'by hand', 1.00)")
+    runner.run_check(world.engine, "drift:customers")
+    assert set(watch_environment.reconcile_latest(world.loaded, world.store)) >= {"drift:customers"}
+    moved = dataclasses.replace(world.loaded, sheet=rest_sheet(world))
+    assert "drift:customers" not in watch_environment.reconcile_latest(moved, world.store)

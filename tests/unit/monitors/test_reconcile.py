@@ -82,7 +82,7 @@ def test_values_only_with_include_values() -> None:
 def test_a_check_that_could_not_run_fires_without_its_error_text() -> None:
     failed = CheckResult("open_ar", "business", error="connection erp: password authentication failed")
     (found,) = check(facts(reconcile={"open_ar": row(failed)}))
-    assert found.message == "check open_ar could not run (`mapsync runs`)"
+    assert found.message == "check open_ar could not run (`mapsync reconcile SHEET --check open_ar` says why)"
     assert found.failure_class == "tool"
     (shown,) = check(facts(reconcile={"open_ar": row(failed)}, include_values=True))
     assert shown.message.endswith(": connection erp: password authentication failed")
@@ -100,3 +100,10 @@ def test_a_repaired_result_is_clean() -> None:
     fixed = row(CheckResult("rows", "drift", compared=5, matched=5))
     fixed["status"] = "repaired"
     assert check(facts(reconcile={"rows": fixed})) == []
+
+
+def test_an_incomplete_drift_check_is_not_clean_and_says_to_backfill() -> None:
+    incomplete = CheckResult("rows", "drift", sync="invoices", compared=40, matched=40, undigested=3)
+    (found,) = check(facts(reconcile={"rows": row(incomplete)}))
+    assert found.subject == "rows" and "3 ledger entries have no drift digest" in found.message
+    assert "mapsync reconcile SHEET --sync invoices --backfill" in found.message
