@@ -285,3 +285,14 @@ def test_the_daemon_has_the_reconcile_chore_without_a_lease_of_its_own(world: Wo
     chores = {c.name: c for c in d._chores()}
     assert "reconcile" in chores and chores["reconcile"].lease is False  # each check takes its own
     assert isinstance(chores["reconcile"].do, ScheduledChecks)
+
+
+def test_the_daemons_stop_closes_the_scheduled_checks_engine(world: World) -> None:
+    d = Daemon(world.loaded, world.store, ["customers"], open_store=lambda: world.store)
+    (checks,) = [c.do for c in d._chores() if c.name == "reconcile"]
+    assert isinstance(checks, ScheduledChecks)
+    engine = checks._engine_for(world.loaded, world.store)  # as a due check opens it
+    engine.database(world.loaded.sheet.syncs["customers"].to.connection)
+    assert engine._dbs
+    assert d._shutdown() == 0
+    assert checks._engine is None and engine._dbs == {}  # its SQL connections closed
