@@ -17,8 +17,10 @@ Under the sync's lease:
    holds it again gets it sent). Any other extra is someone else's: left, counted and reported
    as "not ours".
 4. The mass-delete guard (`guard.py`) judges all the repair's deletes before anything is
-   written: more than `deletes.max_delete_ratio` of the ledger's live keys and the repair fails
-   with the guard's message, nothing sent (`force_deletes` lets one repair through). The reads
+   written: the deletes of keys the ledger holds live, more than `deletes.max_delete_ratio` of
+   the ledger's live keys, and the repair fails with the guard's message, nothing sent; the
+   deletes of other rows (extras) are judged apart under the same ratio, with a message of their
+   own (`force_deletes` lets one repair through). The reads
    are held in memory until then: a repair's keys are a check's differences, not a table.
 """
 
@@ -31,7 +33,7 @@ from typing import Any, Protocol
 from mapsync import records
 from mapsync.capture import keysource
 from mapsync.connectors.sql_source import SqlSource
-from mapsync.guard import Guard
+from mapsync.guard import Guard, GuardTripped
 from mapsync.keys import from_text
 from mapsync.ports import Source
 from mapsync.records import RunKind
@@ -80,8 +82,7 @@ class RepairPlan:
     def start(self, scope: RunScope) -> tuple[Iterable[records.Batch], int | None]:
         wanted = self._wanted()
         changes = self._read(wanted)
-        deletes = sum(1 for c in changes if c.op == "delete")
-        self.guard.check_batch(deletes)  # all of them, before anything is written
+        self._guard()  # all the deletes, before anything is written
         scope.forced = frozenset(records.key_text(k) for k in self.sent)
         report = scope.report
         report.notes.append(
@@ -96,6 +97,27 @@ class RepairPlan:
                 "mapsync never delivered them (`owns_table: true` lets a repair delete them)"
             )
         return self._batches(changes), len(changes)
+
+    def _guard(self) -> None:
+        """The mass-delete guard on this repair's deletes (the keys gone at the source): those
+        the ledger holds live count against `max_delete_ratio` of the live keys, as any run's;
+        the others (extras mapsync delivered once and deleted since, or never saw under
+        `owns_table`) are rows the ratio does not describe: judged apart, under the same ratio."""
+        guard = self.guard
+        if not guard.active or not self.gone:
+            return
+        live = guard.live_among(self.gone)
+        guard.check_batch(live)
+        other = len(self.gone) - live
+        limit = guard.ratio * guard.live_keys()
+        if other > limit:
+            raise GuardTripped(
+                f"sync {self.name}: mass-delete guard: the repair would delete {other} destination "
+                f"row(s) the key ledger does not hold live (extras delivered once and deleted since, "
+                f"or never delivered under owns_table), more than max_delete_ratio {guard.ratio:g} of "
+                f"its {guard.live_keys()} live row(s); nothing was deleted. Check the destination, then "
+                "repair with --force-deletes if these deletes are meant"
+            )
 
     def _wanted(self) -> list[records.Key]:
         """The source keys to read: the keys, then the extras that are ours (each once)."""

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from mapsync.connectors.sql import SqlDatabase
-from mapsync.errors import ConfigError
 from mapsync.engine import Engine
+from mapsync.errors import ConfigError
 from mapsync.reconcile import business, compute
 from mapsync.reconcile.results import CheckResult, GroupDiff, SideTotals
 from mapsync.reconcile.translate import Translator
@@ -116,7 +116,9 @@ def run(tmp_path: Path) -> Iterator[Callable[..., CheckResult]]:
         if over:
             cfg = cfg.model_copy(update=over)
         opened.append(Engine(loaded, MemoryStore()))  # the runner's opener: the engine's handles
-        return business.run_business(name, cfg, loaded.sheet, compute.sql_of(opened[-1]), secrets=loaded.secrets)
+        return business.run_business(
+            name, cfg, loaded.sheet, compute.sql_of(opened[-1]), secrets=loaded.secrets
+        )
 
     yield run_check
     for engine in opened:
