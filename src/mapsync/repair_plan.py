@@ -30,7 +30,7 @@ import decimal
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from mapsync import records
+from mapsync import casts, records
 from mapsync.capture import keysource
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.guard import Guard, GuardTripped
@@ -43,6 +43,7 @@ from mapsync.sheet import models
 from mapsync.state.ports import Store
 
 SHOWN = 10  # keys named in a note
+_KINDS: dict[type, str] = {int: "int", decimal.Decimal: "decimal", str: "str"}  # for casts.convert
 
 
 class ExtraRow(Protocol):
@@ -187,19 +188,16 @@ def source_key(source: Source, cfg: models.SyncConfig, dest_key: Sequence[Any]) 
 
 def as_type(kind: type | None, value: Any) -> Any:
     """A value in a column's Python type (a destination's int key stored as text at the source,
-    a group's text for an int column, and the other way round); left as is when it is none."""
-    if value is None or kind is None or isinstance(value, kind):
+    a group's text for an int column, and the other way round), converted as the mapping's
+    `cast` converts (`casts.convert`); left as is when there is no such type or it does not
+    convert."""
+    name = _KINDS.get(kind) if kind is not None else None
+    if value is None or kind is None or name is None or isinstance(value, kind):
         return value
     try:
-        if kind is int:
-            return int(str(value))
-        if kind is decimal.Decimal:
-            return decimal.Decimal(str(value))
-        if kind is str:
-            return str(value)
-    except (ValueError, decimal.InvalidOperation):
+        return casts.convert(value, name)
+    except (ValueError, ArithmeticError):
         return value
-    return value
 
 
 def _show(key: tuple[Any, ...]) -> str:
