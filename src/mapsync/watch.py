@@ -350,7 +350,12 @@ def evaluate(
                     },
                 )
                 extra = {}
-            whole = SheetFacts(now=utcnow(), thresholds=sheet_thresholds, extra=extra)
+            whole = SheetFacts(
+                now=utcnow(),
+                thresholds=sheet_thresholds,
+                extra=extra,
+                include_values=bool(loaded.sheet.alerts and loaded.sheet.alerts.include_values),
+            )
             with _alone(store, None, record) as alone:
                 if alone:
                     rec.reload(None)

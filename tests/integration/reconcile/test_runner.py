@@ -24,6 +24,7 @@ from mapsync.reconcile import runner
 from mapsync.reconcile.results import CheckResult
 from mapsync.records import key_text
 from mapsync.sheet import loader
+from mapsync.sheet.alert_models import AlertsConfig
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.store import StateStore
 from tests import helpers as h
@@ -208,6 +209,16 @@ def test_the_monitor_opens_an_incident_and_a_clean_result_resolves_it(world: Wor
     assert runner.run_check(world.engine, "balances").ok
     report = watch.evaluate(world.loaded, world.store, [], only=("reconcile_mismatch",))
     assert [i.subject for i in report.resolved] == ["balances"]
+
+
+def test_with_include_values_the_monitor_quotes_the_groups_values(world: World) -> None:
+    """The sheet's `alerts.include_values` reaches the sheet monitors as `SheetFacts.include_values`."""
+    alerts = AlertsConfig.model_validate({"channels": {"ops": {"log": {}}}, "include_values": True})
+    loaded = dataclasses.replace(world.loaded, sheet=world.loaded.sheet.model_copy(update={"alerts": alerts}))
+    h.execute(world.dst, "UPDATE accounts SET balance = 0 WHERE ref = 2")
+    runner.run_check(world.engine, "balances")
+    (opened,) = watch.evaluate(loaded, world.store, [], only=("reconcile_mismatch",)).opened
+    assert "; 2: 2.1" in opened.message and " vs 0" in opened.message  # 2.10 on MariaDB
 
 
 def test_the_daemon_runs_a_scheduled_check_once_per_slot_among_daemons(world: World) -> None:
