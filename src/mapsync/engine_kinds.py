@@ -13,7 +13,7 @@ from mapsync.engine_parts import PartsCache
 from mapsync.lease_watch import settled
 from mapsync.records import RunKind
 from mapsync.reexport_plan import ReexportPlan
-from mapsync.repair_plan import ExtraRow, RepairPlan
+from mapsync.repair_plan import MAX_KEYS, ExtraRow, RepairPlan
 from mapsync.run_scope import Plan, Request, RetryPlan
 from mapsync.run_types import Parts, RunReport, counted
 from mapsync.sweep_plan import SweepPlan
@@ -91,15 +91,18 @@ class KindRuns(PartsCache):
         *,
         trigger: str = "cli",
         force_deletes: bool = False,
+        max_keys: int | None = MAX_KEYS,
     ) -> RunReport:
         """Repair what a reconcile check found (`repair_plan`): `keys` (ledger key texts) read
         afresh at the source and sent past the ledger's "unchanged", or deleted through the
         delete policy where the source no longer holds them; `extras` (destination rows the
         ledger does not hold live) deleted the same way when mapsync delivered them or the sync
         `owns_table`, else left. The mass-delete guard judges the deletes before anything is
-        written (`force_deletes`: let this repair through)."""
+        written (`force_deletes`: let this repair through). More than `max_keys` keys to read
+        (the keys and the extras that are ours; None: no cap) and the repair is refused before
+        anything is read: a failed run whose message says so (`repair_plan.RepairTooLarge`)."""
         cfg = self.sheet.syncs[name]
         parts = self.parts(name)
         run_guard = guard.Guard(name, self.store, cfg.deletes, force=force_deletes)
-        plan = RepairPlan(self.store, name, cfg, parts, keys, extras, run_guard)
+        plan = RepairPlan(self.store, name, cfg, parts, keys, extras, run_guard, max_keys)
         return self._kept(name, lambda: self._scoped(name, parts, plan, Request(RunKind.REPAIR, trigger)))

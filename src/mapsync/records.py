@@ -96,6 +96,9 @@ class Mapped:
     hash: str = ""
 
 
+# `Delivered.drift` of a row written (or kept as the destination had it) without a digest:
+# the ledger's stored pair no longer describes the row, so it is cleared, never kept
+NO_DRIFT: tuple[str, str] = ("", "")
 KEPT = "kept"  # `Delivered.note`: the destination held the record changed and it was left alone
 # `Rejection.rule` of a record an export's `on_exists: fail` refused (`already imported`): the
 # destination holds it, it did not refuse a write (the breaker does not count it)
@@ -115,7 +118,8 @@ class Delivered:
     # (`on_exists: skip` of an export); None: written
     note: str | None = None
     # (dkey, digest) of the row as written (connectors/drift_form.py); None: the ledger keeps
-    # the pair it holds (a destination that computes none, a delete, a row kept as it was)
+    # the pair it holds (a row seen unchanged, a destination that computes none, a delete);
+    # NO_DRIFT: a row written without a digest, the ledger's pair is cleared (undigested)
     drift: tuple[str, str] | None = None
 
 

@@ -22,6 +22,9 @@ Under the sync's lease:
    deletes of other rows (extras) are judged apart under the same ratio, with a message of their
    own (`force_deletes` lets one repair through). The reads
    are held in memory until then: a repair's keys are a check's differences, not a table.
+5. The keys to read are capped (`max_keys`, default `MAX_KEYS`): above it the repair is refused
+   before anything is read or written. A mass drift (a column's type or scale changed, so every
+   digest differs) is a definition to fix, not thousands of rows to force-send.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import decimal
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from mapsync import casts, records
+from mapsync import casts, errors, records
 from mapsync.capture import keysource
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.guard import Guard, GuardTripped
@@ -44,6 +47,14 @@ from mapsync.state.ports import Store
 
 SHOWN = 10  # keys named in a note
 _KINDS: dict[type, str] = {int: "int", decimal.Decimal: "decimal", str: "str"}  # for casts.convert
+MAX_KEYS = 10_000  # keys one repair reads and sends at most (`Engine.repair(max_keys=...)`)
+
+
+class RepairTooLarge(errors.PermanentError):
+    """A repair's keys exceed its cap: refused, nothing read or written."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, failure_class="guard")
 
 
 class ExtraRow(Protocol):
@@ -70,9 +81,11 @@ class RepairPlan:
         keys: Sequence[str],
         extras: Sequence[ExtraRow],
         guard: Guard,
+        max_keys: int | None = MAX_KEYS,
     ) -> None:
         self.store, self.name, self.cfg, self.parts = store, name, cfg, parts
         self.keys, self.extras, self.guard = list(keys), list(extras), guard
+        self.max_keys = max_keys  # None: no cap
         self.sent: list[records.Key] = []  # found at the source: sent forced
         self.gone: list[records.Key] = []  # not at the source: deletes through the policy
         self.left: list[tuple[Any, ...]] = []  # extras not ours: destination keys left alone
@@ -82,6 +95,14 @@ class RepairPlan:
 
     def start(self, scope: RunScope) -> tuple[Iterable[records.Batch], int | None]:
         wanted = self._wanted()
+        if self.max_keys is not None and len(wanted) > self.max_keys:
+            raise RepairTooLarge(
+                f"sync {self.name}: repair refused: {len(wanted)} key(s) to re-send, more than "
+                f"max_keys {self.max_keys}; nothing was read or written. So many differences "
+                "usually mean the destination's definition changed (a column's type or scale makes "
+                "every row's digest differ): check the table first, then repair with a higher "
+                "--max-keys if the rows really differ"
+            )
         changes = self._read(wanted)
         self._guard()  # all the deletes, before anything is written
         scope.forced = frozenset(records.key_text(k) for k in self.sent)

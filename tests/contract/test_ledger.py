@@ -9,7 +9,7 @@ import decimal
 
 import pytest
 
-from mapsync import errors
+from mapsync import errors, records
 from mapsync.state.data import Counts, Lease
 from mapsync.state.ledger import DELETED_HASH
 from mapsync.state.ports import Store
@@ -208,11 +208,85 @@ def test_the_drift_pair_is_stored_at_delivery_and_kept_when_a_delivery_has_none(
     assert list(store.drift_scan("other", 10)) == []
 
 
+def test_a_row_written_without_a_digest_clears_the_stored_pair(store: Store) -> None:
+    """Review finding 2: a written upsert without a digest (`on_null: omit`, a row kept by
+    `on_exists: skip`) kept the old pair, a false "changed" that a repair could not clear; it is
+    stored undigested now, while a row seen unchanged (no pair at all) keeps its pair."""
+    lease, run_id = begin(store)
+    pair = (HEX_A, HEX_B)
+    commit(
+        store,
+        lease,
+        run_id,
+        delivered=[dataclasses.replace(delivered(k, k, "h"), drift=pair) for k in (1, 2)],
+    )
+    cleared = dataclasses.replace(delivered(1, 3, "h3"), drift=records.NO_DRIFT)
+    new = dataclasses.replace(delivered(3, 3, "h3"), drift=records.NO_DRIFT)
+    commit(store, lease, run_id, delivered=[cleared, delivered(2, 3, "h"), new])
+    assert _drift(store) == {
+        "[1]": (None, None, False),
+        "[2]": (HEX_A, HEX_B, False),
+        "[3]": (None, None, False),
+    }
+
+
 def test_set_drift_backfills_entries_the_ledger_holds(store: Store) -> None:
     lease, run_id = begin(store)
     commit(store, lease, run_id, delivered=[delivered(1, 1, "h1"), delivered(2, 2, DELETED_HASH)])
-    assert store.set_drift("s", {"[1]": (HEX_A, HEX_B), "[2]": (HEX_B, HEX_B), "[9]": (HEX_A, HEX_A)}) == 2
+    entries = {"[1]": (HEX_A, HEX_B, "h1"), "[2]": (HEX_B, HEX_B, DELETED_HASH), "[9]": (HEX_A, HEX_A, "h")}
+    assert store.set_drift("s", entries) == 2
     assert _drift(store) == {"[1]": (HEX_A, HEX_B, False), "[2]": (HEX_B, HEX_B, True)}
     assert store.set_drift("s", {}) == 0
     pages = list(store.drift_scan("s", 1))
     assert [len(p) for p in pages] == [1, 1]
+
+
+def test_set_drift_stores_only_undigested_entries_still_at_the_backfilled_hash(store: Store) -> None:
+    """Review finding 5: a backfill reads the whole source; an entry a run delivered again in the
+    meantime (another hash, or a pair of its own) is left as the run stored it."""
+    lease, run_id = begin(store)
+    commit(
+        store,
+        lease,
+        run_id,
+        delivered=[
+            delivered(1, 1, "h1"),
+            delivered(2, 2, "h2-newer"),
+            dataclasses.replace(delivered(3, 3, "h3"), drift=(HEX_B, HEX_B)),
+        ],
+    )
+    entries = {"[1]": (HEX_A, HEX_A, "h1"), "[2]": (HEX_A, HEX_A, "h2"), "[3]": (HEX_A, HEX_A, "h3")}
+    assert store.set_drift("s", entries) == 1
+    assert _drift(store) == {
+        "[1]": (HEX_A, HEX_A, False),
+        "[2]": (None, None, False),
+        "[3]": (HEX_B, HEX_B, False),
+    }
+
+
+@pytest.mark.parametrize("n", [4096, 16, 3])  # powers of 16: selected in the store; 3: filtered after
+def test_drift_scan_keeps_only_the_entries_of_the_wanted_buckets(store: Store, n: int) -> None:
+    lease, run_id = begin(store)
+    dkeys = [f"{i:08x}" + "0" * 24 for i in (0x12345678, 0xABC00FFF, 0x00000ABC, 0xFFFFFFFF, 7, 4095 * 3)]
+    # [5] delivered without a pair, then backfilled (set_drift fills undigested entries only)
+    rows = [dataclasses.replace(delivered(i), drift=(dk, HEX_A)) for i, dk in enumerate(dkeys) if i != 5]
+    commit(
+        store, lease, run_id, delivered=[*rows, delivered(5), delivered(99, hash_=DELETED_HASH)]
+    )  # 99: no dkey
+    assert store.set_drift("s", {"[5]": (dkeys[5], HEX_B, "h")}) == 1
+    everything = _drift(store)
+    for wanted in ([0x678 % n, 0xFFF % n], [0xABC % n], [], list(range(n))):
+        expected = {
+            k: v for k, v in everything.items() if v[0] is not None and int(v[0][:8], 16) % n in wanted
+        }
+        got = {
+            k: (dk, dg, gone) for page in store.drift_scan("s", 2, (n, wanted)) for k, dk, dg, gone in page
+        }
+        assert got == expected
+    if n == 4096:  # the last 3 hex digits of dkey[:8]; not the first ones, not the tail of dkey
+        got = {k for page in store.drift_scan("s", 10, (n, [0x678, 0xFFF])) for k, *_ in page}
+        assert got == {"[0]", "[1]", "[3]"}
+    assert [len(p) for p in store.drift_scan("s", 1, (n, [0xABC % n, 0x678 % n]))] == [1] * len(
+        [dk for dk in dkeys if int(dk[:8], 16) % n in (0xABC % n, 0x678 % n)]
+    )
+    assert list(store.drift_scan("other", 10, (n, [1]))) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,10 +122,10 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     w.close()
 
 
-def repair(world: World, keys: list[str], extras: list[Extra]) -> RunReport:
+def repair(world: World, keys: list[str], extras: list[Extra], **options: Any) -> RunReport:
     _write_log(world.dst)  # from here on, every destination write is logged
     assert world.engine is not None
-    return world.engine.repair("customers", keys, extras)
+    return world.engine.repair("customers", keys, extras, **options)
 
 
 def test_repair_touches_exactly_the_planted_rows(world: World) -> None:
@@ -221,3 +222,22 @@ def test_owns_table_deletes_an_extra_the_ledger_never_saw(world: World) -> None:
     assert world.accounts()[8] == ("c8", 1)
     assert 99 not in world.accounts()
     assert not any("not ours" in n for n in report.notes)
+
+
+def test_a_repair_above_max_keys_is_refused_before_anything_is_read(world: World) -> None:
+    """Review finding 8: a mass drift (a column's type or scale changed) makes every digest differ
+    and --repair would force-send the whole table; above `max_keys` it is refused instead."""
+    world.start()
+    h.execute(world.dst, "UPDATE accounts SET nm = 'edited' WHERE ref IN (2, 3, 4)")
+    keys = ["[2]", "[3]", "[4]"]
+    report = repair(world, keys, [Extra((4,), "[4]"), Extra((99,), None)], max_keys=2)
+
+    assert report.status == "failed" and report.kind == "repair"
+    assert report.message is not None
+    assert "repair refused: 3 key(s) to re-send, more than max_keys 2" in report.message
+    assert "nothing was read or written" in report.message
+    assert world.log() == []
+    assert world.engine is not None
+    allowed = world.engine.repair("customers", keys, [], max_keys=3)  # at the cap: through
+    assert allowed.status == "success", allowed.message
+    assert world.log() == [("UPDATE", 2), ("UPDATE", 3), ("UPDATE", 4)]

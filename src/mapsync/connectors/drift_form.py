@@ -127,11 +127,14 @@ class _Column:
 
     @staticmethod
     def _time(value: Any) -> str:
-        return str(value.replace(tzinfo=None).isoformat("microseconds"))
+        # a text the mapping passed through ('10:30:00' from SQLite): the database parses it
+        time = dt.time.fromisoformat(value) if isinstance(value, str) else value
+        return str(time.replace(tzinfo=None).isoformat("microseconds"))
 
     @staticmethod
     def _binary(value: Any) -> str:
-        return bytes(value).hex()
+        # a text written into a binary column is stored as its UTF-8 bytes
+        return (value.encode() if isinstance(value, str) else bytes(value)).hex()
 
     @staticmethod
     def _uuid(value: Any) -> str:
@@ -206,10 +209,12 @@ class DriftForm:
         return self._md5(values, self._key_fns), self._md5(values, self._owned_fns)
 
     def of_written(self, values: Mapping[str, Any]) -> tuple[str, str] | None:
-        """`of` a written row, None when it leaves a digested column out (`on_null: omit`)."""
+        """`of` a written row, None when it leaves a digested column out (`on_null: omit`) or
+        holds a value the form cannot read (a type the mapping did not coerce): the row is
+        written already, so this never raises — the entry is stored undigested instead."""
         try:
             return self.of(values)
-        except KeyError:
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
             return None
 
     def form_sql(self, dialect: str, col: Col, names: Sequence[str]) -> sa.ColumnElement[Any]:

@@ -131,18 +131,19 @@ class SqlDestination(DestinationBase):
         batch: Sequence[records.Mapped], result: records.WriteResult, form: drift_form.DriftForm
     ) -> None:
         """Each confirmed upsert's (dkey, digest) of the row as written (the batch's last change of
-        its key: what `deliver` wrote). None for deletes, disables, rows kept as the destination
-        had them, and rows that leave a digested column out (`on_null: omit`)."""
+        its key: what `deliver` wrote). None (the ledger's pair stays) for deletes and disables;
+        `records.NO_DRIFT` (the ledger's pair is cleared) for rows kept as the destination had
+        them and rows without a digest (`on_null: omit` leaves a digested column out, a value
+        the form cannot read): the old pair would describe a row the destination no longer
+        holds. Never raises: the rows are written already."""
         latest = {r.key: r for r in batch}
         for i, d in enumerate(result.delivered):
             rec = latest.get(d.key)
-            if d.op != "upsert" or d.note is not None or rec is None or rec.op != "upsert":
+            if d.op != "upsert" or rec is None or rec.op != "upsert":
                 continue
-            pair = form.of_written(rec.values)
-            if pair is not None:  # the constructor: dataclasses.replace costs as much as the digest
-                result.delivered[i] = records.Delivered(
-                    d.key, d.version, d.hash, d.dest_id, d.op, d.note, pair
-                )
+            pair = (form.of_written(rec.values) if d.note is None else None) or records.NO_DRIFT
+            # the constructor: dataclasses.replace costs as much as the digest
+            result.delivered[i] = records.Delivered(d.key, d.version, d.hash, d.dest_id, d.op, d.note, pair)
 
     def _fall_back(self, batch: Sequence[records.Mapped], result: records.WriteResult) -> records.WriteResult:
         """Hard deletes the destination refused (a foreign key, no DELETE permission), written

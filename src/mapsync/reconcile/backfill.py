@@ -6,7 +6,10 @@ the ledger may hold), each row is mapped as a run maps it, and an entry that is 
 digest and whose ledger hash equals the mapped row's hash — what was delivered is what would be
 delivered now — gets the `DriftForm.of` pair of the mapped values. Entries whose hash differs
 are left: the source changed since, and their next delivery stores their pair. The sync's lease
-is held throughout, so no run of the sync moves the ledger meanwhile.
+is held throughout and renewed by a heartbeat while the source is read (a lost lease stops the
+backfill), so no run of the sync moves the ledger meanwhile; and each entry is set only while it
+is still undigested at the hash read (`Ledger.set_drift`), so even a run that got in cannot have
+its newer pair overwritten with the old one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from mapsync import errors, records, transforms
 from mapsync.capture import base as capture_base
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.engine import Engine
+from mapsync.lease_watch import heartbeat
 from mapsync.state import lease as leases
 
 log = logging.getLogger("mapsync.reconcile")
@@ -36,7 +40,11 @@ def backfill(engine: Engine, sync: str, *, batch: int | None = None) -> int:
             "columns have a digestable type is needed)"
         )
     done = 0
-    with leases.held(store, sync, engine.sheet.state.lease_ttl):
+    with (
+        leases.held(store, sync, engine.sheet.state.lease_ttl) as lease,
+        heartbeat(store, lease, True) as beat,
+    ):
+        assert beat is not None
         wanted = {
             key
             for page in store.drift_scan(sync, PAGE)
@@ -56,15 +64,15 @@ def backfill(engine: Engine, sync: str, *, batch: int | None = None) -> int:
                 m for c in changes if isinstance(m := parts.mapping.apply(c, ctx, tally), records.Mapped)
             ]
             ledger = store.ledger(sync, [m.key for m in mapped])
-            pairs = {
-                records.key_text(m.key): form.of(m.values)
-                for m in mapped
-                if m.op == "upsert"
-                and (entry := ledger.get(m.key)) is not None
-                and not entry.deleted
-                and entry.hash == m.hash
-                and form.covers(m.values)
-            }
-            done += store.set_drift(sync, pairs)
+            entries: dict[str, tuple[str, str, str]] = {}
+            for m in mapped:
+                entry = ledger.get(m.key)
+                if m.op != "upsert" or entry is None or entry.deleted or entry.hash != m.hash:
+                    continue
+                pair = form.of_written(m.values)  # None: a column left out, a value it cannot read
+                if pair is not None:
+                    entries[records.key_text(m.key)] = (*pair, m.hash)
+            beat.check()  # LeaseLost: another process holds the sync now
+            done += store.set_drift(sync, entries)
     log.info("drift_backfill", extra={"action": "drift_backfill", "sync": sync, "count": done})
     return done

@@ -13,7 +13,7 @@ ends the walk with the store's StateError, as every store error does: `faults.in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -63,6 +63,24 @@ def compare_found(
         elif hashed and entry[0] != f'"{row_hash}"':  # = values.encode(row_hash)
             out.append((i, True))
     return out
+
+
+Buckets = tuple[int, Collection[int]]  # (n, wanted buckets) of a `drift_scan`
+
+
+def drift_suffixes(n: int, wanted: Collection[int]) -> tuple[int, list[str]] | None:
+    """When n is a power of 16 (up to 16**8): (w, the w-digit hex texts) such that `bucket(dkey, n)`
+    is wanted exactly when dkey[8 - w : 8] is one of them (lowercase, as md5 hex is); else None."""
+    width = next((w for w in range(1, 9) if 16**w == n), None)
+    if width is None:
+        return None
+    return width, sorted(format(b, f"0{width}x") for b in set(wanted) if 0 <= b < n)
+
+
+def bucket_test(buckets: Buckets) -> Callable[[str | None], bool]:
+    """Whether a dkey is in one of the wanted buckets (= `drift_form.bucket`; a None is not)."""
+    n, wanted = buckets[0], frozenset(buckets[1])
+    return lambda dkey: dkey is not None and int(dkey[:8], 16) % n in wanted
 
 
 class LedgerMixin:
@@ -131,14 +149,20 @@ class LedgerMixin:
         plus a table lookup per row); otherwise through the index, which skips the other syncs."""
         q = self.engine.dialect.identifier_preparer.quote
         t, s = q(schema.ledger.name), q("sync")
+        return (  # identifiers from our own schema, values as parameters
+            f"SELECT {cols} FROM {t}{self._sqlite_hint(conn, sync)} WHERE {s} = ? "  # noqa: S608
+            f"AND NOT {q('deleted')} AND {q('hash')} <> ?"
+        )
+
+    def _sqlite_hint(self, conn: sa.Connection, sync: str) -> str:
+        """` NOT INDEXED` when the SQLite ledger holds no other sync than `sync` (see `_sqlite_live`)."""
+        q = self.engine.dialect.identifier_preparer.quote
+        t, s = q(schema.ledger.name), q("sync")
         others = conn.exec_driver_sql(
             f"SELECT EXISTS (SELECT 1 FROM {t} WHERE {s} < ?) OR EXISTS (SELECT 1 FROM {t} WHERE {s} > ?)",  # noqa: S608
             (sync, sync),
         ).scalar()
-        return (  # identifiers from our own schema, values as parameters
-            f"SELECT {cols} FROM {t}{'' if others else ' NOT INDEXED'} WHERE {s} = ? "  # noqa: S608
-            f"AND NOT {q('deleted')} AND {q('hash')} <> ?"
-        )
+        return "" if others else " NOT INDEXED"
 
     @guarded
     def live_count(self, sync: str) -> int:
@@ -228,40 +252,71 @@ class LedgerMixin:
                 rows = _fetch(conn, sql, (json.dumps(page), sync))
         return sorted((int(i), bool(live)) for i, live in rows)
 
-    def drift_scan(self, sync: str, page: int) -> Iterator[list[tuple[str, str | None, str | None, bool]]]:
+    def drift_scan(
+        self, sync: str, page: int, buckets: Buckets | None = None
+    ) -> Iterator[list[tuple[str, str | None, str | None, bool]]]:
         """(key text, dkey, digest, gone) of every ledger entry of the sync — `gone`: its delete was
         delivered (deleted, or written by `disable`) —, in pages of one streamed statement (one
-        snapshot), in no particular order (the drift walk buckets them itself)."""
-        t = schema.ledger
-        streaming = self.engine.dialect.supports_server_side_cursors
-        options = {"stream_results": True, "max_row_buffer": page} if streaming else {}
-        query = sa.select(t.c.key, t.c.dkey, t.c.digest, t.c.deleted, t.c.hash).where(t.c.sync == sync)
-        with self.engine.connect().execution_options(**options) as conn:
-            result = conn.execute(query)
-            while rows := result.fetchmany(page):
-                yield [(k, dk, dg, bool(d) or h == DELETED_HASH) for k, dk, dg, d, h in rows]
+        snapshot), in no particular order (the drift walk buckets them itself). `buckets` = (n,
+        wanted): only the entries with a dkey whose `bucket(dkey, n)` is wanted; when n is a power
+        of 16 the store selects them (the last hex digits of dkey[:8]: `drift_suffixes`).
+
+        Plain tuples from the driver's cursor (no Row objects): the walk reads every entry."""
+        q = self.engine.dialect.identifier_preparer.quote
+        mark = self._mark()
+        # identifiers from our own schema, values as parameters
+        cols = ", ".join(map(q, ("key", "dkey", "digest"))) + f", ({q('deleted')} OR {q('hash')} = {mark})"
+        where = f"{q('sync')} = {mark}"
+        params: list[Any] = [DELETED_HASH, sync]
+        suffixes = drift_suffixes(*buckets) if buckets is not None else None
+        if suffixes is not None:
+            width, wanted = suffixes
+            part = f"substr({q('dkey')}, {9 - width}, {width})"
+            if self.dialect == "postgresql":
+                where += f" AND {part} = ANY(%s)"
+                params.append(wanted)
+            else:  # SQLite: one JSON text, however many buckets
+                where += f" AND {part} IN (SELECT value FROM json_each({mark}))"  # noqa: S608
+                params.append(json.dumps(wanted))
+        keep = bucket_test(buckets) if buckets is not None and suffixes is None else None
+        with self.engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection
+            if self.dialect == "sqlite":  # SQLite's cursor steps the statement: it streams
+                hint, cursor = self._sqlite_hint(conn, sync), driver.cursor()
+            else:  # PostgreSQL: a named (server-side) cursor streams
+                hint, cursor = "", driver.cursor("mapsync_drift_scan")
+            try:
+                cursor.execute(f"SELECT {cols} FROM {q(schema.ledger.name)}{hint} WHERE {where}", params)  # noqa: S608
+                while rows := cursor.fetchmany(page):
+                    if keep is not None and not (rows := [r for r in rows if keep(r[1])]):
+                        continue  # (pages after the filter: at most `page` entries, none empty)
+                    yield [(k, dk, dg, bool(g)) for k, dk, dg, g in rows]
+            finally:
+                cursor.close()
 
     @guarded
-    def set_drift(self, sync: str, pairs: Mapping[str, tuple[str, str]]) -> int:
-        """Store (dkey, digest) of these ledger entries (key text → pair; the backfill); returns
-        the entries set (keys the ledger does not hold are skipped)."""
-        if not pairs:
+    def set_drift(self, sync: str, entries: Mapping[str, tuple[str, str, str]]) -> int:
+        """Store (dkey, digest) of these ledger entries (key text → (dkey, digest, hash): the
+        backfill); returns the entries set. Only an entry still undigested and still at `hash`
+        is set: one a run delivered meanwhile (its own pair, a newer hash) keeps what the run
+        stored; keys the ledger does not hold are skipped."""
+        if not entries:
             return 0
         q = self.engine.dialect.identifier_preparer.quote
         mark = self._mark()
         sql = (  # identifiers from our own schema, values as parameters
             f"UPDATE {q(schema.ledger.name)} SET {q('dkey')} = {mark}, {q('digest')} = {mark} "  # noqa: S608
-            f"WHERE {q('sync')} = {mark} AND {q('key')} = {mark}"
+            f"WHERE {q('sync')} = {mark} AND {q('key')} = {mark} AND {q('digest')} IS NULL "
+            f"AND {q('hash')} = {mark}"
         )
-        rows = [(dkey, digest, sync, key) for key, (dkey, digest) in pairs.items()]
+        rows = [(dkey, digest, sync, key, hash_) for key, (dkey, digest, hash_) in entries.items()]
         done = 0
         with self.engine.begin() as conn:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
                 for i in range(0, len(rows), 1000):
-                    for row in rows[i : i + 1000]:
-                        cursor.execute(sql, row)
-                        done += max(cursor.rowcount, 0)
+                    cursor.executemany(sql, rows[i : i + 1000])
+                    done += max(cursor.rowcount, 0)  # the statements' rows together
             finally:
                 cursor.close()
         return done

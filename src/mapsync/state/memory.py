@@ -24,7 +24,7 @@ from mapsync import crash, errors, records
 from mapsync.state import memory_attempts, unmapped, values
 from mapsync.state.clock import stamp, utcnow
 from mapsync.state.data import Attempt, Counts, LedgerEntry
-from mapsync.state.ledger import DELETED_HASH, compare_found
+from mapsync.state.ledger import DELETED_HASH, Buckets, bucket_test, compare_found
 from mapsync.state.memory_budget import MemoryBudgetMixin
 from mapsync.state.memory_controls import MemoryControlsMixin
 from mapsync.state.memory_incidents import MemoryIncidents
@@ -129,21 +129,32 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                 if s == sync and e[2] in wanted and not e[3]
             }
 
-    def drift_scan(self, sync: str, page: int) -> Iterator[list[tuple[str, str | None, str | None, bool]]]:
+    def drift_scan(
+        self, sync: str, page: int, buckets: Buckets | None = None
+    ) -> Iterator[list[tuple[str, str | None, str | None, bool]]]:
         with self.memory.read() as t:  # one snapshot
             rows = [
                 (k, *t.ledger_drift.get((s, k), (None, None)), e[3] or e[1] == DELETED_HASH)
                 for (s, k), e in t.ledger.items()
                 if s == sync
             ]
+        if buckets is not None:
+            keep = bucket_test(buckets)
+            rows = [r for r in rows if keep(r[1])]
         for i in range(0, len(rows), page):
             yield rows[i : i + page]
 
-    def set_drift(self, sync: str, pairs: Mapping[str, tuple[str, str]]) -> int:
+    def set_drift(self, sync: str, entries: Mapping[str, tuple[str, str, str]]) -> int:
         with self.memory.tx() as t:
-            held = [k for k in pairs if (sync, k) in t.ledger]
+            held = [
+                k
+                for k, (_, _, hash_) in entries.items()
+                if (e := t.ledger.get((sync, k))) is not None
+                and e[1] == hash_
+                and (sync, k) not in t.ledger_drift
+            ]
             for k in held:
-                t.ledger_drift[(sync, k)] = pairs[k]
+                t.ledger_drift[(sync, k)] = entries[k][:2]
         return len(held)
 
     # ----------------------------------------------------------------- the commit
@@ -174,7 +185,9 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                 for key, d in latest.items():
                     t.ledger[(sync, key)] = (values.encode(d.version), d.hash, d.dest_id, d.op == "delete")
                     t.ledger_at[(sync, key)] = now
-                    if d.drift is not None and d.op != "delete":  # else the stored pair is kept
+                    if d.drift == records.NO_DRIFT and d.op != "delete":  # written undigested
+                        t.ledger_drift.pop((sync, key), None)
+                    elif d.drift is not None and d.op != "delete":  # else the stored pair is kept
                         t.ledger_drift[(sync, key)] = d.drift
                     error = t.errors.get((sync, key))
                     if error is not None and error["resolved_at"] is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from mapsync import records
@@ -53,9 +53,9 @@ class Ledger(Protocol):
     ) -> list[tuple[int, bool]]: ...
     def ledger_owners(self, sync: str, dest_ids: Sequence[str]) -> dict[str, records.Key]: ...
     def drift_scan(
-        self, sync: str, page: int
+        self, sync: str, page: int, buckets: tuple[int, Collection[int]] | None = None
     ) -> Iterator[list[tuple[str, str | None, str | None, bool]]]: ...
-    def set_drift(self, sync: str, pairs: Mapping[str, tuple[str, str]]) -> int: ...
+    def set_drift(self, sync: str, entries: Mapping[str, tuple[str, str, str]]) -> int: ...
     def commit(
         self,
         *,

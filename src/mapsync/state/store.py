@@ -215,12 +215,16 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         t = schema.ledger
         cols = ["sync", "key", "version", "hash", "dest_id", "deleted", "updated_at", "dkey", "digest"]
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        kept = ("dkey", "digest")  # a delivery without a drift pair keeps the stored one
+        # a delivery without a drift pair keeps the stored one when its row's `keep` parameter
+        # (after the values: one per drift column) is 1 (seen unchanged), else stores its own
+        # (NULL for a row written without a digest: `_drift`)
+        kept = ("dkey", "digest")
         return (  # identifiers from our own schema, values as parameters
             f"INSERT INTO {q(t.name)} ({', '.join(q(c) for c in cols)}) "  # noqa: S608
             f"VALUES ({', '.join(mark for _ in cols)}) ON CONFLICT ({q('sync')}, {q('key')}) DO UPDATE SET "
             + ", ".join(
-                f"{q(c)} = COALESCE(excluded.{q(c)}, {q(t.name)}.{q(c)})"
+                f"{q(c)} = CASE WHEN {mark} = 1 THEN COALESCE(excluded.{q(c)}, {q(t.name)}.{q(c)}) "
+                f"ELSE excluded.{q(c)} END"
                 if c in kept
                 else f"{q(c)} = excluded.{q(c)}"
                 for c in cols
@@ -358,9 +362,15 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         )
 
 
-def _drift(d: records.Delivered) -> tuple[str | None, str | None]:
-    """The ledger's (dkey, digest) of a delivery: none for a delete (the deleted flag suffices)."""
-    return d.drift if d.drift is not None and d.op != "delete" else (None, None)
+def _drift(d: records.Delivered) -> tuple[str | None, str | None, int, int]:
+    """The ledger's (dkey, digest) of a delivery, then the upsert's `keep` flags (1: an existing
+    entry keeps its stored pair). A delete and a delivery without a pair (seen unchanged)
+    keep it; a row written without a digest (`records.NO_DRIFT`) stores NULL."""
+    if d.drift is None or d.op == "delete":
+        return None, None, 1, 1
+    if d.drift == records.NO_DRIFT:
+        return None, None, 0, 0
+    return d.drift[0], d.drift[1], 0, 0
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

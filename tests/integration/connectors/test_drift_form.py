@@ -85,6 +85,10 @@ EDGES: list[dict[str, Any]] = [
     {"tz": dt.datetime(2024, 3, 31, 1, 30, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))},
     {"bin": b"", "tm": dt.time(0, 0), "day": dt.date(1970, 1, 1)},
     {"bin": b"\x00\xff\x10", "tm": dt.time(23, 59, 59, 1), "day": dt.date(2099, 12, 31)},
+    # texts the mapping passes through uncoerced (SQLite's TIME is text): the database parses them
+    {"tm": "10:30:00"},
+    {"tm": "23:59:59.000001"},
+    {"tm": "07:05"},
 ]
 
 
@@ -136,6 +140,9 @@ def _world(url: str, tmp_path: Path) -> tuple[SqlDatabase, sa.Table, DriftForm, 
     rows = []
     for i in range(ROWS):
         raw = {**_random_row(rng, names), **(EDGES[i] if i < len(EDGES) else {})}
+        # SQLAlchemy's SQLite TIME refuses a text (the write rejects the row: no digest needed)
+        if db.dialect == "sqlite" and isinstance(raw["tm"], str):
+            raw["tm"] = dt.time.fromisoformat(raw["tm"])
         rows.append({"id": i, **{c: checks[c](v) for c, v in raw.items()}})  # as mapsync writes them
     with db.engine.begin() as conn:
         conn.execute(sa.insert(table), rows)
@@ -257,4 +264,66 @@ def test_each_confirmed_upsert_carries_the_digest_of_the_stored_row(
     after = _stored_pairs(db, dest)
     assert pairs == {"k0001": after["k0001"], "k0002": None}
     assert after["k0001"] != stored["k0001"] and "k0002" not in after
+    db.close()
+
+
+TIMED = models.SyncConfig.model_validate(
+    {
+        "from": {"connection": "src", "table": "shifts"},
+        "to": {"connection": "dst", "table": "shifts"},
+        "key": {"from": "code", "to": "code"},
+        "fields": {"starts": "starts"},
+        "changes": {"method": "full"},
+    }
+)
+
+
+def test_a_text_into_a_time_column_is_written_digested_and_an_unreadable_one_undigested(
+    mariadb_database: Any, tmp_path: Path
+) -> None:
+    """Review finding 1: SQLite's TIME is text and the mapping passes it through; the digest
+    raised TypeError after the rows were written, failing every run. A text the form reads gets
+    the server's pair; one it cannot read ('1 10:30:00', MariaDB's day form) is written and marked
+    undigested (`NO_DRIFT`), never an exception."""
+    db = SqlDatabase("dst", mariadb_database(), tmp_path)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE shifts (code VARCHAR(20) PRIMARY KEY, starts TIME(6))")
+    dest = SqlDestination(db, "shifts", TIMED)
+
+    def up(code: str, starts: Any) -> records.Mapped:
+        values = {"code": code, "starts": starts}
+        return records.Mapped("upsert", (code,), (code,), None, values, {}, "h")
+
+    result = dest.write([up("a", "10:30:00"), up("b", dt.time(7, 5)), up("c", "1 10:30:00")])
+    assert not result.rejected
+    pairs = {d.key[0]: d.drift for d in result.delivered}
+    table = dest.main.table
+    assert dest.drift_form is not None
+    dkey, digest, _ = dest.drift_form.sql(db.dialect, lambda c: table.c[c])
+    with db.engine.connect() as conn:
+        stored = {c: (k, g) for c, k, g in conn.execute(sa.select(table.c.code, dkey, digest))}
+    assert pairs == {"a": stored["a"], "b": stored["b"], "c": records.NO_DRIFT}
+    db.close()
+
+
+def test_a_row_written_without_a_digested_column_clears_the_pair(
+    sqlite_database: Any, tmp_path: Path
+) -> None:
+    """Review finding 2: a row `on_null: omit` writes without a column carried no pair, and the
+    ledger kept the old one (a false "changed" no repair clears); it carries NO_DRIFT now, so
+    the ledger stores it undigested. A delete still carries none (the ledger keeps its pair)."""
+    db = SqlDatabase("dst", sqlite_database(), tmp_path)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE items (code VARCHAR(20) PRIMARY KEY, name VARCHAR(50), amount NUMERIC(12,2), "
+            "seen TIMESTAMP)"
+        )
+    dest = SqlDestination(db, "items", SYNC)
+    first = dest.write([_up(1, "full")])
+    assert first.delivered[0].drift not in (None, records.NO_DRIFT)
+    omitted = _up(1, "ignored")
+    del omitted.values["name"]  # as `on_null: omit` leaves a NULL name out of the write
+    gone = records.Mapped("delete", ("k0002",), ("k0002",), None, {"code": "k0002"}, {}, "deleted")
+    again = dest.write([omitted, gone])
+    assert {d.key[0]: d.drift for d in again.delivered} == {"k0001": records.NO_DRIFT, "k0002": None}
     db.close()

@@ -4,7 +4,8 @@ the destination; an entry whose source row changed since is left for its next de
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,46 @@ def test_backfill_sets_what_a_delivery_would_and_leaves_changed_rows(
         final = _drift(store)
         assert final["[7]"][1] is not None and final["[7]"] != delivered["[7]"]
         assert final["[7]"][0] == delivered["[7]"][0]  # the same destination key
+    finally:
+        engine.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.mariadb
+def test_backfill_keeps_its_lease_alive_and_never_overwrites_a_newer_delivery(
+    tmp_path: Path,
+    pg_database: Callable[[], str],
+    mariadb_database: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review finding 5: the backfill read the whole source without renewing the sync's lease, and
+    set_drift overwrote whatever the entry held. Here a run delivers entry [3] anew (another hash,
+    its own pair) between the backfill's ledger read and its update: the run's pair stays."""
+    src, dst = pg_database(), mariadb_database()
+    engine, store = _world(tmp_path, src, dst)
+    try:
+        assert engine.run("invoices", "seed").status == "success"
+        h.execute(str(store.engine.url), "UPDATE mapsync_ledger SET dkey = NULL, digest = NULL")
+        newer = ("c" * 32, "d" * 32)
+        real = store.set_drift
+        beating: list[bool] = []
+
+        def racing(sync: str, entries: Mapping[str, tuple[str, str, str]]) -> int:
+            beating.append(any(t.name == "lease-heartbeat-invoices" for t in threading.enumerate()))
+            if "[3]" in entries:  # a run's commit got in: a newer row, its own pair
+                h.execute(
+                    str(store.engine.url),
+                    "UPDATE mapsync_ledger SET hash = 'newer', dkey = :k, digest = :d WHERE key = '[3]'",
+                    params={"k": newer[0], "d": newer[1]},
+                )
+            return real(sync, entries)
+
+        monkeypatch.setattr(store, "set_drift", racing)
+        assert backfill(engine, "invoices", batch=15) == 39
+        assert beating and all(beating)  # the lease renewed throughout
+        after = _drift(store)
+        assert after["[3]"] == newer
+        assert all(dk and dg for k, (dk, dg) in after.items())
     finally:
         engine.close()
 

@@ -88,6 +88,15 @@ def test_of_hashes_the_owned_columns_in_name_order_and_the_key_in_key_order() ->
     assert form.covers(row) and not form.covers({"id": 5, "name": "Ann"})
 
 
+def test_the_digest_holds_the_key_even_when_the_owned_columns_leave_it_out() -> None:
+    # the drift walk's bucket number is the digest's first 15 hex digits (no md5 of dkey||digest):
+    # rows with other keys and the same other columns must have other digests
+    form = DriftForm(["id", "code"], ["name"], COLUMNS)
+    assert form.owned == ["code", "id", "name"]
+    digests = {form.of({"id": i, "code": c, "name": "Ann"})[1] for i in (1, 2) for c in ("a", "b")}
+    assert len(digests) == 4
+
+
 def test_a_key_that_cannot_be_digested_is_refused() -> None:
     with pytest.raises(ValueError, match=r"key column 'ratio' \(DOUBLE PRECISION\) cannot be digested"):
         DriftForm(["ratio"], [], COLUMNS)
