@@ -11,6 +11,18 @@ _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
 
+def plain_decimal(value: decimal.Decimal) -> str:
+    """A finite decimal as plain digits: no exponent, no trailing fractional zeros, no trailing
+    `.`, zero as `0` (`12.30` → `12.3`, `100.00` → `100`, `-0.00` → `0`): the drift digest's
+    decimal form and a reconcile group's, one text."""
+    if value == 0:
+        return "0"
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
 def convert(value: Any, kind: str, scale: int | None = None) -> Any:
     """Exact conversion; raises ValueError for a value that does not convert."""
     if kind == "str":

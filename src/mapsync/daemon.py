@@ -52,7 +52,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mapsync import errors, schedules, watch_sources
+from mapsync import errors, schedules
 from mapsync.alerts import sender as alert_sender
 from mapsync.daemon_chores import Chores
 from mapsync.daemon_membership import Membership
@@ -192,8 +192,8 @@ class Daemon(Membership, Reloading, Watching):
             if w.thread.ident is not None:
                 w.thread.join(timeout=max(0.0, end - self.clock.monotonic()))
         self.chores.join(max(0.0, end - self.clock.monotonic()))
-        if not self.chores.busy():  # a monitors pass that outlasted the grace keeps its connections
-            watch_sources.release(self._watch_handles)
+        if not self.chores.busy():  # a chore that outlasted the grace keeps its connections
+            self._release_watching()
         left = [w.name for w in every if w.thread.is_alive()]
         if not left:
             self._leave()

@@ -33,6 +33,7 @@ class Watching:
     chores: Chores
     _watch_handles: dict[str, Any]  # the monitors chore's source connections
     _watched: LoadedSheet | None
+    _checks: ScheduledChecks | None = None  # the reconcile chore's (its engine's connections)
     redact: Callable[[str], str]  # the daemon's
 
     def _chores(self) -> list[Chore]:
@@ -48,7 +49,7 @@ class Watching:
             if watch.evaluate(self.loaded, store, [], only=("reconcile_mismatch",)).changed:
                 self.chores.wake("alerts")
 
-        checks = ScheduledChecks(lambda: self.loaded, lambda text: self.redact(text), judged)
+        checks = self._checks = ScheduledChecks(lambda: self.loaded, lambda text: self.redact(text), judged)
 
         return [
             # every sync's monitors, in one daemon at a time (mapsync.watch)
@@ -64,6 +65,13 @@ class Watching:
             # lease and slot row, so one daemon runs it (daemon_reconcile.py)
             Chore("reconcile", CHECKS_EVERY, checks, lease=False, first=CHECKS_FIRST),
         ]
+
+    def _release_watching(self) -> None:
+        """At the daemon's stop, once no chore runs: the monitors' source connections and the
+        scheduled checks' engine (its SQL connections) closed."""
+        watch_sources.release(self._watch_handles)
+        if self._checks is not None:
+            self._checks.close()
 
     def _monitors(self, store: Store) -> None:
         """The monitors of every sync of the sheet (one daemon evaluates for all, under the

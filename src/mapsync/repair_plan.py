@@ -17,8 +17,10 @@ Under the sync's lease:
    holds it again gets it sent). Any other extra is someone else's: left, counted and reported
    as "not ours".
 4. The mass-delete guard (`guard.py`) judges all the repair's deletes before anything is
-   written: more than `deletes.max_delete_ratio` of the ledger's live keys and the repair fails
-   with the guard's message, nothing sent (`force_deletes` lets one repair through). The reads
+   written: the deletes of keys the ledger holds live, more than `deletes.max_delete_ratio` of
+   the ledger's live keys, and the repair fails with the guard's message, nothing sent; the
+   deletes of other rows (extras) are judged apart under the same ratio, with a message of their
+   own (`force_deletes` lets one repair through). The reads
    are held in memory until then: a repair's keys are a check's differences, not a table.
 5. The keys to read are capped (`max_keys`, default `MAX_KEYS`): above it the repair is refused
    before anything is read or written. A mass drift (a column's type or scale changed, so every
@@ -31,10 +33,10 @@ import decimal
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from mapsync import errors, records
+from mapsync import casts, errors, records
 from mapsync.capture import keysource
 from mapsync.connectors.sql_source import SqlSource
-from mapsync.guard import Guard
+from mapsync.guard import Guard, GuardTripped
 from mapsync.keys import from_text
 from mapsync.ports import Source
 from mapsync.records import RunKind
@@ -44,6 +46,7 @@ from mapsync.sheet import models
 from mapsync.state.ports import Store
 
 SHOWN = 10  # keys named in a note
+_KINDS: dict[type, str] = {int: "int", decimal.Decimal: "decimal", str: "str"}  # for casts.convert
 MAX_KEYS = 10_000  # keys one repair reads and sends at most (`Engine.repair(max_keys=...)`)
 
 
@@ -101,8 +104,7 @@ class RepairPlan:
                 "--max-keys if the rows really differ"
             )
         changes = self._read(wanted)
-        deletes = sum(1 for c in changes if c.op == "delete")
-        self.guard.check_batch(deletes)  # all of them, before anything is written
+        self._guard()  # all the deletes, before anything is written
         scope.forced = frozenset(records.key_text(k) for k in self.sent)
         report = scope.report
         report.notes.append(
@@ -117,6 +119,27 @@ class RepairPlan:
                 "mapsync never delivered them (`owns_table: true` lets a repair delete them)"
             )
         return self._batches(changes), len(changes)
+
+    def _guard(self) -> None:
+        """The mass-delete guard on this repair's deletes (the keys gone at the source): those
+        the ledger holds live count against `max_delete_ratio` of the live keys, as any run's;
+        the others (extras mapsync delivered once and deleted since, or never saw under
+        `owns_table`) are rows the ratio does not describe: judged apart, under the same ratio."""
+        guard = self.guard
+        if not guard.active or not self.gone:
+            return
+        live = guard.live_among(self.gone)
+        guard.check_batch(live)
+        other = len(self.gone) - live
+        limit = guard.ratio * guard.live_keys()
+        if other > limit:
+            raise GuardTripped(
+                f"sync {self.name}: mass-delete guard: the repair would delete {other} destination "
+                f"row(s) the key ledger does not hold live (extras delivered once and deleted since, "
+                f"or never delivered under owns_table), more than max_delete_ratio {guard.ratio:g} of "
+                f"its {guard.live_keys()} live row(s); nothing was deleted. Check the destination, then "
+                "repair with --force-deletes if these deletes are meant"
+            )
 
     def _wanted(self) -> list[records.Key]:
         """The source keys to read: the keys, then the extras that are ours (each once)."""
@@ -186,19 +209,16 @@ def source_key(source: Source, cfg: models.SyncConfig, dest_key: Sequence[Any]) 
 
 def as_type(kind: type | None, value: Any) -> Any:
     """A value in a column's Python type (a destination's int key stored as text at the source,
-    a group's text for an int column, and the other way round); left as is when it is none."""
-    if value is None or kind is None or isinstance(value, kind):
+    a group's text for an int column, and the other way round), converted as the mapping's
+    `cast` converts (`casts.convert`); left as is when there is no such type or it does not
+    convert."""
+    name = _KINDS.get(kind) if kind is not None else None
+    if value is None or kind is None or name is None or isinstance(value, kind):
         return value
     try:
-        if kind is int:
-            return int(str(value))
-        if kind is decimal.Decimal:
-            return decimal.Decimal(str(value))
-        if kind is str:
-            return str(value)
-    except (ValueError, decimal.InvalidOperation):
+        return casts.convert(value, name)
+    except (ValueError, ArithmeticError):
         return value
-    return value
 
 
 def _show(key: tuple[Any, ...]) -> str:

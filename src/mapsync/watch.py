@@ -338,7 +338,6 @@ def evaluate(
                 rec.apply(sync, _only(evaluate_sync(facts), wanted))
                 rec.disabled(sync, facts.thresholds.disabled, wanted)
         if wanted is None or any(REGISTRY[n].scope == "sheet" for n in wanted if n in REGISTRY):
-            sheet_thresholds = resolve(loaded.sheet.monitors)
             try:
                 extra = watch_sources.sheet_extra(loaded, store, shared)
             except Exception as exc:  # what could not be read stays unknown
@@ -350,12 +349,13 @@ def evaluate(
                     },
                 )
                 extra = {}
-            whole = SheetFacts(now=utcnow(), thresholds=sheet_thresholds, extra=extra)
+            values = bool(loaded.sheet.alerts and loaded.sheet.alerts.include_values)
+            whole = SheetFacts(utcnow(), resolve(loaded.sheet.monitors), extra, include_values=values)
             with _alone(store, None, record) as alone:
                 if alone:
                     rec.reload(None)
                     rec.apply(None, _only(evaluate_sheet(whole), wanted))
-                    rec.disabled(None, sheet_thresholds.disabled, wanted)
+                    rec.disabled(None, whole.thresholds.disabled, wanted)
         if wanted is None:
             rec.gone()
     finally:

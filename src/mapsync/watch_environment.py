@@ -31,7 +31,6 @@ def sheet_extra(loaded: LoadedSheet, store: Store, handles: dict[str, Any]) -> d
     try:
         out["channel_failures"] = _channels(store)
         out["reconcile"] = reconcile_latest(loaded, store)
-        out["include_values"] = bool(loaded.sheet.alerts and loaded.sheet.alerts.include_values)
         out["store_trouble"] = None
     except faults.StoreFault as exc:
         out["store_trouble"] = exc.reason

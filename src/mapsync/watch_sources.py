@@ -27,11 +27,11 @@ that needs it cannot tell, and the reason is logged at debug level, secrets remo
 - `budgets`: per API connection of the sync with a call budget `{remaining, server_remaining,
   blocked_for, side}` (`remaining`: the fewest calls left in any of its windows).
 
-`sheet_extra` keys: `reconcile` (check → its latest result row), `include_values` (the sheet's
-`alerts.include_values`), `clocks` (name → seconds the database's clock is ahead of this host's;
-`state` is the state store; SQLite shares this host's clock and is left out), `disk_free_mb`
-(SQLite state store), `store_trouble` (None, or the reason the state store failed while gathering),
-`channel_failures` (alert channel → notices that failed in a row, newest first).
+`sheet_extra` keys: `reconcile` (check → its latest result row), `clocks` (name → seconds the
+database's clock is ahead of this host's; `state` is the state store; SQLite shares this host's
+clock and is left out), `disk_free_mb` (SQLite state store), `store_trouble` (None, or the reason
+the state store failed while gathering), `channel_failures` (alert channel → notices that failed
+in a row, newest first).
 
 Gauges kept in the observations (`store.observations`) for `/metrics`, per sync, when known:
 `lag_s` (seconds the watermark is behind the source clock while the source has newer rows, or

@@ -176,6 +176,28 @@ def test_the_mass_delete_guard_refuses_a_repair_deleting_too_much(world: World) 
     assert world.log() == [("DELETE", 1), ("DELETE", 2), ("DELETE", 3), ("UPDATE", 7)]
 
 
+def test_the_guard_counts_only_live_deletes_and_judges_extras_apart(world: World) -> None:
+    engine = world.start(deletes=HARD.replace("0.5", "0.3"))
+    h.execute(world.src, "DELETE FROM customers WHERE id = 4")
+    assert engine.run("customers").counts.deleted == 1  # 9 live keys left: the ratio allows 2.7
+    h.execute(world.dst, "INSERT INTO accounts (ref, nm) VALUES (4, 'c4')")  # delivered once: extra
+    h.execute(world.src, "DELETE FROM customers WHERE id IN (1, 2)")
+    # 2 live deletes + 1 extra: the extra is not a live key, it does not count against the ratio
+    report = repair(world, ["[1]", "[2]"], [Extra((4,), "[4]")])
+    assert report.status == "success", report.message
+    assert world.log() == [("DELETE", 1), ("DELETE", 2), ("DELETE", 4)]
+
+
+def test_many_extras_are_refused_under_their_own_message(world: World) -> None:
+    world.start(owns=True, deletes=HARD.replace("0.5", "0.3"))
+    h.execute(world.dst, *(f"INSERT INTO accounts (ref, nm) VALUES ({i}, 'stray')" for i in range(90, 94)))
+    report = repair(world, [], [Extra((i,), None) for i in range(90, 94)])
+    assert report.status == "failed" and report.message is not None
+    assert "would delete 4 destination row(s) the key ledger does not hold live" in report.message
+    assert "max_delete_ratio 0.3 of its 10 live row(s)" in report.message
+    assert world.log() == [] and len(world.accounts()) == 14
+
+
 def test_the_disable_policy_sets_the_field_instead_of_deleting(world: World) -> None:
     world.start(deletes=DISABLE)
     h.execute(world.src, "DELETE FROM customers WHERE id = 5")

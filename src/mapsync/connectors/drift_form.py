@@ -36,6 +36,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mapsync.casts import plain_decimal as _plain
 from mapsync.columns import ColumnInfo
 from mapsync.connectors import drift_sql
 from mapsync.connectors.drift_sql import NULL, SEP
@@ -72,16 +73,6 @@ def kind_of(info: ColumnInfo) -> str | None:
     if py is uuid.UUID:
         return "uuid"
     return None
-
-
-def _plain(value: decimal.Decimal) -> str:
-    """A decimal as plain digits: no exponent, no trailing fractional zeros, no trailing `.`."""
-    if value == 0:
-        return "0"
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
 
 
 class _Column:

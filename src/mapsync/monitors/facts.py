@@ -82,3 +82,6 @@ class SheetFacts:
     now: dt.datetime
     thresholds: Thresholds
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # the sheet's `alerts.include_values` (as `SyncFacts.include_values`): a sheet finding may
+    # then quote values (a check's groups and error text)
+    include_values: bool = False

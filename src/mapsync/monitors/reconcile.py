@@ -41,7 +41,7 @@ def reconcile_mismatch(facts: SheetFacts) -> list[Finding] | None:
     latest: dict[str, dict[str, Any]] | None = facts.extra.get("reconcile")
     if latest is None:
         return None
-    values = bool(facts.extra.get("include_values"))
+    values = facts.include_values
     out = []
     for check, row in sorted(latest.items()):
         detail = row.get("detail") or {}

@@ -24,7 +24,8 @@ Public API (the business runner calls these through the callable helper "runner"
 Aggregation: rows whose `where` fields all equal their values (compared as text, `rest.text.as_text`:
 None → "", True → "1") are kept; the group is the group fields' values as text; `sum` adds
 `Decimal(str(value))` (never a float; a missing or blank value adds 0; anything that is not a finite
-number raises `errors.PermanentError` naming the check, side, field and the record's key); `count`
+number raises `errors.PermanentError` naming the check, side, field and the record's position and
+id, never its values: the text becomes the run's message); `count`
 counts kept rows. `SideTotals.read.rows` counts every record read (kept or not), `.bytes` the
 answers' Content-Length (or the records' JSON length when absent), `.calls` every HTTP call the
 side's client sent (a token login and retries included).
@@ -54,23 +55,23 @@ import json
 import math
 import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mapsync import connectors, errors
 from mapsync.cimcloud import search
-from mapsync.cimcloud.source import PAGE, CimcloudSource
+from mapsync.cimcloud import source as cimcloud_source
+from mapsync.cimcloud.source import PAGE
 from mapsync.reconcile.results import Read, SideTotals
 from mapsync.reconcile.translate import group_text
+from mapsync.rest import source as rest_source
 from mapsync.rest.budget import Budget
 from mapsync.rest.source import RestHandle
 from mapsync.rest.text import as_text
 from mapsync.sheet import models
 from mapsync.sheet.connection_models import CimcloudConnection, RestConnection
+from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.reconcile_models import ReconcileCheck, Side
-
-if TYPE_CHECKING:
-    from mapsync.sheet.loader import LoadedSheet
-    from mapsync.state.ports import Store
+from mapsync.state.ports import Store
 
 RESERVE = 0.2  # the share of every budget limit left to the syncs
 MAX_WAIT = 2.0  # seconds the check waits for a window to reset before it yields instead
@@ -84,14 +85,6 @@ class Pacing:
     reserve: float = RESERVE
     max_wait: float = MAX_WAIT
     sleep: Callable[[float], None] = time.sleep
-
-
-def api_side(check_name: str, check: ReconcileCheck, which: str) -> Side:
-    """`check.source` or `check.dest`, refused unless it is an API side."""
-    side = check.source if which == "source" else check.dest
-    if side is None or side.resource is None:
-        raise errors.ConfigError(f"check {check_name}: {which} is not an API side (no `resource`)")
-    return side
 
 
 def aggregate_api(
@@ -139,7 +132,6 @@ def aggregate(
         raise errors.ConfigError(f"check {check_name}: {which} is not an API side (no `resource`)")
     pacing = pacing or Pacing()
     where = f"check {check_name}: {which}"
-    lister = _Lister(handle, where)
     client = handle.client
     start = client.calls
     totals: dict[tuple[str, ...], decimal.Decimal] = {}
@@ -148,7 +140,7 @@ def aggregate(
     filters = side.where if isinstance(side.where, dict) else {}
     wanted = {field: as_text(value) for field, value in filters.items()}
     key_field = _key_field(handle, side)
-    pages = lister.listing(side.resource or "")
+    pages = _listing(handle, side.resource, where)
     try:
         while True:
             spent = client.calls - start
@@ -213,22 +205,16 @@ def estimate(
 # ----------------------------------------------------------------- internals
 
 
-class _Lister(CimcloudSource):
-    """The page listing of the REST and CIMcloud sources, without a sync behind it."""
-
-    def __init__(self, handle: RestHandle, where: str) -> None:  # no sync: only what the listing uses
-        self.db = handle
-        self.where = where
-        self.requests = 0
-
-    def listing(self, resource: str) -> Generator[list[Any]]:
-        cfg = self.db.cfg
-        if isinstance(cfg, CimcloudConnection):
-            name = resource.strip("/")
-            text = search.at_least(cfg.modified_field, _EPOCH.strftime(cfg.date_format))
-            yield from self.pages(cfg.read_paths.get(name, name), text)
-        else:
-            yield from self._pages(resource, {})
+def _listing(handle: RestHandle, resource: str, where: str) -> Generator[list[Any]]:
+    """The resource's pages through the same listing as the REST and CIMcloud sources (CIMcloud:
+    everything modified since 1900, its only way to page)."""
+    cfg = handle.cfg
+    if isinstance(cfg, CimcloudConnection):
+        name = resource.strip("/")
+        text = search.at_least(cfg.modified_field, _EPOCH.strftime(cfg.date_format))
+        yield from cimcloud_source.list_pages(handle.client, cfg.read_paths.get(name, name), text, where)
+    else:
+        yield from rest_source.list_pages(handle, resource, {}, where)
 
 
 def _key_field(handle: RestHandle, side: Side) -> str | None:
@@ -251,20 +237,20 @@ def _number(raw: dict[str, Any], side: Side, where: str, key_field: str | None, 
         except decimal.InvalidOperation:
             number = None
     if number is None or not number.is_finite():
-        named = _record_name(raw, side, key_field, row)
+        # the value and the group stay out: this text becomes the result's error and the run's
+        # message, which carry no record values (only `alerts.include_values` lets values out)
         raise errors.PermanentError(
-            f"{where}: {side.resource}: {named}: field {field} is not a number: {str(value)[:40]!r}",
+            f"{where}: {side.resource}: {_record_name(raw, key_field, row)}: field {field} is not a number",
             failure_class="source",
         )
     return number
 
 
-def _record_name(raw: dict[str, Any], side: Side, key_field: str | None, row: int) -> str:
-    """`record username=C0001, key=8`: the user key (where configured), the group, the API's id."""
-    fields = [f for f in (key_field, *side.group) if f]
-    fields += [next((f for f in ("key", "id") if as_text(raw.get(f))), "")]
-    names = [f"{f}={as_text(raw.get(f))}" for f in dict.fromkeys(fields) if f]
-    return f"record {row} ({', '.join(names)})"
+def _record_name(raw: dict[str, Any], key_field: str | None, row: int) -> str:
+    """`record 4 (username=C0001)`: its position in the listing and its identity, the user key
+    (where configured) or the API's `key`/`id`; never its other values."""
+    ident = next((f for f in (key_field, "key", "id") if f and as_text(raw.get(f))), None)
+    return f"record {row}" + (f" ({ident}={as_text(raw.get(ident))})" if ident else "")
 
 
 def _page_bytes(headers: dict[str, str], page: list[Any]) -> int:

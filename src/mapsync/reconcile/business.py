@@ -28,7 +28,6 @@ from mapsync.reconcile.results import CheckResult, GroupDiff, Read, SideTotals
 from mapsync.reconcile.translate import Group, Translator, group_text
 from mapsync.redact import redact
 from mapsync.sheet import models
-from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.reconcile_models import ReconcileCheck, Side
 
 D = decimal.Decimal
@@ -39,28 +38,6 @@ ApiAggregate = Callable[[str, ReconcileCheck, Side, str], SideTotals]
 OpenSql = Callable[[str], SqlDatabase]
 
 
-class SqlHandles:
-    """`open_sql` for a loaded sheet: one `SqlDatabase` per connection name, opened on first use
-    and kept until `close()` (the runner and the CLI hand it to `run_business`)."""
-
-    def __init__(self, loaded: LoadedSheet) -> None:
-        self.loaded = loaded
-        self._open: dict[str, SqlDatabase] = {}
-
-    def __call__(self, name: str) -> SqlDatabase:
-        if name not in self._open:
-            cfg = self.loaded.sheet.connections.get(name)
-            if not isinstance(cfg, models.SqlConnection):
-                raise errors.ConfigError(f"connection {name}: not a SQL connection of the sheet")
-            self._open[name] = SqlDatabase(name, cfg.url, self.loaded.folder, cfg.timezone, cfg.timeouts)
-        return self._open[name]
-
-    def close(self) -> None:
-        for db in self._open.values():
-            db.close()
-        self._open.clear()
-
-
 def aggregate_sql(db: SqlDatabase, side: Side, *, place: str = "reconcile") -> SideTotals:
     """One side on a SQL connection, aggregated by one query (see the module text). `place`
     names the check and side in messages (an unknown table or column is a ConfigError)."""
@@ -68,7 +45,7 @@ def aggregate_sql(db: SqlDatabase, side: Side, *, place: str = "reconcile") -> S
     totals: dict[Group, D] = {}
     note: str | None = None
     if side.query is not None:
-        stmt: sa.Executable = sa.text(side.query)
+        stmt: sa.Executable = author_sql(side.query)
         python_sum = False
     else:
         stmt, python_sum = _table_query(db, side, place)
@@ -98,12 +75,19 @@ def aggregate_sql(db: SqlDatabase, side: Side, *, place: str = "reconcile") -> S
     return SideTotals(totals, read, note=note)
 
 
+def author_sql(sql: str) -> sa.TextClause:
+    """The sheet author's SQL as written: every colon escaped, so a `:word` in it (a literal
+    `'10:30'`, a PostgreSQL `::cast`) is SQL, not a bind parameter SQLAlchemy would ask a value
+    for (the escape SQLAlchemy documents for `text()`)."""
+    return sa.text(sql.replace(":", "\\:"))
+
+
 def _table_query(db: SqlDatabase, side: Side, place: str) -> tuple[sa.Executable, bool]:
     """The table form's query, and whether its rows are summed in Python (SQLite's `sum`)."""
     assert side.table is not None
     table = db.table(side.table, place)
     cols = [_column(table, name, place, "group") for name in side.group]
-    cond = [sa.text(f"({side.where})")] if isinstance(side.where, str) else []
+    cond = [author_sql(f"({side.where})")] if isinstance(side.where, str) else []
     if side.count:
         return sa.select(*cols, sa.func.count()).select_from(table).where(*cond).group_by(*cols), False
     assert side.sum is not None

@@ -6,6 +6,7 @@ The runner (`reconcile/runner.py`) wraps this in the check's lease, run row and 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from mapsync import errors
@@ -27,12 +28,17 @@ def compute(engine: Engine, name: str, check: ReconcileCheck) -> CheckResult:
         return drift_check(engine, name, check.drift)
     api = None
     if api_sides(engine.sheet, check):
-        # lazy: the HTTP client loads only for a check that reads an API (`mapsync --help` and the
-        # daemon's import load none: tests/unit/test_imports.py)
-        from mapsync.reconcile import api_side
-
-        api = api_side.aggregator(engine.loaded, engine.store)  # the syncs' shared call budget
+        api = _api_side().aggregator(engine.loaded, engine.store)  # the syncs' shared call budget
     return business.run_business(name, check, engine.sheet, sql_of(engine), api, engine.loaded.secrets)
+
+
+def _api_side() -> ModuleType:
+    """`reconcile.api_side`, imported on first use: it loads the HTTP client, which only a check
+    reading an API needs (`mapsync --help` and the daemon's import load none:
+    tests/unit/test_imports.py). The one `mapsync` import inside a function here, for that."""
+    from mapsync.reconcile import api_side
+
+    return api_side
 
 
 def sql_of(engine: Engine) -> Callable[[str], SqlDatabase]:
@@ -82,8 +88,7 @@ def estimates(sheet: models.Sheet, store: Store, name: str, check: ReconcileChec
     sides = api_sides(sheet, check)
     if not sides:
         return []
-    from mapsync.reconcile import api_side  # lazy: see `compute`
-
+    api_side = _api_side()
     last: dict[str, Any] = {}
     previous = store.reconciliation.latest([name]).get(name)
     if previous is not None and previous["status"] != "error":

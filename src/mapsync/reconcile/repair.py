@@ -9,7 +9,9 @@
   rule, `translate.Translator.inverse`: a rename or a one-to-one `map`), read with bound
   parameters (SQL sources only), plus the destination rows of the group whose key the ledger
   holds (gone at the source: deleted). Those keys are repaired; nothing else of the sync is
-  touched.
+  touched. The notes say what was left: the groups' destination rows the ledger does not hold
+  ("left: not mapsync's"), and a group column the sync casts to int from text (`cast: int` is not
+  undone: the source rows are looked up by the integer's plain text, `007` is not found).
 """
 
 from __future__ import annotations
@@ -110,29 +112,54 @@ def group_keys(
     and notes on what could not be looked at."""
     assert check.sync is not None and check.source is not None and check.dest is not None
     cfg = sheet.syncs[check.sync]
-    inverse = Translator.for_check(sheet, check, name).inverse
+    translator = Translator.for_check(sheet, check, name)
     parts = engine.parts(check.sync)
     out: list[str] = []
     notes: list[str] = []
     source = parts.source
     if isinstance(source, SqlSource):
         for group in groups:
-            keys = _source_keys(source, check.source.group, inverse(group))
+            keys = _source_keys(source, check.source.group, translator.inverse(group))
             out.extend(records.key_text(k) for k in keys)
+        notes.extend(_cast_notes(source, check.source.group, translator))
     else:
         notes.append(f"sync {check.sync} reads no SQL source: the groups' source rows were not looked up")
     dest = parts.dest
     if isinstance(dest, SqlDestination):
+        foreign = 0
         for group in groups:
             dest_keys = _dest_keys(dest, cfg, check.dest.group, group)
             typed = [source_key(source, cfg, k) for k in dest_keys]
             held = engine.store.ledger(check.sync, typed)
             out.extend(records.key_text(k) for k in typed if k in held)
+            foreign += sum(1 for k in typed if k not in held)
+        if foreign:
+            notes.append(
+                f"{foreign} destination row(s) of these group(s) are not in sync {check.sync}'s key "
+                "ledger: left: not mapsync's (neither repaired nor deleted)"
+            )
     else:
         notes.append(
             f"sync {check.sync} writes no SQL table: the groups' destination rows were not looked up"
         )
     return list(dict.fromkeys(out)), notes
+
+
+def _cast_notes(source: SqlSource, columns: list[str], translator: Translator) -> list[str]:
+    """A group column the sync casts to int from text: the destination's group (`7`) finds the
+    source rows whose text is `7`, not `007` or ` 7` (the cast is not undone); said, since those
+    rows are repaired only where the destination holds them under the ledger."""
+    out = []
+    for column, rule in zip(columns, translator.rules or [], strict=True):
+        info = source.info.get(column)
+        if rule.cast_int and (info is None or info.python_type is not int):
+            out.append(
+                f"group column {column} is cast to int by sync's field {rule.field or rule.dest}: its "
+                "source rows are looked up by the integer's plain text, so rows written otherwise "
+                "(e.g. '007') were not looked up at the source (those the destination holds under "
+                "the ledger are repaired)"
+            )
+    return out
 
 
 def _source_keys(source: SqlSource, columns: list[str], group: Group) -> list[records.Key]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from mapsync import errors, records
@@ -236,62 +236,73 @@ class RestSource:
                 yield from page
 
     def _pages(self, path: str, params: dict[str, Any]) -> Iterator[list[Any]]:
-        paging = self.db.cfg.paging
-        client = self.db.client
-        page, offset = paging.first_page, 0
-        url: str | None = path
-        query: dict[str, Any] | None = dict(params)
-        previous: Any = None
-        foreign = False  # a next page on an allowed other host: no credentials, no headers
-        while url is not None:
-            q = dict(query or {})
-            if paging.size_param and paging.style != "none" and query is not None:
-                q[paging.size_param] = paging.size
-            if paging.style == "page" and query is not None:
-                q[paging.page_param] = page
-            elif paging.style == "offset" and query is not None:
-                q[paging.offset_param] = offset
-            try:
-                resp = client.request("GET", url, params=q or None, authenticate=not foreign, bare=foreign)
-            except (errors.PermanentError, errors.TransientError) as exc:
-                exc.failure_class = "source"
-                raise
+        def counted() -> None:
             self.requests += 1
-            if resp.status_code >= 400:
-                raise errors.PermanentError(
-                    f"{self.where}: GET {url}: HTTP {resp.status_code}: {client.shown(resp.text)}",
-                    failure_class="source",
-                )
-            body = json_body(resp)
-            items = dig(body, paging.items)
-            if not isinstance(items, list):
-                raise errors.TransientError(
-                    f"{self.where}: GET {url}: the answer holds no list of records", failure_class="source"
-                )
-            if items and items == previous:  # an API that ignores the paging parameter
-                raise errors.TransientError(
-                    f"{self.where}: GET {path}: the next page repeats the last one", failure_class="source"
-                )
-            previous = items
-            yield items
-            url = None
-            if paging.style == "page" and len(items) >= paging.size:
-                page, url = page + 1, path
-            elif paging.style == "offset" and len(items) >= paging.size:
-                offset, url = offset + len(items), path
-            elif paging.style == "cursor":
-                nxt = dig(body, paging.next_field)
-                if nxt:
-                    if str(nxt).startswith(("http://", "https://")):
-                        url, query = str(nxt), None
-                    else:
-                        url, query = path, {**params, paging.cursor_param: nxt}
-            elif paging.style == "link":
-                nxt = resp.links.get("next", {}).get("url")
-                if nxt:
-                    url, query = urllib.parse.urljoin(str(resp.url), nxt), None
-            if url is not None and query is None:  # an absolute next URL: whose is it?
-                foreign = origins.foreign(url, client.base_url, paging.allow_hosts, self.where)
+
+        yield from list_pages(self.db, path, params, self.where, counted)
+
+
+def list_pages(
+    db: RestHandle, path: str, params: dict[str, Any], where: str, counted: Callable[[], None] = lambda: None
+) -> Iterator[list[Any]]:
+    """The records of `path` page by page, as the connection's `paging` says (`counted()` after
+    each request answered): the listing of a sync's source and of a reconcile check's API side."""
+    paging = db.cfg.paging
+    client = db.client
+    page, offset = paging.first_page, 0
+    url: str | None = path
+    query: dict[str, Any] | None = dict(params)
+    previous: Any = None
+    foreign = False  # a next page on an allowed other host: no credentials, no headers
+    while url is not None:
+        q = dict(query or {})
+        if paging.size_param and paging.style != "none" and query is not None:
+            q[paging.size_param] = paging.size
+        if paging.style == "page" and query is not None:
+            q[paging.page_param] = page
+        elif paging.style == "offset" and query is not None:
+            q[paging.offset_param] = offset
+        try:
+            resp = client.request("GET", url, params=q or None, authenticate=not foreign, bare=foreign)
+        except (errors.PermanentError, errors.TransientError) as exc:
+            exc.failure_class = "source"
+            raise
+        counted()
+        if resp.status_code >= 400:
+            raise errors.PermanentError(
+                f"{where}: GET {url}: HTTP {resp.status_code}: {client.shown(resp.text)}",
+                failure_class="source",
+            )
+        body = json_body(resp)
+        items = dig(body, paging.items)
+        if not isinstance(items, list):
+            raise errors.TransientError(
+                f"{where}: GET {url}: the answer holds no list of records", failure_class="source"
+            )
+        if items and items == previous:  # an API that ignores the paging parameter
+            raise errors.TransientError(
+                f"{where}: GET {path}: the next page repeats the last one", failure_class="source"
+            )
+        previous = items
+        yield items
+        url = None
+        if paging.style == "page" and len(items) >= paging.size:
+            page, url = page + 1, path
+        elif paging.style == "offset" and len(items) >= paging.size:
+            offset, url = offset + len(items), path
+        elif paging.style == "cursor":
+            nxt = dig(body, paging.next_field)
+            if nxt:
+                if str(nxt).startswith(("http://", "https://")):
+                    url, query = str(nxt), None
+                else:
+                    url, query = path, {**params, paging.cursor_param: nxt}
+        elif paging.style == "link":
+            nxt = resp.links.get("next", {}).get("url")
+            if nxt:
+                url, query = urllib.parse.urljoin(str(resp.url), nxt), None
+        if url is not None and query is None:  # an absolute next URL: whose is it?
+            foreign = origins.foreign(url, client.base_url, paging.allow_hosts, where)
 
 
 def dig(body: Any, path: str | None) -> Any:

@@ -28,6 +28,7 @@ import re
 import uuid
 from typing import Any
 
+from mapsync.casts import plain_decimal
 from mapsync.sheet import models
 from mapsync.sheet.reconcile_models import ReconcileCheck, Side
 
@@ -75,10 +76,7 @@ def group_text(value: Any) -> str:
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
             return str(value)
-        text = format(value, "f")
-        if "." in text:
-            text = text.rstrip("0").rstrip(".")
-        return "0" if text in ("-0", "") else text
+        return plain_decimal(value)
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray, memoryview)):

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 
 from mapsync.connectors.sql import SqlDatabase
+from mapsync.engine import Engine
 from mapsync.errors import ConfigError
-from mapsync.reconcile import business
+from mapsync.reconcile import business, compute
 from mapsync.reconcile.results import CheckResult, GroupDiff, SideTotals
 from mapsync.reconcile.translate import Translator
 from mapsync.sheet import loader
 from mapsync.sheet.reconcile_models import ReconcileCheck, Side, Tolerance
+from mapsync.state.memory import MemoryStore
 from tests import helpers as h
 
 D = decimal.Decimal
@@ -106,19 +108,21 @@ def _sheet(tmp_path: Path, erp: str, portal: str, check: str = "") -> loader.Loa
 
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[Callable[..., CheckResult]]:
-    opened: list[business.SqlHandles] = []
+    opened: list[Engine] = []
 
     def run_check(erp: str, portal: str, name: str = "open_ar", check: str = "", **over: Any) -> CheckResult:
         loaded = _sheet(tmp_path, erp, portal, check)
         cfg = loaded.sheet.reconcile[name]
         if over:
             cfg = cfg.model_copy(update=over)
-        opened.append(business.SqlHandles(loaded))
-        return business.run_business(name, cfg, loaded.sheet, opened[-1], secrets=loaded.secrets)
+        opened.append(Engine(loaded, MemoryStore()))  # the runner's opener: the engine's handles
+        return business.run_business(
+            name, cfg, loaded.sheet, compute.sql_of(opened[-1]), secrets=loaded.secrets
+        )
 
     yield run_check
-    for handles in opened:
-        handles.close()
+    for engine in opened:
+        engine.close()
 
 
 def test_equal_data_reports_zero_mismatches(urls: tuple[str, str], run: Callable[..., CheckResult]) -> None:
@@ -214,6 +218,27 @@ def test_a_query_side_and_a_check_without_its_sync(
     assert len(bare.missing_dest) == 5 and len(bare.missing_source) == 5 and bare.matched == 0
 
 
+def test_colons_in_the_authors_sql_are_sql_not_bind_parameters(
+    urls: tuple[str, str], run: Callable[..., CheckResult]
+) -> None:
+    """A `:word` in a `where` or `query` (a time literal) is the author's SQL: SQLAlchemy's text()
+    would take it for a bind parameter and refuse the query for want of a value."""
+    erp, portal = urls
+    _fill(erp, portal)
+    where = "open = 1 AND ':30' <> ':y'"
+    check = f"""\
+    by_query:
+      sync: invoices
+      source:
+        connection: erp
+        query: "SELECT customer_no, SUM(balance) FROM invoices WHERE {where} GROUP BY customer_no"
+        group: customer_no
+      dest: {{connection: portal, table: invoices, group: account_ref, sum: amount, where: "':b' <> ''"}}
+    """
+    result = run(erp, portal, name="by_query", check=check)
+    assert result.error is None and result.ok and result.matched == 5, result.to_json()
+
+
 def test_a_non_invertible_translation_and_a_wrong_column_are_errors(
     tmp_path: Path, urls: tuple[str, str], run: Callable[..., CheckResult]
 ) -> None:
@@ -225,16 +250,16 @@ def test_a_non_invertible_translation_and_a_wrong_column_are_errors(
     field = sync.fields["account_ref"].model_copy(update={"case": "upper"})
     sync = sync.model_copy(update={"fields": {**sync.fields, "account_ref": field}})
     sheet = sheet.model_copy(update={"syncs": {"invoices": sync}})
-    handles = business.SqlHandles(loaded)
+    engine = Engine(loaded, MemoryStore())
     try:
-        result = business.run_business("open_ar", sheet.reconcile["open_ar"], sheet, handles)
+        result = business.run_business("open_ar", sheet.reconcile["open_ar"], sheet, compute.sql_of(engine))
         assert result.error == (
             "check open_ar: group customer_no cannot be translated through sync invoices: "
             "field account_ref uses case (not invertible)"
         )
         assert result.to_json()["status"] == "error"
     finally:
-        handles.close()
+        engine.close()
     check = sheet.reconcile["open_ar"]
     assert check.dest is not None
     wrong = run(erp, portal, dest=check.dest.model_copy(update={"sum": "amount_typo"}))

@@ -181,3 +181,75 @@ def test_extras_that_are_not_ours_alone_start_no_run(world: World) -> None:
     assert outcome.report is None and outcome.not_ours == [(99,)]
     assert outcome.notes == ["1 extra destination row(s) not ours: left"]
     assert 99 in world.invoices()
+
+
+def test_a_groups_rows_the_ledger_does_not_hold_are_left_and_said(world: World) -> None:
+    h.execute(world.dst, "INSERT INTO invoices VALUES (99, 'A-2', 9)")  # C2's group, not mapsync's
+    h.execute(world.dst, "UPDATE invoices SET balance = 1 WHERE ref = 4")
+    _write_log(world.dst)
+    result = CheckResult("open_ar", "business", "invoices", mismatched=[GroupDiff(("A-2",), None, None)])
+    outcome = repairs.repair(world.engine, world.loaded.sheet, result)
+
+    assert outcome.report is not None and outcome.report.status == "success"
+    assert "[99]" not in outcome.keys and 99 not in {ref for _, ref in world.log()}
+    assert world.invoices()[99] == ("A-2", decimal.Decimal("9"))
+    assert (
+        "1 destination row(s) of these group(s) are not in sync invoices's key ledger: left: "
+        "not mapsync's (neither repaired nor deleted)"
+    ) in outcome.notes
+
+
+CAST_SHEET = """
+version: 1
+connections:
+  erp: {{url: "{src}"}}
+  portal: {{url: "{dst}"}}
+syncs:
+  invoices:
+    from: {{connection: erp, table: invoices}}
+    to: {{connection: portal, table: invoices}}
+    key: {{from: id, to: ref}}
+    fields:
+      account_no: {{from: customer_no, cast: int}}
+      balance: balance
+    changes: {{method: snapshot}}
+    deletes: {{policy: hard}}
+reconcile:
+  open_ar:
+    sync: invoices
+    source: {{connection: erp, table: invoices, group: customer_no, sum: balance}}
+    dest: {{connection: portal, table: invoices, group: account_no, sum: balance}}
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.mariadb
+def test_a_cast_int_group_says_what_it_could_not_look_up(
+    pg_database: Callable[[], str], mariadb_database: Callable[[], str], tmp_path: Path
+) -> None:
+    src, dst = pg_database(), mariadb_database()
+    h.execute(
+        src, "CREATE TABLE invoices (id INTEGER PRIMARY KEY, customer_no VARCHAR(20), balance NUMERIC(12,2))"
+    )
+    h.execute(src, "INSERT INTO invoices VALUES (1, '007', 10), (2, '7', 20), (3, '8', 30)")
+    h.execute(
+        dst, "CREATE TABLE invoices (ref INTEGER PRIMARY KEY, account_no INTEGER, balance DECIMAL(12,2))"
+    )
+    (tmp_path / "sheet.yaml").write_text(CAST_SHEET.format(src=src, dst=dst))
+    loaded = loader.load(tmp_path / "sheet.yaml", env={})
+    store = StateStore.open("sqlite:///state.db", tmp_path, create=True)
+    engine = Engine(loaded, store)
+    try:
+        assert engine.run("invoices", "seed").counts.written == 3
+        h.execute(dst, "DELETE FROM invoices WHERE ref = 2")  # account 7 lost a row
+        result = CheckResult("open_ar", "business", "invoices", mismatched=[GroupDiff(("7",), None, None)])
+        outcome = repairs.repair(engine, loaded.sheet, result)
+        # '7' found at the source, '007' through the destination's row and the ledger
+        assert sorted(outcome.keys) == ["[1]", "[2]"]
+        assert any(
+            n.startswith("group column customer_no is cast to int by sync's field account_no")
+            for n in outcome.notes
+        ), outcome.notes
+    finally:
+        engine.close()
+        store.close()

@@ -24,6 +24,7 @@ from mapsync.reconcile import runner
 from mapsync.reconcile.results import CheckResult
 from mapsync.records import key_text
 from mapsync.sheet import loader, models
+from mapsync.sheet.alert_models import AlertsConfig
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.store import StateStore
 from tests import helpers as h
@@ -212,6 +213,16 @@ def test_the_monitor_opens_an_incident_and_a_clean_result_resolves_it(world: Wor
     assert [i.subject for i in report.resolved] == ["balances"]
 
 
+def test_with_include_values_the_monitor_quotes_the_groups_values(world: World) -> None:
+    """The sheet's `alerts.include_values` reaches the sheet monitors as `SheetFacts.include_values`."""
+    alerts = AlertsConfig.model_validate({"channels": {"ops": {"log": {}}}, "include_values": True})
+    loaded = dataclasses.replace(world.loaded, sheet=world.loaded.sheet.model_copy(update={"alerts": alerts}))
+    h.execute(world.dst, "UPDATE accounts SET balance = 0 WHERE ref = 2")
+    runner.run_check(world.engine, "balances")
+    (opened,) = watch.evaluate(loaded, world.store, [], only=("reconcile_mismatch",)).opened
+    assert "; 2: 2.1" in opened.message and " vs 0" in opened.message  # 2.10 on MariaDB
+
+
 def test_the_daemon_runs_a_scheduled_check_once_per_slot_among_daemons(world: World) -> None:
     now = [dt.datetime(2026, 12, 3, 10, 30, tzinfo=dt.UTC)]
     judged: list[int] = []
@@ -361,3 +372,14 @@ def test_the_monitor_judges_implicit_drift_checks_of_sql_syncs_only(world: World
     assert set(watch_environment.reconcile_latest(world.loaded, world.store)) >= {"drift:customers"}
     moved = dataclasses.replace(world.loaded, sheet=rest_sheet(world))
     assert "drift:customers" not in watch_environment.reconcile_latest(moved, world.store)
+
+
+def test_the_daemons_stop_closes_the_scheduled_checks_engine(world: World) -> None:
+    d = Daemon(world.loaded, world.store, ["customers"], open_store=lambda: world.store)
+    (checks,) = [c.do for c in d._chores() if c.name == "reconcile"]
+    assert isinstance(checks, ScheduledChecks)
+    engine = checks._engine_for(world.loaded, world.store)  # as a due check opens it
+    engine.database(world.loaded.sheet.syncs["customers"].to.connection)
+    assert engine._dbs
+    assert d._shutdown() == 0
+    assert checks._engine is None and engine._dbs == {}  # its SQL connections closed

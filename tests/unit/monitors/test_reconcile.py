@@ -16,8 +16,9 @@ from mapsync.sheet.monitor_models import MonitorsConfig, resolve
 NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
 
 
-def facts(monitors: dict[str, Any] | None = None, **extra: Any) -> SheetFacts:
-    return SheetFacts(NOW, resolve(MonitorsConfig.model_validate(monitors or {})), extra=extra)
+def facts(monitors: dict[str, Any] | None = None, include_values: bool = False, **extra: Any) -> SheetFacts:
+    thresholds = resolve(MonitorsConfig.model_validate(monitors or {}))
+    return SheetFacts(NOW, thresholds, extra=extra, include_values=include_values)
 
 
 def row(result: CheckResult) -> dict[str, Any]:
