@@ -119,13 +119,14 @@ def test_mistakes_exit_2_with_one_line_and_help_names_every_option(folder: Path)
         (("--sync", "nope"), "unknown sync 'nope'"),
         (("--backfill",), "--backfill goes with --sync"),
         (("--force-deletes",), "--force-deletes goes with --repair"),
+        (("--max-keys", "5"), "--max-keys goes with --repair"),
     ):
         bad = cli_runner.run(["reconcile", "sheet.yaml", *args], folder, env)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr
     shown = cli_runner.run(["reconcile", "--help"], folder, env)
     assert shown.returncode == 0
-    for option in ("--check", "--sync", "--repair", "--force-deletes", "--backfill", "--json"):
+    for option in ("--check", "--sync", "--repair", "--force-deletes", "--max-keys", "--backfill", "--json"):
         assert option in shown.stdout
 
 
@@ -145,3 +146,20 @@ def test_repair_of_a_busy_sync_still_shows_the_check(folder: Path) -> None:
     assert h.query(f"sqlite:///{folder / 'portal.db'}", "SELECT nm FROM accounts WHERE ref = 4") == [
         ("edited",)
     ]
+
+
+def test_a_repair_of_more_keys_than_max_keys_is_refused_before_anything_is_written(folder: Path) -> None:
+    dst = f"sqlite:///{folder / 'portal.db'}"
+    h.execute(dst, "UPDATE accounts SET nm = 'edited' WHERE ref IN (4, 5)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPSYNC_")}
+    refused = cli_runner.run(
+        ["reconcile", "sheet.yaml", "--check", "rows", "--repair", "--max-keys", "1"], folder, env
+    )
+    assert refused.returncode != 0 and "more than max_keys 1" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert h.query(dst, "SELECT nm FROM accounts WHERE ref IN (4, 5)") == [("edited",), ("edited",)]
+    done = cli_runner.run(
+        ["reconcile", "sheet.yaml", "--check", "rows", "--repair", "--max-keys", "2"], folder, env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert h.query(dst, "SELECT nm FROM accounts WHERE ref IN (4, 5) ORDER BY ref") == [("c4",), ("c5",)]

@@ -25,6 +25,7 @@ from mapsync.cli.common import (
 from mapsync.engine import Engine
 from mapsync.reconcile import backfill as backfills
 from mapsync.reconcile import compute, report, runner
+from mapsync.reconcile import repair as repairs
 from mapsync.reconcile.repair import RepairOutcome
 from mapsync.reconcile.results import CheckResult
 from mapsync.redact import redact
@@ -64,6 +65,15 @@ def reconcile(
             "`deletes.max_delete_ratio`).",
         ),
     ] = False,
+    max_keys: Annotated[
+        int,
+        typer.Option(
+            "--max-keys",
+            min=0,
+            help="With --repair: refuse a repair of more keys than this before reading anything (so many "
+            "differences usually mean the destination's definition changed); 0: no cap.",
+        ),
+    ] = repairs.MAX_KEYS,
     backfill: Annotated[
         bool,
         typer.Option(
@@ -87,6 +97,8 @@ def reconcile(
     loaded = load_sheet(sheet)
     if force_deletes and not repair:
         raise fail("--force-deletes goes with --repair", 2)
+    if max_keys != repairs.MAX_KEYS and not repair:
+        raise fail("--max-keys goes with --repair", 2)
     if backfill and sync is None:
         raise fail("--backfill goes with --sync NAME (the sync whose ledger gets its drift digests)", 2)
     with handled(loaded.secrets):
@@ -108,7 +120,9 @@ def reconcile(
                 n = backfills.backfill(engine, sync)
             err.print(f"sync {sync}: drift digest stored for {n} ledger entries", highlight=False)
         for name in names:
-            found, exit_code = _one(loaded, engine, store, name, repair, as_json, force_deletes)
+            found, exit_code = _one(
+                loaded, engine, store, name, repair, as_json, force_deletes, max_keys or None
+            )
             code = max(code, exit_code)
             if found is not None:
                 shown.append(found)
@@ -130,6 +144,7 @@ def _one(
     repair: bool,
     as_json: bool,
     force_deletes: bool = False,
+    max_keys: int | None = repairs.MAX_KEYS,
 ) -> tuple[dict[str, Any] | None, int]:
     """Run (and repair) one check, print it; its JSON and exit code."""
     try:
@@ -146,7 +161,9 @@ def _one(
         try:
             with handled(loaded.secrets):
                 try:
-                    fixed = runner.repair_check(engine, name, result, force_deletes=force_deletes)
+                    fixed = runner.repair_check(
+                        engine, name, result, force_deletes=force_deletes, max_keys=max_keys
+                    )
                 except errors.LeaseHeld as exc:  # the sync runs: the check's result still stands
                     busy = redact(str(exc), loaded.secrets)
         except Exit as exc:  # the repair failed (said why): the check before is still shown

@@ -31,6 +31,7 @@ from mapsync.connectors.sql_source import SqlSource
 from mapsync.engine import Engine, RunReport
 from mapsync.reconcile.results import CheckResult, Extra
 from mapsync.reconcile.translate import NULL_TEXT, Group, Translator
+from mapsync.repair_plan import MAX_KEYS as MAX_KEYS
 from mapsync.repair_plan import as_type, source_key
 from mapsync.sheet import models
 from mapsync.sheet.reconcile_models import ReconcileCheck
@@ -56,10 +57,11 @@ def repair(
     *,
     trigger: str = "cli",
     force_deletes: bool = False,
+    max_keys: int | None = MAX_KEYS,
 ) -> RepairOutcome:
     """Repair what `result` found (a run of kind `repair` of the check's sync; `force_deletes`:
-    past the mass-delete guard)."""
-    go = functools.partial(_run, engine, sheet, trigger=trigger, force=force_deletes)
+    past the mass-delete guard; more than `max_keys` keys (None: no cap) and it is refused)."""
+    go = functools.partial(_run, engine, sheet, trigger=trigger, force=force_deletes, max_keys=max_keys)
     if result.error is not None:
         return RepairOutcome(None, notes=[f"check {result.check} did not run: nothing to repair"])
     if result.kind == "drift":
@@ -91,6 +93,7 @@ def _run(
     *,
     trigger: str,
     force: bool,
+    max_keys: int | None,
 ) -> RepairOutcome:
     cfg = sheet.syncs[sync]
     keys = list(dict.fromkeys(keys))
@@ -99,7 +102,7 @@ def _run(
         if not_ours:
             notes.append(f"{len(not_ours)} extra destination row(s) not ours: left")
         return RepairOutcome(None, keys, not_ours=not_ours, notes=notes or ["nothing to repair"])
-    report = engine.repair(sync, keys, extras, trigger=trigger, force_deletes=force)
+    report = engine.repair(sync, keys, extras, trigger=trigger, force_deletes=force, max_keys=max_keys)
     deletes = report.counts.deleted + report.gone_at_source.get("disabled", 0)
     sent = report.counts.written - report.gone_at_source.get("disabled", 0)
     return RepairOutcome(report, keys, sent, deletes, not_ours, notes + list(report.notes))

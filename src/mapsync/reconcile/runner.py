@@ -202,13 +202,21 @@ class Repaired:
 
 
 def repair_check(
-    engine: Engine, name: str, before: CheckResult, *, trigger: str = "cli", force_deletes: bool = False
+    engine: Engine,
+    name: str,
+    before: CheckResult,
+    *,
+    trigger: str = "cli",
+    force_deletes: bool = False,
+    max_keys: int | None = repair.MAX_KEYS,
 ) -> Repaired:
     """`--repair`: when `before` found differences, re-send what differs (`reconcile.repair`, a
     run of kind `repair` of the check's sync; `force_deletes`: past the mass-delete guard), then
     run the check again."""
     if before.error is not None or not before.differences():  # (`incomplete`: nothing to re-send)
         return Repaired(before)
-    outcome = repair.repair(engine, engine.sheet, before, trigger=trigger, force_deletes=force_deletes)
+    outcome = repair.repair(
+        engine, engine.sheet, before, trigger=trigger, force_deletes=force_deletes, max_keys=max_keys
+    )
     after = run_check(engine, name, trigger=trigger, repaired=True)
     return Repaired(before, outcome, after)
