@@ -196,8 +196,9 @@ class DriftForm:
     @staticmethod
     def _md5(values: Mapping[str, Any], columns: list[tuple[str, Callable[[Any], str]]]) -> str:
         """md5 hex of the framed form (`frame` inlined: it runs for every delivered row)."""
-        texts = [None if (v := values[n]) is None else convert(v) for n, convert in columns]
-        framed = SEP.join(NULL if t is None else f"{len(t)}:{t}" for t in texts)
+        framed = SEP.join(
+            [NULL if (v := values[n]) is None else f"{len(t := convert(v))}:{t}" for n, convert in columns]
+        )  # one list comprehension: converting and framing in one pass (a generator costs more)
         return hashlib.md5(framed.encode(), usedforsecurity=False).hexdigest()
 
     def covers(self, values: Mapping[str, Any]) -> bool:
