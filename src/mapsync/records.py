@@ -99,6 +99,10 @@ class Mapped:
 # `Delivered.drift` of a row written (or kept as the destination had it) without a digest:
 # the ledger's stored pair no longer describes the row, so it is cleared, never kept
 NO_DRIFT: tuple[str, str] = ("", "")
+# the digest of a row mapsync delivered but cannot describe (kept as the destination had it by
+# `on_exists: skip`, or holding a value the form cannot read): `(dkey, UNCOMPARED)` in the
+# ledger; a drift check leaves its bucket out and says so, a backfill leaves it alone
+UNCOMPARED = "-"
 KEPT = "kept"  # `Delivered.note`: the destination held the record changed and it was left alone
 # `Rejection.rule` of a record an export's `on_exists: fail` refused (`already imported`): the
 # destination holds it, it did not refuse a write (the breaker does not count it)
@@ -119,7 +123,8 @@ class Delivered:
     note: str | None = None
     # (dkey, digest) of the row as written (connectors/drift_form.py); None: the ledger keeps
     # the pair it holds (a row seen unchanged, a destination that computes none, a delete);
-    # NO_DRIFT: a row written without a digest, the ledger's pair is cleared (undigested)
+    # NO_DRIFT: a row written without a digest, the ledger's pair is cleared (undigested);
+    # (dkey, UNCOMPARED): a row the digest cannot describe
     drift: tuple[str, str] | None = None
 
 

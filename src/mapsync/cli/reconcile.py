@@ -70,8 +70,8 @@ def reconcile(
         typer.Option(
             "--max-keys",
             min=0,
-            help="With --repair: refuse a repair of more keys than this before reading anything (so many "
-            "differences usually mean the destination's definition changed); 0: no cap.",
+            help="With --repair: refuse a repair of more keys than this before it reads or writes "
+            "anything (so many differences usually mean the destination's definition changed); 0: no cap.",
         ),
     ] = repairs.MAX_KEYS,
     backfill: Annotated[

@@ -155,19 +155,35 @@ def bucket(dkey: str, buckets: int) -> int:
     return int(dkey[:8], 16) % buckets
 
 
+def omittable(cfg: models.SyncConfig) -> list[str]:
+    """The `fields:` columns a write may leave out (`on_null: omit`, the field's or the sync's):
+    the destination then keeps what it had, which is not what mapsync delivered."""
+    return [
+        name
+        for name, rule in cfg.fields.items()
+        if name not in cfg.key.to and (rule.on_null if rule.on_null is not None else cfg.on_null) == "omit"
+    ]
+
+
 def owned_columns(cfg: models.SyncConfig) -> list[str]:
     """The columns a sync owns in its destination's main table: the key and every `fields:`
-    column. (`deletes.field` is left out: upserts do not write it, so the destination's value
-    is not what mapsync delivered; child tables are not compared.)"""
-    return list(dict.fromkeys([*cfg.key.to, *cfg.fields]))
+    column a write always sets. (`deletes.field` is left out: upserts do not write it, so the
+    destination's value is not what mapsync delivered; so are the fields `on_null: omit` may
+    leave out; child tables are not compared.)"""
+    left = set(omittable(cfg))
+    return list(dict.fromkeys([*cfg.key.to, *(f for f in cfg.fields if f not in left)]))
 
 
 def for_sync(cfg: models.SyncConfig, columns: Mapping[str, ColumnInfo]) -> DriftForm | None:
     """The drift form of a sync's destination rows, or None when its key cannot be digested."""
     try:
-        return DriftForm(list(cfg.key.to), owned_columns(cfg), columns)
+        form = DriftForm(list(cfg.key.to), owned_columns(cfg), columns)
     except ValueError:
         return None
+    form.notes.extend(
+        f"column {n} is not compared: `on_null: omit` may leave it out of a write" for n in omittable(cfg)
+    )
+    return form
 
 
 class DriftForm:
@@ -208,6 +224,13 @@ class DriftForm:
     def of(self, values: Mapping[str, Any]) -> tuple[str, str]:
         """(dkey, digest) of a row as mapsync writes it (every owned column present)."""
         return self._md5(values, self._key_fns), self._md5(values, self._owned_fns)
+
+    def dkey(self, values: Mapping[str, Any]) -> str | None:
+        """The dkey of a row (None when its key cannot be read: never raises)."""
+        try:
+            return self._md5(values, self._key_fns)
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
+            return None
 
     def of_written(self, values: Mapping[str, Any]) -> tuple[str, str] | None:
         """`of` a written row, None when it leaves a digested column out (`on_null: omit`) or

@@ -132,16 +132,19 @@ class SqlDestination(DestinationBase):
     ) -> None:
         """Each confirmed upsert's (dkey, digest) of the row as written (the batch's last change of
         its key: what `deliver` wrote). None (the ledger's pair stays) for deletes and disables;
-        `records.NO_DRIFT` (the ledger's pair is cleared) for rows kept as the destination had
-        them and rows without a digest (`on_null: omit` leaves a digested column out, a value
-        the form cannot read): the old pair would describe a row the destination no longer
-        holds. Never raises: the rows are written already."""
+        `(dkey, records.UNCOMPARED)` for rows kept as the destination had them and rows holding
+        a value the form cannot read (the old pair would describe a row the destination no
+        longer holds; a drift check leaves them out and says so), `records.NO_DRIFT` (the pair
+        cleared) when not even the key can be read. Never raises: the rows are written already."""
         latest = {r.key: r for r in batch}
         for i, d in enumerate(result.delivered):
             rec = latest.get(d.key)
             if d.op != "upsert" or rec is None or rec.op != "upsert":
                 continue
-            pair = (form.of_written(rec.values) if d.note is None else None) or records.NO_DRIFT
+            pair = form.of_written(rec.values) if d.note is None else None
+            if pair is None:  # kept as the destination had it, or a value the form cannot read
+                dkey = form.dkey(rec.values)
+                pair = records.NO_DRIFT if dkey is None else (dkey, records.UNCOMPARED)
             # the constructor: dataclasses.replace costs as much as the digest
             result.delivered[i] = records.Delivered(d.key, d.version, d.hash, d.dest_id, d.op, d.note, pair)
 

@@ -47,6 +47,7 @@ from mapsync import db_errors
 from mapsync.connectors.drift_form import DriftForm, bucket, hex_int_sql, md5_hex
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.reconcile.results import CheckResult, Extra, Read
+from mapsync.records import UNCOMPARED
 from mapsync.sheet import models
 
 PAGE = 5000  # ledger entries per page of `drift_scan`, destination rows per fetch
@@ -138,6 +139,8 @@ def _walk(
     result.compared = live + len(result.extra)
     result.matched = live - len(result.changed) - len(result.missing)
     if result.undigested:  # the result is `incomplete`, never ok (CheckResult.status)
+        # (rows the digest cannot describe are `UNCOMPARED`, noted above, not undigested: no
+        # backfill or delivery would give them a digest, so they never make a check incomplete)
         if no_dkey and not live:
             what = "no live ledger entry has a drift digest: nothing compared"
         elif no_dkey:
@@ -178,6 +181,7 @@ def _ledger_figures(
     counts, sums = [0] * buckets, [0] * buckets
     excluded: set[int] = set()
     no_dkey = 0
+    uncompared = 0
     read = result.read["ledger"]
     # the hot loop (every ledger entry): `number` and `bucket` inlined
     for page in store.drift_scan(sync, PAGE):
@@ -185,6 +189,10 @@ def _ledger_figures(
         read.bytes += sum(len(e[0]) for e in page) + 65 * len(page)
         for _, dkey, digest, deleted in page:
             if deleted:
+                continue
+            if digest == UNCOMPARED and dkey is not None:  # a row the digest cannot describe
+                uncompared += 1
+                excluded.add(bucket(dkey, buckets))
                 continue
             if dkey is None or digest is None:
                 result.undigested += 1
@@ -196,6 +204,11 @@ def _ledger_figures(
             b = int(dkey[:8], 16) % buckets
             counts[b] += 1
             sums[b] += int(digest[:15], 16)
+    if uncompared:
+        result.notes.append(
+            f"{uncompared} rows not compared: kept as the destination had them (`on_exists: skip`) or "
+            "holding a value the drift digest cannot read; their buckets are left out"
+        )
     return counts, sums, excluded, no_dkey
 
 

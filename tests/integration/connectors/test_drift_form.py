@@ -284,7 +284,7 @@ def test_a_text_into_a_time_column_is_written_digested_and_an_unreadable_one_und
     """Review finding 1: SQLite's TIME is text and the mapping passes it through; the digest
     raised TypeError after the rows were written, failing every run. A text the form reads gets
     the server's pair; one it cannot read ('1 10:30:00', MariaDB's day form) is written and marked
-    undigested (`NO_DRIFT`), never an exception."""
+    not comparable (its dkey and `UNCOMPARED`), never an exception."""
     db = SqlDatabase("dst", mariadb_database(), tmp_path)
     with db.engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE shifts (code VARCHAR(20) PRIMARY KEY, starts TIME(6))")
@@ -302,16 +302,17 @@ def test_a_text_into_a_time_column_is_written_digested_and_an_unreadable_one_und
     dkey, digest, _ = dest.drift_form.sql(db.dialect, lambda c: table.c[c])
     with db.engine.connect() as conn:
         stored = {c: (k, g) for c, k, g in conn.execute(sa.select(table.c.code, dkey, digest))}
-    assert pairs == {"a": stored["a"], "b": stored["b"], "c": records.NO_DRIFT}
+    assert pairs == {"a": stored["a"], "b": stored["b"], "c": (stored["c"][0], records.UNCOMPARED)}
     db.close()
 
 
 def test_a_row_written_without_a_digested_column_clears_the_pair(
     sqlite_database: Any, tmp_path: Path
 ) -> None:
-    """Review finding 2: a row `on_null: omit` writes without a column carried no pair, and the
-    ledger kept the old one (a false "changed" no repair clears); it carries NO_DRIFT now, so
-    the ledger stores it undigested. A delete still carries none (the ledger keeps its pair)."""
+    """Review finding 2: a row written without a digested column carried no pair, and the ledger
+    kept the old one (a false "changed" no repair clears); it carries its dkey and `UNCOMPARED`
+    now: a drift check leaves it out and says so (a backfill would never digest it, so it is not
+    "undigested"). A delete still carries none (the ledger keeps its pair)."""
     db = SqlDatabase("dst", sqlite_database(), tmp_path)
     with db.engine.begin() as conn:
         conn.exec_driver_sql(
@@ -325,5 +326,39 @@ def test_a_row_written_without_a_digested_column_clears_the_pair(
     del omitted.values["name"]  # as `on_null: omit` leaves a NULL name out of the write
     gone = records.Mapped("delete", ("k0002",), ("k0002",), None, {"code": "k0002"}, {}, "deleted")
     again = dest.write([omitted, gone])
-    assert {d.key[0]: d.drift for d in again.delivered} == {"k0001": records.NO_DRIFT, "k0002": None}
+    dkey = first.delivered[0].drift[0]  # type: ignore[index]
+    assert {d.key[0]: d.drift for d in again.delivered} == {
+        "k0001": (dkey, records.UNCOMPARED),
+        "k0002": None,
+    }
+    db.close()
+
+
+def test_a_field_on_null_omit_may_leave_out_is_not_in_the_digest(
+    sqlite_database: Any, tmp_path: Path
+) -> None:
+    """Second review: with `on_null: omit` a write may leave `name` out (the destination keeps its
+    own value), so `name` is not digested at all: a row written with or without it has one pair,
+    and the form says the column is not compared."""
+    db = SqlDatabase("dst", sqlite_database(), tmp_path)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE items (code VARCHAR(20) PRIMARY KEY, name VARCHAR(50), amount NUMERIC(12,2), "
+            "seen TIMESTAMP)"
+        )
+    data = SYNC.model_dump(by_alias=True, exclude_unset=True)
+    omit = models.SyncConfig.model_validate(
+        {**data, "fields": {**data["fields"], "name": {"from": "name", "on_null": "omit"}}}
+    )
+    dest = SqlDestination(db, "items", omit)
+    assert dest.drift_form is not None and dest.drift_form.owned == ["amount", "code", "seen"]
+    assert any("name is not compared" in n for n in dest.drift_form.notes)
+    full = dest.write([_up(1, "full")]).delivered[0].drift
+    omitted = _up(1, "ignored")
+    del omitted.values["name"]
+    assert (
+        dest.write([omitted]).delivered[0].drift == full
+        and full is not None
+        and full[1] != records.UNCOMPARED
+    )
     db.close()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mapsync import errors
+from mapsync import errors, records
 from mapsync.connectors.sql_destination import SqlDestination
 from mapsync.engine import Engine
 from mapsync.reconcile import drift
@@ -212,6 +212,30 @@ def test_undigested_entries_are_counted_and_their_buckets_left_out(
         assert (result.ok, result.status) == (False, "incomplete")  # not everything compared: not ok
         assert result.compared == ROWS - 1 and any("no drift digest" in n for n in result.notes)
         assert any("mapsync reconcile SHEET --sync customers --backfill" in n for n in result.notes)
+    finally:
+        w.close()
+
+
+def test_rows_the_digest_cannot_describe_are_left_out_and_said_never_incomplete(
+    sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """Second review: a row kept as the destination had it (`on_exists: skip`) or holding a value
+    the form cannot read is stored (dkey, UNCOMPARED): no backfill or delivery would ever digest
+    it, so it must not keep the check `incomplete` (an alert that never clears): its bucket is
+    left out and a note says why; the rest is compared as usual."""
+    w = World(sqlite_database(), sqlite_database(), tmp_path)
+    try:
+        w.run("seed")
+        h.execute(w.dst, "UPDATE accounts SET nm = 'kept by the portal' WHERE ref = 2")
+        h.execute(
+            f"sqlite:///{tmp_path / 'state.db'}",
+            "UPDATE mapsync_ledger SET digest = :d WHERE " + '"key" = :k',
+            params=[{"d": records.UNCOMPARED, "k": k(2)}],
+        )
+        result = w.walk()
+        assert (result.status, result.undigested, result.differences()) == ("ok", 0, 0)
+        assert result.compared == ROWS - 1
+        assert any("1 rows not compared: kept as the destination had them" in n for n in result.notes)
     finally:
         w.close()
 
