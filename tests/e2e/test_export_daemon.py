@@ -308,10 +308,11 @@ def test_reexport_while_the_daemon_is_up_succeeds_or_says_the_sync_is_busy(
         outcomes = [reexport()]  # in the middle of the daemon's run: most likely busy
         _until(lambda: world.settled() and world.idle(), "the orders exported", world)
         doc = world.portal()[4][3]
-        for _ in range(4):  # against a daemon running the sync every second: either outcome
-            outcomes.append(reexport())
+        for _ in range(10):  # against a daemon running the sync every second: either outcome;
+            outcomes.append(reexport())  # on a loaded machine several may land in its runs
             if outcomes[-1] == "done":
                 break
+            time.sleep(0.3)
         assert "done" in outcomes, outcomes
         _until(lambda: world.settled() and world.idle(), "everything settled", world)
         world.assert_true()
