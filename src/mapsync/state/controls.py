@@ -8,6 +8,8 @@ reads them `FOR UPDATE SKIP LOCKED`, so two takers never wait for or get the sam
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,7 +43,16 @@ def request_of(row: Any) -> RunRequest:
         taken_by=row["taken_by"],
         run_id=row["run_id"],
         message=row["message"],
+        keys=tuple(json.loads(row["keys"])) if row.get("keys") is not None else None,
+        note=row.get("note"),
     )
+
+
+def request_values(keys: Sequence[str] | None, note: str | None) -> dict[str, Any]:
+    """The v9 columns of a new request: `keys` as a JSON list of key texts (None: all)."""
+    if isinstance(keys, str):
+        raise TypeError("keys is a sequence of key texts, not one text")
+    return {"keys": None if keys is None else json.dumps(list(keys)), "note": note}
 
 
 class ControlsMixin:
@@ -84,13 +95,17 @@ class ControlsMixin:
     # ----------------------------------------------------------------- run requests
 
     @guarded
-    def request_run(self, sync: str, kind: str, by: str) -> int:
-        """Ask for a run of `sync` (kind run | overlap | retry); the request's id."""
+    def request_run(
+        self, sync: str, kind: str, by: str, keys: Sequence[str] | None = None, note: str | None = None
+    ) -> int:
+        """Ask for a run of `sync` (kind run | overlap | retry | reexport; retry and reexport of
+        only `keys`, key texts, when given); the request's id."""
         check_kind(kind)
+        extra = request_values(keys, note)
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.insert(schema.run_requests).values(
-                    sync=sync, kind=kind, requested_by=by, requested_at=stamp(), status="new"
+                    sync=sync, kind=kind, requested_by=by, requested_at=stamp(), status="new", **extra
                 )
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mapsync.state import faults, rollups, schema
+from mapsync.state import faults, rollups, run_records, schema
 from mapsync.state.clock import stamp, utcnow
 from mapsync.state.ledger import DELETED_HASH
 
@@ -62,6 +62,22 @@ class SqlHistory:
             query = query.where(e.c.resolved_at.is_(None))
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
+
+    def run_records(self, run_id: int, limit: int) -> list[dict[str, Any]]:
+        """The records run `run_id` touched: key (text), outcome, message (redacted), at."""
+        a, e = schema.attempts, schema.record_errors
+        with self.engine.connect() as conn:
+            tried = conn.execute(
+                sa.select(a.c.key, a.c.outcome, a.c.message, a.c.at)
+                .where(a.c.run_id == run_id)
+                .order_by(a.c.id)
+                .limit(limit)
+            ).mappings()
+            attempts = [dict(row) for row in tried]
+            failed = conn.execute(
+                sa.select(e.c.key, e.c.message, e.c.last_seen).where(e.c.run_id == run_id).limit(limit)
+            ).mappings()
+            return run_records.merge(attempts, [dict(row) for row in failed], limit)
 
     def count_record_errors(self, sync: str | None, include_resolved: bool) -> int:
         """How many record errors `record_errors` would list without its limit."""
@@ -165,7 +181,19 @@ class SqlHistory:
                 if not more:
                     break
             out[table] = total
+        if "runs" in ages and not dry_run:  # the audit log goes with the run history (not counted)
+            cutoff = stamp(now - ages["runs"])
+            faults.call(self.engine, functools.partial(self._purge_web, cutoff, syncs), "purge")
         return out
+
+    def _purge_web(self, cutoff: str, syncs: Sequence[str] | None) -> None:
+        """Audit rows older than `cutoff` (of `syncs`, or all) and sessions ended before it."""
+        a, w = schema.audit_log, schema.web_sessions
+        with self.engine.begin() as conn:
+            where = [a.c.at < cutoff] + ([a.c.sync.in_(list(syncs))] if syncs is not None else [])
+            conn.execute(sa.delete(a).where(*where))
+            if syncs is None:
+                conn.execute(sa.delete(w).where(sa.or_(w.c.expires_at < cutoff, w.c.revoked_at < cutoff)))
 
     def _count(self, target: Target) -> int:
         query = sa.select(sa.func.count()).select_from(target.table).where(*target.where)

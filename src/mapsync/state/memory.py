@@ -33,6 +33,7 @@ from mapsync.state.memory_ports import MemoryHistory, MemoryInbox, MemoryJobs, M
 from mapsync.state.memory_reconciliation import MemoryReconciliation
 from mapsync.state.memory_rollups import MemoryRollups
 from mapsync.state.memory_runs import COUNTS, MemoryRunsMixin
+from mapsync.state.memory_sessions import MemoryAudit, MemorySessions
 from mapsync.state.memory_tables import Memory, Tables
 from mapsync.state.memory_workers import MemoryWorkers
 from mapsync.state.record_errors import error_row, kept_dead
@@ -57,6 +58,8 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
         self.attempts = memory_attempts.MemoryAttempts(self.memory)
         self.rollups = MemoryRollups(self.memory)
         self.reconciliation = MemoryReconciliation(self.memory)
+        self.sessions = MemorySessions(self.memory)
+        self.audit = MemoryAudit(self.memory)
 
     def close(self) -> None:
         """Nothing to release (the tables stay readable)."""
@@ -251,6 +254,19 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
             ]
             for key in due:
                 t.errors[key] = {**t.errors[key], "dead_at": now}
+        return len(due)
+
+    def resolve_errors(self, sync: str, keys: Sequence[str] | None, by: str, note: str) -> int:
+        change = {"resolved_at": stamp(), "resolved_by": by, "resolved_note": note}
+        wanted = None if keys is None else set(keys)
+        with self.memory.tx() as t:
+            due = [
+                key
+                for key, e in t.errors.items()
+                if key[0] == sync and e["resolved_at"] is None and (wanted is None or key[1] in wanted)
+            ]
+            for key in due:
+                t.errors[key] = {**t.errors[key], **change}
         return len(due)
 
     def note_gone(self, sync: str, keys: Sequence[records.Key]) -> None:

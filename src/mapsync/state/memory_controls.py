@@ -3,8 +3,10 @@ state/controls.py over the tables of state/memory_tables.py."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mapsync.state.clock import stamp, unstamp
-from mapsync.state.controls import check_final, check_kind, request_of
+from mapsync.state.controls import check_final, check_kind, request_of, request_values
 from mapsync.state.data import PauseInfo, RunRequest
 from mapsync.state.memory_tables import Memory
 
@@ -38,8 +40,11 @@ class MemoryControlsMixin:
                 if r["paused"]
             }
 
-    def request_run(self, sync: str, kind: str, by: str) -> int:
+    def request_run(
+        self, sync: str, kind: str, by: str, keys: Sequence[str] | None = None, note: str | None = None
+    ) -> int:
         check_kind(kind)
+        extra = request_values(keys, note)
         with self.memory.tx() as t:
             request_id = t.next_id("requests")
             t.requests[request_id] = {
@@ -53,6 +58,7 @@ class MemoryControlsMixin:
                 "run_id": None,
                 "status": "new",
                 "message": None,
+                **extra,
             }
         return request_id
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from mapsync import records
-from mapsync.state import schema
+from mapsync.state import run_records, schema
 from mapsync.state.async_batches import check_final, decoded, new_batch_id
 from mapsync.state.clock import stamp, utcnow
 from mapsync.state.data import Item, Lease
@@ -287,6 +287,12 @@ class MemoryHistory:
         return sorted(self._errors(sync, include_resolved), key=lambda r: r["last_seen"], reverse=True)[
             :limit
         ]
+
+    def run_records(self, run_id: int, limit: int) -> list[dict[str, Any]]:
+        with self.memory.read() as t:
+            tried = sorted((r for r in t.attempts.values() if r["run_id"] == run_id), key=lambda r: r["id"])
+            failed = [e for e in t.errors.values() if e["run_id"] == run_id]
+        return run_records.merge(tried[:limit], failed, limit)
 
     def count_record_errors(self, sync: str | None, include_resolved: bool) -> int:
         return len(self._errors(sync, include_resolved))

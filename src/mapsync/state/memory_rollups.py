@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mapsync.state import rollups
-from mapsync.state.clock import utcnow
+from mapsync.state.clock import stamp, utcnow
 from mapsync.state.history import BATCHES_SETTLED, INBOX_DONE, KEEP_ENDED, cutoff_of
 from mapsync.state.ledger import DELETED_HASH
 from mapsync.state.memory_tables import Memory, Row, Tables
@@ -46,6 +46,21 @@ def purge_tables(
             out[table] = len(keys)
             if not dry_run:
                 _delete(t, table, keys, late_ms)
+    if "runs" in ages and not dry_run:  # the audit log goes with the run history (not counted)
+        cutoff = stamp(now - ages["runs"])
+        with memory.tx() as t:
+            for i in [
+                i for i, r in t.actions.items() if r["at"] < cutoff and (syncs is None or r["sync"] in syncs)
+            ]:
+                del t.actions[i]
+            if syncs is None:
+                ended = (
+                    k
+                    for k, r in t.web_sessions.items()
+                    if min(r["expires_at"], r["revoked_at"] or "~") < cutoff
+                )
+                for k in list(ended):
+                    del t.web_sessions[k]
     return out
 
 

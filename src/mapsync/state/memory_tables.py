@@ -53,6 +53,8 @@ class Tables:
     attempts: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → delivery attempt row
     rollups: dict[tuple[str, str], Row] = dataclasses.field(default_factory=dict)  # (sync, day) → row
     reconcile_results: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → check result row
+    web_sessions: dict[str, Row] = dataclasses.field(default_factory=dict)  # token hash → session row
+    actions: dict[int, Row] = dataclasses.field(default_factory=dict)  # id → operator audit row
     ids: dict[str, int] = dataclasses.field(default_factory=dict)  # table → last id given
 
     def copy(self) -> Tables:

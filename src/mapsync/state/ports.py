@@ -4,14 +4,14 @@ A caller takes the port it needs (`Ledger`, `Budget` …); `Store` is all of the
 implement every port alike, held to it by one contract suite (tests/contract/): `StateStore`
 (state/store.py, SQLite or PostgreSQL: `Ledger`, `Cursors`, `Runs`, `RecordErrors`, `Budget`,
 `Controls` as its methods; the others as its objects `store.leases`, `inbox`, `jobs`, `history`,
-`workers`, `incidents`, `observations`, `rollups`, `attempts`, `reconciliation`: state/lease.py,
-inbox.py, async_batches.py, history.py, workers.py, incidents.py, observations.py, rollups.py,
-attempts.py, reconciliation.py) and `MemoryStore` (state/memory.py, dicts under a lock, for tests).
+`workers`, `incidents`, `observations`, `rollups`, `attempts`, `reconciliation`, `sessions`,
+`audit`: state/lease.py, inbox.py, async_batches.py, history.py, workers.py, incidents.py,
+observations.py, rollups.py, attempts.py, reconciliation.py, sessions.py) and `MemoryStore`
+(state/memory.py, dicts under a lock, for tests).
 
 The module functions of state/lease.py, inbox.py, async_batches.py, report.py and retention.py
 are the older form of these ports and ask them. mypy checks both stores against `Store`
-(state/conformance.py). The ports after `Store` name what is coming (dashboard; no store
-implements them yet), so later work extends them instead of reaching for `store.engine`.
+(state/conformance.py). The web app's ports (`Sessions`, `Audit`) are in state/ports_web.py.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from mapsync.state.data import (
     RunRequest,
     WorkerInfo,
 )
+from mapsync.state.ports_web import Audit as Audit
+from mapsync.state.ports_web import Sessions as Sessions
 
 
 class Ledger(Protocol):
@@ -147,6 +149,10 @@ class RecordErrors(Protocol):
 
     def bury(self, sync: str, max_attempts: int) -> int: ...
     def note_gone(self, sync: str, keys: Sequence[records.Key]) -> None: ...
+    def resolve_errors(self, sync: str, keys: Sequence[str] | None, by: str, note: str) -> int:
+        """Resolve open record errors by key text (None: all of the sync's open ones) with a
+        note; returns how many were resolved. A resolved error is not retried."""
+
     def unmapped_values(self, sync: str | None, include_resolved: bool = False) -> list[dict[str, Any]]: ...
 
 
@@ -175,7 +181,11 @@ class Controls(Protocol):
     def pause(self, sync: str, by: str, note: str | None = None) -> None: ...
     def resume(self, sync: str) -> bool: ...
     def paused(self) -> dict[str, PauseInfo]: ...
-    def request_run(self, sync: str, kind: str, by: str) -> int: ...
+    def request_run(
+        self, sync: str, kind: str, by: str, keys: Sequence[str] | None = None, note: str | None = None
+    ) -> int:
+        """retry/reexport of `keys` (key texts; None: all open errors / the failed ones)."""
+
     def take_requests(self, syncs: list[str], worker: str) -> list[RunRequest]: ...
     def finish_request(
         self, request_id: int, status: str, run_id: int | None = None, message: str | None = None
@@ -255,6 +265,10 @@ class History(Protocol):
     def last_run(self, sync: str) -> dict[str, Any] | None: ...
     def runs(self, sync: str | None, limit: int, *, without: Sequence[str] = ()) -> list[dict[str, Any]]: ...
     def record_errors(self, sync: str | None, include_resolved: bool, limit: int) -> list[dict[str, Any]]: ...
+    def run_records(self, run_id: int, limit: int) -> list[dict[str, Any]]:
+        """The records a run touched, from the delivery attempts and record errors: dicts with
+        key (text), outcome, message (redacted), at."""
+
     def count_record_errors(self, sync: str | None, include_resolved: bool) -> int: ...
     def count_dead(self, sync: str | None) -> int: ...
     def sync_gauges(self) -> dict[str, dict[str, Any]]: ...
@@ -371,29 +385,8 @@ class Store(Ledger, Cursors, Runs, RecordErrors, Budget, Controls, Protocol):
     def rollups(self) -> Rollups: ...
     @property
     def reconciliation(self) -> Reconciliation: ...
+    @property
+    def sessions(self) -> Sessions: ...
+    @property
+    def audit(self) -> Audit: ...
     def close(self) -> None: ...
-
-
-# ---------------- coming (not implemented yet): a store implements one when its feature is built
-
-
-class Users(Protocol):
-    """Operators of the web app (dashboard): name, role, password hash, disabled."""
-
-    def user(self, name: str) -> dict[str, Any] | None: ...
-    def save_user(self, name: str, role: str, password_hash: str) -> None: ...
-
-
-class Sessions(Protocol):
-    """Operators' sessions in the web app: an opaque token, its user and expiry."""
-
-    def open_session(self, user: str, ttl: dt.timedelta) -> str: ...
-    def session_user(self, token: str) -> str | None: ...
-    def close_session(self, token: str) -> None: ...
-
-
-class Audit(Protocol):
-    """What operators did (operator audit, append-only): who, what, on which sync, when."""
-
-    def record_action(self, user: str, action: str, sync: str | None, detail: dict[str, Any]) -> None: ...
-    def actions(self, sync: str | None, limit: int) -> list[dict[str, Any]]: ...

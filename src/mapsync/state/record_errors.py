@@ -36,6 +36,8 @@ def error_row(
         "run_id": run_id,
         "value": unmapped.value_text(r.value) if unmapped.is_unmapped(r) else None,
         "dead_at": None,
+        "resolved_by": None,
+        "resolved_note": None,
     }
 
 
@@ -81,6 +83,26 @@ class RecordErrorsMixin:
                     .values(dead_at=stamp())
                 ).rowcount
             )
+
+    @guarded
+    def resolve_errors(self, sync: str, keys: Sequence[str] | None, by: str, note: str) -> int:
+        """Resolve open record errors of `sync` by key text (None: all its open ones) with `by`
+        and `note`: no retry sends them again and they no longer count as open (a new rejection
+        of the key opens it again). How many were resolved (0 for ones resolved already)."""
+        e = schema.record_errors
+        where = [e.c.sync == sync, e.c.resolved_at.is_(None)]
+        change = {"resolved_at": stamp(), "resolved_by": by, "resolved_note": note}
+        with self.engine.begin() as conn:
+            if keys is None:
+                return int(conn.execute(sa.update(e).where(*where).values(change)).rowcount)
+            wanted = list(dict.fromkeys(keys))
+            done = 0
+            for i in range(0, len(wanted), 500):
+                part = wanted[i : i + 500]
+                done += int(
+                    conn.execute(sa.update(e).where(*where, e.c.key.in_(part)).values(change)).rowcount
+                )
+            return done
 
     @guarded
     def note_gone(self, sync: str, keys: Sequence[records.Key]) -> None:

@@ -15,8 +15,11 @@ from mapsync.state.schema_v7 import observations as observations
 from mapsync.state.schema_v7 import rollups as rollups
 from mapsync.state.schema_v8 import reconcile_results as reconcile_results
 from mapsync.state.schema_v8 import v8_reconcile
+from mapsync.state.schema_v9 import audit_log as audit_log
+from mapsync.state.schema_v9 import v9_web
+from mapsync.state.schema_v9 import web_sessions as web_sessions
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 meta = sa.Table(
     "mapsync_meta",
@@ -99,6 +102,8 @@ record_errors = sa.Table(
     sa.Column("run_id", sa.Integer, nullable=True),
     sa.Column("value", sa.Text, nullable=True),  # v2: the unmapped value that rejected it
     sa.Column("dead_at", sa.String(40), nullable=True),  # v5: buried after max attempts
+    sa.Column("resolved_by", sa.String(255), nullable=True),  # v9: an operator's resolve …
+    sa.Column("resolved_note", sa.Text, nullable=True),  # … and its note (NULL: delivered)
 )
 
 # v5: operator controls per sync (pause), read by every process
@@ -118,7 +123,7 @@ run_requests = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("sync", sa.String(128), nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False),  # run | overlap | retry
+    sa.Column("kind", sa.String(16), nullable=False),  # run | overlap | retry | reexport
     sa.Column("requested_by", sa.String(255), nullable=False),
     sa.Column("requested_at", sa.String(40), nullable=False),
     sa.Column("taken_at", sa.String(40), nullable=True),
@@ -126,6 +131,8 @@ run_requests = sa.Table(
     sa.Column("run_id", sa.Integer, nullable=True),
     sa.Column("status", sa.String(16), nullable=False),  # new | taken | done | failed
     sa.Column("message", sa.Text, nullable=True),
+    sa.Column("keys", sa.Text, nullable=True),  # v9: JSON list of key texts (retry, reexport)
+    sa.Column("note", sa.Text, nullable=True),  # v9: the operator's note
     sa.Index("ix_mapsync_run_requests_status", "status", "sync", "id"),
 )
 
@@ -368,5 +375,6 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v6_workers,
     _v7_watching,
     v8_reconcile,
+    v9_web,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -38,6 +38,7 @@ from mapsync.state.reconciliation import SqlReconciliation
 from mapsync.state.record_errors import RecordErrorsMixin, error_row
 from mapsync.state.rollups import SqlRollups
 from mapsync.state.runs import RunsMixin, default_worker
+from mapsync.state.sessions import SqlAudit, SqlSessions
 from mapsync.state.workers import SqlWorkers, newer_schema, session_name
 
 
@@ -78,6 +79,8 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         self.attempts = attempt_rows.SqlAttempts(engine)
         self.rollups = SqlRollups(engine)
         self.reconciliation = SqlReconciliation(engine)
+        self.sessions = SqlSessions(engine)
+        self.audit = SqlAudit(engine)
 
     # ----------------------------------------------------------------- opening
 
