@@ -215,6 +215,10 @@ def _act(loaded: LoadedSheet, store: Store, action: Action, incident_id: int, un
     )
     if not done:  # resolved meanwhile
         raise fail(f"incident {incident_id} was resolved meanwhile: nothing to {action.value}", 1)
+    detail: dict[str, Any] = {"incident": incident_id, "via": "cli"}
+    if action is Action.SILENCE:
+        detail["until"] = until.isoformat()
+    store.audit.record_action(who, action.value, incident.sync, detail)
     found = store.incidents.incident(incident_id)
     assert found is not None
     return entry(loaded, store, found)

@@ -1,15 +1,18 @@
-"""`mapsync status`, `errors` and `state show|reset`: views of the state store."""
+"""`mapsync status`, `errors` and `state show|reset`: views of the state store; `errors
+--resolve` closes record errors with a note (written to the audit log)."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mapsync import keys, watch_export
+from mapsync import keys, records, watch_export
 from mapsync.capture import health
 from mapsync.capture.export_base import LOST
 from mapsync.cli.common import (
@@ -19,6 +22,8 @@ from mapsync.cli.common import (
     SyncOpt,
     app,
     err,
+    fail,
+    handled,
     json_out,
     load_sheet,
     open_store,
@@ -26,6 +31,7 @@ from mapsync.cli.common import (
     state_app,
     sync_names,
 )
+from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.models import Sheet
 from mapsync.state import report as state_report
 
@@ -147,12 +153,33 @@ def errors_cmd(
         typer.Option(min=0, help="At most this many (the newest first); the rest are counted, not shown."),
     ] = 100,
     as_json: JsonOpt = False,
+    key: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="With --resolve: the keys, `KEY` or `col=value,col=value` for a compound key.",
+            show_default=False,
+        ),
+    ] = None,
+    resolve: Annotated[
+        bool, typer.Option("--resolve", help="Resolve open errors of --sync (the KEYs, or --all-open).")
+    ] = False,
+    note: Annotated[str | None, typer.Option(help="Why they are resolved (with --resolve).")] = None,
+    all_open: Annotated[
+        bool, typer.Option("--all-open", help="With --resolve: every open error of the sync.")
+    ] = False,
 ) -> None:
     """Record errors: which key, field and rule, the message, attempts, first and last seen.
 
     A record error marked `dead` was tried `max_attempts` times: the daemon's automatic retries
-    skip it; a manual `mapsync retry` sends it again (`--json`: `dead_at`)."""
+    skip it; a manual `mapsync retry` sends it again (`--json`: `dead_at`).
+
+    `--resolve --sync S KEY... --note TEXT` (or `--all-open` for every open one) closes them:
+    no retry sends them again, `errors --all` shows who resolved them and why; written to the
+    audit log (`mapsync audit`)."""
     loaded = load_sheet(sheet)
+    if resolve or key or note is not None or all_open:
+        _resolve(loaded, sync, key or [], note, all_open, as_json)
+        return
     if sync is not None:
         sync_names(loaded, sync)
     store = open_store(loaded, create=False)
@@ -290,3 +317,40 @@ def state_reset(
     finally:
         store.close()
     out.print(f"reset {sync}: " + ", ".join(f"{k} {v}" for k, v in removed.items()))
+
+
+def _resolve(
+    loaded: LoadedSheet, sync: str | None, given: list[str], note: str | None, all_open: bool, as_json: bool
+) -> None:
+    """`errors --resolve`: the named open errors of `sync` (or all of them) resolved with `note`."""
+    if sync is None or note is None or not note.strip():
+        raise fail("--resolve needs --sync and a --note saying why", 2)
+    if bool(given) == all_open:
+        raise fail("name the keys to resolve, or --all-open (not both)", 2)
+    sync_names(loaded, sync)
+    try:
+        wanted = [keys.parse_arg(k, keys.columns_of(loaded.sheet, sync)) for k in given]
+    except ValueError as exc:
+        raise fail(f"KEY: {exc}", 2) from None
+    store = open_store(loaded, create=False)
+    try:
+        with handled(loaded.secrets):
+            texts: list[str] | None = None
+            if not all_open:
+                open_keys = store.open_error_keys(sync)
+                texts = []
+                for arg, w in zip(given, wanted, strict=True):
+                    found = [k for k in open_keys if keys.matches(k, w)]
+                    if not found:
+                        raise fail(f"KEY {arg}: no open record error of {sync} has this key", 2)
+                    texts.append(records.key_text(found[0]))
+            who = f"{getpass.getuser()}@{socket.gethostname()}"  # as cli/control.operator()
+            done = store.resolve_errors(sync, texts, who, note)
+            detail = {"keys": texts, "note": note, "resolved": done, "via": "cli"}
+            store.audit.record_action(who, "resolve", sync, detail)
+    finally:
+        store.close()
+    if as_json:
+        json_out({"sync": sync, "resolved": done, "keys": texts, "note": note, "by": who})
+        return
+    out.print(f"resolved {done} record error(s) of {sync} (by {who})", highlight=False, markup=False)

@@ -111,6 +111,14 @@ def test_list_ack_silence_and_errors(
     assert run("silence", str(lag.id)).returncode == 2  # no --for
     assert "is not a duration" in run("silence", str(lag.id), "--for", "soon").stderr
     assert run("ack").returncode == 2
+    store = open_store(loaded)  # each ack and silence is in the operator audit log, refusals not
+    try:
+        logged = [(a["user"], a["action"], a["detail"]["incident"]) for a in store.audit.actions(None, 10)]
+        assert logged == [(me, "silence", lag.id), (me, "ack", failing.id), (me, "ack", failing.id)]
+        logged_until = dt.datetime.fromisoformat(store.audit.actions(None, 1)[0]["detail"]["until"])
+        assert abs(logged_until - until) < dt.timedelta(seconds=1)
+    finally:
+        store.close()
     c.store(f"sqlite:///{tmp_path}/state.db")
     c.assert_clean()
     assert not any(TOKEN in line for line in c.logs())

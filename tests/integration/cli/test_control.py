@@ -1,15 +1,21 @@
 """`mapsync pause`, `resume` and `request`: stored in the state store (every process sees them),
-shown by `status`; an unknown sync is exit 2, a missing store the usual clear error."""
+shown by `status`, written to the audit log; a retry or reexport of chosen keys; an unknown sync
+is exit 2, a missing store the usual clear error."""
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import json
 import socket
 from pathlib import Path
 
+from mapsync import records
+from mapsync.state.data import Counts
 from mapsync.state.store import StateStore
 from tests.helpers import mapsync
+
+TTL = dt.timedelta(minutes=5)
 
 SHEET = """
 version: 1
@@ -43,7 +49,7 @@ def test_pause_resume_and_request_are_stored_and_shown(tmp_path: Path) -> None:
     assert paused.stdout.strip() == f"paused items (by {me})"
     made = mapsync("request", str(sheet), "-s", "items", "--kind", "retry", "--json", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
-    assert json.loads(made.stdout) == {"id": 1, "sync": "items", "kind": "retry"}
+    assert json.loads(made.stdout) == {"id": 1, "sync": "items", "kind": "retry", "keys": None, "note": None}
     second = mapsync("request", str(sheet), "-s", "items", cwd=tmp_path)
     assert second.stdout.strip() == "request 2: run of items"
     store = StateStore.open("sqlite:///state.db", tmp_path, create=False)  # another process sees them
@@ -110,3 +116,65 @@ def test_run_leaves_a_paused_sync_out_unless_told_to_ignore_the_pause(tmp_path: 
     with shop.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM items")).scalar() == 2
     shop.dispose()
+
+
+def open_errors(tmp_path: Path, *ids: int) -> None:
+    """Open record errors of `items` for these ids, as a run that rejected them leaves."""
+    store = StateStore.open("sqlite:///state.db", tmp_path, create=False)
+    try:
+        lease = store.leases.acquire("items", TTL)
+        run_id = store.start_run("items", "run", "test", lease.token)
+        rejected = [records.Rejection((i,), "too long", "name", "length", 1, None) for i in ids]
+        store.commit(
+            sync="items",
+            token=lease.token,
+            run_id=run_id,
+            delivered=[],
+            rejected=rejected,
+            cursors={},
+            counts=Counts(),
+            lease_ttl=TTL,
+        )
+        store.finish_run(run_id, "partial")
+        store.leases.release(lease)
+    finally:
+        store.close()
+
+
+def test_a_retry_of_chosen_keys_and_the_audit_of_every_control(tmp_path: Path) -> None:
+    sheet = sheet_file(tmp_path)
+    open_errors(tmp_path, 1, 2)
+    me = f"{getpass.getuser()}@{socket.gethostname()}"
+    made = mapsync(
+        "request", str(sheet), "-s", "items", "--kind", "retry", "--key", "2", "-k", "id=1", "--key", "2",
+        "--note", "fixed the names", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout) == {
+        "id": 1, "sync": "items", "kind": "retry", "keys": ["[2]", "[1]"], "note": "fixed the names"
+    }  # fmt: skip
+    plain = mapsync("request", str(sheet), "-s", "items", "--kind", "retry", "--key", "1", cwd=tmp_path)
+    assert plain.stdout.strip() == "request 2: retry of items (1 keys)"
+    for bad, says in (
+        (["--kind", "retry", "--key", "3"], "--key 3: no open record error of items has this key"),
+        (["--kind", "run", "--key", "1"], "--key goes with --kind retry or reexport, not run"),
+        (["--kind", "reexport"], "sync items is no export"),
+    ):
+        refused = mapsync("request", str(sheet), "-s", "items", *bad, cwd=tmp_path)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert mapsync("pause", str(sheet), "-s", "items", "--note", "ERP upgrade", cwd=tmp_path).returncode == 0
+    assert mapsync("resume", str(sheet), "-s", "items", cwd=tmp_path).returncode == 0
+    store = StateStore.open("sqlite:///state.db", tmp_path, create=False)
+    try:
+        taken = {r.id: r for r in store.take_requests(["items"], "w")}
+        assert (taken[1].keys, taken[1].note, taken[2].keys) == (("[2]", "[1]"), "fixed the names", ("[1]",))
+        logged = [(a["user"], a["action"], a["sync"], a["detail"]) for a in store.audit.actions("items", 10)]
+    finally:
+        store.close()
+    assert logged == [
+        (me, "resume", "items", {"was_paused": True, "via": "cli"}),
+        (me, "pause", "items", {"note": "ERP upgrade", "via": "cli"}),
+        (me, "retry", "items", {"request": 2, "kind": "retry", "keys": ["[1]"], "note": None, "via": "cli"}),
+        (me, "retry", "items", {"request": 1, "kind": "retry", "keys": ["[2]", "[1]"], "note": "fixed the names", "via": "cli"}),
+    ]  # fmt: skip
