@@ -6,6 +6,10 @@ state/history.py, the rollup math in state/rollups.py):
   record errors (`purge_after_run`: cheap, three small deletes);
 - once a day a daemon (one of those sharing the store, under the `mapsync:purge` lease) and
   `mapsync purge SHEET` purge every table of `RETENTION_TABLES` (`purge_all`).
+
+The operator audit log (schema v9) goes with the runs, by the runs' age (not counted in the
+result), and so do web sessions that expired or were revoked before it (in the purge of every
+sync only).
 """
 
 from __future__ import annotations
