@@ -8,6 +8,8 @@ reads them `FOR UPDATE SKIP LOCKED`, so two takers never wait for or get the sam
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,6 +43,8 @@ def request_of(row: Any) -> RunRequest:
         taken_by=row["taken_by"],
         run_id=row["run_id"],
         message=row["message"],
+        keys=None if row["keys"] is None else tuple(json.loads(row["keys"])),
+        note=row["note"],
     )
 
 
@@ -84,13 +88,22 @@ class ControlsMixin:
     # ----------------------------------------------------------------- run requests
 
     @guarded
-    def request_run(self, sync: str, kind: str, by: str) -> int:
-        """Ask for a run of `sync` (kind run | overlap | retry); the request's id."""
+    def request_run(
+        self, sync: str, kind: str, by: str, keys: Sequence[str] | None = None, note: str | None = None
+    ) -> int:
+        """Ask for a run of `sync` (kind run | overlap | retry | reexport; retry and reexport of
+        only `keys`, key texts, if given); the request's id."""
         check_kind(kind)
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.insert(schema.run_requests).values(
-                    sync=sync, kind=kind, requested_by=by, requested_at=stamp(), status="new"
+                    sync=sync,
+                    kind=kind,
+                    requested_by=by,
+                    requested_at=stamp(),
+                    status="new",
+                    keys=None if keys is None else json.dumps(list(keys)),
+                    note=note,
                 )
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]

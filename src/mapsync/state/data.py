@@ -82,7 +82,7 @@ class PauseInfo:
     note: str | None = None
 
 
-REQUEST_KINDS = ("run", "overlap", "retry")
+REQUEST_KINDS = ("run", "overlap", "retry", "reexport")
 REQUEST_STATUSES = ("new", "taken", "done", "failed")
 
 
@@ -93,7 +93,7 @@ class RunRequest:
 
     id: int
     sync: str
-    kind: str  # run | overlap | retry
+    kind: str  # run | overlap | retry | reexport
     requested_by: str
     requested_at: dt.datetime
     status: str  # new | taken | done | failed
@@ -101,6 +101,8 @@ class RunRequest:
     taken_by: str | None = None
     run_id: int | None = None
     message: str | None = None
+    keys: tuple[str, ...] | None = None  # retry | reexport: only these keys (key texts)
+    note: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

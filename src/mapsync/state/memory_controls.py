@@ -3,6 +3,9 @@ state/controls.py over the tables of state/memory_tables.py."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 from mapsync.state.clock import stamp, unstamp
 from mapsync.state.controls import check_final, check_kind, request_of
 from mapsync.state.data import PauseInfo, RunRequest
@@ -38,7 +41,9 @@ class MemoryControlsMixin:
                 if r["paused"]
             }
 
-    def request_run(self, sync: str, kind: str, by: str) -> int:
+    def request_run(
+        self, sync: str, kind: str, by: str, keys: Sequence[str] | None = None, note: str | None = None
+    ) -> int:
         check_kind(kind)
         with self.memory.tx() as t:
             request_id = t.next_id("requests")
@@ -53,6 +58,8 @@ class MemoryControlsMixin:
                 "run_id": None,
                 "status": "new",
                 "message": None,
+                "keys": None if keys is None else json.dumps(list(keys)),
+                "note": note,
             }
         return request_id
 

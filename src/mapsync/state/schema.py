@@ -126,6 +126,8 @@ run_requests = sa.Table(
     sa.Column("run_id", sa.Integer, nullable=True),
     sa.Column("status", sa.String(16), nullable=False),  # new | taken | done | failed
     sa.Column("message", sa.Text, nullable=True),
+    sa.Column("keys", sa.Text, nullable=True),  # retry | reexport: a JSON list of key texts
+    sa.Column("note", sa.Text, nullable=True),
     sa.Index("ix_mapsync_run_requests_status", "status", "sync", "id"),
 )
 
