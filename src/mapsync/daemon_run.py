@@ -94,6 +94,9 @@ class Running:
             return
         self.daemon.report(report)
 
+    def offer(self, job: Job) -> None:
+        raise NotImplementedError  # Worker's
+
     def _answer(
         self, store: Store, engine: Engine, job: Job, status: str, run_id: int | None, message: str | None
     ) -> None:
@@ -170,6 +173,10 @@ class Running:
             )
             if job.slot is not None and current():  # the slot is not lost in silence: skipped
                 skip_slot(store, self.name, job, "running", f"the sync was running in another process: {why}")
+            if job.request_id is not None and current():  # a request waits for that run to end
+                self.daemon.clock.wait(self.daemon.stop, 1.0)
+                self.offer(job)  # tried again (a daemon that stops first answers it `failed`)
+                return
         except errors.IdentityChanged as exc:  # seeded as another sync meanwhile: held
             self.held = str(exc)
             failed = exc

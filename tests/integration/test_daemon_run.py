@@ -1,12 +1,14 @@
 """An operator's retry and reexport requests (the dashboard's actions) carried out by the daemon
 in this process, against real databases: a retry of one key retries only that key; a reexport
 of a key sends that order again, and one without keys the failed orders only; a bad or unknown
-key fails the request with its message, runs nothing and leaves the sync's schedule alone."""
+key fails the request with its message, runs nothing and leaves the sync's schedule alone; a
+request for a sync running in another process waits for that run to end."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 
 from mapsync.daemon import Daemon
 from mapsync.sheet import loader
+from mapsync.state import lease as leases
 from mapsync.state.data import RunRequest
 from mapsync.state.store import StateStore
 from tests import helpers as h
@@ -113,6 +116,24 @@ def test_a_bad_or_unknown_key_fails_the_request_with_its_message_and_runs_nothin
         # the sync still takes the next good request at once
         good = _finished(store, store.request_run("items", "retry", "tester@host"))
         assert good.status == "done" and _errors(w) == []
+    finally:
+        store.close()
+
+
+def test_a_request_for_a_sync_running_in_another_process_waits_for_that_run(world: Any) -> None:
+    w = _rejected_twice(world)
+    w.start()
+    store = w.open_store()
+    try:
+        with leases.held(store, "items", dt.timedelta(minutes=5)):  # a `mapsync run` elsewhere
+            asked = store.request_run("items", "retry", "tester@host", keys=["2"])
+            assert h.wait_for(lambda: store.requests("items")[0].status == "taken", timeout=15)
+            time.sleep(2.5)  # tried again and again: never answered while the lease is held
+            (req,) = store.requests("items")
+            assert (req.id, req.status) == (asked, "taken") and w.dest() == {1: "ONE"}
+        done = _finished(store, asked)
+        assert done.status == "done" and done.run_id is not None
+        assert w.dest() == {1: "ONE", 2: "ONE"} and _errors(w) == ["[3]"]
     finally:
         store.close()
 
