@@ -378,7 +378,7 @@ class Daemon(Membership, Reloading, Watching):
                 raise
             return
         for req in taken:
-            self.workers[req.sync].offer(Job(req.kind, "request", request_id=req.id))
+            self.workers[req.sync].offer(Job(req.kind, "request", request_id=req.id, keys=req.keys))
             log.info(
                 "daemon_request_taken",
                 extra={

@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from mapsync import errors, follow, sweep_plan
-from mapsync.daemon_jobs import RETRY, STORE_BROKEN, Host, Job, fingerprint
+from mapsync import daemon_jobs, errors, follow, sweep_plan
+from mapsync import keys as key_forms
+from mapsync.daemon_jobs import REEXPORT, RETRY, STORE_BROKEN, Host, Job, fingerprint
 from mapsync.engine import Engine, RunReport
 from mapsync.records import RunStatus
 from mapsync.sheet.loader import LoadedSheet
@@ -93,8 +94,37 @@ class Running:
             return
         self.daemon.report(report)
 
+    def offer(self, job: Job) -> None:
+        raise NotImplementedError  # Worker's
+
+    def _answer(
+        self, store: Store, engine: Engine, job: Job, status: str, run_id: int | None, message: str | None
+    ) -> None:
+        """Finish the job's request (`done` or `failed` with the redacted message)."""
+        if job.request_id is None:
+            return
+        text = engine.redact_text(message) if message is not None else None
+        try:
+            store.finish_request(job.request_id, status, run_id, text)
+        except errors.StateError:
+            log.warning(
+                "daemon_request_unrecorded",
+                extra={"action": "daemon_request_unrecorded", "sync": self.name},
+            )
+
     def _run_now(self, store: Store, job: Job) -> None:
         engine = self._engine(store)
+        ask = daemon_jobs.Asked()
+        if job.request_id is not None:
+            try:
+                ask = daemon_jobs.asked(self.loaded, store, self.name, job)
+            except errors.StateError as exc:
+                if exc.reason in STORE_BROKEN:
+                    raise
+                ask = daemon_jobs.Asked(refused=f"the state store could not be read: {exc}")
+            if ask.refused is not None:  # the operator's mistake: answered, nothing run, no backoff
+                self._answer(store, engine, job, "failed", None, ask.refused)
+                return
 
         def current() -> bool:  # may this job still record its slot (not woken from a freeze)?
             return self.daemon.claims_fresh() and self.owned and job.epoch == self.daemon.epoch
@@ -104,9 +134,11 @@ class Running:
         failed: BaseException | None = None
         self.running = True
         try:
-            if job.kind != RETRY:
+            if job.kind not in (RETRY, REEXPORT):
                 self._sweep_first(engine, store)
-            if job.kind == RETRY:
+            if job.kind == REEXPORT:
+                report = engine.reexport(self.name, ask.keys, trigger=job.trigger)
+            elif job.kind == RETRY:
                 retry = self.loaded.sheet.syncs[self.name].retry
                 automatic = job.trigger != "request" and retry is not None
                 report = engine.retry(
@@ -114,6 +146,7 @@ class Running:
                     trigger=job.trigger,
                     automatic=automatic,
                     max_attempts=retry.max_attempts if retry is not None else None,
+                    keys=ask.keys,
                     scheduled_at=job.scheduled_at,
                     slot=job.slot,
                 )
@@ -140,6 +173,10 @@ class Running:
             )
             if job.slot is not None and current():  # the slot is not lost in silence: skipped
                 skip_slot(store, self.name, job, "running", f"the sync was running in another process: {why}")
+            if job.request_id is not None and current():  # a request waits for that run to end
+                self.daemon.clock.wait(self.daemon.stop, 1.0)
+                self.offer(job)  # tried again (a daemon that stops first answers it `failed`)
+                return
         except errors.IdentityChanged as exc:  # seeded as another sync meanwhile: held
             self.held = str(exc)
             failed = exc
@@ -166,16 +203,12 @@ class Running:
             if report.status == RunStatus.FAILED:
                 failed = errors.MapsyncError(report.message or "failed")
         if job.request_id is not None:
-            status = "failed" if failed is not None else "done"
-            message = engine.redact_text(str(failed)) if failed is not None else None
-            run_id = report.run_id if report is not None else None
-            try:
-                store.finish_request(job.request_id, status, run_id, message)
-            except errors.StateError:
-                log.warning(
-                    "daemon_request_unrecorded",
-                    extra={"action": "daemon_request_unrecorded", "sync": self.name},
-                )
+            message = str(failed) if failed is not None else None
+            if message is None and report is not None:  # ran well, but not for every key asked
+                columns = key_forms.columns_of(self.loaded.sheet, self.name)
+                message = daemon_jobs.shortfall(ask, report, columns)
+            status = "failed" if message is not None else "done"
+            self._answer(store, engine, job, status, report.run_id if report is not None else None, message)
         if failed is not None:
             delay = self.backoff.failed(self.name, self.daemon.clock.monotonic())
             log.error(

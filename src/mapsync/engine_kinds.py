@@ -41,21 +41,24 @@ class KindRuns(PartsCache):
         *,
         trigger: str = "cli",
         key: tuple[str, ...] | None = None,
+        keys: Sequence[tuple[str, ...]] | None = None,
         automatic: bool = False,
         max_attempts: int | None = None,
         scheduled_at: dt.datetime | None = None,
         slot: str | None = None,
     ) -> RunReport:
         """Re-send the records of open record errors (only those naming `field`, or of the one
-        `key` as written on the command line, if given), read afresh from the source by key,
-        through the usual map → write → commit; a run of kind `retry` under the sync's lease
-        that leaves the capture cursors alone. `automatic` (the daemon): dead errors are left
-        out, and errors tried `max_attempts` times are buried after it (`RunReport.buried`);
-        `scheduled_at` and `slot`: the daemon's retry slot (SlotTaken if it ran already)."""
+        `key` as written on the command line, or of these `keys` (a daemon's request), if given),
+        read afresh from the source by key, through the usual map → write → commit; a run of
+        kind `retry` under the sync's lease that leaves the capture cursors alone. `automatic`
+        (the daemon): dead errors are left out, and errors tried `max_attempts` times are buried
+        after it (`RunReport.buried`); `scheduled_at` and `slot`: the daemon's retry slot
+        (SlotTaken if it ran already)."""
         parts = self.parts(name)
         batch = self.sheet.syncs[name].delivery.batch
+        wanted = None if key is None and keys is None else [*([] if key is None else [key]), *(keys or [])]
         plan = RetryPlan(
-            self.store, name, parts, batch, field, key, automatic=automatic, max_attempts=max_attempts
+            self.store, name, parts, batch, field, wanted, automatic=automatic, max_attempts=max_attempts
         )
         request = Request(RunKind.RETRY, trigger, scheduled_at, slot=slot)
         return self._kept(name, lambda: self._scoped(name, parts, plan, request))

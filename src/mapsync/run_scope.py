@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from mapsync import capture, collisions, records, run_steps
@@ -148,7 +148,8 @@ class CapturePlan:
 
 
 class RetryPlan:
-    """retry: the rows of open record errors (only those naming `field`, or of one `key`), read
+    """retry: the rows of open record errors (only those naming `field`, or of the `wanted` keys
+    as written on the command line), read
     afresh by key and written even where the ledger holds them unchanged; the capture's cursors
     are left alone, and source rows that are gone are noted as such.
 
@@ -165,20 +166,20 @@ class RetryPlan:
         parts: Parts,
         batch: int,
         field: str | None,
-        key: records.Key | None,
+        wanted: Sequence[tuple[str, ...]] | None,
         *,
         automatic: bool = False,
         max_attempts: int | None = None,
     ) -> None:
         self.store, self.name, self.parts, self.batch = store, name, parts, batch
-        self.field, self.key = field, key
+        self.field, self.wanted = field, wanted
         self.automatic, self.max_attempts = automatic, max_attempts
         self.keys: list[records.Key] = []
 
     def decide(self, cursors: dict[str, Any]) -> RunKind:
         keys = self.store.open_error_keys(self.name, self.field, live_only=self.automatic)
-        if self.key is not None:
-            keys = [k for k in keys if key_forms.matches(k, self.key)]
+        if self.wanted is not None:
+            keys = [k for k in keys if any(key_forms.matches(k, w) for w in self.wanted)]
         self.keys = keys
         return RunKind.RETRY
 

@@ -145,6 +145,18 @@ def test_requests_are_taken_for_syncs_that_are_not_paused(make: Callable[..., Da
     assert _jobs(d.workers["a"]) == []  # taken once
 
 
+def test_a_request_hands_its_keys_to_the_worker(make: Callable[..., Daemon]) -> None:
+    d = make(a={"schedule": {"every": "1h"}})
+    retry = d.store.request_run("a", "retry", "ops@host", keys=["7", "x,y"], note="fixed")
+    reexport = d.store.request_run("a", "reexport", "ops@host")
+    d.tick(T0 + dt.timedelta(minutes=1))
+    assert _jobs(d.workers["a"]) == [
+        Job("retry", "request", request_id=retry, keys=("7", "x,y")),
+        Job("reexport", "request", request_id=reexport),
+    ]
+    assert [(r.keys, r.note) for r in d.store.requests("a")] == [(None, None), (("7", "x,y"), "fixed")]
+
+
 def test_a_sync_seeded_as_another_sync_is_held_and_its_slots_say_why(make: Callable[..., Daemon]) -> None:
     d = make(a={"schedule": {"every": "1m"}})
     d.store.set_cursors("a", {identity.CURSOR: "0123456789abcdef"}, None)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from mapsync import keys, records
+from mapsync import keys
 from mapsync.cli.common import (
     JsonOpt,
     SheetArg,
@@ -136,20 +136,21 @@ _ACTION = {Kind.RUN: "run", Kind.OVERLAP: "run", Kind.RETRY: "retry", Kind.REEXP
 
 
 def _key_texts(loaded: LoadedSheet, store: Store, sync: str, kind: Kind, given: list[str]) -> list[str]:
-    """The key texts (`records.key_text`) a request carries: for a retry the stored key of each
-    open record error named (one that is not open is refused), for a reexport the text values
-    as `mapsync reexport KEY` takes them."""
+    """The keys a request carries, in their command-line form (`keys.to_arg`, as the daemon
+    parses them): for a retry the key of each open record error named (one that is not open is
+    refused), for a reexport each key as given, normalised."""
+    columns = keys.columns_of(loaded.sheet, sync)
     try:
-        wanted = [keys.parse_arg(k, keys.columns_of(loaded.sheet, sync)) for k in given]
+        wanted = [keys.parse_arg(k, columns) for k in given]
     except ValueError as exc:
         raise fail(f"--key: {exc}", 2) from None
     if kind is Kind.REEXPORT:
-        return list(dict.fromkeys(records.key_text(w) for w in wanted))
+        return list(dict.fromkeys(keys.to_arg(w, columns) for w in wanted))
     open_keys = store.open_error_keys(sync)
     texts = []
     for arg, w in zip(given, wanted, strict=True):
         found = [k for k in open_keys if keys.matches(k, w)]
         if not found:
             raise fail(f"--key {arg}: no open record error of {sync} has this key (see `mapsync errors`)", 2)
-        texts.append(records.key_text(found[0]))
+        texts.append(keys.to_arg(found[0], columns))
     return list(dict.fromkeys(texts))
