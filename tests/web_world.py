@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Form
 from fastapi.responses import HTMLResponse
 from starlette.testclient import TestClient
 
@@ -130,8 +130,10 @@ def add_probes(app: FastAPI) -> None:
         return HTMLResponse(f"<p>hello {who.user}</p>")
 
     @app.post("/actions/probe")
-    def form_act(who: Annotated[auth.Principal, Depends(auth.require_operator)]) -> HTMLResponse:
-        return HTMLResponse(f"<p>done by {who.user}</p>")
+    def form_act(
+        who: Annotated[auth.Principal, Depends(auth.require_operator)], note: Annotated[str, Form()] = ""
+    ) -> HTMLResponse:
+        return HTMLResponse(f"<p>done by {who.user}{': ' + note if note else ''}</p>")
 
 
 def web_world(

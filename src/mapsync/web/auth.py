@@ -22,6 +22,7 @@ import collections
 import dataclasses
 import datetime as dt
 import html
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -75,6 +76,7 @@ class Attempts:
     def __init__(self, limit: int, clock: Callable[[], float]) -> None:
         self.limit, self.clock = limit, clock
         self.failures: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()  # logins are judged on the server's worker threads
 
     def _recent(self, key: str) -> collections.deque[float]:
         seen = self.failures.get(key)
@@ -85,17 +87,20 @@ class Attempts:
         return seen
 
     def blocked(self, *keys: str) -> bool:
-        return any(len(self._recent(k)) >= self.limit for k in keys)
+        with self._lock:
+            return any(len(self._recent(k)) >= self.limit for k in keys)
 
     def fail(self, *keys: str) -> None:
-        if len(self.failures) >= _MAX_TRACKED:  # forget the stalest key first
-            stalest = min(self.failures, key=lambda k: self.failures[k][-1] if self.failures[k] else 0.0)
-            del self.failures[stalest]
-        for key in keys:
-            self.failures.setdefault(key, collections.deque()).append(self.clock())
+        with self._lock:
+            if len(self.failures) >= _MAX_TRACKED:  # forget the stalest key first
+                stalest = min(self.failures, key=lambda k: self.failures[k][-1] if self.failures[k] else 0.0)
+                del self.failures[stalest]
+            for key in keys:
+                self.failures.setdefault(key, collections.deque()).append(self.clock())
 
     def clear(self, key: str) -> None:
-        self.failures.pop(key, None)
+        with self._lock:
+            self.failures.pop(key, None)
 
 
 class Auth:

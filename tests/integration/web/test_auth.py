@@ -155,6 +155,10 @@ def test_an_operators_action_needs_the_sessions_csrf_token(world: w.WebWorld) ->
     assert alice.post("/api/probe", headers={"X-CSRF-Token": other_csrf}).status_code == 403
     assert alice.post("/api/probe", headers={"X-CSRF-Token": csrf}).json() == {"acted": "alice"}
     assert alice.post("/actions/probe", data={"csrf": csrf}).text == "<p>done by alice</p>"
+    both = alice.post("/actions/probe", data={"csrf": csrf, "note": "fixed at the source"})
+    assert both.text == "<p>done by alice: fixed at the source</p>"  # the handler reads the same form
+    multipart = alice.post("/actions/probe", data={"csrf": csrf}, files={"note": (None, "as multipart")})
+    assert multipart.text == "<p>done by alice: as multipart</p>"
 
 
 def test_a_bearer_token_acts_without_csrf_and_a_wrong_one_is_refused(world: w.WebWorld) -> None:
