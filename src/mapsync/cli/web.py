@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
 import sys
 from typing import Annotated
 
@@ -53,6 +55,10 @@ def sessions(
         if kept is None:
             raise fail("this state store keeps no dashboard sessions", 1)
         closed = int(kept.close_sessions(user))
+        audit = getattr(store, "audit", None)
+        if audit is not None:  # every CLI action is in the audit log, as the dashboard's are
+            who = f"{getpass.getuser()}@{socket.gethostname()}"  # as cli/control.operator() says
+            audit.record_action(who, "revoke_sessions", None, {"user": user, "closed": closed})
     finally:
         store.close()
     whose = f"of {user} " if user else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,5 +60,15 @@ def test_sessions_revoke(tmp_path: Path) -> None:
     store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=False)
     try:
         assert store.sessions.close_sessions(None) == 0  # type: ignore[attr-defined]
+        rows = store.audit.actions(None, 10)  # type: ignore[attr-defined]
+        details = [
+            json.loads(a["detail"]) if isinstance(a["detail"], str) else a["detail"]
+            for a in rows
+            if a["action"] == "revoke_sessions"
+        ]
+        assert [(d["user"], d["closed"]) for d in details] in (
+            [("alice", 1), (None, 1)],
+            [(None, 1), ("alice", 1)],
+        )
     finally:
         store.close()
