@@ -2,29 +2,24 @@
 its JSON API, the login routes, the webhook routes, `/metrics`, `/healthz` and `/readyz`, behind
 `guard.Guard` (Host allow-list, security headers, body limit).
 
-`/healthz`, `/readyz`, `/metrics` and the webhook routes need no login (as before the dashboard;
-the webhooks carry their own HMAC signature); every other route needs a viewer at least
+`/healthz`, `/readyz`, `/metrics`, the webhook routes (their own HMAC signature), `/login` and
+the pages' `/static/` files need no login; every other route needs a viewer at least
 (`auth.require_viewer`), `/openapi.json` included; FastAPI's `/docs` and `/redoc` are off.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import pathlib
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
 
 from mapsync import metrics as metrics_module
 from mapsync import webhooks
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.store import StateStore
 from mapsync.web import api, auth, guard, pages
-
-STATIC = pathlib.Path(__file__).parent / "static"
-PUBLIC = ("/healthz", "/readyz", "/metrics", "/login", "/logout", "/webhooks/", "/static")
 
 
 def is_loopback(host: str) -> bool:
@@ -68,8 +63,6 @@ def create_app(
     app.include_router(api.router)
     app.include_router(pages.router)
     webhooks.add_routes(app, loaded, store, metrics=metrics, ready_timeout=ready_timeout)
-    if STATIC.is_dir():
-        app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(_who: Annotated[auth.Principal, Depends(auth.require_viewer)]) -> JSONResponse:
