@@ -22,6 +22,7 @@ import collections
 import dataclasses
 import datetime as dt
 import html
+import logging
 import threading
 import time
 import urllib.parse
@@ -35,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from mapsync.sheet.web_models import WebConfig
 from mapsync.web import guard, passwords
 
+log = logging.getLogger("mapsync.web")
 COOKIE = "mapsync_session"
 CSRF_HEADER = "x-csrf-token"
 WINDOW_S = 15 * 60
@@ -168,14 +170,23 @@ class Auth:
     def login(self, user: str, password: str, client: str) -> tuple[str, str]:
         """(session token, csrf) for a right password; AuthError 429 when rate limited, 401 else."""
         keys = (f"user:{user}", f"addr:{client}")
-        if self.attempts.blocked(*keys):
-            raise AuthError(429, "too many failed logins: wait 15 minutes")
         found = self.web.users.get(user)
+        # an unknown name is logged as such: it may be a password typed into the wrong field
+        named = user if found is not None else "(unknown)"
+        if self.attempts.blocked(*keys):
+            log.warning(
+                "web_login_limited", extra={"action": "web_login_limited", "user": named, "client": client}
+            )
+            raise AuthError(429, "too many failed logins: wait 15 minutes")
         stored = found.password_hash if found is not None else None
         ok = passwords.verify_password(password, stored or passwords.dummy_hash())
         if not ok or stored is None:
             self.attempts.fail(*keys)
+            log.warning(
+                "web_login_failed", extra={"action": "web_login_failed", "user": named, "client": client}
+            )
             raise AuthError(401, "wrong user or password")
+        log.info("web_login", extra={"action": "web_login", "user": user, "client": client})
         if self.sessions is None:
             raise AuthError(503, "the state store keeps no sessions")
         self.attempts.clear(keys[0])

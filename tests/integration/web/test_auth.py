@@ -292,6 +292,7 @@ def test_no_secret_in_any_answer(world: w.WebWorld, canary: Callable[..., Any]) 
     ]
     paths = [r.path for r in world.app.routes if isinstance(r, APIRoute) and "GET" in r.methods]
     answers += [robot.get(re.sub(r"\{[^}]+\}", "1", p)) for p in paths]
+    world.client().post("/login", data={"user": w.PASSWORDS["bob"], "password": "x"})  # in the wrong field
     for i, answer in enumerate(answers):
         c.text(f"answer {i} {answer.request.url.path}", answer.text + repr(dict(answer.headers)))
     c.assert_clean()
