@@ -18,10 +18,11 @@ stale signature (logged with the reason, never the body); `404` for a sync witho
 `413` for a body over `max_body`; `400` for a body that is not a JSON object; `503` when the
 state store cannot take it (the sender should retry).
 
-`create_app` is the project's one HTTP app (`mapsync serve`, `mapsync daemon --serve`): the
-webhook routes only for a sheet with webhook syncs, and always `GET /metrics` (Prometheus,
-`mapsync.metrics`), `GET /healthz` (200 while the process is up) and `GET /readyz` (200 when the
-state store answers a ping within `READY_TIMEOUT_S`, else 503). Health bodies carry a status only.
+`add_routes` puts them on the project's one HTTP app (`mapsync.web.app.create_app`: `mapsync
+serve`, `mapsync daemon --serve`): the webhook routes only for a sheet with webhook syncs, and
+always `GET /metrics` (Prometheus, `mapsync.metrics`), `GET /healthz` (200 while the process is
+up) and `GET /readyz` (200 when the state store answers a ping within `READY_TIMEOUT_S`, else 503).
+Health bodies carry a status only.
 """
 
 from __future__ import annotations
@@ -126,20 +127,34 @@ def create_app(
     metrics: metrics_module.Metrics | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> FastAPI:
-    """The ASGI app: `/metrics`, `/healthz`, `/readyz`, and `POST /webhooks/<sync>` for the syncs
-    of `loaded` that have a `webhook:` block (none: no webhook route). `metrics`: the process's
+    """An app of `add_routes` alone (the dashboard's app, `mapsync.web.app`, adds them to its own)."""
+    app = FastAPI(title="mapsync", docs_url=None, redoc_url=None, openapi_url=None)
+    add_routes(app, loaded, store, clock=clock, metrics=metrics, ready_timeout=ready_timeout)
+    return app
+
+
+def add_routes(
+    app: FastAPI,
+    loaded: LoadedSheet,
+    store: StateStore,
+    *,
+    clock: Callable[[], float] = time.time,
+    metrics: metrics_module.Metrics | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> None:
+    """`/metrics`, `/healthz`, `/readyz`, and `POST /webhooks/<sync>` for the syncs of `loaded`
+    that have a `webhook:` block (none: no webhook route), on `app`. `metrics`: the process's
     (whose runs it counts); without it, the store's gauges and counters that stay at zero."""
     hooks = {name: s.webhook for name, s in loaded.sheet.syncs.items() if s.webhook is not None}
-    app = FastAPI(title="mapsync", docs_url=None, redoc_url=None, openapi_url=None)
     add_metrics(app, metrics or metrics_module.Metrics(loaded, store))
     pinger = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mapsync-readyz")
     pending: list[concurrent.futures.Future[None]] = []  # a ping still hanging is waited for, not repeated
 
-    @app.get("/healthz")
+    @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
         return _reply(200, status="ok")
 
-    @app.get("/readyz")
+    @app.get("/readyz", include_in_schema=False)
     def readyz() -> JSONResponse:
         if not pending or pending[0].done():
             pending[:] = [pinger.submit(store.ping)]
@@ -154,9 +169,9 @@ def create_app(
         return _reply(200, status="ready")
 
     if not hooks:
-        return app
+        return
 
-    @app.post("/webhooks/{sync}")
+    @app.post("/webhooks/{sync}", include_in_schema=False)
     async def receive(sync: str, request: Request) -> JSONResponse:
         cfg = hooks.get(sync)
         client = request.client.host if request.client else "?"
@@ -215,11 +230,9 @@ def create_app(
         )
         return _reply(202, status="accepted", id=item)
 
-    return app
-
 
 def add_metrics(app: FastAPI, metrics: metrics_module.Metrics) -> None:
-    @app.get("/metrics")
+    @app.get("/metrics", include_in_schema=False)
     def exposition() -> Response:
         return Response(metrics.exposition(), media_type=metrics_module.CONTENT_TYPE)
 

@@ -9,6 +9,7 @@ the order `mapsync --help` lists them.
 from mapsync.cli import start, run, daemon, demo  # noqa: F401  (registration, in --help order)
 from mapsync.cli import changelog, check, sandbox, serve, triggers, unmapped, views  # noqa: F401
 from mapsync.cli import control, workers, monitor, alerts, audit, purge, trace, export, reconcile  # noqa: F401
+from mapsync.cli import web  # noqa: F401
 
 # isort: on
 from mapsync.cli.common import app as app

@@ -304,8 +304,9 @@ def serve_daemon(
     metrics: tuple[str, int] | None = None,
 ) -> int:
     """Run a daemon over `names` until a signal stops it (`mapsync daemon`, `run --follow`);
-    returns its exit code. `serve`: the HTTP app (`mapsync serve`'s) on that address beside the
-    scheduler; `metrics`: a listener with `/metrics` alone. Both count this process's runs."""
+    returns its exit code. `serve`: the HTTP app (`mapsync serve`'s: dashboard, API, webhooks,
+    metrics, health) on that address beside the scheduler; `metrics`: a listener with `/metrics`
+    alone. Both count this process's runs."""
     loaded = daemon_process.with_daemon_lease(loaded)
     store = open_store(loaded, create=False)
     try:
@@ -324,6 +325,7 @@ def _listeners(
         return
     from mapsync import metrics as metrics_module  # lazy: FastAPI and uvicorn only when it serves
     from mapsync import webhook_server, webhooks
+    from mapsync.web import app as web_app
 
     store = open_store(loaded, create=False)  # the app's own connections: a scrape never waits for a run
     counted = metrics_module.Metrics(loaded, store).listen()
@@ -332,10 +334,12 @@ def _listeners(
         hooks = any(s.webhook is not None for s in loaded.sheet.syncs.values())
         wanted: list[tuple[tuple[str, int], Any, str]] = []
         if serve is not None:
-            app = webhooks.create_app(loaded, store, metrics=counted)
-            wanted.append(
-                (serve, app, "/metrics, /healthz, /readyz" + (", /webhooks/<sync>" if hooks else ""))
-            )
+            try:
+                app = web_app.create_app(loaded, store, host=serve[0], metrics=counted)
+            except ValueError as exc:
+                raise fail(f"--serve: {exc}", 2) from None
+            paths = "the dashboard, /api, /metrics, /healthz, /readyz"
+            wanted.append((serve, app, paths + (", /webhooks/<sync>" if hooks else "")))
         if metrics is not None:
             wanted.append((metrics, webhooks.metrics_app(counted), "/metrics"))
         for (host, port), app, paths in wanted:

@@ -1,5 +1,5 @@
-"""`mapsync serve`: the project's HTTP app: metrics, health, the webhook receiver (and, later,
-the dashboard)."""
+"""`mapsync serve`: the project's HTTP app: the dashboard and its JSON API, metrics, health, the
+webhook receiver (`mapsync.web.app`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mapsync.cli.common import SheetArg, app, fail, load_sheet, open_store, out, warn_exposed
+from mapsync.cli.common import SheetArg, app, err, fail, load_sheet, open_store, out, warn_exposed
 from mapsync.sheet import models
 from mapsync.sheet.duration import parse_duration
 
@@ -35,7 +35,11 @@ def serve(
         typer.Option(help="Largest request head (request line and headers), in bytes.", min=1024),
     ] = 16_384,
 ) -> None:
-    """Serve the sheet's HTTP app: Prometheus metrics, health, and signed webhooks into the inbox.
+    """Serve the sheet's HTTP app: the dashboard and its JSON API, Prometheus metrics, health, and
+    signed webhooks into the inbox.
+
+    The dashboard (`/`, `/api/...`) needs a login of a `web: users` user (or `web: anonymous_reads`
+    on a loopback --host); see docs/dashboard.md.
 
     `GET /metrics` (the state store's gauges: last success, open record errors, open incidents,
     call budget left, lag and backlog), `GET /healthz` (200 while up), `GET /readyz` (200 when
@@ -44,7 +48,8 @@ def serve(
     `changes: {method: inbox}`). Run counters come from the process that runs the syncs:
     `mapsync daemon --serve ADDR`.
     """
-    from mapsync import webhook_server, webhooks  # lazy: FastAPI and uvicorn only when it serves
+    from mapsync import webhook_server  # lazy: FastAPI and uvicorn only when it serves
+    from mapsync.web import app as web_app
 
     try:
         timeout = parse_duration(read_timeout).total_seconds()
@@ -63,15 +68,30 @@ def serve(
     ]
     if unread:
         raise fail("\n".join(unread), 2)
+    web = loaded.sheet.web
+    if web is not None and web.anonymous_reads and not web_app.is_loopback(host):
+        raise fail(
+            f"{loaded.where('web', 'anonymous_reads')}: anonymous reads are only served on a loopback "
+            f"--host (127.0.0.1, ::1), not {host}: keep mapsync on loopback behind a reverse proxy",
+            2,
+        )
     store = open_store(loaded, create=True)
     warn_exposed(host)
     webhooks_note = f"/webhooks/<sync> for {', '.join(hooks)}; " if hooks else ""
     out.print(
-        f"mapsync serve on http://{host}:{port}: {webhooks_note}/metrics, /healthz, /readyz", highlight=False
+        f"mapsync serve on http://{host}:{port}: the dashboard, /api, {webhooks_note}/metrics, /healthz, "
+        "/readyz",
+        highlight=False,
     )
+    if web is None or not (web.users or web.anonymous_reads):
+        err.print(
+            "warning: no `web: users` in the sheet: the dashboard and /api answer 401 (docs/dashboard.md)",
+            markup=False,
+            highlight=False,
+        )
     try:
         webhook_server.run(
-            webhooks.create_app(loaded, store),
+            web_app.create_app(loaded, store, host=host),
             host=host,
             port=port,
             read_timeout=timeout,

@@ -15,7 +15,11 @@ from mapsync.sheet import (
     export_rest_models,
     models,
     reconcile_models,
+    web_models,
 )
+
+# `mapsync web hash-password` of "example-password-1"
+_HASH = "scrypt$16384$8$1$MK1F5ZDgE7Zn4l90xYuqfQ==$4Ha41J2YNKpSOH5wt9AsgeZ2ANPXPq5nKpKtIPGePfo="
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +209,20 @@ invoice_rows:
   schedule: {every: 6h}
 """,
         many=True,
+    ),
+    web_models.WebConfig: Example(
+        "web",
+        f"""\
+users:
+  alice: {{role: operator, password_hash: "{_HASH}"}}
+  grafana: {{role: viewer, token: "${{MAPSYNC_GRAFANA_TOKEN}}"}}
+hosts: [mapsync.example.com]
+session_ttl: 8h
+""",
+    ),
+    web_models.WebUser: Example(
+        "alice",
+        f'role: viewer\npassword_hash: "{_HASH}"\n',
     ),
     reconcile_models.Side: Example(
         "source", "connection: shop_api\nresource: Customers\ngroup: customer_no\nsum: balance\n"

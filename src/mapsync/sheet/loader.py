@@ -16,7 +16,16 @@ from pydantic import BaseModel, ValidationError
 
 from mapsync import errors
 from mapsync.redact import redact
-from mapsync.sheet import alert_models, checks, connection_models, map_files, messages, models, yaml_limits
+from mapsync.sheet import (
+    alert_models,
+    checks,
+    connection_models,
+    map_files,
+    messages,
+    models,
+    web_models,
+    yaml_limits,
+)
 
 Path_ = tuple[str | int, ...]
 
@@ -319,6 +328,7 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> LoadedSheet:
     assert sheet is not None
     secrets.extend(connection_models.secrets_of(sheet.connections.values()))  # even if written inline
     secrets.extend(alert_models.secrets_of(sheet.alerts))  # SMTP passwords, webhook URLs
+    secrets.extend(web_models.secrets_of(sheet.web))  # dashboard tokens and password hashes
     return LoadedSheet(sheet, sheet_path.resolve(), lines, tuple(s for s in secrets if len(s) >= 3))
 
 

@@ -45,6 +45,7 @@ from mapsync.sheet.state_models import RETENTION_TABLES as RETENTION_TABLES
 from mapsync.sheet.state_models import RetentionConfig as RetentionConfig
 from mapsync.sheet.state_models import StateConfig as StateConfig
 from mapsync.sheet.timeout_models import Timeouts as Timeouts
+from mapsync.sheet.web_models import WebConfig as WebConfig
 from mapsync.sheet.webhook_models import InboxChanges as InboxChanges
 from mapsync.sheet.webhook_models import WebhookConfig as WebhookConfig
 
@@ -374,9 +375,7 @@ class Sheet(Model):
     version: Literal[1] = Field(description="Sheet format version; `1`.")
     connections: dict[str, Connection] = Field(description="Named systems, referenced by syncs.")
     state: StateConfig = Field(default_factory=StateConfig, description="The state store.")
-    syncs: dict[str, SyncConfig] = Field(
-        min_length=1, description="Named syncs, run in order (respecting `after`)."
-    )
+    syncs: dict[str, SyncConfig] = Field(min_length=1, description="Named syncs, run in order (`after`).")
     monitors: MonitorsConfig = Field(
         default_factory=MonitorsConfig, description="Monitor thresholds for every sync (`mapsync monitor`)."
     )
@@ -387,6 +386,7 @@ class Sheet(Model):
         default_factory=dict,
         description="Named checks of delivery quality (`mapsync reconcile`): business totals and drift.",
     )
+    web: WebConfig | None = Field(None, description="The dashboard's users and security (`mapsync serve`).")
 
     @field_validator("connections", mode="before")
     @classmethod

@@ -169,7 +169,7 @@ def test_daemon_serve_and_metrics_listeners(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) == 0, log.read_text()
     text = log.read_text()
-    assert f"serving http://127.0.0.1:{app_port}: /metrics, /healthz, /readyz" in text
+    assert f"serving http://127.0.0.1:{app_port}: the dashboard, /api, /metrics, /healthz, /readyz" in text
     assert "without TLS" not in text  # loopback: no exposure warning
 
 

@@ -1,0 +1,77 @@
+"""The project's one HTTP app (`mapsync serve`, `mapsync daemon --serve`): the dashboard's pages,
+its JSON API, the login routes, the webhook routes, `/metrics`, `/healthz` and `/readyz`, behind
+`guard.Guard` (Host allow-list, security headers, body limit).
+
+`/healthz`, `/readyz`, `/metrics`, the webhook routes (their own HMAC signature), `/login` and
+the pages' `/static/` files need no login; every other route needs a viewer at least
+(`auth.require_viewer`), `/openapi.json` included; FastAPI's `/docs` and `/redoc` are off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from mapsync import metrics as metrics_module
+from mapsync import webhooks
+from mapsync.sheet.loader import LoadedSheet
+from mapsync.state.store import StateStore
+from mapsync.web import api, auth, guard, pages
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address reaches this machine only (`localhost`, 127.0.0.0/8, ::1)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(
+    loaded: LoadedSheet,
+    store: StateStore,
+    *,
+    host: str,
+    metrics: metrics_module.Metrics | None = None,
+    ready_timeout: float = webhooks.READY_TIMEOUT_S,
+) -> FastAPI:
+    """The app for `loaded` over `store`, to listen on `host` (anonymous reads only on loopback:
+    ValueError for a sheet allowing them on another address)."""
+    web = loaded.sheet.web
+    loopback = is_loopback(host)
+    if web is not None and web.anonymous_reads and not loopback:
+        raise ValueError(
+            f"web.anonymous_reads is only allowed on a loopback address, not {host}: listen on "
+            "127.0.0.1 behind a reverse proxy, or turn anonymous reads off"
+        )
+    app = FastAPI(title="mapsync", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.loaded = loaded
+    app.state.store = store
+    app.state.auth = auth.Auth(web, getattr(store, "sessions", None), loopback=loopback)
+    app.add_exception_handler(auth.AuthError, _refused)  # type: ignore[arg-type]
+    app.add_middleware(
+        guard.Guard,
+        hosts=web.hosts if web is not None else (),
+        max_body=web.max_body if web is not None else 65_536,
+    )
+    app.include_router(auth.router)
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    webhooks.add_routes(app, loaded, store, metrics=metrics, ready_timeout=ready_timeout)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_who: Annotated[auth.Principal, Depends(auth.require_viewer)]) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    return app
+
+
+def _refused(request: Request, exc: auth.AuthError) -> Response:
+    if exc.location is not None:
+        return RedirectResponse(exc.location, status_code=303)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
