@@ -8,6 +8,8 @@ import contextlib
 import dataclasses
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
+
 from mapsync import errors as config_errors
 from mapsync import keys, schedules, watch
 from mapsync import trace as tracing
@@ -134,7 +136,7 @@ def runs(loaded: LoadedSheet, store: Store, sync: str, limit: int = 50) -> list[
 def run(loaded: LoadedSheet, store: Store, run_id: int) -> dict[str, Any] | None:
     try:
         row = store.run(run_id)
-    except (KeyError, LookupError):
+    except (KeyError, LookupError, sa_exc.NoResultFound):  # the memory store: KeyError
         return None
     if not row or row.get("sync") not in loaded.sheet.syncs:
         return None

@@ -1,0 +1,85 @@
+"""The dashboard's read functions over a real SQLite state store filled by real engine runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mapsync.web import readmodel
+from tests.integration.web.world import SECRET, World, world
+
+
+@pytest.fixture
+def w(tmp_path: Path, sqlite_database: Callable[[], str]) -> Iterator[World]:
+    made = world(tmp_path, sqlite_database)
+    yield made
+    made.close()
+
+
+def test_overview_names_the_last_run_errors_and_unmapped_values(w: World) -> None:
+    (row,) = readmodel.overview(w.loaded, w.store)
+    assert row["sync"] == "items" and row["kind"] == "src→dst"
+    last = row["last_run"]
+    assert last["kind"] == "run" and last["status"] == "partial"
+    assert (last["read"], last["written"], last["failed"]) == (5, 1, 2)
+    assert last["duration_s"] is not None and last["duration_s"] >= 0
+    assert row["open_errors"] == 2 and row["dead_errors"] == 0
+    assert row["unmapped"] == 1
+    assert row["paused"] is None and row["export"] is False
+    assert row["on_time"] is None  # no schedule: nothing is late
+    json.dumps(row)  # JSON-ready
+
+
+def test_overview_shows_a_pause_and_a_pending_request(w: World) -> None:
+    w.store.pause("items", "alice", "maintenance")
+    request = w.store.request_run("items", "run", "alice")
+    (row,) = readmodel.overview(w.loaded, w.store)
+    assert row["paused"]["by"] == "alice" and row["paused"]["note"] == "maintenance"
+    assert [r["id"] for r in row["requests"]] == [request]
+    assert [r["status"] for r in readmodel.requests(w.loaded, w.store)] == ["new"]
+
+
+def test_runs_newest_first(w: World) -> None:
+    runs = readmodel.runs(w.loaded, w.store, "items")
+    assert [r["kind"] for r in runs] == ["run", "seed"]
+    assert runs[1]["status"] == "success" and runs[1]["written"] == 2
+    assert runs[0]["started_at"].endswith("+00:00")
+
+
+def test_errors_are_redacted_and_complete(w: World) -> None:
+    rows = readmodel.errors(w.loaded, w.store, "items")
+    by_key = {r["key"]: r for r in rows}
+    assert len(rows) == 2
+    keys = sorted(by_key)
+    assert all(by_key[k]["attempts"] == 1 and by_key[k]["dead"] is False for k in keys)
+    assert {r["field"] for r in rows} == {"name", "qty"}
+    assert SECRET not in json.dumps(rows)
+    assert readmodel.errors(w.loaded, w.store, "nope") == []
+
+
+def test_unmapped_offers_the_snippet(w: World) -> None:
+    (row,) = readmodel.unmapped(w.loaded, w.store)
+    assert (row["field"], row["rule"], row["value"], row["count"]) == ("name", "map", "bogus", 1)
+    assert row["snippet"].startswith('map: {"bogus": ')
+
+
+def test_trace_of_a_rejected_record_and_an_unknown_one(w: World) -> None:
+    key = next(r["key"] for r in readmodel.errors(w.loaded, w.store, "items") if r["field"] == "qty")
+    found = readmodel.trace(w.loaded, w.store, "items", key)
+    assert found is not None and found["sync"] == "items"
+    assert found["error"] is not None
+    assert SECRET not in json.dumps(found)
+    assert readmodel.trace(w.loaded, w.store, "items", "999") is None
+
+
+def test_the_operational_reads_answer_on_a_quiet_store(w: World) -> None:
+    assert readmodel.orders(w.loaded, w.store) == []  # no export sync
+    (queue,) = readmodel.queues(w.loaded, w.store)
+    assert queue == {"sync": "items", "inbox": {}, "async_unfinished": 0, "oldest_pending_s": None}
+    assert readmodel.alerts(w.loaded, w.store) == []
+    assert readmodel.reconcile(w.loaded, w.store) == []
+    assert readmodel.budgets(w.loaded, w.store) == []
+    assert "workers" in readmodel.workers(w.loaded, w.store)
