@@ -10,7 +10,7 @@ from mapsync.sheet.duration import parse_duration
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.ports import Store
 from mapsync.web.auth import Principal
-from mapsync.web.read_common import is_export
+from mapsync.web.read_common import is_export, v9
 
 
 class ActionError(Exception):
@@ -28,7 +28,7 @@ def _sync(loaded: LoadedSheet, sync: str) -> None:
 
 
 def _audit(store: Store, who: Principal, action: str, sync: str | None, detail: dict[str, Any]) -> None:
-    store.audit.record_action(who.user, action, sync, detail)  # type: ignore[attr-defined]
+    v9(store).audit.record_action(who.user, action, sync, detail)
 
 
 def _keys(keys: Sequence[str] | None) -> list[str] | None:
@@ -70,7 +70,7 @@ def run_now(
 def _queue(store: Store, sync: str, kind: str, who: Principal, keys: list[str] | None) -> int:
     if keys is None:
         return store.request_run(sync, kind, who.user)
-    return int(store.request_run(sync, kind, who.user, keys=keys))  # type: ignore[call-arg]
+    return int(v9(store).request_run(sync, kind, who.user, keys=keys))
 
 
 def _open_keys(store: Store, sync: str) -> set[str]:
@@ -102,7 +102,7 @@ def resolve(
         missing = sorted(set(wanted) - _open_keys(store, sync))
         if missing:
             raise ActionError(404, f"no open record error for key(s) {', '.join(missing[:5])}")
-    done = int(store.resolve_errors(sync, wanted, who.user, note))  # type: ignore[attr-defined]
+    done = int(v9(store).resolve_errors(sync, wanted, who.user, note))
     _audit(store, who, "resolve", sync, {"keys": wanted, "note": note, "resolved": done})
     return {"sync": sync, "resolved": done}
 

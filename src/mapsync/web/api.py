@@ -83,7 +83,7 @@ def get_errors(
     return _known(loaded, sync) or readmodel.errors(loaded, store, sync, all_, limit)
 
 
-@router.get("/errors/{sync}/{key}/trace", response_model=schemas.Trace)
+@router.get("/errors/{sync}/{key:path}/trace", response_model=schemas.Trace)
 def get_trace(request: Request, who: Viewer, sync: str, key: str) -> Any:
     loaded, store = _ends(request)
     unknown = _known(loaded, sync)

@@ -10,6 +10,7 @@ from mapsync.monitors.facts import at
 from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.models import ExportFlagChanges
+from mapsync.state.ports import Store
 
 
 def clean(loaded: LoadedSheet, value: Any) -> Any:
@@ -57,3 +58,10 @@ def run_row(row: dict[str, Any]) -> dict[str, Any]:
         "failure_class": row.get("failure_class"),
         "message": row.get("message"),
     }
+
+
+def v9(store: Store) -> Any:
+    """The store, for the members schema v9 adds to the ports (`audit`, `resolve_errors`,
+    `history.run_records`, `request_run(keys=…)`): written by the design's signatures while they
+    land in parallel. Once `state/ports.py` has them, call them on `store` directly."""
+    return store

@@ -9,7 +9,7 @@ from typing import Any
 
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.ports import Store
-from mapsync.web.read_common import clean, is_export, iso, run_row
+from mapsync.web.read_common import clean, is_export, iso, run_row, v9
 
 _US = 1_000_000
 
@@ -137,7 +137,7 @@ def _when(us: int | None) -> str | None:
 def audit(
     loaded: LoadedSheet, store: Store, sync: str | None = None, limit: int = 200
 ) -> list[dict[str, Any]]:
-    rows = store.audit.actions(sync, limit)  # type: ignore[attr-defined]
+    rows = v9(store).audit.actions(sync, limit)
     return [clean(loaded, dict(r)) for r in rows]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mapsync.state.data import REQUEST_KINDS
 from mapsync.state.store import StateStore
 from mapsync.web import actions, readmodel
 from mapsync.web.actions import ActionError
@@ -109,3 +110,17 @@ def test_resolve_one_key_with_a_note(w: World) -> None:
     assert key not in [r["key"] for r in left] and len(left) == 1
     done = next(r for r in readmodel.errors(w.loaded, w.store, "items", True) if r["key"] == key)
     assert done["resolved_by"] == "alice" and done["resolved_note"] == "fixed by hand"
+
+
+@pytest.mark.skipif("reexport" not in REQUEST_KINDS, reason="needs h-state (request kind reexport)")
+def test_reexport_of_an_export_sync_queues_a_request(
+    tmp_path: Path, sqlite_database: Callable[[], str]
+) -> None:
+    made = world(tmp_path, sqlite_database, export=True)
+    try:
+        answer = actions.reexport(made.loaded, made.store, ALICE, "orders", None)
+        (request,) = made.store.requests("orders", 10)
+        assert answer == {"request": request.id} and request.kind == "reexport"
+        assert _audited(made) == [("alice", "reexport", "orders")]
+    finally:
+        made.close()

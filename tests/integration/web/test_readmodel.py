@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mapsync.state.history import SqlHistory
 from mapsync.web import readmodel
 from tests.integration.web.world import SECRET, World, world
 
@@ -83,3 +84,37 @@ def test_the_operational_reads_answer_on_a_quiet_store(w: World) -> None:
     assert readmodel.reconcile(w.loaded, w.store) == []
     assert readmodel.budgets(w.loaded, w.store) == []
     assert "workers" in readmodel.workers(w.loaded, w.store)
+
+
+def test_orders_of_an_export_sync_from_what_the_monitors_observed(
+    tmp_path: Path, sqlite_database: Callable[[], str]
+) -> None:
+    made = world(tmp_path, sqlite_database, export=True)
+    try:
+        made.store.observations.observe("orders", {"backlog_rows": 3, "oldest_pending_s": 120.5})
+        (orders,) = readmodel.orders(made.loaded, made.store)
+        assert orders == {
+            "sync": "orders",
+            "pending": 3,
+            "oldest_pending_s": 120.5,
+            "failed": [],
+            "recent": [],
+        }
+        assert readmodel.orders(made.loaded, made.store, "items") == []
+        export = {r["sync"]: r["export"] for r in readmodel.overview(made.loaded, made.store)}
+        assert export == {"items": False, "orders": True}
+        backlog = {r["sync"]: r["backlog"] for r in readmodel.overview(made.loaded, made.store)}
+        assert backlog == {"items": None, "orders": 3}
+    finally:
+        made.close()
+
+
+@pytest.mark.skipif(not hasattr(SqlHistory, "run_records"), reason="needs h-state (history.run_records)")
+def test_a_run_with_the_records_it_touched(w: World) -> None:
+    last = readmodel.runs(w.loaded, w.store, "items")[0]
+    found = readmodel.run(w.loaded, w.store, last["id"])
+    assert found is not None and found["status"] == "partial"
+    outcomes = sorted(r["outcome"] for r in found["records"])
+    assert len(outcomes) >= 3  # 3 written, 4 and 5 rejected
+    assert SECRET not in json.dumps(found)
+    assert readmodel.run(w.loaded, w.store, 99999) is None

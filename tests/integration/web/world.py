@@ -34,6 +34,14 @@ syncs:
       name: {{from: name, map: {{one: ONE, two: TWO, three: THREE}}, on_unknown: reject}}
       qty: {{from: qty_text, cast: int}}
 """
+EXPORT = """
+  orders:
+    from: {{connection: src, table: orders}}
+    to: {{connection: dst, table: orders}}
+    key: {{from: order_no, to: order_no}}
+    fields: {{zip: zip}}
+    changes: {{method: export_flag, flag: exported, status: erp_status, error: erp_error}}
+"""
 SRC = "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), qty_text VARCHAR(60))"
 DST = "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), qty INTEGER)"
 
@@ -69,14 +77,18 @@ class World:
         self.store.close()
 
 
-def world(tmp_path: Path, make: Callable[[], str], state: str | None = None) -> World:
+def world(
+    tmp_path: Path, make: Callable[[], str], state: str | None = None, *, export: bool = False
+) -> World:
     """Seeded, then a run that writes 3, rejects 4 (unmapped 'bogus') and 5 (qty holds the secret)."""
     src, dst = make(), make()
     state = state or make()
     h.execute(src, SRC)
     h.execute(dst, DST)
     h.execute(src, "INSERT INTO items VALUES (1, 'one', '1'), (2, 'two', '2')")
-    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=dst, state=state))
+    # with `export`: an export sync too (never run: what the web shows of it comes from the store)
+    text = SHEET + EXPORT if export else SHEET
+    (tmp_path / "sheet.yaml").write_text(text.format(src=src, dst=dst, state=state))
     loaded = loader.load(tmp_path / "sheet.yaml", env=ENV)
     store = StateStore.open(state, tmp_path, create=True)
     if not HAS_AUDIT:
