@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,3 +119,25 @@ def test_a_run_with_the_records_it_touched(w: World) -> None:
     assert len(outcomes) >= 3  # 3 written, 4 and 5 rejected
     assert SECRET not in json.dumps(found)
     assert readmodel.run(w.loaded, w.store, 99999) is None
+
+
+@pytest.mark.parametrize(("late_s", "on_time"), [(1, True), (600, False)])
+def test_on_time_as_the_late_start_monitor_judges_it(
+    tmp_path: Path, sqlite_database: Callable[[], str], late_s: int, on_time: bool
+) -> None:
+    made = world(tmp_path, sqlite_database, schedule="every: 1h, start_within: 30s")
+    try:
+        when = made.store.workers.now() - dt.timedelta(seconds=late_s)
+        with made.store.leases.held("items", dt.timedelta(minutes=5)) as lease:
+            run_id = made.store.start_run("items", "run", "schedule", lease.token, when, slot="run")
+            made.store.finish_run(run_id, "success")
+        (row,) = readmodel.overview(made.loaded, made.store)
+        assert (row["on_time"], row["window_s"]) == (on_time, 30.0)
+        if on_time:
+            assert row["late_by_s"] is None
+        else:  # late by its own start (or, in an hour's first 10 minutes, by the slot it missed)
+            assert row["late_by_s"] is not None and row["late_by_s"] > 30
+        made.store.pause("items", "alice")  # a paused sync is never late
+        assert readmodel.overview(made.loaded, made.store)[0]["on_time"] is True
+    finally:
+        made.close()

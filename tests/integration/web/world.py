@@ -78,7 +78,12 @@ class World:
 
 
 def world(
-    tmp_path: Path, make: Callable[[], str], state: str | None = None, *, export: bool = False
+    tmp_path: Path,
+    make: Callable[[], str],
+    state: str | None = None,
+    *,
+    export: bool = False,
+    schedule: str = "",
 ) -> World:
     """Seeded, then a run that writes 3, rejects 4 (unmapped 'bogus') and 5 (qty holds the secret)."""
     src, dst = make(), make()
@@ -87,7 +92,10 @@ def world(
     h.execute(dst, DST)
     h.execute(src, "INSERT INTO items VALUES (1, 'one', '1'), (2, 'two', '2')")
     # with `export`: an export sync too (never run: what the web shows of it comes from the store)
+    # with `schedule`: the items sync's schedule (YAML flow text)
     text = SHEET + EXPORT if export else SHEET
+    if schedule:
+        text = text.replace("{{method: full}}\n", "{{method: full}}\n    schedule: {{" + schedule + "}}\n", 1)
     (tmp_path / "sheet.yaml").write_text(text.format(src=src, dst=dst, state=state))
     loaded = loader.load(tmp_path / "sheet.yaml", env=ENV)
     store = StateStore.open(state, tmp_path, create=True)
