@@ -74,7 +74,7 @@ def _queue(store: Store, sync: str, kind: str, who: Principal, keys: list[str] |
 
 
 def _open_keys(store: Store, sync: str) -> set[str]:
-    return {r["key"] for r in store.history.record_errors(sync, False, 100_000)}
+    return set(store.open_error_versions(sync))
 
 
 def retry(

@@ -176,7 +176,7 @@ def errors(
 def trace(loaded: LoadedSheet, store: Store, sync: str, key: str) -> dict[str, Any] | None:
     """The record's journey (`mapsync trace`), the key as its stored text (`records.key_text`) or
     as typed on the command line; None: nothing knows it (or the key is not in the sync's shape).
-    A queue sync's trace also reads the source's queue rows (as `mapsync trace` does)."""
+    Only the state store is read: a queue sync's queue rows (in its source) are left out."""
     columns = keys.columns_of(loaded.sheet, sync)
     text = key
     with contextlib.suppress(ValueError, TypeError, KeyError):
@@ -185,7 +185,7 @@ def trace(loaded: LoadedSheet, store: Store, sync: str, key: str) -> dict[str, A
         want = tracing.wanted(loaded, sync, text)
     except config_errors.ConfigError:
         return None
-    found = tracing.trace(loaded, store, want)
+    found = tracing.trace(loaded, store, want, source=False)
     if found is None:
         return None
     out: dict[str, Any] = clean(loaded, found)
