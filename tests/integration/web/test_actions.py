@@ -3,6 +3,7 @@ audited, and refuses what it must (unknown sync 404, not an export 422, bad key 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from tests.integration.web.world import World, world
 
 ALICE = Principal(user="alice", role="operator", csrf=None, via="token")
 NEEDS_KEYS = pytest.mark.skipif(
-    "keys" not in StateStore.request_run.__code__.co_varnames, reason="needs h-state (request_run keys)"
+    "keys" not in inspect.signature(StateStore.request_run).parameters,
+    reason="needs h-state (request_run keys)",
 )
 NEEDS_RESOLVE = pytest.mark.skipif(not hasattr(StateStore, "resolve_errors"), reason="needs h-state")
 

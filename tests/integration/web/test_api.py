@@ -114,8 +114,18 @@ def _refuse() -> Principal:
     raise HTTPException(403, "operators only")
 
 
+def _anonymous() -> Principal:
+    raise HTTPException(401, "login required")
+
+
 def test_reads_need_a_viewer_and_every_action_an_operator(w: World) -> None:
-    assert TestClient(_app(w, None)).get("/api/overview").status_code == 401
+    nobody = _app(w, None)
+    nobody.dependency_overrides[require_viewer] = _anonymous  # what auth answers without credentials
+    gets = [r for r in api.router.routes if isinstance(r, APIRoute) and "GET" in r.methods]
+    assert len(gets) == 14
+    for route in gets:
+        path = route.path.replace(":path", "").format(sync="items", run_id=1, key="[4]")
+        assert TestClient(nobody).get(path).status_code == 401, path
     app = _app(w, VIEWER)
     app.dependency_overrides[require_operator] = _refuse  # what auth answers a viewer
     viewer = TestClient(app)
