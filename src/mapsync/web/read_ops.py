@@ -9,7 +9,7 @@ from typing import Any
 
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.ports import Store
-from mapsync.web.read_common import clean, is_export, iso, run_row, v9
+from mapsync.web.read_common import clean, is_export, iso, v9
 
 _US = 1_000_000
 
@@ -33,10 +33,25 @@ def orders(loaded: LoadedSheet, store: Store, sync: str | None = None) -> list[d
                     {"key": r["key"], "message": r.get("message"), "at": iso(r.get("last_seen"))}
                     for r in failed
                 ],
-                "recent": [run_row(r) for r in store.history.runs(name, 10)],
+                "recent": _recent(store, name),
             }
         )
     return [clean(loaded, r) for r in out]
+
+
+RECENT = 50  # records shown of an export's latest runs
+
+
+def _recent(store: Store, sync: str) -> list[dict[str, Any]]:
+    """The records the export's latest runs touched (key, outcome, message, at, run_id), newest
+    run first: what an operator may want to export again."""
+    out: list[dict[str, Any]] = []
+    for r in store.history.runs(sync, 5, without=("skipped",)):
+        for rec in v9(store).history.run_records(r["id"], RECENT):
+            out.append({**rec, "run_id": r["id"]})
+            if len(out) >= RECENT:
+                return out
+    return out
 
 
 def _failed(r: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +130,7 @@ def budgets(loaded: LoadedSheet, store: Store) -> list[dict[str, Any]]:
         out.append(
             {
                 "connection": name,
+                "name": name,
                 "calls_last_hour": len(calls),
                 "blocked_until": None
                 if row is None or row.blocked_until_us is None
@@ -145,6 +161,7 @@ def requests(loaded: LoadedSheet, store: Store) -> list[dict[str, Any]]:
     out = []
     for r in store.requests(None, 100):
         row = dataclasses.asdict(r)
+        row["by"] = r.requested_by
         row.setdefault("keys", None)
         row.setdefault("note", None)
         out.append(clean(loaded, row))

@@ -115,12 +115,20 @@ class Failed(_Open):
     at: str | None = None
 
 
+class Touched(_Open):
+    key: str
+    outcome: str | None = None
+    message: str | None = None
+    at: str | None = None
+    run_id: int | None = None
+
+
 class Orders(_Open):
     sync: str
     pending: float | None = None
     oldest_pending_s: float | None = None
     failed: list[Failed] = []
-    recent: list[Run] = []
+    recent: list[Touched] = []
 
 
 class Queue(_Open):

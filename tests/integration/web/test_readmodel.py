@@ -141,3 +141,14 @@ def test_on_time_as_the_late_start_monitor_judges_it(
         assert readmodel.overview(made.loaded, made.store)[0]["on_time"] is True
     finally:
         made.close()
+
+
+@pytest.mark.skipif(not hasattr(SqlHistory, "run_records"), reason="needs h-state (history.run_records)")
+def test_the_records_recent_runs_touched_newest_run_first(w: World) -> None:
+    from mapsync.web import read_ops
+
+    recent = read_ops._recent(w.store, "items")
+    last = readmodel.runs(w.loaded, w.store, "items")[0]["id"]
+    assert {r["key"] for r in recent if r["run_id"] == last} >= {"[4]", "[5]"}
+    assert recent[0]["run_id"] == last
+    assert all(set(r) >= {"key", "outcome", "message", "at", "run_id"} for r in recent)
