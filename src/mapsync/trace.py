@@ -77,9 +77,10 @@ def candidates(values: tuple[str, ...]) -> list[records.Key]:
 
 
 def trace(
-    loaded: LoadedSheet, store: Store, want: Wanted, *, show_payload: bool = False
+    loaded: LoadedSheet, store: Store, want: Wanted, *, show_payload: bool = False, source: bool = True
 ) -> dict[str, Any] | None:
-    """The record's journey as a JSON-able dict, or None when nothing anywhere knows the key."""
+    """The record's journey as a JSON-able dict, or None when nothing anywhere knows the key.
+    `source=False` (the web: no source read inside a request) leaves out a queue sync's queue rows."""
     cfg = loaded.sheet.syncs[want.sync]
     method = str(getattr(cfg.changes, "method", "watermark"))
     clean: Callable[[str], str] = lambda text: redact(text, loaded.secrets)  # noqa: E731
@@ -90,7 +91,7 @@ def trace(
         if any(parts.values()):
             key, found = candidate, parts
             break
-    queue = _queue(loaded, want, method, clean)
+    queue = _queue(loaded, want, method, clean) if source else None
     inbox = _inbox(loaded, store, want, method, clean)
     if found is None:
         if not (queue and queue.get("rows")) and not inbox:

@@ -336,7 +336,7 @@ def test_unmapped_prints_one_pasteable_snippet_per_field(demo: Path) -> None:
 
 
 def test_far_fetched_near_misses_are_no_ready_mapping() -> None:
-    from mapsync.cli.unmapped import ready, suggest
+    from mapsync.web.read_unmapped import ready, suggest
 
     assert ready("country", "Narnia", None) is None and "Armenia" not in suggest("country", "Narnia", None)
     assert ready("country", "Germny", None) == "Germany"
