@@ -436,3 +436,14 @@ def test_pages_render_over_the_real_readmodel_and_store(tmp_path: Path) -> None:
     overview = client.get("/").text
     assert 'id="sync-customers"' in overview and 'class="state-paused"' in overview
     assert client.get("/runs/999").status_code == 404
+
+
+def test_login_template_has_the_hooks_and_escapes() -> None:
+    """`login.html` for h-auth's GET /login: `#login` with user/password/next, escaped values."""
+    from mapsync.web.templating import templates
+
+    html = templates.get_template("login.html").render(next="/errors", error=EVIL, user=EVIL)
+    assert '<form id="login" method="post" action="/login">' in html
+    assert 'name="user"' in html and 'name="password" type="password"' in html
+    assert 'type="submit"' in html and 'name="next" value="/errors"' in html
+    assert "<script>alert" not in html and 'id="flash"' in html
