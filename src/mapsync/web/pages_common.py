@@ -77,9 +77,16 @@ def redirect(request: Request, to: str, text: str, kind: str = "ok") -> Response
         path="/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
     )
     return response
+
+
+def _secure(request: Request) -> bool:
+    """The Secure flag as the sheet's `web.secure_cookies` says (the scheme when it has no `web:`)."""
+    web = getattr(getattr(request.app.state.loaded, "sheet", None), "web", None)
+    secure = getattr(web, "secure_cookies", None)
+    return bool(secure) if secure is not None else request.url.scheme == "https"
 
 
 def read_flash(request: Request) -> dict[str, str] | None:

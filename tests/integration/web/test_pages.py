@@ -447,3 +447,27 @@ def test_login_template_has_the_hooks_and_escapes() -> None:
     assert 'name="user"' in html and 'name="password" type="password"' in html
     assert 'type="submit"' in html and 'name="next" value="/errors"' in html
     assert "<script>alert" not in html and 'id="flash"' in html
+
+
+def test_a_forged_flash_cookie_is_escaped_and_a_broken_one_ignored(calls: list[Any]) -> None:
+    import base64
+    import json
+
+    client = _client("viewer")
+    forged = base64.urlsafe_b64encode(json.dumps({"kind": "<b>", "text": EVIL}).encode()).decode()
+    client.cookies.set("mapsync_flash", forged)
+    html = client.get("/").text
+    assert '<div id="flash" class="flash ok"' in html and "&lt;script&gt;" in html and EVIL not in html
+    client.cookies.set("mapsync_flash", "%%%not-base64")
+    assert client.get("/").status_code == 200
+
+
+def test_the_flash_cookie_follows_the_sheets_secure_cookies(calls: list[Any]) -> None:
+    client = _client("operator")
+    client.app.state.loaded.sheet.web = types.SimpleNamespace(secure_cookies=True)  # type: ignore[attr-defined]
+    answer = client.post("/actions/syncs/customers/resume", data={"csrf": CSRF})
+    cookie = answer.headers["set-cookie"].lower()
+    assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    client.app.state.loaded.sheet.web = types.SimpleNamespace(secure_cookies=False)  # type: ignore[attr-defined]
+    answer = client.post("/actions/syncs/customers/resume", data={"csrf": CSRF})
+    assert "secure" not in answer.headers["set-cookie"].lower()
