@@ -1,4 +1,3 @@
-<<<<<<< HEAD
 """The operator dashboard and its JSON API (`mapsync serve`, `mapsync daemon --serve`).
 
 One FastAPI app (`web.app.create_app`): the pages and the API read through the state store's ports
@@ -8,7 +7,3 @@ Security (`guard`, `auth`, `passwords`): a Host allow-list, security headers and
 every request; users and roles from the sheet's `web:`; sessions with CSRF tokens, bearer tokens,
 login rate limiting (docs/dashboard.md).
 """
-=======
-"""The operator dashboard and its JSON API (issue 19): a FastAPI app over the state store's ports
-and the sheet; no engine runs and no source or destination database is read inside a request."""
->>>>>>> r19-api
