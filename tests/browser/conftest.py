@@ -12,22 +12,15 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser.world import Dashboard
+from tests.browser.world import CHROMIUM, Dashboard, launch
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = os.environ.get("MAPSYNC_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 REQUIRED = {s.strip() for s in os.environ.get("MAPSYNC_REQUIRE_SERVICES", "").split(",") if s.strip()}
 
 
@@ -41,13 +34,6 @@ def _need_chromium() -> None:
         if "chromium" in REQUIRED:
             pytest.fail(f"{reason} (required by MAPSYNC_REQUIRE_SERVICES)")
         pytest.skip(reason)
-
-
-def launch(playwright: Any) -> Browser:
-    """Debian's Chromium, headless, with the flags a CI container needs (no sandbox, no GPU) and
-    without its calls home (no background networking, no component updates)."""
-    browser: Browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-    return browser
 
 
 @pytest.fixture(scope="session")

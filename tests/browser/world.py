@@ -26,9 +26,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests import helpers as h
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 SHEET = """
 version: 1
@@ -91,6 +94,13 @@ ERP_DDL = [
     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body VARCHAR(40))",
 ]
 
+CHROMIUM = os.environ.get("MAPSYNC_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 DAEMON = [sys.executable, "-m", "mapsync", "daemon", "sheet.yaml", "--poll", "200ms"]
 SERVING = re.compile(r"serving (http://127\.0\.0\.1:\d+)")
 
@@ -101,6 +111,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def launch(playwright: Any) -> Browser:
+    """Debian's Chromium (never a browser Playwright would download), headless, with the flags a
+    CI container needs (no sandbox, no GPU) and without its calls home (no background networking,
+    no component updates)."""
+    browser: Browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    return browser
 
 
 def hash_password(password: str) -> str:
