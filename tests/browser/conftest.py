@@ -84,6 +84,7 @@ def login(browser: Browser, world: Dashboard, user: str = "op") -> Page:
 @pytest.fixture
 def operator_page(browser: Browser, dashboard: Dashboard) -> Iterator[Page]:
     page = login(browser, dashboard, "op")
+    page.on("dialog", lambda dialog: dialog.accept())  # "Export this order again?": yes
     try:
         yield page
     finally:
