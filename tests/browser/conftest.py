@@ -51,18 +51,17 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """The world with the daemon serving it: order 1 delivered, order 2 refused by the ERP (its
-    zip has 4 characters: an open record error), order 3 delivered (to re-export); `ping` runs
-    every second."""
+    """The world with the daemon serving it: orders 1 and 3 delivered, orders 2 and 4 refused by
+    the ERP (zip codes of 4 and 2 characters: open record errors); `ping` runs every second."""
     _need_chromium()
     pytest.importorskip("mapsync.web.app", reason="the web app is not merged yet")
     world = Dashboard(tmp_path_factory.mktemp("dashboard"))
     world.seed()
-    for no, zip_code in ((1, "12345"), (2, "1234"), (3, "12345")):
+    for no, zip_code in ((1, "12345"), (2, "1234"), (3, "12345"), (4, "99")):
         world.order(no, zip=zip_code)
     ran = world.cli("run", "sheet.yaml", "--sync", "orders")
     assert ran.returncode in (0, 1), ran.stdout + ran.stderr  # 1: order 2 refused
-    assert world.erp_order(1) and world.erp_order(3) and world.erp_order(2) is None
+    assert [world.erp_order(no) is not None for no in (1, 2, 3, 4)] == [True, False, True, False]
     with world.daemon():
         yield world
 

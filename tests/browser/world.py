@@ -163,9 +163,10 @@ class Dashboard:
         )
         self.url = ""
         self.log = folder / "daemon.log"
+        self.env: dict[str, str] = {}  # more environment for the CLI and the daemon (`${VAR}`)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return h.mapsync(*args, cwd=self.folder)
+        return h.mapsync(*args, cwd=self.folder, env=self.env)
 
     def seed(self) -> None:
         seeded = self.cli("seed", "sheet.yaml")
@@ -181,7 +182,7 @@ class Dashboard:
             proc = subprocess.Popen(
                 [*DAEMON, "--serve", f"127.0.0.1:{free_port()}"],
                 cwd=self.folder,
-                env={**os.environ, "NO_COLOR": "1"},
+                env={**os.environ, "NO_COLOR": "1", **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 text=True,
