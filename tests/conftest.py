@@ -40,7 +40,7 @@ REQUIRED = {s.strip() for s in os.environ.get("MAPSYNC_REQUIRE_SERVICES", "").sp
 _probe: dict[str, str | None] = {}
 
 
-_TIERS = ("unit", "contract", "integration", "e2e")
+_TIERS = ("unit", "contract", "integration", "e2e", "browser")
 
 # Every test process (the pytest run, and each xdist worker) holds this lock, shared, from start
 # to end. `scripts/services` takes it exclusively before it drops what a killed run left behind

@@ -16,7 +16,7 @@ from tests.helpers import ROOT
 
 TESTS = ROOT / "tests"
 SRC = ROOT / "src" / "mapsync"
-TIERS = ("unit", "contract", "integration", "e2e")
+TIERS = ("unit", "contract", "integration", "e2e", "browser")
 # cross-cutting checks with no module of their own
 NOT_MIRRORED = {"test_imports.py", "test_layout.py"}
 
