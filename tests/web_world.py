@@ -9,17 +9,12 @@ allowed host; https so the Secure session cookie is sent back). Users: `alice` (
 Probe routes stand in for the pages and API routes (h-api, h-pages): `GET /api/probe` and
 `GET /probe` need a viewer, `POST /api/probe` and `POST /actions/probe` an operator.
 
-Sessions: the store's `sessions` (schema v9) when it has them, else `FakeSessions` (in memory,
-same contract: only the token's SHA-256 kept, expiry honoured).
+Sessions are the SQLite state store's own (`store.sessions`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
-import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,44 +46,6 @@ DEFAULT_WEB = f"""
   max_body: 2048
   login_attempts: 3
 """
-
-
-class FakeSessions:
-    """`store.sessions` in memory (the port of design19 §2), until the SQL store has them."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-
-    @staticmethod
-    def _id(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
-
-    def open_session(self, user: str, ttl: dt.timedelta) -> tuple[str, str]:
-        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        self.rows[self._id(token)] = {
-            "user": user,
-            "csrf": csrf,
-            "expires": time.time() + ttl.total_seconds(),
-        }
-        return token, csrf
-
-    def session(self, token: str) -> dict[str, Any] | None:
-        row = self.rows.get(self._id(token))
-        if row is None or row["expires"] <= time.time():
-            return None
-        return {"user": row["user"], "csrf": row["csrf"], "expires_at": row["expires"]}
-
-    def touch_session(self, token: str) -> None:
-        pass
-
-    def close_session(self, token: str) -> None:
-        self.rows.pop(self._id(token), None)
-
-    def close_sessions(self, user: str | None = None) -> int:
-        gone = [k for k, row in self.rows.items() if user is None or row["user"] == user]
-        for k in gone:
-            del self.rows[k]
-        return len(gone)
 
 
 @dataclasses.dataclass
@@ -165,8 +122,6 @@ syncs:
     store = StateStore.open(loaded.sheet.state.url, loaded.folder, create=True)
     try:
         app = web_app.create_app(loaded, store, host=host)
-        if app.state.auth.sessions is None:
-            app.state.auth.sessions = FakeSessions()
         add_probes(app)
         yield WebWorld(app, loaded, store)
     finally:

@@ -54,7 +54,6 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """The world with the daemon serving it: orders 1 and 3 delivered, orders 2 and 4 refused by
     the ERP (zip codes of 4 and 2 characters: open record errors); `ping` runs every second."""
     _need_chromium()
-    pytest.importorskip("mapsync.web.app", reason="the web app is not merged yet")
     world = Dashboard(tmp_path_factory.mktemp("dashboard"))
     world.seed()
     for no, zip_code in ((1, "12345"), (2, "1234"), (3, "12345"), (4, "99")):

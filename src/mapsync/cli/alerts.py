@@ -5,8 +5,6 @@ reminders) or silence it for a while. Opens nothing but the state store."""
 from __future__ import annotations
 
 import enum
-import getpass
-import socket
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +19,7 @@ from mapsync.cli.common import (
     json_out,
     load_sheet,
     open_store,
+    operator,
     out,
     sync_names,
 )
@@ -36,11 +35,6 @@ class Action(enum.StrEnum):
     LIST = "list"
     ACK = "ack"
     SILENCE = "silence"
-
-
-def operator() -> str:
-    """Who acts: the login name @ this host (as `mapsync pause` records it)."""
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def _when(moment: Any) -> str | None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import getpass
 import json
 import logging
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -55,6 +57,12 @@ def main() -> None:
         app()
     except Exit as exc:
         sys.exit(exc.code)
+
+
+def operator() -> str:
+    """Who acts from the command line: the login name @ this host, as pauses, requests, resolves,
+    acknowledgements and the audit log record it."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def fail(message: str, code: int) -> Exit:

@@ -6,8 +6,6 @@ store, which must exist already. Each is written to the operator audit log (`map
 from __future__ import annotations
 
 import enum
-import getpass
-import socket
 from typing import Annotated
 
 import typer
@@ -22,6 +20,7 @@ from mapsync.cli.common import (
     json_out,
     load_sheet,
     open_store,
+    operator,
     out,
     sync_names,
 )
@@ -37,11 +36,6 @@ class Kind(enum.StrEnum):
     OVERLAP = "overlap"
     RETRY = "retry"
     REEXPORT = "reexport"
-
-
-def operator() -> str:
-    """Who asks: the login name @ this host."""
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 @app.command()

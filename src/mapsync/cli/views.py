@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import socket
 from typing import Annotated, Any
 
 import typer
@@ -27,6 +25,7 @@ from mapsync.cli.common import (
     json_out,
     load_sheet,
     open_store,
+    operator,
     out,
     state_app,
     sync_names,
@@ -344,7 +343,7 @@ def _resolve(
                     if not found:
                         raise fail(f"KEY {arg}: no open record error of {sync} has this key", 2)
                     texts.append(records.key_text(found[0]))
-            who = f"{getpass.getuser()}@{socket.gethostname()}"  # as cli/control.operator()
+            who = operator()
             done = store.resolve_errors(sync, texts, who, note)
             detail = {"keys": texts, "note": note, "resolved": done, "via": "cli"}
             store.audit.record_action(who, "resolve", sync, detail)

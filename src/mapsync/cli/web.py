@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import getpass
-import socket
 import sys
 from typing import Annotated
 
 import typer
 
-from mapsync.cli.common import SheetArg, app, fail, load_sheet, open_store, out
+from mapsync.cli.common import SheetArg, app, fail, load_sheet, open_store, operator, out
 
 web_app = typer.Typer(no_args_is_help=True, help="The dashboard's users and sessions (docs/dashboard.md).")
 app.add_typer(web_app, name="web")
@@ -51,14 +49,11 @@ def sessions(
     loaded = load_sheet(sheet)
     store = open_store(loaded, create=False)
     try:
-        kept = getattr(store, "sessions", None)  # schema v9 (h-state) keeps them
-        if kept is None:
-            raise fail("this state store keeps no dashboard sessions", 1)
-        closed = int(kept.close_sessions(user))
-        audit = getattr(store, "audit", None)
-        if audit is not None:  # every CLI action is in the audit log, as the dashboard's are
-            who = f"{getpass.getuser()}@{socket.gethostname()}"  # as cli/control.operator() says
-            audit.record_action(who, "revoke_sessions", None, {"user": user, "closed": closed})
+        closed = int(store.sessions.close_sessions(user))
+        # every CLI action is in the audit log, as the dashboard's are
+        store.audit.record_action(
+            operator(), "revoke_sessions", None, {"user": user, "closed": closed, "via": "cli"}
+        )
     finally:
         store.close()
     whose = f"of {user} " if user else ""

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mapsync import keys as key_forms
+from mapsync import records
 from mapsync.sheet.duration import parse_duration
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.ports import Store
 from mapsync.web.auth import Principal
-from mapsync.web.read_common import is_export, v9
+from mapsync.web.read_common import is_export
 
 
 class ActionError(Exception):
@@ -28,7 +30,7 @@ def _sync(loaded: LoadedSheet, sync: str) -> None:
 
 
 def _audit(store: Store, who: Principal, action: str, sync: str | None, detail: dict[str, Any]) -> None:
-    v9(store).audit.record_action(who.user, action, sync, detail)
+    store.audit.record_action(who.user, action, sync, detail)
 
 
 def _keys(keys: Sequence[str] | None) -> list[str] | None:
@@ -70,52 +72,82 @@ def run_now(
 def _queue(store: Store, sync: str, kind: str, who: Principal, keys: list[str] | None) -> int:
     if keys is None:
         return store.request_run(sync, kind, who.user)
-    return int(v9(store).request_run(sync, kind, who.user, keys=keys))
+    return int(store.request_run(sync, kind, who.user, keys=keys))
 
 
-def _open_keys(store: Store, sync: str) -> set[str]:
-    return set(store.open_error_versions(sync))
+def _parsed(loaded: LoadedSheet, sync: str, given: list[str]) -> list[tuple[str, ...]]:
+    """Keys as written on the command line (`1001`, `col=value,col=value`), parsed with the
+    sync's key columns; 422 naming the one that does not parse."""
+    columns = key_forms.columns_of(loaded.sheet, sync)
+    try:
+        return [key_forms.parse_arg(k, columns) for k in given]
+    except ValueError as exc:
+        raise ActionError(422, str(exc)) from None
+
+
+def _open_errors(loaded: LoadedSheet, store: Store, sync: str, given: list[str]) -> list[records.Key]:
+    """The stored key of the open record error each given key names (dead ones included, as
+    `mapsync retry` sends them); 404 naming the keys that have none."""
+    wanted = _parsed(loaded, sync, given)
+    open_keys = store.open_error_keys(sync)
+    found: list[records.Key] = []
+    missing: list[str] = []
+    for arg, want in zip(given, wanted, strict=True):
+        hit = next((k for k in open_keys if key_forms.matches(k, want)), None)
+        if hit is None:
+            missing.append(arg)
+        elif hit not in found:
+            found.append(hit)
+    if missing:
+        raise ActionError(404, f"no open record error for key(s) {', '.join(missing[:5])}")
+    return found
+
+
+def _args(loaded: LoadedSheet, sync: str, found: Sequence[tuple[Any, ...]]) -> list[str]:
+    """Keys in their command-line form, the one form run requests carry (the daemon parses it)."""
+    columns = key_forms.columns_of(loaded.sheet, sync)
+    return list(dict.fromkeys(key_forms.to_arg(k, columns) for k in found))
 
 
 def retry(
     loaded: LoadedSheet, store: Store, who: Principal, sync: str, keys: Sequence[str] | None
 ) -> dict[str, Any]:
+    """A run request retrying the open record errors of `keys` (command-line form; None: all)."""
     _sync(loaded, sync)
     wanted = _keys(keys)
-    if wanted is not None:
-        missing = sorted(set(wanted) - _open_keys(store, sync))
-        if missing:
-            raise ActionError(404, f"no open record error for key(s) {', '.join(missing[:5])}")
-    request = _queue(store, sync, "retry", who, wanted)
-    _audit(store, who, "retry", sync, {"keys": wanted, "request": request})
+    chosen = None if wanted is None else _args(loaded, sync, _open_errors(loaded, store, sync, wanted))
+    request = _queue(store, sync, "retry", who, chosen)
+    _audit(store, who, "retry", sync, {"keys": chosen, "request": request})
     return {"request": request}
 
 
 def resolve(
     loaded: LoadedSheet, store: Store, who: Principal, sync: str, keys: Sequence[str] | None, note: str
 ) -> dict[str, Any]:
+    """Close the open record errors of `keys` (None: all of the sync's) with a note."""
     _sync(loaded, sync)
     if not note or not note.strip():
         raise ActionError(422, "a note is required to resolve record errors")
     wanted = _keys(keys)
-    if wanted is not None:
-        missing = sorted(set(wanted) - _open_keys(store, sync))
-        if missing:
-            raise ActionError(404, f"no open record error for key(s) {', '.join(missing[:5])}")
-    done = int(v9(store).resolve_errors(sync, wanted, who.user, note))
-    _audit(store, who, "resolve", sync, {"keys": wanted, "note": note, "resolved": done})
+    found = None if wanted is None else _open_errors(loaded, store, sync, wanted)
+    texts = None if found is None else [records.key_text(k) for k in found]
+    done = int(store.resolve_errors(sync, texts, who.user, note))
+    chosen = None if found is None else _args(loaded, sync, found)
+    _audit(store, who, "resolve", sync, {"keys": chosen, "note": note, "resolved": done})
     return {"sync": sync, "resolved": done}
 
 
 def reexport(
     loaded: LoadedSheet, store: Store, who: Principal, sync: str, keys: Sequence[str] | None
 ) -> dict[str, Any]:
+    """A run request re-exporting `keys` (command-line form), or every failed transaction."""
     _sync(loaded, sync)
     if not is_export(loaded, sync):
         raise ActionError(422, f"sync {sync!r} is not an export (changes.method: export_flag)")
     wanted = _keys(keys)
-    request = _queue(store, sync, "reexport", who, wanted)
-    _audit(store, who, "reexport", sync, {"keys": wanted, "request": request})
+    chosen = None if wanted is None else _args(loaded, sync, _parsed(loaded, sync, wanted))
+    request = _queue(store, sync, "reexport", who, chosen)
+    _audit(store, who, "reexport", sync, {"keys": chosen, "request": request})
     return {"request": request}
 
 

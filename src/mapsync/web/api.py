@@ -66,7 +66,7 @@ def get_runs(
 
 
 @router.get("/runs/{run_id}", response_model=schemas.RunDetail)
-def get_run(request: Request, who: Viewer, run_id: int) -> Any:
+def get_run(request: Request, who: Viewer, run_id: schemas.Id) -> Any:
     found = readmodel.run(*_ends(request), run_id)
     return _error(404, f"no run {run_id}") if found is None else found
 
@@ -179,10 +179,10 @@ def post_reexport(request: Request, who: Operator, sync: str, body: schemas.Keys
 
 
 @router.post("/alerts/{incident_id}/ack", response_model=schemas.Done)
-def post_ack(request: Request, who: Operator, incident_id: int) -> Any:
+def post_ack(request: Request, who: Operator, incident_id: schemas.Id) -> Any:
     return _act(lambda: actions.ack_alert(*_ends(request), who, incident_id))
 
 
 @router.post("/alerts/{incident_id}/silence", response_model=schemas.Done)
-def post_silence(request: Request, who: Operator, incident_id: int, body: schemas.SilenceBody) -> Any:
+def post_silence(request: Request, who: Operator, incident_id: schemas.Id, body: schemas.SilenceBody) -> Any:
     return _act(lambda: actions.silence_alert(*_ends(request), who, incident_id, body.for_))

@@ -9,11 +9,14 @@ the pages' `/static/` files need no login; every other route needs a viewer at l
 
 from __future__ import annotations
 
+import html
 import ipaddress
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException
 
 from mapsync import metrics as metrics_module
 from mapsync import webhooks
@@ -52,8 +55,10 @@ def create_app(
     app = FastAPI(title="mapsync", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.loaded = loaded
     app.state.store = store
-    app.state.auth = auth.Auth(web, getattr(store, "sessions", None), loopback=loopback)
+    app.state.auth = auth.Auth(web, store.sessions, loopback=loopback)
     app.add_exception_handler(auth.AuthError, _refused)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_middleware(
         guard.Guard,
         hosts=web.hosts if web is not None else (),
@@ -75,3 +80,37 @@ def _refused(request: Request, exc: auth.AuthError) -> Response:
     if exc.location is not None:
         return RedirectResponse(exc.location, status_code=303)
     return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Every refusal in one shape: `{"error": "..."}` (an unknown `/api/` path included), or a
+    small page for a browser asking for a page."""
+    message = str(exc.detail) if exc.detail else "error"
+    return _answer(request, exc.status_code, message, dict(exc.headers or {}))
+
+
+def _invalid(request: Request, exc: RequestValidationError) -> Response:
+    """A path, query or body that does not fit: 422 naming the first field and why (never the
+    value sent: it may hold a secret)."""
+    problems = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
+    ]
+    return _answer(request, 422, "; ".join(problems[:3]) or "invalid request", {})
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error.get('msg', 'invalid')}"
+
+
+def _answer(request: Request, status: int, message: str, headers: dict[str, Any]) -> Response:
+    path = request.url.path
+    page = not path.startswith(("/api/", "/webhooks/")) and "text/html" in request.headers.get("accept", "")
+    if not page:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    body = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{status}</title>'
+        f'<link rel="stylesheet" href="/static/app.css"></head><body><main><h1>{status}</h1>'
+        f'<p id="problem">{html.escape(message)}</p><p><a href="/">Overview</a></p></main></body></html>'
+    )
+    return HTMLResponse(body, status_code=status, headers=headers)

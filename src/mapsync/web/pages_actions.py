@@ -12,8 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from mapsync.web import actions
 from mapsync.web.auth import Principal, require_operator
-from mapsync.web.pages_common import actions, local_path, redirect, state
+from mapsync.web.pages_common import local_path, redirect, state
+from mapsync.web.schemas import Id
 
 router = APIRouter(prefix="/actions", include_in_schema=False)
 
@@ -28,7 +30,7 @@ async def _form(request: Request) -> tuple[dict[str, str], list[str]]:
 def _act(
     request: Request, to: str, call: Callable[[Any], dict[str, Any]], done: Callable[[dict[str, Any]], str]
 ) -> Response:
-    mod = actions()
+    mod = actions
     try:
         result = call(mod)
     except mod.ActionError as e:
@@ -114,7 +116,7 @@ async def reexport(request: Request, sync: str, who: Principal = Depends(require
 
 
 @router.post("/alerts/{incident_id}/ack")
-async def ack(request: Request, incident_id: int, who: Principal = Depends(require_operator)) -> Response:
+async def ack(request: Request, incident_id: Id, who: Principal = Depends(require_operator)) -> Response:
     fields, _ = await _form(request)
     loaded, store = state(request)
     to = local_path(fields.get("next"), "/alerts")
@@ -127,7 +129,7 @@ async def ack(request: Request, incident_id: int, who: Principal = Depends(requi
 
 
 @router.post("/alerts/{incident_id}/silence")
-async def silence(request: Request, incident_id: int, who: Principal = Depends(require_operator)) -> Response:
+async def silence(request: Request, incident_id: Id, who: Principal = Depends(require_operator)) -> Response:
     fields, _ = await _form(request)
     loaded, store = state(request)
     to = local_path(fields.get("next"), "/alerts")

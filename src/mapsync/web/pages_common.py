@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import importlib
 import json
-import types
 from typing import Any
 
 from fastapi import Request
@@ -28,16 +26,6 @@ NAV = (
     ("/workers", "Workers"),
     ("/audit", "Audit"),
 )
-
-
-def readmodel() -> types.ModuleType:
-    """`mapsync.web.readmodel`, looked up at call time (tests swap it in `sys.modules`)."""
-    return importlib.import_module("mapsync.web.readmodel")
-
-
-def actions() -> types.ModuleType:
-    """`mapsync.web.actions`, looked up at call time."""
-    return importlib.import_module("mapsync.web.actions")
 
 
 def state(request: Request) -> tuple[Any, Any]:

@@ -7,8 +7,10 @@ from fastapi.responses import HTMLResponse
 
 from mapsync.sheet.export_models import ExportFlagChanges
 from mapsync.sheet.loader import LoadedSheet
+from mapsync.web import readmodel
 from mapsync.web.auth import Principal, require_viewer
-from mapsync.web.pages_common import readmodel, render, state
+from mapsync.web.pages_common import render, state
+from mapsync.web.schemas import Id
 
 router = APIRouter(include_in_schema=False)
 
@@ -20,7 +22,7 @@ def _sync_arg(value: str | None) -> str | None:
 @router.get("/", response_class=HTMLResponse)
 def overview_page(request: Request, who: Principal = Depends(require_viewer)) -> HTMLResponse:
     loaded, store = state(request)
-    return render(request, "overview.html", who, syncs=readmodel().overview(loaded, store), title="Overview")
+    return render(request, "overview.html", who, syncs=readmodel.overview(loaded, store), title="Overview")
 
 
 @router.get("/syncs/{sync}", response_class=HTMLResponse)
@@ -30,14 +32,14 @@ def sync_page(
     loaded, store = state(request)
     if sync not in _sync_names(loaded):
         raise HTTPException(status_code=404, detail="unknown sync")
-    runs = readmodel().runs(loaded, store, sync, max(1, min(limit, 500)))
+    runs = readmodel.runs(loaded, store, sync, max(1, min(limit, 500)))
     return render(request, "sync.html", who, sync=sync, runs=runs, title=f"Runs of {sync}")
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, run_id: int, who: Principal = Depends(require_viewer)) -> HTMLResponse:
+def run_page(request: Request, run_id: Id, who: Principal = Depends(require_viewer)) -> HTMLResponse:
     loaded, store = state(request)
-    run = readmodel().run(loaded, store, run_id)
+    run = readmodel.run(loaded, store, run_id)
     if run is None:
         raise HTTPException(status_code=404, detail="no such run")
     return render(request, "run.html", who, run=run, title=f"Run {run_id}")
@@ -49,7 +51,7 @@ def errors_page(
 ) -> HTMLResponse:
     loaded, store = state(request)
     sync = _sync_arg(sync)
-    rows = readmodel().errors(loaded, store, sync, all)
+    rows = readmodel.errors(loaded, store, sync, all)
     groups: dict[str, list[dict[str, object]]] = {}
     for row in rows:
         groups.setdefault(str(row.get("sync")), []).append(row)
@@ -73,7 +75,7 @@ def trace_page(
     loaded, store = state(request)
     if sync not in _sync_names(loaded):
         raise HTTPException(status_code=404, detail="unknown sync")
-    found = readmodel().trace(loaded, store, sync, key)
+    found = readmodel.trace(loaded, store, sync, key)
     return render(request, "trace.html", who, sync=sync, key=key, trace=found, title=f"Trace of {key}")
 
 
@@ -82,7 +84,7 @@ def unmapped_page(
     request: Request, sync: str | None = None, who: Principal = Depends(require_viewer)
 ) -> HTMLResponse:
     loaded, store = state(request)
-    rows = readmodel().unmapped(loaded, store, _sync_arg(sync))
+    rows = readmodel.unmapped(loaded, store, _sync_arg(sync))
     return render(request, "unmapped.html", who, rows=rows, sync=sync, title="Unmapped values")
 
 
@@ -91,14 +93,14 @@ def orders_page(
     request: Request, sync: str | None = None, who: Principal = Depends(require_viewer)
 ) -> HTMLResponse:
     loaded, store = state(request)
-    rows = readmodel().orders(loaded, store, _sync_arg(sync))
+    rows = readmodel.orders(loaded, store, _sync_arg(sync))
     return render(request, "orders.html", who, rows=rows, title="Orders (exports)")
 
 
 @router.get("/queues", response_class=HTMLResponse)
 def queues_page(request: Request, who: Principal = Depends(require_viewer)) -> HTMLResponse:
     loaded, store = state(request)
-    rm = readmodel()
+    rm = readmodel
     return render(
         request,
         "queues.html",
@@ -114,21 +116,21 @@ def alerts_page(
     request: Request, all: bool = False, who: Principal = Depends(require_viewer)
 ) -> HTMLResponse:
     loaded, store = state(request)
-    rows = readmodel().alerts(loaded, store, all)
+    rows = readmodel.alerts(loaded, store, all)
     return render(request, "alerts.html", who, rows=rows, include_closed=all, title="Alerts")
 
 
 @router.get("/reconcile", response_class=HTMLResponse)
 def reconcile_page(request: Request, who: Principal = Depends(require_viewer)) -> HTMLResponse:
     loaded, store = state(request)
-    rows = readmodel().reconcile(loaded, store)
+    rows = readmodel.reconcile(loaded, store)
     return render(request, "reconcile.html", who, rows=rows, title="Reconciliation")
 
 
 @router.get("/workers", response_class=HTMLResponse)
 def workers_page(request: Request, who: Principal = Depends(require_viewer)) -> HTMLResponse:
     loaded, store = state(request)
-    rm = readmodel()
+    rm = readmodel
     return render(
         request,
         "workers.html",
@@ -144,7 +146,7 @@ def audit_page(
     request: Request, sync: str | None = None, who: Principal = Depends(require_viewer)
 ) -> HTMLResponse:
     loaded, store = state(request)
-    rows = readmodel().audit(loaded, store, _sync_arg(sync))
+    rows = readmodel.audit(loaded, store, _sync_arg(sync))
     return render(request, "audit.html", who, rows=rows, sync=sync, title="Audit log")
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import json
 from typing import Any
 
+from mapsync import keys
 from mapsync.monitors.facts import at
 from mapsync.redact import redact
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.sheet.models import ExportFlagChanges
-from mapsync.state.ports import Store
 
 
 def clean(loaded: LoadedSheet, value: Any) -> Any:
@@ -60,8 +62,17 @@ def run_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def v9(store: Store) -> Any:
-    """The store, for the members schema v9 adds to the ports (`audit`, `resolve_errors`,
-    `history.run_records`, `request_run(keys=…)`): written by the design's signatures while they
-    land in parallel. Once `state/ports.py` has them, call them on `store` directly."""
-    return store
+def arg_key(loaded: LoadedSheet, sync: str, text: Any) -> Any:
+    """A stored key text (`records.key_text`, a JSON list) in its command-line form (`1001`,
+    `col=value,col=value`): the one form the pages and the API show and their actions take back.
+    A text that is not a stored key is returned as it is."""
+    if not isinstance(text, str):
+        return text
+    with contextlib.suppress(ValueError, TypeError, json.JSONDecodeError):
+        return keys.to_arg(keys.from_text(text), keys.columns_of(loaded.sheet, sync))
+    return text
+
+
+def with_arg_keys(loaded: LoadedSheet, sync: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` with each `key` in its command-line form (`arg_key`)."""
+    return [{**r, "key": arg_key(loaded, sync, r.get("key"))} if "key" in r else r for r in rows]

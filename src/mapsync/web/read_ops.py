@@ -9,7 +9,7 @@ from typing import Any
 
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.ports import Store
-from mapsync.web.read_common import clean, is_export, iso, v9
+from mapsync.web.read_common import arg_key, clean, is_export, iso, with_arg_keys
 
 _US = 1_000_000
 
@@ -30,10 +30,14 @@ def orders(loaded: LoadedSheet, store: Store, sync: str | None = None) -> list[d
                 "pending": None if pending is None else pending[0],
                 "oldest_pending_s": None if oldest is None else oldest[0],
                 "failed": [
-                    {"key": r["key"], "message": r.get("message"), "at": iso(r.get("last_seen"))}
+                    {
+                        "key": arg_key(loaded, name, r["key"]),
+                        "message": r.get("message"),
+                        "at": iso(r.get("last_seen")),
+                    }
                     for r in failed
                 ],
-                "recent": _recent(store, name),
+                "recent": with_arg_keys(loaded, name, _recent(store, name)),
             }
         )
     return [clean(loaded, r) for r in out]
@@ -47,7 +51,7 @@ def _recent(store: Store, sync: str) -> list[dict[str, Any]]:
     run first: what an operator may want to export again."""
     out: list[dict[str, Any]] = []
     for r in store.history.runs(sync, 5, without=("skipped",)):
-        for rec in v9(store).history.run_records(r["id"], RECENT):
+        for rec in store.history.run_records(r["id"], RECENT):
             out.append({**rec, "run_id": r["id"]})
             if len(out) >= RECENT:
                 return out
@@ -153,7 +157,7 @@ def _when(us: int | None) -> str | None:
 def audit(
     loaded: LoadedSheet, store: Store, sync: str | None = None, limit: int = 200
 ) -> list[dict[str, Any]]:
-    rows = v9(store).audit.actions(sync, limit)
+    rows = store.audit.actions(sync, limit)
     return [clean(loaded, dict(r)) for r in rows]
 
 

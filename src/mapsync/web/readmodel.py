@@ -18,7 +18,7 @@ from mapsync.monitors.facts import at
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.ports import Store
 from mapsync.web import read_unmapped
-from mapsync.web.read_common import clean, is_export, iso, run_row, v9
+from mapsync.web.read_common import arg_key, clean, is_export, iso, run_row, with_arg_keys
 from mapsync.web.read_ops import alerts, audit, budgets, orders, queues, reconcile, requests, workers
 
 __all__ = [
@@ -140,7 +140,7 @@ def run(loaded: LoadedSheet, store: Store, run_id: int) -> dict[str, Any] | None
         return None
     if not row or row.get("sync") not in loaded.sheet.syncs:
         return None
-    records = v9(store).history.run_records(run_id, 200)
+    records = with_arg_keys(loaded, row["sync"], store.history.run_records(run_id, 200))
     out: dict[str, Any] = clean(loaded, {**run_row(row), "records": records})
     return out
 
@@ -157,7 +157,7 @@ def errors(
         out.append(
             {
                 "sync": row["sync"],
-                "key": row["key"],
+                "key": arg_key(loaded, row["sync"], row["key"]),
                 "field": row.get("field"),
                 "rule": row.get("rule"),
                 "message": row.get("message"),

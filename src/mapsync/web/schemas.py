@@ -3,9 +3,12 @@ fields the dashboard relies on and allow more (`extra="allow"`): the read functi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+Id = Annotated[int, Path(ge=1, le=2**63 - 1, description="a stored id (a positive 64-bit integer)")]
 
 
 class _Open(BaseModel):

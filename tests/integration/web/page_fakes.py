@@ -1,4 +1,4 @@
-"""Fakes for the page tests: read and action functions in `sys.modules`, a client as a role."""
+"""Fakes for the page tests: read and action modules swapped in the page modules, a client as a role."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from mapsync.sheet.export_models import ExportFlagChanges
-from mapsync.web import auth, pages
+from mapsync.web import auth, pages, pages_actions, pages_read
 
 EVIL = "<script>alert(1)</script>"
 CSRF = "csrf-token-abc"
@@ -244,8 +244,8 @@ def _client(role: str) -> TestClient:
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     made: list[tuple[Any, ...]] = []
-    monkeypatch.setitem(__import__("sys").modules, "mapsync.web.readmodel", _fake_readmodel())
-    monkeypatch.setitem(__import__("sys").modules, "mapsync.web.actions", _fake_actions(made))
+    monkeypatch.setattr(pages_read, "readmodel", _fake_readmodel())
+    monkeypatch.setattr(pages_actions, "actions", _fake_actions(made))
     return made
 
 

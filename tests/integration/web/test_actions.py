@@ -3,25 +3,18 @@ audited, and refuses what it must (unknown sync 404, not an export 422, bad key 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from mapsync.state.data import REQUEST_KINDS
-from mapsync.state.store import StateStore
+from mapsync import daemon_jobs
 from mapsync.web import actions, readmodel
 from mapsync.web.actions import ActionError
 from mapsync.web.auth import Principal
 from tests.integration.web.world import World, world
 
 ALICE = Principal(user="alice", role="operator", csrf=None, via="token")
-NEEDS_KEYS = pytest.mark.skipif(
-    "keys" not in inspect.signature(StateStore.request_run).parameters,
-    reason="needs h-state (request_run keys)",
-)
-NEEDS_RESOLVE = pytest.mark.skipif(not hasattr(StateStore, "resolve_errors"), reason="needs h-state")
 
 
 @pytest.fixture
@@ -96,7 +89,6 @@ def test_ack_and_silence_an_open_incident(w: World) -> None:
     assert _audited(w) == [("alice", "silence", "items"), ("alice", "ack", "items")]
 
 
-@NEEDS_KEYS
 def test_retry_of_one_key_carries_it(w: World) -> None:
     key = readmodel.errors(w.loaded, w.store, "items")[0]["key"]
     actions.retry(w.loaded, w.store, ALICE, "items", [key])
@@ -104,7 +96,22 @@ def test_retry_of_one_key_carries_it(w: World) -> None:
     assert request.keys == (key,)  # type: ignore[attr-defined]
 
 
-@NEEDS_RESOLVE
+def test_the_key_the_dashboard_shows_is_the_one_the_daemon_runs(w: World) -> None:
+    """The errors list shows keys as on the command line; a retry of one queues it in that form,
+    and the daemon's worker parses it to the same open record error (nothing missing)."""
+    shown = sorted(r["key"] for r in readmodel.errors(w.loaded, w.store, "items"))
+    assert shown and all(not k.startswith("[") for k in shown), shown
+    actions.retry(w.loaded, w.store, ALICE, "items", [shown[0], f"id={shown[0]}"])
+    (request,) = w.store.requests("items", 10)
+    assert request.keys == (shown[0],)
+    job = daemon_jobs.Job("retry", "request", request_id=request.id, keys=request.keys)
+    ask = daemon_jobs.asked(w.loaded, w.store, "items", job)
+    assert ask.refused is None and ask.missing == () and ask.keys is not None
+    with pytest.raises(ActionError) as refused:
+        actions.retry(w.loaded, w.store, ALICE, "items", ["[1]", "no-such-key"])
+    assert refused.value.status == 404 and "no-such-key" in refused.value.message
+
+
 def test_resolve_one_key_with_a_note(w: World) -> None:
     key = readmodel.errors(w.loaded, w.store, "items")[0]["key"]
     assert actions.resolve(w.loaded, w.store, ALICE, "items", [key], "fixed by hand")["resolved"] == 1
@@ -114,7 +121,6 @@ def test_resolve_one_key_with_a_note(w: World) -> None:
     assert done["resolved_by"] == "alice" and done["resolved_note"] == "fixed by hand"
 
 
-@pytest.mark.skipif("reexport" not in REQUEST_KINDS, reason="needs h-state (request kind reexport)")
 def test_reexport_of_an_export_sync_queues_a_request(
     tmp_path: Path, sqlite_database: Callable[[], str]
 ) -> None:

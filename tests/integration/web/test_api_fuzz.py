@@ -29,7 +29,6 @@ TOKEN_VAR = "MAPSYNC_FUZZ_TOKEN"
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[str, str], Any]]:
     """(the app, the token user's headers, the loaded schema). The ASGI client sends
     `Host: testserver`: the sheet's `web.hosts` allows it."""
-    pytest.importorskip("mapsync.web.app", reason="the web app is not merged yet")
     from mapsync.web.app import create_app
 
     token = secrets.token_urlsafe(32)

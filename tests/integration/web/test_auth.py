@@ -5,6 +5,7 @@ sessions are refused, cookie flags, anonymous reads only on loopback, no secret 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -132,7 +133,7 @@ def test_an_expired_session_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_session_of_a_user_removed_from_the_sheet_is_refused(world: w.WebWorld) -> None:
-    token, _ = world.sessions.open_session("mallory", w.dt.timedelta(hours=1))
+    token, _ = world.sessions.open_session("mallory", dt.timedelta(hours=1))
     assert world.client(cookies={auth.COOKIE: token}).get("/api/probe").status_code == 401
 
 

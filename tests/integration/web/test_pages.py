@@ -1,7 +1,7 @@
 """The dashboard pages (mapsync.web.pages): every page renders for a viewer, the action buttons only
 for an operator, forms carry the CSRF token, values are escaped, static files, no inline script.
 
-The read and action functions are faked (`page_fakes`: `sys.modules`), so the pages are tested alone; the
+The read and action functions are faked (`page_fakes` swaps the modules the pages call), so the pages are tested alone; the
 last test renders against the real `mapsync.web.readmodel` once it exists.
 """
 
@@ -111,7 +111,6 @@ syncs:
 
 def test_pages_render_over_the_real_readmodel_and_store(tmp_path: Path) -> None:
     """With h-api's read functions merged: every page renders over a real sheet and SQLite store."""
-    pytest.importorskip("mapsync.web.readmodel", reason="mapsync.web.readmodel is not merged yet")
     from mapsync.sheet.loader import load
     from mapsync.state.store import StateStore
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mapsync.state.history import SqlHistory
 from mapsync.web import readmodel
 from tests.integration.web.world import SECRET, World, world
 
@@ -110,7 +109,6 @@ def test_orders_of_an_export_sync_from_what_the_monitors_observed(
         made.close()
 
 
-@pytest.mark.skipif(not hasattr(SqlHistory, "run_records"), reason="needs h-state (history.run_records)")
 def test_a_run_with_the_records_it_touched(w: World) -> None:
     last = readmodel.runs(w.loaded, w.store, "items")[0]
     found = readmodel.run(w.loaded, w.store, last["id"])
@@ -143,7 +141,6 @@ def test_on_time_as_the_late_start_monitor_judges_it(
         made.close()
 
 
-@pytest.mark.skipif(not hasattr(SqlHistory, "run_records"), reason="needs h-state (history.run_records)")
 def test_the_records_recent_runs_touched_newest_run_first(w: World) -> None:
     from mapsync.web import read_ops
 
