@@ -297,6 +297,7 @@ def login(
     old = request.cookies.get(COOKIE)
     if old and auth.sessions is not None:
         auth.sessions.close_session(old)  # rotated: the session the browser came with is gone
+    request.app.state.store.audit.record_action(user, "login", None, {"client": client, "via": "web"})
     answer = RedirectResponse(safe_next(next), status_code=303)
     answer.set_cookie(
         COOKIE,
@@ -320,6 +321,8 @@ async def logout(request: Request) -> Response:
             raise AuthError(403, "missing or wrong CSRF token: reload the page")
         assert auth.sessions is not None and token is not None
         await run_in_threadpool(auth.sessions.close_session, token)
+        audit = request.app.state.store.audit
+        await run_in_threadpool(audit.record_action, who.user, "logout", None, {"via": "web"})
     answer = RedirectResponse("/login", status_code=303)
     answer.delete_cookie(COOKIE, path="/", secure=auth.web.secure_cookies, httponly=True, samesite="strict")
     return answer

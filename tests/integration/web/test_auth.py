@@ -106,6 +106,20 @@ def test_logout_closes_the_session_and_needs_its_csrf(world: w.WebWorld) -> None
     assert (out.status_code, out.headers["location"]) == (303, "/login")
     assert world.sessions.session(token) is None
     assert world.client(cookies={auth.COOKIE: token}).get("/api/probe").status_code == 401
+    logged = [(a["user"], a["action"], a["detail"]) for a in world.store.audit.actions(None, 10)]
+    assert logged == [
+        ("bob", "logout", {"via": "web"}),
+        ("bob", "login", {"client": "testclient", "via": "web"}),
+    ]
+
+
+def test_a_failed_login_is_not_audited_only_logged(
+    world: w.WebWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="mapsync.web")
+    answer = world.client().post("/login", data={"user": "bob", "password": "wrong-pw-C4nary"})
+    assert answer.status_code == 401 and world.store.audit.actions(None, 10) == []
+    assert "web_login_failed" in caplog.text and "wrong-pw-C4nary" not in caplog.text
 
 
 def test_revoked_sessions_are_refused(world: w.WebWorld) -> None:
