@@ -92,6 +92,18 @@ def test_no_web_section_is_none(tmp_path: Path) -> None:
         ("  max_body: 0", 12, "web.max_body", ""),
         ("  anonymous: true", 12, "web", "anonymous"),
     ],
+    ids=[  # fixed ids: HASH has a random salt, and xdist's workers must collect the same names
+        "no-credential",
+        "both-credentials",
+        "unknown-role",
+        "short-token",
+        "plain-password",
+        "bad-user-name",
+        "host-with-scheme",
+        "zero-ttl",
+        "zero-body",
+        "unknown-field",
+    ],
 )
 def test_problems_name_file_line_and_field(
     tmp_path: Path, web: str, line: int, field: str, says: str
