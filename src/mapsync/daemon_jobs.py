@@ -130,12 +130,10 @@ def asked(loaded: LoadedSheet, store: Store, name: str, job: Job) -> Asked:
             return Asked(refused=str(exc))
     if job.kind != RETRY:
         return Asked(keys=wanted)
-    open_keys = store.open_error_keys(name)  # dead ones too: an operator's retry sends them
-    missing = tuple(
-        text
-        for text, want in zip(job.keys, wanted, strict=True)
-        if not any(key_forms.matches(k, want) for k in open_keys)
-    )
+    hits = key_forms.find(
+        store.open_error_keys(name), wanted
+    )  # dead ones too: an operator's retry sends them
+    missing = tuple(text for text, hit in zip(job.keys, hits, strict=True) if hit is None)
     if len(missing) == len(wanted):
         return Asked(refused=_not_found(missing, "no open record error"))
     return Asked(keys=wanted, missing=missing)

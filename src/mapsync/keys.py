@@ -14,7 +14,7 @@ the JSON text of a list (`records.key_text`). Outside it is written in two ways 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mapsync.records import Key
@@ -76,6 +76,16 @@ def parse_arg(text: str, columns: Sequence[str]) -> tuple[str, ...]:
 def matches(key: Key, wanted: tuple[str, ...]) -> bool:
     """Whether a stored key is the one written on the command line (compared as text)."""
     return len(key) == len(wanted) and all(_str(v) == w for v, w in zip(key, wanted, strict=True))
+
+
+def find(stored: Iterable[Key], wanted: Sequence[tuple[str, ...]]) -> list[Key | None]:
+    """For each key written on the command line (`parse_arg`), the stored key it names, or None
+    (compared as `matches` does, through one index: many keys against many stored ones stay
+    linear)."""
+    index: dict[tuple[str, ...], Key] = {}
+    for key in stored:
+        index.setdefault(tuple(_str(v) for v in key), key)
+    return [index.get(w) for w in wanted]
 
 
 def _names(key: Key, columns: Sequence[str]) -> list[str]:

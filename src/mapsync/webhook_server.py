@@ -137,6 +137,11 @@ def _config(
         log_level="warning",
         access_log=False,
         server_header=False,
+        # never trust X-Forwarded-For/-Proto (uvicorn trusts them from 127.0.0.1 by default,
+        # exactly where a reverse proxy connects from): the login limit and the audit log key on
+        # the socket's address, which a client cannot choose
+        proxy_headers=False,
+        forwarded_allow_ips="",
         **kw,
     )
 

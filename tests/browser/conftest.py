@@ -4,7 +4,7 @@ the dashboard of a real `mapsync daemon SHEET --serve` process (tests/browser/wo
 Playwright never downloads a browser here: it launches the distribution's Chromium
 (`executable_path`), headless. Without Chromium or the playwright package the tests skip with the
 reason, unless MAPSYNC_REQUIRE_SERVICES names `chromium` (.ci/run installs it and does): then they
-fail. One browser per test session; a fresh context (cookies) per test.
+fail. One browser per module; a fresh context (cookies) per test.
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ def _need_chromium() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One browser per module. Not per session: Playwright's sync API keeps an asyncio loop
+    running in this thread while it is open, and every later test on the same xdist worker that
+    calls `asyncio.run` (webhooks, the guard, the budget) would fail."""
     _need_chromium()
     from playwright.sync_api import sync_playwright
 

@@ -24,7 +24,7 @@ from mapsync.cli.common import (
     sync_names,
 )
 from mapsync.redact import redact
-from mapsync.sheet.duration import parse_duration
+from mapsync.sheet.duration import parse_silence
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.clock import utcnow
 from mapsync.state.data import Incident, Notification
@@ -152,7 +152,7 @@ def alerts_cmd(
         if for_ is None:
             raise fail("`alerts silence` needs --for (e.g. --for 2h)", 2)
         try:
-            until = utcnow() + parse_duration(for_)
+            until = utcnow() + parse_silence(for_)
         except ValueError as exc:
             raise fail(f"--for: {exc}", 2) from None
     elif for_ is not None:

@@ -60,8 +60,7 @@ def main() -> None:
 
 
 def operator() -> str:
-    """Who acts from the command line: the login name @ this host, as pauses, requests, resolves,
-    acknowledgements and the audit log record it."""
+    """Who acts from the command line (pauses, requests, the audit log): login name @ host."""
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
@@ -114,21 +113,6 @@ def warn_exposed(host: str) -> None:
             f"[yellow]warning:[/yellow] listening on {host} without TLS: put a TLS reverse proxy in front",
             highlight=False,
         )
-
-
-def parse_addr(option: str, text: str) -> tuple[str, int]:
-    """`PORT` (on 127.0.0.1), `HOST:PORT` or `[IPV6]:PORT` → (host, port); a config error otherwise."""
-    text = text.strip()
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", text
-    elif host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host or not host:
-        raise fail(f"{option}: {text!r} is not PORT or HOST:PORT (an IPv6 host goes in \\[brackets])", 2)
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise fail(f"{option}: {text!r} has no port between 1 and 65535", 2)
-    return host, int(port)
 
 
 def sync_names(loaded: loader.LoadedSheet, sync: str | None) -> list[str]:

@@ -140,11 +140,9 @@ def _key_texts(loaded: LoadedSheet, store: Store, sync: str, kind: Kind, given: 
         raise fail(f"--key: {exc}", 2) from None
     if kind is Kind.REEXPORT:
         return list(dict.fromkeys(keys.to_arg(w, columns) for w in wanted))
-    open_keys = store.open_error_keys(sync)
-    texts = []
-    for arg, w in zip(given, wanted, strict=True):
-        found = [k for k in open_keys if keys.matches(k, w)]
-        if not found:
+    hits = keys.find(store.open_error_keys(sync), wanted)
+    for arg, hit in zip(given, hits, strict=True):
+        if hit is None:
             raise fail(f"--key {arg}: no open record error of {sync} has this key (see `mapsync errors`)", 2)
-        texts.append(keys.to_arg(found[0], columns))
+    texts = [keys.to_arg(hit, columns) for hit in hits if hit is not None]
     return list(dict.fromkeys(texts))

@@ -9,7 +9,7 @@ import typer
 
 from mapsync import daemon as daemon_module
 from mapsync import daemon_process
-from mapsync.cli.common import JsonOpt, SheetArg, app, err, fail, load_sheet, parse_addr, serve_daemon
+from mapsync.cli.common import JsonOpt, SheetArg, app, err, fail, load_sheet, serve_daemon
 from mapsync.sheet import checks
 from mapsync.sheet.duration import parse_duration
 from mapsync.sheet.loader import LoadedSheet
@@ -120,3 +120,18 @@ def _duration(option: str, text: str) -> dt.timedelta:
     if value.total_seconds() <= 0:
         raise fail(f"{option} must be more than 0", 2)
     return value
+
+
+def parse_addr(option: str, text: str) -> tuple[str, int]:
+    """`PORT` (on 127.0.0.1), `HOST:PORT` or `[IPV6]:PORT` → (host, port); a config error otherwise."""
+    text = text.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host or not host:
+        raise fail(f"{option}: {text!r} is not PORT or HOST:PORT (an IPv6 host goes in \\[brackets])", 2)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise fail(f"{option}: {text!r} has no port between 1 and 65535", 2)
+    return host, int(port)

@@ -335,21 +335,22 @@ def _resolve(
     try:
         with handled(loaded.secrets):
             texts: list[str] | None = None
+            named: list[str] | None = None
             if not all_open:
-                open_keys = store.open_error_keys(sync)
-                texts = []
-                for arg, w in zip(given, wanted, strict=True):
-                    found = [k for k in open_keys if keys.matches(k, w)]
-                    if not found:
+                hits = keys.find(store.open_error_keys(sync), wanted)
+                for arg, hit in zip(given, hits, strict=True):
+                    if hit is None:
                         raise fail(f"KEY {arg}: no open record error of {sync} has this key", 2)
-                    texts.append(records.key_text(found[0]))
+                found = list(dict.fromkeys(hit for hit in hits if hit is not None))
+                texts = [records.key_text(hit) for hit in found]
+                named = [keys.to_arg(hit, keys.columns_of(loaded.sheet, sync)) for hit in found]
             who = operator()
             done = store.resolve_errors(sync, texts, who, note)
-            detail = {"keys": texts, "note": note, "resolved": done, "via": "cli"}
+            detail = {"keys": named, "note": note, "resolved": done, "via": "cli"}
             store.audit.record_action(who, "resolve", sync, detail)
     finally:
         store.close()
     if as_json:
-        json_out({"sync": sync, "resolved": done, "keys": texts, "note": note, "by": who})
+        json_out({"sync": sync, "resolved": done, "keys": named, "note": note, "by": who})
         return
     out.print(f"resolved {done} record error(s) of {sync} (by {who})", highlight=False, markup=False)

@@ -35,6 +35,20 @@ def parse_duration(value: Any) -> dt.timedelta:
     return _span(seconds, value)
 
 
+MAX_SILENCE = dt.timedelta(days=366)
+
+
+def parse_silence(value: Any) -> dt.timedelta:
+    """How long an alert is silenced (`mapsync alerts silence --for`, the dashboard's Silence):
+    a duration more than 0 and at most a year (ValueError otherwise)."""
+    span = parse_duration(value)
+    if span <= dt.timedelta(0):
+        raise ValueError("silence for more than 0 (e.g. 2h)")
+    if span > MAX_SILENCE:
+        raise ValueError("silence for at most 366d (acknowledge it, or turn the monitor off)")
+    return span
+
+
 def _span(seconds: float, written: Any) -> dt.timedelta:
     try:
         return dt.timedelta(seconds=seconds)

@@ -8,7 +8,7 @@ from typing import Any
 
 from mapsync import keys as key_forms
 from mapsync import records
-from mapsync.sheet.duration import parse_duration
+from mapsync.sheet.duration import parse_silence
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.state.ports import Store
 from mapsync.web.auth import Principal
@@ -30,7 +30,7 @@ def _sync(loaded: LoadedSheet, sync: str) -> None:
 
 
 def _audit(store: Store, who: Principal, action: str, sync: str | None, detail: dict[str, Any]) -> None:
-    store.audit.record_action(who.user, action, sync, detail)
+    store.audit.record_action(who.user, action, sync, {**detail, "via": "web"})
 
 
 def _keys(keys: Sequence[str] | None) -> list[str] | None:
@@ -88,16 +88,9 @@ def _parsed(loaded: LoadedSheet, sync: str, given: list[str]) -> list[tuple[str,
 def _open_errors(loaded: LoadedSheet, store: Store, sync: str, given: list[str]) -> list[records.Key]:
     """The stored key of the open record error each given key names (dead ones included, as
     `mapsync retry` sends them); 404 naming the keys that have none."""
-    wanted = _parsed(loaded, sync, given)
-    open_keys = store.open_error_keys(sync)
-    found: list[records.Key] = []
-    missing: list[str] = []
-    for arg, want in zip(given, wanted, strict=True):
-        hit = next((k for k in open_keys if key_forms.matches(k, want)), None)
-        if hit is None:
-            missing.append(arg)
-        elif hit not in found:
-            found.append(hit)
+    hits = key_forms.find(store.open_error_keys(sync), _parsed(loaded, sync, given))
+    missing = [arg for arg, hit in zip(given, hits, strict=True) if hit is None]
+    found = list(dict.fromkeys(hit for hit in hits if hit is not None))
     if missing:
         raise ActionError(404, f"no open record error for key(s) {', '.join(missing[:5])}")
     return found
@@ -171,11 +164,11 @@ def silence_alert(
     loaded: LoadedSheet, store: Store, who: Principal, incident_id: int, for_: str
 ) -> dict[str, Any]:
     try:
-        span = parse_duration(for_)
+        span = parse_silence(for_)
     except (ValueError, TypeError) as exc:
         raise ActionError(422, f"bad duration {for_!r}: {exc}") from None
     sync = _incident(store, incident_id)
     until = store.workers.now() + span
     store.incidents.silence(incident_id, until, who.user)
-    _audit(store, who, "silence", sync, {"incident": incident_id, "for": for_})
+    _audit(store, who, "silence", sync, {"incident": incident_id, "for": for_, "until": until.isoformat()})
     return {"incident": incident_id, "silenced_until": until.isoformat()}

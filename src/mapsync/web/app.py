@@ -70,7 +70,9 @@ def create_app(
     webhooks.add_routes(app, loaded, store, metrics=metrics, ready_timeout=ready_timeout)
 
     @app.get("/openapi.json", include_in_schema=False)
-    def openapi(_who: Annotated[auth.Principal, Depends(auth.require_viewer)]) -> JSONResponse:
+    def openapi(who: Annotated[auth.Principal, Depends(auth.require_viewer)]) -> JSONResponse:
+        if who.via == "anonymous":  # the schema only for someone who logged in or has a token
+            raise auth.AuthError(401, "log in (or send a bearer token) to read the API schema")
         return JSONResponse(app.openapi())
 
     return app

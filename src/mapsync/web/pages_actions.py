@@ -11,11 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from mapsync.web import actions
 from mapsync.web.auth import Principal, require_operator
 from mapsync.web.pages_common import local_path, redirect, state
-from mapsync.web.schemas import Id
+from mapsync.web.schemas import MAX_NOTE, Id
 
 router = APIRouter(prefix="/actions", include_in_schema=False)
 
@@ -27,15 +28,16 @@ async def _form(request: Request) -> tuple[dict[str, str], list[str]]:
     return fields, keys
 
 
-def _act(
+async def _act(
     request: Request, to: str, call: Callable[[Any], dict[str, Any]], done: Callable[[dict[str, Any]], str]
 ) -> Response:
-    mod = actions
+    """Run the action off the event loop (it waits on the state store), then go back to `to`
+    with its outcome as the flash message."""
     try:
-        result = call(mod)
-    except mod.ActionError as e:
-        return redirect(request, to, str(getattr(e, "message", e)), kind="error")
-    return redirect(request, to, done(result if isinstance(result, dict) else {}))
+        result = await run_in_threadpool(call, actions)
+    except actions.ActionError as e:
+        return redirect(request, to, e.message, kind="error")
+    return redirect(request, to, done(result))
 
 
 def _queued(what: str) -> Callable[[dict[str, Any]], str]:
@@ -50,9 +52,11 @@ def _queued(what: str) -> Callable[[dict[str, Any]], str]:
 async def pause(request: Request, sync: str, who: Principal = Depends(require_operator)) -> Response:
     fields, _ = await _form(request)
     loaded, store = state(request)
-    note = fields.get("note", "").strip() or None
+    note = fields.get("note", "").strip()[:MAX_NOTE] or None
     to = local_path(fields.get("next"), "/")
-    return _act(request, to, lambda m: m.pause(loaded, store, who, sync, note), lambda _: f"{sync} paused.")
+    return await _act(
+        request, to, lambda m: m.pause(loaded, store, who, sync, note), lambda _: f"{sync} paused."
+    )
 
 
 @router.post("/syncs/{sync}/resume")
@@ -60,7 +64,7 @@ async def resume(request: Request, sync: str, who: Principal = Depends(require_o
     fields, _ = await _form(request)
     loaded, store = state(request)
     to = local_path(fields.get("next"), "/")
-    return _act(request, to, lambda m: m.resume(loaded, store, who, sync), lambda _: f"{sync} resumed.")
+    return await _act(request, to, lambda m: m.resume(loaded, store, who, sync), lambda _: f"{sync} resumed.")
 
 
 @router.post("/syncs/{sync}/run")
@@ -69,7 +73,7 @@ async def run_now(request: Request, sync: str, who: Principal = Depends(require_
     loaded, store = state(request)
     kind = fields.get("kind", "run") or "run"
     to = local_path(fields.get("next"), "/")
-    return _act(
+    return await _act(
         request, to, lambda m: m.run_now(loaded, store, who, sync, kind), _queued(f"A {kind} of {sync}")
     )
 
@@ -79,11 +83,11 @@ async def retry(request: Request, sync: str, who: Principal = Depends(require_op
     fields, keys = await _form(request)
     loaded, store = state(request)
     to = local_path(fields.get("next"), f"/errors?sync={sync}")
-    chosen: list[str] | None = keys or None
+    chosen: list[str] | None = None if fields.get("all_open") == "1" else keys or None
     if chosen is None and fields.get("all_open") != "1":
-        return redirect(request, to, "Select the records to retry (or use Retry all).", kind="error")
+        return redirect(request, to, "Select the records to retry (or use Retry all open).", kind="error")
     what = f"Retry of {len(keys)} record(s)" if chosen else f"Retry of every open error of {sync}"
-    return _act(request, to, lambda m: m.retry(loaded, store, who, sync, chosen), _queued(what))
+    return await _act(request, to, lambda m: m.retry(loaded, store, who, sync, chosen), _queued(what))
 
 
 @router.post("/errors/{sync}/resolve")
@@ -94,7 +98,9 @@ async def resolve(request: Request, sync: str, who: Principal = Depends(require_
     note = fields.get("note", "").strip()
     if not note:
         return redirect(request, to, "A resolve needs a note (why the error needs no retry).", kind="error")
-    chosen: list[str] | None = keys or None
+    if len(note) > MAX_NOTE:
+        return redirect(request, to, f"The note is over {MAX_NOTE} characters.", kind="error")
+    chosen: list[str] | None = None if fields.get("all_open") == "1" else keys or None
     if chosen is None and fields.get("all_open") != "1":
         return redirect(request, to, "Select the records to resolve.", kind="error")
 
@@ -102,7 +108,7 @@ async def resolve(request: Request, sync: str, who: Principal = Depends(require_
         n = result.get("resolved")
         return f"{n} error(s) resolved." if n is not None else "Errors resolved."
 
-    return _act(request, to, lambda m: m.resolve(loaded, store, who, sync, chosen, note), done)
+    return await _act(request, to, lambda m: m.resolve(loaded, store, who, sync, chosen, note), done)
 
 
 @router.post("/orders/{sync}/reexport")
@@ -111,8 +117,10 @@ async def reexport(request: Request, sync: str, who: Principal = Depends(require
     loaded, store = state(request)
     to = local_path(fields.get("next"), "/orders")
     chosen: list[str] | None = keys or None
+    if chosen is None and fields.get("all_failed") != "1":
+        return redirect(request, to, "Select the orders to re-export.", kind="error")
     what = f"Re-export of {len(keys)} order(s)" if chosen else f"Re-export of the failed orders of {sync}"
-    return _act(request, to, lambda m: m.reexport(loaded, store, who, sync, chosen), _queued(what))
+    return await _act(request, to, lambda m: m.reexport(loaded, store, who, sync, chosen), _queued(what))
 
 
 @router.post("/alerts/{incident_id}/ack")
@@ -120,7 +128,7 @@ async def ack(request: Request, incident_id: Id, who: Principal = Depends(requir
     fields, _ = await _form(request)
     loaded, store = state(request)
     to = local_path(fields.get("next"), "/alerts")
-    return _act(
+    return await _act(
         request,
         to,
         lambda m: m.ack_alert(loaded, store, who, incident_id),
@@ -134,7 +142,7 @@ async def silence(request: Request, incident_id: Id, who: Principal = Depends(re
     loaded, store = state(request)
     to = local_path(fields.get("next"), "/alerts")
     for_ = fields.get("for", "").strip() or "2h"
-    return _act(
+    return await _act(
         request,
         to,
         lambda m: m.silence_alert(loaded, store, who, incident_id, for_),

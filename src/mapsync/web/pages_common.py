@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mapsync.web.auth import Principal
+from mapsync.web.auth import Principal, safe_next
 from mapsync.web.templating import templates
 
 FLASH_COOKIE = "mapsync_flash"
@@ -92,10 +92,8 @@ def read_flash(request: Request) -> dict[str, str] | None:
 
 
 def local_path(value: str | None, fallback: str) -> str:
-    """A redirect target only when it is a path on this site (never //host or a scheme)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return fallback
+    """A redirect target only when it is a path on this site (`auth.safe_next`), else `fallback`."""
+    return value if value and safe_next(value) == value else fallback
 
 
 def when(value: Any) -> str:

@@ -5,17 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from mapsync.sheet.export_models import ExportFlagChanges
 from mapsync.sheet.loader import LoadedSheet
 from mapsync.web import readmodel
 from mapsync.web.auth import Principal, require_viewer
 from mapsync.web.pages_common import render, state
+from mapsync.web.read_common import is_export
 from mapsync.web.schemas import Id
 
 router = APIRouter(include_in_schema=False)
 
 
-def _sync_arg(value: str | None) -> str | None:
+def _sync_arg(loaded: LoadedSheet, value: str | None) -> str | None:
+    """A `?sync=` filter: None for all; 404 for a sync the sheet does not have (as the API says)."""
+    if value and value not in loaded.sheet.syncs:
+        raise HTTPException(status_code=404, detail=f"no sync {value!r}")
     return value or None
 
 
@@ -50,7 +53,7 @@ def errors_page(
     request: Request, sync: str | None = None, all: bool = False, who: Principal = Depends(require_viewer)
 ) -> HTMLResponse:
     loaded, store = state(request)
-    sync = _sync_arg(sync)
+    sync = _sync_arg(loaded, sync)
     rows = readmodel.errors(loaded, store, sync, all)
     groups: dict[str, list[dict[str, object]]] = {}
     for row in rows:
@@ -84,7 +87,7 @@ def unmapped_page(
     request: Request, sync: str | None = None, who: Principal = Depends(require_viewer)
 ) -> HTMLResponse:
     loaded, store = state(request)
-    rows = readmodel.unmapped(loaded, store, _sync_arg(sync))
+    rows = readmodel.unmapped(loaded, store, _sync_arg(loaded, sync))
     return render(request, "unmapped.html", who, rows=rows, sync=sync, title="Unmapped values")
 
 
@@ -93,20 +96,19 @@ def orders_page(
     request: Request, sync: str | None = None, who: Principal = Depends(require_viewer)
 ) -> HTMLResponse:
     loaded, store = state(request)
-    rows = readmodel.orders(loaded, store, _sync_arg(sync))
+    rows = readmodel.orders(loaded, store, _sync_arg(loaded, sync))
     return render(request, "orders.html", who, rows=rows, title="Orders (exports)")
 
 
 @router.get("/queues", response_class=HTMLResponse)
 def queues_page(request: Request, who: Principal = Depends(require_viewer)) -> HTMLResponse:
     loaded, store = state(request)
-    rm = readmodel
     return render(
         request,
         "queues.html",
         who,
-        rows=rm.queues(loaded, store),
-        requests=rm.requests(loaded, store),
+        rows=readmodel.queues(loaded, store),
+        requests=readmodel.requests(loaded, store),
         title="Queues",
     )
 
@@ -130,13 +132,12 @@ def reconcile_page(request: Request, who: Principal = Depends(require_viewer)) -
 @router.get("/workers", response_class=HTMLResponse)
 def workers_page(request: Request, who: Principal = Depends(require_viewer)) -> HTMLResponse:
     loaded, store = state(request)
-    rm = readmodel
     return render(
         request,
         "workers.html",
         who,
-        workers=rm.workers(loaded, store),
-        budgets=rm.budgets(loaded, store),
+        workers=readmodel.workers(loaded, store),
+        budgets=readmodel.budgets(loaded, store),
         title="Workers and budgets",
     )
 
@@ -146,7 +147,7 @@ def audit_page(
     request: Request, sync: str | None = None, who: Principal = Depends(require_viewer)
 ) -> HTMLResponse:
     loaded, store = state(request)
-    rows = readmodel.audit(loaded, store, _sync_arg(sync))
+    rows = readmodel.audit(loaded, store, _sync_arg(loaded, sync))
     return render(request, "audit.html", who, rows=rows, sync=sync, title="Audit log")
 
 
@@ -155,4 +156,4 @@ def _sync_names(loaded: LoadedSheet) -> list[str]:
 
 
 def _export_names(loaded: LoadedSheet) -> list[str]:
-    return [n for n, s in loaded.sheet.syncs.items() if isinstance(s.changes, ExportFlagChanges)]
+    return [n for n in loaded.sheet.syncs if is_export(loaded, n)]

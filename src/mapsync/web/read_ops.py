@@ -67,12 +67,19 @@ def queues(loaded: LoadedSheet, store: Store) -> list[dict[str, Any]]:
     out = []
     for sync in loaded.sheet.syncs:
         batches = store.jobs.unfinished(sync)
+        by_status: dict[str, int] = {}
+        for b in batches:
+            by_status[str(b["status"])] = by_status.get(str(b["status"]), 0) + 1
         oldest = seen.get((sync, "oldest_pending_s"))
+        backlog = seen.get((sync, "backlog_rows"))
         out.append(
             {
                 "sync": sync,
                 "inbox": store.inbox.counts(sync),
                 "async_unfinished": len(batches),
+                "async": by_status,
+                "async_oldest": iso(batches[0].get("created_at")) if batches else None,
+                "backlog": None if backlog is None else backlog[0],
                 "oldest_pending_s": None if oldest is None else oldest[0],
             }
         )

@@ -47,14 +47,17 @@ def _kind(loaded: LoadedSheet, sync: str) -> str:
 
 
 def _timing(loaded: LoadedSheet, store: Store, sync: str, paused: bool) -> dict[str, Any]:
-    """on_time / late_by_s / window_s as the `late_start` monitor judges them (None: no schedule
-    or start window, so nothing is late)."""
+    """on_time / late_by_s as the `late_start` monitor judges them against `start_within`
+    (`start_within_s`; None: no schedule or start window, so nothing is late), and `window_s`:
+    how long a run may take (`finish_within`, what the `overran` monitor judges)."""
     cfg = loaded.sheet.syncs[sync]
     within = cfg.schedule.start_within
+    finish = cfg.schedule.finish_within
     out: dict[str, Any] = {
         "on_time": None,
         "late_by_s": None,
-        "window_s": within.total_seconds() if within else None,
+        "start_within_s": within.total_seconds() if within else None,
+        "window_s": finish.total_seconds() if finish else None,
     }
     if within is None or schedules.of(cfg.schedule) is None:
         return out

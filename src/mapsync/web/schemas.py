@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_NOTE = 2000  # characters of an operator's note (pause, resolve)
 Id = Annotated[int, Path(ge=1, le=2**63 - 1, description="a stored id (a positive 64-bit integer)")]
 
 
@@ -69,6 +70,7 @@ class SyncOverview(_Open):
     last_run: Run | None = None
     on_time: bool | None = None
     late_by_s: float | None = None
+    start_within_s: float | None = None
     window_s: float | None = None
     backlog: float | None = None
     lag_s: float | None = None
@@ -138,6 +140,9 @@ class Queue(_Open):
     sync: str
     inbox: dict[str, int]
     async_unfinished: int
+    async_: dict[str, int] = Field(default_factory=dict, alias="async")
+    async_oldest: str | None = None
+    backlog: float | None = None
     oldest_pending_s: float | None = None
 
 
@@ -192,7 +197,7 @@ class ErrorAnswer(BaseModel):
 
 
 class PauseBody(_Body):
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=MAX_NOTE)
 
 
 class RunBody(_Body):
@@ -204,7 +209,7 @@ class KeysBody(_Body):
 
 
 class ResolveBody(KeysBody):
-    note: str = Field(min_length=1, max_length=2000)
+    note: str = Field(min_length=1, max_length=MAX_NOTE)
 
 
 class SilenceBody(_Body):

@@ -110,6 +110,9 @@ def test_list_ack_silence_and_errors(
     assert resolved.returncode == 1 and f"incident {gone.id} was resolved at " in resolved.stderr
     assert run("silence", str(lag.id)).returncode == 2  # no --for
     assert "is not a duration" in run("silence", str(lag.id), "--for", "soon").stderr
+    for too_long in ("367d", "3000000d"):  # the latter is past year 9999
+        refused = run("silence", str(lag.id), "--for", too_long)
+        assert refused.returncode == 2 and "at most 366d" in refused.stderr, refused.stderr
     assert run("ack").returncode == 2
     store = open_store(loaded)  # each ack and silence is in the operator audit log, refusals not
     try:

@@ -57,5 +57,5 @@ def test_resolve_named_keys_then_all_open(tmp_path: Path) -> None:
         store.close()
     assert logged == [
         ("resolve", {"keys": None, "note": "obsolete items", "resolved": 1, "via": "cli"}),
-        ("resolve", {"keys": ["[1]", "[3]"], "note": "fixed in the ERP", "resolved": 2, "via": "cli"}),
+        ("resolve", {"keys": ["1", "3"], "note": "fixed in the ERP", "resolved": 2, "via": "cli"}),
     ]

@@ -265,4 +265,15 @@ PAGES = [
     "/workers",
     "/audit",
 ]
-ACTIONS = ("pause", "resume", "run", "retry", "resolve", "reexport", "ack", "silence")
+ACTIONS = (
+    "pause",
+    "resume",
+    "run",
+    "retry",
+    "resolve",
+    "reexport",
+    "ack",
+    "silence",
+    "retry-all",
+    "resolve-all",
+)

@@ -65,6 +65,9 @@ def test_refusals(w: World) -> None:
         (lambda: actions.ack_alert(w.loaded, w.store, ALICE, 999), 404),
         (lambda: actions.silence_alert(w.loaded, w.store, ALICE, 999, "2h"), 404),
         (lambda: actions.silence_alert(w.loaded, w.store, ALICE, 1, "soon"), 422),
+        (lambda: actions.silence_alert(w.loaded, w.store, ALICE, 1, "3000000d"), 422),  # past year 9999
+        (lambda: actions.silence_alert(w.loaded, w.store, ALICE, 1, "367d"), 422),
+        (lambda: actions.silence_alert(w.loaded, w.store, ALICE, 1, "0s"), 422),
     ]
     for call, status in cases:
         with pytest.raises(ActionError) as refused:

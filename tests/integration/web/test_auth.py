@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
+from mapsync import webhook_server
 from mapsync.web import app as web_app
 from mapsync.web import auth
 from tests import web_world as w
@@ -217,6 +219,26 @@ def test_logins_are_rate_limited_per_address_never_trusting_forwarded_for(world:
     assert late.status_code == 429
 
 
+def test_the_real_server_never_trusts_forwarded_headers(world: w.WebWorld) -> None:
+    """Over a real socket (the server `mapsync serve` runs, which a reverse proxy on 127.0.0.1
+    reaches): a forged X-Forwarded-For changes neither the address the login limit counts nor
+    the one the audit log writes."""
+    server = webhook_server.Background(world.app, host="127.0.0.1", port=0)
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+        with httpx.Client(base_url=base, headers=forged, follow_redirects=False) as c:
+            assert c.post("/login", data={"user": "bob", "password": w.PASSWORDS["bob"]}).status_code == 303
+            for user in ("u1", "u2", "u3"):
+                assert c.post("/login", data={"user": user, "password": "nope"}).status_code == 401
+    finally:
+        server.stop()
+    (login,) = world.store.audit.actions(None, 10)
+    assert login["detail"]["client"] == "127.0.0.1"
+    assert world.app.state.auth.attempts.blocked("addr:127.0.0.1")
+    assert not world.app.state.auth.attempts.blocked("addr:203.0.113.9")
+
+
 def test_the_rate_limit_window_slides(world: w.WebWorld) -> None:
     now = [1000.0]
     world.app.state.auth.attempts.clock = lambda: now[0]
@@ -272,6 +294,13 @@ def test_anonymous_reads_only_on_loopback(tmp_path: Path) -> None:
         assert c.get("/probe").status_code == 200
         assert c.post("/api/probe").status_code == 401  # never an operator: log in to act
         assert c.post("/actions/probe").status_code == 303
+        assert c.get("/openapi.json").status_code == 401  # the schema only for a known user
+        assert (
+            world.client(headers={"Authorization": f"Bearer {w.GRAFANA_TOKEN}"})
+            .get("/openapi.json")
+            .status_code
+            == 200
+        )
 
 
 def test_is_loopback() -> None:
@@ -311,3 +340,16 @@ def test_no_secret_in_any_answer(world: w.WebWorld, canary: Callable[..., Any]) 
     for i, answer in enumerate(answers):
         c.text(f"answer {i} {answer.request.url.path}", answer.text + repr(dict(answer.headers)))
     c.assert_clean()
+
+
+def test_refusals_answer_one_shape_json_or_a_page(world: w.WebWorld) -> None:
+    """An unknown `/api/` path, an id past 64 bits and a bad filter answer `{"error"}`; a
+    browser asking for a page gets a small escaped page, never FastAPI's `{"detail"}`."""
+    bob, _ = world.login("bob")
+    unknown = bob.get("/api/no/such/route")
+    assert unknown.status_code == 404 and unknown.json() == {"error": "Not Found"}
+    too_big = bob.get(f"/api/runs/{2**63}")
+    assert too_big.status_code == 422 and "run_id" in too_big.json()["error"]
+    page = bob.get("/errors?sync=<b>nosuch</b>", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "&lt;b&gt;nosuch&lt;/b&gt;" in page.text and "<b>nosuch" not in page.text

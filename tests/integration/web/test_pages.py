@@ -41,7 +41,7 @@ def test_operator_sees_every_action_and_each_form_carries_the_csrf_token(calls: 
     seen: set[str] = set()
     for path in PAGES:
         html = client.get(path).text
-        seen |= set(re.findall(r'data-action="(\w+)"', html))
+        seen |= set(re.findall(r'data-action="([\w-]+)"', html))
         for form in re.findall(r'<form method="post".*?</form>', html, flags=re.S):
             assert f'name="csrf" value="{CSRF}"' in form, form
         assert f'data-csrf="{CSRF}"' in html
@@ -71,6 +71,9 @@ def test_unknown_run_and_sync_are_404(calls: list[Any]) -> None:
     client = _client("viewer")
     assert client.get("/runs/99").status_code == 404
     assert client.get("/syncs/nosuch").status_code == 404
+    for page in ("/errors", "/orders", "/unmapped", "/audit"):  # a filter on a sync the sheet lacks
+        missing = client.get(f"{page}?sync=nosuch", headers={"Accept": "text/html"})
+        assert missing.status_code == 404 and "nosuch" in missing.text, page
 
 
 def test_static_files_are_served_and_nothing_else() -> None:

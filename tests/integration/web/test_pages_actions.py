@@ -38,7 +38,14 @@ def test_form_posts_redirect_back_with_a_flash(calls: list[Any]) -> None:
             {"key": "C/1", "note": "fixed"},
             ("resolve", "alice", "customers", ["C/1"], "fixed"),
         ),
-        ("/actions/orders/orders/reexport", {}, ("reexport", "alice", "orders", None)),
+        ("/actions/orders/orders/reexport", {"all_failed": "1"}, ("reexport", "alice", "orders", None)),
+        ("/actions/orders/orders/reexport", {"key": "W1"}, ("reexport", "alice", "orders", ["W1"])),
+        ("/actions/errors/customers/retry", {"all_open": "1"}, ("retry", "alice", "customers", None)),
+        (
+            "/actions/errors/customers/resolve",
+            {"all_open": "1", "key": "C/1", "note": "obsolete"},  # all open, whatever is ticked
+            ("resolve", "alice", "customers", None, "obsolete"),
+        ),
         ("/actions/alerts/3/ack", {}, ("ack_alert", "alice", 3)),
         ("/actions/alerts/3/silence", {"for": "4h"}, ("silence_alert", "alice", 3, "4h")),
     ],
@@ -57,6 +64,13 @@ def test_refusals_flash_an_error_and_act_on_nothing(calls: list[Any]) -> None:
         client.post("/actions/errors/customers/resolve", data={"csrf": CSRF, "key": "C/1"}).status_code == 303
     )
     assert client.post("/actions/errors/customers/retry", data={"csrf": CSRF}).status_code == 303
+    assert (
+        client.post("/actions/orders/orders/reexport", data={"csrf": CSRF}).status_code == 303
+    )  # none ticked
+    assert "Select the orders to re-export" in client.get("/orders").text
+    long_note = {"csrf": CSRF, "key": "C/1", "note": "x" * 2001}
+    assert client.post("/actions/errors/customers/resolve", data=long_note).status_code == 303
+    assert "over 2000 characters" in client.get("/errors").text
     assert calls == []
     answer = client.post("/actions/syncs/nosuch/pause", data={"csrf": CSRF, "next": "//evil.example/"})
     assert answer.headers["location"] == "/"  # never an off-site redirect

@@ -76,10 +76,25 @@ def test_trace_of_a_rejected_record_and_an_unknown_one(w: World) -> None:
     assert readmodel.trace(w.loaded, w.store, "items", "999") is None
 
 
+def test_queues_count_async_batches_by_status_and_show_the_backlog(w: World) -> None:
+    first = w.store.jobs.record("items", [(1,), (2,)])
+    w.store.jobs.record("items", [(3,)])
+    w.store.jobs.submitted(first, "job-1")
+    done = w.store.jobs.record("items", [(4,)])
+    w.store.jobs.finish(done, "done")
+    w.store.observations.observe("items", {"backlog_rows": 42, "oldest_pending_s": 90.0})
+    (queue,) = readmodel.queues(w.loaded, w.store)
+    assert queue["async"] == {"submitted": 1, "pending": 1} and queue["async_unfinished"] == 2
+    assert queue["async_oldest"] is not None and (queue["backlog"], queue["oldest_pending_s"]) == (42, 90.0)
+
+
 def test_the_operational_reads_answer_on_a_quiet_store(w: World) -> None:
     assert readmodel.orders(w.loaded, w.store) == []  # no export sync
     (queue,) = readmodel.queues(w.loaded, w.store)
-    assert queue == {"sync": "items", "inbox": {}, "async_unfinished": 0, "oldest_pending_s": None}
+    assert queue == {
+        "sync": "items", "inbox": {}, "async_unfinished": 0, "async": {}, "async_oldest": None,
+        "backlog": None, "oldest_pending_s": None,
+    }  # fmt: skip
     assert readmodel.alerts(w.loaded, w.store) == []
     assert readmodel.reconcile(w.loaded, w.store) == []
     assert readmodel.budgets(w.loaded, w.store) == []
@@ -123,14 +138,14 @@ def test_a_run_with_the_records_it_touched(w: World) -> None:
 def test_on_time_as_the_late_start_monitor_judges_it(
     tmp_path: Path, sqlite_database: Callable[[], str], late_s: int, on_time: bool
 ) -> None:
-    made = world(tmp_path, sqlite_database, schedule="every: 1h, start_within: 30s")
+    made = world(tmp_path, sqlite_database, schedule="every: 1h, start_within: 30s, finish_within: 10m")
     try:
         when = made.store.workers.now() - dt.timedelta(seconds=late_s)
         with made.store.leases.held("items", dt.timedelta(minutes=5)) as lease:
             run_id = made.store.start_run("items", "run", "schedule", lease.token, when, slot="run")
             made.store.finish_run(run_id, "success")
         (row,) = readmodel.overview(made.loaded, made.store)
-        assert (row["on_time"], row["window_s"]) == (on_time, 30.0)
+        assert (row["on_time"], row["start_within_s"], row["window_s"]) == (on_time, 30.0, 600.0)
         if on_time:
             assert row["late_by_s"] is None
         else:  # late by its own start (or, in an hour's first 10 minutes, by the slot it missed)

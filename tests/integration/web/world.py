@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from mapsync.engine import Engine
 from mapsync.sheet import loader
@@ -45,24 +44,6 @@ EXPORT = """
 SRC = "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), qty_text VARCHAR(60))"
 DST = "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), qty INTEGER)"
 
-HAS_AUDIT = hasattr(StateStore, "audit")
-
-
-class Recorded:
-    """Stands in for h-state's `store.audit` until it lands (same signatures)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def record_action(self, user: str, action: str, sync: str | None, detail: dict[str, Any]) -> int:
-        self.rows.append(
-            {"id": len(self.rows) + 1, "user": user, "action": action, "sync": sync, "detail": detail}
-        )
-        return len(self.rows)
-
-    def actions(self, sync: str | None, limit: int) -> list[dict[str, Any]]:
-        return [r for r in reversed(self.rows) if sync is None or r["sync"] == sync][:limit]
-
 
 @dataclasses.dataclass
 class World:
@@ -99,8 +80,6 @@ def world(
     (tmp_path / "sheet.yaml").write_text(text.format(src=src, dst=dst, state=state))
     loaded = loader.load(tmp_path / "sheet.yaml", env=ENV)
     store = StateStore.open(state, tmp_path, create=True)
-    if not HAS_AUDIT:
-        store.audit = Recorded()  # type: ignore[attr-defined]
     engine = Engine(loaded, store)
     assert engine.run("items", "seed").ok
     h.execute(
