@@ -21,6 +21,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from mapsync.sheet import loader
@@ -126,3 +128,17 @@ syncs:
         yield WebWorld(app, loaded, store)
     finally:
         store.close()
+
+
+def all_routes(app: Any, prefix: str = "") -> list[tuple[str, set[str]]]:
+    """(path, methods) of every route of `app`, those of included routers too: FastAPI keeps an
+    included router as one entry of `app.routes` (`_IncludedRouter`), so iterating `app.routes`
+    alone misses the API's and the pages' routes."""
+    out: list[tuple[str, set[str]]] = []
+    for route in app.routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            out += all_routes(inner, prefix + route.include_context.prefix)
+        elif isinstance(route, APIRoute | Route):
+            out.append((prefix + route.path, set(route.methods or ())))
+    return out
