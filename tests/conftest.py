@@ -61,6 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _run_lock.append(fd)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's (it turns `xdist_group` marks into node ids)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its tier, from its folder (`-m unit`, `-m "not e2e"`, …). The tests of
     a module that share a module-scoped fixture (a server database, a sandbox, the demo's run) go

