@@ -6,7 +6,7 @@ password is a `${VAR}` secret, never connected to), loads it, opens the state st
 allowed host; https so the Secure session cookie is sent back). Users: `alice` (operator) and
 `bob` (viewer) with passwords, `grafana` (viewer) and `robot` (operator) with bearer tokens.
 
-Probe routes stand in for the pages and API routes (h-api, h-pages): `GET /api/probe` and
+Probe routes (the auth tests' own, beside the real pages and API routes): `GET /api/probe` and
 `GET /probe` need a viewer, `POST /api/probe` and `POST /actions/probe` an operator.
 
 Sessions are the SQLite state store's own (`store.sessions`).

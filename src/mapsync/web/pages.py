@@ -1,4 +1,4 @@
-"""The dashboard's HTML pages (design19 section 4): `router` = read pages + form posts + /static.
+"""The dashboard's HTML pages (docs/dashboard.md, "Pages"): `router` = read pages + form posts + /static.
 
 Server-rendered Jinja2 over the same read and action functions as the JSON API; htmx (vendored
 in `static/`) only enhances the forms, which work without JavaScript.

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from mapsync.sheet import loader
 from mapsync.state.store import StateStore
 from mapsync.web import passwords
@@ -45,8 +43,6 @@ def test_hash_password_refuses_a_short_one() -> None:
 
 def test_sessions_revoke(tmp_path: Path) -> None:
     for world in w.web_world(tmp_path):
-        if not hasattr(world.store, "sessions"):
-            pytest.skip("the state store keeps no sessions yet (schema v9, h-state's branch)")
         world.login("alice")
         world.login("bob")
     sheet = str(tmp_path / "sheet.yaml")

@@ -113,7 +113,7 @@ syncs:
 
 
 def test_pages_render_over_the_real_readmodel_and_store(tmp_path: Path) -> None:
-    """With h-api's read functions merged: every page renders over a real sheet and SQLite store."""
+    """Every page renders over the real read model, a real sheet and a SQLite store."""
     from mapsync.sheet.loader import load
     from mapsync.state.store import StateStore
 
@@ -134,7 +134,7 @@ def test_pages_render_over_the_real_readmodel_and_store(tmp_path: Path) -> None:
 
 
 def test_login_template_has_the_hooks_and_escapes() -> None:
-    """`login.html` for h-auth's GET /login: `#login` with user/password/next, escaped values."""
+    """`login.html` for GET /login: `#login` with user/password/next, escaped values."""
     from mapsync.web.templating import templates
 
     html = templates.get_template("login.html").render(next="/errors", error=EVIL, user=EVIL)
