@@ -151,6 +151,35 @@ def test_a_session_of_a_user_removed_from_the_sheet_is_refused(world: w.WebWorld
     assert world.client(cookies={auth.COOKIE: token}).get("/api/probe").status_code == 401
 
 
+def test_every_action_refuses_a_viewer_and_a_session_without_its_csrf_token(world: w.WebWorld) -> None:
+    """Every POST route of the app (the API's actions, the pages' forms): a viewer's session and a
+    viewer's token get 403, an operator's session without the CSRF token gets 403; nothing is
+    written (no request, no pause, no audit row but the logins)."""
+    bob, bob_csrf = world.login("bob")
+    alice, _ = world.login("alice")
+    grafana = world.client(headers={"Authorization": f"Bearer {w.GRAFANA_TOKEN}"})
+    posts = [p for p, methods in w.all_routes(world.app) if "POST" in methods and not _public(p)]
+    checked = 0
+    for route_path in posts:
+        if "probe" in route_path:
+            continue
+        path = re.sub(r"\{(\w+)[^}]*\}", lambda m: "items" if m.group(1) == "sync" else "1", route_path)
+        body = {"note": "n", "for": "1h", "keys": None, "kind": "run"}
+        for who, headers in ((bob, {"X-CSRF-Token": bob_csrf}), (grafana, {}), (alice, {})):
+            answer = (
+                who.post(path, json=body, headers=headers)
+                if path.startswith("/api/")
+                else who.post(
+                    path, data={"csrf": bob_csrf if who is bob else "", "note": "n"}, headers=headers
+                )
+            )
+            assert answer.status_code == 403, (path, answer.status_code, answer.text[:200])
+            checked += 1
+    assert checked >= 3 * 16, checked  # 8 API actions and 8 page forms
+    assert world.store.requests("items", 10) == [] and world.store.paused() == {}
+    assert [a["action"] for a in world.store.audit.actions(None, 10)] == ["login", "login"]
+
+
 def test_a_viewer_cannot_act(world: w.WebWorld) -> None:
     bob, csrf = world.login("bob")
     refused = bob.post("/api/probe", headers={"X-CSRF-Token": csrf})
