@@ -36,6 +36,7 @@ pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableException
 SYNC = "items"
 N = 20
 LEASE = 3.0
+ENDS_WITHIN = LEASE + 5  # the lease, the watch's reaction and a loaded CI machine's slack (7.02 s seen)
 BASE = dt.datetime(2024, 3, 1, 12, 0, 0)  # noqa: DTZ001  (naive UTC, like the columns)
 
 
@@ -221,11 +222,11 @@ def test_a_stalled_mariadb_destination_fails_within_the_lease(
     proxy, via = w.proxy(w.dst)
     a = w.engine("a", dst=via)
     _stall_on(a, proxy, "upsert")
-    out, took = _bounded(a, proxy, LEASE + 6)
+    out, took = _bounded(a, proxy, LEASE + 8)
     assert isinstance(out, RunReport), out
     assert out.status == "failed"
     assert "lease" in (out.message or ""), out.message
-    assert took < LEASE + 4, took
+    assert took < ENDS_WITHIN, took
     assert "Traceback" not in (out.message or "")
 
 
@@ -238,8 +239,8 @@ def test_a_stalled_source_fails_within_the_lease(
     proxy, via = w.proxy(w.src)
     a = w.engine("a", src=via)
     _stall_on(a, proxy, "after_write")
-    out, took = _bounded(a, proxy, LEASE + 6)
-    assert took < LEASE + 4, took
+    out, took = _bounded(a, proxy, LEASE + 8)
+    assert took < ENDS_WITHIN, took
     if isinstance(out, errors.TransientError):  # on a loaded machine the watch may cut the
         assert "connection shop" in str(out), out  # run's connections before its next write: an
         return  # outage of the destination, raised as one (the CLI prints it, no traceback)
