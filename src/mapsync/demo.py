@@ -340,6 +340,10 @@ def run(folder: Path, console: Console) -> int:
         (f"mapsync errors {sheet}", "every rejected record: key, field, rule, message, attempts"),
         (f"mapsync unmapped {sheet}", "the values no rule could place, with the sheet text that maps them"),
         (f"mapsync state show {sheet}", "cursors, ledger size, recent runs, cursor changes"),
+        (
+            f"mapsync serve {sheet}",
+            "the dashboard at http://127.0.0.1:8765/ (read-only: add `web: users` to act; docs/dashboard.md)",
+        ),
         (f"mapsync run {sheet}", "another incremental pass (change a row in erp.db first)"),
         (f"mapsync reconcile {sheet}", "the open-AR and invoice-row checks (edit portal.db first; --repair)"),
         (f"mapsync run {sheet} --overlap --window 24h", "re-read the last 24h, report rows missed"),
