@@ -85,6 +85,38 @@ NOTES_LIMIT = 80
 CONSTANT = "erp"
 
 
+# the source columns in the order of DEST_COLUMNS (the constant left out): what the baselines read
+SOURCE_SELECT = ", ".join(c for _, c in DEST_COLUMNS if c is not None)
+DEST_LIST = ", ".join(d for d, _ in DEST_COLUMNS)
+
+
+def copy_mapped(copy: Any, chunk: list[tuple[Any, ...]]) -> None:
+    """The hand-written baselines' mapping, inline: `chunk` holds SOURCE_SELECT rows, each goes
+    to `copy` (psycopg's COPY, DEST_LIST order) with the sheet's value map, truncation and
+    constant applied (`write_sheet`); the destination parses the timestamp texts."""
+    status, limit, constant = STATUS_MAP, NOTES_LIMIT, CONSTANT
+    for i, first, last, email, phone, street, city, pc, cc, st, notes, credit, cr, lm in chunk:
+        copy.write_row(
+            (
+                i,
+                first,
+                last,
+                email,
+                phone,
+                street,
+                city,
+                pc,
+                cc,
+                status[st],
+                notes[:limit] if notes is not None else None,
+                credit,
+                constant,
+                cr,
+                lm,
+            )
+        )
+
+
 def dest_ddl(table: str) -> str:
     return f"""
 CREATE TABLE {table} (
@@ -238,6 +270,14 @@ class ScratchDatabase:
     def fresh_table(self, table: str) -> None:
         """Drop and recreate `table` empty, then checkpoint so that the next run starts clean."""
         self.execute(f"DROP TABLE IF EXISTS {table}", dest_ddl(table), "CHECKPOINT")
+
+    def differing_rows(self, a: str, b: str) -> int:
+        """Rows in one of the tables `a` and `b` but not in the other (0: the same rows)."""
+        count: int = self.scalar(
+            f"SELECT count(*) FROM ((SELECT * FROM {a} EXCEPT SELECT * FROM {b})"
+            f" UNION ALL (SELECT * FROM {b} EXCEPT SELECT * FROM {a})) d"
+        )
+        return count
 
 
 # --------------------------------------------------------------------------- the sheet

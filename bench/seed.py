@@ -74,34 +74,12 @@ def worker_baseline(args: argparse.Namespace) -> None:
     rss_ready = common.peak_rss_mb()
     cpu, started = common.cpu_seconds(), time.perf_counter()
     src = sqlite3.connect(args.source)
-    status, limit, constant = common.STATUS_MAP, common.NOTES_LIMIT, common.CONSTANT
-    cols = ", ".join(c for _, c in common.DEST_COLUMNS if c is not None)
-    dest_cols = ", ".join(d for d, _ in common.DEST_COLUMNS)
     rows = 0
     with common.pg_connect(args.url) as conn, conn.cursor() as cur:
-        read = src.execute(f"SELECT {cols} FROM customers ORDER BY id")
-        with cur.copy(f"COPY {args.table} ({dest_cols}) FROM STDIN") as copy:
+        read = src.execute(f"SELECT {common.SOURCE_SELECT} FROM customers ORDER BY id")
+        with cur.copy(f"COPY {args.table} ({common.DEST_LIST}) FROM STDIN") as copy:
             while chunk := read.fetchmany(args.batch):
-                for i, first, last, email, phone, street, city, pc, cc, st, notes, credit, cr, lm in chunk:
-                    copy.write_row(
-                        (
-                            i,
-                            first,
-                            last,
-                            email,
-                            phone,
-                            street,
-                            city,
-                            pc,
-                            cc,
-                            status[st],
-                            notes[:limit] if notes is not None else None,
-                            credit,
-                            constant,
-                            cr,
-                            lm,
-                        )
-                    )
+                common.copy_mapped(copy, chunk)
                 rows += len(chunk)
         conn.commit()
     src.close()
@@ -183,12 +161,7 @@ def main() -> int:
                 )
         same = None
         if len(sides) == 2:
-            m, b = "customer_mapsync", "customer_baseline"
-            diff = db.scalar(
-                f"SELECT count(*) FROM ((SELECT * FROM {m} EXCEPT SELECT * FROM {b})"
-                f" UNION ALL (SELECT * FROM {b} EXCEPT SELECT * FROM {m})) d"
-            )
-            same = diff == 0
+            same = db.differing_rows("customer_mapsync", "customer_baseline") == 0
     return report(args, results, same)
 
 
