@@ -2,8 +2,8 @@
 kinds of slot, the store faults that stop the daemon, two small helpers of the workers (the
 sheet's fingerprint, the backoff's jitter), and what a worker checks of an operator's request.
 
-A `retry` or `reexport` request may name keys (key texts as `mapsync retry --key` and `mapsync
-reexport KEY…` take them, `mapsync.keys`), parsed with the sync's key columns (`asked`). A
+A `retry` or `reexport` request may name keys (in their command-line form, as `mapsync retry --key`
+and `mapsync reexport KEY…` take them, `mapsync.keys`), parsed with the sync's key columns (`asked`). A
 request that cannot run (a bad key, no open record error for any named key, a re-export of a
 sync that is no export) is refused with a message and runs nothing: the operator's mistake, not
 the sync's, so it never backs the sync off. One whose run could not reach every named key
@@ -45,7 +45,7 @@ class Job:
     coalesced: int = 0  # missed slots (after downtime) this run stands for, beyond its own
     request_id: int | None = None
     epoch: int = 0  # the daemon's epoch when it was handed over (`Host.epoch`)
-    keys: tuple[str, ...] | None = None  # a request's retry | reexport of only these key texts
+    keys: tuple[str, ...] | None = None  # a request's retry | reexport of only these keys (command-line form)
 
 
 def fingerprint(loaded: LoadedSheet) -> str:

@@ -49,9 +49,10 @@ def request_of(row: Any) -> RunRequest:
 
 
 def request_values(keys: Sequence[str] | None, note: str | None) -> dict[str, Any]:
-    """The v9 columns of a new request: `keys` as a JSON list of key texts (None: all)."""
+    """The v9 columns of a new request: `keys` (command-line form, `keys.to_arg`) as a JSON list
+    (None: all)."""
     if isinstance(keys, str):
-        raise TypeError("keys is a sequence of key texts, not one text")
+        raise TypeError("keys is a sequence of keys, not one text")
     return {"keys": None if keys is None else json.dumps(list(keys)), "note": note}
 
 
@@ -99,7 +100,7 @@ class ControlsMixin:
         self, sync: str, kind: str, by: str, keys: Sequence[str] | None = None, note: str | None = None
     ) -> int:
         """Ask for a run of `sync` (kind run | overlap | retry | reexport; retry and reexport of
-        only `keys`, key texts, when given); the request's id."""
+        only `keys`, in their command-line form, when given); the request's id."""
         check_kind(kind)
         extra = request_values(keys, note)
         with self.engine.begin() as conn:

@@ -101,7 +101,7 @@ class RunRequest:
     taken_by: str | None = None
     run_id: int | None = None
     message: str | None = None
-    keys: tuple[str, ...] | None = None  # key texts to retry or re-export (None: all / failed)
+    keys: tuple[str, ...] | None = None  # keys (command-line form) to retry or re-export (None: all / failed)
     note: str | None = None
 
 

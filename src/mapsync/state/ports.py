@@ -184,7 +184,7 @@ class Controls(Protocol):
     def request_run(
         self, sync: str, kind: str, by: str, keys: Sequence[str] | None = None, note: str | None = None
     ) -> int:
-        """retry/reexport of `keys` (key texts; None: all open errors / the failed ones)."""
+        """retry/reexport of `keys` (command-line form; None: all open errors / the failed ones)."""
 
     def take_requests(self, syncs: list[str], worker: str) -> list[RunRequest]: ...
     def finish_request(

@@ -131,7 +131,7 @@ run_requests = sa.Table(
     sa.Column("run_id", sa.Integer, nullable=True),
     sa.Column("status", sa.String(16), nullable=False),  # new | taken | done | failed
     sa.Column("message", sa.Text, nullable=True),
-    sa.Column("keys", sa.Text, nullable=True),  # v9: JSON list of key texts (retry, reexport)
+    sa.Column("keys", sa.Text, nullable=True),  # v9: JSON list, keys as typed on the CLI
     sa.Column("note", sa.Text, nullable=True),  # v9: the operator's note
     sa.Index("ix_mapsync_run_requests_status", "status", "sync", "id"),
 )

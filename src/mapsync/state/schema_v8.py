@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from mapsync.state.schema_meta import metadata
+from mapsync.state.schema_meta import add_missing_columns, metadata
 
 # `mapsync_ledger` gains (schema.py declares them with the table):
 #   dkey    md5 hex of the drift text form of the destination key (connectors/drift_form.py)
@@ -37,9 +37,5 @@ reconcile_results = sa.Table(
 def v8_reconcile(conn: sa.Connection) -> None:
     """The ledger's `dkey` and `digest` (NULL for entries delivered before: they get theirs on
     their next delivery or by `mapsync reconcile --backfill`) and the results table (idempotent)."""
-    q = conn.dialect.identifier_preparer.quote
-    have = {c["name"] for c in sa.inspect(conn).get_columns("mapsync_ledger")}
-    for name in LEDGER_DRIFT:
-        if name not in have:
-            conn.exec_driver_sql(f"ALTER TABLE {q('mapsync_ledger')} ADD COLUMN {q(name)} VARCHAR(32)")
+    add_missing_columns(conn, "mapsync_ledger", dict.fromkeys(LEDGER_DRIFT, "VARCHAR(32)"))
     reconcile_results.create(conn, checkfirst=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from mapsync.state.schema_meta import metadata
+from mapsync.state.schema_meta import add_missing_columns, metadata
 
 # Columns added to existing tables (schema.py declares them with the table): name -> DDL type
-RUN_REQUESTS_V9 = {"keys": "TEXT", "note": "TEXT"}  # keys: JSON list of key texts
+RUN_REQUESTS_V9 = {"keys": "TEXT", "note": "TEXT"}  # keys: JSON list of keys as on the command line
 RECORD_ERRORS_V9 = {"resolved_by": "VARCHAR(255)", "resolved_note": "TEXT"}
 
 # A web session: only the sha256 hex of its token is stored (state/sessions.py).
@@ -43,14 +43,7 @@ audit_log = sa.Table(
 
 def v9_web(conn: sa.Connection) -> None:
     """The new columns (NULL on old rows) and tables (idempotent, for fresh stores)."""
-    q = conn.dialect.identifier_preparer.quote
-    for table, columns in (
-        ("mapsync_run_requests", RUN_REQUESTS_V9),
-        ("mapsync_record_errors", RECORD_ERRORS_V9),
-    ):
-        have = {c["name"] for c in sa.inspect(conn).get_columns(table)}
-        for name, ddl in columns.items():
-            if name not in have:
-                conn.exec_driver_sql(f"ALTER TABLE {q(table)} ADD COLUMN {q(name)} {ddl}")
+    add_missing_columns(conn, "mapsync_run_requests", RUN_REQUESTS_V9)
+    add_missing_columns(conn, "mapsync_record_errors", RECORD_ERRORS_V9)
     for new in (web_sessions, audit_log):
         new.create(conn, checkfirst=True)

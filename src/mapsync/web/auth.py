@@ -111,7 +111,7 @@ class Auth:
     def __init__(
         self,
         web: WebConfig | None,
-        sessions: SessionStore | None,
+        sessions: SessionStore,
         *,
         loopback: bool,
         clock: Callable[[], float] = time.monotonic,
@@ -136,7 +136,7 @@ class Auth:
         if given[:7].lower() == "bearer ":
             return self._bearer(given[7:].strip())
         cookie = request.cookies.get(COOKIE)
-        if cookie and self.sessions is not None:
+        if cookie:
             found = self._session(cookie)
             if found is not None:
                 return found
@@ -152,7 +152,6 @@ class Auth:
         return None if match is None else Principal(match, self.web.users[match].role, None, "token")
 
     def _session(self, token: str) -> Principal | None:
-        assert self.sessions is not None
         live = self.sessions.session(token)
         if live is None:
             return None
@@ -187,8 +186,6 @@ class Auth:
             )
             raise AuthError(401, "wrong user or password")
         log.info("web_login", extra={"action": "web_login", "user": user, "client": client})
-        if self.sessions is None:
-            raise AuthError(503, "the state store keeps no sessions")
         self.attempts.clear(keys[0])
         return self.sessions.open_session(user, self.web.session_ttl)
 
@@ -295,7 +292,7 @@ def login(
     except AuthError as exc:
         return login_page(next, exc.message, exc.status)
     old = request.cookies.get(COOKIE)
-    if old and auth.sessions is not None:
+    if old:
         auth.sessions.close_session(old)  # rotated: the session the browser came with is gone
     request.app.state.store.audit.record_action(user, "login", None, {"client": client, "via": "web"})
     answer = RedirectResponse(safe_next(next), status_code=303)
@@ -319,7 +316,7 @@ async def logout(request: Request) -> Response:
     if who is not None and who.via == "session":
         if not await _csrf_ok(request, who):
             raise AuthError(403, "missing or wrong CSRF token: reload the page")
-        assert auth.sessions is not None and token is not None
+        assert token is not None
         await run_in_threadpool(auth.sessions.close_session, token)
         audit = request.app.state.store.audit
         await run_in_threadpool(audit.record_action, who.user, "logout", None, {"via": "web"})
