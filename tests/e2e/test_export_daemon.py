@@ -276,15 +276,21 @@ def test_orders_placed_while_the_daemon_runs_are_exported_once_and_a_refused_one
         world.refused.clear()
         _until(world.settled, "the fixed order exported", world)
         world.assert_true()
-        assert world.record_error(3) == (2, True, True), "the error resolved"
+        # the portal's status is written before the run's state commit resolves the error
+        _until(lambda: world.record_error(3) == (2, True, True), "the error resolved", world)
+        _until(lambda: _incidents(world) == [("export_failed", "resolved")], "the alert resolved", world)
         world.stop(proc)
     assert sum(int(r[3]) for r in world.runs()) == 7, world.runs()  # every order written once
     # the failed-import alert: opened once for the order, resolved once it was exported
-    incidents = h.query(
+    assert _incidents(world) == [("export_failed", "resolved")]
+
+
+def _incidents(world: World) -> list[tuple[Any, ...]]:
+    rows = h.query(
         f"sqlite:///{world.folder / '.mapsync' / 'state.db'}",
         "SELECT monitor, status FROM mapsync_incidents WHERE monitor = 'export_failed'",
     )
-    assert [tuple(i) for i in incidents] == [("export_failed", "resolved")], incidents
+    return [tuple(i) for i in rows]
 
 
 def test_reexport_while_the_daemon_is_up_succeeds_or_says_the_sync_is_busy(
@@ -328,12 +334,14 @@ def test_reexport_while_the_daemon_is_up_succeeds_or_says_the_sync_is_busy(
         ("success", None, 1) if o == "done" else ("failed", "lease", 0) for o in outcomes
     ], (outcomes, got)
     # a busy reexport counts as a failed run (class `lease`, docs/operations.md): `failed_run`
-    # opens for it, and the next success resolves it
+    # opens for it and the next success resolves it, unless the daemon's next success came
+    # before the failure was judged (the watch judges a sync's latest run): never left open
     incidents = h.query(
         f"sqlite:///{world.folder / '.mapsync' / 'state.db'}",
         "SELECT failure_class, status FROM mapsync_incidents WHERE monitor = 'failed_run'",
     )
-    assert [tuple(i) for i in incidents] == [("lease", "resolved")] * ("busy" in outcomes), incidents
+    allowed = [[], [("lease", "resolved")]] if "busy" in outcomes else [[]]
+    assert [tuple(i) for i in incidents] in allowed, incidents
 
 
 def test_sigterm_in_the_middle_of_a_run_stops_cleanly_and_the_restart_finishes(

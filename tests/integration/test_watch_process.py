@@ -31,7 +31,7 @@ SMTP_USER, SMTP_PASSWORD = "mapsync", "smtp-pa55-word"
 
 FLAKY_SHEET = """
 version: 1
-state: {{url: "{state}", lease_ttl: 3s}}
+state: {{url: "{state}", lease_ttl: 6s}}  # not 3 s: a loaded machine hit the deadline
 connections:
   src: {{url: "{src}"}}
   dst: {{url: "{dst}"}}
