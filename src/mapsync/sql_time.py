@@ -116,9 +116,63 @@ def named_zone(name: str) -> dt.tzinfo:
 # --------------------------------------------------------------------------- SQLite
 
 
+def text_floor(bound: Any) -> str:
+    """Text that every stored form of a time at or after the instant `bound`, in any zone (no
+    offset reaches 24 hours), sorts at or after: `bound` minus 24 hours cut to the minute."""
+    try:
+        return utc_floor(parse_time(bound, dt.UTC) - dt.timedelta(days=1), seconds=False)
+    except OverflowError:
+        return "0001-01-01"
+
+
+def utc_floor(bound: Any, *, seconds: bool = True) -> str:
+    """Text that every UTC form (`Z`, `+00:00` or naive UTC) of a time at or after `bound` sorts
+    at or after: the bound cut to the second (to the minute when not `seconds`) as
+    `YYYY-MM-DD HH:MM:SS`, shorter where the rest is zero (`…HH:MM`; the bare date at
+    midnight), since text with fewer parts sorts before the longer text of the same instant."""
+    m = parse_time(bound, dt.UTC).astimezone(dt.UTC)
+    date = f"{m.year:04d}-{m.month:02d}-{m.day:02d}"
+    if (m.hour, m.minute) == (0, 0) and (not seconds or (m.second, m.microsecond) == (0, 0)):
+        return date
+    if not seconds or (m.second, m.microsecond) == (0, 0):
+        return f"{date} {m.hour:02d}:{m.minute:02d}"
+    return f"{date} {m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+
+
+_FIXED = re.compile(
+    r"(\d{4}-\d\d-\d\d)[ T]((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.(\d{6}|\d{3}))?(Z?)", re.ASCII
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_date(text: str) -> bool:
+    """`YYYY-MM-DD` (ASCII digits) names a day Python's calendar has (year 1 to 9999)."""
+    try:
+        dt.date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return False
+    return True
+
+
 def _sqlite_utc(value: Any, zone: Any) -> str | None:
     """`mapsync_utc(value, zone)`: stored time text as fixed-width UTC text; NULL for NULL,
-    numbers and text that is no timestamp (such rows never match a time bound)."""
+    numbers and text that is no timestamp (such rows never match a time bound).
+
+    It runs for every row a SQLite watermark read compares (two to four times a row), so the
+    forms nearly every value has are turned into the UTC text by slicing, without building a
+    datetime: `YYYY-MM-DD[ T]HH:MM:SS` with no fraction or 3 or 6 digits, then `Z`, or nothing
+    when naive values are UTC (SQLite's `datetime('now')`, `strftime('%f')`, Python's
+    `str(datetime)`, mapsync's own `utc_text`). Every other value takes the general parse;
+    both give the same text (a property test holds them to it)."""
+    if type(value) is str:
+        m = _FIXED.fullmatch(value)
+        if m is not None and (m[4] or zone == "UTC") and _real_date(m[1]):
+            return f"{m[1]}T{m[2]}.{(m[3] or '').ljust(6, '0')}Z"
+    return _sqlite_utc_general(value, zone)
+
+
+def _sqlite_utc_general(value: Any, zone: Any) -> str | None:
+    """`_sqlite_utc` for every stored form (the parse `parse_time` uses)."""
     if not isinstance(value, str):
         return None
     moment = _parse_text(value)

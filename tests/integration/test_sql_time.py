@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from mapsync import records
 from mapsync.engine import Engine
 from mapsync.sheet import loader
-from mapsync.sql_time import parse_time, register_sqlite, utc_text
+from mapsync.sql_time import _sqlite_utc, _sqlite_utc_general, parse_time, register_sqlite, utc_text
 from mapsync.state.store import StateStore, stamp
 from tests import helpers as h
 
@@ -242,3 +242,167 @@ def test_sqlite_orders_and_bounds_mixed_text_as_instants(
         conn.close()
     assert ordered == sorted(range(len(moments)), key=lambda i: (moments[i], i))
     assert kept == {i for i, m in enumerate(moments) if m >= pivot}
+
+
+# --------------------------------------------------------------------------- SQL fast path
+
+FIXED = st.tuples(  # the fixed-width forms `sqlite_utc` converts in SQL, valid or not
+    st.sampled_from(["", " "]),
+    st.sampled_from(["0000", "0001", "1970", "2024", "2025", "2026", "9999"]),
+    st.sampled_from(["00", "01", "02", "04", "12", "13"]),
+    st.sampled_from(["00", "01", "28", "29", "30", "31", "32"]),
+    st.sampled_from([" ", "T", "t", "_"]),
+    st.sampled_from(["00", "12", "23", "24", "25"]),
+    st.sampled_from(["00", "30", "59", "60", "99"]),
+    st.sampled_from(["00", "30", "59", "60", "99"]),
+    st.sampled_from(
+        [
+            "",
+            "Z",
+            "z",
+            ".",
+            ".1",
+            ".123",
+            ".123Z",
+            ".123456",
+            ".999999Z",
+            ".1234567",
+            "+02:00",
+            "-0530",
+            " UTC",
+            "Z ",
+            " ",
+            ",123",
+            ".12a",
+            ".123456ZZ",
+        ]
+    ),
+).map(lambda p: f"{p[0]}{p[1]}-{p[2]}-{p[3]}{p[4]}{p[5]}:{p[6]}:{p[7]}{p[8]}")
+OTHER = st.one_of(
+    st.text(alphabet="0123456789-: TZ.+", max_size=30),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.none(),
+    st.binary(max_size=8),
+)
+
+
+@given(
+    st.lists(FIXED, min_size=10, max_size=40),
+    st.lists(OTHER, max_size=10),
+    st.sampled_from(["UTC", "Europe/Berlin", "+05:30", "Nowhere/City"]),
+)
+def test_the_fast_forms_give_the_general_parses_text(fixed: list[str], other: list[Any], zone: str) -> None:
+    """`mapsync_utc`'s sliced fast path gives exactly what the general parse gives, for valid
+    and invalid dates, every tail, every type."""
+    for value in [*fixed, *other]:
+        assert _sqlite_utc(value, zone) == _sqlite_utc_general(value, zone), value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0000-01-01 10:00:00",  # no year 0 in Python: NULL, never a time
+        "2026-02-29 10:00:00",  # no such day
+        "2026-04-31T10:00:00Z",
+        "2026-12-31 24:00:00",
+        "2026-12-31 23:59:60",
+        "2024-02-29 23:59:59.999999",  # a real leap day
+        "9999-12-31T23:59:59.999Z",
+        "2026-12-04 10:00:00.123456",
+        "２０２６-12-04 10:00:00",  # full-width digits: not ASCII, the general parse says
+        "2026-12-04 10:00:00.12345６",
+        b"2026-12-04 10:00:00",
+        20261204100000,
+        1.5,
+        None,
+    ],
+)
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "-03:00"])
+def test_the_fast_forms_edges(value: Any, zone: str) -> None:
+    assert _sqlite_utc(value, zone) == _sqlite_utc_general(value, zone)
+
+
+_OFFSETS = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda m: dt.timezone(dt.timedelta(minutes=m)))
+_ROW_FORMS = [  # the text other writers leave, of an aware moment (naive ones in the column's zone)
+    lambda m, z: m.astimezone(z).replace(tzinfo=None).isoformat(sep=" "),
+    lambda m, z: m.astimezone(z).replace(tzinfo=None).isoformat(),
+    lambda m, z: m.astimezone(z).replace(tzinfo=None).isoformat(sep=" ", timespec="minutes"),
+    lambda m, z: m.astimezone(z).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds"),
+    lambda m, z: m.astimezone(z).replace(tzinfo=None).isoformat(sep=" ").replace(".", ","),
+    lambda m, z: m.astimezone(z).date().isoformat(),  # a date: that midnight (kept only if whole)
+    lambda m, z: m.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    lambda m, z: m.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ") + " UTC",
+    lambda m, z: " " + m.astimezone(z).replace(tzinfo=None).isoformat(sep=" "),  # leading space
+]
+
+
+@given(
+    MOMENTS,
+    st.lists(
+        st.tuples(st.timedeltas(-dt.timedelta(days=3), dt.timedelta(days=3)), _OFFSETS, st.integers(0, 8)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.sampled_from(["UTC", "+05:30", "-11:00"]),
+    st.booleans(),
+)
+def test_the_since_condition_keeps_every_row_at_or_after_the_bound(
+    naive: dt.datetime, rows: list[tuple[dt.timedelta, dt.tzinfo, int]], zone_name: str, whole: bool
+) -> None:
+    """`ts_since`'s index-friendly condition (the 24-hour floor, the tighter UTC one, the
+    offset check): every row whose `mapsync_utc` is at or after the bound passes it, in any
+    form and offset; and a UTC row more than a second before the bound is cut when the column's
+    zone is UTC (the point of it). Through SQLite with mapsync's function, as a read runs it."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from mapsync.connectors.sql_source import since_text
+    from mapsync.sql_time import named_zone
+
+    zone = named_zone(zone_name)
+    bound_at = naive.replace(tzinfo=dt.UTC, microsecond=0 if whole else naive.microsecond)
+    if whole:
+        bound_at = bound_at.replace(second=0)
+    bound = utc_text(bound_at)
+    texts = []
+    for delta, offset, form in rows:
+        texts.append(_ROW_FORMS[form](bound_at + delta, zone))
+        texts.append((bound_at + delta).astimezone(offset).isoformat())  # the same, with its offset
+    cond = since_text(sa.column("ts"), bound, utc_naive=zone_name == "UTC")
+    sql = str(cond.compile(dialect=sqlite_dialect.dialect(), compile_kwargs={"literal_binds": True}))
+    conn = sqlite3.connect(":memory:")
+    try:
+        register_sqlite(conn)
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, ts TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(texts)))
+        after = {
+            i for (i,) in conn.execute("SELECT id FROM t WHERE mapsync_utc(ts, ?) >= ?", (zone_name, bound))
+        }
+        kept = {i for (i,) in conn.execute(f"SELECT id FROM t WHERE {sql}")}
+        utc_before = {
+            i
+            for (i,) in conn.execute(
+                "SELECT id FROM t WHERE ts NOT LIKE ' %' AND substr(ts, 11) NOT GLOB '*[+-]*' "
+                "AND mapsync_utc(ts, 'UTC') < ?",
+                (utc_text(bound_at - dt.timedelta(seconds=1)),),
+            )
+        }
+    finally:
+        conn.close()
+    assert after <= kept, [texts[i] for i in after - kept]
+    if zone_name == "UTC":
+        assert not (kept & utc_before), [texts[i] for i in kept & utc_before]
+
+
+def test_the_floors() -> None:
+    from mapsync.sql_time import text_floor, utc_floor
+
+    assert text_floor("2026-12-04T00:00:00.000000Z") == "2026-12-03"
+    assert text_floor("2026-12-04T00:00:59.999999Z") == "2026-12-03"
+    assert text_floor("2026-12-04T13:45:10.5Z") == "2026-12-03 13:45"
+    assert text_floor("0001-01-01T05:00:00Z") == "0001-01-01"
+    assert utc_floor("2026-12-04T00:00:00.000000Z") == "2026-12-04"
+    assert utc_floor("2026-12-04T00:00:00.000001Z") == "2026-12-04 00:00:00"
+    assert utc_floor("2026-12-04T13:45:00Z") == "2026-12-04 13:45"
+    assert utc_floor("2026-12-04T13:45:10.5Z") == "2026-12-04 13:45:10"

@@ -14,7 +14,7 @@ from mapsync.connectors.sql import ColumnInfo, SqlDatabase, chunked, key_in, quo
 from mapsync.ports import Capabilities
 from mapsync.sheet import models
 from mapsync.sql_time import parse_time as parse_time  # its home is sql_time
-from mapsync.sql_time import utc_text, zone_name
+from mapsync.sql_time import text_floor, utc_floor, utc_text, zone_name
 
 
 class SqlSource:
@@ -180,19 +180,13 @@ class SqlSource:
             return sa.func.mapsync_utc(col, sa.literal(zone_name(zone)), type_=sa.String)
         return col
 
-    def ts_since(self, bound: Any) -> list[sa.ColumnElement[bool]]:
-        """Index-friendly conditions implied by `ts_expr(…) >= bound`, to add to it: on SQLite
-        every stored form begins with its local date and no zone is a day off UTC, so a row at
-        or after the instant `bound` has text at or after the date of the day before. Without
-        it, every read would run `mapsync_utc` over the whole table."""
+    def ts_since(self, bound: Any, zone: dt.tzinfo) -> list[sa.ColumnElement[bool]]:
+        """Index-friendly conditions implied by `ts_expr(zone) >= bound`, to add to it, so a
+        read runs `mapsync_utc` only over the rows near or after the bound (see `since_text`)."""
         if self.db.dialect != "sqlite" or bound is None:
             return []
         assert self.ts_column is not None
-        try:
-            day = (parse_time(bound, dt.UTC) - dt.timedelta(days=1)).date().isoformat()
-        except OverflowError:
-            return []
-        return [sa.type_coerce(self.col(self.ts_column), sa.String) >= day]
+        return [since_text(self.col(self.ts_column), bound, utc_naive=zone_name(zone) == "UTC")]
 
     def ts_value(self, value: Any, zone: dt.tzinfo) -> Any:
         """A row's cursor value in the form `ts_expr` compares (for positions and watermarks)."""
@@ -216,6 +210,24 @@ class SqlSource:
         if self.db.dialect == "mysql" and moment.tzinfo is not None:
             moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
         return moment
+
+
+def since_text(col: sa.ColumnElement[Any], bound: Any, *, utc_naive: bool) -> sa.ColumnElement[bool]:
+    """A condition on SQLite's stored time text that every row at or after the instant `bound`
+    meets (`mapsync_utc(col) >= bound` implies it), and that an index on the column can use.
+
+    Every form `mapsync_utc` reads begins with its local date and time (`T` or space between
+    them, and `T` sorts after the space), and no offset reaches 24 hours: so the text of such a
+    row is at or after `text_floor(bound)` (the bound minus 24 hours). Text in UTC, with `Z` or
+    naive in a column whose zone is UTC, is at or after the bound itself cut to the second
+    (`utc_floor`): only rows with an offset (a `+` or `-` after the date) or in another zone
+    need the 24 hours, so the rows changed since the day before are not all converted on every
+    read. Text that begins with whitespace (which the parse skips) always passes."""
+    raw = sa.type_coerce(col, sa.String)
+    near = raw >= text_floor(bound)
+    if utc_naive:
+        near = sa.and_(near, sa.or_(raw >= utc_floor(bound), sa.func.substr(raw, 11).op("GLOB")("*[+-]*")))
+    return sa.or_(near, raw < "0")
 
 
 class _Child:
