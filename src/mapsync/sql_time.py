@@ -93,11 +93,17 @@ def later(a: Any, b: Any, zone: dt.tzinfo = dt.UTC) -> Any:
     return b if parse_time(b, zone) > parse_time(a, zone) else a
 
 
+_UTC_KEYS = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu"})
+
+
 def zone_name(zone: dt.tzinfo) -> str:
-    """A name `named_zone` turns back into `zone` (an IANA key, or a fixed `±HH:MM`)."""
+    """A name `named_zone` turns back into `zone` (an IANA key, or a fixed `±HH:MM`); `UTC` for
+    every spelling of UTC (`mapsync_utc` reads naive text as UTC without a conversion then)."""
     if isinstance(zone, zoneinfo.ZoneInfo):
-        return zone.key
+        return "UTC" if zone.key in _UTC_KEYS else zone.key
     offset = zone.utcoffset(None) or dt.timedelta(0)
+    if not offset:
+        return "UTC"
     sign = "-" if offset < dt.timedelta(0) else "+"
     minutes = abs(int(offset.total_seconds())) // 60
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"

@@ -406,3 +406,16 @@ def test_the_floors() -> None:
     assert utc_floor("2026-12-04T00:00:00.000001Z") == "2026-12-04 00:00:00"
     assert utc_floor("2026-12-04T13:45:00Z") == "2026-12-04 13:45"
     assert utc_floor("2026-12-04T13:45:10.5Z") == "2026-12-04 13:45:10"
+
+
+def test_every_spelling_of_utc_takes_the_utc_path() -> None:
+    """SQLite's default zone is `dt.UTC`: its name must be `UTC`, or `mapsync_utc` converts
+    every naive row through the general parse and `ts_since` keeps a day of rows."""
+    import zoneinfo
+
+    from mapsync.sql_time import named_zone, zone_name
+
+    for zone in (dt.UTC, dt.timezone(dt.timedelta(0)), zoneinfo.ZoneInfo("Etc/UTC"), named_zone("+00:00")):
+        assert zone_name(zone) == "UTC"
+    assert zone_name(zoneinfo.ZoneInfo("Europe/Berlin")) == "Europe/Berlin"
+    assert zone_name(dt.timezone(-dt.timedelta(hours=5, minutes=30))) == "-05:30"
