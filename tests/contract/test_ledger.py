@@ -40,6 +40,26 @@ def test_commit_then_lookup_keeps_versions_exactly_and_the_last_of_a_key_wins(st
     assert store.ledger("other", [("a", 1)]) == {}  # per sync
 
 
+def test_a_lookup_of_more_keys_than_one_statement_takes_finds_each(store: Store) -> None:
+    """Lookups go in statements of `LOOKUP_CHUNK` keys: every chunk's keys are found, keys of
+    other syncs and missing keys are not, and a key text with quotes and commas is bound as it is."""
+    from mapsync.state.ledger import LOOKUP_CHUNK
+
+    n = 2 * LOOKUP_CHUNK + 7
+    lease, run_id = begin(store)
+    commit(
+        store,
+        lease,
+        run_id,
+        delivered=[delivered((f"k'{i},", i), i, f"h{i}", None) for i in range(n) if i % 3],
+    )
+    wanted = [(f"k'{i},", i) for i in range(n)]
+    found = store.ledger("s", wanted)
+    assert set(found) == {k for k in wanted if k[1] % 3}
+    assert all(found[k].version == k[1] and found[k].hash == f"h{k[1]}" for k in found)
+    assert store.ledger("other", wanted[:10]) == {}
+
+
 def test_deleted_entries_are_kept_but_not_live(store: Store) -> None:
     lease, run_id = begin(store)
     commit(

@@ -28,6 +28,9 @@ DELETED_HASH = "deleted"  # the ledger hash of a record whose delete was deliver
 HEX = 32  # the width of a row hash (MD5 in hex, from whichever side computed it)
 
 
+LOOKUP_CHUNK = 5000  # keys per ledger lookup statement (SQLite allows 32,766 parameters since 3.32)
+
+
 def _fetch(conn: sa.Connection, sql: str, params: Any) -> list[Any]:
     """Rows of one statement through the driver's own cursor (tuples, no Row objects)."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -90,19 +93,24 @@ class LedgerMixin:
 
     @guarded
     def ledger(self, sync: str, keys: Iterable[records.Key]) -> dict[records.Key, LedgerEntry]:
-        """Ledger entries of these keys (one query per 500 keys)."""
+        """Ledger entries of these keys: one statement per `LOOKUP_CHUNK` keys, through the
+        driver's cursor (a batch's lookup ran at about 30 µs a key as SQLAlchemy `IN` queries
+        of 500 keys; PostgreSQL takes the keys as one array parameter)."""
         wanted = {records.key_text(k): k for k in keys}
         found: dict[records.Key, LedgerEntry] = {}
         texts = list(wanted)
-        t = schema.ledger
+        q = self.engine.dialect.identifier_preparer.quote
+        mark = self._mark()
+        cols = ", ".join(q(c) for c in ("key", "version", "hash", "dest_id", "deleted"))
+        head = f"SELECT {cols} FROM {q(schema.ledger.name)} WHERE {q('sync')} = {mark} AND {q('key')}"  # noqa: S608
         with self.engine.connect() as conn:
-            for i in range(0, len(texts), 500):
-                chunk = texts[i : i + 500]
-                for key, version, hash_, dest_id, deleted in conn.execute(
-                    sa.select(t.c.key, t.c.version, t.c.hash, t.c.dest_id, t.c.deleted).where(
-                        t.c.sync == sync, t.c.key.in_(chunk)
-                    )
-                ):
+            for i in range(0, len(texts), LOOKUP_CHUNK):
+                chunk = texts[i : i + LOOKUP_CHUNK]
+                if self.dialect == "postgresql":
+                    rows = _fetch(conn, f"{head} = ANY(%s)", (sync, chunk))
+                else:  # identifiers from our own schema, every value a parameter
+                    rows = _fetch(conn, f"{head} IN ({', '.join(mark for _ in chunk)})", (sync, *chunk))
+                for key, version, hash_, dest_id, deleted in rows:
                     found[wanted[key]] = LedgerEntry(values.decode(version), hash_, dest_id, bool(deleted))
         return found
 
