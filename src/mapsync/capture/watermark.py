@@ -95,7 +95,9 @@ class WatermarkCapture(CaptureBase):
                 if sql:  # a position an older version stored as the raw text
                     after[0] = self.source.ts_value(after[0], self.zone)
                 self._max = after[0]
-        where = [col >= lower, col <= upper, *(self.source.ts_since(lower, self.zone) if sql else [])]
+        # the raw-text condition first: SQLite evaluates the terms of a scan in the order given,
+        # and `mapsync_utc` for every row of the table before it would undo its point
+        where = [*(self.source.ts_since(lower, self.zone) if sql else []), col >= lower, col <= upper]
         for rows in self.source.stream(order, where, after, self.batch):
             last = rows[-1]
             mark = self.source.ts_value(last[self.column], self.zone) if sql else last[self.column]
@@ -114,7 +116,7 @@ class WatermarkCapture(CaptureBase):
         assert isinstance(self.source, SqlSource)
         now = self.source.db.now()
         bound = self.source.ts_bound(now, self.zone, lower=False)
-        ahead = self.source.count(where=[col > bound, *self.source.ts_since(bound, self.zone)])
+        ahead = self.source.count(where=[*self.source.ts_since(bound, self.zone), col > bound])
         memo = (self.source.db.safe_url, self.source.sync)
         last = _future_warned.get(memo)
         if not ahead:
