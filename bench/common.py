@@ -90,31 +90,38 @@ SOURCE_SELECT = ", ".join(c for _, c in DEST_COLUMNS if c is not None)
 DEST_LIST = ", ".join(d for d, _ in DEST_COLUMNS)
 
 
-def copy_mapped(copy: Any, chunk: list[tuple[Any, ...]]) -> None:
-    """The hand-written baselines' mapping, inline: `chunk` holds SOURCE_SELECT rows, each goes
-    to `copy` (psycopg's COPY, DEST_LIST order) with the sheet's value map, truncation and
-    constant applied (`write_sheet`); the destination parses the timestamp texts."""
+def mapped_rows(chunk: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The hand-written baselines' mapping, inline: `chunk` holds SOURCE_SELECT rows, the result
+    DEST_LIST rows with the sheet's value map, truncation and constant applied (`write_sheet`);
+    the destination parses the timestamp texts."""
     status, limit, constant = STATUS_MAP, NOTES_LIMIT, CONSTANT
-    for i, first, last, email, phone, street, city, pc, cc, st, notes, credit, cr, lm in chunk:
-        copy.write_row(
-            (
-                i,
-                first,
-                last,
-                email,
-                phone,
-                street,
-                city,
-                pc,
-                cc,
-                status[st],
-                notes[:limit] if notes is not None else None,
-                credit,
-                constant,
-                cr,
-                lm,
-            )
+    return [
+        (
+            i,
+            first,
+            last,
+            email,
+            phone,
+            street,
+            city,
+            pc,
+            cc,
+            status[st],
+            notes[:limit] if notes is not None else None,
+            credit,
+            constant,
+            cr,
+            lm,
         )
+        for i, first, last, email, phone, street, city, pc, cc, st, notes, credit, cr, lm in chunk
+    ]
+
+
+def copy_mapped(copy: Any, chunk: list[tuple[Any, ...]]) -> None:
+    """`mapped_rows(chunk)` into `copy` (psycopg's COPY, DEST_LIST order)."""
+    write = copy.write_row
+    for row in mapped_rows(chunk):
+        write(row)
 
 
 def dest_ddl(table: str) -> str:
