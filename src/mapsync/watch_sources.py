@@ -253,14 +253,22 @@ def _watermark(loaded: LoadedSheet, store: Store, sync: str, handles: dict[str, 
     source = SqlSource(db, sync, cfg, changes.column)
     zone = db.zone(changes.timezone)
     where = [sa.text(f"({cfg.filter})")] if cfg.filter else []
+    cursor = store.cursor(sync, "watermark")
+    newest_of = sa.select(sa.func.max(source.ts_expr(zone))).select_from(source.relation)
     with db.engine.connect() as conn:
-        newest = conn.execute(
-            sa.select(sa.func.max(source.ts_expr(zone))).select_from(source.relation).where(*where)
-        ).scalar()
+        newest = None
+        bound = None if cursor is None else source.ts_bound(cursor, zone, lower=True)
+        near = [] if bound is None else source.ts_since(bound, zone)  # SQLite only
+        if near:  # `ts_expr` converts each row it reads there: if a row is at or after the
+            # watermark, the newest is among the rows the raw-text condition keeps
+            newest = conn.execute(newest_of.where(*near, *where)).scalar()
+            if newest is not None and newest < bound:  # both fixed-width UTC text
+                newest = None  # only older rows near the bound: the newest may be elsewhere
+        if newest is None:
+            newest = conn.execute(newest_of.where(*where)).scalar()
     out: dict[str, Any] = {"source_now": db.now()}
     if newest is not None:
         out["source_newest"] = parse_time(newest, zone).astimezone(dt.UTC)
-    cursor = store.cursor(sync, "watermark")
     if cursor is not None:
         out["cursor_at"] = parse_time(cursor, zone).astimezone(dt.UTC)
     return out

@@ -578,6 +578,22 @@ def test_watermark_facts_of_a_naive_column(
     assert extra["source_newest_seen"] == dt.datetime(2026, 11, 30, 11, 30, 0, 250000, tzinfo=UTC)
     found = _sync_findings(loaded, "s_items", extra, "source_regression") or []
     assert sorted(f.subject for f in found) == ["newest", "rows"]  # 3 rows to 2: more than 10 %
+    if text != "TEXT":
+        return
+    # SQLite reads only the rows near or after the watermark for the newest (see ts_since): a row
+    # whose local text is hours below it, with its offset, is found there; with none at or after
+    # the watermark left, the whole table is read, and the newest is older than the watermark
+    h.execute(naive_src, "INSERT INTO items VALUES (4, 'x', '2026-11-30 02:00:00-09:00')")  # 11:00Z
+    extra = ws.sync_extra(loaded, store, "s_items", handles)
+    assert extra["source_newest"] == dt.datetime(2026, 11, 30, 11, 0, tzinfo=UTC)
+    h.execute(naive_src, "DELETE FROM items WHERE id IN (1, 4)")
+    extra = ws.sync_extra(loaded, store, "s_items", handles)
+    assert extra["source_newest"] == dt.datetime(2026, 11, 29, 23, 0, tzinfo=UTC)
+    # near the watermark only an older row with an offset (05:00Z); the newest (09:00Z) is not near
+    h.execute(naive_src, "INSERT INTO items VALUES (5, 'x', '2026-11-30 00:00:00-05:00')")
+    h.execute(naive_src, "INSERT INTO items VALUES (6, 'x', '2026-11-30 09:00:00')")
+    extra = ws.sync_extra(loaded, store, "s_items", handles)
+    assert extra["source_newest"] == dt.datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
 @pytest.mark.slow
