@@ -91,14 +91,14 @@ def test_a_schedule_missed_while_no_daemon_ran_is_a_late_start_and_the_restart_c
     def open_store() -> StateStore:
         return StateStore.open("sqlite:///state.db", tmp_path, create=False)
 
-    def daemon_until(check: object) -> None:
+    def daemon_until(check: object, timeout: float = 10) -> None:
         store = open_store()
         loaded = loader.load(tmp_path / "sheet.yaml")
         daemon = Daemon(loaded, store, ["items"], open_store=open_store, poll=dt.timedelta(seconds=0.1))
         thread = threading.Thread(target=daemon.run, daemon=True)
         thread.start()
         try:
-            assert h.wait_for(check, timeout=10), _statuses(store)  # type: ignore[arg-type]
+            assert h.wait_for(check, timeout=timeout), _statuses(store)  # type: ignore[arg-type]
         finally:
             daemon.stop.set()
             thread.join(40)
@@ -116,9 +116,10 @@ def test_a_schedule_missed_while_no_daemon_ran_is_a_late_start_and_the_restart_c
     late = json.loads(_monitor(tmp_path).stdout)["syncs"]["items"]
     assert [r["monitor"] for r in late] == ["late_start"] and "has not started" in late[0]["message"]
     before = slots()
-    daemon_until(lambda: slots() > before + 1)  # the restart runs the schedule again, on time
-    done = _monitor(tmp_path)
-    assert done.returncode == 0, done.stdout
+    # the restart runs the schedule again, on time: the late start clears while it runs (judged
+    # while it runs: a loaded machine may start one slot past the 1 s, or the stopped daemon
+    # miss the next; the monitor judges the latest)
+    daemon_until(lambda: slots() > before + 1 and _monitor(tmp_path).returncode == 0, timeout=20)
 
 
 def _monitor(tmp_path: Path) -> Any:
