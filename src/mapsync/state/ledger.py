@@ -32,13 +32,12 @@ LOOKUP_CHUNK = 5000  # keys per ledger lookup statement (SQLite allows 32,766 pa
 
 
 def _fetch(conn: sa.Connection, sql: str, params: Any) -> list[Any]:
-    """Rows of one statement through the driver's own cursor (tuples, no Row objects)."""
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
+    """Rows of one statement in the driver's own SQL (no compilation, no bind processing), through
+    SQLAlchemy's execution all the same: a failure of the driver is a `DBAPIError` that the
+    store's fault handling names and retries, and a dead connection is dropped from the pool (a
+    raw driver cursor let a cut PostgreSQL connection's `psycopg.OperationalError` through, and
+    the run crashed with a traceback)."""
+    return list(conn.exec_driver_sql(sql, params))
 
 
 def _live(t: sa.Table, sync: str) -> list[Any]:

@@ -458,6 +458,67 @@ def test_direct_users_of_the_store_engine_get_the_same_named_error(
         store.close()
 
 
+@pytest.mark.postgres
+def test_ledger_reads_on_a_connection_cut_mid_statement_are_retried_then_named(
+    pg_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger's lookups run the driver's SQL (`ledger._fetch`). A connection that dies after
+    the pool handed it out (the server restarted, or the lease deadline cut it) fails inside the
+    statement: that is retried on a new connection, and a store that stays away is a named
+    `StateError`, never the driver's own exception (a daemon's run crashed with a traceback
+    when it was). The backend is terminated for real, right before the statement."""
+    from mapsync.state import ledger as ledger_module
+
+    state = pg_database().replace("postgresql://", "postgresql+psycopg://")
+    name = sa.make_url(state).database
+    store = StateStore.open(state, tmp_path, create=True)
+    real = ledger_module._fetch
+    cuts: list[int] = []
+
+    def cut_first(conn: sa.Connection, sql: str, params: Any) -> list[Any]:
+        if len(cuts) < cuts_wanted[0]:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            with _admin(state).connect() as admin:  # and wait until it is gone: the signal is async
+                admin.execute(sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid})
+            cuts.append(int(pid))  # type: ignore[arg-type]
+        return real(conn, sql, params)
+
+    cuts_wanted = [1]
+    monkeypatch.setattr(ledger_module, "_fetch", cut_first)
+    keys = [("a", 1), ("b", 2)]
+    try:
+        assert store.ledger("items", keys) == {}  # cut once, retried on a new connection
+        assert len(cuts) == 1
+        cuts_wanted[0] = 2
+        assert store.ledger_page("items", ["x"]) == {}
+        assert len(cuts) == 2
+        cuts_wanted[0] = 100  # every try cut, and no new connection allowed: named
+        with _admin(state).connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+        with pytest.raises(errors.StateError) as caught:
+            store.ledger("items", keys)
+        assert caught.value.reason in ("unreachable", "cut"), caught.value.reason
+    finally:
+        with _admin(state).connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        store.close()
+
+
+def test_the_ledgers_driver_sql_fails_as_sqlalchemy_errors(state_url: str, tmp_path: Path) -> None:
+    """`ledger._fetch` runs the driver's SQL through SQLAlchemy, so any driver failure reaches the
+    store's fault handling as a `DBAPIError` (classified, retried or named, the connection
+    invalidated when dead). A raw driver cursor raised the driver's own exception: a connection
+    the lease deadline cut mid-statement crashed a daemon's run with a traceback."""
+    from mapsync.state import ledger as ledger_module
+
+    store = StateStore.open(state_url, tmp_path, create=True)
+    try:
+        with store.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError):
+            ledger_module._fetch(conn, "SELECT nothing FROM no_such_table", ())
+    finally:
+        store.close()
+
+
 def test_a_batch_commit_whose_answer_was_lost_is_not_applied_twice(
     state_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
