@@ -3,6 +3,7 @@ the destination DDL, the mapping sheet and the subprocess plumbing. Not a test m
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -366,6 +367,47 @@ def run_worker(script: Path, args: list[str]) -> dict[str, Any]:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+# --------------------------------------------------------------------------- the seed benchmarks
+
+
+def emit_seed(seconds: float, cpu: float, rows: int, rss_ready: float, **extra: Any) -> None:
+    """A seed worker's RESULT line: its wall and CPU seconds, rows, peak RSS (and after imports)."""
+    rss = peak_rss_mb()
+    emit({"seconds": seconds, "cpu": cpu, "rows": rows, "rss_mb": rss, "rss_ready_mb": rss_ready, **extra})
+
+
+def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every seed benchmark takes after its own: one side, a profile, and the
+    hidden ones its driver passes to a worker process."""
+    parser.add_argument("--only", choices=["mapsync", "baseline"], help="run one side only")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the (last) mapsync run into FILE")
+    parser.add_argument("--worker", choices=["mapsync", "baseline"], help=argparse.SUPPRESS)
+    for hidden in ("--source", "--url", "--table", "--folder"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+
+
+def print_seed_run(rep: int, side: str, rows: int, result: dict[str, Any]) -> None:
+    print(
+        f"  run {rep + 1} {side:8s} {result['seconds']:8.2f} s "
+        f"{rows / result['seconds']:>10,.0f} rows/s  (client CPU {result['cpu']:.2f} s)  "
+        f"peak RSS {result['rss_mb']:6.1f} MB",
+        flush=True,
+    )
+
+
+def seed_medians(results: dict[str, list[dict[str, Any]]], rows: int) -> dict[str, dict[str, float]]:
+    """Each side's medians (seconds, CPU, peak RSS, RSS after imports), printed a line a side."""
+    keys = ("seconds", "cpu", "rss_mb", "rss_ready_mb")
+    med = {side: {k: median([r[k] for r in runs]) for k in keys} for side, runs in results.items()}
+    for side, m in med.items():
+        print(
+            f"  {side:8s} {m['seconds']:8.2f} s {rows / m['seconds']:>10,.0f} rows/s  "
+            f"(client CPU {m['cpu']:.2f} s)  peak RSS {m['rss_mb']:6.1f} MB "
+            f"(after imports {m['rss_ready_mb']:.1f} MB)"
+        )
+    return med
 
 
 def load_average() -> str:

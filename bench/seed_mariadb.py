@@ -134,15 +134,7 @@ def worker_baseline(args: argparse.Namespace) -> None:
         conn.commit()
     src.close()
     seconds, cpu = time.perf_counter() - started, common.cpu_seconds() - cpu
-    common.emit(
-        {
-            "seconds": seconds,
-            "cpu": cpu,
-            "rows": rows,
-            "rss_mb": common.peak_rss_mb(),
-            "rss_ready_mb": rss_ready,
-        }
-    )
+    common.emit_seed(seconds, cpu, rows, rss_ready)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -166,13 +158,7 @@ def main() -> int:
         default=DEFAULT_INSERT_ROWS,
         help=f"rows per baseline fetchmany and executemany; default {DEFAULT_INSERT_ROWS}",
     )
-    parser.add_argument("--only", choices=["mapsync", "baseline"], help="run one side only")
-    parser.add_argument("--profile", metavar="FILE", help="cProfile the (last) mapsync run into FILE")
-    parser.add_argument("--worker", choices=["mapsync", "baseline"], help=argparse.SUPPRESS)
-    parser.add_argument("--source", help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--table", help=argparse.SUPPRESS)
-    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    common.add_seed_arguments(parser)
     args = parser.parse_args()
     if args.worker == "mapsync":
         seed.worker_mapsync(args)
@@ -208,12 +194,7 @@ def main() -> int:
                 if count != args.rows:
                     raise RuntimeError(f"{side}: {count} rows in {table}, expected {args.rows}")
                 results[side].append(result)
-                print(
-                    f"  run {rep + 1} {side:8s} {result['seconds']:8.2f} s "
-                    f"{args.rows / result['seconds']:>10,.0f} rows/s  (client CPU {result['cpu']:.2f} s)  "
-                    f"peak RSS {result['rss_mb']:6.1f} MB",
-                    flush=True,
-                )
+                common.print_seed_run(rep, side, args.rows, result)
         sums = {side: db.checksums(f"customer_{side}") for side in sides}
     return report(args, results, sums)
 
@@ -221,25 +202,11 @@ def main() -> int:
 def report(
     args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], sums: dict[str, tuple[int, int, int]]
 ) -> int:
-    med = {
-        side: {
-            "seconds": common.median([r["seconds"] for r in runs]),
-            "cpu": common.median([r["cpu"] for r in runs]),
-            "rss_mb": common.median([r["rss_mb"] for r in runs]),
-            "rss_ready_mb": common.median([r["rss_ready_mb"] for r in runs]),
-        }
-        for side, runs in results.items()
-    }
     print(
         f"\nmedians of {args.repeat} run(s), {args.rows:,} rows, mapsync batch {args.batch}, "
         f"baseline {args.insert_rows} rows per executemany:"
     )
-    for side, m in med.items():
-        print(
-            f"  {side:8s} {m['seconds']:8.2f} s {args.rows / m['seconds']:>10,.0f} rows/s  "
-            f"(client CPU {m['cpu']:.2f} s)  peak RSS {m['rss_mb']:6.1f} MB "
-            f"(after imports {m['rss_ready_mb']:.1f} MB)"
-        )
+    med = common.seed_medians(results, args.rows)
     for side, (count, crc, checksum) in sums.items():
         print(f"  {side:8s} {count:,} rows, CRC32 sum {crc}, CHECKSUM TABLE {checksum}")
     if len(sums) == 2:
