@@ -11,7 +11,7 @@ import pytest
 
 from mapsync import errors, records
 from mapsync.state.data import Counts, Lease
-from mapsync.state.ledger import DELETED_HASH
+from mapsync.state.ledger import DELETED_HASH, LOOKUP_CHUNK
 from mapsync.state.ports import Store
 from tests.contract.conftest import begin, commit, delivered, rejected
 
@@ -43,8 +43,6 @@ def test_commit_then_lookup_keeps_versions_exactly_and_the_last_of_a_key_wins(st
 def test_a_lookup_of_more_keys_than_one_statement_takes_finds_each(store: Store) -> None:
     """Lookups go in statements of `LOOKUP_CHUNK` keys: every chunk's keys are found, keys of
     other syncs and missing keys are not, and a key text with quotes and commas is bound as it is."""
-    from mapsync.state.ledger import LOOKUP_CHUNK
-
     n = 2 * LOOKUP_CHUNK + 7
     lease, run_id = begin(store)
     commit(

@@ -15,18 +15,32 @@ import datetime as dt
 import json
 import logging
 import sqlite3
+import zoneinfo
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from mapsync import records
+from mapsync.connectors.sql_source import since_text
 from mapsync.engine import Engine
 from mapsync.sheet import loader
-from mapsync.sql_time import _sqlite_utc, _sqlite_utc_general, parse_time, register_sqlite, utc_text
+from mapsync.sql_time import (
+    _sqlite_utc,
+    _sqlite_utc_general,
+    named_zone,
+    parse_time,
+    register_sqlite,
+    text_floor,
+    utc_floor,
+    utc_text,
+    zone_name,
+)
 from mapsync.state.store import StateStore, stamp
 from tests import helpers as h
 
@@ -354,12 +368,6 @@ def test_the_since_condition_keeps_every_row_at_or_after_the_bound(
     offset check): every row whose `mapsync_utc` is at or after the bound passes it, in any
     form and offset; and a UTC row more than a second before the bound is cut when the column's
     zone is UTC (the point of it). Through SQLite with mapsync's function, as a read runs it."""
-    import sqlalchemy as sa
-    from sqlalchemy.dialects import sqlite as sqlite_dialect
-
-    from mapsync.connectors.sql_source import since_text
-    from mapsync.sql_time import named_zone
-
     zone = named_zone(zone_name)
     bound_at = naive.replace(tzinfo=dt.UTC, microsecond=0 if whole else naive.microsecond)
     if whole:
@@ -396,8 +404,6 @@ def test_the_since_condition_keeps_every_row_at_or_after_the_bound(
 
 
 def test_the_floors() -> None:
-    from mapsync.sql_time import text_floor, utc_floor
-
     assert text_floor("2026-12-04T00:00:00.000000Z") == "2026-12-03"
     assert text_floor("2026-12-04T00:00:59.999999Z") == "2026-12-03"
     assert text_floor("2026-12-04T13:45:10.5Z") == "2026-12-03 13:45"
@@ -411,10 +417,6 @@ def test_the_floors() -> None:
 def test_every_spelling_of_utc_takes_the_utc_path() -> None:
     """SQLite's default zone is `dt.UTC`: its name must be `UTC`, or `mapsync_utc` converts
     every naive row through the general parse and `ts_since` keeps a day of rows."""
-    import zoneinfo
-
-    from mapsync.sql_time import named_zone, zone_name
-
     for zone in (dt.UTC, dt.timezone(dt.timedelta(0)), zoneinfo.ZoneInfo("Etc/UTC"), named_zone("+00:00")):
         assert zone_name(zone) == "UTC"
     assert zone_name(zoneinfo.ZoneInfo("Europe/Berlin")) == "Europe/Berlin"

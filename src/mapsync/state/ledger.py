@@ -92,26 +92,32 @@ class LedgerMixin:
 
     @guarded
     def ledger(self, sync: str, keys: Iterable[records.Key]) -> dict[records.Key, LedgerEntry]:
-        """Ledger entries of these keys: one statement per `LOOKUP_CHUNK` keys, through the
-        driver's cursor (a batch's lookup ran at about 30 µs a key as SQLAlchemy `IN` queries
-        of 500 keys; PostgreSQL takes the keys as one array parameter)."""
+        """Ledger entries of these keys (`_by_keys`: a batch's lookup ran at about 30 µs a key
+        as SQLAlchemy `IN` queries of 500 keys)."""
         wanted = {records.key_text(k): k for k in keys}
         found: dict[records.Key, LedgerEntry] = {}
-        texts = list(wanted)
+        with self.engine.connect() as conn:
+            for key, version, hash_, dest_id, deleted in self._by_keys(
+                conn, ("key", "version", "hash", "dest_id", "deleted"), sync, list(wanted)
+            ):
+                found[wanted[key]] = LedgerEntry(values.decode(version), hash_, dest_id, bool(deleted))
+        return found
+
+    def _by_keys(self, conn: sa.Connection, cols: Sequence[str], sync: str, texts: list[str]) -> list[Any]:
+        """`cols` of the sync's ledger entries among the key `texts`, in the driver's SQL: one
+        statement per `LOOKUP_CHUNK` keys (PostgreSQL: the keys as one array parameter)."""
         q = self.engine.dialect.identifier_preparer.quote
         mark = self._mark()
-        cols = ", ".join(q(c) for c in ("key", "version", "hash", "dest_id", "deleted"))
-        head = f"SELECT {cols} FROM {q(schema.ledger.name)} WHERE {q('sync')} = {mark} AND {q('key')}"  # noqa: S608
-        with self.engine.connect() as conn:
-            for i in range(0, len(texts), LOOKUP_CHUNK):
-                chunk = texts[i : i + LOOKUP_CHUNK]
-                if self.dialect == "postgresql":
-                    rows = _fetch(conn, f"{head} = ANY(%s)", (sync, chunk))
-                else:  # identifiers from our own schema, every value a parameter
-                    rows = _fetch(conn, f"{head} IN ({', '.join(mark for _ in chunk)})", (sync, *chunk))
-                for key, version, hash_, dest_id, deleted in rows:
-                    found[wanted[key]] = LedgerEntry(values.decode(version), hash_, dest_id, bool(deleted))
-        return found
+        names = ", ".join(q(c) for c in cols)
+        head = f"SELECT {names} FROM {q(schema.ledger.name)} WHERE {q('sync')} = {mark} AND {q('key')}"  # noqa: S608
+        rows: list[Any] = []
+        for i in range(0, len(texts), LOOKUP_CHUNK):
+            chunk = texts[i : i + LOOKUP_CHUNK]
+            if self.dialect == "postgresql":
+                rows += _fetch(conn, f"{head} = ANY(%s)", (sync, chunk))
+            else:  # identifiers from our own schema, every value a parameter
+                rows += _fetch(conn, f"{head} IN ({', '.join(mark for _ in chunk)})", (sync, *chunk))
+        return rows
 
     @guarded
     def ledger_count(self, sync: str) -> int:
@@ -128,27 +134,13 @@ class LedgerMixin:
 
     @guarded
     def ledger_page(self, sync: str, texts: list[str]) -> dict[str, tuple[str | None, bool]]:
-        """key text → (version text, gone) for the ledger entries among `texts` (one query).
+        """key text → (version text, gone) for the ledger entries among `texts` (`_by_keys`).
 
         `gone`: the delete was delivered (`deleted`, or written as an update by `disable`)."""
         if not texts:
             return {}
-        q = self.engine.dialect.identifier_preparer.quote
-        mark = self._mark()
-        t = schema.ledger.name
         with self.engine.connect() as conn:
-            if self.dialect == "postgresql":
-                sql = (  # identifiers from our own schema, values as parameters
-                    f"SELECT {q('key')}, {q('version')}, {q('deleted')}, {q('hash')} FROM {q(t)} "  # noqa: S608
-                    f"WHERE {q('sync')} = %s AND {q('key')} = ANY(%s)"
-                )
-                rows = _fetch(conn, sql, (sync, texts))
-            else:
-                sql = (
-                    f"SELECT {q('key')}, {q('version')}, {q('deleted')}, {q('hash')} FROM {q(t)} "  # noqa: S608
-                    f"WHERE {q('sync')} = {mark} AND {q('key')} IN ({', '.join(mark for _ in texts)})"
-                )
-                rows = _fetch(conn, sql, (sync, *texts))
+            rows = self._by_keys(conn, ("key", "version", "deleted", "hash"), sync, texts)
         return {k: (v, bool(d) or h == DELETED_HASH) for k, v, d, h in rows}
 
     def _sqlite_live(self, conn: sa.Connection, sync: str, cols: str) -> str:

@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from mapsync import cli, crash, errors, records
-from mapsync.state import faults, lease, report, schema
+from mapsync.state import faults, lease, ledger, report, schema
 from mapsync.state.store import Counts, StateStore
 from tests import helpers as h
 
@@ -467,12 +467,10 @@ def test_ledger_reads_on_a_connection_cut_mid_statement_are_retried_then_named(
     statement: that is retried on a new connection, and a store that stays away is a named
     `StateError`, never the driver's own exception (a daemon's run crashed with a traceback
     when it was). The backend is terminated for real, right before the statement."""
-    from mapsync.state import ledger as ledger_module
-
     state = pg_database().replace("postgresql://", "postgresql+psycopg://")
     name = sa.make_url(state).database
     store = StateStore.open(state, tmp_path, create=True)
-    real = ledger_module._fetch
+    real = ledger._fetch
     cuts: list[int] = []
 
     def cut_first(conn: sa.Connection, sql: str, params: Any) -> list[Any]:
@@ -484,7 +482,7 @@ def test_ledger_reads_on_a_connection_cut_mid_statement_are_retried_then_named(
         return real(conn, sql, params)
 
     cuts_wanted = [1]
-    monkeypatch.setattr(ledger_module, "_fetch", cut_first)
+    monkeypatch.setattr(ledger, "_fetch", cut_first)
     keys = [("a", 1), ("b", 2)]
     try:
         assert store.ledger("items", keys) == {}  # cut once, retried on a new connection
@@ -509,12 +507,10 @@ def test_the_ledgers_driver_sql_fails_as_sqlalchemy_errors(state_url: str, tmp_p
     store's fault handling as a `DBAPIError` (classified, retried or named, the connection
     invalidated when dead). A raw driver cursor raised the driver's own exception: a connection
     the lease deadline cut mid-statement crashed a daemon's run with a traceback."""
-    from mapsync.state import ledger as ledger_module
-
     store = StateStore.open(state_url, tmp_path, create=True)
     try:
         with store.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError):
-            ledger_module._fetch(conn, "SELECT nothing FROM no_such_table", ())
+            ledger._fetch(conn, "SELECT nothing FROM no_such_table", ())
     finally:
         store.close()
 
