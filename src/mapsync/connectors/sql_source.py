@@ -81,6 +81,25 @@ class SqlSource:
         The tie-break is compared in SQL (`(a, b) > (:a, :b)`), so it follows the column's
         collation exactly as ORDER BY does. One server-side cursor streams the whole read.
         """
+        with contextlib.closing(self._fetch(self._select(order, where, after, extra_where), batch)) as read:
+            for names, rows in read:  # closed with this generator: the cursor goes at once
+                yield [dict(zip(names, r, strict=False)) for r in rows]  # same length: no check
+
+    def stream_tuples(
+        self, order: Sequence[str], after: Sequence[Any] | None, batch: int, extra_where: str | None = None
+    ) -> Iterator[tuple[list[str], Sequence[Sequence[Any]]]]:
+        """`stream` as the driver returns the rows: (column names, row tuples) per batch, no dict
+        per row (the columnar seed turns each batch into Arrow columns)."""
+        with contextlib.closing(self._fetch(self._select(order, [], after, extra_where), batch)) as read:
+            yield from read
+
+    def _select(
+        self,
+        order: Sequence[str | sa.ColumnElement[Any]],
+        where: Sequence[sa.ColumnElement[bool] | sa.TextClause],
+        after: Sequence[Any] | None,
+        extra_where: str | None,
+    ) -> sa.Select[Any]:
         conditions: list[Any] = list(where)
         ordered = [self.col(c) if isinstance(c, str) else c for c in order]  # names or expressions
         if self.filter:
@@ -89,9 +108,14 @@ class SqlSource:
             conditions.append(sa.text(f"({extra_where})"))
         if after is not None:
             conditions.append(sa.tuple_(*ordered) > sa.tuple_(*[sa.literal(v) for v in after]))
-        query = sa.select(*[self.col(c) for c in self.columns]).where(*conditions).order_by(*ordered)
-        # a server-side cursor where the driver has one; SQLite's cursor steps lazily by itself,
-        # and stream_results there would only add SQLAlchemy's row-by-row buffer
+        return sa.select(*[self.col(c) for c in self.columns]).where(*conditions).order_by(*ordered)
+
+    def _fetch(
+        self, query: sa.Select[Any], batch: int
+    ) -> Iterator[tuple[list[str], Sequence[Sequence[Any]]]]:
+        """One server-side cursor over `query`: (names, rows) per `batch` rows; a driver error
+        becomes the source's transient failure. SQLite's cursor steps lazily by itself, and
+        stream_results there would only add SQLAlchemy's row-by-row buffer."""
         streaming: dict[str, Any] = (
             {"stream_results": True, "max_row_buffer": batch}
             if self.db.engine.dialect.supports_server_side_cursors
@@ -107,7 +131,7 @@ class SqlSource:
                     if not rows:
                         break
                     try:
-                        yield [dict(zip(names, r, strict=False)) for r in rows]  # same length: no check
+                        yield names, rows
                     except GeneratorExit:
                         abandoned = True
                         raise
