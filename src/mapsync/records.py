@@ -8,7 +8,7 @@ import decimal
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 Key = tuple[Any, ...]
@@ -69,6 +69,9 @@ class Batch:
     # every change is written whatever the key ledger holds (export_flag: a pending flag is the
     # request to send, also for an unchanged row after a reset)
     force: bool = False
+    # the batch's rows as an Arrow record batch (a columnar seed, arrow_batch.py); `changes`
+    # then builds each row's Change from it only when asked (the per-record path's rows)
+    arrow: Any = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,6 +129,21 @@ class Delivered:
     # NO_DRIFT: a row written without a digest, the ledger's pair is cleared (undigested);
     # (dkey, UNCOMPARED): a row the digest cannot describe
     drift: tuple[str, str] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeliveredColumns:
+    """The upserts of a columnar batch the destination confirmed, as parallel lists (row i of
+    each list is one row, no object per row): what a `Delivered` with `op="upsert"`, no
+    `dest_id` and no note says of each, for the state commit."""
+
+    keys: Sequence[str]  # key texts (`key_text`), each once
+    versions: Sequence[Any]
+    hashes: Sequence[str]
+    drift: Sequence[tuple[str, str]]  # (dkey, digest), `NO_DRIFT` or (dkey, `UNCOMPARED`)
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 @dataclasses.dataclass(slots=True)

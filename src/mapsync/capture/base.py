@@ -164,6 +164,9 @@ def seed_batches(
     """The seed: every row (or `seed.where`) in key order, resumable after the last committed key."""
     state = cursors.get("seed") or {}
     after = state.get("after")
+    if getattr(source, "columnar", False):  # the engine has a columnar plan for this sync
+        yield from _columnar_seed(source, after, batch, where, version_column)
+        return
     for rows in source.stream(source.key, [], after, batch, extra_where=where):
         last = list(source.key_of(rows[-1]))
         yield records.Batch(
@@ -171,3 +174,24 @@ def seed_batches(
             {"seed": {"status": "running", "after": last}},
             read=True,
         )
+
+
+def _columnar_seed(
+    source: Source, after: Any, batch: int, where: str | None, version_column: str | None
+) -> Iterator[records.Batch]:
+    """`seed_batches` with each batch held as an Arrow record batch (`Batch.arrow`), or as rows
+    where the batch's values have no exact Arrow form (arrow_batch.py). Only a SQL source with no
+    child tables is made columnar (engine_parts sets `source.columnar`)."""
+    from mapsync import arrow_batch  # pyarrow: only a columnar run loads it
+
+    stream = source.stream_tuples  # type: ignore[attr-defined]
+    for names, rows in stream(source.key, after, batch, extra_where=where):
+        arrow = arrow_batch.to_record_batch(names, rows)
+        last = list(source.key_of(dict(zip(names, rows[-1], strict=True))))
+        position = {"seed": {"status": "running", "after": last}}
+        if arrow is None:
+            dicts = [dict(zip(names, r, strict=True)) for r in rows]
+            yield records.Batch(to_changes(source, dicts, version_column), position, read=True)
+        else:
+            changes = arrow_batch.ArrowChanges(arrow, source.key, version_column)
+            yield records.Batch(changes, position, read=True, arrow=arrow)  # type: ignore[arg-type]
