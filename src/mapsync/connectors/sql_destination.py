@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -25,6 +25,8 @@ from mapsync.connectors.sql_keys import KeyProbe
 from mapsync.db_timeouts import UNLIMITED_MYSQL, statement_limit
 from mapsync.ports import Capabilities, DestinationBase
 from mapsync.sheet import models
+
+_T = TypeVar("_T")
 
 COPY_THRESHOLD = 200
 log = logging.getLogger("mapsync.destination")
@@ -190,11 +192,62 @@ class SqlDestination(DestinationBase):
         rejected = [rej for rej in result.rejected if rej.key not in done]
         return records.WriteResult(result.delivered + again.delivered, rejected)
 
+    def arrow_targets(self, cols: Sequence[str]) -> dict[str, Any] | None:
+        """The Arrow type each written column is written from by `write_arrow` (None: this
+        destination has no columnar write: not PostgreSQL, child tables, `on_exists` of an
+        export, a delete fallback, or a column type without a binary COPY form here)."""
+        if self.db.dialect != "postgresql" or self.children or self.on_exists != "update":
+            return None
+        if self.fallback is not None or self._lacks_required(self.main, list(cols)):
+            return None
+        from mapsync.connectors import arrow_copy  # pyarrow, pgpq: only a columnar run loads them
+
+        return arrow_copy.targets(self.main.table, cols)
+
+    def write_arrow(self, data: Any, *, fresh: bool = False) -> None:
+        """Write an Arrow table of mapped rows (every column in `arrow_targets`, the destination
+        key among them) in one transaction, retried as `write` retries. Raises `delivery.Refused`
+        when the database refuses a row and `ValueError` when a value does not fit its column's
+        binary form: the caller then writes these rows per record, which finds the row at fault."""
+        from mapsync.connectors import arrow_copy
+
+        targets = self.arrow_targets(data.column_names)
+        if targets is None:
+            raise ValueError(f"sync {self.sync}: destination {self.db.name} has no columnar write")
+        cast = arrow_copy.cast(data, targets)
+        guard = self.guard if self.guard in cast.column_names else None
+
+        def write(fresh: bool) -> None:
+            self.attempts += 1
+            with self.db.engine.begin() as conn:
+                try:
+                    arrow_copy.pg_copy_arrow(
+                        conn,
+                        self.main.qualified,
+                        self.main.quote,
+                        self.main.key,
+                        cast,
+                        fresh=fresh,
+                        guard=guard,
+                    )
+                except psycopg_error() as exc:  # raw-driver errors: wrapped as SQLAlchemy does, to classify
+                    raise sa.exc.DBAPIError.instance(
+                        "COPY", None, exc, psycopg_error(), dialect=conn.dialect
+                    ) from None
+                crash.point("during_write")
+
+        self._retrying(write, fresh)
+
     def _write_retrying(self, recs: list[records.Mapped], fresh: bool) -> list[records.Rejection]:
+        return self._retrying(lambda fresh: self._write(recs, fresh), fresh)
+
+    def _retrying(self, write: Callable[[bool], _T], fresh: bool) -> _T:
+        """`write(fresh)`, retried on a transient failure (after which it is no longer fresh: the
+        first try may have committed); a record-level refusal raises `delivery.Refused`."""
         delay = 0.5
         for attempt in range(4):
             try:
-                return self._write(recs, fresh)
+                return write(fresh)
             except sa.exc.DBAPIError as exc:
                 cut = deadline.aborted(self.db.engine)
                 if cut:  # never retried: the lease may belong to another run by now
@@ -320,13 +373,11 @@ class SqlDestination(DestinationBase):
             self._update_then_insert(conn, t, cols, rows, guard)
             return
         if self.db.dialect == "postgresql" and (fresh or len(rows) >= COPY_THRESHOLD):
-            import psycopg
-
             try:
                 sql_copy.pg_copy(conn, t.qualified, t.quote, t.key, cols, rows, fresh=fresh, guard=guard)
-            except psycopg.Error as exc:  # raw-driver errors: wrap them as SQLAlchemy does, to classify
+            except psycopg_error() as exc:  # raw-driver errors: wrap them as SQLAlchemy does, to classify
                 raise sa.exc.DBAPIError.instance(
-                    "COPY", None, exc, psycopg.Error, dialect=conn.dialect
+                    "COPY", None, exc, psycopg_error(), dialect=conn.dialect
                 ) from None
             return
         non_key = [c for c in cols if c not in t.key]
@@ -391,3 +442,10 @@ class SqlDestination(DestinationBase):
             )
         if new:
             conn.execute(sa.insert(t.table), new)
+
+
+def psycopg_error() -> type[Exception]:
+    """psycopg's base error class (imported on first use: a MariaDB or SQLite setup never loads it)."""
+    import psycopg
+
+    return psycopg.Error
