@@ -26,6 +26,7 @@ from mapsync import (
     run_ends,
     run_failures,
     run_steps,
+    transforms,
 )
 from mapsync.connectors.catalog_mark import Mark
 from mapsync.engine_kinds import KindRuns
@@ -256,34 +257,75 @@ class Engine(KindRuns):
         return self.stop is not None and self.stop.is_set()
 
     def _step(self, scope: RunScope, parts: Parts, batch: records.Batch) -> None:
-        """One batch: map → ledger → collisions → guard → write → breaker → acknowledge → commit."""
-        name, report = scope.sync, scope.report
+        """One batch: map → ledger → collisions → guard → write → breaker → acknowledge → commit.
+        A batch held as Arrow columns takes the columnar step where the sync has a plan for it
+        (run_columnar.py); it gives the batch back to this path when it cannot take it."""
         if self._beat is not None:
             self._beat.check()  # a heartbeat found the lease taken: nothing more of this run
+        if batch.arrow is not None and parts.columnar is not None:
+            from mapsync import run_columnar  # pyarrow: only a columnar batch loads it
+
+            if run_columnar.step(self, scope, parts, batch):
+                return
         counts = Counts(read=len(batch.changes))
-        mapped, rejected, tally = run_steps.map_batch(parts.mapping, batch, scope.reads, report, counts)
+        mapped, rejected, tally = run_steps.map_batch(parts.mapping, batch, scope.reads, scope.report, counts)
+        send, seen, collided = self.sort_out(scope, parts, mapped, counts, force=batch.force)
+        guard.before_send(scope.guard, batch.changes, send)  # the mass-delete guard
+        self.finish_batch(scope, parts, batch, send, seen, rejected + collided, tally, counts)
+
+    def sort_out(
+        self, scope: RunScope, parts: Parts, mapped: list[records.Mapped], counts: Counts, *, force: bool
+    ) -> tuple[list[records.Mapped], list[records.Delivered], list[records.Rejection]]:
+        """Mapped records against the key ledger and the destination's keys: (to send, seen
+        again unchanged under a newer version, rejected as colliding)."""
         # a fresh seed writes into an empty destination: every row must go, whatever the ledger
         # says (it holds at most this run's earlier, disjoint keys), so it is not read. A resumed
         # seed or `--again` is never fresh and looks up as usual.
+        name = scope.sync
         ledger = {} if scope.fresh else self.store.ledger(name, [m.key for m in mapped])
         zone = parts.capture.zone
         low = parts.capture.low()
-        forced = scope.forced | {records.key_text(m.key) for m in mapped} if batch.force else scope.forced
+        forced = scope.forced | {records.key_text(m.key) for m in mapped} if force else scope.forced
         send, seen = run_steps.against_ledger(scope.kind, mapped, ledger, low, zone, counts, forced)
         send, collided = collisions.collisions(parts.dest, send, ledger, self.store, name)
-        rejected += collided
-        guard.before_send(scope.guard, batch.changes, send)  # the mass-delete guard
+        return send, seen, collided
+
+    def finish_batch(
+        self,
+        scope: RunScope,
+        parts: Parts,
+        batch: records.Batch,
+        send: list[records.Mapped],
+        seen: list[records.Delivered],
+        rejected: list[records.Rejection],
+        tally: transforms.Tally,
+        counts: Counts,
+        columnar: Callable[[], tuple[int, records.DeliveredColumns | None, records.WriteResult]]
+        | None = None,
+    ) -> None:
+        """A sorted batch's write, breaker, acknowledgement and state commit. `columnar` writes a
+        columnar batch's rows inside the same breaker window: it returns how many rows it sent,
+        what it delivered as columns, and the outcome of the rows it wrote per record instead."""
+        name, report = scope.sync, scope.report
+        columns: records.DeliveredColumns | None = None
+        sent = len(send)
         with self._breaker.writing():  # open: a refused call is not split
             result = self._write(scope, parts, send)
+            if columnar is not None:
+                more_sent, columns, more = columnar()
+                sent += more_sent
+                result.delivered += more.delivered
+                result.rejected += more.rejected
         # tripped: the run fails before this batch is acknowledged or committed
         # (an export's `already imported` is no refused write: the destination holds the record)
         refused = sum(1 for r in result.rejected if r.rule != records.ON_EXISTS)
-        self._breaker.record(name, len(send), refused)
+        self._breaker.record(name, sent, refused)
         # record errors are stored and shown: no form of a secret goes into them
         all_rejected = [self._redact_rejection(r) for r in rejected + result.rejected]
         parts.capture.acknowledge(batch, records.WriteResult(result.delivered, all_rejected))
         crash.point("after_ack")
         run_steps.count_outcome(counts, result, all_rejected, tally, report.gone_at_source)
+        counts.written += len(columns) if columns else 0
         # the batch's delivery attempts (`mapsync trace`), in the same state transaction; a seed
         # records its rejections only (state/attempts.py: a seed must not write every key twice)
         tried = attempts.of_batch(
@@ -293,7 +335,7 @@ class Engine(KindRuns):
             deliveries=scope.kind != RunKind.SEED,
             redact=self.redact_text,
         )
-        self._commit(scope, batch, seen + result.delivered, all_rejected, counts, tried)
+        self._commit(scope, batch, seen + result.delivered, all_rejected, counts, tried, columns)
         parts.capture.committed(batch)
         run_steps.add_batch(report, counts, tally, all_rejected)
         self.observer.batch(name, report.counts)
@@ -319,6 +361,7 @@ class Engine(KindRuns):
         rejected: list[records.Rejection],
         counts: Counts,
         tried: list[Attempt],
+        columns: records.DeliveredColumns | None = None,
     ) -> None:
         """The batch's state commit (ledger, record errors, attempts, cursor position, counts),
         fenced."""
@@ -333,6 +376,7 @@ class Engine(KindRuns):
             counts=counts,
             lease_ttl=scope.lease.ttl,
             attempts=tried,
+            columns=columns,
         )
         self.watch.renewed(started)  # the commit renewed the lease
         crash.point("after_commit")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mapsync import capture, connectors, crash, errors, run_failures
+from mapsync import capture, connectors, crash, errors, run_columnar, run_failures
 from mapsync import mapping as compile_
 from mapsync.connectors import catalog_mark
 from mapsync.connectors.catalog_mark import Mark
@@ -129,8 +129,16 @@ class PartsCache:
             )
         mapping = self._mapping(name, dest)
         ctx = self._contexts[name] = capture.Context(name, cfg, self.store, self.database, destination=dest)
+        columnar = run_columnar.plan(cfg, source, dest, version_column)
+        if columnar is not None:
+            source.columnar = True  # type: ignore[attr-defined]  # its seed reads Arrow batches
         return Parts(
-            source, dest, mapping, method(source, cfg.changes, cfg.delivery.batch, ctx), version_column
+            source,
+            dest,
+            mapping,
+            method(source, cfg.changes, cfg.delivery.batch, ctx),
+            version_column,
+            columnar,
         )
 
     def _mapping(self, name: str, dest: Destination) -> compile_.Mapping:

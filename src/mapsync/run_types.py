@@ -10,7 +10,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from mapsync import errors, records
 from mapsync import mapping as compile_
@@ -85,6 +85,8 @@ class Parts:
     mapping: compile_.Mapping
     capture: Capture
     version_column: str | None
+    # the sync's columnar plan (run_columnar.Plan), None: every batch takes the per-record path
+    columnar: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

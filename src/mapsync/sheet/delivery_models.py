@@ -105,6 +105,15 @@ class DeliveryConfig(Model):
             "turns the guard off."
         ),
     )
+    columnar: bool = Field(
+        True,
+        description=(
+            "A seed from a SQL table into PostgreSQL reads, maps, hashes and writes its batches as "
+            "Arrow columns where every field rule has a column form (docs/performance.md); rows "
+            "a column rule cannot place, and every other case, take the per-record path. `false` "
+            "keeps every batch on the per-record path."
+        ),
+    )
     breaker: BreakerConfig | None = Field(
         default_factory=BreakerConfig,
         description=(

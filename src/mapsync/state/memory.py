@@ -174,6 +174,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
         counts: Counts,
         lease_ttl: dt.timedelta,
         attempts: Sequence[Attempt] = (),
+        columns: records.DeliveredColumns | None = None,
     ) -> list[dict[str, Any]]:
         """One batch's outcome, all or nothing, fenced by the lease token (see StateStore.commit)."""
         now = stamp()
@@ -195,6 +196,20 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                     error = t.errors.get((sync, key))
                     if error is not None and error["resolved_at"] is None:
                         t.errors[(sync, key)] = {**error, "resolved_at": now}
+            for key, version, hash_, pair in (
+                zip(columns.keys, columns.versions, columns.hashes, columns.drift, strict=True)
+                if columns
+                else ()
+            ):
+                t.ledger[(sync, key)] = (values.encode(version), hash_, None, False)
+                t.ledger_at[(sync, key)] = now
+                if pair == records.NO_DRIFT:
+                    t.ledger_drift.pop((sync, key), None)
+                else:
+                    t.ledger_drift[(sync, key)] = pair
+                error = t.errors.get((sync, key))
+                if error is not None and error["resolved_at"] is None:
+                    t.errors[(sync, key)] = {**error, "resolved_at": now}
             if rejected:
                 new_values = _record_unmapped(t, sync, rejected, now)  # before the errors: see there
                 by_key = {records.key_text(r.key): r for r in rejected}
@@ -207,7 +222,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                 crash.point("during_error_record")
                 for row in rows:
                     t.errors[(sync, row["key"])] = row
-            if delivered:
+            if delivered or columns:
                 _resolve_unmapped(t, sync, now)
             memory_attempts.write(t, sync, run_id, attempts, now)
             _set_cursors(t, sync, run_id, cursors, now)

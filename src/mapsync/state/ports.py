@@ -70,6 +70,7 @@ class Ledger(Protocol):
         counts: Counts,
         lease_ttl: dt.timedelta,
         attempts: Sequence[Attempt] = (),
+        columns: records.DeliveredColumns | None = None,
     ) -> list[dict[str, Any]]: ...
 
 

@@ -250,6 +250,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         counts: Counts,
         lease_ttl: dt.timedelta,
         attempts: Sequence[Attempt] = (),
+        columns: records.DeliveredColumns | None = None,
     ) -> list[dict[str, Any]]:
         """Record one batch's outcome in one transaction, fenced by the lease token: the ledger,
         record errors, unmapped values, the batch's delivery attempts (state/attempts.py), the
@@ -262,7 +263,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         return faults.call(
             self.engine,
             lambda: self._commit(
-                sync, token, run_id, delivered, rejected, cursors, counts, renew_to, attempts
+                sync, token, run_id, delivered, rejected, cursors, counts, renew_to, attempts, columns
             ),
             "commit",
         )
@@ -278,6 +279,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
         counts: Counts,
         renew_to: str,
         attempts: Sequence[Attempt] = (),
+        columns: records.DeliveredColumns | None = None,
     ) -> list[dict[str, Any]]:
         now = stamp()
         new_values: list[dict[str, Any]] = []
@@ -295,6 +297,8 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
                 if mark == renew_to:
                     return []  # a retry: the first try committed before its connection broke
                 raise errors.LeaseLost(f"sync {sync}: lease lost to another process; batch result discarded")
+            rows: list[tuple[Any, ...]] = []
+            keys: list[str] = []
             if delivered:
                 latest = {records.key_text(d.key): d for d in delivered}  # last wins
                 rows = [
@@ -310,11 +314,15 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
                     )
                     for key, d in latest.items()
                 ]
+                keys = list(latest)
+            if columns:  # a columnar batch's upserts: disjoint from `delivered`, each key once
+                rows += _column_rows(sync, columns, now)
+                keys += columns.keys
+            if rows:
                 # one prepared upsert through the driver's executemany: SQLAlchemy's per-row
                 # parameter processing cost more than the insert itself on large batches
                 conn.exec_driver_sql(self._ledger_upsert_sql(), rows)
                 e = schema.record_errors
-                keys = list(latest)
                 has_open = conn.execute(
                     sa.select(sa.literal(1)).where(e.c.sync == sync, e.c.resolved_at.is_(None)).limit(1)
                 ).first()
@@ -327,7 +335,7 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
             if rejected:
                 new_values = unmapped.record(conn, sync, rejected, now)  # before the errors: see there
                 self._record_errors(conn, sync, run_id, rejected, now)
-            if delivered:
+            if rows:
                 unmapped.resolve(conn, sync, now)
             attempt_rows.write(conn, sync, run_id, attempts, now)
             self._set_cursors(conn, sync, run_id, cursors)
@@ -363,6 +371,19 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
             .where(r.c.id == run_id)
             .values({f.name: r.c[f.name] + getattr(counts, f.name) for f in dataclasses.fields(counts)})
         )
+
+
+def _column_rows(sync: str, columns: records.DeliveredColumns, now: str) -> list[tuple[Any, ...]]:
+    """The ledger rows of a columnar batch's upserts (as `_drift` stores a written row's pair)."""
+    encode = values.encode
+    return [
+        (sync, key, encode(version), hash_, None, False, now, *pair, 0, 0)
+        if pair != records.NO_DRIFT
+        else (sync, key, encode(version), hash_, None, False, now, None, None, 0, 0)
+        for key, version, hash_, pair in zip(
+            columns.keys, columns.versions, columns.hashes, columns.drift, strict=True
+        )
+    ]
 
 
 def _drift(d: records.Delivered) -> tuple[str | None, str | None, int, int]:

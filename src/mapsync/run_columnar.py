@@ -1,0 +1,217 @@
+"""The columnar step: one seed batch held as Arrow columns, mapped, hashed, written and recorded
+column-wise, with no Python object per row (docs/performance.md, "The columnar seed").
+
+A sync gets a `Plan` when its rows can travel this way: a SQL table source without child
+tables, a PostgreSQL destination with a binary COPY form for every written column
+(`SqlDestination.arrow_targets`) and no key probe, and `delivery.columnar` on. The seed reader
+then hands over Arrow record batches (`capture.base.seed_batches`, `arrow_batch.py`), and
+`Engine._step` gives each to `step` here, which follows the per-record step exactly:
+
+1. The batch's keys: a NULL key, a key twice in the batch or in the previous one: the whole
+   batch goes back to the per-record step (which rejects the duplicates, naming them).
+2. `vector_map`: every field rule as a pyarrow.compute kernel, and a mask of the rows whose every
+   value the kernels placed exactly as the per-record mapping would. The other rows (a value map
+   miss, an over-long text, a text that is no time, …) take the per-record mapping, so each
+   rejection still names key, field and reason. A batch schema the kernels do not cover goes
+   back whole.
+3. `row_hashes`: the content hash of each mapped row, the per-record path's own (v1: blake2b of
+   the canonical JSON), built column-wise; so a ledger entry from either path compares equal.
+4. The key ledger (not read by a fresh seed): rows whose hash it holds are skipped, their
+   version moved, as `run_steps.against_ledger` does.
+5. `Engine.finish_batch` writes the per-record rows, then (inside the same breaker window) the
+   columnar rows by binary COPY (`connectors/arrow_copy.py`); a COPY the database refuses, or a
+   value without a binary form, is written per record instead, which isolates the row at fault.
+   The drift digest of each written row comes from `drift_columns`; the state commit stores the
+   ledger rows of the columnar rows in one executemany (`records.DeliveredColumns`). The commit
+   order is unchanged: destination confirmed, then the state commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from mapsync import delivery, records, run_steps
+from mapsync.columns import ColumnInfo
+from mapsync.records import RunKind
+from mapsync.run_scope import RunScope
+from mapsync.run_types import Parts
+from mapsync.sheet import models
+from mapsync.state.store import Counts
+
+if TYPE_CHECKING:  # pyarrow and the modules built on it load with the first columnar plan
+    import pyarrow as pa
+
+    from mapsync import vector_map
+    from mapsync.engine import Engine
+
+
+@dataclasses.dataclass
+class Plan:
+    """A sync's columnar plan: its vector mapping for each batch schema met (None: that schema
+    has none, its batches take the per-record step)."""
+
+    cfg: models.SyncConfig
+    columns: dict[str, ColumnInfo]  # the destination's catalog
+    key: list[str]  # the source key columns
+    version_column: str | None
+    mappings: dict[pa.Schema, vector_map.VectorMapping | None] = dataclasses.field(default_factory=dict)
+
+    def mapping_for(self, schema: pa.Schema) -> vector_map.VectorMapping | None:
+        from mapsync import vector_map
+
+        if schema not in self.mappings:
+            types = {field.name: field.type for field in schema}
+            self.mappings[schema] = vector_map.compile_vector(self.cfg, self.columns, types)
+        return self.mappings[schema]
+
+
+def plan(cfg: models.SyncConfig, source: Any, dest: Any, version_column: str | None) -> Plan | None:
+    """The sync's plan, or None when its batches cannot travel as columns (see the module)."""
+    if not cfg.delivery.columnar or cfg.children or not hasattr(source, "stream_tuples"):
+        return None
+    if getattr(source, "children", None) or cfg.from_.table is None:
+        return None
+    probe = getattr(dest, "key_probe", None)
+    if probe is not None and probe.active:
+        return None
+    targets = getattr(dest, "arrow_targets", None)  # checks the dialect before loading pyarrow
+    if targets is None or targets(list(dict.fromkeys([*cfg.key.to, *cfg.fields]))) is None:
+        return None
+    from mapsync import arrow_batch, vector_map
+
+    types = arrow_batch.types_of(getattr(source, "info", {}), getattr(source, "columns", []))
+    if types is None or vector_map.compile_vector(cfg, dest.columns, types) is None:
+        return None  # a rule without a column form: Arrow batches would only come back
+    return Plan(cfg, dict(dest.columns), list(cfg.key.from_), version_column)
+
+
+def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) -> bool:
+    """Run one Arrow batch of a seed; False (nothing done) gives it back to the per-record step."""
+    import pyarrow as pa
+
+    from mapsync import arrow_batch, row_hashes
+    from mapsync.connectors import drift_columns
+
+    plan_: Plan = parts.columnar
+    rows: pa.RecordBatch = batch.arrow
+    if scope.kind != RunKind.SEED or batch.force:
+        return False
+    mapping = plan_.mapping_for(rows.schema)
+    if mapping is None:
+        return False
+    key_columns = [rows.column(k) for k in plan_.key]
+    if any(column.null_count for column in key_columns):
+        return False
+    keys: list[records.Key] = list(zip(*[column.to_pylist() for column in key_columns], strict=True))
+    distinct = set(keys)
+    if len(distinct) != len(keys) or (batch.read and scope.reads.previous & distinct):
+        return False
+    out = mapping.apply(rows)
+    ok = out.ok
+    good = out.table.filter(ok)
+    if parts.dest.arrow_targets(good.column_names) is None:  # type: ignore[attr-defined]
+        return False
+    try:
+        hashes = row_hashes.content_hashes(good)
+    except TypeError:  # a mapped type the hash has no column form for
+        return False
+    # from here on the batch is this step's: nothing above had an effect
+    if batch.read:
+        scope.reads.previous = distinct
+    marks = ok.to_pylist()
+    good_keys = [k for k, m in zip(keys, marks, strict=True) if m]
+    versions: list[Any] = (
+        rows.column(plan_.version_column).filter(ok).to_pylist()
+        if plan_.version_column
+        else [None] * len(good_keys)
+    )
+    counts = Counts(read=rows.num_rows)
+    # the rows the kernels did not place: the per-record mapping, with its rejections
+    changes: arrow_batch.ArrowChanges = batch.changes  # type: ignore[assignment]
+    rest = records.Batch(changes.pick([i for i, m in enumerate(marks) if not m]), read=batch.read)
+    mapped, rejected, tally = run_steps.map_batch(parts.mapping, rest, None, scope.report, counts)
+    for field, n in out.truncated.items():
+        tally.truncated[field] += n
+    send, seen, collided = engine.sort_out(scope, parts, mapped, counts, force=False)
+    send_rows, seen_rows = _against_ledger(engine, scope, good_keys, versions, hashes, counts)
+    seen += seen_rows
+
+    def write() -> tuple[int, records.DeliveredColumns | None, records.WriteResult]:
+        table = good.filter(pa.array(send_rows, pa.bool_())) if len(send_rows) != good.num_rows else good
+        if not table.num_rows:
+            return 0, None, records.WriteResult()
+        chosen = [i for i, s in enumerate(send_rows) if s] if table is not good else range(good.num_rows)
+        sent_keys = [good_keys[i] for i in chosen]
+        sent_versions = [versions[i] for i in chosen]
+        sent_hashes = [hashes[i] for i in chosen]
+        engine.watch.renew(scope.lease)
+        try:
+            parts.dest.write_arrow(table, fresh=scope.fresh)  # type: ignore[attr-defined]
+        except (delivery.Refused, ValueError):
+            # a row the database refuses, or a value without a binary form: per record, which
+            # finds the row at fault and writes the others
+            recs = _as_records(parts, table, sent_keys, sent_versions, sent_hashes)
+            return len(recs), None, parts.dest.write(recs, fresh=False)
+        form = getattr(parts.dest, "drift_form", None)
+        drift = drift_columns.drift_pairs(form, table) if form is not None else [None] * table.num_rows
+        if form is not None:
+            drift = [p if p is not None else _undigested(form, table, i) for i, p in enumerate(drift)]
+        columns = records.DeliveredColumns(
+            [records.key_text(k) for k in sent_keys], sent_versions, sent_hashes, drift
+        )
+        return table.num_rows, columns, records.WriteResult()
+
+    engine.finish_batch(scope, parts, batch, send, seen, rejected + collided, tally, counts, write)
+    return True
+
+
+def _against_ledger(
+    engine: Engine,
+    scope: RunScope,
+    keys: Sequence[records.Key],
+    versions: Sequence[Any],
+    hashes: Sequence[str],
+    counts: Counts,
+) -> tuple[list[bool], list[records.Delivered]]:
+    """Which columnar rows to send (`run_steps.against_ledger` for upserts of a seed): all of a
+    fresh seed's; else those the ledger does not hold with the same hash. A row held unchanged
+    under another version is seen again (the ledger moves, the destination is not written)."""
+    if scope.fresh:
+        return [True] * len(keys), []
+    ledger = engine.store.ledger(scope.sync, list(keys))
+    send: list[bool] = []
+    seen: list[records.Delivered] = []
+    for key, version, hash_ in zip(keys, versions, hashes, strict=True):
+        entry = ledger.get(key)
+        if entry is not None and entry.hash == hash_ and not entry.deleted:
+            counts.skipped += 1
+            send.append(False)
+            if not run_steps.same_version(entry.version, version):
+                seen.append(records.Delivered(key, version, hash_, entry.dest_id))
+        else:
+            send.append(True)
+    return send, seen
+
+
+def _as_records(
+    parts: Parts,
+    table: pa.Table,
+    keys: Sequence[records.Key],
+    versions: Sequence[Any],
+    hashes: Sequence[str],
+) -> list[records.Mapped]:
+    """The columnar rows as mapped records, for the per-record write."""
+    key_to = list(parts.mapping.main.key_to)
+    return [
+        records.Mapped("upsert", key, tuple([values[k] for k in key_to]), version, values, {}, hash_)
+        for key, version, hash_, values in zip(keys, versions, hashes, table.to_pylist(), strict=True)
+    ]
+
+
+def _undigested(form: Any, table: pa.Table, i: int) -> tuple[str, str]:
+    """A written row the drift form cannot read (as `SqlDestination._set_drift`): its dkey with
+    no digest, or no pair at all when not even the key can be read."""
+    dkey = form.dkey(table.slice(i, 1).to_pylist()[0])
+    return records.NO_DRIFT if dkey is None else (dkey, records.UNCOMPARED)
