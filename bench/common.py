@@ -291,8 +291,11 @@ class ScratchDatabase:
 # --------------------------------------------------------------------------- the sheet
 
 
-def write_sheet(folder: Path, source: Path, dest_url: str, table: str, batch: int, lag: str = "1s") -> Path:
-    """A mapping sheet with a realistic mapping: renames, a value map, a truncation, a constant."""
+def write_sheet(
+    folder: Path, source: Path, dest_url: str, table: str, batch: int, lag: str = "1s", columnar: bool = True
+) -> Path:
+    """A mapping sheet with a realistic mapping: renames, a value map, a truncation, a constant
+    (`columnar`: the sheet's `delivery.columnar`)."""
     fields: dict[str, Any] = {}
     for dest, src in DEST_COLUMNS[1:]:
         if dest == "status":
@@ -317,7 +320,7 @@ def write_sheet(folder: Path, source: Path, dest_url: str, table: str, batch: in
                 "key": {"from": "id", "to": "customer_id"},
                 "fields": fields,
                 "changes": {"method": "watermark", "column": "last_modified", "lag": lag},
-                "delivery": {"batch": batch},
+                "delivery": {"batch": batch, "columnar": columnar},
             }
         },
     }
@@ -381,9 +384,14 @@ def emit_seed(seconds: float, cpu: float, rows: int, rss_ready: float, **extra: 
 def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments every seed benchmark takes after its own: one side, a profile, and the
     hidden ones its driver passes to a worker process."""
-    parser.add_argument("--only", choices=["mapsync", "baseline"], help="run one side only")
+    parser.add_argument("--only", choices=["mapsync", "records", "baseline"], help="run one side only")
+    parser.add_argument(
+        "--records",
+        action="store_true",
+        help="also run mapsync's per-record path (`delivery.columnar: false`) as a third side",
+    )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the (last) mapsync run into FILE")
-    parser.add_argument("--worker", choices=["mapsync", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["mapsync", "records", "baseline"], help=argparse.SUPPRESS)
     for hidden in ("--source", "--url", "--table", "--folder"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
 
