@@ -146,14 +146,15 @@ TEXT = st.one_of(
     st.lists(_HOSTILE | st.sampled_from("abcAZ 09"), max_size=12).map("".join),
 )
 INTS = st.one_of(st.none(), st.integers(-3, 12), st.integers(-(2**63), 2**63 - 1))
-DIGITS = st.integers(-(10**19), 10**19).map(str)
+INT64_EDGES = ["9223372036854775807", "9223372036854775808", "-9223372036854775808", "-9223372036854775809"]
+DIGITS = st.integers(-(10**19), 10**19).map(str) | st.sampled_from([*INT64_EDGES, "0" * 19, "-0", "007"])
 
 
 @st.composite
 def time_texts(draw: st.DrawFn) -> str | None:
     if draw(st.integers(0, 9)) == 0:
         return draw(st.none() | st.text(max_size=25))
-    y = draw(st.integers(0, 9999) | st.sampled_from([1, 1970, 2024, 9999]))
+    y = draw(st.integers(0, 9999) | st.sampled_from([0, 1, 1970, 2024, 9999]))
     parts = [draw(st.integers(0, 13)), draw(st.integers(0, 32)), draw(st.integers(0, 25))]
     m, s = draw(st.integers(0, 61)), draw(st.integers(0, 61))
     sep = draw(st.sampled_from(["T", " ", "T", " ", "t", "_"]))
@@ -181,7 +182,19 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 @SETTINGS
 @given(st.lists(st.tuples(TEXT, INTS, DIGITS | TEXT), min_size=1, max_size=30), st.booleans())
 def test_copies_and_the_destination_check(rows: list[tuple[Any, ...]], nul: bool) -> None:
-    cfg = sync({"name": "name", "loose": "name", "n": "n", "n_text": "n", "parsed": "digits", "flag": "flag"})
+    cfg = sync(
+        {
+            "name": "name",
+            "loose": "name",
+            "n": "n",
+            "n_text": "n",
+            "parsed": "digits",
+            "flag": "flag",
+            "n_dflt": {"from": "n", "default": 5},
+            "absent": {"from": "missing", "default": "x"},
+            "absent_too": "missing",
+        }
+    )
     columns = {
         "name": col("str", 8, nullable=False, nul=nul),
         "loose": col(None),
@@ -189,6 +202,9 @@ def test_copies_and_the_destination_check(rows: list[tuple[Any, ...]], nul: bool
         "n_text": col("str", 5),
         "parsed": col("int"),
         "flag": col("int"),
+        "n_dflt": col("int", nullable=False),
+        "absent": col("str"),
+        "absent_too": col("date"),
         **KEY,
     }
     rb = batch(
@@ -298,6 +314,80 @@ def test_ints_into_numeric_and_float_columns(values: list[Any], precision: int, 
         batch({"n": (pa.int32(), [v if v is None or -(2**31) <= v < 2**31 else 7 for v in values])}),
     )
     check(cfg, columns, batch({"n": (pa.int64(), values)}))
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(st.none() | st.floats(), st.none() | st.booleans(), st.none() | st.dates()), max_size=20
+    )
+)
+def test_other_source_types(rows: list[tuple[Any, ...]]) -> None:
+    cfg = sync({"x": "x", "x32": "x32", "b": "b", "d": "d", "at": "at", "at_s": "at"})
+    columns = {
+        "x": col("float"),
+        "x32": col(None),
+        "b": col("bool", nullable=False),
+        "d": col("date"),
+        "at": col("datetime", fraction=2),
+        "at_s": col("datetime", fraction=0),
+        **KEY,
+    }
+    stamps = [None if d is None else dt.datetime(d.year, d.month, d.day, 1, 2, 3, 45678) for _, _, d in rows]  # noqa: DTZ001
+    rb = batch(
+        {
+            "x": (pa.float64(), [r[0] for r in rows]),
+            "x32": (pa.float32(), [r[0] if r[0] is None or abs(r[0]) < 1e30 else 1.5 for r in rows]),
+            "b": (pa.bool_(), [r[1] for r in rows]),
+            "d": (pa.date32(), [r[2] for r in rows]),
+            "at": (pa.timestamp("ms"), stamps),
+        }
+    )
+    check(cfg, columns, rb, whole=True)
+
+
+@SETTINGS
+@given(st.lists(st.none() | st.integers(-(10**18) + 1, 10**18 - 1).map(str), max_size=20))
+def test_digit_text_into_an_int_column_is_vectorised_whole(values: list[Any]) -> None:
+    cfg = sync({"n": "t", "m": {"from": "t", "map": {"1": "one"}, "on_unknown": "keep"}})
+    check(cfg, {"n": col("int"), "m": col("str"), **KEY}, batch({"t": (pa.string(), values)}), whole=True)
+
+
+def test_time_texts_at_the_edges() -> None:
+    """Each text is mapped per record or rejected; the vector form takes only the exact forms."""
+    texts = {
+        "2024-01-02T03:04:05": True,
+        "2024-01-02 03:04:05.5": True,
+        "0001-01-01 00:00:00.000001": True,
+        "0999-12-31 23:59:59.999999": True,
+        "9999-12-31T23:59:59": True,
+        "0000-01-01T00:00:00": False,  # Python has no year 0
+        "2024-02-30 01:02:03": False,
+        "2023-02-29 01:02:03": False,
+        "2024-01-02T24:00:00": False,
+        "2024-01-02T03:04:60": False,
+        "2024-01-02T03:04:05.": False,
+        "2024-01-02T03:04:05.1234567": False,  # mapped per record (cut to 6 digits): not ours
+        "2024-01-02t03:04:05": False,
+        " 2024-01-02T03:04:05": False,
+        "2024-01-02T03:04:05Z": False,
+        "2024-01-02T03:04:05+02:00": False,
+        "２０２４-01-02T03:04:05": False,
+        "2024-01-02": False,
+    }
+    cfg = sync({"at": "t"})
+    out = check(cfg, {"at": col("datetime", fraction=3), **KEY}, batch({"t": (pa.string(), list(texts))}))
+    assert dict(zip(texts, out.ok.to_pylist(), strict=True)) == texts
+
+
+def test_mixed_types_after_a_map_are_not_ok() -> None:
+    """`keep` hands an unmapped text on where the map gives ints: such rows are left to the
+    per-record path (one field's column holds one type)."""
+    cfg = sync({"code": {"from": "t", "map": {"A": 1, "B": 2}, "on_unknown": "keep"}})
+    out = check(cfg, {}, batch({"t": (pa.string(), ["A", "x", None, "B"])}))
+    assert out.ok.to_pylist() == [True, False, True, True]
+    assert [out.table.column("code")[i].as_py() for i in (0, 2, 3)] == [1, None, 2]
+    assert out.kept == {}  # the kept row is counted by the per-record path
 
 
 def test_constants_and_defaults() -> None:
