@@ -50,6 +50,7 @@ _WS = "".join(f"\\x{{{c:x}}}" for c in range(sys.maxunicode + 1) if chr(c).isspa
 _STRIP = f"^[{_WS}]+|[{_WS}]+$"
 _NOT_WS = f"[^{_WS}]"
 _TIME_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?$"
+_EPOCH = "1970-01-01 00:00:00"
 _INT_TEXT = r"^-?[0-9]{1,18}$"  # always within int64, and what Decimal(text) reads alike
 _INT64 = (-(2**63), 2**63 - 1)
 # rules of a field that make the whole sync stay on the per-record path
@@ -268,20 +269,20 @@ def _fit(arr: pa.Array, cut: int | None) -> tuple[pa.Array, pa.Array | None]:
 
 def _parse_time(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Text in `YYYY-MM-DD[T ]HH:MM:SS[.f]` as naive times, as transforms.convert(…, "datetime")
-    reads them; (times, rows not ok: any other text, or a date or time the calendar lacks)."""
+    reads them; (times, rows not ok: any other text, or a date or time the calendar lacks).
+
+    A lenient strptime turns Feb 30 into Mar 1 and :60 into the next minute, so the time it
+    reads is written back as text (Arrow's cast, much cheaper than strftime) and must equal the
+    text read; the rows that pass are parsed whole, fraction and all, by Arrow's strict ISO cast
+    (the others are given a harmless text first, since the cast fails the whole array)."""
     form = pc.fill_null(pc.match_substring_regex(arr, _TIME_TEXT), False)
     form = pc.and_(form, pc.invert(pc.fill_null(pc.starts_with(arr, "0000"), False)))  # no year 0
-    base = pc.replace_substring(pc.utf8_slice_codeunits(arr, 0, 19), " ", "T")
-    seconds = pc.strptime(base, "%Y-%m-%dT%H:%M:%S", "s", error_is_null=True)
-    back = pc.strftime(seconds, "%Y-%m-%dT%H:%M:%S")  # Feb 30, 24:00, :60 come back otherwise
-    same = pc.fill_null(pc.equal(back, base), False)
-    digits = pc.utf8_rpad(pc.utf8_slice_codeunits(arr, 20, 26), width=6, padding="0")
-    micro = pc.cast(pc.if_else(pc.and_(form, same), digits, "0"), pa.int64())
-    moment = pc.cast(
-        pc.add(pc.cast(pc.cast(seconds, pa.timestamp("us")), pa.int64()), micro), pa.timestamp("us")
-    )
-    bad = pc.and_(pc.is_valid(arr), pc.invert(pc.and_(form, same)))
-    return moment, bad
+    base = pc.replace_substring(pc.utf8_slice_codeunits(arr, 0, 19), "T", " ")
+    seconds = pc.strptime(base, "%Y-%m-%d %H:%M:%S", "s", error_is_null=True)
+    same = pc.fill_null(pc.equal(pc.cast(seconds, pa.string()), base), False)
+    good = pc.and_(form, same)
+    moment = pc.cast(pc.if_else(pc.or_(good, pc.is_null(arr)), arr, _EPOCH), pa.timestamp("us"))
+    return moment, pc.and_(pc.is_valid(arr), pc.invert(good))
 
 
 def _check(name: str, column: ColumnInfo | None, kind: str, *, counted: bool) -> tuple[Step, str]:
