@@ -21,9 +21,9 @@ JSON-encoded once. Each column becomes an array of JSON texts, nulls `null`:
   microsecond is 0 and 6 digits otherwise, `+00:00` for UTC — vectorised; another zone's
   values per value (`to_pylist`'s datetime in that zone, `isoformat()`)
 - dates: date32 `YYYY-MM-DD`, vectorised; date64 per value
-- decimals (128, 256): `str(Decimal)` of the value `to_pylist` gives (`Decimal('12.30')`, the
-  column's scale kept; `0E-10`, `1.234E-7` below 1e-6 at a scale above 6): Arrow's text for
-  scales 0 to 6, and above 6 for values of at least 1e-6; the rest per value
+- decimals (128, 256): `str(Decimal)` of the value `to_pylist` gives (`Decimal('12.30')`: the
+  column's scale kept; `0E-10`, `1.000E-7` below 1e-6 at scale 10; `1.230E+5` at a negative
+  scale): Arrow's decimal text follows the same rule, vectorised
 - binary (binary, large_binary, fixed_size_binary): lowercase hex of the data buffer at once
 - floats: per value (`repr`, `NaN`, `Infinity`: Arrow's float text differs, `1` for `1.0`)
 - time32/time64[us]: per value (`isoformat()`); an all-null column: `null`
@@ -39,7 +39,6 @@ Base layer: imports only `mapsync.records` and pyarrow.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import hashlib
 import itertools
 from collections.abc import Callable
@@ -62,7 +61,6 @@ _MAX_US = (dt.datetime(9999, 12, 31, 23, 59, 59, 999999) - dt.datetime(1970, 1, 
     microseconds=1
 )
 _MIN_DAY, _MAX_DAY = _MIN_US // 86_400_000_000, _MAX_US // 86_400_000_000
-_MICRO = pa.scalar(decimal.Decimal("0.000001"))
 
 
 def content_hashes(table: pa.Table | pa.RecordBatch) -> list[str]:
@@ -197,15 +195,10 @@ def _date(array: pa.Array, name: str) -> pa.Array:
     return _quoted(pc.cast(array, _TEXT))
 
 
-def _decimal(array: pa.Array, name: str) -> pa.Array:
-    scale = array.type.scale
-    if scale < 0:
-        return _per_value(array, name)
-    texts = _quoted(pc.cast(array, _TEXT))
-    if scale <= 6:  # str(Decimal) is plain for every value: Arrow's text is the same
-        return texts
-    tiny = pc.less(pc.abs(array), _MICRO.cast(array.type))  # exponent form below 1e-6
-    return _patched(texts, tiny, array, name)
+def _decimal(array: pa.Array, _: str) -> pa.Array:
+    # Arrow's decimal text is str(Decimal)'s, exponent form included (an adjusted exponent
+    # below -6: `0E-10`, `1.000E-7`; a negative scale: `1.230E+5`); the tests hold them to it
+    return _quoted(pc.cast(array, _TEXT))
 
 
 def _binary(array: pa.Array, _: str) -> pa.Array:
