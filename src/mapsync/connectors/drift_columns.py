@@ -13,12 +13,15 @@ Vectorised, where the Arrow type is the kind's natural one:
 
 - text: string columns as they are; char (PAD SPACE): trailing spaces removed
 - int and bool kinds: integer columns as decimal digits, boolean columns `1`/`0`
+- decimal: decimal columns of a scale of 0 to 6, not above the column's, whose rounding to
+  the column's scale cannot pass the decimal context's precision: plain digits without
+  trailing fractional zeros (Arrow's text, trimmed)
 - date: date32 columns `YYYY-MM-DD`
 - timestamp: timestamp columns (s, ms, us; naive, or any zone: shown in UTC) as
   `YYYY-MM-DD HH:MM:SS.ffffff`, only where the column's `time_fitter` is the identity (a
   naive column with 6 fraction digits and no zone for naive times: `ColumnForm.fitted` false)
 
-Every other (kind, type) pair — decimals, binary, uuid, time, a fitted timestamp column,
+Every other (kind, type) pair — decimals to be rounded, binary, uuid, time, a fitted timestamp column,
 date64, an int column of text, … — takes the form's own converter per value, on the value
 `to_pylist` gives. A row holding a value the converter cannot read (what `of_written` catches)
 gets None, as `of_written` returns; so does every row when the batch lacks a digested column,
@@ -27,6 +30,7 @@ and a row holding a value Python cannot hold at all (a time outside years 1–99
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import itertools
 from collections.abc import Callable, Sequence
@@ -45,6 +49,8 @@ _NULL = pa.scalar(NULL, _TEXT)
 _SEP = pa.scalar(SEP, _TEXT)
 _MIN_US, _MAX_US = -62_135_596_800_000_000, 253_402_300_799_999_999  # years 1 and 9999, in µs
 _MIN_DAY, _MAX_DAY = -719_162, 2_932_896
+# `12.30` → `12.3`, `100.00` → `100`, `0.00` → `0` (casts.plain_decimal; Arrow has no `-0`)
+_TRAILING_ZEROS = r"(\.[0-9]*[1-9])0+$|\.0+$"
 
 Pairs = list[tuple[str, str] | None]
 
@@ -103,11 +109,26 @@ def _vector_texts(column: ColumnForm, array: pa.Array) -> pa.Array | None:
             return pc.cast(array, _TEXT)
         if pa.types.is_boolean(arrow):
             return pc.if_else(array, pa.scalar("1", _TEXT), pa.scalar("0", _TEXT))
+    if kind == "decimal" and pa.types.is_decimal(arrow) and _unrounded(arrow, column.scale):
+        # Arrow's text is plain at a scale of 0 to 6; the trailing fractional zeros and `.` go
+        return pc.replace_substring_regex(pc.cast(array, _TEXT), pattern=_TRAILING_ZEROS, replacement=r"\1")
     if kind == "date" and pa.types.is_date32(arrow) and _within(array.view(pa.int32()), _MIN_DAY, _MAX_DAY):
         return pc.cast(array, _TEXT)
     if kind == "timestamp" and not column.fitted and pa.types.is_timestamp(arrow) and arrow.unit != "ns":
         return _timestamps(array)
     return None
+
+
+def _unrounded(arrow: pa.DataType, scale: int | None) -> bool:
+    """Whether the form's decimal text of every value of a decimal column is its plain digits:
+    Arrow writes them without an exponent (a scale of 0 to 6), rounding to the column's scale
+    changes nothing (the Arrow scale is not above it) and `quantize` cannot overflow the
+    context's precision (it raises InvalidOperation there: the row is unreadable)."""
+    if not 0 <= arrow.scale <= 6:
+        return False
+    if scale is None:
+        return True
+    return bool(arrow.scale <= scale and arrow.precision - arrow.scale + scale <= decimal.getcontext().prec)
 
 
 def _timestamps(array: pa.Array) -> pa.Array | None:

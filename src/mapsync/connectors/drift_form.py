@@ -148,11 +148,13 @@ class ColumnForm(NamedTuple):
     """One digested column's form, for a caller that computes it a column at a time
     (connectors/drift_columns.py): the form's kind, its text of a non-null value (which may
     raise as `DriftForm.of` does), and whether a timestamp is fitted (`time_fitter` is not the
-    identity: the column has a zone for naive times or keeps fewer than 6 fraction digits)."""
+    identity: the column has a zone for naive times or keeps fewer than 6 fraction digits), and
+    the scale a decimal is rounded to (None: not rounded)."""
 
     kind: str
     convert: Callable[[Any], str]
     fitted: bool
+    scale: int | None
 
 
 def frame(texts: Sequence[str | None]) -> str:
@@ -223,7 +225,8 @@ class DriftForm:
     def column_form(self, name: str) -> ColumnForm:
         """The form of a digested column (a name of `key` or `owned`)."""
         column = self._cols[name]
-        return ColumnForm(column.kind, column.convert, column.fit is not None)
+        scale = column.info.scale if column.quantum is not None else None
+        return ColumnForm(column.kind, column.convert, column.fit is not None, scale)
 
     def texts(self, values: Mapping[str, Any], names: Sequence[str]) -> list[str | None]:
         return [self._cols[n].text(values[n]) for n in names]

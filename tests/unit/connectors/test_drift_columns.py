@@ -35,6 +35,8 @@ COLUMNS = {
     "code": col("code", str, "CHAR(6)"),
     "flag": col("flag", bool, "BOOLEAN"),
     "amount": col("amount", D, "NUMERIC(10, 2)", precision=10, scale=2),
+    "num": col("num", D, "NUMERIC"),  # no scale: not rounded
+    "big": col("big", D, "NUMERIC(38, 0)", precision=38, scale=0),
     "at": col("at", dt.datetime, "TIMESTAMP"),  # 6 digits, no zone: not fitted
     "at0": col("at0", dt.datetime, "TIMESTAMP(0)", fraction=0),
     "atz": col("atz", dt.datetime, "TIMESTAMP", time_zone=zoneinfo.ZoneInfo("Europe/Berlin")),
@@ -92,9 +94,25 @@ TYPES: dict[str, list[tuple[pa.DataType, st.SearchStrategy[Any]]]] = {
     "amount": [
         (pa.decimal128(10, 2), st.decimals(D("-99999999.99"), D("99999999.99"), places=2)),
         (pa.decimal128(38, 10), st.decimals(-(10**6), 10**6, places=10)),
+        (pa.decimal128(38, 2), st.decimals(-(10**30), 10**30, places=2)),  # quantize overflows past 28 digits
+        (pa.decimal128(12, 0), st.integers(-(10**12) + 1, 10**12 - 1).map(D)),
+        (pa.decimal128(12, 4), st.decimals(-(10**7), 10**7, places=4)),  # rounded half up: per value
         (pa.float64(), st.floats()),
         (pa.string(), st.sampled_from(["1.005", "x", "-0.00", "1e3"])),
         (pa.int64(), st.integers(-(10**9), 10**9)),
+    ],
+    "num": [
+        (pa.decimal128(12, 4), st.decimals(-(10**7), 10**7, places=4)),
+        (pa.decimal128(38, 10), st.decimals(-(10**6), 10**6, places=10)),
+        (pa.decimal128(5, -2), st.integers(-99999, 99999).map(lambda n: D(n).scaleb(2))),
+    ],
+    "big": [
+        (
+            pa.decimal128(38, 0),
+            st.one_of(st.integers(-(10**38) + 1, 10**38 - 1), st.integers(-100, 100)).map(D),
+        ),
+        (pa.decimal128(20, 0), st.integers(-(10**20) + 1, 10**20 - 1).map(D)),
+        (pa.decimal128(38, 2), st.decimals(-(10**30), 10**30, places=2)),  # rounded: per value
     ],
     "at": TIMES,
     "at0": TIMES,
