@@ -145,7 +145,9 @@ def _per_value(array: pa.Array, name: str) -> pa.Array:
 
 
 def _quoted(texts: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise(_QUOTE, pc.cast(texts, _TEXT), _QUOTE, pa.scalar("", _TEXT))
+    if texts.type != _TEXT:
+        texts = pc.cast(texts, _TEXT)
+    return pc.binary_join_element_wise(_QUOTE, texts, _QUOTE, pa.scalar("", _TEXT))
 
 
 def _patched(texts: pa.Array, slow: pa.Array, source: pa.Array, name: str) -> pa.Array:
@@ -157,7 +159,8 @@ def _patched(texts: pa.Array, slow: pa.Array, source: pa.Array, name: str) -> pa
 
 
 def _string(array: pa.Array, name: str) -> pa.Array:
-    return _patched(_quoted(array), pc.match_substring_regex(array, _NEEDS_ESCAPE), array, name)
+    texts = pc.cast(array, _TEXT)  # string_view has no regex kernel
+    return _patched(_quoted(texts), pc.match_substring_regex(texts, _NEEDS_ESCAPE), texts, name)
 
 
 def _timestamp(array: pa.Array, name: str) -> pa.Array:

@@ -52,6 +52,7 @@ KINDS: list[tuple[pa.DataType, st.SearchStrategy[Any]]] = [
     (pa.uint64(), st.integers(0, 2**64 - 1)),
     (pa.string(), STRINGS),
     (pa.large_string(), STRINGS),
+    (pa.string_view(), STRINGS),
     (pa.bool_(), st.booleans()),
     (
         pa.float64(),
