@@ -25,7 +25,8 @@ JSON-encoded once. Each column becomes an array of JSON texts, nulls `null`:
   column's scale kept; `0E-10`, `1.000E-7` below 1e-6 at scale 10; `1.230E+5` at a negative
   scale): Arrow's decimal text follows the same rule, vectorised
 - binary (binary, large_binary, fixed_size_binary): lowercase hex of the data buffer at once
-- floats: per value (`repr`, `NaN`, `Infinity`: Arrow's float text differs, `1` for `1.0`)
+- floats: per value (`float.__repr__`, `NaN`, `Infinity`: Arrow's float text differs,
+  `1` for `1.0`)
 - time32/time64[us]: per value (`isoformat()`); an all-null column: `null`
 
 Every other type (nanosecond timestamps and times, durations, lists, structs, maps,
@@ -120,7 +121,9 @@ def _encoder(kind: pa.DataType) -> Callable[[pa.Array, str], pa.Array] | None:
         return _decimal
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
         return _binary
-    if pa.types.is_floating(kind) or (pa.types.is_time(kind) and kind.unit != "ns"):
+    if pa.types.is_floating(kind):
+        return _float
+    if pa.types.is_time(kind) and kind.unit != "ns":
         return _per_value
     if pa.types.is_null(kind):
         return lambda array, _: pa.nulls(len(array), _TEXT)
@@ -142,6 +145,19 @@ def _per_value(array: pa.Array, name: str) -> pa.Array:
     except (ValueError, OverflowError) as exc:  # a value outside Python's range
         raise TypeError(f"content_hashes: column {name!r} holds a value Python cannot read ({exc})") from None
     return pa.array([None if v is None else records.canonical_json(v) for v in values], _TEXT)
+
+
+# the JSON encoder's texts of the non-finite floats (`float.__repr__` of every other one)
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _float(array: pa.Array, _: str) -> pa.Array:
+    """`float.__repr__` of each value, as the JSON encoder writes a float (per value: Arrow's
+    shortest text differs, `1` for `1.0`, `1e-7` for `1e-07`)."""
+    texts = [None if v is None else repr(v) for v in array.to_pylist()]
+    if not pc.all(pc.is_finite(array)).as_py():  # a NaN or an infinity (all-null: None)
+        texts = [_NON_FINITE.get(t, t) if t is not None else None for t in texts]
+    return pa.array(texts, _TEXT)
 
 
 def _quoted(texts: pa.Array) -> pa.Array:
