@@ -38,11 +38,18 @@ def _datetimes(zone: dt.tzinfo | None = None) -> st.SearchStrategy[dt.datetime]:
 STRINGS = st.one_of(
     st.text(), st.sampled_from(HOSTILE), st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126))
 )
-DEC_10_2 = st.decimals(min_value=D("-99999999.99"), max_value=D("99999999.99"), places=2)
-BIG = D("9999999999999999999999999999.9999999999")
+
+
+def _scaled(digits: int, places: int) -> st.SearchStrategy[decimal.Decimal]:
+    """Decimals of up to `digits` digits, `places` of them fractional, built exactly from
+    integers (st.decimals' bounds and Decimal.scaleb round to the context's 28 digits)."""
+    return st.integers(-(10**digits) + 1, 10**digits - 1).map(lambda n: D(f"{n}E-{places}"))
+
+
+DEC_10_2 = _scaled(10, 2)
 DEC_38_10 = st.one_of(
-    st.decimals(min_value=-BIG, max_value=BIG, places=10),
-    st.decimals(min_value=D("-0.00001"), max_value=D("0.00001"), places=10),  # str() in exponent form
+    _scaled(38, 10),
+    _scaled(5, 10),  # below 1e-5: str() in exponent form
 )
 
 # (Arrow type, strategy of its non-null values)
