@@ -32,7 +32,7 @@ import decimal
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -49,6 +49,9 @@ FORM_VERSION = 1
 Col = Callable[[str], sa.ColumnElement[Any]]
 
 _INT_TYPES = ("INT", "SERIAL")
+# what reading a value the form cannot take raises (a missing column, a type the mapping did not
+# coerce): `of_written` and `dkey` return None for such a row
+UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, ArithmeticError)
 
 
 def kind_of(info: ColumnInfo) -> str | None:
@@ -141,6 +144,19 @@ class _Column:
         return str(value).lower()
 
 
+class ColumnForm(NamedTuple):
+    """One digested column's form, for a caller that computes it a column at a time
+    (connectors/drift_columns.py): the form's kind, its text of a non-null value (which may
+    raise as `DriftForm.of` does), and whether a timestamp is fitted (`time_fitter` is not the
+    identity: the column has a zone for naive times or keeps fewer than 6 fraction digits), and
+    the scale a decimal is rounded to (None: not rounded)."""
+
+    kind: str
+    convert: Callable[[Any], str]
+    fitted: bool
+    scale: int | None
+
+
 def frame(texts: Sequence[str | None]) -> str:
     """The joined form of column texts (None: NULL)."""
     return SEP.join(NULL if t is None else f"{len(t)}:{t}" for t in texts)
@@ -206,6 +222,12 @@ class DriftForm:
         self._key_fns = [(n, self._cols[n].convert) for n in self.key]
         self._owned_fns = [(n, self._cols[n].convert) for n in self.owned]
 
+    def column_form(self, name: str) -> ColumnForm:
+        """The form of a digested column (a name of `key` or `owned`)."""
+        column = self._cols[name]
+        scale = column.info.scale if column.quantum is not None else None
+        return ColumnForm(column.kind, column.convert, column.fit is not None, scale)
+
     def texts(self, values: Mapping[str, Any], names: Sequence[str]) -> list[str | None]:
         return [self._cols[n].text(values[n]) for n in names]
 
@@ -229,7 +251,7 @@ class DriftForm:
         """The dkey of a row (None when its key cannot be read: never raises)."""
         try:
             return self._md5(values, self._key_fns)
-        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
+        except UNREADABLE:
             return None
 
     def of_written(self, values: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -238,7 +260,7 @@ class DriftForm:
         written already, so this never raises — the entry is stored undigested instead."""
         try:
             return self.of(values)
-        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
+        except UNREADABLE:
             return None
 
     def form_sql(self, dialect: str, col: Col, names: Sequence[str]) -> sa.ColumnElement[Any]:
