@@ -134,13 +134,16 @@ class Delivered:
 @dataclasses.dataclass(frozen=True, slots=True)
 class DeliveredColumns:
     """The upserts of a columnar batch the destination confirmed, as parallel lists (row i of
-    each list is one row, no object per row): what a `Delivered` with `op="upsert"`, no
-    `dest_id` and no note says of each, for the state commit."""
+    each list is one row, no object per row): what a `Delivered` with `op="upsert"` and no
+    note says of each, for the state commit."""
 
     keys: Sequence[str]  # key texts (`key_text`), each once
     versions: Sequence[Any]
     hashes: Sequence[str]
-    drift: Sequence[tuple[str, str]]  # (dkey, digest), `NO_DRIFT` or (dkey, `UNCOMPARED`)
+    dest_ids: Sequence[str]  # the destination keys' texts (`Delivered.dest_id`)
+    # (dkey, digest), `NO_DRIFT`, (dkey, `UNCOMPARED`), or None: the ledger keeps its pair (a
+    # destination that computes none), as `Delivered.drift`
+    drift: Sequence[tuple[str, str] | None]
 
     def __len__(self) -> int:
         return len(self.keys)

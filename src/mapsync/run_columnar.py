@@ -132,17 +132,21 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
     changes: arrow_batch.ArrowChanges = batch.changes  # type: ignore[assignment]
     rest = records.Batch(changes.pick([i for i, m in enumerate(marks) if not m]), read=batch.read)
     mapped, rejected, tally = run_steps.map_batch(parts.mapping, rest, None, scope.report, counts)
-    for field, n in out.truncated.items():
-        tally.truncated[field] += n
+    for counter, counted in (
+        (tally.truncated, out.truncated),
+        (tally.defaulted, out.defaulted),
+        (tally.kept, out.kept),
+    ):
+        counter.update(counted)
     send, seen, collided = engine.sort_out(scope, parts, mapped, counts, force=False)
     send_rows, seen_rows = _against_ledger(engine, scope, good_keys, versions, hashes, counts)
     seen += seen_rows
 
     def write() -> tuple[int, records.DeliveredColumns | None, records.WriteResult]:
-        table = good.filter(pa.array(send_rows, pa.bool_())) if len(send_rows) != good.num_rows else good
-        if not table.num_rows:
+        chosen = [i for i, s in enumerate(send_rows) if s]
+        if not chosen:
             return 0, None, records.WriteResult()
-        chosen = [i for i, s in enumerate(send_rows) if s] if table is not good else range(good.num_rows)
+        table = good if len(chosen) == good.num_rows else good.take(pa.array(chosen, pa.int64()))
         sent_keys = [good_keys[i] for i in chosen]
         sent_versions = [versions[i] for i in chosen]
         sent_hashes = [hashes[i] for i in chosen]
@@ -155,11 +159,18 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
             recs = _as_records(parts, table, sent_keys, sent_versions, sent_hashes)
             return len(recs), None, parts.dest.write(recs, fresh=False)
         form = getattr(parts.dest, "drift_form", None)
-        drift = drift_columns.drift_pairs(form, table) if form is not None else [None] * table.num_rows
+        drift: list[tuple[str, str] | None] = [None] * table.num_rows  # no form: the pairs are kept
         if form is not None:
-            drift = [p if p is not None else _undigested(form, table, i) for i, p in enumerate(drift)]
+            pairs = drift_columns.drift_pairs(form, table)
+            drift = [p if p is not None else _undigested(form, table, i) for i, p in enumerate(pairs)]
+        key_text = records.key_text
+        dest_keys = zip(*[table.column(k).to_pylist() for k in parts.mapping.main.key_to], strict=True)
         columns = records.DeliveredColumns(
-            [records.key_text(k) for k in sent_keys], sent_versions, sent_hashes, drift
+            [key_text(k) for k in sent_keys],
+            sent_versions,
+            sent_hashes,
+            [key_text(k) for k in dest_keys],
+            drift,
         )
         return table.num_rows, columns, records.WriteResult()
 

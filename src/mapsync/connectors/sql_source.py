@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -112,7 +112,7 @@ class SqlSource:
 
     def _fetch(
         self, query: sa.Select[Any], batch: int
-    ) -> Iterator[tuple[list[str], Sequence[Sequence[Any]]]]:
+    ) -> Generator[tuple[list[str], Sequence[Sequence[Any]]]]:
         """One server-side cursor over `query`: (names, rows) per `batch` rows; a driver error
         becomes the source's transient failure. SQLite's cursor steps lazily by itself, and
         stream_results there would only add SQLAlchemy's row-by-row buffer."""

@@ -205,7 +205,7 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                 t.ledger_at[(sync, key)] = now
                 if pair == records.NO_DRIFT:
                     t.ledger_drift.pop((sync, key), None)
-                else:
+                elif pair is not None:  # else the stored pair is kept
                     t.ledger_drift[(sync, key)] = pair
                 error = t.errors.get((sync, key))
                 if error is not None and error["resolved_at"] is None:

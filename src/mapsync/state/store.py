@@ -374,27 +374,31 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
 
 
 def _column_rows(sync: str, columns: records.DeliveredColumns, now: str) -> list[tuple[Any, ...]]:
-    """The ledger rows of a columnar batch's upserts (as `_drift` stores a written row's pair)."""
+    """The ledger rows of a columnar batch's upserts (their drift pairs stored as `_drift`
+    stores a written row's)."""
     encode = values.encode
     return [
-        (sync, key, encode(version), hash_, None, False, now, *pair, 0, 0)
-        if pair != records.NO_DRIFT
-        else (sync, key, encode(version), hash_, None, False, now, None, None, 0, 0)
-        for key, version, hash_, pair in zip(
-            columns.keys, columns.versions, columns.hashes, columns.drift, strict=True
+        (sync, key, encode(version), hash_, dest_id, False, now, *_pair(pair))
+        for key, version, hash_, dest_id, pair in zip(
+            columns.keys, columns.versions, columns.hashes, columns.dest_ids, columns.drift, strict=True
         )
     ]
+
+
+def _pair(pair: tuple[str, str] | None) -> tuple[str | None, str | None, int, int]:
+    """A written row's (dkey, digest, keep flags) in the ledger upsert (see `_drift`)."""
+    if pair is None:
+        return None, None, 1, 1
+    if pair == records.NO_DRIFT:
+        return None, None, 0, 0
+    return pair[0], pair[1], 0, 0
 
 
 def _drift(d: records.Delivered) -> tuple[str | None, str | None, int, int]:
     """The ledger's (dkey, digest) of a delivery, then the upsert's `keep` flags (1: an existing
     entry keeps its stored pair). A delete and a delivery without a pair (seen unchanged)
     keep it; a row written without a digest (`records.NO_DRIFT`) stores NULL."""
-    if d.drift is None or d.op == "delete":
-        return None, None, 1, 1
-    if d.drift == records.NO_DRIFT:
-        return None, None, 0, 0
-    return d.drift[0], d.drift[1], 0, 0
+    return _pair(None if d.op == "delete" else d.drift)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
