@@ -94,7 +94,10 @@ TYPES: dict[str, list[tuple[pa.DataType, st.SearchStrategy[Any]]]] = {
     "amount": [
         (pa.decimal128(10, 2), st.decimals(D("-99999999.99"), D("99999999.99"), places=2)),
         (pa.decimal128(38, 10), st.decimals(-(10**6), 10**6, places=10)),
-        (pa.decimal128(38, 2), st.decimals(-(10**30), 10**30, places=2)),  # quantize overflows past 28 digits
+        (
+            pa.decimal128(38, 2),
+            st.integers(-(10**32), 10**32).map(lambda n: D(f"{n}E-2")),
+        ),  # quantize overflows past 28 digits
         (pa.decimal128(12, 0), st.integers(-(10**12) + 1, 10**12 - 1).map(D)),
         (pa.decimal128(12, 4), st.decimals(-(10**7), 10**7, places=4)),  # rounded half up: per value
         (pa.float64(), st.floats()),
@@ -112,7 +115,10 @@ TYPES: dict[str, list[tuple[pa.DataType, st.SearchStrategy[Any]]]] = {
             st.one_of(st.integers(-(10**38) + 1, 10**38 - 1), st.integers(-100, 100)).map(D),
         ),
         (pa.decimal128(20, 0), st.integers(-(10**20) + 1, 10**20 - 1).map(D)),
-        (pa.decimal128(38, 2), st.decimals(-(10**30), 10**30, places=2)),  # rounded: per value
+        (
+            pa.decimal128(38, 2),
+            st.integers(-(10**32), 10**32).map(lambda n: D(f"{n}E-2")),
+        ),  # rounded: per value
     ],
     "at": TIMES,
     "at0": TIMES,
