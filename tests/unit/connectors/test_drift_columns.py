@@ -221,6 +221,15 @@ def test_unreadable_values_and_missing_columns_give_none() -> None:
     assert pairs == expected(form, table)
     assert pairs[0] is not None and pairs[1] is None and pairs[2] is None
     assert drift_pairs(form, table.drop_columns(["at"])) == [None, None, None]
+    # numeric(10, 2) from decimal128(38, 2): a value of more than 28 digits cannot be quantized
+    # (InvalidOperation), a smaller one can
+    wide = table.set_column(
+        1,
+        "amount",
+        pa.array([D("123456789012345678901234567890.12"), D("-1.50"), None], pa.decimal128(38, 2)),
+    ).set_column(0, "id", pa.array([1, 2, 3]))
+    assert drift_pairs(form, wide) == expected(form, wide)
+    assert [p is None for p in drift_pairs(form, wide)] == [True, False, False]
     assert drift_pairs(form, table.slice(3)) == []
 
 
