@@ -94,7 +94,10 @@ TYPES: dict[str, list[tuple[pa.DataType, st.SearchStrategy[Any]]]] = {
     "amount": [
         (pa.decimal128(10, 2), st.decimals(D("-99999999.99"), D("99999999.99"), places=2)),
         (pa.decimal128(38, 10), st.decimals(-(10**6), 10**6, places=10)),
-        (pa.decimal128(38, 2), st.decimals(-(10**30), 10**30, places=2)),  # quantize overflows past 28 digits
+        (
+            pa.decimal128(38, 2),
+            st.integers(-(10**32), 10**32).map(lambda n: D(f"{n}E-2")),
+        ),  # quantize overflows past 28 digits
         (pa.decimal128(12, 0), st.integers(-(10**12) + 1, 10**12 - 1).map(D)),
         (pa.decimal128(12, 4), st.decimals(-(10**7), 10**7, places=4)),  # rounded half up: per value
         (pa.float64(), st.floats()),
@@ -112,7 +115,10 @@ TYPES: dict[str, list[tuple[pa.DataType, st.SearchStrategy[Any]]]] = {
             st.one_of(st.integers(-(10**38) + 1, 10**38 - 1), st.integers(-100, 100)).map(D),
         ),
         (pa.decimal128(20, 0), st.integers(-(10**20) + 1, 10**20 - 1).map(D)),
-        (pa.decimal128(38, 2), st.decimals(-(10**30), 10**30, places=2)),  # rounded: per value
+        (
+            pa.decimal128(38, 2),
+            st.integers(-(10**32), 10**32).map(lambda n: D(f"{n}E-2")),
+        ),  # rounded: per value
     ],
     "at": TIMES,
     "at0": TIMES,
@@ -215,6 +221,15 @@ def test_unreadable_values_and_missing_columns_give_none() -> None:
     assert pairs == expected(form, table)
     assert pairs[0] is not None and pairs[1] is None and pairs[2] is None
     assert drift_pairs(form, table.drop_columns(["at"])) == [None, None, None]
+    # numeric(10, 2) from decimal128(38, 2): a value of more than 28 digits cannot be quantized
+    # (InvalidOperation), a smaller one can
+    wide = table.set_column(
+        1,
+        "amount",
+        pa.array([D("123456789012345678901234567890.12"), D("-1.50"), None], pa.decimal128(38, 2)),
+    ).set_column(0, "id", pa.array([1, 2, 3]))
+    assert drift_pairs(form, wide) == expected(form, wide)
+    assert [p is None for p in drift_pairs(form, wide)] == [True, False, False]
     assert drift_pairs(form, table.slice(3)) == []
 
 
