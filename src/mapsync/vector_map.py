@@ -441,13 +441,22 @@ class VectorMapping:
         keys: list[tuple[str, str, str, Step]],
         names: list[str],
         out_kinds: dict[str, str],
+        source: dict[str, pa.DataType],
     ) -> None:
         self._fields = fields
         self._keys = keys  # (source column, destination column, source kind, check)
         self._names = names
         self._kinds = out_kinds
+        used = {f.source for f in fields if f.source is not None} | {k[0] for k in keys}
+        self._source = {name: kind for name, kind in source.items() if name in used}
 
     def apply(self, rb: pa.RecordBatch) -> VectorOut:
+        """The batch mapped; its columns must have the types `compile_vector` was given."""
+        for name, kind in self._source.items():
+            index = rb.schema.get_field_index(name)
+            if index < 0 or rb.schema.field(index).type != kind:
+                got = rb.schema.field(index).type if index >= 0 else "no column"
+                raise ValueError(f"source column `{name}`: compiled for {kind}, the batch has {got}")
         n = rb.num_rows
         bad: pa.Array | None = None
         counted: list[tuple[str, str, pa.Array | int]] = []
@@ -474,9 +483,9 @@ class VectorMapping:
         tallies: dict[str, dict[str, int]] = {"truncated": {}, "defaulted": {}, "kept": {}}
         for counter, name, rows in counted:
             hits = (
-                rows * pc.sum(ok.cast(pa.int64())).as_py()
+                rows * pc.sum(ok.cast(pa.int64()), min_count=0).as_py()
                 if isinstance(rows, int)
-                else pc.sum(pc.and_(rows, ok).cast(pa.int64())).as_py()
+                else pc.sum(pc.and_(rows, ok).cast(pa.int64()), min_count=0).as_py()
             )
             if hits:
                 tallies[counter][name] = tallies[counter].get(name, 0) + hits
@@ -536,4 +545,4 @@ def compile_vector(
     except NoVectorForm:
         return None
     names = list(sync.fields) + [k for k in sync.key.to if k not in sync.fields]
-    return VectorMapping(fields, keys, names, kinds)
+    return VectorMapping(fields, keys, names, kinds, source)

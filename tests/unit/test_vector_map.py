@@ -424,6 +424,21 @@ def test_constants_and_defaults() -> None:
         batch({"x": (pa.int64(), [1])}),
     )
     assert refused.ok.to_pylist() == [False]
+    empty = check(cfg, columns, batch({"x": (pa.int64(), [])}))
+    assert empty.table.num_rows == 0 and empty.truncated == {} and empty.defaulted == {}
+
+
+def test_a_batch_of_other_types_than_compiled_for_is_an_error() -> None:
+    vm = vector_map.compile_vector(sync({"f": "t"}), {}, {"t": pa.string(), "id": pa.int64()})
+    assert vm is not None
+    with pytest.raises(ValueError, match="source column `t`: compiled for string, the batch has int64"):
+        vm.apply(batch({"t": (pa.int64(), [1])}))
+    with pytest.raises(ValueError, match="`t`: compiled for string, the batch has no column"):
+        vm.apply(batch({"u": (pa.string(), ["x"])}))
+    # a source column the batch never holds reads as NULL, as row.get does
+    absent = vector_map.compile_vector(sync({"f": {"from": "t", "default": "d"}}), {}, {"id": pa.int64()})
+    assert absent is not None
+    assert absent.apply(batch({"u": (pa.string(), ["x"])})).table.column("f").to_pylist() == ["d"]
 
 
 def test_key_columns_are_checked_and_set() -> None:
