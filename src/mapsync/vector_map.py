@@ -24,10 +24,16 @@ key columns with their checks; `on_null` send/reject/default; `trim` (Python's `
 whitespace set, as an RE2 class); `case: upper|lower` on ASCII text (other text not ok);
 `map` with `on_unknown` reject/default/keep; `required`; `truncate: N|auto`; the destination
 check: NOT NULL, text length, NUL, allowed values of text, int into int/float/numeric(p,s)
-(a bound check), int into text, bool into int, digit text into int, naive timestamps (the
-column's fraction cut and counted), and text into a timestamp column in the forms
-`YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}]` (parsed, then checked by formatting it back: a date the
-calendar lacks, second 60 or year 0 is not ok; offsets and every other form are not ok).
+(a bound check), int into text, bool into int, digit text (`-?[0-9]{1,18}`) into int, naive
+timestamps (the column's fraction cut and counted), and text into a timestamp column in the
+forms `YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}]` (a lenient strptime, its result cast back to text and
+compared: a date the calendar lacks, 24:00, second 60 or year 0 is not ok; offsets, `Z` and
+every other form are not ok, though Python may read them).
+
+Output types follow the per-record path's Python values, not the column: text `string`, ints
+`int64` (also into a float or numeric column, where the per-record path keeps the int), `bool`,
+`float64`, naive `timestamp[us]`, `date32`; a field that is always NULL takes its column's type
+where it has one of these (a numeric column's: `null`).
 """
 
 from __future__ import annotations
