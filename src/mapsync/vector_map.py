@@ -24,10 +24,16 @@ key columns with their checks; `on_null` send/reject/default; `trim` (Python's `
 whitespace set, as an RE2 class); `case: upper|lower` on ASCII text (other text not ok);
 `map` with `on_unknown` reject/default/keep; `required`; `truncate: N|auto`; the destination
 check: NOT NULL, text length, NUL, allowed values of text, int into int/float/numeric(p,s)
-(a bound check), int into text, bool into int, digit text into int, naive timestamps (the
-column's fraction cut and counted), and text into a timestamp column in the forms
-`YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}]` (parsed, then checked by formatting it back: a date the
-calendar lacks, second 60 or year 0 is not ok; offsets and every other form are not ok).
+(a bound check), int into text, bool into int, digit text (`-?[0-9]{1,18}`) into int, naive
+timestamps (the column's fraction cut and counted), and text into a timestamp column in the
+forms `YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}]` (a lenient strptime, its result cast back to text and
+compared: a date the calendar lacks, 24:00, second 60 or year 0 is not ok; offsets, `Z` and
+every other form are not ok, though Python may read them).
+
+Output types follow the per-record path's Python values, not the column: text `string`, ints
+`int64` (also into a float or numeric column, where the per-record path keeps the int), `bool`,
+`float64`, naive `timestamp[us]`, `date32`; a field that is always NULL takes its column's type
+where it has one of these (a numeric column's: `null`).
 """
 
 from __future__ import annotations
@@ -441,13 +447,22 @@ class VectorMapping:
         keys: list[tuple[str, str, str, Step]],
         names: list[str],
         out_kinds: dict[str, str],
+        source: dict[str, pa.DataType],
     ) -> None:
         self._fields = fields
         self._keys = keys  # (source column, destination column, source kind, check)
         self._names = names
         self._kinds = out_kinds
+        used = {f.source for f in fields if f.source is not None} | {k[0] for k in keys}
+        self._source = {name: kind for name, kind in source.items() if name in used}
 
     def apply(self, rb: pa.RecordBatch) -> VectorOut:
+        """The batch mapped; its columns must have the types `compile_vector` was given."""
+        for name, kind in self._source.items():
+            index = rb.schema.get_field_index(name)
+            if index < 0 or rb.schema.field(index).type != kind:
+                got = rb.schema.field(index).type if index >= 0 else "no column"
+                raise ValueError(f"source column `{name}`: compiled for {kind}, the batch has {got}")
         n = rb.num_rows
         bad: pa.Array | None = None
         counted: list[tuple[str, str, pa.Array | int]] = []
@@ -474,9 +489,9 @@ class VectorMapping:
         tallies: dict[str, dict[str, int]] = {"truncated": {}, "defaulted": {}, "kept": {}}
         for counter, name, rows in counted:
             hits = (
-                rows * pc.sum(ok.cast(pa.int64())).as_py()
+                rows * pc.sum(ok.cast(pa.int64()), min_count=0).as_py()
                 if isinstance(rows, int)
-                else pc.sum(pc.and_(rows, ok).cast(pa.int64())).as_py()
+                else pc.sum(pc.and_(rows, ok).cast(pa.int64()), min_count=0).as_py()
             )
             if hits:
                 tallies[counter][name] = tallies[counter].get(name, 0) + hits
@@ -536,4 +551,4 @@ def compile_vector(
     except NoVectorForm:
         return None
     names = list(sync.fields) + [k for k in sync.key.to if k not in sync.fields]
-    return VectorMapping(fields, keys, names, kinds)
+    return VectorMapping(fields, keys, names, kinds, source)

@@ -424,6 +424,21 @@ def test_constants_and_defaults() -> None:
         batch({"x": (pa.int64(), [1])}),
     )
     assert refused.ok.to_pylist() == [False]
+    empty = check(cfg, columns, batch({"x": (pa.int64(), [])}))
+    assert empty.table.num_rows == 0 and empty.truncated == {} and empty.defaulted == {}
+
+
+def test_a_batch_of_other_types_than_compiled_for_is_an_error() -> None:
+    vm = vector_map.compile_vector(sync({"f": "t"}), {}, {"t": pa.string(), "id": pa.int64()})
+    assert vm is not None
+    with pytest.raises(ValueError, match="source column `t`: compiled for string, the batch has int64"):
+        vm.apply(batch({"t": (pa.int64(), [1])}))
+    with pytest.raises(ValueError, match="`t`: compiled for string, the batch has no column"):
+        vm.apply(batch({"u": (pa.string(), ["x"])}))
+    # a source column the batch never holds reads as NULL, as row.get does
+    absent = vector_map.compile_vector(sync({"f": {"from": "t", "default": "d"}}), {}, {"id": pa.int64()})
+    assert absent is not None
+    assert absent.apply(batch({"u": (pa.string(), ["x"])})).table.column("f").to_pylist() == ["d"]
 
 
 def test_key_columns_are_checked_and_set() -> None:
@@ -567,3 +582,66 @@ def test_syncs_without_a_vector_form() -> None:
     assert vector_map.compile_vector(sync({"f": "a"}), {}, {"a": pa.binary(), "id": pa.int64()}) is None
     assert vector_map.compile_vector(sync({"f": "a"}), {"f": col("float"), **KEY}, source) is None
     assert vector_map.compile_vector(sync({"f": "a"}), {}, source) is not None
+
+
+# --------------------------------------------------------------------------- any sheet
+
+_SOURCES = {
+    "s": (pa.string(), TEXT),
+    "i": (pa.int64(), INTS),
+    "b": (pa.bool_(), st.none() | st.booleans()),
+    "t": (pa.string(), time_texts() | plausible_times()),
+    "z": (pa.null(), st.none()),
+}
+_RULES = st.fixed_dictionaries(
+    {},
+    optional={
+        "trim": st.booleans(),
+        "case": st.sampled_from(["upper", "lower"]),
+        "required": st.booleans(),
+        "truncate": st.integers(1, 4),
+        "map": st.sampled_from([{"a": "x", "1": "y", "": "e"}, {"A": 1, "2": 2}, {"a": None, "b": True}]),
+        "on_unknown": st.sampled_from(["reject", "keep"]),
+        "on_null": st.sampled_from(["send", "reject"]),
+        "default": st.sampled_from(["d", 3, None]),
+    },
+)
+_COLUMNS = st.none() | st.builds(
+    col,
+    st.sampled_from(["str", "int", "float", "bool", "datetime", "decimal", None]),
+    st.none() | st.integers(1, 5),
+    nullable=st.booleans(),
+    nul=st.booleans(),
+    allowed=st.none() | st.just(("x", "y", "1", "A")),
+    fraction=st.none() | st.integers(0, 6),
+    precision=st.none() | st.integers(3, 20),
+    scale=st.none() | st.integers(0, 2),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_sheet_of_these_rules_compiles_to_none_or_holds_the_contract(data: st.DataObject) -> None:
+    fields: dict[str, Any] = {}
+    columns: dict[str, ColumnInfo] = {}
+    for n in range(data.draw(st.integers(1, 3))):
+        rule = data.draw(_RULES)
+        source = data.draw(st.sampled_from(sorted(_SOURCES)))
+        if rule.get("default") is None:
+            rule.pop("default", None)
+        fields[f"f{n}"] = {"from": source, **rule} if data.draw(st.integers(0, 5)) else {"value": "c", **rule}
+        columns[f"f{n}"] = data.draw(_COLUMNS) or col(None)
+    try:
+        cfg = sync(fields, data.draw(st.sampled_from(["send", "default", "reject"])))
+        mapping.RowMapping(cfg.fields, cfg.key, {**columns, **KEY}, cfg.on_null)
+    except Exception:
+        return  # a sheet the per-record compile refuses is no test of this one
+    size = data.draw(st.integers(0, 12))
+    rb = batch(
+        {
+            name: (kind, data.draw(st.lists(values, min_size=size, max_size=size)))
+            for name, (kind, values) in _SOURCES.items()
+        }
+    )
+    if vector_map.compile_vector(cfg, {**columns, **KEY}, {f.name: f.type for f in rb.schema}) is not None:
+        check(cfg, {**columns, **KEY}, rb)
