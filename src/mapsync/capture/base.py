@@ -184,10 +184,19 @@ def _columnar_seed(
     child tables is made columnar (engine_parts sets `source.columnar`)."""
     from mapsync import arrow_batch  # pyarrow: only a columnar run loads it
 
-    stream = source.stream_tuples  # type: ignore[attr-defined]
-    for names, rows in stream(source.key, after, batch, extra_where=where):
-        arrow = arrow_batch.to_record_batch(names, rows)
-        last = list(source.key_of(dict(zip(names, rows[-1], strict=True))))
+    read = source.stream_arrow(after, batch, extra_where=where)  # type: ignore[attr-defined]
+    if read is None:  # no Arrow reader for this source: the driver's rows, made Arrow
+        read = source.stream_tuples(source.key, after, batch, extra_where=where)  # type: ignore[attr-defined]
+    for item in read:
+        if isinstance(item, tuple):
+            names, rows = item
+            if not rows:
+                continue
+            arrow = arrow_batch.to_record_batch(names, rows)
+            last = list(source.key_of(dict(zip(names, rows[-1], strict=True))))
+        else:
+            arrow = item
+            last = [arrow.column(k)[arrow.num_rows - 1].as_py() for k in source.key]
         position = {"seed": {"status": "running", "after": last}}
         if arrow is None:
             dicts = [dict(zip(names, r, strict=True)) for r in rows]

@@ -93,6 +93,52 @@ class SqlSource:
         with contextlib.closing(self._fetch(self._select(order, [], after, extra_where), batch)) as read:
             yield from read
 
+    def stream_arrow(
+        self, after: Sequence[Any] | None, batch: int, extra_where: str | None = None
+    ) -> Iterator[Any] | None:
+        """The seed read in key order as Arrow record batches read by the ADBC SQLite driver, or
+        as (names, row tuples) where a batch has no exact Arrow form (connectors/sqlite_arrow.py);
+        None where this source is not read so (not a SQLite file, no driver, a column whose
+        declared type promises no plain storage class)."""
+        path = self.db.engine.url.database
+        if self.db.dialect != "sqlite" or not path or path == ":memory:" or self.db.engine.url.query:
+            return None
+        try:
+            from mapsync.connectors import sqlite_arrow
+        except ImportError:  # the ADBC driver is not installed: the driver's rows, made Arrow
+            return None
+        from mapsync import arrow_batch
+
+        storage = sqlite_arrow.promised(
+            {c: self.info[c].python_type for c in self.columns if c in self.info}, self.columns
+        )
+        arrow_types = arrow_batch.types_of(self.info, self.columns)
+        if storage is None or arrow_types is None:
+            return None
+        flag = sqlite_arrow.mixed_flag({c: self.col(c) for c in self.columns}, storage)
+        ordered = [self.col(c) for c in self.key]
+
+        def query(after: Sequence[Any] | None) -> sa.Select[Any]:
+            return self._select(self.key, [], after, extra_where).add_columns(flag)
+
+        def rows_after(
+            after: Sequence[Any] | None, upto: Sequence[Any] | None
+        ) -> tuple[list[str], list[Any]]:
+            select = self._select(self.key, [], after, extra_where)
+            if upto is None:
+                select = select.limit(batch)
+            else:
+                select = select.where(sa.tuple_(*ordered) <= sa.tuple_(*[sa.literal(v) for v in upto]))
+            rows: list[Any] = []
+            with contextlib.closing(self._fetch(select, batch)) as read:
+                for _, part in read:  # the columns in `self.columns` order
+                    rows += part
+            return list(self.columns), rows
+
+        return sqlite_arrow.read(
+            path, query, rows_after, self.key, arrow_types, self.db.engine.dialect, batch, after
+        )
+
     def _select(
         self,
         order: Sequence[str | sa.ColumnElement[Any]],
