@@ -144,6 +144,8 @@ class DeliveredColumns:
     # (dkey, digest), `NO_DRIFT`, (dkey, `UNCOMPARED`), or None: the ledger keeps its pair (a
     # destination that computes none), as `Delivered.drift`
     drift: Sequence[tuple[str, str] | None]
+    # each version's stored text (`state.values.encode`), where the caller built them column-wise
+    version_texts: Sequence[str] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)

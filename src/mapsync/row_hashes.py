@@ -42,7 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,6 +78,19 @@ def content_hashes(table: pa.Table | pa.RecordBatch) -> list[str]:
         if batch.num_rows:
             out.extend(_hash_texts(row_texts(batch)))
     return out
+
+
+def key_texts(columns: Sequence[pa.Array]) -> list[str]:
+    """`records.key_text(key)` of every row of the key columns (`canonical_json(list(key))`):
+    the key ledger's and the record errors' key text. Raises TypeError as `content_hashes`."""
+    parts: list[pa.Array | pa.Scalar] = [pa.scalar("[", _TEXT)]
+    for n, column in enumerate(columns):
+        if n:
+            parts.append(pa.scalar(",", _TEXT))
+        parts.append(json_texts(column, f"key {n}"))
+    parts.append(pa.scalar("]", _TEXT))
+    texts: list[str] = pc.binary_join_element_wise(*parts, pa.scalar("", _TEXT)).to_pylist()
+    return texts
 
 
 def row_texts(batch: pa.RecordBatch) -> pa.Array:

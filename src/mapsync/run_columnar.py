@@ -29,22 +29,48 @@ then hands over Arrow record batches (`capture.base.seed_batches`, `arrow_batch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mapsync import delivery, records, run_steps
+from mapsync import delivery, records, run_steps, transforms
 from mapsync.columns import ColumnInfo
+from mapsync.lease_watch import LeaseWatch
 from mapsync.records import RunKind
 from mapsync.run_scope import RunScope
 from mapsync.run_types import Parts
 from mapsync.sheet import models
+from mapsync.state.ports import Store
 from mapsync.state.store import Counts
 
 if TYPE_CHECKING:  # pyarrow and the modules built on it load with the first columnar plan
     import pyarrow as pa
 
     from mapsync import vector_map
-    from mapsync.engine import Engine
+
+
+class Engine(Protocol):
+    """What the columnar step uses of the Engine (engine.py), which calls it."""
+
+    store: Store
+    watch: LeaseWatch
+
+    def sort_out(
+        self, scope: RunScope, parts: Parts, mapped: list[records.Mapped], counts: Counts, *, force: bool
+    ) -> tuple[list[records.Mapped], list[records.Delivered], list[records.Rejection]]: ...
+
+    def finish_batch(
+        self,
+        scope: RunScope,
+        parts: Parts,
+        batch: records.Batch,
+        send: list[records.Mapped],
+        seen: list[records.Delivered],
+        rejected: list[records.Rejection],
+        tally: transforms.Tally,
+        counts: Counts,
+        columnar: Callable[[], tuple[int, records.DeliveredColumns | None, records.WriteResult]]
+        | None = None,
+    ) -> None: ...
 
 
 @dataclasses.dataclass
@@ -122,10 +148,10 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
         scope.reads.previous = distinct
     marks = ok.to_pylist()
     good_keys = [k for k, m in zip(keys, marks, strict=True) if m]
+    good_key_columns = [column.filter(ok) for column in key_columns]
+    version_column = rows.column(plan_.version_column).filter(ok) if plan_.version_column else None
     versions: list[Any] = (
-        rows.column(plan_.version_column).filter(ok).to_pylist()
-        if plan_.version_column
-        else [None] * len(good_keys)
+        version_column.to_pylist() if version_column is not None else [None] * len(good_keys)
     )
     counts = Counts(read=rows.num_rows)
     # the rows the kernels did not place: the per-record mapping, with its rejections
@@ -146,10 +172,12 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
         chosen = [i for i, s in enumerate(send_rows) if s]
         if not chosen:
             return 0, None, records.WriteResult()
-        table = good if len(chosen) == good.num_rows else good.take(pa.array(chosen, pa.int64()))
-        sent_keys = [good_keys[i] for i in chosen]
-        sent_versions = [versions[i] for i in chosen]
-        sent_hashes = [hashes[i] for i in chosen]
+        every = len(chosen) == good.num_rows
+        picked = pa.array(chosen, pa.int64())
+        table = good if every else good.take(picked)
+        sent_keys = good_keys if every else [good_keys[i] for i in chosen]
+        sent_versions = versions if every else [versions[i] for i in chosen]
+        sent_hashes = hashes if every else [hashes[i] for i in chosen]
         engine.watch.renew(scope.lease)
         try:
             parts.dest.write_arrow(table, fresh=scope.fresh)  # type: ignore[attr-defined]
@@ -163,14 +191,18 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
         if form is not None:
             pairs = drift_columns.drift_pairs(form, table)
             drift = [p if p is not None else _undigested(form, table, i) for i, p in enumerate(pairs)]
-        key_text = records.key_text
-        dest_keys = zip(*[table.column(k).to_pylist() for k in parts.mapping.main.key_to], strict=True)
+        source_keys = good_key_columns if every else [column.take(picked) for column in good_key_columns]
+        version_texts = None  # the ledger's text of each version (state/values.encode), where plain
+        if version_column is not None and _plain_json(version_column.type):
+            sent = version_column if every else version_column.take(picked)
+            version_texts = row_hashes.json_texts(sent, plan_.version_column or "").to_pylist()
         columns = records.DeliveredColumns(
-            [key_text(k) for k in sent_keys],
+            row_hashes.key_texts(source_keys),
             sent_versions,
             sent_hashes,
-            [key_text(k) for k in dest_keys],
+            row_hashes.key_texts([table.column(k) for k in parts.mapping.main.key_to]),
             drift,
+            version_texts,
         )
         return table.num_rows, columns, records.WriteResult()
 
@@ -226,3 +258,11 @@ def _undigested(form: Any, table: pa.Table, i: int) -> tuple[str, str]:
     no digest, or no pair at all when not even the key can be read."""
     dkey = form.dkey(table.slice(i, 1).to_pylist()[0])
     return records.NO_DRIFT if dkey is None else (dkey, records.UNCOMPARED)
+
+
+def _plain_json(kind: pa.DataType) -> bool:
+    """Whether `state.values.encode` of this type's values is their canonical JSON (text, ints,
+    NULL): their ledger texts can then be built column-wise."""
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(kind) or pa.types.is_int64(kind) or pa.types.is_null(kind))

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mapsync import records
+from mapsync import records, row_hashes
 from mapsync.row_hashes import content_hashes
+from mapsync.state import values
 
 D = decimal.Decimal
 UTC = dt.UTC
@@ -221,3 +222,34 @@ def test_duplicate_column_names_raise() -> None:
     table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["a", "a"])
     with pytest.raises(TypeError, match="duplicate"):
         content_hashes(table)
+
+
+KEY_VALUES = st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.text())
+
+
+@given(st.lists(st.tuples(KEY_VALUES, st.integers(min_value=-(2**63), max_value=2**63 - 1)), max_size=30))
+def test_key_texts_are_the_ledgers_key_texts(keys: list[tuple[Any, int]]) -> None:
+    """One column (int or text) and two columns: `records.key_text` of each key."""
+    first = [k[0] for k in keys]
+    if all(type(v) is int for v in first) or all(type(v) is str for v in first):
+        column = pa.array(first, pa.int64() if first and type(first[0]) is int else pa.string())
+        assert row_hashes.key_texts([column]) == [records.key_text((v,)) for v in first]
+    second = pa.array([k[1] for k in keys], pa.int64())
+    assert row_hashes.key_texts([second, second]) == [records.key_text((k[1], k[1])) for k in keys]
+
+
+@given(
+    st.lists(st.one_of(st.none(), st.text()), max_size=30),
+    st.lists(st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1)), max_size=30),
+)
+def test_json_texts_of_text_and_ints_are_the_ledgers_version_texts(
+    texts: list[str | None], ints: list[int | None]
+) -> None:
+    """The columnar seed stores a text or int version's `json_texts` where the per-record commit
+    stores `state.values.encode(version)`."""
+    assert row_hashes.json_texts(pa.array(texts, pa.string()), "v").to_pylist() == [
+        values.encode(v) for v in texts
+    ]
+    assert row_hashes.json_texts(pa.array(ints, pa.int64()), "v").to_pylist() == [
+        values.encode(v) for v in ints
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import sys
 from typing import Any
 
 import pyarrow as pa
@@ -645,3 +646,7 @@ def test_any_sheet_of_these_rules_compiles_to_none_or_holds_the_contract(data: s
     )
     if vector_map.compile_vector(cfg, {**columns, **KEY}, {f.name: f.type for f in rb.schema}) is not None:
         check(cfg, {**columns, **KEY}, rb)
+
+
+def test_the_white_space_list_is_pythons() -> None:
+    assert tuple(c for c in range(sys.maxunicode + 1) if chr(c).isspace()) == vector_map.WHITESPACE

@@ -114,7 +114,9 @@ def _vector_texts(column: ColumnForm, array: pa.Array) -> pa.Array | None:
         return pc.replace_substring_regex(pc.cast(array, _TEXT), pattern=_TRAILING_ZEROS, replacement=r"\1")
     if kind == "date" and pa.types.is_date32(arrow) and _within(array.view(pa.int32()), _MIN_DAY, _MAX_DAY):
         return pc.cast(array, _TEXT)
-    if kind == "timestamp" and not column.fitted and pa.types.is_timestamp(arrow) and arrow.unit != "ns":
+    # a fitted column's fit leaves a naive time as it is unless it cuts fraction digits
+    unfitted = not column.fitted or (pa.types.is_timestamp(arrow) and arrow.tz is None and not column.cuts)
+    if kind == "timestamp" and pa.types.is_timestamp(arrow) and arrow.unit != "ns" and unfitted:
         return _timestamps(array)
     return None
 

@@ -149,12 +149,14 @@ class ColumnForm(NamedTuple):
     (connectors/drift_columns.py): the form's kind, its text of a non-null value (which may
     raise as `DriftForm.of` does), and whether a timestamp is fitted (`time_fitter` is not the
     identity: the column has a zone for naive times or keeps fewer than 6 fraction digits), and
-    the scale a decimal is rounded to (None: not rounded)."""
+    the scale a decimal is rounded to (None: not rounded); `cuts`: the fit cuts fraction digits
+    (a fitted column that does not cut leaves a naive time as it is: it converts aware ones)."""
 
     kind: str
     convert: Callable[[Any], str]
     fitted: bool
     scale: int | None
+    cuts: bool = False
 
 
 def frame(texts: Sequence[str | None]) -> str:
@@ -226,7 +228,9 @@ class DriftForm:
         """The form of a digested column (a name of `key` or `owned`)."""
         column = self._cols[name]
         scale = column.info.scale if column.quantum is not None else None
-        return ColumnForm(column.kind, column.convert, column.fit is not None, scale)
+        fraction = column.info.fraction
+        cuts = column.fit is not None and fraction is not None and fraction < 6
+        return ColumnForm(column.kind, column.convert, column.fit is not None, scale, cuts)
 
     def texts(self, values: Mapping[str, Any], names: Sequence[str]) -> list[str | None]:
         return [self._cols[n].text(values[n]) for n in names]

@@ -376,11 +376,13 @@ class StateStore(RunsMixin, LedgerMixin, RecordErrorsMixin, BudgetMixin, Control
 def _column_rows(sync: str, columns: records.DeliveredColumns, now: str) -> list[tuple[Any, ...]]:
     """The ledger rows of a columnar batch's upserts (their drift pairs stored as `_drift`
     stores a written row's)."""
-    encode = values.encode
+    texts = columns.version_texts
+    if texts is None:
+        texts = [values.encode(v) for v in columns.versions]
     return [
-        (sync, key, encode(version), hash_, dest_id, False, now, *_pair(pair))
+        (sync, key, version, hash_, dest_id, False, now, *_pair(pair))
         for key, version, hash_, dest_id, pair in zip(
-            columns.keys, columns.versions, columns.hashes, columns.dest_ids, columns.drift, strict=True
+            columns.keys, texts, columns.hashes, columns.dest_ids, columns.drift, strict=True
         )
     ]
 
