@@ -29,6 +29,7 @@ then hands over Arrow record batches (`capture.base.seed_batches`, `arrow_batch.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -105,8 +106,12 @@ def plan(cfg: models.SyncConfig, source: Any, dest: Any, version_column: str | N
     targets = getattr(dest, "arrow_targets", None)  # checks the dialect before loading pyarrow
     if targets is None or targets(list(dict.fromkeys([*cfg.key.to, *cfg.fields]))) is None:
         return None
+    import pyarrow as pa
+
     from mapsync import arrow_batch, vector_map
 
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:  # the system allocator gives freed batches back
+        pa.set_memory_pool(pa.system_memory_pool())
     types = arrow_batch.types_of(getattr(source, "info", {}), getattr(source, "columns", []))
     if types is None or vector_map.compile_vector(cfg, dest.columns, types) is None:
         return None  # a rule without a column form: Arrow batches would only come back
