@@ -6,13 +6,14 @@ docs/design.md, "Parts are built once per sync")."""
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 from mapsync import capture, connectors, crash, errors, run_columnar, run_failures
 from mapsync import mapping as compile_
 from mapsync.connectors import catalog_mark
 from mapsync.connectors.catalog_mark import Mark
 from mapsync.lease_watch import LeaseWatch
-from mapsync.ports import Destination, Handle
+from mapsync.ports import ColumnarSource, Destination, Handle
 from mapsync.run_types import Parts
 from mapsync.sheet import models
 from mapsync.sheet.loader import LoadedSheet
@@ -130,8 +131,8 @@ class PartsCache:
         mapping = self._mapping(name, dest)
         ctx = self._contexts[name] = capture.Context(name, cfg, self.store, self.database, destination=dest)
         columnar = run_columnar.plan(cfg, source, dest, version_column)
-        if columnar is not None:
-            source.columnar = True  # type: ignore[attr-defined]  # its seed reads Arrow batches
+        if columnar is not None:  # its seed reads Arrow batches
+            cast(ColumnarSource, source).columnar = True
         return Parts(
             source,
             dest,

@@ -37,7 +37,7 @@ class Capabilities:
     """What a source, destination or capture can do beyond its role's required members.
 
     Declared per class (`capabilities = Capabilities(...)`), never discovered. Fields for what is
-    coming (`insert_if_absent`, `columnar_write`) are False where not built.
+    coming (`insert_if_absent`) are False where not built.
     """
 
     deletes: bool = False  # destination: writes hard deletes (`disable` is an update: any can)
@@ -50,7 +50,8 @@ class Capabilities:
     insert_if_absent: bool = False  # destination: writes a row only where none is (not built)
     destructive_read: bool = False  # source/capture: reading removes what was read (an API's order export)
     bulk_write: bool = False  # destination: many records per statement or call
-    columnar_write: bool = False  # destination: takes a columnar (Arrow) batch whole (not built)
+    columnar_write: bool = False  # destination: writes an Arrow table whole (`ColumnarDestination`)
+    columnar_read: bool = False  # source: reads its seed as Arrow batches (`ColumnarSource`)
     emits_deletes: bool = False  # capture: can emit delete changes (`emits_deletes(cfg)`: when)
     deletes_on_request: bool = False  # capture: runs a key-set delete check when asked (`run --deletes`)
 
@@ -171,6 +172,46 @@ class Destination(Protocol):
     @property
     def key_probe(self) -> KeyProbe | None:
         """The key-collation probe (`capabilities.key_probe`), else None."""
+
+
+class ColumnarSource(Source, Protocol):
+    """A source with `capabilities.columnar_read`: the columnar seed's reads (run_columnar.py)."""
+
+    columnar: bool  # the engine sets it when the sync has a columnar plan: the seed reads Arrow
+
+    @property
+    def info(self) -> Mapping[str, ColumnInfo]:
+        """The source table's catalog (empty for a query)."""
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns a read returns, in order."""
+
+    def stream_tuples(
+        self, order: Sequence[str], after: Sequence[Any] | None, batch: int, extra_where: str | None = None
+    ) -> Iterator[tuple[list[str], Sequence[Sequence[Any]]]]:
+        """`stream` in key order as (column names, row tuples) per batch."""
+
+    def stream_arrow(
+        self, after: Sequence[Any] | None, batch: int, extra_where: str | None = None
+    ) -> Iterator[Any] | None:
+        """The seed read in key order as Arrow record batches, or (names, row tuples) where a
+        batch has no exact Arrow form; None: this source has no Arrow reader (`stream_tuples`)."""
+
+
+class ColumnarDestination(Destination, Protocol):
+    """A destination with `capabilities.columnar_write`: the columnar seed's writes."""
+
+    @property
+    def drift_form(self) -> Any:
+        """The drift form of its rows (connectors/drift_form.py), None when it has none."""
+
+    def arrow_targets(self, cols: Sequence[str]) -> dict[str, Any] | None:
+        """The Arrow type each written column is written from, None: no columnar write."""
+
+    def write_arrow(self, data: Any, *, fresh: bool = False) -> None:
+        """Write an Arrow table of mapped rows in one transaction; `delivery.Refused` or
+        ValueError: the caller writes these rows per record."""
 
 
 class DestinationBase:

@@ -109,6 +109,8 @@ def row_texts(batch: pa.RecordBatch) -> pa.Array:
 
 def json_texts(array: pa.Array, name: str) -> pa.Array:
     """The JSON text of every value of one column (large_string, no nulls: `null`)."""
+    if isinstance(array, pa.ChunkedArray):  # a table's column
+        array = array.combine_chunks()
     kind = array.type
     if pa.types.is_dictionary(kind):
         array, kind = array.dictionary_decode(), kind.value_type

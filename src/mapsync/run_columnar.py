@@ -31,11 +31,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from mapsync import delivery, records, run_steps, transforms
 from mapsync.columns import ColumnInfo
 from mapsync.lease_watch import LeaseWatch
+from mapsync.ports import ColumnarDestination, ColumnarSource, Destination, Source
 from mapsync.records import RunKind
 from mapsync.run_scope import RunScope
 from mapsync.run_types import Parts
@@ -94,17 +95,20 @@ class Plan:
         return self.mappings[schema]
 
 
-def plan(cfg: models.SyncConfig, source: Any, dest: Any, version_column: str | None) -> Plan | None:
+def plan(
+    cfg: models.SyncConfig, source: Source, dest: Destination, version_column: str | None
+) -> Plan | None:
     """The sync's plan, or None when its batches cannot travel as columns (see the module)."""
-    if not cfg.delivery.columnar or cfg.children or not hasattr(source, "stream_tuples"):
+    if not (cfg.delivery.columnar and source.capabilities.columnar_read and dest.capabilities.columnar_write):
         return None
-    if getattr(source, "children", None) or cfg.from_.table is None:
+    if cfg.children or source.children or cfg.from_.table is None:
         return None
-    probe = getattr(dest, "key_probe", None)
+    probe = dest.key_probe if dest.capabilities.key_probe else None
     if probe is not None and probe.active:
         return None
-    targets = getattr(dest, "arrow_targets", None)  # checks the dialect before loading pyarrow
-    if targets is None or targets(list(dict.fromkeys([*cfg.key.to, *cfg.fields]))) is None:
+    reader, writer = cast(ColumnarSource, source), cast(ColumnarDestination, dest)
+    # (arrow_targets checks the dialect before it loads pyarrow)
+    if writer.arrow_targets(list(dict.fromkeys([*cfg.key.to, *cfg.fields]))) is None:
         return None
     import pyarrow as pa
 
@@ -112,7 +116,7 @@ def plan(cfg: models.SyncConfig, source: Any, dest: Any, version_column: str | N
 
     if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:  # the system allocator gives freed batches back
         pa.set_memory_pool(pa.system_memory_pool())
-    types = arrow_batch.types_of(getattr(source, "info", {}), getattr(source, "columns", []))
+    types = arrow_batch.types_of(reader.info, reader.columns)
     if types is None or vector_map.compile_vector(cfg, dest.columns, types) is None:
         return None  # a rule without a column form: Arrow batches would only come back
     return Plan(cfg, dict(dest.columns), list(cfg.key.from_), version_column)
@@ -142,7 +146,8 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
     out = mapping.apply(rows)
     ok = out.ok
     good = out.table.filter(ok)
-    if parts.dest.arrow_targets(good.column_names) is None:  # type: ignore[attr-defined]
+    dest = cast(ColumnarDestination, parts.dest)  # (the plan checked `columnar_write`)
+    if dest.arrow_targets(good.column_names) is None:
         return False
     try:
         hashes = row_hashes.content_hashes(good)
@@ -185,13 +190,13 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
         sent_hashes = hashes if every else [hashes[i] for i in chosen]
         engine.watch.renew(scope.lease)
         try:
-            parts.dest.write_arrow(table, fresh=scope.fresh)  # type: ignore[attr-defined]
+            dest.write_arrow(table, fresh=scope.fresh)
         except (delivery.Refused, ValueError):
             # a row the database refuses, or a value without a binary form: per record, which
             # finds the row at fault and writes the others
             recs = _as_records(parts, table, sent_keys, sent_versions, sent_hashes)
             return len(recs), None, parts.dest.write(recs, fresh=False)
-        form = getattr(parts.dest, "drift_form", None)
+        form = dest.drift_form
         drift: list[tuple[str, str] | None] = [None] * table.num_rows  # no form: the pairs are kept
         if form is not None:
             pairs = drift_columns.drift_pairs(form, table)

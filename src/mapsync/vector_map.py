@@ -491,6 +491,8 @@ class VectorMapping:
             bad = _or(bad, wrong)
             values[dst] = arr
         ok = pc.invert(bad) if bad is not None else pa.repeat(pa.scalar(True), n)
+        if isinstance(ok, pa.ChunkedArray):  # a kernel over a chunked input answers chunked
+            ok = ok.combine_chunks()
         tallies: dict[str, dict[str, int]] = {"truncated": {}, "defaulted": {}, "kept": {}}
         for counter, name, rows in counted:
             hits = (

@@ -16,7 +16,16 @@ import grimp
 import mapsync
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("httpx", "fastapi", "uvicorn", "starlette", "pyarrow", "pgpq", "adbc_driver_manager", "adbc_driver_sqlite")
+HEAVY = (
+    "httpx",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "pyarrow",
+    "pgpq",
+    "adbc_driver_manager",
+    "adbc_driver_sqlite",
+)
 
 # runs `mapsync ARGS` in this interpreter, then prints the heavy top-level packages it loaded
 RUNNER = """

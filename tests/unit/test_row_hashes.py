@@ -253,3 +253,15 @@ def test_json_texts_of_text_and_ints_are_the_ledgers_version_texts(
     assert row_hashes.json_texts(pa.array(ints, pa.int64()), "v").to_pylist() == [
         values.encode(v) for v in ints
     ]
+
+
+def test_key_texts_of_a_tables_chunked_columns() -> None:
+    """A table's columns are chunked: text needing escapes in several chunks is patched too."""
+    table = pa.Table.from_batches(
+        [pa.record_batch({"k": pa.array(["Müller", 'say "hi"'])}), pa.record_batch({"k": pa.array(["o'k"])})]
+    )
+    assert row_hashes.key_texts([table.column("k")]) == [
+        records.key_text(("Müller",)),
+        records.key_text(('say "hi"',)),
+        records.key_text(("o'k",)),
+    ]

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from mapsync import records
-from mapsync.ports import NOTHING, Capabilities, Capture, Cursors, Destination, Handle, Source
+from mapsync.ports import NOTHING, Capabilities, Capture, ColumnarSource, Cursors, Destination, Handle, Source
 from mapsync.sheet import models
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def seed_batches(
     """The seed: every row (or `seed.where`) in key order, resumable after the last committed key."""
     state = cursors.get("seed") or {}
     after = state.get("after")
-    if getattr(source, "columnar", False):  # the engine has a columnar plan for this sync
+    if source.capabilities.columnar_read and cast(ColumnarSource, source).columnar:  # a columnar plan
         yield from _columnar_seed(source, after, batch, where, version_column)
         return
     for rows in source.stream(source.key, [], after, batch, extra_where=where):
@@ -184,9 +184,10 @@ def _columnar_seed(
     child tables is made columnar (engine_parts sets `source.columnar`)."""
     from mapsync import arrow_batch  # pyarrow: only a columnar run loads it
 
-    read = source.stream_arrow(after, batch, extra_where=where)  # type: ignore[attr-defined]
+    columnar = cast(ColumnarSource, source)
+    read = columnar.stream_arrow(after, batch, extra_where=where)
     if read is None:  # no Arrow reader for this source: the driver's rows, made Arrow
-        read = source.stream_tuples(source.key, after, batch, extra_where=where)  # type: ignore[attr-defined]
+        read = columnar.stream_tuples(source.key, after, batch, extra_where=where)
     for item in read:
         if isinstance(item, tuple):
             names, rows = item

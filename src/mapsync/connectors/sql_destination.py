@@ -70,7 +70,13 @@ class SqlDestination(DestinationBase):
     """The destination side of one sync."""
 
     capabilities = Capabilities(
-        deletes=True, children=True, read_back=True, key_probe=True, version_guard=True, bulk_write=True
+        deletes=True,
+        children=True,
+        read_back=True,
+        key_probe=True,
+        version_guard=True,
+        bulk_write=True,
+        columnar_write=True,
     )
 
     def __init__(

@@ -22,13 +22,14 @@ class SqlSource:
 
     # the snapshot's row hash is computed by PostgreSQL and MariaDB (SQLite: by Python, over
     # the row text the database builds)
-    capabilities = Capabilities(children=True, read_back=True, server_side_hashing=True)
+    capabilities = Capabilities(children=True, read_back=True, server_side_hashing=True, columnar_read=True)
 
     def __init__(
         self, db: SqlDatabase, sync_name: str, cfg: models.SyncConfig, ts_column: str | None
     ) -> None:
         self.db = db
         self.sync = sync_name
+        self.columnar = False  # set by the engine (run_columnar.plan): the seed then reads Arrow
         self.key = list(cfg.key.from_)
         self.ts_column = ts_column
         self.filter = cfg.filter

@@ -130,6 +130,9 @@ def _query(
     try:
         statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch)})
         statement.set_sql_query(str(compiled))
+        if not all(type(p) in (int, str, float, bytes) for p in params):
+            yield None  # a key Arrow cannot bind (undecodable text): that batch is read as rows
+            return
         if params:
             statement.bind(
                 pa.record_batch([pa.array([p]) for p in params], names=[str(i) for i in range(len(params))])

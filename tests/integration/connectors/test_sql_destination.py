@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mapsync import records
-from mapsync.connectors import sql_copy
+from mapsync.connectors import arrow_copy, sql_copy
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.connectors.sql_destination import COPY_THRESHOLD, SqlDestination
 from mapsync.engine import Engine
@@ -97,15 +97,21 @@ def delivered_keys(result: records.WriteResult) -> list[str]:
 
 @pytest.fixture
 def copy_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
-    """Spy on the PostgreSQL COPY path: (rows, fresh) of every call."""
+    """Spy on the PostgreSQL COPY paths, text (records) and binary (a columnar seed's Arrow
+    table): (rows, fresh) of every call."""
     calls: list[tuple[int, bool]] = []
-    original = sql_copy.pg_copy
+    original, arrow = sql_copy.pg_copy, arrow_copy.pg_copy_arrow
 
     def spy(*args: Any, fresh: bool, **kwargs: Any) -> None:
         calls.append((len(args[5]), fresh))  # (conn, qualified, quote, key, cols, rows)
         original(*args, fresh=fresh, **kwargs)
 
+    def arrow_spy(*args: Any, fresh: bool, **kwargs: Any) -> None:
+        calls.append((args[4].num_rows, fresh))  # (conn, qualified, quote, key, data)
+        arrow(*args, fresh=fresh, **kwargs)
+
     monkeypatch.setattr(sql_copy, "pg_copy", spy)
+    monkeypatch.setattr(arrow_copy, "pg_copy_arrow", arrow_spy)
     return calls
 
 
