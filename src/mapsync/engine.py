@@ -35,9 +35,9 @@ from mapsync.ports import Handle
 from mapsync.records import RunKind, RunStatus
 from mapsync.redact import redact
 from mapsync.run_scope import CapturePlan, Plan, Request, RunScope
+from mapsync.run_types import ColumnarWrite, Quiet, counted
 from mapsync.run_types import Observer as Observer
 from mapsync.run_types import Parts as Parts
-from mapsync.run_types import Quiet, counted
 from mapsync.run_types import RunReport as RunReport
 from mapsync.sheet import identity as identities
 from mapsync.sheet.loader import LoadedSheet
@@ -300,8 +300,7 @@ class Engine(KindRuns):
         rejected: list[records.Rejection],
         tally: transforms.Tally,
         counts: Counts,
-        columnar: Callable[[], tuple[int, records.DeliveredColumns | None, records.WriteResult]]
-        | None = None,
+        columnar: ColumnarWrite | None = None,
     ) -> None:
         """A sorted batch's write, breaker, acknowledgement and state commit. `columnar` writes a
         columnar batch's rows inside the same breaker window: it returns how many rows it sent,

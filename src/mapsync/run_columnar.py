@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from mapsync import delivery, records, run_steps, transforms
@@ -39,7 +39,7 @@ from mapsync.lease_watch import LeaseWatch
 from mapsync.ports import ColumnarDestination, ColumnarSource, Destination, Source
 from mapsync.records import RunKind
 from mapsync.run_scope import RunScope
-from mapsync.run_types import Parts
+from mapsync.run_types import ColumnarWrite, Parts
 from mapsync.sheet import models
 from mapsync.state.ports import Store
 from mapsync.state.store import Counts
@@ -70,8 +70,7 @@ class Engine(Protocol):
         rejected: list[records.Rejection],
         tally: transforms.Tally,
         counts: Counts,
-        columnar: Callable[[], tuple[int, records.DeliveredColumns | None, records.WriteResult]]
-        | None = None,
+        columnar: ColumnarWrite | None = None,
     ) -> None: ...
 
 
@@ -237,14 +236,7 @@ def _against_ledger(
     send: list[bool] = []
     seen: list[records.Delivered] = []
     for key, version, hash_ in zip(keys, versions, hashes, strict=True):
-        entry = ledger.get(key)
-        if entry is not None and entry.hash == hash_ and not entry.deleted:
-            counts.skipped += 1
-            send.append(False)
-            if not run_steps.same_version(entry.version, version):
-                seen.append(records.Delivered(key, version, hash_, entry.dest_id))
-        else:
-            send.append(True)
+        send.append(not run_steps.unchanged(ledger.get(key), key, version, hash_, counts, seen))
     return send, seen
 
 

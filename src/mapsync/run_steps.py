@@ -103,13 +103,28 @@ def against_ledger(
         if forced and records.key_text(m.key) in forced:
             send.append(m)
             continue
-        if entry is not None and entry.hash == m.hash and not entry.deleted and m.op == "upsert":
-            counts.skipped += 1
-            if not same_version(entry.version, m.version):
-                seen.append(records.Delivered(m.key, m.version, m.hash, entry.dest_id))
+        if m.op == "upsert" and unchanged(entry, m.key, m.version, m.hash, counts, seen):
             continue
         send.append(m)
     return send, seen
+
+
+def unchanged(
+    entry: LedgerEntry | None,
+    key: records.Key,
+    version: Any,
+    hash_: str,
+    counts: Counts,
+    seen: list[records.Delivered],
+) -> bool:
+    """Whether an upsert is skipped: the ledger holds its content, live. It is counted, and seen
+    again under a newer version (the ledger's version moves, the destination is not written)."""
+    if entry is None or entry.hash != hash_ or entry.deleted:
+        return False
+    counts.skipped += 1
+    if not same_version(entry.version, version):
+        seen.append(records.Delivered(key, version, hash_, entry.dest_id))
+    return True
 
 
 def count_outcome(

@@ -74,6 +74,11 @@ class RunReport:
             self.gone_at_source["ignored"] = self.gone_at_source.get("ignored", 0) + n
 
 
+# a columnar batch's write inside `Engine.finish_batch` (run_columnar.py): rows sent, what was
+# delivered as columns, and the outcome of rows it wrote per record instead
+ColumnarWrite = Callable[[], tuple[int, records.DeliveredColumns | None, records.WriteResult]]
+
+
 @dataclasses.dataclass
 class Parts:
     """What one sync is made of: built once per sync by the Engine and reused across its runs

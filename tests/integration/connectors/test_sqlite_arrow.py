@@ -1,0 +1,101 @@
+"""The ADBC SQLite seed read (connectors/sqlite_arrow.py): every batch reads back exactly as the
+driver's rows, whatever SQLite's dynamic typing holds. A value of another storage class than its
+column promises (text in an INTEGER column), a column of NULLs whose later batch holds text (the
+first batch fixed ADBC's type), text that is not UTF-8 and a key Arrow cannot bind all give
+batches of rows, the rest Arrow; nothing is read twice or skipped."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from mapsync.connectors import sql_source as sql_source_module
+from mapsync.engine import Engine
+from mapsync.sheet import loader
+from mapsync.state.store import StateStore
+
+SHEET = """
+version: 1
+connections:
+  erp: {{url: "sqlite:///{src}"}}
+  crm: {{url: "sqlite:///{dst}"}}
+syncs:
+  items:
+    from: {{connection: erp, table: items}}
+    to: {{connection: crm, table: items}}
+    key: {{from: id, to: id}}
+    changes: {{method: full}}
+    fields: {{qty: qty, note: note, late: late}}
+"""
+
+
+def _rows() -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = [(i, i * 10, f"n{i}", None if i <= 6 else f"late{i}") for i in range(1, 21)]
+    rows[8] = (9, "nine", "n9", "late9")  # text in an INTEGER column: its batch is rows
+    return rows
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[sql_source_module.SqlSource]:
+    src = tmp_path / "erp.db"
+    conn = sqlite3.connect(src)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, note TEXT, late TEXT)")
+    conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", _rows())
+    conn.execute("UPDATE items SET note = CAST(X'6869FF' AS TEXT) WHERE id = 16")  # not UTF-8
+    conn.commit()
+    conn.close()
+    crm = sqlite3.connect(tmp_path / "crm.db")
+    crm.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, note TEXT, late TEXT)")
+    crm.close()
+    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=tmp_path / "crm.db"))
+    store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, create=True)
+    engine = Engine(loader.load(tmp_path / "sheet.yaml", env={}), store)
+    try:
+        parts = engine.parts("items")
+        assert isinstance(parts.source, sql_source_module.SqlSource)
+        yield parts.source
+    finally:
+        engine.close()
+        store.close()
+
+
+def _items(source: sql_source_module.SqlSource, batch: int) -> list[tuple[str, list[dict[str, Any]]]]:
+    read = source.stream_arrow(None, batch)
+    assert read is not None
+    out = []
+    for item in read:
+        if isinstance(item, pa.RecordBatch):
+            out.append(("arrow", item.to_pylist()))
+        else:
+            names, rows = item
+            out.append(("rows", [dict(zip(names, r, strict=True)) for r in rows]))
+    return out
+
+
+def test_each_batch_reads_back_as_the_drivers_rows(source: sql_source_module.SqlSource) -> None:
+    items = _items(source, 3)
+    got = [row for _, rows in items for row in rows]
+    want = [row for rows in source.stream(source.key, [], None, 100) for row in rows]  # the driver's
+    assert [str(r) for r in got] == [str(r) for r in want]  # the same values and types, in key order
+    assert [type(v) for r in got for v in r.values()] == [type(v) for r in want for v in r.values()]
+    kinds = [kind for kind, _ in items]
+    assert "arrow" in kinds and "rows" in kinds
+    by_key = {row["id"]: kind for kind, rows in items for row in rows}
+    assert by_key[9] == "rows"  # text in an INTEGER column
+    assert by_key[16] == "rows"  # undecodable text: the ADBC stream failed there
+    assert by_key[1] == "arrow" and by_key[20] == "arrow"
+    # `late` is NULL in the whole first batch (ADBC typed it), text from row 7: read all the same
+    assert [row["late"] for row in got[6:8]] == ["late7", "late8"]
+
+
+def test_a_batch_with_an_arrow_form_has_the_catalogs_types(source: sql_source_module.SqlSource) -> None:
+    first = next(iter(source.stream_arrow(None, 3) or []))
+    assert isinstance(first, pa.RecordBatch)
+    # `late` is NULL in rows 1-3: typed as the catalog's text, not ADBC's guess
+    assert first.schema.field("late").type == pa.string()
+    assert first.schema.names == source.columns
