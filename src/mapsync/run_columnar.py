@@ -149,7 +149,7 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
     if dest.arrow_targets(good.column_names) is None:
         return False
     try:
-        hashes = row_hashes.content_hashes(good)
+        hashes = [h for part in _slices(good) for h in row_hashes.content_hashes(part)]
     except TypeError:  # a mapped type the hash has no column form for
         return False
     # from here on the batch is this step's: nothing above had an effect
@@ -198,7 +198,7 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
         form = dest.drift_form
         drift: list[tuple[str, str] | None] = [None] * table.num_rows  # no form: the pairs are kept
         if form is not None:
-            pairs = drift_columns.drift_pairs(form, table)
+            pairs = [pair for part in _slices(table) for pair in drift_columns.drift_pairs(form, part)]
             drift = [p if p is not None else _undigested(form, table, i) for i, p in enumerate(pairs)]
         source_keys = good_key_columns if every else [column.take(picked) for column in good_key_columns]
         version_texts = None  # the ledger's text of each version (state/values.encode), where plain
@@ -268,3 +268,12 @@ def _plain_json(kind: pa.DataType) -> bool:
     import pyarrow as pa
 
     return bool(pa.types.is_string(kind) or pa.types.is_int64(kind) or pa.types.is_null(kind))
+
+
+SLICE = 2048  # rows per pass of the hash and the digest: their text columns stay small
+
+
+def _slices(table: pa.Table) -> list[pa.Table]:
+    """The table in slices of `SLICE` rows (views, no copy): the texts the content hash and the
+    drift digest build for each row are held for a slice at a time, not for the whole batch."""
+    return [table.slice(start, SLICE) for start in range(0, table.num_rows, SLICE)]
