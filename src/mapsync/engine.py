@@ -334,6 +334,8 @@ class Engine(KindRuns):
             deliveries=scope.kind != RunKind.SEED,
             redact=self.redact_text,
         )
+        if columns and scope.kind != RunKind.SEED:
+            tried += attempts.of_columns(columns)
         self._commit(scope, batch, seen + result.delivered, all_rejected, counts, tried, columns)
         parts.capture.committed(batch)
         run_steps.add_batch(report, counts, tally, all_rejected)

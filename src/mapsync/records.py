@@ -146,6 +146,7 @@ class DeliveredColumns:
     drift: Sequence[tuple[str, str] | None]
     # each version's stored text (`state.values.encode`), where the caller built them column-wise
     version_texts: Sequence[str] | None = None
+    key_values: Sequence[Key] = ()  # the source keys themselves (a run's delivery attempts)
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -130,7 +130,9 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
 
     plan_: Plan = parts.columnar
     rows: pa.RecordBatch = batch.arrow
-    if scope.kind != RunKind.SEED or batch.force:
+    # a seed or a `run` (an overlap counts the rows earlier runs missed, retries and exports
+    # force keys: per record)
+    if scope.kind not in (RunKind.SEED, RunKind.RUN) or batch.force or scope.forced:
         return False
     mapping = plan_.mapping_for(rows.schema)
     if mapping is None:
@@ -212,6 +214,7 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
             row_hashes.key_texts([table.column(k) for k in parts.mapping.main.key_to]),
             drift,
             version_texts,
+            sent_keys,
         )
         return table.num_rows, columns, records.WriteResult()
 

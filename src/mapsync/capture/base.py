@@ -176,6 +176,22 @@ def seed_batches(
         )
 
 
+def read_batch(
+    source: Source, rows: list[records.Row], version_column: str | None, position: Any, *, columnar: bool
+) -> records.Batch:
+    """A batch of rows read (each key at most once): held as Arrow columns (`Batch.arrow`) when
+    `columnar` (the caller's read may be) and the engine made the source columnar and the rows
+    have an exact Arrow form (arrow_batch.py), else as changes."""
+    if columnar and source.capabilities.columnar_read and cast(ColumnarSource, source).columnar and rows:
+        from mapsync import arrow_batch  # pyarrow: only a columnar run loads it
+
+        arrow = arrow_batch.to_record_batch(list(rows[0]), [tuple(row.values()) for row in rows])
+        if arrow is not None:
+            changes = arrow_batch.ArrowChanges(arrow, source.key, version_column)
+            return records.Batch(changes, position, read=True, arrow=arrow)  # type: ignore[arg-type]
+    return records.Batch(to_changes(source, rows, version_column), position, read=True)
+
+
 def _columnar_seed(
     source: Source, after: Any, batch: int, where: str | None, version_column: str | None
 ) -> Iterator[records.Batch]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mapsync import errors, records, schedules
-from mapsync.capture.base import CaptureBase, RunInput, register, to_changes
+from mapsync.capture.base import CaptureBase, RunInput, read_batch, register
 from mapsync.capture.snapshot import walk
 from mapsync.connectors.sql_source import SqlSource
 from mapsync.guard import Guard
@@ -103,7 +103,8 @@ class WatermarkCapture(CaptureBase):
             mark = self.source.ts_value(last[self.column], self.zone) if sql else last[self.column]
             self._max = later(self._max, mark, self.zone)
             position = {} if mode == "overlap" else {"position": {"after": [mark, *self.source.key_of(last)]}}
-            yield records.Batch(to_changes(self.source, rows, self.column), position, read=True)
+            # a `run`'s batch may travel as Arrow columns (run_columnar.py); an overlap's not
+            yield read_batch(self.source, rows, self.column, position, columnar=mode == "run")
         if sql:
             self._warn_future(col)
         if self._deletes_due(cursors):  # after the read (an overlap re-read too)

@@ -77,6 +77,16 @@ def of_batch(
     return out
 
 
+def of_columns(columns: records.DeliveredColumns) -> list[Attempt]:
+    """The `delivered` attempts of a columnar batch's rows (a run's; a seed records none)."""
+    return [
+        Attempt(key, "delivered", version, hash_, dest_id)
+        for key, version, hash_, dest_id in zip(
+            columns.key_values, columns.versions, columns.hashes, columns.dest_ids, strict=True
+        )
+    ]
+
+
 def row_of(sync: str, run_id: int | None, a: Attempt, now: str) -> dict[str, Any]:
     """The stored row of an attempt: the payload only for a rejected or failed one."""
     payload = a.payload if a.outcome in WITH_PAYLOAD else None
