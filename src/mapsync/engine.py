@@ -315,6 +315,7 @@ class Engine(KindRuns):
                 sent += more_sent
                 result.delivered += more.delivered
                 result.rejected += more.rejected
+            crash.point("after_write")  # every write of the batch done, none committed
         # tripped: the run fails before this batch is acknowledged or committed
         # (an export's `already imported` is no refused write: the destination holds the record)
         refused = sum(1 for r in result.rejected if r.rule != records.ON_EXISTS)
@@ -351,7 +352,6 @@ class Engine(KindRuns):
             self.watch.renew(scope.lease)
         result = parts.dest.write(send, fresh=scope.fresh) if send else records.WriteResult()
         scope.report.fell_back = parts.dest.fell_back  # the destination's count this run
-        crash.point("after_write")
         return result
 
     def _commit(

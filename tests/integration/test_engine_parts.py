@@ -131,6 +131,7 @@ def test_a_failed_run_drops_the_parts(world: World) -> None:
         raise errors.TransientError("destination down")
 
     dest.write = down  # type: ignore[method-assign]
+    dest.write_arrow = down  # type: ignore[attr-defined]  # (a columnar batch)
     world.put(1, "one")
     failed = world.engine.run("items")
     assert failed.status == "failed" and failed.failure_class == "destination"

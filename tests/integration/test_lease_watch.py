@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from mapsync import errors, lease_watch
+from mapsync.connectors import arrow_copy
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.engine import Engine, RunReport
 from mapsync.sheet import loader
@@ -156,6 +157,26 @@ def world(
         w.close()
 
 
+_ARMED = threading.local()  # (proxy, stalled) of the thread whose columnar write stalls
+
+
+@pytest.fixture(autouse=True)
+def _columnar_stalls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The binary COPY of a columnar batch stalls where `_stall_on` armed its thread."""
+    real = arrow_copy.pg_copy_arrow
+
+    def copy(*args: Any, **kwargs: Any) -> None:
+        armed = getattr(_ARMED, "stall", None)
+        if armed is not None:
+            proxy, stalled = armed
+            proxy.stall()
+            if stalled is not None:
+                stalled.set()
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(arrow_copy, "pg_copy_arrow", copy)
+
+
 def _stall_on(engine: Engine, proxy: Proxy, what: str, stalled: threading.Event | None = None) -> None:
     """Stall `proxy` as the run reaches `what`: `upsert` (mid-write, the statement's bytes held),
     or `after_write` (the first batch went out; the next source read or state commit stalls)."""
@@ -173,15 +194,33 @@ def _stall_on(engine: Engine, proxy: Proxy, what: str, stalled: threading.Event 
                 return real(*args, **kwargs)
 
             p.dest._upsert = upsert
+            # a columnar batch (run_columnar.py) is written by `write_arrow`: stalled alike, at
+            # its COPY inside the transaction (`_columnar_stalls` below)
+            arrow = p.dest.write_arrow
+
+            def arrow_upsert(*args: Any, **kwargs: Any) -> Any:
+                _ARMED.stall = (proxy, stalled)
+                try:
+                    return arrow(*args, **kwargs)
+                finally:
+                    _ARMED.stall = None
+
+            p.dest.write_arrow = arrow_upsert
         else:
-            write = p.dest.write
+            write, arrow_write = p.dest.write, p.dest.write_arrow
 
             def after_write(*args: Any, **kwargs: Any) -> Any:
                 result = write(*args, **kwargs)
                 proxy.stall()
                 return result
 
+            def after_arrow_write(*args: Any, **kwargs: Any) -> Any:
+                result = arrow_write(*args, **kwargs)
+                proxy.stall()
+                return result
+
             p.dest.write = after_write
+            p.dest.write_arrow = after_arrow_write
         return p
 
     engine.parts = parts  # type: ignore[method-assign]

@@ -226,6 +226,7 @@ class SqlDestination(DestinationBase):
         def write(fresh: bool) -> None:
             self.attempts += 1
             with self.db.engine.begin() as conn:
+                self._not_cut()
                 try:
                     arrow_copy.pg_copy_arrow(
                         conn,
@@ -247,6 +248,17 @@ class SqlDestination(DestinationBase):
     def _write_retrying(self, recs: list[records.Mapped], fresh: bool) -> list[records.Rejection]:
         return self._retrying(lambda fresh: self._write(recs, fresh), fresh)
 
+    def _not_cut(self) -> None:
+        """Raise when the lease deadline cut this engine's connections: a write whose connection
+        was opened again after the cut (the pool reconnects) must not go out under a lease
+        another run may hold by now."""
+        cut = deadline.aborted(self.db.engine)
+        if cut:
+            raise errors.TransientError(
+                f"sync {self.sync}: destination {self.db.name}: {cut}; the write was cut off "
+                "and is sent again by the next run"
+            )
+
     def _retrying(self, write: Callable[[bool], _T], fresh: bool) -> _T:
         """`write(fresh)`, retried on a transient failure (after which it is no longer fresh: the
         first try may have committed); a record-level refusal raises `delivery.Refused`."""
@@ -255,12 +267,8 @@ class SqlDestination(DestinationBase):
             try:
                 return write(fresh)
             except sa.exc.DBAPIError as exc:
-                cut = deadline.aborted(self.db.engine)
-                if cut:  # never retried: the lease may belong to another run by now
-                    raise errors.TransientError(
-                        f"sync {self.sync}: destination {self.db.name}: {cut}; the write was cut off "
-                        "and is sent again by the next run"
-                    ) from None
+                if deadline.aborted(self.db.engine):  # never retried: the lease may be another run's
+                    self._not_cut()
                 kind = self._classify(exc)
                 if kind == "record":
                     raise delivery.Refused(db_errors.describe_error(exc, self.secrets)) from None
@@ -304,6 +312,7 @@ class SqlDestination(DestinationBase):
         """One transaction; returns the records `on_exists` turned down (skip: kept; fail: refused)."""
         self.attempts += 1
         with self.db.engine.begin() as conn, self._statement_limit(conn):
+            self._not_cut()
             recs, turned = sql_exists.settle(
                 conn, self.main.table, self.main.key, recs, self.on_exists, self.started
             )
