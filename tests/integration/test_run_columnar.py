@@ -284,14 +284,14 @@ def test_a_crash_in_a_columnar_batch_loses_and_doubles_nothing(
     with pytest.raises(crash.Crashed):
         _seed(folder)
     assert steps[:2] == [True, True]  # the batches before the crash took the columnar step
+    assert os.path.exists(tmp_path / "marker") and crash.dead()
+    for name in ("MAPSYNC_CRASH_AT", "MAPSYNC_CRASH_MODE", "MAPSYNC_CRASH_MARKER"):
+        monkeypatch.delenv(name)
+    crash.reset()  # (no statement runs in this process while the crash is in force)
     # the crashed (3rd) batch, ids 15-21, is in the destination exactly when the crash came
     # after its write: the crash points sit where they sit on the per-record path
     held = {r[0] for r in h.query(dst, "SELECT client_id FROM clients")}
     assert bool(held & set(range(15, 22))) == (point not in ("after_read", "during_write")), held
-    assert os.path.exists(tmp_path / "marker") and crash.dead()
-    for name in ("MAPSYNC_CRASH_AT", "MAPSYNC_CRASH_MODE", "MAPSYNC_CRASH_MARKER"):
-        monkeypatch.delenv(name)
-    crash.reset()
     h.execute(
         f"sqlite:///{folder / 'state.db'}", "UPDATE mapsync_leases SET expires_at = '2000-01-01T00:00:00Z'"
     )
