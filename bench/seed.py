@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/seed.py                       # 1,000,000 rows, median of 3
     .venv/bin/python bench/seed.py --rows 10000 --repeat 1   # the CI smoke
+    .venv/bin/python bench/seed.py --records             # + mapsync's per-record path
 
 mapsync seeds through the Engine API (the same code path as `mapsync seed`) from a generated
-sheet with renames, a value map, a truncation and a constant. The baseline reads the same rows
+sheet with renames, a value map, a truncation and a constant (its columnar path, the default;
+`--records` adds the per-record path, `delivery.columnar: false`, as a third side). The
+baseline reads the same rows
 with sqlite3 `fetchmany`, applies the same mapping inline and COPYs them with psycopg 3 in one
 transaction into an identical empty table (same primary key). Each side runs in its own
 subprocess, so its peak RSS (`ru_maxrss`) is its own. Exit status: 0 (also when a target is

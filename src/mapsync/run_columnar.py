@@ -1,11 +1,13 @@
-"""The columnar step: one seed batch held as Arrow columns, mapped, hashed, written and recorded
-column-wise, with no Python object per row (docs/performance.md, "The columnar seed").
+"""The columnar step: one batch held as Arrow columns (a seed's, or a watermark run's) mapped,
+hashed, written and recorded column-wise, with no Python object per row (docs/performance.md,
+"The columnar seed").
 
 A sync gets a `Plan` when its rows can travel this way: a SQL table source without child
 tables, a PostgreSQL destination with a binary COPY form for every written column
 (`SqlDestination.arrow_targets`) and no key probe, and `delivery.columnar` on. The seed reader
-then hands over Arrow record batches (`capture.base.seed_batches`, `arrow_batch.py`), and
-`Engine._step` gives each to `step` here, which follows the per-record step exactly:
+then hands over Arrow record batches (`capture.base.seed_batches`, `arrow_batch.py`), a
+watermark run its rows made Arrow (`capture.base.read_batch`), and `Engine._step` gives each to
+`step` here, which follows the per-record step exactly:
 
 1. The batch's keys: a NULL key, a key twice in the batch or in the previous one: the whole
    batch goes back to the per-record step (which rejects the duplicates, naming them).
@@ -122,7 +124,8 @@ def plan(
 
 
 def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) -> bool:
-    """Run one Arrow batch of a seed; False (nothing done) gives it back to the per-record step."""
+    """Run one Arrow batch of a seed or a run; False (nothing done) gives it back to the
+    per-record step."""
     import pyarrow as pa
 
     from mapsync import arrow_batch, row_hashes
@@ -230,7 +233,7 @@ def _against_ledger(
     hashes: Sequence[str],
     counts: Counts,
 ) -> tuple[list[bool], list[records.Delivered]]:
-    """Which columnar rows to send (`run_steps.against_ledger` for upserts of a seed): all of a
+    """Which columnar rows to send (`run_steps.against_ledger` for upserts): all of a
     fresh seed's; else those the ledger does not hold with the same hash. A row held unchanged
     under another version is seen again (the ledger moves, the destination is not written)."""
     if scope.fresh:

@@ -108,10 +108,10 @@ class DeliveryConfig(Model):
     columnar: bool = Field(
         True,
         description=(
-            "A seed from a SQL table into PostgreSQL reads, maps, hashes and writes its batches as "
-            "Arrow columns where every field rule has a column form (docs/performance.md); rows "
-            "a column rule cannot place, and every other case, take the per-record path. `false` "
-            "keeps every batch on the per-record path."
+            "A seed (and a watermark run) from a SQL table into PostgreSQL maps, hashes and "
+            "writes its batches as Arrow columns where every field rule has a column form "
+            "(docs/performance.md); rows a column rule cannot place, and every other case, take "
+            "the per-record path. `false` keeps every batch on the per-record path."
         ),
     )
     breaker: BreakerConfig | None = Field(
