@@ -29,16 +29,13 @@ from mapsync.columns import ColumnInfo
 def _plain(array: pa.Array, values: Sequence[Any]) -> bool:
     """Whether every value of the column reads back from Arrow as exactly the same Python value."""
     kind = array.type
-    if (
-        pa.types.is_null(kind)
-        or pa.types.is_int64(kind)
-        or pa.types.is_string(kind)
-        or pa.types.is_boolean(kind)
-        or pa.types.is_binary(kind)
-    ):
-        return True
-    if pa.types.is_float64(kind):  # inferred for ints mixed with floats: 1 would read back 1.0
-        return all(type(v) is not int for v in values)
+    if pa.types.is_null(kind) or pa.types.is_int64(kind) or pa.types.is_string(kind):
+        return True  # (Arrow infers these from ints only, texts only; a mix raises or is binary)
+    # inferred for mixes too: float64 for ints or bools among floats (1 would read back 1.0),
+    # binary for texts among bytes (a text would read back as bytes)
+    exact = {"double": float, "bool": bool, "binary": bytes}.get(str(kind))
+    if exact is not None:
+        return all(v is None or type(v) is exact for v in values)
     if pa.types.is_timestamp(kind):  # naive times only: an aware one may come back in another zone
         return kind.tz is None and all(v is None or type(v) is dt.datetime for v in values)
     if pa.types.is_date32(kind):

@@ -196,12 +196,12 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                     error = t.errors.get((sync, key))
                     if error is not None and error["resolved_at"] is None:
                         t.errors[(sync, key)] = {**error, "resolved_at": now}
-            for key, version, hash_, pair in (
-                zip(columns.keys, columns.versions, columns.hashes, columns.drift, strict=True)
+            for key, version, hash_, dest_id, pair in (
+                zip(columns.keys, columns.versions, columns.hashes, columns.dest_ids, columns.drift, strict=True)
                 if columns
                 else ()
             ):
-                t.ledger[(sync, key)] = (values.encode(version), hash_, None, False)
+                t.ledger[(sync, key)] = (values.encode(version), hash_, dest_id, False)
                 t.ledger_at[(sync, key)] = now
                 if pair == records.NO_DRIFT:
                     t.ledger_drift.pop((sync, key), None)
