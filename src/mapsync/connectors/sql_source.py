@@ -136,8 +136,11 @@ class SqlSource:
                     rows += part
             return list(self.columns), rows
 
+        def rest(after: Sequence[Any] | None) -> Iterator[tuple[list[str], Sequence[Sequence[Any]]]]:
+            return self.stream_tuples(self.key, after, batch, extra_where)
+
         return sqlite_arrow.read(
-            path, query, rows_after, self.key, arrow_types, self.db.engine.dialect, batch, after
+            path, query, rows_after, rest, self.key, arrow_types, self.db.engine.dialect, batch, after
         )
 
     def _select(

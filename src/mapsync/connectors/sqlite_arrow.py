@@ -62,6 +62,7 @@ def read(
     path: str,
     query: Callable[[Sequence[Any] | None], sa.Select[Any]],
     rows_after: Callable[[Sequence[Any] | None, Sequence[Any] | None], Rows],
+    rest: Callable[[Sequence[Any] | None], Iterator[Rows]],
     key: Sequence[str],
     arrow_types: Mapping[str, pa.DataType],
     dialect: sa.Dialect,
@@ -70,8 +71,13 @@ def read(
 ) -> Iterator[pa.RecordBatch | Rows]:
     """The read: `query(after)` is the keyset select (with the `MIXED` column) strictly after
     `after`; `rows_after(after, upto)` reads the rows after `after` up to `upto` (None: one batch)
-    through the driver."""
-    database = adbc_driver_sqlite.connect(path)
+    through the driver; `rest(after)` every row after `after` through one driver cursor (where a
+    new query cannot start after a key: the driver's own read never binds it again)."""
+    try:
+        database = adbc_driver_sqlite.connect(path)
+    except (adbc_driver_manager.Error, OSError):  # the driver's read says what is wrong
+        yield from rest(after)
+        return
     try:
         connection = adbc_driver_manager.AdbcConnection(database)
         try:
@@ -90,12 +96,21 @@ def read(
                 names, rows = rows_after(after, None)
                 if not rows:
                     return
+                last = [rows[-1][names.index(k)] for k in key]
+                if not all(type(v) in _BINDABLE for v in last):
+                    # a key a new query cannot start after (undecodable text binds as a blob,
+                    # which sorts after every text): the rest through one driver cursor
+                    yield from rest(after)
+                    return
                 yield names, rows
-                after = [rows[-1][names.index(k)] for k in key]
+                after = last
         finally:
             connection.close()
     finally:
         database.close()
+
+
+_BINDABLE = (int, str, float, bytes)
 
 
 def _mixed(batch: pa.RecordBatch) -> bool:
@@ -128,16 +143,21 @@ def _query(
     params = [compiled.params[name] for name in compiled.positiontup or []]
     statement = adbc_driver_manager.AdbcStatement(connection)
     try:
-        statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch)})
-        statement.set_sql_query(str(compiled))
-        if not all(type(p) in (int, str, float, bytes) for p in params):
-            yield None  # a key Arrow cannot bind (undecodable text): that batch is read as rows
+        if not all(type(p) in _BINDABLE for p in params):
+            yield None  # a parameter Arrow cannot bind: that batch is read as rows
             return
-        if params:
-            statement.bind(
-                pa.record_batch([pa.array([p]) for p in params], names=[str(i) for i in range(len(params))])
-            )
-        stream, _ = statement.execute_query()
+        try:
+            statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch)})
+            statement.set_sql_query(str(compiled))
+            if params:
+                names = [str(i) for i in range(len(params))]
+                statement.bind(pa.record_batch([pa.array([p]) for p in params], names=names))
+            stream, _ = statement.execute_query()
+        except (adbc_driver_manager.Error, OSError, pa.ArrowException):
+            # a locked database, an error of the query: the driver's read (its busy timeout,
+            # its classified errors) takes that batch
+            yield None
+            return
         reader = pa.RecordBatchReader._import_from_c(stream.address)
         try:
             while True:

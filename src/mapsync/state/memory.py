@@ -197,7 +197,14 @@ class MemoryStore(MemoryRunsMixin, MemoryBudgetMixin, MemoryControlsMixin):
                     if error is not None and error["resolved_at"] is None:
                         t.errors[(sync, key)] = {**error, "resolved_at": now}
             for key, version, hash_, dest_id, pair in (
-                zip(columns.keys, columns.versions, columns.hashes, columns.dest_ids, columns.drift, strict=True)
+                zip(
+                    columns.keys,
+                    columns.versions,
+                    columns.hashes,
+                    columns.dest_ids,
+                    columns.drift,
+                    strict=True,
+                )
                 if columns
                 else ()
             ):

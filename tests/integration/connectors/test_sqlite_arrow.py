@@ -99,3 +99,33 @@ def test_a_batch_with_an_arrow_form_has_the_catalogs_types(source: sql_source_mo
     # `late` is NULL in rows 1-3: typed as the catalog's text, not ADBC's guess
     assert first.schema.field("late").type == pa.string()
     assert first.schema.names == source.columns
+
+
+def test_an_undecodable_text_key_does_not_end_the_read(tmp_path: Path) -> None:
+    """A batch read as rows whose last key is not UTF-8: a new query cannot start after it (it
+    would bind as a blob, which sorts after every text, and find nothing): the rest is read
+    through one driver cursor, every row once, in key order."""
+    src = tmp_path / "erp.db"
+    conn = sqlite3.connect(src)
+    conn.execute("CREATE TABLE items (id TEXT PRIMARY KEY, qty INTEGER, note TEXT, late TEXT)")
+    conn.executemany(
+        "INSERT INTO items VALUES (?, ?, ?, ?)", [(f"k{i:02d}", i, "n", "x") for i in range(1, 13)]
+    )
+    conn.execute("INSERT INTO items VALUES (CAST(X'6B303569FF' AS TEXT), 0, 'n', 'x')")  # 'k05i\xff'
+    conn.commit()
+    conn.close()
+    crm = sqlite3.connect(tmp_path / "crm.db")
+    crm.execute("CREATE TABLE items (id TEXT PRIMARY KEY, qty INTEGER, note TEXT, late TEXT)")
+    crm.close()
+    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=tmp_path / "crm.db"))
+    store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, create=True)
+    engine = Engine(loader.load(tmp_path / "sheet.yaml", env={}), store)
+    try:
+        source = engine.parts("items").source
+        assert isinstance(source, sql_source_module.SqlSource)
+        got = [str(row["id"]) for _, rows in _items(source, 3) for row in rows]
+        want = [str(row["id"]) for rows in source.stream(source.key, [], None, 100) for row in rows]
+    finally:
+        engine.close()
+        store.close()
+    assert got == want and len(got) == 13
