@@ -311,7 +311,8 @@ class Engine(KindRuns):
         with self._breaker.writing():  # open: a refused call is not split
             result = self._write(scope, parts, send)
             if columnar is not None:
-                more_sent, columns, more = columnar()
+                more_sent, columns, more, fell_back = columnar()
+                send = send + fell_back  # (their attempts carry what was sent)
                 sent += more_sent
                 result.delivered += more.delivered
                 result.rejected += more.rejected

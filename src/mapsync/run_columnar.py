@@ -155,23 +155,30 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
         return False
     try:
         hashes = [h for part in _slices(good) for h in row_hashes.content_hashes(part)]
+        dest_ids = row_hashes.key_texts([good.column(k) for k in parts.mapping.main.key_to])
     except TypeError:  # a mapped type the hash has no column form for
         return False
-    # from here on the batch is this step's: nothing above had an effect
+    marks = ok.to_pylist()
+    counts = Counts(read=rows.num_rows)
+    # the rows the kernels did not place: the per-record mapping, with its rejections
+    changes: arrow_batch.ArrowChanges = batch.changes  # type: ignore[assignment]
+    rest = records.Batch(changes.pick([i for i, m in enumerate(marks) if not m]), read=batch.read)
+    mapped, rejected, tally = run_steps.map_batch(parts.mapping, rest, None, scope.report, counts)
+    # two rows for one destination row (keys "7" and "007" into an INTEGER key): the per-record
+    # delivery settles which one is written
+    targets = set(dest_ids)
+    if len(targets) != len(dest_ids) or any(records.key_text(m.dest_key) in targets for m in mapped):
+        return False
+    # from here on the batch is this step's: nothing above had an effect (map_batch counted into
+    # this step's own counts and tally, and a read batch holds no delete)
     if batch.read:
         scope.reads.previous = distinct
-    marks = ok.to_pylist()
     good_keys = [k for k, m in zip(keys, marks, strict=True) if m]
     good_key_columns = [column.filter(ok) for column in key_columns]
     version_column = rows.column(plan_.version_column).filter(ok) if plan_.version_column else None
     versions: list[Any] = (
         version_column.to_pylist() if version_column is not None else [None] * len(good_keys)
     )
-    counts = Counts(read=rows.num_rows)
-    # the rows the kernels did not place: the per-record mapping, with its rejections
-    changes: arrow_batch.ArrowChanges = batch.changes  # type: ignore[assignment]
-    rest = records.Batch(changes.pick([i for i, m in enumerate(marks) if not m]), read=batch.read)
-    mapped, rejected, tally = run_steps.map_batch(parts.mapping, rest, None, scope.report, counts)
     for counter, counted in (
         (tally.truncated, out.truncated),
         (tally.defaulted, out.defaulted),
@@ -182,10 +189,10 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
     send_rows, seen_rows = _against_ledger(engine, scope, good_keys, versions, hashes, counts)
     seen += seen_rows
 
-    def write() -> tuple[int, records.DeliveredColumns | None, records.WriteResult]:
+    def write() -> tuple[int, records.DeliveredColumns | None, records.WriteResult, list[records.Mapped]]:
         chosen = [i for i, s in enumerate(send_rows) if s]
         if not chosen:
-            return 0, None, records.WriteResult()
+            return 0, None, records.WriteResult(), []
         every = len(chosen) == good.num_rows
         picked = pa.array(chosen, pa.int64())
         table = good if every else good.take(picked)
@@ -199,7 +206,7 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
             # a row the database refuses, or a value without a binary form: per record, which
             # finds the row at fault and writes the others
             recs = _as_records(parts, table, sent_keys, sent_versions, sent_hashes)
-            return len(recs), None, parts.dest.write(recs, fresh=False)
+            return len(recs), None, parts.dest.write(recs, fresh=False), recs
         form = dest.drift_form
         drift: list[tuple[str, str] | None] = [None] * table.num_rows  # no form: the pairs are kept
         if form is not None:
@@ -214,12 +221,12 @@ def step(engine: Engine, scope: RunScope, parts: Parts, batch: records.Batch) ->
             row_hashes.key_texts(source_keys),
             sent_versions,
             sent_hashes,
-            row_hashes.key_texts([table.column(k) for k in parts.mapping.main.key_to]),
+            dest_ids if every else [dest_ids[i] for i in chosen],
             drift,
             version_texts,
             sent_keys,
         )
-        return table.num_rows, columns, records.WriteResult()
+        return table.num_rows, columns, records.WriteResult(), []
 
     engine.finish_batch(scope, parts, batch, send, seen, rejected + collided, tally, counts, write)
     return True

@@ -75,8 +75,10 @@ class RunReport:
 
 
 # a columnar batch's write inside `Engine.finish_batch` (run_columnar.py): rows sent, what was
-# delivered as columns, and the outcome of rows it wrote per record instead
-ColumnarWrite = Callable[[], tuple[int, records.DeliveredColumns | None, records.WriteResult]]
+# delivered as columns, and the outcome of the rows it wrote per record instead, with them
+ColumnarWrite = Callable[
+    [], tuple[int, records.DeliveredColumns | None, records.WriteResult, list[records.Mapped]]
+]
 
 
 @dataclasses.dataclass
