@@ -323,23 +323,25 @@ syncs:
 """
 
 
-def test_two_keys_for_one_destination_row_go_per_record(
-    tmp_path: Path, pg_database: Callable[[], str], steps: list[bool]
-) -> None:
-    """Source keys "7" and "007" both become destination key 7: the batch is given back to the
-    per-record step, which settles it as always (the same rows, errors and counts both ways)."""
+def _parts_both_ways(
+    tmp_path: Path,
+    pg_database: Callable[[], str],
+    source: tuple[str, list[tuple[Any, ...]]],
+    dest_ddl: str,
+    queries: tuple[str, str],
+) -> list[tuple[Any, ...]]:
+    """Seed the `parts` sync columnar, then per record (each into its own database): per side
+    its (written, rejected) counts, the destination rows and the state's rows of `queries`."""
     outcomes = []
     for columnar in (True, False):
         folder, dst = tmp_path / str(columnar), pg_database()
         folder.mkdir()
         conn = sqlite3.connect(folder / "erp.db")
-        conn.execute("CREATE TABLE parts (code TEXT PRIMARY KEY, name TEXT)")
-        conn.executemany(
-            "INSERT INTO parts VALUES (?, ?)", [("007", "a"), ("1", "b"), ("7", "c"), ("8", "d")]
-        )
+        conn.execute(source[0])
+        conn.executemany("INSERT INTO parts VALUES (?, ?)", source[1])
         conn.commit()
         conn.close()
-        h.execute(dst, "CREATE TABLE parts (id BIGINT PRIMARY KEY, name VARCHAR(20))")
+        h.execute(dst, dest_ddl)
         sheet = DUPLICATE_SHEET.format(
             src=folder / "erp.db", dst=dst, state=folder / "state.db", columnar=str(columnar).lower()
         )
@@ -356,10 +358,30 @@ def test_two_keys_for_one_destination_row_go_per_record(
             (
                 (report.counts.written, report.counts.rejected),
                 h.query(dst, "SELECT id, name FROM parts ORDER BY id"),
-                h.query(state, "SELECT key, hash, dest_id FROM mapsync_ledger ORDER BY key"),
-                h.query(state, "SELECT key, rule, message FROM mapsync_record_errors ORDER BY key"),
+                *(h.query(state, q) for q in queries),
             )
         )
+    return outcomes
+
+
+def test_two_keys_for_one_destination_row_go_per_record(
+    tmp_path: Path, pg_database: Callable[[], str], steps: list[bool]
+) -> None:
+    """Source keys "7" and "007" both become destination key 7: the batch is given back to the
+    per-record step, which settles it as always (the same rows, errors and counts both ways)."""
+    outcomes = _parts_both_ways(
+        tmp_path,
+        pg_database,
+        (
+            "CREATE TABLE parts (code TEXT PRIMARY KEY, name TEXT)",
+            [("007", "a"), ("1", "b"), ("7", "c"), ("8", "d")],
+        ),
+        "CREATE TABLE parts (id BIGINT PRIMARY KEY, name VARCHAR(20))",
+        (
+            "SELECT key, hash, dest_id FROM mapsync_ledger ORDER BY key",
+            "SELECT key, rule, message FROM mapsync_record_errors ORDER BY key",
+        ),
+    )
     assert steps == [False]  # the columnar side's one batch was given back
     assert outcomes[0] == outcomes[1]
 
@@ -370,36 +392,16 @@ def test_a_row_the_database_refuses_is_isolated_with_its_attempt(
     """A CHECK the catalog does not show refuses one row of a columnar batch: the batch is
     written per record, which isolates that row; its record error and its attempt (with the
     payload and hash it was sent with) are the per-record path's."""
-    outcomes = []
-    for columnar in (True, False):
-        folder, dst = tmp_path / str(columnar), pg_database()
-        folder.mkdir()
-        conn = sqlite3.connect(folder / "erp.db")
-        conn.execute("CREATE TABLE parts (code INTEGER PRIMARY KEY, name TEXT)")
-        conn.executemany("INSERT INTO parts VALUES (?, ?)", [(1, "a"), (2, "bad"), (3, "c")])
-        conn.commit()
-        conn.close()
-        h.execute(dst, "CREATE TABLE parts (id BIGINT PRIMARY KEY, name VARCHAR(20) CHECK (name <> 'bad'))")
-        sheet = DUPLICATE_SHEET.format(
-            src=folder / "erp.db", dst=dst, state=folder / "state.db", columnar=str(columnar).lower()
-        )
-        (folder / "sheet.yaml").write_text(sheet)
-        store = StateStore.open(f"sqlite:///{folder / 'state.db'}", folder, create=True)
-        engine = Engine(loader.load(folder / "sheet.yaml", env={}), store)
-        try:
-            report = engine.run("parts", "seed")
-        finally:
-            engine.close()
-            store.close()
-        state = f"sqlite:///{folder / 'state.db'}"
-        outcomes.append(
-            (
-                (report.counts.written, report.counts.rejected),
-                h.query(dst, "SELECT id, name FROM parts ORDER BY id"),
-                h.query(state, "SELECT key, rule, message FROM mapsync_record_errors ORDER BY key"),
-                h.query(state, "SELECT key, outcome, hash, payload FROM mapsync_attempts ORDER BY key"),
-            )
-        )
+    outcomes = _parts_both_ways(
+        tmp_path,
+        pg_database,
+        ("CREATE TABLE parts (code INTEGER PRIMARY KEY, name TEXT)", [(1, "a"), (2, "bad"), (3, "c")]),
+        "CREATE TABLE parts (id BIGINT PRIMARY KEY, name VARCHAR(20) CHECK (name <> 'bad'))",
+        (
+            "SELECT key, rule, message FROM mapsync_record_errors ORDER BY key",
+            "SELECT key, outcome, hash, payload FROM mapsync_attempts ORDER BY key",
+        ),
+    )
     assert steps == [True]  # the columnar side took the batch, then wrote it per record
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][0] == (2, 1) and outcomes[0][3][0][3] is not None  # the payload is kept
