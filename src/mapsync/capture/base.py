@@ -186,10 +186,25 @@ def read_batch(
         from mapsync import arrow_batch  # pyarrow: only a columnar run loads it
 
         arrow = arrow_batch.to_record_batch(list(rows[0]), [tuple(row.values()) for row in rows])
-        if arrow is not None:
-            changes = arrow_batch.ArrowChanges(arrow, source.key, version_column)
-            return records.Batch(changes, position, read=True, arrow=arrow)  # type: ignore[arg-type]
+        return _arrow_or_rows(source, arrow, lambda: rows, version_column, position)
     return records.Batch(to_changes(source, rows, version_column), position, read=True)
+
+
+def _arrow_or_rows(
+    source: Source,
+    arrow: Any,
+    rows: Callable[[], list[records.Row]],
+    version_column: str | None,
+    position: Any,
+) -> records.Batch:
+    """A read batch held as Arrow (its changes built on demand), or as the changes of `rows()`
+    where it has no Arrow form (`arrow` None)."""
+    if arrow is None:
+        return records.Batch(to_changes(source, rows(), version_column), position, read=True)
+    from mapsync import arrow_batch
+
+    changes = arrow_batch.ArrowChanges(arrow, source.key, version_column)
+    return records.Batch(changes, position, read=True, arrow=arrow)  # type: ignore[arg-type]
 
 
 def _columnar_seed(
@@ -215,9 +230,5 @@ def _columnar_seed(
             arrow = item
             last = [arrow.column(k)[arrow.num_rows - 1].as_py() for k in source.key]
         position = {"seed": {"status": "running", "after": last}}
-        if arrow is None:
-            dicts = [dict(zip(names, r, strict=True)) for r in rows]
-            yield records.Batch(to_changes(source, dicts, version_column), position, read=True)
-        else:
-            changes = arrow_batch.ArrowChanges(arrow, source.key, version_column)
-            yield records.Batch(changes, position, read=True, arrow=arrow)  # type: ignore[arg-type]
+        dicts = lambda: [dict(zip(names, r, strict=True)) for r in rows]  # noqa: E731, B023 (used at once)
+        yield _arrow_or_rows(source, arrow, dicts, version_column, position)

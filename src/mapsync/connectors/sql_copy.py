@@ -3,7 +3,8 @@ a temp table that one upsert empties (`SqlDestination` for 200 rows and more, an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -73,3 +74,15 @@ def upsert_from(
         f"INSERT INTO {qualified} AS mapsync_t ({col_list}) SELECT {col_list} FROM {target} "  # noqa: S608
         f"ON CONFLICT ({', '.join(q(k) for k in key)}) {action}"
     )
+
+
+@contextlib.contextmanager
+def driver_errors(conn: sa.Connection) -> Iterator[None]:
+    """A COPY's raw-driver errors (psycopg's, on the DBAPI connection) raised as the
+    `DBAPIError` SQLAlchemy would have raised, so the destination classifies them as any other."""
+    import psycopg  # (on first use: a MariaDB or SQLite setup never loads it)
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance("COPY", None, exc, psycopg.Error, dialect=conn.dialect) from None

@@ -227,7 +227,7 @@ class SqlDestination(DestinationBase):
             self.attempts += 1
             with self.db.engine.begin() as conn:
                 self._not_cut()
-                try:
+                with sql_copy.driver_errors(conn):
                     arrow_copy.pg_copy_arrow(
                         conn,
                         self.main.qualified,
@@ -237,10 +237,6 @@ class SqlDestination(DestinationBase):
                         fresh=fresh,
                         guard=guard,
                     )
-                except psycopg_error() as exc:  # raw-driver errors: wrapped as SQLAlchemy does, to classify
-                    raise sa.exc.DBAPIError.instance(
-                        "COPY", None, exc, psycopg_error(), dialect=conn.dialect
-                    ) from None
                 crash.point("during_write")
 
         self._retrying(write, fresh)
@@ -388,12 +384,8 @@ class SqlDestination(DestinationBase):
             self._update_then_insert(conn, t, cols, rows, guard)
             return
         if self.db.dialect == "postgresql" and (fresh or len(rows) >= COPY_THRESHOLD):
-            try:
+            with sql_copy.driver_errors(conn):
                 sql_copy.pg_copy(conn, t.qualified, t.quote, t.key, cols, rows, fresh=fresh, guard=guard)
-            except psycopg_error() as exc:  # raw-driver errors: wrap them as SQLAlchemy does, to classify
-                raise sa.exc.DBAPIError.instance(
-                    "COPY", None, exc, psycopg_error(), dialect=conn.dialect
-                ) from None
             return
         non_key = [c for c in cols if c not in t.key]
         stmt: Any
@@ -457,10 +449,3 @@ class SqlDestination(DestinationBase):
             )
         if new:
             conn.execute(sa.insert(t.table), new)
-
-
-def psycopg_error() -> type[Exception]:
-    """psycopg's base error class (imported on first use: a MariaDB or SQLite setup never loads it)."""
-    import psycopg
-
-    return psycopg.Error
