@@ -323,6 +323,11 @@ class Daemon(Membership, Reloading, Watching):
         reason = self._skip_reason(w, slot)
         if reason == DEFER:
             return  # looked at again next tick (see `_skip_reason`)
+        if (counted := self._count_from(w, slot, sched)) is not None:
+            last = self.handled[key] = counted
+            if due <= last:
+                return
+            missed = len(schedules.slots_between(sched, last, due)) - 1
         if reason is not None:
             # recorded before the slot counts as handled: a store away now (the tick ends) means
             # the next tick records it, never a slot that passed in silence
@@ -343,6 +348,23 @@ class Daemon(Membership, Reloading, Watching):
                 extra={"action": "daemon_slots_coalesced", "sync": w.name, "slot": slot, "missed": missed},
             )
         w.offer(Job(kind, "schedule", due, slot, max(0, missed)))
+
+    def _count_from(self, w: Worker, slot: str, sched: schedules.Schedule) -> dt.datetime | None:
+        """When the last job of this slot kind that ended here left no row, the slot to count the
+        missed ones from (the last row's; with none, the one before that job's); else None. A job ends
+        without a row when its run could not start (its lease lapsed while the process stalled:
+        SlotGone) or its failure could not be recorded (claims stale, the store away). Another
+        worker that took the sync over meanwhile counted that slot, but the sync is still this
+        daemon's claim here: counted from the handled slot, it would be lost in silence."""
+        ended = w.ended_at(slot)
+        if ended is None:
+            return None
+        last = self.store.last_slot(w.name, slot)  # a store away: asked again at the next tick
+        w.looked_at(slot, ended)
+        if last is not None and last >= ended:
+            return None  # its row (or a later one) is there
+        # older than `ended`: the slots the job stood for (its `coalesced`) count again too
+        return last if last is not None else sched.slot_at_or_before(ended - dt.timedelta(microseconds=1))
 
     def _skip_reason(self, w: Worker, slot: str) -> tuple[str, str] | None:
         if w.held is not None:

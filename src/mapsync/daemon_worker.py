@@ -47,6 +47,9 @@ class Worker(Running):
         self.jobs: queue.Queue[Job] = queue.Queue()  # requests and backoff attempts, in order
         self.mailbox: dict[str, Job] = {}  # slot kind → the scheduled job waiting (see `offer`)
         self.inflight: dict[str, dt.datetime] = {}  # slot kind → the scheduled time under way
+        # slot kind → the scheduled time of the last job of it that ended here: the scheduler
+        # checks that it left a row (`Daemon._count_from`) before it counts the slots after it
+        self.ended: dict[str, dt.datetime] = {}
         # jobs handed over and not finished, by what they are: "run" (run, overlap) or "retry"
         self.pending: collections.Counter[str] = collections.Counter()
         self.backoff = follow.Backoff(jitter=jittered)
@@ -102,6 +105,16 @@ class Worker(Running):
             self._taken(job, 1)
             self.jobs.put(job)
         self.wake.set()
+
+    def ended_at(self, slot: str) -> dt.datetime | None:
+        """The scheduled time of the last job of this slot kind that ended and was not looked at."""
+        with self._lock:
+            return self.ended.get(slot)
+
+    def looked_at(self, slot: str, at: dt.datetime) -> None:
+        with self._lock:
+            if self.ended.get(slot) == at:
+                del self.ended[slot]
 
     def queued(self, slot: str) -> bool:
         """Whether a slot of this kind waits in the mailbox (not started)."""
@@ -303,6 +316,8 @@ class Worker(Running):
                 with self._lock:  # together: the scheduler never sees the slot done but busy
                     if job.slot is not None:
                         self.inflight.pop(job.slot, None)
+                        if job.scheduled_at is not None:
+                            self.ended[job.slot] = job.scheduled_at
                     self.pending[RETRY if job.kind == RETRY else RUN] -= 1
                 if held:
                     self.daemon.slots.release()

@@ -374,3 +374,62 @@ def test_a_slot_due_while_the_previous_one_still_waits_replaces_it(make: Callabl
     d.tick(T0 + dt.timedelta(minutes=2))
     assert _jobs(w) == [Job("run", "schedule", T0 + dt.timedelta(minutes=2), "run", 1)]
     assert _runs(d, "a") == []
+
+
+class _Gone:
+    """An engine whose run could not start: its lease lapsed while the process stalled (SlotGone),
+    so the run leaves no row, and no other worker took the sync over to count that slot."""
+
+    def __init__(self, loaded: Any) -> None:
+        self.loaded = loaded
+        self.calls = 0
+
+    def run(self, name: str, kind: str, **kw: Any) -> Any:
+        from mapsync import errors
+
+        self.calls += 1
+        raise errors.SlotGone(name, kw["slot"], str(kw["scheduled_at"]))
+
+    def redact_text(self, text: str) -> str:
+        return text
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_slot_whose_run_left_no_row_is_counted_by_the_next_run(make: Callable[..., Daemon]) -> None:
+    """A worker that stalled past its lease between taking the lease and writing the run row
+    (SlotGone) and kept the sync: the slot is counted by the next run's `coalesced`, never lost."""
+    d = make(a={"schedule": {"every": "1m"}})
+    w = d.workers["a"]
+    w.owned = True
+    w.engine = _Gone(w.loaded)  # type: ignore[assignment]
+    w.store = d.store
+    d.store.record_skipped_run("a", "run", "schedule", T0, "run", "paused", "paused")  # the last row
+    d.tick(T0 + dt.timedelta(seconds=1))  # the first look: 12:00 is the last row
+    d.tick(T0 + dt.timedelta(minutes=1))  # 12:01 handed over
+    assert w.queued("run")
+    w._step(None)  # it runs and leaves no row
+    assert w.engine.calls == 1 and not w.busy()  # type: ignore[union-attr]
+    d.tick(T0 + dt.timedelta(minutes=5, seconds=1))
+    (job,) = _jobs(w)
+    assert (job.scheduled_at, job.coalesced) == (T0 + dt.timedelta(minutes=5), 4)  # 12:01 … 12:04 with it
+    d.tick(T0 + dt.timedelta(minutes=5, seconds=30))
+    assert _jobs(w) == []  # counted once
+
+
+def test_a_slot_whose_run_left_its_row_is_not_counted_again(make: Callable[..., Daemon]) -> None:
+    d = make(a={"schedule": {"every": "1m"}})
+    w = d.workers["a"]
+    w.owned = True
+    w.engine = _Failing(w.loaded)  # type: ignore[assignment]
+    w.store = d.store
+    d.store.record_skipped_run("a", "run", "schedule", T0, "run", "paused", "paused")
+    d.tick(T0 + dt.timedelta(seconds=1))
+    d.tick(T0 + dt.timedelta(minutes=1))
+    w._step(None)
+    d.store.record_failed_run("a", "run", "schedule", "source", "gone", T0 + dt.timedelta(minutes=1), slot="run")
+    w.backoff.until.pop("a", None)
+    d.tick(T0 + dt.timedelta(minutes=3, seconds=1))
+    (job,) = _jobs(w)
+    assert (job.scheduled_at, job.coalesced) == (T0 + dt.timedelta(minutes=3), 1)  # 12:02 with it
