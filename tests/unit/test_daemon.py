@@ -428,7 +428,9 @@ def test_a_slot_whose_run_left_its_row_is_not_counted_again(make: Callable[..., 
     d.tick(T0 + dt.timedelta(seconds=1))
     d.tick(T0 + dt.timedelta(minutes=1))
     w._step(None)
-    d.store.record_failed_run("a", "run", "schedule", "source", "gone", T0 + dt.timedelta(minutes=1), slot="run")
+    d.store.record_failed_run(
+        "a", "run", "schedule", "source", "gone", T0 + dt.timedelta(minutes=1), slot="run"
+    )
     w.backoff.until.pop("a", None)
     d.tick(T0 + dt.timedelta(minutes=3, seconds=1))
     (job,) = _jobs(w)
