@@ -186,7 +186,13 @@ def _patched(texts: pa.Array, slow: pa.Array, source: pa.Array, name: str) -> pa
     slow = pc.fill_null(slow, False)
     if not pc.any(slow).as_py():
         return texts
-    return pc.replace_with_mask(texts, slow, _per_value(pc.filter(source, slow), name))
+    picked = pc.filter(source, slow)
+    distinct = pc.unique(picked)
+    if len(distinct) == len(picked):
+        return pc.replace_with_mask(texts, slow, _per_value(picked, name))
+    # repeated values (names, cities with accents): each distinct one encoded once
+    encoded = _per_value(distinct, name).take(pc.index_in(picked, value_set=distinct))
+    return pc.replace_with_mask(texts, slow, encoded)
 
 
 def _string(array: pa.Array, name: str) -> pa.Array:

@@ -265,3 +265,15 @@ def test_key_texts_of_a_tables_chunked_columns() -> None:
         records.key_text(('say "hi"',)),
         records.key_text(("o'k",)),
     ]
+
+
+def test_repeated_values_that_need_escapes_are_encoded_once_each_and_placed_right() -> None:
+    """A column whose escaped values repeat (names and cities with accents): each distinct value
+    is encoded once and put back at every row holding it, nulls and plain values around it."""
+    column = ["Müller", None, "plain", "Zoë", "Müller", '"q"', "Zoë", "plain", "😀", "Müller", None, "é"]
+    other = list(range(len(column)))
+    table = pa.table({"name": pa.array(column, pa.string()), "n": pa.array(other, pa.int64())})
+    expected = [records.content_hash(row) for row in table.to_pylist()]
+    assert content_hashes(table) == expected
+    assert content_hashes(table.slice(3, 7)) == expected[3:10]
+    assert len(set(expected)) == len(expected)  # every row its own hash: nothing was shifted

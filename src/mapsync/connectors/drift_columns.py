@@ -198,5 +198,18 @@ def _md5s(texts: pa.Array) -> list[str]:
     _, offsets, data = texts.buffers()
     bounds = memoryview(offsets).cast("q")[texts.offset : texts.offset + len(texts) + 1].tolist()
     view = memoryview(data if data is not None else b"")
-    md5 = hashlib.md5
+    md5 = _MD5
     return [md5(view[a:b], usedforsecurity=False).hexdigest() for a, b in itertools.pairwise(bounds)]
+
+
+def _builtin_md5() -> Callable[..., Any]:
+    """CPython's own md5 (HACL*) where it is built in: about a third faster than OpenSSL's on
+    texts this short (the context set-up dominates); the same digest."""
+    try:
+        from _md5 import md5  # type: ignore[import-not-found]
+    except ImportError:  # a Python built without its own hashes
+        return hashlib.md5
+    return md5  # type: ignore[no-any-return]
+
+
+_MD5 = _builtin_md5()
