@@ -23,6 +23,7 @@ calls of `adbc_driver_manager` are used (its DBAPI module loads much more).
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -159,11 +160,11 @@ def _query(
             yield None
             return
         reader = pa.RecordBatchReader._import_from_c(stream.address)
+        ahead = _ReadAhead(reader)
         try:
             while True:
                 try:
-                    item = reader.read_next_batch()
-                    item.validate(full=True)  # UTF-8 of every text, offsets
+                    item = ahead.next()
                 except StopIteration:
                     return
                 except (OSError, UnicodeDecodeError, pa.ArrowException):
@@ -171,6 +172,42 @@ def _query(
                     return
                 yield item
         finally:
+            ahead.close()
             reader.close()
     finally:
         statement.close()
+
+
+class _ReadAhead:
+    """The reader's next batch read (and validated) in a thread while the caller works on the
+    one before: the driver's C read releases the GIL, so it runs on the second core. One batch
+    ahead at most; the reader is used by one thread at a time, and `close` waits for a read
+    under way before the reader may be closed."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.reader = reader
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mapsync-read-ahead")
+        self.pending: concurrent.futures.Future[pa.RecordBatch] | None = self.pool.submit(self._read)
+
+    def _read(self) -> pa.RecordBatch:
+        item = self.reader.read_next_batch()
+        item.validate(full=True)  # UTF-8 of every text, offsets
+        return item
+
+    def next(self) -> pa.RecordBatch:
+        """The next batch; raises what its read raised (StopIteration at the end)."""
+        if self.pending is None:
+            raise StopIteration
+        try:
+            item = self.pending.result()
+        except BaseException:
+            self.pending = None  # the stream is over
+            raise
+        self.pending = self.pool.submit(self._read)
+        return item
+
+    def close(self) -> None:
+        if self.pending is not None:
+            concurrent.futures.wait([self.pending])
+            self.pending = None
+        self.pool.shutdown(wait=True)

@@ -129,3 +129,20 @@ def test_an_undecodable_text_key_does_not_end_the_read(tmp_path: Path) -> None:
         engine.close()
         store.close()
     assert got == want and len(got) == 13
+
+
+def test_a_read_left_after_one_batch_ends_its_read_ahead(source: sql_source_module.SqlSource) -> None:
+    """The next batch is read in a thread while the caller works on one: a caller that stops
+    after the first batch (a failed write, a stop) closes the read, and the thread's read under
+    way is waited for before the reader is closed; no thread stays behind."""
+    import threading
+
+    read = source.stream_arrow(None, 3)
+    assert read is not None
+    first = next(iter(read))
+    assert isinstance(first, pa.RecordBatch) and first.column("id").to_pylist() == [1, 2, 3]
+    assert any(t.name.startswith("mapsync-read-ahead") for t in threading.enumerate())
+    read.close()  # type: ignore[attr-defined]
+    assert not any(t.name.startswith("mapsync-read-ahead") for t in threading.enumerate())
+    again = _items(source, 3)  # and the source reads again from the start, in full
+    assert [r["id"] for _, rows in again for r in rows] == list(range(1, 21))
