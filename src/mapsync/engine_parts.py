@@ -130,7 +130,13 @@ class PartsCache:
             )
         mapping = self._mapping(name, dest)
         ctx = self._contexts[name] = capture.Context(name, cfg, self.store, self.database, destination=dest)
-        columnar = run_columnar.plan(cfg, source, dest, version_column)
+        # a capture whose batches never come from capture.base's reads (snapshot: row hashes as
+        # versions; the exports) gets no plan, and its runs do not load pyarrow
+        columnar = (
+            run_columnar.plan(cfg, source, dest, version_column)
+            if method.capabilities.columnar_read
+            else None
+        )
         if columnar is not None:  # its seed reads Arrow batches
             cast(ColumnarSource, source).columnar = True
         return Parts(

@@ -51,7 +51,10 @@ class Capabilities:
     destructive_read: bool = False  # source/capture: reading removes what was read (an API's order export)
     bulk_write: bool = False  # destination: many records per statement or call
     columnar_write: bool = False  # destination: writes an Arrow table whole (`ColumnarDestination`)
-    columnar_read: bool = False  # source: reads its seed as Arrow batches (`ColumnarSource`)
+    # source: reads its seed as Arrow batches (`ColumnarSource`); capture: its seed and runs
+    # read through `capture.base` (seed_batches, read_batch), which take them (else the
+    # columnar plan is never used, and is not built: pyarrow stays unloaded)
+    columnar_read: bool = False
     emits_deletes: bool = False  # capture: can emit delete changes (`emits_deletes(cfg)`: when)
     deletes_on_request: bool = False  # capture: runs a key-set delete check when asked (`run --deletes`)
 

@@ -171,6 +171,9 @@ def test_every_capture_method_fills_the_role_and_agrees_with_the_sheet(method: s
     )
     # validate (the sheet's facts) and the guard (the class's) say the same about deletes
     assert cls.capabilities.emits_deletes == model.can_emit_deletes, method
+    # a capture says it takes Arrow batches exactly when its seed is capture.base's (which reads
+    # them); the others get no columnar plan, so their runs never load pyarrow
+    assert cls.capabilities.columnar_read == (cls.seed_batches is CaptureBase.seed_batches), method
     samples = [{"method": method, "column": "ts"}, {"method": method, "column": "ts", "deletes_every": "1d"}]
     if method == "export_flag":
         samples = [{"method": method, "flag": "exported"}, {"method": method, "flag": "x", "version": "v"}]

@@ -16,7 +16,7 @@ from mapsync.sheet import models
 
 @register("full")
 class FullCapture(CaptureBase):
-    capabilities = Capabilities()  # no deletes: a re-read cannot see a row that is gone
+    capabilities = Capabilities(columnar_read=True)  # no deletes: a re-read cannot see a row that is gone
 
     def __init__(self, source: SqlSource, cfg: models.FullChanges, batch: int, ctx: Any = None) -> None:
         self.source = source

@@ -106,7 +106,7 @@ def decode(payload: str, key_columns: list[str]) -> tuple[str, records.Key, reco
 
 @register("inbox")
 class InboxCapture(CaptureBase):
-    capabilities = Capabilities(emits_deletes=True)
+    capabilities = Capabilities(emits_deletes=True, columnar_read=True)
 
     def __init__(self, source: Any, cfg: InboxChanges, batch: int, ctx: Context) -> None:
         self.source = source

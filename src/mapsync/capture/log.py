@@ -70,7 +70,7 @@ def watched_tables(source: Any, cfg: Any, sync: str) -> dict[str, sa.Table]:
 
 @register("log")
 class LogCapture(CaptureBase):
-    capabilities = Capabilities(emits_deletes=True)
+    capabilities = Capabilities(emits_deletes=True, columnar_read=True)
 
     def __init__(self, source: Any, cfg: LogChanges, batch: int, ctx: Context | None = None) -> None:
         if ctx is None:

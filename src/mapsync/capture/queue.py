@@ -89,7 +89,7 @@ def same_key(key: records.Key) -> str:
 
 @register("queue")
 class QueueCapture(CaptureBase):
-    capabilities = Capabilities(emits_deletes=True)
+    capabilities = Capabilities(emits_deletes=True, columnar_read=True)
 
     def __init__(self, source: SqlSource, cfg: QueueChanges, batch: int, ctx: Context) -> None:
         self.source = source

@@ -35,7 +35,7 @@ _future_warned: dict[tuple[str, str], tuple[int, float]] = {}  # (source, sync) 
 class WatermarkCapture(CaptureBase):
     # deletes: with `deletes_every`, or the key-set check `mapsync run --deletes` asks for
     # (`RunInput.check_deletes`)
-    capabilities = Capabilities(emits_deletes=True, deletes_on_request=True)
+    capabilities = Capabilities(emits_deletes=True, deletes_on_request=True, columnar_read=True)
 
     def __init__(self, source: SqlSource, cfg: models.WatermarkChanges, batch: int, ctx: Any = None) -> None:
         self.source = source
