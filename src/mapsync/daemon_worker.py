@@ -48,7 +48,7 @@ class Worker(Running):
         self.mailbox: dict[str, Job] = {}  # slot kind → the scheduled job waiting (see `offer`)
         self.inflight: dict[str, dt.datetime] = {}  # slot kind → the scheduled time under way
         # slot kind → the scheduled time of the last job of it that ended here: the scheduler
-        # checks that it left a row (`Daemon._count_from`) before it counts the slots after it
+        # checks that it left a row (`Slots._count_from`) before it counts the slots after it
         self.ended: dict[str, dt.datetime] = {}
         # jobs handed over and not finished, by what they are: "run" (run, overlap) or "retry"
         self.pending: collections.Counter[str] = collections.Counter()
@@ -129,7 +129,7 @@ class Worker(Running):
             first = dt.datetime.min.replace(tzinfo=dt.UTC)
             slot = min(self.mailbox, key=lambda k: self.mailbox[k].scheduled_at or first)
             job = self.mailbox.pop(slot)
-            if job.scheduled_at is not None:  # under way from now (seen by `Daemon._skip_reason`)
+            if job.scheduled_at is not None:  # under way from now (seen by `Slots._skip_reason`)
                 self.inflight[slot] = job.scheduled_at
             return job
 
