@@ -6,8 +6,9 @@ batches of rows, the rest Arrow; nothing is read twice or skipped."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,28 +41,42 @@ def _rows() -> list[tuple[Any, ...]]:
     return rows
 
 
-@pytest.fixture
-def source(tmp_path: Path) -> Iterator[sql_source_module.SqlSource]:
+@contextlib.contextmanager
+def _source_of(
+    tmp_path: Path, key_type: str, fill: Callable[[sqlite3.Connection], None]
+) -> Iterator[sql_source_module.SqlSource]:
+    """The `items` sync's SQL source over an `erp.db` whose key column is `key_type`, filled by `fill`."""
+    ddl = f"CREATE TABLE items (id {key_type} PRIMARY KEY, qty INTEGER, note TEXT, late TEXT)"
     src = tmp_path / "erp.db"
     conn = sqlite3.connect(src)
-    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, note TEXT, late TEXT)")
-    conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", _rows())
-    conn.execute("UPDATE items SET note = CAST(X'6869FF' AS TEXT) WHERE id = 16")  # not UTF-8
+    conn.execute(ddl)
+    fill(conn)
     conn.commit()
     conn.close()
     crm = sqlite3.connect(tmp_path / "crm.db")
-    crm.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, note TEXT, late TEXT)")
+    crm.execute(ddl)
     crm.close()
     (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=tmp_path / "crm.db"))
     store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, create=True)
     engine = Engine(loader.load(tmp_path / "sheet.yaml", env={}), store)
     try:
-        parts = engine.parts("items")
-        assert isinstance(parts.source, sql_source_module.SqlSource)
-        yield parts.source
+        source = engine.parts("items").source
+        assert isinstance(source, sql_source_module.SqlSource)
+        yield source
     finally:
         engine.close()
         store.close()
+
+
+def _hostile(conn: sqlite3.Connection) -> None:
+    conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", _rows())
+    conn.execute("UPDATE items SET note = CAST(X'6869FF' AS TEXT) WHERE id = 16")  # not UTF-8
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[sql_source_module.SqlSource]:
+    with _source_of(tmp_path, "INTEGER", _hostile) as source:
+        yield source
 
 
 def _items(source: sql_source_module.SqlSource, batch: int) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -105,29 +120,15 @@ def test_an_undecodable_text_key_does_not_end_the_read(tmp_path: Path) -> None:
     """A batch read as rows whose last key is not UTF-8: a new query cannot start after it (it
     would bind as a blob, which sorts after every text, and find nothing): the rest is read
     through one driver cursor, every row once, in key order."""
-    src = tmp_path / "erp.db"
-    conn = sqlite3.connect(src)
-    conn.execute("CREATE TABLE items (id TEXT PRIMARY KEY, qty INTEGER, note TEXT, late TEXT)")
-    conn.executemany(
-        "INSERT INTO items VALUES (?, ?, ?, ?)", [(f"k{i:02d}", i, "n", "x") for i in range(1, 13)]
-    )
-    conn.execute("INSERT INTO items VALUES (CAST(X'6B303569FF' AS TEXT), 0, 'n', 'x')")  # 'k05i\xff'
-    conn.commit()
-    conn.close()
-    crm = sqlite3.connect(tmp_path / "crm.db")
-    crm.execute("CREATE TABLE items (id TEXT PRIMARY KEY, qty INTEGER, note TEXT, late TEXT)")
-    crm.close()
-    (tmp_path / "sheet.yaml").write_text(SHEET.format(src=src, dst=tmp_path / "crm.db"))
-    store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, create=True)
-    engine = Engine(loader.load(tmp_path / "sheet.yaml", env={}), store)
-    try:
-        source = engine.parts("items").source
-        assert isinstance(source, sql_source_module.SqlSource)
+
+    def fill(conn: sqlite3.Connection) -> None:
+        rows = [(f"k{i:02d}", i, "n", "x") for i in range(1, 13)]
+        conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", rows)
+        conn.execute("INSERT INTO items VALUES (CAST(X'6B303569FF' AS TEXT), 0, 'n', 'x')")  # 'k05i\xff'
+
+    with _source_of(tmp_path, "TEXT", fill) as source:
         got = [str(row["id"]) for _, rows in _items(source, 3) for row in rows]
         want = [str(row["id"]) for rows in source.stream(source.key, [], None, 100) for row in rows]
-    finally:
-        engine.close()
-        store.close()
     assert got == want and len(got) == 13
 
 
