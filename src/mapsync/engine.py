@@ -23,6 +23,7 @@ from mapsync import (
     guard,
     logs,
     records,
+    run_columnar,
     run_ends,
     run_failures,
     run_steps,
@@ -262,11 +263,12 @@ class Engine(KindRuns):
         (run_columnar.py); it gives the batch back to this path when it cannot take it."""
         if self._beat is not None:
             self._beat.check()  # a heartbeat found the lease taken: nothing more of this run
-        if batch.arrow is not None and parts.columnar is not None:
-            from mapsync import run_columnar  # pyarrow: only a columnar batch loads it
-
-            if run_columnar.step(self, scope, parts, batch):
-                return
+        if (
+            batch.arrow is not None
+            and parts.columnar is not None
+            and run_columnar.step(self, scope, parts, batch)
+        ):
+            return
         counts = Counts(read=len(batch.changes))
         mapped, rejected, tally = run_steps.map_batch(parts.mapping, batch, scope.reads, scope.report, counts)
         send, seen, collided = self.sort_out(scope, parts, mapped, counts, force=batch.force)
