@@ -145,6 +145,18 @@ def utc_floor(bound: Any, *, seconds: bool = True) -> str:
     return f"{date} {m.hour:02d}:{m.minute:02d}:{m.second:02d}"
 
 
+def utc_exact(bound: Any) -> str | None:
+    """The bound's UTC text `YYYY-MM-DD HH:MM:SS.f…` with its fraction's trailing zeros
+    dropped, or None when it falls on a whole second. Text in the space form with a `.`
+    fraction sorts at or after it exactly when its time is at or after the bound: the digits
+    of two fractions compare as their values do once the bound's has no trailing zero (and the
+    parse cuts digits past the sixth, never rounds)."""
+    m = parse_time(bound, dt.UTC).astimezone(dt.UTC)
+    if not m.microsecond:
+        return None
+    return f"{utc_floor(m)}.{m.microsecond:06d}".rstrip("0")
+
+
 _FIXED = re.compile(
     r"(\d{4}-\d\d-\d\d)[ T]((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.(\d{6}|\d{3}))?(Z?)", re.ASCII
 )

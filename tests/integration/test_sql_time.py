@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import re
 import sqlite3
 import zoneinfo
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from mapsync.sql_time import (
     parse_time,
     register_sqlite,
     text_floor,
+    utc_exact,
     utc_floor,
     utc_text,
     zone_name,
@@ -348,13 +350,22 @@ _ROW_FORMS = [  # the text other writers leave, of an aware moment (naive ones i
     lambda m, z: m.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     lambda m, z: m.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ") + " UTC",
     lambda m, z: " " + m.astimezone(z).replace(tzinfo=None).isoformat(sep=" "),  # leading space
+    lambda m, z: m.astimezone(z).replace(tzinfo=None).isoformat(sep=" ", timespec="milliseconds"),
+    lambda m, z: re.sub(r"(\.\d*?)0+$", r"\1", m.astimezone(z).replace(tzinfo=None).isoformat(sep=" ")),
 ]
 
 
 @given(
     MOMENTS,
     st.lists(
-        st.tuples(st.timedeltas(-dt.timedelta(days=3), dt.timedelta(days=3)), _OFFSETS, st.integers(0, 8)),
+        st.tuples(
+            st.one_of(  # days around the bound, or within its second
+                st.timedeltas(-dt.timedelta(days=3), dt.timedelta(days=3)),
+                st.timedeltas(-dt.timedelta(seconds=1), dt.timedelta(seconds=1)),
+            ),
+            _OFFSETS,
+            st.integers(0, len(_ROW_FORMS) - 1),
+        ),
         min_size=1,
         max_size=30,
     ),
@@ -392,8 +403,19 @@ def test_the_since_condition_keeps_every_row_at_or_after_the_bound(
             i
             for (i,) in conn.execute(
                 "SELECT id FROM t WHERE ts NOT LIKE ' %' AND substr(ts, 11) NOT GLOB '*[+-]*' "
-                "AND mapsync_utc(ts, 'UTC') < ?",
+                "AND substr(ts, 11, 1) != 'T' AND mapsync_utc(ts, 'UTC') < ?",  # `T` sorts after ' '
                 (utc_text(bound_at - dt.timedelta(seconds=1)),),
+            )
+        }
+        # the plain form (`YYYY-MM-DD HH:MM:SS.f…`, nothing after): cut from any time before the
+        # bound on, the bound's own second too
+        plain_before = {
+            i
+            for (i,) in conn.execute(
+                "SELECT id FROM t WHERE ts GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] "
+                "[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9]*' AND substr(ts, 21) NOT GLOB '*[^0-9]*' "
+                "AND mapsync_utc(ts, 'UTC') < ?",
+                (bound,),
             )
         }
     finally:
@@ -401,6 +423,47 @@ def test_the_since_condition_keeps_every_row_at_or_after_the_bound(
     assert after <= kept, [texts[i] for i in after - kept]
     if zone_name == "UTC":
         assert not (kept & utc_before), [texts[i] for i in kept & utc_before]
+        assert not (kept & plain_before), [texts[i] for i in kept & plain_before]
+
+
+@pytest.mark.parametrize(
+    ("text", "passes"),
+    [
+        ("2026-12-04 13:45:10.4", False),  # earlier in the bound's second: cut
+        ("2026-12-04 13:45:10.499999", False),
+        ("2026-12-04 13:45:10.4999999", False),  # the parse cuts the seventh digit
+        ("2026-12-04 13:45:10.4 UTC", False),
+        ("2026-12-04 13:45:10.5", True),  # the bound itself, in every spelling
+        ("2026-12-04 13:45:10.50", True),
+        ("2026-12-04 13:45:10.500000", True),
+        ("2026-12-04 13:45:10.5000001", True),
+        ("2026-12-04 13:45:10.500", True),
+        ("2026-12-04 13:45:10.500001", True),
+        ("2026-12-04 13:45:10.6", True),
+        ("2026-12-04 13:45:11", True),
+        ("2026-12-04 13:45:10,7", True),  # a comma: kept for the exact comparison, as before
+        ("2026-12-04 13:45:10", True),  # no fraction (before the bound): the same
+        ("2026-12-04T13:45:10.4", True),  # `T` sorts after the space: the same
+        ("2026-12-04 13:45:09.9", False),
+        ("2026-12-04 14:45:10.4+01:00", True),  # an offset: the 24 hours
+    ],
+)
+def test_the_since_condition_within_the_bounds_second(text: str, passes: bool) -> None:
+    """Rows stamped earlier in the bound's own second are cut before `mapsync_utc` runs, in the
+    plain form a busy table holds thousands of (`YYYY-MM-DD HH:MM:SS.f…`); the bound's other
+    spellings still pass."""
+    bound = "2026-12-04T13:45:10.500000Z"
+    cond = since_text(sa.column("ts"), bound, utc_naive=True)
+    sql = str(cond.compile(dialect=sqlite_dialect.dialect(), compile_kwargs={"literal_binds": True}))
+    conn = sqlite3.connect(":memory:")
+    try:
+        register_sqlite(conn)
+        (kept,) = conn.execute(f"SELECT {sql} FROM (SELECT ? AS ts)", (text,)).fetchone()
+        (after,) = conn.execute("SELECT mapsync_utc(?, 'UTC') >= ?", (text, bound)).fetchone()
+    finally:
+        conn.close()
+    assert bool(kept) is passes
+    assert kept or not after  # never a row at or after the bound cut
 
 
 def test_the_floors() -> None:
@@ -412,6 +475,10 @@ def test_the_floors() -> None:
     assert utc_floor("2026-12-04T00:00:00.000001Z") == "2026-12-04 00:00:00"
     assert utc_floor("2026-12-04T13:45:00Z") == "2026-12-04 13:45"
     assert utc_floor("2026-12-04T13:45:10.5Z") == "2026-12-04 13:45:10"
+    assert utc_exact("2026-12-04T13:45:10.5Z") == "2026-12-04 13:45:10.5"
+    assert utc_exact("2026-12-04T13:45:10.000120Z") == "2026-12-04 13:45:10.00012"
+    assert utc_exact("2026-12-04T13:45:10Z") is None
+    assert utc_exact("2026-12-04T14:45:10.25+01:00") == "2026-12-04 13:45:10.25"
 
 
 def test_every_spelling_of_utc_takes_the_utc_path() -> None:

@@ -14,7 +14,7 @@ from mapsync.connectors.sql import ColumnInfo, SqlDatabase, chunked, key_in, quo
 from mapsync.ports import Capabilities
 from mapsync.sheet import models
 from mapsync.sql_time import parse_time as parse_time  # its home is sql_time
-from mapsync.sql_time import text_floor, utc_floor, utc_text, zone_name
+from mapsync.sql_time import text_floor, utc_exact, utc_floor, utc_text, zone_name
 
 
 class SqlSource:
@@ -294,13 +294,25 @@ def since_text(col: sa.ColumnElement[Any], bound: Any, *, utc_naive: bool) -> sa
     them, and `T` sorts after the space), and no offset reaches 24 hours: so the text of such a
     row is at or after `text_floor(bound)` (the bound minus 24 hours). Text in UTC, with `Z` or
     naive in a column whose zone is UTC, is at or after the bound itself cut to the second
-    (`utc_floor`): only rows with an offset (a `+` or `-` after the date) or in another zone
-    need the 24 hours, so the rows changed since the day before are not all converted on every
-    read. Text that begins with whitespace (which the parse skips) always passes."""
+    (`utc_floor`), and in the space form with a `.` fraction at or after the bound's own text
+    (`utc_exact`), and so is text with a `+` offset (its local time is ahead of UTC): only rows
+    with a `-` offset or in another zone need the 24 hours, so the rows changed since the day before, or earlier in the bound's
+    second (busy tables stamp thousands in one), are not all converted on every read. Text
+    that begins with whitespace (which the parse skips) always passes."""
     raw = sa.type_coerce(col, sa.String)
     near = raw >= text_floor(bound)
     if utc_naive:
-        near = sa.and_(near, sa.or_(raw >= utc_floor(bound), sa.func.substr(raw, 11).op("GLOB")("*[+-]*")))
+        utc = raw >= (second := utc_floor(bound))
+        if (exact := utc_exact(bound)) is not None:
+            # within the bound's own second: the space form with a `.` fraction only from the
+            # bound's fraction on (`utc_exact`), the second's other spellings (no fraction, a
+            # comma, a zone name; `T` sorts after them all) as before
+            utc = sa.or_(raw >= exact, sa.and_(utc, raw < second + "."))
+        # a `-HH:MM` offset (a third `-` after the date's two): its local text is up to a day
+        # behind its UTC time. A `+` offset's local text is ahead of it: `utc` holds for it.
+        # (GLOB on the whole text costs a quarter of `substr(…) GLOB '*[+-]*'` a row, and it
+        # runs for every row the index range of the day before holds.)
+        near = sa.and_(near, sa.or_(utc, raw.op("GLOB")("*-*-*-*")))
     return sa.or_(near, raw < "0")
 
 
