@@ -3,7 +3,7 @@ hashed, written and recorded column-wise, with no Python object per row (docs/pe
 "The columnar seed").
 
 A sync gets a `Plan` when its rows can travel this way: a SQL table source without child
-tables, a PostgreSQL destination with a binary COPY form for every written column
+tables, a SQL destination with an Arrow form for every written column
 (`SqlDestination.arrow_targets`) and no key probe, and `delivery.columnar` on. The seed reader
 then hands over Arrow record batches (`capture.base.seed_batches`, `arrow_batch.py`), a
 watermark run its rows made Arrow (`capture.base.read_batch`), and `Engine._step` gives each to
@@ -21,8 +21,10 @@ watermark run its rows made Arrow (`capture.base.read_batch`), and `Engine._step
 4. The key ledger (not read by a fresh seed): rows whose hash it holds are skipped, their
    version moved, as `run_steps.against_ledger` does.
 5. `Engine.finish_batch` writes the per-record rows, then (inside the same breaker window) the
-   columnar rows by binary COPY (`connectors/arrow_copy.py`); a COPY the database refuses, or a
-   value without a binary form, is written per record instead, which isolates the row at fault.
+   columnar rows: into PostgreSQL by binary COPY (`connectors/arrow_copy.py`), into MariaDB and
+   SQLite as rows through the per-record write's own upsert (only the mapping, hashing and
+   digest are column-wise there); a write the database refuses, or a value without a binary
+   form, is written per record instead, which isolates the row at fault.
    The drift digest of each written row comes from `drift_columns`; the state commit stores the
    ledger rows of the columnar rows in one executemany (`records.DeliveredColumns`). The commit
    order is unchanged: destination confirmed, then the state commit.
@@ -108,7 +110,7 @@ def plan(
     if probe is not None and probe.active:
         return None
     reader, writer = cast(ColumnarSource, source), cast(ColumnarDestination, dest)
-    # (arrow_targets checks the dialect before it loads pyarrow)
+    # (arrow_targets rules out child tables, exports and fallbacks before it loads pyarrow)
     if writer.arrow_targets(list(dict.fromkeys([*cfg.key.to, *cfg.fields]))) is None:
         return None
     import pyarrow as pa

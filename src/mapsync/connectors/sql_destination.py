@@ -200,9 +200,10 @@ class SqlDestination(DestinationBase):
 
     def arrow_targets(self, cols: Sequence[str]) -> dict[str, Any] | None:
         """The Arrow type each written column is written from by `write_arrow` (None: this
-        destination has no columnar write: not PostgreSQL, child tables, `on_exists` of an
-        export, a delete fallback, or a column type without a binary COPY form here)."""
-        if self.db.dialect != "postgresql" or self.children or self.on_exists != "update":
+        destination has no columnar write: child tables, `on_exists` of an export, a delete
+        fallback, or a column type without a binary COPY form here; MariaDB and SQLite take
+        the same types, though they are written as rows)."""
+        if self.children or self.on_exists != "update":
             return None
         if self.fallback is not None or self._lacks_required(self.main, list(cols)):
             return None
@@ -214,12 +215,29 @@ class SqlDestination(DestinationBase):
         """Write an Arrow table of mapped rows (every column in `arrow_targets`, the destination
         key among them) in one transaction, retried as `write` retries. Raises `delivery.Refused`
         when the database refuses a row and `ValueError` when a value does not fit its column's
-        binary form: the caller then writes these rows per record, which finds the row at fault."""
+        binary form: the caller then writes these rows per record, which finds the row at fault.
+
+        PostgreSQL: binary COPY from the columns (arrow_copy). MariaDB and SQLite: the per-record
+        write's own upsert (`_upsert`: a multi-row `INSERT … ON DUPLICATE KEY UPDATE`, an
+        `INSERT … ON CONFLICT`) of the rows as Python values, which are the values the per-record
+        mapping gives (run_columnar checks that)."""
         from mapsync.connectors import arrow_copy
 
         targets = self.arrow_targets(data.column_names)
         if targets is None:
             raise ValueError(f"sync {self.sync}: destination {self.db.name} has no columnar write")
+        if self.db.dialect != "postgresql":
+            rows = data.to_pylist()
+
+            def upsert(fresh: bool) -> None:
+                self.attempts += 1
+                with self.db.engine.begin() as conn, self._statement_limit(conn):
+                    self._not_cut()
+                    self._upsert(conn, self.main, rows, fresh)
+                    crash.point("during_write")
+
+            self._retrying(upsert, fresh)
+            return
         cast = arrow_copy.cast(data, targets)
         guard = self.guard if self.guard in cast.column_names else None
 

@@ -296,9 +296,10 @@ def since_text(col: sa.ColumnElement[Any], bound: Any, *, utc_naive: bool) -> sa
     naive in a column whose zone is UTC, is at or after the bound itself cut to the second
     (`utc_floor`), and in the space form with a `.` fraction at or after the bound's own text
     (`utc_exact`), and so is text with a `+` offset (its local time is ahead of UTC): only rows
-    with a `-` offset or in another zone need the 24 hours, so the rows changed since the day before, or earlier in the bound's
-    second (busy tables stamp thousands in one), are not all converted on every read. Text
-    that begins with whitespace (which the parse skips) always passes."""
+    with a `-` offset or in another zone need the 24 hours, so the rows changed since the day
+    before, or earlier in the bound's second (busy tables stamp thousands in one), are not all
+    converted on every read. Text that begins with whitespace (which the parse skips) always
+    passes."""
     raw = sa.type_coerce(col, sa.String)
     near = raw >= text_floor(bound)
     if utc_naive:
