@@ -218,22 +218,24 @@ class SqlDestination(DestinationBase):
         binary form: the caller then writes these rows per record, which finds the row at fault.
 
         PostgreSQL: binary COPY from the columns (arrow_copy). MariaDB and SQLite: the per-record
-        write's own upsert (`_upsert`: a multi-row `INSERT … ON DUPLICATE KEY UPDATE`, an
-        `INSERT … ON CONFLICT`) of the rows as Python values, which are the values the per-record
-        mapping gives (run_columnar checks that)."""
+        write's own upsert statement (`_upsert_stmt`) with the rows as tuples (arrow_rows), whose
+        values are those the per-record mapping gives (run_columnar checks that)."""
         from mapsync.connectors import arrow_copy
 
         targets = self.arrow_targets(data.column_names)
         if targets is None:
             raise ValueError(f"sync {self.sync}: destination {self.db.name} has no columnar write")
         if self.db.dialect != "postgresql":
-            rows = data.to_pylist()
+            from mapsync.connectors import arrow_rows
+
+            cols = list(data.column_names)
+            stmt = self._upsert_stmt(self.main, cols, self.guard if self.guard in cols else None)
 
             def upsert(fresh: bool) -> None:
                 self.attempts += 1
                 with self.db.engine.begin() as conn, self._statement_limit(conn):
                     self._not_cut()
-                    self._upsert(conn, self.main, rows, fresh)
+                    arrow_rows.execute(conn, stmt, self.main.table, data)
                     crash.point("during_write")
 
             self._retrying(upsert, fresh)
@@ -405,6 +407,12 @@ class SqlDestination(DestinationBase):
             with sql_copy.driver_errors(conn):
                 sql_copy.pg_copy(conn, t.qualified, t.quote, t.key, cols, rows, fresh=fresh, guard=guard)
             return
+        conn.execute(self._upsert_stmt(t, cols, guard), rows)
+
+    def _upsert_stmt(self, t: _Table, cols: list[str], guard: str | None) -> Any:
+        """The upsert of rows of these columns: MariaDB's `INSERT … ON DUPLICATE KEY UPDATE`,
+        PostgreSQL's and SQLite's `INSERT … ON CONFLICT` (under a version `guard`, older never
+        replaces newer)."""
         non_key = [c for c in cols if c not in t.key]
         stmt: Any
         if self.db.dialect == "mysql":
@@ -427,7 +435,7 @@ class SqlDestination(DestinationBase):
                 if non_key
                 else ins.on_conflict_do_nothing(index_elements=t.key)
             )
-        conn.execute(stmt, rows)
+        return stmt
 
     @staticmethod
     def _lacks_required(t: _Table, cols: list[str]) -> bool:
