@@ -108,8 +108,9 @@ class DeliveryConfig(Model):
     columnar: bool = Field(
         True,
         description=(
-            "A seed (and a watermark run) from a SQL table into PostgreSQL maps, hashes and "
-            "writes its batches as Arrow columns where every field rule has a column form "
+            "A seed (and a watermark run) from a SQL table into PostgreSQL, MariaDB or SQLite "
+            "maps and hashes its batches as Arrow columns where every field rule has a column "
+            "form, and writes them by binary COPY (PostgreSQL) or as one multi-row upsert "
             "(docs/performance.md); rows a column rule cannot place, and every other case, take "
             "the per-record path. `false` keeps every batch on the per-record path."
         ),
