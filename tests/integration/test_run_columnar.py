@@ -1,6 +1,7 @@
 """The columnar seed (run_columnar.py) against the per-record path, its reference: a SQLite
-table with hostile rows seeded into PostgreSQL both ways (`delivery.columnar: true` and
-`false`) gives the same destination rows, the same key ledger (versions, content hashes, drift
+table with hostile rows seeded into PostgreSQL (binary COPY), MariaDB (DATETIME and TIMESTAMP)
+and SQLite (both written as rows) both ways (`delivery.columnar: true` and `false`) gives the
+same destination rows, the same key ledger (versions, content hashes, drift
 digests), the same record errors and the same counts; most batches really take the columnar
 step; a crash at any point of a columnar batch, then the seed again, loses and doubles nothing."""
 
@@ -53,7 +54,7 @@ DEST = """CREATE TABLE clients (
     last_modified TEXT
 )"""
 # MariaDB: DATETIME keeps no fraction (the mapping cuts it and counts a truncation); its
-# TIMESTAMP would be read in the session's zone
+# TIMESTAMP is read in the session's zone (UTC), and the equality tests take it too
 TIMESTAMP = {"postgresql": "TIMESTAMP", "mariadb": "DATETIME", "sqlite": "TIMESTAMP"}
 DESTINATIONS = {"postgresql": "pg_database", "mariadb": "mariadb_database", "sqlite": "sqlite_database"}
 
@@ -70,6 +71,22 @@ def destination(request: pytest.FixtureRequest) -> Callable[[], str]:
     binary COPY, MariaDB and SQLite as rows (the same upsert as the per-record write)."""
     make: Callable[[], str] = request.getfixturevalue(DESTINATIONS[request.param])
     return make
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(("postgresql", None), marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param(("mariadb", None), marks=pytest.mark.mariadb, id="mariadb"),
+        pytest.param(("mariadb", "TIMESTAMP NULL"), marks=pytest.mark.mariadb, id="mariadb-timestamp"),
+        pytest.param(("sqlite", None), id="sqlite"),
+    ]
+)
+def destination_time(request: pytest.FixtureRequest) -> tuple[Callable[[], str], str | None]:
+    """`destination`, and the type of its `created_at` column (None: the kind's own in
+    TIMESTAMP); MariaDB also with TIMESTAMP, which the session reads in UTC."""
+    kind, timestamp = request.param
+    make: Callable[[], str] = request.getfixturevalue(DESTINATIONS[kind])
+    return make, timestamp
 
 
 NAMES = ["Ann", 'Quo"te', "back\\slash", "tab\there", "Zoë", "😀 emoji", "", "x" * 12, "ünï cödé"]
@@ -133,11 +150,11 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return taken
 
 
-def _side(tmp_path: Path, name: str, dst: str, columnar: bool) -> Path:
+def _side(tmp_path: Path, name: str, dst: str, columnar: bool, timestamp: str | None = None) -> Path:
     folder = tmp_path / name
     folder.mkdir()
     _source(folder / "erp.db")
-    h.execute(dst, DEST.format(timestamp=TIMESTAMP[_kind(dst)]))
+    h.execute(dst, DEST.format(timestamp=timestamp or TIMESTAMP[_kind(dst)]))
     sheet = SHEET.format(
         src=folder / "erp.db", dst=dst, state=folder / "state.db", columnar=str(columnar).lower()
     )
@@ -178,10 +195,12 @@ def _outcome(folder: Path, dst: str) -> dict[str, Any]:
 
 
 def test_a_columnar_seed_equals_the_per_record_seed(
-    tmp_path: Path, destination: Callable[[], str], steps: list[bool]
+    tmp_path: Path, destination_time: tuple[Callable[[], str], str | None], steps: list[bool]
 ) -> None:
+    destination, timestamp = destination_time
     dst_on, dst_off = destination(), destination()
-    on, off = _side(tmp_path, "on", dst_on, True), _side(tmp_path, "off", dst_off, False)
+    on = _side(tmp_path, "on", dst_on, True, timestamp)
+    off = _side(tmp_path, "off", dst_off, False, timestamp)
 
     reference = _seed(off)
     assert steps == []  # `columnar: false`: no Arrow batch at all
@@ -221,12 +240,14 @@ CHANGES = [  # :t: after both seeds' watermarks (`lag: 0s`), the same on both si
 
 
 def test_a_columnar_run_equals_the_per_record_run(
-    tmp_path: Path, destination: Callable[[], str], steps: list[bool]
+    tmp_path: Path, destination_time: tuple[Callable[[], str], str | None], steps: list[bool]
 ) -> None:
     """The incremental run after the seed: changed rows (one now unmapped, one fixed), rows
     touched with unchanged content; the same destination, ledger, errors and delivery attempts."""
+    destination, timestamp = destination_time
     dst_on, dst_off = destination(), destination()
-    on, off = _side(tmp_path, "on", dst_on, True), _side(tmp_path, "off", dst_off, False)
+    on = _side(tmp_path, "on", dst_on, True, timestamp)
+    off = _side(tmp_path, "off", dst_off, False, timestamp)
     _seed(on), _seed(off)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     for folder in (on, off):
