@@ -218,8 +218,9 @@ class SqlDestination(DestinationBase):
         binary form: the caller then writes these rows per record, which finds the row at fault.
 
         PostgreSQL: binary COPY from the columns (arrow_copy). MariaDB and SQLite: the per-record
-        write's own upsert statement (`_upsert_stmt`) with the rows as tuples (arrow_rows), whose
-        values are those the per-record mapping gives (run_columnar checks that)."""
+        write's own upsert statement (`_upsert_stmt`), the rows handed to the driver's
+        executemany (arrow_rows), with the values the per-record mapping gives (run_columnar
+        checks that)."""
         from mapsync.connectors import arrow_copy
 
         targets = self.arrow_targets(data.column_names)
