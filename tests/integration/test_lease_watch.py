@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from mapsync import errors, lease_watch
-from mapsync.connectors import arrow_copy
+from mapsync.connectors import arrow_copy, arrow_rows
 from mapsync.connectors.sql import SqlDatabase
 from mapsync.engine import Engine, RunReport
 from mapsync.sheet import loader
@@ -162,19 +162,21 @@ _ARMED = threading.local()  # (proxy, stalled) of the thread whose columnar writ
 
 @pytest.fixture(autouse=True)
 def _columnar_stalls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The binary COPY of a columnar batch stalls where `_stall_on` armed its thread."""
-    real = arrow_copy.pg_copy_arrow
+    """The write of a columnar batch inside its transaction (PostgreSQL's binary COPY, MariaDB's
+    and SQLite's rows) stalls where `_stall_on` armed its thread."""
+    for module, name in ((arrow_copy, "pg_copy_arrow"), (arrow_rows, "execute")):
+        real = getattr(module, name)
 
-    def copy(*args: Any, **kwargs: Any) -> None:
-        armed = getattr(_ARMED, "stall", None)
-        if armed is not None:
-            proxy, stalled = armed
-            proxy.stall()
-            if stalled is not None:
-                stalled.set()
-        real(*args, **kwargs)
+        def write(*args: Any, real: Any = real, **kwargs: Any) -> None:
+            armed = getattr(_ARMED, "stall", None)
+            if armed is not None:
+                proxy, stalled = armed
+                proxy.stall()
+                if stalled is not None:
+                    stalled.set()
+            real(*args, **kwargs)
 
-    monkeypatch.setattr(arrow_copy, "pg_copy_arrow", copy)
+        monkeypatch.setattr(module, name, write)
 
 
 def _stall_on(engine: Engine, proxy: Proxy, what: str, stalled: threading.Event | None = None) -> None:
@@ -195,7 +197,7 @@ def _stall_on(engine: Engine, proxy: Proxy, what: str, stalled: threading.Event 
 
             p.dest._upsert = upsert
             # a columnar batch (run_columnar.py) is written by `write_arrow`: stalled alike, at
-            # its COPY inside the transaction (`_columnar_stalls` below)
+            # its write inside the transaction (`_columnar_stalls` below)
             arrow = p.dest.write_arrow
 
             def arrow_upsert(*args: Any, **kwargs: Any) -> Any:
