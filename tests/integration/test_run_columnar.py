@@ -12,7 +12,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -51,7 +51,7 @@ DEST = """CREATE TABLE clients (
     notes VARCHAR(10),
     origin TEXT,
     created_at {timestamp},
-    last_modified TEXT
+    last_modified {version}
 )"""
 # MariaDB: DATETIME keeps no fraction (the mapping cuts it and counts a truncation); its
 # TIMESTAMP is read in the session's zone (UTC), and the equality tests take it too
@@ -82,8 +82,9 @@ def destination(request: pytest.FixtureRequest) -> Callable[[], str]:
     ]
 )
 def destination_time(request: pytest.FixtureRequest) -> tuple[Callable[[], str], str | None]:
-    """`destination`, and the type of its `created_at` column (None: the kind's own in
-    TIMESTAMP); MariaDB also with TIMESTAMP, which the session reads in UTC."""
+    """`destination`, and the type of its `created_at` and `last_modified` columns (None: the
+    kind's own TIMESTAMP and TEXT); MariaDB also with TIMESTAMP, which the session reads in UTC,
+    for both: `last_modified` then holds the version, and the version guard's upsert is sent."""
     kind, timestamp = request.param
     make: Callable[[], str] = request.getfixturevalue(DESTINATIONS[kind])
     return make, timestamp
@@ -154,7 +155,8 @@ def _side(tmp_path: Path, name: str, dst: str, columnar: bool, timestamp: str | 
     folder = tmp_path / name
     folder.mkdir()
     _source(folder / "erp.db")
-    h.execute(dst, DEST.format(timestamp=timestamp or TIMESTAMP[_kind(dst)]))
+    # a typed `last_modified` (the `timestamp` case) holds the version: the version guard is on
+    h.execute(dst, DEST.format(timestamp=timestamp or TIMESTAMP[_kind(dst)], version=timestamp or "TEXT"))
     sheet = SHEET.format(
         src=folder / "erp.db", dst=dst, state=folder / "state.db", columnar=str(columnar).lower()
     )
@@ -230,6 +232,16 @@ def _run(folder: Path) -> Any:
         store.close()
 
 
+def _guard(folder: Path) -> Any:
+    store = StateStore.open(f"sqlite:///{folder / 'state.db'}", folder, create=True)
+    engine = Engine(loader.load(folder / "sheet.yaml", env={}), store)
+    try:
+        return cast(Any, engine.parts("customers").dest).guard
+    finally:
+        engine.close()
+        store.close()
+
+
 CHANGES = [  # :t: after both seeds' watermarks (`lag: 0s`), the same on both sides
     "UPDATE customers SET name = 'Changed ' || id, last_modified = :t WHERE id % 4 = 0",
     "UPDATE customers SET status = 'X', last_modified = :t WHERE id = 5",  # unmapped now
@@ -255,6 +267,7 @@ def test_a_columnar_run_equals_the_per_record_run(
             h.execute(f"sqlite:///{folder / 'erp.db'}", change, params={"t": stamp})
     steps.clear()
     reference, report = _run(off), _run(on)
+    assert _guard(on) == ("last_modified" if timestamp else None)  # the version guard's upsert
     assert steps and all(steps[:-1])  # the run's batches took the columnar step
     fields = ("read", "written", "rejected", "skipped", "truncated")
     assert [getattr(report.counts, f) for f in fields] == [getattr(reference.counts, f) for f in fields]
