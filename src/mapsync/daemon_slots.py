@@ -44,8 +44,6 @@ class Slots:
         last = self.handled[key]
         if last is not None and due <= last:
             return
-        missed = len(schedules.slots_between(sched, last, due)) - 1 if last is not None else 0
-        kind = RETRY if slot == RETRY else RUN
         reason = self._skip_reason(w, slot)
         if reason == DEFER:
             return  # looked at again next tick (see `_skip_reason`)
@@ -53,7 +51,8 @@ class Slots:
             last = self.handled[key] = counted
             if due <= last:
                 return
-            missed = len(schedules.slots_between(sched, last, due)) - 1
+        missed = len(schedules.slots_between(sched, last, due)) - 1 if last is not None else 0
+        kind = RETRY if slot == RETRY else RUN
         if reason is not None:
             # recorded before the slot counts as handled: a store away now (the tick ends) means
             # the next tick records it, never a slot that passed in silence

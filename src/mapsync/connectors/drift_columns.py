@@ -31,7 +31,6 @@ and a row holding a value Python cannot hold at all (a time outside years 1–99
 from __future__ import annotations
 
 import decimal
-import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mapsync.connectors.drift_form import UNREADABLE, ColumnForm, DriftForm
+from mapsync.connectors.drift_form import MD5, UNREADABLE, ColumnForm, DriftForm
 from mapsync.connectors.drift_sql import NULL, SEP
 
 _TEXT = pa.large_string()
@@ -198,18 +197,5 @@ def _md5s(texts: pa.Array) -> list[str]:
     _, offsets, data = texts.buffers()
     bounds = memoryview(offsets).cast("q")[texts.offset : texts.offset + len(texts) + 1].tolist()
     view = memoryview(data if data is not None else b"")
-    md5 = _MD5
+    md5 = MD5
     return [md5(view[a:b], usedforsecurity=False).hexdigest() for a, b in itertools.pairwise(bounds)]
-
-
-def _builtin_md5() -> Callable[..., Any]:
-    """CPython's own md5 (HACL*) where it is built in: about a third faster than OpenSSL's on
-    texts this short (the context set-up dominates); the same digest."""
-    try:
-        from _md5 import md5  # type: ignore[import-not-found]
-    except ImportError:  # a Python built without its own hashes
-        return hashlib.md5
-    return md5  # type: ignore[no-any-return]
-
-
-_MD5 = _builtin_md5()

@@ -207,7 +207,5 @@ class _ReadAhead:
         return item
 
     def close(self) -> None:
-        if self.pending is not None:
-            concurrent.futures.wait([self.pending])
-            self.pending = None
-        self.pool.shutdown(wait=True)
+        self.pending = None
+        self.pool.shutdown(wait=True)  # (waits for a read under way)
