@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from mapsync import crash, db_errors, deadline, delivery, errors, records
-from mapsync.connectors import drift_form, sql_copy, sql_exists, version_guard
-from mapsync.connectors.sql import ColumnInfo, SqlDatabase, chunked, key_in
+from mapsync.connectors import drift_form, sql_copy, sql_exists, sql_upsert, version_guard
+from mapsync.connectors.sql import ColumnInfo, SqlDatabase
 from mapsync.connectors.sql_keys import KeyProbe
 from mapsync.db_timeouts import UNLIMITED_MYSQL, statement_limit
 from mapsync.ports import Capabilities, DestinationBase
@@ -205,7 +204,7 @@ class SqlDestination(DestinationBase):
         the same types, though they are written as rows)."""
         if self.children or self.on_exists != "update":
             return None
-        if self.fallback is not None or self._lacks_required(self.main, list(cols)):
+        if self.fallback is not None or sql_upsert.lacks_required(self.main.table, list(cols)):
             return None
         from mapsync.connectors import arrow_copy  # pyarrow, pgpq: only a columnar run loads them
 
@@ -218,46 +217,41 @@ class SqlDestination(DestinationBase):
         binary form: the caller then writes these rows per record, which finds the row at fault.
 
         PostgreSQL: binary COPY from the columns (arrow_copy). MariaDB and SQLite: the per-record
-        write's own upsert statement (`_upsert_stmt`), the rows handed to the driver's
+        write's own upsert statement (`sql_upsert.upsert_stmt`), the rows handed to the driver's
         executemany (arrow_rows), with the values the per-record mapping gives (run_columnar
         checks that)."""
-        from mapsync.connectors import arrow_copy
+        from mapsync.connectors import arrow_copy, arrow_rows
 
         targets = self.arrow_targets(data.column_names)
         if targets is None:
             raise ValueError(f"sync {self.sync}: destination {self.db.name} has no columnar write")
-        if self.db.dialect != "postgresql":
-            from mapsync.connectors import arrow_rows
-
-            cols = list(data.column_names)
-            stmt = self._upsert_stmt(self.main, cols, self.guard if self.guard in cols else None)
-
-            def upsert(fresh: bool) -> None:
-                self.attempts += 1
-                with self.db.engine.begin() as conn, self._statement_limit(conn):
-                    self._not_cut()
-                    arrow_rows.execute(conn, stmt, self.main.table, data)
-                    crash.point("during_write")
-
-            self._retrying(upsert, fresh)
-            return
-        cast = arrow_copy.cast(data, targets)
-        guard = self.guard if self.guard in cast.column_names else None
+        cols = list(data.column_names)
+        guard = self.guard if self.guard in cols else None
+        copy = self.db.dialect == "postgresql"
+        rows = arrow_copy.cast(data, targets) if copy else data
+        stmt = (
+            None
+            if copy
+            else sql_upsert.upsert_stmt(self.db.dialect, self.main.table, self.main.key, cols, guard)
+        )
 
         def write(fresh: bool) -> None:
             self.attempts += 1
-            with self.db.engine.begin() as conn:
+            with self.db.engine.begin() as conn, self._statement_limit(conn):
                 self._not_cut()
-                with sql_copy.driver_errors(conn):
-                    arrow_copy.pg_copy_arrow(
-                        conn,
-                        self.main.qualified,
-                        self.main.quote,
-                        self.main.key,
-                        cast,
-                        fresh=fresh,
-                        guard=guard,
-                    )
+                if stmt is not None:
+                    arrow_rows.execute(conn, stmt, self.main.table, rows)
+                else:
+                    with sql_copy.driver_errors(conn):
+                        arrow_copy.pg_copy_arrow(
+                            conn,
+                            self.main.qualified,
+                            self.main.quote,
+                            self.main.key,
+                            rows,
+                            fresh=fresh,
+                            guard=guard,
+                        )
                 crash.point("during_write")
 
         self._retrying(write, fresh)
@@ -367,12 +361,9 @@ class SqlDestination(DestinationBase):
             with contextlib.suppress(Exception), conn.connection.dbapi_connection.cursor() as cur:  # type: ignore[union-attr]
                 cur.execute(UNLIMITED_MYSQL)
 
-    def _key_cond(self, t: _Table) -> Any:
-        return sa.and_(*[t.table.c[k] == sa.bindparam(f"k_{i}") for i, k in enumerate(t.key)])
-
     def _delete(self, conn: sa.Connection, t: _Table, keys: list[records.Key]) -> None:
         conn.execute(
-            sa.delete(t.table).where(self._key_cond(t)),
+            sa.delete(t.table).where(sql_upsert.key_cond(t.table, t.key)),
             [{f"k_{i}": v for i, v in enumerate(k)} for k in keys],
         )
 
@@ -389,7 +380,7 @@ class SqlDestination(DestinationBase):
     def _update(self, conn: sa.Connection, t: _Table, rec: records.Mapped) -> None:
         values = {c: v for c, v in rec.values.items() if c not in t.key}
         params = {f"k_{i}": v for i, v in enumerate(rec.dest_key)}
-        conn.execute(sa.update(t.table).where(self._key_cond(t)).values(values), params)
+        conn.execute(sa.update(t.table).where(sql_upsert.key_cond(t.table, t.key)).values(values), params)
 
     def _upsert(self, conn: sa.Connection, t: _Table, rows: list[records.Row], fresh: bool) -> None:
         groups: dict[tuple[str, ...], list[records.Row]] = {}
@@ -401,78 +392,11 @@ class SqlDestination(DestinationBase):
             return
         cols = list(rows[0])
         guard = self.guard if t is self.main and self.guard in cols else None
-        if self._lacks_required(t, cols):
-            self._update_then_insert(conn, t, cols, rows, guard)
+        if sql_upsert.lacks_required(t.table, cols):
+            sql_upsert.update_then_insert(conn, t.table, t.key, rows, guard)
             return
         if self.db.dialect == "postgresql" and (fresh or len(rows) >= COPY_THRESHOLD):
             with sql_copy.driver_errors(conn):
                 sql_copy.pg_copy(conn, t.qualified, t.quote, t.key, cols, rows, fresh=fresh, guard=guard)
             return
-        conn.execute(self._upsert_stmt(t, cols, guard), rows)
-
-    def _upsert_stmt(self, t: _Table, cols: list[str], guard: str | None) -> Any:
-        """The upsert of rows of these columns: MariaDB's `INSERT … ON DUPLICATE KEY UPDATE`,
-        PostgreSQL's and SQLite's `INSERT … ON CONFLICT` (under a version `guard`, older never
-        replaces newer)."""
-        non_key = [c for c in cols if c not in t.key]
-        stmt: Any
-        if self.db.dialect == "mysql":
-            my = mysql.insert(t.table)
-            stmt = (
-                my.on_duplicate_key_update(
-                    version_guard.mysql_assignments(t.table, my.inserted, non_key, guard)
-                )
-                if guard and non_key
-                else my.on_duplicate_key_update({c: my.inserted[c] for c in non_key or t.key})
-            )
-        else:
-            ins: Any = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(t.table)
-            stmt = (
-                ins.on_conflict_do_update(
-                    index_elements=t.key,
-                    set_={c: ins.excluded[c] for c in non_key},
-                    where=version_guard.upsert_where(t.table, ins.excluded, guard) if guard else None,
-                )
-                if non_key
-                else ins.on_conflict_do_nothing(index_elements=t.key)
-            )
-        return stmt
-
-    @staticmethod
-    def _lacks_required(t: _Table, cols: list[str]) -> bool:
-        """Whether rows leave out a NOT NULL column the database cannot fill (`on_null: omit`)."""
-        return any(
-            not c.nullable and c.server_default is None and c.identity is None and not c.primary_key
-            for c in t.table.columns
-            if c.name not in cols
-        )
-
-    def _update_then_insert(
-        self, conn: sa.Connection, t: _Table, cols: list[str], rows: list[records.Row], guard: str | None
-    ) -> None:
-        """An upsert of rows without a NOT NULL column fails the NOT NULL check before it finds the
-        existing row: update the rows that exist, insert the others (the database may refuse
-        those, as a new row needs the column)."""
-        key_cols = [t.table.c[k] for k in t.key]
-        keys = [tuple([row[k] for k in t.key]) for row in rows]
-        found: set[tuple[Any, ...]] = set()
-        for part in chunked(keys):
-            found.update(tuple(r) for r in conn.execute(sa.select(*key_cols).where(key_in(key_cols, part))))
-        non_key = [c for c in cols if c not in t.key]
-        old = [(row, key) for row, key in zip(rows, keys, strict=True) if key in found]
-        new = [row for row, key in zip(rows, keys, strict=True) if key not in found]
-        if old and non_key:
-            stmt = sa.update(t.table).where(self._key_cond(t))
-            if guard:
-                stmt = stmt.where(version_guard.update_where(t.table, guard, f"v_{non_key.index(guard)}"))
-            stmt = stmt.values({c: sa.bindparam(f"v_{i}") for i, c in enumerate(non_key)})
-            conn.execute(
-                stmt,
-                [
-                    {f"k_{i}": v for i, v in enumerate(key)}
-                    | {f"v_{i}": row[c] for i, c in enumerate(non_key)}
-                    for row, key in old
-                ],
-            )
-        if new:
-            conn.execute(sa.insert(t.table), new)
+        conn.execute(sql_upsert.upsert_stmt(self.db.dialect, t.table, t.key, cols, guard), rows)
