@@ -7,6 +7,7 @@ step; a crash at any point of a columnar batch, then the seed again, loses and d
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sqlite3
@@ -170,14 +171,21 @@ def _kind(url: str) -> str:
     )
 
 
-def _seed(folder: Path) -> Any:
+@contextlib.contextmanager
+def _engine(folder: Path) -> Iterator[Engine]:
+    """The engine of the folder's sheet and state store, closed after."""
     store = StateStore.open(f"sqlite:///{folder / 'state.db'}", folder, create=True)
     engine = Engine(loader.load(folder / "sheet.yaml", env={}), store)
     try:
-        return engine.run("customers", "seed")
+        yield engine
     finally:
         engine.close()
         store.close()
+
+
+def _seed(folder: Path) -> Any:
+    with _engine(folder) as engine:
+        return engine.run("customers", "seed")
 
 
 def _outcome(folder: Path, dst: str) -> dict[str, Any]:
@@ -223,23 +231,13 @@ def test_a_columnar_seed_equals_the_per_record_seed(
 
 
 def _run(folder: Path) -> Any:
-    store = StateStore.open(f"sqlite:///{folder / 'state.db'}", folder, create=True)
-    engine = Engine(loader.load(folder / "sheet.yaml", env={}), store)
-    try:
+    with _engine(folder) as engine:
         return engine.run("customers")
-    finally:
-        engine.close()
-        store.close()
 
 
 def _guard(folder: Path) -> Any:
-    store = StateStore.open(f"sqlite:///{folder / 'state.db'}", folder, create=True)
-    engine = Engine(loader.load(folder / "sheet.yaml", env={}), store)
-    try:
+    with _engine(folder) as engine:
         return cast(Any, engine.parts("customers").dest).guard
-    finally:
-        engine.close()
-        store.close()
 
 
 CHANGES = [  # :t: after both seeds' watermarks (`lag: 0s`), the same on both sides
@@ -292,14 +290,9 @@ def test_a_resumed_columnar_seed_looks_up_the_ledger(
     folder = _side(tmp_path, "again", dst, True)
     first = _seed(folder)
     h.execute(f"sqlite:///{folder / 'erp.db'}", "UPDATE customers SET name = 'Renamed' WHERE id = 3")
-    store = StateStore.open(f"sqlite:///{folder / 'state.db'}", folder, create=True)
-    engine = Engine(loader.load(folder / "sheet.yaml", env={}), store)
-    try:
+    with _engine(folder) as engine:
         steps.clear()
         again = engine.run("customers", "seed", again=True)
-    finally:
-        engine.close()
-        store.close()
     assert steps.count(True) == 9
     assert again.counts.written == 1
     assert again.counts.skipped == first.counts.written - 1
@@ -405,13 +398,8 @@ def _parts_both_ways(
             src=folder / "erp.db", dst=dst, state=folder / "state.db", columnar=str(columnar).lower()
         )
         (folder / "sheet.yaml").write_text(sheet)
-        store = StateStore.open(f"sqlite:///{folder / 'state.db'}", folder, create=True)
-        engine = Engine(loader.load(folder / "sheet.yaml", env={}), store)
-        try:
+        with _engine(folder) as engine:
             report = engine.run("parts", "seed")
-        finally:
-            engine.close()
-            store.close()
         state = f"sqlite:///{folder / 'state.db'}"
         name = Path(dst).name if _kind(dst) == "sqlite" else dst.rsplit("/", 1)[-1]
 
@@ -497,12 +485,7 @@ def test_only_captures_that_read_through_capture_base_get_a_plan(
                 "{method: snapshot}\n    deletes: {policy: ignore}",
             )
         (folder / "sheet.yaml").write_text(text)
-        store = StateStore.open(f"sqlite:///{folder / 'state.db'}", folder, create=True)
-        engine = Engine(loader.load(folder / "sheet.yaml", env={}), store)
-        try:
+        with _engine(folder) as engine:
             plans[method] = engine.parts("customers").columnar
-        finally:
-            engine.close()
-            store.close()
     assert plans["watermark"] is not None and plans["snapshot"] is None
     assert planned == ["watermark"]
